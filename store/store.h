@@ -1,0 +1,254 @@
+/*
+ * store: the event store under one data directory.
+ *
+ * A data directory holds tenants; a tenant holds streams; a stream is an
+ * append-only sequence of events, numbered from version 1.  Each tenant has
+ * one SQLite index (WAL mode) and a directory of segment files that hold the
+ * streams' bytes, one chain of segments per stream.  See docs/STORE.md.
+ *
+ * What it does: splits appended bytes into events (framing), skips events
+ * whose ID the stream already has, checks expected versions, commits all
+ * events of one call atomically, rolls segments by size and age, recovers
+ * to a consistent prefix after a crash, and exposes sealed segments to sync.
+ * What it does not: hold partial lines between calls (the caller keeps the
+ * unconsumed tail, see struct store_append), talk to the network, know FUSE.
+ *
+ * Threads: every function may be called from any thread.  Each tenant has one
+ * lock; calls on different tenants run in parallel.  Pointers to tenants stay
+ * valid until store_close(), even after store_tenant_remove().
+ *
+ * Errors: 0 (or a byte count) on success, -errno on failure.
+ */
+#ifndef STREAMFS_STORE_H
+#define STREAMFS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define STORE_WARN_UNUSED __attribute__((warn_unused_result))
+
+/* Expected version meaning "append at the end, whatever it is". */
+#define STORE_ANY_VERSION UINT64_MAX
+
+#define STORE_NAME_MAX 255
+#define STORE_ID_FIELD_MAX 255
+
+enum store_framing {
+	STORE_LINES = 0,	/* each '\n'-terminated line is one event */
+	STORE_RAW = 1,		/* each append call is one event */
+};
+
+struct store_config {
+	uint64_t roll_size;	/* seal the active segment at this size */
+	int64_t roll_age_ns;	/* ... or when it is this old */
+	uint32_t max_event;	/* larger events fail with -EMSGSIZE */
+	bool sync_always;	/* fdatasync segment and index on each append */
+	enum store_framing framing;	/* default framing of new tenants */
+};
+
+/* Fills in the documented defaults: 64 MiB, 1 h, 1 MiB, no sync, lines. */
+void store_config_default(struct store_config *cfg);
+
+struct store;
+struct store_tenant;
+
+/* Opens (creating if needed) the data directory DIR.  Recovers every tenant
+ * found there.  The caller owns *out and frees it with store_close(). */
+int store_open(const char *dir, const struct store_config *cfg,
+	       struct store **out) STORE_WARN_UNUSED;
+void store_close(struct store *st);
+
+/* Called after every commit, with no store lock held, from the committing
+ * thread: stream ID of tenant T now has SIZE bytes.  SIZE is UINT64_MAX when
+ * the stream was removed.  Set once, before any other thread uses ST. */
+typedef void (*store_commit_fn)(void *arg, struct store_tenant *t,
+				uint64_t stream, uint64_t size);
+void store_set_commit_hook(struct store *st, store_commit_fn fn, void *arg);
+
+/* Attributes of a tenant or a stream.  Streams fill in every field;
+ * tenants leave size and version at 0 and set framing to their default. */
+struct store_attr {
+	uint64_t id;		/* stream id, stable across rename; 0 for tenants */
+	mode_t mode;		/* permission bits only */
+	uid_t uid;
+	gid_t gid;
+	uint64_t size;		/* committed bytes */
+	uint64_t version;	/* committed events */
+	struct timespec atime, mtime, ctime;
+	enum store_framing framing;
+};
+
+/* Which fields of struct store_attr a setattr call changes. */
+#define STORE_SET_MODE	(1u << 0)
+#define STORE_SET_UID	(1u << 1)
+#define STORE_SET_GID	(1u << 2)
+#define STORE_SET_ATIME	(1u << 3)
+#define STORE_SET_MTIME	(1u << 4)
+
+/* Name rules of the contract: 1-255 bytes, no '/', NUL or '@', not "." or "..". */
+bool store_name_valid(const char *name);
+
+/* ---- tenants ---- */
+
+/* -EEXIST if it exists, -EINVAL for a bad name. */
+int store_tenant_create(struct store *st, const char *name, mode_t mode,
+			uid_t uid, gid_t gid) STORE_WARN_UNUSED;
+/* Borrowed pointer, valid until store_close().  -ENOENT if absent. */
+int store_tenant_get(struct store *st, const char *name,
+		     struct store_tenant **out) STORE_WARN_UNUSED;
+/* -ENOTEMPTY while the tenant has streams. */
+int store_tenant_remove(struct store *st, const char *name) STORE_WARN_UNUSED;
+/* Calls FN for each tenant in name order until FN returns non-zero, which
+ * is then returned. */
+int store_tenant_list(struct store *st,
+		      int (*fn)(void *arg, const char *name), void *arg);
+const char *store_tenant_name(const struct store_tenant *t);
+bool store_tenant_removed(const struct store_tenant *t);
+
+int store_tenant_stat(struct store_tenant *t, struct store_attr *out);
+int store_tenant_setattr(struct store_tenant *t, const struct store_attr *attr,
+			 unsigned mask) STORE_WARN_UNUSED;
+/* Default framing of new streams in T. */
+int store_tenant_set_framing(struct store_tenant *t,
+			     enum store_framing framing) STORE_WARN_UNUSED;
+/* Name of the top-level JSON member that carries event IDs ("id").
+ * Copies at most LEN bytes including the NUL into BUF. */
+int store_tenant_get_id_field(struct store_tenant *t, char *buf, size_t len);
+int store_tenant_set_id_field(struct store_tenant *t,
+			      const char *field) STORE_WARN_UNUSED;
+
+/* ---- streams ---- */
+
+/* Creates an empty stream at version 0 with T's default framing.
+ * -EEXIST, -EINVAL.  *id (OUT) gets its id. */
+int store_stream_create(struct store_tenant *t, const char *name, mode_t mode,
+			uid_t uid, gid_t gid, uint64_t *id) STORE_WARN_UNUSED;
+int store_stream_lookup(struct store_tenant *t, const char *name,
+			uint64_t *id) STORE_WARN_UNUSED;
+int store_stream_stat(struct store_tenant *t, uint64_t id,
+		      struct store_attr *out) STORE_WARN_UNUSED;
+int store_stream_setattr(struct store_tenant *t, uint64_t id,
+			 const struct store_attr *attr,
+			 unsigned mask) STORE_WARN_UNUSED;
+/* -EPERM unless the stream is empty. */
+int store_stream_set_framing(struct store_tenant *t, uint64_t id,
+			     enum store_framing framing) STORE_WARN_UNUSED;
+/* Renames stream ID to NEWNAME.  An empty stream already called NEWNAME is
+ * replaced (removed); a non-empty one gives -EPERM. */
+int store_stream_rename(struct store_tenant *t, uint64_t id,
+			const char *newname) STORE_WARN_UNUSED;
+int store_stream_remove(struct store_tenant *t, uint64_t id) STORE_WARN_UNUSED;
+/* Calls FN for each stream with id > AFTER, in id order, until FN returns
+ * non-zero (which is returned).  Ids are the natural readdir cookies. */
+int store_stream_list(struct store_tenant *t, uint64_t after,
+		      int (*fn)(void *arg, const char *name,
+				const struct store_attr *attr),
+		      void *arg);
+/* Number of streams in T. */
+uint64_t store_stream_count(struct store_tenant *t);
+
+/* One append: the bytes of one write(2). */
+struct store_append {
+	const void *buf;
+	size_t len;
+	uint64_t expected;	/* version the caller saw, or STORE_ANY_VERSION */
+	/* Lines framing: a trailing line without '\n' is committed with a
+	 * '\n' added when FINAL is set (close of the file); otherwise it is
+	 * left unconsumed for the caller to hold and prepend next time. */
+	bool final;
+	/* Optional: indices (0-based, among the complete events of BUF) of
+	 * events skipped as duplicates, up to SKIPPED_CAP of them. */
+	uint32_t *skipped;
+	size_t skipped_cap;
+};
+
+struct store_append_result {
+	uint64_t version;	/* stream version after the call */
+	uint64_t size;		/* stream size after the call */
+	size_t consumed;	/* bytes of BUF committed or skipped */
+	uint32_t appended;	/* events committed */
+	uint32_t skipped;	/* events skipped as duplicates */
+};
+
+/* Appends to stream ID.  All events of the call are committed together or
+ * none: -ESTALE when EXPECTED does not match, -EMSGSIZE when an event
+ * (or a trailing partial line) exceeds max_event, -ENOSPC when the disk is
+ * full, -ENOENT when the stream is gone.  RES (OUT) is filled on success. */
+int store_append(struct store_tenant *t, uint64_t id,
+		 const struct store_append *app,
+		 struct store_append_result *res) STORE_WARN_UNUSED;
+
+/* Reads up to LEN committed bytes at OFF.  Returns the byte count, 0 at the
+ * end, or -errno (-EIO when an evicted segment cannot be read). */
+ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
+		   size_t len, uint64_t off) STORE_WARN_UNUSED;
+
+/* Byte offset where event VERSION (1-based) starts; the end offset when
+ * VERSION is past the last event.  *off (OUT). */
+int store_offset_of_version(struct store_tenant *t, uint64_t id,
+			    uint64_t version, uint64_t *off) STORE_WARN_UNUSED;
+/* Offset of the first of the last N events (0 when N >= version). */
+int store_offset_of_last(struct store_tenant *t, uint64_t id, uint64_t n,
+			 uint64_t *off) STORE_WARN_UNUSED;
+/* First version committed at or after TIME_NS (ns since the epoch), or
+ * version + 1 when there is none. *version (OUT). */
+int store_version_at_time(struct store_tenant *t, uint64_t id,
+			  int64_t time_ns, uint64_t *version) STORE_WARN_UNUSED;
+
+/* Makes every committed event of stream ID survive a power cut. */
+int store_sync_stream(struct store_tenant *t, uint64_t id) STORE_WARN_UNUSED;
+/* The same for everything in the store. */
+int store_sync(struct store *st) STORE_WARN_UNUSED;
+
+/* ---- segments, for sync/ ---- */
+
+/* Seals the active segments of T that are older than roll_age at NOW_NS, or
+ * every non-empty one when FORCE.  Returns the number sealed or -errno. */
+int store_roll(struct store_tenant *t, int64_t now_ns, bool force);
+
+enum store_seg_state {
+	STORE_SEG_ACTIVE = 0,	/* being appended to */
+	STORE_SEG_SEALED = 1,	/* immutable, not yet uploaded */
+	STORE_SEG_UPLOADED = 2,	/* uploaded, local copy present */
+	STORE_SEG_EVICTED = 3,	/* uploaded, local copy removed */
+};
+
+struct store_segment {
+	uint64_t seg;		/* segment id, unique in the tenant */
+	uint64_t stream;
+	uint64_t first_version;	/* version of its first event */
+	uint64_t count;		/* events */
+	uint64_t offset;	/* stream offset of its first byte */
+	uint64_t length;	/* bytes */
+	uint64_t checksum;	/* XXH3-64 of the bytes, sealed segments only */
+	int64_t created_ns;
+	enum store_seg_state state;
+};
+
+/* Calls FN for each sealed segment in state STATE, in segment order. */
+int store_segment_list(struct store_tenant *t, enum store_seg_state state,
+		       int (*fn)(void *arg, const struct store_segment *seg),
+		       void *arg);
+/* Path of the segment's local file (exists unless evicted).  Caller frees. */
+char *store_segment_path(struct store_tenant *t, uint64_t seg);
+int store_segment_mark_uploaded(struct store_tenant *t,
+				uint64_t seg) STORE_WARN_UNUSED;
+/* Removes the local copy of an uploaded segment.  -EBUSY if not uploaded. */
+int store_segment_evict(struct store_tenant *t, uint64_t seg) STORE_WARN_UNUSED;
+/* Puts back a fetched copy: the file at PATH must match the segment's length
+ * and checksum (-EIO otherwise); it is renamed into place. */
+int store_segment_restore(struct store_tenant *t, uint64_t seg,
+			  const char *path) STORE_WARN_UNUSED;
+
+/* ---- checking ---- */
+
+/* Checks the data directory DIR without changing it: index rows inside their
+ * segments, sealed checksums, contiguous versions.  Writes a report to OUT.
+ * Returns 0 when clean, 1 on damage, -errno when it cannot check. */
+int store_verify(const char *dir, FILE *out);
+
+#endif
