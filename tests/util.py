@@ -1,0 +1,253 @@
+"""Helpers for the streamfs test suite that need no pytest fixture.
+
+The fixtures in conftest.py are built on these; test files may import them
+directly (`from util import wait_until, is_mounted, append`).
+
+Mount life cycle, after libfuse's and sshfs's own test helpers:
+  start the daemon with -f -> wait_for_mount() (fails at once if the daemon
+  died) -> test -> umount() (the daemon must then exit 0) -> check_output()
+  on its stderr; on any failure cleanup() lazily unmounts and kills, so
+  nothing is left mounted.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Sanitizer and crash reports: never acceptable, whatever a test allows.
+SANITIZER_RE = re.compile(
+    r"AddressSanitizer|LeakSanitizer|ThreadSanitizer|MemorySanitizer"
+    r"|UndefinedBehaviorSanitizer|runtime error:|^SUMMARY:|==\d+==ERROR"
+)
+# Suspicious words: fail unless a test allow-lists the line.
+SUSPICIOUS_RE = re.compile(r"error|fault|leak|assertion|panic", re.IGNORECASE)
+# libfuse's own debug output (-d) says "error: 0" on every reply.
+DEFAULT_ALLOW = (
+    r"^\s*unique: \d+, (error|success)",
+)
+
+# Options for the sanitizer runtimes of the daemon and of the C tools: report
+# on stderr, then exit non-zero (no abort, so no core files; exit codes stay
+# distinct from signals).  conftest.py sets them unless the caller already did.
+ASAN_OPTIONS = ("detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=86:"
+                "print_summary=1:strict_string_checks=1:"
+                "detect_stack_use_after_return=1:check_initialization_order=1")
+UBSAN_OPTIONS = "halt_on_error=1:abort_on_error=0:exitcode=87:print_stacktrace=1"
+LSAN_OPTIONS = "exitcode=88"
+
+
+class MountError(AssertionError):
+    """A mount could not be made or torn down as expected."""
+
+
+def find_build_dir(opt=None):
+    """The meson build directory holding the `streamfs` binary.
+
+    Order: `opt` (pytest's --streamfs-build), $STREAMFS_BUILD, then
+    build-test/ and build/ at the top of the repository.  Relative paths are
+    taken from the top of the repository.
+    """
+    for cand in (opt, os.environ.get("STREAMFS_BUILD")):
+        if cand:
+            p = Path(cand)
+            return p if p.is_absolute() else REPO / p
+    for name in ("build-test", "build"):
+        if (REPO / name / "streamfs").exists():
+            return REPO / name
+    return REPO / "build-test"
+
+
+def _unescape_mountinfo(field):
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts():
+    """List of (mountpoint, fstype, source) from /proc/self/mountinfo."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            out.append((_unescape_mountinfo(fields[4]),
+                        fields[sep + 1],
+                        _unescape_mountinfo(fields[sep + 2])))
+    return out
+
+
+def is_mounted(path):
+    """True if `path` is a mount point (works on a dead, stale FUSE mount too)."""
+    p = os.path.realpath(path)
+    return any(mp == p for mp, _, _ in mounts())
+
+
+def mounts_under(prefix):
+    """Mount points at or below `prefix`."""
+    prefix = os.path.realpath(prefix)
+    return [mp for mp, _, _ in mounts()
+            if mp == prefix or mp.startswith(prefix.rstrip("/") + "/")]
+
+
+def read_text(path, tail=None):
+    """Contents of a log file ('' if missing); the last `tail` lines only if given."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    if tail is not None:
+        lines = text.splitlines()
+        if len(lines) > tail:
+            text = "\n".join(["[... %d lines cut ...]" % (len(lines) - tail)]
+                             + lines[-tail:]) + "\n"
+    return text
+
+
+def wait_for_mount(proc, mnt, timeout=20.0, log=None):
+    """Poll until `mnt` is mounted; raise MountError at once if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if is_mounted(mnt):
+            return
+        rc = proc.poll()
+        if rc is not None:
+            raise MountError("streamfs exited with status %s before mounting %s\n"
+                             "--- its stderr ---\n%s"
+                             % (rc, mnt, read_text(log, 200) if log else ""))
+        if time.monotonic() > deadline:
+            raise MountError("%s not mounted after %.0f s\n--- daemon stderr ---\n%s"
+                             % (mnt, timeout, read_text(log, 200) if log else ""))
+        time.sleep(0.02)
+
+
+def fusermount_u(mnt, lazy=False):
+    """Run `fusermount3 -u [-z] mnt`; returns the CompletedProcess."""
+    args = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [str(mnt)]
+    return subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=30)
+
+
+def umount(proc, mnt, timeout=30.0, log=None):
+    """Unmount cleanly and require the daemon to exit with status 0.
+
+    Retries while the mount is busy (a process still has a file open) for up
+    to `timeout` seconds, then fails naming who holds it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        r = fusermount_u(mnt)
+        if r.returncode == 0 or not is_mounted(mnt):
+            break
+        if time.monotonic() > deadline:
+            holders = subprocess.run(["fuser", "-vm", str(mnt)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True).stdout
+            raise MountError("fusermount3 -u %s failed: %s\n%s" % (mnt, r.stdout.strip(), holders))
+        time.sleep(0.1)
+    if proc is None:
+        return
+    try:
+        rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise MountError("streamfs did not exit within %.0f s of unmounting %s\n"
+                         "--- its stderr ---\n%s"
+                         % (timeout, mnt, read_text(log, 200) if log else ""))
+    if rc != 0:
+        raise MountError("streamfs exited with status %s after unmounting %s\n"
+                         "--- its stderr ---\n%s"
+                         % (rc, mnt, read_text(log, 200) if log else ""))
+
+
+def cleanup(proc, mnt):
+    """After a failure: lazy unmount, then stop the daemon (TERM, then KILL)."""
+    if mnt is not None and is_mounted(mnt):
+        fusermount_u(mnt, lazy=True)
+        if is_mounted(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def check_output(text, allow=(), what="streamfs stderr"):
+    """Fail on sanitizer reports, and on suspicious lines not allow-listed.
+
+    `allow` is an iterable of regular expressions (re.search on each line).
+    Sanitizer reports fail even when a pattern matches them.
+    """
+    allow_re = [re.compile(a) for a in tuple(DEFAULT_ALLOW) + tuple(allow)]
+    if any(SANITIZER_RE.search(line) for line in text.splitlines()):
+        raise AssertionError("sanitizer report in %s:\n%s" % (what, text[-20000:]))
+    bad = [line for line in text.splitlines()
+           if SUSPICIOUS_RE.search(line) and not any(a.search(line) for a in allow_re)]
+    if bad:
+        raise AssertionError("unexpected lines in %s (allow-list them if expected):\n%s\n"
+                             "--- full stderr ---\n%s"
+                             % (what, "\n".join(bad), text[-20000:]))
+
+
+def wait_until(pred, timeout=10.0, interval=0.02, msg=None):
+    """Poll `pred()` until it returns a true value, which is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(msg or "condition not met within %.1f s" % timeout)
+        time.sleep(interval)
+
+
+def append(path, data, flags=os.O_WRONLY | os.O_APPEND):
+    """One write(2) of `data` (str or bytes) with O_APPEND; returns bytes written."""
+    if isinstance(data, str):
+        data = data.encode()
+    fd = os.open(path, flags)
+    try:
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def read(path):
+    """All bytes of `path`."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def getxattr(path, name):
+    """An xattr as str (`name` without the `user.` prefix gets it added)."""
+    if not name.startswith(("user.", "trusted.", "security.", "system.")):
+        name = "user." + name
+    return os.getxattr(path, name).decode()
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that was free a moment ago (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ensure_user(name, uid=None):
+    """Create a local Unix user `name` if missing (root only); returns (uid, gid)."""
+    import pwd
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        args = ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "-U"]
+        if uid is not None:
+            args += ["--uid", str(uid)]
+        subprocess.run(args + [name], check=True, stdin=subprocess.DEVNULL)
+        pw = pwd.getpwnam(name)
+    return pw.pw_uid, pw.pw_gid
