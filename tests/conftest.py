@@ -171,8 +171,11 @@ class Mount:
         env = dict(os.environ)
         env.update(self.env)
         with open(self.log, "wb") as errf:
+            # Own session: a Ctrl-C of pytest or a signal a test sends to its
+            # own process group does not reach the daemon.
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                         stdout=errf, stderr=errf, env=env)
+                                         stdout=errf, stderr=errf, env=env,
+                                         start_new_session=True)
         try:
             util.wait_for_mount(self.proc, self.mnt, self.timeout, self.log)
         except BaseException:
