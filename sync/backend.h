@@ -1,0 +1,239 @@
+/*
+ * backend: object storage behind a small vtable.
+ *
+ * A backend stores whole objects under keys below the prefix of its URL:
+ *   file:///dir[/prefix]         a directory (POSIX I/O, no libcurl)
+ *   s3://bucket[/prefix]         S3 Signature V4 through libcurl
+ *   http(s)://host[:port]/path   WebDAV-style PUT/GET/DELETE/HEAD/PROPFIND/MOVE
+ *
+ * What it does: put (atomic: readers see the old object or the new one),
+ * ranged get, head, delete, list by key prefix (every page), and
+ * put_if_absent.  What it does not: retry (callers do, once, in sync/),
+ * cache, or encode names: keys are built by sync/ (see docs/FORMAT.md) and
+ * must be "safe": 1-1024 bytes of [A-Za-z0-9._~%=+,-] and '/', no empty
+ * component and none starting with '.' (so no "." or ".."; backends keep
+ * their temporary objects there), no leading or trailing '/'.  Anything
+ * else is -EINVAL.
+ *
+ * Threads: a struct backend holds one CURL handle and is used by one thread
+ * at a time; open one per thread.  curl_global_init() must have run.
+ *
+ * Errors: methods return 0 or -errno.  -EAGAIN and -ETIMEDOUT mean "try
+ * again later" (network down, 5xx, throttling, truncated transfer); the rest
+ * are final: -ENOENT (no such object), -EEXIST (put_if_absent lost),
+ * -EACCES (credentials refused, TLS verification failed), -EINVAL, -EIO.
+ * The original curl or HTTP code is logged once where it is mapped.
+ * Credentials are never logged.
+ */
+#ifndef STREAMFS_BACKEND_H
+#define STREAMFS_BACKEND_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BACKEND_WARN_UNUSED __attribute__((warn_unused_result))
+
+#define BACKEND_KEY_MAX 1024
+/* get(): read from OFF to the end of the object. */
+#define BACKEND_TO_END UINT64_MAX
+
+/* Capabilities (struct backend_ops.caps). */
+#define BACKEND_CAP_ATOMIC_CREATE (1u << 0) /* put_if_absent is race-free */
+#define BACKEND_CAP_RANGE	  (1u << 1) /* get() fetches only the range */
+
+/* Options of backend_open_url().  Strings are borrowed for the call only. */
+struct backend_options {
+	const char *endpoint;	/* s3: scheme://host[:port] instead of AWS */
+	const char *region;	/* s3: signing region, default us-east-1 */
+	bool path_style;	/* s3: endpoint/bucket/key, not bucket.endpoint/key */
+	const char *credentials_file; /* s3: instead of AWS_* variables */
+	const char *ca_file;	/* extra CA bundle (PEM), for private CAs */
+	long connect_timeout_ms; /* default 10 s */
+	long low_speed_time_s;	/* abort a transfer slower than 1 B/s for this long; default 30 */
+	long timeout_ms;	/* whole request; 0: none (default) */
+	unsigned list_page;	/* s3: max-keys per ListObjectsV2 page; 0: server default */
+	/* s3: send '/' unencoded in query values.  Real S3 wants %2F; some
+	 * test servers (moto) decode it before checking the signature. */
+	bool query_slash_raw;
+};
+
+/* Fills in the defaults above. */
+void backend_options_default(struct backend_options *o);
+/* Sets one option from text, as "-o key=value" gives it: endpoint, region,
+ * path_style (no value, or 0/1), credentials, ca_file, connect_timeout (ms),
+ * timeout (ms), low_speed_time (s), list_page, query_slash_raw.  VALUE is
+ * borrowed and must outlive O.  -EINVAL for an unknown key or a bad value. */
+int backend_options_set(struct backend_options *o, const char *key,
+			const char *value) BACKEND_WARN_UNUSED;
+
+struct backend;
+
+/* Body of a put: BUF when not NULL, else LEN bytes of FD from offset 0. */
+struct backend_body {
+	const void *buf;
+	int fd;
+	uint64_t len;
+};
+
+/* A growable byte buffer with a hard cap.  get() appends to it. */
+struct backend_buf {
+	char *data;		/* owned; free with backend_buf_release() */
+	size_t len;
+	size_t alloc;
+	size_t max;		/* hard cap on len; 0 means 64 MiB */
+};
+void backend_buf_release(struct backend_buf *b);
+
+struct backend_stat {
+	uint64_t size;
+	int64_t mtime;		/* seconds since the epoch, 0 if unknown */
+};
+
+struct backend_entry {
+	const char *key;	/* relative to the backend's prefix */
+	uint64_t size;
+};
+
+/* Called for each object of a listing; non-zero stops the listing and is
+ * returned by list(). */
+typedef int (*backend_list_fn)(void *arg, const struct backend_entry *e);
+
+struct backend_ops {
+	const char *name;	/* "file", "s3", "http" */
+	unsigned caps;		/* BACKEND_CAP_* */
+	/* URL is the whole URL; *out gets the backend on success. */
+	int (*open)(const char *url, const struct backend_options *opts,
+		    struct backend **out);
+	void (*close)(struct backend *b);
+	/* Creates or replaces KEY atomically. */
+	int (*put)(struct backend *b, const char *key,
+		   const struct backend_body *body);
+	/* Appends bytes [OFF, OFF+LEN) of KEY to OUT; fewer at the end of the
+	 * object, none when OFF is at or past it.  LEN may be BACKEND_TO_END.
+	 * -ENOENT, -EFBIG when OUT would pass its cap. */
+	int (*get)(struct backend *b, const char *key, uint64_t off,
+		   uint64_t len, struct backend_buf *out);
+	/* Removes KEY; removing a missing key succeeds. */
+	int (*del)(struct backend *b, const char *key);
+	int (*head)(struct backend *b, const char *key,
+		    struct backend_stat *st);
+	/* Every object whose key starts with PREFIX ("" for all), in
+	 * byte order of keys. */
+	int (*list)(struct backend *b, const char *prefix, backend_list_fn fn,
+		    void *arg);
+	/* Creates KEY only if it does not exist: -EEXIST otherwise. */
+	int (*put_if_absent)(struct backend *b, const char *key,
+			     const struct backend_body *body);
+};
+
+/* Every backend starts with this. */
+struct backend {
+	const struct backend_ops *ops;
+};
+
+/* Opens the backend for URL's scheme.  The caller owns *out and frees it
+ * with backend_close().  -EPROTONOSUPPORT for an unknown scheme, -EINVAL
+ * for a malformed URL, -EACCES for unusable credentials. */
+int backend_open_url(const char *url, const struct backend_options *opts,
+		     struct backend **out) BACKEND_WARN_UNUSED;
+
+/* True when KEY follows the rules at the top of this file. */
+bool backend_key_valid(const char *key);
+
+/* True for errors worth retrying later. */
+static inline bool backend_err_retryable(int rc)
+{
+	return rc == -EAGAIN || rc == -ETIMEDOUT;
+}
+
+/* Fault injection for tests: when set, every call through the wrappers
+ * below first asks it; a non-zero -errno is returned instead of the call.
+ * OP is the method name ("put", "get", ...).  Set before any thread runs. */
+extern int (*backend_fault_hook)(const struct backend *b, const char *op,
+				 const char *key);
+
+static inline int backend_fault(const struct backend *b, const char *op,
+				const char *key)
+{
+	return backend_fault_hook ? backend_fault_hook(b, op, key) : 0;
+}
+
+static inline const char *backend_name(const struct backend *b)
+{
+	return b->ops->name;
+}
+
+static inline unsigned backend_caps(const struct backend *b)
+{
+	return b->ops->caps;
+}
+
+static inline void backend_close(struct backend *b)
+{
+	if (b)
+		b->ops->close(b);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_put(struct backend *b, const char *key, const struct backend_body *body)
+{
+	int rc = backend_fault(b, "put", key);
+	return rc ? rc : b->ops->put(b, key, body);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_put_buf(struct backend *b, const char *key, const void *buf, size_t len)
+{
+	struct backend_body body = { .buf = buf ? buf : "", .fd = -1, .len = len };
+	return backend_put(b, key, &body);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_get(struct backend *b, const char *key, uint64_t off, uint64_t len,
+	    struct backend_buf *out)
+{
+	int rc = backend_fault(b, "get", key);
+	return rc ? rc : b->ops->get(b, key, off, len, out);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_del(struct backend *b, const char *key)
+{
+	int rc = backend_fault(b, "del", key);
+	return rc ? rc : b->ops->del(b, key);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_head(struct backend *b, const char *key, struct backend_stat *st)
+{
+	int rc = backend_fault(b, "head", key);
+	return rc ? rc : b->ops->head(b, key, st);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_list(struct backend *b, const char *prefix, backend_list_fn fn,
+	     void *arg)
+{
+	int rc = backend_fault(b, "list", prefix);
+	return rc ? rc : b->ops->list(b, prefix, fn, arg);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_put_if_absent(struct backend *b, const char *key,
+		      const struct backend_body *body)
+{
+	int rc = backend_fault(b, "put_if_absent", key);
+	return rc ? rc : b->ops->put_if_absent(b, key, body);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_put_if_absent_buf(struct backend *b, const char *key, const void *buf,
+			  size_t len)
+{
+	struct backend_body body = { .buf = buf ? buf : "", .fd = -1, .len = len };
+	return backend_put_if_absent(b, key, &body);
+}
+
+#endif

@@ -1,0 +1,413 @@
+/*
+ * backend_file.c: file:///DIR, objects as files under DIR.
+ *
+ * put writes a temporary file beside the target, fsyncs it, renames it into
+ * place and fsyncs the directory.  put_if_absent link()s the temporary file
+ * to the target, which fails with EEXIST when another host won: link is
+ * atomic on local filesystems and on NFS.  Temporary files start with '.',
+ * which keys never do, so listings skip them.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sync_int.h"
+
+struct backend_file {
+	struct backend base;
+	char *root;		/* absolute directory, no trailing '/' */
+};
+
+static struct backend_file *to_file(struct backend *b)
+{
+	return (struct backend_file *)b;
+}
+
+static void file_close(struct backend *b);
+
+static int file_open(const char *url, const struct backend_options *opts,
+		     struct backend **out)
+{
+	struct backend_file *f;
+	const char *path = url + strlen("file://");
+	struct stat st;
+	size_t len;
+
+	(void)opts;
+	if (path[0] != '/')
+		return -EINVAL;	/* file://host/... is not supported */
+	f = calloc(1, sizeof(*f));
+	if (!f || !(f->root = strdup(path))) {
+		free(f);
+		return -ENOMEM;
+	}
+	f->base.ops = &backend_file_ops;
+	len = strlen(f->root);
+	while (len > 1 && f->root[len - 1] == '/')
+		f->root[--len] = '\0';
+	if (sync_urldecode(f->root) < 0) {
+		free(f->root);
+		free(f);
+		return -EINVAL;
+	}
+	if (stat(f->root, &st) < 0) {
+		int rc = -errno;
+
+		/* Create the last level only: a missing mount stays missing. */
+		if (rc == -ENOENT && mkdir(f->root, 0755) == 0)
+			rc = 0;
+		if (rc) {
+			sync_log("file backend %s: %s", f->root, strerror(-rc));
+			file_close(&f->base);
+			return rc;
+		}
+	} else if (!S_ISDIR(st.st_mode)) {
+		file_close(&f->base);
+		return -ENOTDIR;
+	}
+	*out = &f->base;
+	return 0;
+}
+
+static void file_close(struct backend *b)
+{
+	struct backend_file *f = to_file(b);
+
+	free(f->root);
+	free(f);
+}
+
+static int file_path(struct backend_file *f, const char *key, char **out)
+{
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	if (asprintf(out, "%s/%s", f->root, key) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* Creates the directories above PATH. */
+static int mkdir_parents(char *path, size_t root_len)
+{
+	for (char *p = path + root_len + 1; (p = strchr(p, '/')); p++) {
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+			int rc = -errno;
+
+			*p = '/';
+			return rc;
+		}
+		*p = '/';
+	}
+	return 0;
+}
+
+static int fsync_parent(const char *path)
+{
+	char *dir = strdup(path), *slash;
+	int fd, rc = 0;
+
+	if (!dir)
+		return -ENOMEM;
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	free(dir);
+	return rc;
+}
+
+static int copy_body(int fd, const struct backend_body *body)
+{
+	char buf[65536];
+	uint64_t off = 0;
+
+	if (body->buf) {
+		const char *p = body->buf;
+
+		while (off < body->len) {
+			ssize_t n = write(fd, p + off, body->len - off);
+
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				return -errno;
+			}
+			off += (uint64_t)n;
+		}
+		return 0;
+	}
+	while (off < body->len) {
+		size_t want = body->len - off < sizeof(buf) ?
+			(size_t)(body->len - off) : sizeof(buf);
+		ssize_t n = pread(body->fd, buf, want, (off_t)off), w;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		for (ssize_t done = 0; done < n; done += w) {
+			w = write(fd, buf + done, (size_t)(n - done));
+			if (w < 0) {
+				if (errno == EINTR) {
+					w = 0;
+					continue;
+				}
+				return -errno;
+			}
+		}
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Writes BODY to a fresh temporary file beside PATH; *tmp (OUT) names it. */
+static int write_temp(struct backend_file *f, char *path,
+		      const struct backend_body *body, char **tmp)
+{
+	char *slash;
+	int fd, rc;
+
+	rc = mkdir_parents(path, strlen(f->root));
+	if (rc)
+		return rc;
+	slash = strrchr(path, '/');
+	if (asprintf(tmp, "%.*s/.tmp.%s.XXXXXX", (int)(slash - path), path,
+		     slash + 1) < 0)
+		return -ENOMEM;
+	fd = mkostemp(*tmp, O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		free(*tmp);
+		*tmp = NULL;
+		return rc;
+	}
+	rc = copy_body(fd, body);
+	if (!rc && fchmod(fd, 0644) < 0)
+		rc = -errno;
+	if (!rc && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && !rc)
+		rc = -errno;
+	if (rc) {
+		unlink(*tmp);
+		free(*tmp);
+		*tmp = NULL;
+	}
+	return rc;
+}
+
+static int file_put(struct backend *b, const char *key,
+		    const struct backend_body *body)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL, *tmp = NULL;
+	int rc;
+
+	rc = file_path(f, key, &path);
+	if (!rc)
+		rc = write_temp(f, path, body, &tmp);
+	if (!rc && rename(tmp, path) < 0) {
+		rc = -errno;
+		unlink(tmp);
+	}
+	if (!rc)
+		rc = fsync_parent(path);
+	free(tmp);
+	free(path);
+	return rc;
+}
+
+static int file_put_if_absent(struct backend *b, const char *key,
+			      const struct backend_body *body)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL, *tmp = NULL;
+	int rc;
+
+	rc = file_path(f, key, &path);
+	if (!rc)
+		rc = write_temp(f, path, body, &tmp);
+	if (!rc) {
+		if (link(tmp, path) < 0)
+			rc = -errno;
+		unlink(tmp);
+	}
+	if (!rc)
+		rc = fsync_parent(path);
+	free(tmp);
+	free(path);
+	return rc;
+}
+
+static int file_get(struct backend *b, const char *key, uint64_t off,
+		    uint64_t len, struct backend_buf *out)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL;
+	struct stat st;
+	uint64_t end;
+	int fd, rc;
+
+	rc = file_path(f, key, &path);
+	if (rc)
+		return rc;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	free(path);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	end = (uint64_t)st.st_size;
+	if (len != BACKEND_TO_END && off + len < end)
+		end = off + len;
+	while (off < end) {
+		size_t want = end - off > (1u << 20) ? (1u << 20) :
+			(size_t)(end - off);
+		ssize_t n;
+
+		rc = backend_buf_reserve(out, want);
+		if (rc)
+			goto out;
+		n = pread(fd, out->data + out->len, want, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : 0;
+			break;	/* shorter than fstat said: it was replaced */
+		}
+		out->len += (size_t)n;
+		off += (uint64_t)n;
+	}
+	if (!rc)
+		rc = backend_buf_terminate(out);
+out:
+	close(fd);
+	return rc;
+}
+
+static int file_del(struct backend *b, const char *key)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL;
+	int rc;
+
+	rc = file_path(f, key, &path);
+	if (rc)
+		return rc;
+	if (unlink(path) < 0 && errno != ENOENT)
+		rc = -errno;
+	free(path);
+	return rc;
+}
+
+static int file_head(struct backend *b, const char *key,
+		     struct backend_stat *st)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL;
+	struct stat s;
+	int rc;
+
+	rc = file_path(f, key, &path);
+	if (rc)
+		return rc;
+	if (stat(path, &s) < 0)
+		rc = -errno;
+	else if (!S_ISREG(s.st_mode))
+		rc = -ENOENT;
+	else
+		*st = (struct backend_stat){ .size = (uint64_t)s.st_size,
+					     .mtime = s.st_mtime };
+	free(path);
+	return rc;
+}
+
+/* Adds every regular file below DIR (KEY is its key, "" at the root) whose
+ * key starts with PREFIX. */
+static int walk(const char *dir, const char *key, const char *prefix,
+		struct entry_vec *ev, int depth)
+{
+	struct dirent *de;
+	DIR *d;
+	int rc = 0;
+
+	if (depth > 64)
+		return -ELOOP;
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+	while ((de = readdir(d))) {
+		char *sub = NULL, *subkey = NULL;
+		struct stat st;
+		size_t kl;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (asprintf(&sub, "%s/%s", dir, de->d_name) < 0 ||
+		    asprintf(&subkey, "%s%s%s", key, *key ? "/" : "",
+			     de->d_name) < 0) {
+			free(sub);
+			rc = -ENOMEM;
+			break;
+		}
+		kl = strlen(subkey);
+		if (lstat(sub, &st) < 0) {
+			/* removed meanwhile */
+		} else if (S_ISDIR(st.st_mode)) {
+			/* Descend only where PREFIX can still match. */
+			size_t pl = strlen(prefix);
+
+			if (!strncmp(subkey, prefix, kl < pl ? kl : pl))
+				rc = walk(sub, subkey, prefix, ev, depth + 1);
+		} else if (S_ISREG(st.st_mode) &&
+			   !strncmp(subkey, prefix, strlen(prefix))) {
+			rc = entry_vec_add(ev, subkey, (uint64_t)st.st_size);
+		}
+		free(sub);
+		free(subkey);
+		if (rc)
+			break;
+	}
+	closedir(d);
+	return rc;
+}
+
+static int file_list(struct backend *b, const char *prefix,
+		     backend_list_fn fn, void *arg)
+{
+	struct backend_file *f = to_file(b);
+	struct entry_vec ev = { 0 };
+	int rc;
+
+	rc = walk(f->root, "", prefix ? prefix : "", &ev, 0);
+	if (!rc)
+		rc = entry_vec_emit(&ev, fn, arg);
+	entry_vec_release(&ev);
+	return rc;
+}
+
+const struct backend_ops backend_file_ops = {
+	.name = "file",
+	.caps = BACKEND_CAP_ATOMIC_CREATE | BACKEND_CAP_RANGE,
+	.open = file_open,
+	.close = file_close,
+	.put = file_put,
+	.get = file_get,
+	.del = file_del,
+	.head = file_head,
+	.list = file_list,
+	.put_if_absent = file_put_if_absent,
+};

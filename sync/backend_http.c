@@ -1,0 +1,541 @@
+/*
+ * backend_http.c: http(s)://HOST/PATH, a WebDAV-style server (nginx's dav
+ * module with dav_ext for PROPFIND, Apache mod_dav, ...).
+ *
+ * put is one PUT (the server must create missing parent collections, as
+ * nginx does with create_full_put_path; if it answers 409 we MKCOL them and
+ * retry).  get uses Range; del DELETE; head HEAD.  list walks collections
+ * with PROPFIND Depth: 1, so it needs no manifest object on the server.
+ * put_if_absent PUTs a temporary object beside KEY and MOVEs it onto KEY
+ * with "Overwrite: F", which the server refuses with 412 when KEY exists.
+ * This is only as atomic as the server's MOVE (nginx checks, then
+ * renames), so the backend does not claim BACKEND_CAP_ATOMIC_CREATE.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "sync_int.h"
+
+struct backend_http {
+	struct backend base;
+	CURL *curl;
+	struct http_conf conf;
+	char *base_url;		/* ends with '/' */
+	char *base_path;	/* decoded path part of base_url, ends with '/' */
+};
+
+static struct backend_http *to_http(struct backend *b)
+{
+	return (struct backend_http *)b;
+}
+
+static void http_close(struct backend *b)
+{
+	struct backend_http *h = to_http(b);
+
+	if (!h)
+		return;
+	if (h->curl)
+		curl_easy_cleanup(h->curl);
+	http_conf_release(&h->conf);
+	free(h->base_url);
+	free(h->base_path);
+	free(h);
+}
+
+static int http_open(const char *url, const struct backend_options *o,
+		     struct backend **out)
+{
+	struct backend_http *h;
+	const char *host = strstr(url, "://") + 3, *path;
+	size_t n = strlen(url);
+	int rc;
+
+	if (strpbrk(url, "?#\r\n "))
+		return -EINVAL;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->base.ops = &backend_http_ops;
+	while (n && url[n - 1] == '/')
+		n--;
+	if (asprintf(&h->base_url, "%.*s/", (int)n, url) < 0) {
+		h->base_url = NULL;
+		rc = -ENOMEM;
+		goto fail;
+	}
+	path = strchr(host, '/');
+	if (!path || path >= url + n) {
+		h->base_path = strdup("/");
+	} else if (asprintf(&h->base_path, "%.*s/", (int)(url + n - path),
+			    path) < 0) {
+		h->base_path = NULL;
+	}
+	if (!h->base_path) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = sync_urldecode(h->base_path);
+	if (rc)
+		goto fail;
+	rc = http_conf_init(&h->conf, o);
+	if (rc)
+		goto fail;
+	h->curl = curl_easy_init();
+	if (!h->curl) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	*out = &h->base;
+	return 0;
+fail:
+	http_close(&h->base);
+	return rc;
+}
+
+static int key_url(struct backend_http *h, const char *key,
+		   struct backend_buf *url)
+{
+	int rc = backend_buf_append(url, h->base_url, strlen(h->base_url));
+
+	if (!rc)
+		rc = backend_buf_urlencode(url, key, true);
+	return rc;
+}
+
+/* One request; maps statuses >= 300 (except 416) to -errno. */
+static int http_request(struct backend_http *h, struct http_req *req,
+			const char *op, const char *key,
+			const char *const *extra)
+{
+	struct curl_slist *hl = NULL, *t = NULL;
+	struct backend_buf errbuf = { .max = 64 << 10 };
+	bool own_resp = false;
+	char what[256];
+	int rc;
+
+	snprintf(what, sizeof(what), "http %s %s", op, key);
+	t = hl = curl_slist_append(hl, "Expect:");
+	for (; t && extra && *extra; extra++)
+		t = hl = curl_slist_append(hl, *extra);
+	if (!t) {
+		curl_slist_free_all(hl);
+		return -ENOMEM;
+	}
+	req->headers = hl;
+	if (!req->resp && !req->nobody) {
+		req->resp = &errbuf;
+		own_resp = true;
+	}
+	rc = http_perform(h->curl, &h->conf, req, what);
+	if (!rc && req->status >= 300 && req->status != 416 &&
+	    req->status != 207)
+		rc = sync_errno_from_http(req->status, what);
+	if (own_resp) {
+		backend_buf_release(&errbuf);
+		req->resp = NULL;
+	}
+	curl_slist_free_all(hl);
+	return rc;
+}
+
+/* Creates the collections above KEY, for servers without auto-creation. */
+static int mkcol_parents(struct backend_http *h, const char *key)
+{
+	char *k = strdup(key);
+	int rc = 0;
+
+	if (!k)
+		return -ENOMEM;
+	for (char *p = k; !rc && (p = strchr(p, '/')); p++) {
+		struct backend_buf url = { 0 };
+		struct http_req req = { .method = "MKCOL" };
+
+		*p = '\0';
+		rc = key_url(h, k, &url);
+		if (!rc)
+			rc = backend_buf_append(&url, "/", 1);
+		if (!rc) {
+			req.url = url.data;
+			rc = http_request(h, &req, "mkcol", k, NULL);
+			if (rc == -EOPNOTSUPP || rc == -EEXIST)
+				rc = 0;	/* 405: it exists */
+		}
+		backend_buf_release(&url);
+		*p = '/';
+	}
+	free(k);
+	return rc;
+}
+
+static int put_url(struct backend_http *h, const char *url, const char *key,
+		   const struct backend_body *body)
+{
+	struct http_req req = { .method = "PUT", .url = url, .body = body };
+	int rc = http_request(h, &req, "put", key, NULL);
+
+	if (rc == -EAGAIN && req.status == 409) {
+		/* 409 Conflict: a parent collection is missing. */
+		rc = mkcol_parents(h, key);
+		if (!rc) {
+			req = (struct http_req){ .method = "PUT", .url = url,
+						 .body = body };
+			rc = http_request(h, &req, "put", key, NULL);
+		}
+	}
+	return rc;
+}
+
+static int http_put(struct backend *b, const char *key,
+		    const struct backend_body *body)
+{
+	struct backend_http *h = to_http(b);
+	struct backend_buf url = { 0 };
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	rc = key_url(h, key, &url);
+	if (!rc)
+		rc = put_url(h, url.data, key, body);
+	backend_buf_release(&url);
+	return rc;
+}
+
+static int http_put_if_absent(struct backend *b, const char *key,
+			      const struct backend_body *body)
+{
+	struct backend_http *h = to_http(b);
+	struct backend_buf url = { 0 }, tmpurl = { 0 };
+	char *tmpkey = NULL, dest[4096];
+	const char *slash;
+	struct timespec ts;
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	slash = strrchr(key, '/');
+	if (asprintf(&tmpkey, "%.*s.tmp.%s.%ld.%ld", slash ? (int)(slash - key + 1) : 0,
+		     key, slash ? slash + 1 : key, (long)getpid(),
+		     (long)ts.tv_nsec) < 0)
+		return -ENOMEM;
+	rc = key_url(h, key, &url);
+	if (!rc)
+		rc = key_url(h, tmpkey, &tmpurl);
+	if (!rc)
+		rc = put_url(h, tmpurl.data, key, body);
+	if (!rc) {
+		struct http_req req = { .method = "MOVE", .url = tmpurl.data };
+		const char *extra[] = { dest, "Overwrite: F", NULL };
+
+		if ((size_t)snprintf(dest, sizeof(dest), "Destination: %s",
+				     url.data) >= sizeof(dest)) {
+			rc = -ENAMETOOLONG;
+		} else {
+			rc = http_request(h, &req, "put_if_absent", key, extra);
+		}
+		if (rc) {
+			struct http_req del = { .method = "DELETE",
+						.url = tmpurl.data };
+
+			(void)http_request(h, &del, "del", tmpkey, NULL);
+		}
+	}
+	backend_buf_release(&url);
+	backend_buf_release(&tmpurl);
+	free(tmpkey);
+	return rc;
+}
+
+static int http_get(struct backend *b, const char *key, uint64_t off,
+		    uint64_t len, struct backend_buf *out)
+{
+	struct backend_http *h = to_http(b);
+	struct backend_buf url = { 0 };
+	struct http_req req = { .method = "GET", .resp = out };
+	char range[80];
+	const char *extra[] = { range, NULL };
+	size_t start = out->len;
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	if (len == 0)
+		return backend_buf_terminate(out);
+	rc = key_url(h, key, &url);
+	if (rc)
+		goto out;
+	req.url = url.data;
+	if (len != BACKEND_TO_END)
+		snprintf(range, sizeof(range), "Range: bytes=%llu-%llu",
+			 (unsigned long long)off,
+			 (unsigned long long)(off + len - 1));
+	else if (off)
+		snprintf(range, sizeof(range), "Range: bytes=%llu-",
+			 (unsigned long long)off);
+	else
+		extra[0] = NULL;
+	rc = http_request(h, &req, "get", key, extra);
+	if (rc) {
+		out->len = start;
+		goto out;
+	}
+	if (req.status == 416) {
+		out->len = start;
+	} else if (req.status == 200 && (off || len != BACKEND_TO_END)) {
+		size_t got = out->len - start;
+
+		if (off >= got) {
+			out->len = start;
+		} else {
+			memmove(out->data + start, out->data + start + off,
+				got - (size_t)off);
+			out->len = start + got - (size_t)off;
+			if (len != BACKEND_TO_END && out->len - start > len)
+				out->len = start + (size_t)len;
+		}
+	} else if (len != BACKEND_TO_END && out->len - start > len) {
+		rc = -EIO;
+		out->len = start;
+	}
+	if (!rc)
+		rc = backend_buf_terminate(out);
+out:
+	backend_buf_release(&url);
+	return rc;
+}
+
+static int http_del(struct backend *b, const char *key)
+{
+	struct backend_http *h = to_http(b);
+	struct backend_buf url = { 0 };
+	struct http_req req = { .method = "DELETE" };
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	rc = key_url(h, key, &url);
+	if (!rc) {
+		req.url = url.data;
+		rc = http_request(h, &req, "del", key, NULL);
+	}
+	backend_buf_release(&url);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+static int http_head(struct backend *b, const char *key,
+		     struct backend_stat *st)
+{
+	struct backend_http *h = to_http(b);
+	struct backend_buf url = { 0 };
+	struct http_req req = { .method = "HEAD", .nobody = true };
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	rc = key_url(h, key, &url);
+	if (!rc) {
+		req.url = url.data;
+		rc = http_request(h, &req, "head", key, NULL);
+	}
+	if (!rc)
+		*st = (struct backend_stat){
+			.size = req.content_length < 0 ? 0 :
+				(uint64_t)req.content_length,
+			.mtime = req.mtime,
+		};
+	backend_buf_release(&url);
+	return rc;
+}
+
+static bool named(xmlNode *n, const char *name)
+{
+	return n->type == XML_ELEMENT_NODE &&
+	       !strcmp((const char *)n->name, name);
+}
+
+static xmlNode *find(xmlNode *n, const char *name)
+{
+	for (; n; n = n->next) {
+		xmlNode *f;
+
+		if (named(n, name))
+			return n;
+		if (n->children && (f = find(n->children, name)))
+			return f;
+	}
+	return NULL;
+}
+
+static const char *node_text(xmlNode *n)
+{
+	for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
+		if (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE)
+			return (const char *)c->content;
+	return "";
+}
+
+static const char propfind_body[] =
+	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+	"<D:propfind xmlns:D=\"DAV:\"><D:prop><D:resourcetype/>"
+	"<D:getcontentlength/></D:prop></D:propfind>\n";
+
+/* Lists collection DIR (a key ending in '/', or "" for the root). */
+static int walk(struct backend_http *h, const char *dir, const char *prefix,
+		struct entry_vec *ev, int depth)
+{
+	struct backend_buf url = { 0 }, resp = { .max = 32 << 20 };
+	struct backend_body body = { .buf = propfind_body, .fd = -1,
+				     .len = sizeof(propfind_body) - 1 };
+	struct http_req req = { .method = "PROPFIND", .body = &body,
+				.resp = &resp };
+	const char *extra[] = { "Depth: 1",
+				"Content-Type: application/xml", NULL };
+	size_t bplen = strlen(h->base_path);
+	xmlDoc *doc = NULL;
+	xmlNode *root;
+	int rc;
+
+	if (depth > 64)
+		return -ELOOP;
+	rc = key_url(h, dir, &url);
+	if (!rc) {
+		req.url = url.data;
+		rc = http_request(h, &req, "list", dir, extra);
+	}
+	if (rc == -ENOENT) {
+		rc = 0;
+		goto out;
+	}
+	if (!rc && req.status != 207) {
+		sync_log("http list %s: PROPFIND gave status %ld, not 207",
+			 dir, req.status);
+		rc = -EOPNOTSUPP;
+	}
+	if (rc)
+		goto out;
+	doc = xmlReadMemory(resp.data, (int)resp.len, NULL, NULL,
+			    XML_PARSE_NONET | XML_PARSE_NOBLANKS |
+			    XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	root = doc ? xmlDocGetRootElement(doc) : NULL;
+	if (!root || !named(root, "multistatus")) {
+		sync_log("http list %s: PROPFIND answer is not a multistatus",
+			 dir);
+		rc = -EIO;
+		goto out;
+	}
+	for (xmlNode *r = root->children; r && !rc; r = r->next) {
+		xmlNode *hn, *rt;
+		char *path, *p, *key;
+		bool coll;
+		size_t kl, pl = strlen(prefix);
+
+		if (!named(r, "response") || !(hn = find(r->children, "href")))
+			continue;
+		path = strdup(node_text(hn));
+		if (!path) {
+			rc = -ENOMEM;
+			break;
+		}
+		p = path;
+		if (strstr(p, "://")) {	/* absolute URL: keep its path */
+			p = strchr(strstr(p, "://") + 3, '/');
+			if (!p)
+				p = path + strlen(path);
+		}
+		if (sync_urldecode(p) || strncmp(p, h->base_path, bplen)) {
+			free(path);
+			continue;
+		}
+		key = p + bplen;
+		kl = strlen(key);
+		rt = find(r->children, "resourcetype");
+		coll = (rt && find(rt->children, "collection")) ||
+		       (kl && key[kl - 1] == '/');
+		if (coll && kl && key[kl - 1] == '/')
+			key[--kl] = '\0';
+		/* Skip the collection itself, temporaries, odd names. */
+		if (!kl || !strcmp(key, dir) ||
+		    (strlen(dir) && strlen(dir) - 1 == kl &&
+		     !strncmp(key, dir, kl)) ||
+		    strstr(key, "/.") || key[0] == '.') {
+			free(path);
+			continue;
+		}
+		if (coll) {
+			char *sub = NULL;
+
+			if (strncmp(key, prefix, kl < pl ? kl : pl)) {
+				free(path);
+				continue;
+			}
+			if (asprintf(&sub, "%s/", key) < 0)
+				rc = -ENOMEM;
+			else
+				rc = walk(h, sub, prefix, ev, depth + 1);
+			free(sub);
+		} else if (!strncmp(key, prefix, pl)) {
+			xmlNode *len = find(r->children, "getcontentlength");
+
+			rc = entry_vec_add(ev, key,
+					   strtoull(node_text(len), NULL, 10));
+		}
+		free(path);
+	}
+out:
+	if (doc)
+		xmlFreeDoc(doc);
+	backend_buf_release(&url);
+	backend_buf_release(&resp);
+	return rc;
+}
+
+static int http_list(struct backend *b, const char *prefix,
+		     backend_list_fn fn, void *arg)
+{
+	struct backend_http *h = to_http(b);
+	struct entry_vec ev = { 0 };
+	char *dir;
+	const char *slash;
+	int rc;
+
+	prefix = prefix ? prefix : "";
+	/* Start at the deepest collection the prefix names. */
+	slash = strrchr(prefix, '/');
+	dir = strndup(prefix, slash ? (size_t)(slash - prefix + 1) : 0);
+	if (!dir)
+		return -ENOMEM;
+	if (*dir && !(dir[strlen(dir) - 1] = '\0', backend_key_valid(dir))) {
+		free(dir);
+		return -EINVAL;
+	}
+	if (*dir)
+		dir[strlen(dir)] = '/';
+	rc = walk(h, dir, prefix, &ev, 0);
+	if (!rc)
+		rc = entry_vec_emit(&ev, fn, arg);
+	entry_vec_release(&ev);
+	free(dir);
+	return rc;
+}
+
+const struct backend_ops backend_http_ops = {
+	.name = "http",
+	.caps = BACKEND_CAP_RANGE,
+	.open = http_open,
+	.close = http_close,
+	.put = http_put,
+	.get = http_get,
+	.del = http_del,
+	.head = http_head,
+	.list = http_list,
+	.put_if_absent = http_put_if_absent,
+};

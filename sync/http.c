@@ -1,0 +1,165 @@
+/*
+ * http.c: one libcurl request, shared by the s3 and http backends.
+ *
+ * The handle is reset before each request (connections stay cached), so
+ * no option leaks from one request to the next.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sync_int.h"
+
+struct upload {
+	const struct backend_body *body;
+	uint64_t pos;
+	int err;
+};
+
+struct download {
+	struct backend_buf *out;
+	uint64_t skip;
+	int err;
+};
+
+static size_t read_cb(char *dst, size_t size, size_t nmemb, void *arg)
+{
+	struct upload *u = arg;
+	uint64_t left = u->body->len - u->pos;
+	size_t n = size * nmemb;
+	ssize_t got;
+
+	if (n > left)
+		n = (size_t)left;
+	if (n == 0)
+		return 0;
+	if (u->body->buf) {
+		memcpy(dst, (const char *)u->body->buf + u->pos, n);
+		got = (ssize_t)n;
+	} else {
+		got = pread(u->body->fd, dst, n, (off_t)u->pos);
+		if (got <= 0) {
+			u->err = got < 0 ? -errno : -EIO; /* file shrank */
+			return CURL_READFUNC_ABORT;
+		}
+	}
+	u->pos += (uint64_t)got;
+	return (size_t)got;
+}
+
+static int seek_cb(void *arg, curl_off_t off, int origin)
+{
+	struct upload *u = arg;
+
+	if (origin != SEEK_SET || off < 0 || (uint64_t)off > u->body->len)
+		return CURL_SEEKFUNC_CANTSEEK;
+	u->pos = (uint64_t)off;
+	return CURL_SEEKFUNC_OK;
+}
+
+static size_t write_cb(char *src, size_t size, size_t nmemb, void *arg)
+{
+	struct download *d = arg;
+	size_t n = size * nmemb, skip;
+	int rc;
+
+	if (!d->out)
+		return n;
+	skip = d->skip < n ? (size_t)d->skip : n;
+	d->skip -= skip;
+	rc = backend_buf_append(d->out, src + skip, n - skip);
+	if (rc) {
+		d->err = rc;
+		return 0;
+	}
+	return n;
+}
+
+int http_conf_init(struct http_conf *c, const struct backend_options *o)
+{
+	*c = (struct http_conf){
+		.connect_timeout_ms = o->connect_timeout_ms,
+		.low_speed_time_s = o->low_speed_time_s,
+		.timeout_ms = o->timeout_ms,
+	};
+	if (o->ca_file && !(c->ca_file = strdup(o->ca_file)))
+		return -ENOMEM;
+	return 0;
+}
+
+void http_conf_release(struct http_conf *c)
+{
+	if (c->userpwd_pass)
+		explicit_bzero(c->userpwd_pass, strlen(c->userpwd_pass));
+	free(c->ca_file);
+	free(c->userpwd_user);
+	free(c->userpwd_pass);
+	free(c->sigv4);
+	*c = (struct http_conf){ 0 };
+}
+
+int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
+		 const char *what)
+{
+	struct upload up = { .body = req->body };
+	struct download down = { .out = req->resp, .skip = req->skip };
+	curl_off_t cl = -1;
+	long filetime = -1;
+	CURLcode cc;
+
+	curl_easy_reset(h);
+	curl_easy_setopt(h, CURLOPT_URL, req->url);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (c->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+	if (c->low_speed_time_s > 0) {
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->low_speed_time_s);
+	}
+	if (c->timeout_ms > 0)
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+	if (c->sigv4) {
+		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, c->sigv4);
+		curl_easy_setopt(h, CURLOPT_USERNAME, c->userpwd_user);
+		curl_easy_setopt(h, CURLOPT_PASSWORD, c->userpwd_pass);
+	}
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(h, CURLOPT_FILETIME, 1L);
+
+	if (req->body) {
+		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE,
+				 (curl_off_t)req->body->len);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
+		curl_easy_setopt(h, CURLOPT_READDATA, &up);
+		curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, seek_cb);
+		curl_easy_setopt(h, CURLOPT_SEEKDATA, &up);
+	}
+	if (req->nobody)
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD") &&
+	    !(req->body && !strcmp(req->method, "PUT")))
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &down);
+
+	cc = curl_easy_perform(h);
+	if (cc == CURLE_ABORTED_BY_CALLBACK && up.err)
+		return up.err;
+	if (cc == CURLE_WRITE_ERROR && down.err)
+		return down.err;
+	if (cc != CURLE_OK)
+		return sync_errno_from_curl(cc, what);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &req->status);
+	curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+	curl_easy_getinfo(h, CURLINFO_FILETIME, &filetime);
+	req->content_length = cl;
+	req->mtime = filetime > 0 ? filetime : 0;
+	return 0;
+}

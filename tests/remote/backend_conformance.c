@@ -1,0 +1,310 @@
+/*
+ * backend_conformance: runs the same checks against any backend URL.
+ *
+ *   backend_conformance URL [KEY=VALUE ...] [--expect-denied]
+ *
+ * KEY=VALUE are backend options (endpoint=, region=, path_style=1,
+ * list_page=2, ...).  With --expect-denied the credentials are expected
+ * to be refused (-EACCES) on every request.  Prints one "ok"/"not ok" line
+ * per check and a closing "N passed, N failed"; exits 1 on any failure.
+ * Objects are made under a fresh "conformance-PID-TIME/" prefix and removed.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+
+static int passed, failed;
+static char base[128];
+
+#define CHECK(cond, ...)                                                    \
+	do {                                                                \
+		if (cond) {                                                 \
+			passed++;                                           \
+			printf("ok - ");                                    \
+		} else {                                                    \
+			failed++;                                           \
+			printf("not ok (line %d) - ", __LINE__);            \
+		}                                                           \
+		printf(__VA_ARGS__);                                        \
+		printf("\n");                                               \
+		fflush(stdout);                                             \
+	} while (0)
+
+static const char *k(const char *name)
+{
+	static char buf[8][512];
+	static int i;
+
+	i = (i + 1) % 8;
+	snprintf(buf[i], sizeof(buf[i]), "%s%s", base, name);
+	return buf[i];
+}
+
+static void pattern(char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (char)((i * 31 + seed * 7 + i / 251) & 0xff);
+}
+
+/* get into a fresh buffer and compare with WANT. */
+static int get_eq(struct backend *b, const char *key, uint64_t off,
+		  uint64_t len, const char *want, size_t wlen)
+{
+	struct backend_buf out = { 0 };
+	int rc = backend_get(b, key, off, len, &out);
+
+	if (rc == 0 && (out.len != wlen || (wlen && memcmp(out.data, want, wlen))))
+		rc = 1;
+	backend_buf_release(&out);
+	return rc;
+}
+
+struct collect {
+	char keys[64][256];
+	uint64_t sizes[64];
+	int n;
+};
+
+static int collect_fn(void *arg, const struct backend_entry *e)
+{
+	struct collect *c = arg;
+
+	if (c->n < 64) {
+		snprintf(c->keys[c->n], sizeof(c->keys[0]), "%s", e->key);
+		c->sizes[c->n] = e->size;
+	}
+	c->n++;
+	return 0;
+}
+
+static int stop_fn(void *arg, const struct backend_entry *e)
+{
+	(void)e;
+	return ++*(int *)arg == 3 ? 42 : 0;
+}
+
+static void run_denied(struct backend *b)
+{
+	struct backend_buf out = { 0 };
+	struct backend_stat st;
+	struct collect c = { 0 };
+	int rc;
+
+	rc = backend_put_buf(b, k("denied"), "x", 1);
+	CHECK(rc == -EACCES, "put with wrong credentials is refused (%d)", rc);
+	rc = backend_get(b, k("denied"), 0, BACKEND_TO_END, &out);
+	CHECK(rc == -EACCES, "get with wrong credentials is refused (%d)", rc);
+	rc = backend_head(b, k("denied"), &st);
+	CHECK(rc == -EACCES || rc == -ENOENT,
+	      "head with wrong credentials gives nothing (%d)", rc);
+	rc = backend_list(b, base, collect_fn, &c);
+	CHECK(rc == -EACCES, "list with wrong credentials is refused (%d)", rc);
+	backend_buf_release(&out);
+}
+
+static void run(struct backend *b)
+{
+	char big[3000], other[3000];
+	struct backend_stat st;
+	struct collect c;
+	struct backend_buf out = { 0 };
+	int rc, stopped = 0;
+
+	pattern(big, sizeof(big), 1);
+	pattern(other, sizeof(other), 2);
+
+	/* put, head, get */
+	rc = backend_put_buf(b, k("a/obj"), big, sizeof(big));
+	CHECK(rc == 0, "put 3000 bytes (%d)", rc);
+	rc = backend_head(b, k("a/obj"), &st);
+	CHECK(rc == 0 && st.size == sizeof(big), "head gives the size (%d, %llu)",
+	      rc, (unsigned long long)st.size);
+	CHECK(get_eq(b, k("a/obj"), 0, BACKEND_TO_END, big, sizeof(big)) == 0,
+	      "get whole object");
+	CHECK(get_eq(b, k("a/obj"), 0, 10, big, 10) == 0, "get range 0+10");
+	CHECK(get_eq(b, k("a/obj"), 100, 50, big + 100, 50) == 0,
+	      "get range 100+50");
+	CHECK(get_eq(b, k("a/obj"), 2990, 100, big + 2990, 10) == 0,
+	      "get range across the end gives the tail");
+	CHECK(get_eq(b, k("a/obj"), 1500, BACKEND_TO_END, big + 1500, 1500) == 0,
+	      "get from 1500 to the end");
+	CHECK(get_eq(b, k("a/obj"), 3000, 10, "", 0) == 0,
+	      "get at the end gives nothing");
+	CHECK(get_eq(b, k("a/obj"), 5000, 10, "", 0) == 0,
+	      "get past the end gives nothing");
+
+
+	/* overwrite */
+	rc = backend_put_buf(b, k("a/obj"), other, 1000);
+	CHECK(rc == 0, "overwrite (%d)", rc);
+	CHECK(get_eq(b, k("a/obj"), 0, BACKEND_TO_END, other, 1000) == 0,
+	      "get after overwrite gives the new bytes");
+
+	/* put from a file descriptor */
+	{
+		char path[] = "/tmp/conformance.XXXXXX";
+		int fd = mkstemp(path);
+		struct backend_body body = { .fd = fd, .len = sizeof(big) };
+
+		unlink(path);
+		rc = fd < 0 || write(fd, big, sizeof(big)) != sizeof(big);
+		CHECK(rc == 0, "temp file");
+		rc = backend_put(b, k("a/fromfd"), &body);
+		CHECK(rc == 0, "put from a file (%d)", rc);
+		CHECK(get_eq(b, k("a/fromfd"), 7, 1000, big + 7, 1000) == 0,
+		      "get of an object put from a file");
+		if (fd >= 0)
+			close(fd);
+	}
+
+	/* empty object */
+	rc = backend_put_buf(b, k("a/empty"), "", 0);
+	CHECK(rc == 0, "put empty object (%d)", rc);
+	rc = backend_head(b, k("a/empty"), &st);
+	CHECK(rc == 0 && st.size == 0, "head of empty object (%d)", rc);
+	CHECK(get_eq(b, k("a/empty"), 0, BACKEND_TO_END, "", 0) == 0,
+	      "get of empty object");
+
+	/* not found */
+	rc = backend_get(b, k("missing"), 0, BACKEND_TO_END, &out);
+	CHECK(rc == -ENOENT, "get of a missing object gives ENOENT (%d)", rc);
+	backend_buf_release(&out);
+	rc = backend_get(b, k("missing"), 5, 10, &out);
+	CHECK(rc == -ENOENT, "ranged get of a missing object gives ENOENT (%d)", rc);
+	backend_buf_release(&out);
+	rc = backend_head(b, k("nodir/missing"), &st);
+	CHECK(rc == -ENOENT, "head of a missing object gives ENOENT (%d)", rc);
+	rc = backend_del(b, k("missing"));
+	CHECK(rc == 0, "delete of a missing object succeeds (%d)", rc);
+
+	/* put_if_absent */
+	rc = backend_put_if_absent_buf(b, k("lease"), "first", 5);
+	CHECK(rc == 0, "put_if_absent creates (%d)", rc);
+	rc = backend_put_if_absent_buf(b, k("lease"), "second", 6);
+	CHECK(rc == -EEXIST, "put_if_absent on an existing key gives EEXIST (%d)",
+	      rc);
+	CHECK(get_eq(b, k("lease"), 0, BACKEND_TO_END, "first", 5) == 0,
+	      "the loser did not change the object");
+	rc = backend_put_if_absent_buf(b, k("deep/er/lease"), "x", 1);
+	CHECK(rc == 0, "put_if_absent under new directories (%d)", rc);
+
+	/* list: more objects than one page when list_page is small */
+	for (int i = 0; i < 7; i++) {
+		char name[64];
+
+		snprintf(name, sizeof(name), "l/o%02d", i);
+		rc = backend_put_buf(b, k(name), big, (size_t)i + 1);
+		CHECK(rc == 0, "put %s (%d)", name, rc);
+	}
+	rc = backend_put_buf(b, k("l/sub/x"), "x", 1);
+	CHECK(rc == 0, "put l/sub/x (%d)", rc);
+	rc = backend_put_buf(b, k("lx"), "x", 1);
+	CHECK(rc == 0, "put lx (%d)", rc);
+	memset(&c, 0, sizeof(c));
+	rc = backend_list(b, k("l/"), collect_fn, &c);
+	CHECK(rc == 0 && c.n == 8, "list l/ finds 8 objects (%d, %d)", rc, c.n);
+	{
+		bool order = true, sizes = true;
+
+		for (int i = 0; i < c.n && i < 8; i++) {
+			char want[64];
+
+			if (i < 7)
+				snprintf(want, sizeof(want), "l/o%02d", i);
+			else
+				snprintf(want, sizeof(want), "l/sub/x");
+			if (strcmp(c.keys[i], k(want)))
+				order = false;
+			if (i < 7 && c.sizes[i] != (uint64_t)i + 1)
+				sizes = false;
+		}
+		CHECK(order, "list gives full keys in order");
+		CHECK(sizes, "list gives sizes");
+	}
+	memset(&c, 0, sizeof(c));
+	rc = backend_list(b, k("l/o0"), collect_fn, &c);
+	CHECK(rc == 0 && c.n == 7, "list by a partial name (%d, %d)", rc, c.n);
+	memset(&c, 0, sizeof(c));
+	rc = backend_list(b, k("nothing/"), collect_fn, &c);
+	CHECK(rc == 0 && c.n == 0, "list of an empty prefix (%d, %d)", rc, c.n);
+	rc = backend_list(b, k("l/"), stop_fn, &stopped);
+	CHECK(rc == 42 && stopped == 3, "a callback stops the listing (%d)", rc);
+
+	/* keys that must be refused */
+	{
+		static const char *bad[] = { "../x", "a//b", "/a", "a/", "a/../b",
+					     ".hidden", "a/./b", "sp ace", "q?x",
+					     "" };
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			rc = backend_put_buf(b, bad[i], "x", 1);
+			CHECK(rc == -EINVAL, "bad key \"%s\" is refused (%d)",
+			      bad[i], rc);
+		}
+	}
+
+	/* delete everything */
+	memset(&c, 0, sizeof(c));
+	rc = backend_list(b, base, collect_fn, &c);
+	CHECK(rc == 0 && c.n == 14, "list the run's prefix (%d, %d)", rc, c.n);
+	for (int i = 0; i < c.n && i < 64; i++) {
+		rc = backend_del(b, c.keys[i]);
+		if (rc)
+			CHECK(0, "delete %s (%d)", c.keys[i], rc);
+	}
+	rc = backend_head(b, k("a/obj"), &st);
+	CHECK(rc == -ENOENT, "deleted object is gone (%d)", rc);
+	memset(&c, 0, sizeof(c));
+	rc = backend_list(b, base, collect_fn, &c);
+	CHECK(rc == 0 && c.n == 0, "nothing left after delete (%d, %d)", rc, c.n);
+}
+
+int main(int argc, char **argv)
+{
+	struct backend_options o;
+	struct backend *b = NULL;
+	bool denied = false;
+	int rc;
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s URL [KEY=VALUE ...] [--expect-denied]\n",
+			argv[0]);
+		return 2;
+	}
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	backend_options_default(&o);
+	for (int i = 2; i < argc; i++) {
+		char *eq = strchr(argv[i], '=');
+
+		if (!strcmp(argv[i], "--expect-denied")) {
+			denied = true;
+			continue;
+		}
+		if (eq)
+			*eq = '\0';
+		if (backend_options_set(&o, argv[i], eq ? eq + 1 : NULL)) {
+			fprintf(stderr, "bad option %s\n", argv[i]);
+			return 2;
+		}
+	}
+	snprintf(base, sizeof(base), "conformance-%ld-%ld/", (long)getpid(),
+		 (long)time(NULL));
+	rc = backend_open_url(argv[1], &o, &b);
+	CHECK(rc == 0, "open %s (%d)", argv[1], rc);
+	if (rc == 0) {
+		if (denied)
+			run_denied(b);
+		else
+			run(b);
+		backend_close(b);
+	}
+	curl_global_cleanup();
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed ? 1 : 0;
+}
