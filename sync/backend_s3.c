@@ -238,16 +238,16 @@ out:
 	return rc;
 }
 
-/* URL of KEY (relative to the prefix); "" gives the bucket's URL. */
+/* URL of KEY (relative to the prefix). */
 static int object_url(struct backend_s3 *s, const char *key,
 		      struct backend_buf *url)
 {
 	int rc;
 
-	if (*key && !backend_key_valid(key))
+	if (!backend_key_valid(key))
 		return -EINVAL;
 	rc = backend_buf_append(url, s->base_url, strlen(s->base_url));
-	if (!rc && *key)
+	if (!rc)
 		rc = backend_buf_urlencode(url, s->prefix, true);
 	if (!rc)
 		rc = backend_buf_urlencode(url, key, true);
@@ -290,8 +290,8 @@ static int s3_request(struct backend_s3 *s, struct http_req *req,
 		h = t;
 	if (t && req->body)
 		t = h = curl_slist_append(h, "Content-Type: application/octet-stream");
-	if (t)
-		t = h = curl_slist_append(h, "Expect:");
+	/* No "Expect:" to turn off 100-continue: libcurl 7.88 would sign the
+	 * empty header it never sends. */
 	if (t && s->token_header)
 		t = h = curl_slist_append(h, s->token_header);
 	for (; t && extra && *extra; extra++)
@@ -311,7 +311,7 @@ static int s3_request(struct backend_s3 *s, struct http_req *req,
 
 		error_code(req->resp, code, sizeof(code));
 		if (req->status != 404 && req->status != 412)
-			sync_log("%s: S3 error code %s", what, code);
+			sync_log("%s: S3 answered %s", what, code);
 		rc = sync_errno_from_http(req->status, what);
 	}
 	if (own_resp) {
