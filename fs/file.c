@@ -1,0 +1,419 @@
+/*
+ * Open files: streams (append-only writes, partial lines held per open file
+ * description) and views (read-only, optionally following the end).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs_int.h"
+
+static struct fs *req_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct fs_file *file_of(struct fuse_file_info *fi)
+{
+	return (struct fs_file *)(uintptr_t)fi->fh;
+}
+
+/* ---- per-thread read buffers ---- */
+
+struct rbuf {
+	size_t cap;
+	char data[];
+};
+
+static pthread_key_t rbuf_key;
+
+static void rbuf_free(void *p)
+{
+	free(p);
+}
+
+int fs_buffers_init(void)
+{
+	return -pthread_key_create(&rbuf_key, rbuf_free);
+}
+
+/* A fresh 128 KiB+ malloc per reply goes through mmap/munmap and costs far
+ * more than the copy, so each thread keeps one buffer for its replies. */
+void *fs_read_buffer(size_t len)
+{
+	struct rbuf *b = pthread_getspecific(rbuf_key);
+
+	if (b && b->cap >= len)
+		return b->data;
+	free(b);
+	pthread_setspecific(rbuf_key, NULL);
+	b = malloc(sizeof(*b) + len);
+	if (!b)
+		return NULL;
+	b->cap = len;
+	pthread_setspecific(rbuf_key, b);
+	return b->data;
+}
+
+/* ---- open and close ---- */
+
+static void file_free(struct fs *fs, struct fs_file *fh)
+{
+	if (!fh)
+		return;
+	if (fh->stream)
+		fs_node_unref(fs, fh->stream);
+	if (fh->node)
+		fs_node_unref(fs, fh->node);
+	pthread_mutex_destroy(&fh->lock);
+	free(fh->held);
+	free(fh);
+}
+
+static int open_stream(struct fs *fs, struct fs_node *n, int flags,
+		       struct fs_file *fh, struct fuse_file_info *fi)
+{
+	struct store_attr a;
+	int rc = store_stream_stat(n->t, n->id, &a);
+
+	if (rc)
+		return rc;
+	fh->writable = (flags & O_ACCMODE) != O_RDONLY;
+	if (fh->writable && fs->opts->ro)
+		return -EROFS;
+	if ((flags & O_TRUNC) && a.size > 0)
+		return -EPERM;	/* append-only: O_TRUNC only on an empty stream */
+	fh->append = flags & O_APPEND;
+	fh->version = a.version;
+	fh->end = a.size;
+	if (fh->writable) {
+		/* Writes go straight to the store, never through pages. */
+		fi->direct_io = 1;
+	} else {
+		/* Committed bytes never change: keep pages across opens;
+		 * commits invalidate the last page (docs/CACHING.md). */
+		atomic_store(&n->cached, true);
+		fi->keep_cache = 1;
+	}
+	return 0;
+}
+
+static int open_view(struct fs *fs, struct fs_node *n, int flags,
+		     struct fs_file *fh, struct fuse_file_info *fi)
+{
+	int rc;
+
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+		return -EROFS;
+	rc = fs_view_base(n, &fh->base);
+	if (rc)
+		return rc;
+	rc = fs_node_get(fs, FS_STREAM, n->t, n->id, NULL, NULL, false,
+			 &fh->stream);
+	if (rc)
+		return rc;
+	fh->follow = n->sel.follow;
+	/* A view's bytes shift with its selector: never cache them. */
+	fi->direct_io = 1;
+	return 0;
+}
+
+static int file_open(struct fs *fs, struct fs_node *n,
+		     struct fuse_file_info *fi, struct fs_file **out)
+{
+	struct fs_file *fh;
+	int rc;
+
+	if (n->kind == FS_ROOT || n->kind == FS_TENANT)
+		return -EISDIR;
+	fh = calloc(1, sizeof(*fh));
+	if (!fh)
+		return -ENOMEM;
+	pthread_mutex_init(&fh->lock, NULL);
+	fs_node_ref(fs, n);
+	fh->node = n;
+	if (n->kind == FS_STREAM)
+		rc = open_stream(fs, n, fi->flags, fh, fi);
+	else
+		rc = open_view(fs, n, fi->flags, fh, fi);
+	if (rc) {
+		file_free(fs, fh);
+		return rc;
+	}
+	*out = fh;
+	return 0;
+}
+
+void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_file *fh;
+	int rc = file_open(fs, fs_node_of(ino), fi, &fh);
+
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		file_free(fs, fh);	/* interrupted: no release will come */
+}
+
+static int create_stream(struct fs *fs, fuse_req_t req, struct fs_node *p,
+			 const char *name, mode_t mode, struct fs_node **out)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	uint64_t id;
+	int rc;
+
+	if (fs->opts->ro)
+		return -EROFS;
+	if (p->kind != FS_TENANT)
+		return -EPERM;
+	if (strchr(name, '@') || !store_name_valid(name))
+		return -EINVAL;
+	rc = store_stream_create(p->t, name, mode & 07777, ctx->uid, ctx->gid,
+				 &id);
+	if (rc)
+		return rc;
+	return fs_node_get(fs, FS_STREAM, p->t, id, NULL, NULL, true, out);
+}
+
+void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+	       mode_t mode, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fuse_entry_param e;
+	struct fs_node *n;
+	struct fs_file *fh = NULL;
+	int rc = create_stream(fs, req, fs_node_of(parent), name, mode, &n);
+
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	rc = fs_stat_node(fs, n, &e.attr);
+	if (!rc)
+		rc = file_open(fs, n, fi, &fh);
+	if (rc) {
+		fs_node_forget(fs, n, 1);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	e.ino = fs_ino_of(n);
+	e.generation = 1;
+	e.entry_timeout = 1.0;
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		file_free(fs, fh);
+		fs_node_forget(fs, n, 1);
+	}
+}
+
+/* Commits a held partial line with its '\n' (close of the description). */
+static int commit_held(struct fs *fs, struct fs_file *fh)
+{
+	struct store_append app = { 0 };
+	struct store_append_result res;
+	int rc;
+
+	if (!fh->held_len)
+		return 0;
+	app.buf = fh->held;
+	app.len = fh->held_len;
+	app.expected = fh->append ? STORE_ANY_VERSION : fh->version;
+	app.final = true;
+	rc = store_append(fh->node->t, fh->node->id, &app, &res);
+	/* Reported once, from flush; the line is gone either way. */
+	fh->held_len = 0;
+	if (!rc && !fh->append)
+		fh->version = res.version;
+	(void)fs;
+	return rc;
+}
+
+void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_file *fh = file_of(fi);
+	int rc;
+
+	(void)ino;
+	pthread_mutex_lock(&fh->lock);
+	rc = commit_held(fs, fh);
+	if (!rc)
+		rc = fh->error;
+	fh->error = 0;
+	pthread_mutex_unlock(&fh->lock);
+	fs_inval_wait(fs);
+	fuse_reply_err(req, -rc);
+}
+
+void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_file *fh = file_of(fi);
+	int rc;
+
+	(void)ino;
+	pthread_mutex_lock(&fh->lock);
+	rc = commit_held(fs, fh);
+	pthread_mutex_unlock(&fh->lock);
+	if (rc)
+		fprintf(stderr, "streamfs: partial line lost at release: %s\n",
+			strerror(-rc));
+	fs_inval_wait(fs);
+	file_free(fs, fh);
+	fuse_reply_err(req, 0);
+}
+
+void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+	      struct fuse_file_info *fi)
+{
+	struct fs_node *n = fs_node_of(ino);
+	struct fs_file *fh = file_of(fi);
+	int rc;
+
+	(void)datasync;
+	rc = store_sync_stream(n->t, n->id);
+	pthread_mutex_lock(&fh->lock);
+	if (!rc)
+		rc = fh->error;
+	fh->error = 0;
+	pthread_mutex_unlock(&fh->lock);
+	fuse_reply_err(req, -rc);
+}
+
+/* ---- read ---- */
+
+void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	     struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_file *fh = file_of(fi);
+	struct fs_node *n = fs_node_of(ino);
+	struct fs_wait *w;
+	void *buf;
+	ssize_t got;
+
+	if (!fh->follow) {
+		buf = fs_read_buffer(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		got = store_read(n->t, n->id, buf, size, fh->base + (uint64_t)off);
+		if (got == -ENOENT)
+			got = 0;	/* removed: end of file */
+		if (got < 0)
+			fuse_reply_err(req, (int)-got);
+		else
+			fuse_reply_buf(req, buf, (size_t)got);
+		return;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	w->req = req;
+	w->fh = fh;
+	w->off = (uint64_t)off;
+	w->size = size;
+	fh->nonblock = fi->flags & O_NONBLOCK;
+	fs_wait_answer(fs, w);
+}
+
+/* ---- write ---- */
+
+static int held_reserve(struct fs_file *fh, size_t len)
+{
+	if (len <= fh->held_cap)
+		return 0;
+	size_t cap = fh->held_cap ? fh->held_cap : 4096;
+	while (cap < len)
+		cap *= 2;
+	char *p = realloc(fh->held, cap);
+	if (!p)
+		return -ENOMEM;
+	fh->held = p;
+	fh->held_cap = cap;
+	return 0;
+}
+
+/* Called with fh->lock held.  Returns bytes taken or -errno. */
+static ssize_t stream_write(struct fs_file *fh, const char *data, size_t size,
+			    off_t off)
+{
+	struct store_append app = { 0 };
+	struct store_append_result res;
+	const char *buf = data;
+	size_t len = size, rest;
+	int rc;
+
+	/* O_APPEND ignores the kernel's offset (its idea of the size may be
+	 * old); the others must write exactly where their own bytes end. */
+	if (!fh->append && (uint64_t)off != fh->end)
+		return -EPERM;
+	if (fh->held_len) {
+		rc = held_reserve(fh, fh->held_len + size);
+		if (rc)
+			return rc;
+		memcpy(fh->held + fh->held_len, data, size);
+		buf = fh->held;
+		len = fh->held_len + size;
+	} else if (size && data[size - 1] != '\n') {
+		/* Room for a trailing partial line, before anything commits. */
+		const char *nl = memrchr(data, '\n', size);
+		rc = held_reserve(fh, nl ? size - (size_t)(nl + 1 - data) : size);
+		if (rc)
+			return rc;
+	}
+	app.buf = buf;
+	app.len = len;
+	app.expected = fh->append ? STORE_ANY_VERSION : fh->version;
+	rc = store_append(fh->node->t, fh->node->id, &app, &res);
+	if (rc)
+		return rc;
+	/* Lines framing leaves a trailing partial line unconsumed. */
+	rest = len - res.consumed;
+	if (rest && buf == data && held_reserve(fh, rest) == 0) {
+		memcpy(fh->held, data + res.consumed, rest);
+	} else if (rest && buf == data) {
+		fh->error = -ENOMEM;	/* raw framing never gets here */
+		rest = 0;
+	} else if (rest) {
+		memmove(fh->held, buf + res.consumed, rest);
+	}
+	fh->held_len = rest;
+	if (!fh->append) {
+		fh->version = res.version;
+		fh->end += size;
+	}
+	return (ssize_t)size;
+}
+
+void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+	      off_t off, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_file *fh = file_of(fi);
+	ssize_t rc;
+
+	if (fs_node_of(ino)->kind != FS_STREAM || !fh->writable) {
+		fuse_reply_err(req, fs_node_of(ino)->kind == FS_VIEW ? EROFS : EBADF);
+		return;
+	}
+	pthread_mutex_lock(&fh->lock);
+	rc = stream_write(fh, buf, size, off);
+	pthread_mutex_unlock(&fh->lock);
+	/* Readers must see the bytes once write(2) returns. */
+	fs_inval_wait(fs);
+	if (rc < 0)
+		fuse_reply_err(req, (int)-rc);
+	else
+		fuse_reply_write(req, (size_t)rc);
+}

@@ -1,0 +1,394 @@
+/*
+ * Commit notifications: parked follow reads and page-cache invalidation.
+ *
+ * The store calls fs_commit_hook() in the committing thread after every
+ * commit.  The hook only moves work onto two queues:
+ *  - the wake thread answers follow reads parked on the stream (no FUSE
+ *    thread waits for data: a parked read is just a struct fs_wait);
+ *  - the invalidation thread tells the kernel to drop the stream's pages
+ *    from the old end on (the last partial page was cached short) and its
+ *    attributes.  A FUSE handler must not do that itself: the kernel may
+ *    hold the very page locks the invalidation needs.  Handlers that
+ *    committed wait for their invalidation before replying, so a reader
+ *    never sees stale bytes once write(2) has returned.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs_int.h"
+
+/* Sequence number of the last invalidation this thread's commits queued. */
+static __thread uint64_t inval_mine;
+
+/* ---- invalidation ---- */
+
+static void inval_queue(struct fs *fs, struct fs_node *n, uint64_t off)
+{
+	struct fs_inval *iv = calloc(1, sizeof(*iv));
+
+	if (!iv) {
+		fs_node_unref(fs, n);
+		return;
+	}
+	iv->node = n;	/* takes the caller's ref */
+	iv->off = off;
+	pthread_mutex_lock(&fs->inval_lock);
+	iv->seq = ++fs->inval_seq;
+	if (fs->inval_tail)
+		fs->inval_tail->next = iv;
+	else
+		fs->inval_head = iv;
+	fs->inval_tail = iv;
+	pthread_cond_signal(&fs->inval_cond);
+	pthread_mutex_unlock(&fs->inval_lock);
+	inval_mine = iv->seq;
+}
+
+static void *inval_main(void *arg)
+{
+	struct fs *fs = arg;
+	struct fs_inval *iv;
+
+	pthread_mutex_lock(&fs->inval_lock);
+	for (;;) {
+		while (!fs->inval_head && !fs->inval_stop)
+			pthread_cond_wait(&fs->inval_cond, &fs->inval_lock);
+		iv = fs->inval_head;
+		if (!iv)
+			break;
+		fs->inval_head = iv->next;
+		if (!fs->inval_head)
+			fs->inval_tail = NULL;
+		pthread_mutex_unlock(&fs->inval_lock);
+
+		/* -ENOENT: the kernel no longer caches this inode. */
+		if (!fs->inval_stop)
+			(void)fuse_lowlevel_notify_inval_inode(
+				fs->se, fs_ino_of(iv->node), (off_t)iv->off, 0);
+		fs_node_unref(fs, iv->node);
+
+		pthread_mutex_lock(&fs->inval_lock);
+		fs->inval_done = iv->seq;
+		free(iv);
+		pthread_cond_broadcast(&fs->inval_done_cond);
+	}
+	pthread_mutex_unlock(&fs->inval_lock);
+	return NULL;
+}
+
+void fs_inval_wait(struct fs *fs)
+{
+	uint64_t seq = inval_mine;
+
+	if (!seq)
+		return;
+	inval_mine = 0;
+	pthread_mutex_lock(&fs->inval_lock);
+	while (fs->inval_done < seq && !fs->inval_stop)
+		pthread_cond_wait(&fs->inval_done_cond, &fs->inval_lock);
+	pthread_mutex_unlock(&fs->inval_lock);
+}
+
+/* ---- parked reads ---- */
+
+static void wait_free(struct fs_wait *w)
+{
+	free(w);
+}
+
+/* Called with fs->park_lock held. */
+static void wait_unlink(struct fs *fs, struct fs_node *n, struct fs_wait *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		n->parked = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	w->next = w->prev = NULL;
+	fs->parked_count--;
+}
+
+/* libfuse calls this when the kernel interrupts W's request (Ctrl-C). */
+static void on_interrupt(fuse_req_t req, void *data)
+{
+	struct fs_wait *w = data;
+	struct fs *fs = fuse_req_userdata(req);
+	bool mine = false;
+
+	pthread_mutex_lock(&fs->park_lock);
+	if (w->state == WAIT_PARKED) {
+		wait_unlink(fs, w->fh->stream, w);
+		w->state = WAIT_DONE;
+		mine = true;
+	} else if (w->state == WAIT_NEW) {
+		w->state = WAIT_INTERRUPTED;
+	}
+	pthread_mutex_unlock(&fs->park_lock);
+	if (mine) {
+		fuse_reply_err(req, EINTR);
+		wait_free(w);
+	}
+}
+
+enum park_result { PARK_OWNED, PARK_RETRY };
+
+/* Parks W unless data came meanwhile (PARK_RETRY, W still the caller's). */
+static enum park_result park(struct fs *fs, struct fs_wait *w, bool check)
+{
+	struct fs_node *n = w->fh->stream;
+	uint64_t want = w->fh->base + w->off;
+	int answer = -1;
+
+	w->state = WAIT_NEW;
+	fuse_req_interrupt_func(w->req, on_interrupt, w);
+	pthread_mutex_lock(&fs->park_lock);
+	if (w->state == WAIT_INTERRUPTED) {
+		answer = EINTR;
+	} else if (fs->stopping) {
+		answer = 0;
+	} else if (check && n->size_seen > want) {
+		pthread_mutex_unlock(&fs->park_lock);
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		return PARK_RETRY;
+	} else {
+		w->state = WAIT_PARKED;
+		w->prev = NULL;
+		w->next = n->parked;
+		if (n->parked)
+			n->parked->prev = w;
+		n->parked = w;
+		fs->parked_count++;
+	}
+	pthread_mutex_unlock(&fs->park_lock);
+	if (answer >= 0) {
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		if (answer)
+			fuse_reply_err(w->req, answer);
+		else
+			fuse_reply_buf(w->req, NULL, 0);
+		wait_free(w);
+	}
+	return PARK_OWNED;
+}
+
+void fs_wait_answer(struct fs *fs, struct fs_wait *w)
+{
+	struct fs_file *fh = w->fh;
+	struct fs_node *n = fh->stream;
+
+	for (int tries = 0;; tries++) {
+		void *buf = fs_read_buffer(w->size);
+		ssize_t got;
+
+		if (!buf) {
+			fuse_reply_err(w->req, ENOMEM);
+			break;
+		}
+		got = store_read(n->t, n->id, buf, w->size, fh->base + w->off);
+		if (got == -ENOENT)
+			got = 0;	/* removed: end of file */
+		if (got < 0) {
+			fuse_reply_err(w->req, (int)-got);
+			break;
+		}
+		if (got > 0) {
+			fuse_reply_buf(w->req, buf, (size_t)got);
+			break;
+		}
+		if (fh->nonblock) {
+			fuse_reply_err(w->req, EAGAIN);
+			break;
+		}
+		if (park(fs, w, tries < 3) == PARK_OWNED)
+			return;
+	}
+	wait_free(w);
+}
+
+void fs_park(struct fs *fs, struct fs_wait *w)
+{
+	if (park(fs, w, true) == PARK_RETRY)
+		fs_wait_answer(fs, w);
+}
+
+/* Called with fs->park_lock held: detaches N's waiters SIZE now satisfies. */
+static struct fs_wait *detach_ready(struct fs *fs, struct fs_node *n,
+				    uint64_t size)
+{
+	struct fs_wait *ready = NULL, *w, *next;
+
+	for (w = n->parked; w; w = next) {
+		next = w->next;
+		if (size != UINT64_MAX && w->fh->base + w->off >= size)
+			continue;
+		wait_unlink(fs, n, w);
+		w->state = WAIT_DONE;
+		w->next = ready;
+		ready = w;
+	}
+	return ready;
+}
+
+static void wake_queue(struct fs *fs, struct fs_wait *list, uint64_t size)
+{
+	struct fs_wake *wk = calloc(1, sizeof(*wk));
+
+	if (!wk) {
+		/* Answer here rather than lose them. */
+		for (struct fs_wait *w = list, *next; w; w = next) {
+			next = w->next;
+			fuse_req_interrupt_func(w->req, NULL, NULL);
+			fuse_reply_buf(w->req, NULL, 0);
+			wait_free(w);
+		}
+		return;
+	}
+	wk->list = list;
+	wk->size = size;
+	/* Called with fs->park_lock held. */
+	if (fs->wake_tail)
+		fs->wake_tail->next = wk;
+	else
+		fs->wake_head = wk;
+	fs->wake_tail = wk;
+	pthread_cond_signal(&fs->wake_cond);
+}
+
+static void wake_answer(struct fs *fs, struct fs_wake *wk)
+{
+	struct fs_wait *w, *next;
+
+	for (w = wk->list; w; w = next) {
+		next = w->next;
+		w->next = NULL;
+		/* Waits for a racing on_interrupt(), which now leaves W alone. */
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		if (wk->size == UINT64_MAX) {
+			fuse_reply_buf(w->req, NULL, 0);
+			wait_free(w);
+		} else {
+			fs_wait_answer(fs, w);
+		}
+	}
+	free(wk);
+}
+
+static void *wake_main(void *arg)
+{
+	struct fs *fs = arg;
+	struct fs_wake *wk;
+
+	pthread_mutex_lock(&fs->park_lock);
+	for (;;) {
+		while (!fs->wake_head && !fs->stopping)
+			pthread_cond_wait(&fs->wake_cond, &fs->park_lock);
+		wk = fs->wake_head;
+		if (!wk)
+			break;
+		fs->wake_head = wk->next;
+		if (!fs->wake_head)
+			fs->wake_tail = NULL;
+		pthread_mutex_unlock(&fs->park_lock);
+		wake_answer(fs, wk);
+		pthread_mutex_lock(&fs->park_lock);
+	}
+	pthread_mutex_unlock(&fs->park_lock);
+	return NULL;
+}
+
+void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
+		    uint64_t size)
+{
+	struct fs *fs = arg;
+	struct fs_node *n = fs_node_find_stream(fs, t, stream);
+	uint64_t old;
+
+	if (!n)
+		return;	/* nobody looked at it: nothing cached, nobody parked */
+	pthread_mutex_lock(&fs->park_lock);
+	old = n->size_seen;
+	if (size != UINT64_MAX && size > n->size_seen)
+		n->size_seen = size;
+	if (n->parked) {
+		struct fs_wait *ready = detach_ready(fs, n, size);
+		if (ready)
+			wake_queue(fs, ready, size);
+	}
+	pthread_mutex_unlock(&fs->park_lock);
+
+	if (size != UINT64_MAX && atomic_load(&n->cached)) {
+		uint64_t from = old < size ? old : size;
+		from -= from % (uint64_t)fs->page_size;
+		inval_queue(fs, n, from);	/* takes the ref */
+		return;
+	}
+	fs_node_unref(fs, n);
+}
+
+/* ---- start and stop ---- */
+
+int fs_follow_start(struct fs *fs)
+{
+	int rc = pthread_create(&fs->inval_thread, NULL, inval_main, fs);
+
+	if (rc)
+		return -rc;
+	rc = pthread_create(&fs->wake_thread, NULL, wake_main, fs);
+	if (rc) {
+		pthread_mutex_lock(&fs->inval_lock);
+		fs->inval_stop = true;
+		pthread_cond_broadcast(&fs->inval_cond);
+		pthread_mutex_unlock(&fs->inval_lock);
+		pthread_join(fs->inval_thread, NULL);
+		return -rc;
+	}
+	fs->threads_started = true;
+	return 0;
+}
+
+/* Ends every parked read with end-of-file (unmount). */
+static void answer_all_parked(struct fs *fs)
+{
+	struct fs_wait *all = NULL;
+
+	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(&fs->park_lock);
+	fs->stopping = true;
+	for (size_t i = 0; i < fs->table_size; i++)
+		for (struct fs_node *n = fs->table[i]; n; n = n->hnext) {
+			struct fs_wait *w = detach_ready(fs, n, UINT64_MAX);
+			while (w) {
+				struct fs_wait *next = w->next;
+				w->next = all;
+				all = w;
+				w = next;
+			}
+		}
+	pthread_cond_broadcast(&fs->wake_cond);
+	pthread_mutex_unlock(&fs->park_lock);
+	pthread_mutex_unlock(&fs->lock);
+	for (struct fs_wait *w = all, *next; w; w = next) {
+		next = w->next;
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		fuse_reply_buf(w->req, NULL, 0);
+		wait_free(w);
+	}
+}
+
+void fs_follow_stop(struct fs *fs)
+{
+	if (!fs->threads_started)
+		return;
+	answer_all_parked(fs);
+	pthread_join(fs->wake_thread, NULL);
+	pthread_mutex_lock(&fs->inval_lock);
+	fs->inval_stop = true;
+	pthread_cond_broadcast(&fs->inval_cond);
+	pthread_cond_broadcast(&fs->inval_done_cond);
+	pthread_mutex_unlock(&fs->inval_lock);
+	pthread_join(fs->inval_thread, NULL);
+	fs->threads_started = false;
+}

@@ -1,0 +1,52 @@
+/*
+ * fs: streamfs mounted through libfuse3's low-level API.
+ *
+ * fs_opts_parse() reads SOURCE, MOUNTPOINT and the -o options of the
+ * contract out of a fuse_args vector (libfuse's fuse_opt), leaving the
+ * options libfuse itself understands in place.  fs_run() then locks SOURCE,
+ * opens the store, mounts, serves until unmounted or signalled, and tears
+ * everything down.  See docs/CACHING.md for how the kernel caches are used.
+ */
+#ifndef STREAMFS_FS_H
+#define STREAMFS_FS_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct fs_opts {
+	char *source;		/* owned */
+	char *remote;		/* owned; remote= URL or NULL */
+	char *endpoint;		/* owned */
+	char *region;		/* owned */
+	char *credentials;	/* owned; path of a credentials file */
+	char *framing_str;	/* owned; "lines" or "raw" */
+	char *sync_str;		/* owned; "none" or "always" */
+	char *roll_str, *roll_size_str, *max_event_str;	/* owned */
+	char *cache_size_str, *poll_str;	/* owned */
+	int path_style;
+	int nodelete;
+	int ro;
+	int show_help;
+	int show_version;
+
+	/* Parsed values, filled by fs_opts_parse(). */
+	struct store_config store;
+	uint64_t cache_size;	/* 0: unbounded */
+	int64_t poll_ns;
+};
+
+/* Parses ARGS in place (libfuse options stay in ARGS).  Prints a message and
+ * returns -EINVAL on a bad option.  O (OUT) owns strings freed by
+ * fs_opts_release(). */
+int fs_opts_parse(struct fuse_args *args, struct fs_opts *o);
+void fs_opts_release(struct fs_opts *o);
+void fs_usage(const char *prog);
+
+/* Mounts and serves.  Returns the process exit status. */
+int fs_run(struct fs_opts *o, struct fuse_args *args);
+
+#endif

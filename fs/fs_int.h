@@ -1,0 +1,184 @@
+/*
+ * fs private declarations.
+ *
+ * Inode numbers are node pointers (FUSE_ROOT_ID is the static root node).
+ * A node stands for a tenant, a stream (tenant + stream id, stable across
+ * rename) or a view (stream + selector).  Nodes live while the kernel holds
+ * lookups on them or an open file refers to them.
+ *
+ * Lock order: fs->lock, then fs->park_lock, then fs->inval_lock.
+ * fh->lock is taken before any of them and never while replying.
+ */
+#ifndef STREAMFS_FS_INT_H
+#define STREAMFS_FS_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "fs.h"
+
+#define FS_WARN_UNUSED __attribute__((warn_unused_result))
+
+enum fs_kind { FS_ROOT, FS_TENANT, FS_STREAM, FS_VIEW };
+
+enum fs_sel_kind { SEL_VERSION, SEL_LAST, SEL_END, SEL_TIME };
+
+struct fs_sel {
+	enum fs_sel_kind kind;
+	uint64_t n;		/* version or count */
+	int64_t time_ns;
+	bool follow;
+};
+
+struct fs_wait;
+
+struct fs_node {
+	enum fs_kind kind;
+	struct store_tenant *t;	/* borrowed from the store; NULL for root */
+	uint64_t id;		/* stream id (streams and views) */
+	char *sel_name;		/* owned; view selector text */
+	struct fs_sel sel;
+
+	uint64_t nlookup;	/* protected by fs->lock */
+	uint64_t refs;		/* open files and views; protected by fs->lock */
+	struct fs_node *hnext;	/* protected by fs->lock */
+
+	/* Streams only. */
+	uint64_t size_seen;	/* highest committed size; protected by fs->park_lock */
+	struct fs_wait *parked;	/* parked follow reads; protected by fs->park_lock */
+	atomic_bool cached;	/* some open used the page cache */
+};
+
+/* An open file description. */
+struct fs_file {
+	struct fs_node *node;	/* holds a ref */
+	struct fs_node *stream;	/* views: the stream node, holds a ref */
+	pthread_mutex_t lock;	/* serializes writes and flush */
+	bool append;
+	bool nonblock;
+	bool writable;
+	char *held;		/* owned; partial line; protected by lock */
+	size_t held_len, held_cap;	/* protected by lock */
+	uint64_t version;	/* non-O_APPEND: version seen; protected by lock */
+	uint64_t end;		/* non-O_APPEND: where own bytes end; protected by lock */
+	int error;		/* sticky error for flush; protected by lock */
+	uint64_t base;		/* views: stream offset of view offset 0 */
+	bool follow;
+};
+
+/* A parked follow read.  Owned by whoever takes it off the list. */
+enum fs_wait_state { WAIT_NEW, WAIT_PARKED, WAIT_INTERRUPTED, WAIT_DONE };
+struct fs_wait {
+	fuse_req_t req;
+	struct fs_file *fh;
+	uint64_t off;		/* view offset of the read */
+	size_t size;
+	enum fs_wait_state state;	/* protected by fs->park_lock */
+	struct fs_wait *next, *prev;	/* protected by fs->park_lock */
+};
+
+struct fs_inval {
+	struct fs_node *node;	/* holds a ref */
+	uint64_t off;
+	uint64_t seq;
+	struct fs_inval *next;
+};
+
+struct fs_wake {
+	struct fs_wait *list;	/* detached waiters */
+	uint64_t size;		/* UINT64_MAX: stream removed */
+	struct fs_wake *next;
+};
+
+struct fs {
+	struct store *st;
+	struct fuse_session *se;
+	struct fs_opts *opts;
+	uid_t uid;
+	gid_t gid;
+	long page_size;
+
+	pthread_mutex_t lock;	/* node table */
+	struct fs_node **table;	/* protected by lock */
+	size_t table_size, table_count;	/* protected by lock */
+
+	pthread_mutex_t park_lock;	/* parked reads, size_seen */
+	pthread_cond_t wake_cond;
+	struct fs_wake *wake_head, *wake_tail;	/* protected by park_lock */
+	uint64_t parked_count;	/* protected by park_lock */
+	bool stopping;		/* protected by park_lock */
+
+	pthread_mutex_t inval_lock;
+	pthread_cond_t inval_cond;	/* work queued */
+	pthread_cond_t inval_done_cond;	/* work finished */
+	struct fs_inval *inval_head, *inval_tail;	/* protected by inval_lock */
+	uint64_t inval_seq;	/* last queued; protected by inval_lock */
+	uint64_t inval_done;	/* last finished; protected by inval_lock */
+	bool inval_stop;	/* protected by inval_lock */
+
+	pthread_t wake_thread, inval_thread;
+	bool threads_started;
+};
+
+extern struct fs *fs_global;
+
+/* node.c */
+int fs_nodes_init(struct fs *fs) FS_WARN_UNUSED;
+void fs_nodes_release(struct fs *fs);
+struct fs_node *fs_node_of(fuse_ino_t ino);
+fuse_ino_t fs_ino_of(const struct fs_node *n);
+/* Finds or creates the node, adds one lookup (LOOKUP) or one ref. */
+int fs_node_get(struct fs *fs, enum fs_kind kind, struct store_tenant *t,
+		uint64_t id, const char *sel_name, const struct fs_sel *sel,
+		bool lookup, struct fs_node **out) FS_WARN_UNUSED;
+/* Stream node if the kernel or an open file knows it, with a ref; or NULL. */
+struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
+				    uint64_t id);
+void fs_node_ref(struct fs *fs, struct fs_node *n);
+void fs_node_unref(struct fs *fs, struct fs_node *n);
+void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
+
+/* ops.c */
+extern const struct fuse_lowlevel_ops fs_ops;
+int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st) FS_WARN_UNUSED;
+int fs_sel_parse(const char *s, struct fs_sel *sel) FS_WARN_UNUSED;
+/* Stream offset where view N starts now.  *base (OUT). */
+int fs_view_base(struct fs_node *n, uint64_t *base) FS_WARN_UNUSED;
+
+/* file.c */
+void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+	       mode_t mode, struct fuse_file_info *fi);
+void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	     struct fuse_file_info *fi);
+void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+	      off_t off, struct fuse_file_info *fi);
+void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+	      struct fuse_file_info *fi);
+/* Per-thread read buffer of at least LEN bytes, or NULL. */
+void *fs_read_buffer(size_t len);
+int fs_buffers_init(void) FS_WARN_UNUSED;
+
+/* follow.c */
+int fs_follow_start(struct fs *fs) FS_WARN_UNUSED;
+void fs_follow_stop(struct fs *fs);
+void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
+		    uint64_t size);
+/* Parks W (read at the end of a follow view) or answers it. */
+void fs_park(struct fs *fs, struct fs_wait *w);
+/* Answers W by reading; parks it again when there is nothing yet. */
+void fs_wait_answer(struct fs *fs, struct fs_wait *w);
+/* Waits until invalidations queued by this thread's commits are done. */
+void fs_inval_wait(struct fs *fs);
+
+/* xattr.c */
+void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 const char *value, size_t size, int flags);
+void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 size_t size);
+void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+#endif

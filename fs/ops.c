@@ -1,0 +1,753 @@
+/*
+ * Namespace operations: tenants at the root, streams inside tenants, views
+ * (S@SEL) looked up beside streams but never listed.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
+
+#include "fs_int.h"
+
+/* All changes go through this mount, so names may be cached; attributes
+ * may not (a growing stream must never show an old size). */
+#define ENTRY_TIMEOUT 1.0
+
+static struct fs *req_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* Parses "2026-11-22T10:00:00Z" with optional fraction.  -EINVAL if bad. */
+static int parse_time(const char *s, int64_t *ns)
+{
+	struct tm tm = { 0 };
+	const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	int64_t frac = 0, scale = 100000000;
+
+	if (!p)
+		return -EINVAL;
+	if (*p == '.') {
+		for (p++; *p >= '0' && *p <= '9'; p++) {
+			frac += (*p - '0') * scale;
+			scale /= 10;
+		}
+	}
+	if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
+		return -EINVAL;
+	time_t secs = timegm(&tm);
+	if (secs == (time_t)-1)
+		return -EINVAL;
+	*ns = (int64_t)secs * 1000000000 + frac;
+	return 0;
+}
+
+static int parse_count(const char *s, uint64_t *out)
+{
+	char *end;
+
+	if (*s < '1' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int fs_sel_parse(const char *s, struct fs_sel *sel)
+{
+	char buf[128];
+	size_t len = strlen(s);
+	const char *suffix = ",follow";
+	size_t slen = strlen(suffix);
+
+	memset(sel, 0, sizeof(*sel));
+	if (len > slen && strcmp(s + len - slen, suffix) == 0) {
+		sel->follow = true;
+		len -= slen;
+	}
+	if (len == 0 || len >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	if (strcmp(buf, "end") == 0) {
+		sel->kind = SEL_END;
+		return 0;
+	}
+	if (buf[0] == '-') {
+		sel->kind = SEL_LAST;
+		return parse_count(buf + 1, &sel->n);
+	}
+	if (strchr(buf, 'T')) {
+		sel->kind = SEL_TIME;
+		return parse_time(buf, &sel->time_ns);
+	}
+	sel->kind = SEL_VERSION;
+	return parse_count(buf, &sel->n);
+}
+
+static void fill_stat(struct fs *fs, struct fs_node *n,
+		      const struct store_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = fs_ino_of(n);
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_atim = a->atime;
+	st->st_mtim = a->mtime;
+	st->st_ctim = a->ctime;
+	st->st_blksize = (blksize_t)fs->page_size;
+	if (n->kind == FS_TENANT) {
+		st->st_mode = S_IFDIR | (a->mode & 07777);
+		st->st_nlink = 2;
+		return;
+	}
+	st->st_mode = S_IFREG | (a->mode & 07777);
+	if (n->kind == FS_VIEW)
+		st->st_mode &= ~(mode_t)0222;
+	st->st_nlink = 1;
+	st->st_size = (off_t)a->size;
+	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+}
+
+/* Stream offset where view N starts now. */
+static int view_base(struct fs_node *n, const struct store_attr *a,
+		     uint64_t *base)
+{
+	uint64_t v;
+	int rc;
+
+	switch (n->sel.kind) {
+	case SEL_END:
+		*base = a->size;
+		return 0;
+	case SEL_LAST:
+		return store_offset_of_last(n->t, n->id, n->sel.n, base);
+	case SEL_VERSION:
+		return store_offset_of_version(n->t, n->id, n->sel.n, base);
+	case SEL_TIME:
+		rc = store_version_at_time(n->t, n->id, n->sel.time_ns, &v);
+		if (rc)
+			return rc;
+		return store_offset_of_version(n->t, n->id, v, base);
+	}
+	return -EINVAL;
+}
+
+int fs_view_base(struct fs_node *n, uint64_t *base)
+{
+	struct store_attr a;
+	int rc = store_stream_stat(n->t, n->id, &a);
+
+	if (rc)
+		return rc;
+	return view_base(n, &a, base);
+}
+
+int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
+{
+	struct store_attr a;
+	uint64_t base;
+	int rc;
+
+	switch (n->kind) {
+	case FS_ROOT:
+		memset(st, 0, sizeof(*st));
+		st->st_ino = FUSE_ROOT_ID;
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 2;
+		st->st_uid = fs->uid;
+		st->st_gid = fs->gid;
+		return 0;
+	case FS_TENANT:
+		if (store_tenant_removed(n->t))
+			return -ENOENT;
+		rc = store_tenant_stat(n->t, &a);
+		break;
+	case FS_STREAM:
+		rc = store_stream_stat(n->t, n->id, &a);
+		break;
+	case FS_VIEW:
+		rc = store_stream_stat(n->t, n->id, &a);
+		if (rc)
+			return rc;
+		rc = view_base(n, &a, &base);
+		if (rc)
+			return rc;
+		a.size = a.size > base ? a.size - base : 0;
+		break;
+	default:
+		return -EIO;
+	}
+	if (rc)
+		return rc;
+	fill_stat(fs, n, &a, st);
+	return 0;
+}
+
+/* Replies with an entry for N, consuming the lookup taken on it. */
+static void reply_entry(fuse_req_t req, struct fs_node *n)
+{
+	struct fs *fs = req_fs(req);
+	struct fuse_entry_param e;
+	int rc;
+
+	memset(&e, 0, sizeof(e));
+	rc = fs_stat_node(fs, n, &e.attr);
+	if (rc) {
+		fs_node_forget(fs, n, 1);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	e.ino = fs_ino_of(n);
+	e.generation = 1;
+	e.attr_timeout = 0;
+	e.entry_timeout = n->kind == FS_VIEW ? 0 : ENTRY_TIMEOUT;
+	if (fuse_reply_entry(req, &e) == -ENOENT)
+		fs_node_forget(fs, n, 1);	/* the caller went away */
+}
+
+static int lookup_tenant(struct fs *fs, const char *name, struct fs_node **out)
+{
+	struct store_tenant *t;
+	int rc = store_tenant_get(fs->st, name, &t);
+
+	if (rc)
+		return rc;
+	return fs_node_get(fs, FS_TENANT, t, 0, NULL, NULL, true, out);
+}
+
+static int lookup_stream(struct fs *fs, struct store_tenant *t,
+			 const char *name, struct fs_node **out)
+{
+	const char *at = strchr(name, '@');
+	struct fs_sel sel;
+	uint64_t id;
+	char stream[STORE_NAME_MAX + 1];
+	int rc;
+
+	if (!at) {
+		rc = store_stream_lookup(t, name, &id);
+		if (rc)
+			return rc;
+		return fs_node_get(fs, FS_STREAM, t, id, NULL, NULL, true, out);
+	}
+	if ((size_t)(at - name) > STORE_NAME_MAX || fs_sel_parse(at + 1, &sel))
+		return -ENOENT;
+	memcpy(stream, name, (size_t)(at - name));
+	stream[at - name] = '\0';
+	rc = store_stream_lookup(t, stream, &id);
+	if (rc)
+		return rc;
+	return fs_node_get(fs, FS_VIEW, t, id, at + 1, &sel, true, out);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *p = fs_node_of(parent), *n;
+	int rc;
+
+	if (p->kind == FS_ROOT)
+		rc = lookup_tenant(fs, name, &n);
+	else if (p->kind == FS_TENANT)
+		rc = lookup_stream(fs, p->t, name, &n);
+	else
+		rc = -ENOTDIR;
+	if (rc == -EINVAL)
+		rc = -ENOENT;	/* a bad name simply does not exist */
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	reply_entry(req, n);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	fs_node_forget(req_fs(req), fs_node_of(ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		fs_node_forget(req_fs(req), fs_node_of(forgets[i].ino),
+			       forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct stat st;
+	int rc = fs_stat_node(req_fs(req), fs_node_of(ino), &st);
+
+	(void)fi;
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, 0);
+}
+
+static void set_time(struct store_attr *a, struct timespec *dst,
+		     const struct timespec *src, bool now)
+{
+	(void)a;
+	if (now)
+		clock_gettime(CLOCK_REALTIME, dst);
+	else
+		*dst = *src;
+}
+
+static int setattr_size(struct fs_node *n, off_t size)
+{
+	struct store_attr a;
+	int rc;
+
+	if (n->kind == FS_VIEW)
+		return -EROFS;
+	if (n->kind != FS_STREAM)
+		return -EISDIR;
+	rc = store_stream_stat(n->t, n->id, &a);
+	if (rc)
+		return rc;
+	/* Append-only: only "truncating" to the current size is allowed
+	 * (rsync --append and friends do that). */
+	return (uint64_t)size == a.size ? 0 : -EPERM;
+}
+
+static int do_setattr(struct fs *fs, struct fs_node *n, struct stat *in,
+		      int to_set)
+{
+	struct store_attr a = { 0 };
+	unsigned mask = 0;
+	int rc;
+
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		rc = setattr_size(n, in->st_size);
+		if (rc)
+			return rc;
+	}
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		a.mode = in->st_mode & 07777;
+		mask |= STORE_SET_MODE;
+	}
+	if (to_set & FUSE_SET_ATTR_UID) {
+		a.uid = in->st_uid;
+		mask |= STORE_SET_UID;
+	}
+	if (to_set & FUSE_SET_ATTR_GID) {
+		a.gid = in->st_gid;
+		mask |= STORE_SET_GID;
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
+		set_time(&a, &a.atime, &in->st_atim,
+			 to_set & FUSE_SET_ATTR_ATIME_NOW);
+		mask |= STORE_SET_ATIME;
+	}
+	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+		set_time(&a, &a.mtime, &in->st_mtim,
+			 to_set & FUSE_SET_ATTR_MTIME_NOW);
+		mask |= STORE_SET_MTIME;
+	}
+	if (!mask)
+		return 0;
+	if (fs->opts->ro)
+		return -EROFS;
+	switch (n->kind) {
+	case FS_TENANT:
+		return store_tenant_setattr(n->t, &a, mask);
+	case FS_STREAM:
+		return store_stream_setattr(n->t, n->id, &a, mask);
+	case FS_VIEW:
+		return -EROFS;
+	default:
+		return -EPERM;
+	}
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = fs_node_of(ino);
+	struct stat st;
+	int rc;
+
+	(void)fi;
+	rc = do_setattr(fs, n, attr, to_set);
+	if (!rc)
+		rc = fs_stat_node(fs, n, &st);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, 0);
+}
+
+static int check_writable(struct fs *fs)
+{
+	return fs->opts->ro ? -EROFS : 0;
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	struct fs *fs = req_fs(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fs_node *n;
+	int rc = check_writable(fs);
+
+	if (!rc && fs_node_of(parent)->kind != FS_ROOT)
+		rc = -EPERM;	/* no directories below a tenant */
+	if (!rc)
+		rc = store_tenant_create(fs->st, name, mode & 07777, ctx->uid,
+					 ctx->gid);
+	if (!rc)
+		rc = lookup_tenant(fs, name, &n);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	reply_entry(req, n);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = req_fs(req);
+	int rc = check_writable(fs);
+
+	if (!rc && fs_node_of(parent)->kind != FS_ROOT)
+		rc = -ENOTDIR;
+	if (!rc)
+		rc = store_tenant_remove(fs->st, name);
+	fuse_reply_err(req, -rc);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	struct fs *fs = req_fs(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fs_node *p = fs_node_of(parent), *n;
+	uint64_t id;
+	int rc = check_writable(fs);
+
+	(void)rdev;
+	if (!rc && (p->kind != FS_TENANT || !S_ISREG(mode)))
+		rc = -EPERM;
+	if (!rc && strchr(name, '@'))
+		rc = -EINVAL;
+	if (!rc)
+		rc = store_stream_create(p->t, name, mode & 07777, ctx->uid,
+					 ctx->gid, &id);
+	if (!rc)
+		rc = fs_node_get(fs, FS_STREAM, p->t, id, NULL, NULL, true, &n);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	reply_entry(req, n);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *p = fs_node_of(parent);
+	uint64_t id;
+	int rc = check_writable(fs);
+
+	if (!rc && p->kind != FS_TENANT)
+		rc = -EPERM;
+	if (!rc && strchr(name, '@'))
+		rc = -EROFS;	/* views are not entries to delete */
+	if (!rc && fs->opts->nodelete)
+		rc = -EPERM;
+	if (!rc)
+		rc = store_stream_lookup(p->t, name, &id);
+	if (!rc)
+		rc = store_stream_remove(p->t, id);
+	fuse_reply_err(req, -rc);
+}
+
+static int do_rename(struct fs *fs, struct fs_node *p, const char *name,
+		     struct fs_node *np, const char *newname, unsigned flags)
+{
+	uint64_t id, other;
+	int rc = check_writable(fs);
+
+	if (rc)
+		return rc;
+	if (p->kind != FS_TENANT || np->kind != FS_TENANT)
+		return -EPERM;	/* tenants are not renamed */
+	if (p->t != np->t)
+		return -EXDEV;
+	if (strchr(name, '@') || strchr(newname, '@'))
+		return strchr(name, '@') ? -EROFS : -EINVAL;
+	if (flags & RENAME_EXCHANGE)
+		return -EPERM;
+	if (!store_name_valid(newname))
+		return -EINVAL;
+	rc = store_stream_lookup(p->t, name, &id);
+	if (rc)
+		return rc;
+	if (store_stream_lookup(p->t, newname, &other) == 0) {
+		if (flags & RENAME_NOREPLACE)
+			return -EEXIST;
+		if (other == id)
+			return 0;
+	}
+	return store_stream_rename(p->t, id, newname);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	int rc = do_rename(req_fs(req), fs_node_of(parent), name,
+			   fs_node_of(newparent), newname, flags);
+
+	fuse_reply_err(req, -rc);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	(void)ino;
+	(void)newparent;
+	(void)newname;
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	(void)link;
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+/* ---- directories ---- */
+
+struct dir_list {
+	char **names;
+	size_t count, cap;
+};
+
+static int collect_tenant(void *arg, const char *name)
+{
+	struct dir_list *d = arg;
+
+	if (d->count == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 16;
+		char **names = realloc(d->names, cap * sizeof(*names));
+		if (!names)
+			return -ENOMEM;
+		d->names = names;
+		d->cap = cap;
+	}
+	d->names[d->count] = strdup(name);
+	if (!d->names[d->count])
+		return -ENOMEM;
+	d->count++;
+	return 0;
+}
+
+static void dir_list_free(struct dir_list *d)
+{
+	if (!d)
+		return;
+	for (size_t i = 0; i < d->count; i++)
+		free(d->names[i]);
+	free(d->names);
+	free(d);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = fs_node_of(ino);
+	struct dir_list *d;
+	int rc;
+
+	fi->fh = 0;
+	if (n->kind == FS_TENANT && store_tenant_removed(n->t)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (n->kind != FS_ROOT) {
+		fuse_reply_open(req, fi);
+		return;
+	}
+	/* The root lists tenants by name: snapshot them at open so that
+	 * offsets stay stable. */
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = store_tenant_list(fs->st, collect_tenant, d);
+	if (rc) {
+		dir_list_free(d);
+		fuse_reply_err(req, rc < 0 ? -rc : EIO);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		dir_list_free(d);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_file_info *fi)
+{
+	(void)ino;
+	dir_list_free((struct dir_list *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+struct dir_buf {
+	fuse_req_t req;
+	char *buf;
+	size_t size, used;
+};
+
+/* Adds one entry; returns 1 when the buffer is full. */
+static int dir_add(struct dir_buf *b, const char *name, mode_t mode,
+		   off_t next)
+{
+	/* d_ino 0 would hide the entry from readdir(3); real inode numbers
+	 * come from lookup. */
+	struct stat st = { .st_ino = (ino_t)next, .st_mode = mode };
+	size_t len = fuse_add_direntry(b->req, b->buf + b->used,
+				       b->size - b->used, name, &st, next);
+
+	if (len > b->size - b->used)
+		return 1;
+	b->used += len;
+	return 0;
+}
+
+static int add_stream(void *arg, const char *name,
+		      const struct store_attr *attr)
+{
+	struct dir_buf *b = arg;
+
+	/* Cookie: the stream id plus the two dot entries. */
+	return dir_add(b, name, S_IFREG, (off_t)(attr->id + 2));
+}
+
+static int readdir_fill(struct fs *fs, struct fs_node *n,
+			struct fuse_file_info *fi, struct dir_buf *b, off_t off)
+{
+	(void)fs;
+	if (off < 1 && dir_add(b, ".", S_IFDIR, 1))
+		return 0;
+	if (off < 2 && dir_add(b, "..", S_IFDIR, 2))
+		return 0;
+	if (n->kind == FS_ROOT) {
+		struct dir_list *d = (struct dir_list *)(uintptr_t)fi->fh;
+		for (size_t i = off < 2 ? 0 : (size_t)off - 2;
+		     d && i < d->count; i++)
+			if (dir_add(b, d->names[i], S_IFDIR, (off_t)i + 3))
+				return 0;
+		return 0;
+	}
+	int rc = store_stream_list(n->t, off < 2 ? 0 : (uint64_t)off - 2,
+				   add_stream, b);
+	return rc < 0 ? rc : 0;
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+		       off_t off, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct dir_buf b = { .req = req, .size = size };
+	int rc;
+
+	b.buf = malloc(size);
+	if (!b.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = readdir_fill(fs, fs_node_of(ino), fi, &b, off);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, b.buf, b.used);
+	free(b.buf);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = req_fs(req);
+	struct statvfs sv;
+
+	(void)ino;
+	if (statvfs(fs->opts->source, &sv)) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	sv.f_namemax = STORE_NAME_MAX;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	fuse_reply_err(req, -store_sync(req_fs(req)->st));
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* Keep cached pages of a growing stream: we invalidate the last page
+	 * ourselves after each commit (docs/CACHING.md). */
+	if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
+		conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
+	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.open = fs_open,
+	.read = fs_read,
+	.write = fs_write,
+	.flush = fs_flush,
+	.release = fs_release,
+	.fsync = fs_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = fs_setxattr,
+	.getxattr = fs_getxattr,
+	.listxattr = fs_listxattr,
+	.removexattr = fs_removexattr,
+	.create = fs_create,
+};

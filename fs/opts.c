@@ -1,0 +1,253 @@
+/*
+ * Command line: SOURCE MOUNTPOINT and the -o options of the contract,
+ * parsed with libfuse's fuse_opt so libfuse's own options pass through.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fs_int.h"
+
+enum { KEY_HELP, KEY_VERSION, KEY_RO };
+
+#define OPT_STR(t, f) { t, offsetof(struct fs_opts, f), 0 }
+#define OPT_FLAG(t, f) { t, offsetof(struct fs_opts, f), 1 }
+
+static const struct fuse_opt fs_opt_specs[] = {
+	OPT_STR("remote=%s", remote),
+	OPT_STR("endpoint=%s", endpoint),
+	OPT_STR("region=%s", region),
+	OPT_STR("credentials=%s", credentials),
+	OPT_STR("framing=%s", framing_str),
+	OPT_STR("sync=%s", sync_str),
+	OPT_STR("roll=%s", roll_str),
+	OPT_STR("roll_size=%s", roll_size_str),
+	OPT_STR("max_event=%s", max_event_str),
+	OPT_STR("cache_size=%s", cache_size_str),
+	OPT_STR("poll=%s", poll_str),
+	OPT_FLAG("path_style", path_style),
+	OPT_FLAG("nodelete", nodelete),
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_END
+};
+
+void fs_usage(const char *prog)
+{
+	printf("usage: %s SOURCE MOUNTPOINT [-f] [-d] [-o OPT[,OPT...]]\n"
+	       "       %s verify DATADIR\n"
+	       "\n"
+	       "SOURCE is the data directory (segments and indexes).\n"
+	       "\n"
+	       "streamfs options:\n"
+	       "    -o remote=URL          sync sealed segments to URL (file://, s3://, http(s)://)\n"
+	       "    -o endpoint=URL        S3 endpoint (MinIO, R2, B2, Ceph)\n"
+	       "    -o region=NAME         S3 region\n"
+	       "    -o path_style          S3 path-style addressing\n"
+	       "    -o credentials=FILE    credentials file (mode 0600); else AWS_* variables\n"
+	       "    -o roll=DURATION       seal the active segment at this age (default 1h)\n"
+	       "    -o roll_size=SIZE      ... or at this size (default 64M)\n"
+	       "    -o cache_size=SIZE     bound on local copies of uploaded segments\n"
+	       "    -o poll=DURATION       remote rescan interval on analysis hosts\n"
+	       "    -o framing=lines|raw   framing of new streams (default lines)\n"
+	       "    -o max_event=SIZE      largest event (default 1M)\n"
+	       "    -o sync=none|always    fsync every write (default none)\n"
+	       "    -o nodelete            refuse to delete streams (EPERM)\n"
+	       "    -o ro                  read-only mount\n"
+	       "\n"
+	       "SIZE: bytes with optional K, M or G; DURATION: seconds with\n"
+	       "optional ms, s, m, h or d.\n"
+	       "\n", prog, prog);
+}
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct fs_opts *o = data;
+
+	(void)outargs;
+	switch (key) {
+	case KEY_HELP:
+		o->show_help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->show_version = 1;
+		return 0;
+	case KEY_RO:
+		o->ro = 1;
+		return 1;	/* the kernel needs it too */
+	case FUSE_OPT_KEY_NONOPT:
+		if (!o->source) {
+			o->source = strdup(arg);
+			return o->source ? 0 : -1;
+		}
+		return 1;	/* the mount point, for fuse_parse_cmdline */
+	default:
+		return 1;
+	}
+}
+
+static int parse_size(const char *name, const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	uint64_t mult = 1;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		goto bad;
+	switch (*end) {
+	case 'k': case 'K': mult = 1ull << 10; end++; break;
+	case 'm': case 'M': mult = 1ull << 20; end++; break;
+	case 'g': case 'G': mult = 1ull << 30; end++; break;
+	default: break;
+	}
+	if (*end == 'i' && mult > 1)
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || v > UINT64_MAX / mult)
+		goto bad;
+	*out = v * mult;
+	return 0;
+bad:
+	fprintf(stderr, "streamfs: bad size for %s: '%s'\n", name, s);
+	return -EINVAL;
+}
+
+static int parse_duration(const char *name, const char *s, int64_t *out)
+{
+	char *end;
+	double v;
+	double mult = 1e9;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || v < 0)
+		goto bad;
+	if (strcmp(end, "ms") == 0)
+		mult = 1e6;
+	else if (strcmp(end, "m") == 0)
+		mult = 60e9;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600e9;
+	else if (strcmp(end, "d") == 0)
+		mult = 86400e9;
+	else if (*end && strcmp(end, "s") != 0)
+		goto bad;
+	*out = (int64_t)(v * mult);
+	return 0;
+bad:
+	fprintf(stderr, "streamfs: bad duration for %s: '%s'\n", name, s);
+	return -EINVAL;
+}
+
+static int parse_values(struct fs_opts *o)
+{
+	uint64_t v;
+	int rc = 0;
+
+	if (o->framing_str) {
+		if (strcmp(o->framing_str, "lines") == 0)
+			o->store.framing = STORE_LINES;
+		else if (strcmp(o->framing_str, "raw") == 0)
+			o->store.framing = STORE_RAW;
+		else
+			goto bad_framing;
+	}
+	if (o->sync_str) {
+		if (strcmp(o->sync_str, "always") == 0)
+			o->store.sync_always = true;
+		else if (strcmp(o->sync_str, "none") != 0)
+			goto bad_sync;
+	}
+	if (!rc && o->roll_str)
+		rc = parse_duration("roll", o->roll_str, &o->store.roll_age_ns);
+	if (!rc && o->roll_size_str)
+		rc = parse_size("roll_size", o->roll_size_str, &o->store.roll_size);
+	if (!rc && o->max_event_str) {
+		rc = parse_size("max_event", o->max_event_str, &v);
+		if (!rc && (v == 0 || v > UINT32_MAX)) {
+			fprintf(stderr, "streamfs: max_event out of range\n");
+			rc = -EINVAL;
+		}
+		o->store.max_event = (uint32_t)v;
+	}
+	if (!rc && o->cache_size_str)
+		rc = parse_size("cache_size", o->cache_size_str, &o->cache_size);
+	if (!rc && o->poll_str)
+		rc = parse_duration("poll", o->poll_str, &o->poll_ns);
+	return rc;
+bad_framing:
+	fprintf(stderr, "streamfs: framing must be lines or raw\n");
+	return -EINVAL;
+bad_sync:
+	fprintf(stderr, "streamfs: sync must be none or always\n");
+	return -EINVAL;
+}
+
+/* Makes SOURCE absolute (the daemon changes to /), creating it if absent. */
+static int resolve_source(struct fs_opts *o)
+{
+	char *abs;
+
+	if (mkdir(o->source, 0755) && errno != EEXIST) {
+		fprintf(stderr, "streamfs: cannot create %s: %s\n", o->source,
+			strerror(errno));
+		return -errno;
+	}
+	abs = realpath(o->source, NULL);
+	if (!abs) {
+		fprintf(stderr, "streamfs: %s: %s\n", o->source,
+			strerror(errno));
+		return -ENOENT;
+	}
+	free(o->source);
+	o->source = abs;
+	return 0;
+}
+
+int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
+{
+	int rc;
+
+	memset(o, 0, sizeof(*o));
+	store_config_default(&o->store);
+	o->poll_ns = 30 * 1000000000ll;
+	if (fuse_opt_parse(args, o, fs_opt_specs, opt_proc) == -1)
+		return -EINVAL;
+	if (o->show_help || o->show_version)
+		return 0;
+	rc = parse_values(o);
+	if (rc)
+		return rc;
+	if (!o->source) {
+		fprintf(stderr, "streamfs: missing SOURCE (see --help)\n");
+		return -EINVAL;
+	}
+	return resolve_source(o);
+}
+
+void fs_opts_release(struct fs_opts *o)
+{
+	free(o->source);
+	free(o->remote);
+	free(o->endpoint);
+	free(o->region);
+	free(o->credentials);
+	free(o->framing_str);
+	free(o->sync_str);
+	free(o->roll_str);
+	free(o->roll_size_str);
+	free(o->max_event_str);
+	free(o->cache_size_str);
+	free(o->poll_str);
+}
