@@ -94,9 +94,10 @@ struct fs {
 	struct store *st;
 	struct fuse_session *se;
 	struct fs_opts *opts;
-	uid_t uid;
-	gid_t gid;
 	long page_size;
+	/* The root directory is not in the store: its attributes live here,
+	 * for the life of the mount.  Protected by lock. */
+	struct store_attr root;
 
 	pthread_mutex_t lock;	/* node table */
 	struct fs_node **table;	/* protected by lock */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs_int.h"
@@ -87,8 +88,11 @@ static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
 	memset(fs, 0, sizeof(*fs));
 	fs->st = st;
 	fs->opts = o;
-	fs->uid = getuid();
-	fs->gid = getgid();
+	fs->root.mode = 0755;
+	fs->root.uid = getuid();
+	fs->root.gid = getgid();
+	clock_gettime(CLOCK_REALTIME, &fs->root.mtime);
+	fs->root.atime = fs->root.ctime = fs->root.mtime;
 	fs->page_size = sysconf(_SC_PAGESIZE);
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->park_lock, NULL);

@@ -101,7 +101,7 @@ static void fill_stat(struct fs *fs, struct fs_node *n,
 	st->st_mtim = a->mtime;
 	st->st_ctim = a->ctime;
 	st->st_blksize = (blksize_t)fs->page_size;
-	if (n->kind == FS_TENANT) {
+	if (n->kind == FS_TENANT || n->kind == FS_ROOT) {
 		st->st_mode = S_IFDIR | (a->mode & 07777);
 		st->st_nlink = 2;
 		return;
@@ -156,13 +156,11 @@ int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 
 	switch (n->kind) {
 	case FS_ROOT:
-		memset(st, 0, sizeof(*st));
-		st->st_ino = FUSE_ROOT_ID;
-		st->st_mode = S_IFDIR | 0755;
-		st->st_nlink = 2;
-		st->st_uid = fs->uid;
-		st->st_gid = fs->gid;
-		return 0;
+		pthread_mutex_lock(&fs->lock);
+		a = fs->root;
+		pthread_mutex_unlock(&fs->lock);
+		rc = 0;
+		break;
 	case FS_TENANT:
 		if (store_tenant_removed(n->t))
 			return -ENOENT;
@@ -322,6 +320,25 @@ static int setattr_size(struct fs_node *n, off_t size)
 	return (uint64_t)size == a.size ? 0 : -EPERM;
 }
 
+static int root_setattr(struct fs *fs, const struct store_attr *a,
+			unsigned mask)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (mask & STORE_SET_MODE)
+		fs->root.mode = a->mode;
+	if (mask & STORE_SET_UID)
+		fs->root.uid = a->uid;
+	if (mask & STORE_SET_GID)
+		fs->root.gid = a->gid;
+	if (mask & STORE_SET_ATIME)
+		fs->root.atime = a->atime;
+	if (mask & STORE_SET_MTIME)
+		fs->root.mtime = a->mtime;
+	clock_gettime(CLOCK_REALTIME, &fs->root.ctime);
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
 static int do_setattr(struct fs *fs, struct fs_node *n, struct stat *in,
 		      int to_set)
 {
@@ -361,6 +378,8 @@ static int do_setattr(struct fs *fs, struct fs_node *n, struct stat *in,
 	if (fs->opts->ro)
 		return -EROFS;
 	switch (n->kind) {
+	case FS_ROOT:
+		return root_setattr(fs, &a, mask);
 	case FS_TENANT:
 		return store_tenant_setattr(n->t, &a, mask);
 	case FS_STREAM:

@@ -1,0 +1,211 @@
+"""Every row of the contract's error table, with its exact errno, through the
+mount; append-only rules; dedup; xattrs."""
+
+import errno
+import os
+import subprocess
+
+import pytest
+
+from util import append, getxattr, read
+
+
+def err_of(fn, *args):
+    with pytest.raises(OSError) as e:
+        fn(*args)
+    return e.value.errno
+
+
+def test_bad_names(mount):
+    m = mount()
+    assert err_of(os.mkdir, m.path("a@b")) == errno.EINVAL
+    assert not os.path.exists(m.path("a@b"))
+    os.mkdir(m.path("T"))
+    assert err_of(os.open, m.path("T", "x@y"), os.O_CREAT | os.O_WRONLY) == errno.EINVAL
+    m.path("T", "s").write_bytes(b"")
+    assert err_of(os.open, m.path("T", "s@bogus"), os.O_CREAT | os.O_WRONLY) == errno.EINVAL
+    assert os.listdir(m.path("T")) == ["s"]
+    assert err_of(os.mkdir, m.path("T", "sub")) == errno.EPERM
+
+
+def test_append_only_rules(mount):
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    append(p, "a\nb\n") if p.exists() else p.write_bytes(b"a\nb\n")
+    # overwrite and hole
+    fd = os.open(p, os.O_WRONLY)
+    assert err_of(os.pwrite, fd, b"x\n", 0) == errno.EPERM
+    assert err_of(os.pwrite, fd, b"x\n", 10) == errno.EPERM
+    os.pwrite(fd, b"c\n", 4)     # exactly at its end: fine
+    os.close(fd)
+    assert read(p) == b"a\nb\nc\n"
+    # truncation
+    assert err_of(os.truncate, p, 2) == errno.EPERM
+    assert err_of(os.truncate, p, 100) == errno.EPERM
+    os.truncate(p, 6)            # to the current size: a no-op
+    assert err_of(os.open, p, os.O_WRONLY | os.O_TRUNC) == errno.EPERM
+    r = subprocess.run(["sh", "-c", "echo x > %s" % p], stderr=subprocess.PIPE)
+    assert r.returncode != 0
+    e = m.path("T", "empty")
+    e.write_bytes(b"")
+    os.close(os.open(e, os.O_WRONLY | os.O_TRUNC))   # O_TRUNC on empty: fine
+    assert read(p) == b"a\nb\nc\n"
+
+
+def test_estale_writer(mount):
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"one\n")
+    fd = os.open(p, os.O_WRONLY)
+    os.lseek(fd, 0, os.SEEK_END)
+    os.write(fd, b"two\n")           # its own tail
+    append(p, "other\n")             # someone else appends
+    assert err_of(os.write, fd, b"three\n") == errno.ESTALE
+    os.close(fd)
+    assert read(p) == b"one\ntwo\nother\n"
+    # a pending partial line reports its ESTALE at close
+    fd = os.open(p, os.O_WRONLY)
+    os.lseek(fd, 0, os.SEEK_END)
+    os.write(fd, b"partial")
+    append(p, "x\n")
+    assert err_of(os.close, fd) == errno.ESTALE
+    assert read(p) == b"one\ntwo\nother\nx\n"
+
+
+def test_rename_rules(mount):
+    m = mount()
+    os.mkdir(m.path("A"))
+    os.mkdir(m.path("B"))
+    m.path("A", "a").write_bytes(b"1\n")
+    m.path("A", "full").write_bytes(b"2\n")
+    m.path("A", "empty").write_bytes(b"")
+    assert err_of(os.rename, m.path("A", "a"), m.path("B", "a")) == errno.EXDEV
+    assert err_of(os.rename, m.path("A", "a"), m.path("A", "full")) == errno.EPERM
+    os.rename(m.path("A", "a"), m.path("A", "empty"))       # replaces an empty one
+    assert read(m.path("A", "empty")) == b"1\n"
+    os.rename(m.path("A", "empty"), m.path("A", "new"))
+    assert sorted(os.listdir(m.path("A"))) == ["full", "new"]
+    # mv falls back to copy across tenants
+    subprocess.run(["mv", str(m.path("A", "new")), str(m.path("B", "moved"))], check=True)
+    assert read(m.path("B", "moved")) == b"1\n"
+    assert sorted(os.listdir(m.path("A"))) == ["full"]
+    # rmdir only when empty
+    assert err_of(os.rmdir, m.path("A")) == errno.ENOTEMPTY
+    os.unlink(m.path("A", "full"))
+    os.rmdir(m.path("A"))
+    assert os.listdir(m.mnt) == ["B"]
+
+
+def test_nodelete(mount):
+    m = mount("nodelete")
+    os.mkdir(m.path("T"))
+    m.path("T", "s").write_bytes(b"1\n")
+    assert err_of(os.unlink, m.path("T", "s")) == errno.EPERM
+    assert read(m.path("T", "s")) == b"1\n"
+
+
+def test_emsgsize(mount):
+    m = mount("max_event=1K")
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"ok\n")
+    assert err_of(append, p, b"a\n" + b"x" * 2000 + b"\n") == errno.EMSGSIZE
+    assert read(p) == b"ok\n"
+    assert getxattr(p, "streamfs.version") == "1"
+
+
+def test_enospc(mount, tmp_path):
+    src = tmp_path / "small"
+    src.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(src)], check=True)
+    try:
+        m = mount(src=src, allow=[r"(?i)no space|full|disk"])
+        os.mkdir(m.path("T"))
+        p = m.path("T", "s")
+        p.write_bytes(b"")
+        chunk = b"".join(b"%07d %s\n" % (i, b"y" * 90) for i in range(600))
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+        written = 0
+        with pytest.raises(OSError) as e:
+            for _ in range(200):
+                written += os.write(fd, chunk)
+        os.close(fd)
+        assert e.value.errno == errno.ENOSPC
+        assert os.stat(p).st_size == written    # nothing of the failed write
+        m.umount()
+    finally:
+        subprocess.run(["umount", "-l", str(src)])
+
+
+def test_erofs(mount):
+    m = mount()
+    os.mkdir(m.path("T"))
+    m.path("T", "s").write_bytes(b"1\n")
+    assert err_of(os.open, m.path("T", "s@1"), os.O_WRONLY) == errno.EROFS
+    assert err_of(os.open, m.path("T", "s@end,follow"), os.O_RDWR) == errno.EROFS
+    m.remount("ro")
+    assert read(m.path("T", "s")) == b"1\n"
+    assert err_of(append, m.path("T", "s"), "2\n") == errno.EROFS
+    assert err_of(os.mkdir, m.path("U")) == errno.EROFS
+
+
+def test_dedup_and_id_field(mount, tmp_path):
+    m = mount()
+    os.mkdir(m.path("T"))
+    f = tmp_path / "ev.jsonl"
+    f.write_bytes(b'{"id":"a","v":1}\n{"id":"b","v":2}\n{"v":3}\n')
+    for _ in range(2):
+        subprocess.run(["sh", "-c", "cat %s >> %s" % (f, m.path("T", "s"))], check=True)
+    assert read(m.path("T", "s")) == b'{"id":"a","v":1}\n{"id":"b","v":2}\n{"v":3}\n{"v":3}\n'
+    assert getxattr(m.path("T", "s"), "streamfs.version") == "4"
+    os.mkdir(m.path("U"))
+    os.setxattr(m.path("U"), "user.streamfs.id_field", b"key")
+    assert getxattr(m.path("U"), "streamfs.id_field") == "key"
+    for _ in range(2):
+        append(m.path("U", "s") if m.path("U", "s").exists() else m.path("U", "s"),
+               b'{"key":"k1","id":"x"}\n', flags=os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    assert getxattr(m.path("U", "s"), "streamfs.version") == "1"
+
+
+def test_xattrs(mount):
+    m = mount()
+    os.mkdir(m.path("T"))
+    t, s = m.path("T"), m.path("T", "s")
+    s.write_bytes(b"")
+    assert sorted(os.listxattr(s)) == ["user.streamfs.framing", "user.streamfs.sync",
+                                       "user.streamfs.version"]
+    assert sorted(os.listxattr(t)) == ["user.streamfs.framing", "user.streamfs.id_field"]
+    assert getxattr(s, "streamfs.sync") == "local"
+    assert getxattr(t, "streamfs.id_field") == "id"
+    assert err_of(os.setxattr, s, "user.streamfs.framing", b"json") == errno.EINVAL
+    assert err_of(os.setxattr, t, "user.streamfs.framing", b"") == errno.EINVAL
+    assert err_of(os.setxattr, t, "user.streamfs.id_field", b"") == errno.EINVAL
+    os.setxattr(s, "user.streamfs.framing", b"raw")
+    append(s, b"no newline")
+    append(s, b"two")
+    assert read(s) == b"no newlinetwo"
+    assert getxattr(s, "streamfs.version") == "2"
+    assert err_of(os.setxattr, s, "user.streamfs.framing", b"lines") == errno.EPERM
+    assert err_of(os.setxattr, s, "user.streamfs.version", b"7") == errno.EPERM
+    os.setxattr(t, "user.streamfs.framing", b"raw")
+    m.path("T", "r").write_bytes(b"")
+    assert getxattr(m.path("T", "r"), "streamfs.framing") == "raw"
+    m.remount()
+    assert getxattr(t, "streamfs.framing") == "raw"
+    assert getxattr(s, "streamfs.version") == "2"
+
+
+def test_modes_owners_persist(mount):
+    m = mount()
+    os.mkdir(m.path("T"), 0o700)
+    m.path("T", "s").write_bytes(b"x\n")
+    os.chown(m.path("T"), 1234, 5678)
+    os.chown(m.path("T", "s"), 4321, 8765)
+    os.chmod(m.path("T", "s"), 0o640)
+    m.remount()
+    st = os.stat(m.path("T"))
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o700, 1234, 5678)
+    st = os.stat(m.path("T", "s"))
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 4321, 8765)

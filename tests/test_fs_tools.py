@@ -1,0 +1,140 @@
+"""Ordinary tools on a mounted streamfs: shell redirections, coreutils, dd,
+Python, cp and rsync, byte for byte."""
+
+import os
+import random
+import subprocess
+
+import pytest
+
+from util import getxattr, read
+
+
+def sh(cmd, cwd, check=True, input=None):
+    return subprocess.run(["sh", "-c", cmd], cwd=cwd, check=check, input=input,
+                          stdin=None if input is not None else subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+
+
+def test_shell_and_coreutils(mount):
+    m = mount()
+    sh("mkdir T && echo one >> T/s && printf 'two\\nthree\\n' >> T/s", m.mnt)
+    assert sh("cat T/s", m.mnt).stdout == b"one\ntwo\nthree\n"
+    assert sh("head -n 2 T/s", m.mnt).stdout == b"one\ntwo\n"
+    assert sh("wc -l < T/s", m.mnt).stdout.strip() == b"3"
+    assert sh("grep -c o T/s", m.mnt).stdout.strip() == b"2"
+    assert getxattr(m.path("T", "s"), "streamfs.version") == "3"
+    st = os.stat(m.path("T", "s"))
+    assert st.st_size == 14
+    # a line without its newline waits for the close, then gets one
+    sh("printf 'four' >> T/s", m.mnt)
+    assert read(m.path("T", "s")).endswith(b"three\nfour\n")
+
+
+def test_dd_block_sizes(mount):
+    m = mount()
+    os.mkdir(m.path("T"))
+    data = b"".join(b"line %06d %s\n" % (i, b"x" * (i % 97)) for i in range(5000))
+    src = m.mnt.parent / "in.txt"
+    src.write_bytes(data)
+    for bs in ("1", "100", "4096", "65536", "1M"):
+        name = "dd" + bs
+        if bs == "1":
+            cut = data.rindex(b"\n", 0, 3000) + 1
+            sh("head -c %d %s | dd of=T/%s bs=1 oflag=append conv=notrunc status=none"
+               % (cut, src, name), m.mnt)
+            assert read(m.path("T", name)) == data[:cut]
+            continue
+        sh("dd if=%s of=T/%s bs=%s status=none" % (src, name, bs), m.mnt)
+        assert read(m.path("T", name)) == data
+        out = sh("dd if=T/%s bs=%s status=none" % (name, bs), m.mnt).stdout
+        assert out == data
+
+
+def test_python_open(mount):
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "py")
+    with open(p, "a") as f:
+        for i in range(1000):
+            f.write("event %d\n" % i)
+    with open(p) as f:
+        lines = f.readlines()
+    assert lines == ["event %d\n" % i for i in range(1000)]
+    with open(p, "rb") as f:
+        f.seek(6)
+        assert f.read(2) == b"0\n"
+
+
+def test_cp_text_and_raw_binary(mount, tmp_path):
+    m = mount()
+    os.mkdir(m.path("T"))
+    text = b"".join(b"%d,%s\n" % (i, b"abc" * (i % 50)) for i in range(20000))
+    (tmp_path / "t.csv").write_bytes(text)
+    sh("cp %s T/t.csv && cp T/t.csv %s/back.csv" % (tmp_path / "t.csv", tmp_path), m.mnt)
+    assert (tmp_path / "back.csv").read_bytes() == text
+    # raw framing on the tenant: binary payloads, every write one event
+    os.setxattr(m.path("T"), "user.streamfs.framing", b"raw")
+    rnd = random.Random(7)
+    blob = bytes(rnd.getrandbits(8) for _ in range(300000))
+    (tmp_path / "b.bin").write_bytes(blob)
+    sh("cp %s T/b.bin && cp T/b.bin %s/back.bin" % (tmp_path / "b.bin", tmp_path), m.mnt)
+    assert (tmp_path / "back.bin").read_bytes() == blob
+    assert getxattr(m.path("T", "b.bin"), "streamfs.framing") == "raw"
+
+
+def _tree(tmp_path):
+    ref = tmp_path / "ref"
+    for t, mode in (("acme", 0o750), ("beta", 0o755)):
+        (ref / t).mkdir(parents=True)
+        os.chmod(ref / t, mode)
+        for i in range(3):
+            p = ref / t / ("s%d.jsonl" % i)
+            p.write_bytes(b"".join(b'{"n":%d,"t":"%s"}\n' % (j, t.encode())
+                                   for j in range(200 * (i + 1))))
+            os.chmod(p, 0o640 if i else 0o600)
+    return ref
+
+
+def test_rsync_round_trip_and_append(mount, tmp_path):
+    ref = _tree(tmp_path)
+    m = mount()
+    sh("rsync -a %s/ %s/" % (ref, m.mnt), tmp_path)
+    out = tmp_path / "out"
+    sh("rsync -a %s/ %s/" % (m.mnt, out), tmp_path)
+    r = sh("diff -r %s %s" % (ref, out), tmp_path, check=False)
+    assert r.returncode == 0, r.stdout
+    for t in ("acme", "beta"):
+        assert os.stat(out / t).st_mode & 0o7777 == os.stat(ref / t).st_mode & 0o7777
+        for i in range(3):
+            a, b = os.stat(ref / t / ("s%d.jsonl" % i)), os.stat(out / t / ("s%d.jsonl" % i))
+            assert a.st_mode == b.st_mode
+            assert int(a.st_mtime) == int(b.st_mtime)
+    # into an empty mount
+    m2 = mount()
+    sh("rsync -a %s/ %s/" % (out, m2.mnt), tmp_path)
+    r = sh("diff -r %s %s" % (ref, m2.mnt), tmp_path, check=False)
+    assert r.returncode == 0, r.stdout
+    # --append extends existing streams
+    p = ref / "acme" / "s0.jsonl"
+    with open(p, "ab") as f:
+        f.write(b'{"n":"more"}\n')
+    sh("rsync -a --append %s/ %s/" % (ref, m2.mnt), tmp_path)
+    assert read(m2.path("acme", "s0.jsonl")) == p.read_bytes()
+    r = sh("diff -r %s %s" % (ref, m2.mnt), tmp_path, check=False)
+    assert r.returncode == 0, r.stdout
+
+
+def test_mtime_moves_and_utimens(mount):
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"a\n")
+    os.utime(p, (1000000000, 1000000000))
+    assert os.stat(p).st_mtime == 1000000000
+    with open(p, "ab") as f:
+        f.write(b"b\n")
+    assert os.stat(p).st_mtime > 1000000000
+    os.chmod(p, 0o604)
+    m.remount()
+    assert os.stat(p).st_mode & 0o777 == 0o604
