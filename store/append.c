@@ -1,0 +1,666 @@
+/*
+ * The append path: framing, event IDs, dedup, the version check, and the
+ * commit of one call's events as one batch (segment bytes, then one index
+ * transaction).  The work that needs no shared state (splitting, parsing
+ * JSON) happens before the tenant lock is taken.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "store_int.h"
+
+struct event {
+	size_t off, len;	/* in the caller's buffer, '\n' included */
+	uint64_t hash;		/* of the ID, when has_id */
+	size_t id_off, id_len;	/* the ID's bytes in the call's arena */
+	bool has_id;
+	bool skip;
+};
+
+struct batch {
+	struct event *ev;
+	size_t nev;
+	size_t consumed;	/* bytes of the caller's buffer used */
+	bool add_newline;	/* final partial line: commit it with '\n' */
+	char *arena;		/* the IDs, back to back */
+	size_t arena_len, arena_cap;
+	bool any_id;
+};
+
+static void batch_release(struct batch *b)
+{
+	free(b->ev);
+	free(b->arena);
+}
+
+static int push_event(struct batch *b, size_t *cap, size_t off, size_t len)
+{
+	if (b->nev == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 64;
+		struct event *v = realloc(b->ev, ncap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		b->ev = v;
+		*cap = ncap;
+	}
+	b->ev[b->nev++] = (struct event){ .off = off, .len = len };
+	return 0;
+}
+
+/* Splits BUF into events.  Lines: every '\n' ends one; a trailing partial
+ * line is left for the caller, or committed with a '\n' added when FINAL. */
+static int split(struct batch *b, const char *buf, size_t len,
+		 enum store_framing framing, bool final, uint32_t max_event)
+{
+	const char *p = buf, *end = buf + len, *nl;
+	size_t cap = 0;
+	int rc;
+
+	if (framing == STORE_RAW) {
+		b->consumed = len;
+		if (!len)
+			return 0;
+		return len > max_event ? -EMSGSIZE : push_event(b, &cap, 0, len);
+	}
+	while ((nl = memchr(p, '\n', (size_t)(end - p)))) {
+		size_t n = (size_t)(nl + 1 - p);
+
+		if (n > max_event)
+			return -EMSGSIZE;
+		rc = push_event(b, &cap, (size_t)(p - buf), n);
+		if (rc)
+			return rc;
+		p = nl + 1;
+	}
+	b->consumed = (size_t)(p - buf);
+	if (p == end)
+		return 0;
+	/* the tail, once its '\n' comes, is one byte longer */
+	if ((size_t)(end - p) + 1 > max_event)
+		return -EMSGSIZE;
+	if (!final)
+		return 0;
+	b->add_newline = true;
+	b->consumed = len;
+	return push_event(b, &cap, (size_t)(p - buf), (size_t)(end - p));
+}
+
+static int arena_put(struct batch *b, const char *id, size_t len)
+{
+	if (b->arena_len + len > b->arena_cap) {
+		size_t cap = b->arena_cap ? b->arena_cap : 4096;
+		char *v;
+
+		while (cap < b->arena_len + len)
+			cap *= 2;
+		v = realloc(b->arena, cap);
+		if (!v)
+			return -ENOMEM;
+		b->arena = v;
+		b->arena_cap = cap;
+	}
+	memcpy(b->arena + b->arena_len, id, len);
+	b->arena_len += len;
+	return 0;
+}
+
+/* The length of a line without its '\n' (and what is not JSON anyway). */
+static size_t line_body(const char *line, size_t len, bool has_newline)
+{
+	return has_newline && len && line[len - 1] == '\n' ? len - 1 : len;
+}
+
+static int extract_ids(struct batch *b, const char *buf, const char *field)
+{
+	struct ids_scratch *sc = ids_scratch_new(field);
+	int rc = 0;
+
+	if (!sc)
+		return -ENOMEM;
+	for (size_t i = 0; i < b->nev && !rc; i++) {
+		struct event *e = &b->ev[i];
+		bool last = i + 1 == b->nev;
+		const char *id;
+		size_t idlen;
+
+		if (!ids_extract(sc, buf + e->off,
+				 line_body(buf + e->off, e->len,
+					   !(last && b->add_newline)),
+				 &id, &idlen))
+			continue;
+		e->has_id = true;
+		e->hash = ids_hash(id, idlen);
+		e->id_off = b->arena_len;
+		e->id_len = idlen;
+		b->any_id = true;
+		rc = arena_put(b, id, idlen);
+	}
+	ids_scratch_free(sc);
+	return rc;
+}
+
+/* ---- dedup state ---- */
+
+/* Calls FN for every line of segment G, with the line's stream offset. */
+static int scan_lines(struct store_tenant *t, struct stream *s, struct seg *g,
+		      int (*fn)(void *arg, const char *line, size_t len,
+				uint64_t off),
+		      void *arg)
+{
+	size_t cap = 1u << 20, have = 0;
+	uint64_t pos = 0;	/* segment offset of buf[0] */
+	char *buf = malloc(cap);
+	int rc = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while (pos + have < g->length && !rc) {
+		size_t want = cap - have, start = 0;
+		ssize_t n;
+		char *nl;
+
+		if (want > g->length - pos - have)
+			want = (size_t)(g->length - pos - have);
+		n = seg_read(t, s, buf + have, want, g->offset + pos + have);
+		if (n <= 0) {
+			rc = n < 0 ? (int)n : -EIO;
+			break;
+		}
+		have += (size_t)n;
+		while (!rc && (nl = memchr(buf + start, '\n', have - start))) {
+			size_t len = (size_t)(nl - (buf + start));
+
+			rc = fn(arg, buf + start, len, g->offset + pos + start);
+			start += len + 1;
+		}
+		if (!start && have == cap) {
+			char *v = realloc(buf, cap * 2);	/* a huge line */
+
+			if (!v) {
+				rc = -ENOMEM;
+				break;
+			}
+			buf = v;
+			cap *= 2;
+		}
+		memmove(buf, buf + start, have - start);
+		pos += start;
+		have -= start;
+	}
+	free(buf);
+	return rc;
+}
+
+struct collect {
+	struct ids_scratch *sc;
+	struct idset *set;
+};
+
+static int collect_id(void *arg, const char *line, size_t len, uint64_t off)
+{
+	struct collect *c = arg;
+	const char *id;
+	size_t idlen;
+
+	if (!ids_extract(c->sc, line, len, &id, &idlen))
+		return 0;
+	return idset_add(c->set, ids_hash(id, idlen), off);
+}
+
+static int collect_ids(struct store_tenant *t, struct stream *s,
+		       struct seg *g, struct idset *set)
+{
+	struct collect c = { .sc = ids_scratch_new(t->id_field), .set = set };
+	int rc;
+
+	if (!c.sc)
+		return -ENOMEM;
+	rc = scan_lines(t, s, g, collect_id, &c);
+	ids_scratch_free(c.sc);
+	return rc;
+}
+
+/* A sealed segment's table, rebuilt from its bytes when the file is
+ * missing or damaged (it is derived data). */
+static int load_table(struct store_tenant *t, struct stream *s, struct seg *g)
+{
+	struct idset set;
+	char name[64];
+	int rc;
+
+	if (g->ids.map)
+		return 0;
+	seg_name(name, sizeof(name), g->id, ".ids");
+	if (!idtable_open(t->segfd, name, t->id_field, &g->ids))
+		return 0;
+	idset_init(&set);
+	rc = collect_ids(t, s, g, &set);
+	if (!rc)
+		rc = idtable_write(t->segfd, name, t->id_field, &set);
+	idset_release(&set);
+	return rc ? rc : idtable_open(t->segfd, name, t->id_field, &g->ids);
+}
+
+int dedup_load(struct store_tenant *t, struct stream *s)
+{
+	uint64_t total = 0;
+	struct seg *active = seg_active(s);
+	int rc = 0;
+
+	stream_ids_release(s);
+	for (size_t i = 0; i < s->nsegs && !rc; i++) {
+		struct seg *g = s->segs[i];
+
+		if (g == active || !g->has_ids)
+			continue;
+		rc = load_table(t, s, g);
+		total += g->ids.count;
+	}
+	if (!rc)
+		rc = bloom_init(&s->sealed_filter, total * 2);
+	for (size_t i = 0; i < s->nsegs && !rc; i++)
+		for (uint64_t j = 0; j < s->segs[i]->ids.count; j++)
+			bloom_add(&s->sealed_filter, s->segs[i]->ids.pairs[2 * j]);
+	if (!rc && active && active->has_ids)
+		rc = collect_ids(t, s, active, &s->active_ids);
+	if (rc) {
+		stream_ids_release(s);
+		return rc;
+	}
+	s->ids_loaded = true;
+	return 0;
+}
+
+/* Reads the event at stream offset OFF and compares its ID with ID.
+ * Returns 1 on a match, 0 if not, -errno when it cannot be read. */
+static int confirm(struct store_tenant *t, struct stream *s,
+		   struct ids_scratch *sc, uint64_t off, const char *id,
+		   size_t idlen)
+{
+	size_t cap = 4096, have = 0;
+	char *buf = NULL, *nl = NULL;
+	const char *got;
+	size_t gotlen;
+	int rc = 0;
+
+	while (!nl) {
+		char *v = realloc(buf, cap);
+		ssize_t n;
+
+		if (!v) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		buf = v;
+		n = seg_read(t, s, buf + have, cap - have, off + have);
+		if (n <= 0) {
+			rc = n < 0 ? (int)n : -EIO;
+			goto out;
+		}
+		nl = memchr(buf + have, '\n', (size_t)n);
+		have += (size_t)n;
+		cap *= 2;
+	}
+	rc = ids_extract(sc, buf, (size_t)(nl - buf), &got, &gotlen) &&
+	     gotlen == idlen && !memcmp(got, id, idlen);
+out:
+	free(buf);
+	return rc;
+}
+
+/* Is event E (ID in B's arena) already in stream S?  1, 0 or -errno. */
+static int seen_in_stream(struct store_tenant *t, struct stream *s,
+			  struct ids_scratch *sc, const struct batch *b,
+			  const struct event *e)
+{
+	const char *id = b->arena + e->id_off;
+	size_t pos = 0;
+	uint64_t off;
+	int rc;
+
+	while (idset_next(&s->active_ids, e->hash, &pos, &off))
+		if ((rc = confirm(t, s, sc, off, id, e->id_len)))
+			return rc;
+	if (!bloom_maybe(&s->sealed_filter, e->hash))
+		return 0;
+	for (size_t i = 0; i < s->nsegs; i++) {
+		const struct idtable *tab = &s->segs[i]->ids;
+
+		for (uint64_t j = idtable_find(tab, e->hash);
+		     j < tab->count && tab->pairs[2 * j] == e->hash; j++)
+			if ((rc = confirm(t, s, sc, tab->pairs[2 * j + 1], id,
+					  e->id_len)))
+				return rc;
+	}
+	return 0;
+}
+
+/* Is event I a repeat of an earlier event of the same call? */
+static bool seen_in_call(const struct batch *b, struct idset *call, size_t i)
+{
+	const struct event *e = &b->ev[i];
+	size_t pos = 0;
+	uint64_t j;
+
+	while (idset_next(call, e->hash, &pos, &j)) {
+		const struct event *f = &b->ev[j];
+
+		if (f->id_len == e->id_len &&
+		    !memcmp(b->arena + f->id_off, b->arena + e->id_off, e->id_len))
+			return true;
+	}
+	return false;
+}
+
+/* Marks the events of B to skip.  T's lock is held for writing. */
+static int mark_duplicates(struct store_tenant *t, struct stream *s,
+			   struct batch *b)
+{
+	struct ids_scratch *sc;
+	struct idset call;
+	int rc = 0;
+
+	if (!s->ids_loaded && (rc = dedup_load(t, s)))
+		return rc;
+	sc = ids_scratch_new(t->id_field);
+	if (!sc)
+		return -ENOMEM;
+	idset_init(&call);
+	for (size_t i = 0; i < b->nev && !rc; i++) {
+		struct event *e = &b->ev[i];
+
+		if (!e->has_id)
+			continue;
+		if (seen_in_call(b, &call, i)) {
+			e->skip = true;
+			continue;
+		}
+		rc = seen_in_stream(t, s, sc, b, e);
+		if (rc > 0)
+			e->skip = true;
+		if (rc >= 0)
+			rc = idset_add(&call, e->hash, i);
+	}
+	idset_release(&call);
+	ids_scratch_free(sc);
+	return rc;
+}
+
+/* ---- the commit ---- */
+
+/* The bytes to write: the caller's buffer itself when nothing is skipped
+ * and nothing added, else a compacted copy (*copy, caller frees). */
+static const char *payload(const struct batch *b, const char *buf,
+			   size_t *len, uint32_t *count, char **copy)
+{
+	size_t n = 0, total = 0;
+	bool direct = !b->add_newline;
+	char *out;
+
+	*count = 0;
+	for (size_t i = 0; i < b->nev; i++) {
+		if (b->ev[i].skip) {
+			direct = false;
+			continue;
+		}
+		total += b->ev[i].len;
+		(*count)++;
+	}
+	*copy = NULL;
+	*len = total + (b->add_newline && !b->ev[b->nev - 1].skip);
+	if (direct)
+		return buf;
+	out = malloc(*len ? *len : 1);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < b->nev; i++) {
+		if (b->ev[i].skip)
+			continue;
+		memcpy(out + n, buf + b->ev[i].off, b->ev[i].len);
+		n += b->ev[i].len;
+	}
+	if (n < *len)
+		out[n] = '\n';
+	*copy = out;
+	return out;
+}
+
+static int pwrite_all(int fd, const char *p, size_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* A new active segment for S, its row inserted in the open transaction. */
+static int new_segment(struct store_tenant *t, struct stream *s,
+		       int64_t now, struct seg **out)
+{
+	struct seg *g = calloc(1, sizeof(*g));
+	char name[64];
+	int rc;
+
+	if (!g)
+		return -ENOMEM;
+	g->fd = -1;
+	g->first_version = s->version + 1;
+	g->offset = s->size;
+	g->created_ns = now;
+	g->state = STORE_SEG_ACTIVE;
+	rc = index_segment_insert(t, s->id, g);
+	if (rc)
+		goto fail;
+	seg_name(name, sizeof(name), g->id, ".seg");
+	g->fd = openat(t->segfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+		       0644);
+	if (g->fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	*out = g;
+	return 0;
+fail:
+	seg_free(g);
+	return rc;
+}
+
+static void drop_new_segment(struct store_tenant *t, struct seg *g)
+{
+	char name[64];
+
+	seg_name(name, sizeof(name), g->id, ".seg");
+	unlinkat(t->segfd, name, 0);
+	seg_free(g);
+}
+
+/* Writes LEN bytes of P as one batch of COUNT events at the end of S and
+ * commits it.  On failure nothing of it remains. */
+static int commit_batch(struct store_tenant *t, struct stream *s,
+			const char *p, size_t len, uint32_t count,
+			bool has_ids)
+{
+	const struct store_config *cfg = &t->st->cfg;
+	int64_t now = store_now_ns();
+	struct seg *g = seg_active(s), *fresh = NULL;
+	struct stream old = *s;
+	struct seg gold;
+	int rc;
+
+	if (now < s->last_ns)
+		now = s->last_ns;	/* times never go back within a stream */
+	if (g && g->length && g->length + len > cfg->roll_size) {
+		rc = seg_seal(t, s, g);
+		if (rc)
+			return rc;
+		g = NULL;
+	}
+	rc = index_begin(t);
+	if (rc)
+		return rc;
+	if (!g) {
+		rc = new_segment(t, s, now, &fresh);
+		if (rc)
+			goto fail;
+		g = fresh;
+	}
+	gold = *g;
+	rc = seg_fd(t, g);
+	if (rc >= 0)
+		rc = pwrite_all(g->fd, p, len, g->length);
+	if (!rc && cfg->sync_always && (fdatasync(g->fd) < 0 ||
+					 (fresh && fsync(t->segfd) < 0)))
+		rc = -errno;
+	if (!rc)
+		rc = index_batch_insert(t, s->id, s->version + 1, s->size, len,
+					count, now, XXH3_64bits(p, len));
+	g->length += len;
+	g->count += count;
+	g->has_ids |= has_ids;
+	if (cfg->sync_always)
+		g->synced = g->length;
+	if (!rc && (fresh || has_ids != gold.has_ids || cfg->sync_always))
+		rc = index_segment_update(t, g);
+	s->version += count;
+	s->size += len;
+	s->last_ns = now;
+	s->mtime = s->ctime = store_ts(now);
+	if (!rc)
+		rc = index_stream_update(t, s);
+	if (!rc)
+		rc = index_commit(t);
+	if (!rc && fresh)
+		rc = seg_push(s, fresh);	/* see below on failure */
+	if (!rc)
+		return 0;
+	/* Undo: memory back, the file cut back to its committed length. */
+	*s = old;
+	*g = gold;
+	if (!fresh && ftruncate(g->fd, (off_t)g->length) < 0)
+		store_log("truncate after failed append: %s", strerror(errno));
+fail:
+	index_rollback(t);
+	if (fresh)
+		drop_new_segment(t, fresh);
+	return rc;
+}
+
+static void remember_ids(struct store_tenant *t, struct stream *s,
+			 const struct batch *b, uint64_t base)
+{
+	uint64_t off = base;
+
+	for (size_t i = 0; i < b->nev; i++) {
+		const struct event *e = &b->ev[i];
+
+		if (e->skip)
+			continue;
+		if (e->has_id && idset_add(&s->active_ids, e->hash, off)) {
+			/* out of memory: rebuild from disk on the next ID */
+			stream_ids_release(s);
+			(void)t;
+			return;
+		}
+		off += e->len;
+	}
+}
+
+static void report_skipped(const struct batch *b, const struct store_append *app,
+			   struct store_append_result *res)
+{
+	size_t n = 0;
+
+	res->skipped = 0;
+	for (size_t i = 0; i < b->nev; i++) {
+		if (!b->ev[i].skip)
+			continue;
+		res->skipped++;
+		if (app->skipped && n < app->skipped_cap)
+			app->skipped[n++] = (uint32_t)i;
+	}
+}
+
+int store_append(struct store_tenant *t, uint64_t id,
+		 const struct store_append *app,
+		 struct store_append_result *res)
+{
+	struct batch b = { 0 };
+	char field[STORE_ID_FIELD_MAX + 1], *copy = NULL;
+	enum store_framing framing;
+	struct stream *s;
+	const char *p;
+	uint32_t max_event = t->st->cfg.max_event, count = 0;
+	size_t len;
+	uint64_t base;
+	int rc;
+
+	/* Framing and ID member are read once; the parse runs unlocked. */
+	pthread_rwlock_rdlock(&t->lock);
+	s = t->removed ? NULL : stream_find(t, id);
+	framing = s ? s->framing : STORE_LINES;
+	memcpy(field, t->id_field, sizeof(field));
+	pthread_rwlock_unlock(&t->lock);
+	if (!s)
+		return -ENOENT;
+
+	rc = split(&b, app->buf, app->len, framing, app->final, max_event);
+	if (!rc && framing == STORE_LINES && b.nev)
+		rc = extract_ids(&b, app->buf, field);
+	if (rc)
+		goto out;
+
+	pthread_rwlock_wrlock(&t->lock);
+	s = t->removed ? NULL : stream_find(t, id);
+	if (!s || s->framing != framing) {
+		rc = s ? -EAGAIN : -ENOENT;	/* framing changed meanwhile */
+		goto unlock;
+	}
+	if (app->expected != STORE_ANY_VERSION && app->expected != s->version) {
+		rc = -ESTALE;
+		goto unlock;
+	}
+	if (b.any_id)
+		rc = mark_duplicates(t, s, &b);
+	if (rc)
+		goto unlock;
+	p = payload(&b, app->buf, &len, &count, &copy);
+	if (!p) {
+		rc = -ENOMEM;
+		goto unlock;
+	}
+	base = s->size;
+	if (count)
+		rc = commit_batch(t, s, p, len, count, b.any_id);
+	if (!rc && count && s->ids_loaded)
+		remember_ids(t, s, &b, base);
+	if (!rc) {
+		res->version = s->version;
+		res->size = s->size;
+		res->consumed = b.consumed;
+		res->appended = count;
+		report_skipped(&b, app, res);
+	}
+unlock:
+	pthread_rwlock_unlock(&t->lock);
+	if (!rc && count && t->st->commit_fn)
+		t->st->commit_fn(t->st->commit_arg, t, id, res->size);
+out:
+	free(copy);
+	batch_release(&b);
+	return rc;
+}

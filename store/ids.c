@@ -1,0 +1,384 @@
+/*
+ * Event IDs: extraction from JSON lines (json-c), the in-memory set of the
+ * active segment, the Bloom filter in front of the sealed tables, and the
+ * sealed per-segment ID tables (sorted (hash, offset) pairs in a .ids file).
+ *
+ * Hashes only narrow the search: a hash hit is confirmed by reading the
+ * stored event and comparing its ID byte for byte (dedup_confirm).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <xxhash.h>
+
+#include "store_int.h"
+
+uint64_t ids_hash(const char *id, size_t len)
+{
+	return XXH3_64bits(id, len);
+}
+
+/* ---- extraction ---- */
+
+struct ids_scratch {
+	struct json_tokener *tok;
+	struct json_object *last;	/* owns the string last returned */
+	char pattern[STORE_ID_FIELD_MAX + 3];	/* "field", quotes included */
+	size_t patlen;
+};
+
+struct ids_scratch *ids_scratch_new(const char *field)
+{
+	struct ids_scratch *sc = calloc(1, sizeof(*sc));
+
+	if (!sc)
+		return NULL;
+	sc->tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
+	if (!sc->tok) {
+		free(sc);
+		return NULL;
+	}
+	json_tokener_set_flags(sc->tok, JSON_TOKENER_STRICT);
+	sc->patlen = (size_t)snprintf(sc->pattern, sizeof(sc->pattern),
+				      "\"%s\"", field);
+	return sc;
+}
+
+void ids_scratch_free(struct ids_scratch *sc)
+{
+	if (!sc)
+		return;
+	json_object_put(sc->last);
+	json_tokener_free(sc->tok);
+	free(sc);
+}
+
+static bool is_json_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Cheap tests that rule out most lines without an ID before parsing: the
+ * line must start with '{' and name the member literally, unless it uses
+ * escapes (which could spell the member's name another way). */
+static bool may_have_id(const struct ids_scratch *sc, const char *line,
+			size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && is_json_space(line[i]))
+		i++;
+	if (i == len || line[i] != '{')
+		return false;
+	return memmem(line, len, sc->pattern, sc->patlen) ||
+	       memchr(line, '\\', len);
+}
+
+int ids_extract(struct ids_scratch *sc, const char *line, size_t len,
+		const char **id, size_t *idlen)
+{
+	struct json_object *obj, *member;
+	size_t end;
+
+	json_object_put(sc->last);
+	sc->last = NULL;
+	if (!may_have_id(sc, line, len))
+		return 0;
+	json_tokener_reset(sc->tok);
+	obj = json_tokener_parse_ex(sc->tok, line, (int)len);
+	if (!obj)
+		return 0;
+	sc->last = obj;
+	for (end = json_tokener_get_parse_end(sc->tok); end < len; end++)
+		if (!is_json_space(line[end]))
+			return 0;
+	if (!json_object_is_type(obj, json_type_object))
+		return 0;
+	/* pattern without its quotes is the member name */
+	{
+		char name[STORE_ID_FIELD_MAX + 1];
+
+		memcpy(name, sc->pattern + 1, sc->patlen - 2);
+		name[sc->patlen - 2] = '\0';
+		if (!json_object_object_get_ex(obj, name, &member))
+			return 0;
+	}
+	if (!json_object_is_type(member, json_type_string))
+		return 0;
+	*id = json_object_get_string(member);
+	*idlen = (size_t)json_object_get_string_len(member);
+	return 1;
+}
+
+/* ---- the active segment's set ---- */
+
+void idset_init(struct idset *s)
+{
+	memset(s, 0, sizeof(*s));
+}
+
+void idset_release(struct idset *s)
+{
+	free(s->slots);
+	idset_init(s);
+}
+
+static void idset_put(uint64_t *slots, size_t mask, uint64_t hash,
+		      uint64_t offset1)
+{
+	size_t i = hash & mask;
+
+	while (slots[2 * i + 1])
+		i = (i + 1) & mask;
+	slots[2 * i] = hash;
+	slots[2 * i + 1] = offset1;
+}
+
+static int idset_grow(struct idset *s)
+{
+	size_t nslots = s->slots ? (s->mask + 1) * 2 : 1024;
+	uint64_t *slots = calloc(nslots, 2 * sizeof(uint64_t));
+
+	if (!slots)
+		return -ENOMEM;
+	for (size_t i = 0; s->slots && i <= s->mask; i++)
+		if (s->slots[2 * i + 1])
+			idset_put(slots, nslots - 1, s->slots[2 * i],
+				  s->slots[2 * i + 1]);
+	free(s->slots);
+	s->slots = slots;
+	s->mask = nslots - 1;
+	return 0;
+}
+
+int idset_add(struct idset *s, uint64_t hash, uint64_t offset)
+{
+	if (!s->slots || (s->used + 1) * 2 > s->mask + 1) {
+		int rc = idset_grow(s);
+
+		if (rc)
+			return rc;
+	}
+	idset_put(s->slots, s->mask, hash, offset + 1);
+	s->used++;
+	return 0;
+}
+
+int idset_next(const struct idset *s, uint64_t hash, size_t *pos,
+	       uint64_t *offset)
+{
+	if (!s->slots)
+		return 0;
+	for (;;) {
+		size_t i = (hash + *pos) & s->mask;
+
+		if (!s->slots[2 * i + 1])
+			return 0;
+		(*pos)++;
+		if (s->slots[2 * i] == hash) {
+			*offset = s->slots[2 * i + 1] - 1;
+			return 1;
+		}
+	}
+}
+
+/* ---- Bloom filter ---- */
+
+#define BLOOM_K 7
+
+int bloom_init(struct bloom *b, uint64_t expected)
+{
+	uint64_t nbits = 1024;
+
+	while (nbits < expected * 12)
+		nbits <<= 1;
+	b->bits = calloc(nbits / 64, sizeof(uint64_t));
+	if (!b->bits)
+		return -ENOMEM;
+	b->nbits = nbits;
+	return 0;
+}
+
+void bloom_release(struct bloom *b)
+{
+	free(b->bits);
+	b->bits = NULL;
+	b->nbits = 0;
+}
+
+/* Double hashing: bit i is h1 + i * h2, from the two halves of HASH. */
+void bloom_add(struct bloom *b, uint64_t hash)
+{
+	uint64_t h1 = hash, h2 = (hash >> 32) | 1;
+
+	for (int i = 0; i < BLOOM_K; i++) {
+		uint64_t bit = (h1 + (uint64_t)i * h2) & (b->nbits - 1);
+
+		b->bits[bit / 64] |= 1ull << (bit % 64);
+	}
+}
+
+bool bloom_maybe(const struct bloom *b, uint64_t hash)
+{
+	uint64_t h1 = hash, h2 = (hash >> 32) | 1;
+
+	if (!b->bits)
+		return false;
+	for (int i = 0; i < BLOOM_K; i++) {
+		uint64_t bit = (h1 + (uint64_t)i * h2) & (b->nbits - 1);
+
+		if (!(b->bits[bit / 64] & (1ull << (bit % 64))))
+			return false;
+	}
+	return true;
+}
+
+/* ---- sealed tables ---- */
+
+#define IDS_MAGIC "SFIDS001"
+
+struct ids_header {
+	char magic[8];
+	uint64_t count;
+	uint64_t checksum;	/* XXH3-64 of the pairs */
+	uint64_t field;		/* hash of the ID member's name */
+};
+
+static int pair_cmp(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+
+	if (x[0] != y[0])
+		return x[0] < y[0] ? -1 : 1;
+	return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Writes the table of SET as NAME in DIRFD: temporary file, fsync, rename. */
+int idtable_write(int dirfd, const char *name, const char *field,
+		  const struct idset *set)
+{
+	struct ids_header hdr = {
+		.magic = IDS_MAGIC,
+		.count = set->used,
+		.field = XXH3_64bits(field, strlen(field)),
+	};
+	uint64_t *pairs = malloc((set->used ? set->used : 1) * 2 * sizeof(uint64_t));
+	char tmp[64];
+	size_t n = 0;
+	int fd, rc;
+
+	if (!pairs)
+		return -ENOMEM;
+	for (size_t i = 0; set->slots && i <= set->mask; i++) {
+		if (!set->slots[2 * i + 1])
+			continue;
+		pairs[2 * n] = set->slots[2 * i];
+		pairs[2 * n + 1] = set->slots[2 * i + 1] - 1;
+		n++;
+	}
+	qsort(pairs, n, 2 * sizeof(uint64_t), pair_cmp);
+	hdr.checksum = XXH3_64bits(pairs, n * 2 * sizeof(uint64_t));
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = write_all(fd, &hdr, sizeof(hdr));
+	if (!rc)
+		rc = write_all(fd, pairs, n * 2 * sizeof(uint64_t));
+	if (!rc && fdatasync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	if (!rc && renameat(dirfd, tmp, dirfd, name) < 0)
+		rc = -errno;
+	if (rc)
+		unlinkat(dirfd, tmp, 0);
+out:
+	free(pairs);
+	return rc;
+}
+
+/* -ESTALE when the table was made for another ID member name. */
+int idtable_open(int dirfd, const char *name, const char *field,
+		 struct idtable *tab)
+{
+	const struct ids_header *hdr;
+	struct stat sb;
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	int rc = 0;
+
+	memset(tab, 0, sizeof(*tab));
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &sb) < 0 || (size_t)sb.st_size < sizeof(*hdr)) {
+		close(fd);
+		return -EIO;
+	}
+	tab->maplen = (size_t)sb.st_size;
+	tab->map = mmap(NULL, tab->maplen, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (tab->map == MAP_FAILED) {
+		tab->map = NULL;
+		return -errno;
+	}
+	hdr = tab->map;
+	tab->pairs = (const uint64_t *)(hdr + 1);
+	tab->count = hdr->count;
+	if (memcmp(hdr->magic, IDS_MAGIC, 8) ||
+	    tab->maplen != sizeof(*hdr) + hdr->count * 2 * sizeof(uint64_t) ||
+	    XXH3_64bits(tab->pairs, hdr->count * 2 * sizeof(uint64_t)) != hdr->checksum)
+		rc = -EIO;
+	else if (hdr->field != XXH3_64bits(field, strlen(field)))
+		rc = -ESTALE;
+	if (rc)
+		idtable_release(tab);
+	return rc;
+}
+
+void idtable_release(struct idtable *tab)
+{
+	if (tab->map)
+		munmap(tab->map, tab->maplen);
+	memset(tab, 0, sizeof(*tab));
+}
+
+uint64_t idtable_find(const struct idtable *tab, uint64_t hash)
+{
+	uint64_t lo = 0, hi = tab->count;
+
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (tab->pairs[2 * mid] < hash)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}

@@ -1,0 +1,624 @@
+/*
+ * The tenant's SQLite index: schema, migrations and the prepared statements
+ * of the hot paths.  SQLite is the source of truth for streams, segments and
+ * batches; see docs/STORE.md for why a row is a batch and not an event.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store_int.h"
+
+#define SCHEMA_VERSION 1
+
+static const char schema_v1[] =
+	"CREATE TABLE meta("
+	"  key TEXT PRIMARY KEY,"
+	"  ival INTEGER,"
+	"  sval TEXT"
+	") WITHOUT ROWID;"
+	/* AUTOINCREMENT: a stream id is never reused, so it can name an
+	 * inode for the life of the tenant. */
+	"CREATE TABLE streams("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  name BLOB NOT NULL UNIQUE,"
+	"  framing INTEGER NOT NULL,"
+	"  mode INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL,"
+	"  gid INTEGER NOT NULL,"
+	"  atime INTEGER NOT NULL,"
+	"  mtime INTEGER NOT NULL,"
+	"  ctime INTEGER NOT NULL,"
+	"  version INTEGER NOT NULL,"
+	"  size INTEGER NOT NULL,"
+	"  last_ns INTEGER NOT NULL"
+	");"
+	/* length and count are those of the committed batches; for the
+	 * active segment they are recomputed from the batches on recovery. */
+	"CREATE TABLE segments("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  stream INTEGER NOT NULL,"
+	"  first_version INTEGER NOT NULL,"
+	"  offset INTEGER NOT NULL,"
+	"  length INTEGER NOT NULL,"
+	"  count INTEGER NOT NULL,"
+	"  checksum INTEGER NOT NULL,"
+	"  synced INTEGER NOT NULL,"
+	"  created INTEGER NOT NULL,"
+	"  state INTEGER NOT NULL,"
+	"  has_ids INTEGER NOT NULL"
+	");"
+	"CREATE INDEX segments_by_stream ON segments(stream, first_version);"
+	/* One row per append call (a batch of events), keyed so that the
+	 * batch holding a version is one descending range probe away. */
+	"CREATE TABLE batches("
+	"  stream INTEGER NOT NULL,"
+	"  first_version INTEGER NOT NULL,"
+	"  offset INTEGER NOT NULL,"
+	"  length INTEGER NOT NULL,"
+	"  time INTEGER NOT NULL,"
+	"  hash INTEGER NOT NULL,"
+	"  PRIMARY KEY(stream, first_version)"
+	") WITHOUT ROWID;";
+
+enum stmt_id {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_META_SET,
+	ST_STREAM_INSERT,
+	ST_STREAM_UPDATE,
+	ST_STREAM_DELETE,
+	ST_STREAM_DELETE_SEGS,
+	ST_STREAM_DELETE_BATCHES,
+	ST_SEG_INSERT,
+	ST_SEG_UPDATE,
+	ST_SEG_DELETE,
+	ST_BATCH_INSERT,
+	ST_BATCH_FIND,
+	ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_META_SET] = "INSERT OR REPLACE INTO meta(key, ival, sval)"
+			" VALUES(?1, ?2, ?3)",
+	[ST_STREAM_INSERT] = "INSERT INTO streams(id, name, framing, mode, uid,"
+			     " gid, atime, mtime, ctime, version, size, last_ns)"
+			     " VALUES(NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+			     " ?11, ?12)",
+	[ST_STREAM_UPDATE] = "UPDATE streams SET name = ?2, framing = ?3,"
+			     " mode = ?4, uid = ?5, gid = ?6, atime = ?7,"
+			     " mtime = ?8, ctime = ?9, version = ?10, size = ?11,"
+			     " last_ns = ?12 WHERE id = ?1",
+	[ST_STREAM_DELETE] = "DELETE FROM streams WHERE id = ?1",
+	[ST_STREAM_DELETE_SEGS] = "DELETE FROM segments WHERE stream = ?1",
+	[ST_STREAM_DELETE_BATCHES] = "DELETE FROM batches WHERE stream = ?1",
+	[ST_SEG_INSERT] = "INSERT INTO segments(id, stream, first_version,"
+			  " offset, length, count, checksum, synced, created,"
+			  " state, has_ids)"
+			  " VALUES(NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[ST_SEG_UPDATE] = "UPDATE segments SET length = ?5, count = ?6,"
+			  " checksum = ?7, synced = ?8, state = ?10,"
+			  " has_ids = ?11 WHERE id = ?1",
+	[ST_SEG_DELETE] = "DELETE FROM segments WHERE id = ?1",
+	[ST_BATCH_INSERT] = "INSERT INTO batches(stream, first_version, offset,"
+			    " length, time, hash) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_BATCH_FIND] = "SELECT first_version, offset, length, time"
+			  " FROM batches WHERE stream = ?1"
+			  " AND first_version <= ?2"
+			  " ORDER BY first_version DESC LIMIT 1",
+};
+
+struct index_stmts {
+	sqlite3_stmt *s[ST_COUNT];
+};
+
+/* Runs a prepared statement to completion and resets it. */
+static int run(struct store_tenant *t, enum stmt_id id, const char *what)
+{
+	sqlite3_stmt *stmt = t->stmts->s[id];
+	int rc = sqlite3_step(stmt);
+
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return store_errno_from_sqlite(t->db, rc, what);
+	return 0;
+}
+
+static int exec(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+	int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+
+	if (rc != SQLITE_OK) {
+		store_log("index: %s", msg ? msg : sqlite3_errstr(rc));
+		sqlite3_free(msg);
+		return store_errno_from_sqlite(NULL, rc, "exec");
+	}
+	return 0;
+}
+
+static int user_version(sqlite3 *db, int *version)
+{
+	sqlite3_stmt *stmt;
+	int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, NULL);
+
+	if (rc != SQLITE_OK)
+		return store_errno_from_sqlite(db, rc, "user_version");
+	rc = sqlite3_step(stmt);
+	*version = rc == SQLITE_ROW ? sqlite3_column_int(stmt, 0) : 0;
+	sqlite3_finalize(stmt);
+	return rc == SQLITE_ROW ? 0 : store_errno_from_sqlite(db, rc, "user_version");
+}
+
+/* Creates the schema or migrates an older one, in one transaction. */
+static int migrate(sqlite3 *db)
+{
+	char sql[64];
+	int version, rc;
+
+	rc = user_version(db, &version);
+	if (rc)
+		return rc;
+	if (version == SCHEMA_VERSION)
+		return 0;
+	if (version > SCHEMA_VERSION) {
+		store_log("index: schema version %d is newer than this streamfs (%d)",
+			  version, SCHEMA_VERSION);
+		return -EPROTO;
+	}
+	rc = exec(db, "BEGIN IMMEDIATE");
+	if (rc)
+		return rc;
+	/* Each step moves the schema from version N to N + 1. */
+	if (version < 1)
+		rc = exec(db, schema_v1);
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", SCHEMA_VERSION);
+	if (!rc)
+		rc = exec(db, sql);
+	if (!rc)
+		return exec(db, "COMMIT");
+	exec(db, "ROLLBACK");
+	return rc;
+}
+
+static int prepare_all(struct store_tenant *t)
+{
+	t->stmts = calloc(1, sizeof(*t->stmts));
+	if (!t->stmts)
+		return -ENOMEM;
+	for (int i = 0; i < ST_COUNT; i++) {
+		int rc = sqlite3_prepare_v3(t->db, stmt_sql[i], -1,
+					    SQLITE_PREPARE_PERSISTENT,
+					    &t->stmts->s[i], NULL);
+		if (rc != SQLITE_OK)
+			return store_errno_from_sqlite(t->db, rc, stmt_sql[i]);
+	}
+	return 0;
+}
+
+/* WAL with synchronous=NORMAL: a commit reaches the WAL file with write(2)
+ * before it returns, so a crash of the daemon loses nothing; fsync happens in
+ * store_sync*() and at checkpoints.  See docs/STORE.md. */
+static const char pragmas[] =
+	"PRAGMA journal_mode = WAL;"
+	"PRAGMA synchronous = NORMAL;"
+	"PRAGMA foreign_keys = OFF;"
+	"PRAGMA cache_size = -8192;"
+	"PRAGMA wal_autocheckpoint = 4096;";
+
+int index_open(struct store_tenant *t, bool create)
+{
+	char *path;
+	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+	int rc;
+
+	if (asprintf(&path, "%s/" INDEX_DB, t->path) < 0)
+		return -ENOMEM;
+	if (create)
+		flags |= SQLITE_OPEN_CREATE;
+	rc = sqlite3_open_v2(path, &t->db, flags, NULL);
+	free(path);
+	if (rc != SQLITE_OK) {
+		rc = store_errno_from_sqlite(t->db, rc, "open");
+		goto fail;
+	}
+	sqlite3_busy_timeout(t->db, 5000);
+	rc = exec(t->db, pragmas);
+	if (!rc)
+		rc = migrate(t->db);
+	if (!rc)
+		rc = index_set_full_sync(t, t->st->cfg.sync_always);
+	if (!rc)
+		rc = prepare_all(t);
+	if (!rc)
+		return 0;
+fail:
+	index_close(t);
+	return rc;
+}
+
+void index_close(struct store_tenant *t)
+{
+	if (t->stmts) {
+		for (int i = 0; i < ST_COUNT; i++)
+			sqlite3_finalize(t->stmts->s[i]);
+		free(t->stmts);
+		t->stmts = NULL;
+	}
+	if (t->db) {
+		sqlite3_close(t->db);
+		t->db = NULL;
+	}
+}
+
+int index_set_full_sync(struct store_tenant *t, bool full)
+{
+	return exec(t->db, full ? "PRAGMA synchronous = FULL"
+				: "PRAGMA synchronous = NORMAL");
+}
+
+int index_begin(struct store_tenant *t)
+{
+	return run(t, ST_BEGIN, "begin");
+}
+
+int index_commit(struct store_tenant *t)
+{
+	int rc = run(t, ST_COMMIT, "commit");
+
+	if (rc)
+		index_rollback(t);
+	return rc;
+}
+
+void index_rollback(struct store_tenant *t)
+{
+	if (!sqlite3_get_autocommit(t->db))
+		run(t, ST_ROLLBACK, "rollback");
+}
+
+int index_meta_set(struct store_tenant *t, const char *key, int64_t ival,
+		   const char *sval)
+{
+	sqlite3_stmt *stmt = t->stmts->s[ST_META_SET];
+
+	sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, ival);
+	if (sval)
+		sqlite3_bind_text(stmt, 3, sval, -1, SQLITE_STATIC);
+	return run(t, ST_META_SET, "meta");
+}
+
+static void bind_stream(sqlite3_stmt *stmt, const struct stream *s)
+{
+	sqlite3_bind_int64(stmt, 1, (int64_t)s->id);
+	sqlite3_bind_blob(stmt, 2, s->name, strlen(s->name), SQLITE_STATIC);
+	sqlite3_bind_int(stmt, 3, s->framing);
+	sqlite3_bind_int64(stmt, 4, s->mode);
+	sqlite3_bind_int64(stmt, 5, s->uid);
+	sqlite3_bind_int64(stmt, 6, s->gid);
+	sqlite3_bind_int64(stmt, 7, store_ns(s->atime));
+	sqlite3_bind_int64(stmt, 8, store_ns(s->mtime));
+	sqlite3_bind_int64(stmt, 9, store_ns(s->ctime));
+	sqlite3_bind_int64(stmt, 10, (int64_t)s->version);
+	sqlite3_bind_int64(stmt, 11, (int64_t)s->size);
+	sqlite3_bind_int64(stmt, 12, s->last_ns);
+}
+
+int index_stream_insert(struct store_tenant *t, struct stream *s)
+{
+	int rc;
+
+	bind_stream(t->stmts->s[ST_STREAM_INSERT], s);
+	rc = run(t, ST_STREAM_INSERT, "insert stream");
+	if (!rc)
+		s->id = (uint64_t)sqlite3_last_insert_rowid(t->db);
+	return rc;
+}
+
+int index_stream_update(struct store_tenant *t, const struct stream *s)
+{
+	bind_stream(t->stmts->s[ST_STREAM_UPDATE], s);
+	return run(t, ST_STREAM_UPDATE, "update stream");
+}
+
+int index_stream_delete(struct store_tenant *t, uint64_t id)
+{
+	static const enum stmt_id steps[] = {
+		ST_STREAM_DELETE_BATCHES, ST_STREAM_DELETE_SEGS, ST_STREAM_DELETE
+	};
+
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		int rc;
+
+		sqlite3_bind_int64(t->stmts->s[steps[i]], 1, (int64_t)id);
+		rc = run(t, steps[i], "delete stream");
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static void bind_seg(sqlite3_stmt *stmt, uint64_t stream, const struct seg *g)
+{
+	sqlite3_bind_int64(stmt, 1, (int64_t)g->id);
+	sqlite3_bind_int64(stmt, 2, (int64_t)stream);
+	sqlite3_bind_int64(stmt, 3, (int64_t)g->first_version);
+	sqlite3_bind_int64(stmt, 4, (int64_t)g->offset);
+	sqlite3_bind_int64(stmt, 5, (int64_t)g->length);
+	sqlite3_bind_int64(stmt, 6, (int64_t)g->count);
+	sqlite3_bind_int64(stmt, 7, (int64_t)g->checksum);
+	sqlite3_bind_int64(stmt, 8, (int64_t)g->synced);
+	sqlite3_bind_int64(stmt, 9, g->created_ns);
+	sqlite3_bind_int(stmt, 10, g->state);
+	sqlite3_bind_int(stmt, 11, g->has_ids);
+}
+
+int index_segment_insert(struct store_tenant *t, uint64_t stream,
+			 struct seg *g)
+{
+	int rc;
+
+	bind_seg(t->stmts->s[ST_SEG_INSERT], stream, g);
+	rc = run(t, ST_SEG_INSERT, "insert segment");
+	if (!rc)
+		g->id = (uint64_t)sqlite3_last_insert_rowid(t->db);
+	return rc;
+}
+
+int index_segment_update(struct store_tenant *t, const struct seg *g)
+{
+	bind_seg(t->stmts->s[ST_SEG_UPDATE], 0, g);
+	return run(t, ST_SEG_UPDATE, "update segment");
+}
+
+int index_segment_delete(struct store_tenant *t, uint64_t id)
+{
+	sqlite3_bind_int64(t->stmts->s[ST_SEG_DELETE], 1, (int64_t)id);
+	return run(t, ST_SEG_DELETE, "delete segment");
+}
+
+int index_batch_insert(struct store_tenant *t, uint64_t stream,
+		       uint64_t first_version, uint64_t offset,
+		       uint64_t length, uint64_t count, int64_t time_ns,
+		       uint64_t hash)
+{
+	sqlite3_stmt *stmt = t->stmts->s[ST_BATCH_INSERT];
+
+	(void)count;	/* implied by the next batch's first version */
+	sqlite3_bind_int64(stmt, 1, (int64_t)stream);
+	sqlite3_bind_int64(stmt, 2, (int64_t)first_version);
+	sqlite3_bind_int64(stmt, 3, (int64_t)offset);
+	sqlite3_bind_int64(stmt, 4, (int64_t)length);
+	sqlite3_bind_int64(stmt, 5, time_ns);
+	sqlite3_bind_int64(stmt, 6, (int64_t)hash);
+	return run(t, ST_BATCH_INSERT, "insert batch");
+}
+
+int index_batch_find(struct store_tenant *t, uint64_t stream,
+		     uint64_t version, uint64_t *first, uint64_t *offset,
+		     uint64_t *length, int64_t *time_ns)
+{
+	sqlite3_stmt *stmt = t->stmts->s[ST_BATCH_FIND];
+	int rc;
+
+	sqlite3_bind_int64(stmt, 1, (int64_t)stream);
+	sqlite3_bind_int64(stmt, 2, (int64_t)version);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		*first = (uint64_t)sqlite3_column_int64(stmt, 0);
+		*offset = (uint64_t)sqlite3_column_int64(stmt, 1);
+		*length = (uint64_t)sqlite3_column_int64(stmt, 2);
+		*time_ns = sqlite3_column_int64(stmt, 3);
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc == SQLITE_ROW)
+		return 0;
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	return store_errno_from_sqlite(t->db, rc, "find batch");
+}
+
+static void load_meta_row(struct store_tenant *t, sqlite3_stmt *stmt)
+{
+	const char *key = (const char *)sqlite3_column_text(stmt, 0);
+	int64_t ival = sqlite3_column_int64(stmt, 1);
+	const char *sval = (const char *)sqlite3_column_text(stmt, 2);
+
+	if (!strcmp(key, "mode"))
+		t->mode = (mode_t)ival;
+	else if (!strcmp(key, "uid"))
+		t->uid = (uid_t)ival;
+	else if (!strcmp(key, "gid"))
+		t->gid = (gid_t)ival;
+	else if (!strcmp(key, "atime"))
+		t->atime = store_ts(ival);
+	else if (!strcmp(key, "mtime"))
+		t->mtime = store_ts(ival);
+	else if (!strcmp(key, "ctime"))
+		t->ctime = store_ts(ival);
+	else if (!strcmp(key, "framing"))
+		t->framing = ival == STORE_RAW ? STORE_RAW : STORE_LINES;
+	else if (!strcmp(key, "id_field") && sval)
+		snprintf(t->id_field, sizeof(t->id_field), "%s", sval);
+}
+
+static struct stream *stream_from_row(sqlite3_stmt *stmt)
+{
+	struct stream *s = calloc(1, sizeof(*s));
+	int namelen = sqlite3_column_bytes(stmt, 1);
+
+	if (!s)
+		return NULL;
+	s->name = strndup(sqlite3_column_blob(stmt, 1), namelen);
+	if (!s->name) {
+		free(s);
+		return NULL;
+	}
+	s->id = (uint64_t)sqlite3_column_int64(stmt, 0);
+	s->framing = sqlite3_column_int(stmt, 2);
+	s->mode = (mode_t)sqlite3_column_int64(stmt, 3);
+	s->uid = (uid_t)sqlite3_column_int64(stmt, 4);
+	s->gid = (gid_t)sqlite3_column_int64(stmt, 5);
+	s->atime = store_ts(sqlite3_column_int64(stmt, 6));
+	s->mtime = store_ts(sqlite3_column_int64(stmt, 7));
+	s->ctime = store_ts(sqlite3_column_int64(stmt, 8));
+	s->version = (uint64_t)sqlite3_column_int64(stmt, 9);
+	s->size = (uint64_t)sqlite3_column_int64(stmt, 10);
+	s->last_ns = sqlite3_column_int64(stmt, 11);
+	return s;
+}
+
+static struct seg *seg_from_row(sqlite3_stmt *stmt)
+{
+	struct seg *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return NULL;
+	g->id = (uint64_t)sqlite3_column_int64(stmt, 0);
+	g->first_version = (uint64_t)sqlite3_column_int64(stmt, 2);
+	g->offset = (uint64_t)sqlite3_column_int64(stmt, 3);
+	g->length = (uint64_t)sqlite3_column_int64(stmt, 4);
+	g->count = (uint64_t)sqlite3_column_int64(stmt, 5);
+	g->checksum = (uint64_t)sqlite3_column_int64(stmt, 6);
+	g->synced = (uint64_t)sqlite3_column_int64(stmt, 7);
+	g->created_ns = sqlite3_column_int64(stmt, 8);
+	g->state = sqlite3_column_int(stmt, 9);
+	g->has_ids = sqlite3_column_int(stmt, 10);
+	g->fd = -1;
+	return g;
+}
+
+typedef int (*row_fn)(struct store_tenant *t, sqlite3_stmt *stmt);
+
+static int each_row(struct store_tenant *t, const char *sql, row_fn fn)
+{
+	sqlite3_stmt *stmt;
+	int rc = sqlite3_prepare_v2(t->db, sql, -1, &stmt, NULL);
+
+	if (rc != SQLITE_OK)
+		return store_errno_from_sqlite(t->db, rc, sql);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		int err = fn(t, stmt);
+
+		if (err) {
+			sqlite3_finalize(stmt);
+			return err;
+		}
+	}
+	sqlite3_finalize(stmt);
+	return rc == SQLITE_DONE ? 0 : store_errno_from_sqlite(t->db, rc, sql);
+}
+
+static int meta_row(struct store_tenant *t, sqlite3_stmt *stmt)
+{
+	load_meta_row(t, stmt);
+	return 0;
+}
+
+static int stream_row(struct store_tenant *t, sqlite3_stmt *stmt)
+{
+	struct stream *s = stream_from_row(stmt);
+	int rc;
+
+	if (!s)
+		return -ENOMEM;
+	rc = stream_attach(t, s);
+	if (rc)
+		stream_free(s);
+	return rc;
+}
+
+static int seg_row(struct store_tenant *t, sqlite3_stmt *stmt)
+{
+	struct stream *s = stream_find(t, (uint64_t)sqlite3_column_int64(stmt, 1));
+	struct seg *g;
+	int rc;
+
+	if (!s) {
+		store_log("index: %s: segment %lld of a missing stream ignored",
+			  t->name, sqlite3_column_int64(stmt, 0));
+		return 0;
+	}
+	g = seg_from_row(stmt);
+	if (!g)
+		return -ENOMEM;
+	rc = seg_push(s, g);
+	if (rc)
+		seg_free(g);
+	return rc;
+}
+
+int index_load_tenant(struct store_tenant *t)
+{
+	int rc = each_row(t, "SELECT key, ival, sval FROM meta", meta_row);
+
+	if (!rc)
+		rc = each_row(t, "SELECT id, name, framing, mode, uid, gid,"
+			      " atime, mtime, ctime, version, size, last_ns"
+			      " FROM streams ORDER BY id", stream_row);
+	if (!rc)
+		rc = each_row(t, "SELECT id, stream, first_version, offset,"
+			      " length, count, checksum, synced, created, state,"
+			      " has_ids FROM segments"
+			      " ORDER BY stream, first_version", seg_row);
+	return rc;
+}
+
+int index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
+		     int (*fn)(void *arg, const struct index_batch *b),
+		     void *arg)
+{
+	static const char sql[] =
+		"SELECT first_version, offset, length, time, hash FROM batches"
+		" WHERE stream = ?1 AND first_version >= ?2"
+		" ORDER BY first_version";
+	sqlite3_stmt *stmt;
+	int rc = sqlite3_prepare_v2(t->db, sql, -1, &stmt, NULL);
+
+	if (rc != SQLITE_OK)
+		return store_errno_from_sqlite(t->db, rc, "scan batches");
+	sqlite3_bind_int64(stmt, 1, (int64_t)stream);
+	sqlite3_bind_int64(stmt, 2, (int64_t)from);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		struct index_batch b = {
+			.first_version = (uint64_t)sqlite3_column_int64(stmt, 0),
+			.offset = (uint64_t)sqlite3_column_int64(stmt, 1),
+			.length = (uint64_t)sqlite3_column_int64(stmt, 2),
+			.time_ns = sqlite3_column_int64(stmt, 3),
+			.hash = (uint64_t)sqlite3_column_int64(stmt, 4),
+		};
+		int err = fn(arg, &b);
+
+		if (err) {
+			sqlite3_finalize(stmt);
+			return err > 0 ? 0 : err;
+		}
+	}
+	sqlite3_finalize(stmt);
+	return rc == SQLITE_DONE ? 0 : store_errno_from_sqlite(t->db, rc, "scan batches");
+}
+
+int index_batch_delete_from(struct store_tenant *t, uint64_t stream,
+			    uint64_t version)
+{
+	sqlite3_stmt *stmt;
+	int rc = sqlite3_prepare_v2(t->db, "DELETE FROM batches WHERE stream = ?1"
+				    " AND first_version >= ?2", -1, &stmt, NULL);
+
+	if (rc != SQLITE_OK)
+		return store_errno_from_sqlite(t->db, rc, "delete batches");
+	sqlite3_bind_int64(stmt, 1, (int64_t)stream);
+	sqlite3_bind_int64(stmt, 2, (int64_t)version);
+	rc = sqlite3_step(stmt);
+	sqlite3_finalize(stmt);
+	return rc == SQLITE_DONE ? 0 : store_errno_from_sqlite(t->db, rc, "delete batches");
+}

@@ -1,0 +1,165 @@
+/*
+ * Reading: bytes at an offset (shared lock, never past the last commit) and
+ * the lookups behind views: version -> offset, time -> version.  An index
+ * row is a batch, so a version inside a lines batch is found by counting
+ * newlines in the batch's bytes; raw batches hold one event each.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_int.h"
+
+ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
+		   size_t len, uint64_t off)
+{
+	struct stream *s;
+	ssize_t n = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	s = t->removed ? NULL : stream_find(t, id);
+	if (!s) {
+		n = -ENOENT;
+	} else if (off < s->size) {
+		if (len > s->size - off)
+			len = (size_t)(s->size - off);
+		n = seg_read(t, s, buf, len, off);
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return n;
+}
+
+/* Offset of the Nth event (0-based) of the batch at OFFSET, LENGTH bytes. */
+static int offset_in_batch(struct store_tenant *t, struct stream *s,
+			   uint64_t offset, uint64_t length, uint64_t nth,
+			   uint64_t *out)
+{
+	char *buf = malloc(length ? length : 1);
+	const char *p, *end;
+	ssize_t n;
+	int rc = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	n = seg_read(t, s, buf, length, offset);
+	if (n != (ssize_t)length) {
+		rc = n < 0 ? (int)n : -EIO;
+		goto out;
+	}
+	for (p = buf, end = buf + length; nth && p < end; nth--) {
+		p = memchr(p, '\n', (size_t)(end - p));
+		if (!p)
+			break;
+		p++;
+	}
+	if (nth || !p) {
+		store_log("%s/%s: batch at %llu holds fewer events than indexed",
+			  t->name, s->name, (unsigned long long)offset);
+		rc = -EIO;
+		goto out;
+	}
+	*out = offset + (uint64_t)(p - buf);
+out:
+	free(buf);
+	return rc;
+}
+
+static int version_offset(struct store_tenant *t, struct stream *s,
+			  uint64_t version, uint64_t *off)
+{
+	uint64_t first, offset, length;
+	int64_t time_ns;
+	int rc;
+
+	if (version <= 1) {
+		*off = 0;
+		return 0;
+	}
+	if (version > s->version) {
+		*off = s->size;
+		return 0;
+	}
+	rc = index_batch_find(t, s->id, version, &first, &offset, &length,
+			      &time_ns);
+	if (rc)
+		return rc == -ENOENT ? -EIO : rc;
+	if (first == version) {
+		*off = offset;
+		return 0;
+	}
+	return offset_in_batch(t, s, offset, length, version - first, off);
+}
+
+static int lock_stream(struct store_tenant *t, uint64_t id,
+		       struct stream **out)
+{
+	/* The index's statements are not shared: lookups lock exclusively. */
+	pthread_rwlock_wrlock(&t->lock);
+	*out = t->removed ? NULL : stream_find(t, id);
+	if (*out)
+		return 0;
+	pthread_rwlock_unlock(&t->lock);
+	return -ENOENT;
+}
+
+int store_offset_of_version(struct store_tenant *t, uint64_t id,
+			    uint64_t version, uint64_t *off)
+{
+	struct stream *s;
+	int rc = lock_stream(t, id, &s);
+
+	if (rc)
+		return rc;
+	rc = version_offset(t, s, version, off);
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+int store_offset_of_last(struct store_tenant *t, uint64_t id, uint64_t n,
+			 uint64_t *off)
+{
+	struct stream *s;
+	int rc = lock_stream(t, id, &s);
+
+	if (rc)
+		return rc;
+	if (n >= s->version)
+		*off = 0;
+	else
+		rc = version_offset(t, s, s->version - n + 1, off);
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+/* Commit times never decrease along a stream's versions (append clamps
+ * them), so the first version at or after a time is a binary search over
+ * versions, each probe one index lookup. */
+int store_version_at_time(struct store_tenant *t, uint64_t id,
+			  int64_t time_ns, uint64_t *version)
+{
+	uint64_t lo = 1, hi, first, offset, length;
+	struct stream *s;
+	int64_t at;
+	int rc = lock_stream(t, id, &s);
+
+	if (rc)
+		return rc;
+	hi = s->version + 1;
+	while (lo < hi && !rc) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		rc = index_batch_find(t, s->id, mid, &first, &offset, &length, &at);
+		if (rc)
+			break;
+		if (at >= time_ns) {
+			hi = first;	/* every version of this batch qualifies */
+		} else {
+			/* the whole batch is too early: skip past MID */
+			lo = mid + 1;
+		}
+	}
+	if (!rc)
+		*version = lo;
+	pthread_rwlock_unlock(&t->lock);
+	return rc == -ENOENT ? -EIO : rc;
+}

@@ -1,0 +1,501 @@
+/*
+ * Segment files: one chain per stream, the last one active (appended to),
+ * the others sealed (immutable, checksummed).  Reading a stream offset walks
+ * the chain.  Sealed segments are what sync/ uploads, evicts and restores.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "store_int.h"
+
+#define IO_CHUNK (1u << 20)
+
+void seg_name(char *buf, size_t len, uint64_t id, const char *ext)
+{
+	snprintf(buf, len, "%016" PRIx64 "%s", id, ext);
+}
+
+/* Opens the segment's file once; concurrent readers (shared lock) may race
+ * here, so the first fd wins and the others are closed. */
+int seg_fd(struct store_tenant *t, struct seg *g)
+{
+	int fd = __atomic_load_n(&g->fd, __ATOMIC_ACQUIRE);
+	int expected = -1;
+	char name[64];
+
+	if (fd >= 0)
+		return fd;
+	if (g->state == STORE_SEG_EVICTED)
+		return -EIO;
+	seg_name(name, sizeof(name), g->id, ".seg");
+	fd = openat(t->segfd, name, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		int err = errno;
+
+		store_log("segment %s of tenant %s: %s", name, t->name,
+			  strerror(err));
+		return err == ENOENT ? -EIO : -err;
+	}
+	if (!__atomic_compare_exchange_n(&g->fd, &expected, fd, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		close(fd);
+		fd = expected;
+	}
+	return fd;
+}
+
+static void seg_close_fd(struct seg *g)
+{
+	if (g->fd >= 0)
+		close(g->fd);
+	g->fd = -1;
+}
+
+void seg_free(struct seg *g)
+{
+	if (!g)
+		return;
+	seg_close_fd(g);
+	idtable_release(&g->ids);
+	free(g);
+}
+
+int seg_push(struct stream *s, struct seg *g)
+{
+	if (s->nsegs == s->segcap) {
+		size_t cap = s->segcap ? s->segcap * 2 : 4;
+		struct seg **v = realloc(s->segs, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		s->segs = v;
+		s->segcap = cap;
+	}
+	s->segs[s->nsegs++] = g;
+	return 0;
+}
+
+struct seg *seg_active(struct stream *s)
+{
+	struct seg *g = s->nsegs ? s->segs[s->nsegs - 1] : NULL;
+
+	return g && g->state == STORE_SEG_ACTIVE ? g : NULL;
+}
+
+struct seg *seg_at(struct stream *s, uint64_t off)
+{
+	size_t lo = 0, hi = s->nsegs;
+
+	/* last segment whose offset <= off */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s->segs[mid]->offset <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo ? s->segs[lo - 1] : NULL;
+}
+
+ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
+		 size_t len, uint64_t off)
+{
+	char *p = buf;
+	size_t done = 0;
+
+	while (done < len) {
+		struct seg *g = seg_at(s, off + done);
+		uint64_t in = off + done - (g ? g->offset : 0);
+		size_t want;
+		ssize_t n;
+		int fd;
+
+		if (!g || in >= g->length)
+			break;
+		want = len - done;
+		if (want > g->length - in)
+			want = (size_t)(g->length - in);
+		fd = seg_fd(t, g);
+		if (fd < 0)
+			return done ? (ssize_t)done : fd;
+		n = pread(fd, p + done, want, (off_t)in);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+
+			store_log("read of segment %016" PRIx64 " of %s: %s",
+				  g->id, t->name, n < 0 ? strerror(err) : "short file");
+			return done ? (ssize_t)done : -err;
+		}
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+/* XXH3-64 of the first LEN bytes of the file behind FD. */
+static int checksum_fd(int fd, uint64_t len, uint64_t *sum)
+{
+	XXH3_state_t *state = XXH3_createState();
+	char *buf = malloc(IO_CHUNK);
+	uint64_t off = 0;
+	int rc = 0;
+
+	if (!state || !buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	XXH3_64bits_reset(state);
+	while (off < len) {
+		size_t want = len - off < IO_CHUNK ? (size_t)(len - off) : IO_CHUNK;
+		ssize_t n = pread(fd, buf, want, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			goto out;
+		}
+		XXH3_64bits_update(state, buf, (size_t)n);
+		off += (uint64_t)n;
+	}
+	*sum = XXH3_64bits_digest(state);
+out:
+	free(buf);
+	XXH3_freeState(state);
+	return rc;
+}
+
+/* Makes the sealed segment G's ID table: written from the active set, then
+ * mapped and fed to the stream's filter.  The active set starts afresh. */
+static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g)
+{
+	char name[64];
+	int rc;
+
+	if (!s->ids_loaded) {
+		rc = dedup_load(t, s);
+		if (rc)
+			return rc;
+	}
+	seg_name(name, sizeof(name), g->id, ".ids");
+	rc = idtable_write(t->segfd, name, t->id_field, &s->active_ids);
+	if (!rc)
+		rc = idtable_open(t->segfd, name, t->id_field, &g->ids);
+	if (rc)
+		return rc;
+	/* A filter past its planned size loses precision: rebuild it. */
+	if (!s->sealed_filter.bits ||
+	    s->sealed_filter.nbits < 12 * (g->ids.count + s->active_ids.used)) {
+		stream_ids_release(s);
+		return 0;	/* dedup_load rebuilds on the next ID */
+	}
+	for (uint64_t i = 0; i < g->ids.count; i++)
+		bloom_add(&s->sealed_filter, g->ids.pairs[2 * i]);
+	idset_release(&s->active_ids);
+	return 0;
+}
+
+int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
+{
+	int fd = seg_fd(t, g);
+	uint64_t sum;
+	int rc;
+
+	if (fd < 0)
+		return fd;
+	if (fdatasync(fd) < 0)
+		return -errno;
+	rc = checksum_fd(fd, g->length, &sum);
+	if (!rc && g->has_ids)
+		rc = seal_ids(t, s, g);
+	if (rc)
+		return rc;
+	g->checksum = sum;
+	g->synced = g->length;
+	g->state = STORE_SEG_SEALED;
+	rc = index_segment_update(t, g);
+	if (rc) {
+		g->state = STORE_SEG_ACTIVE;
+		return rc;
+	}
+	return 0;
+}
+
+int seg_sync(struct store_tenant *t, struct stream *s)
+{
+	struct seg *g = seg_active(s);
+	int fd;
+
+	if (!g || g->synced == g->length)
+		return 0;
+	fd = seg_fd(t, g);
+	if (fd < 0)
+		return fd;
+	if (fdatasync(fd) < 0)
+		return -errno;
+	/* a new file's directory entry must reach the disk too */
+	if (!g->synced && fsync(t->segfd) < 0)
+		return -errno;
+	g->synced = g->length;
+	return index_segment_update(t, g);
+}
+
+/* ---- public: rolling and sync ---- */
+
+int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
+{
+	int64_t age = t->st->cfg.roll_age_ns;
+	int sealed = 0, rc = 0;
+
+	pthread_rwlock_wrlock(&t->lock);
+	for (size_t i = 0; !t->removed && i < t->nstreams && !rc; i++) {
+		struct stream *s = t->streams[i];
+		struct seg *g = seg_active(s);
+
+		if (!g || !g->length)
+			continue;
+		if (!force && now_ns - g->created_ns < age)
+			continue;
+		rc = seg_seal(t, s, g);
+		if (!rc)
+			sealed++;
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return rc ? rc : sealed;
+}
+
+/* Syncs S, or every stream when S is NULL, and records it with one commit
+ * at synchronous=FULL, which also makes the index's WAL durable. */
+static int tenant_sync(struct store_tenant *t, struct stream *only)
+{
+	int rc = index_set_full_sync(t, true);
+
+	if (rc)
+		return rc;
+	rc = index_begin(t);
+	for (size_t i = 0; !rc && i < t->nstreams; i++)
+		if (!only || t->streams[i] == only)
+			rc = seg_sync(t, t->streams[i]);
+	if (!rc)
+		rc = index_meta_set(t, "synced", store_now_ns(), NULL);
+	if (!rc)
+		rc = index_commit(t);
+	else
+		index_rollback(t);
+	if (!t->st->cfg.sync_always)
+		index_set_full_sync(t, false);
+	return rc;
+}
+
+int store_sync_stream(struct store_tenant *t, uint64_t id)
+{
+	struct stream *s;
+	int rc;
+
+	pthread_rwlock_wrlock(&t->lock);
+	s = t->removed ? NULL : stream_find(t, id);
+	rc = s ? tenant_sync(t, s) : -ENOENT;
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+int store_tenant_sync(struct store_tenant *t)
+{
+	int rc = 0;
+
+	pthread_rwlock_wrlock(&t->lock);
+	if (!t->removed)
+		rc = tenant_sync(t, NULL);
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+/* ---- public: segments for sync/ ---- */
+
+static void fill_segment(const struct stream *s, const struct seg *g,
+			 struct store_segment *out)
+{
+	out->seg = g->id;
+	out->stream = s->id;
+	out->first_version = g->first_version;
+	out->count = g->count;
+	out->offset = g->offset;
+	out->length = g->length;
+	out->checksum = g->checksum;
+	out->created_ns = g->created_ns;
+	out->state = g->state;
+}
+
+int store_segment_list(struct store_tenant *t, enum store_seg_state state,
+		       int (*fn)(void *arg, const struct store_segment *seg),
+		       void *arg)
+{
+	struct store_segment *list = NULL;
+	size_t n = 0, cap = 0;
+	int rc = 0;
+
+	/* Collect under the lock, call out without it. */
+	pthread_rwlock_rdlock(&t->lock);
+	for (size_t i = 0; !t->removed && i < t->nstreams && !rc; i++) {
+		struct stream *s = t->streams[i];
+
+		for (size_t j = 0; j < s->nsegs; j++) {
+			if (s->segs[j]->state != state)
+				continue;
+			if (n == cap) {
+				size_t ncap = cap ? cap * 2 : 16;
+				struct store_segment *v =
+					realloc(list, ncap * sizeof(*v));
+
+				if (!v) {
+					rc = -ENOMEM;
+					break;
+				}
+				list = v;
+				cap = ncap;
+			}
+			fill_segment(s, s->segs[j], &list[n++]);
+		}
+	}
+	pthread_rwlock_unlock(&t->lock);
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = fn(arg, &list[i]);
+	free(list);
+	return rc;
+}
+
+char *store_segment_path(struct store_tenant *t, uint64_t seg)
+{
+	char name[64], *path;
+
+	seg_name(name, sizeof(name), seg, ".seg");
+	if (asprintf(&path, "%s/" SEG_DIR "/%s", t->path, name) < 0)
+		return NULL;
+	return path;
+}
+
+/* The segment SEG and its stream, with T's lock held for writing. */
+static struct seg *find_seg(struct store_tenant *t, uint64_t seg,
+			    struct stream **sp)
+{
+	for (size_t i = 0; i < t->nstreams; i++) {
+		struct stream *s = t->streams[i];
+
+		for (size_t j = 0; j < s->nsegs; j++) {
+			if (s->segs[j]->id == seg) {
+				*sp = s;
+				return s->segs[j];
+			}
+		}
+	}
+	return NULL;
+}
+
+static int set_state(struct store_tenant *t, struct seg *g,
+		     enum store_seg_state state)
+{
+	enum store_seg_state old = g->state;
+	int rc;
+
+	g->state = state;
+	rc = index_segment_update(t, g);
+	if (rc)
+		g->state = old;
+	return rc;
+}
+
+int store_segment_mark_uploaded(struct store_tenant *t, uint64_t seg)
+{
+	struct stream *s;
+	struct seg *g;
+	int rc;
+
+	pthread_rwlock_wrlock(&t->lock);
+	g = t->removed ? NULL : find_seg(t, seg, &s);
+	if (!g)
+		rc = -ENOENT;
+	else if (g->state == STORE_SEG_ACTIVE)
+		rc = -EBUSY;
+	else if (g->state == STORE_SEG_SEALED)
+		rc = set_state(t, g, STORE_SEG_UPLOADED);
+	else
+		rc = 0;
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+int store_segment_evict(struct store_tenant *t, uint64_t seg)
+{
+	struct stream *s;
+	struct seg *g;
+	char name[64];
+	int rc;
+
+	pthread_rwlock_wrlock(&t->lock);
+	g = t->removed ? NULL : find_seg(t, seg, &s);
+	if (!g)
+		rc = -ENOENT;
+	else if (g->state == STORE_SEG_EVICTED)
+		rc = 0;
+	else if (g->state != STORE_SEG_UPLOADED)
+		rc = -EBUSY;
+	else
+		rc = set_state(t, g, STORE_SEG_EVICTED);
+	if (!rc) {
+		seg_close_fd(g);	/* no reader: the lock is held for writing */
+		seg_name(name, sizeof(name), g->id, ".seg");
+		unlinkat(t->segfd, name, 0);
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+int store_segment_restore(struct store_tenant *t, uint64_t seg,
+			  const char *path)
+{
+	struct stream *s;
+	struct seg *g;
+	struct stat sb;
+	char name[64];
+	uint64_t sum;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	pthread_rwlock_wrlock(&t->lock);
+	g = t->removed ? NULL : find_seg(t, seg, &s);
+	if (!g) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (g->state != STORE_SEG_EVICTED) {
+		rc = 0;
+		goto out;
+	}
+	rc = fstat(fd, &sb) < 0 ? -errno : 0;
+	if (!rc && (uint64_t)sb.st_size != g->length)
+		rc = -EIO;
+	if (!rc)
+		rc = checksum_fd(fd, g->length, &sum);
+	if (!rc && sum != g->checksum)
+		rc = -EIO;
+	seg_name(name, sizeof(name), g->id, ".seg");
+	if (!rc && (fdatasync(fd) < 0 || renameat(AT_FDCWD, path, t->segfd, name) < 0))
+		rc = -errno;
+	if (!rc)
+		rc = set_state(t, g, STORE_SEG_UPLOADED);
+out:
+	pthread_rwlock_unlock(&t->lock);
+	close(fd);
+	return rc;
+}

@@ -1,0 +1,557 @@
+/*
+ * The data directory and its tenants.
+ *
+ *   DIR/tenants/NAME/index.db	the tenant's SQLite index (WAL)
+ *   DIR/tenants/NAME/seg/	its segment files (%016x.seg, %016x.ids)
+ *   DIR/staging/		tenants being created or removed
+ *
+ * A tenant is created in staging/ and renamed into tenants/ when complete,
+ * so a crash never leaves half a tenant; removal renames it out first.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store_int.h"
+
+#define STAGING_DIR "staging"
+
+void store_config_default(struct store_config *cfg)
+{
+	cfg->roll_size = 64ull << 20;
+	cfg->roll_age_ns = 3600ll * 1000000000;
+	cfg->max_event = 1u << 20;
+	cfg->sync_always = false;
+	cfg->framing = STORE_LINES;
+}
+
+bool store_name_valid(const char *name)
+{
+	size_t len = strnlen(name, STORE_NAME_MAX + 1);
+
+	if (len == 0 || len > STORE_NAME_MAX)
+		return false;
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return false;
+	return !strpbrk(name, "/@");
+}
+
+void store_set_commit_hook(struct store *st, store_commit_fn fn, void *arg)
+{
+	st->commit_fn = fn;
+	st->commit_arg = arg;
+}
+
+const char *store_tenant_name(const struct store_tenant *t)
+{
+	return t->name;
+}
+
+bool store_tenant_removed(const struct store_tenant *t)
+{
+	return __atomic_load_n(&t->removed, __ATOMIC_ACQUIRE);
+}
+
+/* ---- files ---- */
+
+/* Removes DIRFD's entry NAME and, if it is a directory, all below it. */
+static int remove_tree(int parent, const char *name)
+{
+	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d;
+
+	if (fd < 0)
+		return unlinkat(parent, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			remove_tree(dirfd(d), de->d_name);
+	closedir(d);
+	return unlinkat(parent, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+static int mkdir_open(int dirfd, const char *name)
+{
+	int fd;
+
+	if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* ---- tenants ---- */
+
+static void tenant_free(struct store_tenant *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->nstreams; i++)
+		stream_free(t->streams[i]);
+	free(t->streams);
+	free(t->names);
+	index_close(t);
+	if (t->segfd >= 0)
+		close(t->segfd);
+	if (t->dirfd >= 0)
+		close(t->dirfd);
+	pthread_rwlock_destroy(&t->lock);
+	free(t->path);
+	free(t->name);
+	free(t);
+}
+
+static struct store_tenant *tenant_new(struct store *st, const char *name,
+				       const char *parent)
+{
+	struct store_tenant *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->st = st;
+	t->dirfd = t->segfd = -1;
+	t->framing = st->cfg.framing;
+	t->mode = 0755;
+	strcpy(t->id_field, "id");
+	pthread_rwlock_init(&t->lock, NULL);
+	t->name = strdup(name);
+	if (!t->name || asprintf(&t->path, "%s/%s/%s", st->dir, parent, name) < 0) {
+		t->path = NULL;
+		tenant_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+/* Opens the tenant directory T->path: its index, streams and segments. */
+static int tenant_load(struct store_tenant *t, bool create)
+{
+	int rc;
+
+	t->dirfd = open(t->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (t->dirfd < 0)
+		return -errno;
+	t->segfd = mkdir_open(t->dirfd, SEG_DIR);
+	if (t->segfd < 0)
+		return t->segfd;
+	rc = index_open(t, create);
+	if (!rc)
+		rc = index_load_tenant(t);
+	if (!rc && !create)
+		rc = recover_tenant(t);
+	return rc;
+}
+
+/* Inserts T into the name-sorted list.  st->lock held. */
+static void tenant_link(struct store *st, struct store_tenant *t)
+{
+	struct store_tenant **pp = &st->tenants;
+
+	while (*pp && strcmp((*pp)->name, t->name) < 0)
+		pp = &(*pp)->next;
+	t->next = *pp;
+	*pp = t;
+}
+
+static struct store_tenant *tenant_find(struct store *st, const char *name)
+{
+	for (struct store_tenant *t = st->tenants; t; t = t->next)
+		if (!t->removed && !strcmp(t->name, name))
+			return t;
+	return NULL;
+}
+
+static int write_tenant_meta(struct store_tenant *t, int64_t now)
+{
+	int rc = index_begin(t);
+
+	if (!rc)
+		rc = index_meta_set(t, "mode", t->mode, NULL);
+	if (!rc)
+		rc = index_meta_set(t, "uid", t->uid, NULL);
+	if (!rc)
+		rc = index_meta_set(t, "gid", t->gid, NULL);
+	if (!rc)
+		rc = index_meta_set(t, "atime", now, NULL);
+	if (!rc)
+		rc = index_meta_set(t, "mtime", now, NULL);
+	if (!rc)
+		rc = index_meta_set(t, "ctime", now, NULL);
+	if (!rc)
+		rc = index_meta_set(t, "framing", t->framing, NULL);
+	if (!rc)
+		rc = index_meta_set(t, "id_field", 0, t->id_field);
+	if (!rc)
+		return index_commit(t);
+	index_rollback(t);
+	return rc;
+}
+
+/* Builds tenant NAME in staging/, renames it into tenants/ and opens it. */
+static int tenant_build(struct store *st, const char *name, mode_t mode,
+			uid_t uid, gid_t gid, struct store_tenant **out)
+{
+	struct store_tenant *t = tenant_new(st, name, STAGING_DIR);
+	int64_t now = store_now_ns();
+	char *staged = NULL;
+	int rc;
+
+	if (!t)
+		return -ENOMEM;
+	remove_tree(AT_FDCWD, t->path);
+	if (mkdir(t->path, 0755) < 0) {
+		rc = -errno;
+		tenant_free(t);
+		return rc;
+	}
+	t->mode = mode & 07777;
+	t->uid = uid;
+	t->gid = gid;
+	rc = tenant_load(t, true);
+	if (!rc)
+		rc = write_tenant_meta(t, now);
+	staged = t->path;
+	t->path = NULL;
+	tenant_free(t);
+	t = NULL;
+	if (!rc) {
+		t = tenant_new(st, name, TENANTS_DIR);
+		rc = t ? 0 : -ENOMEM;
+	}
+	if (!rc && rename(staged, t->path) < 0)
+		rc = errno == ENOTEMPTY ? -EEXIST : -errno;
+	if (!rc && fsync(st->tenantsfd) < 0)
+		rc = -errno;
+	if (!rc)
+		rc = tenant_load(t, false);
+	if (rc) {
+		remove_tree(AT_FDCWD, staged);
+		tenant_free(t);
+	} else {
+		*out = t;
+	}
+	free(staged);
+	return rc;
+}
+
+int store_tenant_create(struct store *st, const char *name, mode_t mode,
+			uid_t uid, gid_t gid)
+{
+	struct store_tenant *t = NULL;
+	int rc;
+
+	if (!store_name_valid(name))
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	if (tenant_find(st, name)) {
+		rc = -EEXIST;
+	} else {
+		rc = tenant_build(st, name, mode, uid, gid, &t);
+		if (!rc)
+			tenant_link(st, t);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+int store_tenant_get(struct store *st, const char *name,
+		     struct store_tenant **out)
+{
+	pthread_mutex_lock(&st->lock);
+	*out = tenant_find(st, name);
+	pthread_mutex_unlock(&st->lock);
+	return *out ? 0 : -ENOENT;
+}
+
+int store_tenant_remove(struct store *st, const char *name)
+{
+	struct store_tenant *t;
+	char *gone = NULL;
+	int rc = 0;
+
+	pthread_mutex_lock(&st->lock);
+	t = tenant_find(st, name);
+	if (!t) {
+		pthread_mutex_unlock(&st->lock);
+		return -ENOENT;
+	}
+	pthread_rwlock_wrlock(&t->lock);
+	if (t->nstreams)
+		rc = -ENOTEMPTY;
+	else if (asprintf(&gone, "%s/" STAGING_DIR "/removed-%p", st->dir,
+			  (void *)t) < 0)
+		rc = -ENOMEM;
+	if (!rc) {
+		index_close(t);
+		if (rename(t->path, gone) < 0)
+			rc = -errno;
+		else
+			remove_tree(AT_FDCWD, gone);
+	}
+	if (!rc)
+		__atomic_store_n(&t->removed, true, __ATOMIC_RELEASE);
+	pthread_rwlock_unlock(&t->lock);
+	pthread_mutex_unlock(&st->lock);
+	free(gone);
+	return rc;
+}
+
+int store_tenant_list(struct store *st,
+		      int (*fn)(void *arg, const char *name), void *arg)
+{
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	int rc = 0;
+
+	/* Names are copied so that FN runs without the store lock. */
+	pthread_mutex_lock(&st->lock);
+	for (struct store_tenant *t = st->tenants; t && !rc; t = t->next) {
+		if (t->removed)
+			continue;
+		if (n == cap) {
+			char **v = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*v));
+
+			if (!v) {
+				rc = -ENOMEM;
+				break;
+			}
+			names = v;
+		}
+		if (!(names[n] = strdup(t->name)))
+			rc = -ENOMEM;
+		else
+			n++;
+	}
+	pthread_mutex_unlock(&st->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (!rc)
+			rc = fn(arg, names[i]);
+		free(names[i]);
+	}
+	free(names);
+	return rc;
+}
+
+int store_tenant_stat(struct store_tenant *t, struct store_attr *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_rwlock_rdlock(&t->lock);
+	out->mode = t->mode;
+	out->uid = t->uid;
+	out->gid = t->gid;
+	out->atime = t->atime;
+	out->mtime = t->mtime;
+	out->ctime = t->ctime;
+	out->framing = t->framing;
+	out->version = t->nstreams;
+	pthread_rwlock_unlock(&t->lock);
+	return t->removed ? -ENOENT : 0;
+}
+
+static int set_meta(struct store_tenant *t, const char *key, int64_t ival,
+		    const char *sval)
+{
+	return t->removed ? -ENOENT : index_meta_set(t, key, ival, sval);
+}
+
+int store_tenant_setattr(struct store_tenant *t, const struct store_attr *attr,
+			 unsigned mask)
+{
+	int64_t now = store_now_ns();
+	int rc;
+
+	pthread_rwlock_wrlock(&t->lock);
+	rc = t->removed ? -ENOENT : index_begin(t);
+	if (!rc && (mask & STORE_SET_MODE))
+		rc = set_meta(t, "mode", attr->mode & 07777, NULL);
+	if (!rc && (mask & STORE_SET_UID))
+		rc = set_meta(t, "uid", attr->uid, NULL);
+	if (!rc && (mask & STORE_SET_GID))
+		rc = set_meta(t, "gid", attr->gid, NULL);
+	if (!rc && (mask & STORE_SET_ATIME))
+		rc = set_meta(t, "atime", store_ns(attr->atime), NULL);
+	if (!rc && (mask & STORE_SET_MTIME))
+		rc = set_meta(t, "mtime", store_ns(attr->mtime), NULL);
+	if (!rc)
+		rc = set_meta(t, "ctime", now, NULL);
+	if (!rc)
+		rc = index_commit(t);
+	else if (!t->removed)
+		index_rollback(t);
+	if (!rc) {
+		if (mask & STORE_SET_MODE)
+			t->mode = attr->mode & 07777;
+		if (mask & STORE_SET_UID)
+			t->uid = attr->uid;
+		if (mask & STORE_SET_GID)
+			t->gid = attr->gid;
+		if (mask & STORE_SET_ATIME)
+			t->atime = attr->atime;
+		if (mask & STORE_SET_MTIME)
+			t->mtime = attr->mtime;
+		t->ctime = store_ts(now);
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+int store_tenant_set_framing(struct store_tenant *t, enum store_framing framing)
+{
+	int rc;
+
+	if (framing != STORE_LINES && framing != STORE_RAW)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&t->lock);
+	rc = set_meta(t, "framing", framing, NULL);
+	if (!rc)
+		t->framing = framing;
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+int store_tenant_get_id_field(struct store_tenant *t, char *buf, size_t len)
+{
+	int rc = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	if (strlen(t->id_field) >= len)
+		rc = -ERANGE;
+	else
+		strcpy(buf, t->id_field);
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+int store_tenant_set_id_field(struct store_tenant *t, const char *field)
+{
+	size_t len = strlen(field);
+	int rc;
+
+	if (!len || len > STORE_ID_FIELD_MAX)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&t->lock);
+	rc = set_meta(t, "id_field", 0, field);
+	if (!rc && strcmp(t->id_field, field)) {
+		strcpy(t->id_field, field);
+		/* IDs are now another member: dedup state is rebuilt lazily */
+		for (size_t i = 0; i < t->nstreams; i++)
+			stream_ids_release(t->streams[i]);
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+/* ---- the store ---- */
+
+static int load_tenants(struct store *st)
+{
+	DIR *d = fdopendir(dup(st->tenantsfd));
+	struct dirent *de;
+	int rc = 0;
+
+	if (!d)
+		return -errno;
+	while (!rc && (de = readdir(d))) {
+		struct store_tenant *t;
+
+		if (!store_name_valid(de->d_name))
+			continue;
+		t = tenant_new(st, de->d_name, TENANTS_DIR);
+		if (!t) {
+			rc = -ENOMEM;
+			break;
+		}
+		rc = tenant_load(t, false);
+		if (rc) {
+			store_log("tenant %s: cannot open: %s", de->d_name,
+				  strerror(-rc));
+			tenant_free(t);
+			break;
+		}
+		tenant_link(st, t);
+	}
+	closedir(d);
+	return rc;
+}
+
+int store_open(const char *dir, const struct store_config *cfg,
+	       struct store **out)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	int rc;
+
+	if (!st)
+		return -ENOMEM;
+	st->cfg = *cfg;
+	st->dirfd = st->tenantsfd = -1;
+	pthread_mutex_init(&st->lock, NULL);
+	st->dir = realpath(dir, NULL);
+	if (!st->dir) {
+		rc = -errno;
+		goto fail;
+	}
+	st->dirfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->dirfd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	remove_tree(st->dirfd, STAGING_DIR);
+	rc = mkdir_open(st->dirfd, STAGING_DIR);
+	if (rc < 0)
+		goto fail;
+	close(rc);
+	st->tenantsfd = mkdir_open(st->dirfd, TENANTS_DIR);
+	if (st->tenantsfd < 0) {
+		rc = st->tenantsfd;
+		goto fail;
+	}
+	rc = load_tenants(st);
+	if (rc)
+		goto fail;
+	*out = st;
+	return 0;
+fail:
+	store_close(st);
+	return rc;
+}
+
+int store_sync(struct store *st)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&st->lock);
+	for (struct store_tenant *t = st->tenants; t && !rc; t = t->next)
+		rc = store_tenant_sync(t);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+void store_close(struct store *st)
+{
+	struct store_tenant *t, *next;
+
+	if (!st)
+		return;
+	for (t = st->tenants; t; t = next) {
+		next = t->next;
+		if (!t->removed && t->db && store_tenant_sync(t))
+			store_log("tenant %s: final sync failed", t->name);
+		tenant_free(t);
+	}
+	if (st->tenantsfd >= 0)
+		close(st->tenantsfd);
+	if (st->dirfd >= 0)
+		close(st->dirfd);
+	pthread_mutex_destroy(&st->lock);
+	free(st->dir);
+	free(st);
+}

@@ -1,0 +1,242 @@
+/*
+ * Private declarations of store/.  Lock order: store->lock, then a
+ * tenant's lock.  Nothing in store/ calls out (commit hook) with a lock held.
+ */
+#ifndef STREAMFS_STORE_INT_H
+#define STREAMFS_STORE_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <sys/uio.h>
+
+#include "store.h"
+
+#define SEG_DIR "seg"
+#define INDEX_DB "index.db"
+#define TENANTS_DIR "tenants"
+
+/* ---- ids.c: event IDs and their sets ---- */
+
+/* Hash of an event ID; equal IDs have equal hashes, the reverse is checked. */
+uint64_t ids_hash(const char *id, size_t len);
+
+/* Finds the ID of the JSON-lines event LINE (LEN bytes, '\n' excluded).
+ * Returns 1 and sets *id and *idlen (owned by SC, valid until its next use) when
+ * LINE is a JSON object with a top-level string member named FIELD (given to
+ * ids_scratch_new); 0 otherwise.  A scratch serves one thread at a time. */
+struct ids_scratch;
+struct ids_scratch *ids_scratch_new(const char *field);
+void ids_scratch_free(struct ids_scratch *sc);
+int ids_extract(struct ids_scratch *sc, const char *line, size_t len,
+		const char **id, size_t *idlen);
+
+/* An open-addressing set of (hash, stream offset) pairs. */
+struct idset {
+	uint64_t *slots;	/* 2 words a slot: hash, offset + 1 (0: empty) */
+	size_t mask;		/* slots - 1, a power of two minus one */
+	size_t used;
+};
+
+void idset_init(struct idset *s);
+void idset_release(struct idset *s);
+int idset_add(struct idset *s, uint64_t hash, uint64_t offset);
+/* Iterates the offsets stored under HASH: *pos starts at 0; returns 1 and
+ * sets *offset while there are more. */
+int idset_next(const struct idset *s, uint64_t hash, size_t *pos,
+	       uint64_t *offset);
+
+/* A Bloom filter in front of the sealed ID tables of one stream. */
+struct bloom {
+	uint64_t *bits;
+	uint64_t nbits;		/* a power of two */
+};
+
+int bloom_init(struct bloom *b, uint64_t expected);
+void bloom_release(struct bloom *b);
+void bloom_add(struct bloom *b, uint64_t hash);
+bool bloom_maybe(const struct bloom *b, uint64_t hash);
+
+/* The immutable ID table of a sealed segment, mapped from its .ids file:
+ * (hash, offset) pairs sorted by hash. */
+struct idtable {
+	const uint64_t *pairs;
+	uint64_t count;
+	void *map;
+	size_t maplen;
+};
+
+/* FIELD, the ID member's name, is recorded: a table made for another name
+ * is stale (-ESTALE on open) and gets rebuilt. */
+int idtable_write(int dirfd, const char *name, const char *field,
+		  const struct idset *set);
+int idtable_open(int dirfd, const char *name, const char *field,
+		 struct idtable *tab);
+void idtable_release(struct idtable *tab);
+/* First index with hash >= HASH. */
+uint64_t idtable_find(const struct idtable *tab, uint64_t hash);
+
+/* ---- in-memory state ---- */
+
+struct seg {
+	uint64_t id;
+	uint64_t first_version;
+	uint64_t offset;	/* stream offset of byte 0 */
+	uint64_t length;	/* committed bytes */
+	uint64_t count;		/* committed events */
+	uint64_t checksum;	/* sealed only */
+	uint64_t synced;	/* bytes known to be on stable storage */
+	int64_t created_ns;
+	enum store_seg_state state;
+	bool has_ids;		/* some event in it carries an ID */
+	int fd;			/* -1 until opened; swapped atomically */
+	struct idtable ids;	/* sealed with IDs, once loaded */
+};
+
+struct stream {
+	uint64_t id;
+	char *name;
+	enum store_framing framing;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	struct timespec atime, mtime, ctime;
+	uint64_t version, size;
+	int64_t last_ns;	/* commit time of the last batch */
+
+	struct seg **segs;	/* in stream order; the last may be active */
+	size_t nsegs, segcap;
+
+	/* Dedup state, built on the first append that carries an ID. */
+	bool ids_loaded;
+	struct idset active_ids;	/* IDs of the active segment */
+	struct bloom sealed_filter;	/* over every sealed segment's IDs */
+
+	struct stream *name_next;	/* hash chain */
+};
+
+struct store_tenant {
+	struct store *st;
+	char *name;
+	char *path;		/* the tenant directory */
+	int dirfd;
+	int segfd;		/* its seg/ directory */
+	bool removed;
+
+	/* Writers (append, namespace, lookups that use the index) take it
+	 * exclusively; store_read takes it shared. */
+	pthread_rwlock_t lock;
+
+	/* Everything below is protected by lock. */
+	sqlite3 *db;
+	struct index_stmts *stmts;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	struct timespec atime, mtime, ctime;
+	enum store_framing framing;
+	char id_field[STORE_ID_FIELD_MAX + 1];
+
+	struct stream **streams;	/* sorted by id */
+	size_t nstreams, streamcap;
+	struct stream **names;		/* hash buckets by name */
+	size_t namemask;
+
+	struct store_tenant *next;	/* protected by store->lock */
+};
+
+struct store {
+	char *dir;
+	int dirfd;
+	int tenantsfd;
+	struct store_config cfg;
+	store_commit_fn commit_fn;
+	void *commit_arg;
+
+	pthread_mutex_t lock;
+	struct store_tenant *tenants;	/* sorted by name; protected by lock */
+};
+
+/* ---- util ---- */
+
+int64_t store_now_ns(void);
+struct timespec store_ts(int64_t ns);
+int64_t store_ns(struct timespec ts);
+void store_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what);
+uint64_t store_checksum(const void *buf, size_t len);
+
+/* ---- index.c: the tenant's SQLite database ---- */
+
+int index_open(struct store_tenant *t, bool create);
+void index_close(struct store_tenant *t);
+int index_begin(struct store_tenant *t);
+int index_commit(struct store_tenant *t);
+void index_rollback(struct store_tenant *t);
+int index_meta_set(struct store_tenant *t, const char *key, int64_t ival,
+		   const char *sval);
+int index_load_tenant(struct store_tenant *t);
+int index_stream_insert(struct store_tenant *t, struct stream *s);
+int index_stream_update(struct store_tenant *t, const struct stream *s);
+int index_stream_delete(struct store_tenant *t, uint64_t id);
+int index_segment_insert(struct store_tenant *t, uint64_t stream,
+			 struct seg *g);
+int index_segment_update(struct store_tenant *t, const struct seg *g);
+int index_segment_delete(struct store_tenant *t, uint64_t id);
+int index_batch_insert(struct store_tenant *t, uint64_t stream,
+		       uint64_t first_version, uint64_t offset,
+		       uint64_t length, uint64_t count, int64_t time_ns,
+		       uint64_t hash);
+/* The batch holding VERSION: *first, *offset, *length. -ENOENT if none. */
+int index_batch_find(struct store_tenant *t, uint64_t stream,
+		     uint64_t version, uint64_t *first, uint64_t *offset,
+		     uint64_t *length, int64_t *time_ns);
+struct index_batch {
+	uint64_t first_version, offset, length, hash;
+	int64_t time_ns;
+};
+
+/* Calls FN for each batch of STREAM from version FROM on, in order; FN
+ * returns 0 to go on, > 0 to stop (the scan then returns 0), < 0 to fail. */
+int index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
+		     int (*fn)(void *arg, const struct index_batch *b),
+		     void *arg);
+int index_batch_delete_from(struct store_tenant *t, uint64_t stream,
+			    uint64_t version);
+/* Full durability for the next commit (synchronous=FULL) or back. */
+int index_set_full_sync(struct store_tenant *t, bool full);
+
+/* ---- stream.c ---- */
+
+struct stream *stream_find(struct store_tenant *t, uint64_t id);
+struct stream *stream_by_name(struct store_tenant *t, const char *name);
+int stream_attach(struct store_tenant *t, struct stream *s);
+void stream_detach(struct store_tenant *t, struct stream *s);
+void stream_free(struct stream *s);
+void stream_ids_release(struct stream *s);
+
+/* ---- segment.c ---- */
+
+void seg_name(char *buf, size_t len, uint64_t id, const char *ext);
+int seg_fd(struct store_tenant *t, struct seg *g);
+void seg_free(struct seg *g);
+int seg_push(struct stream *s, struct seg *g);
+struct seg *seg_active(struct stream *s);
+/* The segment holding stream offset OFF (OFF < s->size). */
+struct seg *seg_at(struct stream *s, uint64_t off);
+int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g);
+/* Reads LEN bytes of the stream at OFF through its segments. */
+ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
+		 size_t len, uint64_t off);
+int seg_sync(struct store_tenant *t, struct stream *s);
+int store_tenant_sync(struct store_tenant *t);
+
+/* ---- append.c ---- */
+
+/* Builds the stream's dedup state from its segments. */
+int dedup_load(struct store_tenant *t, struct stream *s);
+
+/* ---- recover.c ---- */
+
+int recover_tenant(struct store_tenant *t);
+
+#endif

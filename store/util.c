@@ -1,0 +1,90 @@
+/* Small helpers shared by store/: time, logging, error mapping. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include <xxhash.h>
+
+#include "store_int.h"
+
+int64_t store_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return store_ns(ts);
+}
+
+struct timespec store_ts(int64_t ns)
+{
+	struct timespec ts = {
+		.tv_sec = ns / 1000000000,
+		.tv_nsec = ns % 1000000000,
+	};
+
+	if (ts.tv_nsec < 0) {
+		ts.tv_sec--;
+		ts.tv_nsec += 1000000000;
+	}
+	return ts;
+}
+
+int64_t store_ns(struct timespec ts)
+{
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void store_log(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("streamfs: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* The one mapping from SQLite result codes to errno; logs the original. */
+int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what)
+{
+	int err;
+
+	switch (rc & 0xff) {
+	case SQLITE_FULL:
+		err = ENOSPC;
+		break;
+	case SQLITE_NOMEM:
+		err = ENOMEM;
+		break;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		err = EBUSY;
+		break;
+	case SQLITE_READONLY:
+		err = EROFS;
+		break;
+	case SQLITE_CONSTRAINT:
+		err = EEXIST;
+		break;
+	case SQLITE_CANTOPEN:
+		err = ENOENT;
+		break;
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		err = EACCES;
+		break;
+	default:
+		err = EIO;
+		break;
+	}
+	if (err != EEXIST)
+		store_log("index: %s: %s (sqlite %d)", what,
+			  db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
+	return -err;
+}
+
+uint64_t store_checksum(const void *buf, size_t len)
+{
+	return XXH3_64bits(buf, len);
+}

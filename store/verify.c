@@ -1,0 +1,385 @@
+/*
+ * store_verify: an offline check of a data directory that changes nothing.
+ * For each stream it walks segments and batches together and checks that
+ * versions and offsets are contiguous from 1 and 0, that every batch lies
+ * inside a segment whose file holds it and hashes right, that a lines
+ * batch holds as many lines as versions, and that sealed segments match
+ * their checksums.  Bytes past the last batch of an active segment are an
+ * unacknowledged tail (the next mount cuts them), reported but not damage.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "store_int.h"
+
+struct vseg {
+	uint64_t id, first_version, offset, length, checksum;
+	int state;
+	int fd;
+	uint64_t file_size;
+};
+
+struct verify {
+	FILE *out;
+	const char *tenant;
+	const char *stream;
+	sqlite3 *db;
+	int segfd;
+	unsigned long problems;
+	uint64_t streams, events, bytes;
+};
+
+static void damage(struct verify *v, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void damage(struct verify *v, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(v->out, "DAMAGE %s/%s: ", v->tenant, v->stream ? v->stream : "");
+	vfprintf(v->out, fmt, ap);
+	fputc('\n', v->out);
+	va_end(ap);
+	v->problems++;
+}
+
+static int prepare(struct verify *v, const char *sql, int64_t arg,
+		   sqlite3_stmt **stmt)
+{
+	int rc = sqlite3_prepare_v2(v->db, sql, -1, stmt, NULL);
+
+	if (rc != SQLITE_OK) {
+		fprintf(v->out, "ERROR %s: %s\n", v->tenant, sqlite3_errmsg(v->db));
+		return -EIO;
+	}
+	sqlite3_bind_int64(*stmt, 1, arg);
+	return 0;
+}
+
+static void open_seg(struct verify *v, struct vseg *g)
+{
+	char name[64];
+	struct stat sb;
+
+	g->fd = -1;
+	if (g->state == STORE_SEG_EVICTED)
+		return;
+	seg_name(name, sizeof(name), g->id, ".seg");
+	g->fd = openat(v->segfd, name, O_RDONLY | O_CLOEXEC);
+	if (g->fd < 0 || fstat(g->fd, &sb) < 0) {
+		damage(v, "segment %016" PRIx64 ": %s", g->id, strerror(errno));
+		return;
+	}
+	g->file_size = (uint64_t)sb.st_size;
+}
+
+static void check_sealed(struct verify *v, struct vseg *g)
+{
+	XXH3_state_t *state;
+	char *buf;
+	uint64_t off = 0;
+
+	if (g->state == STORE_SEG_ACTIVE || g->fd < 0)
+		return;
+	if (g->file_size != g->length) {
+		damage(v, "sealed segment %016" PRIx64 " holds %" PRIu64
+		       " bytes, the index says %" PRIu64, g->id, g->file_size,
+		       g->length);
+		return;
+	}
+	state = XXH3_createState();
+	buf = malloc(1 << 20);
+	if (!state || !buf)
+		goto out;
+	XXH3_64bits_reset(state);
+	while (off < g->length) {
+		ssize_t n = pread(g->fd, buf, 1 << 20, (off_t)off);
+
+		if (n <= 0)
+			break;
+		XXH3_64bits_update(state, buf, (size_t)n);
+		off += (uint64_t)n;
+	}
+	if (off != g->length || XXH3_64bits_digest(state) != g->checksum)
+		damage(v, "sealed segment %016" PRIx64 ": checksum mismatch", g->id);
+out:
+	free(buf);
+	XXH3_freeState(state);
+}
+
+static int load_segs(struct verify *v, int64_t stream, struct vseg **segs,
+		     size_t *n)
+{
+	sqlite3_stmt *stmt;
+	size_t cap = 0;
+	int rc = prepare(v, "SELECT id, first_version, offset, length,"
+			 " checksum, state FROM segments WHERE stream = ?1"
+			 " ORDER BY first_version", stream, &stmt);
+
+	*segs = NULL;
+	*n = 0;
+	while (!rc && sqlite3_step(stmt) == SQLITE_ROW) {
+		struct vseg *g;
+
+		if (*n == cap) {
+			struct vseg *p = realloc(*segs, (cap = cap ? cap * 2 : 8) * sizeof(*p));
+
+			if (!p) {
+				rc = -ENOMEM;
+				break;
+			}
+			*segs = p;
+		}
+		g = &(*segs)[(*n)++];
+		g->id = (uint64_t)sqlite3_column_int64(stmt, 0);
+		g->first_version = (uint64_t)sqlite3_column_int64(stmt, 1);
+		g->offset = (uint64_t)sqlite3_column_int64(stmt, 2);
+		g->length = (uint64_t)sqlite3_column_int64(stmt, 3);
+		g->checksum = (uint64_t)sqlite3_column_int64(stmt, 4);
+		g->state = sqlite3_column_int(stmt, 5);
+		open_seg(v, g);
+		check_sealed(v, g);
+	}
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+/* The segment holding stream offset OFF. */
+static struct vseg *seg_for(struct vseg *segs, size_t n, uint64_t off)
+{
+	for (size_t i = n; i-- > 0;)
+		if (segs[i].offset <= off)
+			return &segs[i];
+	return NULL;
+}
+
+static uint64_t count_lines(const char *p, size_t len)
+{
+	uint64_t n = 0;
+	const char *end = p + len;
+
+	while ((p = memchr(p, '\n', (size_t)(end - p)))) {
+		n++;
+		p++;
+	}
+	return n;
+}
+
+struct vbatch {
+	uint64_t first, offset, length, hash, count;
+};
+
+static void check_batch(struct verify *v, struct vseg *segs, size_t nsegs,
+			const struct vbatch *b, int framing)
+{
+	struct vseg *g = seg_for(segs, nsegs, b->offset);
+	uint64_t in;
+	char *buf;
+
+	if (!g) {
+		damage(v, "version %" PRIu64 ": no segment holds offset %" PRIu64,
+		       b->first, b->offset);
+		return;
+	}
+	if (g->fd < 0)
+		return;	/* evicted or already reported */
+	in = b->offset - g->offset;
+	if (in + b->length > g->file_size ||
+	    (g->state != STORE_SEG_ACTIVE && in + b->length > g->length)) {
+		damage(v, "version %" PRIu64 ": bytes %" PRIu64 "-%" PRIu64
+		       " lie past the end of segment %016" PRIx64, b->first,
+		       in, in + b->length, g->id);
+		return;
+	}
+	buf = malloc(b->length ? b->length : 1);
+	if (!buf || pread(g->fd, buf, b->length, (off_t)in) != (ssize_t)b->length)
+		damage(v, "version %" PRIu64 ": cannot read", b->first);
+	else if (XXH3_64bits(buf, b->length) != b->hash)
+		damage(v, "version %" PRIu64 ": bytes do not match their hash",
+		       b->first);
+	else if (framing == STORE_LINES &&
+		 (count_lines(buf, b->length) != b->count ||
+		  buf[b->length - 1] != '\n'))
+		damage(v, "version %" PRIu64 ": %" PRIu64 " events indexed, "
+		       "%" PRIu64 " lines stored", b->first, b->count,
+		       count_lines(buf, b->length));
+	free(buf);
+}
+
+static void check_tail(struct verify *v, struct vseg *segs, size_t n,
+		       uint64_t size)
+{
+	struct vseg *g = n ? &segs[n - 1] : NULL;
+
+	if (!g || g->state != STORE_SEG_ACTIVE || g->fd < 0)
+		return;
+	if (g->file_size > size - g->offset)
+		fprintf(v->out, "note %s/%s: %" PRIu64 " unacknowledged bytes "
+			"after the last commit (cut at the next mount)\n",
+			v->tenant, v->stream, g->file_size - (size - g->offset));
+}
+
+static int verify_stream(struct verify *v, int64_t id, int framing,
+			 uint64_t version, uint64_t size)
+{
+	struct vseg *segs;
+	struct vbatch b = { 0 }, next;
+	sqlite3_stmt *stmt;
+	uint64_t want_version = 1, want_offset = 0;
+	bool have = false;
+	size_t nsegs;
+	int rc = load_segs(v, id, &segs, &nsegs);
+
+	for (size_t i = 0; !rc && i < nsegs; i++) {
+		const struct vseg *prev = i ? &segs[i - 1] : NULL;
+
+		if (prev && prev->state == STORE_SEG_ACTIVE)
+			damage(v, "active segment %016" PRIx64 " is not the last",
+			       prev->id);
+		else if (segs[i].offset != (prev ? prev->offset + prev->length : 0))
+			damage(v, "segment %016" PRIx64 " starts at %" PRIu64
+			       ", not where the one before it ends", segs[i].id,
+			       segs[i].offset);
+	}
+	if (!rc)
+		rc = prepare(v, "SELECT first_version, offset, length, hash"
+			     " FROM batches WHERE stream = ?1"
+			     " ORDER BY first_version", id, &stmt);
+	/* A batch's count is the distance to the next one's first version. */
+	while (!rc) {
+		bool row = sqlite3_step(stmt) == SQLITE_ROW;
+
+		if (row) {
+			next.first = (uint64_t)sqlite3_column_int64(stmt, 0);
+			next.offset = (uint64_t)sqlite3_column_int64(stmt, 1);
+			next.length = (uint64_t)sqlite3_column_int64(stmt, 2);
+			next.hash = (uint64_t)sqlite3_column_int64(stmt, 3);
+		}
+		if (have) {
+			b.count = (row ? next.first : version + 1) - b.first;
+			if (b.first != want_version || b.offset != want_offset)
+				damage(v, "batch at version %" PRIu64 " offset %"
+				       PRIu64 " breaks the sequence (expected %"
+				       PRIu64 " at %" PRIu64 ")", b.first,
+				       b.offset, want_version, want_offset);
+			check_batch(v, segs, nsegs, &b, framing);
+			want_version = b.first + b.count;
+			want_offset = b.offset + b.length;
+			v->events += b.count;
+		}
+		if (!row)
+			break;
+		b = next;
+		have = true;
+	}
+	if (!rc)
+		sqlite3_finalize(stmt);
+	if (!rc && (want_version != version + 1 || want_offset != size))
+		damage(v, "stream says version %" PRIu64 " size %" PRIu64
+		       ", its batches end at %" PRIu64 " and %" PRIu64,
+		       version, size, want_version - 1, want_offset);
+	if (!rc)
+		check_tail(v, segs, nsegs, size);
+	for (size_t i = 0; i < nsegs; i++)
+		if (segs[i].fd >= 0)
+			close(segs[i].fd);
+	free(segs);
+	v->bytes += size;
+	return rc;
+}
+
+static int verify_tenant(struct verify *v, const char *path)
+{
+	char *db = NULL, *seg = NULL;
+	sqlite3_stmt *stmt = NULL;
+	int rc = 0;
+
+	if (asprintf(&db, "%s/" INDEX_DB, path) < 0 ||
+	    asprintf(&seg, "%s/" SEG_DIR, path) < 0) {
+		free(db);
+		return -ENOMEM;
+	}
+	v->segfd = open(seg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (v->segfd < 0 ||
+	    sqlite3_open_v2(db, &v->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		damage(v, "cannot open the index or segments: %s",
+		       v->db ? sqlite3_errmsg(v->db) : strerror(errno));
+		goto out;
+	}
+	rc = prepare(v, "SELECT id, name, framing, version, size FROM streams"
+		     " ORDER BY id", 0, &stmt);
+	while (!rc && sqlite3_step(stmt) == SQLITE_ROW) {
+		char *name = strndup(sqlite3_column_blob(stmt, 1),
+				     (size_t)sqlite3_column_bytes(stmt, 1));
+
+		v->stream = name;
+		rc = verify_stream(v, sqlite3_column_int64(stmt, 0),
+				   sqlite3_column_int(stmt, 2),
+				   (uint64_t)sqlite3_column_int64(stmt, 3),
+				   (uint64_t)sqlite3_column_int64(stmt, 4));
+		v->stream = NULL;
+		v->streams++;
+		free(name);
+	}
+	sqlite3_finalize(stmt);
+out:
+	sqlite3_close(v->db);
+	v->db = NULL;
+	if (v->segfd >= 0)
+		close(v->segfd);
+	free(db);
+	free(seg);
+	return rc;
+}
+
+int store_verify(const char *dir, FILE *out)
+{
+	struct verify v = { .out = out };
+	unsigned long tenants = 0;
+	struct dirent *de;
+	char *path;
+	DIR *d;
+	int rc = 0;
+
+	if (asprintf(&path, "%s/" TENANTS_DIR, dir) < 0)
+		return -ENOMEM;
+	d = opendir(path);
+	if (!d) {
+		rc = -errno;
+		fprintf(out, "ERROR %s: %s\n", path, strerror(errno));
+		free(path);
+		return rc;
+	}
+	while (!rc && (de = readdir(d))) {
+		char *tpath;
+
+		if (!store_name_valid(de->d_name))
+			continue;
+		if (asprintf(&tpath, "%s/%s", path, de->d_name) < 0) {
+			rc = -ENOMEM;
+			break;
+		}
+		v.tenant = de->d_name;
+		rc = verify_tenant(&v, tpath);
+		tenants++;
+		free(tpath);
+	}
+	closedir(d);
+	free(path);
+	if (rc)
+		return rc;
+	fprintf(out, "%lu tenants, %" PRIu64 " streams, %" PRIu64 " events, %"
+		PRIu64 " bytes: %s (%lu problems)\n", tenants, v.streams,
+		v.events, v.bytes, v.problems ? "DAMAGED" : "ok", v.problems);
+	return v.problems ? 1 : 0;
+}

@@ -1,0 +1,551 @@
+/* Unit tests of store/: framing, IDs, dedup, versions, lookups, rolling,
+ * recovery and verify, through the public API of store.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "unit.h"
+
+struct fixture {
+	char dir[64];
+	struct store_config cfg;
+	struct store *st;
+	struct store_tenant *t;
+	uint64_t s;
+};
+
+static void rm_rf(const char *dir)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+static void reopen(struct fixture *f)
+{
+	if (f->st)
+		store_close(f->st);
+	f->st = NULL;
+	CHECK_EQ(store_open(f->dir, &f->cfg, &f->st), 0);
+	CHECK_EQ(store_tenant_get(f->st, "t", &f->t), 0);
+	CHECK_EQ(store_stream_lookup(f->t, "s", &f->s), 0);
+}
+
+static void setup_with(struct fixture *f, const struct store_config *cfg)
+{
+	memset(f, 0, sizeof(*f));
+	strcpy(f->dir, "/tmp/streamfs-unit-XXXXXX");
+	CHECK(mkdtemp(f->dir) != NULL);
+	if (cfg)
+		f->cfg = *cfg;
+	else
+		store_config_default(&f->cfg);
+	CHECK_EQ(store_open(f->dir, &f->cfg, &f->st), 0);
+	CHECK_EQ(store_tenant_create(f->st, "t", 0755, 0, 0), 0);
+	CHECK_EQ(store_tenant_get(f->st, "t", &f->t), 0);
+	CHECK_EQ(store_stream_create(f->t, "s", 0644, 0, 0, &f->s), 0);
+}
+
+static void setup(struct fixture *f)
+{
+	setup_with(f, NULL);
+}
+
+static void teardown(struct fixture *f)
+{
+	store_close(f->st);
+	rm_rf(f->dir);
+}
+
+static int append(struct fixture *f, const char *data, uint64_t expected,
+		  bool final, struct store_append_result *res)
+{
+	struct store_append app = {
+		.buf = data,
+		.len = strlen(data),
+		.expected = expected,
+		.final = final,
+	};
+	struct store_append_result r;
+
+	return store_append(f->t, f->s, &app, res ? res : &r);
+}
+
+/* The whole stream as a NUL-terminated string (static buffer). */
+static const char *contents(struct fixture *f)
+{
+	static char buf[1 << 16];
+	ssize_t n = store_read(f->t, f->s, buf, sizeof(buf) - 1, 0);
+
+	CHECK(n >= 0);
+	buf[n < 0 ? 0 : n] = '\0';
+	return buf;
+}
+
+static uint64_t version(struct fixture *f)
+{
+	struct store_attr a;
+
+	CHECK_EQ(store_stream_stat(f->t, f->s, &a), 0);
+	return a.version;
+}
+
+/* ---- framing ---- */
+
+static void test_lines_framing(void)
+{
+	struct fixture f;
+	struct store_append_result r;
+
+	setup(&f);
+	CHECK_EQ(append(&f, "a\nbb\nccc", STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.appended, 2);
+	CHECK_EQ(r.consumed, 5);	/* "ccc" stays with the caller */
+	CHECK_EQ(r.version, 2);
+	CHECK(!strcmp(contents(&f), "a\nbb\n"));
+	/* the caller prepends its held tail: a line split across calls */
+	CHECK_EQ(append(&f, "ccc", STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.appended, 0);
+	CHECK_EQ(r.consumed, 0);
+	CHECK_EQ(append(&f, "cccdd\n\n\r\n", STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.appended, 3);	/* "cccdd\n", "\n", "\r\n" */
+	CHECK_EQ(append(&f, "tail", STORE_ANY_VERSION, true, &r), 0);
+	CHECK_EQ(r.appended, 1);
+	CHECK_EQ(r.consumed, 4);
+	CHECK_EQ(r.version, 6);
+	CHECK(!strcmp(contents(&f), "a\nbb\ncccdd\n\n\r\ntail\n"));
+	CHECK_EQ(r.size, strlen("a\nbb\ncccdd\n\n\r\ntail\n"));
+	teardown(&f);
+}
+
+static void test_raw_framing(void)
+{
+	struct fixture f;
+	struct store_append app = { .expected = STORE_ANY_VERSION };
+	struct store_append_result r;
+	static const char bin[] = { 'x', '\n', 0, 'y', '\n' };
+	char buf[16];
+	uint64_t off;
+
+	setup(&f);
+	CHECK_EQ(store_stream_set_framing(f.t, f.s, STORE_RAW), 0);
+	app.buf = bin;
+	app.len = sizeof(bin);
+	CHECK_EQ(store_append(f.t, f.s, &app, &r), 0);
+	CHECK_EQ(r.appended, 1);
+	CHECK_EQ(store_append(f.t, f.s, &app, &r), 0);
+	CHECK_EQ(r.version, 2);
+	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), 2 * sizeof(bin));
+	CHECK(!memcmp(buf + sizeof(bin), bin, sizeof(bin)));
+	/* framing is fixed once the stream has events */
+	CHECK_EQ(store_stream_set_framing(f.t, f.s, STORE_LINES), -EPERM);
+	CHECK_EQ(store_offset_of_version(f.t, f.s, 2, &off), 0);
+	CHECK_EQ(off, sizeof(bin));
+	teardown(&f);
+}
+
+static void test_max_event(void)
+{
+	struct store_config cfg;
+	struct fixture f;
+	struct store_append_result r;
+
+	store_config_default(&cfg);
+	cfg.max_event = 8;
+	setup_with(&f, &cfg);
+	CHECK_EQ(append(&f, "ok\n123456789\n", STORE_ANY_VERSION, false, &r),
+		 -EMSGSIZE);
+	CHECK_EQ(version(&f), 0);	/* nothing of that write */
+	CHECK_EQ(append(&f, "1234567\n", STORE_ANY_VERSION, false, &r), 0);
+	/* a partial line that can no longer fit fails at once */
+	CHECK_EQ(append(&f, "12345678", STORE_ANY_VERSION, false, &r), -EMSGSIZE);
+	CHECK_EQ(append(&f, "1234567", STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.consumed, 0);
+	CHECK_EQ(version(&f), 1);
+	teardown(&f);
+}
+
+/* ---- IDs and dedup ---- */
+
+static void test_id_extraction(void)
+{
+	struct fixture f;
+	struct store_append_result r;
+
+	setup(&f);
+	/* not JSON, no member, non-string member, nested member: no ID, so
+	 * never deduplicated */
+	static const char *no_id[] = {
+		"plain text \"id\"\n",
+		"{\"other\":\"x\"}\n",
+		"{\"id\":42}\n",
+		"{\"id\":null}\n",
+		"{\"inner\":{\"id\":\"n1\"}}\n",
+		"[\"id\",\"x\"]\n",
+		"{\"id\":\"x\"} trailing\n",
+		"{\"id\":\"broken\"\n",
+	};
+	for (int round = 0; round < 2; round++)
+		for (size_t i = 0; i < sizeof(no_id) / sizeof(no_id[0]); i++)
+			CHECK_EQ(append(&f, no_id[i], STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(version(&f), 16);
+	/* a string member, with escapes and surrounding space, is an ID */
+	CHECK_EQ(append(&f, "  {\"a\":1, \"\\u0069d\" : \"e\\u00e9\"}\r\n",
+			STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(append(&f, "{\"id\":\"e\u00e9\",\"b\":2}\n",
+			STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.skipped, 1);
+	CHECK_EQ(version(&f), 17);
+	teardown(&f);
+}
+
+static void test_custom_id_field(void)
+{
+	struct fixture f;
+	struct store_append_result r;
+	char field[64];
+
+	setup(&f);
+	CHECK_EQ(store_tenant_get_id_field(f.t, field, sizeof(field)), 0);
+	CHECK(!strcmp(field, "id"));
+	CHECK_EQ(store_tenant_set_id_field(f.t, "eventId"), 0);
+	CHECK_EQ(append(&f, "{\"eventId\":\"a\",\"id\":\"1\"}\n"
+			    "{\"eventId\":\"b\",\"id\":\"1\"}\n"
+			    "{\"eventId\":\"a\",\"id\":\"2\"}\n",
+			STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.appended, 2);
+	CHECK_EQ(r.skipped, 1);
+	CHECK_EQ(store_tenant_set_id_field(f.t, ""), -EINVAL);
+	reopen(&f);
+	CHECK_EQ(store_tenant_get_id_field(f.t, field, sizeof(field)), 0);
+	CHECK(!strcmp(field, "eventId"));
+	teardown(&f);
+}
+
+static void test_dedup(void)
+{
+	struct fixture f;
+	struct store_append_result r;
+	uint32_t skipped[4];
+	struct store_append app = {
+		.buf = "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"a\"}\nx\nx\n",
+		.expected = STORE_ANY_VERSION,
+		.skipped = skipped,
+		.skipped_cap = 4,
+	};
+
+	setup(&f);
+	app.len = strlen(app.buf);
+	/* within one call */
+	CHECK_EQ(store_append(f.t, f.s, &app, &r), 0);
+	CHECK_EQ(r.appended, 4);
+	CHECK_EQ(r.skipped, 1);
+	CHECK_EQ(skipped[0], 2);
+	CHECK(!strcmp(contents(&f), "{\"id\":\"a\"}\n{\"id\":\"b\"}\nx\nx\n"));
+	/* across calls: a retried append is stored once */
+	CHECK_EQ(store_append(f.t, f.s, &app, &r), 0);
+	CHECK_EQ(r.appended, 2);	/* only the two ID-less lines */
+	CHECK_EQ(r.skipped, 3);
+	CHECK_EQ(r.version, 6);
+	/* across a reopen, from the active segment */
+	reopen(&f);
+	CHECK_EQ(append(&f, "{\"id\":\"b\"}\n{\"id\":\"c\"}\n", STORE_ANY_VERSION,
+			false, &r), 0);
+	CHECK_EQ(r.appended, 1);
+	/* across a seal, from the sealed table, and again after reopen */
+	CHECK_EQ(store_roll(f.t, 0, true), 1);
+	CHECK_EQ(append(&f, "{\"id\":\"a\"}\n{\"id\":\"d\"}\n", STORE_ANY_VERSION,
+			false, &r), 0);
+	CHECK_EQ(r.appended, 1);
+	reopen(&f);
+	CHECK_EQ(append(&f, "{\"id\":\"c\"}\n{\"id\":\"d\"}\n{\"id\":\"e\"}\n",
+			STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.appended, 1);
+	CHECK_EQ(version(&f), 9);
+	teardown(&f);
+}
+
+static void test_dedup_many(void)
+{
+	struct store_config cfg;
+	struct fixture f;
+	struct store_append_result r;
+	char line[64], *buf = malloc(1 << 20);
+	size_t len = 0;
+
+	store_config_default(&cfg);
+	cfg.roll_size = 64 << 10;	/* several sealed segments */
+	setup_with(&f, &cfg);
+	for (int i = 0; i < 20000; i++) {
+		int n = snprintf(line, sizeof(line), "{\"id\":\"evt-%d\"}\n", i);
+
+		memcpy(buf + len, line, (size_t)n);
+		len += (size_t)n;
+		if (len > 16000 || i == 19999) {
+			buf[len] = '\0';
+			CHECK_EQ(append(&f, buf, STORE_ANY_VERSION, false, &r), 0);
+			len = 0;
+		}
+	}
+	CHECK_EQ(version(&f), 20000);
+	/* every one of them again, half after a reopen */
+	for (int round = 0; round < 2; round++) {
+		for (int i = round; i < 20000; i += 97) {
+			snprintf(line, sizeof(line), "{\"id\":\"evt-%d\"}\n", i);
+			CHECK_EQ(append(&f, line, STORE_ANY_VERSION, false, &r), 0);
+			CHECK_EQ(r.skipped, 1);
+		}
+		reopen(&f);
+	}
+	CHECK_EQ(version(&f), 20000);
+	CHECK_EQ(store_verify(f.dir, stderr), 0);
+	free(buf);
+	teardown(&f);
+}
+
+/* ---- versions ---- */
+
+static void test_expected_version(void)
+{
+	struct fixture f;
+	struct store_append_result r;
+
+	setup(&f);
+	CHECK_EQ(append(&f, "a\n", 0, false, &r), 0);
+	CHECK_EQ(r.version, 1);
+	CHECK_EQ(append(&f, "b\nc\n", 0, false, &r), -ESTALE);
+	CHECK_EQ(version(&f), 1);
+	CHECK(!strcmp(contents(&f), "a\n"));
+	CHECK_EQ(append(&f, "b\nc\n", 1, false, &r), 0);
+	CHECK_EQ(r.version, 3);
+	CHECK_EQ(append(&f, "d\n", STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.version, 4);
+	teardown(&f);
+}
+
+static void test_lookups(void)
+{
+	struct fixture f;
+	struct store_append_result r;
+	struct timespec ts;
+	uint64_t off, v;
+	int64_t t_mid;
+
+	setup(&f);
+	CHECK_EQ(append(&f, "1\n22\n333\n", STORE_ANY_VERSION, false, &r), 0);
+	usleep(20000);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t_mid = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	usleep(20000);
+	CHECK_EQ(append(&f, "4444\n55555\n", STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(store_offset_of_version(f.t, f.s, 1, &off), 0);
+	CHECK_EQ(off, 0);
+	CHECK_EQ(store_offset_of_version(f.t, f.s, 3, &off), 0);
+	CHECK_EQ(off, 5);
+	CHECK_EQ(store_offset_of_version(f.t, f.s, 4, &off), 0);
+	CHECK_EQ(off, 9);
+	CHECK_EQ(store_offset_of_version(f.t, f.s, 5, &off), 0);
+	CHECK_EQ(off, 14);
+	CHECK_EQ(store_offset_of_version(f.t, f.s, 6, &off), 0);
+	CHECK_EQ(off, 20);	/* past the end: the end */
+	CHECK_EQ(store_offset_of_last(f.t, f.s, 2, &off), 0);
+	CHECK_EQ(off, 9);
+	CHECK_EQ(store_offset_of_last(f.t, f.s, 4, &off), 0);
+	CHECK_EQ(off, 2);
+	CHECK_EQ(store_offset_of_last(f.t, f.s, 99, &off), 0);
+	CHECK_EQ(off, 0);
+	CHECK_EQ(store_version_at_time(f.t, f.s, t_mid, &v), 0);
+	CHECK_EQ(v, 4);
+	CHECK_EQ(store_version_at_time(f.t, f.s, 0, &v), 0);
+	CHECK_EQ(v, 1);
+	CHECK_EQ(store_version_at_time(f.t, f.s, INT64_MAX, &v), 0);
+	CHECK_EQ(v, 6);
+	teardown(&f);
+}
+
+/* ---- namespace ---- */
+
+static int count_cb(void *arg, const char *name, const struct store_attr *a)
+{
+	(void)name;
+	(void)a;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static void test_namespace(void)
+{
+	struct fixture f;
+	uint64_t b, c;
+	int n = 0;
+
+	setup(&f);
+	CHECK_EQ(store_stream_create(f.t, "s", 0644, 0, 0, &b), -EEXIST);
+	CHECK_EQ(store_stream_create(f.t, "a@b", 0644, 0, 0, &b), -EINVAL);
+	CHECK_EQ(store_stream_create(f.t, "..", 0644, 0, 0, &b), -EINVAL);
+	CHECK_EQ(store_stream_create(f.t, "", 0644, 0, 0, &b), -EINVAL);
+	CHECK_EQ(store_stream_create(f.t, "b", 0600, 7, 8, &b), 0);
+	CHECK_EQ(store_stream_create(f.t, "c", 0600, 7, 8, &c), 0);
+	CHECK_EQ(append(&f, "x\n", STORE_ANY_VERSION, false, NULL), 0);
+	/* replacing a non-empty stream is refused; an empty one is replaced */
+	CHECK_EQ(store_stream_rename(f.t, b, "s"), -EPERM);
+	CHECK_EQ(store_stream_rename(f.t, f.s, "c"), 0);
+	CHECK_EQ(store_stream_lookup(f.t, "s", &b), -ENOENT);
+	CHECK_EQ(store_stream_lookup(f.t, "c", &c), 0);
+	CHECK_EQ(c, f.s);
+	store_stream_list(f.t, 0, count_cb, &n);
+	CHECK_EQ(n, 2);
+	CHECK_EQ(store_tenant_remove(f.st, "t"), -ENOTEMPTY);
+	CHECK_EQ(store_stream_remove(f.t, f.s), 0);
+	CHECK_EQ(store_stream_lookup(f.t, "b", &b), 0);
+	CHECK_EQ(store_stream_remove(f.t, b), 0);
+	CHECK_EQ(store_tenant_remove(f.st, "t"), 0);
+	CHECK_EQ(store_tenant_get(f.st, "t", &f.t), -ENOENT);
+	CHECK_EQ(store_tenant_create(f.st, "t", 0700, 0, 0), 0);
+	CHECK_EQ(store_tenant_create(f.st, "t", 0700, 0, 0), -EEXIST);
+	teardown(&f);
+}
+
+/* ---- segments ---- */
+
+static char *seg_file(struct fixture *f, uint64_t seg)
+{
+	return store_segment_path(f->t, seg);
+}
+
+static int count_seg(void *arg, const struct store_segment *seg)
+{
+	(void)seg;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int first_sealed(void *arg, const struct store_segment *seg)
+{
+	uint64_t *out = arg;
+
+	if (!*out)
+		*out = seg->seg;
+	return 0;
+}
+
+static void test_rolling(void)
+{
+	struct store_config cfg;
+	struct fixture f;
+	char line[128];
+	int nsealed = 0;
+
+	store_config_default(&cfg);
+	cfg.roll_size = 1000;
+	setup_with(&f, &cfg);
+	for (int i = 0; i < 100; i++) {
+		snprintf(line, sizeof(line), "line %03d of the rolling test.....\n", i);
+		CHECK_EQ(append(&f, line, STORE_ANY_VERSION, false, NULL), 0);
+	}
+	store_segment_list(f.t, STORE_SEG_SEALED, count_seg, &nsealed);
+	CHECK(nsealed >= 3);
+	/* age: nothing is old yet; force seals the active one */
+	CHECK_EQ(store_roll(f.t, 0, false), 0);
+	CHECK_EQ(store_roll(f.t, INT64_MAX, false), 1);
+	CHECK_EQ(store_roll(f.t, INT64_MAX, false), 0);
+	CHECK_EQ(store_verify(f.dir, stderr), 0);
+	reopen(&f);
+	CHECK_EQ(version(&f), 100);
+	teardown(&f);
+}
+
+static void test_evict_restore(void)
+{
+	struct fixture f;
+	uint64_t seg = 0;
+	char *path, *copy, buf[64], cmd[512];
+
+	setup(&f);
+	CHECK_EQ(append(&f, "one\ntwo\n", STORE_ANY_VERSION, false, NULL), 0);
+	CHECK_EQ(store_segment_evict(f.t, 1), -EBUSY);
+	CHECK_EQ(store_roll(f.t, 0, true), 1);
+	store_segment_list(f.t, STORE_SEG_SEALED, first_sealed, &seg);
+	CHECK(seg != 0);
+	CHECK_EQ(store_segment_evict(f.t, seg), -EBUSY);	/* not uploaded */
+	CHECK_EQ(store_segment_mark_uploaded(f.t, seg), 0);
+	path = seg_file(&f, seg);
+	CHECK(asprintf(&copy, "%s.fetched", path) > 0);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", path, copy);
+	CHECK_EQ(system(cmd), 0);
+	CHECK_EQ(store_segment_evict(f.t, seg), 0);
+	CHECK(access(path, F_OK) != 0);
+	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), -EIO);
+	/* a damaged copy is refused, a good one restores the data */
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s.bad' && printf X | dd of='%s.bad'"
+		 " bs=1 seek=1 conv=notrunc status=none", copy, copy, copy);
+	CHECK_EQ(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s.bad", copy);
+	CHECK_EQ(store_segment_restore(f.t, seg, cmd), -EIO);
+	CHECK_EQ(store_segment_restore(f.t, seg, copy), 0);
+	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), 8);
+	CHECK(!memcmp(buf, "one\ntwo\n", 8));
+	unlink(cmd);
+	free(copy);
+	free(path);
+	teardown(&f);
+}
+
+static void test_verify_damage(void)
+{
+	struct fixture f;
+	uint64_t seg = 0;
+	char *path, cmd[512];
+	FILE *devnull = fopen("/dev/null", "w");
+
+	setup(&f);
+	CHECK_EQ(append(&f, "alpha\nbeta\n", STORE_ANY_VERSION, false, NULL), 0);
+	CHECK_EQ(store_roll(f.t, 0, true), 1);
+	CHECK_EQ(append(&f, "gamma\n", STORE_ANY_VERSION, false, NULL), 0);
+	store_segment_list(f.t, STORE_SEG_SEALED, first_sealed, &seg);
+	path = seg_file(&f, seg);
+	store_close(f.st);
+	f.st = NULL;
+	CHECK_EQ(store_verify(f.dir, devnull), 0);
+	/* a flipped byte in a sealed segment */
+	snprintf(cmd, sizeof(cmd), "printf A | dd of='%s' bs=1 seek=2 conv=notrunc"
+		 " status=none", path);
+	CHECK_EQ(system(cmd), 0);
+	CHECK_EQ(store_verify(f.dir, devnull), 1);
+	/* restored, then truncated */
+	snprintf(cmd, sizeof(cmd), "printf p | dd of='%s' bs=1 seek=2 conv=notrunc"
+		 " status=none", path);
+	CHECK_EQ(system(cmd), 0);
+	CHECK_EQ(store_verify(f.dir, devnull), 0);
+	CHECK_EQ(truncate(path, 4), 0);
+	CHECK_EQ(store_verify(f.dir, devnull), 1);
+	fclose(devnull);
+	free(path);
+	teardown(&f);
+}
+
+static const struct unit_test tests[] = {
+	{ "lines_framing", test_lines_framing },
+	{ "raw_framing", test_raw_framing },
+	{ "max_event", test_max_event },
+	{ "id_extraction", test_id_extraction },
+	{ "custom_id_field", test_custom_id_field },
+	{ "dedup", test_dedup },
+	{ "dedup_many", test_dedup_many },
+	{ "expected_version", test_expected_version },
+	{ "lookups", test_lookups },
+	{ "namespace", test_namespace },
+	{ "rolling", test_rolling },
+	{ "evict_restore", test_evict_restore },
+	{ "verify_damage", test_verify_damage },
+};
+
+int main(int argc, char **argv)
+{
+	return unit_run(tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
+}
