@@ -59,10 +59,35 @@ void *fs_read_buffer(size_t len)
 
 /* ---- open and close ---- */
 
+static void file_link(struct fs *fs, struct fs_file *fh)
+{
+	pthread_mutex_lock(&fs->lock);
+	fh->prev = NULL;
+	fh->next = fs->files;
+	if (fs->files)
+		fs->files->prev = fh;
+	fs->files = fh;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void file_unlink(struct fs *fs, struct fs_file *fh)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (fh->prev)
+		fh->prev->next = fh->next;
+	else if (fs->files == fh)
+		fs->files = fh->next;
+	if (fh->next)
+		fh->next->prev = fh->prev;
+	fh->next = fh->prev = NULL;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 static void file_free(struct fs *fs, struct fs_file *fh)
 {
 	if (!fh)
 		return;
+	file_unlink(fs, fh);
 	if (fh->stream)
 		fs_node_unref(fs, fh->stream);
 	if (fh->node)
@@ -142,8 +167,15 @@ static int file_open(struct fs *fs, struct fs_node *n,
 		file_free(fs, fh);
 		return rc;
 	}
+	file_link(fs, fh);
 	*out = fh;
 	return 0;
+}
+
+void fs_files_release(struct fs *fs)
+{
+	while (fs->files)
+		file_free(fs, fs->files);
 }
 
 void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -27,6 +27,7 @@ static __thread uint64_t inval_mine;
 static void inval_queue(struct fs *fs, struct fs_node *n, uint64_t off)
 {
 	struct fs_inval *iv = calloc(1, sizeof(*iv));
+	uint64_t seq;
 
 	if (!iv) {
 		fs_node_unref(fs, n);
@@ -35,7 +36,7 @@ static void inval_queue(struct fs *fs, struct fs_node *n, uint64_t off)
 	iv->node = n;	/* takes the caller's ref */
 	iv->off = off;
 	pthread_mutex_lock(&fs->inval_lock);
-	iv->seq = ++fs->inval_seq;
+	iv->seq = seq = ++fs->inval_seq;
 	if (fs->inval_tail)
 		fs->inval_tail->next = iv;
 	else
@@ -43,7 +44,7 @@ static void inval_queue(struct fs *fs, struct fs_node *n, uint64_t off)
 	fs->inval_tail = iv;
 	pthread_cond_signal(&fs->inval_cond);
 	pthread_mutex_unlock(&fs->inval_lock);
-	inval_mine = iv->seq;
+	inval_mine = seq;	/* IV belongs to the invalidation thread now */
 }
 
 static void *inval_main(void *arg)

@@ -64,6 +64,7 @@ struct fs_file {
 	int error;		/* sticky error for flush; protected by lock */
 	uint64_t base;		/* views: stream offset of view offset 0 */
 	bool follow;
+	struct fs_file *next, *prev;	/* fs->files; protected by fs->lock */
 };
 
 /* A parked follow read.  Owned by whoever takes it off the list. */
@@ -102,6 +103,8 @@ struct fs {
 	pthread_mutex_t lock;	/* node table */
 	struct fs_node **table;	/* protected by lock */
 	size_t table_size, table_count;	/* protected by lock */
+	/* Open files, released at unmount if the kernel did not. */
+	struct fs_file *files;	/* protected by lock */
 
 	pthread_mutex_t park_lock;	/* parked reads, size_seen */
 	pthread_cond_t wake_cond;
@@ -161,6 +164,8 @@ void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 /* Per-thread read buffer of at least LEN bytes, or NULL. */
 void *fs_read_buffer(size_t len);
 int fs_buffers_init(void) FS_WARN_UNUSED;
+/* Frees the files still open at unmount. */
+void fs_files_release(struct fs *fs);
 
 /* follow.c */
 int fs_follow_start(struct fs *fs) FS_WARN_UNUSED;

@@ -105,6 +105,7 @@ static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
 
 static void fs_release_all(struct fs *fs)
 {
+	fs_files_release(fs);
 	fs_nodes_release(fs);
 	pthread_cond_destroy(&fs->inval_done_cond);
 	pthread_cond_destroy(&fs->inval_cond);

@@ -40,6 +40,8 @@ static int parse_time(const char *s, int64_t *ns)
 	time_t secs = timegm(&tm);
 	if (secs == (time_t)-1)
 		return -EINVAL;
+	if (secs >= INT64_MAX / 1000000000 - 1)
+		secs = INT64_MAX / 1000000000 - 1;	/* far future: past the end */
 	*ns = (int64_t)secs * 1000000000 + frac;
 	return 0;
 }

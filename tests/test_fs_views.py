@@ -1,0 +1,177 @@
+"""Views S@SEL and live follow through the mount."""
+
+import datetime
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from util import append, read, wait_until
+
+
+def daemon_threads(m):
+    return len(os.listdir("/proc/%d/task" % m.proc.pid))
+
+
+def setup_stream(m, n=10):
+    os.mkdir(m.path("T"))
+    lines = [b"event %d\n" % i for i in range(1, n + 1)]
+    m.path("T", "s").write_bytes(b"".join(lines))
+    return lines
+
+
+def test_selectors(mount):
+    m = mount()
+    lines = setup_stream(m)
+    p = lambda sel: m.path("T", "s@" + sel)
+    assert read(p("1")) == b"".join(lines)
+    assert read(p("4")) == b"".join(lines[3:])
+    assert read(p("11")) == b""
+    assert read(p("-3")) == b"".join(lines[-3:])
+    assert read(p("-100")) == b"".join(lines)
+    assert read(p("end")) == b""
+    assert os.listdir(m.path("T")) == ["s"]
+    assert not os.path.exists(m.path("T", "s@0"))
+    assert not os.path.exists(m.path("T", "s@x"))
+    # time selectors
+    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    assert read(p(past.strftime("%Y-%m-%dT%H:%M:%SZ"))) == b"".join(lines)
+    time.sleep(1.1)
+    mark = datetime.datetime.now(datetime.timezone.utc)
+    time.sleep(0.01)
+    append(m.path("T", "s"), "late\n")
+    assert read(p(mark.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))) == b"late\n"
+    assert read(p("2999-01-01T00:00:00Z")) == b""
+    # byte-exact with cat and tail
+    out = subprocess.run(["cat", str(p("-2"))], stdout=subprocess.PIPE, check=True).stdout
+    assert out == lines[-1] + b"late\n"
+
+
+def test_follow_receives_append(mount):
+    m = mount()
+    lines = setup_stream(m, 3)
+    for sel in ("-1,follow", "1,follow", "end,follow"):
+        proc = subprocess.Popen(["cat", str(m.path("T", "s@" + sel))], stdout=subprocess.PIPE)
+        time.sleep(0.3)
+        assert proc.poll() is None
+        append(m.path("T", "s"), "new %s\n" % sel)
+        want = {"-1,follow": lines[-1], "1,follow": b"".join(lines), "end,follow": b""}[sel]
+        want += b"new %s\n" % sel.encode()
+        got = b""
+        while len(got) < len(want):
+            got += os.read(proc.stdout.fileno(), 65536)
+        assert got == want
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=5)
+        proc.stdout.close()
+        lines.append(b"new %s\n" % sel.encode())
+
+
+def test_sigint_ends_parked_cat(mount):
+    m = mount()
+    setup_stream(m, 2)
+    proc = subprocess.Popen(["cat", str(m.path("T", "s@end,follow"))],
+                            stdout=subprocess.DEVNULL)
+    time.sleep(0.3)
+    assert proc.poll() is None
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=5)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_nonblock_and_removal_and_unmount(mount):
+    m = mount()
+    setup_stream(m, 2)
+    fd = os.open(m.path("T", "s@end,follow"), os.O_RDONLY | os.O_NONBLOCK)
+    with pytest.raises(BlockingIOError):
+        os.read(fd, 100)
+    os.close(fd)
+    # removing the stream ends a parked read with EOF
+    proc = subprocess.Popen(["cat", str(m.path("T", "s@1,follow"))], stdout=subprocess.PIPE)
+    time.sleep(0.3)
+    os.unlink(m.path("T", "s"))
+    out, _ = proc.communicate(timeout=5)
+    assert proc.returncode == 0 and out == b"event 1\nevent 2\n"
+    # unmounting (SIGTERM to the daemon) ends a parked read with EOF
+    m.path("T", "u").write_bytes(b"x\n")
+    proc = subprocess.Popen(["cat", str(m.path("T", "u@end,follow"))], stdout=subprocess.PIPE)
+    time.sleep(0.3)
+    m.proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=5)
+    assert m.proc.wait(timeout=10) == 0
+    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
+
+
+@pytest.mark.timeout(120)
+def test_thousand_followers(mount):
+    m = mount()
+    setup_stream(m, 1)
+    n = 1000
+    procs = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen(["cat", str(m.path("T", "s@end,follow"))],
+                                          stdout=subprocess.PIPE))
+        time.sleep(1.0)
+        threads = daemon_threads(m)
+        assert threads < 40, threads
+        append(m.path("T", "s"), "wake\n")
+        for p in procs:
+            got = b""
+            while len(got) < 5:
+                got += os.read(p.stdout.fileno(), 100)
+            assert got == b"wake\n"
+        assert daemon_threads(m) < 40
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait(timeout=30)
+            p.stdout.close()
+
+
+def test_gnu_tail_f(mount):
+    m = mount()
+    setup_stream(m, 3)
+    proc = subprocess.Popen(["tail", "-n", "1", "-f", str(m.path("T", "s"))],
+                            stdout=subprocess.PIPE)
+    try:
+        got = b""
+        while not got.endswith(b"event 3\n"):
+            got += os.read(proc.stdout.fileno(), 1000)
+        for i in range(3):
+            append(m.path("T", "s"), "tail %d\n" % i)
+            want = b"tail %d\n" % i
+            got = b""
+            while len(got) < len(want):
+                got += os.read(proc.stdout.fileno(), 1000)
+            assert got == want
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_growing_file_coherence(mount):
+    """A reader holding the file open sees every append at once (the last
+    cached page is invalidated before write(2) returns)."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"")
+    rfd = os.open(p, os.O_RDONLY)
+    wfd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    want = b""
+    try:
+        for i in range(300):
+            line = b"%d %s\n" % (i, b"z" * (i % 37))
+            os.write(wfd, line)
+            want += line
+            assert os.fstat(rfd).st_size == len(want)
+            assert os.pread(rfd, len(want) + 100, 0) == want
+    finally:
+        os.close(rfd)
+        os.close(wfd)
