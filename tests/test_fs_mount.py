@@ -1,0 +1,192 @@
+"""Mounting, unmounting, the SOURCE lock, mount -t, permissions, crashes,
+concurrent writers."""
+
+import os
+import random
+import shutil
+import tempfile
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from util import ensure_user, getxattr, is_mounted, read, wait_for_mount, wait_until
+
+
+def test_second_mount_refused(mount, tmp_path, streamfs_bin):
+    m = mount()
+    other = tmp_path / "other"
+    other.mkdir()
+    r = subprocess.run([str(streamfs_bin), str(m.src), str(other), "-f"],
+                       stderr=subprocess.PIPE, text=True, timeout=20)
+    assert r.returncode != 0
+    assert "already mounted" in r.stderr
+    assert not is_mounted(other)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_unmounts_cleanly(mount, sig):
+    m = mount()
+    os.mkdir(m.path("T"))
+    m.proc.send_signal(sig)
+    assert m.proc.wait(timeout=10) == 0
+    wait_until(lambda: not is_mounted(m.mnt))
+    m.start()
+    assert os.listdir(m.mnt) == ["T"]
+
+
+def test_umount_by_root(mount):
+    m = mount()
+    subprocess.run(["umount", str(m.mnt)], check=True)
+    assert m.proc.wait(timeout=10) == 0
+
+
+def test_mount_t_fuse_streamfs(tmp_path, streamfs_bin):
+    """`mount -t fuse.streamfs`: mount(8) runs mount.fuse3 with a sanitized
+    PATH, so the binary must be installed; link it into /usr/local/bin for
+    the test unless a streamfs is already there."""
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    link = "/usr/local/bin/streamfs"
+    made = False
+    if not os.path.lexists(link):
+        os.symlink(streamfs_bin, link)
+        made = True
+    elif os.path.realpath(link) != os.path.realpath(streamfs_bin):
+        pytest.skip("another streamfs is installed at " + link)
+    try:
+        subprocess.run(["mount", "-t", "fuse.streamfs", str(src), str(mnt), "-o", "nodelete"],
+                       check=True, timeout=30)
+        try:
+            assert is_mounted(mnt)
+            os.mkdir(mnt / "T")
+            (mnt / "T" / "s").write_bytes(b"hi\n")
+            with pytest.raises(PermissionError):
+                os.unlink(mnt / "T" / "s")
+            assert read(mnt / "T" / "s") == b"hi\n"
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+        # the daemon is gone once the SOURCE lock is free again
+        wait_until(lambda: subprocess.run(["flock", "-n", str(src / "streamfs.lock"),
+                                           "true"]).returncode == 0)
+    finally:
+        if made:
+            os.unlink(link)
+
+
+def test_remote_refused_without_sync(tmp_path, streamfs_bin):
+    r = subprocess.run([str(streamfs_bin), str(tmp_path / "s"), str(tmp_path), "-f",
+                        "-o", "remote=file:///tmp/x"], stderr=subprocess.PIPE, text=True,
+                       timeout=20)
+    if r.returncode == 0 or "remote=" not in r.stderr:
+        pytest.skip("this build has a sync module")
+    assert not is_mounted(tmp_path)
+
+
+def test_two_users_default_permissions(mount, request):
+    a_uid, a_gid = ensure_user("sfs_alice")
+    b_uid, b_gid = ensure_user("sfs_bob")
+    # pytest's temporary directory is 0700: mount where others can reach
+    base = tempfile.mkdtemp(prefix="streamfs-perm-", dir="/tmp")
+    os.chmod(base, 0o755)
+    request.addfinalizer(lambda: is_mounted(os.path.join(base, "mnt")) or
+                         shutil.rmtree(base, ignore_errors=True))
+    m = mount("allow_other,default_permissions", mnt=os.path.join(base, "mnt"))
+    for name, uid, gid in (("alice", a_uid, a_gid), ("bob", b_uid, b_gid)):
+        os.mkdir(m.path(name), 0o700)
+        os.chown(m.path(name), uid, gid)
+    def as_user(uid, gid, cmd):
+        return subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid,
+                               "--clear-groups", "sh", "-c", cmd],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    r = as_user(a_uid, a_gid, "echo secret >> %s" % m.path("alice", "s"))
+    assert r.returncode == 0, r.stderr
+    assert as_user(a_uid, a_gid, "cat %s" % m.path("alice", "s")).stdout == b"secret\n"
+    r = as_user(b_uid, b_gid, "cat %s" % m.path("alice", "s"))
+    assert r.returncode != 0 and b"Permission denied" in r.stderr
+    r = as_user(b_uid, b_gid, "ls %s" % m.path("alice"))
+    assert r.returncode != 0
+    r = as_user(b_uid, b_gid, "echo mine >> %s" % m.path("bob", "s"))
+    assert r.returncode == 0, r.stderr
+    assert os.stat(m.path("bob", "s")).st_uid == b_uid
+    m.umount()
+
+
+WRITER = r"""
+import os, random, sys
+path, wid, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rnd = random.Random(seed)
+data = b"".join(b"w%d %06d %s\n" % (wid, i, b"p" * rnd.randrange(0, 80)) for i in range(n))
+fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+pos = 0
+while pos < len(data):
+    k = rnd.randrange(1, 300)
+    pos += os.write(fd, data[pos:pos + k])
+os.close(fd)
+"""
+
+
+def test_eight_appenders(mount):
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"")
+    n = 1500
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(p), str(w), str(n), str(w)])
+             for w in range(8)]
+    for pr in procs:
+        assert pr.wait(timeout=120) == 0
+    lines = read(p).split(b"\n")
+    assert lines[-1] == b""
+    lines = lines[:-1]
+    assert len(lines) == 8 * n
+    assert getxattr(p, "streamfs.version") == str(8 * n)
+    seen = {w: [] for w in range(8)}
+    for line in lines:
+        w, i, pad = line.split(b" ") if line.count(b" ") == 2 else (None, None, None)
+        assert w is not None, line
+        assert set(pad) <= {ord("p")}
+        seen[int(w[1:])].append(int(i))
+    for w in range(8):
+        assert seen[w] == list(range(n))
+
+
+KILLER = r"""
+import os, sys
+path, log = sys.argv[1], sys.argv[2]
+lf = open(log, "ab", buffering=0)
+fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+i = 0
+while True:
+    chunk = b"".join(b"e %08d\n" % j for j in range(i, i + 50))
+    try:
+        os.write(fd, chunk)
+    except OSError:
+        break
+    i += 50
+    lf.write(b"%d\n" % i)   # acknowledged up to i
+"""
+
+
+def test_sigkill_during_appends(mount, tmp_path):
+    m = mount(allow=[r"(?i)recover"])
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"")
+    log = tmp_path / "acked"
+    w = subprocess.Popen([sys.executable, "-c", KILLER, str(p), str(log)],
+                         stderr=subprocess.DEVNULL)
+    wait_until(lambda: log.exists() and log.stat().st_size > 2000, timeout=30)
+    m.kill9(unmount=False)        # leave the stale mount point to streamfs
+    w.wait(timeout=30)
+    acked = int(log.read_bytes().split()[-1])
+    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
+    m.start()
+    data = read(p)
+    want = b"".join(b"e %08d\n" % j for j in range(len(data) // 11 + 1))
+    assert len(data) % 11 == 0
+    assert want.startswith(data)
+    assert len(data) // 11 >= acked
