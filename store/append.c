@@ -454,7 +454,7 @@ static int new_segment(struct store_tenant *t, struct stream *s,
 {
 	struct seg *g = calloc(1, sizeof(*g));
 	char name[64];
-	int rc;
+	int fd, rc;
 
 	if (!g)
 		return -ENOMEM;
@@ -467,16 +467,17 @@ static int new_segment(struct store_tenant *t, struct stream *s,
 	if (rc)
 		goto fail;
 	seg_name(name, sizeof(name), g->id, ".seg");
-	g->fd = openat(t->segfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
-		       0644);
-	if (g->fd < 0) {
+	fd = openat(t->segfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
 		rc = -errno;
 		goto fail;
 	}
+	seg_fd_adopt(t, g, fd);
+	seg_fd_put(t, g);
 	*out = g;
 	return 0;
 fail:
-	seg_free(g);
+	seg_free(t, g);
 	return rc;
 }
 
@@ -486,7 +487,17 @@ static void drop_new_segment(struct store_tenant *t, struct seg *g)
 
 	seg_name(name, sizeof(name), g->id, ".seg");
 	unlinkat(t->segfd, name, 0);
-	seg_free(g);
+	seg_free(t, g);
+}
+
+/* Puts back the committed-state fields of G saved in OLD (not its file,
+ * which the fd cache owns). */
+static void restore_seg(struct seg *g, const struct seg *old)
+{
+	g->length = old->length;
+	g->count = old->count;
+	g->has_ids = old->has_ids;
+	g->synced = old->synced;
 }
 
 /* Writes LEN bytes of P as one batch of COUNT events at the end of S and
@@ -500,7 +511,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	struct seg *g = seg_active(s), *fresh = NULL;
 	struct stream old = *s;
 	struct seg gold;
-	int rc;
+	int fd = -1, rc;
 
 	if (now < s->last_ns)
 		now = s->last_ns;	/* times never go back within a stream */
@@ -520,10 +531,9 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 		g = fresh;
 	}
 	gold = *g;
-	rc = seg_fd(t, g);
-	if (rc >= 0)
-		rc = pwrite_all(g->fd, p, len, g->length);
-	if (!rc && cfg->sync_always && (fdatasync(g->fd) < 0 ||
+	fd = seg_fd(t, g);
+	rc = fd < 0 ? fd : pwrite_all(fd, p, len, g->length);
+	if (!rc && cfg->sync_always && (fdatasync(fd) < 0 ||
 					 (fresh && fsync(t->segfd) < 0)))
 		rc = -errno;
 	if (!rc)
@@ -546,13 +556,17 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 		rc = index_commit(t);
 	if (!rc && fresh)
 		rc = seg_push(s, fresh);	/* see below on failure */
-	if (!rc)
+	if (!rc) {
+		seg_fd_put(t, g);
 		return 0;
+	}
 	/* Undo: memory back, the file cut back to its committed length. */
 	*s = old;
-	*g = gold;
-	if (!fresh && ftruncate(g->fd, (off_t)g->length) < 0)
+	restore_seg(g, &gold);
+	if (fd >= 0 && ftruncate(fd, (off_t)g->length) < 0)
 		store_log("truncate after failed append: %s", strerror(errno));
+	if (fd >= 0)
+		seg_fd_put(t, g);
 fail:
 	index_rollback(t);
 	if (fresh)

@@ -533,7 +533,7 @@ static int stream_row(struct store_tenant *t, sqlite3_stmt *stmt)
 		return -ENOMEM;
 	rc = stream_attach(t, s);
 	if (rc)
-		stream_free(s);
+		stream_free(t, s);
 	return rc;
 }
 
@@ -553,7 +553,7 @@ static int seg_row(struct store_tenant *t, sqlite3_stmt *stmt)
 		return -ENOMEM;
 	rc = seg_push(s, g);
 	if (rc)
-		seg_free(g);
+		seg_free(t, g);
 	return rc;
 }
 

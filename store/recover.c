@@ -47,7 +47,7 @@ static int collect(void *arg, const struct index_batch *b)
 
 /* Are the LEN bytes at segment offset IN those the batch hashed?  Bytes
  * below the synced mark were fsynced before and are trusted. */
-static bool bytes_intact(struct seg *g, uint64_t in, uint64_t len,
+static bool bytes_intact(struct seg *g, int fd, uint64_t in, uint64_t len,
 			 uint64_t hash, uint64_t file_size)
 {
 	char *buf;
@@ -58,14 +58,14 @@ static bool bytes_intact(struct seg *g, uint64_t in, uint64_t len,
 	if (in + len <= g->synced)
 		return true;
 	buf = malloc(len ? len : 1);
-	ok = buf && pread(g->fd, buf, len, (off_t)in) == (ssize_t)len &&
+	ok = buf && pread(fd, buf, len, (off_t)in) == (ssize_t)len &&
 	     XXH3_64bits(buf, len) == hash;
 	free(buf);
 	return ok;
 }
 
 /* How many of the batches BS of segment G are whole, in order. */
-static size_t good_batches(struct stream *s, struct seg *g,
+static size_t good_batches(struct stream *s, struct seg *g, int fd,
 			   const struct batches *bs, uint64_t file_size,
 			   uint64_t *len)
 {
@@ -80,7 +80,7 @@ static size_t good_batches(struct stream *s, struct seg *g,
 
 		if (b->offset != g->offset + *len || b->first_version != version ||
 		    next <= version ||
-		    !bytes_intact(g, *len, b->length, b->hash, file_size))
+		    !bytes_intact(g, fd, *len, b->length, b->hash, file_size))
 			break;
 		*len += b->length;
 		version = next;
@@ -98,7 +98,7 @@ static int drop_active(struct store_tenant *t, struct stream *s, struct seg *g)
 	seg_name(name, sizeof(name), g->id, ".seg");
 	unlinkat(t->segfd, name, 0);
 	s->nsegs--;
-	seg_free(g);
+	seg_free(t, g);
 	return 0;
 }
 
@@ -153,7 +153,7 @@ static int recover_stream(struct store_tenant *t, struct stream *s)
 	rc = index_batch_scan(t, s->id, g->first_version, collect, &bs);
 	if (rc)
 		goto out;
-	good = good_batches(s, g, &bs, (uint64_t)sb.st_size, &len);
+	good = good_batches(s, g, fd, &bs, (uint64_t)sb.st_size, &len);
 	if (good < bs.n)
 		rc = cut_stream(t, s, &bs, good, len);
 	if (rc)
@@ -164,12 +164,12 @@ static int recover_stream(struct store_tenant *t, struct stream *s)
 		g->synced = g->length;
 	if ((uint64_t)sb.st_size > len && ftruncate(fd, (off_t)len) < 0)
 		rc = -errno;
-	else if (!len)
-		rc = drop_active(t, s, g);
-	else
-		rc = index_segment_update(t, g);
 out:
 	free(bs.v);
+	if (fd >= 0)
+		seg_fd_put(t, g);
+	if (!rc)
+		rc = len ? index_segment_update(t, g) : drop_active(t, s, g);
 	return rc;
 }
 

@@ -22,47 +22,126 @@ void seg_name(char *buf, size_t len, uint64_t id, const char *ext)
 	snprintf(buf, len, "%016" PRIx64 "%s", id, ext);
 }
 
-/* Opens the segment's file once; concurrent readers (shared lock) may race
- * here, so the first fd wins and the others are closed. */
+/* ---- the open-file cache ----
+ * 100,000 streams must not mean 100,000 open files: files are opened on
+ * demand and the least recently used idle ones are closed once the store
+ * holds more than its budget.  References keep a file open while a reader
+ * (under the shared lock) or the appender uses it. */
+
+static void lru_unlink(struct store_tenant *t, struct seg *g)
+{
+	if (g->lru_prev)
+		g->lru_prev->lru_next = g->lru_next;
+	else if (t->lru_head == g)
+		t->lru_head = g->lru_next;
+	if (g->lru_next)
+		g->lru_next->lru_prev = g->lru_prev;
+	else if (t->lru_tail == g)
+		t->lru_tail = g->lru_prev;
+	g->lru_prev = g->lru_next = NULL;
+}
+
+static void lru_push(struct store_tenant *t, struct seg *g)
+{
+	g->lru_next = t->lru_head;
+	if (t->lru_head)
+		t->lru_head->lru_prev = g;
+	t->lru_head = g;
+	if (!t->lru_tail)
+		t->lru_tail = g;
+}
+
+static void close_locked(struct store_tenant *t, struct seg *g)
+{
+	if (g->fd < 0)
+		return;
+	close(g->fd);
+	g->fd = -1;
+	lru_unlink(t, g);
+	__atomic_sub_fetch(&t->st->open_fds, 1, __ATOMIC_RELAXED);
+}
+
+/* Closes idle files from the cold end while over budget. fd_lock held. */
+static void trim_locked(struct store_tenant *t)
+{
+	struct seg *g = t->lru_tail;
+
+	while (g && __atomic_load_n(&t->st->open_fds, __ATOMIC_RELAXED) >
+			    t->st->fd_budget) {
+		struct seg *prev = g->lru_prev;
+
+		if (!g->fd_refs)
+			close_locked(t, g);
+		g = prev;
+	}
+}
+
+static void hold_locked(struct store_tenant *t, struct seg *g)
+{
+	g->fd_refs++;
+	lru_unlink(t, g);
+	lru_push(t, g);
+	trim_locked(t);
+}
+
 int seg_fd(struct store_tenant *t, struct seg *g)
 {
-	int fd = __atomic_load_n(&g->fd, __ATOMIC_ACQUIRE);
-	int expected = -1;
 	char name[64];
+	int fd;
 
-	if (fd >= 0)
-		return fd;
-	if (g->state == STORE_SEG_EVICTED)
-		return -EIO;
-	seg_name(name, sizeof(name), g->id, ".seg");
-	fd = openat(t->segfd, name, O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
-		int err = errno;
+	pthread_mutex_lock(&t->fd_lock);
+	if (g->fd < 0) {
+		if (g->state == STORE_SEG_EVICTED) {
+			pthread_mutex_unlock(&t->fd_lock);
+			return -EIO;
+		}
+		seg_name(name, sizeof(name), g->id, ".seg");
+		fd = openat(t->segfd, name, O_RDWR | O_CLOEXEC);
+		if (fd < 0) {
+			int err = errno;
 
-		store_log("segment %s of tenant %s: %s", name, t->name,
-			  strerror(err));
-		return err == ENOENT ? -EIO : -err;
+			pthread_mutex_unlock(&t->fd_lock);
+			store_log("segment %s of tenant %s: %s", name, t->name,
+				  strerror(err));
+			return err == ENOENT ? -EIO : -err;
+		}
+		g->fd = fd;
+		__atomic_add_fetch(&t->st->open_fds, 1, __ATOMIC_RELAXED);
 	}
-	if (!__atomic_compare_exchange_n(&g->fd, &expected, fd, false,
-					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		close(fd);
-		fd = expected;
-	}
+	hold_locked(t, g);
+	fd = g->fd;
+	pthread_mutex_unlock(&t->fd_lock);
 	return fd;
 }
 
-static void seg_close_fd(struct seg *g)
+void seg_fd_put(struct store_tenant *t, struct seg *g)
 {
-	if (g->fd >= 0)
-		close(g->fd);
-	g->fd = -1;
+	pthread_mutex_lock(&t->fd_lock);
+	g->fd_refs--;
+	pthread_mutex_unlock(&t->fd_lock);
 }
 
-void seg_free(struct seg *g)
+void seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd)
+{
+	pthread_mutex_lock(&t->fd_lock);
+	g->fd = fd;
+	__atomic_add_fetch(&t->st->open_fds, 1, __ATOMIC_RELAXED);
+	hold_locked(t, g);
+	pthread_mutex_unlock(&t->fd_lock);
+}
+
+void seg_fd_close(struct store_tenant *t, struct seg *g)
+{
+	pthread_mutex_lock(&t->fd_lock);
+	close_locked(t, g);
+	pthread_mutex_unlock(&t->fd_lock);
+}
+
+void seg_free(struct store_tenant *t, struct seg *g)
 {
 	if (!g)
 		return;
-	seg_close_fd(g);
+	seg_fd_close(t, g);
 	idtable_release(&g->ids);
 	free(g);
 }
@@ -127,10 +206,13 @@ ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		if (fd < 0)
 			return done ? (ssize_t)done : fd;
 		n = pread(fd, p + done, want, (off_t)in);
-		if (n < 0 && errno == EINTR)
+		if (n < 0)
+			n = -errno;
+		seg_fd_put(t, g);
+		if (n == -EINTR)
 			continue;
 		if (n <= 0) {
-			int err = n < 0 ? errno : EIO;
+			int err = n < 0 ? (int)-n : EIO;
 
 			store_log("read of segment %016" PRIx64 " of %s: %s",
 				  g->id, t->name, n < 0 ? strerror(err) : "short file");
@@ -212,9 +294,10 @@ int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 
 	if (fd < 0)
 		return fd;
-	if (fdatasync(fd) < 0)
-		return -errno;
-	rc = checksum_fd(fd, g->length, &sum);
+	rc = fdatasync(fd) < 0 ? -errno : 0;
+	if (!rc)
+		rc = checksum_fd(fd, g->length, &sum);
+	seg_fd_put(t, g);
 	if (!rc && g->has_ids)
 		rc = seal_ids(t, s, g);
 	if (rc)
@@ -240,8 +323,10 @@ int seg_sync(struct store_tenant *t, struct stream *s)
 	fd = seg_fd(t, g);
 	if (fd < 0)
 		return fd;
-	if (fdatasync(fd) < 0)
-		return -errno;
+	fd = fdatasync(fd) < 0 ? -errno : 0;
+	seg_fd_put(t, g);
+	if (fd < 0)
+		return fd;
 	/* a new file's directory entry must reach the disk too */
 	if (!g->synced && fsync(t->segfd) < 0)
 		return -errno;
@@ -451,7 +536,7 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg)
 	else
 		rc = set_state(t, g, STORE_SEG_EVICTED);
 	if (!rc) {
-		seg_close_fd(g);	/* no reader: the lock is held for writing */
+		seg_fd_close(t, g);	/* no reader: the lock is held for writing */
 		seg_name(name, sizeof(name), g->id, ".seg");
 		unlinkat(t->segfd, name, 0);
 	}

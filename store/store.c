@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -96,7 +97,7 @@ static void tenant_free(struct store_tenant *t)
 	if (!t)
 		return;
 	for (size_t i = 0; i < t->nstreams; i++)
-		stream_free(t->streams[i]);
+		stream_free(t, t->streams[i]);
 	free(t->streams);
 	free(t->names);
 	index_close(t);
@@ -105,6 +106,7 @@ static void tenant_free(struct store_tenant *t)
 	if (t->dirfd >= 0)
 		close(t->dirfd);
 	pthread_rwlock_destroy(&t->lock);
+	pthread_mutex_destroy(&t->fd_lock);
 	free(t->path);
 	free(t->name);
 	free(t);
@@ -123,6 +125,7 @@ static struct store_tenant *tenant_new(struct store *st, const char *name,
 	t->mode = 0755;
 	strcpy(t->id_field, "id");
 	pthread_rwlock_init(&t->lock, NULL);
+	pthread_mutex_init(&t->fd_lock, NULL);
 	t->name = strdup(name);
 	if (!t->name || asprintf(&t->path, "%s/%s/%s", st->dir, parent, name) < 0) {
 		t->path = NULL;
@@ -483,6 +486,17 @@ static int load_tenants(struct store *st)
 	return rc;
 }
 
+/* Half of the descriptors the process may open go to segment files. */
+static unsigned long fd_budget(void)
+{
+	struct rlimit rl;
+	unsigned long n = 256;
+
+	if (!getrlimit(RLIMIT_NOFILE, &rl))
+		n = rl.rlim_cur == RLIM_INFINITY ? 65536 : rl.rlim_cur / 2;
+	return n < 32 ? 32 : n;
+}
+
 int store_open(const char *dir, const struct store_config *cfg,
 	       struct store **out)
 {
@@ -492,6 +506,7 @@ int store_open(const char *dir, const struct store_config *cfg,
 	if (!st)
 		return -ENOMEM;
 	st->cfg = *cfg;
+	st->fd_budget = fd_budget();
 	st->dirfd = st->tenantsfd = -1;
 	pthread_mutex_init(&st->lock, NULL);
 	st->dir = realpath(dir, NULL);

@@ -88,8 +88,14 @@ struct seg {
 	int64_t created_ns;
 	enum store_seg_state state;
 	bool has_ids;		/* some event in it carries an ID */
-	int fd;			/* -1 until opened; swapped atomically */
 	struct idtable ids;	/* sealed with IDs, once loaded */
+
+	/* The file, opened on demand and kept in the tenant's LRU of open
+	 * segments; closed when idle and over the store's fd budget.
+	 * Protected by the tenant's fd_lock. */
+	int fd;			/* -1 when closed */
+	unsigned fd_refs;	/* users between seg_fd() and seg_fd_put() */
+	struct seg *lru_prev, *lru_next;
 };
 
 struct stream {
@@ -126,6 +132,11 @@ struct store_tenant {
 	 * exclusively; store_read takes it shared. */
 	pthread_rwlock_t lock;
 
+	/* Open segment files, most recently used first.  Lock order: lock,
+	 * then fd_lock (taken under a shared or exclusive lock). */
+	pthread_mutex_t fd_lock;
+	struct seg *lru_head, *lru_tail;	/* protected by fd_lock */
+
 	/* Everything below is protected by lock. */
 	sqlite3 *db;
 	struct index_stmts *stmts;
@@ -151,6 +162,8 @@ struct store {
 	struct store_config cfg;
 	store_commit_fn commit_fn;
 	void *commit_arg;
+	unsigned long fd_budget;	/* segment files kept open, at most */
+	unsigned long open_fds;		/* atomic */
 
 	pthread_mutex_t lock;
 	struct store_tenant *tenants;	/* sorted by name; protected by lock */
@@ -211,14 +224,21 @@ struct stream *stream_find(struct store_tenant *t, uint64_t id);
 struct stream *stream_by_name(struct store_tenant *t, const char *name);
 int stream_attach(struct store_tenant *t, struct stream *s);
 void stream_detach(struct store_tenant *t, struct stream *s);
-void stream_free(struct stream *s);
+void stream_free(struct store_tenant *t, struct stream *s);
 void stream_ids_release(struct stream *s);
 
 /* ---- segment.c ---- */
 
 void seg_name(char *buf, size_t len, uint64_t id, const char *ext);
+/* The segment's file descriptor, opened if needed, held until
+ * seg_fd_put(); -errno (-EIO for an evicted or lost file). */
 int seg_fd(struct store_tenant *t, struct seg *g);
-void seg_free(struct seg *g);
+void seg_fd_put(struct store_tenant *t, struct seg *g);
+/* Takes FD, just created, as G's file, held as by seg_fd(). */
+void seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd);
+/* Closes G's file; nobody may hold it (T's lock is held for writing). */
+void seg_fd_close(struct store_tenant *t, struct seg *g);
+void seg_free(struct store_tenant *t, struct seg *g);
 int seg_push(struct stream *s, struct seg *g);
 struct seg *seg_active(struct stream *s);
 /* The segment holding stream offset OFF (OFF < s->size). */

@@ -138,13 +138,13 @@ void stream_ids_release(struct stream *s)
 	s->ids_loaded = false;
 }
 
-void stream_free(struct stream *s)
+void stream_free(struct store_tenant *t, struct stream *s)
 {
 	if (!s)
 		return;
 	stream_ids_release(s);
 	for (size_t i = 0; i < s->nsegs; i++)
-		seg_free(s->segs[i]);
+		seg_free(t, s->segs[i]);
 	free(s->segs);
 	free(s->name);
 	free(s);
@@ -250,7 +250,7 @@ int store_stream_create(struct store_tenant *t, const char *name, mode_t mode,
 	}
 out:
 	pthread_rwlock_unlock(&t->lock);
-	stream_free(s);
+	stream_free(t, s);
 	return rc;
 }
 
@@ -383,7 +383,7 @@ int store_stream_rename(struct store_tenant *t, uint64_t id,
 	if (target) {
 		unlink_segments(t, target);
 		stream_detach(t, target);
-		stream_free(target);
+		stream_free(t, target);
 	}
 	name_unlink(t, s);
 	s->name = name;
@@ -412,7 +412,7 @@ int store_stream_remove(struct store_tenant *t, uint64_t id)
 	if (!rc) {
 		unlink_segments(t, s);
 		stream_detach(t, s);
-		stream_free(s);
+		stream_free(t, s);
 	}
 	pthread_rwlock_unlock(&t->lock);
 	if (!rc && t->st->commit_fn)

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -529,7 +530,43 @@ static void test_verify_damage(void)
 	teardown(&f);
 }
 
+/* More streams with data than the process may open files: the store keeps
+ * only a budget of segment files open. */
+static void test_many_streams(void)
+{
+	struct rlimit old, low = { .rlim_cur = 128 };
+	struct fixture f;
+	char name[32], buf[64];
+	uint64_t id;
+
+	CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low.rlim_max = old.rlim_max;
+	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+	setup(&f);
+	for (int i = 0; i < 500; i++) {
+		struct store_append app = { .buf = name, .expected = 0 };
+		struct store_append_result r;
+
+		snprintf(name, sizeof(name), "stream-%d\n", i);
+		app.len = strlen(name);
+		name[app.len - 1] = '\0';
+		CHECK_EQ(store_stream_create(f.t, name, 0644, 0, 0, &id), 0);
+		name[app.len - 1] = '\n';
+		CHECK_EQ(store_append(f.t, id, &app, &r), 0);
+	}
+	reopen(&f);
+	for (int i = 0; i < 500; i += 7) {
+		snprintf(name, sizeof(name), "stream-%d", i);
+		CHECK_EQ(store_stream_lookup(f.t, name, &id), 0);
+		CHECK_EQ(store_read(f.t, id, buf, sizeof(buf), 0), strlen(name) + 1);
+	}
+	CHECK_EQ(store_stream_count(f.t), 501);
+	teardown(&f);
+	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+}
+
 static const struct unit_test tests[] = {
+	{ "many_streams", test_many_streams },
 	{ "lines_framing", test_lines_framing },
 	{ "raw_framing", test_raw_framing },
 	{ "max_event", test_max_event },
