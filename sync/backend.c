@@ -137,7 +137,9 @@ int backend_open_url(const char *url, const struct backend_options *opts,
 
 static bool key_byte_ok(unsigned char c)
 {
-	return isalnum(c) || strchr("._~%=+,-", c);
+	/* Only bytes that never need URL escaping: S3-compatible servers
+	 * disagree on how to canonicalize escaped paths when signing. */
+	return isalnum(c) || c == '.' || c == '_' || c == '~' || c == '-';
 }
 
 bool backend_key_valid(const char *key)

@@ -10,7 +10,8 @@
  * ranged get, head, delete, list by key prefix (every page), and
  * put_if_absent.  What it does not: retry (callers do, once, in sync/),
  * cache, or encode names: keys are built by sync/ (see docs/FORMAT.md) and
- * must be "safe": 1-1024 bytes of [A-Za-z0-9._~%=+,-] and '/', no empty
+ * must be "safe": 1-1024 bytes of [A-Za-z0-9._~-] and '/' (nothing that
+ * needs URL escaping), no empty
  * component and none starting with '.' (so no "." or ".."; backends keep
  * their temporary objects there), no leading or trailing '/'.  Anything
  * else is -EINVAL.

@@ -65,6 +65,9 @@ char *sync_key_encode(const char *name)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t n = strlen(name);
+
+	/* '~' instead of '%': keys then hold only bytes that never need URL
+	 * escaping, so no server can decode them differently. */
 	char *out = malloc(3 * n + 1), *w = out;
 
 	if (!out)
@@ -74,7 +77,7 @@ char *sync_key_encode(const char *name)
 		    (*p >= '0' && *p <= '9') || *p == '_' || *p == '-') {
 			*w++ = (char)*p;
 		} else {
-			*w++ = '%';
+			*w++ = '~';
 			*w++ = hex[*p >> 4];
 			*w++ = hex[*p & 15];
 		}
@@ -608,6 +611,9 @@ static void *sync_main(void *arg)
 		} else {
 			pthread_cond_broadcast(&s->done);
 			backoff = backoff ? backoff * 2 : s->cfg.backoff_min_ns;
+			/* Refused credentials, a full remote...: no hurry. */
+			if (!backend_err_retryable(rc))
+				backoff = s->cfg.backoff_max_ns;
 			if (backoff > s->cfg.backoff_max_ns)
 				backoff = s->cfg.backoff_max_ns;
 			/* A kick must not defeat the backoff; only stop does

@@ -79,7 +79,8 @@ void sync_get_status(struct sync *s, struct sync_status *out);
 /* ---- remote layout (docs/FORMAT.md) ---- */
 
 /* Encodes NAME (a tenant or stream name) for use as one key component:
- * bytes other than [A-Za-z0-9_-] become %XX, so the result never holds
+ * bytes other than [A-Za-z0-9_-] become ~XX (upper-case hex), so the
+ * result needs no URL escaping, never holds
  * '/', never starts with '.', and decodes back to exactly NAME.  Returns
  * a malloc'd string or NULL. */
 char *sync_key_encode(const char *name);

@@ -239,7 +239,7 @@ static void run(struct backend *b)
 	/* keys that must be refused */
 	{
 		static const char *bad[] = { "../x", "a//b", "/a", "a/", "a/../b",
-					     ".hidden", "a/./b", "sp ace", "q?x",
+					     ".hidden", "a/./b", "sp ace", "q?x", "p%20", "a+b",
 					     "" };
 
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -71,8 +71,10 @@ static long remote_stream(struct backend *b, const char *tkey,
 
 	snprintf(key, sizeof(key), "streamfs-v1/tenants/%s/manifest.json", tkey);
 	rc = backend_get(b, key, 0, BACKEND_TO_END, &m);
-	if (rc)
+	if (rc) {
+		backend_buf_release(&m);
 		return rc;
+	}
 	root = json_tokener_parse(m.data);
 	if (!root || !json_object_object_get_ex(root, "streams", &streams)) {
 		size = -EIO;
@@ -194,7 +196,7 @@ int main(int argc, char **argv)
 		struct backend_buf out = { 0 };
 		char *enc = sync_key_encode("we ird.%..");
 
-		CHECK(enc && !strcmp(enc, "we%20ird%2E%25%2E%2E"),
+		CHECK(enc && !strcmp(enc, "we~20ird~2E~25~2E~2E"),
 		      "odd tenant name encodes to one safe component (%s)", enc);
 		struct store_attr a;
 		char name[256] = "x y.";
