@@ -55,6 +55,11 @@ void sync_config_default(struct sync_config *cfg)
 {
 	*cfg = (struct sync_config){
 		.interval_ns = 1000000000,
+		.poll_ns = 10000000000LL,
+		.fetch_threads = 2,
+		.fetch_parallel = 4,
+		.fetch_range = 4u << 20,
+		.fetch_attempts = 4,
 		.backoff_min_ns = 200000000,
 		.backoff_max_ns = 30000000000LL,
 	};
@@ -110,10 +115,10 @@ static void note_result(struct sync *s, int rc, const char *what)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (log_fail)
-		sync_log("remote %s failing: %s: %s; will retry", s->cfg.url,
+		sync_log("remote %s failing: %s: %s; will retry", s->cfg.url ? s->cfg.url : "(none)",
 			 what, strerror(-rc));
 	if (log_ok)
-		sync_log("remote %s working again", s->cfg.url);
+		sync_log("remote %s working again", s->cfg.url ? s->cfg.url : "(none)");
 }
 
 /* ---- segments ---- */
@@ -524,6 +529,8 @@ static int pass(struct sync *s, bool force)
 			rc = r;
 			break;
 		}
+		if (!s->b)
+			continue;	/* roller only */
 		tprefix = tenant_prefix(names.v[i]);
 		if (!tprefix) {
 			rc = -ENOMEM;
@@ -562,7 +569,7 @@ static int pass(struct sync *s, bool force)
 		free(segs.v);
 		free(tprefix);
 	}
-	if (!rc)
+	if (!rc && s->b)
 		rc = publish_tenants(s, &names, what, sizeof(what));
 	if (!rc)
 		s->published_once = true;
@@ -651,12 +658,12 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 		return -ENOMEM;
 	s->st = st;
 	s->cfg = *cfg;
-	s->cfg.url = strdup(cfg->url);
-	if (!s->cfg.url) {
+	s->cfg.url = cfg->url ? strdup(cfg->url) : NULL;
+	if (cfg->url && !s->cfg.url) {
 		free(s);
 		return -ENOMEM;
 	}
-	rc = backend_open_url(cfg->url, &cfg->opts, &s->b);
+	rc = cfg->url ? backend_open_url(cfg->url, &cfg->opts, &s->b) : 0;
 	if (rc) {
 		free((char *)s->cfg.url);
 		free(s);
@@ -740,4 +747,74 @@ void sync_get_status(struct sync *s, struct sync_status *out)
 	pthread_mutex_lock(&s->lock);
 	*out = s->status;
 	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- per-stream status ---- */
+
+struct reach {
+	uint64_t stream;
+	struct seg_vec segs;
+};
+
+static int reach_collect(void *arg, const struct store_segment *seg)
+{
+	struct reach *r = arg;
+
+	return seg->stream == r->stream ? seg_collect(&r->segs, seg) : 0;
+}
+
+int sync_stream_status(struct sync *s, struct store_tenant *t,
+		       uint64_t stream, char *buf, size_t len)
+{
+	struct reach r = { .stream = stream };
+	struct store_attr attr;
+	uint64_t reached = 0, size = 0;
+	bool sealed = false;
+	int rc, n;
+
+	rc = store_stream_stat(t, stream, &attr);
+	if (rc)
+		return rc;
+	if (s && s->cfg.url && s->cfg.replica) {
+		n = snprintf(buf, len, "uploaded %" PRIu64, attr.version);
+		goto out;
+	}
+	if (!s || !s->cfg.url) {
+		n = snprintf(buf, len, "local 0/%" PRIu64, attr.version);
+		goto out;
+	}
+	rc = store_segment_list(t, STORE_SEG_UPLOADED, reach_collect, &r);
+	if (!rc)
+		rc = store_segment_list(t, STORE_SEG_EVICTED, reach_collect, &r);
+	if (!rc)
+		rc = store_segment_list(t, STORE_SEG_SEALED, reach_collect, &r);
+	if (rc) {
+		free(r.segs.v);
+		return rc;
+	}
+	if (r.segs.n)
+		qsort(r.segs.v, r.segs.n, sizeof(*r.segs.v), seg_cmp);
+	for (size_t i = 0; i < r.segs.n; i++) {
+		const struct store_segment *g = &r.segs.v[i];
+
+		if (g->offset != size)
+			break;
+		if (g->state == STORE_SEG_SEALED) {
+			sealed = true;
+			break;
+		}
+		size = g->offset + g->length;
+		reached = g->first_version + g->count - 1;
+	}
+	free(r.segs.v);
+	if (reached >= attr.version)
+		n = snprintf(buf, len, "uploaded %" PRIu64, attr.version);
+	else
+		n = snprintf(buf, len, "%s %" PRIu64 "/%" PRIu64,
+			     sealed ? "uploading" : "local", reached,
+			     attr.version);
+out:
+	if (n < 0 || (size_t)n >= len)
+		return -ERANGE;
+	return n;
 }

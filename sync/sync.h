@@ -1,25 +1,64 @@
 /*
- * sync: the background thread that ships sealed segments to a remote.
+ * sync: the background thread between a store and a remote.
  *
- * What it does: every pass (at least every `interval`, and soon after a
- * commit), for each tenant it seals segments older than roll age, uploads
- * each sealed segment (streaming from its local file, size checked after),
- * marks it uploaded in the store, and then publishes the tenant manifest
- * (docs/FORMAT.md), in that order: a reader of the remote never sees a
- * manifest naming a missing or partial object.  Streams removed locally
- * vanish from the next manifest (with a tombstone), and their objects are
- * deleted after that.  Failures are retried with capped exponential backoff
- * for as long as it takes; each change of state (failing, with the cause;
- * working again) is logged once.  State lives in the store (segment states)
- * and on the remote, so a restart resumes where it stopped and never
- * re-uploads a segment marked uploaded.
+ * Three modes, chosen by struct sync_config:
  *
- * What it does not (yet): lazy fetch of evicted segments, leases, the event
- * index objects, analysis-host mounts.
+ * - Roller only (url == NULL): the thread seals active segments older than
+ *   the store's roll age (store_roll) at least every `interval`, and uploads
+ *   nothing.  fs starts it for every writer mount without remote=, so it
+ *   never calls store_roll itself.
  *
- * Threads: one thread of its own with its own backend (and CURL handle).
- * Writers never wait for it: it only calls store functions that take a
- * tenant lock briefly, and never holds its own lock across network I/O.
+ * - Writer (url set, replica false): every pass (at least every `interval`,
+ *   and soon after sync_kick()), for each tenant it takes the tenant's lease
+ *   on the remote, seals segments older than roll age, uploads each sealed
+ *   segment and then its event index object (docs/FORMAT.md), marks it
+ *   uploaded in the store, and then publishes the tenant manifest, in that
+ *   order: a reader of the remote never sees a manifest naming a missing or
+ *   partial object.  Streams removed locally vanish from the next manifest
+ *   (listed as tombstones), and their objects are deleted after that
+ *   (never with `nodelete`).  Uploaded segments are evicted, least recently
+ *   used first, while the local copies of uploaded segments exceed
+ *   `cache_size`; a segment not yet uploaded is never evicted.
+ *
+ * - Replica (url set, replica true; the analysis host): every `poll` the
+ *   thread reads tenants.json and the manifests and mirrors them into the
+ *   store (a cache directory): creates tenants and streams, sets framing and
+ *   attributes, adds new segments with store_replica_add() (they start
+ *   evicted), follows renames by stream id, and removes streams and tenants
+ *   that disappeared.  Nothing is ever written to the remote.
+ *
+ * Lazy fetch (writer and replica): sync_start() installs the store's fetch
+ * hook.  The hook runs in the reading (FUSE) thread but never calls libcurl:
+ * it queues the segment and waits on a condition variable for a fetcher
+ * thread, which downloads the whole object with ranged GETs (several ranges
+ * in parallel), writes it beside the segment as a temporary and calls
+ * store_segment_restore(), which checks length and XXH3.  Failures are
+ * retried with backoff a few times, then the read gets -EIO: never wrong or
+ * zero-filled bytes.
+ *
+ * Leases (writer): one writer per tenant per remote.  The lease object
+ * (docs/FORMAT.md) names the writer's identity, which lives in
+ * STATE_DIR/sync-identity (created on first start), so a restart of the same
+ * writer re-takes its own lease.  sync_start() tries to take the lease of
+ * every existing tenant: when the remote answers and another writer holds
+ * one, it logs "streamfs: sync: tenant T on URL is held by writer ID (host
+ * H); refusing a second writer" and returns -EBUSY (fs refuses the mount).
+ * When the remote cannot be reached, sync_start() succeeds; the thread takes
+ * the leases when it comes back, and for a tenant leased by another writer
+ * it uploads nothing and logs that loudly (status last_error -EBUSY).
+ * Tenants created later are leased by the thread before their first upload.
+ * sync_stop() releases the leases it holds (deletes the objects).
+ *
+ * Failures are retried with capped exponential backoff for as long as it
+ * takes; each change of state (failing, with the cause; working again) is
+ * logged once, as "streamfs: sync: ...".  State lives in the store (segment
+ * states) and on the remote, so a restart resumes where it stopped and
+ * never re-uploads a segment marked uploaded.
+ *
+ * Threads: one thread of its own plus fetcher threads, each with its own
+ * backend (and CURL handle).  Writers never wait for it: it only calls store
+ * functions that take a tenant lock briefly, and never holds its own lock
+ * across network I/O.  Every function here may be called from any thread.
  */
 #ifndef STREAMFS_SYNC_H
 #define STREAMFS_SYNC_H
@@ -33,11 +72,24 @@
 #define SYNC_WARN_UNUSED __attribute__((warn_unused_result))
 
 struct sync_config {
-	const char *url;		/* remote URL; borrowed for sync_start() */
+	/* Remote URL, or NULL for the roller-only mode.  Borrowed for
+	 * sync_start(). */
+	const char *url;
 	struct backend_options opts;	/* strings borrowed for sync_start() */
+	/* Directory for sync's own state (the writer identity): the mount's
+	 * SOURCE.  Borrowed for sync_start().  Required for writers with a
+	 * url; ignored otherwise. */
+	const char *state_dir;
+	bool replica;			/* analysis host: mirror the remote */
 	int64_t interval_ns;		/* pass at least this often; default 1 s */
+	int64_t poll_ns;		/* replica: rescan period; default 10 s */
+	uint64_t cache_size;		/* bound on local uploaded bytes; 0: none */
 	int64_t backoff_min_ns;		/* first retry delay; default 200 ms */
 	int64_t backoff_max_ns;		/* cap; default 30 s */
+	unsigned fetch_threads;		/* fetcher threads; default 2 */
+	unsigned fetch_parallel;	/* ranges in flight per fetch; default 4 */
+	uint64_t fetch_range;		/* bytes per ranged GET; default 4 MiB */
+	unsigned fetch_attempts;	/* tries before -EIO; default 4 */
 	bool nodelete;			/* never delete remote objects */
 };
 
@@ -45,9 +97,14 @@ void sync_config_default(struct sync_config *cfg);
 
 struct sync;
 
-/* Opens the remote and starts the thread.  The remote being unreachable is
- * not an error (the thread keeps trying); a malformed URL or unusable
- * credentials are.  The caller owns *out; sync_stop() frees it. */
+/* Opens the remote and starts the threads (see the modes above).  The
+ * remote being unreachable is not an error (the thread keeps trying); a
+ * malformed URL or unusable credentials are (-EINVAL, -EPROTONOSUPPORT,
+ * -EACCES), and so is a tenant leased by another writer (-EBUSY, logged
+ * with the holder).  Installs the store's fetch hook (url set); the caller
+ * keeps the commit hook and calls sync_kick() from it.  May block for the
+ * backend's connect timeout while it takes leases.  The caller owns *out;
+ * sync_stop() frees it. */
 int sync_start(struct store *st, const struct sync_config *cfg,
 	       struct sync **out) SYNC_WARN_UNUSED;
 /* Stops the thread (an upload in flight is abandoned and redone on the
@@ -57,10 +114,12 @@ void sync_stop(struct sync *s);
 /* Wakes the thread up (e.g. from the store's commit hook).  Cheap. */
 void sync_kick(struct sync *s);
 
-/* Seals every non-empty active segment, uploads everything, publishes the
- * manifests, and waits until that is done or TIMEOUT_NS passes.  0 when
- * everything sealed before the call is on the remote; -ETIMEDOUT; or the
- * last error of the remote when the deadline passed while it failed. */
+/* Writer: seals every non-empty active segment, uploads everything,
+ * publishes the manifests, and waits until that is done or TIMEOUT_NS
+ * passes.  0 when everything committed before the call is on the remote;
+ * -ETIMEDOUT; or the last error of the remote when the deadline passed
+ * while it failed.  Replica: one full rescan of the remote, waited for the
+ * same way.  Roller only: seals everything (0). */
 int sync_now(struct sync *s, int64_t timeout_ns) SYNC_WARN_UNUSED;
 
 struct sync_status {
@@ -72,9 +131,32 @@ struct sync_status {
 	char last_error_what[160];	/* what failed ("put t/x/seg/..."), "" */
 	int64_t last_error_ns;		/* CLOCK_REALTIME, 0 if never */
 	int64_t last_success_ns;	/* last pass that finished cleanly */
+	uint64_t cached_bytes;		/* local copies of uploaded segments */
+	uint64_t evicted_segments;	/* since start */
+	uint64_t fetched_segments;	/* since start */
+	uint64_t fetch_failures;	/* fetches that gave -EIO, since start */
+	uint64_t leases_held;		/* tenants leased by this writer */
+	uint64_t leases_refused;	/* tenants leased by another writer */
 };
 
 void sync_get_status(struct sync *s, struct sync_status *out);
+
+/* Text of the xattr user.streamfs.sync of stream STREAM of T, written to
+ * BUF (NUL-terminated, at most LEN bytes with the NUL).  V is the stream's
+ * version, R the version its remote copy reaches (segments uploaded, in an
+ * unbroken chain from the start):
+ *   "uploaded V"    R == V: every event is on the remote (always so on a
+ *                   replica)
+ *   "uploading R/V" some events are sealed and waiting for upload
+ *   "local R/V"     the rest is in the active segment (sealed at roll age
+ *                   or by sync_now); also "local 0/V" without a remote,
+ *                   and when S is NULL
+ * Returns the text's length (without the NUL) or -errno (-ENOENT: no such
+ * stream; -ERANGE: LEN too small; 64 bytes always suffice).  Only reads
+ * the store: no network, safe from FUSE threads. */
+#define SYNC_STATUS_TEXT_MAX 64
+int sync_stream_status(struct sync *s, struct store_tenant *t,
+		       uint64_t stream, char *buf, size_t len) SYNC_WARN_UNUSED;
 
 /* ---- remote layout (docs/FORMAT.md) ---- */
 
