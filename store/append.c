@@ -609,18 +609,60 @@ static void report_skipped(const struct batch *b, const struct store_append *app
 	}
 }
 
+/* The part of an append under the tenant's lock: version check, dedup,
+ * commit.  -ENODATA when dedup needs an evicted segment back. */
+static int append_locked(struct store_tenant *t, uint64_t id,
+			 enum store_framing framing, struct batch *b,
+			 const struct store_append *app,
+			 struct store_append_result *res)
+{
+	struct stream *s = t->removed ? NULL : stream_find(t, id);
+	char *copy = NULL;
+	const char *p;
+	uint32_t count;
+	uint64_t base;
+	size_t len;
+	int rc = 0;
+
+	if (!s)
+		return -ENOENT;
+	if (s->framing != framing)
+		return -EAGAIN;	/* framing changed since the split */
+	if (app->expected != STORE_ANY_VERSION && app->expected != s->version)
+		return -ESTALE;
+	for (size_t i = 0; i < b->nev; i++)
+		b->ev[i].skip = false;
+	if (b->any_id)
+		rc = mark_duplicates(t, s, b);
+	if (rc)
+		return rc;
+	p = payload(b, app->buf, &len, &count, &copy);
+	if (!p)
+		return -ENOMEM;
+	base = s->size;
+	if (count)
+		rc = commit_batch(t, s, p, len, count, b->any_id);
+	if (!rc && count && s->ids_loaded)
+		remember_ids(t, s, b, base);
+	if (!rc) {
+		res->version = s->version;
+		res->size = s->size;
+		res->consumed = b->consumed;
+		res->appended = count;
+		report_skipped(b, app, res);
+	}
+	free(copy);
+	return rc;
+}
+
 int store_append(struct store_tenant *t, uint64_t id,
 		 const struct store_append *app,
 		 struct store_append_result *res)
 {
-	struct batch b = { 0 };
-	char field[STORE_ID_FIELD_MAX + 1], *copy = NULL;
+	char field[STORE_ID_FIELD_MAX + 1];
 	enum store_framing framing;
+	struct batch b = { 0 };
 	struct stream *s;
-	const char *p;
-	uint32_t max_event = t->st->cfg.max_event, count = 0;
-	size_t len;
-	uint64_t base;
 	int rc;
 
 	/* Framing and ID member are read once; the parse runs unlocked. */
@@ -632,49 +674,20 @@ int store_append(struct store_tenant *t, uint64_t id,
 	if (!s)
 		return -ENOENT;
 
-	rc = split(&b, app->buf, app->len, framing, app->final, max_event);
+	rc = split(&b, app->buf, app->len, framing, app->final,
+		   t->st->cfg.max_event);
 	if (!rc && framing == STORE_LINES && b.nev)
 		rc = extract_ids(&b, app->buf, field);
-	if (rc)
-		goto out;
-
-	pthread_rwlock_wrlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
-	if (!s || s->framing != framing) {
-		rc = s ? -EAGAIN : -ENOENT;	/* framing changed meanwhile */
-		goto unlock;
+	for (int tries = 0; !rc; tries++) {
+		pthread_rwlock_wrlock(&t->lock);
+		rc = append_locked(t, id, framing, &b, app, res);
+		pthread_rwlock_unlock(&t->lock);
+		if (rc != -ENODATA)
+			break;
+		rc = tries == FETCH_TRIES ? -EIO : seg_fetch_wanted(t);
 	}
-	if (app->expected != STORE_ANY_VERSION && app->expected != s->version) {
-		rc = -ESTALE;
-		goto unlock;
-	}
-	if (b.any_id)
-		rc = mark_duplicates(t, s, &b);
-	if (rc)
-		goto unlock;
-	p = payload(&b, app->buf, &len, &count, &copy);
-	if (!p) {
-		rc = -ENOMEM;
-		goto unlock;
-	}
-	base = s->size;
-	if (count)
-		rc = commit_batch(t, s, p, len, count, b.any_id);
-	if (!rc && count && s->ids_loaded)
-		remember_ids(t, s, &b, base);
-	if (!rc) {
-		res->version = s->version;
-		res->size = s->size;
-		res->consumed = b.consumed;
-		res->appended = count;
-		report_skipped(&b, app, res);
-	}
-unlock:
-	pthread_rwlock_unlock(&t->lock);
-	if (!rc && count && t->st->commit_fn)
+	if (!rc && res->appended && t->st->commit_fn)
 		t->st->commit_fn(t->st->commit_arg, t, id, res->size);
-out:
-	free(copy);
 	batch_release(&b);
 	return rc;
 }

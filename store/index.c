@@ -11,7 +11,7 @@
 
 #include "store_int.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 static const char schema_v1[] =
 	"CREATE TABLE meta("
@@ -63,6 +63,10 @@ static const char schema_v1[] =
 	"  PRIMARY KEY(stream, first_version)"
 	") WITHOUT ROWID;";
 
+/* v2: segments mirrored from a remote remember their id on the writer. */
+static const char schema_v2[] =
+	"ALTER TABLE segments ADD COLUMN origin INTEGER NOT NULL DEFAULT 0;";
+
 enum stmt_id {
 	ST_BEGIN,
 	ST_COMMIT,
@@ -100,8 +104,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_STREAM_DELETE_BATCHES] = "DELETE FROM batches WHERE stream = ?1",
 	[ST_SEG_INSERT] = "INSERT INTO segments(id, stream, first_version,"
 			  " offset, length, count, checksum, synced, created,"
-			  " state, has_ids)"
-			  " VALUES(NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+			  " state, has_ids, origin)"
+			  " VALUES(NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+			  " ?12)",
 	[ST_SEG_UPDATE] = "UPDATE segments SET length = ?5, count = ?6,"
 			  " checksum = ?7, synced = ?8, state = ?10,"
 			  " has_ids = ?11 WHERE id = ?1",
@@ -179,6 +184,8 @@ static int migrate(sqlite3 *db)
 	/* Each step moves the schema from version N to N + 1. */
 	if (version < 1)
 		rc = exec(db, schema_v1);
+	if (!rc && version < 2)
+		rc = exec(db, schema_v2);
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", SCHEMA_VERSION);
 	if (!rc)
 		rc = exec(db, sql);
@@ -359,6 +366,7 @@ static void bind_seg(sqlite3_stmt *stmt, uint64_t stream, const struct seg *g)
 	sqlite3_bind_int64(stmt, 9, g->created_ns);
 	sqlite3_bind_int(stmt, 10, g->state);
 	sqlite3_bind_int(stmt, 11, g->has_ids);
+	sqlite3_bind_int64(stmt, 12, (int64_t)g->origin);
 }
 
 int index_segment_insert(struct store_tenant *t, uint64_t stream,
@@ -493,6 +501,7 @@ static struct seg *seg_from_row(sqlite3_stmt *stmt)
 	g->created_ns = sqlite3_column_int64(stmt, 8);
 	g->state = sqlite3_column_int(stmt, 9);
 	g->has_ids = sqlite3_column_int(stmt, 10);
+	g->origin = (uint64_t)sqlite3_column_int64(stmt, 11);
 	g->fd = -1;
 	return g;
 }
@@ -568,7 +577,7 @@ int index_load_tenant(struct store_tenant *t)
 	if (!rc)
 		rc = each_row(t, "SELECT id, stream, first_version, offset,"
 			      " length, count, checksum, synced, created, state,"
-			      " has_ids FROM segments"
+			      " has_ids, origin FROM segments"
 			      " ORDER BY stream, first_version", seg_row);
 	return rc;
 }

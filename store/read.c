@@ -10,8 +10,8 @@
 
 #include "store_int.h"
 
-ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
-		   size_t len, uint64_t off)
+static ssize_t read_once(struct store_tenant *t, uint64_t id, void *buf,
+			 size_t len, uint64_t off)
 {
 	struct stream *s;
 	ssize_t n = 0;
@@ -27,6 +27,23 @@ ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
 	}
 	pthread_rwlock_unlock(&t->lock);
 	return n;
+}
+
+ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
+		   size_t len, uint64_t off)
+{
+	for (int tries = 0;; tries++) {
+		ssize_t n = read_once(t, id, buf, len, off);
+		int rc;
+
+		if (n != -ENODATA)
+			return n;
+		if (tries == FETCH_TRIES)
+			return -EIO;
+		rc = seg_fetch_wanted(t);
+		if (rc)
+			return rc;
+	}
 }
 
 /* Offset of the Nth event (0-based) of the batch at OFFSET, LENGTH bytes. */
@@ -90,45 +107,67 @@ static int version_offset(struct store_tenant *t, struct stream *s,
 	return offset_in_batch(t, s, offset, length, version - first, off);
 }
 
-static int lock_stream(struct store_tenant *t, uint64_t id,
-		       struct stream **out)
+struct lookup {
+	uint64_t n;		/* version or count */
+	uint64_t *off;		/* OUT */
+};
+
+typedef int (*lookup_fn)(struct store_tenant *t, struct stream *s,
+			 struct lookup *l);
+
+/* Runs FN on stream ID under the tenant's lock, exclusively (the index's
+ * statements are not shared), fetching evicted segments it needs. */
+static int lookup(struct store_tenant *t, uint64_t id, lookup_fn fn,
+		  struct lookup *l)
 {
-	/* The index's statements are not shared: lookups lock exclusively. */
-	pthread_rwlock_wrlock(&t->lock);
-	*out = t->removed ? NULL : stream_find(t, id);
-	if (*out)
+	for (int tries = 0;; tries++) {
+		struct stream *s;
+		int rc;
+
+		pthread_rwlock_wrlock(&t->lock);
+		s = t->removed ? NULL : stream_find(t, id);
+		rc = s ? fn(t, s, l) : -ENOENT;
+		pthread_rwlock_unlock(&t->lock);
+		if (rc != -ENODATA)
+			return rc;
+		if (tries == FETCH_TRIES)
+			return -EIO;
+		rc = seg_fetch_wanted(t);
+		if (rc)
+			return rc;
+	}
+}
+
+static int of_version(struct store_tenant *t, struct stream *s,
+		      struct lookup *l)
+{
+	return version_offset(t, s, l->n, l->off);
+}
+
+static int of_last(struct store_tenant *t, struct stream *s,
+		   struct lookup *l)
+{
+	if (l->n >= s->version) {
+		*l->off = 0;
 		return 0;
-	pthread_rwlock_unlock(&t->lock);
-	return -ENOENT;
+	}
+	return version_offset(t, s, s->version - l->n + 1, l->off);
 }
 
 int store_offset_of_version(struct store_tenant *t, uint64_t id,
 			    uint64_t version, uint64_t *off)
 {
-	struct stream *s;
-	int rc = lock_stream(t, id, &s);
+	struct lookup l = { .n = version, .off = off };
 
-	if (rc)
-		return rc;
-	rc = version_offset(t, s, version, off);
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
+	return lookup(t, id, of_version, &l);
 }
 
 int store_offset_of_last(struct store_tenant *t, uint64_t id, uint64_t n,
 			 uint64_t *off)
 {
-	struct stream *s;
-	int rc = lock_stream(t, id, &s);
+	struct lookup l = { .n = n, .off = off };
 
-	if (rc)
-		return rc;
-	if (n >= s->version)
-		*off = 0;
-	else
-		rc = version_offset(t, s, s->version - n + 1, off);
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
+	return lookup(t, id, of_last, &l);
 }
 
 /* Commit times never decrease along a stream's versions (append clamps
@@ -140,10 +179,14 @@ int store_version_at_time(struct store_tenant *t, uint64_t id,
 	uint64_t lo = 1, hi, first, offset, length;
 	struct stream *s;
 	int64_t at;
-	int rc = lock_stream(t, id, &s);
+	int rc = 0;
 
-	if (rc)
-		return rc;
+	pthread_rwlock_wrlock(&t->lock);
+	s = t->removed ? NULL : stream_find(t, id);
+	if (!s) {
+		pthread_rwlock_unlock(&t->lock);
+		return -ENOENT;
+	}
 	hi = s->version + 1;
 	while (lo < hi && !rc) {
 		uint64_t mid = lo + (hi - lo) / 2;

@@ -173,23 +173,12 @@ out:
 	return rc;
 }
 
-static bool seg_known(struct store_tenant *t, uint64_t id)
-{
-	for (size_t i = 0; i < t->nstreams; i++) {
-		struct stream *s = t->streams[i];
-
-		for (size_t j = 0; j < s->nsegs; j++)
-			if (s->segs[j]->id == id)
-				return true;
-	}
-	return false;
-}
-
 /* Files in seg/ that no segment row names: a segment created by an append
  * that never committed, an ID table of a removed stream, a temporary. */
 static int remove_orphans(struct store_tenant *t)
 {
 	DIR *d = fdopendir(dup(t->segfd));
+	struct stream *s;
 	struct dirent *de;
 
 	if (!d)
@@ -203,7 +192,7 @@ static int remove_orphans(struct store_tenant *t)
 		id = strtoull(de->d_name, &end, 16);
 		if (strlen(de->d_name) >= 16 && end == de->d_name + 16 &&
 		    (!strcmp(end, ".seg") || !strcmp(end, ".ids")) &&
-		    seg_known(t, id))
+		    seg_find(t, id, &s))
 			continue;
 		unlinkat(t->segfd, de->d_name, 0);
 	}

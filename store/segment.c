@@ -78,11 +78,15 @@ static void trim_locked(struct store_tenant *t)
 
 static void hold_locked(struct store_tenant *t, struct seg *g)
 {
+	__atomic_store_n(&g->used_ns, store_now_ns(), __ATOMIC_RELAXED);
 	g->fd_refs++;
 	lru_unlink(t, g);
 	lru_push(t, g);
 	trim_locked(t);
 }
+
+/* The evicted segment this thread last needed (see seg_fetch_wanted). */
+static __thread uint64_t wanted_seg;
 
 int seg_fd(struct store_tenant *t, struct seg *g)
 {
@@ -93,7 +97,8 @@ int seg_fd(struct store_tenant *t, struct seg *g)
 	if (g->fd < 0) {
 		if (g->state == STORE_SEG_EVICTED) {
 			pthread_mutex_unlock(&t->fd_lock);
-			return -EIO;
+			wanted_seg = g->id;
+			return -ENODATA;
 		}
 		seg_name(name, sizeof(name), g->id, ".seg");
 		fd = openat(t->segfd, name, O_RDWR | O_CLOEXEC);
@@ -417,6 +422,8 @@ static void fill_segment(const struct stream *s, const struct seg *g,
 	out->length = g->length;
 	out->checksum = g->checksum;
 	out->created_ns = g->created_ns;
+	out->used_ns = __atomic_load_n(&g->used_ns, __ATOMIC_RELAXED);
+	out->origin = g->origin;
 	out->state = g->state;
 }
 
@@ -468,9 +475,7 @@ char *store_segment_path(struct store_tenant *t, uint64_t seg)
 	return path;
 }
 
-/* The segment SEG and its stream, with T's lock held for writing. */
-static struct seg *find_seg(struct store_tenant *t, uint64_t seg,
-			    struct stream **sp)
+struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp)
 {
 	for (size_t i = 0; i < t->nstreams; i++) {
 		struct stream *s = t->streams[i];
@@ -505,7 +510,7 @@ int store_segment_mark_uploaded(struct store_tenant *t, uint64_t seg)
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	g = t->removed ? NULL : find_seg(t, seg, &s);
+	g = t->removed ? NULL : seg_find(t, seg, &s);
 	if (!g)
 		rc = -ENOENT;
 	else if (g->state == STORE_SEG_ACTIVE)
@@ -526,7 +531,7 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg)
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	g = t->removed ? NULL : find_seg(t, seg, &s);
+	g = t->removed ? NULL : seg_find(t, seg, &s);
 	if (!g)
 		rc = -ENOENT;
 	else if (g->state == STORE_SEG_EVICTED)
@@ -558,7 +563,7 @@ int store_segment_restore(struct store_tenant *t, uint64_t seg,
 	if (fd < 0)
 		return -errno;
 	pthread_rwlock_wrlock(&t->lock);
-	g = t->removed ? NULL : find_seg(t, seg, &s);
+	g = t->removed ? NULL : seg_find(t, seg, &s);
 	if (!g) {
 		rc = -ENOENT;
 		goto out;
@@ -583,4 +588,58 @@ out:
 	pthread_rwlock_unlock(&t->lock);
 	close(fd);
 	return rc;
+}
+
+int store_stream_segments(struct store_tenant *t, uint64_t id,
+			  int (*fn)(void *arg, const struct store_segment *seg),
+			  void *arg)
+{
+	struct store_segment *list = NULL;
+	struct stream *s;
+	size_t n = 0;
+	int rc = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	s = t->removed ? NULL : stream_find(t, id);
+	if (!s)
+		rc = -ENOENT;
+	else if (s->nsegs && !(list = calloc(s->nsegs, sizeof(*list))))
+		rc = -ENOMEM;
+	for (size_t i = 0; !rc && i < s->nsegs; i++)
+		fill_segment(s, s->segs[i], &list[n++]);
+	pthread_rwlock_unlock(&t->lock);
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = fn(arg, &list[i]);
+	free(list);
+	return rc;
+}
+
+void store_set_fetch_hook(struct store *st, store_fetch_fn fn, void *arg)
+{
+	st->fetch_fn = fn;
+	st->fetch_arg = arg;
+}
+
+int seg_fetch_wanted(struct store_tenant *t)
+{
+	struct store *st = t->st;
+	struct store_segment info;
+	struct stream *s;
+	struct seg *g;
+
+	pthread_rwlock_rdlock(&t->lock);
+	g = t->removed ? NULL : seg_find(t, wanted_seg, &s);
+	if (g)
+		fill_segment(s, g, &info);
+	pthread_rwlock_unlock(&t->lock);
+	if (!g)
+		return -ENOENT;
+	if (info.state != STORE_SEG_EVICTED)
+		return 0;	/* another reader brought it back */
+	if (!st->fetch_fn) {
+		store_log("%s: segment %016" PRIx64 " is evicted and nothing can"
+			  " fetch it", t->name, info.seg);
+		return -EIO;
+	}
+	return st->fetch_fn(st->fetch_arg, t, &info);
 }

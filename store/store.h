@@ -219,6 +219,8 @@ enum store_seg_state {
 
 struct store_segment {
 	uint64_t seg;		/* segment id, unique in the tenant */
+	uint64_t origin;	/* replicas: the segment's id on the writer host
+				 * (its remote key); 0 for segments made here */
 	uint64_t stream;
 	uint64_t first_version;	/* version of its first event */
 	uint64_t count;		/* events */
@@ -226,6 +228,8 @@ struct store_segment {
 	uint64_t length;	/* bytes */
 	uint64_t checksum;	/* XXH3-64 of the bytes, sealed segments only */
 	int64_t created_ns;
+	int64_t used_ns;	/* last read or write here (not persisted; 0
+				 * when not used since open) */
 	enum store_seg_state state;
 };
 
@@ -233,6 +237,10 @@ struct store_segment {
 int store_segment_list(struct store_tenant *t, enum store_seg_state state,
 		       int (*fn)(void *arg, const struct store_segment *seg),
 		       void *arg);
+/* Calls FN for each segment of stream ID, in stream order. */
+int store_stream_segments(struct store_tenant *t, uint64_t id,
+			  int (*fn)(void *arg, const struct store_segment *seg),
+			  void *arg);
 /* Path of the segment's local file (exists unless evicted).  Caller frees. */
 char *store_segment_path(struct store_tenant *t, uint64_t seg);
 int store_segment_mark_uploaded(struct store_tenant *t,
@@ -243,6 +251,43 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg) STORE_WARN_UNUSED;
  * and checksum (-EIO otherwise); it is renamed into place. */
 int store_segment_restore(struct store_tenant *t, uint64_t seg,
 			  const char *path) STORE_WARN_UNUSED;
+
+/* One index row: the events one append call committed. */
+struct store_batch {
+	uint64_t first_version;
+	uint64_t count;
+	uint64_t offset;	/* stream offset */
+	uint64_t length;
+	int64_t time_ns;	/* commit time */
+	uint64_t hash;		/* XXH3-64 of the bytes */
+};
+
+/* Calls FN for each batch of segment SEG, in order (the event index that
+ * travels with a sealed segment to the remote). */
+int store_segment_batches(struct store_tenant *t, uint64_t seg,
+			  int (*fn)(void *arg, const struct store_batch *b),
+			  void *arg);
+
+/* Called by store_read(), with no store lock held, when the bytes it needs
+ * lie in an evicted segment: it must bring the segment back with
+ * store_segment_restore() and return 0, or return -errno (the read then
+ * fails with it; -EIO when the copy cannot be had).  May block. */
+typedef int (*store_fetch_fn)(void *arg, struct store_tenant *t,
+			      const struct store_segment *seg);
+void store_set_fetch_hook(struct store *st, store_fetch_fn fn, void *arg);
+
+/* ---- replicas: analysis hosts mirror a remote into a local store ---- */
+
+/* Extends stream ID with a sealed segment that lives on the remote: SEG
+ * gives its origin id, versions, offset, length and checksum (its first
+ * version must be the stream's version + 1 and its offset the stream's
+ * size: -EINVAL otherwise), BATCHES its N index rows.  The segment starts
+ * evicted (fetched on first read).  Readers and followers see the new
+ * events as after an append. */
+int store_replica_add(struct store_tenant *t, uint64_t id,
+		      const struct store_segment *seg,
+		      const struct store_batch *batches,
+		      size_t n) STORE_WARN_UNUSED;
 
 /* ---- checking ---- */
 

@@ -88,6 +88,8 @@ struct seg {
 	int64_t created_ns;
 	enum store_seg_state state;
 	bool has_ids;		/* some event in it carries an ID */
+	uint64_t origin;	/* replicas: id on the writer host */
+	int64_t used_ns;	/* last use; atomic (readers share the lock) */
 	struct idtable ids;	/* sealed with IDs, once loaded */
 
 	/* The file, opened on demand and kept in the tenant's LRU of open
@@ -162,6 +164,8 @@ struct store {
 	struct store_config cfg;
 	store_commit_fn commit_fn;
 	void *commit_arg;
+	store_fetch_fn fetch_fn;
+	void *fetch_arg;
 	unsigned long fd_budget;	/* segment files kept open, at most */
 	unsigned long open_fds;		/* atomic */
 
@@ -241,6 +245,8 @@ void seg_fd_close(struct store_tenant *t, struct seg *g);
 void seg_free(struct store_tenant *t, struct seg *g);
 int seg_push(struct stream *s, struct seg *g);
 struct seg *seg_active(struct stream *s);
+/* Segment SEG of T and its stream (*sp), or NULL.  T's lock held. */
+struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp);
 /* The segment holding stream offset OFF (OFF < s->size). */
 struct seg *seg_at(struct stream *s, uint64_t off);
 int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g);
@@ -248,6 +254,11 @@ int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g);
 ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		 size_t len, uint64_t off);
 int seg_sync(struct store_tenant *t, struct stream *s);
+/* Reading stops with -ENODATA at an evicted segment.  With no lock held,
+ * this asks the fetch hook for the segment this thread wanted; the caller
+ * then retries (at most FETCH_TRIES times). */
+#define FETCH_TRIES 8
+int seg_fetch_wanted(struct store_tenant *t);
 int store_tenant_sync(struct store_tenant *t);
 
 /* ---- append.c ---- */

@@ -565,7 +565,157 @@ static void test_many_streams(void)
 	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
 }
 
+/* ---- replicas and fetching ---- */
+
+struct copy_hook {
+	struct fixture *from;	/* the writer's store */
+	int calls;
+	bool fail, corrupt;
+};
+
+/* A fetch hook that "downloads" the writer's segment file. */
+static int fetch_copy(void *arg, struct store_tenant *t,
+		      const struct store_segment *seg)
+{
+	struct copy_hook *h = arg;
+	char *src = store_segment_path(h->from->t, seg->origin);
+	char *dst = store_segment_path(t, seg->seg), tmp[600], cmd[1400];
+	int rc;
+
+	h->calls++;
+	snprintf(tmp, sizeof(tmp), "%s.fetch", dst);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", src, tmp);
+	if (h->corrupt)
+		snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && printf Z | dd of='%s'"
+			 " bs=1 seek=0 conv=notrunc status=none", src, tmp, tmp);
+	rc = h->fail ? -EIO : system(cmd) ? -EIO : store_segment_restore(t, seg->seg, tmp);
+	unlink(tmp);
+	free(src);
+	free(dst);
+	return rc;
+}
+
+struct seg_list {
+	struct store_segment v[16];
+	size_t n;
+};
+
+static int collect_seg(void *arg, const struct store_segment *seg)
+{
+	struct seg_list *l = arg;
+
+	if (l->n < 16)
+		l->v[l->n++] = *seg;
+	return 0;
+}
+
+struct batch_vec {
+	struct store_batch v[64];
+	size_t n;
+};
+
+static int collect_batch(void *arg, const struct store_batch *b)
+{
+	struct batch_vec *l = arg;
+
+	if (l->n < 64)
+		l->v[l->n++] = *b;
+	return 0;
+}
+
+static void test_replica(void)
+{
+	struct fixture w, r;
+	struct copy_hook hook = { .from = &w };
+	struct seg_list segs = { 0 };
+	struct batch_vec b0 = { 0 }, b1 = { 0 };
+	char wbuf[256], rbuf[256];
+	uint64_t off_w, off_r;
+
+	setup(&w);
+	setup(&r);
+	store_set_fetch_hook(r.st, fetch_copy, &hook);
+	CHECK_EQ(append(&w, "a\nbb\n", 0, false, NULL), 0);
+	CHECK_EQ(append(&w, "ccc\n", 2, false, NULL), 0);
+	CHECK_EQ(store_roll(w.t, 0, true), 1);
+	CHECK_EQ(append(&w, "dddd\neeeee\n", 3, false, NULL), 0);
+	CHECK_EQ(store_roll(w.t, 0, true), 1);
+	CHECK_EQ(store_stream_segments(w.t, w.s, collect_seg, &segs), 0);
+	CHECK_EQ(segs.n, 2);
+	CHECK_EQ(store_segment_batches(w.t, segs.v[0].seg, collect_batch, &b0), 0);
+	CHECK_EQ(store_segment_batches(w.t, segs.v[1].seg, collect_batch, &b1), 0);
+	CHECK_EQ(b0.n, 2);
+	CHECK_EQ(b0.v[0].count, 2);
+	CHECK_EQ(b0.v[1].count, 1);
+	CHECK_EQ(b1.n, 1);
+	CHECK_EQ(b1.v[0].count, 2);
+	/* a segment that does not continue the stream is refused */
+	CHECK_EQ(store_replica_add(r.t, r.s, &segs.v[1], b1.v, b1.n), -EINVAL);
+	CHECK_EQ(store_replica_add(r.t, r.s, &segs.v[0], b0.v, b0.n), 0);
+	CHECK_EQ(store_replica_add(r.t, r.s, &segs.v[1], b1.v, b1.n), 0);
+	CHECK_EQ(version(&r), 5);
+	CHECK_EQ(hook.calls, 0);	/* nothing fetched before a read */
+	/* a fetch that fails, then one that brings a damaged copy: EIO */
+	hook.fail = true;
+	CHECK_EQ(store_read(r.t, r.s, rbuf, sizeof(rbuf), 0), -EIO);
+	hook.fail = false;
+	hook.corrupt = true;
+	CHECK_EQ(store_read(r.t, r.s, rbuf, sizeof(rbuf), 0), -EIO);
+	hook.corrupt = false;
+	hook.calls = 0;
+	CHECK_EQ(store_read(w.t, w.s, wbuf, sizeof(wbuf), 0), 20);
+	CHECK_EQ(store_read(r.t, r.s, rbuf, 9, 0), 9);
+	CHECK_EQ(store_read(r.t, r.s, rbuf + 9, sizeof(rbuf) - 9, 9), 11);
+	CHECK(!memcmp(wbuf, rbuf, 20));
+	CHECK_EQ(hook.calls, 2);
+	for (uint64_t v = 1; v <= 6; v++) {
+		CHECK_EQ(store_offset_of_version(w.t, w.s, v, &off_w), 0);
+		CHECK_EQ(store_offset_of_version(r.t, r.s, v, &off_r), 0);
+		CHECK_EQ(off_w, off_r);
+	}
+	/* segments of the replica can be evicted and come back */
+	segs.n = 0;
+	CHECK_EQ(store_stream_segments(r.t, r.s, collect_seg, &segs), 0);
+	CHECK_EQ(segs.v[0].state, STORE_SEG_UPLOADED);
+	CHECK(segs.v[0].origin != 0);
+	CHECK_EQ(store_segment_evict(r.t, segs.v[0].seg), 0);
+	CHECK_EQ(store_offset_of_version(r.t, r.s, 2, &off_r), 0);
+	CHECK_EQ(off_r, 2);
+	CHECK_EQ(hook.calls, 3);
+	reopen(&r);
+	CHECK_EQ(version(&r), 5);
+	CHECK_EQ(store_verify(r.dir, stderr), 0);
+	teardown(&r);
+	teardown(&w);
+}
+
+/* An index of schema version 1 is migrated on open, its data kept. */
+static void test_migration(void)
+{
+	struct fixture f;
+	char cmd[256];
+
+	setup(&f);
+	CHECK_EQ(append(&f, "old\n", 0, false, NULL), 0);
+	CHECK_EQ(store_roll(f.t, 0, true), 1);
+	store_close(f.st);
+	f.st = NULL;
+	snprintf(cmd, sizeof(cmd), "sqlite3 %s/tenants/t/index.db 'ALTER TABLE"
+		 " segments DROP COLUMN origin; PRAGMA user_version = 1;'", f.dir);
+	CHECK_EQ(system(cmd), 0);
+	reopen(&f);
+	CHECK(!strcmp(contents(&f), "old\n"));
+	CHECK_EQ(append(&f, "new\n", 1, false, NULL), 0);
+	CHECK_EQ(store_roll(f.t, 0, true), 1);
+	snprintf(cmd, sizeof(cmd), "test \"$(sqlite3 %s/tenants/t/index.db"
+		 " 'PRAGMA user_version')\" = 2", f.dir);
+	CHECK_EQ(system(cmd), 0);
+	teardown(&f);
+}
+
 static const struct unit_test tests[] = {
+	{ "replica", test_replica },
+	{ "migration", test_migration },
 	{ "many_streams", test_many_streams },
 	{ "lines_framing", test_lines_framing },
 	{ "raw_framing", test_raw_framing },

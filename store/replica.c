@@ -1,0 +1,166 @@
+/*
+ * What sync/ needs beyond segment states: the event index of a sealed
+ * segment (shipped beside it to the remote), and, on analysis hosts,
+ * extending a local replica of a stream with a segment that lives on the
+ * remote.  A replica segment starts evicted; the first read fetches it
+ * through the fetch hook.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_int.h"
+
+struct batch_list {
+	struct store_batch *v;
+	size_t n, cap;
+	uint64_t end_version;	/* first version past the segment */
+};
+
+static int batch_push(void *arg, const struct index_batch *b)
+{
+	struct batch_list *l = arg;
+
+	if (b->first_version >= l->end_version)
+		return 1;	/* past the segment: stop */
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct store_batch *v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = (struct store_batch){
+		.first_version = b->first_version,
+		.offset = b->offset,
+		.length = b->length,
+		.time_ns = b->time_ns,
+		.hash = b->hash,
+	};
+	return 0;
+}
+
+int store_segment_batches(struct store_tenant *t, uint64_t seg,
+			  int (*fn)(void *arg, const struct store_batch *b),
+			  void *arg)
+{
+	struct batch_list l = { 0 };
+	struct stream *s;
+	struct seg *g;
+	int rc;
+
+	pthread_rwlock_wrlock(&t->lock);
+	g = t->removed ? NULL : seg_find(t, seg, &s);
+	if (!g) {
+		rc = -ENOENT;
+	} else {
+		l.end_version = g->first_version + g->count;
+		rc = index_batch_scan(t, s->id, g->first_version, batch_push, &l);
+	}
+	pthread_rwlock_unlock(&t->lock);
+	/* a batch's count is the distance to the next one's first version */
+	for (size_t i = 0; i < l.n; i++)
+		l.v[i].count = (i + 1 < l.n ? l.v[i + 1].first_version
+					   : l.end_version) - l.v[i].first_version;
+	for (size_t i = 0; !rc && i < l.n; i++)
+		rc = fn(arg, &l.v[i]);
+	free(l.v);
+	return rc;
+}
+
+/* Do SEG and its batches continue stream S without a gap? */
+static bool replica_fits(const struct stream *s, const struct store_segment *seg,
+			 const struct store_batch *b, size_t n)
+{
+	uint64_t version = seg->first_version, offset = seg->offset;
+
+	if (seg->first_version != s->version + 1 || seg->offset != s->size ||
+	    !n || !seg->count || !seg->length)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (b[i].first_version != version || b[i].offset != offset ||
+		    !b[i].count || !b[i].length)
+			return false;
+		version += b[i].count;
+		offset += b[i].length;
+	}
+	return version == seg->first_version + seg->count &&
+	       offset == seg->offset + seg->length;
+}
+
+static int replica_rows(struct store_tenant *t, struct stream *s,
+			struct seg *g, const struct store_batch *b, size_t n)
+{
+	int rc = index_segment_insert(t, s->id, g);
+
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = index_batch_insert(t, s->id, b[i].first_version, b[i].offset,
+					b[i].length, b[i].count, b[i].time_ns,
+					b[i].hash);
+	if (!rc)
+		rc = index_stream_update(t, s);
+	return rc;
+}
+
+int store_replica_add(struct store_tenant *t, uint64_t id,
+		      const struct store_segment *seg,
+		      const struct store_batch *batches, size_t n)
+{
+	struct seg *g = calloc(1, sizeof(*g));
+	struct stream *s, old;
+	uint64_t size = 0;
+	int rc;
+
+	if (!g)
+		return -ENOMEM;
+	g->fd = -1;
+	g->origin = seg->origin ? seg->origin : seg->seg;
+	g->first_version = seg->first_version;
+	g->offset = seg->offset;
+	g->length = g->synced = seg->length;
+	g->count = seg->count;
+	g->checksum = seg->checksum;
+	g->created_ns = seg->created_ns;
+	g->state = STORE_SEG_EVICTED;
+
+	pthread_rwlock_wrlock(&t->lock);
+	s = t->removed ? NULL : stream_find(t, id);
+	if (!s)
+		rc = -ENOENT;
+	else if (seg_active(s))
+		rc = -EBUSY;	/* a replica is never appended to here */
+	else if (!replica_fits(s, seg, batches, n))
+		rc = -EINVAL;
+	else
+		rc = seg_push(s, g);	/* room first: nothing fails after commit */
+	if (rc)
+		goto out;
+	old = *s;
+	s->nsegs--;
+	s->version += seg->count;
+	s->size += seg->length;
+	s->last_ns = batches[n - 1].time_ns;
+	s->mtime = s->ctime = store_ts(s->last_ns);
+	rc = index_begin(t);
+	if (!rc)
+		rc = replica_rows(t, s, g, batches, n);
+	if (!rc)
+		rc = index_commit(t);
+	else
+		index_rollback(t);
+	if (rc) {
+		*s = old;
+		goto out;
+	}
+	s->nsegs++;
+	size = s->size;
+	g = NULL;
+out:
+	pthread_rwlock_unlock(&t->lock);
+	free(g);
+	if (!rc && t->st->commit_fn)
+		t->st->commit_fn(t->st->commit_arg, t, id, size);
+	return rc;
+}
