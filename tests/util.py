@@ -39,7 +39,9 @@ ASAN_OPTIONS = ("detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=86:"
                 "print_summary=1:strict_string_checks=1:"
                 "detect_stack_use_after_return=1:check_initialization_order=1")
 UBSAN_OPTIONS = "halt_on_error=1:abort_on_error=0:exitcode=87:print_stacktrace=1"
-LSAN_OPTIONS = "exitcode=88"
+# The suppressions file explains each entry.
+LSAN_OPTIONS = "exitcode=88:print_suppressions=0:suppressions=%s" % (
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan.supp"))
 
 
 class MountError(AssertionError):
