@@ -39,9 +39,64 @@ ASAN_OPTIONS = ("detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=86:"
                 "print_summary=1:strict_string_checks=1:"
                 "detect_stack_use_after_return=1:check_initialization_order=1")
 UBSAN_OPTIONS = "halt_on_error=1:abort_on_error=0:exitcode=87:print_stacktrace=1"
-# The suppressions file explains each entry.
-LSAN_OPTIONS = "exitcode=88:print_suppressions=0:suppressions=%s" % (
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan.supp"))
+# No suppressions file: a suppression naming libfuse3.so matches every leak
+# allocated under a FUSE request handler (libfuse is on each such stack), so
+# it would hide our own leaks.  Leaks that libfuse makes by itself (3.14 never
+# frees an INTERRUPT that came after its request was answered, as when a
+# parked follower is killed at the wrong moment) are recognised instead by
+# split_leak_reports(): no frame of theirs is outside libfuse and libc.
+LSAN_OPTIONS = "exitcode=88"
+LSAN_EXITCODE = 88
+
+# A stack frame that belongs to libfuse, libc or the sanitizer runtime.
+_FOREIGN_FRAME_RE = re.compile(
+    r"libfuse3\.so|/libc\.so|/ld-linux|libsanitizer|in __interceptor_|"
+    r"in (malloc|calloc|realloc|free)\b|libasan\.so|libubsan\.so|"
+    r"in (start_thread|clone3?|__libc_start\w*) |sysdeps/|nptl/")
+_LEAK_HEAD_RE = re.compile(r"==\d+==ERROR: LeakSanitizer: detected memory leaks")
+_LEAK_BLOCK_RE = re.compile(r"^(Direct|Indirect) leak of ")
+_FRAME_RE = re.compile(r"^\s+#\d+ ")
+
+
+def split_leak_reports(text):
+    """(text without libfuse-only leak reports, list of those reports).
+
+    A LeakSanitizer report whose every leaked block was allocated with no
+    frame outside libfuse3, libc and the sanitizer runtime is libfuse's own
+    leak, not ours; any report with a block that touches our code is kept.
+    """
+    lines = text.splitlines(keepends=True)
+    out, foreign = [], []
+    i = 0
+    while i < len(lines):
+        if not _LEAK_HEAD_RE.search(lines[i]):
+            out.append(lines[i])
+            i += 1
+            continue
+        # The report runs to its SUMMARY line.
+        j = i
+        while j < len(lines) and not lines[j].startswith("SUMMARY:"):
+            j += 1
+        report = lines[i:j + 1]
+        blocks, frames = 0, None
+        ours = False
+        for line in report:
+            if _LEAK_BLOCK_RE.match(line):
+                blocks += 1
+                frames = 0
+            elif frames is not None and _FRAME_RE.match(line):
+                frames += 1
+                if not _FOREIGN_FRAME_RE.search(line):
+                    ours = True
+        # a leading "=====" rule belongs to the report
+        if out and out[-1].strip().startswith("=====") and not out[-1].strip("=\n"):
+            out.pop()
+        if ours or blocks == 0 or j >= len(lines):
+            out.extend(report)
+        else:
+            foreign.append("".join(report))
+        i = j + 1
+    return "".join(out), foreign
 
 
 class MountError(AssertionError):
@@ -159,6 +214,10 @@ def umount(proc, mnt, timeout=30.0, log=None):
         raise MountError("streamfs did not exit within %.0f s of unmounting %s\n"
                          "--- its stderr ---\n%s"
                          % (timeout, mnt, read_text(log, 200) if log else ""))
+    if rc == LSAN_EXITCODE and log is not None:
+        rest, foreign = split_leak_reports(read_text(log))
+        if foreign and not any(SANITIZER_RE.search(l) for l in rest.splitlines()):
+            rc = 0  # only libfuse's own leaks: see LSAN_OPTIONS above
     if rc != 0:
         raise MountError("streamfs exited with status %s after unmounting %s\n"
                          "--- its stderr ---\n%s"
@@ -188,6 +247,7 @@ def check_output(text, allow=(), what="streamfs stderr"):
     Sanitizer reports fail even when a pattern matches them.
     """
     allow_re = [re.compile(a) for a in tuple(DEFAULT_ALLOW) + tuple(allow)]
+    text, _ = split_leak_reports(text)
     if any(SANITIZER_RE.search(line) for line in text.splitlines()):
         raise AssertionError("sanitizer report in %s:\n%s" % (what, text[-20000:]))
     bad = [line for line in text.splitlines()
