@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fs_int.h"
 
@@ -99,6 +100,33 @@ static void wait_free(struct fs_wait *w)
 	free(w);
 }
 
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Called with fs->park_lock held. */
+static void wait_link(struct fs *fs, struct fs_node *n, struct fs_wait *w)
+{
+	w->prev = NULL;
+	w->next = n->parked;
+	if (n->parked)
+		n->parked->prev = w;
+	n->parked = w;
+	w->parked_ns = mono_ns();
+	w->anext = NULL;
+	w->aprev = fs->parked_newest;
+	if (fs->parked_newest)
+		fs->parked_newest->anext = w;
+	else
+		fs->parked_oldest = w;
+	fs->parked_newest = w;
+	fs->parked_count++;
+}
+
 /* Called with fs->park_lock held. */
 static void wait_unlink(struct fs *fs, struct fs_node *n, struct fs_wait *w)
 {
@@ -109,6 +137,15 @@ static void wait_unlink(struct fs *fs, struct fs_node *n, struct fs_wait *w)
 	if (w->next)
 		w->next->prev = w->prev;
 	w->next = w->prev = NULL;
+	if (w->aprev)
+		w->aprev->anext = w->anext;
+	else
+		fs->parked_oldest = w->anext;
+	if (w->anext)
+		w->anext->aprev = w->aprev;
+	else
+		fs->parked_newest = w->aprev;
+	w->anext = w->aprev = NULL;
 	fs->parked_count--;
 }
 
@@ -156,12 +193,9 @@ static enum park_result park(struct fs *fs, struct fs_wait *w, bool check)
 		return PARK_RETRY;
 	} else {
 		w->state = WAIT_PARKED;
-		w->prev = NULL;
-		w->next = n->parked;
-		if (n->parked)
-			n->parked->prev = w;
-		n->parked = w;
-		fs->parked_count++;
+		wait_link(fs, n, w);
+		if (fs->park_max_ns && w == fs->parked_oldest)
+			pthread_cond_signal(&fs->wake_cond);	/* arm the timer */
 	}
 	pthread_mutex_unlock(&fs->park_lock);
 	if (answer >= 0) {
@@ -277,15 +311,79 @@ static void wake_answer(struct fs *fs, struct fs_wake *wk)
 	free(wk);
 }
 
+/* Called with fs->park_lock held: detaches the parked waits older than
+ * park_max_ns.  *next_ns (OUT) gets when the oldest remaining one expires,
+ * or 0. */
+static struct fs_wait *detach_expired(struct fs *fs, int64_t *next_ns)
+{
+	struct fs_wait *expired = NULL, *w;
+	int64_t now = mono_ns();
+
+	*next_ns = 0;
+	while ((w = fs->parked_oldest)) {
+		if (now - w->parked_ns < fs->park_max_ns) {
+			*next_ns = w->parked_ns + fs->park_max_ns;
+			break;
+		}
+		wait_unlink(fs, w->fh->stream, w);
+		w->state = WAIT_DONE;
+		w->next = expired;
+		expired = w;
+	}
+	return expired;
+}
+
+/* A read parked for park_max_ns is answered with EINTR before the kernel's
+ * request timeout would abort the whole connection.  read(2) then fails
+ * with EINTR, which cat, dd, grep (gnulib's safe_read) and Python retry:
+ * the reader keeps following.  End of file would end them instead. */
+static void answer_expired(struct fs_wait *list)
+{
+	for (struct fs_wait *w = list, *next; w; w = next) {
+		next = w->next;
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		fuse_reply_err(w->req, EINTR);
+		wait_free(w);
+	}
+}
+
+static void wait_until_ns(struct fs *fs, int64_t mono)
+{
+	struct timespec now_rt, ts;
+	int64_t left = mono - mono_ns(), abs_ns;
+
+	/* The condition variable uses CLOCK_REALTIME: wait for the span. */
+	clock_gettime(CLOCK_REALTIME, &now_rt);
+	abs_ns = (int64_t)now_rt.tv_sec * 1000000000 + now_rt.tv_nsec +
+		 (left > 0 ? left : 0) + 1000000;
+	ts.tv_sec = (time_t)(abs_ns / 1000000000);
+	ts.tv_nsec = (long)(abs_ns % 1000000000);
+	pthread_cond_timedwait(&fs->wake_cond, &fs->park_lock, &ts);
+}
+
 static void *wake_main(void *arg)
 {
 	struct fs *fs = arg;
 	struct fs_wake *wk;
+	struct fs_wait *exp;
+	int64_t next_ns = 0;
 
 	pthread_mutex_lock(&fs->park_lock);
 	for (;;) {
-		while (!fs->wake_head && !fs->stopping)
-			pthread_cond_wait(&fs->wake_cond, &fs->park_lock);
+		if (fs->park_max_ns && !fs->stopping &&
+		    (exp = detach_expired(fs, &next_ns))) {
+			pthread_mutex_unlock(&fs->park_lock);
+			answer_expired(exp);
+			pthread_mutex_lock(&fs->park_lock);
+			continue;
+		}
+		if (!fs->wake_head && !fs->stopping) {
+			if (fs->park_max_ns && next_ns)
+				wait_until_ns(fs, next_ns);
+			else
+				pthread_cond_wait(&fs->wake_cond, &fs->park_lock);
+			continue;
+		}
 		wk = fs->wake_head;
 		if (!wk)
 			break;

@@ -27,6 +27,8 @@ struct fs_opts {
 	char *sync_str;		/* owned; "none" or "always" */
 	char *roll_str, *roll_size_str, *max_event_str;	/* owned */
 	char *cache_size_str, *poll_str;	/* owned */
+	char *ca_file;		/* owned; extra CA bundle for https/s3 */
+	int query_slash_raw;	/* s3: see sync/backend.h */
 	int path_style;
 	int nodelete;
 	int ro;
@@ -37,6 +39,7 @@ struct fs_opts {
 	struct store_config store;
 	uint64_t cache_size;	/* 0: unbounded */
 	int64_t poll_ns;
+	bool replica;		/* remote= with ro: an analysis host */
 };
 
 /* Parses ARGS in place (libfuse options stay in ARGS).  Prints a message and

@@ -76,6 +76,10 @@ struct fs_wait {
 	size_t size;
 	enum fs_wait_state state;	/* protected by fs->park_lock */
 	struct fs_wait *next, *prev;	/* protected by fs->park_lock */
+	/* Every parked wait, oldest first (fs->parked_oldest), for the
+	 * kernel's request timeout.  Protected by fs->park_lock. */
+	int64_t parked_ns;	/* CLOCK_MONOTONIC at parking */
+	struct fs_wait *anext, *aprev;
 };
 
 struct fs_inval {
@@ -110,6 +114,12 @@ struct fs {
 	pthread_cond_t wake_cond;
 	struct fs_wake *wake_head, *wake_tail;	/* protected by park_lock */
 	uint64_t parked_count;	/* protected by park_lock */
+	/* All parked waits in parking order; protected by park_lock. */
+	struct fs_wait *parked_oldest, *parked_newest;
+	/* A parked read older than this is answered with EINTR (0: never),
+	 * to stay below the kernel's request timeout (docs/CACHING.md).
+	 * Set before the threads start. */
+	int64_t park_max_ns;
 	bool stopping;		/* protected by park_lock */
 
 	pthread_mutex_t inval_lock;

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,29 +60,264 @@ static void lock_write_pid(int fd)
 			strerror(errno));
 }
 
-/* A parked follow read is a request the kernel may time out (Linux 6.14+
- * aborts the whole connection), so say so when a timeout is configured. */
-static void check_request_timeout(void)
+static unsigned long read_ulong(const char *path)
 {
-	static const char *files[] = {
-		"/proc/sys/fs/fuse/default_request_timeout",
-		"/proc/sys/fs/fuse/max_request_timeout",
-	};
+	FILE *f = fopen(path, "r");
+	unsigned long v = 0;
 
-	for (size_t i = 0; i < 2; i++) {
-		FILE *f = fopen(files[i], "r");
-		unsigned long v = 0;
+	if (!f)
+		return 0;
+	if (fscanf(f, "%lu", &v) != 1)
+		v = 0;
+	fclose(f);
+	return v;
+}
 
-		if (!f)
-			continue;
-		if (fscanf(f, "%lu", &v) != 1)
-			v = 0;
-		fclose(f);
-		if (v)
-			fprintf(stderr, "streamfs: warning: %s is %lu s: a "
-				"follow read waiting longer than that makes the "
-				"kernel abort the connection\n", files[i], v);
+/* A parked follow read is a request the kernel may time out: with
+ * /proc/sys/fs/fuse/{default,max}_request_timeout set (Linux 6.14+), a
+ * request older than that aborts the whole connection.  The effective
+ * timeout is the default, capped by the max, at least 15 s; the kernel
+ * checks it every 15 s.  Parked reads are answered with EINTR at half of
+ * it (docs/CACHING.md).  Returns that age in ns, 0 when no timeout is set.
+ * STREAMFS_PARK_MAX_MS overrides it (tests). */
+static int64_t park_limit_ns(void)
+{
+	unsigned long def = read_ulong("/proc/sys/fs/fuse/default_request_timeout");
+	unsigned long max = read_ulong("/proc/sys/fs/fuse/max_request_timeout");
+	unsigned long t = def;
+	const char *env = getenv("STREAMFS_PARK_MAX_MS");
+
+	if (env && *env)
+		return strtoll(env, NULL, 10) * 1000000;
+	if (max && (!t || max < t))
+		t = max;
+	if (!t)
+		return 0;
+	if (t < 15)
+		t = 15;
+	fprintf(stderr, "streamfs: warning: the kernel's FUSE request timeout "
+		"is %lu s: a follow read that waits %lu s for new events is "
+		"answered with EINTR (cat, dd, grep and Python retry it and keep "
+		"following; other programs may stop)\n", t, t / 2);
+	return (int64_t)t * 500000000;
+}
+
+/* ---- stale mount points ---- */
+
+/* The absolute form of MNT without resolving its last component (which
+ * may be a dead mount that cannot be stat'ed).  Caller frees. */
+static char *mountpoint_abs(const char *mnt)
+{
+	char *copy = strdup(mnt), *slash, *dir, *out = NULL;
+	const char *base;
+	size_t len;
+
+	if (!copy)
+		return NULL;
+	len = strlen(copy);
+	while (len > 1 && copy[len - 1] == '/')
+		copy[--len] = '\0';
+	slash = strrchr(copy, '/');
+	if (!slash) {
+		dir = realpath(".", NULL);
+		base = copy;
+	} else if (slash == copy) {
+		dir = strdup("/");
+		base = slash + 1;
+	} else {
+		*slash = '\0';
+		dir = realpath(copy, NULL);
+		base = slash + 1;
 	}
+	if (dir && asprintf(&out, "%s%s%s", dir,
+			    dir[strlen(dir) - 1] == '/' ? "" : "/", base) < 0)
+		out = NULL;
+	free(dir);
+	free(copy);
+	return out;
+}
+
+/* Undoes /proc/self/mountinfo's \ooo escapes in place. */
+static void unescape_octal(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
+		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+				      (s[3] - '0'));
+			s += 3;
+		} else {
+			*d++ = *s;
+		}
+	}
+	*d = '\0';
+}
+
+/* File system type mounted at the absolute path MNT (the topmost), or NULL.
+ * Caller frees. */
+static char *mount_type(const char *mnt)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	char *line = NULL, *type = NULL;
+	size_t cap = 0;
+
+	if (!f)
+		return NULL;
+	while (getline(&line, &cap, f) > 0) {
+		char *save = NULL, *field, *point = NULL;
+		int i = 0;
+
+		for (field = strtok_r(line, " ", &save); field;
+		     field = strtok_r(NULL, " ", &save), i++) {
+			if (i == 4)
+				point = field;
+			if (strcmp(field, "-") == 0)
+				break;
+		}
+		field = strtok_r(NULL, " ", &save);
+		if (!point || !field)
+			continue;
+		unescape_octal(point);
+		if (strcmp(point, mnt) == 0) {
+			free(type);
+			type = strdup(field);
+		}
+	}
+	free(line);
+	fclose(f);
+	return type;
+}
+
+/* Runs `fusermount3 -u -z MNT`; 0 when it succeeded. */
+static int lazy_unmount(const char *mnt)
+{
+	pid_t pid = fork();
+	int status;
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, STDIN_FILENO);
+			dup2(null, STDOUT_FILENO);
+		}
+		execlp("fusermount3", "fusermount3", "-u", "-z", mnt,
+		       (char *)NULL);
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+/* After a streamfs daemon was killed (kill -9, OOM), its mount point stays
+ * mounted with no daemon behind it: every access fails with ENOTCONN and
+ * libfuse cannot mount there again.  Such a dead streamfs mount is released
+ * here (nothing can be served through it any more); anything else dead is
+ * left alone, with the command that releases it. */
+static int check_mountpoint(const char *mnt)
+{
+	struct stat st;
+	char *abs, *type = NULL;
+	int err;
+
+	if (stat(mnt, &st) == 0)
+		return 0;
+	err = errno;
+	if (err != ENOTCONN && err != ECONNABORTED)
+		return 0;	/* libfuse says what is wrong */
+	abs = mountpoint_abs(mnt);
+	if (abs)
+		type = mount_type(abs);
+	if (type && strcmp(type, "fuse.streamfs") == 0) {
+		fprintf(stderr, "streamfs: %s is the mount point of a streamfs "
+			"that died; releasing it (fusermount3 -u -z %s)\n",
+			mnt, mnt);
+		if (lazy_unmount(abs ? abs : mnt) == 0 && stat(mnt, &st) == 0) {
+			free(type);
+			free(abs);
+			return 0;
+		}
+	}
+	fprintf(stderr, "streamfs: cannot mount on %s: %s (a %s whose daemon "
+		"died is still mounted there); run `fusermount3 -u %s` (or "
+		"`umount -l %s` as root) and mount again\n", mnt, strerror(err),
+		type ? type : "filesystem", mnt, mnt);
+	free(type);
+	free(abs);
+	return -err;
+}
+
+/* ---- daemon ---- */
+
+/* Without -f, forks before anything else (no thread exists yet): the parent
+ * waits until the child reports that it mounted (or failed) and exits with
+ * that status, so `streamfs ...` and `mount -t fuse.streamfs` fail
+ * honestly when the store, the remote's lease or the mount fail.
+ * *notify (OUT) is the pipe to report on, or -1 in the foreground. */
+static int daemon_fork(bool foreground, int *notify)
+{
+	int p[2];
+	pid_t pid;
+
+	*notify = -1;
+	if (foreground)
+		return 0;
+	if (pipe2(p, O_CLOEXEC))
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		int err = errno;
+		close(p[0]);
+		close(p[1]);
+		return -err;
+	}
+	if (pid > 0) {
+		unsigned char c = 1;
+		ssize_t n;
+
+		close(p[1]);
+		do
+			n = read(p[0], &c, 1);
+		while (n < 0 && errno == EINTR);
+		_exit(n == 1 ? c : 1);
+	}
+	close(p[0]);
+	setsid();
+	*notify = p[1];
+	return 0;
+}
+
+/* Reports STATUS to the waiting parent; on success detaches from the
+ * terminal as fuse_daemonize() would. */
+static void daemon_ready(int *notify, int status)
+{
+	unsigned char c = (unsigned char)status;
+
+	if (*notify < 0)
+		return;
+	if (status == 0) {
+		int null = open("/dev/null", O_RDWR);
+		if (chdir("/")) {
+			/* harmless: SOURCE is absolute */
+		}
+		if (null >= 0) {
+			dup2(null, STDIN_FILENO);
+			dup2(null, STDOUT_FILENO);
+			dup2(null, STDERR_FILENO);
+			if (null > STDERR_FILENO)
+				close(null);
+		}
+	}
+	if (write(*notify, &c, 1) != 1) {
+		/* the parent is gone: nobody to tell */
+	}
+	close(*notify);
+	*notify = -1;
 }
 
 static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
@@ -138,7 +375,7 @@ static int serve(struct fs *fs, struct fuse_cmdline_opts *co)
 
 /* Runs the mounted session; returns the exit status. */
 static int run_session(struct fs *fs, struct fuse_args *args,
-		       struct fuse_cmdline_opts *co, int lock_fd)
+		       struct fuse_cmdline_opts *co, int lock_fd, int *notify)
 {
 	int rc, status = 1;
 
@@ -149,8 +386,6 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 		goto out_destroy;
 	if (fuse_session_mount(fs->se, co->mountpoint))
 		goto out_signals;
-	if (fuse_daemonize(co->foreground))
-		goto out_unmount;
 	lock_write_pid(lock_fd);
 	rc = fs_follow_start(fs);
 	if (rc) {
@@ -158,6 +393,7 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 			strerror(-rc));
 		goto out_unmount;
 	}
+	daemon_ready(notify, 0);
 	rc = serve(fs, co);
 	/* A positive value is the signal that ended the loop: a clean stop. */
 	status = rc < 0 ? 1 : 0;
@@ -179,12 +415,19 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	struct fuse_cmdline_opts co;
 	struct store *st = NULL;
 	struct fs fs;
-	int lock_fd, rc, status = 1;
+	int lock_fd, rc, status = 1, notify = -1;
 
 	if (fuse_parse_cmdline(args, &co))
 		return 1;
 	if (!co.mountpoint) {
 		fprintf(stderr, "streamfs: missing MOUNTPOINT (see --help)\n");
+		goto out;
+	}
+	if (check_mountpoint(co.mountpoint))
+		goto out;
+	rc = daemon_fork(co.foreground, &notify);
+	if (rc) {
+		fprintf(stderr, "streamfs: fork: %s\n", strerror(-rc));
 		goto out;
 	}
 	if (o->remote) {
@@ -195,7 +438,6 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	lock_fd = lock_source(o->source);
 	if (lock_fd < 0)
 		goto out;
-	check_request_timeout();
 	rc = store_open(o->source, &o->store, &st);
 	if (rc) {
 		fprintf(stderr, "streamfs: cannot open %s: %s\n", o->source,
@@ -209,9 +451,10 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 		fprintf(stderr, "streamfs: %s\n", strerror(-rc));
 		goto out_store;
 	}
+	fs.park_max_ns = park_limit_ns();
 	fs_global = &fs;
 	store_set_commit_hook(st, fs_commit_hook, &fs);
-	status = run_session(&fs, args, &co, lock_fd);
+	status = run_session(&fs, args, &co, lock_fd, &notify);
 	fs_global = NULL;
 	fs_release_all(&fs);
 out_store:
@@ -219,6 +462,7 @@ out_store:
 out_lock:
 	close(lock_fd);
 out:
+	daemon_ready(&notify, status ? status : 1);
 	free(co.mountpoint);
 	return status;
 }

@@ -29,6 +29,8 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("max_event=%s", max_event_str),
 	OPT_STR("cache_size=%s", cache_size_str),
 	OPT_STR("poll=%s", poll_str),
+	OPT_STR("ca_file=%s", ca_file),
+	OPT_FLAG("query_slash_raw", query_slash_raw),
 	OPT_FLAG("path_style", path_style),
 	OPT_FLAG("nodelete", nodelete),
 	FUSE_OPT_KEY("ro", KEY_RO),
@@ -52,6 +54,7 @@ void fs_usage(const char *prog)
 	       "    -o region=NAME         S3 region\n"
 	       "    -o path_style          S3 path-style addressing\n"
 	       "    -o credentials=FILE    credentials file (mode 0600); else AWS_* variables\n"
+	       "    -o ca_file=FILE        extra CA bundle (PEM) for https:// and s3://\n"
 	       "    -o roll=DURATION       seal the active segment at this age (default 1h)\n"
 	       "    -o roll_size=SIZE      ... or at this size (default 64M)\n"
 	       "    -o cache_size=SIZE     bound on local copies of uploaded segments\n"
@@ -60,7 +63,8 @@ void fs_usage(const char *prog)
 	       "    -o max_event=SIZE      largest event (default 1M)\n"
 	       "    -o sync=none|always    fsync every write (default none)\n"
 	       "    -o nodelete            refuse to delete streams (EPERM)\n"
-	       "    -o ro                  read-only mount\n"
+	       "    -o ro                  read-only mount; with remote=, an analysis host\n"
+	       "                           mirroring URL into SOURCE (a cache directory)\n"
 	       "\n"
 	       "SIZE: bytes with optional K, M or G; DURATION: seconds with\n"
 	       "optional ms, s, m, h or d.\n"
@@ -194,6 +198,63 @@ bad_sync:
 	return -EINVAL;
 }
 
+/* The remote options: a known scheme, a private credentials file, and no
+ * remote-only option without remote=. */
+static int check_remote(struct fs_opts *o)
+{
+	static const char *schemes[] = { "file://", "s3://", "http://",
+					 "https://" };
+	struct stat st;
+	bool known = false;
+
+	if (!o->remote) {
+		const char *what = o->endpoint ? "endpoint=" :
+				   o->region ? "region=" :
+				   o->credentials ? "credentials=" :
+				   o->cache_size_str ? "cache_size=" :
+				   o->poll_str ? "poll=" :
+				   o->ca_file ? "ca_file=" :
+				   o->path_style ? "path_style" :
+				   o->query_slash_raw ? "query_slash_raw" : NULL;
+		if (what) {
+			fprintf(stderr, "streamfs: %s needs remote=URL\n", what);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		if (strncmp(o->remote, schemes[i], strlen(schemes[i])) == 0 &&
+		    o->remote[strlen(schemes[i])])
+			known = true;
+	if (!known) {
+		fprintf(stderr, "streamfs: remote= must be file:///DIR, "
+			"s3://BUCKET[/PREFIX] or http(s)://HOST/PATH, not '%s'\n",
+			o->remote);
+		return -EINVAL;
+	}
+	if (o->credentials) {
+		if (stat(o->credentials, &st)) {
+			fprintf(stderr, "streamfs: credentials file %s: %s\n",
+				o->credentials, strerror(errno));
+			return -EINVAL;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			fprintf(stderr, "streamfs: credentials file %s is not "
+				"a regular file\n", o->credentials);
+			return -EINVAL;
+		}
+		if (st.st_mode & 0044) {
+			fprintf(stderr, "streamfs: credentials file %s is "
+				"readable by group or others (mode %04o); "
+				"refusing it: chmod 600 %s\n", o->credentials,
+				(unsigned)(st.st_mode & 07777), o->credentials);
+			return -EACCES;
+		}
+	}
+	o->replica = o->ro;
+	return 0;
+}
+
 /* Makes SOURCE absolute (the daemon changes to /), creating it if absent. */
 static int resolve_source(struct fs_opts *o)
 {
@@ -227,6 +288,8 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 	if (o->show_help || o->show_version)
 		return 0;
 	rc = parse_values(o);
+	if (!rc)
+		rc = check_remote(o);
 	if (rc)
 		return rc;
 	if (!o->source) {
@@ -250,4 +313,5 @@ void fs_opts_release(struct fs_opts *o)
 	free(o->max_event_str);
 	free(o->cache_size_str);
 	free(o->poll_str);
+	free(o->ca_file);
 }

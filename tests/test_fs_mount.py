@@ -1,6 +1,7 @@
 """Mounting, unmounting, the SOURCE lock, mount -t, permissions, crashes,
 concurrent writers."""
 
+import errno
 import os
 import random
 import shutil
@@ -11,8 +12,9 @@ import sys
 import time
 
 import pytest
+import util
 
-from util import ensure_user, getxattr, is_mounted, read, wait_for_mount, wait_until
+from util import append, ensure_user, getxattr, is_mounted, read, wait_for_mount, wait_until
 
 
 def test_second_mount_refused(mount, tmp_path, streamfs_bin):
@@ -190,3 +192,42 @@ def test_sigkill_during_appends(mount, tmp_path):
     assert len(data) % 11 == 0
     assert want.startswith(data)
     assert len(data) // 11 >= acked
+
+
+def test_stale_mount_point_recovered(mount):
+    """After kill -9 the mount point is dead (ENOTCONN); mounting again on it
+    releases it and works, saying what it did."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    append(m.path("T", "s"), "kept\n", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    m.kill9(unmount=False)
+    with pytest.raises(OSError) as e:
+        os.stat(m.mnt)
+    assert e.value.errno == errno.ENOTCONN
+    # By hand: Mount.start() would trip over the dead mount point itself.
+    log = m.logdir / "again.stderr"
+    with open(log, "wb") as errf:
+        proc = subprocess.Popen([str(m.binary), str(m.src), str(m.mnt), "-f"],
+                                stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
+                                start_new_session=True)
+    try:
+        wait_until(lambda: os.path.exists(m.path("T")) or proc.poll() is not None,
+                   timeout=30)
+        assert proc.poll() is None, log.read_text()
+        assert read(m.path("T", "s")) == b"kept\n"
+        assert "fusermount3 -u -z" in log.read_text()
+        util.umount(proc, m.mnt, log=log)
+    finally:
+        util.cleanup(proc, m.mnt)
+
+
+def test_daemon_mode_reports_failure(tmp_path, streamfs_bin):
+    """Without -f the command still exits non-zero when mounting fails."""
+    src = tmp_path / "src"
+    r = subprocess.run([str(streamfs_bin), str(src), str(tmp_path / "none" / "mnt")],
+                       stderr=subprocess.PIPE, text=True, timeout=30)
+    assert r.returncode != 0
+    r = subprocess.run([str(streamfs_bin), str(src), str(tmp_path / "mnt"),
+                        "-o", "remote=file:///x,credentials=/nonexistent"],
+                       stderr=subprocess.PIPE, text=True, timeout=30)
+    assert r.returncode != 0 and "credentials" in r.stderr

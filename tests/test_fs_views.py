@@ -175,3 +175,49 @@ def test_growing_file_coherence(mount):
     finally:
         os.close(rfd)
         os.close(wfd)
+
+
+FOLLOWER_PY = r"""
+import sys
+f = open(sys.argv[1], "rb", buffering=0)
+while True:
+    b = f.read(100)          # PEP 475: EINTR is retried
+    if not b:
+        break
+    sys.stdout.buffer.write(b)
+    sys.stdout.flush()
+"""
+
+
+def test_parked_reads_kept_under_request_timeout(mount, tmp_path):
+    """With a kernel request timeout, a follow read waiting too long is
+    answered with EINTR (STREAMFS_PARK_MAX_MS stands in for the timeout
+    here): cat, dd, grep and Python retry it and keep following."""
+    m = mount(env={"STREAMFS_PARK_MAX_MS": "300"})
+    setup_stream(m, 1)
+    view = str(m.path("T", "s@1,follow"))
+    cmds = {
+        "cat": ["cat", view],
+        "dd": ["dd", "if=" + view, "bs=4k", "status=none"],
+        "grep": ["grep", "--line-buffered", "event", view],
+        "python": ["/usr/bin/python3", "-c", FOLLOWER_PY, view],
+    }
+    outs = {k: open(tmp_path / (k + ".out"), "wb") for k in cmds}
+    procs = {k: subprocess.Popen(c, stdout=outs[k], stderr=subprocess.PIPE)
+             for k, c in cmds.items()}
+    try:
+        time.sleep(2.0)     # several park deadlines pass with nothing new
+        for k, p in procs.items():
+            assert p.poll() is None, "%s ended: %s" % (k, p.stderr.read())
+        append(m.path("T", "s"), "event 2\n")
+        want = b"event 1\nevent 2\n"
+        for k in cmds:
+            wait_until(lambda: (tmp_path / (k + ".out")).read_bytes() == want,
+                       timeout=30, msg="%s did not receive the append" % k)
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+        for f in outs.values():
+            f.close()
+    m.umount()
