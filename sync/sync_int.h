@@ -7,7 +7,14 @@
 #include <curl/curl.h>
 #include <stdarg.h>
 
+#include <pthread.h>
+#include <json-c/json.h>
+
 #include "backend.h"
+#include "store.h"
+#include "sync.h"
+
+#define SYNC_ROOT "streamfs-v1"
 
 #define SYNC_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
@@ -95,5 +102,105 @@ struct s3_creds {
 };
 int s3_creds_load(const char *file, struct s3_creds *out);
 void s3_creds_release(struct s3_creds *c);
+
+/* ---- the sync object (sync.c, fetch.c, replica.c) ---- */
+
+struct seg_vec {
+	struct store_segment *v;
+	size_t n, alloc;
+};
+int seg_collect(void *arg, const struct store_segment *seg);
+/* Orders by stream, then offset. */
+int seg_cmp(const void *a, const void *b);
+
+/* A fetch queued by the fetch hook; with s->lock. */
+struct fetch_req {
+	struct fetch_req *next;
+	struct store_tenant *t;
+	struct store_segment seg;
+	bool taken, done;
+	int rc;
+	unsigned refs;		/* the queue and each waiter */
+};
+
+/* Per-tenant state of the sync thread (thread-only). */
+struct tenant_state {
+	char *name;
+	bool leased;		/* writer: our lease is on the remote */
+	bool refused;		/* writer: another writer holds it (logged) */
+	bool seeded;		/* writer: old keys read from the remote */
+	char *last_cmp;		/* writer: manifest last published, w/o times */
+	char **keys;		/* writer: objects the last manifest named */
+	size_t nkeys;
+	json_object *tombstones; /* writer: array, owned */
+	uint64_t mhash;		/* replica: XXH3 of the manifest applied */
+	uint64_t *map;		/* replica: pairs remote id, local id */
+	size_t nmap;
+	bool present;		/* scratch flag of a pass */
+};
+
+/* Lock order: s->lock and s->evict_lock are leaves; neither is held
+ * across network I/O; evict_lock is held across store calls, s->lock
+ * never is. */
+struct sync {
+	struct store *st;
+	struct backend *b;		/* used by the sync thread only */
+	struct sync_config cfg;		/* strings owned */
+	char *identity;			/* writer identity, or NULL */
+	char host[64];
+	pthread_t thread;
+	bool thread_started;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* wakes the thread; with lock */
+	pthread_cond_t done;		/* wakes sync_now() waiters; with lock */
+	bool stop;			/* protected by lock */
+	bool kicked;			/* protected by lock */
+	uint64_t now_req;		/* protected by lock: sync_now() calls */
+	uint64_t now_done;		/* protected by lock: calls satisfied */
+	struct sync_status status;	/* protected by lock */
+
+	/* Fetching. */
+	struct fetcher **fetchers;	/* fetch.c */
+	unsigned nfetchers;
+	struct fetch_req *fq;		/* protected by lock: outstanding */
+	pthread_cond_t fetch_cond;	/* wakes fetchers; with lock */
+	pthread_cond_t fetch_done;	/* wakes hook waiters; with lock */
+	pthread_mutex_t evict_lock;	/* one eviction round at a time */
+
+	/* Thread-only state. */
+	bool published_once;		/* every manifest written since start */
+	char *tenants_json;		/* last tenants.json written */
+	struct tenant_state *ts;
+	size_t nts;
+};
+
+int64_t sync_clock(clockid_t clk);
+/* Records the outcome of one step; logs only changes of state. */
+void sync_note(struct sync *s, int rc, const char *what);
+/* "streamfs-v1/tenants/ENC/", malloc'd. */
+char *sync_tenant_prefix(const char *tenant);
+/* Key of segment ID with CHECKSUM below TPREFIX; ".idx" for its index. */
+char *sync_segment_key(const char *tprefix, uint64_t id, uint64_t checksum,
+		       bool index);
+struct tenant_state *sync_tstate(struct sync *s, const char *name);
+
+/* fetch.c */
+int sync_fetch_hook(void *arg, struct store_tenant *t,
+		    const struct store_segment *seg);
+int sync_fetch_start(struct sync *s);
+void sync_fetch_stop(struct sync *s);
+/* Evicts uploaded segments LRU while they exceed cache_size, never
+ * KEEP_SEG of KEEP_T. */
+void sync_evict(struct sync *s, struct store_tenant *keep_t, uint64_t keep_seg);
+
+/* Event index objects (docs/FORMAT.md). */
+int sync_index_encode(struct store_tenant *t, uint64_t seg,
+		      struct backend_buf *out);
+int sync_index_decode(const struct backend_buf *in, uint64_t seg,
+		      struct store_batch **out, size_t *n);
+
+/* replica.c: one rescan of the remote into the store. */
+int sync_replica_pass(struct sync *s, char *what, size_t wlen);
 
 #endif

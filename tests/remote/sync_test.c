@@ -145,6 +145,7 @@ int main(int argc, char **argv)
 		snprintf(url, sizeof(url), "file://%s/remote", argv[1]);
 	sync_config_default(&cfg);
 	cfg.url = url;
+	cfg.state_dir = data;
 	cfg.backoff_max_ns = 500000000;
 	for (int i = 3; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
