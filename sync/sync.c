@@ -811,7 +811,7 @@ static int publish_manifest(struct sync *s, struct store_tenant *t,
 		}
 	}
 	json_object_object_add(root, "tombstones", tomb);
-	cmp = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+	cmp = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	if (!cmp) {
 		rc = -ENOMEM;
 		goto out;
@@ -848,7 +848,7 @@ static int publish_manifest(struct sync *s, struct store_tenant *t,
 		json_object_put(old);
 		free(cmp);
 		cmp = strdup(json_object_to_json_string_ext(root,
-							    JSON_C_TO_STRING_PLAIN));
+							    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 		if (!cmp) {
 			rc = -ENOMEM;
 			goto out;
@@ -859,7 +859,7 @@ static int publish_manifest(struct sync *s, struct store_tenant *t,
 			(int64_t)streams.v[i].attr.mtime.tv_sec * 1000000000 +
 			streams.v[i].attr.mtime.tv_nsec));
 	json_object_object_add(root, "updated_ns", json_object_new_int64(now));
-	text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
+	text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	if (asprintf(&key, "%smanifest.json", tprefix) < 0) {
 		key = NULL;
 		rc = -ENOMEM;
@@ -977,6 +977,16 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 	return rc;
 }
 
+static int tenant_cmp(const void *a, const void *b)
+{
+	json_object *const *x = a, *const *y = b, *nx, *ny;
+
+	if (!json_object_object_get_ex(*x, "name", &nx) ||
+	    !json_object_object_get_ex(*y, "name", &ny))
+		return 0;
+	return strcmp(json_object_get_string(nx), json_object_get_string(ny));
+}
+
 /* tenants.json lists the tenants of every writer of the remote: read it,
  * add ours, drop the ones we removed, and write it back when that changes
  * it (a lost race with another writer heals at the next pass). */
@@ -1013,19 +1023,17 @@ static int publish_tenants(struct sync *s, const struct name_vec *names,
 		for (size_t i = 0; i < json_object_array_length(oarr); i++) {
 			json_object *o = json_object_array_get_idx(oarr, i), *n;
 			const char *name;
-			bool mine = false, here = false;
+			bool mine = false;
 
 			if (!json_object_object_get_ex(o, "name", &n))
 				continue;
 			name = json_object_get_string(n);
 			for (size_t j = 0; j < s->nts; j++)
 				if (!strcmp(s->ts[j].name, name))
-					mine = s->ts[j].leased || s->ts[j].present;
-			for (size_t j = 0; j < names->n; j++)
-				here |= !strcmp(names->v[j], name);
-			if (mine && !here)
-				continue;	/* removed here */
-			if (!here)
+					mine = s->ts[j].leased;
+			/* Ours: re-added below when still here, dropped
+			 * when removed here.  Anyone else's: kept. */
+			if (!mine)
 				json_object_array_add(arr, json_object_get(o));
 		}
 	}
@@ -1035,7 +1043,7 @@ static int publish_tenants(struct sync *s, const struct name_vec *names,
 		json_object *o;
 
 		if (!ts || !ts->leased)
-			continue;	/* not ours (yet) */
+			continue;	/* not ours (yet), or another's */
 		enc = sync_key_encode(names->v[i]);
 		o = json_object_new_object();
 		if (!enc || !o) {
@@ -1050,9 +1058,11 @@ static int publish_tenants(struct sync *s, const struct name_vec *names,
 		json_object_array_add(arr, o);
 		free(enc);
 	}
-	text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
+	/* In name order, so that writers agree on the text. */
+	json_object_array_sort(arr, tenant_cmp);
+	text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	if (!old || strcmp(json_object_to_json_string_ext(
-				   old, JSON_C_TO_STRING_PLAIN), text)) {
+				   old, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), text)) {
 		snprintf(what, wlen, "put " ROOT "/tenants.json");
 		rc = backend_put_buf(s->b, ROOT "/tenants.json", text,
 				     strlen(text));
