@@ -526,8 +526,10 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 		return rc;
 	if (!g) {
 		rc = new_segment(t, s, now, &fresh);
+		if (!rc && (rc = seg_push(t, s, fresh)))
+			drop_new_segment(t, fresh);
 		if (rc)
-			goto fail;
+			goto fail_new;
 		g = fresh;
 	}
 	gold = *g;
@@ -554,23 +556,21 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 		rc = index_stream_update(t, s);
 	if (!rc)
 		rc = index_commit(t);
-	if (!rc && fresh)
-		rc = seg_push(s, fresh);	/* see below on failure */
 	if (!rc) {
 		seg_fd_put(t, g);
 		return 0;
 	}
 	/* Undo: memory back, the file cut back to its committed length. */
-	*s = old;
+	stream_restore(s, &old);
 	restore_seg(g, &gold);
 	if (fd >= 0 && ftruncate(fd, (off_t)g->length) < 0)
 		store_log("truncate after failed append: %s", strerror(errno));
 	if (fd >= 0)
 		seg_fd_put(t, g);
-fail:
-	index_rollback(t);
 	if (fresh)
-		drop_new_segment(t, fresh);
+		drop_new_segment(t, seg_pop(t, s));
+fail_new:
+	index_rollback(t);
 	return rc;
 }
 

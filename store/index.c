@@ -560,7 +560,7 @@ static int seg_row(struct store_tenant *t, sqlite3_stmt *stmt)
 	g = seg_from_row(stmt);
 	if (!g)
 		return -ENOMEM;
-	rc = seg_push(s, g);
+	rc = seg_push(t, s, g);
 	if (rc)
 		seg_free(t, g);
 	return rc;

@@ -97,8 +97,7 @@ static int drop_active(struct store_tenant *t, struct stream *s, struct seg *g)
 		return rc;
 	seg_name(name, sizeof(name), g->id, ".seg");
 	unlinkat(t->segfd, name, 0);
-	s->nsegs--;
-	seg_free(t, g);
+	seg_free(t, seg_pop(t, s));
 	return 0;
 }
 
@@ -118,15 +117,9 @@ static int cut_stream(struct store_tenant *t, struct stream *s,
 	s->size = g->offset + len;
 	if (good)
 		s->last_ns = bs->v[good - 1].time_ns;
-	rc = index_begin(t);
-	if (!rc)
-		rc = index_batch_delete_from(t, s->id, bs->v[good].first_version);
+	rc = index_batch_delete_from(t, s->id, bs->v[good].first_version);
 	if (!rc)
 		rc = index_stream_update(t, s);
-	if (!rc)
-		rc = index_commit(t);
-	else
-		index_rollback(t);
 	if (rc) {
 		s->version = version;
 		s->size = size;
@@ -135,7 +128,22 @@ static int cut_stream(struct store_tenant *t, struct stream *s,
 	return rc;
 }
 
-/* Brings S's active segment and the index back to agreement. */
+/* After a clean stop (or a sync with nothing appended since) the index
+ * says how long the active segment is and that all of it was synced. */
+static bool seg_clean(struct store_tenant *t, struct stream *s, struct seg *g)
+{
+	char name[64];
+	struct stat sb;
+
+	seg_name(name, sizeof(name), g->id, ".seg");
+	return g->length && g->synced == g->length &&
+	       s->size == g->offset + g->length &&
+	       !fstatat(t->segfd, name, &sb, 0) &&
+	       (uint64_t)sb.st_size == g->length;
+}
+
+/* Brings S's active segment and the index back to agreement, inside the
+ * caller's transaction. */
 static int recover_stream(struct store_tenant *t, struct stream *s)
 {
 	struct seg *g = seg_active(s);
@@ -145,7 +153,7 @@ static int recover_stream(struct store_tenant *t, struct stream *s)
 	size_t good;
 	int fd, rc;
 
-	if (!g)
+	if (!g || seg_clean(t, s, g))
 		return 0;
 	fd = seg_fd(t, g);
 	if (fd < 0 || fstat(fd, &sb) < 0)
@@ -202,10 +210,14 @@ static int remove_orphans(struct store_tenant *t)
 
 int recover_tenant(struct store_tenant *t)
 {
-	int rc = 0;
+	int rc = index_begin(t);
 
 	for (size_t i = 0; i < t->nstreams && !rc; i++)
 		rc = recover_stream(t, t->streams[i]);
+	if (!rc)
+		rc = index_commit(t);
+	else
+		index_rollback(t);
 	if (!rc)
 		rc = remove_orphans(t);
 	return rc;

@@ -134,11 +134,10 @@ int store_replica_add(struct store_tenant *t, uint64_t id,
 	else if (!replica_fits(s, seg, batches, n))
 		rc = -EINVAL;
 	else
-		rc = seg_push(s, g);	/* room first: nothing fails after commit */
+		rc = seg_push(t, s, g);	/* room first: nothing fails after commit */
 	if (rc)
 		goto out;
 	old = *s;
-	s->nsegs--;
 	s->version += seg->count;
 	s->size += seg->length;
 	s->last_ns = batches[n - 1].time_ns;
@@ -151,10 +150,10 @@ int store_replica_add(struct store_tenant *t, uint64_t id,
 	else
 		index_rollback(t);
 	if (rc) {
-		*s = old;
+		stream_restore(s, &old);
+		seg_pop(t, s);
 		goto out;
 	}
-	s->nsegs++;
 	size = s->size;
 	g = NULL;
 out:

@@ -142,17 +142,92 @@ void seg_fd_close(struct store_tenant *t, struct seg *g)
 	pthread_mutex_unlock(&t->fd_lock);
 }
 
+/* ---- segments by id ---- */
+
+static struct seg **id_bucket(struct store_tenant *t, uint64_t id)
+{
+	return &t->seg_ids[(id * 0x9E3779B97F4A7C15ull >> 20) & t->segmask];
+}
+
+static int ids_grow(struct store_tenant *t)
+{
+	size_t n = t->seg_ids ? (t->segmask + 1) * 2 : 256;
+	struct seg **old = t->seg_ids, *g, *next;
+	size_t oldn = old ? t->segmask + 1 : 0;
+
+	t->seg_ids = calloc(n, sizeof(*t->seg_ids));
+	if (!t->seg_ids) {
+		t->seg_ids = old;
+		return -ENOMEM;
+	}
+	t->segmask = n - 1;
+	for (size_t i = 0; i < oldn; i++) {
+		for (g = old[i]; g; g = next) {
+			struct seg **b = id_bucket(t, g->id);
+
+			next = g->id_next;
+			g->id_next = *b;
+			*b = g;
+		}
+	}
+	free(old);
+	return 0;
+}
+
+struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp)
+{
+	struct seg *g = t->seg_ids ? *id_bucket(t, seg) : NULL;
+
+	while (g && g->id != seg)
+		g = g->id_next;
+	if (g)
+		*sp = g->stream;
+	return g;
+}
+
+static void id_unlink(struct store_tenant *t, struct seg *g)
+{
+	struct seg **pp;
+
+	if (!t->seg_ids)
+		return;
+	for (pp = id_bucket(t, g->id); *pp; pp = &(*pp)->id_next) {
+		if (*pp == g) {
+			*pp = g->id_next;
+			t->nsegs--;
+			return;
+		}
+	}
+}
+
+struct seg *seg_pop(struct store_tenant *t, struct stream *s)
+{
+	struct seg *g = s->segs[--s->nsegs];
+
+	id_unlink(t, g);
+	return g;
+}
+
 void seg_free(struct store_tenant *t, struct seg *g)
 {
 	if (!g)
 		return;
+	id_unlink(t, g);
 	seg_fd_close(t, g);
 	idtable_release(&g->ids);
 	free(g);
 }
 
-int seg_push(struct stream *s, struct seg *g)
+int seg_push(struct store_tenant *t, struct stream *s, struct seg *g)
 {
+	struct seg **b;
+
+	if (t->nsegs + 1 > t->segmask + 1 || !t->seg_ids) {
+		int rc = ids_grow(t);
+
+		if (rc)
+			return rc;
+	}
 	if (s->nsegs == s->segcap) {
 		size_t cap = s->segcap ? s->segcap * 2 : 4;
 		struct seg **v = realloc(s->segs, cap * sizeof(*v));
@@ -163,6 +238,11 @@ int seg_push(struct stream *s, struct seg *g)
 		s->segcap = cap;
 	}
 	s->segs[s->nsegs++] = g;
+	g->stream = s;
+	b = id_bucket(t, g->id);
+	g->id_next = *b;
+	*b = g;
+	t->nsegs++;
 	return 0;
 }
 
@@ -318,13 +398,19 @@ int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 	return 0;
 }
 
-int seg_sync(struct store_tenant *t, struct stream *s)
+/* Records S's active segment as synced up to its end; WHOLE_FS says a
+ * syncfs(2) already made its bytes (and directory entry) durable. */
+int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs)
 {
 	struct seg *g = seg_active(s);
 	int fd;
 
 	if (!g || g->synced == g->length)
 		return 0;
+	if (whole_fs) {
+		g->synced = g->length;
+		return index_segment_update(t, g);
+	}
 	fd = seg_fd(t, g);
 	if (fd < 0)
 		return fd;
@@ -363,10 +449,24 @@ int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
 	return rc ? rc : sealed;
 }
 
+static size_t count_unsynced(struct store_tenant *t)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < t->nstreams; i++) {
+		struct seg *g = seg_active(t->streams[i]);
+
+		n += g && g->synced < g->length;
+	}
+	return n;
+}
+
 /* Syncs S, or every stream when S is NULL, and records it with one commit
- * at synchronous=FULL, which also makes the index's WAL durable. */
+ * at synchronous=FULL, which also makes the index's WAL durable.  With many
+ * files to sync, one syncfs(2) costs less than an fdatasync(2) each. */
 static int tenant_sync(struct store_tenant *t, struct stream *only)
 {
+	bool whole_fs = !only && count_unsynced(t) > 8 && !syncfs(t->segfd);
 	int rc = index_set_full_sync(t, true);
 
 	if (rc)
@@ -374,13 +474,19 @@ static int tenant_sync(struct store_tenant *t, struct stream *only)
 	rc = index_begin(t);
 	for (size_t i = 0; !rc && i < t->nstreams; i++)
 		if (!only || t->streams[i] == only)
-			rc = seg_sync(t, t->streams[i]);
+			rc = seg_sync(t, t->streams[i], whole_fs);
+	if (!rc && t->times_dirty)
+		rc = index_meta_set(t, "mtime", store_ns(t->mtime), NULL);
+	if (!rc && t->times_dirty)
+		rc = index_meta_set(t, "ctime", store_ns(t->ctime), NULL);
 	if (!rc)
 		rc = index_meta_set(t, "synced", store_now_ns(), NULL);
 	if (!rc)
 		rc = index_commit(t);
 	else
 		index_rollback(t);
+	if (!rc)
+		t->times_dirty = false;
 	if (!t->st->cfg.sync_always)
 		index_set_full_sync(t, false);
 	return rc;
@@ -473,21 +579,6 @@ char *store_segment_path(struct store_tenant *t, uint64_t seg)
 	if (asprintf(&path, "%s/" SEG_DIR "/%s", t->path, name) < 0)
 		return NULL;
 	return path;
-}
-
-struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp)
-{
-	for (size_t i = 0; i < t->nstreams; i++) {
-		struct stream *s = t->streams[i];
-
-		for (size_t j = 0; j < s->nsegs; j++) {
-			if (s->segs[j]->id == seg) {
-				*sp = s;
-				return s->segs[j];
-			}
-		}
-	}
-	return NULL;
 }
 
 static int set_state(struct store_tenant *t, struct seg *g,

@@ -100,6 +100,7 @@ static void tenant_free(struct store_tenant *t)
 		stream_free(t, t->streams[i]);
 	free(t->streams);
 	free(t->names);
+	free(t->seg_ids);
 	index_close(t);
 	if (t->segfd >= 0)
 		close(t->segfd);

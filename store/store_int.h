@@ -98,6 +98,9 @@ struct seg {
 	int fd;			/* -1 when closed */
 	unsigned fd_refs;	/* users between seg_fd() and seg_fd_put() */
 	struct seg *lru_prev, *lru_next;
+
+	struct stream *stream;	/* the owner; set by seg_push */
+	struct seg *id_next;	/* chain of the tenant's id hash */
 };
 
 struct stream {
@@ -146,6 +149,7 @@ struct store_tenant {
 	uid_t uid;
 	gid_t gid;
 	struct timespec atime, mtime, ctime;
+	bool times_dirty;	/* mtime/ctime not yet in the index */
 	enum store_framing framing;
 	char id_field[STORE_ID_FIELD_MAX + 1];
 
@@ -153,6 +157,8 @@ struct store_tenant {
 	size_t nstreams, streamcap;
 	struct stream **names;		/* hash buckets by name */
 	size_t namemask;
+	struct seg **seg_ids;		/* hash buckets by segment id */
+	size_t segmask, nsegs;
 
 	struct store_tenant *next;	/* protected by store->lock */
 };
@@ -230,6 +236,8 @@ int stream_attach(struct store_tenant *t, struct stream *s);
 void stream_detach(struct store_tenant *t, struct stream *s);
 void stream_free(struct store_tenant *t, struct stream *s);
 void stream_ids_release(struct stream *s);
+/* Puts back the commit-state fields (version, size, times) saved in OLD. */
+void stream_restore(struct stream *s, const struct stream *old);
 
 /* ---- segment.c ---- */
 
@@ -243,7 +251,10 @@ void seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd);
 /* Closes G's file; nobody may hold it (T's lock is held for writing). */
 void seg_fd_close(struct store_tenant *t, struct seg *g);
 void seg_free(struct store_tenant *t, struct seg *g);
-int seg_push(struct stream *s, struct seg *g);
+/* Appends G to S's chain and to T's id hash; seg_free() takes it out. */
+int seg_push(struct store_tenant *t, struct stream *s, struct seg *g);
+/* Takes the last segment off S's chain and T's hash; the caller frees it. */
+struct seg *seg_pop(struct store_tenant *t, struct stream *s);
 struct seg *seg_active(struct stream *s);
 /* Segment SEG of T and its stream (*sp), or NULL.  T's lock held. */
 struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp);
@@ -253,7 +264,7 @@ int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g);
 /* Reads LEN bytes of the stream at OFF through its segments. */
 ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		 size_t len, uint64_t off);
-int seg_sync(struct store_tenant *t, struct stream *s);
+int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs);
 /* Reading stops with -ENODATA at an evicted segment.  With no lock held,
  * this asks the fetch hook for the segment this thread wanted; the caller
  * then retries (at most FETCH_TRIES times). */

@@ -129,6 +129,15 @@ void stream_detach(struct store_tenant *t, struct stream *s)
 	name_unlink(t, s);
 }
 
+void stream_restore(struct stream *s, const struct stream *old)
+{
+	s->version = old->version;
+	s->size = old->size;
+	s->last_ns = old->last_ns;
+	s->mtime = old->mtime;
+	s->ctime = old->ctime;
+}
+
 void stream_ids_release(struct stream *s)
 {
 	idset_release(&s->active_ids);
@@ -166,16 +175,13 @@ static void unlink_segments(struct store_tenant *t, struct stream *s)
 /* ---- helpers for the public calls ---- */
 
 /* Directory semantics: creating, removing or renaming an entry changes
- * the tenant's mtime and ctime.  Inside the caller's transaction. */
-static int tenant_touch(struct store_tenant *t, int64_t now)
+ * the tenant's mtime and ctime.  They reach the index at the next sync
+ * (tenant_sync), not in every namespace transaction: after a crash the
+ * tenant's times may be those of the last sync. */
+static void tenant_touch(struct store_tenant *t, int64_t now)
 {
-	int rc = index_meta_set(t, "mtime", now, NULL);
-
-	if (!rc)
-		rc = index_meta_set(t, "ctime", now, NULL);
-	if (!rc)
-		t->mtime = t->ctime = store_ts(now);
-	return rc;
+	t->mtime = t->ctime = store_ts(now);
+	t->times_dirty = true;
 }
 
 static int lock_stream(struct store_tenant *t, uint64_t id, bool write,
@@ -237,13 +243,13 @@ int store_stream_create(struct store_tenant *t, const char *name, mode_t mode,
 		goto out;
 	rc = index_stream_insert(t, s);
 	if (!rc)
-		rc = tenant_touch(t, now);
-	if (!rc)
 		rc = index_commit(t);
 	else
 		index_rollback(t);
-	if (!rc)
+	if (!rc) {
+		tenant_touch(t, now);
 		rc = stream_attach(t, s);
+	}
 	if (!rc) {
 		*id = s->id;
 		s = NULL;
@@ -328,13 +334,6 @@ int store_stream_set_framing(struct store_tenant *t, uint64_t id,
 	return rc;
 }
 
-/* Deletes S (and its rows) inside the caller's transaction. */
-static int remove_rows(struct store_tenant *t, struct stream *s, int64_t now)
-{
-	int rc = index_stream_delete(t, s->id);
-
-	return rc ? rc : tenant_touch(t, now);
-}
 
 int store_stream_rename(struct store_tenant *t, uint64_t id,
 			const char *newname)
@@ -365,14 +364,12 @@ int store_stream_rename(struct store_tenant *t, uint64_t id,
 	if (rc)
 		goto out;
 	if (target)
-		rc = remove_rows(t, target, now);
+		rc = index_stream_delete(t, target->id);
 	oldname = s->name;
 	s->name = name;
 	s->ctime = store_ts(now);
 	if (!rc)
 		rc = index_stream_update(t, s);
-	if (!rc)
-		rc = tenant_touch(t, now);
 	if (!rc)
 		rc = index_commit(t);
 	else
@@ -380,6 +377,7 @@ int store_stream_rename(struct store_tenant *t, uint64_t id,
 	s->name = oldname;
 	if (rc)
 		goto out;
+	tenant_touch(t, now);
 	if (target) {
 		unlink_segments(t, target);
 		stream_detach(t, target);
@@ -404,12 +402,13 @@ int store_stream_remove(struct store_tenant *t, uint64_t id)
 		return rc;
 	rc = index_begin(t);
 	if (!rc)
-		rc = remove_rows(t, s, store_now_ns());
+		rc = index_stream_delete(t, s->id);
 	if (!rc)
 		rc = index_commit(t);
 	else
 		index_rollback(t);
 	if (!rc) {
+		tenant_touch(t, store_now_ns());
 		unlink_segments(t, s);
 		stream_detach(t, s);
 		stream_free(t, s);
