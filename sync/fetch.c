@@ -178,6 +178,50 @@ static void nap(struct sync *s, int64_t ns)
 	pthread_mutex_unlock(&s->lock);
 }
 
+#define READAHEAD 2	/* segments fetched ahead of a demanded one */
+
+/* Queues background fetches of the READAHEAD evicted segments that follow
+ * R's in its stream, when the cache has room for them: a reader that
+ * needed this one will most likely read on. */
+static void read_ahead(struct sync *s, const struct fetch_req *r)
+{
+	struct seg_vec sv = { 0 };
+	unsigned queued = 0;
+
+	if (store_stream_segments(r->t, r->seg.stream, seg_collect, &sv))
+		goto out;
+	for (size_t i = 0; i < sv.n && queued < READAHEAD; i++) {
+		const struct store_segment *g = &sv.v[i];
+		struct fetch_req *q, **tail;
+
+		if (g->offset <= r->seg.offset)
+			continue;
+		if (g->state != STORE_SEG_EVICTED)
+			continue;
+		if (s->cfg.cache_size &&
+		    (READAHEAD + 2) * g->length > s->cfg.cache_size)
+			break;
+		pthread_mutex_lock(&s->lock);
+		for (q = s->fq; q; q = q->next)
+			if (q->t == r->t && q->seg.seg == g->seg)
+				break;
+		if (!q && !s->stop && (q = calloc(1, sizeof(*q)))) {
+			q->t = r->t;
+			q->seg = *g;
+			q->refs = 1;
+			q->prefetch = true;
+			for (tail = &s->fq; *tail; tail = &(*tail)->next)
+				;
+			*tail = q;
+			pthread_cond_signal(&s->fetch_cond);
+		}
+		pthread_mutex_unlock(&s->lock);
+		queued++;
+	}
+out:
+	free(sv.v);
+}
+
 static int fetch_one(struct fetcher *f, struct fetch_req *r)
 {
 	struct sync *s = f->s;
@@ -221,7 +265,8 @@ static int fetch_one(struct fetcher *f, struct fetch_req *r)
 			 attempt + 1, s->cfg.fetch_attempts, strerror(-rc));
 	}
 	if (rc && rc != -ENOSPC) {
-		sync_log("fetch of %s failed for good: reads of it give EIO", key);
+		sync_log("fetch of %s failed for good%s", key, r->prefetch ?
+			 " (readahead)" : ": reads of it give EIO");
 		rc = -EIO;
 	}
 out:
@@ -233,6 +278,8 @@ out:
 	pthread_mutex_unlock(&s->lock);
 	if (!rc)
 		sync_evict(s, r->t, seg->seg);
+	if (!rc && !r->prefetch)
+		read_ahead(s, r);
 	free(tp);
 	free(key);
 	free(path);

@@ -22,6 +22,8 @@
 #include "sync_int.h"
 
 #define ROOT SYNC_ROOT
+/* Closest two passes brought forward by commits may be. */
+#define SYNC_KICK_MIN_NS 200000000LL
 
 int64_t sync_clock(clockid_t clk)
 {
@@ -1087,6 +1089,28 @@ struct pending {
 	uint64_t n, bytes;
 };
 
+/* The tenants this writer publishes, as one string. */
+static char *names_signature(struct sync *s, const struct name_vec *names)
+{
+	size_t len = 1;
+	char *out;
+
+	for (size_t i = 0; i < names->n; i++)
+		len += strlen(names->v[i]) + 3;
+	out = malloc(len);
+	if (!out)
+		return NULL;
+	out[0] = '\0';
+	for (size_t i = 0; i < names->n; i++) {
+		struct tenant_state *ts = sync_tstate(s, names->v[i]);
+
+		strcat(out, names->v[i]);
+		strcat(out, ts && ts->leased ? "/L" : "/-");
+		strcat(out, "\n");
+	}
+	return out;
+}
+
 /* One writer pass over every tenant.  FORCE seals every non-empty segment. */
 static int pass(struct sync *s, bool force)
 {
@@ -1185,8 +1209,26 @@ static int pass(struct sync *s, bool force)
 		free(segs.v);
 		free(tprefix);
 	}
-	if (!rc && s->b)
-		rc = publish_tenants(s, &names, what, sizeof(what));
+	if (!rc && s->b) {
+		/* tenants.json: when our set changes, and once a minute to
+		 * heal a lost race with another writer. */
+		char *sig = names_signature(s, &names);
+		int64_t now = sync_clock(CLOCK_MONOTONIC);
+
+		if (!sig) {
+			rc = -ENOMEM;
+		} else if (!s->tenants_json || strcmp(sig, s->tenants_json) ||
+			   now - s->tenants_checked_ns > 60 * 1000000000LL) {
+			rc = publish_tenants(s, &names, what, sizeof(what));
+			if (!rc) {
+				free(s->tenants_json);
+				s->tenants_json = sig;
+				sig = NULL;
+				s->tenants_checked_ns = now;
+			}
+		}
+		free(sig);
+	}
 	if (!rc && refused)
 		rc = refused;
 	if (!rc)
@@ -1218,9 +1260,24 @@ static void wait_until(struct sync *s, int64_t deadline_ns)
 	struct timespec ts = { .tv_sec = deadline_ns / 1000000000,
 			       .tv_nsec = deadline_ns % 1000000000 };
 
-	while (!s->stop && !s->kicked && s->now_req == s->now_done &&
-	       sync_clock(CLOCK_MONOTONIC) < deadline_ns)
+	int64_t earliest = sync_clock(CLOCK_MONOTONIC) + SYNC_KICK_MIN_NS;
+
+	/* A kick (a commit) brings the next pass forward, but passes stay
+	 * SYNC_KICK_MIN_NS apart: a busy writer must not make the thread
+	 * spin. */
+	while (!s->stop && s->now_req == s->now_done &&
+	       sync_clock(CLOCK_MONOTONIC) < deadline_ns) {
+		if (s->kicked && sync_clock(CLOCK_MONOTONIC) >= earliest)
+			break;
+		if (s->kicked && earliest < deadline_ns) {
+			struct timespec e = { .tv_sec = earliest / 1000000000,
+					      .tv_nsec = earliest % 1000000000 };
+
+			pthread_cond_timedwait(&s->cond, &s->lock, &e);
+			continue;
+		}
 		pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+	}
 }
 
 static void *sync_main(void *arg)
@@ -1425,6 +1482,10 @@ void sync_stop(struct sync *s)
 
 void sync_kick(struct sync *s)
 {
+	/* A replica's commits are its own thread's doing; roller passes
+	 * need no hurry. */
+	if (!s || !s->b || s->cfg.replica)
+		return;
 	pthread_mutex_lock(&s->lock);
 	s->kicked = true;
 	pthread_cond_signal(&s->cond);

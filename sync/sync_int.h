@@ -119,6 +119,7 @@ struct fetch_req {
 	struct store_tenant *t;
 	struct store_segment seg;
 	bool taken, done;
+	bool prefetch;		/* readahead: nobody waits for it */
 	int rc;
 	unsigned refs;		/* the queue and each waiter */
 };
@@ -170,7 +171,8 @@ struct sync {
 
 	/* Thread-only state. */
 	bool published_once;		/* every manifest written since start */
-	char *tenants_json;		/* last tenants.json written */
+	char *tenants_json;		/* tenant set last published */
+	int64_t tenants_checked_ns;	/* CLOCK_MONOTONIC of that */
 	struct tenant_state *ts;
 	size_t nts;
 };

@@ -92,8 +92,10 @@ static long read_all(struct store *st, const char *tn, const char *name,
 		rc = store_stream_lookup(t, name, &id);
 	if (!rc)
 		rc = store_stream_stat(t, id, &a);
-	if (rc)
+	if (rc) {
+		fprintf(stderr, "read_all %s/%s: lookup: %d\n", tn, name, rc);
 		return rc;
+	}
 	buf = malloc(a.size + 1);
 	if (!buf)
 		return -ENOMEM;
@@ -102,6 +104,8 @@ static long read_all(struct store *st, const char *tn, const char *name,
 		ssize_t n = store_read(t, id, buf + off, 97, (uint64_t)off);
 
 		if (n <= 0) {
+			fprintf(stderr, "read_all %s/%s: store_read at %ld: %zd\n",
+				tn, name, off, n);
 			free(buf);
 			return n < 0 ? n : -EIO;
 		}
