@@ -431,23 +431,6 @@ static const char *payload(const struct batch *b, const char *buf,
 	return out;
 }
 
-static int pwrite_all(int fd, const char *p, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 /* A new active segment for S, its row inserted in the open transaction. */
 static int new_segment(struct store_tenant *t, struct stream *s,
 		       int64_t now, struct seg **out)
@@ -534,7 +517,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	}
 	gold = *g;
 	fd = seg_fd(t, g);
-	rc = fd < 0 ? fd : pwrite_all(fd, p, len, g->length);
+	rc = fd < 0 ? fd : store_pwrite_all(fd, p, len, g->length);
 	if (!rc && cfg->sync_always && (fdatasync(fd) < 0 ||
 					 (fresh && fsync(t->segfd) < 0)))
 		rc = -errno;

@@ -259,24 +259,6 @@ static int pair_cmp(const void *a, const void *b)
 	return x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Writes the table of SET as NAME in DIRFD: temporary file, fsync, rename. */
 int idtable_write(int dirfd, const char *name, const char *field,
 		  const struct idset *set)
@@ -309,9 +291,10 @@ int idtable_write(int dirfd, const char *name, const char *field,
 		rc = -errno;
 		goto out;
 	}
-	rc = write_all(fd, &hdr, sizeof(hdr));
+	rc = store_pwrite_all(fd, &hdr, sizeof(hdr), 0);
 	if (!rc)
-		rc = write_all(fd, pairs, n * 2 * sizeof(uint64_t));
+		rc = store_pwrite_all(fd, pairs, n * 2 * sizeof(uint64_t),
+				      sizeof(hdr));
 	if (!rc && fdatasync(fd) < 0)
 		rc = -errno;
 	close(fd);

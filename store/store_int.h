@@ -186,7 +186,8 @@ struct timespec store_ts(int64_t ns);
 int64_t store_ns(struct timespec ts);
 void store_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what);
-uint64_t store_checksum(const void *buf, size_t len);
+/* Writes all of BUF at OFF, retrying short writes: 0 or -errno. */
+int store_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
 /* ---- index.c: the tenant's SQLite database ---- */
 

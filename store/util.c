@@ -2,8 +2,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
-
-#include <xxhash.h>
+#include <unistd.h>
 
 #include "store_int.h"
 
@@ -84,7 +83,21 @@ int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what)
 	return -err;
 }
 
-uint64_t store_checksum(const void *buf, size_t len)
+int store_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 {
-	return XXH3_64bits(buf, len);
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
 }
