@@ -46,7 +46,9 @@ mount (function)         Factory; each call starts one daemon and returns a Moun
   At teardown every mount still up is unmounted with .umount(): the daemon
   must exit 0 and its stderr must hold no sanitizer report (AddressSanitizer,
   LeakSanitizer, "runtime error:", "SUMMARY:") and no line matching
-  error|fault|leak|assertion|panic outside the allow-list.  If the test failed,
+  error|fault|leak|assertion|panic outside the allow-list (a LeakSanitizer
+  report whose every stack lies inside libfuse and libc is libfuse's own and
+  is accepted: util.split_leak_reports).  If the test failed,
   teardown instead unmounts lazily and kills, and prints each daemon's stderr.
 
 run_streamfs (function)  run_streamfs(*args, check=True, timeout=60, env=None,
