@@ -90,10 +90,11 @@ static bool replica_fits(const struct stream *s, const struct store_segment *seg
 	       offset == seg->offset + seg->length;
 }
 
+/* The rows of segment G (already pushed on S) and its batches. */
 static int replica_rows(struct store_tenant *t, struct stream *s,
-			struct seg *g, const struct store_batch *b, size_t n)
+			const struct store_batch *b, size_t n)
 {
-	int rc = index_segment_insert(t, s->id, g);
+	int rc = 0;
 
 	for (size_t i = 0; !rc && i < n; i++)
 		rc = index_batch_insert(t, s->id, b[i].first_version, b[i].offset,
@@ -134,17 +135,22 @@ int store_replica_add(struct store_tenant *t, uint64_t id,
 	else if (!replica_fits(s, seg, batches, n))
 		rc = -EINVAL;
 	else
-		rc = seg_push(t, s, g);	/* room first: nothing fails after commit */
-	if (rc)
+		rc = index_begin(t);
+	if (!rc)
+		rc = index_segment_insert(t, s->id, g);	/* gives g->id */
+	if (!rc)
+		rc = seg_push(t, s, g);	/* before the commit: nothing fails after */
+	if (rc) {
+		if (s)
+			index_rollback(t);
 		goto out;
+	}
 	old = *s;
 	s->version += seg->count;
 	s->size += seg->length;
 	s->last_ns = batches[n - 1].time_ns;
 	s->mtime = s->ctime = store_ts(s->last_ns);
-	rc = index_begin(t);
-	if (!rc)
-		rc = replica_rows(t, s, g, batches, n);
+	rc = replica_rows(t, s, batches, n);
 	if (!rc)
 		rc = index_commit(t);
 	else
