@@ -651,6 +651,10 @@ static int seed_from_remote(struct sync *s, struct tenant_state *ts,
 	if (json_object_object_get_ex(root, "tombstones", &v) &&
 	    json_object_is_type(v, json_type_array))
 		ts->tombstones = json_object_get(v);
+	/* The previous stream list: streams removed while this writer was
+	 * down get their tombstones at the next publication. */
+	free(ts->last_cmp);
+	ts->last_cmp = strdup(m.data);
 	if (!json_object_object_get_ex(root, "streams", &streams))
 		goto out;
 	for (size_t i = 0; !rc && i < json_object_array_length(streams); i++) {

@@ -32,7 +32,9 @@
  * it queues the segment and waits on a condition variable for a fetcher
  * thread, which downloads the whole object with ranged GETs (several ranges
  * in parallel), writes it beside the segment as a temporary and calls
- * store_segment_restore(), which checks length and XXH3.  Failures are
+ * store_segment_restore(), which checks length and XXH3.  A fetch a reader
+ * waited for also queues the next two evicted segments of the stream in the
+ * background (readahead), when cache_size leaves room.  Failures are
  * retried with backoff a few times, then the read gets -EIO: never wrong or
  * zero-filled bytes.
  *
