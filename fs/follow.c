@@ -402,9 +402,15 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 		    uint64_t size)
 {
 	struct fs *fs = arg;
-	struct fs_node *n = fs_node_find_stream(fs, t, stream);
+	struct sync *sy = atomic_load(&fs->sync);
+	struct fs_node *n;
 	uint64_t old;
 
+	/* Appends and removals are work for the sync thread (a commit made
+	 * by the replica's own thread just wakes it once more). */
+	if (sy)
+		sync_kick(sy);
+	n = fs_node_find_stream(fs, t, stream);
 	if (!n)
 		return;	/* nobody looked at it: nothing cached, nobody parked */
 	pthread_mutex_lock(&fs->park_lock);

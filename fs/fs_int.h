@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 
 #include "fs.h"
+#include "sync.h"
 
 #define FS_WARN_UNUSED __attribute__((warn_unused_result))
 
@@ -97,6 +98,10 @@ struct fs_wake {
 
 struct fs {
 	struct store *st;
+	/* The sync thread (roller, writer or replica), or NULL (a plain ro
+	 * mount).  Set once before the session starts; read by the commit
+	 * hook, which may run in sync's own threads meanwhile. */
+	_Atomic(struct sync *) sync;
 	struct fuse_session *se;
 	struct fs_opts *opts;
 	long page_size;
@@ -196,5 +201,9 @@ void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		 size_t size);
 void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+/* Root xattrs read by `streamfs status` and `streamfs sync`. */
+#define FS_XATTR_STATUS "user.streamfs.status"
+#define FS_XATTR_SYNC_NOW "user.streamfs.sync_now"
 
 #endif

@@ -2,10 +2,18 @@
  * streamfs: the event store as a filesystem.
  *   streamfs SOURCE MOUNTPOINT [-f] [-d] [-o OPT,...]
  *   streamfs verify DATADIR
+ *   streamfs status MOUNTPOINT
+ *   streamfs sync [--timeout SECS] MOUNTPOINT
+ *
+ * The tools talk to a running mount through read-only xattrs on its root
+ * (fs/xattr.c), so no socket is needed and permissions are the mount's.
  */
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/xattr.h>
 
 #include "config.h"
 #include "fs.h"
@@ -25,6 +33,97 @@ static int cmd_verify(int argc, char *argv[])
 		return 2;
 	}
 	return rc;
+}
+
+/* Reads xattr NAME of PATH into a malloc'd string.  -errno on failure. */
+static int read_xattr(const char *path, const char *name, char **out)
+{
+	size_t cap = 4096;
+	char *buf = malloc(cap + 1);
+	ssize_t n;
+
+	if (!buf)
+		return -ENOMEM;
+	n = getxattr(path, name, buf, cap);
+	if (n < 0) {
+		int err = errno;
+		free(buf);
+		return -err;
+	}
+	buf[n] = '\0';
+	*out = buf;
+	return 0;
+}
+
+static void explain(const char *mnt, int err)
+{
+	if (err == -ENOTSUP || err == -ENODATA)
+		fprintf(stderr, "streamfs: %s is not the root of a streamfs "
+			"mount\n", mnt);
+	else
+		fprintf(stderr, "streamfs: %s: %s\n", mnt, strerror(-err));
+}
+
+static int cmd_status(int argc, char *argv[])
+{
+	char *text;
+	int rc;
+
+	if (argc != 3) {
+		fprintf(stderr, "usage: %s status MOUNTPOINT\n", argv[0]);
+		return 2;
+	}
+	rc = read_xattr(argv[2], "user.streamfs.status", &text);
+	if (rc) {
+		explain(argv[2], rc);
+		return 2;
+	}
+	fputs(text, stdout);
+	free(text);
+	return 0;
+}
+
+static int cmd_sync(int argc, char *argv[])
+{
+	const char *mnt = NULL;
+	long secs = 0;
+	char name[64], *text = NULL;
+	int rc;
+
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
+			secs = strtol(argv[++i], NULL, 10);
+		else if (strncmp(argv[i], "--timeout=", 10) == 0)
+			secs = strtol(argv[i] + 10, NULL, 10);
+		else if (!mnt && argv[i][0] != '-')
+			mnt = argv[i];
+		else
+			mnt = NULL, i = argc;
+	}
+	if (!mnt || secs < 0 || secs > 86400) {
+		fprintf(stderr, "usage: %s sync [--timeout SECS] MOUNTPOINT\n",
+			argv[0]);
+		return 2;
+	}
+	if (secs)
+		snprintf(name, sizeof(name), "user.streamfs.sync_now.%ld", secs);
+	else
+		snprintf(name, sizeof(name), "user.streamfs.sync_now");
+	rc = read_xattr(mnt, name, &text);
+	free(text);
+	if (rc == 0)
+		return 0;
+	if (rc == -ETIMEDOUT)
+		fprintf(stderr, "streamfs: sync of %s did not finish in time\n",
+			mnt);
+	else
+		explain(mnt, rc);
+	/* Say why, from the mount's own status. */
+	if (rc != -ENOTSUP && read_xattr(mnt, "user.streamfs.status", &text) == 0) {
+		fputs(text, stderr);
+		free(text);
+	}
+	return 1;
 }
 
 static int cmd_mount(int argc, char *argv[])
@@ -65,6 +164,10 @@ int main(int argc, char *argv[])
 	}
 	if (argc > 1 && strcmp(argv[1], "verify") == 0)
 		status = cmd_verify(argc, argv);
+	else if (argc > 1 && strcmp(argv[1], "status") == 0)
+		status = cmd_status(argc, argv);
+	else if (argc > 1 && strcmp(argv[1], "sync") == 0)
+		status = cmd_sync(argc, argv);
 	else
 		status = cmd_mount(argc, argv);
 	curl_global_cleanup();

@@ -320,6 +320,52 @@ static void daemon_ready(int *notify, int status)
 	*notify = -1;
 }
 
+/* ---- sync ---- */
+
+/* Starts the sync thread the mount needs: a writer without remote= only
+ * seals segments at roll age (roller); with remote= it also uploads; an
+ * analysis host (remote=,ro) mirrors the remote.  A plain ro mount has
+ * none.  Before the FUSE session exists, so that a lease held by another
+ * writer refuses the mount. */
+static int start_sync(struct fs *fs, struct fs_opts *o)
+{
+	struct sync_config cfg;
+	struct sync *s = NULL;
+	int rc;
+
+	if (o->ro && !o->remote)
+		return 0;
+	sync_config_default(&cfg);
+	cfg.url = o->remote;
+	cfg.state_dir = o->source;
+	cfg.replica = o->replica;
+	cfg.nodelete = o->nodelete;
+	cfg.cache_size = o->cache_size;
+	if (o->poll_str)
+		cfg.poll_ns = o->poll_ns;
+	cfg.opts.endpoint = o->endpoint;
+	if (o->region)
+		cfg.opts.region = o->region;
+	cfg.opts.path_style = o->path_style;
+	cfg.opts.credentials_file = o->credentials;
+	cfg.opts.ca_file = o->ca_file;
+	cfg.opts.query_slash_raw = o->query_slash_raw;
+	rc = sync_start(fs->st, &cfg, &s);
+	if (rc == -EBUSY) {
+		fprintf(stderr, "streamfs: another writer holds a tenant of %s "
+			"(see above); refusing to mount a second writer\n",
+			o->remote);
+		return rc;
+	}
+	if (rc) {
+		fprintf(stderr, "streamfs: cannot use remote %s: %s\n",
+			o->remote ? o->remote : "(none)", strerror(-rc));
+		return rc;
+	}
+	atomic_store(&fs->sync, s);
+	return 0;
+}
+
 static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
 {
 	memset(fs, 0, sizeof(*fs));
@@ -399,6 +445,8 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	status = rc < 0 ? 1 : 0;
 	if (rc < 0)
 		fprintf(stderr, "streamfs: session ended: %s\n", strerror(-rc));
+	/* Before the wake thread goes: a replica's thread commits too. */
+	sync_stop(atomic_exchange(&fs->sync, NULL));
 	fs_follow_stop(fs);
 out_unmount:
 	fuse_session_unmount(fs->se);
@@ -430,11 +478,6 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 		fprintf(stderr, "streamfs: fork: %s\n", strerror(-rc));
 		goto out;
 	}
-	if (o->remote) {
-		fprintf(stderr, "streamfs: remote= is not supported by this "
-			"build yet (no sync module); refusing to mount\n");
-		goto out;
-	}
 	lock_fd = lock_source(o->source);
 	if (lock_fd < 0)
 		goto out;
@@ -454,7 +497,10 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	fs.park_max_ns = park_limit_ns();
 	fs_global = &fs;
 	store_set_commit_hook(st, fs_commit_hook, &fs);
-	status = run_session(&fs, args, &co, lock_fd, &notify);
+	if (start_sync(&fs, o) == 0)
+		status = run_session(&fs, args, &co, lock_fd, &notify);
+	/* Whatever run_session did not stop (it failed before serving). */
+	sync_stop(atomic_exchange(&fs.sync, NULL));
 	fs_global = NULL;
 	fs_release_all(&fs);
 out_store:

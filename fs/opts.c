@@ -45,6 +45,8 @@ void fs_usage(const char *prog)
 {
 	printf("usage: %s SOURCE MOUNTPOINT [-f] [-d] [-o OPT[,OPT...]]\n"
 	       "       %s verify DATADIR\n"
+	       "       %s status MOUNTPOINT\n"
+	       "       %s sync [--timeout SECS] MOUNTPOINT\n"
 	       "\n"
 	       "SOURCE is the data directory (segments and indexes).\n"
 	       "\n"
@@ -68,7 +70,9 @@ void fs_usage(const char *prog)
 	       "\n"
 	       "SIZE: bytes with optional K, M or G; DURATION: seconds with\n"
 	       "optional ms, s, m, h or d.\n"
-	       "\n", prog, prog);
+	       "status prints the sync status of a mount; sync seals and uploads\n"
+	       "everything now (an analysis mount: rescans the remote) and waits.\n"
+	       "\n", prog, prog, prog, prog);
 }
 
 static int opt_proc(void *data, const char *arg, int key,

@@ -3,11 +3,19 @@
  *   streams: user.streamfs.version (ro), .framing (rw while empty), .sync (ro)
  *   tenants: user.streamfs.framing, user.streamfs.id_field (rw)
  * Views expose the version and framing of their stream, read-only.
+ * The root has two for the tools (docs/streamfs.1, "Tools"):
+ *   user.streamfs.status             sync status of the mount, as text
+ *   user.streamfs.sync_now[.SECS]    reading it seals and uploads everything
+ *                                    (sync_now) and waits; not listed, so
+ *                                    `getfattr -d` never triggers it
+ * A getxattr, not a setxattr, so that it works on read-only (analysis) mounts.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/xattr.h>
 
 #include "fs_int.h"
@@ -64,20 +72,136 @@ static int xattr_value(struct fs_node *n, const char *name, char *buf,
 		snprintf(buf, cap, "%" PRIu64, a.version);
 	else if (strcmp(name, X_FRAMING) == 0)
 		snprintf(buf, cap, "%s", framing_name(a.framing));
-	else if (strcmp(name, X_SYNC) == 0 && n->kind == FS_STREAM)
-		snprintf(buf, cap, "local");	/* no remote in this build */
-	else
+	else if (strcmp(name, X_SYNC) == 0 && n->kind == FS_STREAM) {
+		rc = sync_stream_status(atomic_load(&fs_global->sync), n->t,
+					n->id, buf, cap);
+		return rc < 0 ? rc : 0;
+	} else
 		return -ENODATA;
+	return 0;
+}
+
+/* ---- root: status and sync now ---- */
+
+static void put_time(char *buf, size_t cap, size_t *len, const char *key,
+		     int64_t ns)
+{
+	struct timespec now;
+	struct tm tm;
+	time_t secs = (time_t)(ns / 1000000000);
+
+	if (*len >= cap)
+		return;
+	if (!ns) {
+		*len += (size_t)snprintf(buf + *len, cap - *len, "%s: never\n", key);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&secs, &tm);
+	*len += (size_t)snprintf(buf + *len, cap - *len,
+				 "%s: %04d-%02d-%02dT%02d:%02d:%02dZ (%lld s ago)\n",
+				 key, tm.tm_year + 1900, tm.tm_mon + 1,
+				 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+				 (long long)(now.tv_sec - secs));
+}
+
+#define STATUS_MAX 2048
+
+/* The text of `streamfs status`: one "key: value" per line. */
+static void status_text(struct fs *fs, char *buf, size_t cap)
+{
+	struct sync *sy = atomic_load(&fs->sync);
+	struct fs_opts *o = fs->opts;
+	struct sync_status st;
+	size_t len = 0;
+
+#define PUT(...) do { if (len < cap) len += (size_t)snprintf(buf + len, cap - len, __VA_ARGS__); } while (0)
+	PUT("source: %s\n", o->source);
+	PUT("mode: %s\n", o->replica ? "analysis (read-only replica)" :
+	    o->ro ? "read-only" : o->remote ? "writer" : "writer (no remote)");
+	PUT("remote: %s\n", o->remote ? o->remote : "none");
+	if (!sy || !o->remote) {
+		buf[cap - 1] = '\0';
+		return;
+	}
+	sync_get_status(sy, &st);
+	if (!o->replica) {
+		PUT("pending_segments: %llu\n", (unsigned long long)st.pending_segments);
+		PUT("pending_bytes: %llu\n", (unsigned long long)st.pending_bytes);
+		PUT("uploaded_segments: %llu\n", (unsigned long long)st.uploaded_segments);
+		PUT("uploaded_bytes: %llu\n", (unsigned long long)st.uploaded_bytes);
+		PUT("leases_held: %llu\n", (unsigned long long)st.leases_held);
+		PUT("leases_refused: %llu\n", (unsigned long long)st.leases_refused);
+	}
+	PUT("cached_bytes: %llu\n", (unsigned long long)st.cached_bytes);
+	if (o->cache_size)
+		PUT("cache_size: %llu\n", (unsigned long long)o->cache_size);
+	PUT("evicted_segments: %llu\n", (unsigned long long)st.evicted_segments);
+	PUT("fetched_segments: %llu\n", (unsigned long long)st.fetched_segments);
+	PUT("fetch_failures: %llu\n", (unsigned long long)st.fetch_failures);
+	put_time(buf, cap, &len, "last_success", st.last_success_ns);
+	if (st.last_error) {
+		PUT("last_error: %s (%s)\n", strerror(-st.last_error),
+		    st.last_error_what[0] ? st.last_error_what : "?");
+		put_time(buf, cap, &len, "last_error_time", st.last_error_ns);
+	} else {
+		PUT("last_error: none\n");
+	}
+#undef PUT
+	buf[cap - 1] = '\0';
+}
+
+/* Default wait of user.streamfs.sync_now without a .SECS suffix. */
+#define SYNC_NOW_DEFAULT_S 300
+
+/* Runs sync_now() in this FUSE thread, which waits on sync's condition
+ * variable (no libcurl here).  Cut to the kernel's request timeout. */
+static int sync_now_xattr(struct fs *fs, const char *suffix, char *buf,
+			  size_t cap)
+{
+	struct sync *sy = atomic_load(&fs->sync);
+	int64_t timeout = (int64_t)SYNC_NOW_DEFAULT_S * 1000000000;
+	int rc;
+
+	if (*suffix == '.') {
+		char *end;
+		long secs = strtol(suffix + 1, &end, 10);
+		if (end == suffix + 1 || *end || secs <= 0 || secs > 86400)
+			return -EINVAL;
+		timeout = (int64_t)secs * 1000000000;
+	} else if (*suffix) {
+		return -ENODATA;
+	}
+	if (fs->park_max_ns && timeout > fs->park_max_ns)
+		timeout = fs->park_max_ns;
+	if (!sy) {
+		/* A plain ro mount: nothing to seal or fetch. */
+		snprintf(buf, cap, "ok");
+		return 0;
+	}
+	rc = sync_now(sy, timeout);
+	if (rc)
+		return rc;
+	snprintf(buf, cap, "ok");
 	return 0;
 }
 
 void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		 size_t size)
 {
-	char buf[STORE_ID_FIELD_MAX + 64];
-	int rc = xattr_value(fs_node_of(ino), name, buf, sizeof(buf));
+	char buf[STATUS_MAX];
+	struct fs_node *n = fs_node_of(ino);
+	struct fs *fs = fuse_req_userdata(req);
+	size_t slen = strlen(FS_XATTR_SYNC_NOW);
 	size_t len;
+	int rc = 0;
 
+	if (n->kind == FS_ROOT && strcmp(name, FS_XATTR_STATUS) == 0)
+		status_text(fs, buf, sizeof(buf));
+	else if (n->kind == FS_ROOT && strncmp(name, FS_XATTR_SYNC_NOW, slen) == 0)
+		rc = sync_now_xattr(fs, name + slen, buf, sizeof(buf));
+	else
+		rc = xattr_value(n, name, buf, sizeof(buf));
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -161,6 +285,7 @@ void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	static const char stream_list[] = X_VERSION "\0" X_FRAMING "\0" X_SYNC;
 	static const char view_list[] = X_VERSION "\0" X_FRAMING;
 	static const char tenant_list[] = X_FRAMING "\0" X_ID_FIELD;
+	static const char root_list[] = FS_XATTR_STATUS;
 	struct fs_node *n = fs_node_of(ino);
 	const char *list = "";
 	size_t len = 0;
@@ -174,6 +299,9 @@ void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	} else if (n->kind == FS_TENANT) {
 		list = tenant_list;
 		len = sizeof(tenant_list);
+	} else if (n->kind == FS_ROOT) {
+		list = root_list;
+		len = sizeof(root_list);
 	}
 	if (size == 0)
 		fuse_reply_xattr(req, len);

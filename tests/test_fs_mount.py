@@ -79,13 +79,19 @@ def test_mount_t_fuse_streamfs(tmp_path, streamfs_bin):
             os.unlink(link)
 
 
-def test_remote_refused_without_sync(tmp_path, streamfs_bin):
-    r = subprocess.run([str(streamfs_bin), str(tmp_path / "s"), str(tmp_path), "-f",
-                        "-o", "remote=file:///tmp/x"], stderr=subprocess.PIPE, text=True,
-                       timeout=20)
-    if r.returncode == 0 or "remote=" not in r.stderr:
-        pytest.skip("this build has a sync module")
-    assert not is_mounted(tmp_path)
+def test_remote_options_checked(tmp_path, streamfs_bin):
+    """Bad remote options are refused before anything is mounted."""
+    cred = tmp_path / "cred"
+    cred.write_text("[default]\naws_access_key_id = k\naws_secret_access_key = s\n")
+    cred.chmod(0o644)
+    cases = [("remote=ftp://x/y", "remote="),
+             ("cache_size=1M", "needs remote="),
+             ("remote=file://%s/r,credentials=%s" % (tmp_path, cred), "chmod 600")]
+    for opts, msg in cases:
+        r = subprocess.run([str(streamfs_bin), str(tmp_path / "s"), str(tmp_path), "-f",
+                            "-o", opts], stderr=subprocess.PIPE, text=True, timeout=20)
+        assert r.returncode != 0 and msg in r.stderr, (opts, r.stderr)
+        assert not is_mounted(tmp_path)
 
 
 def test_two_users_default_permissions(mount, request):
