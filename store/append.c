@@ -431,7 +431,8 @@ static const char *payload(const struct batch *b, const char *buf,
 	return out;
 }
 
-/* A new active segment for S, its row inserted in the open transaction. */
+/* A new active segment for S: its row (committed on its own, before any
+ * journal record names it) and its file. */
 static int new_segment(struct store_tenant *t, struct stream *s,
 		       int64_t now, struct seg **out)
 {
@@ -451,8 +452,18 @@ static int new_segment(struct store_tenant *t, struct stream *s,
 		goto fail;
 	seg_name(name, sizeof(name), g->id, ".seg");
 	fd = openat(t->segfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
+	if (fd < 0 || (t->st->cfg.sync_always && fsync(t->segfd) < 0)) {
 		rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		index_segment_delete(t, g->id);
+		goto fail;
+	}
+	rc = seg_push(t, s, g);
+	if (rc) {
+		close(fd);
+		index_segment_delete(t, g->id);
+		unlinkat(t->segfd, name, 0);
 		goto fail;
 	}
 	seg_fd_adopt(t, g, fd);
@@ -464,37 +475,30 @@ fail:
 	return rc;
 }
 
-static void drop_new_segment(struct store_tenant *t, struct seg *g)
+static void drop_new_segment(struct store_tenant *t, struct stream *s)
 {
+	struct seg *g = seg_pop(t, s);
 	char name[64];
 
+	index_segment_delete(t, g->id);
 	seg_name(name, sizeof(name), g->id, ".seg");
 	unlinkat(t->segfd, name, 0);
 	seg_free(t, g);
 }
 
-/* Puts back the committed-state fields of G saved in OLD (not its file,
- * which the fd cache owns). */
-static void restore_seg(struct seg *g, const struct seg *old)
-{
-	g->length = old->length;
-	g->count = old->count;
-	g->has_ids = old->has_ids;
-	g->synced = old->synced;
-}
-
-/* Writes LEN bytes of P as one batch of COUNT events at the end of S and
- * commits it.  On failure nothing of it remains. */
+/* Writes LEN bytes of P as one batch of COUNT events at the end of S: the
+ * bytes to the segment, the batch to the journal (journal.c), and only
+ * then to memory, where readers see it.  On failure nothing remains. */
 static int commit_batch(struct store_tenant *t, struct stream *s,
 			const char *p, size_t len, uint32_t count,
 			bool has_ids)
 {
 	const struct store_config *cfg = &t->st->cfg;
 	int64_t now = store_now_ns();
-	struct seg *g = seg_active(s), *fresh = NULL;
-	struct stream old = *s;
-	struct seg gold;
-	int fd = -1, rc;
+	struct seg *g = seg_active(s);
+	struct pending row;
+	bool fresh = false;
+	int fd, rc;
 
 	if (now < s->last_ns)
 		now = s->last_ns;	/* times never go back within a stream */
@@ -504,57 +508,56 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 			return rc;
 		g = NULL;
 	}
-	rc = index_begin(t);
-	if (rc)
-		return rc;
 	if (!g) {
-		rc = new_segment(t, s, now, &fresh);
-		if (!rc && (rc = seg_push(t, s, fresh)))
-			drop_new_segment(t, fresh);
+		rc = new_segment(t, s, now, &g);
 		if (rc)
-			goto fail_new;
-		g = fresh;
+			return rc;
+		fresh = true;
 	}
-	gold = *g;
+	row = (struct pending){
+		.stream = s->id,
+		.first_version = s->version + 1,
+		.count = count,
+		.offset = s->size,
+		.length = len,
+		.time_ns = now,
+		.hash = XXH3_64bits(p, len),
+	};
 	fd = seg_fd(t, g);
 	rc = fd < 0 ? fd : store_pwrite_all(fd, p, len, g->length);
-	if (!rc && cfg->sync_always && (fdatasync(fd) < 0 ||
-					 (fresh && fsync(t->segfd) < 0)))
+	if (!rc && cfg->sync_always && fdatasync(fd) < 0)
 		rc = -errno;
 	if (!rc)
-		rc = index_batch_insert(t, s->id, s->version + 1, s->size, len,
-					count, now, XXH3_64bits(p, len));
+		rc = journal_append(t, s, g, &row, has_ids);
+	if (!rc && has_ids && !g->has_ids) {
+		/* once per segment; the journal record carries it too */
+		g->has_ids = true;
+		if (index_segment_update(t, g))
+			store_log("%s/%s: cannot mark segment as holding IDs",
+				  t->name, s->name);
+	}
+	if (fd >= 0 && rc && ftruncate(fd, (off_t)g->length) < 0)
+		store_log("truncate after failed append: %s", strerror(errno));
+	if (fd >= 0)
+		seg_fd_put(t, g);
+	if (rc) {
+		if (fresh)
+			drop_new_segment(t, s);
+		return rc;
+	}
 	g->length += len;
 	g->count += count;
-	g->has_ids |= has_ids;
 	if (cfg->sync_always)
 		g->synced = g->length;
-	if (!rc && (fresh || has_ids != gold.has_ids || cfg->sync_always))
-		rc = index_segment_update(t, g);
 	s->version += count;
 	s->size += len;
 	s->last_ns = now;
 	s->mtime = s->ctime = store_ts(now);
-	if (!rc)
-		rc = index_stream_update(t, s);
-	if (!rc)
-		rc = index_commit(t);
-	if (!rc) {
-		seg_fd_put(t, g);
-		return 0;
-	}
-	/* Undo: memory back, the file cut back to its committed length. */
-	stream_restore(s, &old);
-	restore_seg(g, &gold);
-	if (fd >= 0 && ftruncate(fd, (off_t)g->length) < 0)
-		store_log("truncate after failed append: %s", strerror(errno));
-	if (fd >= 0)
-		seg_fd_put(t, g);
-	if (fresh)
-		drop_new_segment(t, seg_pop(t, s));
-fail_new:
-	index_rollback(t);
-	return rc;
+	s->row_dirty = true;
+	if (journal_due(t, now) && journal_flush(t))
+		store_log("%s: index flush failed; rows stay in the journal",
+			  t->name);
+	return 0;
 }
 
 static void remember_ids(struct store_tenant *t, struct stream *s,

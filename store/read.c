@@ -126,7 +126,9 @@ static int lookup(struct store_tenant *t, uint64_t id, lookup_fn fn,
 
 		pthread_rwlock_wrlock(&t->lock);
 		s = t->removed ? NULL : stream_find(t, id);
-		rc = s ? fn(t, s, l) : -ENOENT;
+		rc = s ? journal_flush(t) : -ENOENT;	/* rows to look up */
+		if (!rc)
+			rc = fn(t, s, l);
 		pthread_rwlock_unlock(&t->lock);
 		if (rc != -ENODATA)
 			return rc;
@@ -183,9 +185,10 @@ int store_version_at_time(struct store_tenant *t, uint64_t id,
 
 	pthread_rwlock_wrlock(&t->lock);
 	s = t->removed ? NULL : stream_find(t, id);
-	if (!s) {
+	rc = s ? journal_flush(t) : -ENOENT;
+	if (rc) {
 		pthread_rwlock_unlock(&t->lock);
-		return -ENOENT;
+		return rc;
 	}
 	hi = s->version + 1;
 	while (lo < hi && !rc) {

@@ -53,9 +53,8 @@ int store_segment_batches(struct store_tenant *t, uint64_t seg,
 
 	pthread_rwlock_wrlock(&t->lock);
 	g = t->removed ? NULL : seg_find(t, seg, &s);
-	if (!g) {
-		rc = -ENOENT;
-	} else {
+	rc = g ? journal_flush(t) : -ENOENT;
+	if (!rc) {
 		l.end_version = g->first_version + g->count;
 		rc = index_batch_scan(t, s->id, g->first_version, batch_push, &l);
 	}

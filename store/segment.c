@@ -373,10 +373,13 @@ static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g)
 
 int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 {
-	int fd = seg_fd(t, g);
 	uint64_t sum;
-	int rc;
+	int fd, rc;
 
+	rc = journal_flush(t);	/* its batch rows first */
+	if (rc)
+		return rc;
+	fd = seg_fd(t, g);
 	if (fd < 0)
 		return fd;
 	rc = fdatasync(fd) < 0 ? -errno : 0;
@@ -433,6 +436,9 @@ int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
 	int sealed = 0, rc = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
+	/* the roller's tick also bounds how long rows wait in the journal */
+	if (!t->removed && journal_due(t, now_ns))
+		rc = journal_flush(t);
 	for (size_t i = 0; !t->removed && i < t->nstreams && !rc; i++) {
 		struct stream *s = t->streams[i];
 		struct seg *g = seg_active(s);

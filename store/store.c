@@ -101,6 +101,7 @@ static void tenant_free(struct store_tenant *t)
 	free(t->streams);
 	free(t->names);
 	free(t->seg_ids);
+	journal_close(t);
 	index_close(t);
 	if (t->segfd >= 0)
 		close(t->segfd);
@@ -121,7 +122,7 @@ static struct store_tenant *tenant_new(struct store *st, const char *name,
 	if (!t)
 		return NULL;
 	t->st = st;
-	t->dirfd = t->segfd = -1;
+	t->dirfd = t->segfd = t->jfd = -1;
 	t->framing = st->cfg.framing;
 	t->mode = 0755;
 	strcpy(t->id_field, "id");
@@ -149,7 +150,11 @@ static int tenant_load(struct store_tenant *t, bool create)
 		return t->segfd;
 	rc = index_open(t, create);
 	if (!rc)
+		rc = journal_open(t);
+	if (!rc)
 		rc = index_load_tenant(t);
+	if (!rc && !create)
+		rc = journal_replay(t);
 	if (!rc && !create)
 		rc = recover_tenant(t);
 	return rc;
@@ -295,6 +300,7 @@ int store_tenant_remove(struct store *st, const char *name)
 			  (void *)t) < 0)
 		rc = -ENOMEM;
 	if (!rc) {
+		journal_close(t);
 		index_close(t);
 		if (rename(t->path, gone) < 0)
 			rc = -errno;

@@ -113,6 +113,7 @@ struct stream {
 	struct timespec atime, mtime, ctime;
 	uint64_t version, size;
 	int64_t last_ns;	/* commit time of the last batch */
+	bool row_dirty;		/* version/size/times newer than its index row */
 
 	struct seg **segs;	/* in stream order; the last may be active */
 	size_t nsegs, segcap;
@@ -160,6 +161,14 @@ struct store_tenant {
 	struct seg **seg_ids;		/* hash buckets by segment id */
 	size_t segmask, nsegs;
 
+	/* The append journal (journal.c): rows committed to the journal
+	 * file, not yet to the index. */
+	int jfd;
+	uint64_t jlen;
+	struct pending *pending;
+	size_t npending, pendcap;
+	int64_t pending_since;
+
 	struct store_tenant *next;	/* protected by store->lock */
 };
 
@@ -193,7 +202,10 @@ int store_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
 int index_open(struct store_tenant *t, bool create);
 void index_close(struct store_tenant *t);
+/* Flushes the journal's pending rows, then begins a transaction. */
 int index_begin(struct store_tenant *t);
+/* Begins a transaction as it is (journal.c). */
+int index_begin_raw(struct store_tenant *t);
 int index_commit(struct store_tenant *t);
 void index_rollback(struct store_tenant *t);
 int index_meta_set(struct store_tenant *t, const char *key, int64_t ival,
@@ -228,6 +240,32 @@ int index_batch_delete_from(struct store_tenant *t, uint64_t stream,
 			    uint64_t version);
 /* Full durability for the next commit (synchronous=FULL) or back. */
 int index_set_full_sync(struct store_tenant *t, bool full);
+
+/* ---- journal.c: group commit of batch rows ---- */
+
+/* A batch row on its way to the index. */
+struct pending {
+	uint64_t stream;
+	uint64_t first_version;
+	uint64_t count;
+	uint64_t offset;
+	uint64_t length;
+	int64_t time_ns;
+	uint64_t hash;
+};
+
+int journal_open(struct store_tenant *t);
+void journal_close(struct store_tenant *t);
+/* Records P (a batch of S in segment G) in the journal file and the
+ * pending rows.  0 or -errno; on failure nothing is recorded. */
+int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
+		   const struct pending *p, bool has_ids);
+/* Whether enough is pending, or for long enough, to flush now. */
+bool journal_due(const struct store_tenant *t, int64_t now);
+/* Moves the pending rows into the index in one transaction. */
+int journal_flush(struct store_tenant *t);
+/* At open, before recovery: adds the journal's rows the index lacks. */
+int journal_replay(struct store_tenant *t);
 
 /* ---- stream.c ---- */
 

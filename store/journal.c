@@ -1,0 +1,231 @@
+/*
+ * The append journal: group commit for the index.
+ *
+ * An append writes its bytes to the segment and one fixed-size record to
+ * the tenant's journal (two pwrite(2)s), and returns.  The index rows the
+ * records stand for are inserted into SQLite later, many per transaction
+ * (journal_flush), after which the journal starts over.  A crash of the
+ * daemon loses nothing: the records are in the file, and the next open
+ * replays those the index lacks (journal_replay) before recovery checks
+ * the bytes they name.  Every other index transaction flushes first, so a
+ * stream's row in SQLite always agrees with its batch rows.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "store_int.h"
+
+#define JOURNAL_FILE "journal"
+#define JOURNAL_MAGIC 0x314a465300000000ull	/* "SFJ1" in the high bytes */
+#define FLUSH_RECORDS 512	/* flush after this many pending rows */
+#define FLUSH_AGE_NS 100000000	/* ... or when the oldest is this old */
+
+#define JREC_HAS_IDS 1u
+
+struct jrec {
+	uint64_t magic;
+	uint64_t stream;
+	uint64_t seg;
+	uint64_t first_version;
+	uint64_t count;
+	uint64_t offset;
+	uint64_t length;
+	int64_t time_ns;
+	uint64_t hash;		/* of the batch's bytes */
+	uint64_t flags;
+	uint64_t check;		/* XXH3-64 of everything above */
+};
+
+int journal_open(struct store_tenant *t)
+{
+	t->jfd = openat(t->dirfd, JOURNAL_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	return t->jfd < 0 ? -errno : 0;
+}
+
+void journal_close(struct store_tenant *t)
+{
+	free(t->pending);
+	t->pending = NULL;
+	t->npending = t->pendcap = 0;
+	if (t->jfd >= 0)
+		close(t->jfd);
+	t->jfd = -1;
+}
+
+static int pending_push(struct store_tenant *t, const struct pending *p)
+{
+	if (t->npending == t->pendcap) {
+		size_t cap = t->pendcap ? t->pendcap * 2 : 64;
+		struct pending *v = realloc(t->pending, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		t->pending = v;
+		t->pendcap = cap;
+	}
+	t->pending[t->npending++] = *p;
+	return 0;
+}
+
+int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
+		   const struct pending *p, bool has_ids)
+{
+	struct jrec r = {
+		.magic = JOURNAL_MAGIC,
+		.stream = s->id,
+		.seg = g->id,
+		.first_version = p->first_version,
+		.count = p->count,
+		.offset = p->offset,
+		.length = p->length,
+		.time_ns = p->time_ns,
+		.hash = p->hash,
+		.flags = has_ids ? JREC_HAS_IDS : 0,
+	};
+	int rc;
+
+	r.check = XXH3_64bits(&r, offsetof(struct jrec, check));
+	rc = pending_push(t, p);
+	if (rc)
+		return rc;
+	rc = store_pwrite_all(t->jfd, &r, sizeof(r), t->jlen);
+	if (!rc && t->st->cfg.sync_always && fdatasync(t->jfd) < 0)
+		rc = -errno;
+	if (rc) {
+		t->npending--;
+		return rc;
+	}
+	if (t->npending == 1)
+		t->pending_since = p->time_ns;
+	t->jlen += sizeof(r);
+	return 0;
+}
+
+bool journal_due(const struct store_tenant *t, int64_t now)
+{
+	return t->npending >= FLUSH_RECORDS ||
+	       (t->npending && now - t->pending_since >= FLUSH_AGE_NS);
+}
+
+/* Writes the pending rows and the rows of the streams they changed in one
+ * transaction, then empties the journal.  T's lock is held for writing. */
+int journal_flush(struct store_tenant *t)
+{
+	int rc;
+
+	if (!t->npending)
+		return 0;
+	rc = index_begin_raw(t);
+	for (size_t i = 0; !rc && i < t->npending; i++) {
+		const struct pending *p = &t->pending[i];
+
+		rc = index_batch_insert(t, p->stream, p->first_version, p->offset,
+					p->length, p->count, p->time_ns, p->hash);
+	}
+	for (size_t i = 0; !rc && i < t->npending; i++) {
+		struct stream *s = stream_find(t, t->pending[i].stream);
+
+		if (s && s->row_dirty) {
+			rc = index_stream_update(t, s);
+			s->row_dirty = false;
+		}
+	}
+	if (!rc)
+		rc = index_commit(t);
+	else
+		index_rollback(t);
+	if (rc) {
+		/* rows stay pending (and in the journal): a later flush or
+		 * the next open's replay writes them */
+		for (size_t i = 0; i < t->npending; i++) {
+			struct stream *s = stream_find(t, t->pending[i].stream);
+
+			if (s)
+				s->row_dirty = true;
+		}
+		return rc;
+	}
+	t->npending = 0;
+	t->jlen = 0;
+	if (ftruncate(t->jfd, 0) < 0)
+		store_log("%s: cannot empty the journal: %s", t->name,
+			  strerror(errno));
+	return 0;
+}
+
+/* ---- replay at open ---- */
+
+static bool jrec_valid(const struct jrec *r)
+{
+	return r->magic == JOURNAL_MAGIC && r->count && r->length &&
+	       r->check == XXH3_64bits(r, offsetof(struct jrec, check));
+}
+
+/* Applies record R if it continues its stream where the index ends.
+ * Inside the caller's transaction. */
+static int replay_one(struct store_tenant *t, const struct jrec *r)
+{
+	struct stream *s = stream_find(t, r->stream);
+	struct seg *g;
+	int rc;
+
+	if (!s || r->first_version <= s->version)
+		return 0;	/* removed since, or already in the index */
+	g = seg_active(s);
+	if (r->first_version != s->version + 1 || r->offset != s->size ||
+	    !g || g->id != r->seg)
+		return 0;	/* a gap: recovery keeps the prefix before it */
+	rc = index_batch_insert(t, s->id, r->first_version, r->offset,
+				r->length, r->count, r->time_ns, r->hash);
+	if (rc)
+		return rc;
+	s->version += r->count;
+	s->size += r->length;
+	s->last_ns = r->time_ns;
+	s->mtime = s->ctime = store_ts(r->time_ns);
+	if ((r->flags & JREC_HAS_IDS) && !g->has_ids) {
+		g->has_ids = true;
+		rc = index_segment_update(t, g);
+	}
+	return rc ? rc : index_stream_update(t, s);
+}
+
+int journal_replay(struct store_tenant *t)
+{
+	struct stat sb;
+	struct jrec *recs;
+	size_t n;
+	ssize_t got;
+	int rc = 0;
+
+	if (fstat(t->jfd, &sb) < 0)
+		return -errno;
+	n = (size_t)sb.st_size / sizeof(*recs);
+	if (!n)
+		return ftruncate(t->jfd, 0) < 0 ? -errno : 0;
+	recs = malloc(n * sizeof(*recs));
+	if (!recs)
+		return -ENOMEM;
+	got = pread(t->jfd, recs, n * sizeof(*recs), 0);
+	if (got != (ssize_t)(n * sizeof(*recs)))
+		rc = got < 0 ? -errno : -EIO;
+	if (!rc)
+		rc = index_begin_raw(t);
+	/* records after a torn or foreign one cannot be trusted */
+	for (size_t i = 0; !rc && i < n && jrec_valid(&recs[i]); i++)
+		rc = replay_one(t, &recs[i]);
+	if (!rc)
+		rc = index_commit(t);
+	else
+		index_rollback(t);
+	free(recs);
+	if (!rc && ftruncate(t->jfd, 0) < 0)
+		rc = -errno;
+	return rc;
+}
