@@ -1120,7 +1120,7 @@ static int pass(struct sync *s, bool force)
 {
 	struct name_vec names = { 0 };
 	struct pending pend = { 0 };
-	char what[160] = "list tenants";
+	char what[160] = "list tenants", refused_what[160] = "";
 	int rc, refused = 0;
 	uint64_t held = 0, nrefused = 0;
 
@@ -1172,7 +1172,8 @@ static int pass(struct sync *s, bool force)
 			r = lease_take(s, ts, w2, sizeof(w2));
 			if (r == -EBUSY) {
 				refused = r;
-				snprintf(what, sizeof(what), "%s", w2);
+				snprintf(refused_what, sizeof(refused_what),
+					 "%s", w2);
 				free(segs.v);
 				free(tprefix);
 				continue;
@@ -1233,8 +1234,10 @@ static int pass(struct sync *s, bool force)
 		}
 		free(sig);
 	}
-	if (!rc && refused)
+	if (!rc && refused) {
 		rc = refused;
+		snprintf(what, sizeof(what), "%s", refused_what);
+	}
 	if (!rc)
 		s->published_once = true;
 	for (size_t i = 0; i < s->nts; i++) {

@@ -37,6 +37,16 @@
 #include "sync.h"
 
 static int passed, failed;
+static volatile int remote_down;
+
+/* Fault hook: the remote is unreachable while remote_down is set. */
+static int fault(const struct backend *b, const char *op, const char *key)
+{
+	(void)b;
+	(void)op;
+	(void)key;
+	return __atomic_load_n(&remote_down, __ATOMIC_SEQ_CST) ? -EAGAIN : 0;
+}
 
 #define CHECK(cond, ...)                                                    \
 	do {                                                                \
@@ -367,8 +377,8 @@ static int mode_full(const char *work, const char *url, bool pauses)
 	if (!rc)
 		sync_stop(s2);
 
-	/* The replica. */
-	rc = start(r, url, NULL, true, 0, &rs);
+	/* The replica, with a cache smaller than what it reads. */
+	rc = start(r, url, NULL, true, CACHE, &rs);
 	CHECK(rc == 0, "replica sync_start (%d)", rc);
 	if (rc)
 		goto out;
@@ -379,6 +389,11 @@ static int mode_full(const char *work, const char *url, bool pauses)
 	same_stream(w, r, "acme", "orders");
 	same_stream(w, r, "acme", "blob");
 	same_stream(w, r, "we ird", "x.y z");
+	sync_get_status(rs, &ss);
+	CHECK(ss.fetched_segments > 0 && ss.cached_bytes <= CACHE + ROLL,
+	      "replica cache_size holds during the sweep (%llu fetched, "
+	      "%llu bytes)", (unsigned long long)ss.fetched_segments,
+	      (unsigned long long)ss.cached_bytes);
 	if (!store_tenant_get(r, "acme", &t) && !store_stream_lookup(t, "orders", &id)) {
 		rc = sync_stream_status(rs, t, id, buf, sizeof(buf));
 		CHECK(rc > 0 && !strncmp(buf, "uploaded ", 9),
@@ -406,6 +421,51 @@ static int mode_full(const char *work, const char *url, bool pauses)
 		sync_stop(rs2);
 		if (r2)
 			store_close(r2);
+	}
+
+	/* Remote unreachable at start: the writer starts anyway and takes
+	 * its leases when the remote is back; a lease held by another writer
+	 * is then reported, and nothing of that tenant is uploaded. */
+	{
+		char w3dir[4096];
+		struct store *w3;
+		struct store_tenant *late;
+		uint64_t lid;
+
+		snprintf(w3dir, sizeof(w3dir), "%s/w3", work);
+		w3 = open_store(w3dir);
+		rc = w3 ? store_tenant_create(w3, "late", 0755, 0, 0) : -EIO;
+		rc = rc ? rc : store_tenant_get(w3, "late", &late);
+		rc = rc ? rc : store_stream_create(late, "s", 0644, 0, 0, &lid);
+		rc = rc ? rc : appends(late, lid, "late\n");
+		rc = rc ? rc : store_tenant_create(w3, "acme", 0755, 0, 0);
+		CHECK(rc == 0, "third writer (%d)", rc);
+		__atomic_store_n(&remote_down, 1, __ATOMIC_SEQ_CST);
+		rc = rc ? rc : start(w3, url, w3dir, false, 0, &s2);
+		CHECK(rc == 0, "writer starts while the remote is down (%d)", rc);
+		if (!rc) {
+			rc = sync_now(s2, 2 * SEC);
+			CHECK(rc == -EAGAIN, "sync_now says the remote is down (%d)", rc);
+			__atomic_store_n(&remote_down, 0, __ATOMIC_SEQ_CST);
+			rc = sync_now(s2, 5 * SEC);
+			sync_get_status(s2, &ss);
+			CHECK(rc == -EBUSY && ss.leases_refused == 1 &&
+			      ss.leases_held == 1,
+			      "back: one lease taken, one refused (%d, %llu, %llu)",
+			      rc, (unsigned long long)ss.leases_held,
+			      (unsigned long long)ss.leases_refused);
+			CHECK(remote_count(url, "streamfs-v1/tenants/late/segments/") == 2,
+			      "the leased tenant is uploaded");
+			sync_stop(s2);
+		}
+		__atomic_store_n(&remote_down, 0, __ATOMIC_SEQ_CST);
+		s2 = NULL;
+		if (w3)
+			store_close(w3);
+		rc = sync_now(rs, 120 * SEC);
+		CHECK(rc == 0, "replica sync_now (%d)", rc);
+		CHECK(store_tenant_get(r, "late", &t) == 0,
+		      "replica sees the third writer's tenant");
 	}
 
 	/* Growth, rename, removal. */
@@ -469,6 +529,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
+	backend_fault_hook = fault;
 	backend_options_default(&wopts);
 	backend_options_default(&ropts);
 	for (int i = 3; i < argc; i++) {
