@@ -486,6 +486,20 @@ static void drop_new_segment(struct store_tenant *t, struct stream *s)
 	seg_free(t, g);
 }
 
+#define WRITEBACK_CHUNK (8u << 20)
+
+/* Starts writeback of each 8 MiB of a segment as it fills (without waiting
+ * for it), so that the fdatasync of a seal finds little left to write
+ * instead of the whole segment at once. */
+static void start_writeback(int fd, uint64_t old_len, size_t len)
+{
+	uint64_t done = (old_len + len) / WRITEBACK_CHUNK * WRITEBACK_CHUNK;
+
+	if (done > old_len / WRITEBACK_CHUNK * WRITEBACK_CHUNK)
+		sync_file_range(fd, (off_t)(done - WRITEBACK_CHUNK),
+				WRITEBACK_CHUNK, SYNC_FILE_RANGE_WRITE);
+}
+
 /* Writes LEN bytes of P as one batch of COUNT events at the end of S: the
  * bytes to the segment, the batch to the journal (journal.c), and only
  * then to memory, where readers see it.  On failure nothing remains. */
@@ -527,6 +541,8 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	rc = fd < 0 ? fd : store_pwrite_all(fd, p, len, g->length);
 	if (!rc && cfg->sync_always && fdatasync(fd) < 0)
 		rc = -errno;
+	if (!rc)
+		start_writeback(fd, g->length, len);
 	if (!rc)
 		rc = journal_append(t, s, g, &row, has_ids);
 	if (!rc && has_ids && !g->has_ids) {
