@@ -24,6 +24,8 @@
 #define ROOT SYNC_ROOT
 /* Closest two passes brought forward by commits may be. */
 #define SYNC_KICK_MIN_NS 200000000LL
+/* Longest a manifest waits for a rename, removal or chmod. */
+#define MANIFEST_CHECK_NS 2000000000LL
 
 int64_t sync_clock(clockid_t clk)
 {
@@ -1136,6 +1138,7 @@ static int pass(struct sync *s, bool force)
 		struct tenant_state *ts;
 		struct seg_vec segs = { 0 };
 		char *tprefix = NULL;
+		bool uploaded = false;
 		int r;
 
 		if (store_tenant_get(s->st, names.v[i], &t) ||
@@ -1199,6 +1202,7 @@ static int pass(struct sync *s, bool force)
 			if (rc == -ENOENT)
 				rc = 0;
 			if (!rc) {
+				uploaded = true;
 				pend.n--;
 				pend.bytes -= segs.v[j].length;
 				pthread_mutex_lock(&s->lock);
@@ -1207,10 +1211,18 @@ static int pass(struct sync *s, bool force)
 				pthread_mutex_unlock(&s->lock);
 			}
 		}
-		/* The manifest goes out only after its segments. */
-		if (!rc)
+		/* The manifest goes out only after its segments.  It is
+		 * rebuilt when segments went up, on sync_now, and otherwise
+		 * every MANIFEST_CHECK_NS (renames, removals, attributes):
+		 * building it walks every stream of the tenant. */
+		if (!rc && (uploaded || force || !ts->last_cmp ||
+			    sync_clock(CLOCK_MONOTONIC) - ts->checked_ns >=
+			    MANIFEST_CHECK_NS)) {
 			rc = publish_manifest(s, t, ts, tprefix, what,
 					      sizeof(what));
+			if (!rc)
+				ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
+		}
 		free(segs.v);
 		free(tprefix);
 	}
@@ -1250,7 +1262,7 @@ static int pass(struct sync *s, bool force)
 	s->status.leases_held = held;
 	s->status.leases_refused = nrefused;
 	pthread_mutex_unlock(&s->lock);
-	if (s->b)
+	if (s->b && s->cfg.cache_size)
 		sync_evict(s, NULL, 0);
 done:
 	pthread_mutex_lock(&s->lock);
@@ -1566,11 +1578,7 @@ int sync_stream_status(struct sync *s, struct store_tenant *t,
 		n = snprintf(buf, len, "local 0/%" PRIu64, attr.version);
 		goto out;
 	}
-	rc = store_segment_list(t, STORE_SEG_UPLOADED, reach_collect, &r);
-	if (!rc)
-		rc = store_segment_list(t, STORE_SEG_EVICTED, reach_collect, &r);
-	if (!rc)
-		rc = store_segment_list(t, STORE_SEG_SEALED, reach_collect, &r);
+	rc = store_stream_segments(t, stream, reach_collect, &r);
 	if (rc) {
 		free(r.segs.v);
 		return rc;
@@ -1582,10 +1590,11 @@ int sync_stream_status(struct sync *s, struct store_tenant *t,
 
 		if (g->offset != size)
 			break;
-		if (g->state == STORE_SEG_SEALED) {
+		if (g->state == STORE_SEG_SEALED)
 			sealed = true;
+		if (g->state != STORE_SEG_UPLOADED &&
+		    g->state != STORE_SEG_EVICTED)
 			break;
-		}
 		size = g->offset + g->length;
 		reached = g->first_version + g->count - 1;
 	}

@@ -133,7 +133,8 @@ struct sync_status {
 	char last_error_what[160];	/* what failed ("put t/x/seg/..."), "" */
 	int64_t last_error_ns;		/* CLOCK_REALTIME, 0 if never */
 	int64_t last_success_ns;	/* last pass that finished cleanly */
-	uint64_t cached_bytes;		/* local copies of uploaded segments */
+	uint64_t cached_bytes;		/* local copies of uploaded segments
+					 * (counted when cache_size is set) */
 	uint64_t evicted_segments;	/* since start */
 	uint64_t fetched_segments;	/* since start */
 	uint64_t fetch_failures;	/* fetches that gave -EIO, since start */

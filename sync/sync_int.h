@@ -131,6 +131,7 @@ struct tenant_state {
 	bool refused;		/* writer: another writer holds it (logged) */
 	bool seeded;		/* writer: old keys read from the remote */
 	char *last_cmp;		/* writer: manifest last published, w/o times */
+	int64_t checked_ns;	/* writer: CLOCK_MONOTONIC of the last check */
 	char **keys;		/* writer: objects the last manifest named */
 	size_t nkeys;
 	json_object *tombstones; /* writer: array, owned */
