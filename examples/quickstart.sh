@@ -2,7 +2,8 @@
 # streamfs in one minute, on Debian 12 as root:
 #   installs the build dependencies, builds build/streamfs, mounts a fresh data
 #   directory with a file:// remote beside it, writes events into a stream,
-#   reads them back whole and through a view, shows the xattrs, unmounts.
+#   reads them back whole and through views, shows the xattrs, uploads to the
+#   remote and shows what is there, unmounts and verifies the data directory.
 # Every command run on the mount is printed first, so you can repeat it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,46 +29,41 @@ run() { # print a command, then run it
 	printf '\n$ %s\n' "$*"
 	"$@"
 }
+sfs() { # run build/streamfs with these arguments, printed first
+	printf '\n$ build/streamfs %s\n' "$*"
+	"$streamfs" "$@"
+}
 shell() { # print a shell command line, then run it
 	printf '\n$ %s\n' "$1"
 	sh -c "$1"
 }
 
-daemon=
+daemon= reader=
 finish() {
 	cd /
-	if mountpoint -q "$mnt"; then fusermount3 -u "$mnt" || fusermount3 -uz "$mnt"; fi
-	[ -z "$daemon" ] || wait "$daemon" 2>/dev/null || true
+	for m in "$work/ro" "$mnt"; do
+		if mountpoint -q "$m"; then fusermount3 -u "$m" || fusermount3 -uz "$m"; fi
+	done
+	for p in $reader $daemon; do wait "$p" 2>/dev/null || true; done
 }
 trap finish EXIT
 
-start() { # start OPTS: streamfs in the background, wait for the mount
-	printf '$ build/streamfs %s %s -f -o %s &\n' "$data" "$mnt" "$1"
-	"$streamfs" "$data" "$mnt" -f -o "$1" 2>"$work/streamfs.log" &
-	daemon=$!
+start() { # start SOURCE MOUNTPOINT OPTS: streamfs in the background, wait for the mount
+	printf '\n$ build/streamfs %s %s -f -o %s &\n' "$1" "$2" "$3"
+	"$streamfs" "$1" "$2" -f -o "$3" 2>>"$work/streamfs.log" &
+	started=$!
 	for _ in $(seq 100); do
-		mountpoint -q "$mnt" && return 0
-		kill -0 "$daemon" 2>/dev/null || break
+		mountpoint -q "$2" && return 0
+		kill -0 "$started" 2>/dev/null || break
 		sleep 0.1
 	done
-	wait "$daemon" 2>/dev/null || true
-	daemon=
-	return 1
+	cat "$work/streamfs.log" >&2
+	echo "quickstart: streamfs did not mount $2" >&2
+	exit 1
 }
 
-use_remote=1
-if ! start "remote=file://$remote,roll=1s"; then
-	if grep -q 'remote= is not supported' "$work/streamfs.log"; then
-		# Builds without the sync module: the rest works without a remote.
-		echo "# this build has no sync module: mounting without the remote"
-		use_remote=
-		start "roll=1s" || { cat "$work/streamfs.log" >&2; exit 1; }
-	else
-		cat "$work/streamfs.log" >&2
-		echo "quickstart: streamfs exited before mounting" >&2
-		exit 1
-	fi
-fi
+start "$data" "$mnt" "remote=file://$remote"
+daemon=$started
 
 printf '\n$ cd %s\n' "$mnt"
 cd "$mnt"
@@ -85,24 +81,28 @@ echo "# a view: from version 3 on"
 shell "cat 'shop/orders@3'"
 run getfattr -d -m user.streamfs shop/orders
 
-if [ -n "$use_remote" ]; then
-	echo "# roll=1s: the segment is sealed after a second, then uploaded to the remote"
-	for _ in $(seq 150); do
-		[ -n "$(find "$remote" -type f 2>/dev/null)" ] && break
-		sleep 0.1
-	done
-	sleep 1
-	run getfattr -n user.streamfs.sync shop/orders
-	shell "find '$remote' -type f | sort"
-fi
+echo "# seal the active segments and upload them to the remote now, and wait"
+sfs sync "$mnt"
+sfs status "$mnt"
+run getfattr -n user.streamfs.sync shop/orders
+shell "find '$remote' -type f | sort"
+
+echo "# an analysis host: the remote mounted read-only, fetched into a cache directory"
+mkdir -p "$work/cache" "$work/ro"
+start "$work/cache" "$work/ro" "remote=file://$remote,ro"
+reader=$started
+run cat "$work/ro/shop/orders"
+shell "echo '{\"id\":\"o-4\"}' >> '$work/ro/shop/orders' || echo 'refused: read-only (EROFS)'"
+run fusermount3 -u "$work/ro"
+wait "$reader"
+reader=
 
 cd /
 run fusermount3 -u "$mnt"
 wait "$daemon"
 daemon=
 echo "# check the data directory: index against segments against checksums"
-printf '\n$ build/streamfs verify %s\n' "$data"
-"$streamfs" verify "$data"
+sfs verify "$data"
 echo
 echo "Data directory: $data"
 echo "Remote:         $remote"
