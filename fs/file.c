@@ -321,6 +321,29 @@ void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 /* ---- read ---- */
 
+/* Reads SIZE bytes at OFF, or up to the end.  store_read() may stop at a
+ * segment boundary (an evicted segment is fetched separately), but the
+ * kernel takes a short reply to a page-cache read for the end of file and
+ * zero-fills the rest of the page: so only the end may be short. */
+static ssize_t read_full(struct fs_node *n, char *buf, size_t size,
+			 uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < size) {
+		ssize_t got = store_read(n->t, n->id, buf + done, size - done,
+					 off + done);
+		if (got == -ENOENT)
+			got = 0;	/* removed: end of file */
+		if (got < 0)
+			return done ? (ssize_t)done : got;
+		if (got == 0)
+			break;
+		done += (size_t)got;
+	}
+	return (ssize_t)done;
+}
+
 void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	     struct fuse_file_info *fi)
 {
@@ -337,9 +360,7 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
-		got = store_read(n->t, n->id, buf, size, fh->base + (uint64_t)off);
-		if (got == -ENOENT)
-			got = 0;	/* removed: end of file */
+		got = read_full(n, buf, size, fh->base + (uint64_t)off);
 		if (got < 0)
 			fuse_reply_err(req, (int)-got);
 		else

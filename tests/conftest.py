@@ -66,6 +66,7 @@ is_mounted, free_port, ensure_user, ...).  Per-test hang guard: pytest-timeout
 (tests/run passes --timeout); mark long tests with @pytest.mark.timeout(N).
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -167,7 +168,12 @@ class Mount:
         if self.running:
             raise util.MountError("%r already running" % self)
         self.src.mkdir(parents=True, exist_ok=True)
-        self.mnt.mkdir(parents=True, exist_ok=True)
+        try:
+            self.mnt.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            # a dead mount left by kill9(unmount=False): streamfs releases it
+            if e.errno != errno.ENOTCONN:
+                raise
         self.log = self.logdir / ("%s-%d.stderr" % (self.mnt.name, len(self.logs)))
         self.logs.append(self.log)
         env = dict(os.environ)

@@ -1,0 +1,285 @@
+"""End to end through real mounts: a writer host with -o remote=URL and an
+analysis host (-o remote=URL,ro) on a second mount point, with the real tools
+(cat, cmp via filecmp, streamfs sync / status).
+
+Servers (moto in auth mode, nginx WebDAV, the fault proxy) come from this
+directory's conftest.py; the mount factory from tests/conftest.py.  No timed
+performance assertion: conditions are polled with generous deadlines.
+"""
+
+import errno
+import filecmp
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util import append, getxattr, is_mounted, read, wait_until  # noqa: E402
+
+# Lines sync logs on purpose when a remote misbehaves, and the warning a
+# kernel request timeout gives.
+SYNC_ALLOW = [r"streamfs: sync: .*(failing|retry|working again|refus|held by)",
+              r"streamfs: warning: the kernel's FUSE request timeout"]
+
+APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+
+
+def status(run_streamfs, mnt):
+    """`streamfs status MNT` as a dict."""
+    out = run_streamfs("status", mnt).stdout
+    return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+
+def sync(run_streamfs, mnt, timeout=120):
+    return run_streamfs("sync", "--timeout", str(timeout), mnt, timeout=timeout + 30)
+
+
+def fill_writer(m):
+    """Two tenants, lines and raw framing, binary bytes; returns nothing:
+    the writer mount itself is the reference."""
+    os.mkdir(m.path("acme"))
+    os.mkdir(m.path("beta"))
+    for i in range(20):
+        append(m.path("acme", "orders"), "".join('{"id":"o%d-%d","n":%d}\n' % (i, j, j)
+                                                 for j in range(10)), APPEND)
+    append(m.path("acme", "empty"), "", APPEND)
+    append(m.path("beta", "a name with spaces"), "x\n" * 100, APPEND)
+    blob = m.path("beta", "blob")
+    blob.write_bytes(b"")
+    os.setxattr(blob, "user.streamfs.framing", b"raw")
+    for i in range(5):
+        append(blob, bytes(range(256)) * (i + 1))
+
+
+def assert_same_tree(a, b):
+    """Same tenants, same streams, byte-identical (diff -r)."""
+    r = subprocess.run(["diff", "-r", str(a), str(b)], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout
+    cmp = filecmp.dircmp(a, b)
+    assert cmp.left_list == cmp.right_list
+
+
+def writer_and_analysis(mount, run_streamfs, url, opts=(), env=None, analysis_opts=()):
+    w = mount(["remote=" + url, "roll=1s", *opts], env=env, allow=SYNC_ALLOW)
+    fill_writer(w)
+    sync(run_streamfs, w.mnt)
+    a = mount(["remote=" + url, "ro", "poll=1s", *opts, *analysis_opts], env=env,
+              allow=SYNC_ALLOW)
+    sync(run_streamfs, a.mnt)
+    return w, a
+
+
+def test_writer_to_analysis_file(mount, run_streamfs, tmp_path):
+    url = "file://%s/remote" % tmp_path
+    w, a = writer_and_analysis(mount, run_streamfs, url)
+    assert_same_tree(w.mnt, a.mnt)
+    s = w.path("acme", "orders")
+    assert getxattr(s, "streamfs.sync") == "uploaded 200"
+    assert getxattr(a.path("acme", "orders"), "streamfs.sync") == "uploaded 200"
+    assert getxattr(a.path("beta", "blob"), "streamfs.framing") == "raw"
+    # views on the analysis host
+    assert read(a.path("acme", "orders@-3")) == b"".join(read(s).splitlines(True)[-3:])
+    st = status(run_streamfs, w.mnt)
+    assert st["mode"] == "writer" and st["pending_segments"] == "0"
+    assert st["last_error"] == "none"
+    st = status(run_streamfs, a.mnt)
+    assert st["mode"].startswith("analysis")
+    # growth reaches the analysis host without any forced sync (roll + poll)
+    append(s, '{"id":"late"}\n')
+    wait_until(lambda: read(a.path("acme", "orders")) == read(s), timeout=90,
+               msg="the analysis host did not grow")
+
+
+def test_analysis_follower_receives_sealed_event(mount, run_streamfs, tmp_path):
+    url = "file://%s/remote" % tmp_path
+    w, a = writer_and_analysis(mount, run_streamfs, url)
+    out = tmp_path / "follow.out"
+    with open(out, "wb") as f:
+        cat = subprocess.Popen(["cat", str(a.path("acme", "orders@1,follow"))], stdout=f)
+    try:
+        want = read(w.path("acme", "orders"))
+        wait_until(lambda: out.read_bytes() == want, timeout=60)
+        append(w.path("acme", "orders"), '{"id":"new-one"}\n')
+        # sealed at roll=1s, uploaded, seen at the next poll: no sync forced
+        wait_until(lambda: out.read_bytes() == want + b'{"id":"new-one"}\n', timeout=90,
+                   msg="the follower on the analysis host got nothing")
+        assert cat.poll() is None
+    finally:
+        cat.kill()
+        cat.wait()
+
+
+def test_analysis_mount_is_read_only(mount, run_streamfs, tmp_path):
+    url = "file://%s/remote" % tmp_path
+    w, a = writer_and_analysis(mount, run_streamfs, url)
+    s = a.path("acme", "orders")
+    attempts = [
+        lambda: append(s, "x\n"),
+        lambda: open(s, "r+b"),
+        lambda: os.mkdir(a.path("new")),
+        lambda: os.rmdir(a.path("beta")),
+        lambda: open(a.path("acme", "new"), "wb"),
+        lambda: os.unlink(s),
+        lambda: os.rename(s, a.path("acme", "renamed")),
+        lambda: os.chmod(s, 0o600),
+        lambda: os.utime(s, (0, 0)),
+        lambda: os.truncate(s, 0),
+        lambda: os.setxattr(s, "user.streamfs.framing", b"raw"),
+        lambda: os.setxattr(a.path("acme"), "user.streamfs.id_field", b"key"),
+    ]
+    for i, f in enumerate(attempts):
+        with pytest.raises(OSError) as e:
+            f()
+        assert e.value.errno == errno.EROFS, (i, e.value)
+    r = subprocess.run("echo x >> '%s'" % s, shell=True, stderr=subprocess.PIPE, text=True)
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    assert read(s) == read(w.path("acme", "orders"))
+
+
+def test_second_writer_refused(mount, run_streamfs, tmp_path, streamfs_bin):
+    url = "file://%s/remote" % tmp_path
+    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("acme"))
+    append(w.path("acme", "s"), "one\n", APPEND)
+    sync(run_streamfs, w.mnt)
+    # Another SOURCE with the same tenant, made without a remote.
+    other = mount(src=tmp_path / "other")
+    os.mkdir(other.path("acme"))
+    append(other.path("acme", "s"), "fork\n", APPEND)
+    other.umount()
+    for fg in (["-f"], []):
+        r = subprocess.run([str(streamfs_bin), str(tmp_path / "other"), str(other.mnt),
+                            *fg, "-o", "remote=" + url], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=120)
+        assert r.returncode != 0, r.stderr
+        assert "acme" in r.stderr and "refus" in r.stderr, r.stderr
+        assert not is_mounted(other.mnt)
+    # The first writer is untouched and keeps uploading.
+    append(w.path("acme", "s"), "two\n")
+    sync(run_streamfs, w.mnt)
+    assert getxattr(w.path("acme", "s"), "streamfs.sync") == "uploaded 2"
+
+
+def test_sync_tool_fails_when_remote_is_down(mount, run_streamfs, tmp_path):
+    from util import free_port
+    url = "http://127.0.0.1:%d/dav" % free_port()       # nobody listens
+    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "kept\n", APPEND)          # writers never notice
+    r = run_streamfs("sync", "--timeout", "3", w.mnt, check=False)
+    assert r.returncode != 0
+    assert "last_error:" in r.stderr and "last_error: none" not in r.stderr, r.stderr
+    st = status(run_streamfs, w.mnt)
+    assert st["last_error"] != "none"
+    assert getxattr(w.path("T", "s"), "streamfs.sync").split()[0] in ("local", "uploading")
+    assert read(w.path("T", "s")) == b"kept\n"
+    r = run_streamfs("status", tmp_path, check=False)   # not a mount
+    assert r.returncode != 0
+
+
+@pytest.mark.timeout(600)
+def test_cache_size_holds_during_sweep(mount, run_streamfs, tmp_path):
+    url = "file://%s/remote" % tmp_path
+    w = mount(["remote=" + url, "roll=1s", "roll_size=64K"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    line = b"%s\n" % (b"z" * 1000)
+    for i in range(6):                                   # 6 x 384 KiB
+        p = w.path("T", "s%d" % i)
+        for _ in range(6):
+            append(p, line * 64, APPEND)
+    sync(run_streamfs, w.mnt)
+    cache = 256 * 1024
+    a = mount(["remote=" + url, "ro", "poll=1s", "cache_size=%d" % cache],
+              src=tmp_path / "cache", allow=SYNC_ALLOW)
+    sync(run_streamfs, a.mnt)
+    slack = 64 * 1024 + 8 * 1024        # one segment may be in flight
+    worst = 0
+    for rnd in range(2):
+        for i in range(6):
+            name = "s%d" % i
+            assert read(a.path("T", name)) == read(w.path("T", name))
+            used = int(status(run_streamfs, a.mnt)["cached_bytes"])
+            worst = max(worst, used)
+            assert used <= cache + slack, (rnd, name, used)
+    assert int(status(run_streamfs, a.mnt)["fetched_segments"]) > cache // (64 * 1024)
+
+
+@pytest.mark.timeout(600)
+def test_kill9_writer_during_uploads_then_everything_arrives(mount, run_streamfs, tmp_path):
+    url = "file://%s/remote" % tmp_path
+    w = mount(["remote=" + url, "roll=1s", "roll_size=16K"],
+              allow=SYNC_ALLOW + [r"(?i)recover"])
+    os.mkdir(w.path("T"))
+    writer = subprocess.Popen([sys.executable, "-c", r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+i = 0
+while True:
+    try:
+        os.write(fd, b"".join(b"e %08d\n" % j for j in range(i, i + 100)))
+    except OSError:
+        break
+    i += 100
+""", str(w.path("T", "s"))], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: int(status(run_streamfs, w.mnt)["uploaded_segments"]) >= 5,
+                   timeout=120, interval=0.2)
+    finally:
+        w.kill9(unmount=False)
+        writer.wait(timeout=60)
+    w.start()                      # the dead mount point is released by streamfs
+    # start() saw the dead mount in mountinfo: wait for the new one
+    wait_until(lambda: os.path.isdir(w.path("T")), timeout=60)
+    sync(run_streamfs, w.mnt)
+    data = read(w.path("T", "s"))
+    assert len(data) > 0 and len(data) % 11 == 0
+    assert getxattr(w.path("T", "s"), "streamfs.sync") == "uploaded %d" % (len(data) // 11)
+    a = mount(["remote=" + url, "ro", "poll=1s"], allow=SYNC_ALLOW)
+    sync(run_streamfs, a.mnt)
+    assert read(a.path("T", "s")) == data
+
+
+def test_writer_to_analysis_s3(mount, run_streamfs, tmp_path, moto_s3):
+    opts = [o if "=" in o else o for o in moto_s3.options()]
+    url = moto_s3.url("e2e-%s" % tmp_path.name)
+    w, a = writer_and_analysis(mount, run_streamfs, url, opts=opts, env=moto_s3.env)
+    assert_same_tree(w.mnt, a.mnt)
+    append(w.path("acme", "orders"), '{"id":"s3-late"}\n')
+    sync(run_streamfs, w.mnt)
+    sync(run_streamfs, a.mnt)
+    assert read(a.path("acme", "orders")) == read(w.path("acme", "orders"))
+
+
+def test_writer_to_analysis_s3_credentials_file(mount, run_streamfs, tmp_path, moto_s3):
+    cred = tmp_path / "credentials"
+    cred.write_text("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n"
+                    % (moto_s3.key_id, moto_s3.secret))
+    cred.chmod(0o600)
+    url = moto_s3.url("cred-%s" % tmp_path.name)
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    w, a = writer_and_analysis(mount, run_streamfs, url,
+                               opts=moto_s3.options() + ["credentials=%s" % cred], env=env)
+    assert_same_tree(w.mnt, a.mnt)
+
+
+def test_writer_to_analysis_dav(mount, run_streamfs, tmp_path, dav):
+    url = "%s/e2e-%s" % (dav.url, tmp_path.name)
+    w, a = writer_and_analysis(mount, run_streamfs, url)
+    assert_same_tree(w.mnt, a.mnt)
+    out = tmp_path / "follow.out"
+    with open(out, "wb") as f:
+        cat = subprocess.Popen(["cat", str(a.path("beta", "a name with spaces@-1,follow"))],
+                               stdout=f)
+    try:
+        wait_until(lambda: out.read_bytes() == b"x\n", timeout=60)
+        append(w.path("beta", "a name with spaces"), "y\n")
+        wait_until(lambda: out.read_bytes() == b"x\ny\n", timeout=90)
+    finally:
+        cat.kill()
+        cat.wait()
