@@ -493,6 +493,28 @@ static int mode_full(const char *work, const char *url, bool pauses)
 	CHECK(store_tenant_get(r, "we ird", &t) == -ENOENT ||
 	      store_tenant_removed(t), "replica: removed tenant gone");
 
+	/* Restart of the replica: its streams are matched, not rebuilt. */
+	{
+		uint64_t before_id = 0, after_id = 0;
+
+		if (!store_tenant_get(r, "acme", &t) &&
+		    store_stream_lookup(t, "orders2", &before_id))
+			before_id = 0;
+		sync_stop(rs);
+		rs = NULL;
+		rc = start(r, url, NULL, true, CACHE, &rs);
+		rc = rc ? rc : sync_now(rs, 120 * SEC);
+		CHECK(rc == 0, "replica restarts (%d)", rc);
+		if (!store_tenant_get(r, "acme", &t) &&
+		    store_stream_lookup(t, "orders2", &after_id))
+			after_id = 0;
+		CHECK(before_id && before_id == after_id,
+		      "replica restart keeps its streams (%llu, %llu)",
+		      (unsigned long long)before_id,
+		      (unsigned long long)after_id);
+		same_stream(w, r, "acme", "orders2");
+	}
+
 	/* Restart of the same writer: its own lease again. */
 	sync_stop(s);
 	rc = start(w, url, wdir, false, CACHE, &s);
