@@ -681,6 +681,8 @@ int store_segment_restore(struct store_tenant *t, uint64_t seg,
 		rc = -errno;
 	if (!rc)
 		rc = set_state(t, g, STORE_SEG_UPLOADED);
+	if (!rc)	/* fetched for a reader: the most recently used */
+		__atomic_store_n(&g->used_ns, store_now_ns(), __ATOMIC_RELAXED);
 out:
 	pthread_rwlock_unlock(&t->lock);
 	close(fd);

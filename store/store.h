@@ -183,7 +183,9 @@ int store_append(struct store_tenant *t, uint64_t id,
 		 struct store_append_result *res) STORE_WARN_UNUSED;
 
 /* Reads up to LEN committed bytes at OFF.  Returns the byte count, 0 at the
- * end, or -errno (-EIO when an evicted segment cannot be read). */
+ * end, or -errno (-EIO when an evicted segment cannot be read).  A read that
+ * reaches an evicted segment after some bytes returns those (short of LEN
+ * and of the end); the next call fetches the segment. */
 ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
 		   size_t len, uint64_t off) STORE_WARN_UNUSED;
 
