@@ -11,6 +11,7 @@
  * stream's row in SQLite always agrees with its batch rows.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,26 +22,9 @@
 
 #include "store_int.h"
 
-#define JOURNAL_FILE "journal"
 #define JOURNAL_MAGIC 0x314a465300000000ull	/* "SFJ1" in the high bytes */
 #define FLUSH_RECORDS 512	/* flush after this many pending rows */
 #define FLUSH_AGE_NS 100000000	/* ... or when the oldest is this old */
-
-#define JREC_HAS_IDS 1u
-
-struct jrec {
-	uint64_t magic;
-	uint64_t stream;
-	uint64_t seg;
-	uint64_t first_version;
-	uint64_t count;
-	uint64_t offset;
-	uint64_t length;
-	int64_t time_ns;
-	uint64_t hash;		/* of the batch's bytes */
-	uint64_t flags;
-	uint64_t check;		/* XXH3-64 of everything above */
-};
 
 int journal_open(struct store_tenant *t)
 {
@@ -159,13 +143,45 @@ int journal_flush(struct store_tenant *t)
 	return 0;
 }
 
-/* ---- replay at open ---- */
+/* ---- reading it back ---- */
 
 static bool jrec_valid(const struct jrec *r)
 {
 	return r->magic == JOURNAL_MAGIC && r->count && r->length &&
 	       r->check == XXH3_64bits(r, offsetof(struct jrec, check));
 }
+
+int journal_read(int fd, struct jrec **out, size_t *n)
+{
+	struct jrec *recs;
+	struct stat sb;
+	size_t max, i;
+	ssize_t got;
+
+	*out = NULL;
+	*n = 0;
+	if (fstat(fd, &sb) < 0)
+		return -errno;
+	max = (size_t)sb.st_size / sizeof(*recs);
+	if (!max)
+		return 0;
+	recs = malloc(max * sizeof(*recs));
+	if (!recs)
+		return -ENOMEM;
+	got = pread(fd, recs, max * sizeof(*recs), 0);
+	if (got != (ssize_t)(max * sizeof(*recs))) {
+		free(recs);
+		return got < 0 ? -errno : -EIO;
+	}
+	/* records after a torn or foreign one cannot be trusted */
+	for (i = 0; i < max && jrec_valid(&recs[i]); i++)
+		;
+	*out = recs;
+	*n = i;
+	return 0;
+}
+
+/* ---- replay at open ---- */
 
 /* Applies record R if it continues its stream where the index ends.
  * Inside the caller's transaction. */
@@ -198,31 +214,17 @@ static int replay_one(struct store_tenant *t, const struct jrec *r)
 
 int journal_replay(struct store_tenant *t)
 {
-	struct stat sb;
 	struct jrec *recs;
 	size_t n;
-	ssize_t got;
-	int rc = 0;
+	int rc = journal_read(t->jfd, &recs, &n);
 
-	if (fstat(t->jfd, &sb) < 0)
-		return -errno;
-	n = (size_t)sb.st_size / sizeof(*recs);
-	if (!n)
-		return ftruncate(t->jfd, 0) < 0 ? -errno : 0;
-	recs = malloc(n * sizeof(*recs));
-	if (!recs)
-		return -ENOMEM;
-	got = pread(t->jfd, recs, n * sizeof(*recs), 0);
-	if (got != (ssize_t)(n * sizeof(*recs)))
-		rc = got < 0 ? -errno : -EIO;
-	if (!rc)
+	if (!rc && n)
 		rc = index_begin_raw(t);
-	/* records after a torn or foreign one cannot be trusted */
-	for (size_t i = 0; !rc && i < n && jrec_valid(&recs[i]); i++)
+	for (size_t i = 0; !rc && i < n; i++)
 		rc = replay_one(t, &recs[i]);
-	if (!rc)
+	if (!rc && n)
 		rc = index_commit(t);
-	else
+	else if (n)
 		index_rollback(t);
 	free(recs);
 	if (!rc && ftruncate(t->jfd, 0) < 0)

@@ -243,6 +243,28 @@ int index_set_full_sync(struct store_tenant *t, bool full);
 
 /* ---- journal.c: group commit of batch rows ---- */
 
+#define JOURNAL_FILE "journal"
+#define JREC_HAS_IDS 1u
+
+/* One record of the journal file: a batch, as appended. */
+struct jrec {
+	uint64_t magic;
+	uint64_t stream;
+	uint64_t seg;
+	uint64_t first_version;
+	uint64_t count;
+	uint64_t offset;
+	uint64_t length;
+	int64_t time_ns;
+	uint64_t hash;		/* of the batch's bytes */
+	uint64_t flags;
+	uint64_t check;		/* XXH3-64 of everything above */
+};
+
+/* Reads the journal behind FD: *out (caller frees) gets the records up to
+ * the first torn or foreign one, *n their number. */
+int journal_read(int fd, struct jrec **out, size_t *n);
+
 /* A batch row on its way to the index. */
 struct pending {
 	uint64_t stream;

@@ -713,7 +713,30 @@ static void test_migration(void)
 	teardown(&f);
 }
 
+/* Batches still in the journal count as acknowledged for verify. */
+static void test_verify_journal(void)
+{
+	struct fixture f;
+	char report[4096] = "";
+	FILE *out;
+	size_t n;
+
+	setup(&f);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(append(&f, "one event\n", STORE_ANY_VERSION, false, NULL), 0);
+	out = tmpfile();
+	CHECK_EQ(store_verify(f.dir, out), 0);
+	rewind(out);
+	n = fread(report, 1, sizeof(report) - 1, out);
+	report[n] = '\0';
+	fclose(out);
+	CHECK(strstr(report, "3 events in the journal") != NULL);
+	CHECK(strstr(report, "unacknowledged") == NULL);
+	teardown(&f);
+}
+
 static const struct unit_test tests[] = {
+	{ "verify_journal", test_verify_journal },
 	{ "replica", test_replica },
 	{ "migration", test_migration },
 	{ "many_streams", test_many_streams },
