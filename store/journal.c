@@ -97,15 +97,12 @@ bool journal_due(const struct store_tenant *t, int64_t now)
 	       (t->npending && now - t->pending_since >= FLUSH_AGE_NS);
 }
 
-/* Writes the pending rows and the rows of the streams they changed in one
- * transaction, then empties the journal.  T's lock is held for writing. */
-int journal_flush(struct store_tenant *t)
+/* Writes the pending rows, and the rows of the streams they changed, in
+ * the caller's transaction. */
+int journal_flush_in(struct store_tenant *t)
 {
-	int rc;
+	int rc = 0;
 
-	if (!t->npending)
-		return 0;
-	rc = index_begin_raw(t);
 	for (size_t i = 0; !rc && i < t->npending; i++) {
 		const struct pending *p = &t->pending[i];
 
@@ -120,11 +117,14 @@ int journal_flush(struct store_tenant *t)
 			s->row_dirty = false;
 		}
 	}
-	if (!rc)
-		rc = index_commit(t);
-	else
-		index_rollback(t);
-	if (rc) {
+	return rc;
+}
+
+void journal_flushed(struct store_tenant *t, bool committed)
+{
+	if (!t->npending)
+		return;
+	if (!committed) {
 		/* rows stay pending (and in the journal): a later flush or
 		 * the next open's replay writes them */
 		for (size_t i = 0; i < t->npending; i++) {
@@ -133,14 +133,30 @@ int journal_flush(struct store_tenant *t)
 			if (s)
 				s->row_dirty = true;
 		}
-		return rc;
+		return;
 	}
 	t->npending = 0;
 	t->jlen = 0;
 	if (ftruncate(t->jfd, 0) < 0)
 		store_log("%s: cannot empty the journal: %s", t->name,
 			  strerror(errno));
-	return 0;
+}
+
+int journal_flush(struct store_tenant *t)
+{
+	int rc;
+
+	if (!t->npending)
+		return 0;
+	rc = index_begin_raw(t);
+	if (!rc)
+		rc = journal_flush_in(t);
+	if (!rc)
+		rc = index_commit(t);
+	else
+		index_rollback(t);
+	journal_flushed(t, !rc);
+	return rc;
 }
 
 /* ---- reading it back ---- */

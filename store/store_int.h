@@ -286,6 +286,10 @@ int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 bool journal_due(const struct store_tenant *t, int64_t now);
 /* Moves the pending rows into the index in one transaction. */
 int journal_flush(struct store_tenant *t);
+/* The same inside the caller's transaction; journal_flushed() must follow
+ * with whether that transaction committed. */
+int journal_flush_in(struct store_tenant *t);
+void journal_flushed(struct store_tenant *t, bool committed);
 /* At open, before recovery: adds the journal's rows the index lacks. */
 int journal_replay(struct store_tenant *t);
 
