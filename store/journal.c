@@ -1,8 +1,10 @@
 /*
  * The append journal: group commit for the index.
  *
- * An append writes its bytes to the segment and one fixed-size record to
- * the tenant's journal (two pwrite(2)s), and returns.  The index rows the
+ * An append writes its bytes to the segment (pwrite(2)) and one fixed-size
+ * record to the tenant's journal, and returns.  The journal is a file
+ * mapped shared into memory, so a record costs a memcpy, not a system
+ * call: the page cache keeps it when the process dies, like a write.  The index rows the
  * records stand for are inserted into SQLite later, many per transaction
  * (journal_flush), after which the journal starts over.  A crash of the
  * daemon loses nothing: the records are in the file, and the next open
@@ -15,6 +17,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +28,8 @@
 #define JOURNAL_MAGIC 0x314a465300000000ull	/* "SFJ1" in the high bytes */
 #define FLUSH_RECORDS 512	/* flush after this many pending rows */
 #define FLUSH_AGE_NS 100000000	/* ... or when the oldest is this old */
+/* Room for many flush intervals: it fills only while flushes fail. */
+#define JOURNAL_CAP ((size_t)FLUSH_RECORDS * sizeof(struct jrec) * 16)
 
 int journal_open(struct store_tenant *t)
 {
@@ -32,11 +37,33 @@ int journal_open(struct store_tenant *t)
 	return t->jfd < 0 ? -errno : 0;
 }
 
+/* Maps the journal for appending: its blocks allocated first, so that a
+ * full disk is an error here and never a SIGBUS on a store to the map.
+ * Records start at 0; whatever lies after the last one written is either
+ * zeros or records the index already holds, which replay skips. */
+static int journal_map(struct store_tenant *t)
+{
+	int rc = posix_fallocate(t->jfd, 0, (off_t)JOURNAL_CAP);
+	void *map;
+
+	if (rc)
+		return -rc;
+	map = mmap(NULL, JOURNAL_CAP, PROT_READ | PROT_WRITE, MAP_SHARED,
+		   t->jfd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	t->jmap = map;
+	return 0;
+}
+
 void journal_close(struct store_tenant *t)
 {
 	free(t->pending);
 	t->pending = NULL;
 	t->npending = t->pendcap = 0;
+	if (t->jmap)
+		munmap(t->jmap, JOURNAL_CAP);
+	t->jmap = NULL;
 	if (t->jfd >= 0)
 		close(t->jfd);
 	t->jfd = -1;
@@ -75,13 +102,17 @@ int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 	int rc;
 
 	r.check = XXH3_64bits(&r, offsetof(struct jrec, check));
+	if (!t->jmap && (rc = journal_map(t)))
+		return rc;
+	if (t->jlen + sizeof(r) > JOURNAL_CAP && (rc = journal_flush(t)))
+		return rc;	/* full, and the index refuses the rows */
 	rc = pending_push(t, p);
 	if (rc)
 		return rc;
-	rc = store_pwrite_all(t->jfd, &r, sizeof(r), t->jlen);
-	if (!rc && t->st->cfg.sync_always && fdatasync(t->jfd) < 0)
+	memcpy(t->jmap + t->jlen, &r, sizeof(r));
+	if (t->st->cfg.sync_always && fdatasync(t->jfd) < 0) {
 		rc = -errno;
-	if (rc) {
+		memset(t->jmap + t->jlen, 0, sizeof(r));
 		t->npending--;
 		return rc;
 	}
@@ -135,11 +166,9 @@ void journal_flushed(struct store_tenant *t, bool committed)
 		}
 		return;
 	}
+	/* Start over at 0; the records left behind are in the index now. */
 	t->npending = 0;
 	t->jlen = 0;
-	if (ftruncate(t->jfd, 0) < 0)
-		store_log("%s: cannot empty the journal: %s", t->name,
-			  strerror(errno));
 }
 
 int journal_flush(struct store_tenant *t)

@@ -164,6 +164,7 @@ struct store_tenant {
 	/* The append journal (journal.c): rows committed to the journal
 	 * file, not yet to the index. */
 	int jfd;
+	char *jmap;		/* the journal file, mapped (journal.c) */
 	uint64_t jlen;
 	struct pending *pending;
 	size_t npending, pendcap;
