@@ -778,18 +778,24 @@ int store_stream_segments(struct store_tenant *t, uint64_t id,
 	return rc;
 }
 
+/* The hook and its argument change together under st->lock (sync/ clears
+ * them at stop while readers may be looking). */
 void store_set_fetch_hook(struct store *st, store_fetch_fn fn, void *arg)
 {
+	pthread_mutex_lock(&st->lock);
 	st->fetch_fn = fn;
 	st->fetch_arg = arg;
+	pthread_mutex_unlock(&st->lock);
 }
 
 int seg_fetch_wanted(struct store_tenant *t)
 {
 	struct store *st = t->st;
 	struct store_segment info;
+	store_fetch_fn fn;
 	struct stream *s;
 	struct seg *g;
+	void *arg;
 
 	pthread_rwlock_rdlock(&t->lock);
 	g = t->removed ? NULL : seg_find(t, wanted_seg, &s);
@@ -800,10 +806,14 @@ int seg_fetch_wanted(struct store_tenant *t)
 		return -ENOENT;
 	if (info.state != STORE_SEG_EVICTED)
 		return 0;	/* another reader brought it back */
-	if (!st->fetch_fn) {
+	pthread_mutex_lock(&st->lock);
+	fn = st->fetch_fn;
+	arg = st->fetch_arg;
+	pthread_mutex_unlock(&st->lock);
+	if (!fn) {
 		store_log("%s: segment %016" PRIx64 " is evicted and nothing can"
 			  " fetch it", t->name, info.seg);
 		return -EIO;
 	}
-	return st->fetch_fn(st->fetch_arg, t, &info);
+	return fn(arg, t, &info);
 }

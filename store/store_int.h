@@ -180,8 +180,8 @@ struct store {
 	struct store_config cfg;
 	store_commit_fn commit_fn;
 	void *commit_arg;
-	store_fetch_fn fetch_fn;
-	void *fetch_arg;
+	store_fetch_fn fetch_fn;	/* protected by lock */
+	void *fetch_arg;		/* protected by lock */
 	unsigned long fd_budget;	/* segment files kept open, at most */
 	unsigned long open_fds;		/* atomic */
 
