@@ -324,7 +324,9 @@ void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 /* Reads SIZE bytes at OFF, or up to the end.  store_read() may stop at a
  * segment boundary (an evicted segment is fetched separately), but the
  * kernel takes a short reply to a page-cache read for the end of file and
- * zero-fills the rest of the page: so only the end may be short. */
+ * zero-fills the rest of the page, keeping it cached: so a short count only
+ * ever means end of file, and an error of store_read() is the answer even
+ * when some bytes came before it (contract: EIO, never zero-filled bytes). */
 static ssize_t read_full(struct fs_node *n, char *buf, size_t size,
 			 uint64_t off)
 {
@@ -334,9 +336,9 @@ static ssize_t read_full(struct fs_node *n, char *buf, size_t size,
 		ssize_t got = store_read(n->t, n->id, buf + done, size - done,
 					 off + done);
 		if (got == -ENOENT)
-			got = 0;	/* removed: end of file */
+			break;	/* removed: end of file */
 		if (got < 0)
-			return done ? (ssize_t)done : got;
+			return got;
 		if (got == 0)
 			break;
 		done += (size_t)got;

@@ -283,3 +283,47 @@ def test_writer_to_analysis_dav(mount, run_streamfs, tmp_path, dav):
     finally:
         cat.kill()
         cat.wait()
+
+
+@pytest.mark.timeout(300)
+def test_unfetchable_segment_is_eio_never_zeros_in_page_cache(mount, run_streamfs, tmp_path):
+    """A page-cache read that reaches an evicted segment the remote cannot
+    give back fails with EIO, even when part of the range is local; the
+    kernel never caches zero-filled pages, so once the remote is back the
+    same reads return the right bytes."""
+    remote = tmp_path / "remote"
+    url = "file://%s" % remote
+    w = mount(["remote=" + url, "roll=1s", "roll_size=64K", "cache_size=64K"],
+              allow=SYNC_ALLOW + [r"streamfs: .*(fetch|No such file|Input/output)"])
+    os.mkdir(w.path("T"))
+    p = w.path("T", "s")
+    want = b"".join(b"%06d %s\n" % (i, b"q" * 992) for i in range(400))
+    for i in range(0, len(want), 50 * 1000):
+        append(p, want[i:i + 50 * 1000], APPEND)
+    sync(run_streamfs, w.mnt)
+    # Bring one middle segment back through a view (no page cache), so that
+    # a read of the stream covers a local segment and evicted ones.
+    fd = os.open(w.path("T", "s@1"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, 1000, 200 * 1000) == want[200 * 1000:201 * 1000]
+    finally:
+        os.close(fd)
+    os.rename(remote, tmp_path / "away")
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        errors = 0
+        for off in range(0, len(want), 16 * 1024):
+            try:
+                got = os.pread(fd, 16 * 1024, off)
+            except OSError as e:
+                assert e.errno == errno.EIO, e
+                errors += 1
+                continue
+            # A read may stop early at an error (POSIX), never with other bytes.
+            assert got and got == want[off:off + len(got)], (off, len(got))
+        assert errors > 0
+        os.rename(tmp_path / "away", remote)
+        for off in range(0, len(want), 16 * 1024):
+            assert os.pread(fd, 16 * 1024, off) == want[off:off + 16 * 1024], off
+    finally:
+        os.close(fd)
