@@ -438,9 +438,11 @@ static int load_identity(struct sync *s)
 }
 
 /* Takes (or finds already ours) the lease of TENANT.  -EBUSY when another
- * writer holds it (logged once per tenant, with the holder). */
+ * writer holds it (logged once per tenant, with the holder).  *CREATED (when
+ * not NULL) tells whether this call wrote the lease object, as opposed to
+ * finding one that already named us (a restart). */
 static int lease_take(struct sync *s, struct tenant_state *ts, char *what,
-		      size_t wlen)
+		      size_t wlen, bool *created)
 {
 	char *key = lease_key(ts->name), *text = NULL;
 	struct backend_buf cur = { .max = 1 << 16 };
@@ -458,7 +460,11 @@ static int lease_take(struct sync *s, struct tenant_state *ts, char *what,
 		free(key);
 		return -ENOMEM;
 	}
+	if (created)
+		*created = false;
 	rc = backend_put_if_absent_buf(s->b, key, text, strlen(text));
+	if (!rc && created)
+		*created = true;
 	if (rc == -EEXIST) {
 		snprintf(what, wlen, "get %s", key);
 		rc = backend_get(s->b, key, 0, BACKEND_TO_END, &cur);
@@ -500,13 +506,15 @@ static int lease_take(struct sync *s, struct tenant_state *ts, char *what,
 	return rc;
 }
 
-static void lease_release_all(struct sync *s)
+/* Deletes the leases we hold; with ONLY (an array of nts flags, or NULL
+ * for all), only those flagged. */
+static void lease_release(struct sync *s, const bool *only)
 {
 	for (size_t i = 0; i < s->nts; i++) {
 		char *key;
 		int rc;
 
-		if (!s->ts[i].leased)
+		if (!s->ts[i].leased || (only && !only[i]))
 			continue;
 		key = lease_key(s->ts[i].name);
 		rc = key ? backend_del(s->b, key) : -ENOMEM;
@@ -1172,7 +1180,7 @@ static int pass(struct sync *s, bool force)
 		if (!rc && !ts->leased) {
 			char w2[160];
 
-			r = lease_take(s, ts, w2, sizeof(w2));
+			r = lease_take(s, ts, w2, sizeof(w2), NULL);
 			if (r == -EBUSY) {
 				refused = r;
 				snprintf(refused_what, sizeof(refused_what),
@@ -1377,14 +1385,21 @@ static void sync_free(struct sync *s)
 static int leases_at_start(struct sync *s)
 {
 	struct name_vec names = { 0 };
+	bool *created = NULL;
 	char what[160];
 	int rc;
 
 	rc = store_tenant_list(s->st, name_collect, &names);
+	if (!rc && names.n && !(created = calloc(names.n, sizeof(*created))))
+		rc = -ENOMEM;
 	for (size_t i = 0; !rc && i < names.n; i++) {
 		struct tenant_state *ts = sync_tstate(s, names.v[i]);
+		bool c = false;
 
-		rc = ts ? lease_take(s, ts, what, sizeof(what)) : -ENOMEM;
+		rc = ts ? lease_take(s, ts, what, sizeof(what), &c) : -ENOMEM;
+		/* s->ts starts empty and grows only here: ts - s->ts <= i. */
+		if (c)
+			created[ts - s->ts] = true;
 		if (backend_err_retryable(rc)) {
 			sync_log("remote %s unreachable at start (%s: %s); "
 				 "leases are taken when it comes back",
@@ -1393,8 +1408,13 @@ static int leases_at_start(struct sync *s)
 			break;
 		}
 	}
+	/* Refused: undo only the leases this call wrote.  A lease that
+	 * already named us (held before a restart) stays: its tenant may
+	 * have segments not uploaded yet, and no other writer may take
+	 * it over. */
 	if (rc == -EBUSY)
-		lease_release_all(s);
+		lease_release(s, created);
+	free(created);
 	name_vec_release(&names);
 	return rc;
 }
@@ -1494,7 +1514,7 @@ void sync_stop(struct sync *s)
 		store_set_fetch_hook(s->st, NULL, NULL);
 		sync_fetch_stop(s);
 		if (!s->cfg.replica)
-			lease_release_all(s);
+			lease_release(s, NULL);
 	}
 	sync_free(s);
 }

@@ -258,6 +258,36 @@ int main(int argc, char **argv)
 	CHECK(ss.last_error == 0 && ss.pending_segments == 0,
 	      "status is clean again (%d, %llu)", ss.last_error,
 	      (unsigned long long)ss.pending_segments);
+
+	/* A restart refused because another writer holds one tenant must
+	 * keep the leases this writer already held (its data may not be
+	 * uploaded yet): only leases taken by the refused start go. */
+	{
+		static const char foreign[] =
+			"{\"format\": \"streamfs-lease\", \"version\": 1, "
+			"\"writer\": \"other-writer\", \"host\": \"elsewhere\", "
+			"\"pid\": 1, \"taken_ns\": 1}\n";
+		const char *lk = "streamfs-v1/tenants/bee/lease.json";
+		const char *ak = "streamfs-v1/tenants/acme/lease.json";
+		struct backend_stat meta;
+		struct sync *s2 = NULL;
+
+		rc = backend_put_if_absent_buf(b, lk, foreign, strlen(foreign));
+		CHECK(rc == 0, "another writer leases tenant bee (%d)", rc);
+		rc = store_tenant_create(st, "bee", 0755, 0, 0);
+		CHECK(rc == 0, "tenant bee (%d)", rc);
+		rc = backend_head(b, ak, &meta);
+		CHECK(rc == 0, "our lease of acme is on the remote (%d)", rc);
+		/* A restart after a crash (s never stopped: its leases stay). */
+		rc = sync_start(st, &cfg, &s2);
+		CHECK(rc == -EBUSY && !s2, "restart refused: bee is held (%d)", rc);
+		sync_stop(s2);
+		rc = backend_head(b, ak, &meta);
+		CHECK(rc == 0, "the refused restart left our lease of acme (%d)",
+		      rc);
+		rc = backend_del(b, lk);
+		CHECK(rc == 0, "foreign lease removed (%d)", rc);
+	}
 out:
 	sync_stop(s);
 	backend_close(b);
