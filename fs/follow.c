@@ -185,8 +185,8 @@ static enum park_result park(struct fs *fs, struct fs_wait *w, bool check)
 	pthread_mutex_lock(&fs->park_lock);
 	if (w->state == WAIT_INTERRUPTED) {
 		answer = EINTR;
-	} else if (fs->stopping) {
-		answer = 0;
+	} else if (fs->stopping || n->removed) {
+		answer = 0;	/* nothing would ever wake it */
 	} else if (check && n->size_seen > want) {
 		pthread_mutex_unlock(&fs->park_lock);
 		fuse_req_interrupt_func(w->req, NULL, NULL);
@@ -223,8 +223,12 @@ void fs_wait_answer(struct fs *fs, struct fs_wait *w)
 			break;
 		}
 		got = store_read(n->t, n->id, buf, w->size, fh->base + w->off);
-		if (got == -ENOENT)
-			got = 0;	/* removed: end of file */
+		if (got == -ENOENT) {
+			/* Removed: end of file now; parked, no commit would
+			 * ever wake it. */
+			fuse_reply_buf(w->req, NULL, 0);
+			break;
+		}
 		if (got < 0) {
 			fuse_reply_err(w->req, (int)-got);
 			break;
@@ -415,6 +419,8 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 		return;	/* nobody looked at it: nothing cached, nobody parked */
 	pthread_mutex_lock(&fs->park_lock);
 	old = n->size_seen;
+	if (size == UINT64_MAX)
+		n->removed = true;	/* later parks answer EOF (park()) */
 	if (size != UINT64_MAX && size > n->size_seen)
 		n->size_seen = size;
 	if (n->parked) {

@@ -47,6 +47,7 @@ struct fs_node {
 	/* Streams only. */
 	uint64_t size_seen;	/* highest committed size; protected by fs->park_lock */
 	struct fs_wait *parked;	/* parked follow reads; protected by fs->park_lock */
+	bool removed;		/* the stream is gone; protected by fs->park_lock */
 	atomic_bool cached;	/* some open used the page cache */
 };
 

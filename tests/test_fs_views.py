@@ -221,3 +221,44 @@ def test_parked_reads_kept_under_request_timeout(mount, tmp_path):
         for f in outs.values():
             f.close()
     m.umount()
+
+
+def read_in_thread(fd, size=100):
+    import threading
+    box = {}
+
+    def run():
+        try:
+            box["data"] = os.read(fd, size)
+        except OSError as e:
+            box["err"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def test_follow_read_after_removal_is_eof(mount):
+    """A follow read issued after its stream was removed answers EOF at
+    once instead of parking for good."""
+    m = mount()
+    setup_stream(m, 2)
+    fd = os.open(m.path("T", "s@end,follow"), os.O_RDONLY)
+    try:
+        os.unlink(m.path("T", "s"))
+        t, box = read_in_thread(fd)
+        t.join(5)
+        assert not t.is_alive(), "follow read parked on a removed stream"
+        assert box == {"data": b""}
+    finally:
+        os.close(fd)
+    # and with rm landing while cat catches up and parks
+    for i in range(20):
+        name = "r%d" % i
+        m.path("T", name).write_bytes(b"".join(b"line %d\n" % j for j in range(200)))
+        proc = subprocess.Popen(["cat", str(m.path("T", name + "@1,follow"))],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.002 * i)
+        os.unlink(m.path("T", name))
+        _, err = proc.communicate(timeout=5)
+        # rm may land before cat's open: then the view is not there
+        assert proc.returncode == 0 or b"No such file" in err, err
