@@ -448,6 +448,7 @@ static int lease_take(struct sync *s, struct tenant_state *ts, char *what,
 	struct backend_buf cur = { .max = 1 << 16 };
 	json_object *o = NULL, *v;
 	const char *holder = "?", *host = "?";
+	bool wrote;
 	int rc;
 
 	if (!key)
@@ -460,11 +461,13 @@ static int lease_take(struct sync *s, struct tenant_state *ts, char *what,
 		free(key);
 		return -ENOMEM;
 	}
-	if (created)
-		*created = false;
 	rc = backend_put_if_absent_buf(s->b, key, text, strlen(text));
-	if (!rc && created)
-		*created = true;
+	wrote = !rc;
+	/* A conditional put that succeeded is not proof: a server that
+	 * ignores If-None-Match lets two writers both "create" the lease.
+	 * Read it back; the check below refuses it unless it names us. */
+	if (!rc)
+		rc = -EEXIST;
 	if (rc == -EEXIST) {
 		snprintf(what, wlen, "get %s", key);
 		rc = backend_get(s->b, key, 0, BACKEND_TO_END, &cur);
@@ -481,7 +484,17 @@ static int lease_take(struct sync *s, struct tenant_state *ts, char *what,
 			if (!o || strcmp(holder, s->identity))
 				rc = -EBUSY;
 		}
+		if (rc == -EBUSY && wrote) {
+			sync_log("tenant %s: the remote %s accepted our "
+				 "conditional lease write, yet the lease names "
+				 "writer %s: the server ignores If-None-Match "
+				 "and cannot keep two writers apart; refusing",
+				 ts->name, s->cfg.url, holder);
+			wrote = false;	/* not ours: never delete it */
+		}
 	}
+	if (created)
+		*created = !rc && wrote;
 	if (!rc) {
 		if (!ts->leased)
 			sync_log("tenant %s: lease taken on %s as writer %s",
