@@ -113,6 +113,18 @@ int backend_options_set(struct backend_options *o, const char *key,
 	return 0;
 }
 
+bool url_has_userinfo(const char *url)
+{
+	const char *host = strstr(url, "://");
+	size_t n;
+
+	if (!host)
+		return false;
+	host += 3;
+	n = strcspn(host, "/?#");
+	return memchr(host, '@', n) != NULL;
+}
+
 int backend_open_url(const char *url, const struct backend_options *opts,
 		     struct backend **out)
 {
@@ -132,6 +144,13 @@ int backend_open_url(const char *url, const struct backend_options *opts,
 		ops = &backend_http_ops;
 	else
 		return strstr(url, "://") ? -EPROTONOSUPPORT : -EINVAL;
+	if (ops != &backend_file_ops && url_has_userinfo(url)) {
+		/* Never echo the URL: it holds a secret. */
+		sync_log("the remote URL holds credentials (user:password@): "
+			 "refused, they would show on the command line and in "
+			 "logs; put them in a file given as credentials=FILE");
+		return -EINVAL;
+	}
 	return ops->open(url, opts, out);
 }
 
@@ -423,6 +442,79 @@ void entry_vec_release(struct entry_vec *ev)
 
 /* ---- credentials ---- */
 
+int backend_credentials_open(const char *file)
+{
+	struct stat st;
+	int fd, rc;
+
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		rc = -errno;
+		sync_log("credentials file %s: %s", file, strerror(-rc));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		sync_log("credentials file %s: not a regular file", file);
+		return -EACCES;
+	}
+	if (st.st_mode & 077) {
+		close(fd);
+		sync_log("credentials file %s is readable by group or others "
+			 "(mode %03o): refusing it; chmod 600 it", file,
+			 (unsigned)(st.st_mode & 0777));
+		return -EACCES;
+	}
+	return fd;
+}
+
+int http_creds_load(const char *file, char **user, char **pass)
+{
+	char line[4096], *colon, *e;
+	int fd, rc = -EACCES;
+	FILE *f;
+
+	*user = *pass = NULL;
+	fd = backend_credentials_open(file);
+	if (fd < 0)
+		return fd;
+	f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		return -ENOMEM;
+	}
+	/* The first line that is neither empty nor a comment. */
+	while (fgets(line, sizeof(line), f)) {
+		e = line + strcspn(line, "\r\n");
+		*e = '\0';
+		if (!line[0] || line[0] == '#')
+			continue;
+		colon = strchr(line, ':');
+		if (!colon || colon == line) {
+			sync_log("credentials file %s: want one line "
+				 "USER:PASSWORD", file);
+			break;
+		}
+		*colon = '\0';
+		*user = strdup(line);
+		*pass = strdup(colon + 1);
+		rc = *user && *pass ? 0 : -ENOMEM;
+		break;
+	}
+	if (rc == -EACCES && !*user)
+		sync_log("credentials file %s: no USER:PASSWORD line", file);
+	explicit_bzero(line, sizeof(line));
+	fclose(f);
+	if (rc) {
+		if (*pass)
+			explicit_bzero(*pass, strlen(*pass));
+		free(*user);
+		free(*pass);
+		*user = *pass = NULL;
+	}
+	return rc;
+}
+
 void s3_creds_release(struct s3_creds *c)
 {
 	if (c->secret)
@@ -450,30 +542,14 @@ static char *trim(char *s)
  * aws_session_token.  Refuses a file that group or others can read. */
 static int creds_from_file(const char *file, struct s3_creds *out)
 {
-	struct stat st;
 	char line[4096];
 	bool in_section = true;	/* keys before any section count */
 	int fd, rc = 0;
 	FILE *f;
 
-	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
-		rc = -errno;
-		sync_log("credentials file %s: %s", file, strerror(-rc));
-		return rc;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		sync_log("credentials file %s: not a regular file", file);
-		return -EACCES;
-	}
-	if (st.st_mode & 077) {
-		close(fd);
-		sync_log("credentials file %s is readable by group or others "
-			 "(mode %03o): refusing it; chmod 600 it", file,
-			 (unsigned)(st.st_mode & 0777));
-		return -EACCES;
-	}
+	fd = backend_credentials_open(file);
+	if (fd < 0)
+		return fd;
 	f = fdopen(fd, "r");
 	if (!f) {
 		close(fd);

@@ -49,7 +49,10 @@ struct backend_options {
 	const char *endpoint;	/* s3: scheme://host[:port] instead of AWS */
 	const char *region;	/* s3: signing region, default us-east-1 */
 	bool path_style;	/* s3: endpoint/bucket/key, not bucket.endpoint/key */
-	const char *credentials_file; /* s3: instead of AWS_* variables */
+	/* s3: an AWS credentials file instead of AWS_* variables; http(s):
+	 * one line USER:PASSWORD for basic auth.  Credentials never come
+	 * from the URL (refused) or the command line. */
+	const char *credentials_file;
 	const char *ca_file;	/* extra CA bundle (PEM), for private CAs */
 	long connect_timeout_ms; /* default 10 s */
 	long low_speed_time_s;	/* abort a transfer slower than 1 B/s for this long; default 30 */
@@ -59,6 +62,14 @@ struct backend_options {
 	 * test servers (moto) decode it before checking the signature. */
 	bool query_slash_raw;
 };
+
+/* The one rule for credentials files, for every backend and for fs's
+ * check of -o credentials=: FILE is opened with O_NOFOLLOW, must be a
+ * regular file, and must give no permission at all to group or others
+ * (mode & 077 == 0: chmod 600).  Returns an fd open for reading
+ * (O_CLOEXEC; the caller closes it) or -errno: -EACCES when the file breaks
+ * the rule, -ENOENT, -ELOOP (a symlink)...  Logs the reason. */
+int backend_credentials_open(const char *file) BACKEND_WARN_UNUSED;
 
 /* Fills in the defaults above. */
 void backend_options_default(struct backend_options *o);

@@ -88,6 +88,12 @@ static int http_open(const char *url, const struct backend_options *o,
 	rc = http_conf_init(&h->conf, o);
 	if (rc)
 		goto fail;
+	if (o->credentials_file) {
+		rc = http_creds_load(o->credentials_file, &h->conf.userpwd_user,
+				     &h->conf.userpwd_pass);
+		if (rc)
+			goto fail;
+	}
 	h->curl = curl_easy_init();
 	if (!h->curl) {
 		rc = -ENOMEM;

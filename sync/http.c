@@ -128,6 +128,10 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, c->sigv4);
 		curl_easy_setopt(h, CURLOPT_USERNAME, c->userpwd_user);
 		curl_easy_setopt(h, CURLOPT_PASSWORD, c->userpwd_pass);
+	} else if (c->userpwd_user) {
+		curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		curl_easy_setopt(h, CURLOPT_USERNAME, c->userpwd_user);
+		curl_easy_setopt(h, CURLOPT_PASSWORD, c->userpwd_pass);
 	}
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers);
 	curl_easy_setopt(h, CURLOPT_FILETIME, 1L);

@@ -67,7 +67,7 @@ struct http_conf {
 	long low_speed_time_s;
 	long timeout_ms;
 	char *ca_file;
-	char *userpwd_user;		/* s3 only */
+	char *userpwd_user;		/* s3: key id; http: basic auth */
 	char *userpwd_pass;
 	char *sigv4;			/* "aws:amz:REGION:s3" or NULL */
 };
@@ -101,6 +101,12 @@ struct s3_creds {
 	char *token;			/* may be NULL */
 };
 int s3_creds_load(const char *file, struct s3_creds *out);
+/* USER:PASSWORD (the first line that is not empty or a '#' comment) of an
+ * http backend's credentials file, which backend_credentials_open()
+ * accepts.  Caller frees both. */
+int http_creds_load(const char *file, char **user, char **pass);
+/* Whether URL has a userinfo part ("scheme://user:pass@host/..."). */
+bool url_has_userinfo(const char *url);
 void s3_creds_release(struct s3_creds *c);
 
 /* ---- the sync object (sync.c, fetch.c, replica.c) ---- */

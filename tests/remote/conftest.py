@@ -6,7 +6,8 @@ moto_s3 (session)   moto_server in auth mode: Signature V4 is checked for
 s3_proxy (session)  a FaultProxy (faultproxy.py) in front of moto; its
                     faults and request log are reset before every test.
 dav (session)       nginx with the dav and dav_ext modules: .url (base URL
-                    of an empty WebDAV tree), .root (its directory).
+                    of an empty WebDAV tree), .root (its directory);
+                    .auth_url wants basic auth as .user, .password.
 dav_proxy (session) a FaultProxy in front of nginx, reset before each test.
 conformance (session) path of the backend_conformance program.
 
@@ -183,6 +184,15 @@ http {{
             dav_access user:rw group:r all:r;
             client_max_body_size 0;
         }}
+        location /auth/ {{
+            auth_basic "streamfs";
+            auth_basic_user_file {tmp}/htpasswd;
+            dav_methods PUT DELETE MKCOL COPY MOVE;
+            dav_ext_methods PROPFIND OPTIONS;
+            create_full_put_path on;
+            dav_access user:rw group:r all:r;
+            client_max_body_size 0;
+        }}
     }}
 }}
 """
@@ -199,6 +209,10 @@ class Dav:
                 if (Path(d) / name).exists():
                     mods.append(f"load_module {d}/{name};")
                     break
+        # /auth/ wants basic auth as USER:PASSWORD.
+        self.user, self.password = "streamfs", "pw-7f3e9c1d"
+        (tmp / "htpasswd").write_text(
+            f"{self.user}:{{PLAIN}}{self.password}\n")
         conf = tmp / "nginx.conf"
         conf.write_text(NGINX_CONF.format(tmp=tmp, port=self.port,
                                           root=self.root,
@@ -210,6 +224,8 @@ class Dav:
         wait_port(self.port, self.proc, "nginx")
         self.url = f"http://127.0.0.1:{self.port}/dav"
         (self.root / "dav").mkdir()
+        (self.root / "auth").mkdir()
+        self.auth_url = f"http://127.0.0.1:{self.port}/auth"
 
     def close(self):
         stop(self.proc)

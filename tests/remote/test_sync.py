@@ -67,3 +67,53 @@ def test_sync_dav_faults_heal(sync_test, tmp_path, dav, dav_proxy):
     dav_proxy.fault("drop", count=2, match="PUT ")
     dav_proxy.fault("status", count=2, match="PUT ", arg=500)
     run(sync_test, tmp_path, f"{dav_proxy.url}/dav/faults-{tmp_path.name}")
+
+
+def test_sync_dav_basic_auth(sync_test, tmp_path, dav):
+    """http basic auth from credentials=FILE (mode 0600); never logged."""
+    cred = tmp_path / "cred"
+    cred.write_text(f"# dav\n{dav.user}:{dav.password}\n")
+    cred.chmod(0o600)
+    (tmp_path / "w").mkdir()
+    p = run(sync_test, tmp_path / "w", f"{dav.auth_url}/sync-{tmp_path.name}",
+            f"credentials={cred}")
+    assert dav.password not in p.stdout + p.stderr
+
+
+def test_sync_dav_auth_refused_without_credentials(sync_test, tmp_path, dav):
+    (tmp_path / "w").mkdir()
+    p = subprocess.run([str(sync_test), str(tmp_path / "w"),
+                        f"{dav.auth_url}/none-{tmp_path.name}"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+
+
+def test_credentials_file_mode_checked(sync_test, tmp_path, dav):
+    cred = tmp_path / "cred"
+    cred.write_text(f"{dav.user}:{dav.password}\n")
+    cred.chmod(0o640)
+    (tmp_path / "w").mkdir()
+    p = subprocess.run([str(sync_test), str(tmp_path / "w"),
+                        f"{dav.auth_url}/mode-{tmp_path.name}",
+                        f"credentials={cred}"],
+                       capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "chmod 600" in out, out
+    assert dav.password not in out
+
+
+@pytest.mark.parametrize("scheme", ["http", "s3"])
+def test_userinfo_in_url_refused(sync_test, tmp_path, dav, scheme):
+    """Credentials in the URL are refused, and the URL is not echoed."""
+    secret = "s3cr3t-in-url"
+    if scheme == "http":
+        url = f"http://{dav.user}:{secret}@127.0.0.1:{dav.port}/auth/x"
+    else:
+        url = f"s3://key:{secret}@bucket/x"
+    (tmp_path / "w").mkdir()
+    p = subprocess.run([str(sync_test), str(tmp_path / "w"), url],
+                       capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    assert "sync_start (-22)" in out and "credentials=FILE" in out, out
+    assert secret not in out, out
