@@ -30,6 +30,7 @@
 #define STREAMFS_BACKEND_H
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,6 +46,11 @@
 #define BACKEND_CAP_RANGE	  (1u << 1) /* get() fetches only the range */
 
 /* Options of backend_open_url().  Strings are borrowed for the call only. */
+struct backend_abort {
+	atomic_bool now;
+	_Atomic int64_t deadline_ns;	/* CLOCK_MONOTONIC; 0: none */
+};
+
 struct backend_options {
 	const char *endpoint;	/* s3: scheme://host[:port] instead of AWS */
 	const char *region;	/* s3: signing region, default us-east-1 */
@@ -61,6 +67,12 @@ struct backend_options {
 	/* s3: send '/' unencoded in query values.  Real S3 wants %2F; some
 	 * test servers (moto) decode it before checking the signature. */
 	bool query_slash_raw;
+	/* When not NULL: a request fails with -ECANCELED, in flight too
+	 * (checked about once a second and on progress), while abort->now
+	 * is true or once CLOCK_MONOTONIC passes abort->deadline_ns (when
+	 * not 0), so that sync_stop() need not wait for a stalled remote.
+	 * Borrowed: must outlive the backend. */
+	const struct backend_abort *abort;
 };
 
 /* The one rule for credentials files, for every backend and for fs's

@@ -35,6 +35,12 @@ int sync_fetch_hook(void *arg, struct store_tenant *t,
 	int rc;
 
 	pthread_mutex_lock(&s->lock);
+	if (s->stop) {
+		/* Stopping: nothing will fetch it. */
+		pthread_mutex_unlock(&s->lock);
+		return -EIO;
+	}
+	s->hook_waiters++;
 	for (r = s->fq; r; r = r->next)
 		if (r->t == t && r->seg.seg == seg->seg && !r->done)
 			break;
@@ -43,8 +49,8 @@ int sync_fetch_hook(void *arg, struct store_tenant *t,
 
 		r = calloc(1, sizeof(*r));
 		if (!r) {
-			pthread_mutex_unlock(&s->lock);
-			return -ENOMEM;
+			rc = -ENOMEM;
+			goto out;
 		}
 		r->t = t;
 		r->seg = *seg;
@@ -60,6 +66,11 @@ int sync_fetch_hook(void *arg, struct store_tenant *t,
 	rc = r->done ? r->rc : -EIO;
 	if (--r->refs == 0)
 		free(r);
+out:
+	/* sync_fetch_stop() waits for the last waiter to leave before it
+	 * frees anything. */
+	if (--s->hook_waiters == 0 && s->stop)
+		pthread_cond_broadcast(&s->fetch_done);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
@@ -360,8 +371,18 @@ void sync_fetch_stop(struct sync *s)
 
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
+	/* Fail what is pending: its waiters get -EIO now, not after a
+	 * transfer that may never end. */
+	for (struct fetch_req *r = s->fq; r; r = r->next) {
+		if (!r->done) {
+			r->done = true;
+			r->rc = -EIO;
+		}
+	}
 	pthread_cond_broadcast(&s->fetch_cond);
 	pthread_cond_broadcast(&s->fetch_done);
+	while (s->hook_waiters)
+		pthread_cond_wait(&s->fetch_done, &s->lock);
 	pthread_mutex_unlock(&s->lock);
 	for (unsigned i = 0; i < s->nfetchers; i++) {
 		struct fetcher *f = s->fetchers[i];
@@ -375,7 +396,9 @@ void sync_fetch_stop(struct sync *s)
 	free(s->fetchers);
 	s->fetchers = NULL;
 	s->nfetchers = 0;
-	/* Requests nobody took: their waiters saw stop and left. */
+	/* Requests left in the queue: their waiters are gone (counted
+	 * above), so only the queue's reference remains. */
+	pthread_mutex_lock(&s->lock);
 	while (s->fq) {
 		struct fetch_req *r = s->fq;
 
@@ -383,6 +406,7 @@ void sync_fetch_stop(struct sync *s)
 		if (--r->refs == 0)
 			free(r);
 	}
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- eviction ---- */

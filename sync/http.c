@@ -5,8 +5,10 @@
  * no option leaks from one request to the next.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sync_int.h"
@@ -82,6 +84,7 @@ int http_conf_init(struct http_conf *c, const struct backend_options *o)
 		.connect_timeout_ms = o->connect_timeout_ms,
 		.low_speed_time_s = o->low_speed_time_s,
 		.timeout_ms = o->timeout_ms,
+		.abort = o->abort,
 	};
 	if (o->ca_file && !(c->ca_file = strdup(o->ca_file)))
 		return -ENOMEM;
@@ -97,6 +100,35 @@ void http_conf_release(struct http_conf *c)
 	free(c->userpwd_pass);
 	free(c->sigv4);
 	*c = (struct http_conf){ 0 };
+}
+
+static bool aborted(const struct backend_abort *a)
+{
+	struct timespec ts;
+	int64_t dl;
+
+	if (!a)
+		return false;
+	if (atomic_load(&a->now))
+		return true;
+	dl = atomic_load(&a->deadline_ns);
+	if (!dl)
+		return false;
+	/* Not sync_clock(): backend code must not pull in sync.c. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec >= dl;
+}
+
+/* CURLOPT_XFERINFOFUNCTION: called at least once a second while a
+ * transfer runs; non-zero ends it with CURLE_ABORTED_BY_CALLBACK. */
+static int xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+		       curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return aborted(arg) ? 1 : 0;
 }
 
 int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
@@ -135,6 +167,13 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	}
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers);
 	curl_easy_setopt(h, CURLOPT_FILETIME, 1L);
+	if (c->abort) {
+		if (aborted(c->abort))
+			return -ECANCELED;
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)c->abort);
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	}
 
 	if (req->body) {
 		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
@@ -156,6 +195,8 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	cc = curl_easy_perform(h);
 	if (cc == CURLE_ABORTED_BY_CALLBACK && up.err)
 		return up.err;
+	if (cc == CURLE_ABORTED_BY_CALLBACK && aborted(c->abort))
+		return -ECANCELED;	/* stopping: not worth a log line */
 	if (cc == CURLE_WRITE_ERROR && down.err)
 		return down.err;
 	if (cc != CURLE_OK)

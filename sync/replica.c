@@ -424,6 +424,10 @@ int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 			json_object *o = json_object_array_get_idx(arr, i);
 			const char *name = jget_str(o, "name");
 
+			if (sync_stopping(s)) {
+				rc = -ECANCELED;
+				break;
+			}
 			if (!name || !store_name_valid(name))
 				continue;
 			rc = replica_tenant(s, name, jget_str(o, "key"), what, wlen);

@@ -26,6 +26,8 @@
 #define SYNC_KICK_MIN_NS 200000000LL
 /* Longest a manifest waits for a rename, removal or chmod. */
 #define MANIFEST_CHECK_NS 2000000000LL
+/* sync_stop(): how long releasing the leases may take. */
+#define STOP_RELEASE_NS 3000000000LL
 
 int64_t sync_clock(clockid_t clk)
 {
@@ -1139,6 +1141,12 @@ static char *names_signature(struct sync *s, const struct name_vec *names)
 }
 
 /* One writer pass over every tenant.  FORCE seals every non-empty segment. */
+/* sync_stop() was called: a pass stops at the next segment or tenant. */
+bool sync_stopping(struct sync *s)
+{
+	return atomic_load(&s->abort.now);
+}
+
 static int pass(struct sync *s, bool force)
 {
 	struct name_vec names = { 0 };
@@ -1162,6 +1170,10 @@ static int pass(struct sync *s, bool force)
 		bool uploaded = false;
 		int r;
 
+		if (sync_stopping(s)) {
+			rc = -ECANCELED;
+			break;
+		}
 		if (store_tenant_get(s->st, names.v[i], &t) ||
 		    store_tenant_removed(t))
 			continue;
@@ -1211,6 +1223,10 @@ static int pass(struct sync *s, bool force)
 			ts->seeded = !rc;
 		}
 		for (size_t j = 0; !rc && j < segs.n; j++) {
+			if (sync_stopping(s)) {
+				rc = -ECANCELED;
+				break;
+			}
 			rc = upload_segment(s, t, tprefix, &segs.v[j], what,
 					    sizeof(what));
 			if (!rc) {
@@ -1290,7 +1306,9 @@ done:
 	if (!rc)
 		s->status.last_success_ns = sync_clock(CLOCK_REALTIME);
 	pthread_mutex_unlock(&s->lock);
-	sync_note(s, rc, what);
+	/* Cut short by sync_stop(): not a failure of the remote. */
+	if (!(rc == -ECANCELED && sync_stopping(s)))
+		sync_note(s, rc, what);
 	name_vec_release(&names);
 	return rc;
 }
@@ -1475,7 +1493,8 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = cfg->url ? backend_open_url(cfg->url, &cfg->opts, &s->b) : 0;
+	s->cfg.opts.abort = &s->abort;
+	rc = cfg->url ? backend_open_url(cfg->url, &s->cfg.opts, &s->b) : 0;
 	if (rc)
 		goto fail;
 	if (s->b && !s->cfg.replica) {
@@ -1498,8 +1517,8 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	rc = -pthread_create(&s->thread, NULL, sync_main, s);
 	if (rc) {
 		if (s->b) {
-			store_set_fetch_hook(st, NULL, NULL);
 			sync_fetch_stop(s);
+			store_set_fetch_hook(st, NULL, NULL);
 		}
 		goto fail;
 	}
@@ -1515,6 +1534,10 @@ void sync_stop(struct sync *s)
 {
 	if (!s)
 		return;
+	/* Transfers in flight end now (-ECANCELED); the pass stops at the
+	 * next segment or tenant.  What was cut short is redone on the next
+	 * start. */
+	atomic_store(&s->abort.now, true);
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
 	pthread_cond_broadcast(&s->cond);
@@ -1524,8 +1547,17 @@ void sync_stop(struct sync *s)
 	pthread_mutex_unlock(&s->lock);
 	pthread_join(s->thread, NULL);
 	if (s->b) {
-		store_set_fetch_hook(s->st, NULL, NULL);
+		/* Fails pending fetches and waits until no reader is inside
+		 * the hook; only then is the hook cleared (store does not
+		 * yet clear it atomically with respect to callers, so fs
+		 * stops its readers before sync_stop). */
 		sync_fetch_stop(s);
+		store_set_fetch_hook(s->st, NULL, NULL);
+		/* Releasing the leases is worth a few seconds, not more:
+		 * a stalled remote must not hold up the unmount. */
+		atomic_store(&s->abort.deadline_ns,
+			     sync_clock(CLOCK_MONOTONIC) + STOP_RELEASE_NS);
+		atomic_store(&s->abort.now, false);
 		if (!s->cfg.replica)
 			lease_release(s, NULL);
 	}

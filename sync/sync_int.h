@@ -66,6 +66,7 @@ struct http_conf {
 	long connect_timeout_ms;
 	long low_speed_time_s;
 	long timeout_ms;
+	const struct backend_abort *abort; /* borrowed, or NULL */
 	char *ca_file;
 	char *userpwd_user;		/* s3: key id; http: basic auth */
 	char *userpwd_pass;
@@ -153,7 +154,9 @@ struct tenant_state {
 struct sync {
 	struct store *st;
 	struct backend *b;		/* used by the sync thread only */
-	struct sync_config cfg;		/* strings owned */
+	struct sync_config cfg;		/* strings owned; opts.abort is
+					 * &abort */
+	struct backend_abort abort;	/* set by sync_stop(): ends transfers */
 	char *identity;			/* writer identity, or NULL */
 	char host[64];
 	pthread_t thread;
@@ -173,7 +176,11 @@ struct sync {
 	unsigned nfetchers;
 	struct fetch_req *fq;		/* protected by lock: outstanding */
 	pthread_cond_t fetch_cond;	/* wakes fetchers; with lock */
-	pthread_cond_t fetch_done;	/* wakes hook waiters; with lock */
+	pthread_cond_t fetch_done;	/* wakes hook waiters, and
+					 * sync_fetch_stop() when the last
+					 * leaves; with lock */
+	unsigned hook_waiters;		/* protected by lock: threads inside
+					 * sync_fetch_hook() */
 	pthread_mutex_t evict_lock;	/* one eviction round at a time */
 
 	/* Thread-only state. */
@@ -193,6 +200,8 @@ char *sync_tenant_prefix(const char *tenant);
 char *sync_segment_key(const char *tprefix, uint64_t id, uint64_t checksum,
 		       bool index);
 struct tenant_state *sync_tstate(struct sync *s, const char *name);
+/* Whether sync_stop() has begun: long loops stop early (-ECANCELED). */
+bool sync_stopping(struct sync *s);
 
 /* fetch.c */
 int sync_fetch_hook(void *arg, struct store_tenant *t,

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "backend.h"
 #include "store.h"
@@ -121,8 +122,77 @@ static void expect_remote(struct backend *b, const char *tkey,
 	backend_buf_release(&out);
 }
 
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* mode=stall: the remote stalls every segment upload (the test's fault
+ * proxy); sync_stop() must return promptly anyway.  mode=resume: the
+ * next start uploads what was cut short. */
+static void stop_modes(const char *mode, struct store *st,
+		       const struct sync_config *cfg, const char *url)
+{
+	struct store_tenant *t;
+	struct sync *s = NULL;
+	struct backend *b = NULL;
+	uint64_t id;
+	int64_t t0;
+	int rc;
+
+	if (!strcmp(mode, "stall")) {
+		rc = store_tenant_create(st, "acme", 0755, 0, 0);
+		CHECK(rc == 0, "tenant (%d)", rc);
+		rc = store_tenant_get(st, "acme", &t);
+		CHECK(rc == 0, "tenant get (%d)", rc);
+		if (rc)
+			return;
+		rc = store_stream_create(t, "orders", 0644, 0, 0, &id);
+		CHECK(rc == 0, "stream (%d)", rc);
+		rc = store_stream_create(t, "other", 0644, 0, 0, &id);
+		CHECK(rc == 0, "stream (%d)", rc);
+		rc = store_stream_lookup(t, "orders", &id);
+		CHECK(rc == 0 && append(t, id, "a\nb\n") == 0, "append");
+		rc = store_stream_lookup(t, "other", &id);
+		CHECK(rc == 0 && append(t, id, "c\n") == 0, "append");
+		rc = sync_start(st, cfg, &s);
+		CHECK(rc == 0, "sync_start (%d)", rc);
+		if (rc)
+			return;
+		rc = sync_now(s, 2000000000LL);
+		CHECK(rc != 0, "sync_now cannot finish: uploads stall (%d)", rc);
+		t0 = now_ns();
+		sync_stop(s);
+		t0 = now_ns() - t0;
+		CHECK(t0 < 10000000000LL,
+		      "sync_stop abandons the stalled upload (%lld ms)",
+		      (long long)(t0 / 1000000));
+		return;
+	}
+	rc = store_tenant_get(st, "acme", &t);
+	CHECK(rc == 0, "tenant get (%d)", rc);
+	rc = sync_start(st, cfg, &s);
+	CHECK(rc == 0, "sync_start after the stall (%d)", rc);
+	if (rc)
+		return;
+	rc = sync_now(s, 30LL * 1000000000);
+	CHECK(rc == 0, "resumed: sync_now (%d)", rc);
+	sync_stop(s);
+	rc = backend_open_url(url, &cfg->opts, &b);
+	CHECK(rc == 0, "open the remote (%d)", rc);
+	if (rc)
+		return;
+	expect_remote(b, "acme", "orders", "a\nb\n");
+	expect_remote(b, "acme", "other", "c\n");
+	backend_close(b);
+}
+
 int main(int argc, char **argv)
 {
+	const char *mode = NULL;
 	struct store_config scfg;
 	struct sync_config cfg;
 	struct store *st = NULL;
@@ -152,6 +222,10 @@ int main(int argc, char **argv)
 
 		if (eq)
 			*eq = '\0';
+		if (eq && !strcmp(argv[i], "mode")) {
+			mode = eq + 1;
+			continue;
+		}
 		if (backend_options_set(&cfg.opts, argv[i], eq ? eq + 1 : NULL))
 			return 2;
 	}
@@ -163,6 +237,10 @@ int main(int argc, char **argv)
 	CHECK(rc == 0, "store_open (%d)", rc);
 	if (rc)
 		goto out;
+	if (mode) {
+		stop_modes(mode, st, &cfg, url);
+		goto out;
+	}
 	rc = store_tenant_create(st, "acme", 0755, 0, 0);
 	CHECK(rc == 0, "tenant (%d)", rc);
 	rc = store_tenant_get(st, "acme", &t);

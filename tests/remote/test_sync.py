@@ -117,3 +117,16 @@ def test_userinfo_in_url_refused(sync_test, tmp_path, dav, scheme):
     assert p.returncode != 0, out
     assert "sync_start (-22)" in out and "credentials=FILE" in out, out
     assert secret not in out, out
+
+
+def test_sync_stop_abandons_stalled_upload(sync_test, tmp_path, moto_s3,
+                                           s3_proxy):
+    """A remote that stalls every segment upload: sync_stop returns within
+    seconds (the transfer is aborted), and the next start uploads it."""
+    url = moto_s3.url(f"stall-{tmp_path.name}")
+    s3_proxy.fault("stall", count=1000, match="/segments/", arg=120)
+    run(sync_test, tmp_path, url, *moto_s3.options(endpoint=s3_proxy.url),
+        "mode=stall", env=moto_s3.env)
+    s3_proxy.reset()
+    run(sync_test, tmp_path, url, *moto_s3.options(endpoint=s3_proxy.url),
+        "mode=resume", env=moto_s3.env)
