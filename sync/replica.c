@@ -132,7 +132,10 @@ static void local_vec_release(struct local_vec *lv)
 	free(lv->v);
 }
 
-/* True when the local segments of LID are the first ones of SEGS. */
+/* True when the local segments of LID are the first ones of SEGS: same
+ * origin segment id, and same checksum, offset and length.  Segment ids
+ * alone are not enough: a tenant removed and created again between two
+ * polls numbers its segments from 1 again. */
 static bool local_is_prefix(struct store_tenant *t, uint64_t lid,
 			    json_object *segs)
 {
@@ -141,10 +144,18 @@ static bool local_is_prefix(struct store_tenant *t, uint64_t lid,
 
 	if (store_stream_segments(t, lid, seg_collect, &sv))
 		return false;
+	if (sv.n)
+		qsort(sv.v, sv.n, sizeof(*sv.v), seg_cmp);
 	ok = sv.n <= json_object_array_length(segs);
-	for (size_t i = 0; ok && i < sv.n; i++)
-		ok = sv.v[i].origin ==
-		     jget_u64(json_object_array_get_idx(segs, i), "seg");
+	for (size_t i = 0; ok && i < sv.n; i++) {
+		json_object *g = json_object_array_get_idx(segs, i);
+		const char *sum = jget_str(g, "xxh3");
+
+		ok = sv.v[i].origin == jget_u64(g, "seg") && sum &&
+		     sv.v[i].checksum == strtoull(sum, NULL, 16) &&
+		     sv.v[i].offset == jget_u64(g, "offset") &&
+		     sv.v[i].length == jget_u64(g, "length");
+	}
 	free(sv.v);
 	return ok;
 }
@@ -402,11 +413,23 @@ static int drop_local_tenant(struct sync *s, const char *name)
 	return rc;
 }
 
+/* Logs a tenant's failure once per change of state, and its recovery. */
+static void tenant_error(struct tenant_state *ts, int rc, const char *what)
+{
+	if (rc && rc != ts->err)
+		sync_log("replica: tenant %s failing: %s: %s; other tenants go "
+			 "on", ts->name, what, strerror(-rc));
+	else if (!rc && ts->err)
+		sync_log("replica: tenant %s working again", ts->name);
+	ts->err = rc;
+}
+
 int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 {
 	json_object *root = NULL, *arr;
 	struct local_vec local = { 0 };
-	int rc;
+	char first_what[160] = "";
+	int rc, first = 0;
 
 	snprintf(what, wlen, "get " SYNC_ROOT "/tenants.json");
 	rc = get_json(s, SYNC_ROOT "/tenants.json", &root, NULL);
@@ -428,9 +451,27 @@ int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 				rc = -ECANCELED;
 				break;
 			}
+			struct tenant_state *ts;
+			char w[160];
+			int r;
+
 			if (!name || !store_name_valid(name))
 				continue;
-			rc = replica_tenant(s, name, jget_str(o, "key"), what, wlen);
+			/* One tenant's failure (a manifest the store
+			 * refuses, an object missing) must not hold up the
+			 * others nor the removals below: note it, go on,
+			 * and report the first failure at the end. */
+			r = replica_tenant(s, name, jget_str(o, "key"), w,
+					   sizeof(w));
+			ts = sync_tstate(s, name);
+			if (ts)
+				tenant_error(ts, r, w);
+			if (r == -ENOMEM || r == -ECANCELED)
+				rc = r;
+			if (r && !first) {
+				first = r;
+				snprintf(first_what, sizeof(first_what), "%s", w);
+			}
 		}
 	}
 	if (!rc)
@@ -451,5 +492,9 @@ int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 	json_object_put(root);
 	if (!rc)
 		sync_evict(s, NULL, 0);
+	if (!rc && first) {
+		rc = first;
+		snprintf(what, wlen, "%s", first_what);
+	}
 	return rc;
 }

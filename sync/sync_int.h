@@ -145,6 +145,7 @@ struct tenant_state {
 	uint64_t mhash;		/* replica: XXH3 of the manifest applied */
 	uint64_t *map;		/* replica: pairs remote id, local id */
 	size_t nmap;
+	int err;		/* replica: last failure of the tenant, 0 */
 	bool present;		/* scratch flag of a pass */
 };
 

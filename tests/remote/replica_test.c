@@ -539,6 +539,140 @@ out:
 	return 0;
 }
 
+/* Writer DIR (a fresh store) publishes tenant t, stream s holding TEXT,
+ * then stops (releasing its lease). */
+static void publish_once(const char *dir, const char *url, const char *text)
+{
+	struct store *w = open_store(dir);
+	struct store_tenant *t;
+	struct sync *s = NULL;
+	uint64_t id;
+	int rc;
+
+	if (!w)
+		return;
+	rc = store_tenant_create(w, "t", 0755, 0, 0);
+	if (!rc)
+		rc = store_tenant_get(w, "t", &t);
+	if (!rc)
+		rc = store_stream_create(t, "s", 0644, 0, 0, &id);
+	if (!rc)
+		rc = appends(t, id, text);
+	if (!rc)
+		rc = start(w, url, dir, false, 0, &s);
+	if (!rc)
+		rc = sync_now(s, 60 * SEC);
+	CHECK(rc == 0, "writer %s publishes t/s (%d)", dir, rc);
+	sync_stop(s);
+	store_close(w);
+}
+
+static void expect_text(struct store *r, const char *want, const char *why)
+{
+	char *a = NULL;
+	long n = read_all(r, "t", "s", &a);
+
+	CHECK(n == (long)strlen(want) && !memcmp(a, want, (size_t)n),
+	      "replica t/s: %s (%ld: %.*s)", why, n, n > 0 ? (int)n : 0,
+	      a ? a : "");
+	free(a);
+}
+
+/* mode=errors: a tenant deleted and created again (segment ids restart)
+ * replaces the replica's copy instead of passing for a prefix of it; a
+ * tenant whose manifest the store refuses does not stop the others nor
+ * the removal of tenants gone from the remote. */
+static int mode_errors(const char *work, const char *url)
+{
+	static const char bad[] =
+		"{\"format\": \"streamfs-tenant-manifest\", \"version\": 1, "
+		"\"tenant\": \"aa\", \"streams\": [{\"id\": 1, "
+		"\"name\": \"bad/name\", \"segments\": []}]}\n";
+	static const char tindex[] =
+		"{\"format\": \"streamfs-tenants\", \"version\": 1, "
+		"\"tenants\": [{\"name\": \"aa\", \"key\": \"aa\"}, "
+		"{\"name\": \"t\", \"key\": \"t\"}]}\n";
+	char dir[4096];
+	struct store *r;
+	struct store_tenant *gone;
+	struct sync *rs = NULL;
+	struct backend *b = NULL;
+	struct sync_status ss;
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/wa", work);
+	publish_once(dir, url, "old1\n");
+	snprintf(dir, sizeof(dir), "%s/r", work);
+	r = open_store(dir);
+	if (!r)
+		return 1;
+	rc = start(r, url, NULL, true, 0, &rs);
+	CHECK(rc == 0, "replica start (%d)", rc);
+	if (rc)
+		return 1;
+	rc = sync_now(rs, 60 * SEC);
+	CHECK(rc == 0, "replica sync_now (%d)", rc);
+	expect_text(r, "old1\n", "first incarnation");
+
+	/* The same tenant from a fresh store: same stream id, same segment
+	 * ids, same length, other bytes. */
+	snprintf(dir, sizeof(dir), "%s/wb", work);
+	publish_once(dir, url, "new1\n");
+	rc = sync_now(rs, 60 * SEC);
+	CHECK(rc == 0, "replica sync_now (%d)", rc);
+	expect_text(r, "new1\n", "the new incarnation replaces the old");
+
+	/* A manifest the store refuses, listed first; a local tenant that
+	 * the remote does not list. */
+	rc = backend_open_url(url, &wopts, &b);
+	CHECK(rc == 0, "open the remote (%d)", rc);
+	if (!rc)
+		rc = backend_put_buf(b, "streamfs-v1/tenants/aa/manifest.json",
+				     bad, strlen(bad));
+	if (!rc)
+		rc = backend_put_buf(b, "streamfs-v1/tenants.json", tindex,
+				     strlen(tindex));
+	CHECK(rc == 0, "bad manifest of tenant aa published (%d)", rc);
+	backend_close(b);
+	rc = store_tenant_create(r, "gone", 0755, 0, 0);
+	CHECK(rc == 0, "local tenant not on the remote (%d)", rc);
+	snprintf(dir, sizeof(dir), "%s/wb", work);
+	{
+		/* t grows. */
+		struct store *w = open_store(dir);
+		struct store_tenant *t;
+		struct sync *s = NULL;
+		uint64_t id;
+
+		rc = w ? store_tenant_get(w, "t", &t) : -EIO;
+		if (!rc)
+			rc = store_stream_lookup(t, "s", &id);
+		if (!rc)
+			rc = appends(t, id, "more\n");
+		if (!rc)
+			rc = start(w, url, dir, false, 0, &s);
+		if (!rc)
+			rc = sync_now(s, 60 * SEC);
+		CHECK(rc == 0, "writer appends to t/s (%d)", rc);
+		sync_stop(s);
+		if (w)
+			store_close(w);
+	}
+	/* A failing pass never completes sync_now: it answers with the
+	 * error at the deadline. */
+	rc = sync_now(rs, 5 * SEC);
+	sync_get_status(rs, &ss);
+	CHECK(rc == -EINVAL && strstr(ss.last_error_what, "aa"),
+	      "the bad tenant is reported (%d, %s)", rc, ss.last_error_what);
+	expect_text(r, "new1\nmore\n", "later tenants still update");
+	CHECK(store_tenant_get(r, "gone", &gone) == -ENOENT ||
+	      store_tenant_removed(gone),
+	      "removals still run after a tenant failed");
+	sync_stop(rs);
+	store_close(r);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = "full";
@@ -579,6 +713,8 @@ int main(int argc, char **argv)
 		rc = mode_crash(argv[1], argv[2]);
 	else if (!strcmp(mode, "resume"))
 		rc = mode_resume(argv[1], argv[2]);
+	else if (!strcmp(mode, "errors"))
+		rc = mode_errors(argv[1], argv[2]);
 	else
 		rc = mode_full(argv[1], argv[2], pauses);
 	curl_global_cleanup();

@@ -43,6 +43,12 @@ def run(binary, workdir, url, *opts, env=None):
 
 def test_replica_file(replica_test, tmp_path):
     run(replica_test, tmp_path, f"file://{tmp_path}/remote")
+
+
+def test_replica_recreated_tenant_and_bad_manifest(replica_test, tmp_path):
+    """A tenant recreated between polls (segment ids restart) is not taken
+    for a continuation; one tenant's bad manifest does not stop the pass."""
+    run(replica_test, tmp_path, f"file://{tmp_path}/remote", "mode=errors")
     # No temporary objects or fetch files are left behind.
     assert not list((tmp_path / "remote").rglob(".*"))
     assert not list(tmp_path.rglob("*.fetch-*"))
