@@ -11,8 +11,7 @@
  * into place.  Wrong bytes therefore never reach a reader; after
  * cfg.fetch_attempts tries (with backoff) the read gets -EIO.
  *
- * Lock order: s->lock is a leaf; s->evict_lock is taken without s->lock
- * and held across store calls only.
+ * Lock order: s->evict_lock, then s->lock (a leaf); see sync_int.h.
  */
 #include <errno.h>
 #include <fcntl.h>

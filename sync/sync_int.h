@@ -149,9 +149,11 @@ struct tenant_state {
 	bool present;		/* scratch flag of a pass */
 };
 
-/* Lock order: s->lock and s->evict_lock are leaves; neither is held
- * across network I/O; evict_lock is held across store calls, s->lock
- * never is. */
+/* Lock order: evict_lock, then s->lock.  s->lock is a leaf (sync_evict
+ * takes it under evict_lock to update the status) and is never held
+ * across store calls; evict_lock is held across store calls (eviction)
+ * but never taken with s->lock held.  Neither is held across network I/O.
+ * The store's own locks come after evict_lock. */
 struct sync {
 	struct store *st;
 	struct backend *b;		/* used by the sync thread only */
