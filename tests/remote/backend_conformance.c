@@ -18,23 +18,9 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "check.h"
 
-static int passed, failed;
 static char base[128];
-
-#define CHECK(cond, ...)                                                    \
-	do {                                                                \
-		if (cond) {                                                 \
-			passed++;                                           \
-			printf("ok - ");                                    \
-		} else {                                                    \
-			failed++;                                           \
-			printf("not ok (line %d) - ", __LINE__);            \
-		}                                                           \
-		printf(__VA_ARGS__);                                        \
-		printf("\n");                                               \
-		fflush(stdout);                                             \
-	} while (0)
 
 static const char *k(const char *name)
 {
@@ -305,6 +291,5 @@ int main(int argc, char **argv)
 		backend_close(b);
 	}
 	curl_global_cleanup();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_summary();
 }

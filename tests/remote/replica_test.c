@@ -33,10 +33,10 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "check.h"
 #include "store.h"
 #include "sync.h"
 
-static int passed, failed;
 static volatile int remote_down;
 
 /* Fault hook: the remote is unreachable while remote_down is set. */
@@ -47,20 +47,6 @@ static int fault(const struct backend *b, const char *op, const char *key)
 	(void)key;
 	return __atomic_load_n(&remote_down, __ATOMIC_SEQ_CST) ? -EAGAIN : 0;
 }
-
-#define CHECK(cond, ...)                                                    \
-	do {                                                                \
-		if (cond) {                                                 \
-			passed++;                                           \
-			printf("ok - ");                                    \
-		} else {                                                    \
-			failed++;                                           \
-			printf("not ok (line %d) - ", __LINE__);            \
-		}                                                           \
-		printf(__VA_ARGS__);                                        \
-		printf("\n");                                               \
-		fflush(stdout);                                             \
-	} while (0)
 
 #define SEC 1000000000LL
 #define ROLL 256		/* small segments: moto's ranged GETs stay cheap */
@@ -718,6 +704,7 @@ int main(int argc, char **argv)
 	else
 		rc = mode_full(argv[1], argv[2], pauses);
 	curl_global_cleanup();
-	printf("%d passed, %d failed\n", passed, failed);
-	return rc ? rc : failed ? 1 : 0;
+	if (check_summary())
+		return rc ? rc : 1;
+	return rc;
 }

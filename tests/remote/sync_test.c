@@ -21,25 +21,11 @@
 #include <time.h>
 
 #include "backend.h"
+#include "check.h"
 #include "store.h"
 #include "sync.h"
 
-static int passed, failed;
 static atomic_int remote_down;
-
-#define CHECK(cond, ...)                                                    \
-	do {                                                                \
-		if (cond) {                                                 \
-			passed++;                                           \
-			printf("ok - ");                                    \
-		} else {                                                    \
-			failed++;                                           \
-			printf("not ok (line %d) - ", __LINE__);            \
-		}                                                           \
-		printf(__VA_ARGS__);                                        \
-		printf("\n");                                               \
-		fflush(stdout);                                             \
-	} while (0)
 
 static int fault(const struct backend *b, const char *op, const char *key)
 {
@@ -372,6 +358,5 @@ out:
 	if (st)
 		store_close(st);
 	curl_global_cleanup();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_summary();
 }
