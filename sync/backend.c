@@ -113,7 +113,7 @@ int backend_options_set(struct backend_options *o, const char *key,
 	return 0;
 }
 
-bool url_has_userinfo(const char *url)
+bool backend_url_has_userinfo(const char *url)
 {
 	const char *host = strstr(url, "://");
 	size_t n;
@@ -144,7 +144,7 @@ int backend_open_url(const char *url, const struct backend_options *opts,
 		ops = &backend_http_ops;
 	else
 		return strstr(url, "://") ? -EPROTONOSUPPORT : -EINVAL;
-	if (ops != &backend_file_ops && url_has_userinfo(url)) {
+	if (ops != &backend_file_ops && backend_url_has_userinfo(url)) {
 		/* Never echo the URL: it holds a secret. */
 		sync_log("the remote URL holds credentials (user:password@): "
 			 "refused, they would show on the command line and in "

@@ -83,6 +83,11 @@ struct backend_options {
  * the rule, -ENOENT, -ELOOP (a symlink)...  Logs the reason. */
 int backend_credentials_open(const char *file) BACKEND_WARN_UNUSED;
 
+/* Whether URL has a userinfo part ("scheme://user:pass@host/...").
+ * backend_open_url() refuses such a URL (credentials come only from
+ * credentials=FILE or the environment); print such a URL nowhere. */
+bool backend_url_has_userinfo(const char *url);
+
 /* Fills in the defaults above. */
 void backend_options_default(struct backend_options *o);
 /* Sets one option from text, as "-o key=value" gives it: endpoint, region,

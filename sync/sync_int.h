@@ -106,8 +106,6 @@ int s3_creds_load(const char *file, struct s3_creds *out);
  * http backend's credentials file, which backend_credentials_open()
  * accepts.  Caller frees both. */
 int http_creds_load(const char *file, char **user, char **pass);
-/* Whether URL has a userinfo part ("scheme://user:pass@host/..."). */
-bool url_has_userinfo(const char *url);
 void s3_creds_release(struct s3_creds *c);
 
 /* ---- the sync object (sync.c, fetch.c, replica.c) ---- */
