@@ -52,6 +52,7 @@ static void *inval_main(void *arg)
 {
 	struct fs *fs = arg;
 	struct fs_inval *iv;
+	bool stop;
 
 	pthread_mutex_lock(&fs->inval_lock);
 	for (;;) {
@@ -63,10 +64,13 @@ static void *inval_main(void *arg)
 		fs->inval_head = iv->next;
 		if (!fs->inval_head)
 			fs->inval_tail = NULL;
+		stop = fs->inval_stop;
 		pthread_mutex_unlock(&fs->inval_lock);
 
-		/* -ENOENT: the kernel no longer caches this inode. */
-		if (!fs->inval_stop)
+		/* -ENOENT: the kernel no longer caches this inode.  This may
+		 * block on a page lock until a reader's pending read is
+		 * answered: no handler may depend on it finishing. */
+		if (!stop)
 			(void)fuse_lowlevel_notify_inval_inode(
 				fs->se, fs_ino_of(iv->node), (off_t)iv->off, 0);
 		fs_node_unref(fs, iv->node);
@@ -80,16 +84,34 @@ static void *inval_main(void *arg)
 	return NULL;
 }
 
+/* How long a handler waits for its invalidation before replying anyway. */
+#define INVAL_WAIT_NS (20 * 1000000ll)
+
+/* The invalidation may wait in the kernel for a page lock held by a read
+ * that needs a worker thread to be answered, so the wait is bounded, is
+ * skipped in single-threaded mode and when the other workers are already
+ * waiting (docs/CACHING.md: what readers may then see). */
 void fs_inval_wait(struct fs *fs)
 {
 	uint64_t seq = inval_mine;
+	struct timespec ts;
 
 	if (!seq)
 		return;
 	inval_mine = 0;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += INVAL_WAIT_NS;
+	ts.tv_sec += ts.tv_nsec / 1000000000;
+	ts.tv_nsec %= 1000000000;
 	pthread_mutex_lock(&fs->inval_lock);
-	while (fs->inval_done < seq && !fs->inval_stop)
-		pthread_cond_wait(&fs->inval_done_cond, &fs->inval_lock);
+	if (fs->inval_waiters < fs->inval_max_waiters) {
+		fs->inval_waiters++;
+		while (fs->inval_done < seq && !fs->inval_stop)
+			if (pthread_cond_timedwait(&fs->inval_done_cond,
+						   &fs->inval_lock, &ts))
+				break;	/* ETIMEDOUT: reply anyway */
+		fs->inval_waiters--;
+	}
 	pthread_mutex_unlock(&fs->inval_lock);
 }
 

@@ -135,6 +135,11 @@ struct fs {
 	uint64_t inval_seq;	/* last queued; protected by inval_lock */
 	uint64_t inval_done;	/* last finished; protected by inval_lock */
 	bool inval_stop;	/* protected by inval_lock */
+	uint64_t inval_waiters;	/* handlers in fs_inval_wait; protected by inval_lock */
+	/* At most this many handlers wait for an invalidation at once (0 in
+	 * single-threaded mode), so that a worker stays free for the reads
+	 * whose page locks the invalidation may need.  Set before serving. */
+	uint64_t inval_max_waiters;
 
 	pthread_t wake_thread, inval_thread;
 	bool threads_started;

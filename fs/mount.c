@@ -403,8 +403,14 @@ static int serve(struct fs *fs, struct fuse_cmdline_opts *co)
 	struct fuse_loop_config *cfg;
 	int rc;
 
-	if (co->singlethread)
+	/* Keep one worker free of invalidation waits (fs_inval_wait);
+	 * libfuse 3.14's pool defaults to 10 threads. */
+	if (co->singlethread) {
+		fs->inval_max_waiters = 0;
 		return fuse_session_loop(fs->se);
+	}
+	fs->inval_max_waiters = co->max_threads != UINT_MAX &&
+				co->max_threads > 0 ? co->max_threads - 1 : 9;
 	cfg = fuse_loop_cfg_create();
 	if (!cfg)
 		return -ENOMEM;

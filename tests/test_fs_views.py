@@ -4,6 +4,7 @@ import datetime
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -262,3 +263,64 @@ def test_follow_read_after_removal_is_eof(mount):
         _, err = proc.communicate(timeout=5)
         # rm may land before cat's open: then the view is not there
         assert proc.returncode == 0 or b"No such file" in err, err
+
+
+LAST_PAGE_READER_PY = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+while not os.path.exists(sys.argv[2]):
+    size = os.fstat(fd).st_size
+    os.pread(fd, 8192, size - size % 4096)
+"""
+
+
+def abort_connection(mnt):
+    """Aborts the FUSE connection of MNT (frees requests stuck in the kernel;
+    needs fusectl on /sys/fs/fuse/connections).  No stat(MNT): it would hang."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == str(mnt):
+                minor = fields[2].split(":")[1]
+                try:
+                    with open("/sys/fs/fuse/connections/%s/abort" % minor, "w") as c:
+                        c.write("1")
+                except OSError:
+                    pass
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", [["-s"], []], ids=["single", "multi"])
+def test_writer_and_page_cache_readers_never_deadlock(mount, tmp_path, mode):
+    """Invalidating the last page waits for page locks that readers' pending
+    reads hold; a writer must not wait for that with the worker threads the
+    reads need (-s: the only one)."""
+    m = mount(args=mode)
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"first\n")
+    stop = tmp_path / "stop"
+    readers = [subprocess.Popen([sys.executable, "-c", LAST_PAGE_READER_PY, str(p), str(stop)])
+               for _ in range(3)]
+    writer = subprocess.Popen([sys.executable, "-c",
+                               "import os, sys\n"
+                               "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)\n"
+                               "for i in range(3000):\n"
+                               "    os.write(fd, b'line %d\\n' % i)\n", str(p)])
+    try:
+        writer.wait(timeout=60)
+        assert writer.returncode == 0
+    except subprocess.TimeoutExpired:
+        abort_connection(m.mnt)
+        raise
+    finally:
+        stop.touch()
+        for r in readers + [writer]:
+            try:
+                r.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                abort_connection(m.mnt)
+                r.kill()
+                r.wait()
+    want = b"first\n" + b"".join(b"line %d\n" % i for i in range(3000))
+    assert read(p) == want
