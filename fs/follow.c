@@ -37,6 +37,13 @@ static void inval_queue(struct fs *fs, struct fs_node *n, uint64_t off)
 	iv->node = n;	/* takes the caller's ref */
 	iv->off = off;
 	pthread_mutex_lock(&fs->inval_lock);
+	if (fs->inval_stop) {
+		/* Stopped (unmount): nothing is cached any more. */
+		pthread_mutex_unlock(&fs->inval_lock);
+		fs_node_unref(fs, n);
+		free(iv);
+		return;
+	}
 	iv->seq = seq = ++fs->inval_seq;
 	if (fs->inval_tail)
 		fs->inval_tail->next = iv;

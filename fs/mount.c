@@ -451,9 +451,11 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	status = rc < 0 ? 1 : 0;
 	if (rc < 0)
 		fprintf(stderr, "streamfs: session ended: %s\n", strerror(-rc));
-	/* Before the wake thread goes: a replica's thread commits too. */
-	sync_stop(atomic_exchange(&fs->sync, NULL));
+	/* fs first: its wake thread may be inside sync's fetch hook (a
+	 * store_read of an evicted segment).  Commits the replica's thread
+	 * makes meanwhile find no thread to wake and queue nothing. */
 	fs_follow_stop(fs);
+	sync_stop(atomic_exchange(&fs->sync, NULL));
 out_unmount:
 	fuse_session_unmount(fs->se);
 out_signals:
