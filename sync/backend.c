@@ -186,6 +186,38 @@ bool backend_key_valid(const char *key)
 	return true;
 }
 
+/* ---- string vectors ---- */
+
+int strvec_push(struct strvec *sv, const char *str)
+{
+	if (sv->n == sv->alloc) {
+		size_t alloc = sv->alloc ? 2 * sv->alloc : 16;
+		char **v = realloc(sv->v, alloc * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		sv->v = v;
+		sv->alloc = alloc;
+	}
+	if (!(sv->v[sv->n] = strdup(str)))
+		return -ENOMEM;
+	sv->n++;
+	return 0;
+}
+
+int strvec_collect(void *arg, const char *name)
+{
+	return strvec_push(arg, name);
+}
+
+void strvec_release(struct strvec *sv)
+{
+	for (size_t i = 0; i < sv->n; i++)
+		free(sv->v[i]);
+	free(sv->v);
+	*sv = (struct strvec){ 0 };
+}
+
 /* ---- buffers ---- */
 
 #define BUF_DEFAULT_MAX (64u << 20)

@@ -373,21 +373,6 @@ out:
 	return rc;
 }
 
-static int local_tenant_collect(void *arg, const char *name)
-{
-	struct local_vec *lv = arg;
-	struct local_stream *v = realloc(lv->v, (lv->n + 1) * sizeof(*v));
-
-	if (!v)
-		return -ENOMEM;
-	lv->v = v;
-	v[lv->n] = (struct local_stream){ .name = strdup(name) };
-	if (!v[lv->n].name)
-		return -ENOMEM;
-	lv->n++;
-	return 0;
-}
-
 static int drop_local_tenant(struct sync *s, const char *name)
 {
 	struct store_tenant *t;
@@ -427,7 +412,7 @@ static void tenant_error(struct tenant_state *ts, int rc, const char *what)
 int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 {
 	json_object *root = NULL, *arr;
-	struct local_vec local = { 0 };
+	struct strvec local = { 0 };
 	char first_what[160] = "";
 	int rc, first = 0;
 
@@ -475,9 +460,9 @@ int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 		}
 	}
 	if (!rc)
-		rc = store_tenant_list(s->st, local_tenant_collect, &local);
+		rc = store_tenant_list(s->st, strvec_collect, &local);
 	for (size_t i = 0; !rc && i < local.n; i++) {
-		struct tenant_state *ts = sync_tstate(s, local.v[i].name);
+		struct tenant_state *ts = sync_tstate(s, local.v[i]);
 
 		if (!ts) {
 			rc = -ENOMEM;
@@ -485,10 +470,10 @@ int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 		}
 		if (ts->present)
 			continue;
-		snprintf(what, wlen, "remove tenant %s", local.v[i].name);
-		rc = drop_local_tenant(s, local.v[i].name);
+		snprintf(what, wlen, "remove tenant %s", local.v[i]);
+		rc = drop_local_tenant(s, local.v[i]);
 	}
-	local_vec_release(&local);
+	strvec_release(&local);
 	json_object_put(root);
 	if (!rc)
 		sync_evict(s, NULL, 0);

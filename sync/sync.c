@@ -940,37 +940,6 @@ out:
 
 /* ---- passes ---- */
 
-struct name_vec {
-	char **v;
-	size_t n, alloc;
-};
-
-static int name_collect(void *arg, const char *name)
-{
-	struct name_vec *nv = arg;
-
-	if (nv->n == nv->alloc) {
-		size_t alloc = nv->alloc ? 2 * nv->alloc : 16;
-		char **v = realloc(nv->v, alloc * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		nv->v = v;
-		nv->alloc = alloc;
-	}
-	if (!(nv->v[nv->n] = strdup(name)))
-		return -ENOMEM;
-	nv->n++;
-	return 0;
-}
-
-static void name_vec_release(struct name_vec *nv)
-{
-	for (size_t i = 0; i < nv->n; i++)
-		free(nv->v[i]);
-	free(nv->v);
-}
-
 /* Deletes what this writer put under a tenant that is gone locally. */
 static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 		       size_t wlen)
@@ -1021,7 +990,7 @@ static int tenant_cmp(const void *a, const void *b)
 /* tenants.json lists the tenants of every writer of the remote: read it,
  * add ours, drop the ones we removed, and write it back when that changes
  * it (a lost race with another writer heals at the next pass). */
-static int publish_tenants(struct sync *s, const struct name_vec *names,
+static int publish_tenants(struct sync *s, const struct strvec *names,
 			   char *what, size_t wlen)
 {
 	struct backend_buf cur = { .max = 64u << 20 };
@@ -1119,7 +1088,7 @@ struct pending {
 };
 
 /* The tenants this writer publishes, as one string. */
-static char *names_signature(struct sync *s, const struct name_vec *names)
+static char *names_signature(struct sync *s, const struct strvec *names)
 {
 	size_t len = 1;
 	char *out;
@@ -1149,7 +1118,7 @@ bool sync_stopping(struct sync *s)
 
 static int pass(struct sync *s, bool force)
 {
-	struct name_vec names = { 0 };
+	struct strvec names = { 0 };
 	struct pending pend = { 0 };
 	char what[160] = "list tenants", refused_what[160] = "";
 	int rc, refused = 0;
@@ -1159,7 +1128,7 @@ static int pass(struct sync *s, bool force)
 		rc = sync_replica_pass(s, what, sizeof(what));
 		goto done;
 	}
-	rc = store_tenant_list(s->st, name_collect, &names);
+	rc = store_tenant_list(s->st, strvec_collect, &names);
 	for (size_t i = 0; i < s->nts; i++)
 		s->ts[i].present = false;
 	for (size_t i = 0; !rc && i < names.n; i++) {
@@ -1309,7 +1278,7 @@ done:
 	/* Cut short by sync_stop(): not a failure of the remote. */
 	if (!(rc == -ECANCELED && sync_stopping(s)))
 		sync_note(s, rc, what);
-	name_vec_release(&names);
+	strvec_release(&names);
 	return rc;
 }
 
@@ -1415,12 +1384,12 @@ static void sync_free(struct sync *s)
  * is refused at mount.  An unreachable remote is left to the thread. */
 static int leases_at_start(struct sync *s)
 {
-	struct name_vec names = { 0 };
+	struct strvec names = { 0 };
 	bool *created = NULL;
 	char what[160];
 	int rc;
 
-	rc = store_tenant_list(s->st, name_collect, &names);
+	rc = store_tenant_list(s->st, strvec_collect, &names);
 	if (!rc && names.n && !(created = calloc(names.n, sizeof(*created))))
 		rc = -ENOMEM;
 	for (size_t i = 0; !rc && i < names.n; i++) {
@@ -1446,7 +1415,7 @@ static int leases_at_start(struct sync *s)
 	if (rc == -EBUSY)
 		lease_release(s, created);
 	free(created);
-	name_vec_release(&names);
+	strvec_release(&names);
 	return rc;
 }
 

@@ -29,6 +29,21 @@ int backend_buf_append(struct backend_buf *b, const void *p, size_t n);
 /* Appends a NUL without counting it in len. */
 int backend_buf_terminate(struct backend_buf *b);
 
+/* ---- string vectors ---- */
+
+/* A growable array of malloc'd strings (tenant names and the like). */
+struct strvec {
+	char **v;
+	size_t n, alloc;
+};
+/* Appends a copy of STR: 0 or -ENOMEM. */
+int strvec_push(struct strvec *sv, const char *str);
+/* strvec_push() with the shape of store's list callbacks (ARG: the
+ * strvec). */
+int strvec_collect(void *arg, const char *name);
+/* Frees the strings and the array (not SV itself). */
+void strvec_release(struct strvec *sv);
+
 /* ---- errors ---- */
 
 /* Maps a curl code to -errno and logs it with WHAT (method and key). */
