@@ -128,13 +128,16 @@ static int open_stream(struct fs *fs, struct fs_node *n, int flags,
 static int open_view(struct fs *fs, struct fs_node *n, int flags,
 		     struct fs_file *fh, struct fuse_file_info *fi)
 {
+	uint64_t base;
 	int rc;
 
 	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
 		return -EROFS;
-	rc = fs_view_base(n, &fh->base);
+
+	rc = fs_view_base(n, &base, NULL);
 	if (rc)
 		return rc;
+	atomic_store(&fh->base, base);
 	rc = fs_node_get(fs, FS_STREAM, n->t, n->id, NULL, NULL, false,
 			 &fh->stream);
 	if (rc)
@@ -353,6 +356,7 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs_file *fh = file_of(fi);
 	struct fs_node *n = fs_node_of(ino);
 	struct fs_wait *w;
+	uint64_t base = 0;
 	void *buf;
 	ssize_t got;
 
@@ -362,7 +366,11 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
-		got = read_full(n, buf, size, fh->base + (uint64_t)off);
+		got = n->kind == FS_VIEW ? fs_file_base(fh, &base, NULL) : 0;
+		if (!got && base == FS_BASE_PENDING)
+			got = 0;	/* the view starts past the end: nothing yet */
+		else if (!got)
+			got = read_full(n, buf, size, base + (uint64_t)off);
 		if (got < 0)
 			fuse_reply_err(req, (int)-got);
 		else

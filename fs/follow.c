@@ -206,7 +206,9 @@ enum park_result { PARK_OWNED, PARK_RETRY };
 static enum park_result park(struct fs *fs, struct fs_wait *w, bool check)
 {
 	struct fs_node *n = w->fh->stream;
-	uint64_t want = w->fh->base + w->off;
+	uint64_t base = atomic_load(&w->fh->base);
+	/* A pending base is tried again after any commit it did not see. */
+	uint64_t want = base == FS_BASE_PENDING ? w->seen : base + w->off;
 	int answer = -1;
 
 	w->state = WAIT_NEW;
@@ -251,7 +253,16 @@ void fs_wait_answer(struct fs *fs, struct fs_wait *w)
 			fuse_reply_err(w->req, ENOMEM);
 			break;
 		}
-		got = store_read(n->t, n->id, buf, w->size, fh->base + w->off);
+		uint64_t base;
+		int rc = fs_file_base(fh, &base, &w->seen);
+
+		if (rc)
+			got = rc;
+		else if (base == FS_BASE_PENDING)
+			got = 0;	/* starts past the end: nothing yet */
+		else
+			got = store_read(n->t, n->id, buf, w->size,
+					 base + w->off);
 		if (got == -ENOENT) {
 			/* Removed: end of file now; parked, no commit would
 			 * ever wake it. */
@@ -290,7 +301,11 @@ static struct fs_wait *detach_ready(struct fs *fs, struct fs_node *n,
 
 	for (w = n->parked; w; w = next) {
 		next = w->next;
-		if (size != UINT64_MAX && w->fh->base + w->off >= size)
+		uint64_t base = atomic_load(&w->fh->base);
+
+		/* A pending base may resolve with any commit. */
+		if (size != UINT64_MAX && base != FS_BASE_PENDING &&
+		    base + w->off >= size)
 			continue;
 		wait_unlink(fs, n, w);
 		w->state = WAIT_DONE;

@@ -64,7 +64,11 @@ struct fs_file {
 	uint64_t version;	/* non-O_APPEND: version seen; protected by lock */
 	uint64_t end;		/* non-O_APPEND: where own bytes end; protected by lock */
 	int error;		/* sticky error for flush; protected by lock */
-	uint64_t base;		/* views: stream offset of view offset 0 */
+	/* Views: stream offset of view offset 0, or FS_BASE_PENDING while
+	 * the selector points past the end (S@N with N > version + 1, or a
+	 * time no event is at or after yet): resolved on each read and
+	 * wake-up until it is known, then fixed. */
+	_Atomic uint64_t base;
 	bool follow;
 	struct fs_file *next, *prev;	/* fs->files; protected by fs->lock */
 };
@@ -76,6 +80,8 @@ struct fs_wait {
 	struct fs_file *fh;
 	uint64_t off;		/* view offset of the read */
 	size_t size;
+	/* Pending base: the stream size when it was last tried. */
+	uint64_t seen;
 	enum fs_wait_state state;	/* protected by fs->park_lock */
 	struct fs_wait *next, *prev;	/* protected by fs->park_lock */
 	/* Every parked wait, oldest first (fs->parked_oldest), for the
@@ -167,8 +173,16 @@ void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
 extern const struct fuse_lowlevel_ops fs_ops;
 int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st) FS_WARN_UNUSED;
 int fs_sel_parse(const char *s, struct fs_sel *sel) FS_WARN_UNUSED;
-/* Stream offset where view N starts now.  *base (OUT). */
-int fs_view_base(struct fs_node *n, uint64_t *base) FS_WARN_UNUSED;
+#define FS_BASE_PENDING UINT64_MAX
+/* Stream offset where view N starts now, or FS_BASE_PENDING when its
+ * selector points past the end.  *base (OUT); *size (OUT, may be NULL):
+ * the stream's size seen meanwhile. */
+int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
+	FS_WARN_UNUSED;
+/* FH's view base, resolving it if still pending (may stay pending).
+ * *size (OUT, may be NULL) as above; 0 when already resolved. */
+int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
+	FS_WARN_UNUSED;
 
 /* file.c */
 void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);

@@ -116,7 +116,9 @@ static void fill_stat(struct fs *fs, struct fs_node *n,
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 }
 
-/* Stream offset where view N starts now. */
+/* Stream offset where view N starts now, or FS_BASE_PENDING when its
+ * selector points past the end: resolving it to the end offset now would
+ * let events committed before version N (or before TIME) in. */
 static int view_base(struct fs_node *n, const struct store_attr *a,
 		     uint64_t *base)
 {
@@ -130,24 +132,55 @@ static int view_base(struct fs_node *n, const struct store_attr *a,
 	case SEL_LAST:
 		return store_offset_of_last(n->t, n->id, n->sel.n, base);
 	case SEL_VERSION:
+		if (n->sel.n > a->version + 1) {
+			*base = FS_BASE_PENDING;
+			return 0;
+		}
 		return store_offset_of_version(n->t, n->id, n->sel.n, base);
 	case SEL_TIME:
 		rc = store_version_at_time(n->t, n->id, n->sel.time_ns, &v);
 		if (rc)
 			return rc;
+		if (v > a->version) {	/* no event at or after TIME yet */
+			*base = FS_BASE_PENDING;
+			return 0;
+		}
 		return store_offset_of_version(n->t, n->id, v, base);
 	}
 	return -EINVAL;
 }
 
-int fs_view_base(struct fs_node *n, uint64_t *base)
+int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
 {
 	struct store_attr a;
 	int rc = store_stream_stat(n->t, n->id, &a);
 
 	if (rc)
 		return rc;
+	if (size)
+		*size = a.size;
 	return view_base(n, &a, base);
+}
+
+int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
+{
+	uint64_t b = atomic_load(&fh->base);
+	int rc;
+
+	if (size)
+		*size = 0;
+	if (b != FS_BASE_PENDING) {
+		*base = b;
+		return 0;
+	}
+	rc = fs_view_base(fh->node, &b, size);
+	if (rc)
+		return rc;
+	/* Once known it never changes: racing resolvers store the same. */
+	if (b != FS_BASE_PENDING)
+		atomic_store(&fh->base, b);
+	*base = b;
+	return 0;
 }
 
 int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
@@ -178,6 +211,7 @@ int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 		rc = view_base(n, &a, &base);
 		if (rc)
 			return rc;
+		/* Pending (FS_BASE_PENDING): nothing yet. */
 		a.size = a.size > base ? a.size - base : 0;
 		break;
 	default:

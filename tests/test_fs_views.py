@@ -324,3 +324,58 @@ def test_writer_and_page_cache_readers_never_deadlock(mount, tmp_path, mode):
                 r.wait()
     want = b"first\n" + b"".join(b"line %d\n" % i for i in range(3000))
     assert read(p) == want
+
+
+def test_future_version_view_starts_at_that_version(mount):
+    """S@N past the end stays unresolved until version N exists: events
+    committed meanwhile (versions < N) are never returned."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    f = m.path("T", "f")
+    f.write_bytes(b"e1\ne2\n")
+    fd = os.open(m.path("T", "f@5"), os.O_RDONLY)
+    ffd = os.open(m.path("T", "f@5,follow"), os.O_RDONLY)
+    try:
+        append(f, "e3\n")
+        assert os.pread(fd, 100, 0) == b""
+        assert os.stat(m.path("T", "f@5")).st_size == 0
+        t, box = read_in_thread(ffd)
+        t.join(0.5)
+        assert t.is_alive(), box          # e3 is not event 5: still parked
+        append(f, "e4\n")
+        append(f, "e5\n")
+        t.join(5)
+        assert box == {"data": b"e5\n"}
+        assert os.pread(fd, 100, 0) == b"e5\n"
+        assert os.stat(m.path("T", "f@5")).st_size == 3
+        append(f, "e6\n")
+        assert os.read(ffd, 100) == b"e6\n"
+    finally:
+        os.close(fd)
+        os.close(ffd)
+
+
+def test_future_time_view_starts_at_that_time(mount):
+    m = mount()
+    os.mkdir(m.path("T"))
+    f = m.path("T", "f")
+    f.write_bytes(b"e1\ne2\n")
+    at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+    sel = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    fd = os.open(m.path("T", "f@" + sel), os.O_RDONLY)
+    ffd = os.open(m.path("T", "f@%s,follow" % sel), os.O_RDONLY)
+    try:
+        append(f, "e3\n")                  # before the time
+        assert os.pread(fd, 100, 0) == b""
+        t, box = read_in_thread(ffd)
+        t.join(0.5)
+        assert t.is_alive(), box
+        while datetime.datetime.now(datetime.timezone.utc) < at + datetime.timedelta(seconds=0.05):
+            time.sleep(0.05)
+        append(f, "e4\n")
+        t.join(5)
+        assert box == {"data": b"e4\n"}
+        assert os.pread(fd, 100, 0) == b"e4\n"
+    finally:
+        os.close(fd)
+        os.close(ffd)
