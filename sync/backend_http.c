@@ -280,40 +280,15 @@ static int http_get(struct backend *b, const char *key, uint64_t off,
 	if (rc)
 		goto out;
 	req.url = url.data;
-	if (len != BACKEND_TO_END)
-		snprintf(range, sizeof(range), "Range: bytes=%llu-%llu",
-			 (unsigned long long)off,
-			 (unsigned long long)(off + len - 1));
-	else if (off)
-		snprintf(range, sizeof(range), "Range: bytes=%llu-",
-			 (unsigned long long)off);
-	else
+	http_range_header(range, sizeof(range), off, len);
+	if (!range[0])
 		extra[0] = NULL;
 	rc = http_request(h, &req, "get", key, extra);
 	if (rc) {
 		out->len = start;
 		goto out;
 	}
-	if (req.status == 416) {
-		out->len = start;
-	} else if (req.status == 200 && (off || len != BACKEND_TO_END)) {
-		size_t got = out->len - start;
-
-		if (off >= got) {
-			out->len = start;
-		} else {
-			memmove(out->data + start, out->data + start + off,
-				got - (size_t)off);
-			out->len = start + got - (size_t)off;
-			if (len != BACKEND_TO_END && out->len - start > len)
-				out->len = start + (size_t)len;
-		}
-	} else if (len != BACKEND_TO_END && out->len - start > len) {
-		rc = -EIO;
-		out->len = start;
-	}
-	if (!rc)
-		rc = backend_buf_terminate(out);
+	rc = http_range_finish(out, start, req.status, off, len);
 out:
 	backend_buf_release(&url);
 	return rc;
@@ -362,31 +337,17 @@ static int http_head(struct backend *b, const char *key,
 	return rc;
 }
 
-static bool named(xmlNode *n, const char *name)
-{
-	return n->type == XML_ELEMENT_NODE &&
-	       !strcmp((const char *)n->name, name);
-}
-
 static xmlNode *find(xmlNode *n, const char *name)
 {
 	for (; n; n = n->next) {
 		xmlNode *f;
 
-		if (named(n, name))
+		if (xml_named(n, name))
 			return n;
 		if (n->children && (f = find(n->children, name)))
 			return f;
 	}
 	return NULL;
-}
-
-static const char *node_text(xmlNode *n)
-{
-	for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
-		if (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE)
-			return (const char *)c->content;
-	return "";
 }
 
 static const char propfind_body[] =
@@ -432,7 +393,7 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 			    XML_PARSE_NONET | XML_PARSE_NOBLANKS |
 			    XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	root = doc ? xmlDocGetRootElement(doc) : NULL;
-	if (!root || !named(root, "multistatus")) {
+	if (!root || !xml_named(root, "multistatus")) {
 		sync_log("http list %s: PROPFIND answer is not a multistatus",
 			 dir);
 		rc = -EIO;
@@ -444,9 +405,9 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 		bool coll;
 		size_t kl, pl = strlen(prefix);
 
-		if (!named(r, "response") || !(hn = find(r->children, "href")))
+		if (!xml_named(r, "response") || !(hn = find(r->children, "href")))
 			continue;
-		path = strdup(node_text(hn));
+		path = strdup(xml_text(hn));
 		if (!path) {
 			rc = -ENOMEM;
 			break;
@@ -492,7 +453,7 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 			xmlNode *len = find(r->children, "getcontentlength");
 
 			rc = entry_vec_add(ev, key,
-					   strtoull(node_text(len), NULL, 10));
+					   strtoull(xml_text(len), NULL, 10));
 		}
 		free(path);
 	}

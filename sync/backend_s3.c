@@ -371,41 +371,15 @@ static int s3_get(struct backend *b, const char *key, uint64_t off,
 	if (rc)
 		goto out;
 	req.url = url.data;
-	if (len != BACKEND_TO_END)
-		snprintf(range, sizeof(range), "Range: bytes=%llu-%llu",
-			 (unsigned long long)off,
-			 (unsigned long long)(off + len - 1));
-	else if (off)
-		snprintf(range, sizeof(range), "Range: bytes=%llu-",
-			 (unsigned long long)off);
-	else
+	http_range_header(range, sizeof(range), off, len);
+	if (!range[0])
 		extra[0] = NULL;
 	rc = s3_request(s, &req, "get", key, extra);
 	if (rc) {
 		out->len = start;
 		goto out;
 	}
-	if (req.status == 416) {
-		out->len = start;	/* OFF at or past the end */
-	} else if (req.status == 200 && (off || len != BACKEND_TO_END)) {
-		/* The server ignored Range: keep only the asked-for bytes. */
-		size_t got = out->len - start;
-
-		if (off >= got) {
-			out->len = start;
-		} else {
-			memmove(out->data + start, out->data + start + off,
-				got - (size_t)off);
-			out->len = start + got - (size_t)off;
-			if (len != BACKEND_TO_END && out->len - start > len)
-				out->len = start + (size_t)len;
-		}
-	} else if (len != BACKEND_TO_END && out->len - start > len) {
-		rc = -EIO;	/* more than asked: not what we asked for */
-		out->len = start;
-	}
-	if (!rc)
-		rc = backend_buf_terminate(out);
+	rc = http_range_finish(out, start, req.status, off, len);
 out:
 	backend_buf_release(&url);
 	return rc;
@@ -451,20 +425,6 @@ static int s3_head(struct backend *b, const char *key, struct backend_stat *st)
 	return rc;
 }
 
-static const char *node_text(xmlNode *n)
-{
-	for (xmlNode *c = n->children; c; c = c->next)
-		if (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE)
-			return (const char *)c->content;
-	return "";
-}
-
-static bool named(xmlNode *n, const char *name)
-{
-	return n->type == XML_ELEMENT_NODE &&
-	       !strcmp((const char *)n->name, name);
-}
-
 /* Parses one ListObjectsV2 page: calls FN for each key, fills *next with
  * the continuation token (caller frees) or NULL on the last page. */
 static int parse_page(struct backend_s3 *s, const struct backend_buf *page,
@@ -485,27 +445,27 @@ static int parse_page(struct backend_s3 *s, const struct backend_buf *page,
 		return -EIO;
 	}
 	root = xmlDocGetRootElement(doc);
-	if (!root || !named(root, "ListBucketResult")) {
+	if (!root || !xml_named(root, "ListBucketResult")) {
 		rc = -EIO;
 		goto out;
 	}
 	for (xmlNode *n = root->children; n && !rc; n = n->next) {
-		if (named(n, "IsTruncated")) {
-			truncated = !strcmp(node_text(n), "true");
-		} else if (named(n, "NextContinuationToken")) {
+		if (xml_named(n, "IsTruncated")) {
+			truncated = !strcmp(xml_text(n), "true");
+		} else if (xml_named(n, "NextContinuationToken")) {
 			free(*next);
-			*next = strdup(node_text(n));
+			*next = strdup(xml_text(n));
 			if (!*next)
 				rc = -ENOMEM;
-		} else if (named(n, "Contents")) {
+		} else if (xml_named(n, "Contents")) {
 			const char *key = NULL;
 			uint64_t size = 0;
 
 			for (xmlNode *c = n->children; c; c = c->next) {
-				if (named(c, "Key"))
-					key = node_text(c);
-				else if (named(c, "Size"))
-					size = strtoull(node_text(c), NULL, 10);
+				if (xml_named(c, "Key"))
+					key = xml_text(c);
+				else if (xml_named(c, "Size"))
+					size = strtoull(xml_text(c), NULL, 10);
 			}
 			if (!key || strncmp(key, s->prefix, plen))
 				continue;

@@ -6,10 +6,13 @@
  */
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <libxml/tree.h>
 
 #include "sync_int.h"
 
@@ -207,4 +210,55 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	req->content_length = cl;
 	req->mtime = filetime > 0 ? filetime : 0;
 	return 0;
+}
+
+void http_range_header(char *buf, size_t n, uint64_t off, uint64_t len)
+{
+	if (len != BACKEND_TO_END)
+		snprintf(buf, n, "Range: bytes=%llu-%llu",
+			 (unsigned long long)off,
+			 (unsigned long long)(off + len - 1));
+	else if (off)
+		snprintf(buf, n, "Range: bytes=%llu-", (unsigned long long)off);
+	else
+		buf[0] = '\0';
+}
+
+int http_range_finish(struct backend_buf *out, size_t start, long status,
+		      uint64_t off, uint64_t len)
+{
+	if (status == 416) {
+		out->len = start;	/* OFF at or past the end */
+	} else if (status == 200 && (off || len != BACKEND_TO_END)) {
+		/* The server ignored Range: keep only the asked-for bytes. */
+		size_t got = out->len - start;
+
+		if (off >= got) {
+			out->len = start;
+		} else {
+			memmove(out->data + start, out->data + start + off,
+				got - (size_t)off);
+			out->len = start + got - (size_t)off;
+			if (len != BACKEND_TO_END && out->len - start > len)
+				out->len = start + (size_t)len;
+		}
+	} else if (len != BACKEND_TO_END && out->len - start > len) {
+		out->len = start;	/* more than asked: not what we asked */
+		return -EIO;
+	}
+	return backend_buf_terminate(out);
+}
+
+bool xml_named(const struct _xmlNode *n, const char *name)
+{
+	return n->type == XML_ELEMENT_NODE &&
+	       !strcmp((const char *)n->name, name);
+}
+
+const char *xml_text(const struct _xmlNode *n)
+{
+	for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
+		if (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE)
+			return (const char *)c->content;
+	return "";
 }

@@ -93,6 +93,24 @@ struct http_conf {
 int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 		 const char *what);
 void http_conf_release(struct http_conf *c);
+
+/* Ranged GETs (s3 and http): the "Range:" header line for OFF and LEN
+ * into BUF, or "" when the whole object is wanted (OFF 0, TO_END). */
+void http_range_header(char *buf, size_t n, uint64_t off, uint64_t len);
+/* Settles the answer to a GET that appended to OUT from START: 416 (OFF
+ * at or past the end) gives nothing; a 200 to a ranged request (the
+ * server ignored Range) keeps only the asked-for bytes; more bytes than
+ * asked is -EIO.  Then NUL-terminates OUT.  0 or -errno (OUT back at
+ * START). */
+int http_range_finish(struct backend_buf *out, size_t start, long status,
+		      uint64_t off, uint64_t len);
+
+/* libxml2 helpers for listing answers (ListObjectsV2, PROPFIND). */
+struct _xmlNode;
+/* Whether N is an element called NAME (local name, no namespace). */
+bool xml_named(const struct _xmlNode *n, const char *name);
+/* N's first text or CDATA child, "" when none (or N is NULL). */
+const char *xml_text(const struct _xmlNode *n);
 int http_conf_init(struct http_conf *c, const struct backend_options *o);
 
 /* ---- backends ---- */
