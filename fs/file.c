@@ -175,10 +175,24 @@ static int file_open(struct fs *fs, struct fs_node *n,
 	return 0;
 }
 
+static int commit_held(struct fs_file *fh);
+
+/* Descriptions the kernel did not release (a clean stop): their partial
+ * lines are committed as a close would, failures said on stderr. */
 void fs_files_release(struct fs *fs)
 {
-	while (fs->files)
-		file_free(fs, fs->files);
+	while (fs->files) {
+		struct fs_file *fh = fs->files;
+		int rc;
+
+		pthread_mutex_lock(&fh->lock);
+		rc = commit_held(fh);
+		pthread_mutex_unlock(&fh->lock);
+		if (rc)
+			fprintf(stderr, "streamfs: partial line lost at "
+				"unmount: %s\n", strerror(-rc));
+		file_free(fs, fh);
+	}
 }
 
 void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -249,7 +263,7 @@ void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 }
 
 /* Commits a held partial line with its '\n' (close of the description). */
-static int commit_held(struct fs *fs, struct fs_file *fh)
+static int commit_held(struct fs_file *fh)
 {
 	struct store_append app = { 0 };
 	struct store_append_result res;
@@ -266,7 +280,6 @@ static int commit_held(struct fs *fs, struct fs_file *fh)
 	fh->held_len = 0;
 	if (!rc && !fh->append)
 		fh->version = res.version;
-	(void)fs;
 	return rc;
 }
 
@@ -278,7 +291,7 @@ void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	(void)ino;
 	pthread_mutex_lock(&fh->lock);
-	rc = commit_held(fs, fh);
+	rc = commit_held(fh);
 	if (!rc)
 		rc = fh->error;
 	fh->error = 0;
@@ -295,7 +308,7 @@ void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	(void)ino;
 	pthread_mutex_lock(&fh->lock);
-	rc = commit_held(fs, fh);
+	rc = commit_held(fh);
 	pthread_mutex_unlock(&fh->lock);
 	if (rc)
 		fprintf(stderr, "streamfs: partial line lost at release: %s\n",
@@ -386,7 +399,7 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	w->fh = fh;
 	w->off = (uint64_t)off;
 	w->size = size;
-	fh->nonblock = fi->flags & O_NONBLOCK;
+	w->nonblock = fi->flags & O_NONBLOCK;
 	fs_wait_answer(fs, w);
 }
 

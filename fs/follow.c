@@ -124,11 +124,6 @@ void fs_inval_wait(struct fs *fs)
 
 /* ---- parked reads ---- */
 
-static void wait_free(struct fs_wait *w)
-{
-	free(w);
-}
-
 static int64_t mono_ns(void)
 {
 	struct timespec ts;
@@ -196,7 +191,7 @@ static void on_interrupt(fuse_req_t req, void *data)
 	pthread_mutex_unlock(&fs->park_lock);
 	if (mine) {
 		fuse_reply_err(req, EINTR);
-		wait_free(w);
+		free(w);
 	}
 }
 
@@ -235,7 +230,7 @@ static enum park_result park(struct fs *fs, struct fs_wait *w, bool check)
 			fuse_reply_err(w->req, answer);
 		else
 			fuse_reply_buf(w->req, NULL, 0);
-		wait_free(w);
+		free(w);
 	}
 	return PARK_OWNED;
 }
@@ -277,20 +272,14 @@ void fs_wait_answer(struct fs *fs, struct fs_wait *w)
 			fuse_reply_buf(w->req, buf, (size_t)got);
 			break;
 		}
-		if (fh->nonblock) {
+		if (w->nonblock) {
 			fuse_reply_err(w->req, EAGAIN);
 			break;
 		}
 		if (park(fs, w, tries < 3) == PARK_OWNED)
 			return;
 	}
-	wait_free(w);
-}
-
-void fs_park(struct fs *fs, struct fs_wait *w)
-{
-	if (park(fs, w, true) == PARK_RETRY)
-		fs_wait_answer(fs, w);
+	free(w);
 }
 
 /* Called with fs->park_lock held: detaches N's waiters SIZE now satisfies. */
@@ -315,29 +304,30 @@ static struct fs_wait *detach_ready(struct fs *fs, struct fs_node *n,
 	return ready;
 }
 
-static void wake_queue(struct fs *fs, struct fs_wait *list, uint64_t size)
+/* Called with fs->park_lock held; WK was allocated before taking it. */
+static void wake_queue(struct fs *fs, struct fs_wake *wk,
+		       struct fs_wait *list, uint64_t size)
 {
-	struct fs_wake *wk = calloc(1, sizeof(*wk));
-
-	if (!wk) {
-		/* Answer here rather than lose them. */
-		for (struct fs_wait *w = list, *next; w; w = next) {
-			next = w->next;
-			fuse_req_interrupt_func(w->req, NULL, NULL);
-			fuse_reply_buf(w->req, NULL, 0);
-			wait_free(w);
-		}
-		return;
-	}
 	wk->list = list;
 	wk->size = size;
-	/* Called with fs->park_lock held. */
 	if (fs->wake_tail)
 		fs->wake_tail->next = wk;
 	else
 		fs->wake_head = wk;
 	fs->wake_tail = wk;
 	pthread_cond_signal(&fs->wake_cond);
+}
+
+/* Out of memory for a wake entry: answers LIST with end of file rather
+ * than lose it.  Called with no lock held. */
+static void answer_eof(struct fs_wait *list)
+{
+	for (struct fs_wait *w = list, *next; w; w = next) {
+		next = w->next;
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		fuse_reply_buf(w->req, NULL, 0);
+		free(w);
+	}
 }
 
 static void wake_answer(struct fs *fs, struct fs_wake *wk)
@@ -351,7 +341,7 @@ static void wake_answer(struct fs *fs, struct fs_wake *wk)
 		fuse_req_interrupt_func(w->req, NULL, NULL);
 		if (wk->size == UINT64_MAX) {
 			fuse_reply_buf(w->req, NULL, 0);
-			wait_free(w);
+			free(w);
 		} else {
 			fs_wait_answer(fs, w);
 		}
@@ -391,7 +381,7 @@ static void answer_expired(struct fs_wait *list)
 		next = w->next;
 		fuse_req_interrupt_func(w->req, NULL, NULL);
 		fuse_reply_err(w->req, EINTR);
-		wait_free(w);
+		free(w);
 	}
 }
 
@@ -451,6 +441,8 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 {
 	struct fs *fs = arg;
 	struct sync *sy = atomic_load(&fs->sync);
+	struct fs_wait *ready = NULL;
+	struct fs_wake *wk;
 	struct fs_node *n;
 	uint64_t old;
 
@@ -461,18 +453,24 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 	n = fs_node_find_stream(fs, t, stream);
 	if (!n)
 		return;	/* nobody looked at it: nothing cached, nobody parked */
+	/* Allocated here: nothing is answered under park_lock. */
+	wk = calloc(1, sizeof(*wk));
 	pthread_mutex_lock(&fs->park_lock);
 	old = n->size_seen;
 	if (size == UINT64_MAX)
 		n->removed = true;	/* later parks answer EOF (park()) */
 	if (size != UINT64_MAX && size > n->size_seen)
 		n->size_seen = size;
-	if (n->parked) {
-		struct fs_wait *ready = detach_ready(fs, n, size);
-		if (ready)
-			wake_queue(fs, ready, size);
+	if (n->parked)
+		ready = detach_ready(fs, n, size);
+	if (ready && wk) {
+		wake_queue(fs, wk, ready, size);
+		wk = NULL;
+		ready = NULL;
 	}
 	pthread_mutex_unlock(&fs->park_lock);
+	free(wk);
+	answer_eof(ready);	/* only when out of memory */
 
 	if (size != UINT64_MAX && atomic_load(&n->cached)) {
 		uint64_t from = old < size ? old : size;
@@ -529,7 +527,7 @@ static void answer_all_parked(struct fs *fs)
 		next = w->next;
 		fuse_req_interrupt_func(w->req, NULL, NULL);
 		fuse_reply_buf(w->req, NULL, 0);
-		wait_free(w);
+		free(w);
 	}
 }
 

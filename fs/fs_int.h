@@ -57,7 +57,6 @@ struct fs_file {
 	struct fs_node *stream;	/* views: the stream node, holds a ref */
 	pthread_mutex_t lock;	/* serializes writes and flush */
 	bool append;
-	bool nonblock;
 	bool writable;
 	char *held;		/* owned; partial line; protected by lock */
 	size_t held_len, held_cap;	/* protected by lock */
@@ -80,6 +79,7 @@ struct fs_wait {
 	struct fs_file *fh;
 	uint64_t off;		/* view offset of the read */
 	size_t size;
+	bool nonblock;		/* O_NONBLOCK of this read's request */
 	/* Pending base: the stream size when it was last tried. */
 	uint64_t seen;
 	enum fs_wait_state state;	/* protected by fs->park_lock */
@@ -147,6 +147,8 @@ struct fs {
 	 * whose page locks the invalidation may need.  Set before serving. */
 	uint64_t inval_max_waiters;
 
+	atomic_uint sync_now_callers;	/* user.streamfs.sync_now in progress */
+
 	pthread_t wake_thread, inval_thread;
 	bool threads_started;
 };
@@ -207,8 +209,6 @@ int fs_follow_start(struct fs *fs) FS_WARN_UNUSED;
 void fs_follow_stop(struct fs *fs);
 void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 		    uint64_t size);
-/* Parks W (read at the end of a follow view) or answers it. */
-void fs_park(struct fs *fs, struct fs_wait *w);
 /* Answers W by reading; parks it again when there is nothing yet. */
 void fs_wait_answer(struct fs *fs, struct fs_wait *w);
 /* Waits until invalidations queued by this thread's commits are done. */

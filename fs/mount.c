@@ -341,7 +341,7 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	cfg.replica = o->replica;
 	cfg.nodelete = o->nodelete;
 	cfg.cache_size = o->cache_size;
-	if (o->poll_str)
+	if (o->poll_str)	/* else sync's default, 10 s (--help, README) */
 		cfg.poll_ns = o->poll_ns;
 	cfg.opts.endpoint = o->endpoint;
 	if (o->region)

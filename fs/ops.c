@@ -329,10 +329,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_attr(req, &st, 0);
 }
 
-static void set_time(struct store_attr *a, struct timespec *dst,
-		     const struct timespec *src, bool now)
+static void set_time(struct timespec *dst, const struct timespec *src,
+		     bool now)
 {
-	(void)a;
 	if (now)
 		clock_gettime(CLOCK_REALTIME, dst);
 	else
@@ -400,12 +399,12 @@ static int do_setattr(struct fs *fs, struct fs_node *n, struct stat *in,
 		mask |= STORE_SET_GID;
 	}
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
-		set_time(&a, &a.atime, &in->st_atim,
+		set_time(&a.atime, &in->st_atim,
 			 to_set & FUSE_SET_ATTR_ATIME_NOW);
 		mask |= STORE_SET_ATIME;
 	}
 	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
-		set_time(&a, &a.mtime, &in->st_mtim,
+		set_time(&a.mtime, &in->st_mtim,
 			 to_set & FUSE_SET_ATTR_MTIME_NOW);
 		mask |= STORE_SET_MTIME;
 	}
@@ -698,10 +697,9 @@ static int add_stream(void *arg, const char *name,
 	return dir_add(b, name, S_IFREG, (off_t)(attr->id + 2));
 }
 
-static int readdir_fill(struct fs *fs, struct fs_node *n,
-			struct fuse_file_info *fi, struct dir_buf *b, off_t off)
+static int readdir_fill(struct fs_node *n, struct fuse_file_info *fi,
+			struct dir_buf *b, off_t off)
 {
-	(void)fs;
 	if (off < 1 && dir_add(b, ".", S_IFDIR, 1))
 		return 0;
 	if (off < 2 && dir_add(b, "..", S_IFDIR, 2))
@@ -722,7 +720,6 @@ static int readdir_fill(struct fs *fs, struct fs_node *n,
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		       off_t off, struct fuse_file_info *fi)
 {
-	struct fs *fs = req_fs(req);
 	struct dir_buf b = { .req = req, .size = size };
 	int rc;
 
@@ -731,7 +728,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	rc = readdir_fill(fs, fs_node_of(ino), fi, &b, off);
+	rc = readdir_fill(fs_node_of(ino), fi, &b, off);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else

@@ -58,11 +58,12 @@ void fs_usage(const char *prog)
 	       "    -o region=NAME         S3 region\n"
 	       "    -o path_style          S3 path-style addressing\n"
 	       "    -o credentials=FILE    credentials file (mode 0600); else AWS_* variables\n"
-	       "    -o ca_file=FILE        extra CA bundle (PEM) for https:// and s3://\n"
+	       "    -o ca_file=FILE        CA bundle (PEM) for https:// and s3://, used\n"
+	       "                           instead of the system's CAs (a private CA)\n"
 	       "    -o roll=DURATION       seal the active segment at this age (default 1h)\n"
 	       "    -o roll_size=SIZE      ... or at this size (default 64M)\n"
 	       "    -o cache_size=SIZE     bound on local copies of uploaded segments\n"
-	       "    -o poll=DURATION       remote rescan interval on analysis hosts\n"
+	       "    -o poll=DURATION       remote rescan interval on analysis hosts (default 10s)\n"
 	       "    -o framing=lines|raw   framing of new streams (default lines)\n"
 	       "    -o max_event=SIZE      largest event (default 1M)\n"
 	       "    -o sync=none|always    fsync every write (default none)\n"
@@ -141,7 +142,8 @@ static int parse_duration(const char *name, const char *s, int64_t *out)
 
 	errno = 0;
 	v = strtod(s, &end);
-	if (errno || end == s || v < 0)
+	/* !(v >= 0) also refuses NaN; inf is refused by the range check. */
+	if (errno || end == s || !(v >= 0))
 		goto bad;
 	if (strcmp(end, "ms") == 0)
 		mult = 1e6;
@@ -152,6 +154,9 @@ static int parse_duration(const char *name, const char *s, int64_t *out)
 	else if (strcmp(end, "d") == 0)
 		mult = 86400e9;
 	else if (*end && strcmp(end, "s") != 0)
+		goto bad;
+	/* 2^63 ns is about 292 years: anything at or past it overflows. */
+	if (!(v * mult < 9.2e18))
 		goto bad;
 	*out = (int64_t)(v * mult);
 	return 0;
@@ -267,9 +272,11 @@ static int resolve_source(struct fs_opts *o)
 	char *abs;
 
 	if (mkdir(o->source, 0755) && errno != EEXIST) {
+		int err = errno;	/* fprintf may change errno */
+
 		fprintf(stderr, "streamfs: cannot create %s: %s\n", o->source,
-			strerror(errno));
-		return -errno;
+			strerror(err));
+		return -err;
 	}
 	abs = realpath(o->source, NULL);
 	if (!abs) {
@@ -288,7 +295,6 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 
 	memset(o, 0, sizeof(*o));
 	store_config_default(&o->store);
-	o->poll_ns = 30 * 1000000000ll;
 	if (fuse_opt_parse(args, o, fs_opt_specs, opt_proc) == -1)
 		return -EINVAL;
 	if (o->show_help || o->show_version)

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <sys/xattr.h>
 
+#include <unistd.h>
+
 #include "fs_int.h"
 
 #define X_VERSION "user.streamfs.version"
@@ -186,6 +188,29 @@ static int sync_now_xattr(struct fs *fs, const char *suffix, char *buf,
 	return 0;
 }
 
+/* At most this many sync_now callers at once (each holds a FUSE thread). */
+#define SYNC_NOW_MAX_CALLERS 2
+
+/* sync_now seals, uploads and holds a worker thread for minutes: with
+ * allow_other, only the mount's owner (who started the daemon) and root
+ * may ask for it, and only a few at once (EBUSY beyond). */
+static int sync_now_guarded(struct fs *fs, fuse_req_t req, const char *suffix,
+			    char *buf, size_t cap)
+{
+	uid_t uid = fuse_req_ctx(req)->uid;
+	int rc;
+
+	if (uid != 0 && uid != getuid())
+		return -EPERM;
+	if (atomic_fetch_add(&fs->sync_now_callers, 1) >= SYNC_NOW_MAX_CALLERS) {
+		atomic_fetch_sub(&fs->sync_now_callers, 1);
+		return -EBUSY;
+	}
+	rc = sync_now_xattr(fs, suffix, buf, cap);
+	atomic_fetch_sub(&fs->sync_now_callers, 1);
+	return rc;
+}
+
 void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		 size_t size)
 {
@@ -199,7 +224,7 @@ void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	if (n->kind == FS_ROOT && strcmp(name, FS_XATTR_STATUS) == 0)
 		status_text(fs, buf, sizeof(buf));
 	else if (n->kind == FS_ROOT && strncmp(name, FS_XATTR_SYNC_NOW, slen) == 0)
-		rc = sync_now_xattr(fs, name + slen, buf, sizeof(buf));
+		rc = sync_now_guarded(fs, req, name + slen, buf, sizeof(buf));
 	else
 		rc = xattr_value(n, name, buf, sizeof(buf));
 	if (rc) {

@@ -237,3 +237,51 @@ def test_daemon_mode_reports_failure(tmp_path, streamfs_bin):
                         "-o", "remote=file:///x,credentials=/nonexistent"],
                        stderr=subprocess.PIPE, text=True, timeout=30)
     assert r.returncode != 0 and "credentials" in r.stderr
+
+
+def test_partial_line_committed_at_clean_stop(mount):
+    """A description still open at a clean stop (SIGTERM) commits its held
+    partial line, as its close would have."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    fd = os.open(m.path("T", "s"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.write(fd, b"one\npart")
+    m.proc.send_signal(signal.SIGTERM)
+    assert m.proc.wait(timeout=10) == 0
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    wait_until(lambda: not is_mounted(m.mnt))
+    m.start()
+    assert read(m.path("T", "s")) == b"one\npart\n"
+
+
+def test_bad_durations_refused(tmp_path, streamfs_bin):
+    for opts in ("roll=inf", "roll=nan", "roll=1e300", "roll=-1s", "roll=300000000h",
+                 "remote=file://%s/r,ro,poll=infs" % tmp_path):
+        r = subprocess.run([str(streamfs_bin), str(tmp_path / "s"), str(tmp_path), "-f",
+                            "-o", opts], stderr=subprocess.PIPE, text=True, timeout=20)
+        assert r.returncode != 0 and "bad duration" in r.stderr, (opts, r.stderr)
+        assert not is_mounted(tmp_path)
+
+
+def test_sync_now_only_for_owner_or_root(mount, request):
+    """With allow_other, another user cannot force a roll and upload."""
+    uid, gid = ensure_user("sfs_alice")
+    base = tempfile.mkdtemp(prefix="streamfs-sync-", dir="/tmp")
+    os.chmod(base, 0o755)
+    request.addfinalizer(lambda: is_mounted(os.path.join(base, "mnt")) or
+                         shutil.rmtree(base, ignore_errors=True))
+    m = mount("allow_other", mnt=os.path.join(base, "mnt"))
+    r = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups",
+                        sys.executable, "-c",
+                        "import os, sys\n"
+                        "try:\n"
+                        "    os.getxattr(sys.argv[1], 'user.streamfs.sync_now')\n"
+                        "except OSError as e:\n"
+                        "    print(e.errno)\n", str(m.mnt)],
+                       stdout=subprocess.PIPE, text=True, timeout=30)
+    assert r.stdout.strip() == str(errno.EPERM), r.stdout
+    assert os.getxattr(m.mnt, "user.streamfs.sync_now") == b"ok"    # root
+    m.umount()
