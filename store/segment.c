@@ -778,13 +778,16 @@ int store_stream_segments(struct store_tenant *t, uint64_t id,
 	return rc;
 }
 
-/* The hook and its argument change together under st->lock (sync/ clears
- * them at stop while readers may be looking). */
+/* The hook and its argument change together under st->lock, and a change
+ * returns only when no reader is still inside the old hook: sync/ clears
+ * it at stop and then frees what ARG points to. */
 void store_set_fetch_hook(struct store *st, store_fetch_fn fn, void *arg)
 {
 	pthread_mutex_lock(&st->lock);
 	st->fetch_fn = fn;
 	st->fetch_arg = arg;
+	while (st->fetch_users)
+		pthread_cond_wait(&st->fetch_idle, &st->lock);
 	pthread_mutex_unlock(&st->lock);
 }
 
@@ -796,6 +799,7 @@ int seg_fetch_wanted(struct store_tenant *t)
 	struct stream *s;
 	struct seg *g;
 	void *arg;
+	int rc;
 
 	pthread_rwlock_rdlock(&t->lock);
 	g = t->removed ? NULL : seg_find(t, wanted_seg, &s);
@@ -809,11 +813,17 @@ int seg_fetch_wanted(struct store_tenant *t)
 	pthread_mutex_lock(&st->lock);
 	fn = st->fetch_fn;
 	arg = st->fetch_arg;
+	st->fetch_users += fn != NULL;
 	pthread_mutex_unlock(&st->lock);
 	if (!fn) {
 		store_log("%s: segment %016" PRIx64 " is evicted and nothing can"
 			  " fetch it", t->name, info.seg);
 		return -EIO;
 	}
-	return fn(arg, t, &info);
+	rc = fn(arg, t, &info);
+	pthread_mutex_lock(&st->lock);
+	if (!--st->fetch_users)
+		pthread_cond_broadcast(&st->fetch_idle);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
 }

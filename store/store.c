@@ -516,6 +516,7 @@ int store_open(const char *dir, const struct store_config *cfg,
 	st->fd_budget = fd_budget();
 	st->dirfd = st->tenantsfd = -1;
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->fetch_idle, NULL);
 	st->dir = realpath(dir, NULL);
 	if (!st->dir) {
 		rc = -errno;
@@ -574,6 +575,7 @@ void store_close(struct store *st)
 	if (st->dirfd >= 0)
 		close(st->dirfd);
 	pthread_mutex_destroy(&st->lock);
+	pthread_cond_destroy(&st->fetch_idle);
 	free(st->dir);
 	free(st);
 }

@@ -273,7 +273,9 @@ int store_segment_batches(struct store_tenant *t, uint64_t seg,
 /* Called by store_read(), with no store lock held, when the bytes it needs
  * lie in an evicted segment: it must bring the segment back with
  * store_segment_restore() and return 0, or return -errno (the read then
- * fails with it; -EIO when the copy cannot be had).  May block. */
+ * fails with it; -EIO when the copy cannot be had).  May block.
+ * Setting a hook (NULL to clear it) returns once no call to the previous
+ * one is still running, so its ARG can then be freed. */
 typedef int (*store_fetch_fn)(void *arg, struct store_tenant *t,
 			      const struct store_segment *seg);
 void store_set_fetch_hook(struct store *st, store_fetch_fn fn, void *arg);

@@ -182,6 +182,8 @@ struct store {
 	void *commit_arg;
 	store_fetch_fn fetch_fn;	/* protected by lock */
 	void *fetch_arg;		/* protected by lock */
+	unsigned fetch_users;		/* callers inside fetch_fn; by lock */
+	pthread_cond_t fetch_idle;	/* fetch_users reached 0 */
 	unsigned long fd_budget;	/* segment files kept open, at most */
 	unsigned long open_fds;		/* atomic */
 
