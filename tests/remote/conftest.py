@@ -39,6 +39,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def find_moto():
+    """moto_server: on PATH, or in the image's pyenv Python (a CI run's
+    PATH may lack pyenv's shims)."""
+    found = shutil.which("moto_server")
+    if found:
+        return found
+    for path in sorted(Path.home().glob(".pyenv/versions/*/bin/moto_server")):
+        if os.access(path, os.X_OK):
+            return str(path)
+    return None
+
+
 def wait_port(port, proc, what, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -89,9 +101,9 @@ class Moto:
         self.log = open(tmp / "moto.log", "w")
         env = dict(os.environ)
         env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
-        moto = shutil.which("moto_server")
+        moto = find_moto()
         if not moto:
-            pytest.fail("moto_server is not on PATH")
+            pytest.fail("moto_server is neither on PATH nor in ~/.pyenv")
         self.proc = subprocess.Popen(
             [moto, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
