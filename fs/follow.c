@@ -330,6 +330,47 @@ static void answer_eof(struct fs_wait *list)
 	}
 }
 
+/* Hands W to the answer workers (never blocks on I/O). */
+static void answer_queue(struct fs *fs, struct fs_wait *w)
+{
+	w->next = NULL;
+	pthread_mutex_lock(&fs->answer_lock);
+	if (fs->answer_tail)
+		fs->answer_tail->next = w;
+	else
+		fs->answer_head = w;
+	fs->answer_tail = w;
+	pthread_cond_signal(&fs->answer_cond);
+	pthread_mutex_unlock(&fs->answer_lock);
+}
+
+/* An answer worker: store_read may fetch from the remote and block, which
+ * must stall neither the other wake-ups nor the wake thread's EINTR
+ * answers before the kernel's request timeout. */
+static void *answer_main(void *arg)
+{
+	struct fs *fs = arg;
+	struct fs_wait *w;
+
+	pthread_mutex_lock(&fs->answer_lock);
+	for (;;) {
+		while (!fs->answer_head && !fs->answer_stop)
+			pthread_cond_wait(&fs->answer_cond, &fs->answer_lock);
+		w = fs->answer_head;
+		if (!w)
+			break;	/* stopping and drained */
+		fs->answer_head = w->next;
+		if (!fs->answer_head)
+			fs->answer_tail = NULL;
+		pthread_mutex_unlock(&fs->answer_lock);
+		w->next = NULL;
+		fs_wait_answer(fs, w);
+		pthread_mutex_lock(&fs->answer_lock);
+	}
+	pthread_mutex_unlock(&fs->answer_lock);
+	return NULL;
+}
+
 static void wake_answer(struct fs *fs, struct fs_wake *wk)
 {
 	struct fs_wait *w, *next;
@@ -343,7 +384,7 @@ static void wake_answer(struct fs *fs, struct fs_wake *wk)
 			fuse_reply_buf(w->req, NULL, 0);
 			free(w);
 		} else {
-			fs_wait_answer(fs, w);
+			answer_queue(fs, w);
 		}
 	}
 	free(wk);
@@ -483,14 +524,33 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 
 /* ---- start and stop ---- */
 
+static void answer_stop(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->answer_lock);
+	fs->answer_stop = true;
+	pthread_cond_broadcast(&fs->answer_cond);
+	pthread_mutex_unlock(&fs->answer_lock);
+	while (fs->answer_started)
+		pthread_join(fs->answer_threads[--fs->answer_started], NULL);
+}
+
 int fs_follow_start(struct fs *fs)
 {
 	int rc = pthread_create(&fs->inval_thread, NULL, inval_main, fs);
 
 	if (rc)
 		return -rc;
-	rc = pthread_create(&fs->wake_thread, NULL, wake_main, fs);
+	for (size_t i = 0; !rc && i < sizeof(fs->answer_threads) /
+			sizeof(fs->answer_threads[0]); i++) {
+		rc = pthread_create(&fs->answer_threads[i], NULL, answer_main,
+				    fs);
+		if (!rc)
+			fs->answer_started++;
+	}
+	if (!rc)
+		rc = pthread_create(&fs->wake_thread, NULL, wake_main, fs);
 	if (rc) {
+		answer_stop(fs);
 		pthread_mutex_lock(&fs->inval_lock);
 		fs->inval_stop = true;
 		pthread_cond_broadcast(&fs->inval_cond);
@@ -537,6 +597,9 @@ void fs_follow_stop(struct fs *fs)
 		return;
 	answer_all_parked(fs);
 	pthread_join(fs->wake_thread, NULL);
+	/* Drains the queue: with fs->stopping, a read with nothing to return
+	 * answers end of file instead of parking. */
+	answer_stop(fs);
 	pthread_mutex_lock(&fs->inval_lock);
 	fs->inval_stop = true;
 	pthread_cond_broadcast(&fs->inval_cond);

@@ -6,7 +6,8 @@
  * rename) or a view (stream + selector).  Nodes live while the kernel holds
  * lookups on them or an open file refers to them.
  *
- * Lock order: fs->lock, then fs->park_lock, then fs->inval_lock.
+ * Lock order: fs->lock, then fs->park_lock, then fs->inval_lock;
+ * fs->answer_lock is taken with no other lock held.
  * fh->lock is taken before any of them and never while replying.
  */
 #ifndef STREAMFS_FS_INT_H
@@ -148,6 +149,15 @@ struct fs {
 	uint64_t inval_max_waiters;
 
 	atomic_uint sync_now_callers;	/* user.streamfs.sync_now in progress */
+
+	/* Woken reads to answer: store_read may block on a remote fetch, so
+	 * the wake thread hands them to FS_ANSWER_THREADS workers. */
+	pthread_mutex_t answer_lock;
+	pthread_cond_t answer_cond;
+	struct fs_wait *answer_head, *answer_tail;	/* protected by answer_lock */
+	bool answer_stop;	/* protected by answer_lock */
+	pthread_t answer_threads[4];
+	unsigned answer_started;
 
 	pthread_t wake_thread, inval_thread;
 	bool threads_started;

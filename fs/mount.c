@@ -383,6 +383,8 @@ static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
 	pthread_mutex_init(&fs->inval_lock, NULL);
 	pthread_cond_init(&fs->inval_cond, NULL);
 	pthread_cond_init(&fs->inval_done_cond, NULL);
+	pthread_mutex_init(&fs->answer_lock, NULL);
+	pthread_cond_init(&fs->answer_cond, NULL);
 	return fs_nodes_init(fs);
 }
 
@@ -390,6 +392,8 @@ static void fs_release_all(struct fs *fs)
 {
 	fs_files_release(fs);
 	fs_nodes_release(fs);
+	pthread_cond_destroy(&fs->answer_cond);
+	pthread_mutex_destroy(&fs->answer_lock);
 	pthread_cond_destroy(&fs->inval_done_cond);
 	pthread_cond_destroy(&fs->inval_cond);
 	pthread_mutex_destroy(&fs->inval_lock);

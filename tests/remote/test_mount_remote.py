@@ -327,3 +327,69 @@ def test_unfetchable_segment_is_eio_never_zeros_in_page_cache(mount, run_streamf
             assert os.pread(fd, 16 * 1024, off) == want[off:off + 16 * 1024], off
     finally:
         os.close(fd)
+
+
+def _read_in_thread(fd):
+    import threading
+    box = {}
+
+    def run():
+        try:
+            box["data"] = os.read(fd, 1000)
+        except OSError as e:
+            box["err"] = e.errno
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+@pytest.mark.timeout(300)
+def test_blocked_fetch_does_not_stall_other_followers(mount, run_streamfs, tmp_path):
+    """On an analysis host new segments start evicted: answering a follower
+    may fetch, and a fetch that hangs must not hold up the wake-up of the
+    followers of other streams."""
+    remote = tmp_path / "remote"
+    url = "file://%s" % remote
+    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "a"), "a1\n", APPEND)
+    append(w.path("T", "b"), "b1\n", APPEND)
+    sync(run_streamfs, w.mnt)
+    a = mount(["remote=" + url, "ro", "poll=1h"], src=tmp_path / "cache",
+              allow=SYNC_ALLOW + [r"streamfs: .*(fetch|checksum|Input/output)"])
+    sync(run_streamfs, a.mnt)
+    segs = remote / "streamfs-v1" / "tenants" / "T" / "segments"
+    fa = os.open(a.path("T", "a@end,follow"), os.O_RDONLY)
+    fb = os.open(a.path("T", "b@end,follow"), os.O_RDONLY)
+    fifos = []
+    try:
+        ta, boxa = _read_in_thread(fa)
+        tb, boxb = _read_in_thread(fb)
+        time.sleep(0.3)
+        before = set(os.listdir(segs))
+        append(w.path("T", "a"), "a2\n", APPEND)
+        sync(run_streamfs, w.mnt)
+        # a's new segment now hangs when fetched (a FIFO without a writer)
+        for name in set(os.listdir(segs)) - before:
+            if not name.endswith(".idx"):
+                os.rename(segs / name, tmp_path / name)
+                os.mkfifo(segs / name)
+                fifos.append(name)
+        assert fifos
+        sync(run_streamfs, a.mnt)
+        time.sleep(0.5)
+        assert ta.is_alive()                      # its fetch hangs
+        append(w.path("T", "b"), "b2\n", APPEND)
+        sync(run_streamfs, w.mnt)
+        sync(run_streamfs, a.mnt)
+        tb.join(15)
+        assert boxb == {"data": b"b2\n"}, "b's follower waited for a's fetch"
+    finally:
+        for name in fifos:                        # end the hung fetch
+            fd = os.open(segs / name, os.O_RDWR | os.O_NONBLOCK)
+            os.rename(tmp_path / name, segs / name)  # a retry finds the segment
+            os.close(fd)
+        ta.join(60)
+        assert boxa.get("data") == b"a2\n", boxa
+        os.close(fa)
+        os.close(fb)
