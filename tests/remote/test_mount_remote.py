@@ -393,3 +393,32 @@ def test_blocked_fetch_does_not_stall_other_followers(mount, run_streamfs, tmp_p
         assert boxa.get("data") == b"a2\n", boxa
         os.close(fa)
         os.close(fb)
+
+
+def test_sync_now_callers_capped(mount, tmp_path):
+    """Each user.streamfs.sync_now caller holds a FUSE thread while it
+    waits: beyond two at once the answer is EBUSY."""
+    import threading
+    from util import free_port
+    url = "http://127.0.0.1:%d/dav" % free_port()       # nobody listens
+    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "kept\n", APPEND)
+    results = []
+
+    def call():
+        try:
+            os.getxattr(w.mnt, "user.streamfs.sync_now.3")
+            results.append(0)
+        except OSError as e:
+            results.append(e.errno)
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)                                     # both are waiting
+    with pytest.raises(OSError) as e:
+        os.getxattr(w.mnt, "user.streamfs.sync_now.3")
+    assert e.value.errno == errno.EBUSY
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2 and errno.EBUSY not in results, results
