@@ -10,6 +10,7 @@ performance assertion: conditions are polled with generous deadlines.
 import errno
 import filecmp
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -422,3 +423,48 @@ def test_sync_now_callers_capped(mount, tmp_path):
     for t in threads:
         t.join(30)
     assert len(results) == 2 and errno.EBUSY not in results, results
+
+
+@pytest.mark.timeout(300)
+def test_unmount_during_follower_fetch(mount, run_streamfs, tmp_path):
+    """Unmounting while a woken follower is inside a fetch: fs stops its own
+    answer threads (the fetch ends) before sync goes; clean exit."""
+    remote = tmp_path / "remote"
+    url = "file://%s" % remote
+    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "a"), "a1\n", APPEND)
+    sync(run_streamfs, w.mnt)
+    a = mount(["remote=" + url, "ro", "poll=1h"], src=tmp_path / "cache",
+              allow=SYNC_ALLOW + [r"streamfs: .*(fetch|checksum|Input/output)"])
+    sync(run_streamfs, a.mnt)
+    segs = remote / "streamfs-v1" / "tenants" / "T" / "segments"
+    fa = os.open(a.path("T", "a@end,follow"), os.O_RDONLY)
+    ta, boxa = _read_in_thread(fa)
+    time.sleep(0.3)
+    before = set(os.listdir(segs))
+    append(w.path("T", "a"), "a2\n", APPEND)
+    sync(run_streamfs, w.mnt)
+    fifos = []
+    for name in set(os.listdir(segs)) - before:
+        if not name.endswith(".idx"):
+            os.rename(segs / name, tmp_path / name)
+            os.mkfifo(segs / name)
+            fifos.append(name)
+    sync(run_streamfs, a.mnt)
+    time.sleep(0.5)
+    assert ta.is_alive()                          # inside the hung fetch
+    a.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    for name in fifos:
+        fd = os.open(segs / name, os.O_RDWR | os.O_NONBLOCK)
+        os.rename(tmp_path / name, segs / name)
+        os.close(fd)
+    assert a.proc.wait(timeout=30) == 0, a.stderr()
+    ta.join(30)
+    try:
+        os.close(fa)
+    except OSError:
+        pass                                      # the mount is gone
+    subprocess.run(["fusermount3", "-u", "-z", str(a.mnt)])
+    assert "Sanitizer" not in a.stderr() and "runtime error" not in a.stderr(), a.stderr()
