@@ -530,12 +530,14 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	}
 	row = (struct pending){
 		.stream = s->id,
-		.first_version = s->version + 1,
-		.count = count,
-		.offset = s->size,
-		.length = len,
-		.time_ns = now,
-		.hash = XXH3_64bits(p, len),
+		.b = {
+			.first_version = s->version + 1,
+			.count = count,
+			.offset = s->size,
+			.length = len,
+			.time_ns = now,
+			.hash = XXH3_64bits(p, len),
+		},
 	};
 	fd = seg_fd(t, g);
 	rc = fd < 0 ? fd : store_pwrite_all(fd, p, len, g->length);

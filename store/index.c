@@ -409,19 +409,16 @@ int index_segment_delete(struct store_tenant *t, uint64_t id)
 }
 
 int index_batch_insert(struct store_tenant *t, uint64_t stream,
-		       uint64_t first_version, uint64_t offset,
-		       uint64_t length, uint64_t count, int64_t time_ns,
-		       uint64_t hash)
+		       const struct store_batch *b)
 {
 	sqlite3_stmt *stmt = t->stmts->s[ST_BATCH_INSERT];
 
-	(void)count;	/* implied by the next batch's first version */
 	sqlite3_bind_int64(stmt, 1, (int64_t)stream);
-	sqlite3_bind_int64(stmt, 2, (int64_t)first_version);
-	sqlite3_bind_int64(stmt, 3, (int64_t)offset);
-	sqlite3_bind_int64(stmt, 4, (int64_t)length);
-	sqlite3_bind_int64(stmt, 5, time_ns);
-	sqlite3_bind_int64(stmt, 6, (int64_t)hash);
+	sqlite3_bind_int64(stmt, 2, (int64_t)b->first_version);
+	sqlite3_bind_int64(stmt, 3, (int64_t)b->offset);
+	sqlite3_bind_int64(stmt, 4, (int64_t)b->length);
+	sqlite3_bind_int64(stmt, 5, b->time_ns);
+	sqlite3_bind_int64(stmt, 6, (int64_t)b->hash);
 	return run(t, ST_BATCH_INSERT, "insert batch");
 }
 

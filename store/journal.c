@@ -91,12 +91,12 @@ int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 		.magic = JOURNAL_MAGIC,
 		.stream = s->id,
 		.seg = g->id,
-		.first_version = p->first_version,
-		.count = p->count,
-		.offset = p->offset,
-		.length = p->length,
-		.time_ns = p->time_ns,
-		.hash = p->hash,
+		.first_version = p->b.first_version,
+		.count = p->b.count,
+		.offset = p->b.offset,
+		.length = p->b.length,
+		.time_ns = p->b.time_ns,
+		.hash = p->b.hash,
 		.flags = has_ids ? JREC_HAS_IDS : 0,
 	};
 	int rc;
@@ -117,7 +117,7 @@ int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 		return rc;
 	}
 	if (t->npending == 1)
-		t->pending_since = p->time_ns;
+		t->pending_since = p->b.time_ns;
 	t->jlen += sizeof(r);
 	return 0;
 }
@@ -137,8 +137,7 @@ int journal_flush_in(struct store_tenant *t)
 	for (size_t i = 0; !rc && i < t->npending; i++) {
 		const struct pending *p = &t->pending[i];
 
-		rc = index_batch_insert(t, p->stream, p->first_version, p->offset,
-					p->length, p->count, p->time_ns, p->hash);
+		rc = index_batch_insert(t, p->stream, &p->b);
 	}
 	for (size_t i = 0; !rc && i < t->npending; i++) {
 		struct stream *s = stream_find(t, t->pending[i].stream);
@@ -242,8 +241,14 @@ static int replay_one(struct store_tenant *t, const struct jrec *r)
 	if (r->first_version != s->version + 1 || r->offset != s->size ||
 	    !g || g->id != r->seg)
 		return 0;	/* a gap: recovery keeps the prefix before it */
-	rc = index_batch_insert(t, s->id, r->first_version, r->offset,
-				r->length, r->count, r->time_ns, r->hash);
+	rc = index_batch_insert(t, s->id, &(struct store_batch){
+		.first_version = r->first_version,
+		.count = r->count,
+		.offset = r->offset,
+		.length = r->length,
+		.time_ns = r->time_ns,
+		.hash = r->hash,
+	});
 	if (rc)
 		return rc;
 	s->version += r->count;

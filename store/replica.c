@@ -96,9 +96,7 @@ static int replica_rows(struct store_tenant *t, struct stream *s,
 	int rc = 0;
 
 	for (size_t i = 0; !rc && i < n; i++)
-		rc = index_batch_insert(t, s->id, b[i].first_version, b[i].offset,
-					b[i].length, b[i].count, b[i].time_ns,
-					b[i].hash);
+		rc = index_batch_insert(t, s->id, &b[i]);
 	if (!rc)
 		rc = index_stream_update(t, s);
 	return rc;

@@ -221,10 +221,9 @@ int index_segment_insert(struct store_tenant *t, uint64_t stream,
 			 struct seg *g);
 int index_segment_update(struct store_tenant *t, const struct seg *g);
 int index_segment_delete(struct store_tenant *t, uint64_t id);
+/* B's count is not stored: the next batch's first version implies it. */
 int index_batch_insert(struct store_tenant *t, uint64_t stream,
-		       uint64_t first_version, uint64_t offset,
-		       uint64_t length, uint64_t count, int64_t time_ns,
-		       uint64_t hash);
+		       const struct store_batch *b);
 /* The batch holding VERSION: *first, *offset, *length. -ENOENT if none. */
 int index_batch_find(struct store_tenant *t, uint64_t stream,
 		     uint64_t version, uint64_t *first, uint64_t *offset,
@@ -268,15 +267,10 @@ struct jrec {
  * the first torn or foreign one, *n their number. */
 int journal_read(int fd, struct jrec **out, size_t *n);
 
-/* A batch row on its way to the index. */
+/* A batch row of STREAM on its way to the index. */
 struct pending {
 	uint64_t stream;
-	uint64_t first_version;
-	uint64_t count;
-	uint64_t offset;
-	uint64_t length;
-	int64_t time_ns;
-	uint64_t hash;
+	struct store_batch b;
 };
 
 int journal_open(struct store_tenant *t);
