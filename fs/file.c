@@ -243,8 +243,7 @@ void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	memset(&e, 0, sizeof(e));
-	rc = fs_stat_node(fs, n, &e.attr);
+	rc = fs_entry_of(fs, n, &e);
 	if (!rc)
 		rc = file_open(fs, n, fi, &fh);
 	if (rc) {
@@ -252,9 +251,6 @@ void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	e.ino = fs_ino_of(n);
-	e.generation = 1;
-	e.entry_timeout = 1.0;
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 		file_free(fs, fh);

@@ -184,6 +184,9 @@ void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;
 int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st) FS_WARN_UNUSED;
+/* The entry the kernel gets for N: inode, timeouts and attributes (OUT). */
+int fs_entry_of(struct fs *fs, struct fs_node *n,
+		struct fuse_entry_param *e) FS_WARN_UNUSED;
 int fs_sel_parse(const char *s, struct fs_sel *sel) FS_WARN_UNUSED;
 #define FS_BASE_PENDING UINT64_MAX
 /* Stream offset where view N starts now, or FS_BASE_PENDING when its

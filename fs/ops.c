@@ -223,24 +223,28 @@ int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 	return 0;
 }
 
+int fs_entry_of(struct fs *fs, struct fs_node *n, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = fs_ino_of(n);
+	e->generation = 1;
+	e->attr_timeout = 0;	/* sizes move: never cached (docs/CACHING.md) */
+	e->entry_timeout = n->kind == FS_VIEW ? 0 : ENTRY_TIMEOUT;
+	return fs_stat_node(fs, n, &e->attr);
+}
+
 /* Replies with an entry for N, consuming the lookup taken on it. */
 static void reply_entry(fuse_req_t req, struct fs_node *n)
 {
 	struct fs *fs = req_fs(req);
 	struct fuse_entry_param e;
-	int rc;
+	int rc = fs_entry_of(fs, n, &e);
 
-	memset(&e, 0, sizeof(e));
-	rc = fs_stat_node(fs, n, &e.attr);
 	if (rc) {
 		fs_node_forget(fs, n, 1);
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	e.ino = fs_ino_of(n);
-	e.generation = 1;
-	e.attr_timeout = 0;
-	e.entry_timeout = n->kind == FS_VIEW ? 0 : ENTRY_TIMEOUT;
 	if (fuse_reply_entry(req, &e) == -ENOENT)
 		fs_node_forget(fs, n, 1);	/* the caller went away */
 }
