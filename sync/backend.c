@@ -500,6 +500,24 @@ int backend_credentials_open(const char *file)
 	return fd;
 }
 
+/* A private credentials file opened for reading; NULL with *err = -errno. */
+static FILE *credentials_fopen(const char *file, int *err)
+{
+	int fd = backend_credentials_open(file);
+	FILE *f;
+
+	if (fd < 0) {
+		*err = fd;
+		return NULL;
+	}
+	f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		*err = -ENOMEM;
+	}
+	return f;
+}
+
 int http_creds_load(const char *file, char **user, char **pass)
 {
 	char line[4096], *colon, *e;
@@ -507,14 +525,9 @@ int http_creds_load(const char *file, char **user, char **pass)
 	FILE *f;
 
 	*user = *pass = NULL;
-	fd = backend_credentials_open(file);
-	if (fd < 0)
+	f = credentials_fopen(file, &fd);
+	if (!f)
 		return fd;
-	f = fdopen(fd, "r");
-	if (!f) {
-		close(fd);
-		return -ENOMEM;
-	}
 	/* The first line that is neither empty nor a comment. */
 	while (fgets(line, sizeof(line), f)) {
 		e = line + strcspn(line, "\r\n");
@@ -579,14 +592,9 @@ static int creds_from_file(const char *file, struct s3_creds *out)
 	int fd, rc = 0;
 	FILE *f;
 
-	fd = backend_credentials_open(file);
-	if (fd < 0)
+	f = credentials_fopen(file, &fd);
+	if (!f)
 		return fd;
-	f = fdopen(fd, "r");
-	if (!f) {
-		close(fd);
-		return -ENOMEM;
-	}
 	while (fgets(line, sizeof(line), f)) {
 		char *s = trim(line), *eq, *k, *v, **dst = NULL;
 
