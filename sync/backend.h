@@ -44,6 +44,9 @@
 /* Capabilities (struct backend_ops.caps). */
 #define BACKEND_CAP_ATOMIC_CREATE (1u << 0) /* put_if_absent is race-free */
 #define BACKEND_CAP_RANGE	  (1u << 1) /* get() fetches only the range */
+/* put() sends the body's SHA-256 (s3: x-amz-content-sha256): a caller that
+ * knows it passes it in backend_body.sha256 and saves a pass over FD. */
+#define BACKEND_CAP_SHA256	  (1u << 2)
 
 /* Options of backend_open_url().  Strings are borrowed for the call only. */
 struct backend_abort {
@@ -104,6 +107,10 @@ struct backend_body {
 	const void *buf;
 	int fd;
 	uint64_t len;
+	/* The body's SHA-256 as 64 lower-case hex digits, or NULL: backends
+	 * with BACKEND_CAP_SHA256 then trust it instead of reading the body
+	 * an extra time.  A wrong one makes the server refuse the put. */
+	const char *sha256;
 };
 
 /* A growable byte buffer with a hard cap.  get() appends to it. */

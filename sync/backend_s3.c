@@ -238,6 +238,16 @@ out:
 	return rc;
 }
 
+/* Copies a caller's hex SHA-256 into HEX (65 bytes): it goes into a
+ * header, so nothing but 64 lower-case hex digits. */
+static int known_sha256(const char *given, char hex[65])
+{
+	if (strlen(given) != 64 || strspn(given, "0123456789abcdef") != 64)
+		return -EINVAL;
+	memcpy(hex, given, 65);
+	return 0;
+}
+
 /* URL of KEY (relative to the prefix). */
 static int object_url(struct backend_s3 *s, const char *key,
 		      struct backend_buf *url)
@@ -282,7 +292,11 @@ static int s3_request(struct backend_s3 *s, struct http_req *req,
 	int rc = 0;
 
 	snprintf(what, sizeof(what), "s3 %s %s%s", op, s->prefix, key);
-	if (req->body && (rc = body_sha256(req->body, hash)))
+	if (req->body && req->body->sha256)
+		rc = known_sha256(req->body->sha256, hash);
+	else if (req->body)
+		rc = body_sha256(req->body, hash);
+	if (rc)
 		return rc;
 	snprintf(hdr, sizeof(hdr), "x-amz-content-sha256: %s", hash);
 	t = curl_slist_append(h, hdr);
@@ -547,7 +561,8 @@ static int s3_list(struct backend *b, const char *prefix, backend_list_fn fn,
 
 const struct backend_ops backend_s3_ops = {
 	.name = "s3",
-	.caps = BACKEND_CAP_ATOMIC_CREATE | BACKEND_CAP_RANGE,
+	.caps = BACKEND_CAP_ATOMIC_CREATE | BACKEND_CAP_RANGE |
+		BACKEND_CAP_SHA256,
 	.open = s3_open,
 	.close = s3_close,
 	.put = s3_put,
