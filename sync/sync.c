@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,20 +153,32 @@ static char *segment_key(const char *tprefix, const struct store_segment *seg)
 	return sync_segment_key(tprefix, seg->seg, seg->checksum, false);
 }
 
-/* Checks that the local file holds the sealed bytes before they leave. */
-static int check_local(int fd, const struct store_segment *seg)
+#define HASH_CHUNK (1u << 20)
+
+/* One pass over the sealed segment in FD before it leaves: checks that the
+ * file still holds the sealed bytes (XXH3 against the store's checksum,
+ * -EIO otherwise) and, when SHA256 is not NULL, computes their SHA-256 as
+ * hex (65 bytes) for a backend that signs the payload. */
+static int hash_local(int fd, const struct store_segment *seg, char *sha256)
 {
 	XXH3_state_t *x = XXH3_createState();
-	char buf[65536];
+	EVP_MD_CTX *md = sha256 ? EVP_MD_CTX_new() : NULL;
+	char *buf = malloc(HASH_CHUNK);
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned int dlen = 0;
 	uint64_t off = 0;
 	int rc = 0;
 
-	if (!x)
-		return -ENOMEM;
+	if (!x || !buf || (sha256 && !md)) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	XXH3_64bits_reset(x);
-	while (off < seg->length) {
-		size_t want = seg->length - off < sizeof(buf) ?
-			(size_t)(seg->length - off) : sizeof(buf);
+	if (md && !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+		rc = -EIO;
+	while (!rc && off < seg->length) {
+		size_t want = seg->length - off < HASH_CHUNK ?
+			(size_t)(seg->length - off) : HASH_CHUNK;
 		ssize_t n = pread(fd, buf, want, (off_t)off);
 
 		if (n < 0 && errno == EINTR)
@@ -175,10 +188,19 @@ static int check_local(int fd, const struct store_segment *seg)
 			break;
 		}
 		XXH3_64bits_update(x, buf, (size_t)n);
+		if (md && !EVP_DigestUpdate(md, buf, (size_t)n))
+			rc = -EIO;
 		off += (uint64_t)n;
 	}
 	if (!rc && XXH3_64bits_digest(x) != seg->checksum)
 		rc = -EIO;
+	if (!rc && md && (!EVP_DigestFinal_ex(md, dig, &dlen) || dlen != 32))
+		rc = -EIO;
+	for (unsigned i = 0; !rc && md && i < dlen; i++)
+		snprintf(sha256 + 2 * i, 3, "%02x", dig[i]);
+out:
+	free(buf);
+	EVP_MD_CTX_free(md);
 	XXH3_freeState(x);
 	return rc;
 }
@@ -282,6 +304,8 @@ static int upload_segment(struct sync *s, struct store_tenant *t,
 	struct backend_buf idx = { 0 };
 	struct backend_stat bst;
 	struct stat st;
+	char sha256[65];
+	bool want_sha = backend_caps(s->b) & BACKEND_CAP_SHA256;
 	int fd = -1, rc;
 
 	key = segment_key(tprefix, seg);
@@ -297,13 +321,15 @@ static int upload_segment(struct sync *s, struct store_tenant *t,
 		snprintf(what, wlen, "read local segment %s", path);
 		goto out;
 	}
-	if ((uint64_t)st.st_size < seg->length || check_local(fd, seg)) {
-		rc = -EIO;
+	rc = (uint64_t)st.st_size < seg->length ? -EIO :
+	     hash_local(fd, seg, want_sha ? sha256 : NULL);
+	if (rc) {
 		snprintf(what, wlen, "checksum of local segment %s", path);
 		goto out;
 	}
 	rc = backend_put(s->b, key, &(struct backend_body){
-					    .fd = fd, .len = seg->length });
+		.fd = fd, .len = seg->length,
+		.sha256 = want_sha ? sha256 : NULL });
 	if (rc)
 		goto out;
 	/* Confirm before marking: a proxy or server may have cut it short. */

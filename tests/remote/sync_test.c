@@ -12,6 +12,7 @@
  */
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "check.h"
@@ -114,6 +116,41 @@ static int64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int collect_seg(void *arg, const struct store_segment *seg)
+{
+	uint64_t *ids = arg;
+
+	if (ids[0] < 15)
+		ids[++ids[0]] = seg->seg;
+	return 0;
+}
+
+/* Inverts the first byte of every sealed (not yet uploaded) segment file
+ * of T; doing it twice restores them.  Returns how many. */
+static int flip_sealed(struct store_tenant *t)
+{
+	uint64_t ids[16] = { 0 };
+	int n = 0;
+
+	if (store_segment_list(t, STORE_SEG_SEALED, collect_seg, ids))
+		return -1;
+	for (uint64_t i = 1; i <= ids[0]; i++) {
+		char *path = store_segment_path(t, ids[i]);
+		int fd = path ? open(path, O_RDWR | O_CLOEXEC) : -1;
+		unsigned char c;
+
+		if (fd >= 0 && pread(fd, &c, 1, 0) == 1) {
+			c ^= 0xff;
+			if (pwrite(fd, &c, 1, 0) == 1)
+				n++;
+		}
+		if (fd >= 0)
+			close(fd);
+		free(path);
+	}
+	return n;
 }
 
 /* mode=stall: the remote stalls every segment upload (the test's fault
@@ -322,6 +359,28 @@ int main(int argc, char **argv)
 	CHECK(ss.last_error == 0 && ss.pending_segments == 0,
 	      "status is clean again (%d, %llu)", ss.last_error,
 	      (unsigned long long)ss.pending_segments);
+
+	/* A sealed segment whose local bytes no longer match its checksum
+	 * never leaves: the one read before its upload checks them. */
+	atomic_store(&remote_down, 1);
+	rc = append(t, id, "f\n");
+	CHECK(rc == 0, "append (%d)", rc);
+	rc = sync_now(s, 1000000000LL);
+	CHECK(rc == -EAGAIN, "sealed while the remote is down (%d)", rc);
+	rc = flip_sealed(t);
+	CHECK(rc == 1, "one sealed segment damaged locally (%d)", rc);
+	atomic_store(&remote_down, 0);
+	rc = sync_now(s, 1500000000LL);
+	sync_get_status(s, &ss);
+	CHECK(rc == -EIO && strstr(ss.last_error_what, "checksum"),
+	      "the damaged segment is refused (%d, %s)", rc,
+	      ss.last_error_what);
+	expect_remote(b, "acme", "orders", "a\nb\nc\nd\ne\n");
+	rc = flip_sealed(t);
+	CHECK(rc == 1, "the damage undone (%d)", rc);
+	rc = sync_now(s, 30LL * 1000000000);
+	CHECK(rc == 0, "then it goes up (%d)", rc);
+	expect_remote(b, "acme", "orders", "a\nb\nc\nd\ne\nf\n");
 
 	/* A restart refused because another writer holds one tenant must
 	 * keep the leases this writer already held (its data may not be

@@ -58,9 +58,12 @@ def test_sync_s3_faults_heal(sync_test, tmp_path, moto_s3, s3_proxy, kind):
     s3_proxy.fault(kind, count=2, match="HEAD ")
     run(sync_test, tmp_path, moto_s3.url(f"faults-{tmp_path.name}"),
         *moto_s3.options(endpoint=s3_proxy.url), env=moto_s3.env)
-    puts = [r.path for r in s3_proxy.recorded() if r.method == "PUT"]
-    assert sum("/segments/" in p for p in puts) >= 3
-    assert any("manifest.json" in p for p in puts)
+    puts = [r for r in s3_proxy.recorded() if r.method == "PUT"]
+    assert sum("/segments/" in r.path for r in puts) >= 3
+    assert any("manifest.json" in r.path for r in puts)
+    # Segments go up with the SHA-256 read along with their checksum check.
+    for r in puts:
+        assert r.headers.get("x-amz-content-sha256") == r.sha256, r
 
 
 def test_sync_dav_faults_heal(sync_test, tmp_path, dav, dav_proxy):
