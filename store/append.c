@@ -242,33 +242,37 @@ static int load_table(struct store_tenant *t, struct stream *s, struct seg *g)
 	idset_init(&set);
 	rc = collect_ids(t, s, g, &set);
 	if (!rc)
-		rc = idtable_write(t->segfd, name, t->id_field, &set);
+		rc = idtable_write(t->segfd, name, t->id_field, &set,
+				   UINT64_MAX);
 	idset_release(&set);
 	return rc ? rc : idtable_open(t->segfd, name, t->id_field, &g->ids);
 }
 
+/* Sealed segments' IDs go to the filter from their tables; those of the
+ * segments not sealed yet (closing, active) to the active set. */
 int dedup_load(struct store_tenant *t, struct stream *s)
 {
+	size_t unsealed = seg_first_unsealed(s);
 	uint64_t total = 0;
-	struct seg *active = seg_active(s);
 	int rc = 0;
 
 	stream_ids_release(s);
-	for (size_t i = 0; i < s->nsegs && !rc; i++) {
+	for (size_t i = 0; i < unsealed && !rc; i++) {
 		struct seg *g = s->segs[i];
 
-		if (g == active || !g->has_ids)
+		if (!g->has_ids)
 			continue;
 		rc = load_table(t, s, g);
 		total += g->ids.count;
 	}
 	if (!rc)
 		rc = bloom_init(&s->sealed_filter, total * 2);
-	for (size_t i = 0; i < s->nsegs && !rc; i++)
+	for (size_t i = 0; i < unsealed && !rc; i++)
 		for (uint64_t j = 0; j < s->segs[i]->ids.count; j++)
 			bloom_add(&s->sealed_filter, s->segs[i]->ids.pairs[2 * j]);
-	if (!rc && active && active->has_ids)
-		rc = collect_ids(t, s, active, &s->active_ids);
+	for (size_t i = unsealed; i < s->nsegs && !rc; i++)
+		if (s->segs[i]->has_ids)
+			rc = collect_ids(t, s, s->segs[i], &s->active_ids);
 	if (rc) {
 		stream_ids_release(s);
 		return rc;
@@ -517,7 +521,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	if (now < s->last_ns)
 		now = s->last_ns;	/* times never go back within a stream */
 	if (g && g->length && g->length + len > cfg->roll_size) {
-		rc = seg_seal(t, s, g);
+		rc = seg_close(t, s, g);
 		if (rc)
 			return rc;
 		g = NULL;

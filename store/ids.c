@@ -170,6 +170,25 @@ int idset_add(struct idset *s, uint64_t hash, uint64_t offset)
 	return 0;
 }
 
+int idset_drop_below(struct idset *s, uint64_t below)
+{
+	struct idset keep;
+
+	idset_init(&keep);
+	for (size_t i = 0; s->slots && i <= s->mask; i++) {
+		uint64_t off1 = s->slots[2 * i + 1];
+
+		if (off1 && off1 - 1 >= below &&
+		    idset_add(&keep, s->slots[2 * i], off1 - 1)) {
+			idset_release(&keep);
+			return -ENOMEM;
+		}
+	}
+	idset_release(s);
+	*s = keep;
+	return 0;
+}
+
 int idset_next(const struct idset *s, uint64_t hash, size_t *pos,
 	       uint64_t *offset)
 {
@@ -259,13 +278,13 @@ static int pair_cmp(const void *a, const void *b)
 	return x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
-/* Writes the table of SET as NAME in DIRFD: temporary file, fsync, rename. */
+/* Writes the pairs of SET below stream offset BELOW as table NAME in
+ * DIRFD: temporary file, fsync, rename. */
 int idtable_write(int dirfd, const char *name, const char *field,
-		  const struct idset *set)
+		  const struct idset *set, uint64_t below)
 {
 	struct ids_header hdr = {
 		.magic = IDS_MAGIC,
-		.count = set->used,
 		.field = XXH3_64bits(field, strlen(field)),
 	};
 	uint64_t *pairs = malloc((set->used ? set->used : 1) * 2 * sizeof(uint64_t));
@@ -276,13 +295,14 @@ int idtable_write(int dirfd, const char *name, const char *field,
 	if (!pairs)
 		return -ENOMEM;
 	for (size_t i = 0; set->slots && i <= set->mask; i++) {
-		if (!set->slots[2 * i + 1])
+		if (!set->slots[2 * i + 1] || set->slots[2 * i + 1] - 1 >= below)
 			continue;
 		pairs[2 * n] = set->slots[2 * i];
 		pairs[2 * n + 1] = set->slots[2 * i + 1] - 1;
 		n++;
 	}
 	qsort(pairs, n, 2 * sizeof(uint64_t), pair_cmp);
+	hdr.count = n;
 	hdr.checksum = XXH3_64bits(pairs, n * 2 * sizeof(uint64_t));
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", name);

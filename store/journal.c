@@ -231,15 +231,17 @@ int journal_read(int fd, struct jrec **out, size_t *n)
  * Inside the caller's transaction. */
 static int replay_one(struct store_tenant *t, const struct jrec *r)
 {
-	struct stream *s = stream_find(t, r->stream);
+	struct stream *s = stream_find(t, r->stream), *owner;
 	struct seg *g;
 	int rc;
 
 	if (!s || r->first_version <= s->version)
 		return 0;	/* removed since, or already in the index */
-	g = seg_active(s);
+	/* the active segment, or one closed after the record was written */
+	g = seg_find(t, r->seg, &owner);
 	if (r->first_version != s->version + 1 || r->offset != s->size ||
-	    !g || g->id != r->seg)
+	    !g || owner != s || g->state != STORE_SEG_ACTIVE ||
+	    r->offset < g->offset)
 		return 0;	/* a gap: recovery keeps the prefix before it */
 	rc = index_batch_insert(t, s->id, &(struct store_batch){
 		.first_version = r->first_version,

@@ -8,6 +8,10 @@
  *     never reached the disk, or reached it torn: each batch past the
  *     segment's synced mark is checked against its hash, and the first bad
  *     one is dropped with everything after it.
+ * The segments checked are those not sealed: closing ones (full, waiting
+ * for the sealer, which seals them in order) and the active one, in
+ * order; a closing segment must hold every byte up to where the next one
+ * starts, or the stream ends inside it and the segments after it go.
  * Sealed segments were fsynced before they were marked sealed and are left
  * to store_verify().  See docs/STORE.md.
  */
@@ -64,19 +68,26 @@ static bool bytes_intact(struct seg *g, int fd, uint64_t in, uint64_t len,
 	return ok;
 }
 
-/* How many of the batches BS of segment G are whole, in order. */
-static size_t good_batches(struct stream *s, struct seg *g, int fd,
-			   const struct batches *bs, uint64_t file_size,
-			   uint64_t *len)
+/* The batches of one segment: a window on the stream's, and the first
+ * version after them. */
+struct window {
+	const struct index_batch *v;
+	size_t n;
+	uint64_t next_version;
+};
+
+/* How many of the batches W of segment G are whole, in order. */
+static size_t good_batches(struct seg *g, int fd, const struct window *w,
+			   uint64_t file_size, uint64_t *len)
 {
 	uint64_t version = g->first_version;
 	size_t i;
 
 	*len = 0;
-	for (i = 0; i < bs->n; i++) {
-		const struct index_batch *b = &bs->v[i];
-		uint64_t next = i + 1 < bs->n ? bs->v[i + 1].first_version
-					      : s->version + 1;
+	for (i = 0; i < w->n; i++) {
+		const struct index_batch *b = &w->v[i];
+		uint64_t next = i + 1 < w->n ? w->v[i + 1].first_version
+					     : w->next_version;
 
 		if (b->offset != g->offset + *len || b->first_version != version ||
 		    next <= version ||
@@ -88,8 +99,9 @@ static size_t good_batches(struct stream *s, struct seg *g, int fd,
 	return i;
 }
 
-static int drop_active(struct store_tenant *t, struct stream *s, struct seg *g)
+static int drop_segment(struct store_tenant *t, struct stream *s)
 {
+	struct seg *g = s->segs[s->nsegs - 1];
 	char name[64];
 	int rc = index_segment_delete(t, g->id);
 
@@ -101,83 +113,113 @@ static int drop_active(struct store_tenant *t, struct stream *s, struct seg *g)
 	return 0;
 }
 
-/* Drops the batches of S from GOOD on, in the index and in memory. */
-static int cut_stream(struct store_tenant *t, struct stream *s,
-		      const struct batches *bs, size_t good, uint64_t len)
+/* Ends S inside its segment I, LEN bytes into it, before VERSION: later
+ * batches and segments go, in the index and in memory. */
+static int cut_stream(struct store_tenant *t, struct stream *s, size_t i,
+		      uint64_t version, uint64_t len)
 {
-	struct seg *g = seg_active(s);
-	uint64_t version = s->version, size = s->size;
-	int64_t last_ns = s->last_ns;
-	int rc;
+	struct seg *g = s->segs[i];
+	int rc = 0;
 
-	store_log("%s/%s: recovery drops versions %" PRIu64 "-%" PRIu64
-		  ": their bytes in segment %016" PRIx64 " are missing or torn",
-		  t->name, s->name, bs->v[good].first_version, s->version, g->id);
-	s->version = bs->v[good].first_version - 1;
+	if (version <= s->version)
+		store_log("%s/%s: recovery drops versions %" PRIu64 "-%" PRIu64
+			  ": their bytes in segment %016" PRIx64 " are missing"
+			  " or torn", t->name, s->name, version, s->version, g->id);
+	while (!rc && s->nsegs > i + 1)
+		rc = drop_segment(t, s);
+	s->version = version - 1;
 	s->size = g->offset + len;
-	if (good)
-		s->last_ns = bs->v[good - 1].time_ns;
-	rc = index_batch_delete_from(t, s->id, bs->v[good].first_version);
+	if (!rc)
+		rc = index_batch_delete_from(t, s->id, version);
 	if (!rc)
 		rc = index_stream_update(t, s);
-	if (rc) {
-		s->version = version;
-		s->size = size;
-		s->last_ns = last_ns;
-	}
 	return rc;
 }
 
 /* After a clean stop (or a sync with nothing appended since) the index
- * says how long the active segment is and that all of it was synced. */
-static bool seg_clean(struct store_tenant *t, struct stream *s, struct seg *g)
+ * says how long each unsealed segment is and that all of it was synced. */
+static bool seg_clean(struct store_tenant *t, struct stream *s, size_t i)
 {
+	struct seg *g = s->segs[i];
+	uint64_t end = i + 1 < s->nsegs ? s->segs[i + 1]->offset : s->size;
 	char name[64];
 	struct stat sb;
 
 	seg_name(name, sizeof(name), g->id, ".seg");
 	return g->length && g->synced == g->length &&
-	       s->size == g->offset + g->length &&
+	       end == g->offset + g->length &&
 	       !fstatat(t->segfd, name, &sb, 0) &&
 	       (uint64_t)sb.st_size == g->length;
 }
 
-/* Brings S's active segment and the index back to agreement, inside the
- * caller's transaction. */
-static int recover_stream(struct store_tenant *t, struct stream *s)
+/* Checks segment I of S (not sealed) against its batches W.  A closing
+ * segment must hold all of its bytes; where a batch is missing or torn,
+ * the stream ends (*cut).  Inside the caller's transaction. */
+static int recover_segment(struct store_tenant *t, struct stream *s,
+			   size_t i, const struct window *w, bool *cut)
 {
-	struct seg *g = seg_active(s);
-	struct batches bs = { 0 };
+	struct seg *g = s->segs[i];
+	bool last = i + 1 == s->nsegs;
+	uint64_t len, end = last ? 0 : s->segs[i + 1]->offset;
 	struct stat sb;
-	uint64_t len;
 	size_t good;
-	int fd, rc;
+	int fd, rc = 0;
 
-	if (!g || seg_clean(t, s, g))
-		return 0;
 	fd = seg_fd(t, g);
 	if (fd < 0 || fstat(fd, &sb) < 0)
 		sb.st_size = 0;	/* a lost file: every batch is dropped */
-	rc = index_batch_scan(t, s->id, g->first_version, collect, &bs);
-	if (rc)
-		goto out;
-	good = good_batches(s, g, fd, &bs, (uint64_t)sb.st_size, &len);
-	if (good < bs.n)
-		rc = cut_stream(t, s, &bs, good, len);
-	if (rc)
-		goto out;
-	g->length = len;
-	g->count = s->version + 1 - g->first_version;
-	if (g->synced > g->length)
-		g->synced = g->length;
-	if ((uint64_t)sb.st_size > len && ftruncate(fd, (off_t)len) < 0)
-		rc = -errno;
-out:
-	free(bs.v);
+	good = good_batches(g, fd, w, (uint64_t)sb.st_size, &len);
+	*cut = good < w->n || (!last && g->offset + len != end);
+	if (*cut)
+		rc = cut_stream(t, s, i, good < w->n ? w->v[good].first_version
+						     : w->next_version, len);
+	if (!rc) {
+		g->length = len;
+		g->count = s->version + 1 - g->first_version;
+		if (!*cut && !last)
+			g->count = s->segs[i + 1]->first_version - g->first_version;
+		if (g->synced > g->length)
+			g->synced = g->length;
+		if ((uint64_t)sb.st_size > len && ftruncate(fd, (off_t)len) < 0)
+			rc = -errno;
+	}
 	if (fd >= 0)
 		seg_fd_put(t, g);
 	if (!rc)
-		rc = len ? index_segment_update(t, g) : drop_active(t, s, g);
+		rc = len ? index_segment_update(t, g) : drop_segment(t, s);
+	return rc;
+}
+
+/* Brings S's unsealed segments (closing ones, then the active one) and the
+ * index back to agreement, inside the caller's transaction, and queues
+ * the closing ones for the sealer. */
+static int recover_stream(struct store_tenant *t, struct stream *s)
+{
+	size_t first = seg_first_unsealed(s), i, at = 0;
+	struct batches bs = { 0 };
+	bool clean = true, cut = false;
+	int rc = 0;
+
+	for (i = first; clean && i < s->nsegs; i++)
+		clean = seg_clean(t, s, i);
+	if (!clean)
+		rc = index_batch_scan(t, s->id, s->segs[first]->first_version,
+				      collect, &bs);
+	for (i = first; !clean && !rc && !cut && i < s->nsegs; i++) {
+		uint64_t end = i + 1 < s->nsegs ? s->segs[i + 1]->offset
+						: UINT64_MAX;
+		struct window w = { .v = bs.v + at };
+
+		while (at + w.n < bs.n && bs.v[at + w.n].offset < end)
+			w.n++;
+		w.next_version = at + w.n < bs.n ? bs.v[at + w.n].first_version
+						 : s->version + 1;
+		rc = recover_segment(t, s, i, &w, &cut);
+		at += w.n;
+	}
+	free(bs.v);
+	for (i = seg_first_unsealed(s); !rc && i + 1 < s->nsegs; i++)
+		seg_queue_closing(t, s->segs[i]);
 	return rc;
 }
 

@@ -246,6 +246,20 @@ int seg_push(struct store_tenant *t, struct stream *s, struct seg *g)
 	return 0;
 }
 
+size_t seg_first_unsealed(const struct stream *s)
+{
+	size_t i = s->nsegs;
+
+	while (i > 0 && s->segs[i - 1]->state == STORE_SEG_ACTIVE)
+		i--;
+	return i;
+}
+
+bool seg_closing(const struct stream *s, const struct seg *g)
+{
+	return g->state == STORE_SEG_ACTIVE && g != s->segs[s->nsegs - 1];
+}
+
 struct seg *seg_active(struct stream *s)
 {
 	struct seg *g = s->nsegs ? s->segs[s->nsegs - 1] : NULL;
@@ -308,8 +322,7 @@ ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 	return (ssize_t)done;
 }
 
-/* XXH3-64 of the first LEN bytes of the file behind FD. */
-static int checksum_fd(int fd, uint64_t len, uint64_t *sum)
+int seg_checksum(int fd, uint64_t len, uint64_t *sum)
 {
 	XXH3_state_t *state = XXH3_createState();
 	char *buf = malloc(IO_CHUNK);
@@ -341,128 +354,51 @@ out:
 	return rc;
 }
 
-/* Makes the sealed segment G's ID table: written from the active set, then
- * mapped and fed to the stream's filter.  The active set starts afresh. */
-static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g)
+/* Records G as synced up to its end; WHOLE_FS says a syncfs(2) already
+ * made its bytes (and directory entry) durable. */
+static int sync_one(struct store_tenant *t, struct seg *g, bool whole_fs)
 {
-	char name[64];
-	int rc;
-
-	if (!s->ids_loaded) {
-		rc = dedup_load(t, s);
-		if (rc)
-			return rc;
-	}
-	seg_name(name, sizeof(name), g->id, ".ids");
-	rc = idtable_write(t->segfd, name, t->id_field, &s->active_ids);
-	if (!rc)
-		rc = idtable_open(t->segfd, name, t->id_field, &g->ids);
-	if (rc)
-		return rc;
-	/* A filter past its planned size loses precision: rebuild it. */
-	if (!s->sealed_filter.bits ||
-	    s->sealed_filter.nbits < 12 * (g->ids.count + s->active_ids.used)) {
-		stream_ids_release(s);
-		return 0;	/* dedup_load rebuilds on the next ID */
-	}
-	for (uint64_t i = 0; i < g->ids.count; i++)
-		bloom_add(&s->sealed_filter, g->ids.pairs[2 * i]);
-	idset_release(&s->active_ids);
-	return 0;
-}
-
-int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
-{
-	uint64_t sum;
-	int fd, rc;
-
-	rc = journal_flush(t);	/* its batch rows first */
-	if (rc)
-		return rc;
-	fd = seg_fd(t, g);
-	if (fd < 0)
-		return fd;
-	rc = fdatasync(fd) < 0 ? -errno : 0;
-	if (!rc)
-		rc = checksum_fd(fd, g->length, &sum);
-	seg_fd_put(t, g);
-	if (!rc && g->has_ids)
-		rc = seal_ids(t, s, g);
-	if (rc)
-		return rc;
-	g->checksum = sum;
-	g->synced = g->length;
-	g->state = STORE_SEG_SEALED;
-	rc = index_segment_update(t, g);
-	if (rc) {
-		g->state = STORE_SEG_ACTIVE;
-		return rc;
-	}
-	return 0;
-}
-
-/* Records S's active segment as synced up to its end; WHOLE_FS says a
- * syncfs(2) already made its bytes (and directory entry) durable. */
-int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs)
-{
-	struct seg *g = seg_active(s);
 	int fd;
 
-	if (!g || g->synced == g->length)
+	if (g->synced == g->length)
 		return 0;
-	if (whole_fs) {
-		g->synced = g->length;
-		return index_segment_update(t, g);
+	if (!whole_fs) {
+		fd = seg_fd(t, g);
+		if (fd < 0)
+			return fd;
+		fd = fdatasync(fd) < 0 ? -errno : 0;
+		seg_fd_put(t, g);
+		if (fd < 0)
+			return fd;
+		/* a new file's directory entry must reach the disk too */
+		if (!g->synced && fsync(t->segfd) < 0)
+			return -errno;
 	}
-	fd = seg_fd(t, g);
-	if (fd < 0)
-		return fd;
-	fd = fdatasync(fd) < 0 ? -errno : 0;
-	seg_fd_put(t, g);
-	if (fd < 0)
-		return fd;
-	/* a new file's directory entry must reach the disk too */
-	if (!g->synced && fsync(t->segfd) < 0)
-		return -errno;
 	g->synced = g->length;
 	return index_segment_update(t, g);
 }
 
-/* ---- public: rolling and sync ---- */
-
-int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
+/* The same for every segment of S not sealed yet. */
+int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs)
 {
-	int64_t age = t->st->cfg.roll_age_ns;
-	int sealed = 0, rc = 0;
+	int rc = 0;
 
-	pthread_rwlock_wrlock(&t->lock);
-	/* the roller's tick also bounds how long rows wait in the journal */
-	if (!t->removed && journal_due(t, now_ns))
-		rc = journal_flush(t);
-	for (size_t i = 0; !t->removed && i < t->nstreams && !rc; i++) {
-		struct stream *s = t->streams[i];
-		struct seg *g = seg_active(s);
-
-		if (!g || !g->length)
-			continue;
-		if (!force && now_ns - g->created_ns < age)
-			continue;
-		rc = seg_seal(t, s, g);
-		if (!rc)
-			sealed++;
-	}
-	pthread_rwlock_unlock(&t->lock);
-	return rc ? rc : sealed;
+	for (size_t i = seg_first_unsealed(s); !rc && i < s->nsegs; i++)
+		rc = sync_one(t, s->segs[i], whole_fs);
+	return rc;
 }
+
+/* ---- public: sync ---- */
 
 static size_t count_unsynced(struct store_tenant *t)
 {
 	size_t n = 0;
 
 	for (size_t i = 0; i < t->nstreams; i++) {
-		struct seg *g = seg_active(t->streams[i]);
+		struct stream *s = t->streams[i];
 
-		n += g && g->synced < g->length;
+		for (size_t j = seg_first_unsealed(s); j < s->nsegs; j++)
+			n += s->segs[j]->synced < s->segs[j]->length;
 	}
 	return n;
 }
@@ -527,8 +463,13 @@ static int stream_fsync(struct store_tenant *t, struct stream *s)
 	struct datasync d = { .fd = -1, .dirfd = -1 };
 	pthread_t th;
 	bool threaded = false;
-	int rc;
+	int rc = 0;
 
+	/* closing segments the sealer has not reached yet: rare, in turn */
+	for (size_t i = seg_first_unsealed(s); !rc && i + 1 < s->nsegs; i++)
+		rc = sync_one(t, s->segs[i], false);
+	if (rc)
+		return rc;
 	if (g && g->synced < len) {
 		d.fd = seg_fd(t, g);
 		if (d.fd < 0)
@@ -711,38 +652,66 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg)
 	return rc;
 }
 
+/* Checks the fetched copy at FD against what the index says of segment SEG
+ * (length, XXH3) and makes it durable, without T's lock: 16 MiB take long
+ * enough to hash and flush that readers and writers must not wait on it.
+ * Returns 1 when SEG needs no copy any more (restored meanwhile). */
+static int restore_check(struct store_tenant *t, uint64_t seg, int fd)
+{
+	uint64_t length = 0, want = 0, sum;
+	bool evicted = false;
+	struct stream *s;
+	struct seg *g;
+	struct stat sb;
+	int rc;
+
+	pthread_rwlock_rdlock(&t->lock);
+	g = t->removed ? NULL : seg_find(t, seg, &s);
+	if (g) {
+		evicted = g->state == STORE_SEG_EVICTED;
+		length = g->length;
+		want = g->checksum;
+	}
+	pthread_rwlock_unlock(&t->lock);
+	if (!g)
+		return -ENOENT;
+	if (!evicted)
+		return 1;
+	rc = fstat(fd, &sb) < 0 ? -errno : 0;
+	if (!rc && (uint64_t)sb.st_size != length)
+		rc = -EIO;
+	if (!rc)
+		rc = seg_checksum(fd, length, &sum);
+	if (!rc && sum != want)
+		rc = -EIO;
+	if (!rc && fdatasync(fd) < 0)
+		rc = -errno;
+	return rc;
+}
+
 int store_segment_restore(struct store_tenant *t, uint64_t seg,
 			  const char *path)
 {
 	struct stream *s;
 	struct seg *g;
-	struct stat sb;
 	char name[64];
-	uint64_t sum;
 	int fd, rc;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	rc = restore_check(t, seg, fd);
+	close(fd);
+	if (rc)
+		return rc < 0 ? rc : 0;
 	pthread_rwlock_wrlock(&t->lock);
 	g = t->removed ? NULL : seg_find(t, seg, &s);
-	if (!g) {
+	if (!g)
 		rc = -ENOENT;
-		goto out;
-	}
-	if (g->state != STORE_SEG_EVICTED) {
-		rc = 0;
-		goto out;
-	}
-	rc = fstat(fd, &sb) < 0 ? -errno : 0;
-	if (!rc && (uint64_t)sb.st_size != g->length)
-		rc = -EIO;
-	if (!rc)
-		rc = checksum_fd(fd, g->length, &sum);
-	if (!rc && sum != g->checksum)
-		rc = -EIO;
-	seg_name(name, sizeof(name), g->id, ".seg");
-	if (!rc && (fdatasync(fd) < 0 || renameat(AT_FDCWD, path, t->segfd, name) < 0))
+	else if (g->state != STORE_SEG_EVICTED)
+		goto out;	/* another fetch restored it meanwhile */
+	seg_name(name, sizeof(name), seg, ".seg");
+	if (!rc && renameat(AT_FDCWD, path, t->segfd, name) < 0)
 		rc = -errno;
 	if (!rc)
 		rc = set_state(t, g, STORE_SEG_UPLOADED);
@@ -750,7 +719,6 @@ int store_segment_restore(struct store_tenant *t, uint64_t seg,
 		__atomic_store_n(&g->used_ns, store_now_ns(), __ATOMIC_RELAXED);
 out:
 	pthread_rwlock_unlock(&t->lock);
-	close(fd);
 	return rc;
 }
 

@@ -101,6 +101,7 @@ static void tenant_free(struct store_tenant *t)
 	free(t->streams);
 	free(t->names);
 	free(t->seg_ids);
+	free(t->closing);
 	journal_close(t);
 	index_close(t);
 	if (t->segfd >= 0)
@@ -517,6 +518,8 @@ int store_open(const char *dir, const struct store_config *cfg,
 	st->dirfd = st->tenantsfd = -1;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_cond_init(&st->fetch_idle, NULL);
+	pthread_mutex_init(&st->seal_lock, NULL);
+	pthread_cond_init(&st->seal_cond, NULL);
 	st->dir = realpath(dir, NULL);
 	if (!st->dir) {
 		rc = -errno;
@@ -538,6 +541,8 @@ int store_open(const char *dir, const struct store_config *cfg,
 		goto fail;
 	}
 	rc = load_tenants(st);
+	if (!rc)
+		rc = sealer_start(st);
 	if (rc)
 		goto fail;
 	*out = st;
@@ -564,8 +569,11 @@ void store_close(struct store *st)
 
 	if (!st)
 		return;
+	sealer_stop(st);
 	for (t = st->tenants; t; t = next) {
 		next = t->next;
+		if (!t->removed && t->db && seal_closing_now(t))
+			store_log("tenant %s: sealing full segments failed", t->name);
 		if (!t->removed && t->db && store_tenant_sync(t))
 			store_log("tenant %s: final sync failed", t->name);
 		tenant_free(t);
@@ -576,6 +584,8 @@ void store_close(struct store *st)
 		close(st->dirfd);
 	pthread_mutex_destroy(&st->lock);
 	pthread_cond_destroy(&st->fetch_idle);
+	pthread_mutex_destroy(&st->seal_lock);
+	pthread_cond_destroy(&st->seal_cond);
 	free(st->dir);
 	free(st);
 }

@@ -40,6 +40,8 @@ struct idset {
 void idset_init(struct idset *s);
 void idset_release(struct idset *s);
 int idset_add(struct idset *s, uint64_t hash, uint64_t offset);
+/* Keeps only the pairs at stream offsets from BELOW on. */
+int idset_drop_below(struct idset *s, uint64_t below);
 /* Iterates the offsets stored under HASH: *pos starts at 0; returns 1 and
  * sets *offset while there are more. */
 int idset_next(const struct idset *s, uint64_t hash, size_t *pos,
@@ -65,10 +67,12 @@ struct idtable {
 	size_t maplen;
 };
 
-/* FIELD, the ID member's name, is recorded: a table made for another name
+/* The table holds SET's pairs below stream offset BELOW (a closing
+ * segment's, not those of the segment after it).
+ * FIELD, the ID member's name, is recorded: a table made for another name
  * is stale (-ESTALE on open) and gets rebuilt. */
 int idtable_write(int dirfd, const char *name, const char *field,
-		  const struct idset *set);
+		  const struct idset *set, uint64_t below);
 int idtable_open(int dirfd, const char *name, const char *field,
 		 struct idtable *tab);
 void idtable_release(struct idtable *tab);
@@ -170,6 +174,11 @@ struct store_tenant {
 	size_t npending, pendcap;
 	int64_t pending_since;
 
+	/* Closing segments (full, not sealed yet) by id, in roll order: the
+	 * sealer's queue (seal.c).  nclosing is also read without the lock. */
+	uint64_t *closing;
+	size_t nclosing, closingcap;
+
 	struct store_tenant *next;	/* protected by store->lock */
 };
 
@@ -189,6 +198,16 @@ struct store {
 
 	pthread_mutex_t lock;
 	struct store_tenant *tenants;	/* sorted by name; protected by lock */
+
+	/* The sealer thread (seal.c).  seal_lock is a leaf: writers take it
+	 * under their tenant's lock to wake the sealer, which takes no other
+	 * lock while holding it. */
+	pthread_t sealer;
+	bool sealer_running;
+	pthread_mutex_t seal_lock;
+	pthread_cond_t seal_cond;
+	bool seal_stop;			/* read unlocked as a hint */
+	unsigned long seal_kicks;	/* by seal_lock */
 };
 
 /* ---- util ---- */
@@ -318,11 +337,17 @@ int seg_push(struct store_tenant *t, struct stream *s, struct seg *g);
 /* Takes the last segment off S's chain and T's hash; the caller frees it. */
 struct seg *seg_pop(struct store_tenant *t, struct stream *s);
 struct seg *seg_active(struct stream *s);
+/* Index in S's chain of its first segment not sealed (s->nsegs if none):
+ * the closing ones, then the active one. */
+size_t seg_first_unsealed(const struct stream *s);
+/* A closing segment: full, taking no appends, not sealed yet. */
+bool seg_closing(const struct stream *s, const struct seg *g);
+/* XXH3-64 of the first LEN bytes of the file behind FD. */
+int seg_checksum(int fd, uint64_t len, uint64_t *sum);
 /* Segment SEG of T and its stream (*sp), or NULL.  T's lock held. */
 struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp);
 /* The segment holding stream offset OFF (OFF < s->size). */
 struct seg *seg_at(struct stream *s, uint64_t off);
-int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g);
 /* Reads LEN bytes of the stream at OFF through its segments. */
 ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		 size_t len, uint64_t off);
@@ -333,6 +358,18 @@ int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs);
 #define FETCH_TRIES 8
 int seg_fetch_wanted(struct store_tenant *t);
 int store_tenant_sync(struct store_tenant *t);
+
+/* ---- seal.c ---- */
+
+/* Closes G, the active segment of S, which is full: it takes no more
+ * appends and the sealer seals it. */
+int seg_close(struct store_tenant *t, struct stream *s, struct seg *g);
+/* Queues G, closing, for the sealer (recovery). */
+void seg_queue_closing(struct store_tenant *t, struct seg *g);
+/* Seals T's closing segments on this thread (store_close). */
+int seal_closing_now(struct store_tenant *t);
+int sealer_start(struct store *st);
+void sealer_stop(struct store *st);
 
 /* ---- append.c ---- */
 

@@ -278,9 +278,11 @@ static int verify_stream(struct verify *v, int64_t id, int framing,
 	for (size_t i = 0; !rc && i < nsegs; i++) {
 		const struct vseg *prev = i ? &segs[i - 1] : NULL;
 
-		if (prev && prev->state == STORE_SEG_ACTIVE)
-			damage(v, "active segment %016" PRIx64 " is not the last",
-			       prev->id);
+		/* unsealed ones (closing, then active) come last */
+		if (prev && prev->state == STORE_SEG_ACTIVE &&
+		    segs[i].state != STORE_SEG_ACTIVE)
+			damage(v, "segment %016" PRIx64 " is sealed after the"
+			       " unsealed %016" PRIx64, segs[i].id, prev->id);
 		else if (segs[i].offset != (prev ? prev->offset + prev->length : 0))
 			damage(v, "segment %016" PRIx64 " starts at %" PRIu64
 			       ", not where the one before it ends", segs[i].id,

@@ -1,0 +1,374 @@
+/*
+ * Sealing.  A segment that reaches roll_size is closed by the append that
+ * fills it: it takes no more bytes, the next batch opens a new segment,
+ * and the store's sealer thread seals it off the writer's path (flush and
+ * checksum without the tenant's lock, the state change under it).  A
+ * segment rolled by age is sealed by store_roll() on its caller's thread.
+ *
+ * The segments of a stream are sealed in order, so a sealed segment never
+ * follows an unsealed one: after a power cut recovery may cut a stream
+ * inside a closing segment and drop what follows, which must not include
+ * bytes that were promised durable.  See docs/STORE.md.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store_int.h"
+
+/* ---- the queue of closing segments (T's lock held) ---- */
+
+static int closing_push(struct store_tenant *t, uint64_t id)
+{
+	if (t->nclosing && t->closing[t->nclosing - 1] == id)
+		return 0;
+	if (t->nclosing == t->closingcap) {
+		size_t cap = t->closingcap ? t->closingcap * 2 : 8;
+		uint64_t *v = realloc(t->closing, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		t->closing = v;
+		t->closingcap = cap;
+	}
+	t->closing[t->nclosing] = id;
+	__atomic_store_n(&t->nclosing, t->nclosing + 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+static void closing_forget(struct store_tenant *t, uint64_t id)
+{
+	for (size_t i = 0; i < t->nclosing; i++) {
+		if (t->closing[i] != id)
+			continue;
+		memmove(&t->closing[i], &t->closing[i + 1],
+			(t->nclosing - i - 1) * sizeof(*t->closing));
+		__atomic_store_n(&t->nclosing, t->nclosing - 1, __ATOMIC_RELEASE);
+		return;
+	}
+}
+
+/* ---- sealing one segment ---- */
+
+/* Makes the ID table of G, which holds the pairs of the stream's active
+ * set below G's end, then hands those pairs over to the stream's filter. */
+static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g)
+{
+	uint64_t end = g->offset + g->length;
+	char name[64];
+	int rc;
+
+	if (!s->ids_loaded) {
+		rc = dedup_load(t, s);
+		if (rc)
+			return rc;
+	}
+	seg_name(name, sizeof(name), g->id, ".ids");
+	rc = idtable_write(t->segfd, name, t->id_field, &s->active_ids, end);
+	if (!rc)
+		rc = idtable_open(t->segfd, name, t->id_field, &g->ids);
+	if (rc)
+		return rc;
+	/* A filter past its planned size loses precision: rebuild it. */
+	if (!s->sealed_filter.bits ||
+	    s->sealed_filter.nbits < 12 * (g->ids.count + s->active_ids.used)) {
+		stream_ids_release(s);
+		return 0;	/* dedup_load rebuilds on the next ID */
+	}
+	for (uint64_t i = 0; i < g->ids.count; i++)
+		bloom_add(&s->sealed_filter, g->ids.pairs[2 * i]);
+	if (idset_drop_below(&s->active_ids, end))
+		stream_ids_release(s);
+	return 0;
+}
+
+/* Marks G sealed with checksum SUM; its bytes are on stable storage. */
+static int seal_finish(struct store_tenant *t, struct stream *s,
+		       struct seg *g, uint64_t sum)
+{
+	uint64_t synced = g->synced;
+	int rc = journal_flush(t);	/* its batch rows first */
+
+	if (!rc && g->has_ids)
+		rc = seal_ids(t, s, g);
+	if (rc)
+		return rc;
+	g->checksum = sum;
+	g->synced = g->length;
+	g->state = STORE_SEG_SEALED;
+	rc = index_segment_update(t, g);
+	if (rc) {
+		g->state = STORE_SEG_ACTIVE;
+		g->synced = synced;
+		return rc;
+	}
+	closing_forget(t, g->id);
+	return 0;
+}
+
+/* Seals G now, on this thread, with T's lock held for writing. */
+static int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
+{
+	uint64_t sum;
+	int fd, rc;
+
+	fd = seg_fd(t, g);
+	if (fd < 0)
+		return fd;
+	rc = fdatasync(fd) < 0 ? -errno : 0;
+	if (!rc)
+		rc = seg_checksum(fd, g->length, &sum);
+	seg_fd_put(t, g);
+	if (!rc && !g->synced && fsync(t->segfd) < 0)
+		rc = -errno;	/* the new file's directory entry */
+	return rc ? rc : seal_finish(t, s, g, sum);
+}
+
+int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
+{
+	int rc = closing_push(t, g->id);
+
+	if (rc)
+		return seg_seal(t, s, g);	/* no memory to queue it */
+	rc = index_segment_update(t, g);	/* its final length */
+	if (rc) {
+		closing_forget(t, g->id);
+		return rc;
+	}
+	pthread_mutex_lock(&t->st->seal_lock);
+	t->st->seal_kicks++;
+	pthread_cond_signal(&t->st->seal_cond);
+	pthread_mutex_unlock(&t->st->seal_lock);
+	return 0;
+}
+
+void seg_queue_closing(struct store_tenant *t, struct seg *g)
+{
+	if (closing_push(t, g->id))
+		store_log("%s: no memory to queue segment for sealing; "
+			  "the roller seals it", t->name);
+}
+
+/* ---- the sealer thread ---- */
+
+/* Whether G, found again by ID under T's lock, is still the segment to
+ * seal next in its stream. */
+static struct seg *next_to_seal(struct store_tenant *t, uint64_t id,
+				struct stream **sp)
+{
+	struct seg *g = t->removed ? NULL : seg_find(t, id, sp);
+
+	if (!g || !seg_closing(*sp, g) ||
+	    (*sp)->segs[seg_first_unsealed(*sp)] != g)
+		return NULL;
+	return g;
+}
+
+/* Seals T's oldest closing segment: checksum and flush without T's lock
+ * (its bytes no longer change), then the state change under it.  Returns
+ * 1 when one was taken off the queue, 0 when none is left, or -errno. */
+static int seal_next(struct store_tenant *t)
+{
+	uint64_t id, length, sum;
+	struct stream *s;
+	struct seg *g;
+	int fd, rc = 0;
+
+	pthread_rwlock_wrlock(&t->lock);
+	if (t->removed || !t->nclosing) {
+		pthread_rwlock_unlock(&t->lock);
+		return 0;
+	}
+	id = t->closing[0];
+	g = next_to_seal(t, id, &s);
+	if (!g) {
+		closing_forget(t, id);	/* gone, or sealed by store_roll */
+		pthread_rwlock_unlock(&t->lock);
+		return 1;
+	}
+	length = g->length;
+	fd = seg_fd(t, g);
+	if (fd >= 0) {
+		int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+		seg_fd_put(t, g);
+		fd = own < 0 ? -errno : own;
+	}
+	pthread_rwlock_unlock(&t->lock);
+	if (fd < 0)
+		return fd;
+	rc = seg_checksum(fd, length, &sum);
+	if (!rc && fdatasync(fd) < 0)
+		rc = -errno;
+	if (!rc && fsync(t->segfd) < 0)
+		rc = -errno;	/* the file's directory entry */
+	close(fd);
+	if (rc)
+		return rc;
+	pthread_rwlock_wrlock(&t->lock);
+	g = next_to_seal(t, id, &s);
+	if (!g)
+		closing_forget(t, id);
+	else if (g->length == length)
+		rc = seal_finish(t, s, g, sum);
+	pthread_rwlock_unlock(&t->lock);
+	return rc ? rc : 1;
+}
+
+/* One pass over the tenants with closing segments.  Tenants live until
+ * store_close(), which stops this thread first.  Returns whether any seal
+ * failed (and is to be retried later). */
+static bool seal_pass(struct store *st)
+{
+	struct store_tenant **ts = NULL;
+	size_t n = 0, cap = 0;
+	bool failed = false;
+
+	pthread_mutex_lock(&st->lock);
+	for (struct store_tenant *t = st->tenants; t; t = t->next) {
+		if (!__atomic_load_n(&t->nclosing, __ATOMIC_ACQUIRE))
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 8;
+			struct store_tenant **v = realloc(ts, ncap * sizeof(*v));
+
+			if (!v) {
+				failed = true;
+				break;
+			}
+			ts = v;
+			cap = ncap;
+		}
+		ts[n++] = t;
+	}
+	pthread_mutex_unlock(&st->lock);
+	for (size_t i = 0; i < n && !st->seal_stop; i++) {
+		int rc;
+
+		while ((rc = seal_next(ts[i])) > 0 && !st->seal_stop)
+			;
+		if (rc < 0) {
+			store_log("%s: sealing a segment failed: %s; retrying",
+				  ts[i]->name, strerror(-rc));
+			failed = true;
+		}
+	}
+	free(ts);
+	return failed;
+}
+
+static void *sealer_main(void *arg)
+{
+	struct store *st = arg;
+
+	pthread_mutex_lock(&st->seal_lock);
+	while (!st->seal_stop) {
+		unsigned long kicks = st->seal_kicks;
+		bool failed;
+
+		pthread_mutex_unlock(&st->seal_lock);
+		failed = seal_pass(st);
+		pthread_mutex_lock(&st->seal_lock);
+		if (st->seal_stop || kicks != st->seal_kicks)
+			continue;
+		if (failed) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&st->seal_cond, &st->seal_lock, &ts);
+		} else {
+			pthread_cond_wait(&st->seal_cond, &st->seal_lock);
+		}
+	}
+	pthread_mutex_unlock(&st->seal_lock);
+	return NULL;
+}
+
+int sealer_start(struct store *st)
+{
+	int rc = pthread_create(&st->sealer, NULL, sealer_main, st);
+
+	if (rc)
+		return -rc;
+	st->sealer_running = true;
+	return 0;
+}
+
+void sealer_stop(struct store *st)
+{
+	if (!st->sealer_running)
+		return;
+	pthread_mutex_lock(&st->seal_lock);
+	st->seal_stop = true;
+	pthread_cond_signal(&st->seal_cond);
+	pthread_mutex_unlock(&st->seal_lock);
+	pthread_join(st->sealer, NULL);
+	st->sealer_running = false;
+}
+
+/* ---- rolling ---- */
+
+/* Seals S's unsealed segments in order: the closing ones, and the active
+ * one when SEAL_ACTIVE.  Returns how many, or -errno. */
+static int seal_stream(struct store_tenant *t, struct stream *s,
+		       bool seal_active)
+{
+	int sealed = 0;
+
+	for (size_t i = seg_first_unsealed(s); i < s->nsegs; i++) {
+		struct seg *g = s->segs[i];
+		int rc;
+
+		if (!seg_closing(s, g) && (!seal_active || !g->length))
+			break;
+		rc = seg_seal(t, s, g);
+		if (rc)
+			return rc;
+		sealed++;
+	}
+	return sealed;
+}
+
+int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
+{
+	int64_t age = t->st->cfg.roll_age_ns;
+	int sealed = 0, rc = 0;
+
+	pthread_rwlock_wrlock(&t->lock);
+	/* the roller's tick also bounds how long rows wait in the journal */
+	if (!t->removed && journal_due(t, now_ns))
+		rc = journal_flush(t);
+	for (size_t i = 0; !t->removed && i < t->nstreams && !rc; i++) {
+		struct stream *s = t->streams[i];
+		struct seg *g = seg_active(s);
+		bool old = g && (force || now_ns - g->created_ns >= age);
+
+		int n;
+
+		if (!old && !t->nclosing)
+			continue;
+		n = seal_stream(t, s, old);
+		if (n < 0)
+			rc = n;
+		else
+			sealed += n;
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return rc ? rc : sealed;
+}
+
+int seal_closing_now(struct store_tenant *t)
+{
+	int rc = 0;
+
+	pthread_rwlock_wrlock(&t->lock);
+	for (size_t i = 0; !t->removed && t->nclosing && i < t->nstreams &&
+			   rc >= 0; i++)
+		rc = seal_stream(t, t->streams[i], false);
+	pthread_rwlock_unlock(&t->lock);
+	return rc < 0 ? rc : 0;
+}
