@@ -377,6 +377,7 @@ static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
 	clock_gettime(CLOCK_REALTIME, &fs->root.mtime);
 	fs->root.atime = fs->root.ctime = fs->root.mtime;
 	fs->page_size = sysconf(_SC_PAGESIZE);
+	fs->io_size = (size_t)fs->page_size;	/* until init says more */
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->park_lock, NULL);
 	pthread_cond_init(&fs->wake_cond, NULL);

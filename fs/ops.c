@@ -112,6 +112,7 @@ static void fill_stat(struct fs *fs, struct fs_node *n,
 	if (n->kind == FS_VIEW)
 		st->st_mode &= ~(mode_t)0222;
 	st->st_nlink = 1;
+	st->st_blksize = (blksize_t)fs->io_size;
 	st->st_size = (off_t)a->size;
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 }
@@ -763,9 +764,16 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, -store_sync(req_fs(req)->st));
 }
 
+/* Preferred I/O size of streams: one FUSE request carries at most
+ * max_write bytes (1 MiB with libfuse's default buffer). */
+#define IO_SIZE_MAX (1u << 20)
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct fs *fs = userdata;
+	size_t io = conn->max_write < IO_SIZE_MAX ? conn->max_write : IO_SIZE_MAX;
+
+	fs->io_size = io > (size_t)fs->page_size ? io : (size_t)fs->page_size;
 	/* Keep cached pages of a growing stream: we invalidate the last page
 	 * ourselves after each commit (docs/CACHING.md). */
 	if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
