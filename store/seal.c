@@ -218,6 +218,11 @@ static int seal_next(struct store_tenant *t)
 	return rc ? rc : 1;
 }
 
+static bool stopping(struct store *st)
+{
+	return __atomic_load_n(&st->seal_stop, __ATOMIC_RELAXED);
+}
+
 /* One pass over the tenants with closing segments.  Tenants live until
  * store_close(), which stops this thread first.  Returns whether any seal
  * failed (and is to be retried later). */
@@ -245,10 +250,10 @@ static bool seal_pass(struct store *st)
 		ts[n++] = t;
 	}
 	pthread_mutex_unlock(&st->lock);
-	for (size_t i = 0; i < n && !st->seal_stop; i++) {
+	for (size_t i = 0; i < n && !stopping(st); i++) {
 		int rc;
 
-		while ((rc = seal_next(ts[i])) > 0 && !st->seal_stop)
+		while ((rc = seal_next(ts[i])) > 0 && !stopping(st))
 			;
 		if (rc < 0) {
 			store_log("%s: sealing a segment failed: %s; retrying",
@@ -303,7 +308,7 @@ void sealer_stop(struct store *st)
 	if (!st->sealer_running)
 		return;
 	pthread_mutex_lock(&st->seal_lock);
-	st->seal_stop = true;
+	__atomic_store_n(&st->seal_stop, true, __ATOMIC_RELAXED);
 	pthread_cond_signal(&st->seal_cond);
 	pthread_mutex_unlock(&st->seal_lock);
 	pthread_join(st->sealer, NULL);

@@ -206,7 +206,7 @@ struct store {
 	bool sealer_running;
 	pthread_mutex_t seal_lock;
 	pthread_cond_t seal_cond;
-	bool seal_stop;			/* read unlocked as a hint */
+	bool seal_stop;			/* atomic */
 	unsigned long seal_kicks;	/* by seal_lock */
 };
 
