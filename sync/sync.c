@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +46,7 @@ void sync_config_default(struct sync_config *cfg)
 		.fetch_parallel = 4,
 		.fetch_range = 4u << 20,
 		.fetch_attempts = 4,
+		.upload_parallel = 3,
 		.backoff_min_ns = 200000000,
 		.backoff_max_ns = 30000000000LL,
 	};
@@ -153,58 +153,6 @@ static char *segment_key(const char *tprefix, const struct store_segment *seg)
 	return sync_segment_key(tprefix, seg->seg, seg->checksum, false);
 }
 
-#define HASH_CHUNK (1u << 20)
-
-/* One pass over the sealed segment in FD before it leaves: checks that the
- * file still holds the sealed bytes (XXH3 against the store's checksum,
- * -EIO otherwise) and, when SHA256 is not NULL, computes their SHA-256 as
- * hex (65 bytes) for a backend that signs the payload. */
-static int hash_local(int fd, const struct store_segment *seg, char *sha256)
-{
-	XXH3_state_t *x = XXH3_createState();
-	EVP_MD_CTX *md = sha256 ? EVP_MD_CTX_new() : NULL;
-	char *buf = malloc(HASH_CHUNK);
-	unsigned char dig[EVP_MAX_MD_SIZE];
-	unsigned int dlen = 0;
-	uint64_t off = 0;
-	int rc = 0;
-
-	if (!x || !buf || (sha256 && !md)) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	XXH3_64bits_reset(x);
-	if (md && !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
-		rc = -EIO;
-	while (!rc && off < seg->length) {
-		size_t want = seg->length - off < HASH_CHUNK ?
-			(size_t)(seg->length - off) : HASH_CHUNK;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			break;
-		}
-		XXH3_64bits_update(x, buf, (size_t)n);
-		if (md && !EVP_DigestUpdate(md, buf, (size_t)n))
-			rc = -EIO;
-		off += (uint64_t)n;
-	}
-	if (!rc && XXH3_64bits_digest(x) != seg->checksum)
-		rc = -EIO;
-	if (!rc && md && (!EVP_DigestFinal_ex(md, dig, &dlen) || dlen != 32))
-		rc = -EIO;
-	for (unsigned i = 0; !rc && md && i < dlen; i++)
-		snprintf(sha256 + 2 * i, 3, "%02x", dig[i]);
-out:
-	free(buf);
-	EVP_MD_CTX_free(md);
-	XXH3_freeState(x);
-	return rc;
-}
-
 /* ---- event index objects ---- */
 
 /* Little-endian u64 at P. */
@@ -291,64 +239,6 @@ int sync_index_decode(const struct backend_buf *in, uint64_t seg,
 	*out = v;
 	*n = count;
 	return 0;
-}
-
-/* ---- uploads ---- */
-
-static int upload_segment(struct sync *s, struct store_tenant *t,
-			  const char *tprefix, const struct store_segment *seg,
-			  char *what, size_t wlen)
-{
-	char *path = store_segment_path(t, seg->seg), *key = NULL;
-	char *ikey = NULL;
-	struct backend_buf idx = { 0 };
-	struct stat st;
-	char sha256[65];
-	bool want_sha = backend_caps(s->b) & BACKEND_CAP_SHA256;
-	int fd = -1, rc;
-
-	key = segment_key(tprefix, seg);
-	ikey = sync_segment_key(tprefix, seg->seg, seg->checksum, true);
-	snprintf(what, wlen, "put %s", key ? key : "?");
-	if (!path || !key || !ikey) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		rc = -errno;
-		snprintf(what, wlen, "read local segment %s", path);
-		goto out;
-	}
-	rc = (uint64_t)st.st_size < seg->length ? -EIO :
-	     hash_local(fd, seg, want_sha ? sha256 : NULL);
-	if (rc) {
-		snprintf(what, wlen, "checksum of local segment %s", path);
-		goto out;
-	}
-	rc = backend_put(s->b, key, &(struct backend_body){
-		.fd = fd, .len = seg->length,
-		.sha256 = want_sha ? sha256 : NULL });
-	if (rc)
-		goto out;
-	/* The event index, after its segment.  A put that succeeded is the
-	 * whole object (the server checked its length, and s3 its signed
-	 * SHA-256): no HEAD to confirm it. */
-	snprintf(what, wlen, "event index of segment %" PRIu64, seg->seg);
-	idx.max = 256u << 20;
-	rc = sync_index_encode(t, seg->seg, &idx);
-	if (rc)
-		goto out;
-	snprintf(what, wlen, "put %s", ikey);
-	rc = backend_put_buf(s->b, ikey, idx.data, idx.len);
-out:
-	if (fd >= 0)
-		close(fd);
-	backend_buf_release(&idx);
-	free(path);
-	free(key);
-	free(ikey);
-	return rc;
 }
 
 /* ---- tenant state ---- */
@@ -1205,31 +1095,14 @@ static int pass(struct sync *s, bool force)
 			rc = seed_from_remote(s, ts, tprefix, what, sizeof(what));
 			ts->seeded = !rc;
 		}
-		for (size_t j = 0; !rc && j < segs.n; j++) {
-			if (sync_stopping(s)) {
-				rc = -ECANCELED;
-				break;
-			}
-			rc = upload_segment(s, t, tprefix, &segs.v[j], what,
-					    sizeof(what));
-			if (!rc) {
-				snprintf(what, sizeof(what),
-					 "mark segment %" PRIu64 " uploaded",
-					 segs.v[j].seg);
-				rc = store_segment_mark_uploaded(t, segs.v[j].seg);
-			}
-			/* A stream removed meanwhile: nothing to ship. */
-			if (rc == -ENOENT)
-				rc = 0;
-			if (!rc) {
-				uploaded = true;
-				pend.n--;
-				pend.bytes -= segs.v[j].length;
-				pthread_mutex_lock(&s->lock);
-				s->status.uploaded_segments++;
-				s->status.uploaded_bytes += segs.v[j].length;
-				pthread_mutex_unlock(&s->lock);
-			}
+		if (!rc) {
+			uint64_t n = 0, bytes = 0;
+
+			rc = sync_upload(s, t, tprefix, &segs, &n, &bytes,
+					 what, sizeof(what));
+			uploaded = n > 0;
+			pend.n -= n;
+			pend.bytes -= bytes;
 		}
 		/* The manifest goes out only after its segments.  It is
 		 * rebuilt when segments went up, on sync_now, and otherwise
@@ -1382,6 +1255,8 @@ static void sync_free(struct sync *s)
 	pthread_cond_destroy(&s->done);
 	pthread_cond_destroy(&s->fetch_cond);
 	pthread_cond_destroy(&s->fetch_done);
+	pthread_cond_destroy(&s->upload_cond);
+	pthread_cond_destroy(&s->upload_done);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->evict_lock);
 	for (size_t i = 0; i < s->nts; i++)
@@ -1458,6 +1333,10 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 		s->cfg.fetch_range = 4u << 20;
 	if (!s->cfg.fetch_attempts)
 		s->cfg.fetch_attempts = 1;
+	if (!s->cfg.upload_parallel)
+		s->cfg.upload_parallel = 1;
+	if (s->cfg.upload_parallel > 16)
+		s->cfg.upload_parallel = 16;
 	if (s->cfg.poll_ns <= 0)
 		s->cfg.poll_ns = 10000000000LL;
 	if (gethostname(s->host, sizeof(s->host) - 1) < 0)
@@ -1470,6 +1349,8 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	pthread_cond_init(&s->done, &ca);
 	pthread_cond_init(&s->fetch_cond, &ca);
 	pthread_cond_init(&s->fetch_done, &ca);
+	pthread_cond_init(&s->upload_cond, &ca);
+	pthread_cond_init(&s->upload_done, &ca);
 	pthread_condattr_destroy(&ca);
 	if ((cfg->url && !s->cfg.url) ||
 	    (cfg->state_dir && !s->cfg.state_dir)) {
@@ -1488,6 +1369,8 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 			goto fail;
 		}
 		rc = leases_at_start(s);
+		if (!rc)
+			rc = sync_upload_start(s);
 		if (rc)
 			goto fail;
 	}
@@ -1509,6 +1392,7 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	*out = s;
 	return 0;
 fail:
+	sync_upload_stop(s);
 	sync_free(s);
 	return rc;
 }
@@ -1529,6 +1413,7 @@ void sync_stop(struct sync *s)
 	pthread_cond_broadcast(&s->fetch_done);
 	pthread_mutex_unlock(&s->lock);
 	pthread_join(s->thread, NULL);
+	sync_upload_stop(s);
 	if (s->b) {
 		/* Fails pending fetches and waits until no reader is inside
 		 * the hook; only then is the hook cleared (store does not

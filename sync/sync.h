@@ -14,11 +14,13 @@
  *   segment and then its event index object (docs/FORMAT.md), marks it
  *   uploaded in the store, and then publishes the tenant manifest, in that
  *   order: a reader of the remote never sees a manifest naming a missing or
- *   partial object.  Streams removed locally vanish from the next manifest
- *   (listed as tombstones), and their objects are deleted after that
- *   (never with `nodelete`).  Uploaded segments are evicted, least recently
- *   used first, while the local copies of uploaded segments exceed
- *   `cache_size`; a segment not yet uploaded is never evicted.
+ *   partial object.  Up to `upload_parallel` segments go up at once; the
+ *   manifest waits for all of them.  Streams removed locally vanish from
+ *   the next manifest (listed as tombstones), and their objects are
+ *   deleted after that (never with `nodelete`).  Uploaded segments are
+ *   evicted, least recently used first, while the local copies of
+ *   uploaded segments exceed `cache_size`; a segment not yet uploaded is
+ *   never evicted.
  *
  * - Replica (url set, replica true; the analysis host): every `poll` the
  *   thread reads tenants.json and the manifests and mirrors them into the
@@ -57,10 +59,11 @@
  * states) and on the remote, so a restart resumes where it stopped and
  * never re-uploads a segment marked uploaded.
  *
- * Threads: one thread of its own plus fetcher threads, each with its own
- * backend (and CURL handle).  Writers never wait for it: it only calls store
- * functions that take a tenant lock briefly, and never holds its own lock
- * across network I/O.  Every function here may be called from any thread.
+ * Threads: one thread of its own plus upload helper and fetcher threads,
+ * each with its own backend (and CURL handle).  Writers never wait for
+ * them: they only call store functions that take a tenant lock briefly,
+ * and never hold sync's own lock across network I/O.  Every function
+ * here may be called from any thread.
  */
 #ifndef STREAMFS_SYNC_H
 #define STREAMFS_SYNC_H
@@ -92,6 +95,7 @@ struct sync_config {
 	unsigned fetch_parallel;	/* ranges in flight per fetch; default 4 */
 	uint64_t fetch_range;		/* bytes per ranged GET; default 4 MiB */
 	unsigned fetch_attempts;	/* tries before -EIO; default 4 */
+	unsigned upload_parallel;	/* segments uploaded at once; default 3 */
 	bool nodelete;			/* never delete remote objects */
 };
 

@@ -217,6 +217,14 @@ struct sync {
 					 * sync_fetch_hook() */
 	pthread_mutex_t evict_lock;	/* one eviction round at a time */
 
+	/* Uploading (upload.c). */
+	struct uploader **uploaders;	/* cfg.upload_parallel - 1 helpers */
+	unsigned nuploaders;
+	struct upload_batch *ub;	/* protected by lock: the segments a
+					 * pass is uploading, or NULL */
+	pthread_cond_t upload_cond;	/* wakes helpers; with lock */
+	pthread_cond_t upload_done;	/* wakes sync_upload(); with lock */
+
 	/* Thread-only state. */
 	bool published_once;		/* every manifest written since start */
 	char *tenants_json;		/* tenant set last published */
@@ -245,6 +253,21 @@ void sync_fetch_stop(struct sync *s);
 /* Evicts uploaded segments LRU while they exceed cache_size, never
  * KEEP_SEG of KEEP_T. */
 void sync_evict(struct sync *s, struct store_tenant *keep_t, uint64_t keep_seg);
+
+/* upload.c: helper threads for the writer's uploads (none when
+ * cfg.upload_parallel is 1).  sync_upload_stop() sets s->stop. */
+int sync_upload_start(struct sync *s);
+void sync_upload_stop(struct sync *s);
+/* Uploads SEGS, sealed segments of T (tenant prefix TPREFIX), up to
+ * cfg.upload_parallel at once: each one's bytes are checked, then it and
+ * its event index object are put and it is marked uploaded.  Returns once
+ * none is in flight: 0, or the first failure (in segment order, described
+ * in WHAT); no segment starts after a failure, and -ECANCELED when
+ * sync_stop() cut the batch short.  *DONE and *DONE_BYTES (OUT) count the
+ * segments done (uploaded, or their stream gone). */
+int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
+		const struct seg_vec *segs, uint64_t *done,
+		uint64_t *done_bytes, char *what, size_t wlen);
 
 /* Event index objects (docs/FORMAT.md). */
 int sync_index_encode(struct store_tenant *t, uint64_t seg,

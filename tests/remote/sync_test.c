@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,11 +31,81 @@
 
 static atomic_int remote_down;
 
+/* mode=parallel: segment puts are slowed down, the first one fails twice,
+ * and every manifest put checks what is on the remote at that moment. */
+static struct {
+	atomic_bool on;
+	const char *remote;		/* the file:// remote's directory */
+	struct store_tenant *t;
+	pthread_mutex_t lock;
+	char victim[256];		/* protected by lock */
+	int victim_fails;		/* protected by lock */
+	atomic_int in_flight, max_in_flight;
+	atomic_int manifests, missing;
+} par = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static bool ends_with(const char *s, const char *end)
+{
+	size_t n = strlen(s), m = strlen(end);
+
+	return n >= m && !strcmp(s + n - m, end);
+}
+
+static int check_uploaded(void *arg, const struct store_segment *seg)
+{
+	char path[4096];
+	struct stat st;
+
+	(void)arg;
+	for (int idx = 0; idx < 2; idx++) {
+		snprintf(path, sizeof(path), "%s/streamfs-v1/tenants/par/"
+			 "segments/%016llx-%016llx%s", par.remote,
+			 (unsigned long long)seg->seg,
+			 (unsigned long long)seg->checksum, idx ? ".idx" : "");
+		if (stat(path, &st) < 0 || (!idx && (uint64_t)st.st_size != seg->length))
+			atomic_fetch_add(&par.missing, 1);
+	}
+	return 0;
+}
+
+static int parallel_fault(const char *op, const char *key)
+{
+	int rc = 0, n;
+
+	if (strcmp(op, "put"))
+		return 0;
+	if (ends_with(key, "manifest.json")) {
+		/* Everything marked uploaded is complete on the remote. */
+		atomic_fetch_add(&par.manifests, 1);
+		if (store_segment_list(par.t, STORE_SEG_UPLOADED,
+				       check_uploaded, NULL))
+			atomic_fetch_add(&par.missing, 1);
+		return 0;
+	}
+	if (!strstr(key, "/segments/") || ends_with(key, ".idx"))
+		return 0;
+	n = atomic_fetch_add(&par.in_flight, 1) + 1;
+	for (int m = atomic_load(&par.max_in_flight); n > m &&
+	     !atomic_compare_exchange_weak(&par.max_in_flight, &m, n);)
+		;
+	usleep(100000);
+	pthread_mutex_lock(&par.lock);
+	if (!par.victim[0])
+		snprintf(par.victim, sizeof(par.victim), "%s", key);
+	if (!strcmp(par.victim, key) && par.victim_fails < 2) {
+		par.victim_fails++;
+		rc = -EAGAIN;
+	}
+	pthread_mutex_unlock(&par.lock);
+	atomic_fetch_sub(&par.in_flight, 1);
+	return rc;
+}
+
 static int fault(const struct backend *b, const char *op, const char *key)
 {
 	(void)b;
-	(void)op;
-	(void)key;
+	if (atomic_load(&par.on))
+		return parallel_fault(op, key);
 	return atomic_load(&remote_down) ? -EAGAIN : 0;
 }
 
@@ -153,6 +225,73 @@ static int flip_sealed(struct store_tenant *t)
 	return n;
 }
 
+/* mode=parallel (file:// remote): six sealed segments go up three at a
+ * time; the first one's put fails twice.  The others are marked uploaded
+ * meanwhile, yet every manifest put finds each segment marked uploaded
+ * (and its event index) complete on the remote. */
+static void parallel_mode(struct store *st, struct sync_config *cfg,
+			  const char *workdir)
+{
+	char remote[4096];
+	struct store_tenant *t;
+	struct sync *s = NULL;
+	struct sync_status ss;
+	struct backend *b = NULL;
+	uint64_t id;
+	int rc;
+
+	snprintf(remote, sizeof(remote), "%s/remote", workdir);
+	rc = store_tenant_create(st, "par", 0755, 0, 0);
+	CHECK(rc == 0, "tenant (%d)", rc);
+	rc = store_tenant_get(st, "par", &t);
+	CHECK(rc == 0, "tenant get (%d)", rc);
+	if (rc)
+		return;
+	rc = store_stream_create(t, "s", 0644, 0, 0, &id);
+	CHECK(rc == 0, "stream (%d)", rc);
+	for (int i = 0; i < 6; i++) {
+		char line[8];
+
+		snprintf(line, sizeof(line), "%d\n", i);
+		rc = append(t, id, line);
+		if (!rc)
+			rc = store_roll(t, 0, true) == 1 ? 0 : -EIO;
+		CHECK(rc == 0, "segment %d sealed (%d)", i, rc);
+	}
+	par.remote = remote;
+	par.t = t;
+	atomic_store(&par.on, true);
+	cfg->upload_parallel = 3;
+	rc = sync_start(st, cfg, &s);
+	CHECK(rc == 0, "sync_start (%d)", rc);
+	if (rc)
+		return;
+	rc = sync_now(s, 30LL * 1000000000);
+	CHECK(rc == 0, "sync_now (%d)", rc);
+	sync_get_status(s, &ss);
+	sync_stop(s);
+	atomic_store(&par.on, false);
+	CHECK(ss.uploaded_segments == 6 && ss.pending_segments == 0,
+	      "six segments uploaded (%llu, %llu pending)",
+	      (unsigned long long)ss.uploaded_segments,
+	      (unsigned long long)ss.pending_segments);
+	CHECK(par.victim_fails == 2, "the first segment's put failed twice (%d)",
+	      par.victim_fails);
+	CHECK(atomic_load(&par.max_in_flight) >= 2 &&
+	      atomic_load(&par.max_in_flight) <= 3,
+	      "segments went up at once, at most three (%d)",
+	      atomic_load(&par.max_in_flight));
+	CHECK(atomic_load(&par.manifests) >= 1 && atomic_load(&par.missing) == 0,
+	      "every manifest put found its segments complete (%d puts, %d "
+	      "missing)", atomic_load(&par.manifests),
+	      atomic_load(&par.missing));
+	rc = backend_open_url(cfg->url, &cfg->opts, &b);
+	CHECK(rc == 0, "open the remote (%d)", rc);
+	if (!rc)
+		expect_remote(b, "par", "s", "0\n1\n2\n3\n4\n5\n");
+	backend_close(b);
+}
+
 /* mode=stall: the remote stalls every segment upload (the test's fault
  * proxy); sync_stop() must return promptly anyway.  mode=resume: the
  * next start uploads what was cut short. */
@@ -260,6 +399,10 @@ int main(int argc, char **argv)
 	CHECK(rc == 0, "store_open (%d)", rc);
 	if (rc)
 		goto out;
+	if (mode && !strcmp(mode, "parallel")) {
+		parallel_mode(st, &cfg, argv[1]);
+		goto out;
+	}
 	if (mode) {
 		stop_modes(mode, st, &cfg, url);
 		goto out;

@@ -41,6 +41,12 @@ def test_sync_file(sync_test, tmp_path):
     assert not [p for p in remote.rglob(".*")]
 
 
+def test_sync_parallel_uploads_keep_order(sync_test, tmp_path):
+    """Three segments in flight, one failing: every manifest written
+    meanwhile names only segments complete on the remote."""
+    run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=parallel")
+
+
 def test_sync_s3(sync_test, tmp_path, moto_s3):
     run(sync_test, tmp_path, moto_s3.url(f"sync-{tmp_path.name}"),
         *moto_s3.options(), env=moto_s3.env)

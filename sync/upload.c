@@ -1,0 +1,326 @@
+/*
+ * upload.c: sealed segments to the remote, several at once.
+ *
+ * A writer pass hands the sealed segments of one tenant to sync_upload().
+ * They go up on the calling (sync) thread and on cfg.upload_parallel - 1
+ * long-lived helper threads, each with a backend (so a CURL handle) of its
+ * own, and sync_upload() returns once none is in flight: the pass publishes
+ * the manifest only after that (docs/FORMAT.md, "Order of writes").
+ *
+ * One upload reads the local file once (its XXH3 against the store's
+ * checksum, and the SHA-256 an s3 PUT signs), PUTs the segment, then its
+ * event index object, and only then marks the segment uploaded.  A PUT's
+ * own success is the proof; no HEAD follows it.
+ *
+ * After a failure no further segment starts (the pass backs off); those in
+ * flight finish.  sync_stop() ends transfers in flight through s->abort.
+ *
+ * Locking: the batch's bookkeeping and s->ub are protected by s->lock (a
+ * leaf), dropped around every upload.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "sync.h"
+#include "sync_int.h"
+
+/* One segment of a batch. */
+struct upload_job {
+	struct store_segment seg;
+	bool ran;		/* protected by s->lock */
+	int rc;			/* protected by s->lock */
+	char what[160];		/* the failed step; the job's thread only */
+};
+
+/* The sealed segments of one tenant that a pass uploads; on the stack of
+ * sync_upload(), which returns only once `running` is back at 0. */
+struct upload_batch {
+	struct store_tenant *t;
+	const char *tprefix;
+	struct upload_job *v;
+	size_t n;
+	size_t next;		/* protected by s->lock: next job to start */
+	unsigned running;	/* protected by s->lock: jobs in flight */
+	bool failed;		/* protected by s->lock: start no more */
+};
+
+struct uploader {
+	struct sync *s;
+	struct backend *b;	/* opened on first use; this thread's only */
+	pthread_t thread;
+};
+
+#define HASH_CHUNK (1u << 20)
+
+/* One pass over the sealed segment in FD before it leaves: checks that the
+ * file still holds the sealed bytes (XXH3 against the store's checksum,
+ * -EIO otherwise) and, when SHA256 is not NULL, computes their SHA-256 as
+ * hex (65 bytes) for a backend that signs the payload. */
+static int hash_local(int fd, const struct store_segment *seg, char *sha256)
+{
+	XXH3_state_t *x = XXH3_createState();
+	EVP_MD_CTX *md = sha256 ? EVP_MD_CTX_new() : NULL;
+	char *buf = malloc(HASH_CHUNK);
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned int dlen = 0;
+	uint64_t off = 0;
+	int rc = 0;
+
+	if (!x || !buf || (sha256 && !md)) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	XXH3_64bits_reset(x);
+	if (md && !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+		rc = -EIO;
+	while (!rc && off < seg->length) {
+		size_t want = seg->length - off < HASH_CHUNK ?
+			(size_t)(seg->length - off) : HASH_CHUNK;
+		ssize_t n = pread(fd, buf, want, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		XXH3_64bits_update(x, buf, (size_t)n);
+		if (md && !EVP_DigestUpdate(md, buf, (size_t)n))
+			rc = -EIO;
+		off += (uint64_t)n;
+	}
+	if (!rc && XXH3_64bits_digest(x) != seg->checksum)
+		rc = -EIO;
+	if (!rc && md && (!EVP_DigestFinal_ex(md, dig, &dlen) || dlen != 32))
+		rc = -EIO;
+	for (unsigned i = 0; !rc && md && i < dlen; i++)
+		snprintf(sha256 + 2 * i, 3, "%02x", dig[i]);
+out:
+	free(buf);
+	EVP_MD_CTX_free(md);
+	XXH3_freeState(x);
+	return rc;
+}
+
+/* PUTs segment SEG of T, then its event index object, through B. */
+static int upload_segment(struct backend *b, struct store_tenant *t,
+			  const char *tprefix, const struct store_segment *seg,
+			  char *what, size_t wlen)
+{
+	char *path = store_segment_path(t, seg->seg), *key = NULL;
+	char *ikey = NULL;
+	struct backend_buf idx = { 0 };
+	struct stat st;
+	char sha256[65];
+	bool want_sha = backend_caps(b) & BACKEND_CAP_SHA256;
+	int fd = -1, rc;
+
+	key = sync_segment_key(tprefix, seg->seg, seg->checksum, false);
+	ikey = sync_segment_key(tprefix, seg->seg, seg->checksum, true);
+	snprintf(what, wlen, "put %s", key ? key : "?");
+	if (!path || !key || !ikey) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		rc = -errno;
+		snprintf(what, wlen, "read local segment %s", path);
+		goto out;
+	}
+	rc = (uint64_t)st.st_size < seg->length ? -EIO :
+	     hash_local(fd, seg, want_sha ? sha256 : NULL);
+	if (rc) {
+		snprintf(what, wlen, "checksum of local segment %s", path);
+		goto out;
+	}
+	rc = backend_put(b, key, &(struct backend_body){
+		.fd = fd, .len = seg->length,
+		.sha256 = want_sha ? sha256 : NULL });
+	if (rc)
+		goto out;
+	/* The event index, after its segment.  A put that succeeded is the
+	 * whole object (the server checked its length, and s3 its signed
+	 * SHA-256): no HEAD to confirm it. */
+	snprintf(what, wlen, "event index of segment %" PRIu64, seg->seg);
+	idx.max = 256u << 20;
+	rc = sync_index_encode(t, seg->seg, &idx);
+	if (rc)
+		goto out;
+	snprintf(what, wlen, "put %s", ikey);
+	rc = backend_put_buf(b, ikey, idx.data, idx.len);
+out:
+	if (fd >= 0)
+		close(fd);
+	backend_buf_release(&idx);
+	free(path);
+	free(key);
+	free(ikey);
+	return rc;
+}
+
+/* Uploads J's segment through *B (opened here on first use) and marks it
+ * uploaded. */
+static int upload_job(struct sync *s, struct backend **b,
+		      const struct upload_batch *ub, struct upload_job *j)
+{
+	int rc = 0;
+
+	if (!*b) {
+		snprintf(j->what, sizeof(j->what), "open the remote");
+		rc = backend_open_url(s->cfg.url, &s->cfg.opts, b);
+	}
+	if (!rc)
+		rc = upload_segment(*b, ub->t, ub->tprefix, &j->seg, j->what,
+				    sizeof(j->what));
+	if (!rc) {
+		snprintf(j->what, sizeof(j->what),
+			 "mark segment %" PRIu64 " uploaded", j->seg.seg);
+		rc = store_segment_mark_uploaded(ub->t, j->seg.seg);
+	}
+	/* A stream removed meanwhile: nothing to ship. */
+	return rc == -ENOENT ? 0 : rc;
+}
+
+/* With s->lock. */
+static bool batch_has_work(struct sync *s, const struct upload_batch *ub)
+{
+	return ub->next < ub->n && !ub->failed && !sync_stopping(s);
+}
+
+/* Starts jobs of UB one after the other until none is left to start.
+ * Called and returns with s->lock held; drops it around each upload. */
+static void run_jobs(struct sync *s, struct backend **b,
+		     struct upload_batch *ub)
+{
+	while (batch_has_work(s, ub)) {
+		struct upload_job *j = &ub->v[ub->next++];
+		int rc;
+
+		ub->running++;
+		pthread_mutex_unlock(&s->lock);
+		rc = upload_job(s, b, ub, j);
+		pthread_mutex_lock(&s->lock);
+		j->ran = true;
+		j->rc = rc;
+		if (rc) {
+			ub->failed = true;
+		} else {
+			s->status.uploaded_segments++;
+			s->status.uploaded_bytes += j->seg.length;
+		}
+		if (--ub->running == 0)
+			pthread_cond_broadcast(&s->upload_done);
+	}
+}
+
+static void *uploader_main(void *arg)
+{
+	struct uploader *u = arg;
+	struct sync *s = u->s;
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->stop) {
+		if (s->ub && batch_has_work(s, s->ub))
+			run_jobs(s, &u->b, s->ub);
+		else
+			pthread_cond_wait(&s->upload_cond, &s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
+		const struct seg_vec *segs, uint64_t *done,
+		uint64_t *done_bytes, char *what, size_t wlen)
+{
+	struct upload_batch ub = { .t = t, .tprefix = tprefix, .n = segs->n };
+	int rc = 0;
+
+	*done = *done_bytes = 0;
+	if (!segs->n)
+		return 0;
+	ub.v = calloc(segs->n, sizeof(*ub.v));
+	if (!ub.v)
+		return -ENOMEM;
+	for (size_t i = 0; i < segs->n; i++)
+		ub.v[i].seg = segs->v[i];
+	pthread_mutex_lock(&s->lock);
+	s->ub = &ub;
+	pthread_cond_broadcast(&s->upload_cond);
+	run_jobs(s, &s->b, &ub);
+	while (ub.running)
+		pthread_cond_wait(&s->upload_done, &s->lock);
+	s->ub = NULL;
+	pthread_mutex_unlock(&s->lock);
+	/* The first failure in segment order is the one reported. */
+	for (size_t i = 0; i < ub.n; i++) {
+		struct upload_job *j = &ub.v[i];
+
+		if (j->ran && !j->rc) {
+			(*done)++;
+			*done_bytes += j->seg.length;
+		} else if (j->ran && !rc) {
+			rc = j->rc;
+			snprintf(what, wlen, "%s", j->what);
+		}
+	}
+	if (!rc && *done < ub.n) {
+		rc = -ECANCELED;	/* sync_stop() began */
+		snprintf(what, wlen, "upload of %s", store_tenant_name(t));
+	}
+	free(ub.v);
+	return rc;
+}
+
+int sync_upload_start(struct sync *s)
+{
+	unsigned n = s->cfg.upload_parallel - 1;
+
+	if (!n)
+		return 0;
+	s->uploaders = calloc(n, sizeof(*s->uploaders));
+	if (!s->uploaders)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++) {
+		struct uploader *u = calloc(1, sizeof(*u));
+		int rc = u ? 0 : -ENOMEM;
+
+		if (u) {
+			u->s = s;
+			rc = -pthread_create(&u->thread, NULL, uploader_main, u);
+		}
+		if (rc) {
+			free(u);
+			sync_upload_stop(s);
+			return rc;
+		}
+		s->uploaders[s->nuploaders++] = u;
+	}
+	return 0;
+}
+
+void sync_upload_stop(struct sync *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->stop = true;
+	pthread_cond_broadcast(&s->upload_cond);
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned i = 0; i < s->nuploaders; i++) {
+		pthread_join(s->uploaders[i]->thread, NULL);
+		backend_close(s->uploaders[i]->b);
+		free(s->uploaders[i]);
+	}
+	free(s->uploaders);
+	s->uploaders = NULL;
+	s->nuploaders = 0;
+}
