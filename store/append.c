@@ -534,6 +534,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	}
 	row = (struct pending){
 		.stream = s->id,
+		.seg = g->id,
 		.b = {
 			.first_version = s->version + 1,
 			.count = count,

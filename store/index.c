@@ -11,7 +11,7 @@
 
 #include "store_int.h"
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 static const char schema_v1[] =
 	"CREATE TABLE meta("
@@ -67,6 +67,11 @@ static const char schema_v1[] =
 static const char schema_v2[] =
 	"ALTER TABLE segments ADD COLUMN origin INTEGER NOT NULL DEFAULT 0;";
 
+/* v3: a batch row may stand for several consecutive small batches; the
+ * blob lists them (see "merged rows" below).  NULL: the row is one batch. */
+static const char schema_v3[] =
+	"ALTER TABLE batches ADD COLUMN subs BLOB;";
+
 enum stmt_id {
 	ST_BEGIN,
 	ST_COMMIT,
@@ -112,9 +117,10 @@ static const char *const stmt_sql[ST_COUNT] = {
 			  " has_ids = ?11 WHERE id = ?1",
 	[ST_SEG_DELETE] = "DELETE FROM segments WHERE id = ?1",
 	[ST_BATCH_INSERT] = "INSERT INTO batches(stream, first_version, offset,"
-			    " length, time, hash) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-	[ST_BATCH_FIND] = "SELECT first_version, offset, length, time"
-			  " FROM batches WHERE stream = ?1"
+			    " length, time, hash, subs)"
+			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[ST_BATCH_FIND] = "SELECT first_version, offset, length, time, hash,"
+			  " subs FROM batches WHERE stream = ?1"
 			  " AND first_version <= ?2"
 			  " ORDER BY first_version DESC LIMIT 1",
 };
@@ -186,6 +192,8 @@ static int migrate(sqlite3 *db)
 		rc = exec(db, schema_v1);
 	if (!rc && version < 2)
 		rc = exec(db, schema_v2);
+	if (!rc && version < 3)
+		rc = exec(db, schema_v3);
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", SCHEMA_VERSION);
 	if (!rc)
 		rc = exec(db, sql);
@@ -408,8 +416,94 @@ int index_segment_delete(struct store_tenant *t, uint64_t id)
 	return run(t, ST_SEG_DELETE, "delete segment");
 }
 
+/* ---- merged rows ----
+ * One event per write(2) would cost a row per event.  So a group commit
+ * stores consecutive small batches of one stream and segment as one row
+ * (journal.c): its offset, length and hash cover them all, its time is
+ * the last one's (a search by time can take the row as a whole), and its
+ * subs blob lists them in order: the span from the first one's time to
+ * the row's, then for each its event count, byte length and, from the
+ * second on, the nanoseconds since the one before; all unsigned LEB128. */
+
+static unsigned char *put_varint(unsigned char *p, uint64_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (unsigned char)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (unsigned char)v;
+	return p;
+}
+
+static const unsigned char *get_varint(const unsigned char *p,
+				       const unsigned char *end, uint64_t *v)
+{
+	*v = 0;
+	for (int shift = 0; p < end && shift < 64; shift += 7) {
+		*v |= (uint64_t)(*p & 0x7f) << shift;
+		if (!(*p++ & 0x80))
+			return p;
+	}
+	return NULL;
+}
+
+size_t subs_encode(const struct sub_batch *v, size_t n, unsigned char *out)
+{
+	unsigned char *p = put_varint(out, (uint64_t)(v[n - 1].time_ns -
+						      v[0].time_ns));
+
+	for (size_t i = 0; i < n; i++) {
+		p = put_varint(p, v[i].count);
+		p = put_varint(p, v[i].length);
+		if (i)
+			p = put_varint(p, (uint64_t)(v[i].time_ns -
+						     v[i - 1].time_ns));
+	}
+	return (size_t)(p - out);
+}
+
+int subs_decode(const struct index_batch *row, struct sub_batch *out,
+		size_t cap)
+{
+	const unsigned char *p = row->subs, *end = p + row->subs_len;
+	uint64_t span, version = row->first_version, offset = row->offset;
+	int64_t time_ns;
+	size_t n = 0;
+
+	p = get_varint(p, end, &span);
+	if (!p)
+		return -EIO;
+	time_ns = row->time_ns - (int64_t)span;
+	while (p < end && n < cap) {
+		uint64_t count, length, gap = 0;
+
+		p = get_varint(p, end, &count);
+		if (p)
+			p = get_varint(p, end, &length);
+		if (p && n)
+			p = get_varint(p, end, &gap);
+		if (!p || !count)
+			return -EIO;
+		time_ns += (int64_t)gap;
+		out[n++] = (struct sub_batch){
+			.first_version = version,
+			.offset = offset,
+			.count = count,
+			.length = length,
+			.time_ns = time_ns,
+		};
+		version += count;
+		offset += length;
+	}
+	if (p != end || offset != row->offset + row->length ||
+	    time_ns != row->time_ns)
+		return -EIO;
+	return (int)n;
+}
+
 int index_batch_insert(struct store_tenant *t, uint64_t stream,
-		       const struct store_batch *b)
+		       const struct store_batch *b, const void *subs,
+		       size_t subs_len)
 {
 	sqlite3_stmt *stmt = t->stmts->s[ST_BATCH_INSERT];
 
@@ -419,27 +513,60 @@ int index_batch_insert(struct store_tenant *t, uint64_t stream,
 	sqlite3_bind_int64(stmt, 4, (int64_t)b->length);
 	sqlite3_bind_int64(stmt, 5, b->time_ns);
 	sqlite3_bind_int64(stmt, 6, (int64_t)b->hash);
+	if (subs)
+		sqlite3_bind_blob(stmt, 7, subs, (int)subs_len, SQLITE_STATIC);
 	return run(t, ST_BATCH_INSERT, "insert batch");
 }
 
+static void batch_from_row(sqlite3_stmt *stmt, struct index_batch *b)
+{
+	*b = (struct index_batch){
+		.first_version = (uint64_t)sqlite3_column_int64(stmt, 0),
+		.offset = (uint64_t)sqlite3_column_int64(stmt, 1),
+		.length = (uint64_t)sqlite3_column_int64(stmt, 2),
+		.time_ns = sqlite3_column_int64(stmt, 3),
+		.hash = (uint64_t)sqlite3_column_int64(stmt, 4),
+		.subs = sqlite3_column_blob(stmt, 5),
+		.subs_len = (size_t)sqlite3_column_bytes(stmt, 5),
+	};
+}
+
 int index_batch_find(struct store_tenant *t, uint64_t stream,
-		     uint64_t version, uint64_t *first, uint64_t *offset,
-		     uint64_t *length, int64_t *time_ns)
+		     uint64_t version, struct sub_batch *out)
 {
 	sqlite3_stmt *stmt = t->stmts->s[ST_BATCH_FIND];
-	int rc;
+	struct sub_batch *subs = NULL;
+	struct index_batch b;
+	int rc, n = 0;
 
 	sqlite3_bind_int64(stmt, 1, (int64_t)stream);
 	sqlite3_bind_int64(stmt, 2, (int64_t)version);
 	rc = sqlite3_step(stmt);
 	if (rc == SQLITE_ROW) {
-		*first = (uint64_t)sqlite3_column_int64(stmt, 0);
-		*offset = (uint64_t)sqlite3_column_int64(stmt, 1);
-		*length = (uint64_t)sqlite3_column_int64(stmt, 2);
-		*time_ns = sqlite3_column_int64(stmt, 3);
+		batch_from_row(stmt, &b);
+		*out = (struct sub_batch){
+			.first_version = b.first_version,
+			.offset = b.offset,
+			.length = b.length,
+			.time_ns = b.time_ns,
+		};
+		if (b.subs) {
+			subs = malloc(MERGE_SUBS_MAX * sizeof(*subs));
+			n = subs ? subs_decode(&b, subs, MERGE_SUBS_MAX) : -ENOMEM;
+		}
+	}
+	/* the sub-batch holding VERSION: the last one starting at or before it */
+	for (int i = n - 1; i >= 0; i--) {
+		if (subs[i].first_version <= version) {
+			*out = subs[i];
+			break;
+		}
 	}
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
+	free(subs);
+	if (n < 0)
+		return n;
 	if (rc == SQLITE_ROW)
 		return 0;
 	if (rc == SQLITE_DONE)
@@ -599,8 +726,8 @@ int index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
 		     void *arg)
 {
 	static const char sql[] =
-		"SELECT first_version, offset, length, time, hash FROM batches"
-		" WHERE stream = ?1 AND first_version >= ?2"
+		"SELECT first_version, offset, length, time, hash, subs"
+		" FROM batches WHERE stream = ?1 AND first_version >= ?2"
 		" ORDER BY first_version";
 	sqlite3_stmt *stmt;
 	int rc = sqlite3_prepare_v2(t->db, sql, -1, &stmt, NULL);
@@ -610,14 +737,11 @@ int index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
 	sqlite3_bind_int64(stmt, 1, (int64_t)stream);
 	sqlite3_bind_int64(stmt, 2, (int64_t)from);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		struct index_batch b = {
-			.first_version = (uint64_t)sqlite3_column_int64(stmt, 0),
-			.offset = (uint64_t)sqlite3_column_int64(stmt, 1),
-			.length = (uint64_t)sqlite3_column_int64(stmt, 2),
-			.time_ns = sqlite3_column_int64(stmt, 3),
-			.hash = (uint64_t)sqlite3_column_int64(stmt, 4),
-		};
-		int err = fn(arg, &b);
+		struct index_batch b;
+		int err;
+
+		batch_from_row(stmt, &b);
+		err = fn(arg, &b);
 
 		if (err) {
 			sqlite3_finalize(stmt);

@@ -128,17 +128,122 @@ bool journal_due(const struct store_tenant *t, int64_t now)
 	       (t->npending && now - t->pending_since >= FLUSH_AGE_NS);
 }
 
+/* ---- merging small batches into one row (index.c: merged rows) ---- */
+
+/* Each stream's pending rows together, in version order. */
+static int pending_cmp(const void *a, const void *b)
+{
+	const struct pending *x = *(const struct pending *const *)a;
+	const struct pending *y = *(const struct pending *const *)b;
+
+	if (x->stream != y->stream)
+		return x->stream < y->stream ? -1 : 1;
+	return (x->b.first_version > y->b.first_version) -
+	       (x->b.first_version < y->b.first_version);
+}
+
+/* Does Q continue P in the same segment, with room in a merged row that
+ * holds N batches and LEN bytes so far? */
+static bool mergeable(const struct pending *p, const struct pending *q,
+		      size_t n, uint64_t len)
+{
+	return q->stream == p->stream && q->seg == p->seg &&
+	       q->b.first_version == p->b.first_version + p->b.count &&
+	       q->b.offset == p->b.offset + p->b.length &&
+	       n < MERGE_SUBS_MAX && len + q->b.length <= MERGE_BYTES_MAX;
+}
+
+/* XXH3 of the LEN bytes of segment SEG at stream offset OFF, read back
+ * (they are in the page cache). */
+static int hash_range(struct store_tenant *t, uint64_t seg, uint64_t off,
+		      uint64_t len, uint64_t *hash)
+{
+	struct stream *s;
+	struct seg *g = seg_find(t, seg, &s);
+	char *buf = malloc(len);
+	int fd, rc = 0;
+
+	if (!g || !buf) {
+		free(buf);
+		return g ? -ENOMEM : -ENOENT;
+	}
+	fd = seg_fd(t, g);
+	if (fd < 0)
+		rc = fd;
+	else if (pread(fd, buf, len, (off_t)(off - g->offset)) != (ssize_t)len)
+		rc = -EIO;
+	if (fd >= 0)
+		seg_fd_put(t, g);
+	if (!rc)
+		*hash = XXH3_64bits(buf, len);
+	free(buf);
+	return rc;
+}
+
+/* Inserts the N rows V (LEN bytes) as one merged row. */
+static int insert_merged(struct store_tenant *t, struct pending **v,
+			 size_t n, uint64_t len)
+{
+	struct sub_batch *subs = malloc(n * sizeof(*subs));
+	unsigned char *blob = malloc(SUBS_BLOB_MAX(n));
+	struct store_batch row = {
+		.first_version = v[0]->b.first_version,
+		.offset = v[0]->b.offset,
+		.length = len,
+		.time_ns = v[n - 1]->b.time_ns,
+	};
+	int rc = subs && blob ? 0 : -ENOMEM;
+
+	if (!rc)
+		rc = hash_range(t, v[0]->seg, row.offset, len, &row.hash);
+	for (size_t i = 0; !rc && i < n; i++)
+		subs[i] = (struct sub_batch){
+			.count = v[i]->b.count,
+			.length = v[i]->b.length,
+			.time_ns = v[i]->b.time_ns,
+		};
+	if (!rc)
+		rc = index_batch_insert(t, v[0]->stream, &row, blob,
+					subs_encode(subs, n, blob));
+	free(subs);
+	free(blob);
+	return rc;
+}
+
+/* Inserts the pending rows, merging consecutive small batches. */
+static int insert_pending(struct store_tenant *t)
+{
+	struct pending **v = malloc(t->npending * sizeof(*v));
+	int rc = 0;
+
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->npending; i++)
+		v[i] = &t->pending[i];
+	qsort(v, t->npending, sizeof(*v), pending_cmp);
+	for (size_t i = 0, j; !rc && i < t->npending; i = j) {
+		uint64_t len = v[i]->b.length;
+
+		for (j = i + 1; j < t->npending &&
+				mergeable(v[j - 1], v[j], j - i, len); j++)
+			len += v[j]->b.length;
+		if (j - i > 1 && !insert_merged(t, v + i, j - i, len))
+			continue;
+		/* one batch, or the merge failed: a row each */
+		for (size_t k = i; !rc && k < j; k++)
+			rc = index_batch_insert(t, v[k]->stream, &v[k]->b,
+						NULL, 0);
+	}
+	free(v);
+	return rc;
+}
+
 /* Writes the pending rows, and the rows of the streams they changed, in
  * the caller's transaction. */
 int journal_flush_in(struct store_tenant *t)
 {
-	int rc = 0;
+	int rc = t->npending ? insert_pending(t) : 0;
 
-	for (size_t i = 0; !rc && i < t->npending; i++) {
-		const struct pending *p = &t->pending[i];
-
-		rc = index_batch_insert(t, p->stream, &p->b);
-	}
 	for (size_t i = 0; !rc && i < t->npending; i++) {
 		struct stream *s = stream_find(t, t->pending[i].stream);
 
@@ -250,7 +355,7 @@ static int replay_one(struct store_tenant *t, const struct jrec *r)
 		.length = r->length,
 		.time_ns = r->time_ns,
 		.hash = r->hash,
-	});
+	}, NULL, 0);
 	if (rc)
 		return rc;
 	s->version += r->count;

@@ -84,8 +84,7 @@ out:
 static int version_offset(struct store_tenant *t, struct stream *s,
 			  uint64_t version, uint64_t *off)
 {
-	uint64_t first, offset, length;
-	int64_t time_ns;
+	struct sub_batch b;
 	int rc;
 
 	if (version <= 1) {
@@ -96,15 +95,15 @@ static int version_offset(struct store_tenant *t, struct stream *s,
 		*off = s->size;
 		return 0;
 	}
-	rc = index_batch_find(t, s->id, version, &first, &offset, &length,
-			      &time_ns);
+	rc = index_batch_find(t, s->id, version, &b);
 	if (rc)
 		return rc == -ENOENT ? -EIO : rc;
-	if (first == version) {
-		*off = offset;
+	if (b.first_version == version) {
+		*off = b.offset;
 		return 0;
 	}
-	return offset_in_batch(t, s, offset, length, version - first, off);
+	return offset_in_batch(t, s, b.offset, b.length,
+			       version - b.first_version, off);
 }
 
 struct lookup {
@@ -178,9 +177,9 @@ int store_offset_of_last(struct store_tenant *t, uint64_t id, uint64_t n,
 int store_version_at_time(struct store_tenant *t, uint64_t id,
 			  int64_t time_ns, uint64_t *version)
 {
-	uint64_t lo = 1, hi, first, offset, length;
+	uint64_t lo = 1, hi;
+	struct sub_batch b;
 	struct stream *s;
-	int64_t at;
 	int rc = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
@@ -194,11 +193,11 @@ int store_version_at_time(struct store_tenant *t, uint64_t id,
 	while (lo < hi && !rc) {
 		uint64_t mid = lo + (hi - lo) / 2;
 
-		rc = index_batch_find(t, s->id, mid, &first, &offset, &length, &at);
+		rc = index_batch_find(t, s->id, mid, &b);
 		if (rc)
 			break;
-		if (at >= time_ns) {
-			hi = first;	/* every version of this batch qualifies */
+		if (b.time_ns >= time_ns) {
+			hi = b.first_version;	/* all of this batch qualifies */
 		} else {
 			/* the whole batch is too early: skip past MID */
 			lo = mid + 1;

@@ -9,20 +9,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "store_int.h"
 
 struct batch_list {
+	struct store_tenant *t;
+	struct stream *s;
 	struct store_batch *v;
 	size_t n, cap;
 	uint64_t end_version;	/* first version past the segment */
 };
 
-static int batch_push(void *arg, const struct index_batch *b)
+static int list_push(struct batch_list *l, const struct store_batch *b)
 {
-	struct batch_list *l = arg;
-
-	if (b->first_version >= l->end_version)
-		return 1;	/* past the segment: stop */
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 64;
 		struct store_batch *v = realloc(l->v, cap * sizeof(*v));
@@ -32,21 +32,56 @@ static int batch_push(void *arg, const struct index_batch *b)
 		l->v = v;
 		l->cap = cap;
 	}
-	l->v[l->n++] = (struct store_batch){
+	l->v[l->n++] = *b;
+	return 0;
+}
+
+/* A merged row travels as the batches it holds, each with the hash of its
+ * own bytes: what the remote's event index has always listed. */
+static int push_merged(struct batch_list *l, const struct index_batch *b)
+{
+	struct sub_batch *subs = malloc(MERGE_SUBS_MAX * sizeof(*subs));
+	char *buf = malloc(b->length);
+	int n = subs && buf ? subs_decode(b, subs, MERGE_SUBS_MAX) : -ENOMEM;
+	ssize_t got = n < 0 ? 0 : seg_read(l->t, l->s, buf, b->length, b->offset);
+	int rc = n < 0 ? n : got == (ssize_t)b->length ? 0 : got < 0 ? (int)got : -EIO;
+
+	for (int i = 0; !rc && i < n; i++)
+		rc = list_push(l, &(struct store_batch){
+			.first_version = subs[i].first_version,
+			.offset = subs[i].offset,
+			.length = subs[i].length,
+			.time_ns = subs[i].time_ns,
+			.hash = XXH3_64bits(buf + (subs[i].offset - b->offset),
+					    subs[i].length),
+		});
+	free(subs);
+	free(buf);
+	return rc;
+}
+
+static int batch_push(void *arg, const struct index_batch *b)
+{
+	struct batch_list *l = arg;
+
+	if (b->first_version >= l->end_version)
+		return 1;	/* past the segment: stop */
+	if (b->subs)
+		return push_merged(l, b);
+	return list_push(l, &(struct store_batch){
 		.first_version = b->first_version,
 		.offset = b->offset,
 		.length = b->length,
 		.time_ns = b->time_ns,
 		.hash = b->hash,
-	};
-	return 0;
+	});
 }
 
 int store_segment_batches(struct store_tenant *t, uint64_t seg,
 			  int (*fn)(void *arg, const struct store_batch *b),
 			  void *arg)
 {
-	struct batch_list l = { 0 };
+	struct batch_list l = { .t = t };
 	struct stream *s;
 	struct seg *g;
 	int rc;
@@ -55,6 +90,7 @@ int store_segment_batches(struct store_tenant *t, uint64_t seg,
 	g = t->removed ? NULL : seg_find(t, seg, &s);
 	rc = g ? journal_flush(t) : -ENOENT;
 	if (!rc) {
+		l.s = s;
 		l.end_version = g->first_version + g->count;
 		rc = index_batch_scan(t, s->id, g->first_version, batch_push, &l);
 	}
@@ -96,7 +132,7 @@ static int replica_rows(struct store_tenant *t, struct stream *s,
 	int rc = 0;
 
 	for (size_t i = 0; !rc && i < n; i++)
-		rc = index_batch_insert(t, s->id, &b[i]);
+		rc = index_batch_insert(t, s->id, &b[i], NULL, 0);
 	if (!rc)
 		rc = index_stream_update(t, s);
 	return rc;

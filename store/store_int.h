@@ -240,17 +240,43 @@ int index_segment_insert(struct store_tenant *t, uint64_t stream,
 			 struct seg *g);
 int index_segment_update(struct store_tenant *t, const struct seg *g);
 int index_segment_delete(struct store_tenant *t, uint64_t id);
-/* B's count is not stored: the next batch's first version implies it. */
-int index_batch_insert(struct store_tenant *t, uint64_t stream,
-		       const struct store_batch *b);
-/* The batch holding VERSION: *first, *offset, *length. -ENOENT if none. */
-int index_batch_find(struct store_tenant *t, uint64_t stream,
-		     uint64_t version, uint64_t *first, uint64_t *offset,
-		     uint64_t *length, int64_t *time_ns);
 struct index_batch {
 	uint64_t first_version, offset, length, hash;
 	int64_t time_ns;
+	/* A merged row: the blob of its sub-batches (index.c), else NULL.
+	 * Valid while the row is (during a scan's callback). */
+	const unsigned char *subs;
+	size_t subs_len;
 };
+
+/* One batch as appended, inside a merged row or a row of its own. */
+struct sub_batch {
+	uint64_t first_version, offset, count, length;
+	int64_t time_ns;
+};
+
+/* A group commit merges consecutive batches of a stream's segment while
+ * they stay within these bounds (journal.c). */
+#define MERGE_SUBS_MAX 512
+#define MERGE_BYTES_MAX (64u << 10)
+/* Room subs_encode() needs for N sub-batches. */
+#define SUBS_BLOB_MAX(n) (10 + (size_t)(n) * 30)
+
+size_t subs_encode(const struct sub_batch *v, size_t n, unsigned char *out);
+/* The sub-batches of merged row ROW into OUT (CAP at most): their number,
+ * or -EIO for a blob that does not add up to the row. */
+int subs_decode(const struct index_batch *row, struct sub_batch *out,
+		size_t cap);
+
+/* B's count is not stored: the next batch's first version implies it.
+ * SUBS (SUBS_LEN bytes) makes the row a merged one. */
+int index_batch_insert(struct store_tenant *t, uint64_t stream,
+		       const struct store_batch *b, const void *subs,
+		       size_t subs_len);
+/* The batch holding VERSION (the sub-batch, in a merged row; its count is
+ * not known here).  -ENOENT if none. */
+int index_batch_find(struct store_tenant *t, uint64_t stream,
+		     uint64_t version, struct sub_batch *out);
 
 /* Calls FN for each batch of STREAM from version FROM on, in order; FN
  * returns 0 to go on, > 0 to stop (the scan then returns 0), < 0 to fail. */
@@ -286,9 +312,10 @@ struct jrec {
  * the first torn or foreign one, *n their number. */
 int journal_read(int fd, struct jrec **out, size_t *n);
 
-/* A batch row of STREAM on its way to the index. */
+/* A batch row of STREAM (in segment SEG) on its way to the index. */
 struct pending {
 	uint64_t stream;
+	uint64_t seg;
 	struct store_batch b;
 };
 

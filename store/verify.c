@@ -33,6 +33,7 @@ struct verify {
 	const char *tenant;
 	const char *stream;
 	sqlite3 *db;
+	int schema;		/* the index's user_version */
 	int segfd;
 	struct jrec *journal;	/* the tenant's journal records */
 	size_t njournal;
@@ -179,6 +180,7 @@ static uint64_t count_lines(const char *p, size_t len)
 
 struct vbatch {
 	uint64_t first, offset, length, hash, count;
+	uint64_t merged;	/* a merged row: the events its blob lists */
 };
 
 static void check_batch(struct verify *v, struct vseg *segs, size_t nsegs,
@@ -264,6 +266,36 @@ static void check_tail(struct verify *v, struct vseg *segs, size_t n,
 			v->tenant, v->stream, g->file_size - (size - g->offset));
 }
 
+/* The events a merged row's blob lists (0: not a merged row), checked
+ * against the row's own offset, length and time. */
+static uint64_t merged_events(struct verify *v, sqlite3_stmt *stmt,
+			      const struct vbatch *b)
+{
+	struct index_batch row = {
+		.first_version = b->first,
+		.offset = b->offset,
+		.length = b->length,
+		.time_ns = sqlite3_column_int64(stmt, 4),
+		.subs = sqlite3_column_blob(stmt, 5),
+		.subs_len = (size_t)sqlite3_column_bytes(stmt, 5),
+	};
+	struct sub_batch *subs;
+	uint64_t events = 0;
+	int n;
+
+	if (!row.subs)
+		return 0;
+	subs = malloc(MERGE_SUBS_MAX * sizeof(*subs));
+	n = subs ? subs_decode(&row, subs, MERGE_SUBS_MAX) : -ENOMEM;
+	if (n < 0)
+		damage(v, "merged batch at version %" PRIu64 ": its list of"
+		       " batches does not add up to the row", b->first);
+	for (int i = 0; i < n; i++)
+		events += subs[i].count;
+	free(subs);
+	return events;
+}
+
 static int verify_stream(struct verify *v, int64_t id, int framing,
 			 uint64_t version, uint64_t size)
 {
@@ -289,8 +321,12 @@ static int verify_stream(struct verify *v, int64_t id, int framing,
 			       segs[i].offset);
 	}
 	if (!rc)
-		rc = prepare(v, "SELECT first_version, offset, length, hash"
-			     " FROM batches WHERE stream = ?1"
+		rc = prepare(v, v->schema < 3 ?
+			     "SELECT first_version, offset, length, hash,"
+			     " time, NULL FROM batches WHERE stream = ?1"
+			     " ORDER BY first_version" :
+			     "SELECT first_version, offset, length, hash,"
+			     " time, subs FROM batches WHERE stream = ?1"
 			     " ORDER BY first_version", id, &stmt);
 	/* A batch's count is the distance to the next one's first version. */
 	while (!rc) {
@@ -301,9 +337,14 @@ static int verify_stream(struct verify *v, int64_t id, int framing,
 			next.offset = (uint64_t)sqlite3_column_int64(stmt, 1);
 			next.length = (uint64_t)sqlite3_column_int64(stmt, 2);
 			next.hash = (uint64_t)sqlite3_column_int64(stmt, 3);
+			next.merged = merged_events(v, stmt, &next);
 		}
 		if (have) {
 			b.count = (row ? next.first : version + 1) - b.first;
+			if (b.merged && b.merged != b.count)
+				damage(v, "merged batch at version %" PRIu64
+				       " lists %" PRIu64 " events, not %" PRIu64,
+				       b.first, b.merged, b.count);
 			if (b.first != want_version || b.offset != want_offset)
 				damage(v, "batch at version %" PRIu64 " offset %"
 				       PRIu64 " breaks the sequence (expected %"
@@ -373,8 +414,14 @@ static int verify_tenant(struct verify *v, const char *path)
 		       v->db ? sqlite3_errmsg(v->db) : strerror(errno));
 		goto out;
 	}
-	rc = prepare(v, "SELECT id, name, framing, version, size FROM streams"
-		     " ORDER BY id", 0, &stmt);
+	rc = prepare(v, "PRAGMA user_version", 0, &stmt);
+	if (!rc && sqlite3_step(stmt) == SQLITE_ROW)
+		v->schema = sqlite3_column_int(stmt, 0);
+	if (!rc)
+		sqlite3_finalize(stmt);
+	if (!rc)
+		rc = prepare(v, "SELECT id, name, framing, version, size"
+			     " FROM streams ORDER BY id", 0, &stmt);
 	while (!rc && sqlite3_step(stmt) == SQLITE_ROW) {
 		char *name = strndup(sqlite3_column_blob(stmt, 1),
 				     (size_t)sqlite3_column_bytes(stmt, 1));
