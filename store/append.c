@@ -520,12 +520,13 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 
 	if (now < s->last_ns)
 		now = s->last_ns;	/* times never go back within a stream */
-	if (g && g->length && g->length + len > cfg->roll_size) {
+	if (g && !g->full && g->length && g->length + len > cfg->roll_size) {
 		rc = seg_close(t, s, g);
 		if (rc)
 			return rc;
-		g = NULL;
 	}
+	if (g && g->full)
+		g = NULL;	/* closed: the sealer's now */
 	if (!g) {
 		rc = new_segment(t, s, now, &g);
 		if (rc)
@@ -577,6 +578,10 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	s->last_ns = now;
 	s->mtime = s->ctime = store_ts(now);
 	s->row_dirty = true;
+	/* full: sealed now rather than when the next append finds it so */
+	if (g->length >= cfg->roll_size && seg_close(t, s, g))
+		store_log("%s/%s: cannot close a full segment; the next append"
+			  " does", t->name, s->name);
 	if (journal_due(t, now) && journal_flush(t))
 		store_log("%s: index flush failed; rows stay in the journal",
 			  t->name);

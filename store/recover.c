@@ -218,8 +218,14 @@ static int recover_stream(struct store_tenant *t, struct stream *s)
 		at += w.n;
 	}
 	free(bs.v);
-	for (i = seg_first_unsealed(s); !rc && i + 1 < s->nsegs; i++)
-		seg_queue_closing(t, s->segs[i]);
+	for (i = seg_first_unsealed(s); !rc && i < s->nsegs; i++) {
+		struct seg *g = s->segs[i];
+
+		g->full = i + 1 < s->nsegs ||
+			  g->length >= t->st->cfg.roll_size;
+		if (g->full)
+			seg_queue_closing(t, g);
+	}
 	return rc;
 }
 

@@ -131,6 +131,7 @@ int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 {
 	int rc = closing_push(t, g->id);
 
+	g->full = true;
 	if (rc)
 		return seg_seal(t, s, g);	/* no memory to queue it */
 	rc = index_segment_update(t, g);	/* its final length */

@@ -257,7 +257,8 @@ size_t seg_first_unsealed(const struct stream *s)
 
 bool seg_closing(const struct stream *s, const struct seg *g)
 {
-	return g->state == STORE_SEG_ACTIVE && g != s->segs[s->nsegs - 1];
+	return g->state == STORE_SEG_ACTIVE &&
+	       (g->full || g != s->segs[s->nsegs - 1]);
 }
 
 struct seg *seg_active(struct stream *s)

@@ -92,6 +92,7 @@ struct seg {
 	int64_t created_ns;
 	enum store_seg_state state;
 	bool has_ids;		/* some event in it carries an ID */
+	bool full;		/* closed: takes no more appends (seal.c) */
 	uint64_t origin;	/* replicas: id on the writer host */
 	int64_t used_ns;	/* last use; atomic (readers share the lock) */
 	struct idtable ids;	/* sealed with IDs, once loaded */
@@ -367,7 +368,8 @@ struct seg *seg_active(struct stream *s);
 /* Index in S's chain of its first segment not sealed (s->nsegs if none):
  * the closing ones, then the active one. */
 size_t seg_first_unsealed(const struct stream *s);
-/* A closing segment: full, taking no appends, not sealed yet. */
+/* A closing segment: full (followed by another, or closed when it
+ * reached roll_size), taking no appends, not sealed yet. */
 bool seg_closing(const struct stream *s, const struct seg *g);
 /* XXH3-64 of the first LEN bytes of the file behind FD. */
 int seg_checksum(int fd, uint64_t len, uint64_t *sum);

@@ -608,6 +608,34 @@ static void test_rolling(void)
 	teardown(&f);
 }
 
+/* A segment that reaches roll_size exactly is sealed without waiting for
+ * the next append; that append opens a new segment. */
+static void test_full_segment(void)
+{
+	struct store_config cfg;
+	struct fixture f;
+	int nsealed = 0;
+
+	store_config_default(&cfg);
+	cfg.roll_size = 10 * 5;
+	setup_with(&f, &cfg);
+	for (int i = 0; i < 10; i++)
+		CHECK_EQ(append(&f, "1234\n", STORE_ANY_VERSION, false, NULL), 0);
+	for (int i = 0; i < 1000 && !nsealed; i++) {
+		store_segment_list(f.t, STORE_SEG_SEALED, count_seg, &nsealed);
+		if (!nsealed)
+			usleep(10000);
+	}
+	CHECK_EQ(nsealed, 1);
+	CHECK_EQ(append(&f, "after\n", 10, false, NULL), 0);
+	CHECK_EQ(strcmp(contents(&f), "1234\n1234\n1234\n1234\n1234\n"
+			"1234\n1234\n1234\n1234\n1234\nafter\n"), 0);
+	reopen(&f);
+	CHECK_EQ(version(&f), 11);
+	CHECK_EQ(store_verify(f.dir, stderr), 0);
+	teardown(&f);
+}
+
 /* Puts segments A and B of F's store back in the state of full segments
  * the sealer had not reached (as a power cut could leave them) and takes
  * CUT bytes off the end of A's file. */
@@ -971,6 +999,7 @@ static const struct unit_test tests[] = {
 	{ "namespace", test_namespace },
 	{ "merged_rows", test_merged_rows },
 	{ "rolling", test_rolling },
+	{ "full_segment", test_full_segment },
 	{ "closing_recovery", test_closing_recovery },
 	{ "evict_restore", test_evict_restore },
 	{ "verify_damage", test_verify_damage },
