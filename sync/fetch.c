@@ -1,15 +1,32 @@
 /*
- * fetch.c: lazy fetch of evicted segments, and eviction under cache_size.
+ * fetch.c: lazy fetch of evicted segments, readahead, and eviction under
+ * cache_size.
  *
  * The store calls sync_fetch_hook() from a reading (FUSE) thread.  That
  * thread never touches libcurl: it queues a request (or joins one already
- * queued for the same segment) and waits on s->fetch_done in a loop.  A
- * fetcher thread downloads the whole object with ranged GETs, several in
- * parallel for large segments (one backend, so one CURL handle, per range
- * worker), into a temporary file beside the segment, and hands it to
+ * queued for the same segment) and waits on s->fetch_done in a loop.
+ *
+ * Worker threads, started with the sync and each with a backend of its own
+ * (one CURL handle, whose connection is kept where the server allows it),
+ * download requests into a temporary file beside the segment: a segment of
+ * at most cfg.fetch_whole bytes in one GET without a Range (some servers,
+ * moto among them, pay for the whole object on every ranged GET), a larger
+ * one in ranges of cfg.fetch_range, at most cfg.fetch_parallel at once.
+ * The worker that writes the last bytes of an attempt hands the file to
  * store_segment_restore(), which checks length and XXH3 before renaming it
- * into place.  Wrong bytes therefore never reach a reader; after
- * cfg.fetch_attempts tries (with backoff) the read gets -EIO.
+ * into place, so wrong bytes never reach a reader.  A failed attempt is
+ * retried after a backoff, cfg.fetch_attempts times in all; then the read
+ * gets -EIO.
+ *
+ * Order: GETs of segments a reader waits for go first, in the order asked.
+ * Readahead sends GETs only while no waited-for segment has a GET to send
+ * or in flight, and RA_ON_WIRE segments at a time, in stream order: it
+ * never shares the wire with bytes a reader waits for, and the next GET
+ * starts as soon as the bytes of the previous one are in, while they are
+ * written and restored.  A reader that reaches a segment being read ahead
+ * joins it, and from then on that segment is waited for.  Readahead is
+ * queued once the bytes of a waited-for segment are in: the next READAHEAD
+ * evicted segments of its stream.
  *
  * Lock order: s->evict_lock, then s->lock (a leaf); see sync_int.h.
  */
@@ -17,14 +34,108 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "sync.h"
 #include "sync_int.h"
+
+#define FETCH_WORKERS_MAX 16
+#define FETCH_WHOLE_DEFAULT (16u << 20)
+#define FETCH_BUF_IDLE_NS 1000000000LL	/* kept GET buffers go when idle */
+#define HUGE_PAGE ((size_t)2 << 20)
+#define READAHEAD 2		/* segments queued after a waited-for one */
+#define RA_ON_WIRE 1		/* readahead segments downloaded at once */
+
+enum req_state {
+	REQ_IDLE,		/* no attempt running (maybe backing off) */
+	REQ_OPENING,		/* a worker creates the temporary */
+	REQ_RUNNING,		/* GETs to hand out, in flight, or written */
+	REQ_FINISHING,		/* one worker restores, or gives up */
+};
+
+/* A segment to fetch.  On s->fq until done; every field is protected by
+ * s->lock, except that the workers of an attempt read key, tmp, part and
+ * fd without it (set before the attempt is RUNNING, unchanged until it is
+ * FINISHING). */
+struct fetch_req {
+	struct fetch_req *next;
+	struct store_tenant *t;
+	struct store_segment seg;
+	unsigned refs;		/* the queue's and each waiter's */
+	bool waited;		/* a reader waits (or waited) for it */
+	bool ahead_queued;	/* the readahead after it */
+	bool done;
+	int rc;			/* when done */
+	enum req_state state;
+	unsigned attempts;	/* attempts that failed */
+	int64_t not_before;	/* CLOCK_MONOTONIC: end of the backoff */
+	int64_t backoff;	/* the next backoff */
+	uint64_t part;		/* bytes per GET; 0: the whole object */
+	uint64_t nparts, next_part;	/* of this attempt */
+	unsigned inflight;	/* GETs running (and an OPENING worker) */
+	unsigned writing;	/* parts being written to the temporary */
+	int err;		/* first failure of this attempt */
+	int fd;			/* the temporary, during an attempt */
+	char *key, *tmp;	/* named by the first attempt */
+};
+
+/* A worker thread, with its own backend (opened on first use). */
+struct fetcher {
+	struct sync *s;
+	struct backend *b;
+	pthread_t thread;
+};
+
+/* ---- requests and the hook ---- */
+
+/* Queues a request for SEG of T, with s->lock.  NULL: -ENOMEM. */
+static struct fetch_req *req_add(struct sync *s, struct store_tenant *t,
+				 const struct store_segment *seg, bool waited)
+{
+	struct fetch_req *r = calloc(1, sizeof(*r)), **tail;
+
+	if (!r)
+		return NULL;
+	r->t = t;
+	r->seg = *seg;
+	r->refs = 1;		/* the queue's */
+	r->waited = waited;
+	r->fd = -1;
+	r->backoff = s->cfg.backoff_min_ns;
+	for (tail = &s->fq; *tail; tail = &(*tail)->next)
+		;
+	*tail = r;
+	pthread_cond_signal(&s->fetch_cond);
+	return r;
+}
+
+static struct fetch_req *req_find(struct sync *s, struct store_tenant *t,
+				  uint64_t seg)
+{
+	for (struct fetch_req *r = s->fq; r; r = r->next)
+		if (r->t == t && r->seg.seg == seg && !r->done)
+			return r;
+	return NULL;
+}
+
+/* With s->lock.  A request freed during an attempt (the sync stopped) still
+ * has its temporary. */
+static void req_unref(struct fetch_req *r)
+{
+	if (--r->refs)
+		return;
+	if (r->fd >= 0) {
+		close(r->fd);
+		unlink(r->tmp);
+	}
+	free(r->key);
+	free(r->tmp);
+	free(r);
+}
 
 int sync_fetch_hook(void *arg, struct store_tenant *t,
 		    const struct store_segment *seg)
@@ -40,31 +151,21 @@ int sync_fetch_hook(void *arg, struct store_tenant *t,
 		return -EIO;
 	}
 	s->hook_waiters++;
-	for (r = s->fq; r; r = r->next)
-		if (r->t == t && r->seg.seg == seg->seg && !r->done)
-			break;
-	if (!r) {
-		struct fetch_req **tail = &s->fq;
-
-		r = calloc(1, sizeof(*r));
-		if (!r) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		r->t = t;
-		r->seg = *seg;
-		r->refs = 1;	/* the queue's */
-		while (*tail)
-			tail = &(*tail)->next;
-		*tail = r;
+	r = req_find(s, t, seg->seg);
+	if (!r && !(r = req_add(s, t, seg, true))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (!r->waited) {
+		/* Read ahead, and now a reader is here: it goes first. */
+		r->waited = true;
 		pthread_cond_signal(&s->fetch_cond);
 	}
 	r->refs++;
 	while (!r->done && !s->stop)
 		pthread_cond_wait(&s->fetch_done, &s->lock);
 	rc = r->done ? r->rc : -EIO;
-	if (--r->refs == 0)
-		free(r);
+	req_unref(r);
 out:
 	/* sync_fetch_stop() waits for the last waiter to leave before it
 	 * frees anything. */
@@ -74,230 +175,438 @@ out:
 	return rc;
 }
 
-/* ---- downloading ---- */
+/* ---- choosing the next GET ---- */
 
-struct fetcher {
-	struct sync *s;
-	struct backend **b;	/* cfg.fetch_parallel backends, opened lazily */
-	pthread_t thread;
-};
-
-struct range_job {
-	struct sync *s;
-	struct backend *b;
-	const char *key;
-	int fd;
-	uint64_t length, range;
-	atomic_uint_fast64_t *next;	/* next range index to take */
-	int rc;
-};
-
-static int get_range(struct backend *b, const char *key, int fd,
-		     uint64_t off, uint64_t len)
+/* Whether a worker can do something for R now; if not because of a
+ * backoff, lowers *WAKE (0: none yet) to its end. */
+static bool req_ready(const struct sync *s, const struct fetch_req *r,
+		      int64_t now, int64_t *wake)
 {
-	struct backend_buf buf = { .max = (size_t)len + 1 };
-	int rc = backend_get(b, key, off, len, &buf);
-
-	if (!rc && buf.len != len)
-		rc = -EIO;	/* short: the object is not what the manifest says */
-	for (size_t done = 0; !rc && done < buf.len;) {
-		ssize_t n = pwrite(fd, buf.data + done, buf.len - done,
-				   (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			rc = -errno;
-		else
-			done += (size_t)n;
-	}
-	backend_buf_release(&buf);
-	return rc;
+	if (r->done)
+		return false;
+	if (r->state == REQ_RUNNING)
+		return !r->err && r->next_part < r->nparts &&
+		       r->inflight < s->cfg.fetch_parallel;
+	if (r->state != REQ_IDLE)
+		return false;
+	if (r->not_before <= now)
+		return true;
+	if (!*wake || r->not_before < *wake)
+		*wake = r->not_before;
+	return false;
 }
 
-static void *range_worker(void *arg)
+/* Whether R has a GET in flight or still to send in this attempt. */
+static bool req_on_wire(const struct fetch_req *r)
 {
-	struct range_job *j = arg;
-	uint64_t n = (j->length + j->range - 1) / j->range;
+	if (r->done)
+		return false;
+	return r->state == REQ_OPENING ||
+	       (r->state == REQ_RUNNING &&
+		(r->inflight || (!r->err && r->next_part < r->nparts)));
+}
 
-	for (;;) {
-		uint64_t i = atomic_fetch_add(j->next, 1);
-		uint64_t off = i * j->range;
+/* Takes the next part of R, or starts an attempt on it (REQ_OPENING: the
+ * taker creates the temporary, then GETs part 0). */
+static struct fetch_req *req_take(const struct sync *s, struct fetch_req *r,
+				  uint64_t *part)
+{
+	if (r->state == REQ_IDLE) {
+		uint64_t whole = s->cfg.fetch_whole ? s->cfg.fetch_whole :
+			FETCH_WHOLE_DEFAULT;
+		uint64_t len = r->seg.length, range = s->cfg.fetch_range;
 
-		if (i >= n || j->rc)
-			break;
-		j->rc = get_range(j->b, j->key, j->fd, off,
-				  j->length - off < j->range ?
-				  j->length - off : j->range);
+		r->part = len <= whole ? 0 : range;
+		r->nparts = r->part ? (len + range - 1) / range : 1;
+		r->next_part = 0;
+		r->err = 0;
+		r->state = REQ_OPENING;
 	}
+	*part = r->next_part++;
+	r->inflight++;
+	return r;
+}
+
+/* The next GET for a worker, with s->lock: a part of R (*PART), or the
+ * start of an attempt (R in REQ_OPENING).  NULL when there is none now;
+ * *WAKE then gets the end of the nearest backoff (0: none).  Segments that
+ * readers wait for come first; readahead only when none of them has a GET
+ * to send or in flight, RA_ON_WIRE readahead segments at a time. */
+static struct fetch_req *pick(struct sync *s, uint64_t *part, int64_t *wake)
+{
+	int64_t now = sync_clock(CLOCK_MONOTONIC);
+	unsigned ahead_on_wire = 0;
+	bool waited_on_wire = false;
+	struct fetch_req *r;
+
+	*wake = 0;
+	for (r = s->fq; r; r = r->next) {
+		if (!r->waited)
+			continue;
+		if (req_ready(s, r, now, wake))
+			return req_take(s, r, part);
+		waited_on_wire |= req_on_wire(r);
+	}
+	if (waited_on_wire)
+		return NULL;
+	for (r = s->fq; r; r = r->next) {
+		if (r->waited || !req_on_wire(r))
+			continue;
+		if (req_ready(s, r, now, wake))
+			return req_take(s, r, part);
+		ahead_on_wire++;
+	}
+	if (ahead_on_wire >= RA_ON_WIRE)
+		return NULL;
+	for (r = s->fq; r; r = r->next)
+		if (!r->waited && req_ready(s, r, now, wake))
+			return req_take(s, r, part);
 	return NULL;
 }
 
-static int download(struct fetcher *f, const char *key, int fd, uint64_t length)
-{
-	struct sync *s = f->s;
-	uint64_t range = s->cfg.fetch_range;
-	unsigned workers = s->cfg.fetch_parallel, started = 0;
-	struct range_job jobs[16];
-	pthread_t th[16];
-	atomic_uint_fast64_t next = 0;
-	int rc = 0;
+/* ---- GET buffers ---- */
 
-	if (length == 0)
-		return 0;
-	if (workers > 16)
-		workers = 16;
-	if ((length + range - 1) / range < workers)
-		workers = (unsigned)((length + range - 1) / range);
-	for (unsigned i = 0; i < workers; i++) {
-		if (!f->b[i]) {
-			rc = backend_open_url(s->cfg.url, &s->cfg.opts, &f->b[i]);
-			if (rc)
-				return rc;
-		}
-		jobs[i] = (struct range_job){ .s = s, .b = f->b[i], .key = key,
-					      .fd = fd, .length = length,
-					      .range = range, .next = &next };
+/* A buffer for a GET of LEN bytes (and one more, to see an object longer
+ * than asked): one kept from an earlier GET when there is one, else a new
+ * one of 2 MiB pages.  Page faults are what a fresh buffer costs: on this
+ * VM a 16 MiB GET from moto took 80 ms into new 4 KiB pages, 30 ms into
+ * new 2 MiB pages, 15 ms into pages already mapped. */
+static int buf_get(struct sync *s, size_t len, struct backend_buf *out)
+{
+	struct backend_buf b = { 0 };
+	size_t alloc = (len + 1 + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+	void *p;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->nfetch_bufs)
+		b = s->fetch_bufs[--s->nfetch_bufs];
+	pthread_mutex_unlock(&s->lock);
+	if (b.alloc < len + 1 && len >= HUGE_PAGE) {
+		backend_buf_release(&b);
+		if (posix_memalign(&p, HUGE_PAGE, alloc))
+			return -ENOMEM;
+		(void)madvise(p, alloc, MADV_HUGEPAGE);	/* a hint */
+		b = (struct backend_buf){ .data = p, .alloc = alloc };
 	}
-	/* Worker 0 runs here; the others in threads of their own. */
-	for (unsigned i = 1; i < workers; i++) {
-		if (pthread_create(&th[i], NULL, range_worker, &jobs[i]))
-			break;
-		started = i;
+	b.len = 0;
+	b.max = len + 1;
+	*out = b;
+	return backend_buf_reserve(out, len);
+}
+
+/* Keeps B for the next GET, or frees it when enough are kept. */
+static void buf_put(struct sync *s, struct backend_buf *b)
+{
+	pthread_mutex_lock(&s->lock);
+	if (b->data && s->nfetch_bufs < SYNC_FETCH_BUFS) {
+		s->fetch_bufs[s->nfetch_bufs++] = *b;
+		*b = (struct backend_buf){ 0 };
 	}
-	range_worker(&jobs[0]);
-	for (unsigned i = 1; i <= started; i++)
-		pthread_join(th[i], NULL);
-	for (unsigned i = 0; i < workers && !rc; i++)
-		rc = jobs[i].rc;
+	pthread_mutex_unlock(&s->lock);
+	backend_buf_release(b);
+}
+
+/* Frees the kept buffers, with s->lock (dropped meanwhile). */
+static void bufs_release(struct sync *s)
+{
+	struct backend_buf kept[SYNC_FETCH_BUFS];
+	unsigned n = s->nfetch_bufs;
+
+	memcpy(kept, s->fetch_bufs, n * sizeof(*kept));
+	s->nfetch_bufs = 0;
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned i = 0; i < n; i++)
+		backend_buf_release(&kept[i]);
+	pthread_mutex_lock(&s->lock);
+}
+
+/* ---- downloading ---- */
+
+/* Names R's object and temporary (first attempt). */
+static int req_names(struct fetch_req *r)
+{
+	const struct store_segment *seg = &r->seg;
+	char *tp = sync_tenant_prefix(store_tenant_name(r->t));
+	char *path = store_segment_path(r->t, seg->seg);
+	int rc = -ENOMEM;
+
+	if (!tp || !path)
+		goto out;
+	r->key = sync_segment_key(tp, seg->origin ? seg->origin : seg->seg,
+				  seg->checksum, false);
+	if (r->key && asprintf(&r->tmp, "%s.fetch-%p", path, (void *)r) >= 0)
+		rc = 0;
+	else
+		r->tmp = NULL;
+out:
+	free(tp);
+	free(path);
 	return rc;
 }
 
-/* Sleeps NS unless the sync stops. */
-static void nap(struct sync *s, int64_t ns)
+/* The worker that took R in REQ_OPENING: creates the temporary, then lets
+ * other workers take R's other parts. */
+static int begin_attempt(struct sync *s, struct fetch_req *r)
 {
-	int64_t deadline = sync_clock(CLOCK_MONOTONIC) + ns;
+	int fd = -1, rc = r->tmp ? 0 : req_names(r);
 
+	if (!rc) {
+		fd = open(r->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			  0644);
+		if (fd < 0)
+			rc = -errno;
+	}
 	pthread_mutex_lock(&s->lock);
-	while (!s->stop && sync_clock(CLOCK_MONOTONIC) < deadline) {
-		struct timespec ts = { .tv_sec = deadline / 1000000000,
-				       .tv_nsec = deadline % 1000000000 };
-
-		pthread_cond_timedwait(&s->fetch_cond, &s->lock, &ts);
+	r->fd = fd;
+	if (!rc) {
+		r->state = REQ_RUNNING;
+		if (r->nparts > 1)
+			pthread_cond_broadcast(&s->fetch_cond);
 	}
 	pthread_mutex_unlock(&s->lock);
+	return rc;
 }
 
-#define READAHEAD 2	/* segments fetched ahead of a demanded one */
+/* GETs part PART of R into BUF (OUT), exactly its length. */
+static int get_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
+		    struct backend_buf *buf)
+{
+	uint64_t off = part * r->part, len = r->seg.length - off;
+	int rc = 0;
+
+	if (!f->b)
+		rc = backend_open_url(f->s->cfg.url, &f->s->cfg.opts, &f->b);
+	if (r->part && len > r->part)
+		len = r->part;
+	if (!rc)
+		rc = buf_get(f->s, (size_t)len, buf);
+	if (!rc)
+		rc = backend_get(f->b, r->key, off, r->part ? len : BACKEND_TO_END,
+				 buf);
+	if (!rc && buf->len != len)
+		rc = -EIO;	/* not what the manifest says */
+	return rc;
+}
+
+/* Writes BUF, part PART of R, into R's temporary. */
+static int put_part(struct fetch_req *r, uint64_t part,
+		    const struct backend_buf *buf)
+{
+	uint64_t off = part * r->part;
+
+	for (size_t done = 0; done < buf->len;) {
+		ssize_t n = pwrite(r->fd, buf->data + done, buf->len - done,
+				   (off_t)(off + done));
+
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n > 0)
+			done += (size_t)n;
+	}
+	return 0;
+}
+
+/* ---- readahead ---- */
 
 /* Queues background fetches of the READAHEAD evicted segments that follow
- * R's in its stream, when the cache has room for them: a reader that
- * needed this one will most likely read on. */
-static void read_ahead(struct sync *s, const struct fetch_req *r)
+ * SEG in its stream, when the cache has room for them: a reader that
+ * needed this one will most likely read on.  A store call: without
+ * s->lock. */
+static void read_ahead(struct sync *s, struct store_tenant *t,
+		       const struct store_segment *seg)
 {
 	struct seg_vec sv = { 0 };
 	unsigned queued = 0;
 
-	if (store_stream_segments(r->t, r->seg.stream, seg_collect, &sv))
+	if (store_stream_segments(t, seg->stream, seg_collect, &sv))
 		goto out;
-	for (size_t i = 0; i < sv.n && queued < READAHEAD; i++) {
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < sv.n && queued < READAHEAD && !s->stop; i++) {
 		const struct store_segment *g = &sv.v[i];
-		struct fetch_req *q, **tail;
 
-		if (g->offset <= r->seg.offset)
-			continue;
-		if (g->state != STORE_SEG_EVICTED)
+		if (g->offset <= seg->offset || g->state != STORE_SEG_EVICTED)
 			continue;
 		if (s->cfg.cache_size &&
 		    (READAHEAD + 2) * g->length > s->cfg.cache_size)
 			break;
-		pthread_mutex_lock(&s->lock);
-		for (q = s->fq; q; q = q->next)
-			if (q->t == r->t && q->seg.seg == g->seg)
-				break;
-		if (!q && !s->stop && (q = calloc(1, sizeof(*q)))) {
-			q->t = r->t;
-			q->seg = *g;
-			q->refs = 1;
-			q->prefetch = true;
-			for (tail = &s->fq; *tail; tail = &(*tail)->next)
-				;
-			*tail = q;
-			pthread_cond_signal(&s->fetch_cond);
-		}
-		pthread_mutex_unlock(&s->lock);
+		if (!req_find(s, t, g->seg) && !req_add(s, t, g, false))
+			break;
 		queued++;
 	}
+	pthread_mutex_unlock(&s->lock);
 out:
 	free(sv.v);
 }
 
-static int fetch_one(struct fetcher *f, struct fetch_req *r)
+/* Whether R's readahead is to be queued now: a reader waits for it, and it
+ * has not been.  With s->lock. */
+static bool ahead_due(struct fetch_req *r)
 {
-	struct sync *s = f->s;
-	const struct store_segment *seg = &r->seg;
-	char *tp = sync_tenant_prefix(store_tenant_name(r->t));
-	char *key = NULL, *path = store_segment_path(r->t, seg->seg);
-	char *tmp = NULL;
-	int rc = -ENOMEM;
-	int64_t backoff = s->cfg.backoff_min_ns;
+	if (!r->waited || r->ahead_queued)
+		return false;
+	r->ahead_queued = true;
+	return true;
+}
 
-	if (!tp || !path)
-		goto out;
-	key = sync_segment_key(tp, seg->origin ? seg->origin : seg->seg,
-			       seg->checksum, false);
-	if (!key || asprintf(&tmp, "%s.fetch-%p", path, (void *)f) < 0) {
-		tmp = NULL;
-		goto out;
-	}
-	for (unsigned attempt = 0; attempt < s->cfg.fetch_attempts; attempt++) {
-		int fd;
+/* ---- ending an attempt ---- */
 
-		if (attempt) {
-			nap(s, backoff);
-			backoff *= 2;
-			if (backoff > s->cfg.backoff_max_ns)
-				backoff = s->cfg.backoff_max_ns;
-		}
-		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd < 0) {
-			rc = -errno;
-			break;
-		}
-		rc = download(f, key, fd, seg->length);
-		close(fd);
-		if (!rc)
-			rc = store_segment_restore(r->t, seg->seg, tmp);
-		unlink(tmp);	/* gone already when restored */
-		if (!rc || rc == -ENOENT || rc == -ENOSPC)
-			break;
-		sync_log("fetch of %s failed (try %u of %u): %s", key,
-			 attempt + 1, s->cfg.fetch_attempts, strerror(-rc));
+/* R is done with RC, with s->lock: wakes its waiters, drops the queue's
+ * reference. */
+static void req_complete(struct sync *s, struct fetch_req *r, int rc)
+{
+	if (!r->done) {		/* sync_fetch_stop() may have failed it */
+		r->done = true;
+		r->rc = rc;
 	}
-	if (rc && rc != -ENOSPC) {
-		sync_log("fetch of %s failed for good%s", key, r->prefetch ?
-			 " (readahead)" : ": reads of it give EIO");
-		rc = -EIO;
-	}
-out:
-	pthread_mutex_lock(&s->lock);
 	if (rc)
 		s->status.fetch_failures++;
 	else
 		s->status.fetched_segments++;
-	pthread_mutex_unlock(&s->lock);
-	if (!rc)
-		sync_evict(s, r->t, seg->seg);
-	if (!rc && !r->prefetch)
-		read_ahead(s, r);
-	free(tp);
-	free(key);
-	free(path);
-	free(tmp);
-	return rc;
+	for (struct fetch_req **p = &s->fq; *p; p = &(*p)->next)
+		if (*p == r) {
+			*p = r->next;
+			break;
+		}
+	req_unref(r);
+	pthread_cond_broadcast(&s->fetch_done);
 }
 
-static void *fetcher_main(void *arg)
+/* Ends an attempt on R once its last part is written (the caller put R in
+ * REQ_FINISHING): restores the segment, or backs off for the next attempt,
+ * or fails R for good.  Called and returns with s->lock. */
+static void finish(struct sync *s, struct fetch_req *r)
+{
+	struct store_tenant *t = r->t;
+	struct store_segment seg = r->seg;
+	int fd = r->fd, rc = r->err;
+	const char *key = r->key ? r->key : "a segment";
+	bool last, ahead;
+
+	r->fd = -1;
+	pthread_mutex_unlock(&s->lock);
+	if (fd >= 0)
+		close(fd);
+	if (!rc)
+		rc = store_segment_restore(t, seg.seg, r->tmp);
+	if (r->tmp)
+		unlink(r->tmp);	/* gone already when restored */
+	pthread_mutex_lock(&s->lock);
+	if (rc && s->stop) {
+		req_complete(s, r, -EIO);	/* cut short: not worth a log */
+		return;
+	}
+	if (!rc) {
+		ahead = ahead_due(r);	/* a reader joined while restoring */
+		req_complete(s, r, 0);
+		pthread_mutex_unlock(&s->lock);
+		if (ahead)
+			read_ahead(s, t, &seg);
+		sync_evict(s, t, seg.seg);
+		pthread_mutex_lock(&s->lock);
+		return;
+	}
+	r->attempts++;
+	last = rc == -ENOENT || rc == -ENOSPC ||
+	       r->attempts >= s->cfg.fetch_attempts;
+	sync_log("fetch of %s failed (try %u of %u): %s", key, r->attempts,
+		 s->cfg.fetch_attempts, strerror(-rc));
+	if (!last) {
+		r->state = REQ_IDLE;
+		r->not_before = sync_clock(CLOCK_MONOTONIC) + r->backoff;
+		r->backoff = r->backoff * 2 > s->cfg.backoff_max_ns ?
+			s->cfg.backoff_max_ns : r->backoff * 2;
+		pthread_cond_signal(&s->fetch_cond);
+		return;
+	}
+	if (rc != -ENOSPC) {
+		sync_log("fetch of %s failed for good%s", key, r->waited ?
+			 ": reads of it give EIO" : " (readahead)");
+		rc = -EIO;
+	}
+	req_complete(s, r, rc);
+}
+
+/* A GET of R returned RC, with s->lock.  Returns whether that was the last
+ * of the attempt's GETs, all good, and R's readahead is to be queued now
+ * (the wire is free for it). */
+static bool got_part(struct sync *s, struct fetch_req *r, int rc)
+{
+	r->inflight--;
+	r->writing++;
+	if (rc && !r->err)
+		r->err = rc;
+	/* A part or (the wire free) readahead may go now. */
+	pthread_cond_signal(&s->fetch_cond);
+	if (req_on_wire(r) || r->err || s->stop)
+		return false;
+	return ahead_due(r);
+}
+
+/* A part of R is written (or not: RC), with s->lock.  The last one of an
+ * attempt ends it (unlocks meanwhile). */
+static void part_done(struct sync *s, struct fetch_req *r, int rc)
+{
+	r->writing--;
+	if (rc && !r->err)
+		r->err = rc;
+	if (r->inflight || r->writing || s->stop)
+		return;	/* stopping: sync_fetch_stop() frees R */
+	if (!r->err && r->next_part < r->nparts)
+		return;
+	r->state = REQ_FINISHING;
+	finish(s, r);
+}
+
+/* ---- workers ---- */
+
+/* Does part PART of R (OPENING: first creates its temporary), with s->lock
+ * (dropped meanwhile). */
+static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
+		     bool opening)
+{
+	struct sync *s = f->s;
+	struct backend_buf buf = { 0 };
+	bool ahead;
+	int rc = 0;
+
+	pthread_mutex_unlock(&s->lock);
+	if (opening)
+		rc = begin_attempt(s, r);
+	if (!rc)
+		rc = get_part(f, r, part, &buf);
+	pthread_mutex_lock(&s->lock);
+	ahead = got_part(s, r, rc);
+	pthread_mutex_unlock(&s->lock);
+	if (ahead)	/* t and seg never change: no lock needed */
+		read_ahead(s, r->t, &r->seg);
+	if (!rc)
+		rc = put_part(r, part, &buf);
+	buf_put(s, &buf);
+	pthread_mutex_lock(&s->lock);
+	part_done(s, r, rc);
+}
+
+/* Waits for something to do until WAKE (CLOCK_MONOTONIC; 0: no limit),
+ * with s->lock.  With nothing queued, kept buffers go after a second. */
+static void wait_for_work(struct sync *s, int64_t wake)
+{
+	bool idle = !s->fq && s->nfetch_bufs;
+	struct timespec ts;
+
+	if (idle)
+		wake = sync_clock(CLOCK_MONOTONIC) + FETCH_BUF_IDLE_NS;
+	if (!wake) {
+		pthread_cond_wait(&s->fetch_cond, &s->lock);
+		return;
+	}
+	ts = (struct timespec){ .tv_sec = wake / 1000000000,
+				.tv_nsec = wake % 1000000000 };
+	if (pthread_cond_timedwait(&s->fetch_cond, &s->lock, &ts) == ETIMEDOUT &&
+	    idle && !s->fq)
+		bufs_release(s);
+}
+
+static void *worker_main(void *arg)
 {
 	struct fetcher *f = arg;
 	struct sync *s = f->s;
@@ -305,56 +614,42 @@ static void *fetcher_main(void *arg)
 	pthread_mutex_lock(&s->lock);
 	while (!s->stop) {
 		struct fetch_req *r;
+		uint64_t part;
+		int64_t wake;
 
-		for (r = s->fq; r && r->taken; r = r->next)
-			;
-		if (!r) {
-			pthread_cond_wait(&s->fetch_cond, &s->lock);
-			continue;
-		}
-		r->taken = true;
-		pthread_mutex_unlock(&s->lock);
-		int rc = fetch_one(f, r);
-		pthread_mutex_lock(&s->lock);
-		r->rc = rc;
-		r->done = true;
-		for (struct fetch_req **p = &s->fq; *p; p = &(*p)->next)
-			if (*p == r) {
-				*p = r->next;
-				break;
-			}
-		if (--r->refs == 0)
-			free(r);
-		pthread_cond_broadcast(&s->fetch_done);
+		r = pick(s, &part, &wake);
+		if (r)
+			run_part(f, r, part, r->state == REQ_OPENING);
+		else
+			wait_for_work(s, wake);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return NULL;
 }
 
+static unsigned nworkers(const struct sync *s)
+{
+	unsigned n = s->cfg.fetch_threads * s->cfg.fetch_parallel;
+
+	return n > FETCH_WORKERS_MAX ? FETCH_WORKERS_MAX : n;
+}
+
 int sync_fetch_start(struct sync *s)
 {
-	unsigned par = s->cfg.fetch_parallel > 16 ? 16 : s->cfg.fetch_parallel;
+	unsigned n = nworkers(s);
 
-	s->fetchers = calloc(s->cfg.fetch_threads, sizeof(*s->fetchers));
+	s->fetchers = calloc(n, sizeof(*s->fetchers));
 	if (!s->fetchers)
 		return -ENOMEM;
-	for (unsigned i = 0; i < s->cfg.fetch_threads; i++) {
+	for (unsigned i = 0; i < n; i++) {
 		struct fetcher *f = calloc(1, sizeof(*f));
-		int rc;
+		int rc = f ? 0 : -ENOMEM;
 
-		if (f)
-			f->b = calloc(par, sizeof(*f->b));
-		if (!f || !f->b) {
-			if (f)
-				free(f->b);
-			free(f);
-			sync_fetch_stop(s);
-			return -ENOMEM;
+		if (f) {
+			f->s = s;
+			rc = -pthread_create(&f->thread, NULL, worker_main, f);
 		}
-		f->s = s;
-		rc = -pthread_create(&f->thread, NULL, fetcher_main, f);
 		if (rc) {
-			free(f->b);
 			free(f);
 			sync_fetch_stop(s);
 			return rc;
@@ -366,8 +661,6 @@ int sync_fetch_start(struct sync *s)
 
 void sync_fetch_stop(struct sync *s)
 {
-	unsigned par = s->cfg.fetch_parallel > 16 ? 16 : s->cfg.fetch_parallel;
-
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
 	/* Fail what is pending: its waiters get -EIO now, not after a
@@ -387,9 +680,7 @@ void sync_fetch_stop(struct sync *s)
 		struct fetcher *f = s->fetchers[i];
 
 		pthread_join(f->thread, NULL);
-		for (unsigned j = 0; j < par; j++)
-			backend_close(f->b[j]);
-		free(f->b);
+		backend_close(f->b);
 		free(f);
 	}
 	free(s->fetchers);
@@ -398,12 +689,12 @@ void sync_fetch_stop(struct sync *s)
 	/* Requests left in the queue: their waiters are gone (counted
 	 * above), so only the queue's reference remains. */
 	pthread_mutex_lock(&s->lock);
+	bufs_release(s);
 	while (s->fq) {
 		struct fetch_req *r = s->fq;
 
 		s->fq = r->next;
-		if (--r->refs == 0)
-			free(r);
+		req_unref(r);
 	}
 	pthread_mutex_unlock(&s->lock);
 }

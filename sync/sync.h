@@ -31,14 +31,15 @@
  *
  * Lazy fetch (writer and replica): sync_start() installs the store's fetch
  * hook.  The hook runs in the reading (FUSE) thread but never calls libcurl:
- * it queues the segment and waits on a condition variable for a fetcher
- * thread, which downloads the whole object with ranged GETs (several ranges
- * in parallel), writes it beside the segment as a temporary and calls
- * store_segment_restore(), which checks length and XXH3.  A fetch a reader
- * waited for also queues the next two evicted segments of the stream in the
- * background (readahead), when cache_size leaves room.  Failures are
- * retried with backoff a few times, then the read gets -EIO: never wrong or
- * zero-filled bytes.
+ * it queues the segment and waits on a condition variable for one of the
+ * fetch worker threads, which download the object (in one GET, or in
+ * ranges for segments larger than fetch_whole), write it beside the segment
+ * as a temporary and call store_segment_restore(), which checks length and
+ * XXH3.  Once the bytes of a segment a reader waits for have arrived, the
+ * next two evicted segments of the stream are queued in the background
+ * (readahead), when cache_size leaves room; readahead GETs wait while a
+ * reader waits for one.  Failures are retried with backoff a few times,
+ * then the read gets -EIO: never wrong or zero-filled bytes.
  *
  * Leases (writer): one writer per tenant per remote.  The lease object
  * (docs/FORMAT.md) names the writer's identity, which lives in
@@ -91,9 +92,15 @@ struct sync_config {
 	uint64_t cache_size;		/* bound on local uploaded bytes; 0: none */
 	int64_t backoff_min_ns;		/* first retry delay; default 200 ms */
 	int64_t backoff_max_ns;		/* cap; default 30 s */
-	unsigned fetch_threads;		/* fetcher threads; default 2 */
-	unsigned fetch_parallel;	/* ranges in flight per fetch; default 4 */
-	uint64_t fetch_range;		/* bytes per ranged GET; default 4 MiB */
+	/* Fetch workers: fetch_threads * fetch_parallel threads (at most
+	 * 16), each with its own connection. */
+	unsigned fetch_threads;		/* default 2 */
+	unsigned fetch_parallel;	/* ranges in flight per segment; default 4 */
+	/* A segment of at most fetch_whole bytes is fetched in one GET
+	 * without a Range (some servers pay for the whole object on every
+	 * ranged GET); a larger one in ranges of fetch_range bytes. */
+	uint64_t fetch_whole;		/* 0: 16 MiB */
+	uint64_t fetch_range;		/* default 4 MiB */
 	unsigned fetch_attempts;	/* tries before -EIO; default 4 */
 	unsigned upload_parallel;	/* segments uploaded at once; default 3 */
 	bool nodelete;			/* never delete remote objects */

@@ -151,16 +151,10 @@ int seg_collect(void *arg, const struct store_segment *seg);
 /* Orders by stream, then offset. */
 int seg_cmp(const void *a, const void *b);
 
-/* A fetch queued by the fetch hook; with s->lock. */
-struct fetch_req {
-	struct fetch_req *next;
-	struct store_tenant *t;
-	struct store_segment seg;
-	bool taken, done;
-	bool prefetch;		/* readahead: nobody waits for it */
-	int rc;
-	unsigned refs;		/* the queue and each waiter */
-};
+/* A segment being fetched (fetch.c). */
+struct fetch_req;
+/* GET buffers fetch.c keeps between fetches. */
+#define SYNC_FETCH_BUFS 2
 
 /* Per-tenant state of the sync thread (thread-only). */
 struct tenant_state {
@@ -206,16 +200,19 @@ struct sync {
 	struct sync_status status;	/* protected by lock */
 
 	/* Fetching. */
-	struct fetcher **fetchers;	/* fetch.c */
+	struct fetcher **fetchers;	/* fetch.c: the worker threads */
 	unsigned nfetchers;
 	struct fetch_req *fq;		/* protected by lock: outstanding */
-	pthread_cond_t fetch_cond;	/* wakes fetchers; with lock */
+	pthread_cond_t fetch_cond;	/* wakes workers; with lock */
 	pthread_cond_t fetch_done;	/* wakes hook waiters, and
 					 * sync_fetch_stop() when the last
 					 * leaves; with lock */
 	unsigned hook_waiters;		/* protected by lock: threads inside
 					 * sync_fetch_hook() */
 	pthread_mutex_t evict_lock;	/* one eviction round at a time */
+	/* fetch.c: GET buffers kept for the next fetch; protected by lock. */
+	struct backend_buf fetch_bufs[SYNC_FETCH_BUFS];
+	unsigned nfetch_bufs;
 
 	/* Uploading (upload.c). */
 	struct uploader **uploaders;	/* cfg.upload_parallel - 1 helpers */

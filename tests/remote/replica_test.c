@@ -182,7 +182,10 @@ static int start(struct store *st, const char *url, const char *state,
 	c.poll_ns = 3600 * SEC;		/* only sync_now rescans */
 	c.backoff_min_ns = 50000000;
 	c.backoff_max_ns = 500000000;
-	c.fetch_range = 100;		/* several ranges per segment */
+	/* The writer fetches a segment in several ranges, the replica in one
+	 * GET: both paths run. */
+	c.fetch_range = 100;
+	c.fetch_whole = replica ? 0 : 64;
 	c.fetch_attempts = 3;
 	return sync_start(st, &c, s);
 }
