@@ -569,6 +569,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 			drop_new_segment(t, s);
 		return rc;
 	}
+	seg_hash_update(g, p, len);
 	g->length += len;
 	g->count += count;
 	if (cfg->sync_always)

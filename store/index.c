@@ -752,6 +752,25 @@ int index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
 	return rc == SQLITE_DONE ? 0 : store_errno_from_sqlite(t->db, rc, "scan batches");
 }
 
+int index_batch_delete_range(struct store_tenant *t, uint64_t stream,
+			     uint64_t from, uint64_t to)
+{
+	sqlite3_stmt *stmt;
+	int rc = sqlite3_prepare_v2(t->db, "DELETE FROM batches WHERE stream = ?1"
+				    " AND first_version >= ?2 AND first_version < ?3",
+				    -1, &stmt, NULL);
+
+	if (rc != SQLITE_OK)
+		return store_errno_from_sqlite(t->db, rc, "delete batches");
+	sqlite3_bind_int64(stmt, 1, (int64_t)stream);
+	sqlite3_bind_int64(stmt, 2, (int64_t)from);
+	sqlite3_bind_int64(stmt, 3, (int64_t)(to > INT64_MAX ? INT64_MAX : to));
+	rc = sqlite3_step(stmt);
+	sqlite3_finalize(stmt);
+	return rc == SQLITE_DONE ? 0 : store_errno_from_sqlite(t->db, rc,
+							       "delete batches");
+}
+
 int index_batch_delete_from(struct store_tenant *t, uint64_t stream,
 			    uint64_t version)
 {

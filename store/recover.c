@@ -160,19 +160,22 @@ static int recover_segment(struct store_tenant *t, struct stream *s,
 {
 	struct seg *g = s->segs[i];
 	bool last = i + 1 == s->nsegs;
-	uint64_t len, end = last ? 0 : s->segs[i + 1]->offset;
+	uint64_t len, version, end = last ? 0 : s->segs[i + 1]->offset;
 	struct stat sb;
 	size_t good;
-	int fd, rc = 0;
+	int fd, rc;
 
 	fd = seg_fd(t, g);
 	if (fd < 0 || fstat(fd, &sb) < 0)
 		sb.st_size = 0;	/* a lost file: every batch is dropped */
 	good = good_batches(g, fd, w, (uint64_t)sb.st_size, &len);
-	*cut = good < w->n || (!last && g->offset + len != end);
-	if (*cut)
-		rc = cut_stream(t, s, i, good < w->n ? w->v[good].first_version
-						     : w->next_version, len);
+	version = good < w->n ? w->v[good].first_version : w->next_version;
+	/* an fsync may have made more durable than the index knows */
+	rc = recover_from_mark(t, s, g, fd, (uint64_t)sb.st_size,
+			       w->next_version, &len, &version);
+	*cut = version != w->next_version || (!last && g->offset + len != end);
+	if (!rc && *cut)
+		rc = cut_stream(t, s, i, version, len);
 	if (!rc) {
 		g->length = len;
 		g->count = s->version + 1 - g->first_version;

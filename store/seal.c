@@ -85,28 +85,44 @@ static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g)
 	return 0;
 }
 
-/* Marks G sealed with checksum SUM; its bytes are on stable storage. */
+/* Marks G sealed with checksum SUM; its bytes are on stable storage.  Its
+ * rows and the new state are committed at synchronous=FULL: an fsync of
+ * the stream later may rely on them (mark.c) and sync only what follows. */
 static int seal_finish(struct store_tenant *t, struct stream *s,
 		       struct seg *g, uint64_t sum)
 {
 	uint64_t synced = g->synced;
-	int rc = journal_flush(t);	/* its batch rows first */
+	int rc = index_set_full_sync(t, true);
 
+	if (!rc)
+		rc = index_begin_raw(t);
+	if (rc)
+		goto out;
+	rc = journal_flush_in(t);	/* its batch rows first */
 	if (!rc && g->has_ids)
 		rc = seal_ids(t, s, g);
-	if (rc)
-		return rc;
-	g->checksum = sum;
-	g->synced = g->length;
-	g->state = STORE_SEG_SEALED;
-	rc = index_segment_update(t, g);
+	if (!rc) {
+		g->checksum = sum;
+		g->synced = g->length;
+		g->state = STORE_SEG_SEALED;
+		rc = index_segment_update(t, g);
+	}
+	if (!rc)
+		rc = index_commit(t);
+	else
+		index_rollback(t);
+	journal_flushed(t, !rc);
 	if (rc) {
 		g->state = STORE_SEG_ACTIVE;
 		g->synced = synced;
-		return rc;
+	} else {
+		closing_forget(t, g->id);
+		seg_hash_release(g);
 	}
-	closing_forget(t, g->id);
-	return 0;
+out:
+	if (!t->st->cfg.sync_always)
+		index_set_full_sync(t, false);
+	return rc;
 }
 
 /* Seals G now, on this thread, with T's lock held for writing. */

@@ -215,6 +215,7 @@ void seg_free(struct store_tenant *t, struct seg *g)
 	id_unlink(t, g);
 	seg_fd_close(t, g);
 	idtable_release(&g->ids);
+	seg_hash_release(g);
 	free(g);
 }
 
@@ -466,6 +467,15 @@ static int stream_fsync(struct store_tenant *t, struct stream *s)
 	bool threaded = false;
 	int rc = 0;
 
+	/* One flush when the active segment is all there is to sync and its
+	 * row is durable already (synced before): a durable mark (mark.c). */
+	if (g && g->synced && g->synced < len &&
+	    seg_first_unsealed(s) == s->nsegs - 1) {
+		rc = seg_mark_durable(t, s, g);
+		if (rc != -ENOTSUP)
+			return rc;
+		rc = 0;
+	}
 	/* closing segments the sealer has not reached yet: rare, in turn */
 	for (size_t i = seg_first_unsealed(s); !rc && i + 1 < s->nsegs; i++)
 		rc = sync_one(t, s->segs[i], false);

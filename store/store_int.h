@@ -93,6 +93,10 @@ struct seg {
 	enum store_seg_state state;
 	bool has_ids;		/* some event in it carries an ID */
 	bool full;		/* closed: takes no more appends (seal.c) */
+	/* Once fsynced through a durable mark (mark.c): XXH3 of its bytes so
+	 * far, kept as appends come, and which of its two marks is newest. */
+	struct XXH3_state_s *running;
+	unsigned mark_slot;
 	uint64_t origin;	/* replicas: id on the writer host */
 	int64_t used_ns;	/* last use; atomic (readers share the lock) */
 	struct idtable ids;	/* sealed with IDs, once loaded */
@@ -286,6 +290,9 @@ int index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
 		     void *arg);
 int index_batch_delete_from(struct store_tenant *t, uint64_t stream,
 			    uint64_t version);
+/* The same for versions FROM up to (not including) TO. */
+int index_batch_delete_range(struct store_tenant *t, uint64_t stream,
+			     uint64_t from, uint64_t to);
 /* Full durability for the next commit (synchronous=FULL) or back. */
 int index_set_full_sync(struct store_tenant *t, bool full);
 
@@ -387,6 +394,23 @@ int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs);
 #define FETCH_TRIES 8
 int seg_fetch_wanted(struct store_tenant *t);
 int store_tenant_sync(struct store_tenant *t);
+
+/* ---- mark.c: fsync(2) of a stream in one flush ---- */
+
+/* Makes S's active segment G durable, with a mark saying how much of it
+ * is.  -ENOTSUP when this stream or file system cannot use marks (the
+ * caller then syncs the segment and the index). */
+int seg_mark_durable(struct store_tenant *t, struct stream *s, struct seg *g);
+void seg_hash_update(struct seg *g, const void *p, size_t len);
+void seg_hash_release(struct seg *g);
+/* Recovery of G (its file at FD, FILE_SIZE bytes), whose whole batches end
+ * LEN bytes in, before *VERSION: where a valid mark says more bytes are
+ * durable, they become one batch (rows of versions from *VERSION up to
+ * WINDOW_END, the first one past G, are replaced) and *LEN and *VERSION
+ * move past them.  Inside the caller's transaction. */
+int recover_from_mark(struct store_tenant *t, struct stream *s, struct seg *g,
+		      int fd, uint64_t file_size, uint64_t window_end,
+		      uint64_t *len, uint64_t *version);
 
 /* ---- seal.c ---- */
 
