@@ -24,9 +24,13 @@
  * never shares the wire with bytes a reader waits for, and the next GET
  * starts as soon as the bytes of the previous one are in, while they are
  * written and restored.  A reader that reaches a segment being read ahead
- * joins it, and from then on that segment is waited for.  Readahead is
- * queued once the bytes of a waited-for segment are in: the next READAHEAD
- * evicted segments of its stream.
+ * joins it, and from then on that segment is waited for.
+ *
+ * Readahead follows each stream's reader (struct fetch_ra): once a
+ * waited-for segment's bytes are in, the READAHEAD segments after the
+ * reader's are queued; the window moves as fetches end and, since a reader
+ * going through fetched segments calls no hook, every RA_POLL_NS while a
+ * stream is read ahead.
  *
  * Lock order: s->evict_lock, then s->lock (a leaf); see sync_int.h.
  */
@@ -47,8 +51,10 @@
 #define FETCH_WHOLE_DEFAULT (16u << 20)
 #define FETCH_BUF_IDLE_NS 1000000000LL	/* kept GET buffers go when idle */
 #define HUGE_PAGE ((size_t)2 << 20)
-#define READAHEAD 2		/* segments queued after a waited-for one */
+#define READAHEAD 2		/* segments fetched ahead of a reader */
 #define RA_ON_WIRE 1		/* readahead segments downloaded at once */
+#define RA_POLL_NS 20000000LL	/* how often readers are looked for */
+#define RA_IDLE_NS 5000000000LL	/* readahead ends when its reader stops */
 
 enum req_state {
 	REQ_IDLE,		/* no attempt running (maybe backing off) */
@@ -67,7 +73,6 @@ struct fetch_req {
 	struct store_segment seg;
 	unsigned refs;		/* the queue's and each waiter's */
 	bool waited;		/* a reader waits (or waited) for it */
-	bool ahead_queued;	/* the readahead after it */
 	bool done;
 	int rc;			/* when done */
 	enum req_state state;
@@ -88,6 +93,20 @@ struct fetcher {
 	struct sync *s;
 	struct backend *b;
 	pthread_t thread;
+};
+
+/* Readahead of one stream: which segment its reader is in, as far as
+ * fetch.c can tell.  The hook sees a reader only at evicted segments;
+ * progress through fetched ones shows only in their used_ns, which a
+ * restore sets too, hence restored_ns.  On s->fetch_ra, protected by
+ * s->lock. */
+struct fetch_ra {
+	struct fetch_ra *next;
+	struct store_tenant *t;
+	uint64_t stream;
+	uint64_t pos;		/* stream offset of the reader's segment */
+	int64_t restored_ns;	/* CLOCK_REALTIME, after the last restore */
+	int64_t moved_ns;	/* CLOCK_MONOTONIC: pos last moved */
 };
 
 /* ---- requests and the hook ---- */
@@ -408,44 +427,141 @@ static int put_part(struct fetch_req *r, uint64_t part,
 
 /* ---- readahead ---- */
 
-/* Queues background fetches of the READAHEAD evicted segments that follow
- * SEG in its stream, when the cache has room for them: a reader that
- * needed this one will most likely read on.  A store call: without
- * s->lock. */
-static void read_ahead(struct sync *s, struct store_tenant *t,
-		       const struct store_segment *seg)
+static struct fetch_ra *ra_find(struct sync *s, struct store_tenant *t,
+				uint64_t stream)
+{
+	struct fetch_ra *ra;
+
+	for (ra = s->fetch_ra; ra; ra = ra->next)
+		if (ra->t == t && ra->stream == stream)
+			break;
+	return ra;
+}
+
+static void ra_drop(struct sync *s, struct fetch_ra *ra)
+{
+	for (struct fetch_ra **p = &s->fetch_ra; *p; p = &(*p)->next)
+		if (*p == ra) {
+			*p = ra->next;
+			free(ra);
+			return;
+		}
+}
+
+/* A segment of SEG's stream came in, with s->lock: a reader is in SEG when
+ * WAITED (a new readahead starts there), and used_ns set by now is no
+ * sign of a reader. */
+static void ra_note(struct sync *s, struct store_tenant *t,
+		    const struct store_segment *seg, bool waited)
+{
+	struct fetch_ra *ra = ra_find(s, t, seg->stream);
+
+	if (!ra && waited && (ra = calloc(1, sizeof(*ra)))) {
+		ra->t = t;
+		ra->stream = seg->stream;
+		ra->pos = seg->offset;
+		ra->next = s->fetch_ra;
+		s->fetch_ra = ra;
+		if (!s->fetch_ra_due)
+			s->fetch_ra_due = sync_clock(CLOCK_MONOTONIC) + RA_POLL_NS;
+	}
+	if (!ra)
+		return;
+	if (waited && seg->offset >= ra->pos) {
+		ra->pos = seg->offset;
+		ra->moved_ns = sync_clock(CLOCK_MONOTONIC);
+	}
+	ra->restored_ns = sync_clock(CLOCK_REALTIME);
+}
+
+/* Moves RA's reader to the last segment read since the last restore, and
+ * queues the evicted ones among the READAHEAD segments after it, when the
+ * cache has room for them.  Returns false when RA is over: nothing evicted
+ * is left after the reader, or it has not moved for RA_IDLE_NS.  With
+ * s->lock; SV lists the stream's segments. */
+static bool ra_window(struct sync *s, struct fetch_ra *ra,
+		      const struct seg_vec *sv)
+{
+	int64_t now = sync_clock(CLOCK_MONOTONIC);
+	unsigned ahead = 0;
+	bool evicted = false, room = true;
+
+	for (size_t i = 0; i < sv->n; i++) {
+		const struct store_segment *g = &sv->v[i];
+
+		if (g->offset > ra->pos && g->state != STORE_SEG_EVICTED &&
+		    g->used_ns > ra->restored_ns) {
+			ra->pos = g->offset;
+			ra->moved_ns = now;
+		}
+	}
+	for (size_t i = 0; i < sv->n; i++) {
+		const struct store_segment *g = &sv->v[i];
+
+		if (g->offset <= ra->pos)
+			continue;
+		if (g->state != STORE_SEG_EVICTED) {
+			ahead++;
+			continue;
+		}
+		evicted = true;
+		if (ahead++ >= READAHEAD || !room || req_find(s, ra->t, g->seg))
+			continue;
+		room = !s->cfg.cache_size ||
+		       (READAHEAD + 2) * g->length <= s->cfg.cache_size;
+		if (room && !req_add(s, ra->t, g, false))
+			room = false;
+	}
+	return evicted && room && now - ra->moved_ns < RA_IDLE_NS;
+}
+
+/* Lists the segments of T's stream STREAM (a store call: without s->lock)
+ * and moves its readahead window, if it has one. */
+static void ra_step(struct sync *s, struct store_tenant *t, uint64_t stream)
 {
 	struct seg_vec sv = { 0 };
-	unsigned queued = 0;
+	int rc = store_stream_segments(t, stream, seg_collect, &sv);
+	struct fetch_ra *ra;
 
-	if (store_stream_segments(t, seg->stream, seg_collect, &sv))
-		goto out;
 	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < sv.n && queued < READAHEAD && !s->stop; i++) {
-		const struct store_segment *g = &sv.v[i];
-
-		if (g->offset <= seg->offset || g->state != STORE_SEG_EVICTED)
-			continue;
-		if (s->cfg.cache_size &&
-		    (READAHEAD + 2) * g->length > s->cfg.cache_size)
-			break;
-		if (!req_find(s, t, g->seg) && !req_add(s, t, g, false))
-			break;
-		queued++;
-	}
+	ra = ra_find(s, t, stream);
+	if (ra && (rc || s->stop || !ra_window(s, ra, &sv)))
+		ra_drop(s, ra);
 	pthread_mutex_unlock(&s->lock);
-out:
 	free(sv.v);
 }
 
-/* Whether R's readahead is to be queued now: a reader waits for it, and it
- * has not been.  With s->lock. */
-static bool ahead_due(struct fetch_req *r)
+/* Every RA_POLL_NS while streams are read ahead, with s->lock (dropped
+ * meanwhile): a reader moving through fetched segments calls no hook. */
+static void ra_poll(struct sync *s)
 {
-	if (!r->waited || r->ahead_queued)
-		return false;
-	r->ahead_queued = true;
-	return true;
+	struct ra_key {
+		struct store_tenant *t;
+		uint64_t stream;
+	} *v;
+	int64_t now = sync_clock(CLOCK_MONOTONIC);
+	size_t n = 0;
+
+	if (!s->fetch_ra) {
+		s->fetch_ra_due = 0;
+		return;
+	}
+	if (now < s->fetch_ra_due)
+		return;
+	s->fetch_ra_due = now + RA_POLL_NS;
+	for (struct fetch_ra *ra = s->fetch_ra; ra; ra = ra->next)
+		n++;
+	v = calloc(n, sizeof(*v));
+	if (!v)
+		return;
+	n = 0;
+	for (struct fetch_ra *ra = s->fetch_ra; ra; ra = ra->next)
+		v[n++] = (struct ra_key){ .t = ra->t, .stream = ra->stream };
+	pthread_mutex_unlock(&s->lock);
+	for (size_t i = 0; i < n; i++)
+		ra_step(s, v[i].t, v[i].stream);
+	free(v);
+	pthread_mutex_lock(&s->lock);
 }
 
 /* ---- ending an attempt ---- */
@@ -480,7 +596,7 @@ static void finish(struct sync *s, struct fetch_req *r)
 	struct store_segment seg = r->seg;
 	int fd = r->fd, rc = r->err;
 	const char *key = r->key ? r->key : "a segment";
-	bool last, ahead;
+	bool last, waited;
 
 	r->fd = -1;
 	pthread_mutex_unlock(&s->lock);
@@ -496,11 +612,12 @@ static void finish(struct sync *s, struct fetch_req *r)
 		return;
 	}
 	if (!rc) {
-		ahead = ahead_due(r);	/* a reader joined while restoring */
+		waited = r->waited;
+		ra_note(s, t, &seg, waited);	/* after the restore's used_ns */
 		req_complete(s, r, 0);
 		pthread_mutex_unlock(&s->lock);
-		if (ahead)
-			read_ahead(s, t, &seg);
+		if (waited)	/* the reader is here now */
+			ra_step(s, t, seg.stream);
 		sync_evict(s, t, seg.seg);
 		pthread_mutex_lock(&s->lock);
 		return;
@@ -527,8 +644,8 @@ static void finish(struct sync *s, struct fetch_req *r)
 }
 
 /* A GET of R returned RC, with s->lock.  Returns whether that was the last
- * of the attempt's GETs, all good, and R's readahead is to be queued now
- * (the wire is free for it). */
+ * of the attempt's GETs, all good: the wire is free for the next one, and
+ * a reader waiting for R has its readahead queued now. */
 static bool got_part(struct sync *s, struct fetch_req *r, int rc)
 {
 	r->inflight--;
@@ -539,7 +656,8 @@ static bool got_part(struct sync *s, struct fetch_req *r, int rc)
 	pthread_cond_signal(&s->fetch_cond);
 	if (req_on_wire(r) || r->err || s->stop)
 		return false;
-	return ahead_due(r);
+	ra_note(s, r->t, &r->seg, r->waited);
+	return true;
 }
 
 /* A part of R is written (or not: RC), with s->lock.  The last one of an
@@ -578,7 +696,7 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 	ahead = got_part(s, r, rc);
 	pthread_mutex_unlock(&s->lock);
 	if (ahead)	/* t and seg never change: no lock needed */
-		read_ahead(s, r->t, &r->seg);
+		ra_step(s, r->t, r->seg.stream);
 	if (!rc)
 		rc = put_part(r, part, &buf);
 	buf_put(s, &buf);
@@ -587,7 +705,8 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 }
 
 /* Waits for something to do until WAKE (CLOCK_MONOTONIC; 0: no limit),
- * with s->lock.  With nothing queued, kept buffers go after a second. */
+ * or until readahead is to be looked at, with s->lock.  With nothing
+ * queued, kept buffers go after a second. */
 static void wait_for_work(struct sync *s, int64_t wake)
 {
 	bool idle = !s->fq && s->nfetch_bufs;
@@ -595,6 +714,8 @@ static void wait_for_work(struct sync *s, int64_t wake)
 
 	if (idle)
 		wake = sync_clock(CLOCK_MONOTONIC) + FETCH_BUF_IDLE_NS;
+	if (s->fetch_ra_due && (!wake || s->fetch_ra_due < wake))
+		wake = s->fetch_ra_due;
 	if (!wake) {
 		pthread_cond_wait(&s->fetch_cond, &s->lock);
 		return;
@@ -602,7 +723,7 @@ static void wait_for_work(struct sync *s, int64_t wake)
 	ts = (struct timespec){ .tv_sec = wake / 1000000000,
 				.tv_nsec = wake % 1000000000 };
 	if (pthread_cond_timedwait(&s->fetch_cond, &s->lock, &ts) == ETIMEDOUT &&
-	    idle && !s->fq)
+	    idle && !s->fq && !s->fetch_ra)
 		bufs_release(s);
 }
 
@@ -617,6 +738,7 @@ static void *worker_main(void *arg)
 		uint64_t part;
 		int64_t wake;
 
+		ra_poll(s);
 		r = pick(s, &part, &wake);
 		if (r)
 			run_part(f, r, part, r->state == REQ_OPENING);
@@ -690,6 +812,8 @@ void sync_fetch_stop(struct sync *s)
 	 * above), so only the queue's reference remains. */
 	pthread_mutex_lock(&s->lock);
 	bufs_release(s);
+	while (s->fetch_ra)
+		ra_drop(s, s->fetch_ra);
 	while (s->fq) {
 		struct fetch_req *r = s->fq;
 

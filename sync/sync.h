@@ -35,11 +35,12 @@
  * fetch worker threads, which download the object (in one GET, or in
  * ranges for segments larger than fetch_whole), write it beside the segment
  * as a temporary and call store_segment_restore(), which checks length and
- * XXH3.  Once the bytes of a segment a reader waits for have arrived, the
- * next two evicted segments of the stream are queued in the background
- * (readahead), when cache_size leaves room; readahead GETs wait while a
- * reader waits for one.  Failures are retried with backoff a few times,
- * then the read gets -EIO: never wrong or zero-filled bytes.
+ * XXH3.  Once the bytes of a segment a reader waits for have arrived,
+ * the two segments after the one the reader is in are kept fetched or
+ * coming in the background (readahead), as long as the reader moves on
+ * and cache_size leaves room; readahead GETs wait while a reader waits
+ * for one.  Failures are retried with backoff a few times, then the read
+ * gets -EIO: never wrong or zero-filled bytes.
  *
  * Leases (writer): one writer per tenant per remote.  The lease object
  * (docs/FORMAT.md) names the writer's identity, which lives in

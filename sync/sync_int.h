@@ -153,6 +153,8 @@ int seg_cmp(const void *a, const void *b);
 
 /* A segment being fetched (fetch.c). */
 struct fetch_req;
+/* Readahead of one stream (fetch.c). */
+struct fetch_ra;
 /* GET buffers fetch.c keeps between fetches. */
 #define SYNC_FETCH_BUFS 2
 
@@ -210,9 +212,12 @@ struct sync {
 	unsigned hook_waiters;		/* protected by lock: threads inside
 					 * sync_fetch_hook() */
 	pthread_mutex_t evict_lock;	/* one eviction round at a time */
-	/* fetch.c: GET buffers kept for the next fetch; protected by lock. */
+	/* fetch.c, protected by lock: GET buffers kept for the next fetch,
+	 * streams being read ahead and when to look at them next. */
 	struct backend_buf fetch_bufs[SYNC_FETCH_BUFS];
 	unsigned nfetch_bufs;
+	struct fetch_ra *fetch_ra;
+	int64_t fetch_ra_due;		/* CLOCK_MONOTONIC */
 
 	/* Uploading (upload.c). */
 	struct uploader **uploaders;	/* cfg.upload_parallel - 1 helpers */

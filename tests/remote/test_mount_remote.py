@@ -468,3 +468,36 @@ def test_unmount_during_follower_fetch(mount, run_streamfs, tmp_path):
         pass                                      # the mount is gone
     subprocess.run(["fusermount3", "-u", "-z", str(a.mnt)])
     assert "Sanitizer" not in a.stderr() and "runtime error" not in a.stderr(), a.stderr()
+
+
+@pytest.mark.timeout(300)
+def test_readahead_follows_a_reader_through_fetched_segments(mount, run_streamfs, tmp_path):
+    """A reader going through segments that readahead already fetched calls
+    no fetch hook; the analysis host still keeps the two segments after the
+    reader's fetched, and not more."""
+    url = "file://%s" % (tmp_path / "remote")
+    size = 64 * 1024
+    w = mount(["remote=" + url, "roll=1h", "roll_size=64K"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    p = w.path("T", "s")
+    p.write_bytes(b"")
+    os.setxattr(p, "user.streamfs.framing", b"raw")
+    for i in range(10):
+        append(p, bytes([i]) * size)              # one segment each
+    sync(run_streamfs, w.mnt)
+    a = mount(["remote=" + url, "ro", "poll=1h"], src=tmp_path / "cache",
+              allow=SYNC_ALLOW)
+    sync(run_streamfs, a.mnt)
+
+    def fetched():
+        return int(status(run_streamfs, a.mnt)["fetched_segments"])
+    fd = os.open(a.path("T", "s@1"), os.O_RDONLY)  # a view: no kernel readahead
+    try:
+        for k in range(5):
+            assert os.pread(fd, 100, k * size) == bytes([k]) * 100
+            wait_until(lambda: fetched() >= k + 3, timeout=30,
+                       msg="segments %d and %d not read ahead" % (k + 1, k + 2))
+            time.sleep(0.3)
+            assert fetched() == k + 3, "read ahead past two segments"
+    finally:
+        os.close(fd)
