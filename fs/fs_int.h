@@ -113,8 +113,8 @@ struct fs {
 	struct fuse_session *se;
 	struct fs_opts *opts;
 	long page_size;
-	/* st_blksize of streams: the largest write the kernel sends us in one
-	 * request, so that cp and stdio write in requests that large. */
+	/* st_blksize of streams (ops.c), so that stdio and cp write in
+	 * requests that large. */
 	_Atomic size_t io_size;
 	/* The root directory is not in the store: its attributes live here,
 	 * for the life of the mount.  Protected by lock. */

@@ -764,9 +764,11 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, -store_sync(req_fs(req)->st));
 }
 
-/* Preferred I/O size of streams: one FUSE request carries at most
- * max_write bytes (1 MiB with libfuse's default buffer). */
-#define IO_SIZE_MAX (1u << 20)
+/* Preferred I/O size of streams.  A request may carry up to max_write
+ * (1 MiB), but a write of 128 KiB still fits in the CPU's cache while we
+ * hash it and copy it into the segment: 1 MiB writes were measured slower
+ * (cp 1 GiB: about 540 against 750-1000 MB/s). */
+#define IO_SIZE_MAX (128u << 10)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
