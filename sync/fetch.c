@@ -489,8 +489,10 @@ static bool ra_window(struct sync *s, struct fetch_ra *ra,
 	for (size_t i = 0; i < sv->n; i++) {
 		const struct store_segment *g = &sv->v[i];
 
+		/* A segment still queued is being restored: its used_ns
+		 * may be the restore's, not yet behind restored_ns. */
 		if (g->offset > ra->pos && g->state != STORE_SEG_EVICTED &&
-		    g->used_ns > ra->restored_ns) {
+		    g->used_ns > ra->restored_ns && !req_find(s, ra->t, g->seg)) {
 			ra->pos = g->offset;
 			ra->moved_ns = now;
 		}
