@@ -44,7 +44,7 @@ void sync_config_default(struct sync_config *cfg)
 		.poll_ns = 10000000000LL,
 		.fetch_threads = 2,
 		.fetch_parallel = 4,
-		.fetch_range = 4u << 20,
+		.fetch_range = 16u << 20,	/* moto slices per request */
 		.fetch_attempts = 4,
 		.upload_parallel = 3,
 		.backoff_min_ns = 200000000,
@@ -1330,7 +1330,7 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	if (!s->cfg.fetch_parallel)
 		s->cfg.fetch_parallel = 1;
 	if (!s->cfg.fetch_range)
-		s->cfg.fetch_range = 4u << 20;
+		s->cfg.fetch_range = 16u << 20;
 	if (!s->cfg.fetch_attempts)
 		s->cfg.fetch_attempts = 1;
 	if (!s->cfg.upload_parallel)

@@ -101,7 +101,7 @@ struct sync_config {
 	 * without a Range (some servers pay for the whole object on every
 	 * ranged GET); a larger one in ranges of fetch_range bytes. */
 	uint64_t fetch_whole;		/* 0: 16 MiB */
-	uint64_t fetch_range;		/* default 4 MiB */
+	uint64_t fetch_range;		/* default 16 MiB */
 	unsigned fetch_attempts;	/* tries before -EIO; default 4 */
 	unsigned upload_parallel;	/* segments uploaded at once; default 3 */
 	bool nodelete;			/* never delete remote objects */
