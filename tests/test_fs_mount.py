@@ -285,3 +285,46 @@ def test_sync_now_only_for_owner_or_root(mount, request):
     assert r.stdout.strip() == str(errno.EPERM), r.stdout
     assert os.getxattr(m.mnt, "user.streamfs.sync_now") == b"ok"    # root
     m.umount()
+
+
+def test_fsync_mark_survives_a_lost_index(mount):
+    """An fsync after a segment's first one flushes that segment alone, with
+    a durable mark on it.  After a power cut that takes the index back to the
+    first fsync, the journal away and the bytes past the mark, `cat` still
+    shows every fsynced line."""
+    m = mount(allow=[r"(?i)recover"])
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    tdir = m.src / "tenants" / "T"
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, b"a1\n")
+    os.fsync(fd)
+    snap = {n: (tdir / n).read_bytes() for n in ("index.db", "index.db-wal")}
+    os.write(fd, b"b2\n")
+    os.write(fd, b"c3\n")
+    os.fsync(fd)
+    seg = next((tdir / "seg").glob("*.seg"))
+    assert os.getxattr(seg, "user.streamfs.durable1")
+    os.write(fd, b"d4\n")
+    os.close(fd)
+    m.kill9(unmount=False)
+    # what a power cut may leave
+    for name, data in snap.items():
+        (tdir / name).write_bytes(data)
+    (tdir / "index.db-shm").unlink(missing_ok=True)
+    (tdir / "journal").write_bytes(b"")
+    os.truncate(seg, 9)
+    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
+    m.start()
+    assert subprocess.check_output(["cat", str(p)]) == b"a1\nb2\nc3\n"
+    assert getxattr(p, "user.streamfs.version") == "3"
+
+
+def test_streams_prefer_128k_io(mount):
+    """Streams report 128 KiB as their I/O size: stdio and cp write in
+    requests that large."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    append(m.path("T", "s"), "x\n", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    out = subprocess.check_output(["stat", "-c", "%o", str(m.path("T", "s"))])
+    assert out.strip() == b"131072"
