@@ -462,43 +462,44 @@ size_t subs_encode(const struct sub_batch *v, size_t n, unsigned char *out)
 	return (size_t)(p - out);
 }
 
-int subs_decode(const struct index_batch *row, struct sub_batch *out,
-		size_t cap)
+int subs_walk(const struct index_batch *row,
+	      int (*fn)(void *arg, const struct sub_batch *b), void *arg)
 {
 	const unsigned char *p = row->subs, *end = p + row->subs_len;
-	uint64_t span, version = row->first_version, offset = row->offset;
-	int64_t time_ns;
-	size_t n = 0;
+	struct sub_batch b = {
+		.first_version = row->first_version,
+		.offset = row->offset,
+	};
+	uint64_t span;
+	int n = 0;
 
 	p = get_varint(p, end, &span);
 	if (!p)
 		return -EIO;
-	time_ns = row->time_ns - (int64_t)span;
-	while (p < end && n < cap) {
-		uint64_t count, length, gap = 0;
+	b.time_ns = row->time_ns - (int64_t)span;
+	while (p < end) {
+		uint64_t gap = 0;
+		int rc;
 
-		p = get_varint(p, end, &count);
+		p = get_varint(p, end, &b.count);
 		if (p)
-			p = get_varint(p, end, &length);
+			p = get_varint(p, end, &b.length);
 		if (p && n)
 			p = get_varint(p, end, &gap);
-		if (!p || !count)
+		if (!p || !b.count)
 			return -EIO;
-		time_ns += (int64_t)gap;
-		out[n++] = (struct sub_batch){
-			.first_version = version,
-			.offset = offset,
-			.count = count,
-			.length = length,
-			.time_ns = time_ns,
-		};
-		version += count;
-		offset += length;
+		b.time_ns += (int64_t)gap;
+		rc = fn(arg, &b);
+		if (rc)
+			return rc < 0 ? rc : n + 1;
+		n++;
+		b.first_version += b.count;
+		b.offset += b.length;
 	}
-	if (p != end || offset != row->offset + row->length ||
-	    time_ns != row->time_ns)
+	if (!n || b.offset != row->offset + row->length ||
+	    b.time_ns != row->time_ns)
 		return -EIO;
-	return (int)n;
+	return n;
 }
 
 int index_batch_insert(struct store_tenant *t, uint64_t stream,
@@ -531,13 +532,30 @@ static void batch_from_row(sqlite3_stmt *stmt, struct index_batch *b)
 	};
 }
 
+/* The sub-batch holding version *WANT: the last one starting at or before
+ * it (into OUT); stops at the first one after it. */
+struct sub_find {
+	uint64_t want;
+	struct sub_batch *out;
+};
+
+static int sub_find(void *arg, const struct sub_batch *b)
+{
+	struct sub_find *f = arg;
+
+	if (b->first_version > f->want)
+		return 1;
+	*f->out = *b;
+	return 0;
+}
+
 int index_batch_find(struct store_tenant *t, uint64_t stream,
 		     uint64_t version, struct sub_batch *out)
 {
 	sqlite3_stmt *stmt = t->stmts->s[ST_BATCH_FIND];
-	struct sub_batch *subs = NULL;
+	struct sub_find f = { .want = version, .out = out };
 	struct index_batch b;
-	int rc, n = 0;
+	int rc, walked = 0;
 
 	sqlite3_bind_int64(stmt, 1, (int64_t)stream);
 	sqlite3_bind_int64(stmt, 2, (int64_t)version);
@@ -550,23 +568,13 @@ int index_batch_find(struct store_tenant *t, uint64_t stream,
 			.length = b.length,
 			.time_ns = b.time_ns,
 		};
-		if (b.subs) {
-			subs = malloc(MERGE_SUBS_MAX * sizeof(*subs));
-			n = subs ? subs_decode(&b, subs, MERGE_SUBS_MAX) : -ENOMEM;
-		}
-	}
-	/* the sub-batch holding VERSION: the last one starting at or before it */
-	for (int i = n - 1; i >= 0; i--) {
-		if (subs[i].first_version <= version) {
-			*out = subs[i];
-			break;
-		}
+		if (b.subs)
+			walked = subs_walk(&b, sub_find, &f);
 	}
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
-	free(subs);
-	if (n < 0)
-		return n;
+	if (walked < 0)
+		return walked;
 	if (rc == SQLITE_ROW)
 		return 0;
 	if (rc == SQLITE_DONE)

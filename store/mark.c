@@ -62,29 +62,13 @@ void seg_hash_update(struct seg *g, const void *p, size_t len)
 /* Starts G's running hash from the bytes it holds. */
 static int hash_start(struct seg *g, int fd)
 {
-	char *buf = malloc(1u << 20);
-	uint64_t off = 0;
-	int rc = 0;
+	int rc;
 
 	g->running = XXH3_createState();
-	if (!g->running || !buf) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	if (!g->running)
+		return -ENOMEM;
 	XXH3_64bits_reset(g->running);
-	while (!rc && off < g->length) {
-		size_t want = g->length - off < (1u << 20) ?
-			      (size_t)(g->length - off) : 1u << 20;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
-
-		if (n <= 0)
-			rc = n < 0 ? -errno : -EIO;
-		else
-			XXH3_64bits_update(g->running, buf, (size_t)n);
-		off += n > 0 ? (uint64_t)n : 0;
-	}
-out:
-	free(buf);
+	rc = seg_hash_file(fd, g->length, g->running);
 	if (rc)
 		seg_hash_release(g);
 	return rc;

@@ -38,26 +38,37 @@ static int list_push(struct batch_list *l, const struct store_batch *b)
 
 /* A merged row travels as the batches it holds, each with the hash of its
  * own bytes: what the remote's event index has always listed. */
+struct merged {
+	struct batch_list *l;
+	const char *bytes;	/* the row's */
+	uint64_t offset;	/* where they start in the stream */
+};
+
+static int push_sub(void *arg, const struct sub_batch *b)
+{
+	struct merged *m = arg;
+
+	return list_push(m->l, &(struct store_batch){
+		.first_version = b->first_version,
+		.offset = b->offset,
+		.length = b->length,
+		.time_ns = b->time_ns,
+		.hash = XXH3_64bits(m->bytes + (b->offset - m->offset), b->length),
+	});
+}
+
 static int push_merged(struct batch_list *l, const struct index_batch *b)
 {
-	struct sub_batch *subs = malloc(MERGE_SUBS_MAX * sizeof(*subs));
 	char *buf = malloc(b->length);
-	int n = subs && buf ? subs_decode(b, subs, MERGE_SUBS_MAX) : -ENOMEM;
-	ssize_t got = n < 0 ? 0 : seg_read(l->t, l->s, buf, b->length, b->offset);
-	int rc = n < 0 ? n : got == (ssize_t)b->length ? 0 : got < 0 ? (int)got : -EIO;
+	struct merged m = { .l = l, .bytes = buf, .offset = b->offset };
+	ssize_t got = buf ? seg_read(l->t, l->s, buf, b->length, b->offset)
+			  : -ENOMEM;
+	int rc = got == (ssize_t)b->length ? 0 : got < 0 ? (int)got : -EIO;
 
-	for (int i = 0; !rc && i < n; i++)
-		rc = list_push(l, &(struct store_batch){
-			.first_version = subs[i].first_version,
-			.offset = subs[i].offset,
-			.length = subs[i].length,
-			.time_ns = subs[i].time_ns,
-			.hash = XXH3_64bits(buf + (subs[i].offset - b->offset),
-					    subs[i].length),
-		});
-	free(subs);
+	if (!rc)
+		rc = subs_walk(b, push_sub, &m);
 	free(buf);
-	return rc;
+	return rc < 0 ? rc : 0;
 }
 
 static int batch_push(void *arg, const struct index_batch *b)

@@ -324,18 +324,14 @@ ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 	return (ssize_t)done;
 }
 
-int seg_checksum(int fd, uint64_t len, uint64_t *sum)
+int seg_hash_file(int fd, uint64_t len, struct XXH3_state_s *state)
 {
-	XXH3_state_t *state = XXH3_createState();
 	char *buf = malloc(IO_CHUNK);
 	uint64_t off = 0;
 	int rc = 0;
 
-	if (!state || !buf) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	XXH3_64bits_reset(state);
+	if (!buf)
+		return -ENOMEM;
 	while (off < len) {
 		size_t want = len - off < IO_CHUNK ? (size_t)(len - off) : IO_CHUNK;
 		ssize_t n = pread(fd, buf, want, (off_t)off);
@@ -344,14 +340,26 @@ int seg_checksum(int fd, uint64_t len, uint64_t *sum)
 			continue;
 		if (n <= 0) {
 			rc = n < 0 ? -errno : -EIO;
-			goto out;
+			break;
 		}
 		XXH3_64bits_update(state, buf, (size_t)n);
 		off += (uint64_t)n;
 	}
-	*sum = XXH3_64bits_digest(state);
-out:
 	free(buf);
+	return rc;
+}
+
+int seg_checksum(int fd, uint64_t len, uint64_t *sum)
+{
+	XXH3_state_t *state = XXH3_createState();
+	int rc = state ? 0 : -ENOMEM;
+
+	if (!rc) {
+		XXH3_64bits_reset(state);
+		rc = seg_hash_file(fd, len, state);
+	}
+	if (!rc)
+		*sum = XXH3_64bits_digest(state);
 	XXH3_freeState(state);
 	return rc;
 }

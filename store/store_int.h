@@ -268,11 +268,12 @@ struct sub_batch {
 #define SUBS_BLOB_MAX(n) (10 + (size_t)(n) * 30)
 
 size_t subs_encode(const struct sub_batch *v, size_t n, unsigned char *out);
-/* The sub-batches of merged row ROW into OUT (CAP at most): their number,
- * or -EIO for a blob that does not add up to the row. */
-int subs_decode(const struct index_batch *row, struct sub_batch *out,
-		size_t cap);
-
+/* Calls FN for each sub-batch of merged row ROW, in order; FN returns 0
+ * to go on, > 0 to stop, < 0 to fail.  Returns how many FN saw, or -EIO
+ * for a blob that does not add up to the row (checked when walked to its
+ * end). */
+int subs_walk(const struct index_batch *row,
+	      int (*fn)(void *arg, const struct sub_batch *b), void *arg);
 /* B's count is not stored: the next batch's first version implies it.
  * SUBS (SUBS_LEN bytes) makes the row a merged one. */
 int index_batch_insert(struct store_tenant *t, uint64_t stream,
@@ -380,6 +381,8 @@ size_t seg_first_unsealed(const struct stream *s);
 bool seg_closing(const struct stream *s, const struct seg *g);
 /* XXH3-64 of the first LEN bytes of the file behind FD. */
 int seg_checksum(int fd, uint64_t len, uint64_t *sum);
+/* Feeds those bytes to STATE. */
+int seg_hash_file(int fd, uint64_t len, struct XXH3_state_s *state);
 /* Segment SEG of T and its stream (*sp), or NULL.  T's lock held. */
 struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp);
 /* The segment holding stream offset OFF (OFF < s->size). */

@@ -266,6 +266,12 @@ static void check_tail(struct verify *v, struct vseg *segs, size_t n,
 			v->tenant, v->stream, g->file_size - (size - g->offset));
 }
 
+static int sum_events(void *arg, const struct sub_batch *b)
+{
+	*(uint64_t *)arg += b->count;
+	return 0;
+}
+
 /* The events a merged row's blob lists (0: not a merged row), checked
  * against the row's own offset, length and time. */
 static uint64_t merged_events(struct verify *v, sqlite3_stmt *stmt,
@@ -279,20 +285,11 @@ static uint64_t merged_events(struct verify *v, sqlite3_stmt *stmt,
 		.subs = sqlite3_column_blob(stmt, 5),
 		.subs_len = (size_t)sqlite3_column_bytes(stmt, 5),
 	};
-	struct sub_batch *subs;
 	uint64_t events = 0;
-	int n;
 
-	if (!row.subs)
-		return 0;
-	subs = malloc(MERGE_SUBS_MAX * sizeof(*subs));
-	n = subs ? subs_decode(&row, subs, MERGE_SUBS_MAX) : -ENOMEM;
-	if (n < 0)
+	if (row.subs && subs_walk(&row, sum_events, &events) < 0)
 		damage(v, "merged batch at version %" PRIu64 ": its list of"
 		       " batches does not add up to the row", b->first);
-	for (int i = 0; i < n; i++)
-		events += subs[i].count;
-	free(subs);
 	return events;
 }
 
