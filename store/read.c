@@ -46,6 +46,62 @@ ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
 	}
 }
 
+/* The bytes at OFF as one piece of one local segment file: FN runs on it
+ * under the shared lock, so the file stays open and its bytes committed. */
+static ssize_t piece_once(struct store_tenant *t, uint64_t id, size_t len,
+			  uint64_t off, store_piece_fn fn, void *arg)
+{
+	struct stream *s;
+	struct seg *g;
+	ssize_t n = 0;
+	uint64_t in;
+	int fd;
+
+	pthread_rwlock_rdlock(&t->lock);
+	s = t->removed ? NULL : stream_find(t, id);
+	if (!s) {
+		n = -ENOENT;
+		goto out;
+	}
+	if (off >= s->size)
+		goto out;
+	if (len > s->size - off)
+		len = (size_t)(s->size - off);
+	g = seg_at(s, off);
+	in = off - (g ? g->offset : 0);
+	if (!g || in >= g->length || len > g->length - in) {
+		n = -EXDEV;
+		goto out;
+	}
+	fd = seg_fd(t, g);
+	if (fd < 0) {
+		n = fd;
+		goto out;
+	}
+	n = fn(fd, in, len, arg);
+	seg_fd_put(t, g);
+out:
+	pthread_rwlock_unlock(&t->lock);
+	return n;
+}
+
+ssize_t store_read_piece(struct store_tenant *t, uint64_t id, size_t len,
+			 uint64_t off, store_piece_fn fn, void *arg)
+{
+	for (int tries = 0;; tries++) {
+		ssize_t n = piece_once(t, id, len, off, fn, arg);
+		int rc;
+
+		if (n != -ENODATA)
+			return n;
+		if (tries == FETCH_TRIES)
+			return -EIO;
+		rc = seg_fetch_wanted(t);
+		if (rc)
+			return rc;
+	}
+}
+
 /* Offset of the Nth event (0-based) of the batch at OFFSET, LENGTH bytes. */
 static int offset_in_batch(struct store_tenant *t, struct stream *s,
 			   uint64_t offset, uint64_t length, uint64_t nth,
