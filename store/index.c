@@ -387,7 +387,8 @@ static void bind_seg(sqlite3_stmt *stmt, uint64_t stream, const struct seg *g)
 	sqlite3_bind_int64(stmt, 7, (int64_t)g->checksum);
 	sqlite3_bind_int64(stmt, 8, (int64_t)g->synced);
 	sqlite3_bind_int64(stmt, 9, g->created_ns);
-	sqlite3_bind_int(stmt, 10, g->state);
+	/* a restored copy counts once it is durable (seal.c) */
+	sqlite3_bind_int(stmt, 10, g->row_evicted ? STORE_SEG_EVICTED : g->state);
 	sqlite3_bind_int(stmt, 11, g->has_ids);
 	sqlite3_bind_int64(stmt, 12, (int64_t)g->origin);
 }

@@ -19,36 +19,49 @@
 
 #include "store_int.h"
 
-/* ---- the queue of closing segments (T's lock held) ---- */
+/* ---- the sealer's queues (T's lock held) ---- */
 
-static int closing_push(struct store_tenant *t, uint64_t id)
+static int queue_push(struct seg_queue *q, uint64_t id)
 {
-	if (t->nclosing && t->closing[t->nclosing - 1] == id)
+	if (q->n && q->ids[q->n - 1] == id)
 		return 0;
-	if (t->nclosing == t->closingcap) {
-		size_t cap = t->closingcap ? t->closingcap * 2 : 8;
-		uint64_t *v = realloc(t->closing, cap * sizeof(*v));
+	if (q->n == q->cap) {
+		size_t cap = q->cap ? q->cap * 2 : 8;
+		uint64_t *v = realloc(q->ids, cap * sizeof(*v));
 
 		if (!v)
 			return -ENOMEM;
-		t->closing = v;
-		t->closingcap = cap;
+		q->ids = v;
+		q->cap = cap;
 	}
-	t->closing[t->nclosing] = id;
-	__atomic_store_n(&t->nclosing, t->nclosing + 1, __ATOMIC_RELEASE);
+	q->ids[q->n] = id;
+	__atomic_store_n(&q->n, q->n + 1, __ATOMIC_RELEASE);
 	return 0;
 }
 
-static void closing_forget(struct store_tenant *t, uint64_t id)
+static void queue_forget(struct seg_queue *q, uint64_t id)
 {
-	for (size_t i = 0; i < t->nclosing; i++) {
-		if (t->closing[i] != id)
+	for (size_t i = 0; i < q->n; i++) {
+		if (q->ids[i] != id)
 			continue;
-		memmove(&t->closing[i], &t->closing[i + 1],
-			(t->nclosing - i - 1) * sizeof(*t->closing));
-		__atomic_store_n(&t->nclosing, t->nclosing - 1, __ATOMIC_RELEASE);
+		memmove(&q->ids[i], &q->ids[i + 1],
+			(q->n - i - 1) * sizeof(*q->ids));
+		__atomic_store_n(&q->n, q->n - 1, __ATOMIC_RELEASE);
 		return;
 	}
+}
+
+static size_t queued(struct seg_queue *q)
+{
+	return __atomic_load_n(&q->n, __ATOMIC_ACQUIRE);
+}
+
+static void sealer_kick(struct store *st)
+{
+	pthread_mutex_lock(&st->seal_lock);
+	st->seal_kicks++;
+	pthread_cond_signal(&st->seal_cond);
+	pthread_mutex_unlock(&st->seal_lock);
 }
 
 /* ---- sealing one segment ---- */
@@ -116,7 +129,7 @@ static int seal_finish(struct store_tenant *t, struct stream *s,
 		g->state = STORE_SEG_ACTIVE;
 		g->synced = synced;
 	} else {
-		closing_forget(t, g->id);
+		queue_forget(&t->closing, g->id);
 		seg_hash_release(g);
 	}
 out:
@@ -145,26 +158,23 @@ static int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 
 int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 {
-	int rc = closing_push(t, g->id);
+	int rc = queue_push(&t->closing, g->id);
 
 	g->full = true;
 	if (rc)
 		return seg_seal(t, s, g);	/* no memory to queue it */
 	rc = index_segment_update(t, g);	/* its final length */
 	if (rc) {
-		closing_forget(t, g->id);
+		queue_forget(&t->closing, g->id);
 		return rc;
 	}
-	pthread_mutex_lock(&t->st->seal_lock);
-	t->st->seal_kicks++;
-	pthread_cond_signal(&t->st->seal_cond);
-	pthread_mutex_unlock(&t->st->seal_lock);
+	sealer_kick(t->st);
 	return 0;
 }
 
 void seg_queue_closing(struct store_tenant *t, struct seg *g)
 {
-	if (closing_push(t, g->id))
+	if (queue_push(&t->closing, g->id))
 		store_log("%s: no memory to queue segment for sealing; "
 			  "the roller seals it", t->name);
 }
@@ -195,14 +205,14 @@ static int seal_next(struct store_tenant *t)
 	int fd, rc = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
-	if (t->removed || !t->nclosing) {
+	if (t->removed || !t->closing.n) {
 		pthread_rwlock_unlock(&t->lock);
 		return 0;
 	}
-	id = t->closing[0];
+	id = t->closing.ids[0];
 	g = next_to_seal(t, id, &s);
 	if (!g) {
-		closing_forget(t, id);	/* gone, or sealed by store_roll */
+		queue_forget(&t->closing, id);	/* gone, or sealed by store_roll */
 		pthread_rwlock_unlock(&t->lock);
 		return 1;
 	}
@@ -228,11 +238,95 @@ static int seal_next(struct store_tenant *t)
 	pthread_rwlock_wrlock(&t->lock);
 	g = next_to_seal(t, id, &s);
 	if (!g)
-		closing_forget(t, id);
+		queue_forget(&t->closing, id);
 	else if (g->length == length)
 		rc = seal_finish(t, s, g, sum);
 	pthread_rwlock_unlock(&t->lock);
 	return rc ? rc : 1;
+}
+
+/* ---- restored segments ----
+ * A fetched copy is checked and renamed into place, and readers use it at
+ * once; the sealer flushes it afterwards, off the reader's path.  Until
+ * then its index row still says evicted, so after a power cut the copy is
+ * fetched again rather than trusted. */
+
+void seg_queue_restored(struct store_tenant *t, struct seg *g)
+{
+	g->row_evicted = true;
+	if (queue_push(&t->restored, g->id))
+		store_log("%s: no memory to queue a fetched segment; it is "
+			  "fetched again after a restart", t->name);
+	else
+		sealer_kick(t->st);
+}
+
+/* The restored segment ID of T, if its row still waits for the flush. */
+static struct seg *restored_pending(struct store_tenant *t, uint64_t id)
+{
+	struct stream *s;
+	struct seg *g = t->removed ? NULL : seg_find(t, id, &s);
+
+	return g && g->row_evicted ? g : NULL;
+}
+
+/* Flushes T's oldest restored segment, then records it present.  Returns
+ * 1 when one was taken off the queue, 0 when none is left, or -errno. */
+static int durable_next(struct store_tenant *t)
+{
+	char name[64];
+	struct seg *g;
+	uint64_t id;
+	int fd = -1, rc;
+
+	pthread_rwlock_wrlock(&t->lock);
+	if (t->removed || !t->restored.n) {
+		pthread_rwlock_unlock(&t->lock);
+		return 0;
+	}
+	id = t->restored.ids[0];
+	g = restored_pending(t, id);
+	if (g) {
+		/* not seg_fd(), which would count as a use (sync/ evicts
+		 * and reads ahead by them) */
+		seg_name(name, sizeof(name), id, ".seg");
+		fd = openat(t->segfd, name, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			fd = -errno;
+	}
+	if (!g)
+		queue_forget(&t->restored, id);	/* evicted or gone since */
+	pthread_rwlock_unlock(&t->lock);
+	if (!g)
+		return 1;
+	if (fd < 0)
+		return fd;
+	rc = fdatasync(fd) < 0 ? -errno : 0;
+	close(fd);
+	if (!rc && fsync(t->segfd) < 0)
+		rc = -errno;	/* the rename */
+	if (rc)
+		return rc;
+	pthread_rwlock_wrlock(&t->lock);
+	g = restored_pending(t, id);
+	if (g) {
+		g->row_evicted = false;
+		rc = index_segment_update(t, g);
+		g->row_evicted = rc != 0;
+	}
+	if (!rc)
+		queue_forget(&t->restored, id);
+	pthread_rwlock_unlock(&t->lock);
+	return rc ? rc : 1;
+}
+
+int restored_durable_now(struct store_tenant *t)
+{
+	int rc;
+
+	while ((rc = durable_next(t)) > 0)
+		;
+	return rc;
 }
 
 static bool stopping(struct store *st)
@@ -251,7 +345,7 @@ static bool seal_pass(struct store *st)
 
 	pthread_mutex_lock(&st->lock);
 	for (struct store_tenant *t = st->tenants; t; t = t->next) {
-		if (!__atomic_load_n(&t->nclosing, __ATOMIC_ACQUIRE))
+		if (!queued(&t->closing) && !queued(&t->restored))
 			continue;
 		if (n == cap) {
 			size_t ncap = cap ? cap * 2 : 8;
@@ -275,6 +369,13 @@ static bool seal_pass(struct store *st)
 		if (rc < 0) {
 			store_log("%s: sealing a segment failed: %s; retrying",
 				  ts[i]->name, strerror(-rc));
+			failed = true;
+		}
+		while ((rc = durable_next(ts[i])) > 0 && !stopping(st))
+			;
+		if (rc < 0) {
+			store_log("%s: flushing a fetched segment failed: %s; "
+				  "retrying", ts[i]->name, strerror(-rc));
 			failed = true;
 		}
 	}
@@ -371,7 +472,7 @@ int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
 
 		int n;
 
-		if (!old && !t->nclosing)
+		if (!old && !t->closing.n)
 			continue;
 		n = seal_stream(t, s, old);
 		if (n < 0)
@@ -388,7 +489,7 @@ int seal_closing_now(struct store_tenant *t)
 	int rc = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
-	for (size_t i = 0; !t->removed && t->nclosing && i < t->nstreams &&
+	for (size_t i = 0; !t->removed && t->closing.n && i < t->nstreams &&
 			   rc >= 0; i++)
 		rc = seal_stream(t, t->streams[i], false);
 	pthread_rwlock_unlock(&t->lock);

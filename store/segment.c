@@ -663,6 +663,7 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg)
 	else
 		rc = set_state(t, g, STORE_SEG_EVICTED);
 	if (!rc) {
+		g->row_evicted = false;	/* true now */
 		seg_fd_close(t, g);	/* no reader: the lock is held for writing */
 		seg_name(name, sizeof(name), g->id, ".seg");
 		unlinkat(t->segfd, name, 0);
@@ -672,8 +673,8 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg)
 }
 
 /* Checks the fetched copy at FD against what the index says of segment SEG
- * (length, XXH3) and makes it durable, without T's lock: 16 MiB take long
- * enough to hash and flush that readers and writers must not wait on it.
+ * (length, XXH3), without T's lock: 16 MiB take long enough to hash that
+ * readers and writers must not wait on it.  The sealer flushes it later.
  * Returns 1 when SEG needs no copy any more (restored meanwhile). */
 static int restore_check(struct store_tenant *t, uint64_t seg, int fd)
 {
@@ -703,8 +704,6 @@ static int restore_check(struct store_tenant *t, uint64_t seg, int fd)
 		rc = seg_checksum(fd, length, &sum);
 	if (!rc && sum != want)
 		rc = -EIO;
-	if (!rc && fdatasync(fd) < 0)
-		rc = -errno;
 	return rc;
 }
 
@@ -732,10 +731,12 @@ int store_segment_restore(struct store_tenant *t, uint64_t seg,
 	seg_name(name, sizeof(name), seg, ".seg");
 	if (!rc && renameat(AT_FDCWD, path, t->segfd, name) < 0)
 		rc = -errno;
-	if (!rc)
-		rc = set_state(t, g, STORE_SEG_UPLOADED);
-	if (!rc)	/* fetched for a reader: the most recently used */
+	if (!rc) {
+		g->state = STORE_SEG_UPLOADED;
+		seg_queue_restored(t, g);	/* its row: once flushed */
+		/* fetched for a reader: the most recently used */
 		__atomic_store_n(&g->used_ns, store_now_ns(), __ATOMIC_RELAXED);
+	}
 out:
 	pthread_rwlock_unlock(&t->lock);
 	return rc;

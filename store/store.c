@@ -101,7 +101,8 @@ static void tenant_free(struct store_tenant *t)
 	free(t->streams);
 	free(t->names);
 	free(t->seg_ids);
-	free(t->closing);
+	free(t->closing.ids);
+	free(t->restored.ids);
 	journal_close(t);
 	index_close(t);
 	if (t->segfd >= 0)
@@ -574,6 +575,9 @@ void store_close(struct store *st)
 		next = t->next;
 		if (!t->removed && t->db && seal_closing_now(t))
 			store_log("tenant %s: sealing full segments failed", t->name);
+		if (!t->removed && t->db && restored_durable_now(t))
+			store_log("tenant %s: flushing fetched segments failed",
+				  t->name);
 		if (!t->removed && t->db && store_tenant_sync(t))
 			store_log("tenant %s: final sync failed", t->name);
 		tenant_free(t);

@@ -81,6 +81,12 @@ uint64_t idtable_find(const struct idtable *tab, uint64_t hash);
 
 /* ---- in-memory state ---- */
 
+/* Segment ids, in the order queued. */
+struct seg_queue {
+	uint64_t *ids;
+	size_t n, cap;
+};
+
 struct seg {
 	uint64_t id;
 	uint64_t first_version;
@@ -93,6 +99,9 @@ struct seg {
 	enum store_seg_state state;
 	bool has_ids;		/* some event in it carries an ID */
 	bool full;		/* closed: takes no more appends (seal.c) */
+	/* Restored from a fetched copy not flushed yet: its index row says
+	 * evicted until the sealer has flushed it (seal.c). */
+	bool row_evicted;
 	/* Once fsynced through a durable mark (mark.c): XXH3 of its bytes so
 	 * far, kept as appends come, and which of its two marks is newest. */
 	struct XXH3_state_s *running;
@@ -179,10 +188,10 @@ struct store_tenant {
 	size_t npending, pendcap;
 	int64_t pending_since;
 
-	/* Closing segments (full, not sealed yet) by id, in roll order: the
-	 * sealer's queue (seal.c).  nclosing is also read without the lock. */
-	uint64_t *closing;
-	size_t nclosing, closingcap;
+	/* The sealer's work (seal.c): closing segments (full, not sealed
+	 * yet) in roll order, and restored segments to make durable.  Their
+	 * counts are also read without the lock. */
+	struct seg_queue closing, restored;
 
 	struct store_tenant *next;	/* protected by store->lock */
 };
@@ -424,6 +433,11 @@ int seg_close(struct store_tenant *t, struct stream *s, struct seg *g);
 void seg_queue_closing(struct store_tenant *t, struct seg *g);
 /* Seals T's closing segments on this thread (store_close). */
 int seal_closing_now(struct store_tenant *t);
+/* Queues G, just restored, for the sealer to flush; its row says evicted
+ * until then. */
+void seg_queue_restored(struct store_tenant *t, struct seg *g);
+/* Flushes T's restored segments on this thread (store_close). */
+int restored_durable_now(struct store_tenant *t);
 int sealer_start(struct store *st);
 void sealer_stop(struct store *st);
 

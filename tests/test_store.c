@@ -787,6 +787,24 @@ static void test_closing_recovery(void)
 	teardown(&f);
 }
 
+static int seg_state_of(void *arg, const struct store_segment *seg)
+{
+	struct store_segment *want = arg;
+
+	if (seg->seg == want->seg)
+		*want = *seg;
+	return 0;
+}
+
+/* The state of segment SEG of F's stream, as the store sees it now. */
+static int segment_state(struct fixture *f, uint64_t seg)
+{
+	struct store_segment g = { .seg = seg, .state = -1 };
+
+	CHECK_EQ(store_stream_segments(f->t, f->s, seg_state_of, &g), 0);
+	return (int)g.state;
+}
+
 static void test_evict_restore(void)
 {
 	struct fixture f;
@@ -817,6 +835,34 @@ static void test_evict_restore(void)
 	CHECK_EQ(store_segment_restore(f.t, seg, copy), 0);
 	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), 8);
 	CHECK(!memcmp(buf, "one\ntwo\n", 8));
+	/* the sealer (or, at the latest, the close) flushes the copy and
+	 * records it present */
+	reopen(&f);
+	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), 8);
+	CHECK_EQ(segment_state(&f, seg), STORE_SEG_UPLOADED);
+	/* a power cut before that flush: the row still says evicted and the
+	 * file is left behind; the copy is not trusted, a new one replaces it */
+	store_close(f.st);
+	f.st = NULL;
+	snprintf(cmd, sizeof(cmd), "sqlite3 %s/tenants/t/index.db 'UPDATE segments"
+		 " SET state = %d WHERE id = %llu'", f.dir, STORE_SEG_EVICTED,
+		 (unsigned long long)seg);
+	CHECK_EQ(system(cmd), 0);
+	reopen(&f);
+	CHECK_EQ(access(path, F_OK), 0);
+	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), -EIO);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && cp '%s' '%s'", path, copy, copy,
+		 path);
+	CHECK_EQ(system(cmd), 0);
+	CHECK_EQ(store_segment_restore(f.t, seg, copy), 0);
+	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), 8);
+	CHECK(!memcmp(buf, "one\ntwo\n", 8));
+	/* evicted again before the flush: the row says evicted, the file goes */
+	CHECK_EQ(store_segment_evict(f.t, seg), 0);
+	reopen(&f);
+	CHECK_EQ(segment_state(&f, seg), STORE_SEG_EVICTED);
+	CHECK(access(path, F_OK) != 0);
+	snprintf(cmd, sizeof(cmd), "%s.bad", copy);
 	unlink(cmd);
 	free(copy);
 	free(path);
