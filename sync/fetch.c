@@ -26,9 +26,9 @@
  * written and restored.  A reader that reaches a segment being read ahead
  * joins it, and from then on that segment is waited for.
  *
- * Readahead follows each stream's reader (struct fetch_ra): once a
- * waited-for segment's bytes are in, the READAHEAD segments after the
- * reader's are queued; the window moves as fetches end and, since a reader
+ * Readahead follows each stream's reader (struct fetch_ra): once a reader
+ * waits for a segment, the READAHEAD segments after it are queued; the
+ * window moves again as fetches end and, since a reader
  * going through fetched segments calls no hook, every RA_POLL_NS while a
  * stream is read ahead.
  *
@@ -156,6 +156,10 @@ static void req_unref(struct fetch_req *r)
 	free(r);
 }
 
+static void ra_note(struct sync *s, struct store_tenant *t,
+		    const struct store_segment *seg, bool waited);
+static void ra_step(struct sync *s, struct store_tenant *t, uint64_t stream);
+
 int sync_fetch_hook(void *arg, struct store_tenant *t,
 		    const struct store_segment *seg)
 {
@@ -181,6 +185,12 @@ int sync_fetch_hook(void *arg, struct store_tenant *t,
 		pthread_cond_signal(&s->fetch_cond);
 	}
 	r->refs++;
+	/* The reader is here: its readahead moves now, not once R is in, so
+	 * that the next GET follows R's on the wire. */
+	ra_note(s, t, seg, true);
+	pthread_mutex_unlock(&s->lock);
+	ra_step(s, t, seg->stream);
+	pthread_mutex_lock(&s->lock);
 	while (!r->done && !s->stop)
 		pthread_cond_wait(&s->fetch_done, &s->lock);
 	rc = r->done ? r->rc : -EIO;
