@@ -676,9 +676,10 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg)
  * (length, XXH3), without T's lock: 16 MiB take long enough to hash that
  * readers and writers must not wait on it.  The sealer flushes it later.
  * Returns 1 when SEG needs no copy any more (restored meanwhile). */
-static int restore_check(struct store_tenant *t, uint64_t seg, int fd)
+static int restore_check(struct store_tenant *t, uint64_t seg, int fd,
+			 const uint64_t *known)
 {
-	uint64_t length = 0, want = 0, sum;
+	uint64_t length = 0, want = 0, sum = known ? *known : 0;
 	bool evicted = false;
 	struct stream *s;
 	struct seg *g;
@@ -700,15 +701,15 @@ static int restore_check(struct store_tenant *t, uint64_t seg, int fd)
 	rc = fstat(fd, &sb) < 0 ? -errno : 0;
 	if (!rc && (uint64_t)sb.st_size != length)
 		rc = -EIO;
-	if (!rc)
+	if (!rc && !known)
 		rc = seg_checksum(fd, length, &sum);
 	if (!rc && sum != want)
 		rc = -EIO;
 	return rc;
 }
 
-int store_segment_restore(struct store_tenant *t, uint64_t seg,
-			  const char *path)
+static int restore(struct store_tenant *t, uint64_t seg, const char *path,
+		   const uint64_t *known)
 {
 	struct stream *s;
 	struct seg *g;
@@ -718,7 +719,7 @@ int store_segment_restore(struct store_tenant *t, uint64_t seg,
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	rc = restore_check(t, seg, fd);
+	rc = restore_check(t, seg, fd, known);
 	close(fd);
 	if (rc)
 		return rc < 0 ? rc : 0;
@@ -740,6 +741,18 @@ int store_segment_restore(struct store_tenant *t, uint64_t seg,
 out:
 	pthread_rwlock_unlock(&t->lock);
 	return rc;
+}
+
+int store_segment_restore(struct store_tenant *t, uint64_t seg,
+			  const char *path)
+{
+	return restore(t, seg, path, NULL);
+}
+
+int store_segment_restore_hashed(struct store_tenant *t, uint64_t seg,
+				 const char *path, uint64_t sum)
+{
+	return restore(t, seg, path, &sum);
 }
 
 int store_stream_segments(struct store_tenant *t, uint64_t id,

@@ -266,6 +266,11 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg) STORE_WARN_UNUSED;
  * and checksum (-EIO otherwise); it is renamed into place. */
 int store_segment_restore(struct store_tenant *t, uint64_t seg,
 			  const char *path) STORE_WARN_UNUSED;
+/* The same for a caller that took the XXH3-64 of the bytes as it wrote
+ * them: SUM is compared instead of reading the file back. */
+int store_segment_restore_hashed(struct store_tenant *t, uint64_t seg,
+				 const char *path,
+				 uint64_t sum) STORE_WARN_UNUSED;
 
 /* One index row: the events one append call committed. */
 struct store_batch {

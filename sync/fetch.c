@@ -14,7 +14,8 @@
  * one in ranges of cfg.fetch_range, at most cfg.fetch_parallel at once.
  * The worker that writes the last bytes of an attempt hands the file to
  * store_segment_restore(), which checks length and XXH3 before renaming it
- * into place, so wrong bytes never reach a reader.  A failed attempt is
+ * into place, so wrong bytes never reach a reader (for a segment that came
+ * in one GET, it compares the hash taken as the bytes were written).  A failed attempt is
  * retried after a backoff, cfg.fetch_attempts times in all; then the read
  * gets -EIO.
  *
@@ -43,6 +44,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include <xxhash.h>
 
 #include "sync.h"
 #include "sync_int.h"
@@ -84,6 +87,8 @@ struct fetch_req {
 	unsigned inflight;	/* GETs running (and an OPENING worker) */
 	unsigned writing;	/* parts being written to the temporary */
 	int err;		/* first failure of this attempt */
+	bool hashed;		/* one GET, hashed as written: sum is its XXH3 */
+	uint64_t sum;
 	int fd;			/* the temporary, during an attempt */
 	char *key, *tmp;	/* named by the first attempt */
 };
@@ -249,6 +254,7 @@ static struct fetch_req *req_take(const struct sync *s, struct fetch_req *r,
 		r->nparts = r->part ? (len + range - 1) / range : 1;
 		r->next_part = 0;
 		r->err = 0;
+		r->hashed = false;
 		r->state = REQ_OPENING;
 	}
 	*part = r->next_part++;
@@ -417,22 +423,39 @@ static int get_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 	return rc;
 }
 
-/* Writes BUF, part PART of R, into R's temporary. */
-static int put_part(struct fetch_req *r, uint64_t part,
-		    const struct backend_buf *buf)
-{
-	uint64_t off = part * r->part;
+#define PUT_CHUNK (1u << 20)
 
-	for (size_t done = 0; done < buf->len;) {
-		ssize_t n = pwrite(r->fd, buf->data + done, buf->len - done,
+/* Writes BUF, part PART of R, into R's temporary.  A whole segment in one
+ * part is hashed a chunk at a time as it is written, while the chunk is in
+ * the CPU's cache, so the restore need not read it back: then *HASHED and
+ * *SUM (OUT). */
+static int put_part(struct fetch_req *r, uint64_t part,
+		    const struct backend_buf *buf, bool *hashed, uint64_t *sum)
+{
+	XXH3_state_t *hash = r->nparts == 1 ? XXH3_createState() : NULL;
+	uint64_t off = part * r->part;
+	int rc = 0;
+
+	if (hash)
+		XXH3_64bits_reset(hash);
+	for (size_t done = 0; done < buf->len && !rc;) {
+		size_t want = buf->len - done < PUT_CHUNK ? buf->len - done :
+			PUT_CHUNK;
+		ssize_t n = pwrite(r->fd, buf->data + done, want,
 				   (off_t)(off + done));
 
 		if (n < 0 && errno != EINTR)
-			return -errno;
-		if (n > 0)
-			done += (size_t)n;
+			rc = -errno;
+		if (n <= 0)
+			continue;
+		if (hash)
+			XXH3_64bits_update(hash, buf->data + done, (size_t)n);
+		done += (size_t)n;
 	}
-	return 0;
+	*hashed = hash != NULL;
+	*sum = hash ? XXH3_64bits_digest(hash) : 0;
+	XXH3_freeState(hash);
+	return rc;
 }
 
 /* ---- readahead ---- */
@@ -607,6 +630,8 @@ static void finish(struct sync *s, struct fetch_req *r)
 	struct store_tenant *t = r->t;
 	struct store_segment seg = r->seg;
 	int fd = r->fd, rc = r->err;
+	bool hashed = r->hashed;
+	uint64_t sum = r->sum;
 	const char *key = r->key ? r->key : "a segment";
 	bool last, waited;
 
@@ -614,7 +639,9 @@ static void finish(struct sync *s, struct fetch_req *r)
 	pthread_mutex_unlock(&s->lock);
 	if (fd >= 0)
 		close(fd);
-	if (!rc)
+	if (!rc && hashed)
+		rc = store_segment_restore_hashed(t, seg.seg, r->tmp, sum);
+	else if (!rc)
 		rc = store_segment_restore(t, seg.seg, r->tmp);
 	if (r->tmp)
 		unlink(r->tmp);	/* gone already when restored */
@@ -696,7 +723,8 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 {
 	struct sync *s = f->s;
 	struct backend_buf buf = { 0 };
-	bool ahead;
+	uint64_t sum = 0;
+	bool ahead, hashed = false;
 	int rc = 0;
 
 	pthread_mutex_unlock(&s->lock);
@@ -710,9 +738,11 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 	if (ahead)	/* t and seg never change: no lock needed */
 		ra_step(s, r->t, r->seg.stream);
 	if (!rc)
-		rc = put_part(r, part, &buf);
+		rc = put_part(r, part, &buf, &hashed, &sum);
 	buf_put(s, &buf);
 	pthread_mutex_lock(&s->lock);
+	r->hashed = !rc && hashed;
+	r->sum = sum;
 	part_done(s, r, rc);
 }
 

@@ -832,6 +832,17 @@ static void test_evict_restore(void)
 	CHECK_EQ(system(cmd), 0);
 	snprintf(cmd, sizeof(cmd), "%s.bad", copy);
 	CHECK_EQ(store_segment_restore(f.t, seg, cmd), -EIO);
+	/* a hash taken while writing the copy stands for reading it back */
+	CHECK_EQ(store_segment_restore_hashed(f.t, seg, copy,
+					      XXH3_64bits("one\ntwo", 7)), -EIO);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s.2'", copy, copy);
+	CHECK_EQ(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s.2", copy);
+	CHECK_EQ(store_segment_restore_hashed(f.t, seg, cmd,
+					      XXH3_64bits("one\ntwo\n", 8)), 0);
+	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), 8);
+	CHECK_EQ(store_segment_evict(f.t, seg), 0);
+	snprintf(cmd, sizeof(cmd), "%s.bad", copy);
 	CHECK_EQ(store_segment_restore(f.t, seg, copy), 0);
 	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), 8);
 	CHECK(!memcmp(buf, "one\ntwo\n", 8));
