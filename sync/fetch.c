@@ -20,11 +20,12 @@
  * gets -EIO.
  *
  * Order: GETs of segments a reader waits for go first, in the order asked.
- * Readahead sends GETs only while no waited-for segment has a GET to send
- * or in flight, and RA_ON_WIRE segments at a time, in stream order: it
- * never shares the wire with bytes a reader waits for, and the next GET
- * starts as soon as the bytes of the previous one are in, while they are
- * written and restored.  A reader that reaches a segment being read ahead
+ * Readahead sends GETs, in stream order, only while no waited-for segment
+ * has a GET left to send and fewer than RA_ON_WIRE segments are on the
+ * wire: the first byte of one GET then overlaps the body of another (moto
+ * answers two at once about a quarter faster than one after the other),
+ * and the next GET starts as soon as the bytes of the previous one are in,
+ * while they are written and restored.  A reader that reaches a segment being read ahead
  * joins it, and from then on that segment is waited for.
  *
  * Readahead follows each stream's reader (struct fetch_ra): once a reader
@@ -55,7 +56,8 @@
 #define FETCH_BUF_IDLE_NS 1000000000LL	/* kept GET buffers go when idle */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define READAHEAD 2		/* segments fetched ahead of a reader */
-#define RA_ON_WIRE 1		/* readahead segments downloaded at once */
+#define RA_ON_WIRE 2		/* segments downloaded at once, readahead
+				 * included */
 #define RA_POLL_NS 20000000LL	/* how often readers are looked for */
 #define RA_IDLE_NS 5000000000LL	/* readahead ends when its reader stops */
 
@@ -266,12 +268,11 @@ static struct fetch_req *req_take(const struct sync *s, struct fetch_req *r,
  * start of an attempt (R in REQ_OPENING).  NULL when there is none now;
  * *WAKE then gets the end of the nearest backoff (0: none).  Segments that
  * readers wait for come first; readahead only when none of them has a GET
- * to send or in flight, RA_ON_WIRE readahead segments at a time. */
+ * to send, and while fewer than RA_ON_WIRE segments are on the wire. */
 static struct fetch_req *pick(struct sync *s, uint64_t *part, int64_t *wake)
 {
 	int64_t now = sync_clock(CLOCK_MONOTONIC);
-	unsigned ahead_on_wire = 0;
-	bool waited_on_wire = false;
+	unsigned on_wire = 0;
 	struct fetch_req *r;
 
 	*wake = 0;
@@ -280,18 +281,16 @@ static struct fetch_req *pick(struct sync *s, uint64_t *part, int64_t *wake)
 			continue;
 		if (req_ready(s, r, now, wake))
 			return req_take(s, r, part);
-		waited_on_wire |= req_on_wire(r);
+		on_wire += req_on_wire(r);
 	}
-	if (waited_on_wire)
-		return NULL;
 	for (r = s->fq; r; r = r->next) {
 		if (r->waited || !req_on_wire(r))
 			continue;
 		if (req_ready(s, r, now, wake))
 			return req_take(s, r, part);
-		ahead_on_wire++;
+		on_wire++;
 	}
-	if (ahead_on_wire >= RA_ON_WIRE)
+	if (on_wire >= RA_ON_WIRE)
 		return NULL;
 	for (r = s->fq; r; r = r->next)
 		if (!r->waited && req_ready(s, r, now, wake))
