@@ -645,6 +645,19 @@ int store_segment_mark_uploaded(struct store_tenant *t, uint64_t seg)
 	return rc;
 }
 
+bool store_segment_evicted(struct store_tenant *t, uint64_t seg)
+{
+	struct stream *s;
+	struct seg *g;
+	bool evicted;
+
+	pthread_rwlock_rdlock(&t->lock);
+	g = t->removed ? NULL : seg_find(t, seg, &s);
+	evicted = g && g->state == STORE_SEG_EVICTED;
+	pthread_rwlock_unlock(&t->lock);
+	return evicted;
+}
+
 int store_segment_evict(struct store_tenant *t, uint64_t seg)
 {
 	struct stream *s;

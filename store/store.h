@@ -260,6 +260,8 @@ int store_stream_segments(struct store_tenant *t, uint64_t id,
 char *store_segment_path(struct store_tenant *t, uint64_t seg);
 int store_segment_mark_uploaded(struct store_tenant *t,
 				uint64_t seg) STORE_WARN_UNUSED;
+/* Whether segment SEG of T is evicted now (false when it is gone). */
+bool store_segment_evicted(struct store_tenant *t, uint64_t seg);
 /* Removes the local copy of an uploaded segment.  -EBUSY if not uploaded. */
 int store_segment_evict(struct store_tenant *t, uint64_t seg) STORE_WARN_UNUSED;
 /* Puts back a fetched copy: the file at PATH must match the segment's length

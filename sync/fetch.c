@@ -379,11 +379,15 @@ out:
 }
 
 /* The worker that took R in REQ_OPENING: creates the temporary, then lets
- * other workers take R's other parts. */
+ * other workers take R's other parts.  Returns 1 when R's segment is not
+ * evicted any more, or -errno. */
 static int begin_attempt(struct sync *s, struct fetch_req *r)
 {
 	int fd = -1, rc = r->tmp ? 0 : req_names(r);
 
+	/* A reader may have asked just as another fetch of it ended. */
+	if (!rc && !store_segment_evicted(r->t, r->seg.seg))
+		return 1;
 	if (!rc) {
 		fd = open(r->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 			  0644);
@@ -602,16 +606,12 @@ static void ra_poll(struct sync *s)
 
 /* R is done with RC, with s->lock: wakes its waiters, drops the queue's
  * reference. */
-static void req_complete(struct sync *s, struct fetch_req *r, int rc)
+static void req_settle(struct sync *s, struct fetch_req *r, int rc)
 {
 	if (!r->done) {		/* sync_fetch_stop() may have failed it */
 		r->done = true;
 		r->rc = rc;
 	}
-	if (rc)
-		s->status.fetch_failures++;
-	else
-		s->status.fetched_segments++;
 	for (struct fetch_req **p = &s->fq; *p; p = &(*p)->next)
 		if (*p == r) {
 			*p = r->next;
@@ -619,6 +619,16 @@ static void req_complete(struct sync *s, struct fetch_req *r, int rc)
 		}
 	req_unref(r);
 	pthread_cond_broadcast(&s->fetch_done);
+}
+
+/* The same, counted in the status. */
+static void req_complete(struct sync *s, struct fetch_req *r, int rc)
+{
+	if (rc)
+		s->status.fetch_failures++;
+	else
+		s->status.fetched_segments++;
+	req_settle(s, r, rc);
 }
 
 /* Ends an attempt on R once its last part is written (the caller put R in
@@ -729,6 +739,12 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 	pthread_mutex_unlock(&s->lock);
 	if (opening)
 		rc = begin_attempt(s, r);
+	if (rc > 0) {		/* here already: nothing to fetch */
+		pthread_mutex_lock(&s->lock);
+		r->inflight--;
+		req_settle(s, r, 0);
+		return;
+	}
 	if (!rc)
 		rc = get_part(f, r, part, &buf);
 	pthread_mutex_lock(&s->lock);

@@ -823,7 +823,9 @@ static void test_evict_restore(void)
 	CHECK(asprintf(&copy, "%s.fetched", path) > 0);
 	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", path, copy);
 	CHECK_EQ(system(cmd), 0);
+	CHECK(!store_segment_evicted(f.t, seg));
 	CHECK_EQ(store_segment_evict(f.t, seg), 0);
+	CHECK(store_segment_evicted(f.t, seg));
 	CHECK(access(path, F_OK) != 0);
 	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), -EIO);
 	/* a damaged copy is refused, a good one restores the data */
@@ -841,6 +843,7 @@ static void test_evict_restore(void)
 	CHECK_EQ(store_segment_restore_hashed(f.t, seg, cmd,
 					      XXH3_64bits("one\ntwo\n", 8)), 0);
 	CHECK_EQ(store_read(f.t, f.s, buf, sizeof(buf), 0), 8);
+	CHECK(!store_segment_evicted(f.t, seg));
 	CHECK_EQ(store_segment_evict(f.t, seg), 0);
 	snprintf(cmd, sizeof(cmd), "%s.bad", copy);
 	CHECK_EQ(store_segment_restore(f.t, seg, copy), 0);
