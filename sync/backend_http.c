@@ -261,80 +261,37 @@ static int http_put_if_absent(struct backend *b, const char *key,
 	return rc;
 }
 
+static int dav_url(struct backend *b, const char *key, struct backend_buf *url)
+{
+	return key_url(to_http(b), key, url);
+}
+
+static int dav_request(struct backend *b, struct http_req *req,
+		       const char *op, const char *key, const char *const *extra)
+{
+	return http_request(to_http(b), req, op, key, extra);
+}
+
+static const struct http_object_ops dav_ops = {
+	.url = dav_url,
+	.request = dav_request,
+};
+
 static int http_get(struct backend *b, const char *key, uint64_t off,
 		    uint64_t len, struct backend_buf *out)
 {
-	struct backend_http *h = to_http(b);
-	struct backend_buf url = { 0 };
-	struct http_req req = { .method = "GET", .resp = out };
-	char range[80];
-	const char *extra[] = { range, NULL };
-	size_t start = out->len;
-	int rc;
-
-	if (!backend_key_valid(key))
-		return -EINVAL;
-	if (len == 0)
-		return backend_buf_terminate(out);
-	rc = key_url(h, key, &url);
-	if (rc)
-		goto out;
-	req.url = url.data;
-	http_range_header(range, sizeof(range), off, len);
-	if (!range[0])
-		extra[0] = NULL;
-	rc = http_request(h, &req, "get", key, extra);
-	if (rc) {
-		out->len = start;
-		goto out;
-	}
-	rc = http_range_finish(out, start, req.status, off, len);
-out:
-	backend_buf_release(&url);
-	return rc;
+	return http_object_get(b, &dav_ops, key, off, len, out);
 }
 
 static int http_del(struct backend *b, const char *key)
 {
-	struct backend_http *h = to_http(b);
-	struct backend_buf url = { 0 };
-	struct http_req req = { .method = "DELETE" };
-	int rc;
-
-	if (!backend_key_valid(key))
-		return -EINVAL;
-	rc = key_url(h, key, &url);
-	if (!rc) {
-		req.url = url.data;
-		rc = http_request(h, &req, "del", key, NULL);
-	}
-	backend_buf_release(&url);
-	return rc == -ENOENT ? 0 : rc;
+	return http_object_del(b, &dav_ops, key);
 }
 
 static int http_head(struct backend *b, const char *key,
 		     struct backend_stat *st)
 {
-	struct backend_http *h = to_http(b);
-	struct backend_buf url = { 0 };
-	struct http_req req = { .method = "HEAD", .nobody = true };
-	int rc;
-
-	if (!backend_key_valid(key))
-		return -EINVAL;
-	rc = key_url(h, key, &url);
-	if (!rc) {
-		req.url = url.data;
-		rc = http_request(h, &req, "head", key, NULL);
-	}
-	if (!rc)
-		*st = (struct backend_stat){
-			.size = req.content_length < 0 ? 0 :
-				(uint64_t)req.content_length,
-			.mtime = req.mtime,
-		};
-	backend_buf_release(&url);
-	return rc;
+	return http_object_head(b, &dav_ops, key, st);
 }
 
 static xmlNode *find(xmlNode *n, const char *name)

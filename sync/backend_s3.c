@@ -368,75 +368,36 @@ static int s3_put_if_absent(struct backend *b, const char *key,
 	return do_put(b, key, body, true);
 }
 
+static int s3_url(struct backend *b, const char *key, struct backend_buf *url)
+{
+	return object_url(to_s3(b), key, url);
+}
+
+static int s3_send(struct backend *b, struct http_req *req, const char *op,
+		   const char *key, const char *const *extra)
+{
+	return s3_request(to_s3(b), req, op, key, extra);
+}
+
+static const struct http_object_ops s3_ops = {
+	.url = s3_url,
+	.request = s3_send,
+};
+
 static int s3_get(struct backend *b, const char *key, uint64_t off,
 		  uint64_t len, struct backend_buf *out)
 {
-	struct backend_s3 *s = to_s3(b);
-	struct backend_buf url = { 0 };
-	struct http_req req = { .method = "GET", .resp = out };
-	char range[80] = "";
-	const char *extra[] = { range, NULL };
-	size_t start = out->len;
-	int rc;
-
-	if (len == 0)
-		return backend_buf_terminate(out);
-	rc = object_url(s, key, &url);
-	if (rc)
-		goto out;
-	req.url = url.data;
-	http_range_header(range, sizeof(range), off, len);
-	if (!range[0])
-		extra[0] = NULL;
-	rc = s3_request(s, &req, "get", key, extra);
-	if (rc) {
-		out->len = start;
-		goto out;
-	}
-	rc = http_range_finish(out, start, req.status, off, len);
-out:
-	backend_buf_release(&url);
-	return rc;
+	return http_object_get(b, &s3_ops, key, off, len, out);
 }
 
 static int s3_del(struct backend *b, const char *key)
 {
-	struct backend_s3 *s = to_s3(b);
-	struct backend_buf url = { 0 };
-	struct http_req req = { .method = "DELETE" };
-	int rc;
-
-	rc = object_url(s, key, &url);
-	if (!rc) {
-		req.url = url.data;
-		rc = s3_request(s, &req, "del", key, NULL);
-	}
-	backend_buf_release(&url);
-	return rc == -ENOENT ? 0 : rc;
+	return http_object_del(b, &s3_ops, key);
 }
 
 static int s3_head(struct backend *b, const char *key, struct backend_stat *st)
 {
-	struct backend_s3 *s = to_s3(b);
-	struct backend_buf url = { 0 };
-	struct http_req req = { .method = "HEAD", .nobody = true };
-	int rc;
-
-	rc = object_url(s, key, &url);
-	if (!rc) {
-		req.url = url.data;
-		rc = s3_request(s, &req, "head", key, NULL);
-	}
-	if (!rc && req.status == 416)
-		rc = -EIO;
-	if (!rc)
-		*st = (struct backend_stat){
-			.size = req.content_length < 0 ? 0 :
-				(uint64_t)req.content_length,
-			.mtime = req.mtime,
-		};
-	backend_buf_release(&url);
-	return rc;
+	return http_object_head(b, &s3_ops, key, st);
 }
 
 /* Parses one ListObjectsV2 page: calls FN for each key, fills *next with

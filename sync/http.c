@@ -252,6 +252,78 @@ int http_range_finish(struct backend_buf *out, size_t start, long status,
 	return backend_buf_terminate(out);
 }
 
+/* ---- object verbs shared by the HTTP backends ---- */
+
+/* Sends REQ, its method set, for KEY at the URL O gives it. */
+static int object_request(struct backend *b, const struct http_object_ops *o,
+			  const char *key, struct http_req *req,
+			  const char *op, const char *const *extra)
+{
+	struct backend_buf url = { 0 };
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	rc = o->url(b, key, &url);
+	if (!rc) {
+		req->url = url.data;
+		rc = o->request(b, req, op, key, extra);
+	}
+	backend_buf_release(&url);
+	return rc;
+}
+
+int http_object_get(struct backend *b, const struct http_object_ops *o,
+		    const char *key, uint64_t off, uint64_t len,
+		    struct backend_buf *out)
+{
+	struct http_req req = { .method = "GET", .resp = out };
+	char range[80];
+	const char *extra[] = { range, NULL };
+	size_t start = out->len;
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	if (len == 0)
+		return backend_buf_terminate(out);
+	http_range_header(range, sizeof(range), off, len);
+	if (!range[0])
+		extra[0] = NULL;
+	rc = object_request(b, o, key, &req, "get", extra);
+	if (rc) {
+		out->len = start;
+		return rc;
+	}
+	return http_range_finish(out, start, req.status, off, len);
+}
+
+int http_object_del(struct backend *b, const struct http_object_ops *o,
+		    const char *key)
+{
+	struct http_req req = { .method = "DELETE" };
+	int rc = object_request(b, o, key, &req, "del", NULL);
+
+	return rc == -ENOENT ? 0 : rc;	/* gone already */
+}
+
+int http_object_head(struct backend *b, const struct http_object_ops *o,
+		     const char *key, struct backend_stat *st)
+{
+	struct http_req req = { .method = "HEAD", .nobody = true };
+	int rc = object_request(b, o, key, &req, "head", NULL);
+
+	if (!rc && req.status == 416)
+		rc = -EIO;	/* no range was asked for */
+	if (!rc)
+		*st = (struct backend_stat){
+			.size = req.content_length < 0 ? 0 :
+				(uint64_t)req.content_length,
+			.mtime = req.mtime,
+		};
+	return rc;
+}
+
 bool xml_named(const struct _xmlNode *n, const char *name)
 {
 	return n->type == XML_ELEMENT_NODE &&

@@ -105,6 +105,22 @@ void http_range_header(char *buf, size_t n, uint64_t off, uint64_t len);
 int http_range_finish(struct backend_buf *out, size_t start, long status,
 		      uint64_t off, uint64_t len);
 
+/* What the object verbs below need of a backend that speaks HTTP (S3,
+ * WebDAV): the URL of a key, and one request, its statuses >= 300 (but
+ * 416) turned into -errno. */
+struct http_object_ops {
+	int (*url)(struct backend *b, const char *key, struct backend_buf *url);
+	int (*request)(struct backend *b, struct http_req *req, const char *op,
+		       const char *key, const char *const *extra);
+};
+int http_object_get(struct backend *b, const struct http_object_ops *o,
+		    const char *key, uint64_t off, uint64_t len,
+		    struct backend_buf *out);
+int http_object_del(struct backend *b, const struct http_object_ops *o,
+		    const char *key);
+int http_object_head(struct backend *b, const struct http_object_ops *o,
+		     const char *key, struct backend_stat *st);
+
 /* libxml2 helpers for listing answers (ListObjectsV2, PROPFIND). */
 struct _xmlNode;
 /* Whether N is an element called NAME (local name, no namespace). */
