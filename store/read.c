@@ -10,30 +10,15 @@
 
 #include "store_int.h"
 
-static ssize_t read_once(struct store_tenant *t, uint64_t id, void *buf,
-			 size_t len, uint64_t off)
-{
-	struct stream *s;
-	ssize_t n = 0;
-
-	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
-	if (!s) {
-		n = -ENOENT;
-	} else if (off < s->size) {
-		if (len > s->size - off)
-			len = (size_t)(s->size - off);
-		n = seg_read(t, s, buf, len, off);
-	}
-	pthread_rwlock_unlock(&t->lock);
-	return n;
-}
-
-ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
-		   size_t len, uint64_t off)
+/* Runs ONCE (with CTX) until it no longer stops at an evicted segment
+ * (-ENODATA), fetching the segment it wanted in between, at most
+ * FETCH_TRIES times.  ONCE takes and drops T's lock itself. */
+static ssize_t with_fetch(struct store_tenant *t,
+			  ssize_t (*once)(struct store_tenant *t, void *ctx),
+			  void *ctx)
 {
 	for (int tries = 0;; tries++) {
-		ssize_t n = read_once(t, id, buf, len, off);
+		ssize_t n = once(t, ctx);
 		int rc;
 
 		if (n != -ENODATA)
@@ -46,11 +31,55 @@ ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
 	}
 }
 
+struct read_args {
+	uint64_t id;
+	void *buf;
+	size_t len;
+	uint64_t off;
+};
+
+static ssize_t read_once(struct store_tenant *t, void *ctx)
+{
+	struct read_args *a = ctx;
+	size_t len = a->len;
+	struct stream *s;
+	ssize_t n = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	s = t->removed ? NULL : stream_find(t, a->id);
+	if (!s) {
+		n = -ENOENT;
+	} else if (a->off < s->size) {
+		if (len > s->size - a->off)
+			len = (size_t)(s->size - a->off);
+		n = seg_read(t, s, a->buf, len, a->off);
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return n;
+}
+
+ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
+		   size_t len, uint64_t off)
+{
+	struct read_args a = { .id = id, .buf = buf, .len = len, .off = off };
+
+	return with_fetch(t, read_once, &a);
+}
+
+struct piece_args {
+	uint64_t id;
+	size_t len;
+	uint64_t off;
+	store_piece_fn fn;
+	void *arg;
+};
+
 /* The bytes at OFF as one piece of one local segment file: FN runs on it
  * under the shared lock, so the file stays open and its bytes committed. */
-static ssize_t piece_once(struct store_tenant *t, uint64_t id, size_t len,
-			  uint64_t off, store_piece_fn fn, void *arg)
+static ssize_t piece_once(struct store_tenant *t, void *ctx)
 {
+	struct piece_args *a = ctx;
+	size_t len = a->len;
 	struct stream *s;
 	struct seg *g;
 	ssize_t n = 0;
@@ -58,17 +87,17 @@ static ssize_t piece_once(struct store_tenant *t, uint64_t id, size_t len,
 	int fd;
 
 	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
+	s = t->removed ? NULL : stream_find(t, a->id);
 	if (!s) {
 		n = -ENOENT;
 		goto out;
 	}
-	if (off >= s->size)
+	if (a->off >= s->size)
 		goto out;
-	if (len > s->size - off)
-		len = (size_t)(s->size - off);
-	g = seg_at(s, off);
-	in = off - (g ? g->offset : 0);
+	if (len > s->size - a->off)
+		len = (size_t)(s->size - a->off);
+	g = seg_at(s, a->off);
+	in = a->off - (g ? g->offset : 0);
 	if (!g || in >= g->length || len > g->length - in) {
 		n = -EXDEV;
 		goto out;
@@ -78,7 +107,7 @@ static ssize_t piece_once(struct store_tenant *t, uint64_t id, size_t len,
 		n = fd;
 		goto out;
 	}
-	n = fn(fd, in, len, arg);
+	n = a->fn(fd, in, len, a->arg);
 	seg_fd_put(t, g);
 out:
 	pthread_rwlock_unlock(&t->lock);
@@ -88,18 +117,11 @@ out:
 ssize_t store_read_piece(struct store_tenant *t, uint64_t id, size_t len,
 			 uint64_t off, store_piece_fn fn, void *arg)
 {
-	for (int tries = 0;; tries++) {
-		ssize_t n = piece_once(t, id, len, off, fn, arg);
-		int rc;
+	struct piece_args a = {
+		.id = id, .len = len, .off = off, .fn = fn, .arg = arg,
+	};
 
-		if (n != -ENODATA)
-			return n;
-		if (tries == FETCH_TRIES)
-			return -EIO;
-		rc = seg_fetch_wanted(t);
-		if (rc)
-			return rc;
-	}
+	return with_fetch(t, piece_once, &a);
 }
 
 /* Offset of the Nth event (0-based) of the batch at OFFSET, LENGTH bytes. */
@@ -162,37 +184,38 @@ static int version_offset(struct store_tenant *t, struct stream *s,
 			       version - b.first_version, off);
 }
 
+struct lookup;
+typedef int (*lookup_fn)(struct store_tenant *t, struct stream *s,
+			 struct lookup *l);
+
 struct lookup {
+	uint64_t id;		/* the stream */
+	lookup_fn fn;
 	uint64_t n;		/* version or count */
 	uint64_t *off;		/* OUT */
 };
 
-typedef int (*lookup_fn)(struct store_tenant *t, struct stream *s,
-			 struct lookup *l);
-
-/* Runs FN on stream ID under the tenant's lock, exclusively (the index's
- * statements are not shared), fetching evicted segments it needs. */
-static int lookup(struct store_tenant *t, uint64_t id, lookup_fn fn,
-		  struct lookup *l)
+/* Runs l->fn on its stream under the tenant's lock, exclusively (the
+ * index's statements are not shared). */
+static ssize_t lookup_once(struct store_tenant *t, void *ctx)
 {
-	for (int tries = 0;; tries++) {
-		struct stream *s;
-		int rc;
+	struct lookup *l = ctx;
+	struct stream *s;
+	int rc;
 
-		pthread_rwlock_wrlock(&t->lock);
-		s = t->removed ? NULL : stream_find(t, id);
-		rc = s ? journal_flush(t) : -ENOENT;	/* rows to look up */
-		if (!rc)
-			rc = fn(t, s, l);
-		pthread_rwlock_unlock(&t->lock);
-		if (rc != -ENODATA)
-			return rc;
-		if (tries == FETCH_TRIES)
-			return -EIO;
-		rc = seg_fetch_wanted(t);
-		if (rc)
-			return rc;
-	}
+	pthread_rwlock_wrlock(&t->lock);
+	s = t->removed ? NULL : stream_find(t, l->id);
+	rc = s ? journal_flush(t) : -ENOENT;	/* rows to look up */
+	if (!rc)
+		rc = l->fn(t, s, l);
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+/* The same, fetching evicted segments it needs. */
+static int lookup(struct store_tenant *t, struct lookup *l)
+{
+	return (int)with_fetch(t, lookup_once, l);
 }
 
 static int of_version(struct store_tenant *t, struct stream *s,
@@ -214,17 +237,19 @@ static int of_last(struct store_tenant *t, struct stream *s,
 int store_offset_of_version(struct store_tenant *t, uint64_t id,
 			    uint64_t version, uint64_t *off)
 {
-	struct lookup l = { .n = version, .off = off };
+	struct lookup l = {
+		.id = id, .fn = of_version, .n = version, .off = off,
+	};
 
-	return lookup(t, id, of_version, &l);
+	return lookup(t, &l);
 }
 
 int store_offset_of_last(struct store_tenant *t, uint64_t id, uint64_t n,
 			 uint64_t *off)
 {
-	struct lookup l = { .n = n, .off = off };
+	struct lookup l = { .id = id, .fn = of_last, .n = n, .off = off };
 
-	return lookup(t, id, of_last, &l);
+	return lookup(t, &l);
 }
 
 /* Commit times never decrease along a stream's versions (append clamps
