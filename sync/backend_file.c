@@ -207,8 +207,10 @@ static int write_temp(struct backend_file *f, char *path,
 	return rc;
 }
 
-static int file_put(struct backend *b, const char *key,
-		    const struct backend_body *body)
+/* Writes BODY to a temporary beside KEY's path, then puts it in place:
+ * rename(2) replaces an existing KEY, link(2) refuses it (-EEXIST). */
+static int put_file(struct backend *b, const char *key,
+		    const struct backend_body *body, bool if_absent)
 {
 	struct backend_file *f = to_file(b);
 	char *path = NULL, *tmp = NULL;
@@ -217,7 +219,11 @@ static int file_put(struct backend *b, const char *key,
 	rc = file_path(f, key, &path);
 	if (!rc)
 		rc = write_temp(f, path, body, &tmp);
-	if (!rc && rename(tmp, path) < 0) {
+	if (!rc && if_absent) {
+		if (link(tmp, path) < 0)
+			rc = -errno;
+		unlink(tmp);
+	} else if (!rc && rename(tmp, path) < 0) {
 		rc = -errno;
 		unlink(tmp);
 	}
@@ -228,26 +234,16 @@ static int file_put(struct backend *b, const char *key,
 	return rc;
 }
 
+static int file_put(struct backend *b, const char *key,
+		    const struct backend_body *body)
+{
+	return put_file(b, key, body, false);
+}
+
 static int file_put_if_absent(struct backend *b, const char *key,
 			      const struct backend_body *body)
 {
-	struct backend_file *f = to_file(b);
-	char *path = NULL, *tmp = NULL;
-	int rc;
-
-	rc = file_path(f, key, &path);
-	if (!rc)
-		rc = write_temp(f, path, body, &tmp);
-	if (!rc) {
-		if (link(tmp, path) < 0)
-			rc = -errno;
-		unlink(tmp);
-	}
-	if (!rc)
-		rc = fsync_parent(path);
-	free(tmp);
-	free(path);
-	return rc;
+	return put_file(b, key, body, true);
 }
 
 static int file_get(struct backend *b, const char *key, uint64_t off,
