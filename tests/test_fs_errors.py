@@ -209,3 +209,26 @@ def test_modes_owners_persist(mount):
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o700, 1234, 5678)
     st = os.stat(m.path("T", "s"))
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 4321, 8765)
+
+
+def test_segment_cut_short_gives_eio(mount):
+    """A segment file cut short behind the mount's back (damage from
+    outside): reads of the missing bytes fail with EIO, never zeros or an
+    early end of file; the bytes still there read fine."""
+    m = mount(allow=[r"short file"])
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"")
+    append(p, "x" * 9000 + "\n")
+    segs = [e for e in (m.src / "tenants" / "T" / "seg").iterdir() if e.suffix == ".seg"]
+    assert len(segs) == 1
+    os.truncate(segs[0], 100)
+    r = subprocess.run(["cat", str(p)], capture_output=True, timeout=30)
+    assert r.returncode != 0 and b"Input/output error" in r.stderr, r
+    fd = os.open(m.path("T", "s@1"), os.O_RDONLY)   # a view: no page cache
+    try:
+        assert os.pread(fd, 50, 0) == b"x" * 50
+        assert err_of(os.pread, fd, 4096, 0) == errno.EIO
+        assert err_of(os.pread, fd, 10, 5000) == errno.EIO
+    finally:
+        os.close(fd)
