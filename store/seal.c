@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -270,14 +271,43 @@ static struct seg *restored_pending(struct store_tenant *t, uint64_t id)
 	return g && g->row_evicted ? g : NULL;
 }
 
+/* Whether FD is the file named NAME in T's segment directory now: a copy
+ * evicted and fetched again while we flushed it is another file. */
+static bool same_file(struct store_tenant *t, int fd, const char *name)
+{
+	struct stat a, b;
+
+	return fstat(fd, &a) == 0 && fstatat(t->segfd, name, &b, 0) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* Records restored segment G, flushed through FD, as present: unless it
+ * was replaced meanwhile (then its new copy stays queued).  Returns 1 when
+ * G is done with, 0 when it is to be flushed again, or -errno. */
+static int durable_record(struct store_tenant *t, struct seg *g, int fd,
+			  const char *name)
+{
+	int rc;
+
+	if (!g)
+		return 1;	/* evicted or gone since */
+	if (!same_file(t, fd, name))
+		return 0;
+	g->row_evicted = false;
+	rc = index_segment_update(t, g);
+	g->row_evicted = rc != 0;
+	return rc ? rc : 1;
+}
+
 /* Flushes T's oldest restored segment, then records it present.  Returns
- * 1 when one was taken off the queue, 0 when none is left, or -errno. */
+ * 1 when one was dealt with, 0 when none is left, or -errno (that segment
+ * then waits at the back of the queue, not ahead of the others). */
 static int durable_next(struct store_tenant *t)
 {
 	char name[64];
 	struct seg *g;
 	uint64_t id;
-	int fd = -1, rc;
+	int fd, rc;
 
 	pthread_rwlock_wrlock(&t->lock);
 	if (t->removed || !t->restored.n) {
@@ -286,37 +316,33 @@ static int durable_next(struct store_tenant *t)
 	}
 	id = t->restored.ids[0];
 	g = restored_pending(t, id);
-	if (g) {
-		/* not seg_fd(), which would count as a use (sync/ evicts
-		 * and reads ahead by them) */
-		seg_name(name, sizeof(name), id, ".seg");
-		fd = openat(t->segfd, name, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			fd = -errno;
-	}
-	if (!g)
-		queue_forget(&t->restored, id);	/* evicted or gone since */
-	pthread_rwlock_unlock(&t->lock);
-	if (!g)
+	/* not seg_fd(), which would count as a use (sync/ evicts and reads
+	 * ahead by them) */
+	seg_name(name, sizeof(name), id, ".seg");
+	fd = g ? openat(t->segfd, name, O_RDONLY | O_CLOEXEC) : -1;
+	if (!g || fd < 0) {
+		if (g)	/* removed behind our back: its row stays evicted */
+			store_log("%s: fetched segment %s: %s", t->name, name,
+				  strerror(errno));
+		queue_forget(&t->restored, id);
+		pthread_rwlock_unlock(&t->lock);
 		return 1;
-	if (fd < 0)
-		return fd;
+	}
+	pthread_rwlock_unlock(&t->lock);
 	rc = fdatasync(fd) < 0 ? -errno : 0;
-	close(fd);
 	if (!rc && fsync(t->segfd) < 0)
 		rc = -errno;	/* the rename */
-	if (rc)
-		return rc;
 	pthread_rwlock_wrlock(&t->lock);
-	g = restored_pending(t, id);
-	if (g) {
-		g->row_evicted = false;
-		rc = index_segment_update(t, g);
-		g->row_evicted = rc != 0;
-	}
 	if (!rc)
+		rc = durable_record(t, restored_pending(t, id), fd, name);
+	if (rc) {
 		queue_forget(&t->restored, id);
+		if (rc < 0 && queue_push(&t->restored, id))
+			store_log("%s: no memory to queue a fetched segment; "
+				  "it is fetched again after a restart", t->name);
+	}
 	pthread_rwlock_unlock(&t->lock);
+	close(fd);
 	return rc ? rc : 1;
 }
 
