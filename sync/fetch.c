@@ -112,7 +112,8 @@ struct fetch_ra {
 	struct store_tenant *t;
 	uint64_t stream;
 	uint64_t pos;		/* stream offset of the reader's segment */
-	int64_t restored_ns;	/* CLOCK_REALTIME, after the last restore */
+	int64_t restored_ns;	/* CLOCK_REALTIME, after the last restore or
+				 * wait: later uses are the reader's */
 	int64_t moved_ns;	/* CLOCK_MONOTONIC: pos last moved */
 };
 
@@ -242,6 +243,14 @@ static bool req_on_wire(const struct fetch_req *r)
 		(r->inflight || (!r->err && r->next_part < r->nparts)));
 }
 
+/* Whether R has GETs of this attempt still to send (its first one is
+ * taken with the attempt). */
+static bool req_parts_left(const struct fetch_req *r)
+{
+	return !r->done && !r->err && r->next_part < r->nparts &&
+	       (r->state == REQ_OPENING || r->state == REQ_RUNNING);
+}
+
 /* Takes the next part of R, or starts an attempt on it (REQ_OPENING: the
  * taker creates the temporary, then GETs part 0). */
 static struct fetch_req *req_take(const struct sync *s, struct fetch_req *r,
@@ -272,6 +281,7 @@ static struct fetch_req *req_take(const struct sync *s, struct fetch_req *r,
 static struct fetch_req *pick(struct sync *s, uint64_t *part, int64_t *wake)
 {
 	int64_t now = sync_clock(CLOCK_MONOTONIC);
+	bool waited_left = false;
 	unsigned on_wire = 0;
 	struct fetch_req *r;
 
@@ -281,8 +291,11 @@ static struct fetch_req *pick(struct sync *s, uint64_t *part, int64_t *wake)
 			continue;
 		if (req_ready(s, r, now, wake))
 			return req_take(s, r, part);
+		waited_left |= req_parts_left(r);	/* fetch_parallel */
 		on_wire += req_on_wire(r);
 	}
+	if (waited_left)
+		return NULL;
 	for (r = s->fq; r; r = r->next) {
 		if (r->waited || !req_on_wire(r))
 			continue;
