@@ -98,7 +98,7 @@ int store_segment_batches(struct store_tenant *t, uint64_t seg,
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	g = t->removed ? NULL : seg_find(t, seg, &s);
+	g = seg_find(t, seg, &s);
 	rc = g ? journal_flush(t) : -ENOENT;
 	if (!rc) {
 		l.s = s;

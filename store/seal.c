@@ -187,7 +187,7 @@ void seg_queue_closing(struct store_tenant *t, struct seg *g)
 static struct seg *next_to_seal(struct store_tenant *t, uint64_t id,
 				struct stream **sp)
 {
-	struct seg *g = t->removed ? NULL : seg_find(t, id, sp);
+	struct seg *g = seg_find(t, id, sp);
 
 	if (!g || !seg_closing(*sp, g) ||
 	    (*sp)->segs[seg_first_unsealed(*sp)] != g)
@@ -266,7 +266,7 @@ void seg_queue_restored(struct store_tenant *t, struct seg *g)
 static struct seg *restored_pending(struct store_tenant *t, uint64_t id)
 {
 	struct stream *s;
-	struct seg *g = t->removed ? NULL : seg_find(t, id, &s);
+	struct seg *g = seg_find(t, id, &s);
 
 	return g && g->row_evicted ? g : NULL;
 }

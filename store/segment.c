@@ -176,7 +176,7 @@ static int ids_grow(struct store_tenant *t)
 
 struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp)
 {
-	struct seg *g = t->seg_ids ? *id_bucket(t, seg) : NULL;
+	struct seg *g = t->seg_ids && !t->removed ? *id_bucket(t, seg) : NULL;
 
 	while (g && g->id != seg)
 		g = g->id_next;
@@ -632,7 +632,7 @@ int store_segment_mark_uploaded(struct store_tenant *t, uint64_t seg)
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	g = t->removed ? NULL : seg_find(t, seg, &s);
+	g = seg_find(t, seg, &s);
 	if (!g)
 		rc = -ENOENT;
 	else if (g->state == STORE_SEG_ACTIVE)
@@ -652,7 +652,7 @@ bool store_segment_evicted(struct store_tenant *t, uint64_t seg)
 	bool evicted;
 
 	pthread_rwlock_rdlock(&t->lock);
-	g = t->removed ? NULL : seg_find(t, seg, &s);
+	g = seg_find(t, seg, &s);
 	evicted = g && g->state == STORE_SEG_EVICTED;
 	pthread_rwlock_unlock(&t->lock);
 	return evicted;
@@ -666,7 +666,7 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg)
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	g = t->removed ? NULL : seg_find(t, seg, &s);
+	g = seg_find(t, seg, &s);
 	if (!g)
 		rc = -ENOENT;
 	else if (g->state == STORE_SEG_EVICTED)
@@ -700,7 +700,7 @@ static int restore_check(struct store_tenant *t, uint64_t seg, int fd,
 	int rc;
 
 	pthread_rwlock_rdlock(&t->lock);
-	g = t->removed ? NULL : seg_find(t, seg, &s);
+	g = seg_find(t, seg, &s);
 	if (g) {
 		evicted = g->state == STORE_SEG_EVICTED;
 		length = g->length;
@@ -737,7 +737,7 @@ static int restore(struct store_tenant *t, uint64_t seg, const char *path,
 	if (rc)
 		return rc < 0 ? rc : 0;
 	pthread_rwlock_wrlock(&t->lock);
-	g = t->removed ? NULL : seg_find(t, seg, &s);
+	g = seg_find(t, seg, &s);
 	if (!g)
 		rc = -ENOENT;
 	else if (g->state != STORE_SEG_EVICTED)
@@ -816,7 +816,7 @@ int seg_fetch_wanted(struct store_tenant *t)
 	int rc;
 
 	pthread_rwlock_rdlock(&t->lock);
-	g = t->removed ? NULL : seg_find(t, wanted_seg, &s);
+	g = seg_find(t, wanted_seg, &s);
 	if (g)
 		fill_segment(s, g, &info);
 	pthread_rwlock_unlock(&t->lock);

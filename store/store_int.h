@@ -392,7 +392,8 @@ bool seg_closing(const struct stream *s, const struct seg *g);
 int seg_checksum(int fd, uint64_t len, uint64_t *sum);
 /* Feeds those bytes to STATE. */
 int seg_hash_file(int fd, uint64_t len, struct XXH3_state_s *state);
-/* Segment SEG of T and its stream (*sp), or NULL.  T's lock held. */
+/* Segment SEG of T and its stream (*sp), or NULL (also once T is
+ * removed).  T's lock held. */
 struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp);
 /* The segment holding stream offset OFF (OFF < s->size). */
 struct seg *seg_at(struct stream *s, uint64_t off);
