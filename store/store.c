@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store_int.h"
@@ -28,6 +29,7 @@ void store_config_default(struct store_config *cfg)
 	cfg->max_event = 1u << 20;
 	cfg->sync_always = false;
 	cfg->framing = STORE_LINES;
+	cfg->restore_flush_ns = 30ll * 1000000000;
 }
 
 bool store_name_valid(const char *name)
@@ -510,6 +512,7 @@ int store_open(const char *dir, const struct store_config *cfg,
 	       struct store **out)
 {
 	struct store *st = calloc(1, sizeof(*st));
+	pthread_condattr_t ca;
 	int rc;
 
 	if (!st)
@@ -520,7 +523,10 @@ int store_open(const char *dir, const struct store_config *cfg,
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_cond_init(&st->fetch_idle, NULL);
 	pthread_mutex_init(&st->seal_lock, NULL);
-	pthread_cond_init(&st->seal_cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&st->seal_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	st->dir = realpath(dir, NULL);
 	if (!st->dir) {
 		rc = -errno;

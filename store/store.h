@@ -48,9 +48,13 @@ struct store_config {
 	uint32_t max_event;	/* larger events fail with -EMSGSIZE */
 	bool sync_always;	/* fdatasync segment and index on each append */
 	enum store_framing framing;	/* default framing of new tenants */
+	/* A fetched copy is flushed, and its row says present, this long
+	 * after its restore (or at close); see seg_queue_restored(). */
+	int64_t restore_flush_ns;
 };
 
-/* Fills in the documented defaults: 64 MiB, 1 h, 1 MiB, no sync, lines. */
+/* Fills in the documented defaults: 64 MiB, 1 h, 1 MiB, no sync, lines,
+ * fetched copies flushed after 30 s. */
 void store_config_default(struct store_config *cfg);
 
 struct store;

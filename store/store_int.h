@@ -102,6 +102,7 @@ struct seg {
 	/* Restored from a fetched copy not flushed yet: its index row says
 	 * evicted until the sealer has flushed it (seal.c). */
 	bool row_evicted;
+	int64_t restored_mono;	/* CLOCK_MONOTONIC: when, while row_evicted */
 	/* Once fsynced through a durable mark (mark.c): XXH3 of its bytes so
 	 * far, kept as appends come, and which of its two marks is newest. */
 	struct XXH3_state_s *running;

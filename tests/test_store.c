@@ -883,6 +883,76 @@ static void test_evict_restore(void)
 	teardown(&f);
 }
 
+/* The state the index row of SEG says, read by another process as a
+ * power cut would leave it (WAL included). */
+static int row_state(struct fixture *f, uint64_t seg)
+{
+	char cmd[512];
+	int state = -1;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "sqlite3 %s/tenants/t/index.db 'SELECT state"
+		 " FROM segments WHERE id = %llu'", f->dir,
+		 (unsigned long long)seg);
+	p = popen(cmd, "r");
+	CHECK(p != NULL);
+	CHECK_EQ(fscanf(p, "%d", &state), 1);
+	pclose(p);
+	return state;
+}
+
+/* Evicts F's first sealed segment and restores it from a copy; returns it. */
+static uint64_t evict_and_restore(struct fixture *f)
+{
+	uint64_t seg = 0;
+	char *path, cmd[512], buf[16];
+
+	CHECK_EQ(append(f, "one\ntwo\n", STORE_ANY_VERSION, false, NULL), 0);
+	CHECK_EQ(store_roll(f->t, 0, true), 1);
+	store_segment_list(f->t, STORE_SEG_SEALED, first_sealed, &seg);
+	CHECK_EQ(store_segment_mark_uploaded(f->t, seg), 0);
+	path = seg_file(f, seg);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s.fetched'", path, path);
+	CHECK_EQ(system(cmd), 0);
+	CHECK_EQ(store_segment_evict(f->t, seg), 0);
+	snprintf(cmd, sizeof(cmd), "%s.fetched", path);
+	CHECK_EQ(store_segment_restore(f->t, seg, cmd), 0);
+	CHECK_EQ(store_read(f->t, f->s, buf, sizeof(buf), 0), 8);
+	free(path);
+	return seg;
+}
+
+/* A restored copy is flushed and recorded present restore_flush_ns after
+ * its restore, or at close if that comes first. */
+static void test_restored_flush_delay(void)
+{
+	struct store_config cfg;
+	struct fixture f;
+	uint64_t seg;
+	int tries;
+
+	store_config_default(&cfg);
+	CHECK_EQ(cfg.restore_flush_ns, 30ll * 1000000000);
+	cfg.restore_flush_ns = 3600ll * 1000000000;
+	setup_with(&f, &cfg);
+	seg = evict_and_restore(&f);
+	usleep(200 * 1000);	/* time for a sealer that would flush now */
+	CHECK_EQ(row_state(&f, seg), STORE_SEG_EVICTED);
+	store_close(f.st);
+	f.st = NULL;
+	CHECK_EQ(row_state(&f, seg), STORE_SEG_UPLOADED);
+	teardown(&f);
+
+	cfg.restore_flush_ns = 50 * 1000000;
+	setup_with(&f, &cfg);
+	seg = evict_and_restore(&f);
+	for (tries = 0; tries < 200 && row_state(&f, seg) != STORE_SEG_UPLOADED;
+	     tries++)
+		usleep(50 * 1000);
+	CHECK(tries < 200);
+	teardown(&f);
+}
+
 static void test_verify_damage(void)
 {
 	struct fixture f;
@@ -1144,6 +1214,7 @@ static const struct unit_test tests[] = {
 	{ "durable_mark", test_durable_mark },
 	{ "closing_recovery", test_closing_recovery },
 	{ "evict_restore", test_evict_restore },
+	{ "restored_flush_delay", test_restored_flush_delay },
 	{ "verify_damage", test_verify_damage },
 };
 
