@@ -320,11 +320,18 @@ def test_fsync_mark_survives_a_lost_index(mount):
     assert getxattr(p, "user.streamfs.version") == "3"
 
 
-def test_streams_prefer_128k_io(mount):
-    """Streams report 128 KiB as their I/O size: stdio and cp write in
-    requests that large."""
+def test_streams_prefer_1m_io(mount, tmp_path):
+    """Streams report 1 MiB, what one request carries, as their I/O size:
+    cp writes in requests that large, and a raw stream keeps each as one
+    event."""
     m = mount()
     os.mkdir(m.path("T"))
     append(m.path("T", "s"), "x\n", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     out = subprocess.check_output(["stat", "-c", "%o", str(m.path("T", "s"))])
-    assert out.strip() == b"131072"
+    assert out.strip() == b"1048576"
+    os.setxattr(m.path("T"), "user.streamfs.framing", b"raw")
+    src = tmp_path / "blob"
+    src.write_bytes(os.urandom(3 << 20))
+    subprocess.run(["cp", str(src), m.path("T", "raw")], check=True)
+    assert getxattr(m.path("T", "raw"), "user.streamfs.version") == "3"
+    assert open(m.path("T", "raw"), "rb").read() == src.read_bytes()

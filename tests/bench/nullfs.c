@@ -6,7 +6,8 @@
  * size.  One flat directory, files only.  It makes the same caching choices
  * as streamfs (docs/CACHING.md): direct_io on descriptions opened for
  * writing, page cache kept across opens for read-only ones, attributes not
- * cached, names cached 1 s, no writeback cache, the multi-threaded loop.
+ * cached, names cached 1 s, no writeback cache, the multi-threaded loop,
+ * and the same preferred I/O size (st_blksize), which sets cp's writes.
  * So the difference between streamfs and nullfs is what streamfs itself
  * costs, not what FUSE costs.
  *
@@ -62,6 +63,7 @@ static void fill_attr(fuse_ino_t ino, struct stat *st)
 
 	st->st_mode = S_IFREG | f->mode;
 	st->st_nlink = 1;
+	st->st_blksize = 1 << 20;	/* streamfs's preferred I/O size */
 	st->st_size = f->size;
 	st->st_blocks = (f->size + 511) / 512;
 	st->st_mtim = f->mtime;
