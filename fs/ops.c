@@ -92,6 +92,19 @@ int fs_sel_parse(const char *s, struct fs_sel *sel)
 	return parse_count(buf, &sel->n);
 }
 
+/* st_blksize of a stream: what one request carries, but in a raw stream,
+ * where every write is one event, no more than the largest event. */
+static blksize_t stream_io_size(const struct fs *fs,
+				const struct store_attr *a)
+{
+	size_t io = fs->io_size, page = (size_t)fs->page_size;
+	size_t most = fs->opts->store.max_event / page * page;
+
+	if (a->framing == STORE_RAW && io > most)
+		io = most > page ? most : page;
+	return (blksize_t)io;
+}
+
 static void fill_stat(struct fs *fs, struct fs_node *n,
 		      const struct store_attr *a, struct stat *st)
 {
@@ -112,7 +125,7 @@ static void fill_stat(struct fs *fs, struct fs_node *n,
 	if (n->kind == FS_VIEW)
 		st->st_mode &= ~(mode_t)0222;
 	st->st_nlink = 1;
-	st->st_blksize = (blksize_t)fs->io_size;
+	st->st_blksize = stream_io_size(fs, a);
 	st->st_size = (off_t)a->size;
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 }

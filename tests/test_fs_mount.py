@@ -334,4 +334,24 @@ def test_streams_prefer_1m_io(mount, tmp_path):
     src.write_bytes(os.urandom(3 << 20))
     subprocess.run(["cp", str(src), m.path("T", "raw")], check=True)
     assert getxattr(m.path("T", "raw"), "user.streamfs.version") == "3"
-    assert open(m.path("T", "raw"), "rb").read() == src.read_bytes()
+    with open(m.path("T", "raw"), "rb") as f:
+        assert f.read() == src.read_bytes()
+
+
+def test_raw_streams_io_size_fits_max_event(mount, tmp_path):
+    """In a raw stream every write is one event: its I/O size is at most
+    max_event, so cp into it works with a smaller max_event."""
+    m = mount("max_event=512K")
+    os.mkdir(m.path("T"))
+    os.setxattr(m.path("T"), "user.streamfs.framing", b"raw")
+    src = tmp_path / "blob"
+    src.write_bytes(os.urandom(3 << 20))
+    subprocess.run(["cp", str(src), m.path("T", "raw")], check=True)
+    assert os.stat(m.path("T", "raw")).st_blksize == 512 << 10
+    assert getxattr(m.path("T", "raw"), "user.streamfs.version") == "6"
+    with open(m.path("T", "raw"), "rb") as f:
+        assert f.read() == src.read_bytes()
+    # a lines stream's writes hold many events: it keeps the full size
+    os.close(os.open(m.path("T", "lines"), os.O_WRONLY | os.O_CREAT, 0o644))
+    os.setxattr(m.path("T", "lines"), "user.streamfs.framing", b"lines")
+    assert os.stat(m.path("T", "lines")).st_blksize == 1 << 20
