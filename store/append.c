@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#define XXH_STATIC_LINKING_ONLY	/* XXH3_state_t on the stack */
 #include <xxhash.h>
 
 #include "store_int.h"
@@ -511,26 +512,22 @@ static void start_writeback(int fd, uint64_t old_len, size_t len)
 static int write_hashed(int fd, const char *p, size_t len, uint64_t off,
 			uint64_t *hash)
 {
-	XXH3_state_t *st;
+	XXH3_state_t st;
 	int rc = 0;
 
 	if (len <= WRITE_PIECE) {
 		*hash = XXH3_64bits(p, len);
 		return store_pwrite_all(fd, p, len, off);
 	}
-	st = XXH3_createState();
-	if (!st)
-		return -ENOMEM;
-	XXH3_64bits_reset(st);
+	XXH3_64bits_reset(&st);
 	for (size_t done = 0; done < len && !rc;) {
 		size_t n = len - done < WRITE_PIECE ? len - done : WRITE_PIECE;
 
-		XXH3_64bits_update(st, p + done, n);
+		XXH3_64bits_update(&st, p + done, n);
 		rc = store_pwrite_all(fd, p + done, n, off + done);
 		done += n;
 	}
-	*hash = XXH3_64bits_digest(st);
-	XXH3_freeState(st);
+	*hash = XXH3_64bits_digest(&st);
 	return rc;
 }
 

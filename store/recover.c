@@ -232,29 +232,40 @@ static int recover_stream(struct store_tenant *t, struct stream *s)
 	return rc;
 }
 
+/* Whether NAME in seg/ is a file a segment row names and needs: its ID
+ * table, or its bytes unless the row says evicted. */
+static bool file_needed(struct store_tenant *t, const char *name)
+{
+	struct stream *s;
+	struct seg *g;
+	char *end;
+	uint64_t id = strtoull(name, &end, 16);
+
+	if (strlen(name) < 16 || end != name + 16)
+		return false;
+	g = seg_find(t, id, &s);
+	if (!g)
+		return false;
+	if (!strcmp(end, ".ids"))
+		return true;
+	return !strcmp(end, ".seg") && g->state != STORE_SEG_EVICTED;
+}
+
 /* Files in seg/ that no segment row names: a segment created by an append
- * that never committed, an ID table of a removed stream, a temporary. */
+ * that never committed, an ID table of a removed stream, a temporary; and
+ * the copy of an evicted segment, left by a power cut before its flush (or
+ * during an eviction): it would be fetched again anyway, and meanwhile
+ * take room that cache_size does not see. */
 static int remove_orphans(struct store_tenant *t)
 {
 	DIR *d = fdopendir(dup(t->segfd));
-	struct stream *s;
 	struct dirent *de;
 
 	if (!d)
 		return -errno;
-	while ((de = readdir(d))) {
-		char *end;
-		uint64_t id;
-
-		if (de->d_name[0] == '.')
-			continue;
-		id = strtoull(de->d_name, &end, 16);
-		if (strlen(de->d_name) >= 16 && end == de->d_name + 16 &&
-		    (!strcmp(end, ".seg") || !strcmp(end, ".ids")) &&
-		    seg_find(t, id, &s))
-			continue;
-		unlinkat(t->segfd, de->d_name, 0);
-	}
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.' && !file_needed(t, de->d_name))
+			unlinkat(t->segfd, de->d_name, 0);
 	closedir(d);
 	return 0;
 }

@@ -252,10 +252,11 @@ static int seal_next(struct store_tenant *t)
  * then its index row still says evicted, so after a power cut the copy is
  * fetched again rather than trusted.
  *
- * The flush waits cfg.restore_flush_ns (30 s): by then the kernel has
- * written most of the copy back on its own, and a reader going through a
+ * The flush waits cfg.restore_flush_ns (30 s, when the kernel starts
+ * writing dirty pages back on its own), so that a reader going through a
  * cold stream does not share the disk with a flush per segment (10% of
- * its speed, measured).  A power cut meanwhile costs a fetch, not bytes. */
+ * its speed, measured).  A power cut meanwhile costs a fetch, not bytes:
+ * recovery removes a copy whose row says evicted. */
 
 #define SEC_NS 1000000000ll
 
@@ -271,6 +272,8 @@ void seg_queue_restored(struct store_tenant *t, struct seg *g)
 {
 	g->row_evicted = true;
 	g->restored_mono = mono_ns();
+	/* restored again before its flush: it goes to the back, in time order */
+	queue_forget(&t->restored, g->id);
 	if (queue_push(&t->restored, g->id))
 		store_log("%s: no memory to queue a fetched segment; it is "
 			  "fetched again after a restart", t->name);
@@ -460,8 +463,10 @@ static void *sealer_main(void *arg)
 		struct timespec ts;
 
 		pthread_mutex_unlock(&st->seal_lock);
+		/* retry failed seals in a second (a failed flush waits its
+		 * delay again, in WAKE) */
 		if (seal_pass(st, &wake) && (!wake || wake > mono_ns() + SEC_NS))
-			wake = mono_ns() + SEC_NS;	/* retry failures */
+			wake = mono_ns() + SEC_NS;
 		pthread_mutex_lock(&st->seal_lock);
 		if (st->seal_stop || kicks != st->seal_kicks)
 			continue;

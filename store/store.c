@@ -518,6 +518,11 @@ int store_open(const char *dir, const struct store_config *cfg,
 	if (!st)
 		return -ENOMEM;
 	st->cfg = *cfg;
+	/* a deadline must stay representable: at most a day */
+	if (st->cfg.restore_flush_ns < 0)
+		st->cfg.restore_flush_ns = 0;
+	if (st->cfg.restore_flush_ns > 86400ll * 1000000000)
+		st->cfg.restore_flush_ns = 86400ll * 1000000000;
 	st->fd_budget = fd_budget();
 	st->dirfd = st->tenantsfd = -1;
 	pthread_mutex_init(&st->lock, NULL);
