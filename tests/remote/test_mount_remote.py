@@ -501,3 +501,32 @@ def test_readahead_follows_a_reader_through_fetched_segments(mount, run_streamfs
             assert fetched() == k + 3, "read ahead past two segments"
     finally:
         os.close(fd)
+
+
+@pytest.mark.timeout(300)
+def test_fetched_copies_not_trusted_after_a_crash(mount, run_streamfs, tmp_path):
+    """A fetched segment is flushed, and recorded as present, 30 s after
+    its fetch: a crash before that loses nothing but the copies, which the
+    next mount removes and fetches again."""
+    url = "file://%s/remote" % tmp_path
+    w = mount(["remote=" + url, "roll=1s", "roll_size=16K"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    for i in range(8):
+        append(w.path("T", "s"), b"".join(b"e %08d\n" % j
+                                          for j in range(i * 1500, (i + 1) * 1500)), APPEND)
+    sync(run_streamfs, w.mnt)
+    data = read(w.path("T", "s"))
+    cache = tmp_path / "cache"
+    a = mount(["remote=" + url, "ro", "poll=1s"], src=cache,
+              allow=SYNC_ALLOW + [r"(?i)recover"])
+    sync(run_streamfs, a.mnt)
+    assert subprocess.check_output(["cat", str(a.path("T", "s"))]) == data
+    fetched = int(status(run_streamfs, a.mnt)["fetched_segments"])
+    assert fetched >= 5
+    segdir = cache / "tenants" / "T" / "seg"
+    assert len(list(segdir.glob("*.seg"))) >= fetched
+    a.kill9()
+    a.start()
+    assert list(segdir.glob("*.seg")) == []
+    assert subprocess.check_output(["cat", str(a.path("T", "s"))]) == data
+    assert int(status(run_streamfs, a.mnt)["fetched_segments"]) == fetched
