@@ -227,7 +227,7 @@ static int recover_stream(struct store_tenant *t, struct stream *s)
 		g->full = i + 1 < s->nsegs ||
 			  g->length >= t->st->cfg.roll_size;
 		if (g->full)
-			seg_queue_closing(t, g);
+			rc = seg_queue_closing(t, g);
 	}
 	return rc;
 }

@@ -173,11 +173,9 @@ int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 	return 0;
 }
 
-void seg_queue_closing(struct store_tenant *t, struct seg *g)
+int seg_queue_closing(struct store_tenant *t, struct seg *g)
 {
-	if (queue_push(&t->closing, g->id))
-		store_log("%s: no memory to queue segment for sealing; "
-			  "the roller seals it", t->name);
+	return queue_push(&t->closing, g->id);
 }
 
 /* ---- the sealer thread ---- */
@@ -540,10 +538,13 @@ int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
 		struct stream *s = t->streams[i];
 		struct seg *g = seg_active(s);
 		bool old = g && (force || now_ns - g->created_ns >= age);
-
 		int n;
 
-		if (!old && !t->closing.n)
+		/* Closing segments are the sealer's: sealing one here holds
+		 * the lock through its flush (a writer waited 145 ms).  Only
+		 * a forced roll, or an old segment behind them (a stream is
+		 * sealed in order), seals them on this thread. */
+		if (!old && !(force && t->closing.n))
 			continue;
 		n = seal_stream(t, s, old);
 		if (n < 0)

@@ -431,8 +431,8 @@ int recover_from_mark(struct store_tenant *t, struct stream *s, struct seg *g,
 /* Closes G, the active segment of S, which is full: it takes no more
  * appends and the sealer seals it. */
 int seg_close(struct store_tenant *t, struct stream *s, struct seg *g);
-/* Queues G, closing, for the sealer (recovery). */
-void seg_queue_closing(struct store_tenant *t, struct seg *g);
+/* Queues G, closing, for the sealer (recovery); 0 or -ENOMEM. */
+int seg_queue_closing(struct store_tenant *t, struct seg *g);
 /* Seals T's closing segments on this thread (store_close). */
 int seal_closing_now(struct store_tenant *t);
 /* Queues G, just restored, for the sealer to flush; its row says evicted
