@@ -491,20 +491,6 @@ static void drop_new_segment(struct store_tenant *t, struct stream *s)
 	seg_free(t, g);
 }
 
-#define WRITEBACK_CHUNK (8u << 20)
-
-/* Starts writeback of each 8 MiB of a segment as it fills (without waiting
- * for it), so that the fdatasync of a seal finds little left to write
- * instead of the whole segment at once. */
-static void start_writeback(int fd, uint64_t old_len, size_t len)
-{
-	uint64_t done = (old_len + len) / WRITEBACK_CHUNK * WRITEBACK_CHUNK;
-
-	if (done > old_len / WRITEBACK_CHUNK * WRITEBACK_CHUNK)
-		sync_file_range(fd, (off_t)(done - WRITEBACK_CHUNK),
-				WRITEBACK_CHUNK, SYNC_FILE_RANGE_WRITE);
-}
-
 #define WRITE_PIECE (128u << 10)
 
 /* Writes LEN bytes of P to FD at OFF, and *HASH (OUT) their XXH3: a piece
@@ -576,8 +562,6 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	if (!rc && cfg->sync_always && fdatasync(fd) < 0)
 		rc = -errno;
 	if (!rc)
-		start_writeback(fd, g->length, len);
-	if (!rc)
 		rc = journal_append(t, s, g, &row, has_ids);
 	if (!rc && has_ids && !g->has_ids) {
 		/* once per segment; the journal record carries it too */
@@ -596,6 +580,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 		return rc;
 	}
 	seg_hash_update(g, p, len);
+	seg_grew(t, g, len);
 	g->length += len;
 	g->count += count;
 	if (cfg->sync_always)

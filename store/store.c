@@ -105,6 +105,7 @@ static void tenant_free(struct store_tenant *t)
 	free(t->seg_ids);
 	free(t->closing.ids);
 	free(t->restored.ids);
+	free(t->writeback.ids);
 	journal_close(t);
 	index_close(t);
 	if (t->segfd >= 0)

@@ -99,6 +99,7 @@ struct seg {
 	enum store_seg_state state;
 	bool has_ids;		/* some event in it carries an ID */
 	bool full;		/* closed: takes no more appends (seal.c) */
+	uint64_t wb_started;	/* bytes the sealer started writing back */
 	/* Restored from a fetched copy not flushed yet: its index row says
 	 * evicted until the sealer has flushed it (seal.c). */
 	bool row_evicted;
@@ -193,6 +194,8 @@ struct store_tenant {
 	 * yet) in roll order, and restored segments to make durable.  Their
 	 * counts are also read without the lock. */
 	struct seg_queue closing, restored;
+	/* Active segments with bytes to start writing back (seal.c). */
+	struct seg_queue writeback;
 
 	struct store_tenant *next;	/* protected by store->lock */
 };
@@ -435,6 +438,9 @@ int seg_close(struct store_tenant *t, struct stream *s, struct seg *g);
 int seg_queue_closing(struct store_tenant *t, struct seg *g);
 /* Seals T's closing segments on this thread (store_close). */
 int seal_closing_now(struct store_tenant *t);
+/* G, active, grows by LEN bytes: has the sealer start writing back each
+ * 8 MiB of it that is now whole. */
+void seg_grew(struct store_tenant *t, struct seg *g, size_t len);
 /* Queues G, just restored, for the sealer to flush; its row says evicted
  * until then. */
 void seg_queue_restored(struct store_tenant *t, struct seg *g);
