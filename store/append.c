@@ -231,8 +231,10 @@ static int collect_ids(struct store_tenant *t, struct stream *s,
  * missing or damaged (it is derived data). */
 static int load_table(struct store_tenant *t, struct stream *s, struct seg *g)
 {
+	uint64_t *pairs = NULL;
 	struct idset set;
 	char name[64];
+	size_t n;
 	int rc;
 
 	if (g->ids.map)
@@ -243,8 +245,10 @@ static int load_table(struct store_tenant *t, struct stream *s, struct seg *g)
 	idset_init(&set);
 	rc = collect_ids(t, s, g, &set);
 	if (!rc)
-		rc = idtable_write(t->segfd, name, t->id_field, &set,
-				   UINT64_MAX);
+		rc = idset_pairs(&set, UINT64_MAX, &pairs, &n);
+	if (!rc)
+		rc = idtable_write(t->segfd, name, t->id_field, pairs, n);
+	free(pairs);
 	idset_release(&set);
 	return rc ? rc : idtable_open(t->segfd, name, t->id_field, &g->ids);
 }

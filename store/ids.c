@@ -296,19 +296,11 @@ static int pair_cmp(const void *a, const void *b)
 	return x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
-/* Writes the pairs of SET below stream offset BELOW as table NAME in
- * DIRFD: temporary file, fsync, rename. */
-int idtable_write(int dirfd, const char *name, const char *field,
-		  const struct idset *set, uint64_t below)
+int idset_pairs(const struct idset *set, uint64_t below, uint64_t **out,
+		size_t *count)
 {
-	struct ids_header hdr = {
-		.magic = IDS_MAGIC,
-		.field = XXH3_64bits(field, strlen(field)),
-	};
 	uint64_t *pairs = malloc((set->used ? set->used : 1) * 2 * sizeof(uint64_t));
-	char tmp[64];
 	size_t n = 0;
-	int fd, rc;
 
 	if (!pairs)
 		return -ENOMEM;
@@ -319,16 +311,30 @@ int idtable_write(int dirfd, const char *name, const char *field,
 		pairs[2 * n + 1] = set->slots[2 * i + 1] - 1;
 		n++;
 	}
-	qsort(pairs, n, 2 * sizeof(uint64_t), pair_cmp);
-	hdr.count = n;
-	hdr.checksum = XXH3_64bits(pairs, n * 2 * sizeof(uint64_t));
+	*out = pairs;
+	*count = n;
+	return 0;
+}
 
+/* Sorts PAIRS and writes them as table NAME in DIRFD: temporary file,
+ * fsync, rename. */
+int idtable_write(int dirfd, const char *name, const char *field,
+		  uint64_t *pairs, size_t n)
+{
+	struct ids_header hdr = {
+		.magic = IDS_MAGIC,
+		.field = XXH3_64bits(field, strlen(field)),
+		.count = n,
+	};
+	char tmp[64];
+	int fd, rc;
+
+	qsort(pairs, n, 2 * sizeof(uint64_t), pair_cmp);
+	hdr.checksum = XXH3_64bits(pairs, n * 2 * sizeof(uint64_t));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
+	if (fd < 0)
+		return -errno;
 	rc = store_pwrite_all(fd, &hdr, sizeof(hdr), 0);
 	if (!rc)
 		rc = store_pwrite_all(fd, pairs, n * 2 * sizeof(uint64_t),
@@ -340,8 +346,6 @@ int idtable_write(int dirfd, const char *name, const char *field,
 		rc = -errno;
 	if (rc)
 		unlinkat(dirfd, tmp, 0);
-out:
-	free(pairs);
 	return rc;
 }
 

@@ -67,23 +67,49 @@ static void sealer_kick(struct store *st)
 
 /* ---- sealing one segment ---- */
 
-/* Makes the ID table of G, which holds the pairs of the stream's active
- * set below G's end, then hands those pairs over to the stream's filter. */
-static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g)
+/* The pairs of G's ID table: those of S's active set below G's end (the
+ * set holds the next segment's too).  *PAIRS: caller frees. */
+static int ids_collect(struct store_tenant *t, struct stream *s,
+		       struct seg *g, uint64_t **pairs, size_t *n)
 {
-	uint64_t end = g->offset + g->length;
-	char name[64];
-	int rc;
+	int rc = s->ids_loaded ? 0 : dedup_load(t, s);
 
-	if (!s->ids_loaded) {
-		rc = dedup_load(t, s);
-		if (rc)
-			return rc;
+	return rc ? rc : idset_pairs(&s->active_ids, g->offset + g->length,
+				     pairs, n);
+}
+
+/* Writes the ID table of segment ID of T; needs no lock. */
+static int ids_write(struct store_tenant *t, uint64_t id, uint64_t *pairs,
+		     size_t n)
+{
+	char name[64];
+
+	seg_name(name, sizeof(name), id, ".ids");
+	return idtable_write(t->segfd, name, t->id_field, pairs, n);
+}
+
+/* Makes the ID table of G, unless WRITTEN, then hands its pairs over from
+ * the stream's active set to its filter. */
+static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g,
+		    bool written)
+{
+	uint64_t end = g->offset + g->length, *pairs = NULL;
+	char name[64];
+	size_t n;
+	int rc = 0;
+
+	if (!written) {
+		rc = ids_collect(t, s, g, &pairs, &n);
+		if (!rc)
+			rc = ids_write(t, g->id, pairs, n);
+		free(pairs);
 	}
+	if (!rc && !s->ids_loaded)
+		rc = dedup_load(t, s);
+	if (rc)
+		return rc;
 	seg_name(name, sizeof(name), g->id, ".ids");
-	rc = idtable_write(t->segfd, name, t->id_field, &s->active_ids, end);
-	if (!rc)
-		rc = idtable_open(t->segfd, name, t->id_field, &g->ids);
+	rc = idtable_open(t->segfd, name, t->id_field, &g->ids);
 	if (rc)
 		return rc;
 	/* A filter past its planned size loses precision: rebuild it. */
@@ -99,11 +125,12 @@ static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g)
 	return 0;
 }
 
-/* Marks G sealed with checksum SUM; its bytes are on stable storage.  Its
- * rows and the new state are committed at synchronous=FULL: an fsync of
- * the stream later may rely on them (mark.c) and sync only what follows. */
+/* Marks G sealed with checksum SUM; its bytes are on stable storage, and
+ * its ID table too when IDS_WRITTEN.  Its rows and the new state are
+ * committed at synchronous=FULL: an fsync of the stream later may rely on
+ * them (mark.c) and sync only what follows. */
 static int seal_finish(struct store_tenant *t, struct stream *s,
-		       struct seg *g, uint64_t sum)
+		       struct seg *g, uint64_t sum, bool ids_written)
 {
 	uint64_t synced = g->synced;
 	int rc = index_set_full_sync(t, true);
@@ -114,7 +141,7 @@ static int seal_finish(struct store_tenant *t, struct stream *s,
 		goto out;
 	rc = journal_flush_in(t);	/* its batch rows first */
 	if (!rc && g->has_ids)
-		rc = seal_ids(t, s, g);
+		rc = seal_ids(t, s, g, ids_written);
 	if (!rc) {
 		g->checksum = sum;
 		g->synced = g->length;
@@ -154,7 +181,7 @@ static int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 	seg_fd_put(t, g);
 	if (!rc && !g->synced && fsync(t->segfd) < 0)
 		rc = -errno;	/* the new file's directory entry */
-	return rc ? rc : seal_finish(t, s, g, sum);
+	return rc ? rc : seal_finish(t, s, g, sum, false);
 }
 
 int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
@@ -206,14 +233,18 @@ static struct seg *next_to_seal(struct store_tenant *t, uint64_t id,
 	return g;
 }
 
-/* Seals T's oldest closing segment: checksum and flush without T's lock
- * (its bytes no longer change), then the state change under it.  Returns
- * 1 when one was taken off the queue, 0 when none is left, or -errno. */
+/* Seals T's oldest closing segment: checksum, flush and ID table without
+ * T's lock (its bytes and IDs no longer change; sorting and writing a
+ * segment's IDs held appends up for 200-300 ms), then the state change
+ * under it.  Returns 1 when one was taken off the queue, 0 when none is
+ * left, or -errno. */
 static int seal_next(struct store_tenant *t)
 {
-	uint64_t id, length, sum;
+	uint64_t id, length, sum, *pairs = NULL;
 	struct stream *s;
 	struct seg *g;
+	size_t npairs = 0;
+	bool ids;
 	int fd, rc = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
@@ -230,6 +261,10 @@ static int seal_next(struct store_tenant *t)
 	}
 	length = g->length;
 	fd = seg_fd_own(t, g);
+	if (fd >= 0 && g->has_ids && (rc = ids_collect(t, s, g, &pairs, &npairs))) {
+		close(fd);
+		fd = rc;
+	}
 	pthread_rwlock_unlock(&t->lock);
 	if (fd < 0)
 		return fd;
@@ -239,6 +274,10 @@ static int seal_next(struct store_tenant *t)
 	if (!rc && fsync(t->segfd) < 0)
 		rc = -errno;	/* the file's directory entry */
 	close(fd);
+	ids = pairs != NULL;
+	if (!rc && ids)
+		rc = ids_write(t, id, pairs, npairs);
+	free(pairs);
 	if (rc)
 		return rc;
 	pthread_rwlock_wrlock(&t->lock);
@@ -246,7 +285,7 @@ static int seal_next(struct store_tenant *t)
 	if (!g)
 		queue_forget(&t->closing, id);
 	else if (g->length == length)
-		rc = seal_finish(t, s, g, sum);
+		rc = seal_finish(t, s, g, sum, ids);
 	pthread_rwlock_unlock(&t->lock);
 	return rc ? rc : 1;
 }

@@ -67,12 +67,16 @@ struct idtable {
 	size_t maplen;
 };
 
-/* The table holds SET's pairs below stream offset BELOW (a closing
- * segment's, not those of the segment after it).
- * FIELD, the ID member's name, is recorded: a table made for another name
- * is stale (-ESTALE on open) and gets rebuilt. */
+/* The (hash, offset) pairs of SET below stream offset BELOW (a closing
+ * segment's, not those of the segment after it): *OUT, caller frees, and
+ * *COUNT. */
+int idset_pairs(const struct idset *set, uint64_t below, uint64_t **out,
+		size_t *count);
+/* Writes COUNT PAIRS, sorted in place, as table NAME in DIRFD.  FIELD, the
+ * ID member's name, is recorded: a table made for another name is stale
+ * (-ESTALE on open) and gets rebuilt. */
 int idtable_write(int dirfd, const char *name, const char *field,
-		  const struct idset *set, uint64_t below);
+		  uint64_t *pairs, size_t count);
 int idtable_open(int dirfd, const char *name, const char *field,
 		 struct idtable *tab);
 void idtable_release(struct idtable *tab);
