@@ -253,28 +253,41 @@ static int load_table(struct store_tenant *t, struct stream *s, struct seg *g)
 	return rc ? rc : idtable_open(t->segfd, name, t->id_field, &g->ids);
 }
 
+int filter_build(struct stream *s)
+{
+	uint64_t total = 0;
+	struct bloom b;
+	int rc;
+
+	for (size_t i = 0; i < s->nsegs; i++)
+		total += s->segs[i]->ids.count;
+	rc = bloom_init(&b, total * 2);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < s->nsegs; i++) {
+		const struct idtable *tab = &s->segs[i]->ids;
+
+		for (uint64_t j = 0; j < tab->count; j++)
+			bloom_add(&b, tab->pairs[2 * j]);
+	}
+	bloom_release(&s->sealed_filter);
+	s->sealed_filter = b;
+	return 0;
+}
+
 /* Sealed segments' IDs go to the filter from their tables; those of the
  * segments not sealed yet (closing, active) to the active set. */
 int dedup_load(struct store_tenant *t, struct stream *s)
 {
 	size_t unsealed = seg_first_unsealed(s);
-	uint64_t total = 0;
 	int rc = 0;
 
 	stream_ids_release(s);
-	for (size_t i = 0; i < unsealed && !rc; i++) {
-		struct seg *g = s->segs[i];
-
-		if (!g->has_ids)
-			continue;
-		rc = load_table(t, s, g);
-		total += g->ids.count;
-	}
-	if (!rc)
-		rc = bloom_init(&s->sealed_filter, total * 2);
 	for (size_t i = 0; i < unsealed && !rc; i++)
-		for (uint64_t j = 0; j < s->segs[i]->ids.count; j++)
-			bloom_add(&s->sealed_filter, s->segs[i]->ids.pairs[2 * j]);
+		if (s->segs[i]->has_ids)
+			rc = load_table(t, s, s->segs[i]);
+	if (!rc)
+		rc = filter_build(s);
 	for (size_t i = unsealed; i < s->nsegs && !rc; i++)
 		if (s->segs[i]->has_ids)
 			rc = collect_ids(t, s, s->segs[i], &s->active_ids);

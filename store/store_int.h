@@ -457,6 +457,9 @@ void sealer_stop(struct store *st);
 
 /* Builds the stream's dedup state from its segments. */
 int dedup_load(struct store_tenant *t, struct stream *s);
+/* Makes S's Bloom filter anew from the ID tables of its segments, sized
+ * for twice their IDs. */
+int filter_build(struct stream *s);
 
 /* ---- recover.c ---- */
 
