@@ -78,36 +78,67 @@ static int ids_collect(struct store_tenant *t, struct stream *s,
 				     pairs, n);
 }
 
-/* Writes the ID table of segment ID of T; needs no lock. */
-static int ids_write(struct store_tenant *t, uint64_t id, uint64_t *pairs,
-		     size_t n)
+/* The sealer's own name for the ID table of segment ID, written without
+ * T's lock: a seal on another thread (store_roll) writes NNN.ids itself. */
+static void sealer_table_name(char *name, size_t size, uint64_t id)
+{
+	seg_name(name, size, id, ".ids.seal");
+}
+
+/* Writes the sealer's ID table of segment ID of T for FIELD; needs no
+ * lock. */
+static int ids_write(struct store_tenant *t, uint64_t id, const char *field,
+		     uint64_t *pairs, size_t n)
 {
 	char name[64];
 
-	seg_name(name, sizeof(name), id, ".ids");
-	return idtable_write(t->segfd, name, t->id_field, pairs, n);
+	sealer_table_name(name, sizeof(name), id);
+	return idtable_write(t->segfd, name, field, pairs, n);
 }
 
-/* Makes the ID table of G, unless WRITTEN, then hands its pairs over from
- * the stream's active set to its filter. */
+static void ids_discard(struct store_tenant *t, uint64_t id)
+{
+	char name[64];
+
+	sealer_table_name(name, sizeof(name), id);
+	unlinkat(t->segfd, name, 0);
+}
+
+/* Puts G's ID table in place: the sealer's, when WRITTEN (for the tenant's
+ * id_field now), else one made here. */
+static int ids_place(struct store_tenant *t, struct stream *s, struct seg *g,
+		     bool written)
+{
+	uint64_t *pairs = NULL;
+	char from[64], to[64];
+	size_t n;
+	int rc;
+
+	seg_name(to, sizeof(to), g->id, ".ids");
+	if (written) {
+		sealer_table_name(from, sizeof(from), g->id);
+		return renameat(t->segfd, from, t->segfd, to) < 0 ? -errno : 0;
+	}
+	rc = ids_collect(t, s, g, &pairs, &n);
+	if (!rc)
+		rc = idtable_write(t->segfd, to, t->id_field, pairs, n);
+	free(pairs);
+	return rc;
+}
+
+/* Makes G's ID table (see ids_place), then hands its pairs over from the
+ * stream's active set to its filter. */
 static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g,
 		    bool written)
 {
-	uint64_t end = g->offset + g->length, *pairs = NULL, sealed = 0;
+	uint64_t end = g->offset + g->length, sealed = 0;
 	char name[64];
-	size_t n;
-	int rc = 0;
+	int rc = ids_place(t, s, g, written);
 
-	if (!written) {
-		rc = ids_collect(t, s, g, &pairs, &n);
-		if (!rc)
-			rc = ids_write(t, g->id, pairs, n);
-		free(pairs);
-	}
-	if (!rc && !s->ids_loaded)
-		rc = dedup_load(t, s);
 	if (rc)
 		return rc;
+	if (!s->ids_loaded)
+		return 0;	/* dedup_load maps the table when an ID comes */
 	seg_name(name, sizeof(name), g->id, ".ids");
 	rc = idtable_open(t->segfd, name, t->id_field, &g->ids);
 	if (rc)
@@ -123,7 +154,11 @@ static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g,
 		for (uint64_t i = 0; i < g->ids.count; i++)
 			bloom_add(&s->sealed_filter, g->ids.pairs[2 * i]);
 	}
-	if (rc || idset_drop_below(&s->active_ids, end))
+	if (s->segs[s->nsegs - 1] == g)
+		idset_release(&s->active_ids);	/* none left: free its slots */
+	else if (!rc)
+		rc = idset_drop_below(&s->active_ids, end);
+	if (rc)
 		stream_ids_release(s);	/* dedup_load rebuilds on the next ID */
 	return 0;
 }
@@ -193,14 +228,14 @@ int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 
 	g->full = true;
 	if (rc)
-		return seg_seal(t, s, g);	/* no memory to queue it */
-	rc = index_segment_update(t, g);	/* its final length */
-	if (rc) {
+		rc = seg_seal(t, s, g);	/* no memory to queue it */
+	else if ((rc = index_segment_update(t, g)))	/* its final length */
 		queue_forget(&t->closing, g->id);
-		return rc;
-	}
-	sealer_kick(t->st);
-	return 0;
+	else
+		sealer_kick(t->st);
+	if (rc)
+		g->full = false;	/* the next append closes it again */
+	return rc;
 }
 
 int seg_queue_closing(struct store_tenant *t, struct seg *g)
@@ -244,6 +279,7 @@ static struct seg *next_to_seal(struct store_tenant *t, uint64_t id,
 static int seal_next(struct store_tenant *t)
 {
 	uint64_t id, length, sum, *pairs = NULL;
+	char field[STORE_ID_FIELD_MAX + 1];
 	struct stream *s;
 	struct seg *g;
 	size_t npairs = 0;
@@ -268,6 +304,7 @@ static int seal_next(struct store_tenant *t)
 		close(fd);
 		fd = rc;
 	}
+	memcpy(field, t->id_field, sizeof(field));
 	pthread_rwlock_unlock(&t->lock);
 	if (fd < 0)
 		return fd;
@@ -279,16 +316,24 @@ static int seal_next(struct store_tenant *t)
 	close(fd);
 	ids = pairs != NULL;
 	if (!rc && ids)
-		rc = ids_write(t, id, pairs, npairs);
+		rc = ids_write(t, id, field, pairs, npairs);
 	free(pairs);
-	if (rc)
+	if (rc) {
+		if (ids)
+			ids_discard(t, id);
 		return rc;
+	}
 	pthread_rwlock_wrlock(&t->lock);
 	g = next_to_seal(t, id, &s);
+	/* the table is for the field it was made for, and only while the
+	 * segment is still to be sealed (removed, or sealed by store_roll) */
+	ids = ids && g && g->length == length && !strcmp(field, t->id_field);
 	if (!g)
 		queue_forget(&t->closing, id);
 	else if (g->length == length)
 		rc = seal_finish(t, s, g, sum, ids);
+	if (!ids || rc)
+		ids_discard(t, id);	/* gone already when renamed */
 	pthread_rwlock_unlock(&t->lock);
 	return rc ? rc : 1;
 }
@@ -305,7 +350,8 @@ static int seal_next(struct store_tenant *t)
 
 void seg_grew(struct store_tenant *t, struct seg *g, size_t len)
 {
-	if ((g->length + len) / WRITEBACK_CHUNK == g->length / WRITEBACK_CHUNK)
+	if (t->st->cfg.sync_always ||
+	    (g->length + len) / WRITEBACK_CHUNK == g->length / WRITEBACK_CHUNK)
 		return;
 	if (!queue_push(&t->writeback, g->id))	/* a hint: none without memory */
 		sealer_kick(t->st);
