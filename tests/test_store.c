@@ -275,6 +275,29 @@ static void test_dedup(void)
 	teardown(&f);
 }
 
+static int count_seg(void *arg, const struct store_segment *seg)
+{
+	(void)seg;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* The number of sealed segments of F, once the sealer thread has sealed
+ * WANT of them (or after 10 s). */
+static int wait_sealed(struct fixture *f, int want)
+{
+	int n = 0;
+
+	for (int i = 0; i < 1000; i++) {
+		n = 0;
+		store_segment_list(f->t, STORE_SEG_SEALED, count_seg, &n);
+		if (n >= want)
+			break;
+		usleep(10000);
+	}
+	return n;
+}
+
 static void test_dedup_many(void)
 {
 	struct store_config cfg;
@@ -298,7 +321,9 @@ static void test_dedup_many(void)
 		}
 	}
 	CHECK_EQ(version(&f), 20000);
-	/* every one of them again, half after a reopen */
+	/* the full segments' tables are the sealer's (written without the
+	 * lock); every ID again, half after a reopen */
+	CHECK(wait_sealed(&f, 5) >= 5);
 	for (int round = 0; round < 2; round++) {
 		for (int i = round; i < 20000; i += 97) {
 			snprintf(line, sizeof(line), "{\"id\":\"evt-%d\"}\n", i);
@@ -308,6 +333,45 @@ static void test_dedup_many(void)
 		reopen(&f);
 	}
 	CHECK_EQ(version(&f), 20000);
+	CHECK_EQ(store_verify(f.dir, stderr), 0);
+	free(buf);
+	teardown(&f);
+}
+
+/* A segment past 8 MiB (its writeback started by the sealer) and an ID
+ * set past 2 MiB (huge pages), sealed while appends go on: every ID is
+ * still found, before and after a reopen. */
+static void test_dedup_big(void)
+{
+	struct store_config cfg;
+	struct fixture f;
+	struct store_append_result r;
+	char line[64], *buf = malloc(1 << 17);
+	size_t len = 0;
+	const int n = 500000;	/* 10.5 MB: one sealed segment and more */
+
+	store_config_default(&cfg);
+	cfg.roll_size = 9 << 20;
+	setup_with(&f, &cfg);
+	for (int i = 0; i < n; i++) {
+		len += (size_t)snprintf(buf + len, 64, "{\"id\":\"big-%07d\"}\n", i);
+		if (len > 64000 || i == n - 1) {
+			CHECK_EQ(append(&f, buf, STORE_ANY_VERSION, false, &r), 0);
+			len = 0;
+		}
+	}
+	CHECK_EQ(wait_sealed(&f, 1), 1);
+	for (int round = 0; round < 2; round++) {
+		for (int i = round; i < n; i += 997) {
+			snprintf(line, sizeof(line), "{\"id\":\"big-%07d\"}\n", i);
+			CHECK_EQ(append(&f, line, STORE_ANY_VERSION, false, &r), 0);
+			CHECK_EQ(r.skipped, 1);
+		}
+		reopen(&f);
+	}
+	CHECK_EQ(append(&f, "{\"id\":\"new\"}\n", STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.skipped, 0);
+	CHECK_EQ(version(&f), (uint64_t)n + 1);
 	CHECK_EQ(store_verify(f.dir, stderr), 0);
 	free(buf);
 	teardown(&f);
@@ -560,29 +624,6 @@ static void test_namespace(void)
 static char *seg_file(struct fixture *f, uint64_t seg)
 {
 	return store_segment_path(f->t, seg);
-}
-
-static int count_seg(void *arg, const struct store_segment *seg)
-{
-	(void)seg;
-	(*(int *)arg)++;
-	return 0;
-}
-
-/* The number of sealed segments of F, once the sealer thread has sealed
- * WANT of them (or after 10 s). */
-static int wait_sealed(struct fixture *f, int want)
-{
-	int n = 0;
-
-	for (int i = 0; i < 1000; i++) {
-		n = 0;
-		store_segment_list(f->t, STORE_SEG_SEALED, count_seg, &n);
-		if (n >= want)
-			break;
-		usleep(10000);
-	}
-	return n;
 }
 
 static int first_sealed(void *arg, const struct store_segment *seg)
@@ -1209,6 +1250,7 @@ static const struct unit_test tests[] = {
 	{ "custom_id_field", test_custom_id_field },
 	{ "dedup", test_dedup },
 	{ "dedup_many", test_dedup_many },
+	{ "dedup_big", test_dedup_big },
 	{ "expected_version", test_expected_version },
 	{ "lookups", test_lookups },
 	{ "namespace", test_namespace },
