@@ -298,72 +298,33 @@ static int wait_sealed(struct fixture *f, int want)
 	return n;
 }
 
-static void test_dedup_many(void)
+/* Appends N events with unique IDs, about 16 KiB a call, to a store with
+ * ROLL_SIZE segments; once SEALED of them are sealed (their tables the
+ * sealer's), every STEPth ID is appended again, half after a reopen, and
+ * skipped each time; a new ID still goes in. */
+static void dedup_roundtrip(uint64_t roll_size, int n, int sealed, int step)
 {
 	struct store_config cfg;
 	struct fixture f;
 	struct store_append_result r;
-	char line[64], *buf = malloc(1 << 20);
+	char line[64], *buf = malloc(1 << 15);
 	size_t len = 0;
 
 	store_config_default(&cfg);
-	cfg.roll_size = 64 << 10;	/* several sealed segments */
-	setup_with(&f, &cfg);
-	for (int i = 0; i < 20000; i++) {
-		int n = snprintf(line, sizeof(line), "{\"id\":\"evt-%d\"}\n", i);
-
-		memcpy(buf + len, line, (size_t)n);
-		len += (size_t)n;
-		if (len > 16000 || i == 19999) {
-			buf[len] = '\0';
-			CHECK_EQ(append(&f, buf, STORE_ANY_VERSION, false, &r), 0);
-			len = 0;
-		}
-	}
-	CHECK_EQ(version(&f), 20000);
-	/* the full segments' tables are the sealer's (written without the
-	 * lock); every ID again, half after a reopen */
-	CHECK(wait_sealed(&f, 5) >= 5);
-	for (int round = 0; round < 2; round++) {
-		for (int i = round; i < 20000; i += 97) {
-			snprintf(line, sizeof(line), "{\"id\":\"evt-%d\"}\n", i);
-			CHECK_EQ(append(&f, line, STORE_ANY_VERSION, false, &r), 0);
-			CHECK_EQ(r.skipped, 1);
-		}
-		reopen(&f);
-	}
-	CHECK_EQ(version(&f), 20000);
-	CHECK_EQ(store_verify(f.dir, stderr), 0);
-	free(buf);
-	teardown(&f);
-}
-
-/* A segment past 8 MiB (its writeback started by the sealer) and an ID
- * set past 2 MiB (huge pages), sealed while appends go on: every ID is
- * still found, before and after a reopen. */
-static void test_dedup_big(void)
-{
-	struct store_config cfg;
-	struct fixture f;
-	struct store_append_result r;
-	char line[64], *buf = malloc(1 << 17);
-	size_t len = 0;
-	const int n = 500000;	/* 10.5 MB: one sealed segment and more */
-
-	store_config_default(&cfg);
-	cfg.roll_size = 9 << 20;
+	cfg.roll_size = roll_size;
 	setup_with(&f, &cfg);
 	for (int i = 0; i < n; i++) {
-		len += (size_t)snprintf(buf + len, 64, "{\"id\":\"big-%07d\"}\n", i);
-		if (len > 64000 || i == n - 1) {
+		len += (size_t)snprintf(buf + len, 64, "{\"id\":\"evt-%d\"}\n", i);
+		if (len > 16000 || i == n - 1) {
 			CHECK_EQ(append(&f, buf, STORE_ANY_VERSION, false, &r), 0);
 			len = 0;
 		}
 	}
-	CHECK_EQ(wait_sealed(&f, 1), 1);
+	CHECK_EQ(version(&f), (uint64_t)n);
+	CHECK(wait_sealed(&f, sealed) >= sealed);
 	for (int round = 0; round < 2; round++) {
-		for (int i = round; i < n; i += 997) {
-			snprintf(line, sizeof(line), "{\"id\":\"big-%07d\"}\n", i);
+		for (int i = round; i < n; i += step) {
+			snprintf(line, sizeof(line), "{\"id\":\"evt-%d\"}\n", i);
 			CHECK_EQ(append(&f, line, STORE_ANY_VERSION, false, &r), 0);
 			CHECK_EQ(r.skipped, 1);
 		}
@@ -375,6 +336,19 @@ static void test_dedup_big(void)
 	CHECK_EQ(store_verify(f.dir, stderr), 0);
 	free(buf);
 	teardown(&f);
+}
+
+/* Several sealed segments. */
+static void test_dedup_many(void)
+{
+	dedup_roundtrip(64 << 10, 20000, 5, 97);
+}
+
+/* A segment past 8 MiB (its writeback started by the sealer) and an ID
+ * set past 2 MiB (huge pages), sealed while appends go on. */
+static void test_dedup_big(void)
+{
+	dedup_roundtrip(9 << 20, 500000, 1, 997);
 }
 
 /* ---- versions ---- */
