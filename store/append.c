@@ -245,7 +245,7 @@ static int load_table(struct store_tenant *t, struct stream *s, struct seg *g)
 	idset_init(&set);
 	rc = collect_ids(t, s, g, &set);
 	if (!rc)
-		rc = idset_pairs(&set, UINT64_MAX, &pairs, &n);
+		rc = idset_pairs(&set, 0, UINT64_MAX, &pairs, &n);
 	if (!rc)
 		rc = idtable_write(t->segfd, name, t->id_field, pairs, n);
 	free(pairs);

@@ -193,23 +193,14 @@ int idset_add(struct idset *s, uint64_t hash, uint64_t offset)
 int idset_drop_below(struct idset *s, uint64_t below)
 {
 	uint64_t *keep;
-	size_t n = 0;
-	int rc = 0;
+	size_t n;
+	int rc;
 
 	if (!s->slots)
 		return 0;
-	keep = malloc((s->used ? s->used : 1) * 2 * sizeof(uint64_t));
-	if (!keep)
-		return -ENOMEM;
-	for (size_t i = 0; i <= s->mask; i++) {
-		uint64_t off1 = s->slots[2 * i + 1];
-
-		if (off1 && off1 - 1 >= below) {
-			keep[2 * n] = s->slots[2 * i];
-			keep[2 * n + 1] = off1 - 1;
-			n++;
-		}
-	}
+	rc = idset_pairs(s, below, UINT64_MAX, &keep, &n);
+	if (rc)
+		return rc;
 	memset(s->slots, 0, (s->mask + 1) * 2 * sizeof(uint64_t));
 	s->used = 0;
 	for (size_t i = 0; i < n && !rc; i++)
@@ -307,8 +298,8 @@ static int pair_cmp(const void *a, const void *b)
 	return x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
-int idset_pairs(const struct idset *set, uint64_t below, uint64_t **out,
-		size_t *count)
+int idset_pairs(const struct idset *set, uint64_t from, uint64_t below,
+		uint64_t **out, size_t *count)
 {
 	uint64_t *pairs = malloc((set->used ? set->used : 1) * 2 * sizeof(uint64_t));
 	size_t n = 0;
@@ -316,10 +307,12 @@ int idset_pairs(const struct idset *set, uint64_t below, uint64_t **out,
 	if (!pairs)
 		return -ENOMEM;
 	for (size_t i = 0; set->slots && i <= set->mask; i++) {
-		if (!set->slots[2 * i + 1] || set->slots[2 * i + 1] - 1 >= below)
+		uint64_t off1 = set->slots[2 * i + 1];
+
+		if (!off1 || off1 - 1 < from || off1 - 1 >= below)
 			continue;
 		pairs[2 * n] = set->slots[2 * i];
-		pairs[2 * n + 1] = set->slots[2 * i + 1] - 1;
+		pairs[2 * n + 1] = off1 - 1;
 		n++;
 	}
 	*out = pairs;

@@ -74,7 +74,7 @@ static int ids_collect(struct store_tenant *t, struct stream *s,
 {
 	int rc = s->ids_loaded ? 0 : dedup_load(t, s);
 
-	return rc ? rc : idset_pairs(&s->active_ids, g->offset + g->length,
+	return rc ? rc : idset_pairs(&s->active_ids, 0, g->offset + g->length,
 				     pairs, n);
 }
 
@@ -283,7 +283,7 @@ static int seal_next(struct store_tenant *t)
 	struct stream *s;
 	struct seg *g;
 	size_t npairs = 0;
-	bool ids;
+	bool made, ids;
 	int fd, rc = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
@@ -314,12 +314,12 @@ static int seal_next(struct store_tenant *t)
 	if (!rc && fsync(t->segfd) < 0)
 		rc = -errno;	/* the file's directory entry */
 	close(fd);
-	ids = pairs != NULL;
-	if (!rc && ids)
+	made = pairs != NULL;
+	if (!rc && made)
 		rc = ids_write(t, id, field, pairs, npairs);
 	free(pairs);
 	if (rc) {
-		if (ids)
+		if (made)
 			ids_discard(t, id);
 		return rc;
 	}
@@ -327,13 +327,13 @@ static int seal_next(struct store_tenant *t)
 	g = next_to_seal(t, id, &s);
 	/* the table is for the field it was made for, and only while the
 	 * segment is still to be sealed (removed, or sealed by store_roll) */
-	ids = ids && g && g->length == length && !strcmp(field, t->id_field);
+	ids = made && g && g->length == length && !strcmp(field, t->id_field);
 	if (!g)
 		queue_forget(&t->closing, id);
 	else if (g->length == length)
 		rc = seal_finish(t, s, g, sum, ids);
-	if (!ids || rc)
-		ids_discard(t, id);	/* gone already when renamed */
+	if (made && (!ids || rc))
+		ids_discard(t, id);	/* not renamed into place */
 	pthread_rwlock_unlock(&t->lock);
 	return rc ? rc : 1;
 }

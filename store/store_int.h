@@ -67,11 +67,11 @@ struct idtable {
 	size_t maplen;
 };
 
-/* The (hash, offset) pairs of SET below stream offset BELOW (a closing
- * segment's, not those of the segment after it): *OUT, caller frees, and
- * *COUNT. */
-int idset_pairs(const struct idset *set, uint64_t below, uint64_t **out,
-		size_t *count);
+/* The (hash, offset) pairs of SET at stream offsets from FROM up to BELOW
+ * (a closing segment's, not those of the segment after it): *OUT, caller
+ * frees, and *COUNT. */
+int idset_pairs(const struct idset *set, uint64_t from, uint64_t below,
+		uint64_t **out, size_t *count);
 /* Writes COUNT PAIRS, sorted in place, as table NAME in DIRFD.  FIELD, the
  * ID member's name, is recorded: a table made for another name is stale
  * (-ESTALE on open) and gets rebuilt. */
