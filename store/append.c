@@ -10,9 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define XXH_STATIC_LINKING_ONLY	/* XXH3_state_t on the stack */
-#include <xxhash.h>
-
+#include "hash.h"
 #include "store_int.h"
 
 struct event {

@@ -15,8 +15,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
-#include <xxhash.h>
-
+#include "hash.h"
 #include "store_int.h"
 
 uint64_t ids_hash(const char *id, size_t len)

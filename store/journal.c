@@ -21,8 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
+#include "hash.h"
 #include "store_int.h"
 
 #define JOURNAL_MAGIC 0x314a465300000000ull	/* "SFJ1" in the high bytes */

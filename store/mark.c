@@ -28,8 +28,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
+#include "hash.h"
 #include "store_int.h"
 
 #define MARK_MAGIC 0x314d4653ull	/* "SFM1" */

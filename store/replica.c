@@ -9,8 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
-
+#include "hash.h"
 #include "store_int.h"
 
 struct batch_list {

@@ -11,8 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
+#include "hash.h"
 #include "store_int.h"
 
 #define IO_CHUNK (1u << 20)

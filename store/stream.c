@@ -9,8 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
+#include "hash.h"
 #include "store_int.h"
 
 /* ---- registry ---- */

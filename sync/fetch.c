@@ -46,8 +46,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
+#include "hash.h"
 #include "sync.h"
 #include "sync_int.h"
 

@@ -496,6 +496,83 @@ static int check_expanded(void *arg, const struct store_batch *b)
 	return 0;
 }
 
+/* Checks each batch's recorded XXH3-64 against the segment's bytes. */
+struct batch_sums {
+	const char *bytes;	/* the whole segment */
+	const struct store_segment *seg;
+	size_t n;
+	bool ok;
+};
+
+static int check_batch_sum(void *arg, const struct store_batch *b)
+{
+	struct batch_sums *c = arg;
+	uint64_t at = b->offset - c->seg->offset;
+
+	c->ok = c->ok && b->offset >= c->seg->offset &&
+		at + b->length <= c->seg->length &&
+		XXH3_64bits(c->bytes + at, b->length) == b->hash;
+	c->n++;
+	return 0;
+}
+
+/* Checks the XXH3-64 the store recorded for a segment, and for each of its
+ * batches, against this file's own XXH3 of the bytes (docs/FORMAT.md). */
+static int check_segment_sums(void *arg, const struct store_segment *seg)
+{
+	struct fixture *f = arg;
+	char *path = store_segment_path(f->t, seg->seg);
+	char *buf = malloc(seg->length ? seg->length : 1);
+	int fd = path ? open(path, O_RDONLY) : -1;
+	struct batch_sums c = { .bytes = buf, .seg = seg, .ok = true };
+
+	CHECK(fd >= 0 && buf != NULL);
+	CHECK_EQ(pread(fd, buf, seg->length, 0), (ssize_t)seg->length);
+	CHECK_EQ(XXH3_64bits(buf, seg->length), seg->checksum);
+	CHECK_EQ(store_segment_batches(f->t, seg->seg, check_batch_sum, &c), 0);
+	CHECK(c.ok && c.n > 0);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	free(path);
+	return 0;
+}
+
+/* Batches past the 128 KiB pieces the append writes, and segments past
+ * the sealer's read size, carry the format's checksums. */
+static void test_checksums(void)
+{
+	struct store_config cfg;
+	struct fixture f;
+	struct store_append app = { .expected = STORE_ANY_VERSION };
+	struct store_append_result r;
+	size_t len = 700 << 10;
+	uint64_t x = 88172645463325252ull;
+	char *big = malloc(len);
+
+	CHECK(big != NULL);
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		big[i] = (char)x;
+	}
+	store_config_default(&cfg);
+	cfg.roll_size = 2 << 20;
+	setup_with(&f, &cfg);
+	CHECK_EQ(store_stream_set_framing(f.t, f.s, STORE_RAW), 0);
+	app.buf = big;
+	app.len = len;
+	for (int i = 0; i < 7; i++) {
+		big[i] ^= 1;	/* no two batches alike */
+		CHECK_EQ(store_append(f.t, f.s, &app, &r), 0);
+	}
+	CHECK_EQ(wait_sealed(&f, 3), 3);	/* 1.4 MiB each */
+	CHECK_EQ(store_roll(f.t, INT64_MAX, true), 1);
+	CHECK_EQ(store_segment_list(f.t, STORE_SEG_SEALED, check_segment_sums,
+				    &f), 0);
+	free(big);
+	teardown(&f);
+}
+
 static void test_merged_rows(void)
 {
 	struct seg_ids sealed = { 0 };
@@ -1230,6 +1307,7 @@ static const struct unit_test tests[] = {
 	{ "namespace", test_namespace },
 	{ "merged_rows", test_merged_rows },
 	{ "rolling", test_rolling },
+	{ "checksums", test_checksums },
 	{ "full_segment", test_full_segment },
 	{ "durable_mark", test_durable_mark },
 	{ "closing_recovery", test_closing_recovery },
