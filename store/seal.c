@@ -403,18 +403,10 @@ static int writeback_next(struct store_tenant *t)
 
 #define SEC_NS 1000000000ll
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * SEC_NS + ts.tv_nsec;
-}
-
 void seg_queue_restored(struct store_tenant *t, struct seg *g)
 {
 	g->row_evicted = true;
-	g->restored_mono = mono_ns();
+	g->restored_mono = store_mono_ns();
 	/* restored again before its flush: it goes to the back, in time order */
 	queue_forget(&t->restored, g->id);
 	if (queue_push(&t->restored, g->id))
@@ -480,7 +472,7 @@ static int durable_next(struct store_tenant *t, bool force, int64_t *due)
 	id = t->restored.ids[0];
 	g = restored_pending(t, id);
 	if (g && !force &&
-	    mono_ns() - g->restored_mono < t->st->cfg.restore_flush_ns) {
+	    store_mono_ns() - g->restored_mono < t->st->cfg.restore_flush_ns) {
 		*due = g->restored_mono + t->st->cfg.restore_flush_ns;
 		pthread_rwlock_unlock(&t->lock);
 		return 0;
@@ -510,7 +502,7 @@ static int durable_next(struct store_tenant *t, bool force, int64_t *due)
 			store_log("%s: no memory to queue a fetched segment; "
 				  "it is fetched again after a restart", t->name);
 		else if (rc < 0 && (g = restored_pending(t, id)))
-			g->restored_mono = mono_ns();
+			g->restored_mono = store_mono_ns();
 	}
 	pthread_rwlock_unlock(&t->lock);
 	close(fd);
@@ -606,14 +598,17 @@ static void *sealer_main(void *arg)
 	pthread_mutex_lock(&st->seal_lock);
 	while (!st->seal_stop) {
 		unsigned long kicks = st->seal_kicks;
-		int64_t wake = 0;
+		int64_t wake = 0, retry;
 		struct timespec ts;
 
 		pthread_mutex_unlock(&st->seal_lock);
 		/* retry failed seals in a second (a failed flush waits its
 		 * delay again, in WAKE) */
-		if (seal_pass(st, &wake) && (!wake || wake > mono_ns() + SEC_NS))
-			wake = mono_ns() + SEC_NS;
+		if (seal_pass(st, &wake)) {
+			retry = store_mono_ns() + SEC_NS;
+			if (!wake || wake > retry)
+				wake = retry;
+		}
 		pthread_mutex_lock(&st->seal_lock);
 		if (st->seal_stop || kicks != st->seal_kicks)
 			continue;
@@ -621,8 +616,7 @@ static void *sealer_main(void *arg)
 			pthread_cond_wait(&st->seal_cond, &st->seal_lock);
 			continue;
 		}
-		ts = (struct timespec){ .tv_sec = wake / SEC_NS,
-					.tv_nsec = wake % SEC_NS };
+		ts = store_ts(wake);
 		pthread_cond_timedwait(&st->seal_cond, &st->seal_lock, &ts);
 	}
 	pthread_mutex_unlock(&st->seal_lock);

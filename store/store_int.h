@@ -235,6 +235,7 @@ struct store {
 /* ---- util ---- */
 
 int64_t store_now_ns(void);
+int64_t store_mono_ns(void);	/* CLOCK_MONOTONIC */
 struct timespec store_ts(int64_t ns);
 int64_t store_ns(struct timespec ts);
 void store_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

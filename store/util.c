@@ -14,6 +14,14 @@ int64_t store_now_ns(void)
 	return store_ns(ts);
 }
 
+int64_t store_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return store_ns(ts);
+}
+
 struct timespec store_ts(int64_t ns)
 {
 	struct timespec ts = {
