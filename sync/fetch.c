@@ -12,12 +12,16 @@
  * at most cfg.fetch_whole bytes in one GET without a Range (some servers,
  * moto among them, pay for the whole object on every ranged GET), a larger
  * one in ranges of cfg.fetch_range, at most cfg.fetch_parallel at once.
- * The worker that writes the last bytes of an attempt hands the file to
+ * The bytes go to the temporary with O_DIRECT where its filesystem, the
+ * offsets and the buffer allow, and the kernel is then asked to read the
+ * copy back (POSIX_FADV_WILLNEED): a buffered write would copy every byte
+ * into fresh page cache on the CPU (docs/CACHING.md).  The worker that
+ * writes the last bytes of an attempt hands the file to
  * store_segment_restore(), which checks length and XXH3 before renaming it
  * into place, so wrong bytes never reach a reader (for a segment that came
- * in one GET, it compares the hash taken as the bytes were written).  A failed attempt is
- * retried after a backoff, cfg.fetch_attempts times in all; then the read
- * gets -EIO.
+ * in one GET, it compares the hash of the GET's buffer).  A failed attempt
+ * is retried after a backoff, cfg.fetch_attempts times in all; then the
+ * read gets -EIO.
  *
  * Order: GETs of segments a reader waits for go first, in the order asked.
  * Readahead sends GETs, in stream order, only while no waited-for segment
@@ -54,6 +58,7 @@
 #define FETCH_WHOLE_DEFAULT (16u << 20)
 #define FETCH_BUF_IDLE_NS 1000000000LL	/* kept GET buffers go when idle */
 #define HUGE_PAGE ((size_t)2 << 20)
+#define DIO_ALIGN 4096u		/* of direct I/O offsets, lengths, buffers */
 #define READAHEAD 2		/* segments fetched ahead of a reader */
 #define RA_ON_WIRE 2		/* segments downloaded at once, readahead
 				 * included */
@@ -89,8 +94,10 @@ struct fetch_req {
 	unsigned writing;	/* parts being written to the temporary */
 	int err;		/* first failure of this attempt */
 	bool hashed;		/* one GET, hashed as written: sum is its XXH3 */
+	bool direct;		/* a part went around the page cache */
 	uint64_t sum;
 	int fd;			/* the temporary, during an attempt */
+	int dfd;		/* the same with O_DIRECT, or -1 */
 	char *key, *tmp;	/* named by the first attempt */
 };
 
@@ -131,6 +138,7 @@ static struct fetch_req *req_add(struct sync *s, struct store_tenant *t,
 	r->refs = 1;		/* the queue's */
 	r->waited = waited;
 	r->fd = -1;
+	r->dfd = -1;
 	r->backoff = s->cfg.backoff_min_ns;
 	for (tail = &s->fq; *tail; tail = &(*tail)->next)
 		;
@@ -154,6 +162,8 @@ static void req_unref(struct fetch_req *r)
 {
 	if (--r->refs)
 		return;
+	if (r->dfd >= 0)
+		close(r->dfd);
 	if (r->fd >= 0) {
 		close(r->fd);
 		unlink(r->tmp);
@@ -265,6 +275,7 @@ static struct fetch_req *req_take(const struct sync *s, struct fetch_req *r,
 		r->next_part = 0;
 		r->err = 0;
 		r->hashed = false;
+		r->direct = false;
 		r->state = REQ_OPENING;
 	}
 	*part = r->next_part++;
@@ -314,24 +325,27 @@ static struct fetch_req *pick(struct sync *s, uint64_t *part, int64_t *wake)
 
 /* A buffer for a GET of LEN bytes (and one more, to see an object longer
  * than asked): one kept from an earlier GET when there is one, else a new
- * one of 2 MiB pages.  Page faults are what a fresh buffer costs: on this
- * VM a 16 MiB GET from moto took 80 ms into new 4 KiB pages, 30 ms into
- * new 2 MiB pages, 15 ms into pages already mapped. */
+ * one, aligned for direct I/O, of 2 MiB pages when large.  Page faults are
+ * what a fresh buffer costs: on this VM a 16 MiB GET from moto took 80 ms
+ * into new 4 KiB pages, 30 ms into new 2 MiB pages, 15 ms into pages
+ * already mapped. */
 static int buf_get(struct sync *s, size_t len, struct backend_buf *out)
 {
 	struct backend_buf b = { 0 };
-	size_t alloc = (len + 1 + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+	size_t align = len >= HUGE_PAGE ? HUGE_PAGE : DIO_ALIGN;
+	size_t alloc = (len + 1 + align - 1) & ~(align - 1);
 	void *p;
 
 	pthread_mutex_lock(&s->lock);
 	if (s->nfetch_bufs)
 		b = s->fetch_bufs[--s->nfetch_bufs];
 	pthread_mutex_unlock(&s->lock);
-	if (b.alloc < len + 1 && len >= HUGE_PAGE) {
+	if (b.alloc < len + 1) {
 		backend_buf_release(&b);
-		if (posix_memalign(&p, HUGE_PAGE, alloc))
+		if (posix_memalign(&p, align, alloc))
 			return -ENOMEM;
-		(void)madvise(p, alloc, MADV_HUGEPAGE);	/* a hint */
+		if (align == HUGE_PAGE)
+			(void)madvise(p, alloc, MADV_HUGEPAGE);	/* a hint */
 		b = (struct backend_buf){ .data = p, .alloc = alloc };
 	}
 	b.len = 0;
@@ -390,12 +404,13 @@ out:
 	return rc;
 }
 
-/* The worker that took R in REQ_OPENING: creates the temporary, then lets
- * other workers take R's other parts.  Returns 1 when R's segment is not
- * evicted any more, or -errno. */
+/* The worker that took R in REQ_OPENING: creates the temporary (and opens
+ * it for direct I/O too, where its filesystem allows), then lets other
+ * workers take R's other parts.  Returns 1 when R's segment is not evicted
+ * any more, or -errno. */
 static int begin_attempt(struct sync *s, struct fetch_req *r)
 {
-	int fd = -1, rc = r->tmp ? 0 : req_names(r);
+	int fd = -1, dfd = -1, rc = r->tmp ? 0 : req_names(r);
 
 	/* A reader may have asked just as another fetch of it ended. */
 	if (!rc && !store_segment_evicted(r->t, r->seg.seg))
@@ -405,9 +420,12 @@ static int begin_attempt(struct sync *s, struct fetch_req *r)
 			  0644);
 		if (fd < 0)
 			rc = -errno;
+		else
+			dfd = open(r->tmp, O_WRONLY | O_DIRECT | O_CLOEXEC);
 	}
 	pthread_mutex_lock(&s->lock);
 	r->fd = fd;
+	r->dfd = dfd;
 	if (!rc) {
 		r->state = REQ_RUNNING;
 		if (r->nparts > 1)
@@ -440,15 +458,44 @@ static int get_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 
 #define PUT_CHUNK (1u << 20)
 
-/* Writes BUF, part PART of R, into R's temporary.  A whole segment in one
- * part is hashed a chunk at a time as it is written, while the chunk is in
- * the CPU's cache, so the restore need not read it back: then *HASHED and
- * *SUM (OUT). */
-static int put_part(struct fetch_req *r, uint64_t part,
-		    const struct backend_buf *buf, bool *hashed, uint64_t *sum)
+/* Writes BUF at OFF into R's temporary around the page cache.  The last
+ * part is padded with zeros to DIO_ALIGN (finish() cuts the file to the
+ * segment's length); any other must fill whole blocks, or its padding would
+ * overwrite the next part.  Returns 1 when the temporary, the offset, the
+ * length or BUF does not allow it. */
+static int write_direct(struct fetch_req *r, uint64_t off,
+			struct backend_buf *buf)
+{
+	size_t len = (buf->len + DIO_ALIGN - 1) & ~(size_t)(DIO_ALIGN - 1);
+	bool last = off + buf->len == r->seg.length;
+
+	if (r->dfd < 0 || off % DIO_ALIGN || (!last && len != buf->len) ||
+	    len > buf->alloc || (uintptr_t)buf->data % DIO_ALIGN)
+		return 1;
+	memset(buf->data + buf->len, 0, len - buf->len);
+	for (size_t done = 0; done < len;) {
+		ssize_t n = pwrite(r->dfd, buf->data + done, len - done,
+				   (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EINVAL && !done)
+			return 1;	/* alignment stricter than ours */
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Writes BUF at OFF into R's temporary through the page cache.  A whole
+ * segment in one part is hashed a chunk at a time as it is written, while
+ * the chunk is in the CPU's cache: then *HASHED and *SUM (OUT). */
+static int write_buffered(struct fetch_req *r, uint64_t off,
+			  const struct backend_buf *buf, bool *hashed,
+			  uint64_t *sum)
 {
 	XXH3_state_t *hash = r->nparts == 1 ? XXH3_createState() : NULL;
-	uint64_t off = part * r->part;
 	int rc = 0;
 
 	if (hash)
@@ -470,6 +517,25 @@ static int put_part(struct fetch_req *r, uint64_t part,
 	*hashed = hash != NULL;
 	*sum = hash ? XXH3_64bits_digest(hash) : 0;
 	XXH3_freeState(hash);
+	return rc;
+}
+
+/* Writes BUF, part PART of R, into R's temporary: around the page cache
+ * where it can (then *DIRECT), since the reader's pages come from the
+ * disk without costing the CPU a copy (finish()).  A whole segment in one
+ * part is hashed here, so the restore need not read it back: then *HASHED
+ * and *SUM (OUT). */
+static int put_part(struct fetch_req *r, uint64_t part,
+		    struct backend_buf *buf, bool *direct, bool *hashed,
+		    uint64_t *sum)
+{
+	int rc = write_direct(r, part * r->part, buf);
+
+	*direct = rc == 0;
+	if (rc > 0)
+		return write_buffered(r, part * r->part, buf, hashed, sum);
+	*hashed = !rc && r->nparts == 1;
+	*sum = *hashed ? XXH3_64bits(buf->data, buf->len) : 0;
 	return rc;
 }
 
@@ -643,6 +709,18 @@ static void req_complete(struct sync *s, struct fetch_req *r, int rc)
 	req_settle(s, r, rc);
 }
 
+/* Cuts FD, the temporary of SEG, to its length after padded direct
+ * writes, and has the kernel read it back into the page cache: the reader
+ * wanted it, and the disk fills pages without the copy a buffered write
+ * costs the CPU (docs/CACHING.md). */
+static int direct_done(int fd, const struct store_segment *seg)
+{
+	if (ftruncate(fd, (off_t)seg->length) < 0)
+		return -errno;
+	(void)posix_fadvise(fd, 0, (off_t)seg->length, POSIX_FADV_WILLNEED);
+	return 0;
+}
+
 /* Ends an attempt on R once its last part is written (the caller put R in
  * REQ_FINISHING): restores the segment, or backs off for the next attempt,
  * or fails R for good.  Called and returns with s->lock. */
@@ -651,13 +729,17 @@ static void finish(struct sync *s, struct fetch_req *r)
 	struct store_tenant *t = r->t;
 	struct store_segment seg = r->seg;
 	int fd = r->fd, rc = r->err;
-	bool hashed = r->hashed;
+	bool hashed = r->hashed, direct = r->direct;
 	uint64_t sum = r->sum;
 	const char *key = r->key ? r->key : "a segment";
 	bool last, waited;
 
-	r->fd = -1;
+	if (r->dfd >= 0)
+		close(r->dfd);
+	r->fd = r->dfd = -1;
 	pthread_mutex_unlock(&s->lock);
+	if (!rc && direct)
+		rc = direct_done(fd, &seg);
 	if (fd >= 0)
 		close(fd);
 	if (!rc && hashed)
@@ -745,7 +827,7 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 	struct sync *s = f->s;
 	struct backend_buf buf = { 0 };
 	uint64_t sum = 0;
-	bool ahead, hashed = false;
+	bool ahead, direct = false, hashed = false;
 	int rc = 0;
 
 	pthread_mutex_unlock(&s->lock);
@@ -765,10 +847,11 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 	if (ahead)	/* t and seg never change: no lock needed */
 		ra_step(s, r->t, r->seg.stream);
 	if (!rc)
-		rc = put_part(r, part, &buf, &hashed, &sum);
+		rc = put_part(r, part, &buf, &direct, &hashed, &sum);
 	buf_put(s, &buf);
 	pthread_mutex_lock(&s->lock);
 	r->hashed = !rc && hashed;
+	r->direct |= direct;
 	r->sum = sum;
 	part_done(s, r, rc);
 }
