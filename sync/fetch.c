@@ -508,6 +508,8 @@ static int write_buffered(struct fetch_req *r, uint64_t off,
 
 		if (n < 0 && errno != EINTR)
 			rc = -errno;
+		else if (n == 0)
+			rc = -EIO;	/* no progress: never spin on it */
 		if (n <= 0)
 			continue;
 		if (hash)
