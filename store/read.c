@@ -23,6 +23,7 @@ static ssize_t with_fetch(struct store_tenant *t,
 		ssize_t n = once(t, ctx);
 		int rc;
 
+		seg_reached_tell(t);
 		if (n != -ENODATA)
 			return n;
 		if (tries == FETCH_TRIES)
@@ -117,7 +118,7 @@ static ssize_t piece_once(struct store_tenant *t, void *ctx)
 		n = -EXDEV;
 		goto out;
 	}
-	fd = seg_fd(t, g);
+	fd = seg_fd_read(t, g);
 	if (fd < 0) {
 		n = fd;
 		goto out;

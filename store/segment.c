@@ -84,8 +84,13 @@ static void hold_locked(struct store_tenant *t, struct seg *g)
 	trim_locked(t);
 }
 
-/* The evicted segment this thread last needed (see seg_fetch_wanted). */
+/* The evicted segment this thread last needed (see seg_fetch_wanted), and
+ * the restored one its read used first (see seg_reached_tell). */
 static __thread uint64_t wanted_seg;
+static __thread struct {
+	struct store_tenant *t;	/* NULL: none since the last tell */
+	uint64_t seg;
+} first_read;
 
 int seg_fd(struct store_tenant *t, struct seg *g)
 {
@@ -115,6 +120,18 @@ int seg_fd(struct store_tenant *t, struct seg *g)
 	hold_locked(t, g);
 	fd = g->fd;
 	pthread_mutex_unlock(&t->fd_lock);
+	return fd;
+}
+
+int seg_fd_read(struct store_tenant *t, struct seg *g)
+{
+	int fd = seg_fd(t, g);
+
+	if (fd >= 0 && __atomic_load_n(&g->unread, __ATOMIC_RELAXED) &&
+	    __atomic_exchange_n(&g->unread, false, __ATOMIC_RELAXED)) {
+		first_read.t = t;
+		first_read.seg = g->id;
+	}
 	return fd;
 }
 
@@ -302,7 +319,7 @@ ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		want = len - done;
 		if (want > g->length - in)
 			want = (size_t)(g->length - in);
-		fd = seg_fd(t, g);
+		fd = seg_fd_read(t, g);
 		if (fd < 0)
 			return done ? (ssize_t)done : fd;
 		n = pread(fd, p + done, want, (off_t)in);
@@ -749,6 +766,7 @@ static int restore(struct store_tenant *t, uint64_t seg, const char *path,
 		seg_queue_restored(t, g);	/* its row: once flushed */
 		/* fetched for a reader: the most recently used */
 		__atomic_store_n(&g->used_ns, store_now_ns(), __ATOMIC_RELAXED);
+		__atomic_store_n(&g->unread, true, __ATOMIC_RELAXED);
 	}
 out:
 	pthread_rwlock_unlock(&t->lock);
@@ -794,49 +812,92 @@ int store_stream_segments(struct store_tenant *t, uint64_t id,
 /* The hook and its argument change together under st->lock, and a change
  * returns only when no reader is still inside the old hook: sync/ clears
  * it at stop and then frees what ARG points to. */
-void store_set_fetch_hook(struct store *st, store_fetch_fn fn, void *arg)
+void store_set_fetch_hook(struct store *st, store_fetch_fn fn,
+			  store_reached_fn reached, void *arg)
 {
 	pthread_mutex_lock(&st->lock);
 	st->fetch_fn = fn;
+	st->reached_fn = reached;
 	st->fetch_arg = arg;
 	while (st->fetch_users)
 		pthread_cond_wait(&st->fetch_idle, &st->lock);
 	pthread_mutex_unlock(&st->lock);
 }
 
-int seg_fetch_wanted(struct store_tenant *t)
+/* SEG of T, for the fetch hook: 1 when it is not evicted (any more). */
+static int hook_segment(struct store_tenant *t, uint64_t seg,
+			struct store_segment *info)
 {
-	struct store *st = t->st;
-	struct store_segment info;
-	store_fetch_fn fn;
 	struct stream *s;
 	struct seg *g;
-	void *arg;
-	int rc;
 
 	pthread_rwlock_rdlock(&t->lock);
-	g = seg_find(t, wanted_seg, &s);
+	g = seg_find(t, seg, &s);
 	if (g)
-		fill_segment(s, g, &info);
+		fill_segment(s, g, info);
 	pthread_rwlock_unlock(&t->lock);
 	if (!g)
 		return -ENOENT;
-	if (info.state != STORE_SEG_EVICTED)
-		return 0;	/* another reader brought it back */
+	return info->state != STORE_SEG_EVICTED;
+}
+
+/* Enters the fetch hook (false when there is none): store_set_fetch_hook()
+ * waits for hook_leave(). */
+static bool hook_enter(struct store *st, store_fetch_fn *fn,
+		       store_reached_fn *reached, void **arg)
+{
 	pthread_mutex_lock(&st->lock);
-	fn = st->fetch_fn;
-	arg = st->fetch_arg;
-	st->fetch_users += fn != NULL;
+	*fn = st->fetch_fn;
+	*reached = st->reached_fn;
+	*arg = st->fetch_arg;
+	st->fetch_users += *fn != NULL;
 	pthread_mutex_unlock(&st->lock);
-	if (!fn) {
+	return *fn != NULL;
+}
+
+static void hook_leave(struct store *st)
+{
+	pthread_mutex_lock(&st->lock);
+	if (!--st->fetch_users)
+		pthread_cond_broadcast(&st->fetch_idle);
+	pthread_mutex_unlock(&st->lock);
+}
+
+int seg_fetch_wanted(struct store_tenant *t)
+{
+	struct store_segment info;
+	store_reached_fn reached;
+	store_fetch_fn fn;
+	void *arg;
+	int rc = hook_segment(t, wanted_seg, &info);
+
+	if (rc)
+		return rc > 0 ? 0 : rc;	/* >0: another reader brought it back */
+	if (!hook_enter(t->st, &fn, &reached, &arg)) {
 		store_log("%s: segment %016" PRIx64 " is evicted and nothing can"
 			  " fetch it", t->name, info.seg);
 		return -EIO;
 	}
 	rc = fn(arg, t, &info);
-	pthread_mutex_lock(&st->lock);
-	if (!--st->fetch_users)
-		pthread_cond_broadcast(&st->fetch_idle);
-	pthread_mutex_unlock(&st->lock);
+	hook_leave(t->st);
 	return rc;
+}
+
+void seg_reached_tell(struct store_tenant *t)
+{
+	struct store_segment info;
+	store_reached_fn reached;
+	store_fetch_fn fn;
+	void *arg;
+
+	if (first_read.t != t)
+		return;
+	first_read.t = NULL;
+	if (hook_segment(t, first_read.seg, &info) <= 0)
+		return;		/* gone, or evicted again already */
+	if (!hook_enter(t->st, &fn, &reached, &arg))
+		return;
+	if (reached)
+		reached(arg, t, &info);
+	hook_leave(t->st);
 }

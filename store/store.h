@@ -302,7 +302,13 @@ int store_segment_batches(struct store_tenant *t, uint64_t seg,
  * one is still running, so its ARG can then be freed. */
 typedef int (*store_fetch_fn)(void *arg, struct store_tenant *t,
 			      const struct store_segment *seg);
-void store_set_fetch_hook(struct store *st, store_fetch_fn fn, void *arg);
+/* Called by a read, with no store lock held, the first time a read uses a
+ * segment that store_segment_restore() brought back: readahead follows a
+ * reader through segments it never had to wait for.  Must not block. */
+typedef void (*store_reached_fn)(void *arg, struct store_tenant *t,
+				 const struct store_segment *seg);
+void store_set_fetch_hook(struct store *st, store_fetch_fn fn,
+			  store_reached_fn reached, void *arg);
 
 /* ---- replicas: analysis hosts mirror a remote into a local store ---- */
 

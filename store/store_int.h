@@ -114,6 +114,7 @@ struct seg {
 	unsigned mark_slot;
 	uint64_t origin;	/* replicas: id on the writer host */
 	int64_t used_ns;	/* last use; atomic (readers share the lock) */
+	bool unread;		/* restored, not read since; atomic */
 	struct idtable ids;	/* sealed with IDs, once loaded */
 
 	/* The file, opened on demand and kept in the tenant's LRU of open
@@ -212,8 +213,9 @@ struct store {
 	store_commit_fn commit_fn;
 	void *commit_arg;
 	store_fetch_fn fetch_fn;	/* protected by lock */
+	store_reached_fn reached_fn;	/* protected by lock */
 	void *fetch_arg;		/* protected by lock */
-	unsigned fetch_users;		/* callers inside fetch_fn; by lock */
+	unsigned fetch_users;		/* callers inside either; by lock */
 	pthread_cond_t fetch_idle;	/* fetch_users reached 0 */
 	unsigned long fd_budget;	/* segment files kept open, at most */
 	unsigned long open_fds;		/* atomic */
@@ -415,6 +417,10 @@ int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs);
  * then retries (at most FETCH_TRIES times). */
 #define FETCH_TRIES 8
 int seg_fetch_wanted(struct store_tenant *t);
+/* seg_fd() for a read of G: the first read after a restore is noted, and
+ * seg_reached_tell() then passes it to the fetch hook, with no lock held. */
+int seg_fd_read(struct store_tenant *t, struct seg *g);
+void seg_reached_tell(struct store_tenant *t);
 int store_tenant_sync(struct store_tenant *t);
 
 /* ---- mark.c: fsync(2) of a stream in one flush ---- */

@@ -34,9 +34,10 @@
  *
  * Readahead follows each stream's reader (struct fetch_ra): once a reader
  * waits for a segment, the READAHEAD segments after it are queued; the
- * window moves again as fetches end and, since a reader
- * going through fetched segments calls no hook, every RA_POLL_NS while a
- * stream is read ahead.
+ * window moves when the reader waits again, when the last GET of a segment
+ * it waits for ends, and when its first read of a segment fetched ahead
+ * comes (sync_fetch_reached()), so that the wire never waits for the
+ * reader.  A window whose reader stopped goes after RA_IDLE_NS.
  *
  * Lock order: s->evict_lock, then s->lock (a leaf); see sync_int.h.
  */
@@ -59,10 +60,10 @@
 #define FETCH_BUF_IDLE_NS 1000000000LL	/* kept GET buffers go when idle */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define DIO_ALIGN 4096u		/* of direct I/O offsets, lengths, buffers */
-#define READAHEAD 2		/* segments fetched ahead of a reader */
+#define READAHEAD 4		/* segments fetched ahead of a reader */
 #define RA_ON_WIRE 2		/* segments downloaded at once, readahead
 				 * included */
-#define RA_POLL_NS 20000000LL	/* how often readers are looked for */
+#define RA_POLL_NS 1000000000LL	/* how often windows are looked at */
 #define RA_IDLE_NS 5000000000LL	/* readahead ends when its reader stops */
 
 enum req_state {
@@ -108,18 +109,13 @@ struct fetcher {
 	pthread_t thread;
 };
 
-/* Readahead of one stream: which segment its reader is in, as far as
- * fetch.c can tell.  The hook sees a reader only at evicted segments;
- * progress through fetched ones shows only in their used_ns, which a
- * restore sets too, hence restored_ns.  On s->fetch_ra, protected by
- * s->lock. */
+/* Readahead of one stream: which segment its reader is in.  On
+ * s->fetch_ra, protected by s->lock. */
 struct fetch_ra {
 	struct fetch_ra *next;
 	struct store_tenant *t;
 	uint64_t stream;
 	uint64_t pos;		/* stream offset of the reader's segment */
-	int64_t restored_ns;	/* CLOCK_REALTIME, after the last restore or
-				 * wait: later uses are the reader's */
 	int64_t moved_ns;	/* CLOCK_MONOTONIC: pos last moved */
 };
 
@@ -173,28 +169,41 @@ static void req_unref(struct fetch_req *r)
 	free(r);
 }
 
-static void ra_note(struct sync *s, struct store_tenant *t,
-		    const struct store_segment *seg, bool waited);
+static void ra_reader_at(struct sync *s, struct store_tenant *t,
+			 const struct store_segment *seg);
 static void ra_step(struct sync *s, struct store_tenant *t, uint64_t stream);
+
+/* A reading thread comes into fetch.c, with s->lock: false when the sync
+ * is stopping.  sync_fetch_stop() waits for the last to leave before it
+ * frees anything. */
+static bool reader_enter(struct sync *s)
+{
+	if (s->stop)
+		return false;
+	s->hook_waiters++;
+	return true;
+}
+
+static void reader_leave(struct sync *s)
+{
+	if (--s->hook_waiters == 0 && s->stop)
+		pthread_cond_broadcast(&s->fetch_done);
+}
 
 int sync_fetch_hook(void *arg, struct store_tenant *t,
 		    const struct store_segment *seg)
 {
 	struct sync *s = arg;
 	struct fetch_req *r;
-	int rc;
+	int rc = -EIO;		/* stopping: nothing will fetch it */
 
 	pthread_mutex_lock(&s->lock);
-	if (s->stop) {
-		/* Stopping: nothing will fetch it. */
-		pthread_mutex_unlock(&s->lock);
-		return -EIO;
-	}
-	s->hook_waiters++;
+	if (!reader_enter(s))
+		goto out;
 	r = req_find(s, t, seg->seg);
 	if (!r && !(r = req_add(s, t, seg, true))) {
 		rc = -ENOMEM;
-		goto out;
+		goto leave;
 	}
 	if (!r->waited) {
 		/* Read ahead, and now a reader is here: it goes first. */
@@ -204,7 +213,7 @@ int sync_fetch_hook(void *arg, struct store_tenant *t,
 	r->refs++;
 	/* The reader is here: its readahead moves now, not once R is in, so
 	 * that the next GET follows R's on the wire. */
-	ra_note(s, t, seg, true);
+	ra_reader_at(s, t, seg);
 	pthread_mutex_unlock(&s->lock);
 	ra_step(s, t, seg->stream);
 	pthread_mutex_lock(&s->lock);
@@ -212,13 +221,29 @@ int sync_fetch_hook(void *arg, struct store_tenant *t,
 		pthread_cond_wait(&s->fetch_done, &s->lock);
 	rc = r->done ? r->rc : -EIO;
 	req_unref(r);
+leave:
+	reader_leave(s);
 out:
-	/* sync_fetch_stop() waits for the last waiter to leave before it
-	 * frees anything. */
-	if (--s->hook_waiters == 0 && s->stop)
-		pthread_cond_broadcast(&s->fetch_done);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
+}
+
+void sync_fetch_reached(void *arg, struct store_tenant *t,
+			const struct store_segment *seg)
+{
+	struct sync *s = arg;
+
+	pthread_mutex_lock(&s->lock);
+	if (!reader_enter(s)) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	ra_reader_at(s, t, seg);
+	pthread_mutex_unlock(&s->lock);
+	ra_step(s, t, seg->stream);
+	pthread_mutex_lock(&s->lock);
+	reader_leave(s);
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- choosing the next GET ---- */
@@ -564,15 +589,14 @@ static void ra_drop(struct sync *s, struct fetch_ra *ra)
 		}
 }
 
-/* A segment of SEG's stream came in, with s->lock: a reader is in SEG when
- * WAITED (a new readahead starts there), and used_ns set by now is no
- * sign of a reader. */
-static void ra_note(struct sync *s, struct store_tenant *t,
-		    const struct store_segment *seg, bool waited)
+/* A reader of SEG's stream is in SEG, with s->lock: its window starts
+ * there, or moves there. */
+static void ra_reader_at(struct sync *s, struct store_tenant *t,
+			 const struct store_segment *seg)
 {
 	struct fetch_ra *ra = ra_find(s, t, seg->stream);
 
-	if (!ra && waited && (ra = calloc(1, sizeof(*ra)))) {
+	if (!ra && (ra = calloc(1, sizeof(*ra)))) {
 		ra->t = t;
 		ra->stream = seg->stream;
 		ra->pos = seg->offset;
@@ -581,20 +605,16 @@ static void ra_note(struct sync *s, struct store_tenant *t,
 		if (!s->fetch_ra_due)
 			s->fetch_ra_due = sync_clock(CLOCK_MONOTONIC) + RA_POLL_NS;
 	}
-	if (!ra)
-		return;
-	if (waited && seg->offset >= ra->pos) {
+	if (ra && seg->offset >= ra->pos) {
 		ra->pos = seg->offset;
 		ra->moved_ns = sync_clock(CLOCK_MONOTONIC);
 	}
-	ra->restored_ns = sync_clock(CLOCK_REALTIME);
 }
 
-/* Moves RA's reader to the last segment read since the last restore, and
- * queues the evicted ones among the READAHEAD segments after it, when the
- * cache has room for them.  Returns false when RA is over: nothing evicted
- * is left after the reader, or it has not moved for RA_IDLE_NS.  With
- * s->lock; SV lists the stream's segments. */
+/* Queues the evicted segments among the READAHEAD after RA's reader, when
+ * the cache has room for them.  Returns false when RA is over: nothing
+ * evicted is left after the reader, or it has not moved for RA_IDLE_NS.
+ * With s->lock; SV lists the stream's segments. */
 static bool ra_window(struct sync *s, struct fetch_ra *ra,
 		      const struct seg_vec *sv)
 {
@@ -602,17 +622,6 @@ static bool ra_window(struct sync *s, struct fetch_ra *ra,
 	unsigned ahead = 0;
 	bool evicted = false, room = true;
 
-	for (size_t i = 0; i < sv->n; i++) {
-		const struct store_segment *g = &sv->v[i];
-
-		/* A segment still queued is being restored: its used_ns
-		 * may be the restore's, not yet behind restored_ns. */
-		if (g->offset > ra->pos && g->state != STORE_SEG_EVICTED &&
-		    g->used_ns > ra->restored_ns && !req_find(s, ra->t, g->seg)) {
-			ra->pos = g->offset;
-			ra->moved_ns = now;
-		}
-	}
 	for (size_t i = 0; i < sv->n; i++) {
 		const struct store_segment *g = &sv->v[i];
 
@@ -650,7 +659,7 @@ static void ra_step(struct sync *s, struct store_tenant *t, uint64_t stream)
 }
 
 /* Every RA_POLL_NS while streams are read ahead, with s->lock (dropped
- * meanwhile): a reader moving through fetched segments calls no hook. */
+ * meanwhile): windows whose reader stopped go. */
 static void ra_poll(struct sync *s)
 {
 	struct ra_key {
@@ -757,7 +766,6 @@ static void finish(struct sync *s, struct fetch_req *r)
 	}
 	if (!rc) {
 		waited = r->waited;
-		ra_note(s, t, &seg, waited);	/* after the restore's used_ns */
 		req_complete(s, r, 0);
 		pthread_mutex_unlock(&s->lock);
 		if (waited)	/* the reader is here now */
@@ -787,9 +795,9 @@ static void finish(struct sync *s, struct fetch_req *r)
 	req_complete(s, r, rc);
 }
 
-/* A GET of R returned RC, with s->lock.  Returns whether that was the last
- * of the attempt's GETs, all good: the wire is free for the next one, and
- * a reader waiting for R has its readahead queued now. */
+/* A GET of R returned RC, with s->lock.  Returns whether a reader waits
+ * for R and that was the last of the attempt's GETs, all good: the wire is
+ * free for the next one, so the reader's readahead moves now. */
 static bool got_part(struct sync *s, struct fetch_req *r, int rc)
 {
 	r->inflight--;
@@ -798,9 +806,9 @@ static bool got_part(struct sync *s, struct fetch_req *r, int rc)
 		r->err = rc;
 	/* A part or (the wire free) readahead may go now. */
 	pthread_cond_signal(&s->fetch_cond);
-	if (req_on_wire(r) || r->err || s->stop)
+	if (!r->waited || req_on_wire(r) || r->err || s->stop)
 		return false;
-	ra_note(s, r->t, &r->seg, r->waited);
+	ra_reader_at(s, r->t, &r->seg);
 	return true;
 }
 

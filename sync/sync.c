@@ -1377,13 +1377,14 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 		rc = sync_fetch_start(s);
 		if (rc)
 			goto fail;
-		store_set_fetch_hook(st, sync_fetch_hook, s);
+		store_set_fetch_hook(st, sync_fetch_hook, sync_fetch_reached,
+				     s);
 	}
 	rc = -pthread_create(&s->thread, NULL, sync_main, s);
 	if (rc) {
 		if (s->b) {
 			sync_fetch_stop(s);
-			store_set_fetch_hook(st, NULL, NULL);
+			store_set_fetch_hook(st, NULL, NULL, NULL);
 		}
 		goto fail;
 	}
@@ -1419,7 +1420,7 @@ void sync_stop(struct sync *s)
 		 * yet clear it atomically with respect to callers, so fs
 		 * stops its readers before sync_stop). */
 		sync_fetch_stop(s);
-		store_set_fetch_hook(s->st, NULL, NULL);
+		store_set_fetch_hook(s->st, NULL, NULL, NULL);
 		/* Releasing the leases is worth a few seconds, not more:
 		 * a stalled remote must not hold up the unmount. */
 		atomic_store(&s->abort.deadline_ns,

@@ -226,7 +226,8 @@ struct sync {
 					 * sync_fetch_stop() when the last
 					 * leaves; with lock */
 	unsigned hook_waiters;		/* protected by lock: threads inside
-					 * sync_fetch_hook() */
+					 * sync_fetch_hook() or
+					 * sync_fetch_reached() */
 	pthread_mutex_t evict_lock;	/* one eviction round at a time */
 	/* fetch.c, protected by lock: GET buffers kept for the next fetch,
 	 * streams being read ahead and when to look at them next. */
@@ -266,6 +267,8 @@ bool sync_stopping(struct sync *s);
 /* fetch.c */
 int sync_fetch_hook(void *arg, struct store_tenant *t,
 		    const struct store_segment *seg);
+void sync_fetch_reached(void *arg, struct store_tenant *t,
+			const struct store_segment *seg);
 int sync_fetch_start(struct sync *s);
 void sync_fetch_stop(struct sync *s);
 /* Evicts uploaded segments LRU while they exceed cache_size, never

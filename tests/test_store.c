@@ -1123,6 +1123,8 @@ struct copy_hook {
 	struct fixture *from;	/* the writer's store */
 	int calls;
 	bool fail, corrupt;
+	int reached;		/* first reads of restored segments */
+	uint64_t reached_seg;
 };
 
 /* A fetch hook that "downloads" the writer's segment file. */
@@ -1145,6 +1147,17 @@ static int fetch_copy(void *arg, struct store_tenant *t,
 	free(src);
 	free(dst);
 	return rc;
+}
+
+static void reached_note(void *arg, struct store_tenant *t,
+			 const struct store_segment *seg)
+{
+	struct copy_hook *h = arg;
+
+	(void)t;
+	CHECK(seg->state != STORE_SEG_EVICTED);
+	h->reached++;
+	h->reached_seg = seg->seg;
 }
 
 struct seg_list {
@@ -1186,7 +1199,7 @@ static void test_replica(void)
 
 	setup(&w);
 	setup(&r);
-	store_set_fetch_hook(r.st, fetch_copy, &hook);
+	store_set_fetch_hook(r.st, fetch_copy, reached_note, &hook);
 	CHECK_EQ(append(&w, "a\nbb\n", 0, false, NULL), 0);
 	CHECK_EQ(append(&w, "ccc\n", 2, false, NULL), 0);
 	CHECK_EQ(store_roll(w.t, 0, true), 1);
@@ -1217,9 +1230,13 @@ static void test_replica(void)
 	hook.calls = 0;
 	CHECK_EQ(store_read(w.t, w.s, wbuf, sizeof(wbuf), 0), 20);
 	CHECK_EQ(store_read(r.t, r.s, rbuf, 9, 0), 9);
+	CHECK_EQ(hook.reached, 1);	/* the first read of each restored one */
 	CHECK_EQ(store_read(r.t, r.s, rbuf + 9, sizeof(rbuf) - 9, 9), 11);
 	CHECK(!memcmp(wbuf, rbuf, 20));
 	CHECK_EQ(hook.calls, 2);
+	CHECK_EQ(hook.reached, 2);
+	CHECK_EQ(store_read(r.t, r.s, rbuf, sizeof(rbuf), 0), 20);
+	CHECK_EQ(hook.reached, 2);
 	for (uint64_t v = 1; v <= 6; v++) {
 		CHECK_EQ(store_offset_of_version(w.t, w.s, v, &off_w), 0);
 		CHECK_EQ(store_offset_of_version(r.t, r.s, v, &off_r), 0);
@@ -1234,6 +1251,8 @@ static void test_replica(void)
 	CHECK_EQ(store_offset_of_version(r.t, r.s, 2, &off_r), 0);
 	CHECK_EQ(off_r, 2);
 	CHECK_EQ(hook.calls, 3);
+	CHECK_EQ(hook.reached, 3);
+	CHECK_EQ(hook.reached_seg, segs.v[0].seg);
 	reopen(&r);
 	CHECK_EQ(version(&r), 5);
 	CHECK_EQ(store_verify(r.dir, stderr), 0);
