@@ -235,7 +235,7 @@ int backend_buf_reserve(struct backend_buf *b, size_t n)
 	size_t want, alloc;
 	char *p;
 
-	if (n > max || b->len > max - n)
+	if (n > max || b->passed + b->len > max - n)
 		return -EFBIG;
 	want = b->len + n + 1;	/* room for a NUL */
 	if (want <= b->alloc)
@@ -251,17 +251,47 @@ int backend_buf_reserve(struct backend_buf *b, size_t n)
 	return 0;
 }
 
+int backend_buf_pass(struct backend_buf *b)
+{
+	int rc;
+
+	if (!b->sink || b->len < b->sink->chunk)
+		return 0;
+	rc = b->sink->put(b->sink->arg, b);
+	if (!rc) {
+		b->passed += b->len;
+		b->len = 0;
+	}
+	return rc;
+}
+
+size_t backend_buf_room(const struct backend_buf *b, size_t n)
+{
+	if (b->sink && n > b->sink->chunk - b->len)
+		return b->sink->chunk - b->len;
+	return n;
+}
+
 int backend_buf_append(struct backend_buf *b, const void *p, size_t n)
 {
-	int rc = backend_buf_reserve(b, n);
+	const char *src = p;
+	int rc;
 
-	if (rc)
-		return rc;
-	if (n)
-		memcpy(b->data + b->len, p, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return 0;
+	do {
+		size_t take = backend_buf_room(b, n);
+
+		rc = backend_buf_reserve(b, take);
+		if (rc)
+			return rc;
+		if (take)
+			memcpy(b->data + b->len, src, take);
+		b->len += take;
+		b->data[b->len] = '\0';
+		src += take;
+		n -= take;
+		rc = backend_buf_pass(b);
+	} while (!rc && n);
+	return rc;
 }
 
 int backend_buf_terminate(struct backend_buf *b)

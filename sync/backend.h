@@ -113,12 +113,29 @@ struct backend_body {
 	const char *sha256;
 };
 
+struct backend_buf;
+
+/* Where a get() passes the bytes on as they come, so that it holds CHUNK
+ * of them at a time instead of all: each time the buffer holds CHUNK
+ * bytes, put() takes them (it may swap the buffer's memory for other
+ * memory of the same size and alignment) and the buffer is empty again.
+ * A get() answered with anything but the bytes asked for (an error, a
+ * whole object sent for a range) clears backend_buf.sink first and holds
+ * what it gets. */
+struct backend_sink {
+	int (*put)(void *arg, struct backend_buf *b);
+	void *arg;
+	size_t chunk;
+};
+
 /* A growable byte buffer with a hard cap.  get() appends to it. */
 struct backend_buf {
 	char *data;		/* owned; free with backend_buf_release() */
 	size_t len;
 	size_t alloc;
-	size_t max;		/* hard cap on len; 0 means 64 MiB */
+	size_t max;		/* hard cap on passed + len; 0 means 64 MiB */
+	const struct backend_sink *sink;	/* or NULL */
+	uint64_t passed;	/* bytes the sink took */
 };
 void backend_buf_release(struct backend_buf *b);
 
@@ -148,6 +165,7 @@ struct backend_ops {
 		   const struct backend_body *body);
 	/* Appends bytes [OFF, OFF+LEN) of KEY to OUT; fewer at the end of the
 	 * object, none when OFF is at or past it.  LEN may be BACKEND_TO_END.
+	 * OUT's sink, if any, may take them on the way (backend_buf_pass()).
 	 * -ENOENT, -EFBIG when OUT would pass its cap. */
 	int (*get)(struct backend *b, const char *key, uint64_t off,
 		   uint64_t len, struct backend_buf *out);

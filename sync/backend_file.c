@@ -270,8 +270,8 @@ static int file_get(struct backend *b, const char *key, uint64_t off,
 	if (len != BACKEND_TO_END && off + len < end)
 		end = off + len;
 	while (off < end) {
-		size_t want = end - off > (1u << 20) ? (1u << 20) :
-			(size_t)(end - off);
+		size_t want = backend_buf_room(out, end - off > (1u << 20) ?
+					       (1u << 20) : (size_t)(end - off));
 		ssize_t n;
 
 		rc = backend_buf_reserve(out, want);
@@ -286,6 +286,9 @@ static int file_get(struct backend *b, const char *key, uint64_t off,
 		}
 		out->len += (size_t)n;
 		off += (uint64_t)n;
+		rc = backend_buf_pass(out);
+		if (rc)
+			goto out;
 	}
 	if (!rc)
 		rc = backend_buf_terminate(out);

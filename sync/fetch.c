@@ -12,16 +12,18 @@
  * at most cfg.fetch_whole bytes in one GET without a Range (some servers,
  * moto among them, pay for the whole object on every ranged GET), a larger
  * one in ranges of cfg.fetch_range, at most cfg.fetch_parallel at once.
- * The bytes go to the temporary with O_DIRECT where its filesystem, the
- * offsets and the buffer allow, and the kernel is then asked to read the
- * copy back (POSIX_FADV_WILLNEED): a buffered write would copy every byte
- * into fresh page cache on the CPU (docs/CACHING.md).  The worker that
- * writes the last bytes of an attempt hands the file to
- * store_segment_restore(), which checks length and XXH3 before renaming it
- * into place, so wrong bytes never reach a reader (for a segment that came
- * in one GET, it compares the hash of the GET's buffer).  A failed attempt
- * is retried after a backoff, cfg.fetch_attempts times in all; then the
- * read gets -EIO.
+ * A GET passes its bytes on in chunks of about 2 MiB as they come, each
+ * written while the next comes in (struct part_out), so that it holds two
+ * chunks of memory, not its object.  The bytes go to the temporary with
+ * O_DIRECT where its filesystem, the offsets and the buffer allow, and the
+ * kernel is then asked to read the copy back (POSIX_FADV_WILLNEED): a
+ * buffered write would copy every byte into fresh page cache on the CPU
+ * (docs/CACHING.md).  The worker that writes the last bytes of an attempt
+ * hands the file to store_segment_restore(), which checks length and XXH3
+ * before renaming it into place, so wrong bytes never reach a reader (for
+ * a segment that came in one GET, it compares the hash taken of the bytes
+ * as they came).  A failed attempt is retried after a backoff,
+ * cfg.fetch_attempts times in all; then the read gets -EIO.
  *
  * Order: GETs of segments a reader waits for go first, in the order asked.
  * Readahead sends GETs, in stream order, only while no waited-for segment
@@ -41,6 +43,7 @@
  *
  * Lock order: s->evict_lock, then s->lock (a leaf); see sync_int.h.
  */
+#include <aio.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -348,19 +351,20 @@ static struct fetch_req *pick(struct sync *s, uint64_t *part, int64_t *wake)
 
 /* ---- GET buffers ---- */
 
-/* A buffer for a GET of LEN bytes (and one more, to see an object longer
+/* A buffer for LEN bytes of a GET (and one more, to see an object longer
  * than asked): one kept from an earlier GET when there is one, else a new
  * one, aligned for direct I/O, of 2 MiB pages when large.  Page faults are
  * what a fresh buffer costs: on this VM a 16 MiB GET from moto took 80 ms
  * into new 4 KiB pages, 30 ms into new 2 MiB pages, 15 ms into pages
- * already mapped. */
+ * already mapped; hence chunks (FETCH_CHUNK), kept between GETs. */
 static int buf_get(struct sync *s, size_t len, struct backend_buf *out)
 {
 	struct backend_buf b = { 0 };
-	size_t align = len >= HUGE_PAGE ? HUGE_PAGE : DIO_ALIGN;
-	size_t alloc = (len + 1 + align - 1) & ~(align - 1);
+	size_t alloc = (len + 1 + DIO_ALIGN - 1) & ~(size_t)(DIO_ALIGN - 1);
+	size_t align = alloc >= HUGE_PAGE ? HUGE_PAGE : DIO_ALIGN;
 	void *p;
 
+	alloc = (alloc + align - 1) & ~(align - 1);
 	pthread_mutex_lock(&s->lock);
 	if (s->nfetch_bufs)
 		b = s->fetch_bufs[--s->nfetch_bufs];
@@ -375,6 +379,8 @@ static int buf_get(struct sync *s, size_t len, struct backend_buf *out)
 	}
 	b.len = 0;
 	b.max = len + 1;
+	b.sink = NULL;
+	b.passed = 0;
 	*out = b;
 	return backend_buf_reserve(out, len);
 }
@@ -460,9 +466,159 @@ static int begin_attempt(struct sync *s, struct fetch_req *r)
 	return rc;
 }
 
-/* GETs part PART of R into BUF (OUT), exactly its length. */
+/* ---- writing a GET's bytes ---- */
+
+/* Bytes of a GET held at once: a chunk is written while the next comes
+ * in.  One less block than a 2 MiB page, so that a chunk, its padding and
+ * the buffer's NUL fit in one. */
+#define FETCH_CHUNK (HUGE_PAGE - DIO_ALIGN)
+
+/* Where one GET's bytes go: R's temporary from OFF on, and for a whole
+ * segment into its hash as well.  A GET longer than a chunk passes them
+ * here a chunk at a time as they come (BUF's sink), and each chunk is
+ * written around the page cache while the next comes into SPARE's memory,
+ * swapped in: the GET holds two chunks, not up to 16 MiB, and those pages
+ * are warm from the GET before.  While WRITING, the chunk written is in
+ * SPARE (in BUF, for a GET without one). */
+struct part_out {
+	struct sync *s;
+	struct fetch_req *r;
+	struct backend_buf buf;		/* what the GET fills */
+	struct backend_buf spare;
+	struct backend_sink sink;
+	struct aiocb aio;		/* the chunk being written */
+	bool writing;
+	size_t wlen;			/* its bytes, without the padding */
+	uint64_t off;			/* of BUF's first byte in the segment */
+	XXH3_state_t *hash;		/* a whole segment's, else NULL */
+	bool direct;			/* a chunk went around the page cache */
+	bool buffered_only;		/* the temporary refused a direct write */
+};
+
+static int pwrite_all(int fd, const char *p, size_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)	/* no progress: never spin on it */
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* How many bytes a direct write of BUF at O's offset takes: BUF's length
+ * padded with zeros to DIO_ALIGN at the end of the segment (finish() cuts
+ * the file to its length), or 0 when the temporary, the offset, the length
+ * or BUF does not allow one.  Bytes other than the segment's last must
+ * fill whole blocks, or their padding would overwrite what follows. */
+static size_t direct_len(const struct part_out *o,
+			 const struct backend_buf *buf)
+{
+	size_t len = (buf->len + DIO_ALIGN - 1) & ~(size_t)(DIO_ALIGN - 1);
+	bool last = o->off + buf->len == o->r->seg.length;
+
+	if (o->r->dfd < 0 || o->buffered_only || !buf->len ||
+	    o->off % DIO_ALIGN || (!last && len != buf->len) ||
+	    len > buf->alloc || (uintptr_t)buf->data % DIO_ALIGN)
+		return 0;
+	return len;
+}
+
+/* Waits for the chunk being written, if any. */
+static int write_wait(struct part_out *o)
+{
+	const struct aiocb *list[] = { &o->aio };
+	const char *p = (const char *)o->aio.aio_buf;
+	ssize_t n;
+	int err;
+
+	if (!o->writing)
+		return 0;
+	while ((err = aio_error(&o->aio)) == EINPROGRESS)
+		(void)aio_suspend(list, 1, NULL);	/* EINTR: look again */
+	n = aio_return(&o->aio);
+	o->writing = false;
+	if (err == EINVAL) {	/* alignment stricter than ours */
+		o->buffered_only = true;
+		return pwrite_all(o->r->fd, p, o->wlen,
+				  (uint64_t)o->aio.aio_offset);
+	}
+	if (err)
+		return -err;
+	o->direct = true;
+	if ((size_t)n == o->aio.aio_nbytes)
+		return 0;
+	return pwrite_all(o->aio.aio_fildes, p + n,	/* short: the rest */
+			  o->aio.aio_nbytes - (size_t)n,
+			  (uint64_t)o->aio.aio_offset + (uint64_t)n);
+}
+
+/* Starts a direct write of BUF's bytes at O's offset, and gives BUF
+ * SPARE's memory (when there is a spare) to go on with.  1 when a direct
+ * write cannot take them. */
+static int write_start(struct part_out *o, struct backend_buf *buf)
+{
+	size_t len = direct_len(o, buf);
+	char *data = buf->data;
+	int rc;
+
+	if (!len)
+		return 1;
+	memset(data + buf->len, 0, len - buf->len);
+	o->aio = (struct aiocb){
+		.aio_fildes = o->r->dfd,
+		.aio_buf = data,
+		.aio_nbytes = len,
+		.aio_offset = (off_t)o->off,
+		.aio_sigevent.sigev_notify = SIGEV_NONE,
+	};
+	o->wlen = buf->len;
+	if (aio_write(&o->aio) < 0) {	/* out of resources: write it now */
+		rc = pwrite_all(o->r->dfd, data, len, o->off);
+		o->direct |= !rc;
+		return rc;
+	}
+	o->writing = true;
+	if (o->spare.data) {
+		size_t alloc = buf->alloc;
+
+		buf->data = o->spare.data;
+		buf->alloc = o->spare.alloc;
+		o->spare.data = data;
+		o->spare.alloc = alloc;
+	}
+	return 0;
+}
+
+/* Puts BUF's bytes where O says (the sink's put()): around the page cache
+ * where it can, since the reader's pages then come from the disk without
+ * costing the CPU a copy (finish()); else through it. */
+static int put_bytes(void *arg, struct backend_buf *buf)
+{
+	struct part_out *o = arg;
+	int rc;
+
+	if (o->hash)	/* while the chunk is in the CPU's cache */
+		XXH3_64bits_update(o->hash, buf->data, buf->len);
+	rc = write_wait(o);
+	if (!rc)
+		rc = write_start(o, buf);
+	if (rc > 0)
+		rc = pwrite_all(o->r->fd, buf->data, buf->len, o->off);
+	if (!rc)
+		o->off += buf->len;
+	return rc;
+}
+
+/* GETs part PART of R, exactly its length, into O: passed on a chunk at a
+ * time when it is longer than one.  O's last bytes are left in O->buf. */
 static int get_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
-		    struct backend_buf *buf)
+		    struct part_out *o)
 {
 	uint64_t off = part * r->part, len = r->seg.length - off;
 	int rc = 0;
@@ -471,98 +627,23 @@ static int get_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 		rc = backend_open_url(f->s->cfg.url, &f->s->cfg.opts, &f->b);
 	if (r->part && len > r->part)
 		len = r->part;
+	if (!rc && len > FETCH_CHUNK)
+		rc = buf_get(f->s, FETCH_CHUNK, &o->spare);
 	if (!rc)
-		rc = buf_get(f->s, (size_t)len, buf);
-	if (!rc)
-		rc = backend_get(f->b, r->key, off, r->part ? len : BACKEND_TO_END,
-				 buf);
-	if (!rc && buf->len != len)
+		rc = buf_get(f->s, len > FETCH_CHUNK ? FETCH_CHUNK : (size_t)len,
+			     &o->buf);
+	if (rc)
+		return rc;
+	o->buf.max = (size_t)len + 1;	/* to see an object longer than asked */
+	if (o->spare.data) {
+		o->sink = (struct backend_sink){ .put = put_bytes, .arg = o,
+						 .chunk = FETCH_CHUNK };
+		o->buf.sink = &o->sink;
+	}
+	rc = backend_get(f->b, r->key, off, r->part ? len : BACKEND_TO_END,
+			 &o->buf);
+	if (!rc && o->buf.passed + o->buf.len != len)
 		rc = -EIO;	/* not what the manifest says */
-	return rc;
-}
-
-#define PUT_CHUNK (1u << 20)
-
-/* Writes BUF at OFF into R's temporary around the page cache.  The last
- * part is padded with zeros to DIO_ALIGN (finish() cuts the file to the
- * segment's length); any other must fill whole blocks, or its padding would
- * overwrite the next part.  Returns 1 when the temporary, the offset, the
- * length or BUF does not allow it. */
-static int write_direct(struct fetch_req *r, uint64_t off,
-			struct backend_buf *buf)
-{
-	size_t len = (buf->len + DIO_ALIGN - 1) & ~(size_t)(DIO_ALIGN - 1);
-	bool last = off + buf->len == r->seg.length;
-
-	if (r->dfd < 0 || off % DIO_ALIGN || (!last && len != buf->len) ||
-	    len > buf->alloc || (uintptr_t)buf->data % DIO_ALIGN)
-		return 1;
-	memset(buf->data + buf->len, 0, len - buf->len);
-	for (size_t done = 0; done < len;) {
-		ssize_t n = pwrite(r->dfd, buf->data + done, len - done,
-				   (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EINVAL && !done)
-			return 1;	/* alignment stricter than ours */
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-/* Writes BUF at OFF into R's temporary through the page cache.  A whole
- * segment in one part is hashed a chunk at a time as it is written, while
- * the chunk is in the CPU's cache: then *HASHED and *SUM (OUT). */
-static int write_buffered(struct fetch_req *r, uint64_t off,
-			  const struct backend_buf *buf, bool *hashed,
-			  uint64_t *sum)
-{
-	XXH3_state_t *hash = r->nparts == 1 ? XXH3_createState() : NULL;
-	int rc = 0;
-
-	if (hash)
-		XXH3_64bits_reset(hash);
-	for (size_t done = 0; done < buf->len && !rc;) {
-		size_t want = buf->len - done < PUT_CHUNK ? buf->len - done :
-			PUT_CHUNK;
-		ssize_t n = pwrite(r->fd, buf->data + done, want,
-				   (off_t)(off + done));
-
-		if (n < 0 && errno != EINTR)
-			rc = -errno;
-		else if (n == 0)
-			rc = -EIO;	/* no progress: never spin on it */
-		if (n <= 0)
-			continue;
-		if (hash)
-			XXH3_64bits_update(hash, buf->data + done, (size_t)n);
-		done += (size_t)n;
-	}
-	*hashed = hash != NULL;
-	*sum = hash ? XXH3_64bits_digest(hash) : 0;
-	XXH3_freeState(hash);
-	return rc;
-}
-
-/* Writes BUF, part PART of R, into R's temporary: around the page cache
- * where it can (then *DIRECT), since the reader's pages come from the
- * disk without costing the CPU a copy (finish()).  A whole segment in one
- * part is hashed here, so the restore need not read it back: then *HASHED
- * and *SUM (OUT). */
-static int put_part(struct fetch_req *r, uint64_t part,
-		    struct backend_buf *buf, bool *direct, bool *hashed,
-		    uint64_t *sum)
-{
-	int rc = write_direct(r, part * r->part, buf);
-
-	*direct = rc == 0;
-	if (rc > 0)
-		return write_buffered(r, part * r->part, buf, hashed, sum);
-	*hashed = !rc && r->nparts == 1;
-	*sum = *hashed ? XXH3_64bits(buf->data, buf->len) : 0;
 	return rc;
 }
 
@@ -835,10 +916,11 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 		     bool opening)
 {
 	struct sync *s = f->s;
-	struct backend_buf buf = { 0 };
+	struct part_out o = { .s = s, .r = r, .off = part * r->part };
+	XXH3_state_t hash;
 	uint64_t sum = 0;
-	bool ahead, direct = false, hashed = false;
-	int rc = 0;
+	bool ahead;
+	int rc = 0, wrc;
 
 	pthread_mutex_unlock(&s->lock);
 	if (opening)
@@ -849,19 +931,29 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 		req_settle(s, r, 0);
 		return;
 	}
+	if (r->nparts == 1) {	/* hashed as it comes: no reading back */
+		XXH3_64bits_reset(&hash);
+		o.hash = &hash;
+	}
 	if (!rc)
-		rc = get_part(f, r, part, &buf);
+		rc = get_part(f, r, part, &o);
 	pthread_mutex_lock(&s->lock);
 	ahead = got_part(s, r, rc);
 	pthread_mutex_unlock(&s->lock);
 	if (ahead)	/* t and seg never change: no lock needed */
 		ra_step(s, r->t, r->seg.stream);
+	if (!rc && o.buf.len)
+		rc = put_bytes(&o, &o.buf);	/* the last chunk */
+	wrc = write_wait(&o);	/* before its memory goes, even on error */
 	if (!rc)
-		rc = put_part(r, part, &buf, &direct, &hashed, &sum);
-	buf_put(s, &buf);
+		rc = wrc;
+	if (!rc && o.hash)
+		sum = XXH3_64bits_digest(o.hash);
+	buf_put(s, &o.buf);
+	buf_put(s, &o.spare);
 	pthread_mutex_lock(&s->lock);
-	r->hashed = !rc && hashed;
-	r->direct |= direct;
+	r->hashed = !rc && o.hash;
+	r->direct |= o.direct;
 	r->sum = sum;
 	part_done(s, r, rc);
 }

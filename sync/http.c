@@ -23,9 +23,12 @@ struct upload {
 };
 
 struct download {
+	CURL *h;
 	struct backend_buf *out;
 	uint64_t skip;
+	long sink_status;
 	int err;
+	bool answered;		/* the first bytes of the body came */
 };
 
 static size_t read_cb(char *dst, size_t size, size_t nmemb, void *arg)
@@ -71,6 +74,16 @@ static size_t write_cb(char *src, size_t size, size_t nmemb, void *arg)
 
 	if (!d->out)
 		return n;
+	if (!d->answered) {
+		long status = 0;
+
+		/* Only the bytes asked for go to a sink: not an error, not a
+		 * whole object sent for a range. */
+		curl_easy_getinfo(d->h, CURLINFO_RESPONSE_CODE, &status);
+		if (status != d->sink_status)
+			d->out->sink = NULL;
+		d->answered = true;
+	}
 	skip = d->skip < n ? (size_t)d->skip : n;
 	d->skip -= skip;
 	rc = backend_buf_append(d->out, src + skip, n - skip);
@@ -138,7 +151,8 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 		 const char *what)
 {
 	struct upload up = { .body = req->body };
-	struct download down = { .out = req->resp, .skip = req->skip };
+	struct download down = { .h = h, .out = req->resp, .skip = req->skip,
+				 .sink_status = req->sink_status };
 	curl_off_t cl = -1;
 	long filetime = -1;
 	CURLcode cc;
@@ -290,6 +304,7 @@ int http_object_get(struct backend *b, const struct http_object_ops *o,
 	http_range_header(range, sizeof(range), off, len);
 	if (!range[0])
 		extra[0] = NULL;
+	req.sink_status = range[0] ? 206 : 200;
 	rc = object_request(b, o, key, &req, "get", extra);
 	if (rc) {
 		out->len = start;

@@ -34,9 +34,10 @@
  * it queues the segment and waits on a condition variable for one of the
  * fetch worker threads, which download the object (in one GET, or in
  * ranges for segments larger than fetch_whole), write it beside the segment
- * as a temporary and call store_segment_restore(), which checks length and
- * XXH3.  Once the bytes of a segment a reader waits for have arrived,
- * the two segments after the one the reader is in are kept fetched or
+ * as a temporary, a chunk at a time as it comes, and call
+ * store_segment_restore(), which checks length and XXH3.  Once the bytes
+ * of a segment a reader waits for have arrived, the four segments after
+ * the one the reader is in are kept fetched or
  * coming in the background (readahead), as long as the reader moves on
  * and cache_size leaves room; readahead GETs wait while a reader waits
  * for one.  Failures are retried with backoff a few times, then the read

@@ -26,6 +26,10 @@ void sync_log(const char *fmt, ...) SYNC_PRINTF(1, 2);
 /* Makes room for N more bytes: -EFBIG past the cap, -ENOMEM. */
 int backend_buf_reserve(struct backend_buf *b, size_t n);
 int backend_buf_append(struct backend_buf *b, const void *p, size_t n);
+/* How many of N more bytes fit before B's sink wants them: N without one. */
+size_t backend_buf_room(const struct backend_buf *b, size_t n);
+/* Passes B's bytes on to its sink once they make a whole chunk. */
+int backend_buf_pass(struct backend_buf *b);
 /* Appends a NUL without counting it in len. */
 int backend_buf_terminate(struct backend_buf *b);
 
@@ -69,6 +73,8 @@ struct http_req {
 	const struct backend_body *body; /* request body or NULL */
 	struct backend_buf *resp;	/* response body, or NULL to discard */
 	uint64_t skip;			/* drop this many response bytes first */
+	long sink_status;		/* the only answer whose body may go
+					 * to resp's sink (0: none may) */
 	bool nobody;			/* HEAD */
 	/* OUT */
 	long status;
@@ -171,8 +177,9 @@ int seg_cmp(const void *a, const void *b);
 struct fetch_req;
 /* Readahead of one stream (fetch.c). */
 struct fetch_ra;
-/* GET buffers fetch.c keeps between fetches. */
-#define SYNC_FETCH_BUFS 2
+/* GET buffers fetch.c keeps between fetches: two chunks for each of
+ * four GETs. */
+#define SYNC_FETCH_BUFS 8
 
 /* Per-tenant state of the sync thread (thread-only). */
 struct tenant_state {

@@ -211,33 +211,46 @@ def test_cache_size_holds_during_sweep(mount, run_streamfs, tmp_path):
     assert int(status(run_streamfs, a.mnt)["fetched_segments"]) > cache // (64 * 1024)
 
 
-def test_segment_fetched_in_ranges_comes_back_whole(mount, run_streamfs, tmp_path):
+@pytest.mark.parametrize("backend", ["file", "s3", "dav"])
+def test_segment_fetched_in_ranges_comes_back_whole(mount, run_streamfs, tmp_path,
+                                                    request, backend):
     """A segment of 17 MiB and a bit is fetched in two ranged GETs (over
-    16 MiB the fetcher splits it): a full 16 MiB range and a short last one,
-    each written to the cache around the page cache, the last padded to a
-    block and the copy cut back to its length.  A small segment comes back
-    in one GET the same way.  `cmp` reads every byte from the analysis
-    host, and a second read, from the cached copies, agrees."""
-    url = "file://%s" % (tmp_path / "remote")
-    src = tmp_path / "data.bin"
-    src.write_bytes(os.urandom((17 << 20) + 1234))
-    w = mount(["remote=" + url, "roll=1s", "roll_size=64M"], allow=SYNC_ALLOW)
+    16 MiB the fetcher splits it): a full 16 MiB range and a short last one.
+    One of 5 MiB and a bit comes in one GET, and a small one too.  Each GET
+    longer than a 2 MiB chunk is written to the cache a chunk at a time as
+    it comes, around the page cache, the last padded to a block and the copy
+    cut back to its length.  `cmp` reads every byte from the analysis host,
+    and a second read, from the cached copies, agrees."""
+    env, opts = None, []
+    if backend == "file":
+        url = "file://%s" % (tmp_path / "remote")
+    elif backend == "s3":
+        s3 = request.getfixturevalue("moto_s3")
+        url, env, opts = s3.url("ranges-%s" % tmp_path.name), s3.env, s3.options()
+    else:
+        url = "%s/ranges-%s" % (request.getfixturevalue("dav").url, tmp_path.name)
+    data = {"big": os.urandom((17 << 20) + 1234), "mid": os.urandom((5 << 20) + 77),
+            "small": b"s" * 5000}
+    w = mount(["remote=" + url, "roll=1s", "roll_size=64M", *opts], env=env,
+              allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
-    for name in ("big", "small"):
+    for name, b in data.items():
+        src = tmp_path / name
+        src.write_bytes(b)
         w.path("T", name).write_bytes(b"")
         os.setxattr(w.path("T", name), "user.streamfs.framing", b"raw")
-    subprocess.run(["cp", str(src), str(w.path("T", "big"))], check=True, timeout=120)
-    append(w.path("T", "small"), b"s" * 5000)
+        subprocess.run(["cp", str(src), str(w.path("T", name))], check=True, timeout=120)
     sync(run_streamfs, w.mnt)
-    a = mount(["remote=" + url, "ro", "poll=1h"], src=tmp_path / "cache",
-              allow=SYNC_ALLOW)
+    a = mount(["remote=" + url, "ro", "poll=1h", *opts], src=tmp_path / "cache",
+              env=env, allow=SYNC_ALLOW)
     sync(run_streamfs, a.mnt)
     for _ in range(2):
-        subprocess.run(["cmp", str(src), str(a.path("T", "big"))], check=True, timeout=120)
-        assert read(a.path("T", "small")) == b"s" * 5000
-    assert int(status(run_streamfs, a.mnt)["fetched_segments"]) == 2
+        for name in data:
+            subprocess.run(["cmp", str(tmp_path / name), str(a.path("T", name))],
+                           check=True, timeout=120)
+    assert int(status(run_streamfs, a.mnt)["fetched_segments"]) == 3
     segs = sorted(os.path.getsize(f) for f in (tmp_path / "cache" / "tenants" / "T" / "seg").glob("*.seg"))
-    assert segs == [5000, (17 << 20) + 1234]
+    assert segs == sorted(len(b) for b in data.values())
 
 
 @pytest.mark.timeout(600)
