@@ -565,7 +565,6 @@ static int write_start(struct part_out *o, struct backend_buf *buf)
 {
 	size_t len = direct_len(o, buf);
 	char *data = buf->data;
-	int rc;
 
 	if (!len)
 		return 1;
@@ -578,11 +577,8 @@ static int write_start(struct part_out *o, struct backend_buf *buf)
 		.aio_sigevent.sigev_notify = SIGEV_NONE,
 	};
 	o->wlen = buf->len;
-	if (aio_write(&o->aio) < 0) {	/* out of resources: write it now */
-		rc = pwrite_all(o->r->dfd, data, len, o->off);
-		o->direct |= !rc;
-		return rc;
-	}
+	if (aio_write(&o->aio) < 0)
+		return 1;	/* out of resources: through the page cache */
 	o->writing = true;
 	if (o->spare.data) {
 		size_t alloc = buf->alloc;
