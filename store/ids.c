@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+
 #include "hash.h"
 #include "store_int.h"
 

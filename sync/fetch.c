@@ -481,7 +481,6 @@ static int begin_attempt(struct sync *s, struct fetch_req *r)
  * are warm from the GET before.  While WRITING, the chunk written is in
  * SPARE (in BUF, for a GET without one). */
 struct part_out {
-	struct sync *s;
 	struct fetch_req *r;
 	struct backend_buf buf;		/* what the GET fills */
 	struct backend_buf spare;
@@ -912,7 +911,7 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 		     bool opening)
 {
 	struct sync *s = f->s;
-	struct part_out o = { .s = s, .r = r, .off = part * r->part };
+	struct part_out o = { .r = r, .off = part * r->part };
 	XXH3_state_t hash;
 	uint64_t sum = 0;
 	bool ahead;

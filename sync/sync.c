@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
 #include "hash.h"
 #include "sync.h"
 #include "sync_int.h"

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
 #include "hash.h"
 #include "sync.h"
 #include "sync_int.h"
