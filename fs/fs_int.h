@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 
 #include "fs.h"
+#include "ring.h"
 #include "sync.h"
 
 #define FS_WARN_UNUSED __attribute__((warn_unused_result))
@@ -164,6 +165,8 @@ struct fs {
 
 	pthread_t wake_thread, inval_thread;
 	bool threads_started;
+
+	struct fs_ring *ring;	/* owned; -o io_uring, else NULL */
 };
 
 extern struct fs *fs_global;

@@ -443,6 +443,14 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 		goto out_destroy;
 	if (fuse_session_mount(fs->se, co->mountpoint))
 		goto out_signals;
+	/* The ring runs handlers on threads of its own: not with -s. */
+	if (fs->opts->io_uring && !co->singlethread) {
+		rc = fs_ring_attach(fs->se, &fs->ring);
+		if (rc) {
+			fprintf(stderr, "streamfs: io_uring: %s\n", strerror(-rc));
+			goto out_unmount;
+		}
+	}
 	lock_write_pid(lock_fd);
 	rc = fs_follow_start(fs);
 	if (rc) {
@@ -452,6 +460,7 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	}
 	daemon_ready(notify, 0);
 	rc = serve(fs, co);
+	fs_ring_stop(fs->ring);
 	/* A positive value is the signal that ended the loop: a clean stop. */
 	status = rc < 0 ? 1 : 0;
 	if (rc < 0)
@@ -463,6 +472,8 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	sync_stop(atomic_exchange(&fs->sync, NULL));
 out_unmount:
 	fuse_session_unmount(fs->se);
+	fs_ring_free(fs->ring);
+	fs->ring = NULL;
 out_signals:
 	fuse_remove_signal_handlers(fs->se);
 out_destroy:

@@ -35,6 +35,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_FLAG("path_style", path_style),
 	OPT_STR("path_style=%d", path_style),
 	OPT_FLAG("nodelete", nodelete),
+	OPT_FLAG("io_uring", io_uring),
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -68,6 +69,9 @@ void fs_usage(const char *prog)
 	       "    -o max_event=SIZE      largest event (default 1M)\n"
 	       "    -o sync=none|always    fsync every write (default none)\n"
 	       "    -o nodelete            refuse to delete streams (EPERM)\n"
+	       "    -o io_uring            take requests over io_uring, on the CPU\n"
+	       "                           that made them (kernel 6.14+, fuse module\n"
+	       "                           parameter enable_uring=1)\n"
 	       "    -o ro                  read-only mount; with remote=, an analysis host\n"
 	       "                           mirroring URL into SOURCE (a cache directory)\n"
 	       "\n"

@@ -115,6 +115,8 @@ static void status_text(struct fs *fs, char *buf, size_t cap)
 	struct sync *sy = atomic_load(&fs->sync);
 	struct fs_opts *o = fs->opts;
 	struct sync_status st;
+	uint64_t served;
+	unsigned queues;
 	size_t len = 0;
 
 #define PUT(...) do { if (len < cap) len += (size_t)snprintf(buf + len, cap - len, __VA_ARGS__); } while (0)
@@ -122,6 +124,12 @@ static void status_text(struct fs *fs, char *buf, size_t cap)
 	PUT("mode: %s\n", o->replica ? "analysis (read-only replica)" :
 	    o->ro ? "read-only" : o->remote ? "writer" : "writer (no remote)");
 	PUT("remote: %s\n", o->remote ? o->remote : "none");
+	fs_ring_stats(fs->ring, &queues, &served);
+	if (queues)
+		PUT("transport: io_uring, %u queues, %llu requests\n", queues,
+		    (unsigned long long)served);
+	else
+		PUT("transport: /dev/fuse\n");
 	if (!sy || !o->remote) {
 		buf[cap - 1] = '\0';
 		return;

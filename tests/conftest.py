@@ -61,6 +61,10 @@ run_streamfs (function)  run_streamfs(*args, check=True, timeout=60, env=None,
 An autouse fixture fails any test that leaves a mount below pytest's
 temporary directory, and unmounts it.
 
+STREAMFS_TEST_MOUNT_OPTS=OPTS adds OPTS to every mount's -o (tests/run's
+second pass over the fs tests uses io_uring; the session then sets the fuse
+module's enable_uring, and puts it back at the end: util.set_enable_uring()).
+
 Helpers without fixtures are in util.py (wait_until, append, read, getxattr,
 is_mounted, free_port, ensure_user, ...).  Per-test hang guard: pytest-timeout
 (tests/run passes --timeout); mark long tests with @pytest.mark.timeout(N).
@@ -82,6 +86,20 @@ for _var, _val in (("ASAN_OPTIONS", util.ASAN_OPTIONS),
                    ("UBSAN_OPTIONS", util.UBSAN_OPTIONS),
                    ("LSAN_OPTIONS", util.LSAN_OPTIONS)):
     os.environ.setdefault(_var, _val)
+
+
+def extra_mount_opts():
+    return os.environ.get("STREAMFS_TEST_MOUNT_OPTS", "")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _uring_for_extra_opts():
+    if "io_uring" not in extra_mount_opts().split(","):
+        yield
+        return
+    old = util.set_enable_uring(True)
+    yield
+    util.set_enable_uring(old)
 
 
 def pytest_addoption(parser):
@@ -160,6 +178,7 @@ class Mount:
         opts = self.opts
         if opts and not isinstance(opts, str):
             opts = ",".join(opts)
+        opts = ",".join(o for o in (opts, extra_mount_opts()) if o)
         if opts:
             cmd += ["-o", opts]
         return cmd + [str(a) for a in self.args]
@@ -172,7 +191,7 @@ class Mount:
             self.mnt.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             # a dead mount left by kill9(unmount=False): streamfs releases it
-            if e.errno != errno.ENOTCONN:
+            if e.errno not in (errno.ENOTCONN, errno.ECONNABORTED):
                 raise
         self.log = self.logdir / ("%s-%d.stderr" % (self.mnt.name, len(self.logs)))
         self.logs.append(self.log)

@@ -18,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Sanitizer and crash reports: never acceptable, whatever a test allows.
@@ -313,3 +315,16 @@ def ensure_user(name, uid=None):
         subprocess.run(args + [name], check=True, stdin=subprocess.DEVNULL)
         pw = pwd.getpwnam(name)
     return pw.pw_uid, pw.pw_gid
+
+
+ENABLE_URING = Path("/sys/module/fuse/parameters/enable_uring")
+
+
+def set_enable_uring(on):
+    """Sets the fuse module's enable_uring (FUSE over io_uring offered to new
+    mounts); returns the old value.  Skips the test on a kernel without it."""
+    if not ENABLE_URING.exists():
+        pytest.skip("this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING)")
+    old = ENABLE_URING.read_text().strip() == "Y"
+    ENABLE_URING.write_text("Y" if on else "N")
+    return old
