@@ -11,7 +11,10 @@
  * So the difference between streamfs and nullfs is what streamfs itself
  * costs, not what FUSE costs.
  *
- * Usage: nullfs MOUNTPOINT [-f] [-o FUSE options]
+ * --io-uring takes requests over io_uring as streamfs's -o io_uring does
+ * (fs/ring.c), for the floor of that transport.
+ *
+ * Usage: nullfs MOUNTPOINT [-f] [--io-uring] [-o FUSE options]
  */
 #define FUSE_USE_VERSION 314
 #include <errno.h>
@@ -24,6 +27,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "ring.h"
 
 #define MAX_FILES (1u << 20)
 
@@ -305,15 +310,22 @@ static const struct fuse_lowlevel_ops ops = {
 
 int main(int argc, char **argv)
 {
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_args args;
 	struct fuse_cmdline_opts co;
 	struct fuse_session *se;
-	int rc = 1;
+	struct fs_ring *ring = NULL;
+	int rc = 1, in, kept, io_uring = 0;
 
+	for (in = kept = 0; in < argc; in++)	/* ours, not libfuse's */
+		if (strcmp(argv[in], "--io-uring") == 0)
+			io_uring = 1;
+		else
+			argv[kept++] = argv[in];
+	args = (struct fuse_args)FUSE_ARGS_INIT(kept, argv);
 	if (fuse_parse_cmdline(&args, &co))
 		return 1;
 	if (co.show_help || !co.mountpoint) {
-		printf("usage: %s MOUNTPOINT [-f] [-o OPT,...]\n", argv[0]);
+		printf("usage: %s MOUNTPOINT [-f] [--io-uring] [-o OPT,...]\n", argv[0]);
 		fuse_cmdline_help();
 		return co.show_help ? 0 : 1;
 	}
@@ -328,6 +340,8 @@ int main(int argc, char **argv)
 		goto out_destroy;
 	if (fuse_session_mount(se, co.mountpoint))
 		goto out_signals;
+	if (io_uring && !co.singlethread && fs_ring_attach(se, &ring))
+		goto out_unmount;
 	if (fuse_daemonize(co.foreground))
 		goto out_unmount;
 	if (co.singlethread) {
@@ -339,9 +353,11 @@ int main(int argc, char **argv)
 		rc = fuse_session_loop_mt(se, cfg);
 		fuse_loop_cfg_destroy(cfg);
 	}
+	fs_ring_stop(ring);
 	rc = rc < 0 ? 1 : 0;
 out_unmount:
 	fuse_session_unmount(se);
+	fs_ring_free(ring);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_destroy:
