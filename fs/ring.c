@@ -25,7 +25,7 @@
  * whole tick (up to RING_THREADS per queue); the old one becomes a
  * standby when its handler returns.  A request answered later (a parked
  * follow read) keeps its entry; a queue registers new entries so that
- * RING_SPARE are always waiting.
+ * RING_SPARE are always waiting (see there why so many).
  *
  * Only the queues' own threads hand commands to the kernel: io_uring
  * cancels a command when the thread that submitted it exits, which would
@@ -86,7 +86,15 @@ struct fuse_uring_cmd_req {
 #define RING_INIT_FLAG2 (1u << 9)
 
 #define RING_DEPTH 64		/* SQEs and CQEs of one queue's io_uring */
-#define RING_SPARE 4		/* entries kept waiting for requests */
+/* Entries kept waiting for requests.  A request that finds none waits in
+ * the kernel until an entry is committed: Linux 6.18 hands it to an entry
+ * being recycled (COMMIT_AND_FETCH), never to one registered later.  A
+ * request that parks (a follow read) commits nothing, so if every entry is
+ * taken when a burst of them arrives, the rest could wait until the next
+ * request on that CPU.  So many wait that a burst does not find them all
+ * taken: untouched, an entry costs the kernel a few hundred bytes and this
+ * process only address space. */
+#define RING_SPARE 1024
 #define RING_THREADS 8		/* threads per queue at most */
 #define RING_TICK_MS 5		/* the watchdog's period */
 #define RING_IDLE_TICKS 100	/* ticks without requests: the watchdog sleeps */
@@ -528,16 +536,19 @@ static void ring_keep_entries(struct ring_queue *q)
  * charge of the ring.  With q->lock. */
 static void ring_rescue(struct ring_queue *q)
 {
+	if (q->standby) {
+		pthread_cond_signal(&q->standby_cond);
+	} else {
+		/* None to spare: the queue waits for this handler (the
+		 * watchdog tries again at its next tick). */
+		if (q->nthreads == RING_THREADS ||
+		    pthread_create(&q->threads[q->nthreads], NULL, ring_thread,
+				   q) != 0)
+			return;
+		q->nthreads++;
+	}
 	q->has_waiter = false;
 	q->in_handler = false;
-	if (q->standby)
-		pthread_cond_signal(&q->standby_cond);
-	else if (q->nthreads < RING_THREADS &&
-		 pthread_create(&q->threads[q->nthreads], NULL, ring_thread,
-				q) == 0)
-		q->nthreads++;
-	else
-		q->has_waiter = true;	/* none to spare: keep waiting */
 }
 
 /* Commits what other threads answered.  With q->lock. */
@@ -694,7 +705,11 @@ static unsigned possible_cpus(void)
 
 static int queue_start(struct ring_queue *q)
 {
-	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 };
+	/* Room for a completion from every entry at once. */
+	struct io_uring_params p = {
+		.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE,
+		.cq_entries = 4 * RING_SPARE,
+	};
 	int rc = io_uring_queue_init_params(RING_DEPTH, &q->uring, &p);
 
 	if (rc)

@@ -88,6 +88,47 @@ def test_tools_over_the_ring(mount, uring, tmp_path):
     m.umount()
 
 
+def test_many_followers_at_once(mount, uring):
+    """Hundreds of follow reads opened at once, from both CPUs: each parks
+    on a ring entry, and none of the opens and reads behind them may be
+    left waiting in the kernel (see RING_SPARE in fs/ring.c)."""
+    m = mount("io_uring")
+    os.mkdir(m.path("T"))
+    with open(m.path("T", "s"), "ab") as f:
+        f.write(b"first\n")
+    n = 1000
+    opened, got = [], []
+    lock = threading.Lock()
+    start = threading.Barrier(n)
+
+    def follow(cpu):
+        os.sched_setaffinity(0, {cpu})
+        start.wait()
+        fd = os.open(m.path("T", "s@end,follow"), os.O_RDONLY)
+        with lock:
+            opened.append(fd)
+        data = os.read(fd, 4096)
+        with lock:
+            got.append(data)
+        os.close(fd)
+
+    cpus = sorted(os.sched_getaffinity(0))
+    threading.stack_size(256 << 10)
+    threads = [threading.Thread(target=follow, args=(cpus[i % len(cpus)],), daemon=True)
+               for i in range(n)]
+    threading.stack_size(0)
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(opened) == n, timeout=30,
+               msg="not every follow view opened")
+    with open(m.path("T", "s"), "ab") as f:
+        f.write(b"next\n")
+    wait_until(lambda: len(got) == n, timeout=30,
+               msg="not every follower woke")
+    assert set(got) == {b"next\n"}
+    m.umount()
+
+
 class SilentServer:
     """Accepts connections and never answers: an upload to it hangs."""
 
