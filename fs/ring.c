@@ -85,7 +85,7 @@ struct fuse_uring_cmd_req {
 /* FUSE_OVER_IO_URING (1ULL << 41), as INIT's flags2 carries it. */
 #define RING_INIT_FLAG2 (1u << 9)
 
-#define RING_DEPTH 64		/* SQEs and CQEs of one queue's io_uring */
+#define RING_DEPTH 64		/* SQEs of one queue's io_uring */
 /* Entries kept waiting for requests.  A request that finds none waits in
  * the kernel until an entry is committed: Linux 6.18 hands it to an entry
  * being recycled (COMMIT_AND_FETCH), never to one registered later.  A
