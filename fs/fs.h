@@ -31,7 +31,7 @@ struct fs_opts {
 	int query_slash_raw;	/* s3: see sync/backend.h */
 	int path_style;
 	int nodelete;
-	int io_uring;		/* FUSE requests over io_uring (fs_int.h) */
+	int io_uring;		/* FUSE requests over io_uring (ring.c) */
 	int ro;
 	int show_help;
 	int show_version;
