@@ -209,7 +209,6 @@ static int ring_ent_add(struct ring_queue *q)
 	size_t len = RING_HEAD_SPACE + q->ring->payload_size;
 	struct ring_ent *e = calloc(1, sizeof(*e));
 	void *map;
-	int rc;
 
 	if (!e)
 		return -ENOMEM;
@@ -226,8 +225,7 @@ static int ring_ent_add(struct ring_queue *q)
 	e->iov[1] = (struct iovec){ e->payload, q->ring->payload_size };
 	e->all_next = q->all;
 	q->all = e;
-	rc = ring_submit(e, FUSE_IO_URING_CMD_REGISTER);
-	return rc;
+	return ring_submit(e, FUSE_IO_URING_CMD_REGISTER);
 }
 
 static void busy_link(struct ring_queue *q, struct ring_ent *e)
@@ -322,9 +320,10 @@ static void ring_put_header(struct ring_ent *e,
 	e->hdr->ring_ent_in_out.payload_sz = (uint32_t)payload;
 }
 
-/* A reply too large for the entry: cannot happen with payload_size from
- * INIT; answered with EIO rather than cut. */
-static void ring_reply_too_big(struct ring_ent *e, uint64_t unique)
+/* Answers E's request with EIO: a request this code does not understand,
+ * or a reply too large for the entry (neither can happen with the sizes
+ * from INIT).  With q->lock, which it releases. */
+static void ring_reply_eio(struct ring_ent *e, uint64_t unique)
 {
 	struct fuse_out_header out = {
 		.len = sizeof(out), .error = -EIO, .unique = unique };
@@ -342,7 +341,7 @@ static ssize_t ring_reply_iov(struct ring_ent *e, const struct iovec *iov,
 
 	for (i = 1; i < count; i++) {
 		if (iov[i].iov_len > e->q->ring->payload_size - len) {
-			ring_reply_too_big(e, out->unique);
+			ring_reply_eio(e, out->unique);
 			errno = EIO;
 			return -1;
 		}
@@ -443,7 +442,7 @@ static ssize_t ring_io_splice_send(int fdin, off_t *offin, int fdout,
 	len -= sizeof(out);
 	e = ring_claim(r, out.unique);
 	if (e && len > r->payload_size) {
-		ring_reply_too_big(e, out.unique);
+		ring_reply_eio(e, out.unique);
 		errno = EIO;
 		return -1;
 	}
@@ -482,17 +481,14 @@ static void ring_serve(struct fs_ring *r, struct ring_ent *e)
 {
 	const struct fuse_in_header *in = (const void *)e->hdr->in_out;
 	size_t payload = e->hdr->ring_ent_in_out.payload_sz;
-	struct fuse_out_header out = { .len = sizeof(out), .unique = in->unique };
 	struct fuse_buf buf = { .size = in->len };
 	size_t op_len;
 
 	if (in->len < sizeof(*in) + payload || payload > r->payload_size ||
 	    in->len - sizeof(*in) - payload > FUSE_URING_OP_IN_OUT_SZ) {
-		out.error = -EIO;	/* not a request this code understands */
 		pthread_mutex_lock(&e->q->lock);
 		busy_unlink(e->q, e);
-		ring_put_header(e, &out, 0);
-		ring_commit(e);
+		ring_reply_eio(e, in->unique);
 		return;
 	}
 	op_len = in->len - sizeof(*in) - payload;
@@ -564,7 +560,7 @@ static void ring_commit_replied(struct ring_queue *q)
 }
 
 /* A command failed: the entry is no longer in the kernel's hands. */
-static void ring_ent_failed(struct ring_queue *q, struct ring_ent *e, int res)
+static void ring_ent_failed(struct ring_queue *q, int res)
 {
 	/* -ENOENT: a commit whose request the kernel no longer has; the
 	 * queue itself is fine. */
@@ -576,7 +572,6 @@ static void ring_ent_failed(struct ring_queue *q, struct ring_ent *e, int res)
 		fprintf(stderr, "streamfs: io_uring: queue %u: %s; "
 			"its requests go through /dev/fuse\n", q->qid,
 			strerror(-res));
-	(void)e;
 	q->dead = true;
 }
 
@@ -631,7 +626,7 @@ static void *ring_thread(void *arg)
 		e = (struct ring_ent *)(uintptr_t)tag;
 		q->waiting--;
 		if (res < 0) {
-			ring_ent_failed(q, e, res);
+			ring_ent_failed(q, res);
 			continue;
 		}
 		e->unique = ((struct fuse_in_header *)e->hdr->in_out)->unique;
