@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,32 +22,46 @@ struct event {
 	bool skip;
 };
 
+#define BATCH_INLINE 8	/* events held without an allocation */
+
 struct batch {
-	struct event *ev;
-	size_t nev;
+	struct event *ev;	/* inline, or allocated when it outgrew it */
+	size_t nev, cap;
 	size_t consumed;	/* bytes of the caller's buffer used */
 	bool add_newline;	/* final partial line: commit it with '\n' */
 	char *arena;		/* the IDs, back to back */
 	size_t arena_len, arena_cap;
 	bool any_id;
+	struct event inline_ev[BATCH_INLINE];
 };
+
+static void batch_init(struct batch *b)
+{
+	memset(b, 0, offsetof(struct batch, inline_ev));
+	b->ev = b->inline_ev;
+	b->cap = BATCH_INLINE;
+}
 
 static void batch_release(struct batch *b)
 {
-	free(b->ev);
+	if (b->ev != b->inline_ev)
+		free(b->ev);
 	free(b->arena);
 }
 
-static int push_event(struct batch *b, size_t *cap, size_t off, size_t len)
+static int push_event(struct batch *b, size_t off, size_t len)
 {
-	if (b->nev == *cap) {
-		size_t ncap = *cap ? *cap * 2 : 64;
-		struct event *v = realloc(b->ev, ncap * sizeof(*v));
+	if (b->nev == b->cap) {
+		size_t ncap = b->cap * 8;
+		struct event *v = malloc(ncap * sizeof(*v));
 
 		if (!v)
 			return -ENOMEM;
+		memcpy(v, b->ev, b->nev * sizeof(*v));
+		if (b->ev != b->inline_ev)
+			free(b->ev);
 		b->ev = v;
-		*cap = ncap;
+		b->cap = ncap;
 	}
 	b->ev[b->nev++] = (struct event){ .off = off, .len = len };
 	return 0;
@@ -58,21 +73,20 @@ static int split(struct batch *b, const char *buf, size_t len,
 		 enum store_framing framing, bool final, uint32_t max_event)
 {
 	const char *p = buf, *end = buf + len, *nl;
-	size_t cap = 0;
 	int rc;
 
 	if (framing == STORE_RAW) {
 		b->consumed = len;
 		if (!len)
 			return 0;
-		return len > max_event ? -EMSGSIZE : push_event(b, &cap, 0, len);
+		return len > max_event ? -EMSGSIZE : push_event(b, 0, len);
 	}
 	while ((nl = memchr(p, '\n', (size_t)(end - p)))) {
 		size_t n = (size_t)(nl + 1 - p);
 
 		if (n > max_event)
 			return -EMSGSIZE;
-		rc = push_event(b, &cap, (size_t)(p - buf), n);
+		rc = push_event(b, (size_t)(p - buf), n);
 		if (rc)
 			return rc;
 		p = nl + 1;
@@ -87,7 +101,7 @@ static int split(struct batch *b, const char *buf, size_t len,
 		return 0;
 	b->add_newline = true;
 	b->consumed = len;
-	return push_event(b, &cap, (size_t)(p - buf), (size_t)(end - p));
+	return push_event(b, (size_t)(p - buf), (size_t)(end - p));
 }
 
 static int arena_put(struct batch *b, const char *id, size_t len)
@@ -117,21 +131,21 @@ static size_t line_body(const char *line, size_t len, bool has_newline)
 
 static int extract_ids(struct batch *b, const char *buf, const char *field)
 {
-	struct ids_scratch *sc = ids_scratch_new(field);
+	struct ids_scratch sc;
 	int rc = 0;
 
-	if (!sc)
-		return -ENOMEM;
+	ids_scratch_init(&sc, field);
 	for (size_t i = 0; i < b->nev && !rc; i++) {
 		struct event *e = &b->ev[i];
 		bool last = i + 1 == b->nev;
 		const char *id;
 		size_t idlen;
 
-		if (!ids_extract(sc, buf + e->off,
+		rc = ids_extract(&sc, buf + e->off,
 				 line_body(buf + e->off, e->len,
 					   !(last && b->add_newline)),
-				 &id, &idlen))
+				 &id, &idlen);
+		if (rc <= 0)
 			continue;
 		e->has_id = true;
 		e->hash = ids_hash(id, idlen);
@@ -140,7 +154,7 @@ static int extract_ids(struct batch *b, const char *buf, const char *field)
 		b->any_id = true;
 		rc = arena_put(b, id, idlen);
 	}
-	ids_scratch_free(sc);
+	ids_scratch_release(&sc);
 	return rc;
 }
 
@@ -206,22 +220,23 @@ static int collect_id(void *arg, const char *line, size_t len, uint64_t off)
 	struct collect *c = arg;
 	const char *id;
 	size_t idlen;
+	int rc = ids_extract(c->sc, line, len, &id, &idlen);
 
-	if (!ids_extract(c->sc, line, len, &id, &idlen))
-		return 0;
+	if (rc <= 0)
+		return rc;
 	return idset_add(c->set, ids_hash(id, idlen), off);
 }
 
 static int collect_ids(struct store_tenant *t, struct stream *s,
 		       struct seg *g, struct idset *set)
 {
-	struct collect c = { .sc = ids_scratch_new(t->id_field), .set = set };
+	struct ids_scratch sc;
+	struct collect c = { .sc = &sc, .set = set };
 	int rc;
 
-	if (!c.sc)
-		return -ENOMEM;
+	ids_scratch_init(&sc, t->id_field);
 	rc = scan_lines(t, s, g, collect_id, &c);
-	ids_scratch_free(c.sc);
+	ids_scratch_release(&sc);
 	return rc;
 }
 
@@ -327,8 +342,9 @@ static int confirm(struct store_tenant *t, struct stream *s,
 		have += (size_t)n;
 		cap *= 2;
 	}
-	rc = ids_extract(sc, buf, (size_t)(nl - buf), &got, &gotlen) &&
-	     gotlen == idlen && !memcmp(got, id, idlen);
+	rc = ids_extract(sc, buf, (size_t)(nl - buf), &got, &gotlen);
+	if (rc > 0)
+		rc = gotlen == idlen && !memcmp(got, id, idlen);
 out:
 	free(buf);
 	return rc;
@@ -382,15 +398,13 @@ static bool seen_in_call(const struct batch *b, struct idset *call, size_t i)
 static int mark_duplicates(struct store_tenant *t, struct stream *s,
 			   struct batch *b)
 {
-	struct ids_scratch *sc;
+	struct ids_scratch sc;
 	struct idset call;
 	int rc = 0;
 
 	if (!s->ids_loaded && (rc = dedup_load(t, s)))
 		return rc;
-	sc = ids_scratch_new(t->id_field);
-	if (!sc)
-		return -ENOMEM;
+	ids_scratch_init(&sc, t->id_field);
 	idset_init(&call);
 	for (size_t i = 0; i < b->nev && !rc; i++) {
 		struct event *e = &b->ev[i];
@@ -401,14 +415,14 @@ static int mark_duplicates(struct store_tenant *t, struct stream *s,
 			e->skip = true;
 			continue;
 		}
-		rc = seen_in_stream(t, s, sc, b, e);
+		rc = seen_in_stream(t, s, &sc, b, e);
 		if (rc > 0)
 			e->skip = true;
 		if (rc >= 0)
 			rc = idset_add(&call, e->hash, i);
 	}
 	idset_release(&call);
-	ids_scratch_free(sc);
+	ids_scratch_release(&sc);
 	return rc;
 }
 
@@ -702,8 +716,8 @@ int store_append(struct store_tenant *t, uint64_t id,
 {
 	char field[STORE_ID_FIELD_MAX + 1];
 	enum store_framing framing;
-	struct batch b = { 0 };
 	struct stream *s;
+	struct batch b;
 	int rc;
 
 	/* Framing and ID member are read once; the parse runs unlocked. */
@@ -715,6 +729,7 @@ int store_append(struct store_tenant *t, uint64_t id,
 	if (!s)
 		return -ENOENT;
 
+	batch_init(&b);
 	rc = split(&b, app->buf, app->len, framing, app->final,
 		   t->st->cfg.max_event);
 	if (!rc && framing == STORE_LINES && b.nev)

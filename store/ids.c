@@ -26,37 +26,25 @@ uint64_t ids_hash(const char *id, size_t len)
 
 /* ---- extraction ---- */
 
-struct ids_scratch {
-	struct json_tokener *tok;
-	struct json_object *last;	/* owns the string last returned */
-	char pattern[STORE_ID_FIELD_MAX + 3];	/* "field", quotes included */
-	size_t patlen;
-};
-
-struct ids_scratch *ids_scratch_new(const char *field)
+/* Cheap: most appends carry no ID, and the tokener is made only for a
+ * line that may have one (ids_extract). */
+void ids_scratch_init(struct ids_scratch *sc, const char *field)
 {
-	struct ids_scratch *sc = calloc(1, sizeof(*sc));
+	size_t len = strnlen(field, STORE_ID_FIELD_MAX);
 
-	if (!sc)
-		return NULL;
-	sc->tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
-	if (!sc->tok) {
-		free(sc);
-		return NULL;
-	}
-	json_tokener_set_flags(sc->tok, JSON_TOKENER_STRICT);
-	sc->patlen = (size_t)snprintf(sc->pattern, sizeof(sc->pattern),
-				      "\"%s\"", field);
-	return sc;
+	sc->tok = NULL;
+	sc->last = NULL;
+	sc->pattern[0] = '"';
+	memcpy(sc->pattern + 1, field, len);
+	sc->pattern[len + 1] = '"';
+	sc->patlen = len + 2;
 }
 
-void ids_scratch_free(struct ids_scratch *sc)
+void ids_scratch_release(struct ids_scratch *sc)
 {
-	if (!sc)
-		return;
 	json_object_put(sc->last);
-	json_tokener_free(sc->tok);
-	free(sc);
+	if (sc->tok)
+		json_tokener_free(sc->tok);
 }
 
 static bool is_json_space(char c)
@@ -90,6 +78,12 @@ int ids_extract(struct ids_scratch *sc, const char *line, size_t len,
 	sc->last = NULL;
 	if (!may_have_id(sc, line, len))
 		return 0;
+	if (!sc->tok) {
+		sc->tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
+		if (!sc->tok)
+			return -ENOMEM;
+		json_tokener_set_flags(sc->tok, JSON_TOKENER_STRICT);
+	}
 	json_tokener_reset(sc->tok);
 	obj = json_tokener_parse_ex(sc->tok, line, (int)len);
 	if (!obj)

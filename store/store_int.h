@@ -23,10 +23,18 @@ uint64_t ids_hash(const char *id, size_t len);
 /* Finds the ID of the JSON-lines event LINE (LEN bytes, '\n' excluded).
  * Returns 1 and sets *id and *idlen (owned by SC, valid until its next use) when
  * LINE is a JSON object with a top-level string member named FIELD (given to
- * ids_scratch_new); 0 otherwise.  A scratch serves one thread at a time. */
-struct ids_scratch;
-struct ids_scratch *ids_scratch_new(const char *field);
-void ids_scratch_free(struct ids_scratch *sc);
+ * ids_scratch_init); 0 otherwise; -ENOMEM.  A scratch serves one thread at a
+ * time. */
+struct json_tokener;
+struct json_object;
+struct ids_scratch {
+	struct json_tokener *tok;	/* made at the first line that needs it */
+	struct json_object *last;	/* owns the string last returned */
+	char pattern[STORE_ID_FIELD_MAX + 3];	/* "field", quotes included */
+	size_t patlen;
+};
+void ids_scratch_init(struct ids_scratch *sc, const char *field);
+void ids_scratch_release(struct ids_scratch *sc);
 int ids_extract(struct ids_scratch *sc, const char *line, size_t len,
 		const char **id, size_t *idlen);
 
