@@ -494,8 +494,6 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 	n = fs_node_find_stream(fs, t, stream);
 	if (!n)
 		return;	/* nobody looked at it: nothing cached, nobody parked */
-	/* Allocated here: nothing is answered under park_lock. */
-	wk = calloc(1, sizeof(*wk));
 	pthread_mutex_lock(&fs->park_lock);
 	old = n->size_seen;
 	if (size == UINT64_MAX)
@@ -504,14 +502,13 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 		n->size_seen = size;
 	if (n->parked)
 		ready = detach_ready(fs, n, size);
-	if (ready && wk) {
+	/* Only a commit that wakes someone pays for the allocation. */
+	if (ready && (wk = calloc(1, sizeof(*wk)))) {
 		wake_queue(fs, wk, ready, size);
-		wk = NULL;
 		ready = NULL;
 	}
 	pthread_mutex_unlock(&fs->park_lock);
-	free(wk);
-	answer_eof(ready);	/* only when out of memory */
+	answer_eof(ready);	/* only when out of memory: not under park_lock */
 
 	if (size != UINT64_MAX && atomic_load(&n->cached)) {
 		uint64_t from = old < size ? old : size;

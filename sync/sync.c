@@ -1440,8 +1440,12 @@ void sync_kick(struct sync *s)
 	if (!s || !s->b || s->cfg.replica)
 		return;
 	pthread_mutex_lock(&s->lock);
-	s->kicked = true;
-	pthread_cond_signal(&s->cond);
+	/* Once told, the thread keeps the kick until its next pass: waking
+	 * it again for every append would only send it back to sleep. */
+	if (!s->kicked) {
+		s->kicked = true;
+		pthread_cond_signal(&s->cond);
+	}
 	pthread_mutex_unlock(&s->lock);
 }
 
