@@ -522,17 +522,19 @@ static void drop_new_segment(struct store_tenant *t, struct stream *s)
 
 #define WRITE_PIECE (128u << 10)
 
-/* Writes LEN bytes of P to FD at OFF, and *HASH (OUT) their XXH3: a piece
- * at a time, each hashed and copied while in the CPU's cache. */
-static int write_hashed(int fd, const char *p, size_t len, uint64_t off,
-			uint64_t *hash)
+/* Writes LEN bytes of P at the end of G (its file FD), and *HASH (OUT)
+ * their XXH3: a piece at a time, each hashed and copied while in the CPU's
+ * cache. */
+static int write_hashed(struct store_tenant *t, struct seg *g, int fd,
+			const char *p, size_t len, uint64_t *hash)
 {
+	uint64_t off = g->length;
 	XXH3_state_t st;
 	int rc = 0;
 
 	if (len <= WRITE_PIECE) {
 		*hash = XXH3_64bits(p, len);
-		return store_pwrite_all(fd, p, len, off);
+		return seg_write(t, g, fd, p, len, off);
 	}
 	XXH3_64bits_reset(&st);
 	for (size_t done = 0; done < len && !rc;) {
@@ -587,7 +589,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 		},
 	};
 	fd = seg_fd(t, g);
-	rc = fd < 0 ? fd : write_hashed(fd, p, len, g->length, &row.b.hash);
+	rc = fd < 0 ? fd : write_hashed(t, g, fd, p, len, &row.b.hash);
 	if (!rc && cfg->sync_always && fdatasync(fd) < 0)
 		rc = -errno;
 	if (!rc)
@@ -599,7 +601,9 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 			store_log("%s/%s: cannot mark segment as holding IDs",
 				  t->name, s->name);
 	}
-	if (fd >= 0 && rc && ftruncate(fd, (off_t)g->length) < 0)
+	/* Past the length, bytes are no event; an extended file has its
+	 * zeros there anyway, and the next append writes over them. */
+	if (fd >= 0 && rc && !g->extended && ftruncate(fd, (off_t)g->length) < 0)
 		store_log("truncate after failed append: %s", strerror(errno));
 	if (fd >= 0)
 		seg_fd_put(t, g);

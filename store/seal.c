@@ -210,6 +210,9 @@ static int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 	uint64_t sum;
 	int fd, rc;
 
+	rc = seg_trim(t, g);	/* an active one may run past its bytes */
+	if (rc)
+		return rc;
 	fd = seg_fd(t, g);
 	if (fd < 0)
 		return fd;
@@ -224,8 +227,11 @@ static int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 
 int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 {
-	int rc = queue_push(&t->closing, g->id);
+	int rc = seg_trim(t, g);	/* what is sealed is its bytes alone */
 
+	if (rc)
+		return rc;
+	rc = queue_push(&t->closing, g->id);
 	g->full = true;
 	if (rc)
 		rc = seg_seal(t, s, g);	/* no memory to queue it */

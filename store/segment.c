@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,10 +51,13 @@ static void lru_push(struct store_tenant *t, struct seg *g)
 		t->lru_tail = g;
 }
 
+static void unmap_window(struct store_tenant *t, struct seg *g);
+
 static void close_locked(struct store_tenant *t, struct seg *g)
 {
 	if (g->fd < 0)
 		return;
+	unmap_window(t, g);
 	close(g->fd);
 	g->fd = -1;
 	lru_unlink(t, g);
@@ -156,6 +160,139 @@ void seg_fd_close(struct store_tenant *t, struct seg *g)
 	pthread_mutex_lock(&t->fd_lock);
 	close_locked(t, g);
 	pthread_mutex_unlock(&t->fd_lock);
+}
+
+/* ---- small appends through a mapped window ----
+ * With one event per write(2), the pwrite(2) that stores it was the
+ * largest part of the daemon's own work.  A segment that keeps taking
+ * small appends gets a shared mapping of SEG_WINDOW bytes of its file from
+ * the page its end is in, and appends copy into it.  The bytes land in the
+ * page cache as with a write(2): a crash of the daemon loses nothing, and
+ * fdatasync(2) and the readers' pread(2) and splice(2) see them the same.
+ * The window's blocks are allocated (fallocate(2)) before it is mapped, so
+ * a full disk is an error here, never a SIGBUS on a store, as for the
+ * journal.  The file then runs past the segment's bytes, in zeros, until
+ * seg_trim() cuts it: when the segment closes or the store does, or in
+ * recovery after a crash.
+ * A window is made only for a segment that took SEG_HOT small appends
+ * since it last had one, and a store maps at most SEG_MAPS of them: the
+ * pages a window has touched count in the daemon's RSS, and 100,000
+ * streams of one event each must not mean 100,000 mappings.  It is used
+ * by the appender alone, under the tenant's lock and holding the file, and
+ * goes with the file (close_locked). */
+#define SEG_WINDOW (256u << 10)
+#define SEG_SMALL (16u << 10)	/* larger appends: a pwrite(2) costs little */
+#define SEG_HOT 16
+#define SEG_MAPS 64
+
+static void unmap_window(struct store_tenant *t, struct seg *g)
+{
+	if (!g->map)
+		return;
+	munmap(g->map, SEG_WINDOW);
+	g->map = NULL;
+	g->small_writes = 0;
+	__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+}
+
+/* Maps the window of G's file (FD) that starts at the page of OFF. */
+static int map_window(struct store_tenant *t, struct seg *g, int fd,
+		      uint64_t off)
+{
+	uint64_t start = off - off % (uint64_t)sysconf(_SC_PAGESIZE);
+	void *map;
+
+	if (g->map)
+		munmap(g->map, SEG_WINDOW);	/* moved on: the count stays */
+	else if (__atomic_add_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED) >
+		 SEG_MAPS) {
+		__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+		return -EBUSY;
+	}
+	g->map = NULL;
+	if (fallocate(fd, 0, (off_t)start, SEG_WINDOW) < 0) {
+		int err = errno;
+
+		__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+		return -err;
+	}
+	g->extended = true;
+	map = mmap(NULL, SEG_WINDOW, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		   (off_t)start);
+	if (map == MAP_FAILED) {
+		__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+		return -errno;
+	}
+	g->map = map;
+	g->map_off = start;
+	return 0;
+}
+
+/* Whether an append of LEN bytes at OFF goes into G's window, moving the
+ * window or making one when G has earned it. */
+static bool window_takes(struct store_tenant *t, struct seg *g, int fd,
+			 uint64_t off, size_t len)
+{
+	if (g->map && off >= g->map_off &&
+	    off + len <= g->map_off + SEG_WINDOW)
+		return true;
+	if (len > SEG_SMALL)
+		return false;
+	if (!g->map && g->small_writes < SEG_HOT) {
+		g->small_writes++;
+		return false;
+	}
+	if (map_window(t, g, fd, off)) {
+		g->small_writes = 0;	/* try again SEG_HOT appends later */
+		return false;
+	}
+	return off + len <= g->map_off + SEG_WINDOW;
+}
+
+int seg_write(struct store_tenant *t, struct seg *g, int fd, const void *p,
+	      size_t len, uint64_t off)
+{
+	if (!window_takes(t, g, fd, off, len))
+		return store_pwrite_all(fd, p, len, off);
+	memcpy(g->map + (off - g->map_off), p, len);
+	return 0;
+}
+
+int seg_trim(struct store_tenant *t, struct seg *g)
+{
+	struct stat sb;
+	int fd, rc = 0;
+
+	if (!g->extended)
+		return 0;
+	fd = seg_fd(t, g);
+	if (fd < 0)
+		return fd;
+	unmap_window(t, g);
+	if (fstat(fd, &sb) < 0)
+		rc = -errno;
+	else if ((uint64_t)sb.st_size > g->length &&
+		 ftruncate(fd, (off_t)g->length) < 0)
+		rc = -errno;
+	if (!rc)
+		g->extended = false;
+	seg_fd_put(t, g);
+	return rc;
+}
+
+int seg_trim_tenant(struct store_tenant *t)
+{
+	int rc = 0;
+
+	pthread_rwlock_wrlock(&t->lock);
+	for (size_t i = 0; !t->removed && i < t->nstreams && !rc; i++) {
+		struct seg *g = seg_active(t->streams[i]);
+
+		if (g)
+			rc = seg_trim(t, g);
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
 }
 
 /* ---- segments by id ---- */

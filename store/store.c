@@ -590,6 +590,10 @@ void store_close(struct store *st)
 		if (!t->removed && t->db && restored_durable_now(t))
 			store_log("tenant %s: flushing fetched segments failed",
 				  t->name);
+		/* a clean stop leaves every file as long as its row says */
+		if (!t->removed && t->db && seg_trim_tenant(t))
+			store_log("tenant %s: cutting segment files back failed",
+				  t->name);
 		if (!t->removed && t->db && store_tenant_sync(t))
 			store_log("tenant %s: final sync failed", t->name);
 		tenant_free(t);

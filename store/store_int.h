@@ -131,6 +131,12 @@ struct seg {
 	int fd;			/* -1 when closed */
 	unsigned fd_refs;	/* users between seg_fd() and seg_fd_put() */
 	struct seg *lru_prev, *lru_next;
+	/* Small appends copy into a mapped window of the file (seg_write);
+	 * the appender's alone, and dropped with the file. */
+	char *map;		/* SEG_WINDOW bytes, or NULL */
+	uint64_t map_off;	/* file offset of map[0] */
+	unsigned small_writes;	/* written without a window since it went */
+	bool extended;		/* the file may run past length, in zeros */
 
 	struct stream *stream;	/* the owner; set by seg_push */
 	struct seg *id_next;	/* chain of the tenant's id hash */
@@ -227,6 +233,7 @@ struct store {
 	pthread_cond_t fetch_idle;	/* fetch_users reached 0 */
 	unsigned long fd_budget;	/* segment files kept open, at most */
 	unsigned long open_fds;		/* atomic */
+	unsigned long seg_maps;		/* windows mapped (seg_write); atomic */
 
 	pthread_mutex_t lock;
 	struct store_tenant *tenants;	/* sorted by name; protected by lock */
@@ -396,6 +403,15 @@ void seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd);
 /* Closes G's file; nobody may hold it (T's lock is held for writing). */
 void seg_fd_close(struct store_tenant *t, struct seg *g);
 void seg_free(struct store_tenant *t, struct seg *g);
+/* Writes LEN bytes of P at OFF of G's file, held as FD: the appender's,
+ * T's lock held for writing. */
+int seg_write(struct store_tenant *t, struct seg *g, int fd, const void *p,
+	      size_t len, uint64_t off);
+/* Cuts G's file back to its length, if seg_write() took it further.  T's
+ * lock held for writing. */
+int seg_trim(struct store_tenant *t, struct seg *g);
+/* seg_trim() for the active segment of every stream of T. */
+int seg_trim_tenant(struct store_tenant *t);
 /* Appends G to S's chain and to T's id hash; seg_free() takes it out. */
 int seg_push(struct store_tenant *t, struct stream *s, struct seg *g);
 /* Takes the last segment off S's chain and T's hash; the caller frees it. */
