@@ -174,6 +174,9 @@ void seg_fd_close(struct store_tenant *t, struct seg *g)
  * journal.  The file then runs past the segment's bytes, in zeros, until
  * seg_trim() cuts it: when the segment closes or the store does, or in
  * recovery after a crash.
+ * A segment that is fsync(2)ed takes its appends with pwrite(2): each
+ * flush write-protects the mapped page again and the next copy faults,
+ * which costs more than the pwrite it saves next to a flush.
  * A window is made only for a segment that took SEG_HOT small appends
  * since it last had one, and a store maps at most SEG_MAPS of them: the
  * pages a window has touched count in the daemon's RSS, and 100,000
@@ -236,7 +239,7 @@ static bool window_takes(struct store_tenant *t, struct seg *g, int fd,
 	if (g->map && off >= g->map_off &&
 	    off + len <= g->map_off + SEG_WINDOW)
 		return true;
-	if (len > SEG_SMALL)
+	if (len > SEG_SMALL || g->fsynced)
 		return false;
 	if (!g->map && g->small_writes < SEG_HOT) {
 		g->small_writes++;
@@ -628,6 +631,12 @@ static int stream_fsync(struct store_tenant *t, struct stream *s)
 	bool threaded = false;
 	int rc = 0;
 
+	if (g && !g->fsynced) {
+		g->fsynced = true;	/* its appends leave the window */
+		rc = seg_trim(t, g);
+		if (rc)
+			return rc;
+	}
 	/* One flush when the active segment is all there is to sync and its
 	 * row is durable already (synced before): a durable mark (mark.c). */
 	if (g && g->synced && g->synced < len &&

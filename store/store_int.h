@@ -137,6 +137,7 @@ struct seg {
 	uint64_t map_off;	/* file offset of map[0] */
 	unsigned small_writes;	/* written without a window since it went */
 	bool extended;		/* the file may run past length, in zeros */
+	bool fsynced;		/* fsync(2)ed as the active one: no window */
 
 	struct stream *stream;	/* the owner; set by seg_push */
 	struct seg *id_next;	/* chain of the tenant's id hash */

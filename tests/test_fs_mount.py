@@ -416,3 +416,27 @@ def test_sigkill_with_a_mapped_window(mount, tmp_path):
                     "conv=notrunc", "status=none"], check=True, timeout=60)
     assert read(p) == data + more
     assert getxattr(p, "user.streamfs.version") == "1000"
+
+
+def test_fsync_takes_a_segment_out_of_its_window(mount, tmp_path):
+    """A stream that is fsync(2)ed goes back to pwrite(2) for its segment:
+    the fsync cuts the window's zeros off, and later small appends keep
+    the file exactly as long as the stream."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    src = tmp_path / "lines"
+    data = lines_file(src, 0, 300)
+    subprocess.run(["dd", "if=%s" % src, "of=%s" % p, "bs=100", "oflag=append",
+                    "conv=notrunc", "status=none"], check=True, timeout=60)
+    seg, = seg_files(m, "T")
+    assert seg.stat().st_size > len(data)
+    more = lines_file(src, 300, 300)
+    subprocess.run(["dd", "if=%s" % src, "of=%s" % p, "bs=100", "oflag=append",
+                    "conv=notrunc,fsync", "status=none"], check=True, timeout=60)
+    assert seg.stat().st_size == len(data + more)
+    rest = lines_file(src, 600, 300)
+    subprocess.run(["dd", "if=%s" % src, "of=%s" % p, "bs=100", "oflag=append",
+                    "conv=notrunc", "status=none"], check=True, timeout=60)
+    assert seg.stat().st_size == len(data + more + rest)
+    assert read(p) == data + more + rest
