@@ -213,13 +213,13 @@ static int map_window(struct store_tenant *t, struct seg *g, int fd,
 		return -EBUSY;
 	}
 	g->map = NULL;
+	g->extended = true;	/* even a failed fallocate may have grown it */
 	if (fallocate(fd, 0, (off_t)start, SEG_WINDOW) < 0) {
 		int err = errno;
 
 		__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
 		return -err;
 	}
-	g->extended = true;
 	map = mmap(NULL, SEG_WINDOW, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
 		   (off_t)start);
 	if (map == MAP_FAILED) {
@@ -236,10 +236,12 @@ static int map_window(struct store_tenant *t, struct seg *g, int fd,
 static bool window_takes(struct store_tenant *t, struct seg *g, int fd,
 			 uint64_t off, size_t len)
 {
+	if (g->fsynced)
+		return false;
 	if (g->map && off >= g->map_off &&
 	    off + len <= g->map_off + SEG_WINDOW)
 		return true;
-	if (len > SEG_SMALL || g->fsynced)
+	if (len > SEG_SMALL)
 		return false;
 	if (!g->map && g->small_writes < SEG_HOT) {
 		g->small_writes++;
@@ -288,11 +290,12 @@ int seg_trim_tenant(struct store_tenant *t)
 	int rc = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
-	for (size_t i = 0; !t->removed && i < t->nstreams && !rc; i++) {
+	for (size_t i = 0; !t->removed && i < t->nstreams; i++) {
 		struct seg *g = seg_active(t->streams[i]);
+		int err = g ? seg_trim(t, g) : 0;
 
-		if (g)
-			rc = seg_trim(t, g);
+		if (!rc)
+			rc = err;	/* the first; the others are still cut */
 	}
 	pthread_rwlock_unlock(&t->lock);
 	return rc;
@@ -632,10 +635,10 @@ static int stream_fsync(struct store_tenant *t, struct stream *s)
 	int rc = 0;
 
 	if (g && !g->fsynced) {
-		g->fsynced = true;	/* its appends leave the window */
-		rc = seg_trim(t, g);
+		rc = seg_trim(t, g);	/* its appends leave the window */
 		if (rc)
 			return rc;
+		g->fsynced = true;
 	}
 	/* One flush when the active segment is all there is to sync and its
 	 * row is durable already (synced before): a durable mark (mark.c). */

@@ -365,6 +365,12 @@ def lines_file(path, first, n):
     return data
 
 
+def dd_lines(src, path, conv="notrunc"):
+    """Appends SRC to PATH with dd, one 100-byte line per write(2)."""
+    subprocess.run(["dd", "if=%s" % src, "of=%s" % path, "bs=100", "oflag=append",
+                    "conv=%s" % conv, "status=none"], check=True, timeout=120)
+
+
 def seg_files(m, tenant):
     return sorted((m.src / "tenants" / tenant / "seg").glob("*.seg"))
 
@@ -378,8 +384,7 @@ def test_one_event_per_write_through_segment_windows(mount, tmp_path, streamfs_b
     os.mkdir(m.path("T"))
     src = tmp_path / "lines"
     data = lines_file(src, 0, 8000)
-    subprocess.run(["dd", "if=%s" % src, "of=%s" % m.path("T", "s"), "bs=100",
-                    "oflag=append", "conv=notrunc", "status=none"], check=True, timeout=120)
+    dd_lines(src, m.path("T", "s"))
     assert getxattr(m.path("T", "s"), "user.streamfs.version") == "8000"
     assert read(m.path("T", "s")) == data
     assert len(seg_files(m, "T")) >= 3
@@ -402,8 +407,7 @@ def test_sigkill_with_a_mapped_window(mount, tmp_path):
     p = m.path("T", "s")
     src = tmp_path / "lines"
     data = lines_file(src, 0, 500)
-    subprocess.run(["dd", "if=%s" % src, "of=%s" % p, "bs=100", "oflag=append",
-                    "conv=notrunc", "status=none"], check=True, timeout=60)
+    dd_lines(src, p)
     seg, = seg_files(m, "T")
     assert seg.stat().st_size > len(data)    # the window's zeros: it was used
     m.kill9()
@@ -412,8 +416,7 @@ def test_sigkill_with_a_mapped_window(mount, tmp_path):
     assert read(p) == data
     assert seg.stat().st_size == len(data)
     more = lines_file(src, 500, 500)
-    subprocess.run(["dd", "if=%s" % src, "of=%s" % p, "bs=100", "oflag=append",
-                    "conv=notrunc", "status=none"], check=True, timeout=60)
+    dd_lines(src, p)
     assert read(p) == data + more
     assert getxattr(p, "user.streamfs.version") == "1000"
 
@@ -427,16 +430,13 @@ def test_fsync_takes_a_segment_out_of_its_window(mount, tmp_path):
     p = m.path("T", "s")
     src = tmp_path / "lines"
     data = lines_file(src, 0, 300)
-    subprocess.run(["dd", "if=%s" % src, "of=%s" % p, "bs=100", "oflag=append",
-                    "conv=notrunc", "status=none"], check=True, timeout=60)
+    dd_lines(src, p)
     seg, = seg_files(m, "T")
     assert seg.stat().st_size > len(data)
     more = lines_file(src, 300, 300)
-    subprocess.run(["dd", "if=%s" % src, "of=%s" % p, "bs=100", "oflag=append",
-                    "conv=notrunc,fsync", "status=none"], check=True, timeout=60)
+    dd_lines(src, p, conv="notrunc,fsync")
     assert seg.stat().st_size == len(data + more)
     rest = lines_file(src, 600, 300)
-    subprocess.run(["dd", "if=%s" % src, "of=%s" % p, "bs=100", "oflag=append",
-                    "conv=notrunc", "status=none"], check=True, timeout=60)
+    dd_lines(src, p)
     assert seg.stat().st_size == len(data + more + rest)
     assert read(p) == data + more + rest
