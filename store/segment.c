@@ -174,9 +174,10 @@ void seg_fd_close(struct store_tenant *t, struct seg *g)
  * journal.  The file then runs past the segment's bytes, in zeros, until
  * seg_trim() cuts it: when the segment closes or the store does, or in
  * recovery after a crash.
- * A segment that is fsync(2)ed takes its appends with pwrite(2): each
- * flush write-protects the mapped page again and the next copy faults,
- * which costs more than the pwrite it saves next to a flush.
+ * A segment that is fsync(2)ed, and every one under sync=always, takes
+ * its appends with pwrite(2): each flush write-protects the mapped page
+ * again and the next copy faults, which costs more than the pwrite it
+ * saves next to a flush.
  * A window is made only for a segment that took SEG_HOT small appends
  * since it last had one, and a store maps at most SEG_MAPS of them: the
  * pages a window has touched count in the daemon's RSS, and 100,000
@@ -236,7 +237,7 @@ static int map_window(struct store_tenant *t, struct seg *g, int fd,
 static bool window_takes(struct store_tenant *t, struct seg *g, int fd,
 			 uint64_t off, size_t len)
 {
-	if (g->fsynced)
+	if (g->fsynced || t->st->cfg.sync_always)
 		return false;
 	if (g->map && off >= g->map_off &&
 	    off + len <= g->map_off + SEG_WINDOW)

@@ -440,3 +440,17 @@ def test_fsync_takes_a_segment_out_of_its_window(mount, tmp_path):
     dd_lines(src, p)
     assert seg.stat().st_size == len(data + more + rest)
     assert read(p) == data + more + rest
+
+
+def test_sync_always_writes_without_a_window(mount, tmp_path):
+    """Under sync=always every append is flushed before it returns, so no
+    segment takes a window: the file is always exactly the stream."""
+    m = mount(opts="sync=always")
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    src = tmp_path / "lines"
+    data = lines_file(src, 0, 200)
+    dd_lines(src, p)
+    seg, = seg_files(m, "T")
+    assert seg.stat().st_size == len(data)
+    assert read(p) == data
