@@ -375,6 +375,18 @@ def seg_files(m, tenant):
     return sorted((m.src / "tenants" / tenant / "seg").glob("*.seg"))
 
 
+def stream_of_lines(m, tmp_path, n):
+    """Stream T/s holding N lines, one write(2) each: (path, source file,
+    bytes, its one segment file)."""
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    src = tmp_path / "lines"
+    data = lines_file(src, 0, n)
+    dd_lines(src, p)
+    seg, = seg_files(m, "T")
+    return p, src, data, seg
+
+
 def test_one_event_per_write_through_segment_windows(mount, tmp_path, streamfs_bin):
     """dd with bs=100 makes one event per write(2): they go into mapped
     windows of the segment files, across windows and across segments
@@ -403,12 +415,7 @@ def test_sigkill_with_a_mapped_window(mount, tmp_path):
     keeps every acknowledged event, cuts the file back to them, and takes
     appends again."""
     m = mount(allow=[r"(?i)recover"])
-    os.mkdir(m.path("T"))
-    p = m.path("T", "s")
-    src = tmp_path / "lines"
-    data = lines_file(src, 0, 500)
-    dd_lines(src, p)
-    seg, = seg_files(m, "T")
+    p, src, data, seg = stream_of_lines(m, tmp_path, 500)
     assert seg.stat().st_size > len(data)    # the window's zeros: it was used
     m.kill9()
     assert seg.read_bytes()[len(data):].strip(b"\0") == b""
@@ -426,12 +433,7 @@ def test_fsync_takes_a_segment_out_of_its_window(mount, tmp_path):
     the fsync cuts the window's zeros off, and later small appends keep
     the file exactly as long as the stream."""
     m = mount()
-    os.mkdir(m.path("T"))
-    p = m.path("T", "s")
-    src = tmp_path / "lines"
-    data = lines_file(src, 0, 300)
-    dd_lines(src, p)
-    seg, = seg_files(m, "T")
+    p, src, data, seg = stream_of_lines(m, tmp_path, 300)
     assert seg.stat().st_size > len(data)
     more = lines_file(src, 300, 300)
     dd_lines(src, p, conv="notrunc,fsync")
@@ -446,11 +448,6 @@ def test_sync_always_writes_without_a_window(mount, tmp_path):
     """Under sync=always every append is flushed before it returns, so no
     segment takes a window: the file is always exactly the stream."""
     m = mount(opts="sync=always")
-    os.mkdir(m.path("T"))
-    p = m.path("T", "s")
-    src = tmp_path / "lines"
-    data = lines_file(src, 0, 200)
-    dd_lines(src, p)
-    seg, = seg_files(m, "T")
+    p, src, data, seg = stream_of_lines(m, tmp_path, 200)
     assert seg.stat().st_size == len(data)
     assert read(p) == data
