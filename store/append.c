@@ -129,19 +129,18 @@ static size_t line_body(const char *line, size_t len, bool has_newline)
 	return has_newline && len && line[len - 1] == '\n' ? len - 1 : len;
 }
 
-static int extract_ids(struct batch *b, const char *buf, const char *field)
+static int extract_ids(struct batch *b, const char *buf,
+		       struct ids_scratch *sc)
 {
-	struct ids_scratch sc;
 	int rc = 0;
 
-	ids_scratch_init(&sc, field);
 	for (size_t i = 0; i < b->nev && !rc; i++) {
 		struct event *e = &b->ev[i];
 		bool last = i + 1 == b->nev;
 		const char *id;
 		size_t idlen;
 
-		rc = ids_extract(&sc, buf + e->off,
+		rc = ids_extract(sc, buf + e->off,
 				 line_body(buf + e->off, e->len,
 					   !(last && b->add_newline)),
 				 &id, &idlen);
@@ -154,7 +153,6 @@ static int extract_ids(struct batch *b, const char *buf, const char *field)
 		b->any_id = true;
 		rc = arena_put(b, id, idlen);
 	}
-	ids_scratch_release(&sc);
 	return rc;
 }
 
@@ -718,8 +716,8 @@ int store_append(struct store_tenant *t, uint64_t id,
 		 const struct store_append *app,
 		 struct store_append_result *res)
 {
-	char field[STORE_ID_FIELD_MAX + 1];
 	enum store_framing framing;
+	struct ids_scratch sc;
 	struct stream *s;
 	struct batch b;
 	int rc;
@@ -728,7 +726,7 @@ int store_append(struct store_tenant *t, uint64_t id,
 	pthread_rwlock_rdlock(&t->lock);
 	s = t->removed ? NULL : stream_find(t, id);
 	framing = s ? s->framing : STORE_LINES;
-	memcpy(field, t->id_field, sizeof(field));
+	ids_scratch_init(&sc, t->id_field);
 	pthread_rwlock_unlock(&t->lock);
 	if (!s)
 		return -ENOENT;
@@ -737,7 +735,8 @@ int store_append(struct store_tenant *t, uint64_t id,
 	rc = split(&b, app->buf, app->len, framing, app->final,
 		   t->st->cfg.max_event);
 	if (!rc && framing == STORE_LINES && b.nev)
-		rc = extract_ids(&b, app->buf, field);
+		rc = extract_ids(&b, app->buf, &sc);
+	ids_scratch_release(&sc);
 	for (int tries = 0; !rc; tries++) {
 		pthread_rwlock_wrlock(&t->lock);
 		rc = append_locked(t, id, framing, &b, app, res);

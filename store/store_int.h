@@ -33,6 +33,7 @@ struct ids_scratch {
 	char pattern[STORE_ID_FIELD_MAX + 3];	/* "field", quotes included */
 	size_t patlen;
 };
+/* Init allocates nothing; release frees what ids_extract() made. */
 void ids_scratch_init(struct ids_scratch *sc, const char *field);
 void ids_scratch_release(struct ids_scratch *sc);
 int ids_extract(struct ids_scratch *sc, const char *line, size_t len,
