@@ -117,8 +117,7 @@ struct backend_buf;
 
 /* Where a get() passes the bytes on as they come, so that it holds CHUNK
  * of them at a time instead of all: each time the buffer holds CHUNK
- * bytes, put() takes them (it may swap the buffer's memory for other
- * memory of the same size and alignment) and the buffer is empty again.
+ * bytes, put() takes them and the buffer is empty again.
  * A get() answered with anything but the bytes asked for (an error, a
  * whole object sent for a range) clears backend_buf.sink first and holds
  * what it gets. */

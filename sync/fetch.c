@@ -12,13 +12,11 @@
  * at most cfg.fetch_whole bytes in one GET without a Range (some servers,
  * moto among them, pay for the whole object on every ranged GET), a larger
  * one in ranges of cfg.fetch_range, at most cfg.fetch_parallel at once.
- * A GET passes its bytes on in chunks of about 2 MiB as they come, each
- * written while the next comes in (struct part_out), so that it holds two
- * chunks of memory, not its object.  The bytes go to the temporary with
- * O_DIRECT where its filesystem, the offsets and the buffer allow, and the
- * kernel is then asked to read the copy back (POSIX_FADV_WILLNEED): a
- * buffered write would copy every byte into fresh page cache on the CPU
- * (docs/CACHING.md).  The worker that writes the last bytes of an attempt
+ * A GET passes its bytes on in chunks of about 2 MiB as they come (struct
+ * part_out), each written to the temporary through the page cache, so that
+ * it holds one chunk of memory, not its object, and the reader finds the
+ * bytes in memory rather than on the disk (docs/CACHING.md).  The worker
+ * that writes the last bytes of an attempt
  * hands the file to store_segment_restore(), which checks length and XXH3
  * before renaming it into place, so wrong bytes never reach a reader (for
  * a segment that came in one GET, it compares the hash taken of the bytes
@@ -43,7 +41,6 @@
  *
  * Lock order: s->evict_lock, then s->lock (a leaf); see sync_int.h.
  */
-#include <aio.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -62,7 +59,7 @@
 #define FETCH_WHOLE_DEFAULT (16u << 20)
 #define FETCH_BUF_IDLE_NS 1000000000LL	/* kept GET buffers go when idle */
 #define HUGE_PAGE ((size_t)2 << 20)
-#define DIO_ALIGN 4096u		/* of direct I/O offsets, lengths, buffers */
+#define PAGE 4096u
 #define READAHEAD 4		/* segments fetched ahead of a reader */
 #define RA_ON_WIRE 2		/* segments downloaded at once, readahead
 				 * included */
@@ -98,10 +95,8 @@ struct fetch_req {
 	unsigned writing;	/* parts being written to the temporary */
 	int err;		/* first failure of this attempt */
 	bool hashed;		/* one GET, hashed as written: sum is its XXH3 */
-	bool direct;		/* a part went around the page cache */
 	uint64_t sum;
 	int fd;			/* the temporary, during an attempt */
-	int dfd;		/* the same with O_DIRECT, or -1 */
 	char *key, *tmp;	/* named by the first attempt */
 };
 
@@ -137,7 +132,6 @@ static struct fetch_req *req_add(struct sync *s, struct store_tenant *t,
 	r->refs = 1;		/* the queue's */
 	r->waited = waited;
 	r->fd = -1;
-	r->dfd = -1;
 	r->backoff = s->cfg.backoff_min_ns;
 	for (tail = &s->fq; *tail; tail = &(*tail)->next)
 		;
@@ -161,8 +155,6 @@ static void req_unref(struct fetch_req *r)
 {
 	if (--r->refs)
 		return;
-	if (r->dfd >= 0)
-		close(r->dfd);
 	if (r->fd >= 0) {
 		close(r->fd);
 		unlink(r->tmp);
@@ -303,7 +295,6 @@ static struct fetch_req *req_take(const struct sync *s, struct fetch_req *r,
 		r->next_part = 0;
 		r->err = 0;
 		r->hashed = false;
-		r->direct = false;
 		r->state = REQ_OPENING;
 	}
 	*part = r->next_part++;
@@ -353,15 +344,15 @@ static struct fetch_req *pick(struct sync *s, uint64_t *part, int64_t *wake)
 
 /* A buffer for LEN bytes of a GET (and one more, to see an object longer
  * than asked): one kept from an earlier GET when there is one, else a new
- * one, aligned for direct I/O, of 2 MiB pages when large.  Page faults are
+ * one, of 2 MiB pages when large.  Page faults are
  * what a fresh buffer costs: on this VM a 16 MiB GET from moto took 80 ms
  * into new 4 KiB pages, 30 ms into new 2 MiB pages, 15 ms into pages
  * already mapped; hence chunks (FETCH_CHUNK), kept between GETs. */
 static int buf_get(struct sync *s, size_t len, struct backend_buf *out)
 {
 	struct backend_buf b = { 0 };
-	size_t alloc = (len + 1 + DIO_ALIGN - 1) & ~(size_t)(DIO_ALIGN - 1);
-	size_t align = alloc >= HUGE_PAGE ? HUGE_PAGE : DIO_ALIGN;
+	size_t alloc = (len + 1 + PAGE - 1) & ~(size_t)(PAGE - 1);
+	size_t align = alloc >= HUGE_PAGE ? HUGE_PAGE : PAGE;
 	void *p;
 
 	alloc = (alloc + align - 1) & ~(align - 1);
@@ -435,13 +426,12 @@ out:
 	return rc;
 }
 
-/* The worker that took R in REQ_OPENING: creates the temporary (and opens
- * it for direct I/O too, where its filesystem allows), then lets other
- * workers take R's other parts.  Returns 1 when R's segment is not evicted
- * any more, or -errno. */
+/* The worker that took R in REQ_OPENING: creates the temporary, then lets
+ * other workers take R's other parts.  Returns 1 when R's segment is not
+ * evicted any more, or -errno. */
 static int begin_attempt(struct sync *s, struct fetch_req *r)
 {
-	int fd = -1, dfd = -1, rc = r->tmp ? 0 : req_names(r);
+	int fd = -1, rc = r->tmp ? 0 : req_names(r);
 
 	/* A reader may have asked just as another fetch of it ended. */
 	if (!rc && !store_segment_evicted(r->t, r->seg.seg))
@@ -451,12 +441,9 @@ static int begin_attempt(struct sync *s, struct fetch_req *r)
 			  0644);
 		if (fd < 0)
 			rc = -errno;
-		else
-			dfd = open(r->tmp, O_WRONLY | O_DIRECT | O_CLOEXEC);
 	}
 	pthread_mutex_lock(&s->lock);
 	r->fd = fd;
-	r->dfd = dfd;
 	if (!rc) {
 		r->state = REQ_RUNNING;
 		if (r->nparts > 1)
@@ -468,30 +455,21 @@ static int begin_attempt(struct sync *s, struct fetch_req *r)
 
 /* ---- writing a GET's bytes ---- */
 
-/* Bytes of a GET held at once: a chunk is written while the next comes
- * in.  One less block than a 2 MiB page, so that a chunk, its padding and
- * the buffer's NUL fit in one. */
-#define FETCH_CHUNK (HUGE_PAGE - DIO_ALIGN)
+/* Bytes of a GET held at once.  A page less than 2 MiB, so that a chunk and
+ * the buffer's NUL fit in one huge page. */
+#define FETCH_CHUNK (HUGE_PAGE - PAGE)
 
 /* Where one GET's bytes go: R's temporary from OFF on, and for a whole
  * segment into its hash as well.  A GET longer than a chunk passes them
- * here a chunk at a time as they come (BUF's sink), and each chunk is
- * written around the page cache while the next comes into SPARE's memory,
- * swapped in: the GET holds two chunks, not up to 16 MiB, and those pages
- * are warm from the GET before.  While WRITING, the chunk written is in
- * SPARE (in BUF, for a GET without one). */
+ * here a chunk at a time as they come (BUF's sink), so that it holds one
+ * chunk, not up to 16 MiB, and that chunk's pages are warm from the GET
+ * before. */
 struct part_out {
 	struct fetch_req *r;
 	struct backend_buf buf;		/* what the GET fills */
-	struct backend_buf spare;
 	struct backend_sink sink;
-	struct aiocb aio;		/* the chunk being written */
-	bool writing;
-	size_t wlen;			/* its bytes, without the padding */
 	uint64_t off;			/* of BUF's first byte in the segment */
 	XXH3_state_t *hash;		/* a whole segment's, else NULL */
-	bool direct;			/* a chunk went around the page cache */
-	bool buffered_only;		/* the temporary refused a direct write */
 };
 
 static int pwrite_all(int fd, const char *p, size_t len, uint64_t off)
@@ -510,89 +488,8 @@ static int pwrite_all(int fd, const char *p, size_t len, uint64_t off)
 	return 0;
 }
 
-/* How many bytes a direct write of BUF at O's offset takes: BUF's length
- * padded with zeros to DIO_ALIGN at the end of the segment (finish() cuts
- * the file to its length), or 0 when the temporary, the offset, the length
- * or BUF does not allow one.  Bytes other than the segment's last must
- * fill whole blocks, or their padding would overwrite what follows. */
-static size_t direct_len(const struct part_out *o,
-			 const struct backend_buf *buf)
-{
-	size_t len = (buf->len + DIO_ALIGN - 1) & ~(size_t)(DIO_ALIGN - 1);
-	bool last = o->off + buf->len == o->r->seg.length;
-
-	if (o->r->dfd < 0 || o->buffered_only || !buf->len ||
-	    o->off % DIO_ALIGN || (!last && len != buf->len) ||
-	    len > buf->alloc || (uintptr_t)buf->data % DIO_ALIGN)
-		return 0;
-	return len;
-}
-
-/* Waits for the chunk being written, if any. */
-static int write_wait(struct part_out *o)
-{
-	const struct aiocb *list[] = { &o->aio };
-	const char *p = (const char *)o->aio.aio_buf;
-	ssize_t n;
-	int err;
-
-	if (!o->writing)
-		return 0;
-	while ((err = aio_error(&o->aio)) == EINPROGRESS)
-		(void)aio_suspend(list, 1, NULL);	/* EINTR: look again */
-	n = aio_return(&o->aio);
-	o->writing = false;
-	if (err == EINVAL) {	/* alignment stricter than ours */
-		o->buffered_only = true;
-		return pwrite_all(o->r->fd, p, o->wlen,
-				  (uint64_t)o->aio.aio_offset);
-	}
-	if (err)
-		return -err;
-	o->direct = true;
-	if ((size_t)n == o->aio.aio_nbytes)
-		return 0;
-	return pwrite_all(o->aio.aio_fildes, p + n,	/* short: the rest */
-			  o->aio.aio_nbytes - (size_t)n,
-			  (uint64_t)o->aio.aio_offset + (uint64_t)n);
-}
-
-/* Starts a direct write of BUF's bytes at O's offset, and gives BUF
- * SPARE's memory (when there is a spare) to go on with.  1 when a direct
- * write cannot take them. */
-static int write_start(struct part_out *o, struct backend_buf *buf)
-{
-	size_t len = direct_len(o, buf);
-	char *data = buf->data;
-
-	if (!len)
-		return 1;
-	memset(data + buf->len, 0, len - buf->len);
-	o->aio = (struct aiocb){
-		.aio_fildes = o->r->dfd,
-		.aio_buf = data,
-		.aio_nbytes = len,
-		.aio_offset = (off_t)o->off,
-		.aio_sigevent.sigev_notify = SIGEV_NONE,
-	};
-	o->wlen = buf->len;
-	if (aio_write(&o->aio) < 0)
-		return 1;	/* out of resources: through the page cache */
-	o->writing = true;
-	if (o->spare.data) {
-		size_t alloc = buf->alloc;
-
-		buf->data = o->spare.data;
-		buf->alloc = o->spare.alloc;
-		o->spare.data = data;
-		o->spare.alloc = alloc;
-	}
-	return 0;
-}
-
-/* Puts BUF's bytes where O says (the sink's put()): around the page cache
- * where it can, since the reader's pages then come from the disk without
- * costing the CPU a copy (finish()); else through it. */
+/* Puts BUF's bytes where O says (the sink's put()).  Through the page
+ * cache: the reader wants them next, and finds them in memory. */
 static int put_bytes(void *arg, struct backend_buf *buf)
 {
 	struct part_out *o = arg;
@@ -600,11 +497,7 @@ static int put_bytes(void *arg, struct backend_buf *buf)
 
 	if (o->hash)	/* while the chunk is in the CPU's cache */
 		XXH3_64bits_update(o->hash, buf->data, buf->len);
-	rc = write_wait(o);
-	if (!rc)
-		rc = write_start(o, buf);
-	if (rc > 0)
-		rc = pwrite_all(o->r->fd, buf->data, buf->len, o->off);
+	rc = pwrite_all(o->r->fd, buf->data, buf->len, o->off);
 	if (!rc)
 		o->off += buf->len;
 	return rc;
@@ -622,15 +515,13 @@ static int get_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 		rc = backend_open_url(f->s->cfg.url, &f->s->cfg.opts, &f->b);
 	if (r->part && len > r->part)
 		len = r->part;
-	if (!rc && len > FETCH_CHUNK)
-		rc = buf_get(f->s, FETCH_CHUNK, &o->spare);
 	if (!rc)
 		rc = buf_get(f->s, len > FETCH_CHUNK ? FETCH_CHUNK : (size_t)len,
 			     &o->buf);
 	if (rc)
 		return rc;
 	o->buf.max = (size_t)len + 1;	/* to see an object longer than asked */
-	if (o->spare.data) {
+	if (len > FETCH_CHUNK) {
 		o->sink = (struct backend_sink){ .put = put_bytes, .arg = o,
 						 .chunk = FETCH_CHUNK };
 		o->buf.sink = &o->sink;
@@ -796,18 +687,6 @@ static void req_complete(struct sync *s, struct fetch_req *r, int rc)
 	req_settle(s, r, rc);
 }
 
-/* Cuts FD, the temporary of SEG, to its length after padded direct
- * writes, and has the kernel read it back into the page cache: the reader
- * wanted it, and the disk fills pages without the copy a buffered write
- * costs the CPU (docs/CACHING.md). */
-static int direct_done(int fd, const struct store_segment *seg)
-{
-	if (ftruncate(fd, (off_t)seg->length) < 0)
-		return -errno;
-	(void)posix_fadvise(fd, 0, (off_t)seg->length, POSIX_FADV_WILLNEED);
-	return 0;
-}
-
 /* Ends an attempt on R once its last part is written (the caller put R in
  * REQ_FINISHING): restores the segment, or backs off for the next attempt,
  * or fails R for good.  Called and returns with s->lock. */
@@ -816,17 +695,13 @@ static void finish(struct sync *s, struct fetch_req *r)
 	struct store_tenant *t = r->t;
 	struct store_segment seg = r->seg;
 	int fd = r->fd, rc = r->err;
-	bool hashed = r->hashed, direct = r->direct;
+	bool hashed = r->hashed;
 	uint64_t sum = r->sum;
 	const char *key = r->key ? r->key : "a segment";
 	bool last, waited;
 
-	if (r->dfd >= 0)
-		close(r->dfd);
-	r->fd = r->dfd = -1;
+	r->fd = -1;
 	pthread_mutex_unlock(&s->lock);
-	if (!rc && direct)
-		rc = direct_done(fd, &seg);
 	if (fd >= 0)
 		close(fd);
 	if (!rc && hashed)
@@ -915,7 +790,7 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 	XXH3_state_t hash;
 	uint64_t sum = 0;
 	bool ahead;
-	int rc = 0, wrc;
+	int rc = 0;
 
 	pthread_mutex_unlock(&s->lock);
 	if (opening)
@@ -939,16 +814,11 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 		ra_step(s, r->t, r->seg.stream);
 	if (!rc && o.buf.len)
 		rc = put_bytes(&o, &o.buf);	/* the last chunk */
-	wrc = write_wait(&o);	/* before its memory goes, even on error */
-	if (!rc)
-		rc = wrc;
 	if (!rc && o.hash)
 		sum = XXH3_64bits_digest(o.hash);
 	buf_put(s, &o.buf);
-	buf_put(s, &o.spare);
 	pthread_mutex_lock(&s->lock);
 	r->hashed = !rc && o.hash;
-	r->direct |= o.direct;
 	r->sum = sum;
 	part_done(s, r, rc);
 }

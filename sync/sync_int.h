@@ -177,8 +177,8 @@ int seg_cmp(const void *a, const void *b);
 struct fetch_req;
 /* Readahead of one stream (fetch.c). */
 struct fetch_ra;
-/* GET buffers fetch.c keeps between fetches: two chunks for each of
- * four GETs. */
+/* GET buffers fetch.c keeps between fetches: a chunk for each of up to
+ * eight GETs. */
 #define SYNC_FETCH_BUFS 8
 
 /* Per-tenant state of the sync thread (thread-only). */

@@ -218,9 +218,9 @@ def test_segment_fetched_in_ranges_comes_back_whole(mount, run_streamfs, tmp_pat
     16 MiB the fetcher splits it): a full 16 MiB range and a short last one.
     One of 5 MiB and a bit comes in one GET, and a small one too.  Each GET
     longer than a 2 MiB chunk is written to the cache a chunk at a time as
-    it comes, around the page cache, the last padded to a block and the copy
-    cut back to its length.  `cmp` reads every byte from the analysis host,
-    and a second read, from the cached copies, agrees."""
+    it comes, each at its offset, and the copy is exactly its length.  `cmp`
+    reads every byte from the analysis host, and a second read, from the
+    cached copies, agrees."""
     env, opts = None, []
     if backend == "file":
         url = "file://%s" % (tmp_path / "remote")
