@@ -16,11 +16,10 @@
  * part_out), each written to the temporary through the page cache, so that
  * it holds one chunk of memory, not its object, and the reader finds the
  * bytes in memory rather than on the disk (docs/CACHING.md).  The worker
- * that writes the last bytes of an attempt
- * hands the file to store_segment_restore(), which checks length and XXH3
- * before renaming it into place, so wrong bytes never reach a reader (for
- * a segment that came in one GET, it compares the hash taken of the bytes
- * as they came).  A failed attempt is retried after a backoff,
+ * that writes the last bytes of an attempt hands the file to
+ * store_segment_restore(), which checks length and XXH3 before renaming it
+ * into place, so wrong bytes never reach a reader (for a segment that came
+ * in one GET, it compares the hash taken of the bytes as they came).  A failed attempt is retried after a backoff,
  * cfg.fetch_attempts times in all; then the read gets -EIO.
  *
  * Order: GETs of segments a reader waits for go first, in the order asked.
@@ -344,8 +343,8 @@ static struct fetch_req *pick(struct sync *s, uint64_t *part, int64_t *wake)
 
 /* A buffer for LEN bytes of a GET (and one more, to see an object longer
  * than asked): one kept from an earlier GET when there is one, else a new
- * one, of 2 MiB pages when large.  Page faults are
- * what a fresh buffer costs: on this VM a 16 MiB GET from moto took 80 ms
+ * one, whole pages, of 2 MiB pages when large.  Page faults are what a
+ * fresh buffer costs: on this VM a 16 MiB GET from moto took 80 ms
  * into new 4 KiB pages, 30 ms into new 2 MiB pages, 15 ms into pages
  * already mapped; hence chunks (FETCH_CHUNK), kept between GETs. */
 static int buf_get(struct sync *s, size_t len, struct backend_buf *out)
@@ -455,8 +454,9 @@ static int begin_attempt(struct sync *s, struct fetch_req *r)
 
 /* ---- writing a GET's bytes ---- */
 
-/* Bytes of a GET held at once.  A page less than 2 MiB, so that a chunk and
- * the buffer's NUL fit in one huge page. */
+/* Bytes of a GET held at once: whole pages, so that each chunk's write
+ * starts and ends on a page of the copy, and a page less than 2 MiB, so
+ * that a chunk and the buffer's NUL fit in one huge page. */
 #define FETCH_CHUNK (HUGE_PAGE - PAGE)
 
 /* Where one GET's bytes go: R's temporary from OFF on, and for a whole
