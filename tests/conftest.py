@@ -191,7 +191,7 @@ class Mount:
             self.mnt.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             # a dead mount left by kill9(unmount=False): streamfs releases it
-            if e.errno not in (errno.ENOTCONN, errno.ECONNABORTED):
+            if e.errno not in (errno.ENOTCONN, errno.ECONNABORTED, errno.ECANCELED):
                 raise
         self.log = self.logdir / ("%s-%d.stderr" % (self.mnt.name, len(self.logs)))
         self.logs.append(self.log)
