@@ -31,12 +31,7 @@
  * while they are written and restored.  A reader that reaches a segment being read ahead
  * joins it, and from then on that segment is waited for.
  *
- * Readahead follows each stream's reader (struct fetch_ra): once a reader
- * waits for a segment, the READAHEAD segments after it are queued; the
- * window moves when the reader waits again, when the last GET of a segment
- * it waits for ends, and when its first read of a segment fetched ahead
- * comes (sync_fetch_reached()), so that the wire never waits for the
- * reader.  A window whose reader stopped goes after RA_IDLE_NS.
+ * Which segments are fetched ahead of a reader, and when: readahead.c.
  *
  * Lock order: s->evict_lock, then s->lock (a leaf); see sync_int.h.
  */
@@ -59,11 +54,8 @@
 #define FETCH_BUF_IDLE_NS 1000000000LL	/* kept GET buffers go when idle */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define PAGE 4096u
-#define READAHEAD 4		/* segments fetched ahead of a reader */
 #define RA_ON_WIRE 2		/* segments downloaded at once, readahead
 				 * included */
-#define RA_POLL_NS 1000000000LL	/* how often windows are looked at */
-#define RA_IDLE_NS 5000000000LL	/* readahead ends when its reader stops */
 
 enum req_state {
 	REQ_IDLE,		/* no attempt running (maybe backing off) */
@@ -99,31 +91,14 @@ struct fetch_req {
 	char *key, *tmp;	/* named by the first attempt */
 };
 
-/* A worker thread, with its own backend (opened on first use). */
-struct fetcher {
-	struct sync *s;
-	struct backend *b;
-	pthread_t thread;
-};
-
-/* Readahead of one stream: which segment its reader is in.  On
- * s->fetch_ra, protected by s->lock. */
-struct fetch_ra {
-	struct fetch_ra *next;
-	struct store_tenant *t;
-	uint64_t stream;
-	uint64_t pos;		/* stream offset of the reader's segment */
-	int64_t moved_ns;	/* CLOCK_MONOTONIC: pos last moved */
-};
-
 /* ---- requests and the hook ---- */
 
-/* Queues a request for SEG of T, with s->lock.  NULL: -ENOMEM. */
-static struct fetch_req *req_add(struct sync *s, struct store_tenant *t,
+struct fetch_req *sync_fetch_add(struct sync *s, struct store_tenant *t,
 				 const struct store_segment *seg, bool waited)
 {
 	struct fetch_req *r = calloc(1, sizeof(*r)), **tail;
 
+	SYNC_ASSERT_HELD(&s->lock);
 	if (!r)
 		return NULL;
 	r->t = t;
@@ -139,9 +114,10 @@ static struct fetch_req *req_add(struct sync *s, struct store_tenant *t,
 	return r;
 }
 
-static struct fetch_req *req_find(struct sync *s, struct store_tenant *t,
+struct fetch_req *sync_fetch_find(struct sync *s, struct store_tenant *t,
 				  uint64_t seg)
 {
+	SYNC_ASSERT_HELD(&s->lock);
 	for (struct fetch_req *r = s->fq; r; r = r->next)
 		if (r->t == t && r->seg.seg == seg && !r->done)
 			return r;
@@ -163,15 +139,12 @@ static void req_unref(struct fetch_req *r)
 	free(r);
 }
 
-static void ra_reader_at(struct sync *s, struct store_tenant *t,
-			 const struct store_segment *seg);
-static void ra_step(struct sync *s, struct store_tenant *t, uint64_t stream);
-
 /* A reading thread comes into fetch.c, with s->lock: false when the sync
  * is stopping.  sync_fetch_stop() waits for the last to leave before it
  * frees anything. */
 static bool reader_enter(struct sync *s)
 {
+	SYNC_ASSERT_HELD(&s->lock);
 	if (s->stop)
 		return false;
 	s->hook_waiters++;
@@ -180,6 +153,7 @@ static bool reader_enter(struct sync *s)
 
 static void reader_leave(struct sync *s)
 {
+	SYNC_ASSERT_HELD(&s->lock);
 	if (--s->hook_waiters == 0 && s->stop)
 		pthread_cond_broadcast(&s->fetch_done);
 }
@@ -191,11 +165,11 @@ int sync_fetch_hook(void *arg, struct store_tenant *t,
 	struct fetch_req *r;
 	int rc = -EIO;		/* stopping: nothing will fetch it */
 
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	if (!reader_enter(s))
 		goto out;
-	r = req_find(s, t, seg->seg);
-	if (!r && !(r = req_add(s, t, seg, true))) {
+	r = sync_fetch_find(s, t, seg->seg);
+	if (!r && !(r = sync_fetch_add(s, t, seg, true))) {
 		rc = -ENOMEM;
 		goto leave;
 	}
@@ -207,18 +181,18 @@ int sync_fetch_hook(void *arg, struct store_tenant *t,
 	r->refs++;
 	/* The reader is here: its readahead moves now, not once R is in, so
 	 * that the next GET follows R's on the wire. */
-	ra_reader_at(s, t, seg);
-	pthread_mutex_unlock(&s->lock);
-	ra_step(s, t, seg->stream);
-	pthread_mutex_lock(&s->lock);
+	sync_ra_reader_at(s, t, seg);
+	sync_mutex_unlock(&s->lock);
+	sync_ra_step(s, t, seg->stream);
+	sync_mutex_lock(&s->lock);
 	while (!r->done && !s->stop)
-		pthread_cond_wait(&s->fetch_done, &s->lock);
+		sync_cond_wait(&s->fetch_done, &s->lock);
 	rc = r->done ? r->rc : -EIO;
 	req_unref(r);
 leave:
 	reader_leave(s);
 out:
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	return rc;
 }
 
@@ -227,17 +201,17 @@ void sync_fetch_reached(void *arg, struct store_tenant *t,
 {
 	struct sync *s = arg;
 
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	if (!reader_enter(s)) {
-		pthread_mutex_unlock(&s->lock);
+		sync_mutex_unlock(&s->lock);
 		return;
 	}
-	ra_reader_at(s, t, seg);
-	pthread_mutex_unlock(&s->lock);
-	ra_step(s, t, seg->stream);
-	pthread_mutex_lock(&s->lock);
+	sync_ra_reader_at(s, t, seg);
+	sync_mutex_unlock(&s->lock);
+	sync_ra_step(s, t, seg->stream);
+	sync_mutex_lock(&s->lock);
 	reader_leave(s);
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 }
 
 /* ---- choosing the next GET ---- */
@@ -313,6 +287,7 @@ static struct fetch_req *pick(struct sync *s, uint64_t *part, int64_t *wake)
 	unsigned on_wire = 0;
 	struct fetch_req *r;
 
+	SYNC_ASSERT_HELD(&s->lock);
 	*wake = 0;
 	for (r = s->fq; r; r = r->next) {
 		if (!r->waited)
@@ -355,10 +330,10 @@ static int buf_get(struct sync *s, size_t len, struct backend_buf *out)
 	void *p;
 
 	alloc = (alloc + align - 1) & ~(align - 1);
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	if (s->nfetch_bufs)
 		b = s->fetch_bufs[--s->nfetch_bufs];
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	if (b.alloc < len + 1) {
 		backend_buf_release(&b);
 		if (posix_memalign(&p, align, alloc))
@@ -378,12 +353,12 @@ static int buf_get(struct sync *s, size_t len, struct backend_buf *out)
 /* Keeps B for the next GET, or frees it when enough are kept. */
 static void buf_put(struct sync *s, struct backend_buf *b)
 {
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	if (b->data && s->nfetch_bufs < SYNC_FETCH_BUFS) {
 		s->fetch_bufs[s->nfetch_bufs++] = *b;
 		*b = (struct backend_buf){ 0 };
 	}
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	backend_buf_release(b);
 }
 
@@ -393,12 +368,13 @@ static void bufs_release(struct sync *s)
 	struct backend_buf kept[SYNC_FETCH_BUFS];
 	unsigned n = s->nfetch_bufs;
 
+	SYNC_ASSERT_HELD(&s->lock);
 	memcpy(kept, s->fetch_bufs, n * sizeof(*kept));
 	s->nfetch_bufs = 0;
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	for (unsigned i = 0; i < n; i++)
 		backend_buf_release(&kept[i]);
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 }
 
 /* ---- downloading ---- */
@@ -441,14 +417,14 @@ static int begin_attempt(struct sync *s, struct fetch_req *r)
 		if (fd < 0)
 			rc = -errno;
 	}
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	r->fd = fd;
 	if (!rc) {
 		r->state = REQ_RUNNING;
 		if (r->nparts > 1)
 			pthread_cond_broadcast(&s->fetch_cond);
 	}
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	return rc;
 }
 
@@ -505,7 +481,7 @@ static int put_bytes(void *arg, struct backend_buf *buf)
 
 /* GETs part PART of R, exactly its length, into O: passed on a chunk at a
  * time when it is longer than one.  O's last bytes are left in O->buf. */
-static int get_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
+static int get_part(struct sync_worker *f, struct fetch_req *r, uint64_t part,
 		    struct part_out *o)
 {
 	uint64_t off = part * r->part, len = r->seg.length - off;
@@ -533,137 +509,13 @@ static int get_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 	return rc;
 }
 
-/* ---- readahead ---- */
-
-static struct fetch_ra *ra_find(struct sync *s, struct store_tenant *t,
-				uint64_t stream)
-{
-	struct fetch_ra *ra;
-
-	for (ra = s->fetch_ra; ra; ra = ra->next)
-		if (ra->t == t && ra->stream == stream)
-			break;
-	return ra;
-}
-
-static void ra_drop(struct sync *s, struct fetch_ra *ra)
-{
-	for (struct fetch_ra **p = &s->fetch_ra; *p; p = &(*p)->next)
-		if (*p == ra) {
-			*p = ra->next;
-			free(ra);
-			return;
-		}
-}
-
-/* A reader of SEG's stream is in SEG, with s->lock: its window starts
- * there, or moves there. */
-static void ra_reader_at(struct sync *s, struct store_tenant *t,
-			 const struct store_segment *seg)
-{
-	struct fetch_ra *ra = ra_find(s, t, seg->stream);
-
-	if (!ra && (ra = calloc(1, sizeof(*ra)))) {
-		ra->t = t;
-		ra->stream = seg->stream;
-		ra->pos = seg->offset;
-		ra->next = s->fetch_ra;
-		s->fetch_ra = ra;
-		if (!s->fetch_ra_due)
-			s->fetch_ra_due = sync_clock(CLOCK_MONOTONIC) + RA_POLL_NS;
-	}
-	if (ra && seg->offset >= ra->pos) {
-		ra->pos = seg->offset;
-		ra->moved_ns = sync_clock(CLOCK_MONOTONIC);
-	}
-}
-
-/* Queues the evicted segments among the READAHEAD after RA's reader, when
- * the cache has room for them.  Returns false when RA is over: nothing
- * evicted is left after the reader, or it has not moved for RA_IDLE_NS.
- * With s->lock; SV lists the stream's segments. */
-static bool ra_window(struct sync *s, struct fetch_ra *ra,
-		      const struct seg_vec *sv)
-{
-	int64_t now = sync_clock(CLOCK_MONOTONIC);
-	unsigned ahead = 0;
-	bool evicted = false, room = true;
-
-	for (size_t i = 0; i < sv->n; i++) {
-		const struct store_segment *g = &sv->v[i];
-
-		if (g->offset <= ra->pos)
-			continue;
-		if (g->state != STORE_SEG_EVICTED) {
-			ahead++;
-			continue;
-		}
-		evicted = true;
-		if (ahead++ >= READAHEAD || !room || req_find(s, ra->t, g->seg))
-			continue;
-		room = !s->cfg.cache_size ||
-		       (READAHEAD + 2) * g->length <= s->cfg.cache_size;
-		if (room && !req_add(s, ra->t, g, false))
-			room = false;
-	}
-	return evicted && room && now - ra->moved_ns < RA_IDLE_NS;
-}
-
-/* Lists the segments of T's stream STREAM (a store call: without s->lock)
- * and moves its readahead window, if it has one. */
-static void ra_step(struct sync *s, struct store_tenant *t, uint64_t stream)
-{
-	struct seg_vec sv = { 0 };
-	int rc = store_stream_segments(t, stream, seg_collect, &sv);
-	struct fetch_ra *ra;
-
-	pthread_mutex_lock(&s->lock);
-	ra = ra_find(s, t, stream);
-	if (ra && (rc || s->stop || !ra_window(s, ra, &sv)))
-		ra_drop(s, ra);
-	pthread_mutex_unlock(&s->lock);
-	free(sv.v);
-}
-
-/* Every RA_POLL_NS while streams are read ahead, with s->lock (dropped
- * meanwhile): windows whose reader stopped go. */
-static void ra_poll(struct sync *s)
-{
-	struct ra_key {
-		struct store_tenant *t;
-		uint64_t stream;
-	} *v;
-	int64_t now = sync_clock(CLOCK_MONOTONIC);
-	size_t n = 0;
-
-	if (!s->fetch_ra) {
-		s->fetch_ra_due = 0;
-		return;
-	}
-	if (now < s->fetch_ra_due)
-		return;
-	s->fetch_ra_due = now + RA_POLL_NS;
-	for (struct fetch_ra *ra = s->fetch_ra; ra; ra = ra->next)
-		n++;
-	v = calloc(n, sizeof(*v));
-	if (!v)
-		return;
-	n = 0;
-	for (struct fetch_ra *ra = s->fetch_ra; ra; ra = ra->next)
-		v[n++] = (struct ra_key){ .t = ra->t, .stream = ra->stream };
-	pthread_mutex_unlock(&s->lock);
-	for (size_t i = 0; i < n; i++)
-		ra_step(s, v[i].t, v[i].stream);
-	free(v);
-	pthread_mutex_lock(&s->lock);
-}
-
 /* ---- ending an attempt ---- */
 
 /* R is done with RC, with s->lock: wakes its waiters, drops the queue's
  * reference. */
 static void req_settle(struct sync *s, struct fetch_req *r, int rc)
 {
+	SYNC_ASSERT_HELD(&s->lock);
 	if (!r->done) {		/* sync_fetch_stop() may have failed it */
 		r->done = true;
 		r->rc = rc;
@@ -680,6 +532,7 @@ static void req_settle(struct sync *s, struct fetch_req *r, int rc)
 /* The same, counted in the status. */
 static void req_complete(struct sync *s, struct fetch_req *r, int rc)
 {
+	SYNC_ASSERT_HELD(&s->lock);
 	if (rc)
 		s->status.fetch_failures++;
 	else
@@ -700,8 +553,9 @@ static void finish(struct sync *s, struct fetch_req *r)
 	const char *key = r->key ? r->key : "a segment";
 	bool last, waited;
 
+	SYNC_ASSERT_HELD(&s->lock);
 	r->fd = -1;
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	if (fd >= 0)
 		close(fd);
 	if (!rc && hashed)
@@ -710,7 +564,7 @@ static void finish(struct sync *s, struct fetch_req *r)
 		rc = store_segment_restore(t, seg.seg, r->tmp);
 	if (r->tmp)
 		unlink(r->tmp);	/* gone already when restored */
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	if (rc && s->stop) {
 		req_complete(s, r, -EIO);	/* cut short: not worth a log */
 		return;
@@ -718,11 +572,11 @@ static void finish(struct sync *s, struct fetch_req *r)
 	if (!rc) {
 		waited = r->waited;
 		req_complete(s, r, 0);
-		pthread_mutex_unlock(&s->lock);
+		sync_mutex_unlock(&s->lock);
 		if (waited)	/* the reader is here now */
-			ra_step(s, t, seg.stream);
+			sync_ra_step(s, t, seg.stream);
 		sync_evict(s, t, seg.seg);
-		pthread_mutex_lock(&s->lock);
+		sync_mutex_lock(&s->lock);
 		return;
 	}
 	r->attempts++;
@@ -751,6 +605,7 @@ static void finish(struct sync *s, struct fetch_req *r)
  * free for the next one, so the reader's readahead moves now. */
 static bool got_part(struct sync *s, struct fetch_req *r, int rc)
 {
+	SYNC_ASSERT_HELD(&s->lock);
 	r->inflight--;
 	r->writing++;
 	if (rc && !r->err)
@@ -759,7 +614,7 @@ static bool got_part(struct sync *s, struct fetch_req *r, int rc)
 	pthread_cond_signal(&s->fetch_cond);
 	if (!r->waited || req_on_wire(r) || r->err || s->stop)
 		return false;
-	ra_reader_at(s, r->t, &r->seg);
+	sync_ra_reader_at(s, r->t, &r->seg);
 	return true;
 }
 
@@ -767,6 +622,7 @@ static bool got_part(struct sync *s, struct fetch_req *r, int rc)
  * attempt ends it (unlocks meanwhile). */
 static void part_done(struct sync *s, struct fetch_req *r, int rc)
 {
+	SYNC_ASSERT_HELD(&s->lock);
 	r->writing--;
 	if (rc && !r->err)
 		r->err = rc;
@@ -782,8 +638,8 @@ static void part_done(struct sync *s, struct fetch_req *r, int rc)
 
 /* Does part PART of R (OPENING: first creates its temporary), with s->lock
  * (dropped meanwhile). */
-static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
-		     bool opening)
+static void run_part(struct sync_worker *f, struct fetch_req *r,
+		     uint64_t part, bool opening)
 {
 	struct sync *s = f->s;
 	struct part_out o = { .r = r, .off = part * r->part };
@@ -792,11 +648,12 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 	bool ahead;
 	int rc = 0;
 
-	pthread_mutex_unlock(&s->lock);
+	SYNC_ASSERT_HELD(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	if (opening)
 		rc = begin_attempt(s, r);
 	if (rc > 0) {		/* here already: nothing to fetch */
-		pthread_mutex_lock(&s->lock);
+		sync_mutex_lock(&s->lock);
 		r->inflight--;
 		req_settle(s, r, 0);
 		return;
@@ -807,17 +664,17 @@ static void run_part(struct fetcher *f, struct fetch_req *r, uint64_t part,
 	}
 	if (!rc)
 		rc = get_part(f, r, part, &o);
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	ahead = got_part(s, r, rc);
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	if (ahead)	/* t and seg never change: no lock needed */
-		ra_step(s, r->t, r->seg.stream);
+		sync_ra_step(s, r->t, r->seg.stream);
 	if (!rc && o.buf.len)
 		rc = put_bytes(&o, &o.buf);	/* the last chunk */
 	if (!rc && o.hash)
 		sum = XXH3_64bits_digest(o.hash);
 	buf_put(s, &o.buf);
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	r->hashed = !rc && o.hash;
 	r->sum = sum;
 	part_done(s, r, rc);
@@ -831,40 +688,41 @@ static void wait_for_work(struct sync *s, int64_t wake)
 	bool idle = !s->fq && s->nfetch_bufs;
 	struct timespec ts;
 
+	SYNC_ASSERT_HELD(&s->lock);
 	if (idle)
 		wake = sync_clock(CLOCK_MONOTONIC) + FETCH_BUF_IDLE_NS;
 	if (s->fetch_ra_due && (!wake || s->fetch_ra_due < wake))
 		wake = s->fetch_ra_due;
 	if (!wake) {
-		pthread_cond_wait(&s->fetch_cond, &s->lock);
+		sync_cond_wait(&s->fetch_cond, &s->lock);
 		return;
 	}
 	ts = (struct timespec){ .tv_sec = wake / 1000000000,
 				.tv_nsec = wake % 1000000000 };
-	if (pthread_cond_timedwait(&s->fetch_cond, &s->lock, &ts) == ETIMEDOUT &&
+	if (sync_cond_timedwait(&s->fetch_cond, &s->lock, &ts) == ETIMEDOUT &&
 	    idle && !s->fq && !s->fetch_ra)
 		bufs_release(s);
 }
 
 static void *worker_main(void *arg)
 {
-	struct fetcher *f = arg;
+	struct sync_worker *f = arg;
 	struct sync *s = f->s;
 
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	while (!s->stop) {
 		struct fetch_req *r;
 		uint64_t part;
 		int64_t wake;
 
-		ra_poll(s);
+		sync_ra_poll(s);
 		r = pick(s, &part, &wake);
 		if (r)
 			run_part(f, r, part, r->state == REQ_OPENING);
 		else
 			wait_for_work(s, wake);
 	}
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	return NULL;
 }
 
@@ -877,32 +735,16 @@ static unsigned nworkers(const struct sync *s)
 
 int sync_fetch_start(struct sync *s)
 {
-	unsigned n = nworkers(s);
+	int rc = sync_pool_start(s, &s->fetchers, nworkers(s), worker_main);
 
-	s->fetchers = calloc(n, sizeof(*s->fetchers));
-	if (!s->fetchers)
-		return -ENOMEM;
-	for (unsigned i = 0; i < n; i++) {
-		struct fetcher *f = calloc(1, sizeof(*f));
-		int rc = f ? 0 : -ENOMEM;
-
-		if (f) {
-			f->s = s;
-			rc = -pthread_create(&f->thread, NULL, worker_main, f);
-		}
-		if (rc) {
-			free(f);
-			sync_fetch_stop(s);
-			return rc;
-		}
-		s->fetchers[s->nfetchers++] = f;
-	}
-	return 0;
+	if (rc)
+		sync_fetch_stop(s);
+	return rc;
 }
 
 void sync_fetch_stop(struct sync *s)
 {
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	s->stop = true;
 	/* Fail what is pending: its waiters get -EIO now, not after a
 	 * transfer that may never end. */
@@ -915,31 +757,21 @@ void sync_fetch_stop(struct sync *s)
 	pthread_cond_broadcast(&s->fetch_cond);
 	pthread_cond_broadcast(&s->fetch_done);
 	while (s->hook_waiters)
-		pthread_cond_wait(&s->fetch_done, &s->lock);
-	pthread_mutex_unlock(&s->lock);
-	for (unsigned i = 0; i < s->nfetchers; i++) {
-		struct fetcher *f = s->fetchers[i];
-
-		pthread_join(f->thread, NULL);
-		backend_close(f->b);
-		free(f);
-	}
-	free(s->fetchers);
-	s->fetchers = NULL;
-	s->nfetchers = 0;
+		sync_cond_wait(&s->fetch_done, &s->lock);
+	sync_mutex_unlock(&s->lock);
+	sync_pool_join(&s->fetchers);
 	/* Requests left in the queue: their waiters are gone (counted
 	 * above), so only the queue's reference remains. */
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	bufs_release(s);
-	while (s->fetch_ra)
-		ra_drop(s, s->fetch_ra);
+	sync_ra_clear(s);
 	while (s->fq) {
 		struct fetch_req *r = s->fq;
 
 		s->fq = r->next;
 		req_unref(r);
 	}
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 }
 
 /* ---- eviction ---- */
@@ -1008,7 +840,7 @@ void sync_evict(struct sync *s, struct store_tenant *keep_t, uint64_t keep_seg)
 	struct lru_walk w = { .s = s, .lv = &lv };
 	uint64_t evicted = 0;
 
-	pthread_mutex_lock(&s->evict_lock);
+	sync_mutex_lock(&s->evict_lock);
 	if (store_tenant_list(s->st, lru_walk_tenant, &w))
 		goto out;
 	if (s->cfg.cache_size && lv.total > s->cfg.cache_size) {
@@ -1022,11 +854,11 @@ void sync_evict(struct sync *s, struct store_tenant *keep_t, uint64_t keep_seg)
 			evicted++;
 		}
 	}
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	s->status.cached_bytes = lv.total;
 	s->status.evicted_segments += evicted;
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 out:
-	pthread_mutex_unlock(&s->evict_lock);
+	sync_mutex_unlock(&s->evict_lock);
 	free(lv.v);
 }

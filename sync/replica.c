@@ -20,47 +20,13 @@
 #include "sync.h"
 #include "sync_int.h"
 
-static int get_json(struct sync *s, const char *key, json_object **out,
-		    uint64_t *hash)
+/* KEY's object, whole, NUL-terminated, into OUT (max set by the
+ * caller). */
+static int get_text(struct sync *s, const char *key, struct backend_buf *out)
 {
-	struct backend_buf buf = { .max = 256u << 20 };
-	int rc = backend_get(s->b, key, 0, BACKEND_TO_END, &buf);
+	int rc = backend_get(s->b, key, 0, BACKEND_TO_END, out);
 
-	*out = NULL;
-	if (!rc)
-		rc = backend_buf_terminate(&buf);
-	if (!rc) {
-		if (hash)
-			*hash = XXH3_64bits(buf.data, buf.len);
-		*out = json_tokener_parse(buf.data);
-		if (!*out)
-			rc = -EIO;
-	}
-	backend_buf_release(&buf);
-	return rc;
-}
-
-static uint64_t jget_u64(json_object *o, const char *k)
-{
-	json_object *v;
-
-	return json_object_object_get_ex(o, k, &v) ? json_object_get_uint64(v) : 0;
-}
-
-static int64_t jget_i64(json_object *o, const char *k)
-{
-	json_object *v;
-
-	return json_object_object_get_ex(o, k, &v) ? json_object_get_int64(v) : 0;
-}
-
-static const char *jget_str(json_object *o, const char *k)
-{
-	json_object *v;
-
-	return json_object_object_get_ex(o, k, &v) &&
-	       json_object_is_type(v, json_type_string) ?
-	       json_object_get_string(v) : NULL;
+	return rc ? rc : backend_buf_terminate(out);
 }
 
 static uint64_t map_get(struct tenant_state *ts, uint64_t rid)
@@ -132,52 +98,49 @@ static void local_vec_release(struct local_vec *lv)
 	free(lv->v);
 }
 
-/* True when the local segments of LID are the first ones of SEGS: same
+/* True when the local segments of LID are the first ones of MS: same
  * origin segment id, and same checksum, offset and length.  Segment ids
  * alone are not enough: a tenant removed and created again between two
  * polls numbers its segments from 1 again. */
 static bool local_is_prefix(struct store_tenant *t, uint64_t lid,
-			    json_object *segs)
+			    const struct manifest_stream *ms)
 {
-	struct seg_vec sv = { 0 };
+	struct sync_seg_vec sv = { 0 };
 	bool ok;
 
-	if (store_stream_segments(t, lid, seg_collect, &sv))
+	if (store_stream_segments(t, lid, sync_seg_collect, &sv))
 		return false;
 	if (sv.n)
-		qsort(sv.v, sv.n, sizeof(*sv.v), seg_cmp);
-	ok = sv.n <= json_object_array_length(segs);
+		qsort(sv.v, sv.n, sizeof(*sv.v), sync_seg_cmp);
+	ok = sv.n <= ms->nsegs;
 	for (size_t i = 0; ok && i < sv.n; i++) {
-		json_object *g = json_object_array_get_idx(segs, i);
-		const char *sum = jget_str(g, "xxh3");
+		const struct manifest_seg *g = &ms->segs[i];
 
-		ok = sv.v[i].origin == jget_u64(g, "seg") && sum &&
-		     sv.v[i].checksum == strtoull(sum, NULL, 16) &&
-		     sv.v[i].offset == jget_u64(g, "offset") &&
-		     sv.v[i].length == jget_u64(g, "length");
+		ok = sv.v[i].origin == g->seg &&
+		     sv.v[i].checksum == g->checksum &&
+		     sv.v[i].offset == g->offset &&
+		     sv.v[i].length == g->length;
 	}
 	free(sv.v);
 	return ok;
 }
 
+/* Adds to local stream LID of T the segments of MS it lacks, each from
+ * its event index object (the bytes stay remote: evicted). */
 static int add_segments(struct sync *s, struct store_tenant *t,
-			const char *tprefix, uint64_t lid, json_object *segs,
-			char *what, size_t wlen)
+			const char *tprefix, uint64_t lid,
+			const struct manifest_stream *ms, char *what, size_t wlen)
 {
 	struct store_attr a;
 	int rc = store_stream_stat(t, lid, &a);
 
-	for (size_t i = 0; !rc && i < json_object_array_length(segs); i++) {
-		json_object *g = json_object_array_get_idx(segs, i);
-		const char *sum = jget_str(g, "xxh3");
+	for (size_t i = 0; !rc && i < ms->nsegs; i++) {
+		const struct manifest_seg *g = &ms->segs[i];
 		struct store_segment seg = {
-			.origin = jget_u64(g, "seg"), .stream = lid,
-			.first_version = jget_u64(g, "first_version"),
-			.count = jget_u64(g, "count"),
-			.offset = jget_u64(g, "offset"),
-			.length = jget_u64(g, "length"),
-			.checksum = sum ? strtoull(sum, NULL, 16) : 0,
-			.created_ns = jget_i64(g, "created_ns"),
+			.origin = g->seg, .stream = lid,
+			.first_version = g->first_version, .count = g->count,
+			.offset = g->offset, .length = g->length,
+			.checksum = g->checksum, .created_ns = g->created_ns,
 			.state = STORE_SEG_EVICTED };
 		struct backend_buf idx = { .max = 256u << 20 };
 		struct store_batch *b = NULL;
@@ -210,167 +173,206 @@ static int add_segments(struct sync *s, struct store_tenant *t,
 	return rc;
 }
 
-static enum store_framing framing_of(const char *f)
+/* Reads the manifest below TPREFIX into *M, and its XXH3 into *HASH.  1
+ * (nothing to do) when there is none yet or it is the one TS applied
+ * last; else 0 or -errno. */
+static int load_manifest(struct sync *s, struct tenant_state *ts,
+			 const char *tprefix, struct manifest *m,
+			 uint64_t *hash, char *what, size_t wlen)
 {
-	return f && !strcmp(f, "raw") ? STORE_RAW : STORE_LINES;
+	struct backend_buf text = { .max = 256u << 20 };
+	char *key = sync_manifest_key(tprefix);
+	int rc;
+
+	if (!key)
+		return -ENOMEM;
+	snprintf(what, wlen, "get %s", key);
+	rc = get_text(s, key, &text);
+	if (rc == -ENOENT)
+		rc = 1;		/* listed before its first manifest */
+	if (!rc) {
+		*hash = XXH3_64bits(text.data, text.len);
+		if (*hash == ts->mhash)
+			rc = 1;
+	}
+	if (!rc)
+		rc = sync_manifest_decode(text.data, text.len, m);
+	backend_buf_release(&text);
+	free(key);
+	return rc;
 }
 
-/* Mirrors one tenant's manifest. */
-static int replica_tenant(struct sync *s, const char *name, const char *tkey,
-			  char *what, size_t wlen)
+/* The local tenant NAME into *T: created as M says when missing, its
+ * framing set. */
+static int local_tenant(struct sync *s, const char *name,
+			const struct manifest *m, struct store_tenant **t,
+			char *what, size_t wlen)
+{
+	int rc;
+
+	snprintf(what, wlen, "create tenant %s", name);
+	rc = store_tenant_get(s->st, name, t);
+	if (rc == -ENOENT) {
+		rc = store_tenant_create(s->st, name,
+					 (mode_t)(m->mode ? m->mode : 0755),
+					 (uid_t)m->uid, (gid_t)m->gid);
+		if (!rc)
+			rc = store_tenant_get(s->st, name, t);
+		if (!rc)
+			sync_log("replica: tenant %s appeared", name);
+	}
+	if (!rc && m->has_framing)
+		rc = store_tenant_set_framing(*t, m->framing);
+	return rc;
+}
+
+/* Whether local stream L is the one a remote stream of M continues: by
+ * the id map, or (after a restart) by name and a common history, which
+ * then goes into the map. */
+static int local_matches(struct tenant_state *ts, struct store_tenant *t,
+			 const struct manifest *m, const struct local_stream *l,
+			 bool *keep)
+{
+	*keep = false;
+	for (size_t j = 0; !*keep && j < m->nstreams; j++)
+		*keep = map_get(ts, m->streams[j].id) == l->id;
+	for (size_t j = 0; !*keep && j < m->nstreams; j++) {
+		const struct manifest_stream *r = &m->streams[j];
+
+		if (map_get(ts, r->id) || strcmp(r->name, l->name) ||
+		    !local_is_prefix(t, l->id, r))
+			continue;
+		*keep = true;
+		return map_set(ts, r->id, l->id);
+	}
+	return 0;
+}
+
+/* Phase 1 of a tenant: matches its local streams LV to M's streams and
+ * removes those M does not continue. */
+static int drop_unmatched(struct tenant_state *ts, struct store_tenant *t,
+			  const char *name, const struct manifest *m,
+			  const struct local_vec *lv, char *what, size_t wlen)
+{
+	int rc = 0;
+
+	for (size_t i = 0; !rc && i < lv->n; i++) {
+		const struct local_stream *l = &lv->v[i];
+		bool keep;
+
+		rc = local_matches(ts, t, m, l, &keep);
+		if (rc || keep)
+			continue;
+		snprintf(what, wlen, "remove stream %s of %s", l->name, name);
+		rc = store_stream_remove(t, l->id);
+		map_drop_local(ts, l->id);
+		if (!rc)
+			sync_log("replica: stream %s/%s removed", name, l->name);
+	}
+	return rc;
+}
+
+/* The local stream that mirrors R into *LID: the mapped one, renamed when
+ * R's name changed; a new one when there is none, or when its history is
+ * not R's. */
+static int local_stream_of(struct tenant_state *ts, struct store_tenant *t,
+			   const char *name, const struct manifest_stream *r,
+			   uint64_t *lid, char *what, size_t wlen)
+{
+	struct store_attr a;
+	uint64_t cur;
+	int rc = 0;
+
+	*lid = map_get(ts, r->id);
+	if (*lid && store_stream_stat(t, *lid, &a) == -ENOENT)
+		*lid = 0;
+	if (*lid && !local_is_prefix(t, *lid, r)) {
+		/* Not the same history (should not happen): anew. */
+		snprintf(what, wlen, "remove stream %s of %s", r->name, name);
+		rc = store_stream_remove(t, *lid);
+		*lid = 0;
+	}
+	if (!rc && *lid &&
+	    (store_stream_lookup(t, r->name, &cur) || cur != *lid)) {
+		snprintf(what, wlen, "rename stream to %s/%s", name, r->name);
+		rc = store_stream_rename(t, *lid, r->name);
+		if (!rc)
+			sync_log("replica: stream %s/%s renamed", name, r->name);
+	}
+	if (!rc && !*lid) {
+		snprintf(what, wlen, "create stream %s/%s", name, r->name);
+		rc = store_stream_create(t, r->name, (mode_t)r->mode,
+					 (uid_t)r->uid, (gid_t)r->gid, lid);
+		if (!rc)
+			rc = map_set(ts, r->id, *lid);
+	}
+	return rc;
+}
+
+/* Phase 2 of a tenant, for each remote stream R: its local stream
+ * created or renamed, its framing, new segments and attributes. */
+static int mirror_stream(struct sync *s, struct tenant_state *ts,
+			 struct store_tenant *t, const char *tprefix,
+			 const struct manifest_stream *r, char *what,
+			 size_t wlen)
+{
+	const char *name = ts->name;
+	struct store_attr a, set = { 0 };
+	uint64_t lid;
+	int rc = local_stream_of(ts, t, name, r, &lid, what, wlen);
+
+	if (!rc)
+		rc = store_stream_stat(t, lid, &a);
+	if (!rc && a.version == 0 && a.framing != r->framing)
+		rc = store_stream_set_framing(t, lid, r->framing);
+	if (!rc)
+		rc = add_segments(s, t, tprefix, lid, r, what, wlen);
+	if (rc)
+		return rc;
+	set.mode = (mode_t)r->mode;
+	set.uid = (uid_t)r->uid;
+	set.gid = (gid_t)r->gid;
+	set.mtime.tv_sec = r->mtime_ns / 1000000000;
+	set.mtime.tv_nsec = r->mtime_ns % 1000000000;
+	snprintf(what, wlen, "set attributes of %s/%s", name, r->name);
+	return store_stream_setattr(t, lid, &set, STORE_SET_MODE |
+				    STORE_SET_UID | STORE_SET_GID |
+				    (r->mtime_ns ? STORE_SET_MTIME : 0));
+}
+
+/* Mirrors one tenant's manifest, when it changed. */
+static int replica_tenant(struct sync *s, const char *name, char *what,
+			  size_t wlen)
 {
 	struct tenant_state *ts = sync_tstate(s, name);
 	struct local_vec lv = { 0 };
-	json_object *m = NULL, *streams;
+	struct manifest m = { 0 };
 	struct store_tenant *t;
-	char *tprefix = NULL, *mkey = NULL;
+	char *tprefix;
 	uint64_t hash = 0;
-	size_t nr;
 	int rc;
 
-	(void)tkey;
 	if (!ts)
 		return -ENOMEM;
 	ts->present = true;
 	tprefix = sync_tenant_prefix(name);
-	if (!tprefix || asprintf(&mkey, "%smanifest.json", tprefix) < 0) {
-		free(tprefix);
+	if (!tprefix)
 		return -ENOMEM;
-	}
-	snprintf(what, wlen, "get %s", mkey);
-	rc = get_json(s, mkey, &m, &hash);
-	if (rc == -ENOENT) {
-		rc = 0;		/* listed before its first manifest */
-		goto out;
-	}
-	if (rc || hash == ts->mhash)
-		goto out;
-	if (!json_object_object_get_ex(m, "streams", &streams) ||
-	    !json_object_is_type(streams, json_type_array)) {
-		rc = -EIO;
-		goto out;
-	}
-	snprintf(what, wlen, "create tenant %s", name);
-	rc = store_tenant_get(s->st, name, &t);
-	if (rc == -ENOENT) {
-		rc = store_tenant_create(s->st, name,
-					 (mode_t)(jget_u64(m, "mode") ?
-						  jget_u64(m, "mode") : 0755),
-					 (uid_t)jget_u64(m, "uid"),
-					 (gid_t)jget_u64(m, "gid"));
-		if (!rc)
-			rc = store_tenant_get(s->st, name, &t);
-		if (!rc)
-			sync_log("replica: tenant %s appeared", name);
-	}
-	if (!rc && jget_str(m, "framing"))
-		rc = store_tenant_set_framing(t, framing_of(jget_str(m, "framing")));
+	rc = load_manifest(s, ts, tprefix, &m, &hash, what, wlen);
+	if (!rc)
+		rc = local_tenant(s, name, &m, &t, what, wlen);
 	if (!rc)
 		rc = store_stream_list(t, 0, local_collect, &lv);
-	if (rc)
-		goto out;
-	nr = json_object_array_length(streams);
-	/* Phase 1: match local streams to remote ones; drop the rest. */
-	for (size_t i = 0; !rc && i < lv.n; i++) {
-		struct local_stream *l = &lv.v[i];
-		bool keep = false;
-
-		for (size_t j = 0; !keep && j < nr; j++) {
-			json_object *r = json_object_array_get_idx(streams, j);
-			uint64_t rid = jget_u64(r, "id");
-
-			if (map_get(ts, rid) == l->id)
-				keep = true;
-		}
-		for (size_t j = 0; !keep && j < nr; j++) {
-			json_object *r = json_object_array_get_idx(streams, j);
-			uint64_t rid = jget_u64(r, "id");
-			const char *rn = jget_str(r, "name");
-			json_object *segs;
-
-			if (map_get(ts, rid) || !rn || strcmp(rn, l->name) ||
-			    !json_object_object_get_ex(r, "segments", &segs))
-				continue;
-			if (local_is_prefix(t, l->id, segs)) {
-				rc = map_set(ts, rid, l->id);
-				keep = true;
-			}
-		}
-		if (!keep && !rc) {
-			snprintf(what, wlen, "remove stream %s of %s", l->name, name);
-			rc = store_stream_remove(t, l->id);
-			map_drop_local(ts, l->id);
-			if (!rc)
-				sync_log("replica: stream %s/%s removed", name,
-					 l->name);
-		}
-	}
-	/* Phase 2: create, rename, extend, set attributes. */
-	for (size_t j = 0; !rc && j < nr; j++) {
-		json_object *r = json_object_array_get_idx(streams, j), *segs;
-		uint64_t rid = jget_u64(r, "id"), lid = map_get(ts, rid);
-		const char *rn = jget_str(r, "name");
-		struct store_attr a, set = { 0 };
-
-		if (!rn || !json_object_object_get_ex(r, "segments", &segs))
-			continue;
-		if (lid && store_stream_stat(t, lid, &a) == -ENOENT)
-			lid = 0;
-		if (lid && !local_is_prefix(t, lid, segs)) {
-			/* Not the same history (should not happen): anew. */
-			snprintf(what, wlen, "remove stream %s of %s", rn, name);
-			rc = store_stream_remove(t, lid);
-			lid = 0;
-		}
-		if (!rc && lid) {
-			uint64_t cur;
-
-			if (store_stream_lookup(t, rn, &cur) || cur != lid) {
-				snprintf(what, wlen, "rename stream to %s/%s",
-					 name, rn);
-				rc = store_stream_rename(t, lid, rn);
-				if (!rc)
-					sync_log("replica: stream %s/%s renamed",
-						 name, rn);
-			}
-		}
-		if (!rc && !lid) {
-			snprintf(what, wlen, "create stream %s/%s", name, rn);
-			rc = store_stream_create(t, rn, (mode_t)jget_u64(r, "mode"),
-						 (uid_t)jget_u64(r, "uid"),
-						 (gid_t)jget_u64(r, "gid"), &lid);
-			if (!rc)
-				rc = map_set(ts, rid, lid);
-		}
-		if (!rc)
-			rc = store_stream_stat(t, lid, &a);
-		if (!rc && a.version == 0 &&
-		    a.framing != framing_of(jget_str(r, "framing")))
-			rc = store_stream_set_framing(t, lid,
-				framing_of(jget_str(r, "framing")));
-		if (!rc)
-			rc = add_segments(s, t, tprefix, lid, segs, what, wlen);
-		if (rc)
-			break;
-		set.mode = (mode_t)jget_u64(r, "mode");
-		set.uid = (uid_t)jget_u64(r, "uid");
-		set.gid = (gid_t)jget_u64(r, "gid");
-		set.mtime.tv_sec = jget_i64(r, "mtime_ns") / 1000000000;
-		set.mtime.tv_nsec = jget_i64(r, "mtime_ns") % 1000000000;
-		snprintf(what, wlen, "set attributes of %s/%s", name, rn);
-		rc = store_stream_setattr(t, lid, &set, STORE_SET_MODE |
-					  STORE_SET_UID | STORE_SET_GID |
-					  (jget_i64(r, "mtime_ns") ?
-					   STORE_SET_MTIME : 0));
-	}
+	if (!rc)
+		rc = drop_unmatched(ts, t, name, &m, &lv, what, wlen);
+	for (size_t j = 0; !rc && j < m.nstreams; j++)
+		rc = mirror_stream(s, ts, t, tprefix, &m.streams[j], what, wlen);
 	if (!rc)
 		ts->mhash = hash;
-out:
 	local_vec_release(&lv);
-	json_object_put(m);
-	free(mkey);
+	sync_manifest_release(&m);
 	free(tprefix);
-	return rc;
+	return rc > 0 ? 0 : rc;
 }
 
 static int drop_local_tenant(struct sync *s, const char *name)
@@ -409,58 +411,87 @@ static void tenant_error(struct tenant_state *ts, int rc, const char *what)
 	ts->err = rc;
 }
 
+/* tenants.json into *ROOT; an empty object when nothing is published
+ * yet. */
+static int get_tenants_json(struct sync *s, json_object **root)
+{
+	struct backend_buf text = { .max = 256u << 20 };
+	int rc = get_text(s, sync_tenants_key, &text);
+
+	*root = NULL;
+	if (rc == -ENOENT) {
+		rc = 0;
+		*root = json_object_new_object();
+	} else if (!rc) {
+		*root = json_tokener_parse(text.data);
+		if (!*root)
+			rc = -EIO;
+	}
+	if (!rc && !*root)
+		rc = -ENOMEM;
+	backend_buf_release(&text);
+	return rc;
+}
+
+/* Mirrors each tenant ROOT (tenants.json) lists.  One tenant's failure
+ * (a manifest the store refuses, an object missing) must not hold up the
+ * others nor the removals after: it is noted, and the first one comes
+ * back in *FIRST and FIRST_WHAT.  Returns only what stops the pass
+ * (-ENOMEM, -ECANCELED). */
+static int mirror_tenants(struct sync *s, json_object *root, int *first,
+			  char *first_what, size_t wlen)
+{
+	json_object *arr;
+	int rc = 0;
+
+	if (!json_object_object_get_ex(root, "tenants", &arr) ||
+	    !json_object_is_type(arr, json_type_array))
+		return 0;
+	for (size_t i = 0; !rc && i < json_object_array_length(arr); i++) {
+		json_object *o = json_object_array_get_idx(arr, i), *v;
+		const char *name = NULL;
+		struct tenant_state *ts;
+		char w[160];
+		int r;
+
+		if (sync_stopping(s))
+			return -ECANCELED;
+		if (json_object_object_get_ex(o, "name", &v) &&
+		    json_object_is_type(v, json_type_string))
+			name = json_object_get_string(v);
+		if (!name || !store_name_valid(name))
+			continue;
+		r = replica_tenant(s, name, w, sizeof(w));
+		ts = sync_tstate(s, name);
+		if (ts)
+			tenant_error(ts, r, w);
+		if (r == -ENOMEM || r == -ECANCELED)
+			rc = r;
+		if (r && !*first) {
+			*first = r;
+			snprintf(first_what, wlen, "%s", w);
+		}
+	}
+	return rc;
+}
+
 int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 {
-	json_object *root = NULL, *arr;
+	json_object *root = NULL;
 	struct strvec local = { 0 };
 	char first_what[160] = "";
 	int rc, first = 0;
 
-	snprintf(what, wlen, "get " SYNC_ROOT "/tenants.json");
-	rc = get_json(s, SYNC_ROOT "/tenants.json", &root, NULL);
-	if (rc == -ENOENT) {
-		rc = 0;
-		root = json_object_new_object();	/* nothing published yet */
-	}
+	snprintf(what, wlen, "get %s", sync_tenants_key);
+	rc = get_tenants_json(s, &root);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < s->nts; i++)
 		s->ts[i].present = false;
-	if (json_object_object_get_ex(root, "tenants", &arr) &&
-	    json_object_is_type(arr, json_type_array)) {
-		for (size_t i = 0; !rc && i < json_object_array_length(arr); i++) {
-			json_object *o = json_object_array_get_idx(arr, i);
-			const char *name = jget_str(o, "name");
-
-			if (sync_stopping(s)) {
-				rc = -ECANCELED;
-				break;
-			}
-			struct tenant_state *ts;
-			char w[160];
-			int r;
-
-			if (!name || !store_name_valid(name))
-				continue;
-			/* One tenant's failure (a manifest the store
-			 * refuses, an object missing) must not hold up the
-			 * others nor the removals below: note it, go on,
-			 * and report the first failure at the end. */
-			r = replica_tenant(s, name, jget_str(o, "key"), w,
-					   sizeof(w));
-			ts = sync_tstate(s, name);
-			if (ts)
-				tenant_error(ts, r, w);
-			if (r == -ENOMEM || r == -ECANCELED)
-				rc = r;
-			if (r && !first) {
-				first = r;
-				snprintf(first_what, sizeof(first_what), "%s", w);
-			}
-		}
-	}
+	rc = mirror_tenants(s, root, &first, first_what, sizeof(first_what));
 	if (!rc)
 		rc = store_tenant_list(s->st, strvec_collect, &local);
+	/* Tenants no longer listed go. */
 	for (size_t i = 0; !rc && i < local.n; i++) {
 		struct tenant_state *ts = sync_tstate(s, local.v[i]);
 

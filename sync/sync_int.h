@@ -4,8 +4,11 @@
 #ifndef STREAMFS_SYNC_INT_H
 #define STREAMFS_SYNC_INT_H
 
+#include <assert.h>
 #include <curl/curl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <time.h>
 
 #include <pthread.h>
 #include <json-c/json.h>
@@ -163,59 +166,210 @@ int s3_creds_load(const char *file, struct s3_creds *out);
 int http_creds_load(const char *file, char **user, char **pass);
 void s3_creds_release(struct s3_creds *c);
 
-/* ---- the sync object (sync.c, fetch.c, replica.c) ---- */
+/* ==== sync/: the sync thread and its files ====
+ *
+ * The files below share struct sync.  What each one is:
+ *   lock.c          s->lock and s->evict_lock, their holder checked in
+ *                   debug builds
+ *   sync.c          the sync thread: passes, start, stop, now, status;
+ *                   the helper-thread pool
+ *   keys.c          the keys of the remote layout
+ *   index_object.c  the event index objects' codec
+ *   manifest.c      struct manifest: build, encode, decode, stale keys
+ *   lease.c         the writer identity and its leases
+ *   publish.c       a writer's manifests and tenants.json on the remote
+ *   upload.c        sealed segments to the remote, several at once
+ *   fetch.c         lazy fetch of evicted segments; eviction
+ *   readahead.c     which segments fetch.c fetches ahead of a reader
+ *   replica.c       the analysis host's mirror of the remote
+ */
 
-struct seg_vec {
+struct sync;
+
+/* ---- lock.c ---- */
+
+/* A mutex whose holder debug builds (!NDEBUG) record, so that a function
+ * documented "with LOCK" can assert it: SYNC_ASSERT_HELD(&s->lock). */
+struct sync_mutex {
+	pthread_mutex_t m;
+#ifndef NDEBUG
+	_Atomic(const void *) owner;	/* the holder's tag, or NULL */
+#endif
+};
+void sync_mutex_init(struct sync_mutex *mx);
+void sync_mutex_destroy(struct sync_mutex *mx);
+void sync_mutex_lock(struct sync_mutex *mx);
+void sync_mutex_unlock(struct sync_mutex *mx);
+/* pthread_cond_wait() and _timedwait() on MX, which the caller holds. */
+void sync_cond_wait(pthread_cond_t *c, struct sync_mutex *mx);
+int sync_cond_timedwait(pthread_cond_t *c, struct sync_mutex *mx,
+			const struct timespec *abstime);
+/* Whether the calling thread holds MX (always true under NDEBUG). */
+bool sync_mutex_held(struct sync_mutex *mx);
+#define SYNC_ASSERT_HELD(mx) assert(sync_mutex_held(mx))
+
+/* ---- sync.c ---- */
+
+/* Segments listed from the store. */
+struct sync_seg_vec {
 	struct store_segment *v;
 	size_t n, alloc;
 };
-int seg_collect(void *arg, const struct store_segment *seg);
-/* Orders by stream, then offset. */
-int seg_cmp(const void *a, const void *b);
+/* Appends SEG to ARG, a struct sync_seg_vec: store's list callback. */
+int sync_seg_collect(void *arg, const struct store_segment *seg);
+/* Orders by stream, then offset (qsort). */
+int sync_seg_cmp(const void *a, const void *b);
 
 /* A segment being fetched (fetch.c). */
 struct fetch_req;
-/* Readahead of one stream (fetch.c). */
+/* Readahead of one stream (readahead.c). */
 struct fetch_ra;
 /* GET buffers fetch.c keeps between fetches: a chunk for each of up to
  * eight GETs. */
 #define SYNC_FETCH_BUFS 8
 
-/* Per-tenant state of the sync thread (thread-only). */
-struct tenant_state {
-	char *name;
-	bool leased;		/* writer: our lease is on the remote */
-	bool refused;		/* writer: another writer holds it (logged) */
-	bool seeded;		/* writer: old keys read from the remote */
-	char *last_cmp;		/* writer: manifest last published, w/o times */
-	int64_t checked_ns;	/* writer: CLOCK_MONOTONIC of the last check */
-	char **keys;		/* writer: objects the last manifest named */
-	size_t nkeys;
-	json_object *tombstones; /* writer: array, owned */
-	uint64_t mhash;		/* replica: XXH3 of the manifest applied */
-	uint64_t *map;		/* replica: pairs remote id, local id */
-	size_t nmap;
-	int err;		/* replica: last failure of the tenant, 0 */
-	bool present;		/* scratch flag of a pass */
+/* A helper thread with a backend (and so a CURL handle) of its own,
+ * opened on first use and used by that thread only. */
+struct sync_worker {
+	struct sync *s;
+	struct backend *b;
+	pthread_t thread;
 };
 
-/* Lock order: evict_lock, then s->lock.  s->lock is a leaf (sync_evict
- * takes it under evict_lock to update the status) and is never held
- * across store calls; evict_lock is held across store calls (eviction)
- * but never taken with s->lock held.  Neither is held across network I/O.
- * The store's own locks come after evict_lock. */
+/* Helper threads started together (uploaders, fetchers).  Written only
+ * by the thread that starts and joins them (sync_start(), sync_stop()). */
+struct sync_pool {
+	struct sync_worker *v;
+	unsigned n;			/* started */
+};
+/* Starts N threads, each running FN with its struct sync_worker.  On
+ * failure the ones started stay in P: the caller tells them to stop and
+ * calls sync_pool_join(). */
+int sync_pool_start(struct sync *s, struct sync_pool *p, unsigned n,
+		    void *(*fn)(void *)) SYNC_WARN_UNUSED;
+/* Joins P's threads (told to stop before), closes their backends and
+ * frees P's array. */
+void sync_pool_join(struct sync_pool *p);
+
+/* ---- manifest.c ---- */
+
+/* A segment as a manifest lists it. */
+struct manifest_seg {
+	uint64_t seg;			/* the writer's segment id */
+	uint64_t first_version, count;
+	uint64_t offset, length;	/* in the stream */
+	uint64_t checksum;		/* XXH3 of its bytes */
+	int64_t created_ns;
+};
+
+struct manifest_stream {
+	uint64_t id;			/* stable across renames */
+	char *name;
+	enum store_framing framing;
+	uint32_t mode;
+	int64_t uid, gid;
+	int64_t mtime_ns;		/* 0: not given */
+	uint64_t size, version;		/* what segs hold */
+	struct manifest_seg *segs;	/* a gapless chain from offset 0 */
+	size_t nsegs;
+};
+
+struct manifest_tombstone {
+	uint64_t id;
+	char *name;			/* may be NULL */
+	int64_t removed_ns;
+};
+
+/* One tenant's manifest (docs/FORMAT.md); owns its strings and arrays. */
+struct manifest {
+	char *tenant, *writer;		/* NULL when not given */
+	uint32_t mode;
+	int64_t uid, gid;
+	bool has_framing;
+	enum store_framing framing;
+	struct manifest_stream *streams;
+	size_t nstreams, astreams;
+	struct manifest_tombstone *tombs;
+	size_t ntombs, atombs;
+	int64_t updated_ns;		/* 0: not given */
+};
+
+void sync_manifest_release(struct manifest *m);
+/* T's uploaded state, published by WRITER: its streams, each with the
+ * uploaded segments that form a gapless chain from offset 0; no
+ * tombstones.  0 or -errno (*OUT then empty). */
+int sync_manifest_build(struct store_tenant *t, const char *writer,
+			struct manifest *out) SYNC_WARN_UNUSED;
+/* Gives M its tombstones: PREV's for a week after their removal unless
+ * the stream is back, and the streams PREV lists and M lacks, removed
+ * NOW. */
+int sync_manifest_tombstones(struct manifest *m, const struct manifest *prev,
+			     int64_t now) SYNC_WARN_UNUSED;
+/* M as JSON text into *OUT (malloc'd).  Without TIMES, the streams'
+ * mtime_ns and updated_ns are left out: the text to compare. */
+int sync_manifest_encode(const struct manifest *m, bool times,
+			 char **out) SYNC_WARN_UNUSED;
+/* TEXT (LEN bytes) into *OUT.  Members it does not know are ignored, and
+ * streams without a name or a segments array skipped.  -EIO when TEXT is
+ * not one JSON object with a streams array, -ENOMEM; *OUT then empty. */
+int sync_manifest_decode(const char *text, size_t len,
+			 struct manifest *out) SYNC_WARN_UNUSED;
+/* Appends to OUT the keys of the objects M names below TPREFIX: each
+ * segment and its event index. */
+int sync_manifest_keys(const struct manifest *m, const char *tprefix,
+		       struct strvec *out) SYNC_WARN_UNUSED;
+/* Appends to OUT the keys OLD names and CUR does not: what can go once
+ * CUR is published. */
+int sync_manifest_stale_keys(const struct manifest *old,
+			     const struct manifest *cur, const char *tprefix,
+			     struct strvec *out) SYNC_WARN_UNUSED;
+
+/* ---- sync.c: the sync object ---- */
+
+/* Per-tenant state of the sync thread.  No lock: it belongs to the thread
+ * that owns s->b (sync_start() before the thread runs, then the sync
+ * thread, then sync_stop() after joining it). */
+struct tenant_state {
+	char *name;
+	bool present;		/* scratch flag of a pass */
+	/* Writer. */
+	bool leased;		/* our lease is on the remote */
+	bool refused;		/* another writer holds it (logged) */
+	bool seeded;		/* our old manifest read from the remote */
+	int64_t checked_ns;	/* CLOCK_MONOTONIC of the last check */
+	struct manifest published;	/* the last one published (or ours,
+					 * found at seeding); empty: none */
+	char *published_cmp;	/* its text without times; NULL: publish
+				 * at the next check */
+	struct strvec stale;	/* objects to delete whose delete failed */
+	/* Replica. */
+	uint64_t mhash;		/* XXH3 of the manifest applied */
+	uint64_t *map;		/* pairs remote id, local id */
+	size_t nmap;
+	int err;		/* last failure of the tenant, 0 */
+};
+
+/* Lock order: evict_lock, then lock; the store's own locks after
+ * evict_lock.  lock is a leaf: never held across store calls or network
+ * I/O (sync_evict() takes it under evict_lock to update the status).
+ * evict_lock is held across store calls (eviction), never across network
+ * I/O, and never taken with lock held.
+ *
+ * Fields: set before the threads start and read-only after, unless a
+ * comment names their lock or their thread. */
 struct sync {
 	struct store *st;
-	struct backend *b;		/* used by the sync thread only */
+	struct backend *b;		/* the sync thread's (sync_start() and
+					 * sync_stop() around it) */
 	struct sync_config cfg;		/* strings owned; opts.abort is
 					 * &abort */
-	struct backend_abort abort;	/* set by sync_stop(): ends transfers */
+	struct backend_abort abort;	/* atomic; set by sync_stop(): ends
+					 * transfers */
 	char *identity;			/* writer identity, or NULL */
 	char host[64];
 	pthread_t thread;
-	bool thread_started;
 
-	pthread_mutex_t lock;
+	struct sync_mutex lock;
 	pthread_cond_t cond;		/* wakes the thread; with lock */
 	pthread_cond_t done;		/* wakes sync_now() waiters; with lock */
 	bool stop;			/* protected by lock */
@@ -224,9 +378,8 @@ struct sync {
 	uint64_t now_done;		/* protected by lock: calls satisfied */
 	struct sync_status status;	/* protected by lock */
 
-	/* Fetching. */
-	struct fetcher **fetchers;	/* fetch.c: the worker threads */
-	unsigned nfetchers;
+	/* Fetching (fetch.c, readahead.c). */
+	struct sync_pool fetchers;	/* the worker threads */
 	struct fetch_req *fq;		/* protected by lock: outstanding */
 	pthread_cond_t fetch_cond;	/* wakes workers; with lock */
 	pthread_cond_t fetch_done;	/* wakes hook waiters, and
@@ -235,24 +388,22 @@ struct sync {
 	unsigned hook_waiters;		/* protected by lock: threads inside
 					 * sync_fetch_hook() or
 					 * sync_fetch_reached() */
-	pthread_mutex_t evict_lock;	/* one eviction round at a time */
-	/* fetch.c, protected by lock: GET buffers kept for the next fetch,
-	 * streams being read ahead and when to look at them next. */
+	struct sync_mutex evict_lock;	/* one eviction round at a time */
+	/* Protected by lock: GET buffers kept for the next fetch, streams
+	 * being read ahead and when to look at them next. */
 	struct backend_buf fetch_bufs[SYNC_FETCH_BUFS];
 	unsigned nfetch_bufs;
 	struct fetch_ra *fetch_ra;
 	int64_t fetch_ra_due;		/* CLOCK_MONOTONIC */
 
 	/* Uploading (upload.c). */
-	struct uploader **uploaders;	/* cfg.upload_parallel - 1 helpers */
-	unsigned nuploaders;
+	struct sync_pool uploaders;	/* cfg.upload_parallel - 1 helpers */
 	struct upload_batch *ub;	/* protected by lock: the segments a
 					 * pass is uploading, or NULL */
 	pthread_cond_t upload_cond;	/* wakes helpers; with lock */
 	pthread_cond_t upload_done;	/* wakes sync_upload(); with lock */
 
-	/* Thread-only state. */
-	bool published_once;		/* every manifest written since start */
+	/* The sync thread's only. */
 	char *tenants_json;		/* tenant set last published */
 	int64_t tenants_checked_ns;	/* CLOCK_MONOTONIC of that */
 	struct tenant_state *ts;
@@ -262,29 +413,117 @@ struct sync {
 int64_t sync_clock(clockid_t clk);
 /* Records the outcome of one step; logs only changes of state. */
 void sync_note(struct sync *s, int rc, const char *what);
-/* "streamfs-v1/tenants/ENC/", malloc'd. */
-char *sync_tenant_prefix(const char *tenant);
-/* Key of segment ID with CHECKSUM below TPREFIX; ".idx" for its index. */
-char *sync_segment_key(const char *tprefix, uint64_t id, uint64_t checksum,
-		       bool index);
+/* NAME's state, added when new; NULL: out of memory.  The thread's. */
 struct tenant_state *sync_tstate(struct sync *s, const char *name);
 /* Whether sync_stop() has begun: long loops stop early (-ECANCELED). */
 bool sync_stopping(struct sync *s);
 
-/* fetch.c */
+/* ---- keys.c ---- */
+
+/* SYNC_ROOT "/tenants.json". */
+extern const char sync_tenants_key[];
+/* Decodes what sync_key_encode() made into *OUT (malloc'd): -EINVAL for
+ * text it would not have written, -ENOMEM. */
+int sync_key_decode(const char *enc, char **out) SYNC_WARN_UNUSED;
+/* The keys below return a malloc'd string, or NULL (out of memory). */
+/* "streamfs-v1/tenants/ENC/". */
+char *sync_tenant_prefix(const char *tenant);
+/* Key of segment ID with CHECKSUM below TPREFIX; ".idx" for its index. */
+char *sync_segment_key(const char *tprefix, uint64_t id, uint64_t checksum,
+		       bool index);
+/* The manifest below TPREFIX. */
+char *sync_manifest_key(const char *tprefix);
+/* The lease of TENANT. */
+char *sync_lease_key(const char *tenant);
+
+/* ---- index_object.c ---- */
+
+/* Encodes the event index object of segment SEG of T into OUT. */
+int sync_index_encode(struct store_tenant *t, uint64_t seg,
+		      struct backend_buf *out) SYNC_WARN_UNUSED;
+/* The same in steps: the head, each row in stream order, the tail. */
+int sync_index_begin(struct backend_buf *out, uint64_t seg) SYNC_WARN_UNUSED;
+int sync_index_add(struct backend_buf *out,
+		   const struct store_batch *b) SYNC_WARN_UNUSED;
+int sync_index_end(struct backend_buf *out) SYNC_WARN_UNUSED;
+/* The rows of IN, the index object of segment SEG, into *OUT (malloc'd,
+ * *N of them).  -EIO when IN is damaged or another segment's. */
+int sync_index_decode(const struct backend_buf *in, uint64_t seg,
+		      struct store_batch **out, size_t *n) SYNC_WARN_UNUSED;
+
+/* ---- lease.c ---- */
+
+/* Reads or creates STATE_DIR/sync-identity into s->identity. */
+int sync_identity_load(struct sync *s) SYNC_WARN_UNUSED;
+/* Takes (or finds already ours) the lease of TS.  -EBUSY when another
+ * writer holds it (logged once per tenant, with the holder).  *CREATED
+ * (when not NULL) tells whether this call wrote the lease object, as
+ * opposed to finding one that already named us (a restart). */
+int sync_lease_take(struct sync *s, struct tenant_state *ts, char *what,
+		    size_t wlen, bool *created);
+/* Deletes the leases we hold; with ONLY (an array of nts flags, or NULL
+ * for all), only those flagged. */
+void sync_lease_release(struct sync *s, const bool *only);
+/* At start: the lease of every existing tenant, so that a second writer
+ * is refused at mount.  An unreachable remote is left to the thread. */
+int sync_leases_at_start(struct sync *s) SYNC_WARN_UNUSED;
+
+/* ---- publish.c (the sync thread) ---- */
+
+/* Reads TS's manifest from the remote once: when this writer wrote it,
+ * it becomes TS->published, so that its objects are deleted once no
+ * longer named and its streams get tombstones.  0 when there is none or
+ * another writer's. */
+int sync_seed_from_remote(struct sync *s, struct tenant_state *ts,
+			  const char *tprefix, char *what, size_t wlen);
+/* Writes T's manifest when it changed, then deletes the objects only
+ * older manifests named. */
+int sync_publish_manifest(struct sync *s, struct store_tenant *t,
+			  struct tenant_state *ts, const char *tprefix,
+			  char *what, size_t wlen);
+/* Writes tenants.json when our set of tenants (NAMES, with their
+ * leases) changed, and once a minute; then drops tenants gone here. */
+int sync_publish_tenants(struct sync *s, const struct strvec *names,
+			 char *what, size_t wlen);
+
+/* ---- fetch.c ---- */
+
 int sync_fetch_hook(void *arg, struct store_tenant *t,
 		    const struct store_segment *seg);
 void sync_fetch_reached(void *arg, struct store_tenant *t,
 			const struct store_segment *seg);
 int sync_fetch_start(struct sync *s);
 void sync_fetch_stop(struct sync *s);
+/* Queues a request for SEG of T, with s->lock.  NULL: -ENOMEM. */
+struct fetch_req *sync_fetch_add(struct sync *s, struct store_tenant *t,
+				 const struct store_segment *seg, bool waited);
+/* The request for segment SEG of T not done yet, or NULL; with s->lock. */
+struct fetch_req *sync_fetch_find(struct sync *s, struct store_tenant *t,
+				  uint64_t seg);
 /* Evicts uploaded segments LRU while they exceed cache_size, never
  * KEEP_SEG of KEEP_T. */
 void sync_evict(struct sync *s, struct store_tenant *keep_t, uint64_t keep_seg);
 
-/* upload.c: helper threads for the writer's uploads (none when
- * cfg.upload_parallel is 1).  sync_upload_stop() sets s->stop. */
-int sync_upload_start(struct sync *s);
+/* ---- readahead.c (with fetch.c's workers and readers) ---- */
+
+/* A reader of SEG's stream is in SEG, with s->lock: its window starts
+ * there, or moves there. */
+void sync_ra_reader_at(struct sync *s, struct store_tenant *t,
+		       const struct store_segment *seg);
+/* Lists the segments of T's stream STREAM (a store call: without
+ * s->lock) and moves its readahead window, if it has one. */
+void sync_ra_step(struct sync *s, struct store_tenant *t, uint64_t stream);
+/* Every RA_POLL_NS while streams are read ahead, with s->lock (dropped
+ * meanwhile): windows whose reader stopped go. */
+void sync_ra_poll(struct sync *s);
+/* Drops every window, with s->lock (sync_fetch_stop()). */
+void sync_ra_clear(struct sync *s);
+
+/* ---- upload.c ---- */
+
+/* Helper threads for the writer's uploads (none when cfg.upload_parallel
+ * is 1).  sync_upload_stop() sets s->stop. */
+int sync_upload_start(struct sync *s) SYNC_WARN_UNUSED;
 void sync_upload_stop(struct sync *s);
 /* Uploads SEGS, sealed segments of T (tenant prefix TPREFIX), up to
  * cfg.upload_parallel at once: each one's bytes are checked, then it and
@@ -294,16 +533,12 @@ void sync_upload_stop(struct sync *s);
  * sync_stop() cut the batch short.  *DONE and *DONE_BYTES (OUT) count the
  * segments done (uploaded, or their stream gone). */
 int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
-		const struct seg_vec *segs, uint64_t *done,
+		const struct sync_seg_vec *segs, uint64_t *done,
 		uint64_t *done_bytes, char *what, size_t wlen);
 
-/* Event index objects (docs/FORMAT.md). */
-int sync_index_encode(struct store_tenant *t, uint64_t seg,
-		      struct backend_buf *out);
-int sync_index_decode(const struct backend_buf *in, uint64_t seg,
-		      struct store_batch **out, size_t *n);
+/* ---- replica.c ---- */
 
-/* replica.c: one rescan of the remote into the store. */
+/* One rescan of the remote into the store. */
 int sync_replica_pass(struct sync *s, char *what, size_t wlen);
 
 #endif

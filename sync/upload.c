@@ -16,7 +16,8 @@
  * flight finish.  sync_stop() ends transfers in flight through s->abort.
  *
  * Locking: the batch's bookkeeping and s->ub are protected by s->lock (a
- * leaf), dropped around every upload.
+ * leaf), dropped around every upload.  The helper threads are a
+ * struct sync_pool (sync.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,7 +43,9 @@ struct upload_job {
 };
 
 /* The sealed segments of one tenant that a pass uploads; on the stack of
- * sync_upload(), which returns only once `running` is back at 0. */
+ * sync_upload(), which returns only once `running` is back at 0.  t,
+ * tprefix, v and n are set before s->ub points to it, and read-only
+ * after. */
 struct upload_batch {
 	struct store_tenant *t;
 	const char *tprefix;
@@ -51,12 +54,6 @@ struct upload_batch {
 	size_t next;		/* protected by s->lock: next job to start */
 	unsigned running;	/* protected by s->lock: jobs in flight */
 	bool failed;		/* protected by s->lock: start no more */
-};
-
-struct uploader {
-	struct sync *s;
-	struct backend *b;	/* opened on first use; this thread's only */
-	pthread_t thread;
 };
 
 #define HASH_CHUNK (1u << 20)
@@ -194,6 +191,7 @@ static int upload_job(struct sync *s, struct backend **b,
 /* With s->lock. */
 static bool batch_has_work(struct sync *s, const struct upload_batch *ub)
 {
+	SYNC_ASSERT_HELD(&s->lock);
 	return ub->next < ub->n && !ub->failed && !sync_stopping(s);
 }
 
@@ -202,14 +200,15 @@ static bool batch_has_work(struct sync *s, const struct upload_batch *ub)
 static void run_jobs(struct sync *s, struct backend **b,
 		     struct upload_batch *ub)
 {
+	SYNC_ASSERT_HELD(&s->lock);
 	while (batch_has_work(s, ub)) {
 		struct upload_job *j = &ub->v[ub->next++];
 		int rc;
 
 		ub->running++;
-		pthread_mutex_unlock(&s->lock);
+		sync_mutex_unlock(&s->lock);
 		rc = upload_job(s, b, ub, j);
-		pthread_mutex_lock(&s->lock);
+		sync_mutex_lock(&s->lock);
 		j->ran = true;
 		j->rc = rc;
 		if (rc) {
@@ -225,22 +224,22 @@ static void run_jobs(struct sync *s, struct backend **b,
 
 static void *uploader_main(void *arg)
 {
-	struct uploader *u = arg;
+	struct sync_worker *u = arg;
 	struct sync *s = u->s;
 
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	while (!s->stop) {
 		if (s->ub && batch_has_work(s, s->ub))
 			run_jobs(s, &u->b, s->ub);
 		else
-			pthread_cond_wait(&s->upload_cond, &s->lock);
+			sync_cond_wait(&s->upload_cond, &s->lock);
 	}
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	return NULL;
 }
 
 int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
-		const struct seg_vec *segs, uint64_t *done,
+		const struct sync_seg_vec *segs, uint64_t *done,
 		uint64_t *done_bytes, char *what, size_t wlen)
 {
 	struct upload_batch ub = { .t = t, .tprefix = tprefix, .n = segs->n };
@@ -254,14 +253,14 @@ int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
 		return -ENOMEM;
 	for (size_t i = 0; i < segs->n; i++)
 		ub.v[i].seg = segs->v[i];
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	s->ub = &ub;
 	pthread_cond_broadcast(&s->upload_cond);
 	run_jobs(s, &s->b, &ub);
 	while (ub.running)
-		pthread_cond_wait(&s->upload_done, &s->lock);
+		sync_cond_wait(&s->upload_done, &s->lock);
 	s->ub = NULL;
-	pthread_mutex_unlock(&s->lock);
+	sync_mutex_unlock(&s->lock);
 	/* The first failure in segment order is the one reported. */
 	for (size_t i = 0; i < ub.n; i++) {
 		struct upload_job *j = &ub.v[i];
@@ -285,42 +284,21 @@ int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
 int sync_upload_start(struct sync *s)
 {
 	unsigned n = s->cfg.upload_parallel - 1;
+	int rc;
 
 	if (!n)
 		return 0;
-	s->uploaders = calloc(n, sizeof(*s->uploaders));
-	if (!s->uploaders)
-		return -ENOMEM;
-	for (unsigned i = 0; i < n; i++) {
-		struct uploader *u = calloc(1, sizeof(*u));
-		int rc = u ? 0 : -ENOMEM;
-
-		if (u) {
-			u->s = s;
-			rc = -pthread_create(&u->thread, NULL, uploader_main, u);
-		}
-		if (rc) {
-			free(u);
-			sync_upload_stop(s);
-			return rc;
-		}
-		s->uploaders[s->nuploaders++] = u;
-	}
-	return 0;
+	rc = sync_pool_start(s, &s->uploaders, n, uploader_main);
+	if (rc)
+		sync_upload_stop(s);
+	return rc;
 }
 
 void sync_upload_stop(struct sync *s)
 {
-	pthread_mutex_lock(&s->lock);
+	sync_mutex_lock(&s->lock);
 	s->stop = true;
 	pthread_cond_broadcast(&s->upload_cond);
-	pthread_mutex_unlock(&s->lock);
-	for (unsigned i = 0; i < s->nuploaders; i++) {
-		pthread_join(s->uploaders[i]->thread, NULL);
-		backend_close(s->uploaders[i]->b);
-		free(s->uploaders[i]);
-	}
-	free(s->uploaders);
-	s->uploaders = NULL;
-	s->nuploaders = 0;
+	sync_mutex_unlock(&s->lock);
+	sync_pool_join(&s->uploaders);
 }

@@ -1,0 +1,377 @@
+/*
+ * publish.c: what a writer pass writes besides segments (docs/FORMAT.md):
+ * each tenant's manifest, once its segments are up, then the deletion of
+ * the objects only the previous manifest named; tenants.json; and the
+ * removal of a tenant gone locally.  All of it runs on the sync thread and
+ * uses its tenant state (struct tenant_state, thread-only) and s->b.
+ */
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync.h"
+#include "sync_int.h"
+
+#define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+/* tenants.json is written again this often, to heal a lost race with
+ * another writer. */
+#define TENANTS_CHECK_NS (60 * 1000000000LL)
+
+/* ---- tenant manifests ---- */
+
+int sync_seed_from_remote(struct sync *s, struct tenant_state *ts,
+			  const char *tprefix, char *what, size_t wlen)
+{
+	struct backend_buf text = { .max = 256u << 20 };
+	struct manifest m;
+	char *key = sync_manifest_key(tprefix);
+	int rc;
+
+	if (!key)
+		return -ENOMEM;
+	snprintf(what, wlen, "get %s", key);
+	rc = backend_get(s->b, key, 0, BACKEND_TO_END, &text);
+	if (!rc)
+		rc = backend_buf_terminate(&text);
+	if (rc == -ENOENT)
+		rc = 1;		/* none yet */
+	if (!rc) {
+		rc = sync_manifest_decode(text.data, text.len, &m);
+		if (rc == -EIO)
+			rc = 1;	/* not one we can read: not ours */
+	}
+	if (!rc && (!m.writer || strcmp(m.writer, s->identity))) {
+		sync_manifest_release(&m);	/* not ours: leave it alone */
+	} else if (!rc) {
+		/* Ours, from before a restart: its objects are ours to
+		 * delete, and streams removed while this writer was down get
+		 * their tombstones at the next publication. */
+		sync_manifest_release(&ts->published);
+		ts->published = m;
+		free(ts->published_cmp);
+		ts->published_cmp = NULL;
+	}
+	backend_buf_release(&text);
+	free(key);
+	return rc > 0 ? 0 : rc;
+}
+
+/* Deletes TS->stale, the objects no manifest of ours names any more, but
+ * those the published manifest names again.  Those whose delete fails
+ * stay listed for the next pass. */
+static int delete_stale(struct sync *s, struct tenant_state *ts,
+			const char *tprefix, char *what, size_t wlen)
+{
+	struct strvec named = { 0 }, left = { 0 };
+	int rc = 0;
+
+	if (s->cfg.nodelete || !ts->stale.n) {
+		strvec_release(&ts->stale);
+		return 0;
+	}
+	rc = sync_manifest_keys(&ts->published, tprefix, &named);
+	for (size_t i = 0; !rc && i < ts->stale.n; i++) {
+		const char *key = ts->stale.v[i];
+		bool keep = false;
+
+		for (size_t j = 0; !keep && j < named.n; j++)
+			keep = !strcmp(named.v[j], key);
+		if (keep)
+			continue;
+		snprintf(what, wlen, "delete %s", key);
+		rc = backend_del(s->b, key);
+		if (rc)		/* retried from the next pass */
+			for (size_t j = i; j < ts->stale.n; j++)
+				if (strvec_push(&left, ts->stale.v[j]))
+					break;
+	}
+	strvec_release(&named);
+	strvec_release(&ts->stale);
+	ts->stale = left;
+	return rc;
+}
+
+/* Puts M as TPREFIX's manifest, then makes it TS->published, with COMPARE
+ * (M's text without times, taken), and lists what only the old one named
+ * for deletion. */
+static int put_manifest(struct sync *s, struct tenant_state *ts,
+			const char *tprefix, struct manifest *m, char **compare,
+			char *what, size_t wlen)
+{
+	char *key = sync_manifest_key(tprefix), *text = NULL;
+	int rc = key ? sync_manifest_encode(m, true, &text) : -ENOMEM;
+
+	if (!rc) {
+		snprintf(what, wlen, "put %s", key);
+		rc = backend_put_buf(s->b, key, text, strlen(text));
+	}
+	if (!rc && !s->cfg.nodelete)
+		rc = sync_manifest_stale_keys(&ts->published, m, tprefix,
+					      &ts->stale);
+	if (!rc) {
+		sync_manifest_release(&ts->published);
+		ts->published = *m;
+		*m = (struct manifest){ 0 };
+		free(ts->published_cmp);
+		ts->published_cmp = *compare;
+		*compare = NULL;
+	}
+	free(text);
+	free(key);
+	return rc;
+}
+
+int sync_publish_manifest(struct sync *s, struct store_tenant *t,
+			  struct tenant_state *ts, const char *tprefix,
+			  char *what, size_t wlen)
+{
+	int64_t now = sync_clock(CLOCK_REALTIME);
+	struct manifest m;
+	char *compare = NULL;
+	int rc;
+
+	snprintf(what, wlen, "manifest of %s", store_tenant_name(t));
+	rc = sync_manifest_build(t, s->identity, &m);
+	if (rc)
+		return rc;
+	rc = sync_manifest_tombstones(&m, &ts->published, now);
+	/* Compared without times: an mtime alone is not worth a manifest. */
+	if (!rc)
+		rc = sync_manifest_encode(&m, false, &compare);
+	if (!rc && (!ts->published_cmp || strcmp(ts->published_cmp, compare))) {
+		m.updated_ns = now;
+		rc = put_manifest(s, ts, tprefix, &m, &compare, what, wlen);
+	}
+	/* Published (now or before): objects only older ones named go. */
+	if (!rc)
+		rc = delete_stale(s, ts, tprefix, what, wlen);
+	sync_manifest_release(&m);
+	free(compare);
+	return rc;
+}
+
+/* ---- tenants ---- */
+
+/* Deletes KEYS, one after the other, until one fails. */
+static int delete_all(struct sync *s, const struct strvec *keys, char *what,
+		      size_t wlen)
+{
+	int rc = 0;
+
+	for (size_t i = 0; !rc && i < keys->n; i++) {
+		snprintf(what, wlen, "delete %s", keys->v[i]);
+		rc = backend_del(s->b, keys->v[i]);
+	}
+	return rc;
+}
+
+/* Deletes what this writer put under a tenant that is gone locally: the
+ * objects its manifest names and those left to delete, the manifest, and
+ * then the lease. */
+static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
+		       size_t wlen)
+{
+	char *tp = sync_tenant_prefix(ts->name), *key = NULL;
+	struct strvec named = { 0 };
+	int rc = tp ? 0 : -ENOMEM;
+
+	if (!rc && !s->cfg.nodelete) {
+		rc = sync_manifest_keys(&ts->published, tp, &named);
+		if (!rc)
+			rc = delete_all(s, &named, what, wlen);
+		if (!rc)
+			rc = delete_all(s, &ts->stale, what, wlen);
+	}
+	if (!rc && !s->cfg.nodelete) {
+		key = sync_manifest_key(tp);
+		snprintf(what, wlen, "delete %s", key ? key : "?");
+		rc = key ? backend_del(s->b, key) : -ENOMEM;
+	}
+	if (!rc) {
+		free(key);
+		key = sync_lease_key(ts->name);
+		snprintf(what, wlen, "delete %s", key ? key : "?");
+		rc = key ? backend_del(s->b, key) : -ENOMEM;
+	}
+	if (!rc) {
+		sync_manifest_release(&ts->published);
+		strvec_release(&ts->stale);
+		free(ts->published_cmp);
+		ts->published_cmp = NULL;
+		ts->leased = false;
+		ts->seeded = false;
+	}
+	strvec_release(&named);
+	free(key);
+	free(tp);
+	return rc;
+}
+
+static int tenant_cmp(const void *a, const void *b)
+{
+	json_object *const *x = a, *const *y = b, *nx, *ny;
+
+	if (!json_object_object_get_ex(*x, "name", &nx) ||
+	    !json_object_object_get_ex(*y, "name", &ny))
+		return 0;
+	return strcmp(json_object_get_string(nx), json_object_get_string(ny));
+}
+
+/* Adds to ARR the entries of OLD's tenants that are not ours: another
+ * writer's, and ours that we removed (dropped). */
+static void others_tenants(struct sync *s, json_object *old, json_object *arr)
+{
+	json_object *oarr;
+
+	if (!old || !json_object_object_get_ex(old, "tenants", &oarr))
+		return;
+	for (size_t i = 0; i < json_object_array_length(oarr); i++) {
+		json_object *o = json_object_array_get_idx(oarr, i), *n;
+		const char *name;
+		bool mine = false;
+
+		if (!json_object_object_get_ex(o, "name", &n))
+			continue;
+		name = json_object_get_string(n);
+		for (size_t j = 0; j < s->nts; j++)
+			if (!strcmp(s->ts[j].name, name))
+				mine = s->ts[j].leased;
+		/* Ours: re-added when still here, dropped when removed
+		 * here.  Anyone else's: kept. */
+		if (!mine)
+			json_object_array_add(arr, json_object_get(o));
+	}
+}
+
+/* Adds to ARR an entry for each of NAMES whose lease we hold. */
+static int our_tenants(struct sync *s, const struct strvec *names,
+		       json_object *arr)
+{
+	for (size_t i = 0; i < names->n; i++) {
+		struct tenant_state *ts = sync_tstate(s, names->v[i]);
+		char *enc;
+		json_object *o;
+
+		if (!ts || !ts->leased)
+			continue;	/* not ours (yet), or another's */
+		enc = sync_key_encode(names->v[i]);
+		o = json_object_new_object();
+		if (!enc || !o) {
+			free(enc);
+			json_object_put(o);
+			return -ENOMEM;
+		}
+		json_object_object_add(o, "name",
+				       json_object_new_string(names->v[i]));
+		json_object_object_add(o, "key", json_object_new_string(enc));
+		json_object_array_add(arr, o);
+		free(enc);
+	}
+	return 0;
+}
+
+/* tenants.json lists the tenants of every writer of the remote: read it,
+ * add ours, drop the ones we removed, and write it back when that changes
+ * it (a lost race with another writer heals at the next pass). */
+static int publish_tenants(struct sync *s, const struct strvec *names,
+			   char *what, size_t wlen)
+{
+	struct backend_buf cur = { .max = 64u << 20 };
+	json_object *root = NULL, *arr, *old = NULL;
+	const char *text;
+	int rc;
+
+	snprintf(what, wlen, "get %s", sync_tenants_key);
+	rc = backend_get(s->b, sync_tenants_key, 0, BACKEND_TO_END, &cur);
+	if (!rc)
+		rc = backend_buf_terminate(&cur);
+	if (rc && rc != -ENOENT)
+		goto out;
+	if (!rc)
+		old = json_tokener_parse(cur.data);
+	rc = 0;
+	root = json_object_new_object();
+	arr = json_object_new_array();
+	if (!root || !arr) {
+		json_object_put(arr);
+		rc = -ENOMEM;
+		goto out;
+	}
+	json_object_object_add(root, "format",
+			       json_object_new_string("streamfs-tenants"));
+	json_object_object_add(root, "version", json_object_new_int(1));
+	json_object_object_add(root, "tenants", arr);
+	others_tenants(s, old, arr);
+	rc = our_tenants(s, names, arr);
+	if (rc)
+		goto out;
+	/* In name order, so that writers agree on the text. */
+	json_object_array_sort(arr, tenant_cmp);
+	text = json_object_to_json_string_ext(root, JSON_FLAGS);
+	if (!old || strcmp(json_object_to_json_string_ext(old, JSON_FLAGS),
+			   text)) {
+		snprintf(what, wlen, "put %s", sync_tenants_key);
+		rc = backend_put_buf(s->b, sync_tenants_key, text, strlen(text));
+	}
+	/* Listed no more: now its objects and its lease can go. */
+	for (size_t j = 0; !rc && j < s->nts; j++) {
+		bool here = false;
+
+		for (size_t i = 0; i < names->n; i++)
+			here |= !strcmp(names->v[i], s->ts[j].name);
+		if (!here && s->ts[j].leased)
+			rc = drop_tenant(s, &s->ts[j], what, wlen);
+	}
+out:
+	json_object_put(root);
+	json_object_put(old);
+	backend_buf_release(&cur);
+	return rc;
+}
+
+/* The tenants this writer publishes, as one string. */
+static char *names_signature(struct sync *s, const struct strvec *names)
+{
+	size_t len = 1;
+	char *out;
+
+	for (size_t i = 0; i < names->n; i++)
+		len += strlen(names->v[i]) + 3;
+	out = malloc(len);
+	if (!out)
+		return NULL;
+	out[0] = '\0';
+	for (size_t i = 0; i < names->n; i++) {
+		struct tenant_state *ts = sync_tstate(s, names->v[i]);
+
+		strcat(out, names->v[i]);
+		strcat(out, ts && ts->leased ? "/L" : "/-");
+		strcat(out, "\n");
+	}
+	return out;
+}
+
+int sync_publish_tenants(struct sync *s, const struct strvec *names,
+			 char *what, size_t wlen)
+{
+	char *sig = names_signature(s, names);
+	int64_t now = sync_clock(CLOCK_MONOTONIC);
+	int rc = 0;
+
+	if (!sig)
+		return -ENOMEM;
+	if (!s->tenants_json || strcmp(sig, s->tenants_json) ||
+	    now - s->tenants_checked_ns > TENANTS_CHECK_NS) {
+		rc = publish_tenants(s, names, what, wlen);
+		if (!rc) {
+			free(s->tenants_json);
+			s->tenants_json = sig;
+			sig = NULL;
+			s->tenants_checked_ns = now;
+		}
+	}
+	free(sig);
+	return rc;
+}
