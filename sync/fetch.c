@@ -65,9 +65,9 @@ enum req_state {
 };
 
 /* A segment to fetch.  On s->fq until done; every field is protected by
- * s->lock, except that the workers of an attempt read key, tmp, part and
- * fd without it (set before the attempt is RUNNING, unchanged until it is
- * FINISHING). */
+ * s->lock, except that t and seg never change, and that the workers of an
+ * attempt read key, tmp, part, nparts and fd without it (set before the
+ * attempt is RUNNING, unchanged until it is FINISHING). */
 struct fetch_req {
 	struct fetch_req *next;
 	struct store_tenant *t;
@@ -126,8 +126,9 @@ struct fetch_req *sync_fetch_find(struct sync *s, struct store_tenant *t,
 
 /* With s->lock.  A request freed during an attempt (the sync stopped) still
  * has its temporary. */
-static void req_unref(struct fetch_req *r)
+static void req_unref(struct sync *s, struct fetch_req *r)
 {
+	SYNC_ASSERT_HELD(&s->lock);
 	if (--r->refs)
 		return;
 	if (r->fd >= 0) {
@@ -188,7 +189,7 @@ int sync_fetch_hook(void *arg, struct store_tenant *t,
 	while (!r->done && !s->stop)
 		sync_cond_wait(&s->fetch_done, &s->lock);
 	rc = r->done ? r->rc : -EIO;
-	req_unref(r);
+	req_unref(s, r);
 leave:
 	reader_leave(s);
 out:
@@ -525,7 +526,7 @@ static void req_settle(struct sync *s, struct fetch_req *r, int rc)
 			*p = r->next;
 			break;
 		}
-	req_unref(r);
+	req_unref(s, r);
 	pthread_cond_broadcast(&s->fetch_done);
 }
 
@@ -769,7 +770,7 @@ void sync_fetch_stop(struct sync *s)
 		struct fetch_req *r = s->fq;
 
 		s->fq = r->next;
-		req_unref(r);
+		req_unref(s, r);
 	}
 	sync_mutex_unlock(&s->lock);
 }

@@ -61,8 +61,10 @@ static void ra_drop(struct sync *s, struct fetch_ra *ra)
 void sync_ra_reader_at(struct sync *s, struct store_tenant *t,
 		       const struct store_segment *seg)
 {
-	struct fetch_ra *ra = ra_find(s, t, seg->stream);
+	struct fetch_ra *ra;
 
+	SYNC_ASSERT_HELD(&s->lock);
+	ra = ra_find(s, t, seg->stream);
 	if (!ra && (ra = calloc(1, sizeof(*ra)))) {
 		ra->t = t;
 		ra->stream = seg->stream;

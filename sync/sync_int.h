@@ -228,12 +228,12 @@ struct fetch_ra;
  * eight GETs. */
 #define SYNC_FETCH_BUFS 8
 
-/* A helper thread with a backend (and so a CURL handle) of its own,
- * opened on first use and used by that thread only. */
+/* A helper thread with a backend (and so a CURL handle) of its own. */
 struct sync_worker {
-	struct sync *s;
-	struct backend *b;
-	pthread_t thread;
+	struct sync *s;			/* set before the thread starts */
+	struct backend *b;		/* the thread's only: opened on first
+					 * use, closed by sync_pool_join() */
+	pthread_t thread;		/* the starter's and joiner's */
 };
 
 /* Helper threads started together (uploaders, fetchers).  Written only

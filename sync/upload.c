@@ -36,7 +36,7 @@
 
 /* One segment of a batch. */
 struct upload_job {
-	struct store_segment seg;
+	struct store_segment seg;	/* read-only once the batch is up */
 	bool ran;		/* protected by s->lock */
 	int rc;			/* protected by s->lock */
 	char what[160];		/* the failed step; the job's thread only */
