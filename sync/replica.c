@@ -11,7 +11,7 @@
  * segments are a prefix of the remote's (same origin ids).
  */
 #include <errno.h>
-#include <inttypes.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

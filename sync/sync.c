@@ -8,18 +8,14 @@
  * network I/O (sync_int.h, struct sync).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <json-c/json.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "hash.h"
 #include "sync.h"
 #include "sync_int.h"
 
