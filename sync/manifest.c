@@ -209,8 +209,8 @@ static enum store_framing framing_of(const char *f)
 	return f && !strcmp(f, "raw") ? STORE_RAW : STORE_LINES;
 }
 
-/* Adds K: V to O, where V is a new json object or NULL (out of memory,
- * which json_object_object_add would take for null). */
+/* Adds K: V to O.  V is a new object, or NULL when its constructor ran
+ * out of memory: then, and when the add fails, -ENOMEM (V put). */
 static int jadd(json_object *o, const char *k, json_object *v)
 {
 	if (!v || json_object_object_add(o, k, v)) {
@@ -486,6 +486,14 @@ static int root_decode(json_object *root, struct manifest *m)
 	return rc;
 }
 
+static bool only_space(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!p[i] || !strchr(" \t\r\n", p[i]))
+			return false;
+	return true;
+}
+
 int sync_manifest_decode(const char *text, size_t len, struct manifest *out)
 {
 	struct json_tokener *tok = json_tokener_new();
@@ -497,10 +505,11 @@ int sync_manifest_decode(const char *text, size_t len, struct manifest *out)
 		return -ENOMEM;
 	if (len <= INT32_MAX)
 		root = json_tokener_parse_ex(tok, text, (int)len);
-	/* Whole text, one value: a truncated manifest is no manifest. */
+	/* One value, then nothing but white space: a truncated manifest is
+	 * no manifest. */
 	if (root && json_tokener_get_error(tok) == json_tokener_success &&
-	    json_tokener_get_parse_end(tok) + strspn(text +
-	    json_tokener_get_parse_end(tok), " \t\r\n") >= len)
+	    only_space(text + json_tokener_get_parse_end(tok),
+		       len - json_tokener_get_parse_end(tok)))
 		rc = root_decode(root, out);
 	json_object_put(root);
 	json_tokener_free(tok);
