@@ -93,9 +93,9 @@ static int delete_stale(struct sync *s, struct tenant_state *ts,
 	return rc;
 }
 
-/* Puts M as TPREFIX's manifest, then makes it TS->published, with COMPARE
- * (M's text without times, taken), and lists what only the old one named
- * for deletion. */
+/* Puts M as TPREFIX's manifest; once it is out, lists what only the old
+ * one named for deletion and makes M (taken) TS->published, with COMPARE
+ * (M's text without times, taken). */
 static int put_manifest(struct sync *s, struct tenant_state *ts,
 			const char *tprefix, struct manifest *m, char **compare,
 			char *what, size_t wlen)
@@ -107,19 +107,19 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 		snprintf(what, wlen, "put %s", key);
 		rc = backend_put_buf(s->b, key, text, strlen(text));
 	}
-	if (!rc && !s->cfg.nodelete)
-		rc = sync_manifest_stale_keys(&ts->published, m, tprefix,
-					      &ts->stale);
-	if (!rc) {
-		sync_manifest_release(&ts->published);
-		ts->published = *m;
-		*m = (struct manifest){ 0 };
-		free(ts->published_cmp);
-		ts->published_cmp = *compare;
-		*compare = NULL;
-	}
 	free(text);
 	free(key);
+	if (rc)
+		return rc;
+	if (!s->cfg.nodelete)
+		rc = sync_manifest_stale_keys(&ts->published, m, tprefix,
+					      &ts->stale);
+	sync_manifest_release(&ts->published);
+	ts->published = *m;
+	*m = (struct manifest){ 0 };
+	free(ts->published_cmp);
+	ts->published_cmp = *compare;
+	*compare = NULL;
 	return rc;
 }
 
