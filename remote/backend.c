@@ -11,12 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sync_int.h"
+#include "remote_int.h"
 
 int (*backend_fault_hook)(const struct backend *b, const char *op,
 			  const char *key);
 
-void sync_log(const char *fmt, ...)
+void remote_log(const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
@@ -146,7 +146,7 @@ int backend_open_url(const char *url, const struct backend_options *opts,
 		return strstr(url, "://") ? -EPROTONOSUPPORT : -EINVAL;
 	if (ops != &backend_file_ops && backend_url_has_userinfo(url)) {
 		/* Never echo the URL: it holds a secret. */
-		sync_log("the remote URL holds credentials (user:password@): "
+		remote_log("the remote URL holds credentials (user:password@): "
 			 "refused, they would show on the command line and in "
 			 "logs; put them in a file given as credentials=FILE");
 		return -EINVAL;
@@ -184,38 +184,6 @@ bool backend_key_valid(const char *key)
 			return false;	/* trailing '/' */
 	}
 	return true;
-}
-
-/* ---- string vectors ---- */
-
-int strvec_push(struct strvec *sv, const char *str)
-{
-	if (sv->n == sv->alloc) {
-		size_t alloc = sv->alloc ? 2 * sv->alloc : 16;
-		char **v = realloc(sv->v, alloc * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		sv->v = v;
-		sv->alloc = alloc;
-	}
-	if (!(sv->v[sv->n] = strdup(str)))
-		return -ENOMEM;
-	sv->n++;
-	return 0;
-}
-
-int strvec_collect(void *arg, const char *name)
-{
-	return strvec_push(arg, name);
-}
-
-void strvec_release(struct strvec *sv)
-{
-	for (size_t i = 0; i < sv->n; i++)
-		free(sv->v[i]);
-	free(sv->v);
-	*sv = (struct strvec){ 0 };
 }
 
 /* ---- buffers ---- */
@@ -402,7 +370,7 @@ int sync_errno_from_curl(CURLcode cc, const char *what)
 		rc = -EIO;
 		break;
 	}
-	sync_log("%s: curl code %d (%s) -> %s", what, (int)cc,
+	remote_log("%s: curl code %d (%s) -> %s", what, (int)cc,
 		 curl_easy_strerror(cc), strerror(-rc));
 	return rc;
 }
@@ -448,7 +416,7 @@ int sync_errno_from_http(long status, const char *what)
 	}
 	/* Not-found and lost races are ordinary answers, not worth a line. */
 	if (rc != -ENOENT && rc != -EEXIST)
-		sync_log("%s: HTTP status %ld -> %s", what, status,
+		remote_log("%s: HTTP status %ld -> %s", what, status,
 			 strerror(-rc));
 	return rc;
 }
@@ -512,17 +480,17 @@ int backend_credentials_open(const char *file)
 	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		rc = -errno;
-		sync_log("credentials file %s: %s", file, strerror(-rc));
+		remote_log("credentials file %s: %s", file, strerror(-rc));
 		return rc;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		sync_log("credentials file %s: not a regular file", file);
+		remote_log("credentials file %s: not a regular file", file);
 		return -EACCES;
 	}
 	if (st.st_mode & 077) {
 		close(fd);
-		sync_log("credentials file %s is readable by group or others "
+		remote_log("credentials file %s is readable by group or others "
 			 "(mode %03o): refusing it; chmod 600 it", file,
 			 (unsigned)(st.st_mode & 0777));
 		return -EACCES;
@@ -566,7 +534,7 @@ int http_creds_load(const char *file, char **user, char **pass)
 			continue;
 		colon = strchr(line, ':');
 		if (!colon || colon == line) {
-			sync_log("credentials file %s: want one line "
+			remote_log("credentials file %s: want one line "
 				 "USER:PASSWORD", file);
 			break;
 		}
@@ -577,7 +545,7 @@ int http_creds_load(const char *file, char **user, char **pass)
 		break;
 	}
 	if (rc == -EACCES && !*user)
-		sync_log("credentials file %s: no USER:PASSWORD line", file);
+		remote_log("credentials file %s: no USER:PASSWORD line", file);
 	explicit_bzero(line, sizeof(line));
 	fclose(f);
 	if (rc) {
@@ -677,13 +645,13 @@ int s3_creds_load(const char *file, struct s3_creds *out)
 	}
 	if (!rc && (!out->key_id || !*out->key_id || !out->secret ||
 		    !*out->secret)) {
-		sync_log("no S3 credentials: set AWS_ACCESS_KEY_ID and "
+		remote_log("no S3 credentials: set AWS_ACCESS_KEY_ID and "
 			 "AWS_SECRET_ACCESS_KEY, or credentials=FILE");
 		rc = -EACCES;
 	}
 	if (!rc && (strchr(out->key_id, ':') || strpbrk(out->key_id, "\r\n") ||
 		    (out->token && strpbrk(out->token, "\r\n")))) {
-		sync_log("malformed S3 credentials");
+		remote_log("malformed S3 credentials");
 		rc = -EACCES;
 	}
 	if (rc)

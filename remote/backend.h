@@ -137,6 +137,14 @@ struct backend_buf {
 	uint64_t passed;	/* bytes the sink took */
 };
 void backend_buf_release(struct backend_buf *b);
+/* Makes room for N more bytes: -EFBIG past the cap, -ENOMEM. */
+int backend_buf_reserve(struct backend_buf *b, size_t n) BACKEND_WARN_UNUSED;
+/* Appends N bytes of P (and a NUL after them), passing them on to the
+ * sink as they make whole chunks: 0 or -errno (-EFBIG, or the sink's). */
+int backend_buf_append(struct backend_buf *b, const void *p,
+		       size_t n) BACKEND_WARN_UNUSED;
+/* Appends a NUL without counting it in len. */
+int backend_buf_terminate(struct backend_buf *b) BACKEND_WARN_UNUSED;
 
 struct backend_stat {
 	uint64_t size;

@@ -14,7 +14,7 @@
 
 #include <libxml/tree.h>
 
-#include "sync_int.h"
+#include "remote_int.h"
 
 struct upload {
 	const struct backend_body *body;

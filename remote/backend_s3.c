@@ -23,7 +23,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
-#include "sync_int.h"
+#include "remote_int.h"
 
 #define SHA256_EMPTY \
 	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -85,7 +85,7 @@ static int s3_open(const char *url, const struct backend_options *o,
 	slash = strchr(bucket, '/');
 	blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
 	if (!bucket_valid(bucket, blen)) {
-		sync_log("s3: bad bucket name in URL");
+		remote_log("s3: bad bucket name in URL");
 		return -EINVAL;
 	}
 	s = calloc(1, sizeof(*s));
@@ -110,7 +110,7 @@ static int s3_open(const char *url, const struct backend_options *o,
 		if (n) {
 			s->prefix[n] = '\0';
 			if (!backend_key_valid(s->prefix)) {
-				sync_log("s3: bad prefix in URL");
+				remote_log("s3: bad prefix in URL");
 				rc = -EINVAL;
 				goto fail;
 			}
@@ -124,7 +124,7 @@ static int s3_open(const char *url, const struct backend_options *o,
 
 		if (!host || (strncmp(o->endpoint, "http://", 7) &&
 			      strncmp(o->endpoint, "https://", 8))) {
-			sync_log("s3: endpoint must start with http:// or https://");
+			remote_log("s3: endpoint must start with http:// or https://");
 			rc = -EINVAL;
 			goto fail;
 		}
@@ -325,7 +325,7 @@ static int s3_request(struct backend_s3 *s, struct http_req *req,
 
 		error_code(req->resp, code, sizeof(code));
 		if (req->status != 404 && req->status != 412)
-			sync_log("%s: S3 answered %s", what, code);
+			remote_log("%s: S3 answered %s", what, code);
 		rc = sync_errno_from_http(req->status, what);
 	}
 	if (own_resp) {
@@ -416,7 +416,7 @@ static int parse_page(struct backend_s3 *s, const struct backend_buf *page,
 			    XML_PARSE_NONET | XML_PARSE_NOBLANKS |
 			    XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc) {
-		sync_log("s3 list: response is not XML");
+		remote_log("s3 list: response is not XML");
 		return -EIO;
 	}
 	root = xmlDocGetRootElement(doc);
@@ -449,7 +449,7 @@ static int parse_page(struct backend_s3 *s, const struct backend_buf *page,
 		}
 	}
 	if (!rc && truncated && (!*next || !**next)) {
-		sync_log("s3 list: truncated page without a continuation token");
+		remote_log("s3 list: truncated page without a continuation token");
 		rc = -EIO;
 	}
 out:

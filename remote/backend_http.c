@@ -21,7 +21,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
-#include "sync_int.h"
+#include "remote_int.h"
 
 struct backend_http {
 	struct backend base;
@@ -340,7 +340,7 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 		goto out;
 	}
 	if (!rc && req.status != 207) {
-		sync_log("http list %s: PROPFIND gave status %ld, not 207",
+		remote_log("http list %s: PROPFIND gave status %ld, not 207",
 			 dir, req.status);
 		rc = -EOPNOTSUPP;
 	}
@@ -351,7 +351,7 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 			    XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	root = doc ? xmlDocGetRootElement(doc) : NULL;
 	if (!root || !xml_named(root, "multistatus")) {
-		sync_log("http list %s: PROPFIND answer is not a multistatus",
+		remote_log("http list %s: PROPFIND answer is not a multistatus",
 			 dir);
 		rc = -EIO;
 		goto out;

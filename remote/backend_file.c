@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sync_int.h"
+#include "remote_int.h"
 
 struct backend_file {
 	struct backend base;
@@ -63,7 +63,7 @@ static int file_open(const char *url, const struct backend_options *opts,
 		if (rc == -ENOENT && mkdir(f->root, 0755) == 0)
 			rc = 0;
 		if (rc) {
-			sync_log("file backend %s: %s", f->root, strerror(-rc));
+			remote_log("file backend %s: %s", f->root, strerror(-rc));
 			file_close(&f->base);
 			return rc;
 		}
