@@ -1,6 +1,6 @@
 /*
  * backend.c: what every backend shares: options, URL dispatch, key rules,
- * buffers, error mapping, listings, credentials.
+ * buffers, listings, the rule for credentials files.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -302,7 +302,7 @@ static int hexval(char c)
 	return -1;
 }
 
-int sync_urldecode(char *s)
+int remote_urldecode(char *s)
 {
 	char *w = s;
 
@@ -322,108 +322,10 @@ int sync_urldecode(char *s)
 	return 0;
 }
 
-/* ---- errors ---- */
-
-int sync_errno_from_curl(CURLcode cc, const char *what)
-{
-	int rc;
-
-	switch (cc) {
-	case CURLE_OK:
-		return 0;
-	case CURLE_OPERATION_TIMEDOUT:
-		rc = -ETIMEDOUT;
-		break;
-	case CURLE_COULDNT_RESOLVE_PROXY:
-	case CURLE_COULDNT_RESOLVE_HOST:
-	case CURLE_COULDNT_CONNECT:
-	case CURLE_SEND_ERROR:
-	case CURLE_RECV_ERROR:
-	case CURLE_GOT_NOTHING:
-	case CURLE_PARTIAL_FILE:
-	case CURLE_HTTP2:
-	case CURLE_HTTP2_STREAM:
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_WEIRD_SERVER_REPLY:
-	case CURLE_AGAIN:
-		rc = -EAGAIN;
-		break;
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_CERTPROBLEM:
-	case CURLE_LOGIN_DENIED:
-		rc = -EACCES;
-		break;
-	case CURLE_OUT_OF_MEMORY:
-		rc = -ENOMEM;
-		break;
-	case CURLE_URL_MALFORMAT:
-		rc = -EINVAL;
-		break;
-	case CURLE_UNSUPPORTED_PROTOCOL:
-		rc = -EPROTONOSUPPORT;
-		break;
-	case CURLE_ABORTED_BY_CALLBACK:
-		rc = -ECANCELED;
-		break;
-	default:
-		rc = -EIO;
-		break;
-	}
-	remote_log("%s: curl code %d (%s) -> %s", what, (int)cc,
-		 curl_easy_strerror(cc), strerror(-rc));
-	return rc;
-}
-
-int sync_errno_from_http(long status, const char *what)
-{
-	int rc;
-
-	switch (status) {
-	case 400:
-		rc = -EINVAL;
-		break;
-	case 401:
-	case 403:
-		rc = -EACCES;
-		break;
-	case 404:
-	case 410:
-		rc = -ENOENT;
-		break;
-	case 412:
-		rc = -EEXIST;
-		break;
-	case 413:
-		rc = -EFBIG;
-		break;
-	case 405:
-	case 501:
-		rc = -EOPNOTSUPP;
-		break;
-	case 507:
-		rc = -ENOSPC;
-		break;
-	case 408:
-	case 409:	/* S3 OperationAborted: a conflicting operation ran */
-	case 423:
-	case 429:
-		rc = -EAGAIN;
-		break;
-	default:
-		rc = status >= 500 ? -EAGAIN : -EIO;
-		break;
-	}
-	/* Not-found and lost races are ordinary answers, not worth a line. */
-	if (rc != -ENOENT && rc != -EEXIST)
-		remote_log("%s: HTTP status %ld -> %s", what, status,
-			 strerror(-rc));
-	return rc;
-}
-
 /* ---- listings ---- */
 
-int entry_vec_add(struct entry_vec *ev, const char *key, uint64_t size)
+int remote_entries_add(struct remote_entries *ev, const char *key,
+		       uint64_t size)
 {
 	char *k;
 
@@ -449,7 +351,8 @@ static int entry_cmp(const void *a, const void *b)
 		      ((const struct backend_entry *)b)->key);
 }
 
-int entry_vec_emit(struct entry_vec *ev, backend_list_fn fn, void *arg)
+int remote_entries_emit(struct remote_entries *ev, backend_list_fn fn,
+			void *arg)
 {
 	if (ev->n)
 		qsort(ev->v, ev->n, sizeof(*ev->v), entry_cmp);
@@ -462,12 +365,12 @@ int entry_vec_emit(struct entry_vec *ev, backend_list_fn fn, void *arg)
 	return 0;
 }
 
-void entry_vec_release(struct entry_vec *ev)
+void remote_entries_release(struct remote_entries *ev)
 {
 	for (size_t i = 0; i < ev->n; i++)
 		free((char *)ev->v[i].key);
 	free(ev->v);
-	*ev = (struct entry_vec){ 0 };
+	*ev = (struct remote_entries){ 0 };
 }
 
 /* ---- credentials ---- */
@@ -498,8 +401,7 @@ int backend_credentials_open(const char *file)
 	return fd;
 }
 
-/* A private credentials file opened for reading; NULL with *err = -errno. */
-static FILE *credentials_fopen(const char *file, int *err)
+FILE *remote_credentials_fopen(const char *file, int *err)
 {
 	int fd = backend_credentials_open(file);
 	FILE *f;
@@ -514,147 +416,4 @@ static FILE *credentials_fopen(const char *file, int *err)
 		*err = -ENOMEM;
 	}
 	return f;
-}
-
-int http_creds_load(const char *file, char **user, char **pass)
-{
-	char line[4096], *colon, *e;
-	int fd, rc = -EACCES;
-	FILE *f;
-
-	*user = *pass = NULL;
-	f = credentials_fopen(file, &fd);
-	if (!f)
-		return fd;
-	/* The first line that is neither empty nor a comment. */
-	while (fgets(line, sizeof(line), f)) {
-		e = line + strcspn(line, "\r\n");
-		*e = '\0';
-		if (!line[0] || line[0] == '#')
-			continue;
-		colon = strchr(line, ':');
-		if (!colon || colon == line) {
-			remote_log("credentials file %s: want one line "
-				 "USER:PASSWORD", file);
-			break;
-		}
-		*colon = '\0';
-		*user = strdup(line);
-		*pass = strdup(colon + 1);
-		rc = *user && *pass ? 0 : -ENOMEM;
-		break;
-	}
-	if (rc == -EACCES && !*user)
-		remote_log("credentials file %s: no USER:PASSWORD line", file);
-	explicit_bzero(line, sizeof(line));
-	fclose(f);
-	if (rc) {
-		if (*pass)
-			explicit_bzero(*pass, strlen(*pass));
-		free(*user);
-		free(*pass);
-		*user = *pass = NULL;
-	}
-	return rc;
-}
-
-void s3_creds_release(struct s3_creds *c)
-{
-	if (c->secret)
-		explicit_bzero(c->secret, strlen(c->secret));
-	free(c->key_id);
-	free(c->secret);
-	free(c->token);
-	*c = (struct s3_creds){ 0 };
-}
-
-static char *trim(char *s)
-{
-	char *e;
-
-	while (isspace((unsigned char)*s))
-		s++;
-	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
-		*--e = '\0';
-	return s;
-}
-
-/* Reads the [default] section (or the only one) of an AWS-style
- * credentials file: aws_access_key_id, aws_secret_access_key,
- * aws_session_token.  Refuses a file that group or others can read. */
-static int creds_from_file(const char *file, struct s3_creds *out)
-{
-	char line[4096];
-	bool in_section = true;	/* keys before any section count */
-	int fd, rc = 0;
-	FILE *f;
-
-	f = credentials_fopen(file, &fd);
-	if (!f)
-		return fd;
-	while (fgets(line, sizeof(line), f)) {
-		char *s = trim(line), *eq, *k, *v, **dst = NULL;
-
-		if (!*s || *s == '#' || *s == ';')
-			continue;
-		if (*s == '[') {
-			in_section = !strcmp(s, "[default]");
-			continue;
-		}
-		if (!in_section || !(eq = strchr(s, '=')))
-			continue;
-		*eq = '\0';
-		k = trim(s);
-		v = trim(eq + 1);
-		if (!strcmp(k, "aws_access_key_id"))
-			dst = &out->key_id;
-		else if (!strcmp(k, "aws_secret_access_key"))
-			dst = &out->secret;
-		else if (!strcmp(k, "aws_session_token"))
-			dst = &out->token;
-		if (dst) {
-			free(*dst);
-			if (!(*dst = strdup(v))) {
-				rc = -ENOMEM;
-				break;
-			}
-		}
-	}
-	explicit_bzero(line, sizeof(line));
-	fclose(f);
-	return rc;
-}
-
-int s3_creds_load(const char *file, struct s3_creds *out)
-{
-	int rc = 0;
-
-	*out = (struct s3_creds){ 0 };
-	if (file) {
-		rc = creds_from_file(file, out);
-	} else {
-		const char *id = getenv("AWS_ACCESS_KEY_ID");
-		const char *sec = getenv("AWS_SECRET_ACCESS_KEY");
-		const char *tok = getenv("AWS_SESSION_TOKEN");
-
-		if ((id && !(out->key_id = strdup(id))) ||
-		    (sec && !(out->secret = strdup(sec))) ||
-		    (tok && *tok && !(out->token = strdup(tok))))
-			rc = -ENOMEM;
-	}
-	if (!rc && (!out->key_id || !*out->key_id || !out->secret ||
-		    !*out->secret)) {
-		remote_log("no S3 credentials: set AWS_ACCESS_KEY_ID and "
-			 "AWS_SECRET_ACCESS_KEY, or credentials=FILE");
-		rc = -EACCES;
-	}
-	if (!rc && (strchr(out->key_id, ':') || strpbrk(out->key_id, "\r\n") ||
-		    (out->token && strpbrk(out->token, "\r\n")))) {
-		remote_log("malformed S3 credentials");
-		rc = -EACCES;
-	}
-	if (rc)
-		s3_creds_release(out);
-	return rc;
 }

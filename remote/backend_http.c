@@ -50,6 +50,51 @@ static void http_close(struct backend *b)
 	free(h);
 }
 
+/* USER:PASSWORD (the first line that is not empty or a '#' comment) of
+ * the credentials file FILE, which backend_credentials_open() accepts.
+ * Caller frees both. */
+static int creds_load(const char *file, char **user, char **pass)
+{
+	char line[4096], *colon, *e;
+	int fd, rc = -EACCES;
+	FILE *f;
+
+	*user = *pass = NULL;
+	f = remote_credentials_fopen(file, &fd);
+	if (!f)
+		return fd;
+	/* The first line that is neither empty nor a comment. */
+	while (fgets(line, sizeof(line), f)) {
+		e = line + strcspn(line, "\r\n");
+		*e = '\0';
+		if (!line[0] || line[0] == '#')
+			continue;
+		colon = strchr(line, ':');
+		if (!colon || colon == line) {
+			remote_log("credentials file %s: want one line "
+				 "USER:PASSWORD", file);
+			break;
+		}
+		*colon = '\0';
+		*user = strdup(line);
+		*pass = strdup(colon + 1);
+		rc = *user && *pass ? 0 : -ENOMEM;
+		break;
+	}
+	if (rc == -EACCES && !*user)
+		remote_log("credentials file %s: no USER:PASSWORD line", file);
+	explicit_bzero(line, sizeof(line));
+	fclose(f);
+	if (rc) {
+		if (*pass)
+			explicit_bzero(*pass, strlen(*pass));
+		free(*user);
+		free(*pass);
+		*user = *pass = NULL;
+	}
+	return rc;
+}
+
 static int http_open(const char *url, const struct backend_options *o,
 		     struct backend **out)
 {
@@ -82,14 +127,14 @@ static int http_open(const char *url, const struct backend_options *o,
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = sync_urldecode(h->base_path);
+	rc = remote_urldecode(h->base_path);
 	if (rc)
 		goto fail;
 	rc = http_conf_init(&h->conf, o);
 	if (rc)
 		goto fail;
 	if (o->credentials_file) {
-		rc = http_creds_load(o->credentials_file, &h->conf.userpwd_user,
+		rc = creds_load(o->credentials_file, &h->conf.userpwd_user,
 				     &h->conf.userpwd_pass);
 		if (rc)
 			goto fail;
@@ -143,7 +188,7 @@ static int http_request(struct backend_http *h, struct http_req *req,
 	rc = http_perform(h->curl, &h->conf, req, what);
 	if (!rc && req->status >= 300 && req->status != 416 &&
 	    req->status != 207)
-		rc = sync_errno_from_http(req->status, what);
+		rc = http_errno_from_status(req->status, what);
 	if (own_resp) {
 		backend_buf_release(&errbuf);
 		req->resp = NULL;
@@ -299,7 +344,7 @@ static xmlNode *find(xmlNode *n, const char *name)
 	for (; n; n = n->next) {
 		xmlNode *f;
 
-		if (xml_named(n, name))
+		if (http_xml_named(n, name))
 			return n;
 		if (n->children && (f = find(n->children, name)))
 			return f;
@@ -314,7 +359,7 @@ static const char propfind_body[] =
 
 /* Lists collection DIR (a key ending in '/', or "" for the root). */
 static int walk(struct backend_http *h, const char *dir, const char *prefix,
-		struct entry_vec *ev, int depth)
+		struct remote_entries *ev, int depth)
 {
 	struct backend_buf url = { 0 }, resp = { .max = 32 << 20 };
 	struct backend_body body = { .buf = propfind_body, .fd = -1,
@@ -350,7 +395,7 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 			    XML_PARSE_NONET | XML_PARSE_NOBLANKS |
 			    XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	root = doc ? xmlDocGetRootElement(doc) : NULL;
-	if (!root || !xml_named(root, "multistatus")) {
+	if (!root || !http_xml_named(root, "multistatus")) {
 		remote_log("http list %s: PROPFIND answer is not a multistatus",
 			 dir);
 		rc = -EIO;
@@ -362,9 +407,9 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 		bool coll;
 		size_t kl, pl = strlen(prefix);
 
-		if (!xml_named(r, "response") || !(hn = find(r->children, "href")))
+		if (!http_xml_named(r, "response") || !(hn = find(r->children, "href")))
 			continue;
-		path = strdup(xml_text(hn));
+		path = strdup(http_xml_text(hn));
 		if (!path) {
 			rc = -ENOMEM;
 			break;
@@ -375,7 +420,7 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 			if (!p)
 				p = path + strlen(path);
 		}
-		if (sync_urldecode(p) || strncmp(p, h->base_path, bplen)) {
+		if (remote_urldecode(p) || strncmp(p, h->base_path, bplen)) {
 			free(path);
 			continue;
 		}
@@ -409,8 +454,8 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 		} else if (!strncmp(key, prefix, pl)) {
 			xmlNode *len = find(r->children, "getcontentlength");
 
-			rc = entry_vec_add(ev, key,
-					   strtoull(xml_text(len), NULL, 10));
+			rc = remote_entries_add(ev, key,
+					   strtoull(http_xml_text(len), NULL, 10));
 		}
 		free(path);
 	}
@@ -426,7 +471,7 @@ static int http_list(struct backend *b, const char *prefix,
 		     backend_list_fn fn, void *arg)
 {
 	struct backend_http *h = to_http(b);
-	struct entry_vec ev = { 0 };
+	struct remote_entries ev = { 0 };
 	char *dir;
 	const char *slash;
 	int rc;
@@ -445,8 +490,8 @@ static int http_list(struct backend *b, const char *prefix,
 		dir[strlen(dir)] = '/';
 	rc = walk(h, dir, prefix, &ev, 0);
 	if (!rc)
-		rc = entry_vec_emit(&ev, fn, arg);
-	entry_vec_release(&ev);
+		rc = remote_entries_emit(&ev, fn, arg);
+	remote_entries_release(&ev);
 	free(dir);
 	return rc;
 }

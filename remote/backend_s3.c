@@ -13,6 +13,7 @@
  * default, path style (ENDPOINT/BUCKET/KEY) with path_style; endpoint=
  * replaces the AWS host for MinIO, R2, B2, Ceph and test servers.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -59,6 +60,115 @@ static void s3_close(struct backend *b)
 	free(s->base_url);
 	free(s->prefix);
 	free(s);
+}
+
+/* Credentials of an s3 backend (env or credentials file).  Caller frees
+ * with creds_release(). */
+struct s3_creds {
+	char *key_id;
+	char *secret;
+	char *token;			/* may be NULL */
+};
+
+static void creds_release(struct s3_creds *c)
+{
+	if (c->secret)
+		explicit_bzero(c->secret, strlen(c->secret));
+	free(c->key_id);
+	free(c->secret);
+	free(c->token);
+	*c = (struct s3_creds){ 0 };
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* Reads the [default] section (or the only one) of an AWS-style
+ * credentials file: aws_access_key_id, aws_secret_access_key,
+ * aws_session_token.  Refuses a file that group or others can read. */
+static int creds_from_file(const char *file, struct s3_creds *out)
+{
+	char line[4096];
+	bool in_section = true;	/* keys before any section count */
+	int fd, rc = 0;
+	FILE *f;
+
+	f = remote_credentials_fopen(file, &fd);
+	if (!f)
+		return fd;
+	while (fgets(line, sizeof(line), f)) {
+		char *s = trim(line), *eq, *k, *v, **dst = NULL;
+
+		if (!*s || *s == '#' || *s == ';')
+			continue;
+		if (*s == '[') {
+			in_section = !strcmp(s, "[default]");
+			continue;
+		}
+		if (!in_section || !(eq = strchr(s, '=')))
+			continue;
+		*eq = '\0';
+		k = trim(s);
+		v = trim(eq + 1);
+		if (!strcmp(k, "aws_access_key_id"))
+			dst = &out->key_id;
+		else if (!strcmp(k, "aws_secret_access_key"))
+			dst = &out->secret;
+		else if (!strcmp(k, "aws_session_token"))
+			dst = &out->token;
+		if (dst) {
+			free(*dst);
+			if (!(*dst = strdup(v))) {
+				rc = -ENOMEM;
+				break;
+			}
+		}
+	}
+	explicit_bzero(line, sizeof(line));
+	fclose(f);
+	return rc;
+}
+
+static int creds_load(const char *file, struct s3_creds *out)
+{
+	int rc = 0;
+
+	*out = (struct s3_creds){ 0 };
+	if (file) {
+		rc = creds_from_file(file, out);
+	} else {
+		const char *id = getenv("AWS_ACCESS_KEY_ID");
+		const char *sec = getenv("AWS_SECRET_ACCESS_KEY");
+		const char *tok = getenv("AWS_SESSION_TOKEN");
+
+		if ((id && !(out->key_id = strdup(id))) ||
+		    (sec && !(out->secret = strdup(sec))) ||
+		    (tok && *tok && !(out->token = strdup(tok))))
+			rc = -ENOMEM;
+	}
+	if (!rc && (!out->key_id || !*out->key_id || !out->secret ||
+		    !*out->secret)) {
+		remote_log("no S3 credentials: set AWS_ACCESS_KEY_ID and "
+			 "AWS_SECRET_ACCESS_KEY, or credentials=FILE");
+		rc = -EACCES;
+	}
+	if (!rc && (strchr(out->key_id, ':') || strpbrk(out->key_id, "\r\n") ||
+		    (out->token && strpbrk(out->token, "\r\n")))) {
+		remote_log("malformed S3 credentials");
+		rc = -EACCES;
+	}
+	if (rc)
+		creds_release(out);
+	return rc;
 }
 
 static bool bucket_valid(const char *b, size_t n)
@@ -165,7 +275,7 @@ static int s3_open(const char *url, const struct backend_options *o,
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = s3_creds_load(o->credentials_file, &cr);
+	rc = creds_load(o->credentials_file, &cr);
 	if (rc)
 		goto fail;
 	s->conf.userpwd_user = cr.key_id;
@@ -326,7 +436,7 @@ static int s3_request(struct backend_s3 *s, struct http_req *req,
 		error_code(req->resp, code, sizeof(code));
 		if (req->status != 404 && req->status != 412)
 			remote_log("%s: S3 answered %s", what, code);
-		rc = sync_errno_from_http(req->status, what);
+		rc = http_errno_from_status(req->status, what);
 	}
 	if (own_resp) {
 		backend_buf_release(&errbuf);
@@ -420,27 +530,27 @@ static int parse_page(struct backend_s3 *s, const struct backend_buf *page,
 		return -EIO;
 	}
 	root = xmlDocGetRootElement(doc);
-	if (!root || !xml_named(root, "ListBucketResult")) {
+	if (!root || !http_xml_named(root, "ListBucketResult")) {
 		rc = -EIO;
 		goto out;
 	}
 	for (xmlNode *n = root->children; n && !rc; n = n->next) {
-		if (xml_named(n, "IsTruncated")) {
-			truncated = !strcmp(xml_text(n), "true");
-		} else if (xml_named(n, "NextContinuationToken")) {
+		if (http_xml_named(n, "IsTruncated")) {
+			truncated = !strcmp(http_xml_text(n), "true");
+		} else if (http_xml_named(n, "NextContinuationToken")) {
 			free(*next);
-			*next = strdup(xml_text(n));
+			*next = strdup(http_xml_text(n));
 			if (!*next)
 				rc = -ENOMEM;
-		} else if (xml_named(n, "Contents")) {
+		} else if (http_xml_named(n, "Contents")) {
 			const char *key = NULL;
 			uint64_t size = 0;
 
 			for (xmlNode *c = n->children; c; c = c->next) {
-				if (xml_named(c, "Key"))
-					key = xml_text(c);
-				else if (xml_named(c, "Size"))
-					size = strtoull(xml_text(c), NULL, 10);
+				if (http_xml_named(c, "Key"))
+					key = http_xml_text(c);
+				else if (http_xml_named(c, "Size"))
+					size = strtoull(http_xml_text(c), NULL, 10);
 			}
 			if (!key || strncmp(key, s->prefix, plen))
 				continue;

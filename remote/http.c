@@ -1,5 +1,6 @@
 /*
- * http.c: one libcurl request, shared by the s3 and http backends.
+ * http.c: one libcurl request, shared by the s3 and http backends, and the
+ * mapping of curl codes and HTTP statuses to -errno.
  *
  * The handle is reset before each request (connections stay cached), so
  * no option leaks from one request to the next.
@@ -130,7 +131,7 @@ static bool aborted(const struct backend_abort *a)
 	dl = atomic_load(&a->deadline_ns);
 	if (!dl)
 		return false;
-	/* Not sync_clock(): backend code must not pull in sync.c. */
+	/* Not sync_clock(): remote/ depends on nothing of ours. */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec >= dl;
 }
@@ -220,7 +221,7 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	if (cc == CURLE_WRITE_ERROR && down.err)
 		return down.err;
 	if (cc != CURLE_OK)
-		return sync_errno_from_curl(cc, what);
+		return http_errno_from_curl(cc, what);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &req->status);
 	curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
 	curl_easy_getinfo(h, CURLINFO_FILETIME, &filetime);
@@ -264,6 +265,105 @@ int http_range_finish(struct backend_buf *out, size_t start, long status,
 		return -EIO;
 	}
 	return backend_buf_terminate(out);
+}
+
+/* ---- errors ---- */
+
+int http_errno_from_curl(CURLcode cc, const char *what)
+{
+	int rc;
+
+	switch (cc) {
+	case CURLE_OK:
+		return 0;
+	case CURLE_OPERATION_TIMEDOUT:
+		rc = -ETIMEDOUT;
+		break;
+	case CURLE_COULDNT_RESOLVE_PROXY:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_AGAIN:
+		rc = -EAGAIN;
+		break;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_LOGIN_DENIED:
+		rc = -EACCES;
+		break;
+	case CURLE_OUT_OF_MEMORY:
+		rc = -ENOMEM;
+		break;
+	case CURLE_URL_MALFORMAT:
+		rc = -EINVAL;
+		break;
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		rc = -EPROTONOSUPPORT;
+		break;
+	case CURLE_ABORTED_BY_CALLBACK:
+		rc = -ECANCELED;
+		break;
+	default:
+		rc = -EIO;
+		break;
+	}
+	remote_log("%s: curl code %d (%s) -> %s", what, (int)cc,
+		 curl_easy_strerror(cc), strerror(-rc));
+	return rc;
+}
+
+int http_errno_from_status(long status, const char *what)
+{
+	int rc;
+
+	switch (status) {
+	case 400:
+		rc = -EINVAL;
+		break;
+	case 401:
+	case 403:
+		rc = -EACCES;
+		break;
+	case 404:
+	case 410:
+		rc = -ENOENT;
+		break;
+	case 412:
+		rc = -EEXIST;
+		break;
+	case 413:
+		rc = -EFBIG;
+		break;
+	case 405:
+	case 501:
+		rc = -EOPNOTSUPP;
+		break;
+	case 507:
+		rc = -ENOSPC;
+		break;
+	case 408:
+	case 409:	/* S3 OperationAborted: a conflicting operation ran */
+	case 423:
+	case 429:
+		rc = -EAGAIN;
+		break;
+	default:
+		rc = status >= 500 ? -EAGAIN : -EIO;
+		break;
+	}
+	/* Not-found and lost races are ordinary answers, not worth a line. */
+	if (rc != -ENOENT && rc != -EEXIST)
+		remote_log("%s: HTTP status %ld -> %s", what, status,
+			 strerror(-rc));
+	return rc;
 }
 
 /* ---- object verbs shared by the HTTP backends ---- */
@@ -339,13 +439,13 @@ int http_object_head(struct backend *b, const struct http_object_ops *o,
 	return rc;
 }
 
-bool xml_named(const struct _xmlNode *n, const char *name)
+bool http_xml_named(const struct _xmlNode *n, const char *name)
 {
 	return n->type == XML_ELEMENT_NODE &&
 	       !strcmp((const char *)n->name, name);
 }
 
-const char *xml_text(const struct _xmlNode *n)
+const char *http_xml_text(const struct _xmlNode *n)
 {
 	for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
 		if (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE)

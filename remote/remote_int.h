@@ -8,6 +8,7 @@
 
 #include <curl/curl.h>
 #include <stdarg.h>
+#include <stdio.h>
 
 #include "backend.h"
 
@@ -25,12 +26,12 @@ size_t backend_buf_room(const struct backend_buf *b, size_t n);
 /* Passes B's bytes on to its sink once they make a whole chunk. */
 int backend_buf_pass(struct backend_buf *b);
 
-/* ---- errors ---- */
+/* ---- errors (http.c) ---- */
 
 /* Maps a curl code to -errno and logs it with WHAT (method and key). */
-int sync_errno_from_curl(CURLcode cc, const char *what);
+int http_errno_from_curl(CURLcode cc, const char *what);
 /* Maps an HTTP status (>= 300) to -errno and logs it with WHAT. */
-int sync_errno_from_http(long status, const char *what);
+int http_errno_from_status(long status, const char *what);
 
 /* ---- keys and URLs ---- */
 
@@ -39,7 +40,7 @@ int sync_errno_from_http(long status, const char *what);
 int backend_buf_urlencode(struct backend_buf *out, const char *key,
 			  bool keep_slash);
 /* Decodes %XX in place; -EINVAL on a bad escape. */
-int sync_urldecode(char *s);
+int remote_urldecode(char *s);
 
 /* ---- curl requests ---- */
 
@@ -72,9 +73,11 @@ struct http_conf {
 };
 
 /* Runs one request on H with C's settings.  Returns 0 when a response came
- * (any status, in REQ->status) or -errno from sync_errno_from_curl(). */
+ * (any status, in REQ->status) or -errno from http_errno_from_curl(). */
 int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 		 const char *what);
+/* Takes O's timeouts, abort and CA file (copied) into C: 0 or -ENOMEM. */
+int http_conf_init(struct http_conf *c, const struct backend_options *o);
 void http_conf_release(struct http_conf *c);
 
 /* Ranged GETs (s3 and http): the "Range:" header line for OFF and LEN
@@ -107,10 +110,9 @@ int http_object_head(struct backend *b, const struct http_object_ops *o,
 /* libxml2 helpers for listing answers (ListObjectsV2, PROPFIND). */
 struct _xmlNode;
 /* Whether N is an element called NAME (local name, no namespace). */
-bool xml_named(const struct _xmlNode *n, const char *name);
+bool http_xml_named(const struct _xmlNode *n, const char *name);
 /* N's first text or CDATA child, "" when none (or N is NULL). */
-const char *xml_text(const struct _xmlNode *n);
-int http_conf_init(struct http_conf *c, const struct backend_options *o);
+const char *http_xml_text(const struct _xmlNode *n);
 
 /* ---- backends ---- */
 
@@ -119,25 +121,18 @@ extern const struct backend_ops backend_s3_ops;
 extern const struct backend_ops backend_http_ops;
 
 /* Sorts ENTRIES by key and calls FN; shared by file and http listings. */
-struct entry_vec {
+struct remote_entries {
 	struct backend_entry *v;
 	size_t n, alloc;
 };
-int entry_vec_add(struct entry_vec *ev, const char *key, uint64_t size);
-int entry_vec_emit(struct entry_vec *ev, backend_list_fn fn, void *arg);
-void entry_vec_release(struct entry_vec *ev);
+int remote_entries_add(struct remote_entries *ev, const char *key,
+		       uint64_t size);
+int remote_entries_emit(struct remote_entries *ev, backend_list_fn fn,
+			void *arg);
+void remote_entries_release(struct remote_entries *ev);
 
-/* Credentials of an s3 backend (env or credentials file).  Caller frees. */
-struct s3_creds {
-	char *key_id;
-	char *secret;
-	char *token;			/* may be NULL */
-};
-int s3_creds_load(const char *file, struct s3_creds *out);
-/* USER:PASSWORD (the first line that is not empty or a '#' comment) of an
- * http backend's credentials file, which backend_credentials_open()
- * accepts.  Caller frees both. */
-int http_creds_load(const char *file, char **user, char **pass);
-void s3_creds_release(struct s3_creds *c);
+/* A credentials file opened for reading once backend_credentials_open()
+ * accepted it; NULL with *ERR (OUT) = -errno.  The caller fcloses it. */
+FILE *remote_credentials_fopen(const char *file, int *err);
 
 #endif
