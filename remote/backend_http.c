@@ -161,40 +161,15 @@ static int key_url(struct backend_http *h, const char *key,
 	return rc;
 }
 
-/* One request; maps statuses >= 300 (except 416) to -errno. */
-static int http_request(struct backend_http *h, struct http_req *req,
-			const char *op, const char *key,
-			const char *const *extra)
+/* One request (http_request()), with "Expect:" to skip 100-continue. */
+static int dav_request(struct backend_http *h, struct http_req *req,
+		       const char *op, const char *key, const char *const *extra)
 {
-	struct curl_slist *hl = NULL, *t = NULL;
-	struct backend_buf errbuf = { .max = 64 << 10 };
-	bool own_resp = false;
+	static const char *const lines[] = { "Expect:", NULL };
 	char what[256];
-	int rc;
 
 	snprintf(what, sizeof(what), "http %s %s", op, key);
-	t = hl = curl_slist_append(hl, "Expect:");
-	for (; t && extra && *extra; extra++)
-		t = hl = curl_slist_append(hl, *extra);
-	if (!t) {
-		curl_slist_free_all(hl);
-		return -ENOMEM;
-	}
-	req->headers = hl;
-	if (!req->resp && !req->nobody) {
-		req->resp = &errbuf;
-		own_resp = true;
-	}
-	rc = http_perform(h->curl, &h->conf, req, what);
-	if (!rc && req->status >= 300 && req->status != 416 &&
-	    req->status != 207)
-		rc = http_errno_from_status(req->status, what);
-	if (own_resp) {
-		backend_buf_release(&errbuf);
-		req->resp = NULL;
-	}
-	curl_slist_free_all(hl);
-	return rc;
+	return http_request(h->curl, &h->conf, req, lines, extra, what);
 }
 
 /* Creates the collections above KEY, for servers without auto-creation. */
@@ -215,7 +190,7 @@ static int mkcol_parents(struct backend_http *h, const char *key)
 			rc = backend_buf_append(&url, "/", 1);
 		if (!rc) {
 			req.url = url.data;
-			rc = http_request(h, &req, "mkcol", k, NULL);
+			rc = dav_request(h, &req, "mkcol", k, NULL);
 			if (rc == -EOPNOTSUPP || rc == -EEXIST)
 				rc = 0;	/* 405: it exists */
 		}
@@ -230,7 +205,7 @@ static int put_url(struct backend_http *h, const char *url, const char *key,
 		   const struct backend_body *body)
 {
 	struct http_req req = { .method = "PUT", .url = url, .body = body };
-	int rc = http_request(h, &req, "put", key, NULL);
+	int rc = dav_request(h, &req, "put", key, NULL);
 
 	if (rc == -EAGAIN && req.status == 409) {
 		/* 409 Conflict: a parent collection is missing. */
@@ -238,7 +213,7 @@ static int put_url(struct backend_http *h, const char *url, const char *key,
 		if (!rc) {
 			req = (struct http_req){ .method = "PUT", .url = url,
 						 .body = body };
-			rc = http_request(h, &req, "put", key, NULL);
+			rc = dav_request(h, &req, "put", key, NULL);
 		}
 	}
 	return rc;
@@ -291,13 +266,13 @@ static int http_put_if_absent(struct backend *b, const char *key,
 				     url.data) >= sizeof(dest)) {
 			rc = -ENAMETOOLONG;
 		} else {
-			rc = http_request(h, &req, "put_if_absent", key, extra);
+			rc = dav_request(h, &req, "put_if_absent", key, extra);
 		}
 		if (rc) {
 			struct http_req del = { .method = "DELETE",
 						.url = tmpurl.data };
 
-			(void)http_request(h, &del, "del", tmpkey, NULL);
+			(void)dav_request(h, &del, "del", tmpkey, NULL);
 		}
 	}
 	backend_buf_release(&url);
@@ -311,15 +286,16 @@ static int dav_url(struct backend *b, const char *key, struct backend_buf *url)
 	return key_url(to_http(b), key, url);
 }
 
-static int dav_request(struct backend *b, struct http_req *req,
-		       const char *op, const char *key, const char *const *extra)
+static int dav_object_request(struct backend *b, struct http_req *req,
+			      const char *op, const char *key,
+			      const char *const *extra)
 {
-	return http_request(to_http(b), req, op, key, extra);
+	return dav_request(to_http(b), req, op, key, extra);
 }
 
 static const struct http_object_ops dav_ops = {
 	.url = dav_url,
-	.request = dav_request,
+	.request = dav_object_request,
 };
 
 static int http_get(struct backend *b, const char *key, uint64_t off,
@@ -378,7 +354,7 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 	rc = key_url(h, dir, &url);
 	if (!rc) {
 		req.url = url.data;
-		rc = http_request(h, &req, "list", dir, extra);
+		rc = dav_request(h, &req, "list", dir, extra);
 	}
 	if (rc == -ENOENT) {
 		rc = 0;

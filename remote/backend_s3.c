@@ -183,6 +183,35 @@ static bool bucket_valid(const char *b, size_t n)
 	return true;
 }
 
+/* Extracts <Code> of an S3 error body for the log. */
+static void error_code(const struct backend_buf *resp, char *code, size_t n)
+{
+	const char *p, *e;
+
+	snprintf(code, n, "-");
+	if (!resp || !resp->data)
+		return;
+	p = strstr(resp->data, "<Code>");
+	if (!p)
+		return;
+	p += 6;
+	e = strstr(p, "</Code>");
+	if (e && (size_t)(e - p) < n)
+		snprintf(code, n, "%.*s", (int)(e - p), p);
+}
+
+/* Logs the <Code> of an S3 error answer, unless it is an ordinary one. */
+static void explain_error(const char *what, long status,
+			  const struct backend_buf *body)
+{
+	char code[64];
+
+	if (status == 404 || status == 412)
+		return;
+	error_code(body, code, sizeof(code));
+	remote_log("%s: S3 answered %s", what, code);
+}
+
 static int s3_open(const char *url, const struct backend_options *o,
 		   struct backend **out)
 {
@@ -266,6 +295,7 @@ static int s3_open(const char *url, const struct backend_options *o,
 	rc = http_conf_init(&s->conf, o);
 	if (rc)
 		goto fail;
+	s->conf.explain = explain_error;
 	if (strpbrk(o->region, ":\r\n/") || !*o->region) {
 		rc = -EINVAL;
 		goto fail;
@@ -374,31 +404,14 @@ static int object_url(struct backend_s3 *s, const char *key,
 	return rc;
 }
 
-/* Extracts <Code> of an S3 error body for the log. */
-static void error_code(const struct backend_buf *resp, char *code, size_t n)
-{
-	const char *p, *e;
-
-	snprintf(code, n, "-");
-	if (!resp || !resp->data)
-		return;
-	p = strstr(resp->data, "<Code>");
-	if (!p)
-		return;
-	p += 6;
-	e = strstr(p, "</Code>");
-	if (e && (size_t)(e - p) < n)
-		snprintf(code, n, "%.*s", (int)(e - p), p);
-}
-
-/* Sends one request.  EXTRA are additional header lines (NULL-ended). */
+/* Sends one request (http_request()) with the payload's SHA-256 and the
+ * session token.  EXTRA are additional header lines (NULL-ended). */
 static int s3_request(struct backend_s3 *s, struct http_req *req,
 		      const char *op, const char *key, const char *const *extra)
 {
-	struct curl_slist *h = NULL, *t;
-	struct backend_buf errbuf = { .max = 64 << 10 };
 	char hash[65] = SHA256_EMPTY, hdr[128], what[256];
-	bool own_resp = false;
+	const char *lines[4];
+	size_t n = 0;
 	int rc = 0;
 
 	snprintf(what, sizeof(what), "s3 %s %s%s", op, s->prefix, key);
@@ -409,41 +422,15 @@ static int s3_request(struct backend_s3 *s, struct http_req *req,
 	if (rc)
 		return rc;
 	snprintf(hdr, sizeof(hdr), "x-amz-content-sha256: %s", hash);
-	t = curl_slist_append(h, hdr);
-	if (t)
-		h = t;
-	if (t && req->body)
-		t = h = curl_slist_append(h, "Content-Type: application/octet-stream");
+	lines[n++] = hdr;
+	if (req->body)
+		lines[n++] = "Content-Type: application/octet-stream";
 	/* No "Expect:" to turn off 100-continue: libcurl 7.88 would sign the
 	 * empty header it never sends. */
-	if (t && s->token_header)
-		t = h = curl_slist_append(h, s->token_header);
-	for (; t && extra && *extra; extra++)
-		t = h = curl_slist_append(h, *extra);
-	if (!t) {
-		curl_slist_free_all(h);
-		return -ENOMEM;
-	}
-	req->headers = h;
-	if (!req->resp && !req->nobody) {
-		req->resp = &errbuf;
-		own_resp = true;
-	}
-	rc = http_perform(s->curl, &s->conf, req, what);
-	if (!rc && req->status >= 300 && req->status != 416) {
-		char code[64];
-
-		error_code(req->resp, code, sizeof(code));
-		if (req->status != 404 && req->status != 412)
-			remote_log("%s: S3 answered %s", what, code);
-		rc = http_errno_from_status(req->status, what);
-	}
-	if (own_resp) {
-		backend_buf_release(&errbuf);
-		req->resp = NULL;
-	}
-	curl_slist_free_all(h);
-	return rc;
+	if (s->token_header)
+		lines[n++] = s->token_header;
+	lines[n] = NULL;
+	return http_request(s->curl, &s->conf, req, lines, extra, what);
 }
 
 static int do_put(struct backend *b, const char *key,

@@ -230,6 +230,58 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	return 0;
 }
 
+/* Appends LINES and then EXTRA (both NULL-ended, or NULL) to *HL. */
+static int header_list(const char *const *lines, const char *const *extra,
+		       struct curl_slist **hl)
+{
+	const char *const *sets[] = { lines, extra };
+
+	*hl = NULL;
+	for (size_t i = 0; i < 2; i++) {
+		for (const char *const *l = sets[i]; l && *l; l++) {
+			struct curl_slist *t = curl_slist_append(*hl, *l);
+
+			if (!t) {
+				curl_slist_free_all(*hl);
+				*hl = NULL;
+				return -ENOMEM;
+			}
+			*hl = t;
+		}
+	}
+	return 0;
+}
+
+int http_request(CURL *h, const struct http_conf *c, struct http_req *req,
+		 const char *const *lines, const char *const *extra,
+		 const char *what)
+{
+	struct backend_buf errbuf = { .max = 64 << 10 };
+	bool own_resp = !req->resp && !req->nobody;
+	struct curl_slist *hl;
+	int rc;
+
+	rc = header_list(lines, extra, &hl);
+	if (rc)
+		return rc;
+	req->headers = hl;
+	if (own_resp)
+		req->resp = &errbuf;	/* for C->explain */
+	rc = http_perform(h, c, req, what);
+	if (!rc && req->status >= 300 && req->status != 416) {
+		if (c->explain)
+			c->explain(what, req->status, req->resp);
+		rc = http_errno_from_status(req->status, what);
+	}
+	if (own_resp) {
+		backend_buf_release(&errbuf);
+		req->resp = NULL;
+	}
+	req->headers = NULL;
+	curl_slist_free_all(hl);
+	return rc;
+}
+
 void http_range_header(char *buf, size_t n, uint64_t off, uint64_t len)
 {
 	if (len != BACKEND_TO_END)

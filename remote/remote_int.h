@@ -47,7 +47,7 @@ int remote_urldecode(char *s);
 struct http_req {
 	const char *method;		/* "GET", "PUT", ... */
 	const char *url;
-	struct curl_slist *headers;	/* borrowed */
+	struct curl_slist *headers;	/* borrowed; http_request() sets it */
 	const struct backend_body *body; /* request body or NULL */
 	struct backend_buf *resp;	/* response body, or NULL to discard */
 	uint64_t skip;			/* drop this many response bytes first */
@@ -70,11 +70,23 @@ struct http_conf {
 	char *userpwd_user;		/* s3: key id; http: basic auth */
 	char *userpwd_pass;
 	char *sigv4;			/* "aws:amz:REGION:s3" or NULL */
+	/* Logs what the body of an error answer says (s3: its <Code>), or
+	 * NULL.  BODY may be NULL (a HEAD). */
+	void (*explain)(const char *what, long status,
+			const struct backend_buf *body);
 };
 
 /* Runs one request on H with C's settings.  Returns 0 when a response came
  * (any status, in REQ->status) or -errno from http_errno_from_curl(). */
 int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
+		 const char *what);
+/* The request scaffolding of the s3 and http backends: sends REQ on H
+ * with the header lines LINES (the backend's) and then EXTRA (the
+ * caller's; both NULL-ended, or NULL).  An error answer's body is kept for
+ * C->explain (up to 64 KiB) when REQ has no resp.  Statuses >= 300 but 416
+ * become -errno (http_errno_from_status()); otherwise as http_perform(). */
+int http_request(CURL *h, const struct http_conf *c, struct http_req *req,
+		 const char *const *lines, const char *const *extra,
 		 const char *what);
 /* Takes O's timeouts, abort and CA file (copied) into C: 0 or -ENOMEM. */
 int http_conf_init(struct http_conf *c, const struct backend_options *o);
