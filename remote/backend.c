@@ -200,23 +200,10 @@ void backend_buf_release(struct backend_buf *b)
 int backend_buf_reserve(struct backend_buf *b, size_t n)
 {
 	size_t max = b->max ? b->max : BUF_DEFAULT_MAX;
-	size_t want, alloc;
-	char *p;
 
 	if (n > max || b->passed + b->len > max - n)
 		return -EFBIG;
-	want = b->len + n + 1;	/* room for a NUL */
-	if (want <= b->alloc)
-		return 0;
-	alloc = b->alloc ? b->alloc : 256;
-	while (alloc < want)
-		alloc *= 2;
-	p = realloc(b->data, alloc);
-	if (!p)
-		return -ENOMEM;
-	b->data = p;
-	b->alloc = alloc;
-	return 0;
+	return REMOTE_GROW(b->data, b->alloc, b->len + n + 1 /* a NUL */, 256);
 }
 
 int backend_buf_pass(struct backend_buf *b)
@@ -329,15 +316,8 @@ int remote_entries_add(struct remote_entries *ev, const char *key,
 {
 	char *k;
 
-	if (ev->n == ev->alloc) {
-		size_t alloc = ev->alloc ? ev->alloc * 2 : 64;
-		struct backend_entry *v = realloc(ev->v, alloc * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		ev->v = v;
-		ev->alloc = alloc;
-	}
+	if (REMOTE_GROW(ev->v, ev->alloc, ev->n + 1, 64))
+		return -ENOMEM;
 	k = strdup(key);
 	if (!k)
 		return -ENOMEM;

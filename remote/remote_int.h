@@ -8,7 +8,9 @@
 
 #include <curl/curl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "backend.h"
 
@@ -18,6 +20,43 @@
  * lines (the prefix users and the tests' allow-lists know).  Never pass
  * secrets. */
 void remote_log(const char *fmt, ...) REMOTE_PRINTF(1, 2);
+
+/* ---- growable arrays ---- */
+
+/* The capacity an array of SIZE-byte elements grows to so that it holds
+ * WANT: ALLOC when it does already, else ALLOC (MIN when 0) doubled until
+ * it does; 0 when that many bytes would overflow size_t. */
+static inline size_t remote_grow_alloc(size_t alloc, size_t want, size_t min,
+				       size_t size)
+{
+	size_t n = alloc ? alloc : min;
+
+	if (want <= alloc)
+		return alloc;
+	while (n < want) {
+		if (n > SIZE_MAX / 2)
+			return 0;
+		n *= 2;
+	}
+	return n > SIZE_MAX / size ? 0 : n;
+}
+
+/* Makes room for WANT (>= 1) elements in the array V of capacity ALLOC,
+ * doubling from MIN: 0, or -ENOMEM with V and ALLOC unchanged.  V and
+ * ALLOC are lvalues, evaluated more than once; V may be NULL while ALLOC
+ * is 0.  The one way remote/ grows an array. */
+#define REMOTE_GROW(v, alloc, want, min)				\
+	__extension__ ({						\
+		size_t grow_n_ = remote_grow_alloc((alloc), (want), (min), \
+						   sizeof(*(v)));	\
+		__typeof__(v) grow_p_ = grow_n_ == (alloc) ? (v) :	\
+			grow_n_ ? realloc((v), grow_n_ * sizeof(*(v))) : NULL; \
+		if (grow_p_) {						\
+			(v) = grow_p_;					\
+			(alloc) = grow_n_;				\
+		}							\
+		grow_p_ ? 0 : -ENOMEM;					\
+	})
 
 /* ---- buffers ---- */
 
