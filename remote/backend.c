@@ -147,8 +147,9 @@ int backend_open_url(const char *url, const struct backend_options *opts,
 	if (ops != &backend_file_ops && backend_url_has_userinfo(url)) {
 		/* Never echo the URL: it holds a secret. */
 		remote_log("the remote URL holds credentials (user:password@): "
-			 "refused, they would show on the command line and in "
-			 "logs; put them in a file given as credentials=FILE");
+			   "refused, they would show on the command line and "
+			   "in logs; put them in a file given as "
+			   "credentials=FILE");
 		return -EINVAL;
 	}
 	return ops->open(url, opts, out);
@@ -374,8 +375,8 @@ int backend_credentials_open(const char *file)
 	if (st.st_mode & 077) {
 		close(fd);
 		remote_log("credentials file %s is readable by group or others "
-			 "(mode %03o): refusing it; chmod 600 it", file,
-			 (unsigned)(st.st_mode & 0777));
+			   "(mode %03o): refusing it; chmod 600 it", file,
+			   (unsigned)(st.st_mode & 0777));
 		return -EACCES;
 	}
 	return fd;

@@ -72,7 +72,7 @@ static int creds_load(const char *file, char **user, char **pass)
 		colon = strchr(line, ':');
 		if (!colon || colon == line) {
 			remote_log("credentials file %s: want one line "
-				 "USER:PASSWORD", file);
+				   "USER:PASSWORD", file);
 			break;
 		}
 		*colon = '\0';
@@ -163,7 +163,8 @@ static int key_url(struct backend_http *h, const char *key,
 
 /* One request (http_request()), with "Expect:" to skip 100-continue. */
 static int dav_request(struct backend_http *h, struct http_req *req,
-		       const char *op, const char *key, const char *const *extra)
+		       const char *op, const char *key,
+		       const char *const *extra)
 {
 	static const char *const lines[] = { "Expect:", NULL };
 	char what[256];
@@ -333,37 +334,115 @@ static const char propfind_body[] =
 	"<D:propfind xmlns:D=\"DAV:\"><D:prop><D:resourcetype/>"
 	"<D:getcontentlength/></D:prop></D:propfind>\n";
 
+static int walk(struct backend_http *h, const char *dir, const char *prefix,
+		struct remote_entries *ev, int depth);
+
+/* Whether KEY (KL bytes, from a listing of DIR) is to be skipped: DIR
+ * itself, a temporary, an odd name. */
+static bool skip_key(const char *key, size_t kl, const char *dir)
+{
+	size_t dl = strlen(dir);
+
+	return !kl || !strcmp(key, dir) ||
+	       (dl && dl - 1 == kl && !strncmp(key, dir, kl)) ||
+	       strstr(key, "/.") || key[0] == '.';
+}
+
+/* One <response> R of the listing of DIR: descends into a collection
+ * whose objects may start with PREFIX, adds an object that does. */
+static int walk_response(struct backend_http *h, xmlNode *r, const char *dir,
+			 const char *prefix, struct remote_entries *ev,
+			 int depth)
+{
+	size_t bplen = strlen(h->base_path), pl = strlen(prefix), kl;
+	xmlNode *hn = find(r->children, "href"), *rt;
+	char *path, *p, *key;
+	bool coll;
+	int rc = 0;
+
+	if (!hn)
+		return 0;
+	path = strdup(http_xml_text(hn));
+	if (!path)
+		return -ENOMEM;
+	p = path;
+	if (strstr(p, "://")) {	/* absolute URL: keep its path */
+		p = strchr(strstr(p, "://") + 3, '/');
+		if (!p)
+			p = path + strlen(path);
+	}
+	if (remote_urldecode(p) || strncmp(p, h->base_path, bplen))
+		goto out;
+	key = p + bplen;
+	kl = strlen(key);
+	rt = find(r->children, "resourcetype");
+	coll = (rt && find(rt->children, "collection")) ||
+	       (kl && key[kl - 1] == '/');
+	if (coll && kl && key[kl - 1] == '/')
+		key[--kl] = '\0';
+	if (skip_key(key, kl, dir))
+		goto out;
+	if (coll && !strncmp(key, prefix, kl < pl ? kl : pl)) {
+		char *sub = NULL;
+
+		if (asprintf(&sub, "%s/", key) < 0)
+			rc = -ENOMEM;
+		else
+			rc = walk(h, sub, prefix, ev, depth + 1);
+		free(sub);
+	} else if (!coll && !strncmp(key, prefix, pl)) {
+		xmlNode *len = find(r->children, "getcontentlength");
+
+		rc = remote_entries_add(ev, key,
+					strtoull(http_xml_text(len), NULL, 10));
+	}
+out:
+	free(path);
+	return rc;
+}
+
+/* PROPFIND with Depth: 1 of collection DIR into RESP: -ENOENT when DIR is
+ * missing, -EOPNOTSUPP when the server does not answer 207. */
+static int propfind(struct backend_http *h, const char *dir,
+		    struct backend_buf *resp)
+{
+	struct backend_buf url = { 0 };
+	struct backend_body body = { .buf = propfind_body, .fd = -1,
+				     .len = sizeof(propfind_body) - 1 };
+	struct http_req req = { .method = "PROPFIND", .body = &body,
+				.resp = resp };
+	const char *extra[] = { "Depth: 1",
+				"Content-Type: application/xml", NULL };
+	int rc = key_url(h, dir, &url);
+
+	if (!rc) {
+		req.url = url.data;
+		rc = dav_request(h, &req, "list", dir, extra);
+	}
+	if (!rc && req.status != 207) {
+		remote_log("http list %s: PROPFIND gave status %ld, not 207",
+			   dir, req.status);
+		rc = -EOPNOTSUPP;
+	}
+	backend_buf_release(&url);
+	return rc;
+}
+
 /* Lists collection DIR (a key ending in '/', or "" for the root). */
 static int walk(struct backend_http *h, const char *dir, const char *prefix,
 		struct remote_entries *ev, int depth)
 {
-	struct backend_buf url = { 0 }, resp = { .max = 32 << 20 };
-	struct backend_body body = { .buf = propfind_body, .fd = -1,
-				     .len = sizeof(propfind_body) - 1 };
-	struct http_req req = { .method = "PROPFIND", .body = &body,
-				.resp = &resp };
-	const char *extra[] = { "Depth: 1",
-				"Content-Type: application/xml", NULL };
-	size_t bplen = strlen(h->base_path);
+	struct backend_buf resp = { .max = 32 << 20 };
 	xmlDoc *doc = NULL;
 	xmlNode *root;
 	int rc;
 
 	if (depth > 64)
 		return -ELOOP;
-	rc = key_url(h, dir, &url);
-	if (!rc) {
-		req.url = url.data;
-		rc = dav_request(h, &req, "list", dir, extra);
-	}
+	rc = propfind(h, dir, &resp);
 	if (rc == -ENOENT) {
-		rc = 0;
+		rc = 0;		/* nothing there yet */
 		goto out;
-	}
-	if (!rc && req.status != 207) {
-		remote_log("http list %s: PROPFIND gave status %ld, not 207",
-			 dir, req.status);
-		rc = -EOPNOTSUPP;
 	}
 	if (rc)
 		goto out;
@@ -373,72 +452,16 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 	root = doc ? xmlDocGetRootElement(doc) : NULL;
 	if (!root || !http_xml_named(root, "multistatus")) {
 		remote_log("http list %s: PROPFIND answer is not a multistatus",
-			 dir);
+			   dir);
 		rc = -EIO;
 		goto out;
 	}
-	for (xmlNode *r = root->children; r && !rc; r = r->next) {
-		xmlNode *hn, *rt;
-		char *path, *p, *key;
-		bool coll;
-		size_t kl, pl = strlen(prefix);
-
-		if (!http_xml_named(r, "response") || !(hn = find(r->children, "href")))
-			continue;
-		path = strdup(http_xml_text(hn));
-		if (!path) {
-			rc = -ENOMEM;
-			break;
-		}
-		p = path;
-		if (strstr(p, "://")) {	/* absolute URL: keep its path */
-			p = strchr(strstr(p, "://") + 3, '/');
-			if (!p)
-				p = path + strlen(path);
-		}
-		if (remote_urldecode(p) || strncmp(p, h->base_path, bplen)) {
-			free(path);
-			continue;
-		}
-		key = p + bplen;
-		kl = strlen(key);
-		rt = find(r->children, "resourcetype");
-		coll = (rt && find(rt->children, "collection")) ||
-		       (kl && key[kl - 1] == '/');
-		if (coll && kl && key[kl - 1] == '/')
-			key[--kl] = '\0';
-		/* Skip the collection itself, temporaries, odd names. */
-		if (!kl || !strcmp(key, dir) ||
-		    (strlen(dir) && strlen(dir) - 1 == kl &&
-		     !strncmp(key, dir, kl)) ||
-		    strstr(key, "/.") || key[0] == '.') {
-			free(path);
-			continue;
-		}
-		if (coll) {
-			char *sub = NULL;
-
-			if (strncmp(key, prefix, kl < pl ? kl : pl)) {
-				free(path);
-				continue;
-			}
-			if (asprintf(&sub, "%s/", key) < 0)
-				rc = -ENOMEM;
-			else
-				rc = walk(h, sub, prefix, ev, depth + 1);
-			free(sub);
-		} else if (!strncmp(key, prefix, pl)) {
-			xmlNode *len = find(r->children, "getcontentlength");
-
-			rc = remote_entries_add(ev, key,
-					   strtoull(http_xml_text(len), NULL, 10));
-		}
-		free(path);
-	}
+	for (xmlNode *r = root->children; r && !rc; r = r->next)
+		if (http_xml_named(r, "response"))
+			rc = walk_response(h, r, dir, prefix, ev, depth);
 out:
 	if (doc)
 		xmlFreeDoc(doc);
-	backend_buf_release(&url);
 	backend_buf_release(&resp);
 	return rc;
 }

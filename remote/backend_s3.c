@@ -158,7 +158,7 @@ static int creds_load(const char *file, struct s3_creds *out)
 	if (!rc && (!out->key_id || !*out->key_id || !out->secret ||
 		    !*out->secret)) {
 		remote_log("no S3 credentials: set AWS_ACCESS_KEY_ID and "
-			 "AWS_SECRET_ACCESS_KEY, or credentials=FILE");
+			   "AWS_SECRET_ACCESS_KEY, or credentials=FILE");
 		rc = -EACCES;
 	}
 	if (!rc && (strchr(out->key_id, ':') || strpbrk(out->key_id, "\r\n") ||
@@ -212,50 +212,35 @@ static void explain_error(const char *what, long status,
 	remote_log("%s: S3 answered %s", what, code);
 }
 
-static int s3_open(const char *url, const struct backend_options *o,
-		   struct backend **out)
+/* The key prefix: PATH (the URL's path after the bucket, "" for none)
+ * without surrounding slashes, plus '/'; "" for none. */
+static int set_prefix(struct backend_s3 *s, const char *path)
 {
-	const char *bucket = url + strlen("s3://"), *slash;
-	struct backend_s3 *s;
-	struct s3_creds cr;
-	size_t blen;
-	int rc;
+	size_t n = strlen(path);
 
-	slash = strchr(bucket, '/');
-	blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
-	if (!bucket_valid(bucket, blen)) {
-		remote_log("s3: bad bucket name in URL");
-		return -EINVAL;
-	}
-	s = calloc(1, sizeof(*s));
-	if (!s)
+	while (n && path[n - 1] == '/')
+		n--;
+	if (asprintf(&s->prefix, "%.*s%s", (int)n, path, n ? "/" : "") < 0) {
+		s->prefix = NULL;
 		return -ENOMEM;
-	s->base.ops = &backend_s3_ops;
-	s->list_page = o->list_page;
-	s->query_slash_raw = o->query_slash_raw;
-
-	/* Prefix: the URL's path without surrounding slashes, plus '/'. */
-	{
-		const char *p = slash ? slash + 1 : "";
-		size_t n = strlen(p);
-
-		while (n && p[n - 1] == '/')
-			n--;
-		if (asprintf(&s->prefix, "%.*s%s", (int)n, p, n ? "/" : "") < 0) {
-			s->prefix = NULL;
-			rc = -ENOMEM;
-			goto fail;
-		}
-		if (n) {
-			s->prefix[n] = '\0';
-			if (!backend_key_valid(s->prefix)) {
-				remote_log("s3: bad prefix in URL");
-				rc = -EINVAL;
-				goto fail;
-			}
-			s->prefix[n] = '/';
-		}
 	}
+	if (n) {
+		s->prefix[n] = '\0';
+		if (!backend_key_valid(s->prefix)) {
+			remote_log("s3: bad prefix in URL");
+			return -EINVAL;
+		}
+		s->prefix[n] = '/';
+	}
+	return 0;
+}
+
+/* The URL before keys of BUCKET (BLEN bytes): at endpoint= when given,
+ * else at AWS; path style or virtual-host as O says. */
+static int set_base_url(struct backend_s3 *s, const struct backend_options *o,
+			const char *bucket, size_t blen)
+{
+	int rc;
 
 	if (o->endpoint) {
 		const char *host = strstr(o->endpoint, "://");
@@ -264,8 +249,7 @@ static int s3_open(const char *url, const struct backend_options *o,
 		if (!host || (strncmp(o->endpoint, "http://", 7) &&
 			      strncmp(o->endpoint, "https://", 8))) {
 			remote_log("s3: endpoint must start with http:// or https://");
-			rc = -EINVAL;
-			goto fail;
+			return -EINVAL;
 		}
 		host += 3;
 		while (el && o->endpoint[el - 1] == '/')
@@ -288,26 +272,37 @@ static int s3_open(const char *url, const struct backend_options *o,
 	}
 	if (rc < 0) {
 		s->base_url = NULL;
-		rc = -ENOMEM;
-		goto fail;
+		return -ENOMEM;
 	}
+	return 0;
+}
 
-	rc = http_conf_init(&s->conf, o);
+/* The request settings of O, and Signature V4 for its region. */
+static int set_signing(struct backend_s3 *s, const struct backend_options *o)
+{
+	int rc = http_conf_init(&s->conf, o);
+
 	if (rc)
-		goto fail;
+		return rc;
 	s->conf.explain = explain_error;
-	if (strpbrk(o->region, ":\r\n/") || !*o->region) {
-		rc = -EINVAL;
-		goto fail;
-	}
+	if (strpbrk(o->region, ":\r\n/") || !*o->region)
+		return -EINVAL;
 	if (asprintf(&s->conf.sigv4, "aws:amz:%s:s3", o->region) < 0) {
 		s->conf.sigv4 = NULL;
-		rc = -ENOMEM;
-		goto fail;
+		return -ENOMEM;
 	}
-	rc = creds_load(o->credentials_file, &cr);
+	return 0;
+}
+
+/* Credentials from FILE or the environment: the key pair goes to the
+ * signing settings (which then own it), a session token into a header. */
+static int set_credentials(struct backend_s3 *s, const char *file)
+{
+	struct s3_creds cr;
+	int rc = creds_load(file, &cr);
+
 	if (rc)
-		goto fail;
+		return rc;
 	s->conf.userpwd_user = cr.key_id;
 	s->conf.userpwd_pass = cr.secret;
 	if (cr.token && asprintf(&s->token_header, "x-amz-security-token: %s",
@@ -319,18 +314,44 @@ static int s3_open(const char *url, const struct backend_options *o,
 		explicit_bzero(cr.token, strlen(cr.token));
 		free(cr.token);
 	}
-	if (rc)
-		goto fail;
-	s->curl = curl_easy_init();
-	if (!s->curl) {
+	return rc;
+}
+
+static int s3_open(const char *url, const struct backend_options *o,
+		   struct backend **out)
+{
+	const char *bucket = url + strlen("s3://"), *slash;
+	struct backend_s3 *s;
+	size_t blen;
+	int rc;
+
+	slash = strchr(bucket, '/');
+	blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
+	if (!bucket_valid(bucket, blen)) {
+		remote_log("s3: bad bucket name in URL");
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->base.ops = &backend_s3_ops;
+	s->list_page = o->list_page;
+	s->query_slash_raw = o->query_slash_raw;
+	rc = set_prefix(s, slash ? slash + 1 : "");
+	if (!rc)
+		rc = set_base_url(s, o, bucket, blen);
+	if (!rc)
+		rc = set_signing(s, o);
+	if (!rc)
+		rc = set_credentials(s, o->credentials_file);
+	if (!rc && !(s->curl = curl_easy_init()))
 		rc = -ENOMEM;
-		goto fail;
+	if (rc) {
+		s3_close(&s->base);
+		return rc;
 	}
 	*out = &s->base;
 	return 0;
-fail:
-	s3_close(&s->base);
-	return rc;
 }
 
 /* Hex SHA-256 of BODY into HEX (65 bytes). */

@@ -148,18 +148,11 @@ static int xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return aborted(arg) ? 1 : 0;
 }
 
-int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
-		 const char *what)
+/* What every request on H gets from C: URL, timeouts, TLS, auth. */
+static void set_conf_options(CURL *h, const struct http_conf *c,
+			     const char *url)
 {
-	struct upload up = { .body = req->body };
-	struct download down = { .h = h, .out = req->resp, .skip = req->skip,
-				 .sink_status = req->sink_status };
-	curl_off_t cl = -1;
-	long filetime = -1;
-	CURLcode cc;
-
-	curl_easy_reset(h);
-	curl_easy_setopt(h, CURLOPT_URL, req->url);
+	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
@@ -183,27 +176,31 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 		curl_easy_setopt(h, CURLOPT_USERNAME, c->userpwd_user);
 		curl_easy_setopt(h, CURLOPT_PASSWORD, c->userpwd_pass);
 	}
+	if (c->abort) {
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)c->abort);
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	}
+}
+
+/* What REQ asks of H: method, headers, the body UP reads from, the
+ * answer DOWN writes to. */
+static void set_req_options(CURL *h, const struct http_req *req,
+			    struct upload *up, struct download *down)
+{
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers);
 	curl_easy_setopt(h, CURLOPT_FILETIME, 1L);
 	/* bigger reads from the socket: a 16 MiB GET's body measured 10 ms
 	 * instead of 15 with the default 16 KiB */
 	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L << 10);
-	if (c->abort) {
-		if (aborted(c->abort))
-			return -ECANCELED;
-		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
-		curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)c->abort);
-		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-	}
-
 	if (req->body) {
 		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE,
 				 (curl_off_t)req->body->len);
 		curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
-		curl_easy_setopt(h, CURLOPT_READDATA, &up);
+		curl_easy_setopt(h, CURLOPT_READDATA, up);
 		curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, seek_cb);
-		curl_easy_setopt(h, CURLOPT_SEEKDATA, &up);
+		curl_easy_setopt(h, CURLOPT_SEEKDATA, up);
 	}
 	if (req->nobody)
 		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
@@ -211,8 +208,24 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	    !(req->body && !strcmp(req->method, "PUT")))
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &down);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, down);
+}
 
+int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
+		 const char *what)
+{
+	struct upload up = { .body = req->body };
+	struct download down = { .h = h, .out = req->resp, .skip = req->skip,
+				 .sink_status = req->sink_status };
+	curl_off_t cl = -1;
+	long filetime = -1;
+	CURLcode cc;
+
+	if (aborted(c->abort))
+		return -ECANCELED;
+	curl_easy_reset(h);
+	set_conf_options(h, c, req->url);
+	set_req_options(h, req, &up, &down);
 	cc = curl_easy_perform(h);
 	if (cc == CURLE_ABORTED_BY_CALLBACK && up.err)
 		return up.err;
@@ -368,7 +381,7 @@ int http_errno_from_curl(CURLcode cc, const char *what)
 		break;
 	}
 	remote_log("%s: curl code %d (%s) -> %s", what, (int)cc,
-		 curl_easy_strerror(cc), strerror(-rc));
+		   curl_easy_strerror(cc), strerror(-rc));
 	return rc;
 }
 
@@ -414,7 +427,7 @@ int http_errno_from_status(long status, const char *what)
 	/* Not-found and lost races are ordinary answers, not worth a line. */
 	if (rc != -ENOENT && rc != -EEXIST)
 		remote_log("%s: HTTP status %ld -> %s", what, status,
-			 strerror(-rc));
+			   strerror(-rc));
 	return rc;
 }
 
