@@ -48,12 +48,15 @@
  * knows it passes it in backend_body.sha256 and saves a pass over FD. */
 #define BACKEND_CAP_SHA256	  (1u << 2)
 
-/* Options of backend_open_url().  Strings are borrowed for the call only. */
+/* A request's way out (backend_options.abort).  Shared without a lock:
+ * any thread writes the two atomics (sync_stop() sets now), the thread
+ * using the backend reads them while a request runs. */
 struct backend_abort {
 	atomic_bool now;
 	_Atomic int64_t deadline_ns;	/* CLOCK_MONOTONIC; 0: none */
 };
 
+/* Options of backend_open_url().  Strings are borrowed for the call only. */
 struct backend_options {
 	const char *endpoint;	/* s3: scheme://host[:port] instead of AWS */
 	const char *region;	/* s3: signing region, default us-east-1 */
@@ -189,7 +192,9 @@ struct backend_ops {
 			     const struct backend_body *body);
 };
 
-/* Every backend starts with this. */
+/* Every backend starts with this.  A backend and all it holds (the CURL
+ * handle, buffers) has no lock: one thread at a time uses it, as the top
+ * of this file says. */
 struct backend {
 	const struct backend_ops *ops;
 };

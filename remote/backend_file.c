@@ -19,6 +19,7 @@
 
 #include "remote_int.h"
 
+/* Used by one thread at a time (backend.h): no lock. */
 struct backend_file {
 	struct backend base;
 	char *root;		/* absolute directory, no trailing '/' */

@@ -23,6 +23,7 @@
 
 #include "remote_int.h"
 
+/* Used by one thread at a time (backend.h): no lock. */
 struct backend_http {
 	struct backend base;
 	CURL *curl;

@@ -29,6 +29,7 @@
 #define SHA256_EMPTY \
 	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
+/* Used by one thread at a time (backend.h): no lock. */
 struct backend_s3 {
 	struct backend base;
 	CURL *curl;

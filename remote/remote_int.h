@@ -99,7 +99,8 @@ struct http_req {
 	int64_t mtime;			/* Last-Modified, 0 if none */
 };
 
-/* Common settings of a backend's CURL handle. */
+/* Common settings of a backend's CURL handle, owned by the backend (one
+ * thread at a time, no lock); only *abort is shared, atomically. */
 struct http_conf {
 	long connect_timeout_ms;
 	long low_speed_time_s;
