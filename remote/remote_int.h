@@ -172,15 +172,20 @@ extern const struct backend_ops backend_file_ops;
 extern const struct backend_ops backend_s3_ops;
 extern const struct backend_ops backend_http_ops;
 
-/* Sorts ENTRIES by key and calls FN; shared by file and http listings. */
+/* The objects of a listing gathered before they are sorted (the file and
+ * http backends walk directories, which come in no order). */
 struct remote_entries {
-	struct backend_entry *v;
+	struct backend_entry *v;	/* keys owned */
 	size_t n, alloc;
 };
+/* Appends a copy of KEY: 0 or -ENOMEM. */
 int remote_entries_add(struct remote_entries *ev, const char *key,
 		       uint64_t size);
+/* Sorts EV by key and calls FN for each, stopping at its first non-zero
+ * answer, which it returns. */
 int remote_entries_emit(struct remote_entries *ev, backend_list_fn fn,
 			void *arg);
+/* Frees the keys and the array (not EV itself). */
 void remote_entries_release(struct remote_entries *ev);
 
 /* A credentials file opened for reading once backend_credentials_open()

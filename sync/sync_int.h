@@ -15,7 +15,8 @@
 
 #define SYNC_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
-/* Logging to stderr, prefixed "streamfs: sync: ".  Never pass secrets. */
+/* Logging to stderr, prefixed "streamfs: sync: ".  Never pass secrets.
+ * (util.c, with the string vectors.) */
 void sync_log(const char *fmt, ...) SYNC_PRINTF(1, 2);
 
 /* ---- string vectors ---- */
