@@ -25,9 +25,7 @@
 
 /* Used by one thread at a time (backend.h): no lock. */
 struct backend_http {
-	struct backend base;
-	CURL *curl;
-	struct http_conf conf;
+	struct http_backend http;	/* first: a struct backend too */
 	char *base_url;		/* ends with '/' */
 	char *base_path;	/* decoded path part of base_url, ends with '/' */
 };
@@ -43,9 +41,7 @@ static void http_close(struct backend *b)
 
 	if (!h)
 		return;
-	if (h->curl)
-		curl_easy_cleanup(h->curl);
-	http_conf_release(&h->conf);
+	http_backend_release(&h->http);
 	free(h->base_url);
 	free(h->base_path);
 	free(h);
@@ -96,6 +92,8 @@ static int creds_load(const char *file, char **user, char **pass)
 	return rc;
 }
 
+static const struct http_object_ops dav_ops;	/* below */
+
 static int http_open(const char *url, const struct backend_options *o,
 		     struct backend **out)
 {
@@ -109,7 +107,9 @@ static int http_open(const char *url, const struct backend_options *o,
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	h->base.ops = &backend_http_ops;
+	rc = http_backend_init(&h->http, &backend_http_ops, &dav_ops, o);
+	if (rc)
+		goto fail;
 	while (n && url[n - 1] == '/')
 		n--;
 	if (asprintf(&h->base_url, "%.*s/", (int)n, url) < 0) {
@@ -131,24 +131,16 @@ static int http_open(const char *url, const struct backend_options *o,
 	rc = remote_urldecode(h->base_path);
 	if (rc)
 		goto fail;
-	rc = http_conf_init(&h->conf, o);
-	if (rc)
-		goto fail;
 	if (o->credentials_file) {
-		rc = creds_load(o->credentials_file, &h->conf.userpwd_user,
-				     &h->conf.userpwd_pass);
+		rc = creds_load(o->credentials_file, &h->http.conf.userpwd_user,
+				&h->http.conf.userpwd_pass);
 		if (rc)
 			goto fail;
 	}
-	h->curl = curl_easy_init();
-	if (!h->curl) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	*out = &h->base;
+	*out = &h->http.base;
 	return 0;
 fail:
-	http_close(&h->base);
+	http_close(&h->http.base);
 	return rc;
 }
 
@@ -171,7 +163,7 @@ static int dav_request(struct backend_http *h, struct http_req *req,
 	char what[256];
 
 	snprintf(what, sizeof(what), "http %s %s", op, key);
-	return http_request(h->curl, &h->conf, req, lines, extra, what);
+	return http_request(&h->http, req, lines, extra, what);
 }
 
 /* Creates the collections above KEY, for servers without auto-creation. */
@@ -299,23 +291,6 @@ static const struct http_object_ops dav_ops = {
 	.url = dav_url,
 	.request = dav_object_request,
 };
-
-static int http_get(struct backend *b, const char *key, uint64_t off,
-		    uint64_t len, struct backend_buf *out)
-{
-	return http_object_get(b, &dav_ops, key, off, len, out);
-}
-
-static int http_del(struct backend *b, const char *key)
-{
-	return http_object_del(b, &dav_ops, key);
-}
-
-static int http_head(struct backend *b, const char *key,
-		     struct backend_stat *st)
-{
-	return http_object_head(b, &dav_ops, key, st);
-}
 
 static xmlNode *find(xmlNode *n, const char *name)
 {
@@ -502,9 +477,9 @@ const struct backend_ops backend_http_ops = {
 	.open = http_open,
 	.close = http_close,
 	.put = http_put,
-	.get = http_get,
-	.del = http_del,
-	.head = http_head,
+	.get = http_object_get,
+	.del = http_object_del,
+	.head = http_object_head,
 	.list = http_list,
 	.put_if_absent = http_put_if_absent,
 };

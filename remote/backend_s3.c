@@ -31,9 +31,7 @@
 
 /* Used by one thread at a time (backend.h): no lock. */
 struct backend_s3 {
-	struct backend base;
-	CURL *curl;
-	struct http_conf conf;
+	struct http_backend http;	/* first: a struct backend too */
 	char *base_url;		/* up to and including the '/' before keys */
 	char *prefix;		/* "" or "some/prefix/" */
 	char *token_header;	/* "x-amz-security-token: ..." or NULL */
@@ -52,9 +50,7 @@ static void s3_close(struct backend *b)
 
 	if (!s)
 		return;
-	if (s->curl)
-		curl_easy_cleanup(s->curl);
-	http_conf_release(&s->conf);
+	http_backend_release(&s->http);
 	if (s->token_header)
 		explicit_bzero(s->token_header, strlen(s->token_header));
 	free(s->token_header);
@@ -278,18 +274,14 @@ static int set_base_url(struct backend_s3 *s, const struct backend_options *o,
 	return 0;
 }
 
-/* The request settings of O, and Signature V4 for its region. */
+/* Signature V4 for O's region, and S3's error codes in the log. */
 static int set_signing(struct backend_s3 *s, const struct backend_options *o)
 {
-	int rc = http_conf_init(&s->conf, o);
-
-	if (rc)
-		return rc;
-	s->conf.explain = explain_error;
+	s->http.conf.explain = explain_error;
 	if (strpbrk(o->region, ":\r\n/") || !*o->region)
 		return -EINVAL;
-	if (asprintf(&s->conf.sigv4, "aws:amz:%s:s3", o->region) < 0) {
-		s->conf.sigv4 = NULL;
+	if (asprintf(&s->http.conf.sigv4, "aws:amz:%s:s3", o->region) < 0) {
+		s->http.conf.sigv4 = NULL;
 		return -ENOMEM;
 	}
 	return 0;
@@ -304,8 +296,8 @@ static int set_credentials(struct backend_s3 *s, const char *file)
 
 	if (rc)
 		return rc;
-	s->conf.userpwd_user = cr.key_id;
-	s->conf.userpwd_pass = cr.secret;
+	s->http.conf.userpwd_user = cr.key_id;
+	s->http.conf.userpwd_pass = cr.secret;
 	if (cr.token && asprintf(&s->token_header, "x-amz-security-token: %s",
 				 cr.token) < 0) {
 		s->token_header = NULL;
@@ -317,6 +309,8 @@ static int set_credentials(struct backend_s3 *s, const char *file)
 	}
 	return rc;
 }
+
+static const struct http_object_ops s3_ops;	/* below */
 
 static int s3_open(const char *url, const struct backend_options *o,
 		   struct backend **out)
@@ -335,23 +329,22 @@ static int s3_open(const char *url, const struct backend_options *o,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->base.ops = &backend_s3_ops;
 	s->list_page = o->list_page;
 	s->query_slash_raw = o->query_slash_raw;
-	rc = set_prefix(s, slash ? slash + 1 : "");
+	rc = http_backend_init(&s->http, &backend_s3_ops, &s3_ops, o);
+	if (!rc)
+		rc = set_prefix(s, slash ? slash + 1 : "");
 	if (!rc)
 		rc = set_base_url(s, o, bucket, blen);
 	if (!rc)
 		rc = set_signing(s, o);
 	if (!rc)
 		rc = set_credentials(s, o->credentials_file);
-	if (!rc && !(s->curl = curl_easy_init()))
-		rc = -ENOMEM;
 	if (rc) {
-		s3_close(&s->base);
+		s3_close(&s->http.base);
 		return rc;
 	}
-	*out = &s->base;
+	*out = &s->http.base;
 	return 0;
 }
 
@@ -452,7 +445,7 @@ static int s3_request(struct backend_s3 *s, struct http_req *req,
 	if (s->token_header)
 		lines[n++] = s->token_header;
 	lines[n] = NULL;
-	return http_request(s->curl, &s->conf, req, lines, extra, what);
+	return http_request(&s->http, req, lines, extra, what);
 }
 
 static int do_put(struct backend *b, const char *key,
@@ -502,22 +495,6 @@ static const struct http_object_ops s3_ops = {
 	.url = s3_url,
 	.request = s3_send,
 };
-
-static int s3_get(struct backend *b, const char *key, uint64_t off,
-		  uint64_t len, struct backend_buf *out)
-{
-	return http_object_get(b, &s3_ops, key, off, len, out);
-}
-
-static int s3_del(struct backend *b, const char *key)
-{
-	return http_object_del(b, &s3_ops, key);
-}
-
-static int s3_head(struct backend *b, const char *key, struct backend_stat *st)
-{
-	return http_object_head(b, &s3_ops, key, st);
-}
 
 /* Parses one ListObjectsV2 page: calls FN for each key, fills *next with
  * the continuation token (caller frees) or NULL on the last page. */
@@ -646,9 +623,9 @@ const struct backend_ops backend_s3_ops = {
 	.open = s3_open,
 	.close = s3_close,
 	.put = s3_put,
-	.get = s3_get,
-	.del = s3_del,
-	.head = s3_head,
+	.get = http_object_get,
+	.del = http_object_del,
+	.head = http_object_head,
 	.list = s3_list,
 	.put_if_absent = s3_put_if_absent,
 };

@@ -95,7 +95,8 @@ static size_t write_cb(char *src, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-int http_conf_init(struct http_conf *c, const struct backend_options *o)
+/* Takes O's timeouts, abort and CA file (copied) into C: 0 or -ENOMEM. */
+static int conf_init(struct http_conf *c, const struct backend_options *o)
 {
 	*c = (struct http_conf){
 		.connect_timeout_ms = o->connect_timeout_ms,
@@ -108,7 +109,7 @@ int http_conf_init(struct http_conf *c, const struct backend_options *o)
 	return 0;
 }
 
-void http_conf_release(struct http_conf *c)
+static void conf_release(struct http_conf *c)
 {
 	if (c->userpwd_pass)
 		explicit_bzero(c->userpwd_pass, strlen(c->userpwd_pass));
@@ -117,6 +118,26 @@ void http_conf_release(struct http_conf *c)
 	free(c->userpwd_pass);
 	free(c->sigv4);
 	*c = (struct http_conf){ 0 };
+}
+
+int http_backend_init(struct http_backend *hb, const struct backend_ops *ops,
+		      const struct http_object_ops *obj,
+		      const struct backend_options *o)
+{
+	hb->base.ops = ops;
+	hb->obj = obj;
+	hb->curl = curl_easy_init();
+	if (!hb->curl)
+		return -ENOMEM;
+	return conf_init(&hb->conf, o);
+}
+
+void http_backend_release(struct http_backend *hb)
+{
+	if (hb->curl)
+		curl_easy_cleanup(hb->curl);
+	hb->curl = NULL;
+	conf_release(&hb->conf);
 }
 
 static bool aborted(const struct backend_abort *a)
@@ -265,10 +286,11 @@ static int header_list(const char *const *lines, const char *const *extra,
 	return 0;
 }
 
-int http_request(CURL *h, const struct http_conf *c, struct http_req *req,
+int http_request(struct http_backend *hb, struct http_req *req,
 		 const char *const *lines, const char *const *extra,
 		 const char *what)
 {
+	const struct http_conf *c = &hb->conf;
 	struct backend_buf errbuf = { .max = 64 << 10 };
 	bool own_resp = !req->resp && !req->nobody;
 	struct curl_slist *hl;
@@ -280,7 +302,7 @@ int http_request(CURL *h, const struct http_conf *c, struct http_req *req,
 	req->headers = hl;
 	if (own_resp)
 		req->resp = &errbuf;	/* for C->explain */
-	rc = http_perform(h, c, req, what);
+	rc = http_perform(hb->curl, c, req, what);
 	if (!rc && req->status >= 300 && req->status != 416) {
 		if (c->explain)
 			c->explain(what, req->status, req->resp);
@@ -433,11 +455,12 @@ int http_errno_from_status(long status, const char *what)
 
 /* ---- object verbs shared by the HTTP backends ---- */
 
-/* Sends REQ, its method set, for KEY at the URL O gives it. */
-static int object_request(struct backend *b, const struct http_object_ops *o,
-			  const char *key, struct http_req *req,
-			  const char *op, const char *const *extra)
+/* Sends REQ, its method set, for KEY at the URL B gives it. */
+static int object_request(struct backend *b, const char *key,
+			  struct http_req *req, const char *op,
+			  const char *const *extra)
 {
+	const struct http_object_ops *o = ((struct http_backend *)b)->obj;
 	struct backend_buf url = { 0 };
 	int rc;
 
@@ -452,9 +475,8 @@ static int object_request(struct backend *b, const struct http_object_ops *o,
 	return rc;
 }
 
-int http_object_get(struct backend *b, const struct http_object_ops *o,
-		    const char *key, uint64_t off, uint64_t len,
-		    struct backend_buf *out)
+int http_object_get(struct backend *b, const char *key, uint64_t off,
+		    uint64_t len, struct backend_buf *out)
 {
 	struct http_req req = { .method = "GET", .resp = out };
 	char range[80];
@@ -470,7 +492,7 @@ int http_object_get(struct backend *b, const struct http_object_ops *o,
 	if (!range[0])
 		extra[0] = NULL;
 	req.sink_status = range[0] ? 206 : 200;
-	rc = object_request(b, o, key, &req, "get", extra);
+	rc = object_request(b, key, &req, "get", extra);
 	if (rc) {
 		out->len = start;
 		return rc;
@@ -478,20 +500,19 @@ int http_object_get(struct backend *b, const struct http_object_ops *o,
 	return http_range_finish(out, start, req.status, off, len);
 }
 
-int http_object_del(struct backend *b, const struct http_object_ops *o,
-		    const char *key)
+int http_object_del(struct backend *b, const char *key)
 {
 	struct http_req req = { .method = "DELETE" };
-	int rc = object_request(b, o, key, &req, "del", NULL);
+	int rc = object_request(b, key, &req, "del", NULL);
 
 	return rc == -ENOENT ? 0 : rc;	/* gone already */
 }
 
-int http_object_head(struct backend *b, const struct http_object_ops *o,
-		     const char *key, struct backend_stat *st)
+int http_object_head(struct backend *b, const char *key,
+		     struct backend_stat *st)
 {
 	struct http_req req = { .method = "HEAD", .nobody = true };
-	int rc = object_request(b, o, key, &req, "head", NULL);
+	int rc = object_request(b, key, &req, "head", NULL);
 
 	if (!rc && req.status == 416)
 		rc = -EIO;	/* no range was asked for */

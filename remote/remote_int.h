@@ -116,21 +116,45 @@ struct http_conf {
 			const struct backend_buf *body);
 };
 
+/* What the object verbs below need of a backend that speaks HTTP (S3,
+ * WebDAV): the URL of a key, and one request, its statuses >= 300 (but
+ * 416) turned into -errno. */
+struct http_object_ops {
+	int (*url)(struct backend *b, const char *key, struct backend_buf *url);
+	int (*request)(struct backend *b, struct http_req *req, const char *op,
+		       const char *key, const char *const *extra);
+};
+
+/* The start of a backend that speaks HTTP (s3, http): its CURL handle
+ * and settings, and what lets the object verbs below serve as its get,
+ * del and head in struct backend_ops. */
+struct http_backend {
+	struct backend base;
+	const struct http_object_ops *obj;
+	CURL *curl;
+	struct http_conf conf;
+};
+/* Sets HB's ops and OBJ, a CURL handle, and the settings of O: 0 or
+ * -ENOMEM.  http_backend_release() frees what it made, even on failure. */
+int http_backend_init(struct http_backend *hb, const struct backend_ops *ops,
+		      const struct http_object_ops *obj,
+		      const struct backend_options *o);
+/* Frees HB's handle and settings (not HB itself). */
+void http_backend_release(struct http_backend *hb);
+
 /* Runs one request on H with C's settings.  Returns 0 when a response came
  * (any status, in REQ->status) or -errno from http_errno_from_curl(). */
 int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 		 const char *what);
-/* The request scaffolding of the s3 and http backends: sends REQ on H
- * with the header lines LINES (the backend's) and then EXTRA (the
- * caller's; both NULL-ended, or NULL).  An error answer's body is kept for
- * C->explain (up to 64 KiB) when REQ has no resp.  Statuses >= 300 but 416
- * become -errno (http_errno_from_status()); otherwise as http_perform(). */
-int http_request(CURL *h, const struct http_conf *c, struct http_req *req,
+/* The request scaffolding of the s3 and http backends: sends REQ with
+ * HB's handle and settings, and the header lines LINES (the backend's)
+ * and then EXTRA (the caller's; both NULL-ended, or NULL).  An error
+ * answer's body is kept for conf.explain (up to 64 KiB) when REQ has no
+ * resp.  Statuses >= 300 but 416 become -errno (http_errno_from_status());
+ * otherwise as http_perform(). */
+int http_request(struct http_backend *hb, struct http_req *req,
 		 const char *const *lines, const char *const *extra,
 		 const char *what);
-/* Takes O's timeouts, abort and CA file (copied) into C: 0 or -ENOMEM. */
-int http_conf_init(struct http_conf *c, const struct backend_options *o);
-void http_conf_release(struct http_conf *c);
 
 /* Ranged GETs (s3 and http): the "Range:" header line for OFF and LEN
  * into BUF, or "" when the whole object is wanted (OFF 0, TO_END). */
@@ -143,21 +167,12 @@ void http_range_header(char *buf, size_t n, uint64_t off, uint64_t len);
 int http_range_finish(struct backend_buf *out, size_t start, long status,
 		      uint64_t off, uint64_t len);
 
-/* What the object verbs below need of a backend that speaks HTTP (S3,
- * WebDAV): the URL of a key, and one request, its statuses >= 300 (but
- * 416) turned into -errno. */
-struct http_object_ops {
-	int (*url)(struct backend *b, const char *key, struct backend_buf *url);
-	int (*request)(struct backend *b, struct http_req *req, const char *op,
-		       const char *key, const char *const *extra);
-};
-int http_object_get(struct backend *b, const struct http_object_ops *o,
-		    const char *key, uint64_t off, uint64_t len,
-		    struct backend_buf *out);
-int http_object_del(struct backend *b, const struct http_object_ops *o,
-		    const char *key);
-int http_object_head(struct backend *b, const struct http_object_ops *o,
-		     const char *key, struct backend_stat *st);
+/* The object verbs of an HTTP backend B (a struct http_backend). */
+int http_object_get(struct backend *b, const char *key, uint64_t off,
+		    uint64_t len, struct backend_buf *out);
+int http_object_del(struct backend *b, const char *key);
+int http_object_head(struct backend *b, const char *key,
+		     struct backend_stat *st);
 
 /* libxml2 helpers for listing answers (ListObjectsV2, PROPFIND). */
 struct _xmlNode;
