@@ -28,7 +28,7 @@ struct fs_opts {
 	char *roll_str, *roll_size_str, *max_event_str;	/* owned */
 	char *cache_size_str, *poll_str;	/* owned */
 	char *ca_file;		/* owned; extra CA bundle for https/s3 */
-	int query_slash_raw;	/* s3: see sync/backend.h */
+	int query_slash_raw;	/* s3: see remote/backend.h */
 	int path_style;
 	int nodelete;
 	int io_uring;		/* FUSE requests over io_uring (ring.c) */

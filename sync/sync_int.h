@@ -5,7 +5,6 @@
 #define STREAMFS_SYNC_INT_H
 
 #include <assert.h>
-#include <curl/curl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -21,20 +20,9 @@
 
 #define SYNC_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
-/* Logging to stderr, prefixed "streamfs: sync: ".  Never pass secrets. */
+/* Logging to stderr, prefixed "streamfs: sync: ".  Never pass secrets.
+ * (util.c, with the string vectors.) */
 void sync_log(const char *fmt, ...) SYNC_PRINTF(1, 2);
-
-/* ---- buffers ---- */
-
-/* Makes room for N more bytes: -EFBIG past the cap, -ENOMEM. */
-int backend_buf_reserve(struct backend_buf *b, size_t n);
-int backend_buf_append(struct backend_buf *b, const void *p, size_t n);
-/* How many of N more bytes fit before B's sink wants them: N without one. */
-size_t backend_buf_room(const struct backend_buf *b, size_t n);
-/* Passes B's bytes on to its sink once they make a whole chunk. */
-int backend_buf_pass(struct backend_buf *b);
-/* Appends a NUL without counting it in len. */
-int backend_buf_terminate(struct backend_buf *b);
 
 /* ---- string vectors ---- */
 
@@ -50,121 +38,6 @@ int strvec_push(struct strvec *sv, const char *str);
 int strvec_collect(void *arg, const char *name);
 /* Frees the strings and the array (not SV itself). */
 void strvec_release(struct strvec *sv);
-
-/* ---- errors ---- */
-
-/* Maps a curl code to -errno and logs it with WHAT (method and key). */
-int sync_errno_from_curl(CURLcode cc, const char *what);
-/* Maps an HTTP status (>= 300) to -errno and logs it with WHAT. */
-int sync_errno_from_http(long status, const char *what);
-
-/* ---- keys and URLs ---- */
-
-/* Appends KEY to OUT percent-encoded as AWS wants in paths and query
- * values: unreserved bytes kept, '/' kept when KEEP_SLASH, the rest %XX. */
-int backend_buf_urlencode(struct backend_buf *out, const char *key,
-			  bool keep_slash);
-/* Decodes %XX in place; -EINVAL on a bad escape. */
-int sync_urldecode(char *s);
-
-/* ---- curl requests ---- */
-
-struct http_req {
-	const char *method;		/* "GET", "PUT", ... */
-	const char *url;
-	struct curl_slist *headers;	/* borrowed */
-	const struct backend_body *body; /* request body or NULL */
-	struct backend_buf *resp;	/* response body, or NULL to discard */
-	uint64_t skip;			/* drop this many response bytes first */
-	long sink_status;		/* the only answer whose body may go
-					 * to resp's sink (0: none may) */
-	bool nobody;			/* HEAD */
-	/* OUT */
-	long status;
-	curl_off_t content_length;	/* -1 if unknown */
-	int64_t mtime;			/* Last-Modified, 0 if none */
-};
-
-/* Common settings of a backend's CURL handle. */
-struct http_conf {
-	long connect_timeout_ms;
-	long low_speed_time_s;
-	long timeout_ms;
-	const struct backend_abort *abort; /* borrowed, or NULL */
-	char *ca_file;
-	char *userpwd_user;		/* s3: key id; http: basic auth */
-	char *userpwd_pass;
-	char *sigv4;			/* "aws:amz:REGION:s3" or NULL */
-};
-
-/* Runs one request on H with C's settings.  Returns 0 when a response came
- * (any status, in REQ->status) or -errno from sync_errno_from_curl(). */
-int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
-		 const char *what);
-void http_conf_release(struct http_conf *c);
-
-/* Ranged GETs (s3 and http): the "Range:" header line for OFF and LEN
- * into BUF, or "" when the whole object is wanted (OFF 0, TO_END). */
-void http_range_header(char *buf, size_t n, uint64_t off, uint64_t len);
-/* Settles the answer to a GET that appended to OUT from START: 416 (OFF
- * at or past the end) gives nothing; a 200 to a ranged request (the
- * server ignored Range) keeps only the asked-for bytes; more bytes than
- * asked is -EIO.  Then NUL-terminates OUT.  0 or -errno (OUT back at
- * START). */
-int http_range_finish(struct backend_buf *out, size_t start, long status,
-		      uint64_t off, uint64_t len);
-
-/* What the object verbs below need of a backend that speaks HTTP (S3,
- * WebDAV): the URL of a key, and one request, its statuses >= 300 (but
- * 416) turned into -errno. */
-struct http_object_ops {
-	int (*url)(struct backend *b, const char *key, struct backend_buf *url);
-	int (*request)(struct backend *b, struct http_req *req, const char *op,
-		       const char *key, const char *const *extra);
-};
-int http_object_get(struct backend *b, const struct http_object_ops *o,
-		    const char *key, uint64_t off, uint64_t len,
-		    struct backend_buf *out);
-int http_object_del(struct backend *b, const struct http_object_ops *o,
-		    const char *key);
-int http_object_head(struct backend *b, const struct http_object_ops *o,
-		     const char *key, struct backend_stat *st);
-
-/* libxml2 helpers for listing answers (ListObjectsV2, PROPFIND). */
-struct _xmlNode;
-/* Whether N is an element called NAME (local name, no namespace). */
-bool xml_named(const struct _xmlNode *n, const char *name);
-/* N's first text or CDATA child, "" when none (or N is NULL). */
-const char *xml_text(const struct _xmlNode *n);
-int http_conf_init(struct http_conf *c, const struct backend_options *o);
-
-/* ---- backends ---- */
-
-extern const struct backend_ops backend_file_ops;
-extern const struct backend_ops backend_s3_ops;
-extern const struct backend_ops backend_http_ops;
-
-/* Sorts ENTRIES by key and calls FN; shared by file and http listings. */
-struct entry_vec {
-	struct backend_entry *v;
-	size_t n, alloc;
-};
-int entry_vec_add(struct entry_vec *ev, const char *key, uint64_t size);
-int entry_vec_emit(struct entry_vec *ev, backend_list_fn fn, void *arg);
-void entry_vec_release(struct entry_vec *ev);
-
-/* Credentials of an s3 backend (env or credentials file).  Caller frees. */
-struct s3_creds {
-	char *key_id;
-	char *secret;
-	char *token;			/* may be NULL */
-};
-int s3_creds_load(const char *file, struct s3_creds *out);
-/* USER:PASSWORD (the first line that is not empty or a '#' comment) of an
- * http backend's credentials file, which backend_credentials_open()
- * accepts.  Caller frees both. */
-int http_creds_load(const char *file, char **user, char **pass);
-void s3_creds_release(struct s3_creds *c);
 
 /* ==== sync/: the sync thread and its files ====
  *

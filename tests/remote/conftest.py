@@ -1,4 +1,4 @@
-"""Servers for the remote (sync/backend) tests, started once per session.
+"""Servers for the remote tests (remote/ and sync/), started once per session.
 
 moto_s3 (session)   moto_server in auth mode: Signature V4 is checked for
                     every request.  .endpoint, .bucket, .key_id, .secret,
@@ -82,7 +82,7 @@ def conformance(request):
     try:
         build = Path(request.getfixturevalue("build_dir"))
         candidates += [build / "tests" / "backend_conformance",
-                       build / "sync" / "backend_conformance"]
+                       build / "remote" / "backend_conformance"]
     except pytest.FixtureLookupError:
         pass
     for c in candidates:
@@ -155,7 +155,7 @@ class Moto:
 
     def options(self, endpoint=None):
         # moto decodes %2F in query strings before it checks signatures;
-        # real S3 wants it encoded (see sync/backend.h, query_slash_raw).
+        # real S3 wants it encoded (see remote/backend.h, query_slash_raw).
         return [f"endpoint={endpoint or self.endpoint}", "path_style=1",
                 f"region={self.region}", "query_slash_raw=1"]
 

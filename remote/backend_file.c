@@ -17,8 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sync_int.h"
+#include "remote_int.h"
 
+/* Used by one thread at a time (backend.h): no lock. */
 struct backend_file {
 	struct backend base;
 	char *root;		/* absolute directory, no trailing '/' */
@@ -51,7 +52,7 @@ static int file_open(const char *url, const struct backend_options *opts,
 	len = strlen(f->root);
 	while (len > 1 && f->root[len - 1] == '/')
 		f->root[--len] = '\0';
-	if (sync_urldecode(f->root) < 0) {
+	if (remote_urldecode(f->root) < 0) {
 		free(f->root);
 		free(f);
 		return -EINVAL;
@@ -63,7 +64,7 @@ static int file_open(const char *url, const struct backend_options *opts,
 		if (rc == -ENOENT && mkdir(f->root, 0755) == 0)
 			rc = 0;
 		if (rc) {
-			sync_log("file backend %s: %s", f->root, strerror(-rc));
+			remote_log("file backend %s: %s", f->root, strerror(-rc));
 			file_close(&f->base);
 			return rc;
 		}
@@ -337,7 +338,7 @@ static int file_head(struct backend *b, const char *key,
 /* Adds every regular file below DIR (KEY is its key, "" at the root) whose
  * key starts with PREFIX. */
 static int walk(const char *dir, const char *key, const char *prefix,
-		struct entry_vec *ev, int depth)
+		struct remote_entries *ev, int depth)
 {
 	struct dirent *de;
 	DIR *d;
@@ -373,7 +374,7 @@ static int walk(const char *dir, const char *key, const char *prefix,
 				rc = walk(sub, subkey, prefix, ev, depth + 1);
 		} else if (S_ISREG(st.st_mode) &&
 			   !strncmp(subkey, prefix, strlen(prefix))) {
-			rc = entry_vec_add(ev, subkey, (uint64_t)st.st_size);
+			rc = remote_entries_add(ev, subkey, (uint64_t)st.st_size);
 		}
 		free(sub);
 		free(subkey);
@@ -388,13 +389,13 @@ static int file_list(struct backend *b, const char *prefix,
 		     backend_list_fn fn, void *arg)
 {
 	struct backend_file *f = to_file(b);
-	struct entry_vec ev = { 0 };
+	struct remote_entries ev = { 0 };
 	int rc;
 
 	rc = walk(f->root, "", prefix ? prefix : "", &ev, 0);
 	if (!rc)
-		rc = entry_vec_emit(&ev, fn, arg);
-	entry_vec_release(&ev);
+		rc = remote_entries_emit(&ev, fn, arg);
+	remote_entries_release(&ev);
 	return rc;
 }
 

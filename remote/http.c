@@ -1,5 +1,6 @@
 /*
- * http.c: one libcurl request, shared by the s3 and http backends.
+ * http.c: one libcurl request, shared by the s3 and http backends, and the
+ * mapping of curl codes and HTTP statuses to -errno.
  *
  * The handle is reset before each request (connections stay cached), so
  * no option leaks from one request to the next.
@@ -14,7 +15,7 @@
 
 #include <libxml/tree.h>
 
-#include "sync_int.h"
+#include "remote_int.h"
 
 struct upload {
 	const struct backend_body *body;
@@ -94,7 +95,8 @@ static size_t write_cb(char *src, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-int http_conf_init(struct http_conf *c, const struct backend_options *o)
+/* Takes O's timeouts, abort and CA file (copied) into C: 0 or -ENOMEM. */
+static int conf_init(struct http_conf *c, const struct backend_options *o)
 {
 	*c = (struct http_conf){
 		.connect_timeout_ms = o->connect_timeout_ms,
@@ -107,7 +109,7 @@ int http_conf_init(struct http_conf *c, const struct backend_options *o)
 	return 0;
 }
 
-void http_conf_release(struct http_conf *c)
+static void conf_release(struct http_conf *c)
 {
 	if (c->userpwd_pass)
 		explicit_bzero(c->userpwd_pass, strlen(c->userpwd_pass));
@@ -116,6 +118,26 @@ void http_conf_release(struct http_conf *c)
 	free(c->userpwd_pass);
 	free(c->sigv4);
 	*c = (struct http_conf){ 0 };
+}
+
+int http_backend_init(struct http_backend *hb, const struct backend_ops *ops,
+		      const struct http_object_ops *obj,
+		      const struct backend_options *o)
+{
+	hb->base.ops = ops;
+	hb->obj = obj;
+	hb->curl = curl_easy_init();
+	if (!hb->curl)
+		return -ENOMEM;
+	return conf_init(&hb->conf, o);
+}
+
+void http_backend_release(struct http_backend *hb)
+{
+	if (hb->curl)
+		curl_easy_cleanup(hb->curl);
+	hb->curl = NULL;
+	conf_release(&hb->conf);
 }
 
 static bool aborted(const struct backend_abort *a)
@@ -130,7 +152,7 @@ static bool aborted(const struct backend_abort *a)
 	dl = atomic_load(&a->deadline_ns);
 	if (!dl)
 		return false;
-	/* Not sync_clock(): backend code must not pull in sync.c. */
+	/* Not sync_clock(): remote/ depends on nothing of ours. */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec >= dl;
 }
@@ -147,18 +169,11 @@ static int xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return aborted(arg) ? 1 : 0;
 }
 
-int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
-		 const char *what)
+/* What every request on H gets from C: URL, timeouts, TLS, auth. */
+static void set_conf_options(CURL *h, const struct http_conf *c,
+			     const char *url)
 {
-	struct upload up = { .body = req->body };
-	struct download down = { .h = h, .out = req->resp, .skip = req->skip,
-				 .sink_status = req->sink_status };
-	curl_off_t cl = -1;
-	long filetime = -1;
-	CURLcode cc;
-
-	curl_easy_reset(h);
-	curl_easy_setopt(h, CURLOPT_URL, req->url);
+	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
@@ -182,27 +197,31 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 		curl_easy_setopt(h, CURLOPT_USERNAME, c->userpwd_user);
 		curl_easy_setopt(h, CURLOPT_PASSWORD, c->userpwd_pass);
 	}
+	if (c->abort) {
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)c->abort);
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	}
+}
+
+/* What REQ asks of H: method, headers, the body UP reads from, the
+ * answer DOWN writes to. */
+static void set_req_options(CURL *h, const struct http_req *req,
+			    struct upload *up, struct download *down)
+{
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers);
 	curl_easy_setopt(h, CURLOPT_FILETIME, 1L);
 	/* bigger reads from the socket: a 16 MiB GET's body measured 10 ms
 	 * instead of 15 with the default 16 KiB */
 	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L << 10);
-	if (c->abort) {
-		if (aborted(c->abort))
-			return -ECANCELED;
-		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
-		curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)c->abort);
-		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-	}
-
 	if (req->body) {
 		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE,
 				 (curl_off_t)req->body->len);
 		curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
-		curl_easy_setopt(h, CURLOPT_READDATA, &up);
+		curl_easy_setopt(h, CURLOPT_READDATA, up);
 		curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, seek_cb);
-		curl_easy_setopt(h, CURLOPT_SEEKDATA, &up);
+		curl_easy_setopt(h, CURLOPT_SEEKDATA, up);
 	}
 	if (req->nobody)
 		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
@@ -210,8 +229,24 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	    !(req->body && !strcmp(req->method, "PUT")))
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &down);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, down);
+}
 
+int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
+		 const char *what)
+{
+	struct upload up = { .body = req->body };
+	struct download down = { .h = h, .out = req->resp, .skip = req->skip,
+				 .sink_status = req->sink_status };
+	curl_off_t cl = -1;
+	long filetime = -1;
+	CURLcode cc;
+
+	if (aborted(c->abort))
+		return -ECANCELED;
+	curl_easy_reset(h);
+	set_conf_options(h, c, req->url);
+	set_req_options(h, req, &up, &down);
 	cc = curl_easy_perform(h);
 	if (cc == CURLE_ABORTED_BY_CALLBACK && up.err)
 		return up.err;
@@ -220,13 +255,66 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	if (cc == CURLE_WRITE_ERROR && down.err)
 		return down.err;
 	if (cc != CURLE_OK)
-		return sync_errno_from_curl(cc, what);
+		return http_errno_from_curl(cc, what);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &req->status);
 	curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
 	curl_easy_getinfo(h, CURLINFO_FILETIME, &filetime);
 	req->content_length = cl;
 	req->mtime = filetime > 0 ? filetime : 0;
 	return 0;
+}
+
+/* Appends LINES and then EXTRA (both NULL-ended, or NULL) to *HL. */
+static int header_list(const char *const *lines, const char *const *extra,
+		       struct curl_slist **hl)
+{
+	const char *const *sets[] = { lines, extra };
+
+	*hl = NULL;
+	for (size_t i = 0; i < 2; i++) {
+		for (const char *const *l = sets[i]; l && *l; l++) {
+			struct curl_slist *t = curl_slist_append(*hl, *l);
+
+			if (!t) {
+				curl_slist_free_all(*hl);
+				*hl = NULL;
+				return -ENOMEM;
+			}
+			*hl = t;
+		}
+	}
+	return 0;
+}
+
+int http_request(struct http_backend *hb, struct http_req *req,
+		 const char *const *lines, const char *const *extra,
+		 const char *what)
+{
+	const struct http_conf *c = &hb->conf;
+	struct backend_buf errbuf = { .max = 64 << 10 };
+	bool own_resp = !req->resp && !req->nobody;
+	struct curl_slist *hl;
+	int rc;
+
+	rc = header_list(lines, extra, &hl);
+	if (rc)
+		return rc;
+	req->headers = hl;
+	if (own_resp)
+		req->resp = &errbuf;	/* for C->explain */
+	rc = http_perform(hb->curl, c, req, what);
+	if (!rc && req->status >= 300 && req->status != 416) {
+		if (c->explain)
+			c->explain(what, req->status, req->resp);
+		rc = http_errno_from_status(req->status, what);
+	}
+	if (own_resp) {
+		backend_buf_release(&errbuf);
+		req->resp = NULL;
+	}
+	req->headers = NULL;
+	curl_slist_free_all(hl);
+	return rc;
 }
 
 void http_range_header(char *buf, size_t n, uint64_t off, uint64_t len)
@@ -266,13 +354,113 @@ int http_range_finish(struct backend_buf *out, size_t start, long status,
 	return backend_buf_terminate(out);
 }
 
+/* ---- errors ---- */
+
+int http_errno_from_curl(CURLcode cc, const char *what)
+{
+	int rc;
+
+	switch (cc) {
+	case CURLE_OK:
+		return 0;
+	case CURLE_OPERATION_TIMEDOUT:
+		rc = -ETIMEDOUT;
+		break;
+	case CURLE_COULDNT_RESOLVE_PROXY:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_AGAIN:
+		rc = -EAGAIN;
+		break;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_LOGIN_DENIED:
+		rc = -EACCES;
+		break;
+	case CURLE_OUT_OF_MEMORY:
+		rc = -ENOMEM;
+		break;
+	case CURLE_URL_MALFORMAT:
+		rc = -EINVAL;
+		break;
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		rc = -EPROTONOSUPPORT;
+		break;
+	case CURLE_ABORTED_BY_CALLBACK:
+		rc = -ECANCELED;
+		break;
+	default:
+		rc = -EIO;
+		break;
+	}
+	remote_log("%s: curl code %d (%s) -> %s", what, (int)cc,
+		   curl_easy_strerror(cc), strerror(-rc));
+	return rc;
+}
+
+int http_errno_from_status(long status, const char *what)
+{
+	int rc;
+
+	switch (status) {
+	case 400:
+		rc = -EINVAL;
+		break;
+	case 401:
+	case 403:
+		rc = -EACCES;
+		break;
+	case 404:
+	case 410:
+		rc = -ENOENT;
+		break;
+	case 412:
+		rc = -EEXIST;
+		break;
+	case 413:
+		rc = -EFBIG;
+		break;
+	case 405:
+	case 501:
+		rc = -EOPNOTSUPP;
+		break;
+	case 507:
+		rc = -ENOSPC;
+		break;
+	case 408:
+	case 409:	/* S3 OperationAborted: a conflicting operation ran */
+	case 423:
+	case 429:
+		rc = -EAGAIN;
+		break;
+	default:
+		rc = status >= 500 ? -EAGAIN : -EIO;
+		break;
+	}
+	/* Not-found and lost races are ordinary answers, not worth a line. */
+	if (rc != -ENOENT && rc != -EEXIST)
+		remote_log("%s: HTTP status %ld -> %s", what, status,
+			   strerror(-rc));
+	return rc;
+}
+
 /* ---- object verbs shared by the HTTP backends ---- */
 
-/* Sends REQ, its method set, for KEY at the URL O gives it. */
-static int object_request(struct backend *b, const struct http_object_ops *o,
-			  const char *key, struct http_req *req,
-			  const char *op, const char *const *extra)
+/* Sends REQ, its method set, for KEY at the URL B gives it. */
+static int object_request(struct backend *b, const char *key,
+			  struct http_req *req, const char *op,
+			  const char *const *extra)
 {
+	const struct http_object_ops *o = ((struct http_backend *)b)->obj;
 	struct backend_buf url = { 0 };
 	int rc;
 
@@ -287,9 +475,8 @@ static int object_request(struct backend *b, const struct http_object_ops *o,
 	return rc;
 }
 
-int http_object_get(struct backend *b, const struct http_object_ops *o,
-		    const char *key, uint64_t off, uint64_t len,
-		    struct backend_buf *out)
+int http_object_get(struct backend *b, const char *key, uint64_t off,
+		    uint64_t len, struct backend_buf *out)
 {
 	struct http_req req = { .method = "GET", .resp = out };
 	char range[80];
@@ -305,7 +492,7 @@ int http_object_get(struct backend *b, const struct http_object_ops *o,
 	if (!range[0])
 		extra[0] = NULL;
 	req.sink_status = range[0] ? 206 : 200;
-	rc = object_request(b, o, key, &req, "get", extra);
+	rc = object_request(b, key, &req, "get", extra);
 	if (rc) {
 		out->len = start;
 		return rc;
@@ -313,20 +500,19 @@ int http_object_get(struct backend *b, const struct http_object_ops *o,
 	return http_range_finish(out, start, req.status, off, len);
 }
 
-int http_object_del(struct backend *b, const struct http_object_ops *o,
-		    const char *key)
+int http_object_del(struct backend *b, const char *key)
 {
 	struct http_req req = { .method = "DELETE" };
-	int rc = object_request(b, o, key, &req, "del", NULL);
+	int rc = object_request(b, key, &req, "del", NULL);
 
 	return rc == -ENOENT ? 0 : rc;	/* gone already */
 }
 
-int http_object_head(struct backend *b, const struct http_object_ops *o,
-		     const char *key, struct backend_stat *st)
+int http_object_head(struct backend *b, const char *key,
+		     struct backend_stat *st)
 {
 	struct http_req req = { .method = "HEAD", .nobody = true };
-	int rc = object_request(b, o, key, &req, "head", NULL);
+	int rc = object_request(b, key, &req, "head", NULL);
 
 	if (!rc && req.status == 416)
 		rc = -EIO;	/* no range was asked for */
@@ -339,13 +525,13 @@ int http_object_head(struct backend *b, const struct http_object_ops *o,
 	return rc;
 }
 
-bool xml_named(const struct _xmlNode *n, const char *name)
+bool http_xml_named(const struct _xmlNode *n, const char *name)
 {
 	return n->type == XML_ELEMENT_NODE &&
 	       !strcmp((const char *)n->name, name);
 }
 
-const char *xml_text(const struct _xmlNode *n)
+const char *http_xml_text(const struct _xmlNode *n)
 {
 	for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
 		if (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE)

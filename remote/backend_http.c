@@ -21,12 +21,11 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
-#include "sync_int.h"
+#include "remote_int.h"
 
+/* Used by one thread at a time (backend.h): no lock. */
 struct backend_http {
-	struct backend base;
-	CURL *curl;
-	struct http_conf conf;
+	struct http_backend http;	/* first: a struct backend too */
 	char *base_url;		/* ends with '/' */
 	char *base_path;	/* decoded path part of base_url, ends with '/' */
 };
@@ -42,13 +41,58 @@ static void http_close(struct backend *b)
 
 	if (!h)
 		return;
-	if (h->curl)
-		curl_easy_cleanup(h->curl);
-	http_conf_release(&h->conf);
+	http_backend_release(&h->http);
 	free(h->base_url);
 	free(h->base_path);
 	free(h);
 }
+
+/* USER:PASSWORD (the first line that is not empty or a '#' comment) of
+ * the credentials file FILE, which backend_credentials_open() accepts.
+ * Caller frees both. */
+static int creds_load(const char *file, char **user, char **pass)
+{
+	char line[4096], *colon, *e;
+	int fd, rc = -EACCES;
+	FILE *f;
+
+	*user = *pass = NULL;
+	f = remote_credentials_fopen(file, &fd);
+	if (!f)
+		return fd;
+	/* The first line that is neither empty nor a comment. */
+	while (fgets(line, sizeof(line), f)) {
+		e = line + strcspn(line, "\r\n");
+		*e = '\0';
+		if (!line[0] || line[0] == '#')
+			continue;
+		colon = strchr(line, ':');
+		if (!colon || colon == line) {
+			remote_log("credentials file %s: want one line "
+				   "USER:PASSWORD", file);
+			break;
+		}
+		*colon = '\0';
+		*user = strdup(line);
+		*pass = strdup(colon + 1);
+		rc = *user && *pass ? 0 : -ENOMEM;
+		break;
+	}
+	if (rc == -EACCES && !*user)
+		remote_log("credentials file %s: no USER:PASSWORD line", file);
+	explicit_bzero(line, sizeof(line));
+	fclose(f);
+	if (rc) {
+		if (*pass)
+			explicit_bzero(*pass, strlen(*pass));
+		free(*user);
+		free(*pass);
+		*user = *pass = NULL;
+	}
+	return rc;
+}
+
+static const struct http_object_ops dav_ops;	/* below */
 
 static int http_open(const char *url, const struct backend_options *o,
 		     struct backend **out)
@@ -63,7 +107,9 @@ static int http_open(const char *url, const struct backend_options *o,
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	h->base.ops = &backend_http_ops;
+	rc = http_backend_init(&h->http, &backend_http_ops, &dav_ops, o);
+	if (rc)
+		goto fail;
 	while (n && url[n - 1] == '/')
 		n--;
 	if (asprintf(&h->base_url, "%.*s/", (int)n, url) < 0) {
@@ -82,27 +128,19 @@ static int http_open(const char *url, const struct backend_options *o,
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = sync_urldecode(h->base_path);
-	if (rc)
-		goto fail;
-	rc = http_conf_init(&h->conf, o);
+	rc = remote_urldecode(h->base_path);
 	if (rc)
 		goto fail;
 	if (o->credentials_file) {
-		rc = http_creds_load(o->credentials_file, &h->conf.userpwd_user,
-				     &h->conf.userpwd_pass);
+		rc = creds_load(o->credentials_file, &h->http.conf.userpwd_user,
+				&h->http.conf.userpwd_pass);
 		if (rc)
 			goto fail;
 	}
-	h->curl = curl_easy_init();
-	if (!h->curl) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	*out = &h->base;
+	*out = &h->http.base;
 	return 0;
 fail:
-	http_close(&h->base);
+	http_close(&h->http.base);
 	return rc;
 }
 
@@ -116,40 +154,16 @@ static int key_url(struct backend_http *h, const char *key,
 	return rc;
 }
 
-/* One request; maps statuses >= 300 (except 416) to -errno. */
-static int http_request(struct backend_http *h, struct http_req *req,
-			const char *op, const char *key,
-			const char *const *extra)
+/* One request (http_request()), with "Expect:" to skip 100-continue. */
+static int dav_request(struct backend_http *h, struct http_req *req,
+		       const char *op, const char *key,
+		       const char *const *extra)
 {
-	struct curl_slist *hl = NULL, *t = NULL;
-	struct backend_buf errbuf = { .max = 64 << 10 };
-	bool own_resp = false;
+	static const char *const lines[] = { "Expect:", NULL };
 	char what[256];
-	int rc;
 
 	snprintf(what, sizeof(what), "http %s %s", op, key);
-	t = hl = curl_slist_append(hl, "Expect:");
-	for (; t && extra && *extra; extra++)
-		t = hl = curl_slist_append(hl, *extra);
-	if (!t) {
-		curl_slist_free_all(hl);
-		return -ENOMEM;
-	}
-	req->headers = hl;
-	if (!req->resp && !req->nobody) {
-		req->resp = &errbuf;
-		own_resp = true;
-	}
-	rc = http_perform(h->curl, &h->conf, req, what);
-	if (!rc && req->status >= 300 && req->status != 416 &&
-	    req->status != 207)
-		rc = sync_errno_from_http(req->status, what);
-	if (own_resp) {
-		backend_buf_release(&errbuf);
-		req->resp = NULL;
-	}
-	curl_slist_free_all(hl);
-	return rc;
+	return http_request(&h->http, req, lines, extra, what);
 }
 
 /* Creates the collections above KEY, for servers without auto-creation. */
@@ -170,7 +184,7 @@ static int mkcol_parents(struct backend_http *h, const char *key)
 			rc = backend_buf_append(&url, "/", 1);
 		if (!rc) {
 			req.url = url.data;
-			rc = http_request(h, &req, "mkcol", k, NULL);
+			rc = dav_request(h, &req, "mkcol", k, NULL);
 			if (rc == -EOPNOTSUPP || rc == -EEXIST)
 				rc = 0;	/* 405: it exists */
 		}
@@ -185,7 +199,7 @@ static int put_url(struct backend_http *h, const char *url, const char *key,
 		   const struct backend_body *body)
 {
 	struct http_req req = { .method = "PUT", .url = url, .body = body };
-	int rc = http_request(h, &req, "put", key, NULL);
+	int rc = dav_request(h, &req, "put", key, NULL);
 
 	if (rc == -EAGAIN && req.status == 409) {
 		/* 409 Conflict: a parent collection is missing. */
@@ -193,7 +207,7 @@ static int put_url(struct backend_http *h, const char *url, const char *key,
 		if (!rc) {
 			req = (struct http_req){ .method = "PUT", .url = url,
 						 .body = body };
-			rc = http_request(h, &req, "put", key, NULL);
+			rc = dav_request(h, &req, "put", key, NULL);
 		}
 	}
 	return rc;
@@ -246,13 +260,13 @@ static int http_put_if_absent(struct backend *b, const char *key,
 				     url.data) >= sizeof(dest)) {
 			rc = -ENAMETOOLONG;
 		} else {
-			rc = http_request(h, &req, "put_if_absent", key, extra);
+			rc = dav_request(h, &req, "put_if_absent", key, extra);
 		}
 		if (rc) {
 			struct http_req del = { .method = "DELETE",
 						.url = tmpurl.data };
 
-			(void)http_request(h, &del, "del", tmpkey, NULL);
+			(void)dav_request(h, &del, "del", tmpkey, NULL);
 		}
 	}
 	backend_buf_release(&url);
@@ -266,40 +280,24 @@ static int dav_url(struct backend *b, const char *key, struct backend_buf *url)
 	return key_url(to_http(b), key, url);
 }
 
-static int dav_request(struct backend *b, struct http_req *req,
-		       const char *op, const char *key, const char *const *extra)
+static int dav_object_request(struct backend *b, struct http_req *req,
+			      const char *op, const char *key,
+			      const char *const *extra)
 {
-	return http_request(to_http(b), req, op, key, extra);
+	return dav_request(to_http(b), req, op, key, extra);
 }
 
 static const struct http_object_ops dav_ops = {
 	.url = dav_url,
-	.request = dav_request,
+	.request = dav_object_request,
 };
-
-static int http_get(struct backend *b, const char *key, uint64_t off,
-		    uint64_t len, struct backend_buf *out)
-{
-	return http_object_get(b, &dav_ops, key, off, len, out);
-}
-
-static int http_del(struct backend *b, const char *key)
-{
-	return http_object_del(b, &dav_ops, key);
-}
-
-static int http_head(struct backend *b, const char *key,
-		     struct backend_stat *st)
-{
-	return http_object_head(b, &dav_ops, key, st);
-}
 
 static xmlNode *find(xmlNode *n, const char *name)
 {
 	for (; n; n = n->next) {
 		xmlNode *f;
 
-		if (xml_named(n, name))
+		if (http_xml_named(n, name))
 			return n;
 		if (n->children && (f = find(n->children, name)))
 			return f;
@@ -312,37 +310,115 @@ static const char propfind_body[] =
 	"<D:propfind xmlns:D=\"DAV:\"><D:prop><D:resourcetype/>"
 	"<D:getcontentlength/></D:prop></D:propfind>\n";
 
-/* Lists collection DIR (a key ending in '/', or "" for the root). */
 static int walk(struct backend_http *h, const char *dir, const char *prefix,
-		struct entry_vec *ev, int depth)
+		struct remote_entries *ev, int depth);
+
+/* Whether KEY (KL bytes, from a listing of DIR) is to be skipped: DIR
+ * itself, a temporary, an odd name. */
+static bool skip_key(const char *key, size_t kl, const char *dir)
 {
-	struct backend_buf url = { 0 }, resp = { .max = 32 << 20 };
+	size_t dl = strlen(dir);
+
+	return !kl || !strcmp(key, dir) ||
+	       (dl && dl - 1 == kl && !strncmp(key, dir, kl)) ||
+	       strstr(key, "/.") || key[0] == '.';
+}
+
+/* One <response> R of the listing of DIR: descends into a collection
+ * whose objects may start with PREFIX, adds an object that does. */
+static int walk_response(struct backend_http *h, xmlNode *r, const char *dir,
+			 const char *prefix, struct remote_entries *ev,
+			 int depth)
+{
+	size_t bplen = strlen(h->base_path), pl = strlen(prefix), kl;
+	xmlNode *hn = find(r->children, "href"), *rt;
+	char *path, *p, *key;
+	bool coll;
+	int rc = 0;
+
+	if (!hn)
+		return 0;
+	path = strdup(http_xml_text(hn));
+	if (!path)
+		return -ENOMEM;
+	p = path;
+	if (strstr(p, "://")) {	/* absolute URL: keep its path */
+		p = strchr(strstr(p, "://") + 3, '/');
+		if (!p)
+			p = path + strlen(path);
+	}
+	if (remote_urldecode(p) || strncmp(p, h->base_path, bplen))
+		goto out;
+	key = p + bplen;
+	kl = strlen(key);
+	rt = find(r->children, "resourcetype");
+	coll = (rt && find(rt->children, "collection")) ||
+	       (kl && key[kl - 1] == '/');
+	if (coll && kl && key[kl - 1] == '/')
+		key[--kl] = '\0';
+	if (skip_key(key, kl, dir))
+		goto out;
+	if (coll && !strncmp(key, prefix, kl < pl ? kl : pl)) {
+		char *sub = NULL;
+
+		if (asprintf(&sub, "%s/", key) < 0)
+			rc = -ENOMEM;
+		else
+			rc = walk(h, sub, prefix, ev, depth + 1);
+		free(sub);
+	} else if (!coll && !strncmp(key, prefix, pl)) {
+		xmlNode *len = find(r->children, "getcontentlength");
+
+		rc = remote_entries_add(ev, key,
+					strtoull(http_xml_text(len), NULL, 10));
+	}
+out:
+	free(path);
+	return rc;
+}
+
+/* PROPFIND with Depth: 1 of collection DIR into RESP: -ENOENT when DIR is
+ * missing, -EOPNOTSUPP when the server does not answer 207. */
+static int propfind(struct backend_http *h, const char *dir,
+		    struct backend_buf *resp)
+{
+	struct backend_buf url = { 0 };
 	struct backend_body body = { .buf = propfind_body, .fd = -1,
 				     .len = sizeof(propfind_body) - 1 };
 	struct http_req req = { .method = "PROPFIND", .body = &body,
-				.resp = &resp };
+				.resp = resp };
 	const char *extra[] = { "Depth: 1",
 				"Content-Type: application/xml", NULL };
-	size_t bplen = strlen(h->base_path);
+	int rc = key_url(h, dir, &url);
+
+	if (!rc) {
+		req.url = url.data;
+		rc = dav_request(h, &req, "list", dir, extra);
+	}
+	if (!rc && req.status != 207) {
+		remote_log("http list %s: PROPFIND gave status %ld, not 207",
+			   dir, req.status);
+		rc = -EOPNOTSUPP;
+	}
+	backend_buf_release(&url);
+	return rc;
+}
+
+/* Lists collection DIR (a key ending in '/', or "" for the root). */
+static int walk(struct backend_http *h, const char *dir, const char *prefix,
+		struct remote_entries *ev, int depth)
+{
+	struct backend_buf resp = { .max = 32 << 20 };
 	xmlDoc *doc = NULL;
 	xmlNode *root;
 	int rc;
 
 	if (depth > 64)
 		return -ELOOP;
-	rc = key_url(h, dir, &url);
-	if (!rc) {
-		req.url = url.data;
-		rc = http_request(h, &req, "list", dir, extra);
-	}
+	rc = propfind(h, dir, &resp);
 	if (rc == -ENOENT) {
-		rc = 0;
+		rc = 0;		/* nothing there yet */
 		goto out;
-	}
-	if (!rc && req.status != 207) {
-		sync_log("http list %s: PROPFIND gave status %ld, not 207",
-			 dir, req.status);
-		rc = -EOPNOTSUPP;
 	}
 	if (rc)
 		goto out;
@@ -350,74 +426,18 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 			    XML_PARSE_NONET | XML_PARSE_NOBLANKS |
 			    XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	root = doc ? xmlDocGetRootElement(doc) : NULL;
-	if (!root || !xml_named(root, "multistatus")) {
-		sync_log("http list %s: PROPFIND answer is not a multistatus",
-			 dir);
+	if (!root || !http_xml_named(root, "multistatus")) {
+		remote_log("http list %s: PROPFIND answer is not a multistatus",
+			   dir);
 		rc = -EIO;
 		goto out;
 	}
-	for (xmlNode *r = root->children; r && !rc; r = r->next) {
-		xmlNode *hn, *rt;
-		char *path, *p, *key;
-		bool coll;
-		size_t kl, pl = strlen(prefix);
-
-		if (!xml_named(r, "response") || !(hn = find(r->children, "href")))
-			continue;
-		path = strdup(xml_text(hn));
-		if (!path) {
-			rc = -ENOMEM;
-			break;
-		}
-		p = path;
-		if (strstr(p, "://")) {	/* absolute URL: keep its path */
-			p = strchr(strstr(p, "://") + 3, '/');
-			if (!p)
-				p = path + strlen(path);
-		}
-		if (sync_urldecode(p) || strncmp(p, h->base_path, bplen)) {
-			free(path);
-			continue;
-		}
-		key = p + bplen;
-		kl = strlen(key);
-		rt = find(r->children, "resourcetype");
-		coll = (rt && find(rt->children, "collection")) ||
-		       (kl && key[kl - 1] == '/');
-		if (coll && kl && key[kl - 1] == '/')
-			key[--kl] = '\0';
-		/* Skip the collection itself, temporaries, odd names. */
-		if (!kl || !strcmp(key, dir) ||
-		    (strlen(dir) && strlen(dir) - 1 == kl &&
-		     !strncmp(key, dir, kl)) ||
-		    strstr(key, "/.") || key[0] == '.') {
-			free(path);
-			continue;
-		}
-		if (coll) {
-			char *sub = NULL;
-
-			if (strncmp(key, prefix, kl < pl ? kl : pl)) {
-				free(path);
-				continue;
-			}
-			if (asprintf(&sub, "%s/", key) < 0)
-				rc = -ENOMEM;
-			else
-				rc = walk(h, sub, prefix, ev, depth + 1);
-			free(sub);
-		} else if (!strncmp(key, prefix, pl)) {
-			xmlNode *len = find(r->children, "getcontentlength");
-
-			rc = entry_vec_add(ev, key,
-					   strtoull(xml_text(len), NULL, 10));
-		}
-		free(path);
-	}
+	for (xmlNode *r = root->children; r && !rc; r = r->next)
+		if (http_xml_named(r, "response"))
+			rc = walk_response(h, r, dir, prefix, ev, depth);
 out:
 	if (doc)
 		xmlFreeDoc(doc);
-	backend_buf_release(&url);
 	backend_buf_release(&resp);
 	return rc;
 }
@@ -426,7 +446,7 @@ static int http_list(struct backend *b, const char *prefix,
 		     backend_list_fn fn, void *arg)
 {
 	struct backend_http *h = to_http(b);
-	struct entry_vec ev = { 0 };
+	struct remote_entries ev = { 0 };
 	char *dir;
 	const char *slash;
 	int rc;
@@ -445,8 +465,8 @@ static int http_list(struct backend *b, const char *prefix,
 		dir[strlen(dir)] = '/';
 	rc = walk(h, dir, prefix, &ev, 0);
 	if (!rc)
-		rc = entry_vec_emit(&ev, fn, arg);
-	entry_vec_release(&ev);
+		rc = remote_entries_emit(&ev, fn, arg);
+	remote_entries_release(&ev);
 	free(dir);
 	return rc;
 }
@@ -457,9 +477,9 @@ const struct backend_ops backend_http_ops = {
 	.open = http_open,
 	.close = http_close,
 	.put = http_put,
-	.get = http_get,
-	.del = http_del,
-	.head = http_head,
+	.get = http_object_get,
+	.del = http_object_del,
+	.head = http_object_head,
 	.list = http_list,
 	.put_if_absent = http_put_if_absent,
 };

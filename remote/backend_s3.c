@@ -13,6 +13,7 @@
  * default, path style (ENDPOINT/BUCKET/KEY) with path_style; endpoint=
  * replaces the AWS host for MinIO, R2, B2, Ceph and test servers.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -23,15 +24,14 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
-#include "sync_int.h"
+#include "remote_int.h"
 
 #define SHA256_EMPTY \
 	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
+/* Used by one thread at a time (backend.h): no lock. */
 struct backend_s3 {
-	struct backend base;
-	CURL *curl;
-	struct http_conf conf;
+	struct http_backend http;	/* first: a struct backend too */
 	char *base_url;		/* up to and including the '/' before keys */
 	char *prefix;		/* "" or "some/prefix/" */
 	char *token_header;	/* "x-amz-security-token: ..." or NULL */
@@ -50,15 +50,122 @@ static void s3_close(struct backend *b)
 
 	if (!s)
 		return;
-	if (s->curl)
-		curl_easy_cleanup(s->curl);
-	http_conf_release(&s->conf);
+	http_backend_release(&s->http);
 	if (s->token_header)
 		explicit_bzero(s->token_header, strlen(s->token_header));
 	free(s->token_header);
 	free(s->base_url);
 	free(s->prefix);
 	free(s);
+}
+
+/* Credentials of an s3 backend (env or credentials file).  Caller frees
+ * with creds_release(). */
+struct s3_creds {
+	char *key_id;
+	char *secret;
+	char *token;			/* may be NULL */
+};
+
+static void creds_release(struct s3_creds *c)
+{
+	if (c->secret)
+		explicit_bzero(c->secret, strlen(c->secret));
+	free(c->key_id);
+	free(c->secret);
+	free(c->token);
+	*c = (struct s3_creds){ 0 };
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* Reads the [default] section (or the only one) of an AWS-style
+ * credentials file: aws_access_key_id, aws_secret_access_key,
+ * aws_session_token.  Refuses a file that group or others can read. */
+static int creds_from_file(const char *file, struct s3_creds *out)
+{
+	char line[4096];
+	bool in_section = true;	/* keys before any section count */
+	int fd, rc = 0;
+	FILE *f;
+
+	f = remote_credentials_fopen(file, &fd);
+	if (!f)
+		return fd;
+	while (fgets(line, sizeof(line), f)) {
+		char *s = trim(line), *eq, *k, *v, **dst = NULL;
+
+		if (!*s || *s == '#' || *s == ';')
+			continue;
+		if (*s == '[') {
+			in_section = !strcmp(s, "[default]");
+			continue;
+		}
+		if (!in_section || !(eq = strchr(s, '=')))
+			continue;
+		*eq = '\0';
+		k = trim(s);
+		v = trim(eq + 1);
+		if (!strcmp(k, "aws_access_key_id"))
+			dst = &out->key_id;
+		else if (!strcmp(k, "aws_secret_access_key"))
+			dst = &out->secret;
+		else if (!strcmp(k, "aws_session_token"))
+			dst = &out->token;
+		if (dst) {
+			free(*dst);
+			if (!(*dst = strdup(v))) {
+				rc = -ENOMEM;
+				break;
+			}
+		}
+	}
+	explicit_bzero(line, sizeof(line));
+	fclose(f);
+	return rc;
+}
+
+static int creds_load(const char *file, struct s3_creds *out)
+{
+	int rc = 0;
+
+	*out = (struct s3_creds){ 0 };
+	if (file) {
+		rc = creds_from_file(file, out);
+	} else {
+		const char *id = getenv("AWS_ACCESS_KEY_ID");
+		const char *sec = getenv("AWS_SECRET_ACCESS_KEY");
+		const char *tok = getenv("AWS_SESSION_TOKEN");
+
+		if ((id && !(out->key_id = strdup(id))) ||
+		    (sec && !(out->secret = strdup(sec))) ||
+		    (tok && *tok && !(out->token = strdup(tok))))
+			rc = -ENOMEM;
+	}
+	if (!rc && (!out->key_id || !*out->key_id || !out->secret ||
+		    !*out->secret)) {
+		remote_log("no S3 credentials: set AWS_ACCESS_KEY_ID and "
+			   "AWS_SECRET_ACCESS_KEY, or credentials=FILE");
+		rc = -EACCES;
+	}
+	if (!rc && (strchr(out->key_id, ':') || strpbrk(out->key_id, "\r\n") ||
+		    (out->token && strpbrk(out->token, "\r\n")))) {
+		remote_log("malformed S3 credentials");
+		rc = -EACCES;
+	}
+	if (rc)
+		creds_release(out);
+	return rc;
 }
 
 static bool bucket_valid(const char *b, size_t n)
@@ -73,50 +180,64 @@ static bool bucket_valid(const char *b, size_t n)
 	return true;
 }
 
-static int s3_open(const char *url, const struct backend_options *o,
-		   struct backend **out)
+/* Extracts <Code> of an S3 error body for the log. */
+static void error_code(const struct backend_buf *resp, char *code, size_t n)
 {
-	const char *bucket = url + strlen("s3://"), *slash;
-	struct backend_s3 *s;
-	struct s3_creds cr;
-	size_t blen;
-	int rc;
+	const char *p, *e;
 
-	slash = strchr(bucket, '/');
-	blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
-	if (!bucket_valid(bucket, blen)) {
-		sync_log("s3: bad bucket name in URL");
-		return -EINVAL;
-	}
-	s = calloc(1, sizeof(*s));
-	if (!s)
+	snprintf(code, n, "-");
+	if (!resp || !resp->data)
+		return;
+	p = strstr(resp->data, "<Code>");
+	if (!p)
+		return;
+	p += 6;
+	e = strstr(p, "</Code>");
+	if (e && (size_t)(e - p) < n)
+		snprintf(code, n, "%.*s", (int)(e - p), p);
+}
+
+/* Logs the <Code> of an S3 error answer, unless it is an ordinary one. */
+static void explain_error(const char *what, long status,
+			  const struct backend_buf *body)
+{
+	char code[64];
+
+	if (status == 404 || status == 412)
+		return;
+	error_code(body, code, sizeof(code));
+	remote_log("%s: S3 answered %s", what, code);
+}
+
+/* The key prefix: PATH (the URL's path after the bucket, "" for none)
+ * without surrounding slashes, plus '/'; "" for none. */
+static int set_prefix(struct backend_s3 *s, const char *path)
+{
+	size_t n = strlen(path);
+
+	while (n && path[n - 1] == '/')
+		n--;
+	if (asprintf(&s->prefix, "%.*s%s", (int)n, path, n ? "/" : "") < 0) {
+		s->prefix = NULL;
 		return -ENOMEM;
-	s->base.ops = &backend_s3_ops;
-	s->list_page = o->list_page;
-	s->query_slash_raw = o->query_slash_raw;
-
-	/* Prefix: the URL's path without surrounding slashes, plus '/'. */
-	{
-		const char *p = slash ? slash + 1 : "";
-		size_t n = strlen(p);
-
-		while (n && p[n - 1] == '/')
-			n--;
-		if (asprintf(&s->prefix, "%.*s%s", (int)n, p, n ? "/" : "") < 0) {
-			s->prefix = NULL;
-			rc = -ENOMEM;
-			goto fail;
-		}
-		if (n) {
-			s->prefix[n] = '\0';
-			if (!backend_key_valid(s->prefix)) {
-				sync_log("s3: bad prefix in URL");
-				rc = -EINVAL;
-				goto fail;
-			}
-			s->prefix[n] = '/';
-		}
 	}
+	if (n) {
+		s->prefix[n] = '\0';
+		if (!backend_key_valid(s->prefix)) {
+			remote_log("s3: bad prefix in URL");
+			return -EINVAL;
+		}
+		s->prefix[n] = '/';
+	}
+	return 0;
+}
+
+/* The URL before keys of BUCKET (BLEN bytes): at endpoint= when given,
+ * else at AWS; path style or virtual-host as O says. */
+static int set_base_url(struct backend_s3 *s, const struct backend_options *o,
+			const char *bucket, size_t blen)
+{
+	int rc;
 
 	if (o->endpoint) {
 		const char *host = strstr(o->endpoint, "://");
@@ -124,9 +245,8 @@ static int s3_open(const char *url, const struct backend_options *o,
 
 		if (!host || (strncmp(o->endpoint, "http://", 7) &&
 			      strncmp(o->endpoint, "https://", 8))) {
-			sync_log("s3: endpoint must start with http:// or https://");
-			rc = -EINVAL;
-			goto fail;
+			remote_log("s3: endpoint must start with http:// or https://");
+			return -EINVAL;
 		}
 		host += 3;
 		while (el && o->endpoint[el - 1] == '/')
@@ -149,27 +269,35 @@ static int s3_open(const char *url, const struct backend_options *o,
 	}
 	if (rc < 0) {
 		s->base_url = NULL;
-		rc = -ENOMEM;
-		goto fail;
+		return -ENOMEM;
 	}
+	return 0;
+}
 
-	rc = http_conf_init(&s->conf, o);
-	if (rc)
-		goto fail;
-	if (strpbrk(o->region, ":\r\n/") || !*o->region) {
-		rc = -EINVAL;
-		goto fail;
+/* Signature V4 for O's region, and S3's error codes in the log. */
+static int set_signing(struct backend_s3 *s, const struct backend_options *o)
+{
+	s->http.conf.explain = explain_error;
+	if (strpbrk(o->region, ":\r\n/") || !*o->region)
+		return -EINVAL;
+	if (asprintf(&s->http.conf.sigv4, "aws:amz:%s:s3", o->region) < 0) {
+		s->http.conf.sigv4 = NULL;
+		return -ENOMEM;
 	}
-	if (asprintf(&s->conf.sigv4, "aws:amz:%s:s3", o->region) < 0) {
-		s->conf.sigv4 = NULL;
-		rc = -ENOMEM;
-		goto fail;
-	}
-	rc = s3_creds_load(o->credentials_file, &cr);
+	return 0;
+}
+
+/* Credentials from FILE or the environment: the key pair goes to the
+ * signing settings (which then own it), a session token into a header. */
+static int set_credentials(struct backend_s3 *s, const char *file)
+{
+	struct s3_creds cr;
+	int rc = creds_load(file, &cr);
+
 	if (rc)
-		goto fail;
-	s->conf.userpwd_user = cr.key_id;
-	s->conf.userpwd_pass = cr.secret;
+		return rc;
+	s->http.conf.userpwd_user = cr.key_id;
+	s->http.conf.userpwd_pass = cr.secret;
 	if (cr.token && asprintf(&s->token_header, "x-amz-security-token: %s",
 				 cr.token) < 0) {
 		s->token_header = NULL;
@@ -179,18 +307,45 @@ static int s3_open(const char *url, const struct backend_options *o,
 		explicit_bzero(cr.token, strlen(cr.token));
 		free(cr.token);
 	}
-	if (rc)
-		goto fail;
-	s->curl = curl_easy_init();
-	if (!s->curl) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	*out = &s->base;
-	return 0;
-fail:
-	s3_close(&s->base);
 	return rc;
+}
+
+static const struct http_object_ops s3_ops;	/* below */
+
+static int s3_open(const char *url, const struct backend_options *o,
+		   struct backend **out)
+{
+	const char *bucket = url + strlen("s3://"), *slash;
+	struct backend_s3 *s;
+	size_t blen;
+	int rc;
+
+	slash = strchr(bucket, '/');
+	blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
+	if (!bucket_valid(bucket, blen)) {
+		remote_log("s3: bad bucket name in URL");
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->list_page = o->list_page;
+	s->query_slash_raw = o->query_slash_raw;
+	rc = http_backend_init(&s->http, &backend_s3_ops, &s3_ops, o);
+	if (!rc)
+		rc = set_prefix(s, slash ? slash + 1 : "");
+	if (!rc)
+		rc = set_base_url(s, o, bucket, blen);
+	if (!rc)
+		rc = set_signing(s, o);
+	if (!rc)
+		rc = set_credentials(s, o->credentials_file);
+	if (rc) {
+		s3_close(&s->http.base);
+		return rc;
+	}
+	*out = &s->http.base;
+	return 0;
 }
 
 /* Hex SHA-256 of BODY into HEX (65 bytes). */
@@ -264,31 +419,14 @@ static int object_url(struct backend_s3 *s, const char *key,
 	return rc;
 }
 
-/* Extracts <Code> of an S3 error body for the log. */
-static void error_code(const struct backend_buf *resp, char *code, size_t n)
-{
-	const char *p, *e;
-
-	snprintf(code, n, "-");
-	if (!resp || !resp->data)
-		return;
-	p = strstr(resp->data, "<Code>");
-	if (!p)
-		return;
-	p += 6;
-	e = strstr(p, "</Code>");
-	if (e && (size_t)(e - p) < n)
-		snprintf(code, n, "%.*s", (int)(e - p), p);
-}
-
-/* Sends one request.  EXTRA are additional header lines (NULL-ended). */
+/* Sends one request (http_request()) with the payload's SHA-256 and the
+ * session token.  EXTRA are additional header lines (NULL-ended). */
 static int s3_request(struct backend_s3 *s, struct http_req *req,
 		      const char *op, const char *key, const char *const *extra)
 {
-	struct curl_slist *h = NULL, *t;
-	struct backend_buf errbuf = { .max = 64 << 10 };
 	char hash[65] = SHA256_EMPTY, hdr[128], what[256];
-	bool own_resp = false;
+	const char *lines[4];
+	size_t n = 0;
 	int rc = 0;
 
 	snprintf(what, sizeof(what), "s3 %s %s%s", op, s->prefix, key);
@@ -299,41 +437,15 @@ static int s3_request(struct backend_s3 *s, struct http_req *req,
 	if (rc)
 		return rc;
 	snprintf(hdr, sizeof(hdr), "x-amz-content-sha256: %s", hash);
-	t = curl_slist_append(h, hdr);
-	if (t)
-		h = t;
-	if (t && req->body)
-		t = h = curl_slist_append(h, "Content-Type: application/octet-stream");
+	lines[n++] = hdr;
+	if (req->body)
+		lines[n++] = "Content-Type: application/octet-stream";
 	/* No "Expect:" to turn off 100-continue: libcurl 7.88 would sign the
 	 * empty header it never sends. */
-	if (t && s->token_header)
-		t = h = curl_slist_append(h, s->token_header);
-	for (; t && extra && *extra; extra++)
-		t = h = curl_slist_append(h, *extra);
-	if (!t) {
-		curl_slist_free_all(h);
-		return -ENOMEM;
-	}
-	req->headers = h;
-	if (!req->resp && !req->nobody) {
-		req->resp = &errbuf;
-		own_resp = true;
-	}
-	rc = http_perform(s->curl, &s->conf, req, what);
-	if (!rc && req->status >= 300 && req->status != 416) {
-		char code[64];
-
-		error_code(req->resp, code, sizeof(code));
-		if (req->status != 404 && req->status != 412)
-			sync_log("%s: S3 answered %s", what, code);
-		rc = sync_errno_from_http(req->status, what);
-	}
-	if (own_resp) {
-		backend_buf_release(&errbuf);
-		req->resp = NULL;
-	}
-	curl_slist_free_all(h);
-	return rc;
+	if (s->token_header)
+		lines[n++] = s->token_header;
+	lines[n] = NULL;
+	return http_request(&s->http, req, lines, extra, what);
 }
 
 static int do_put(struct backend *b, const char *key,
@@ -384,22 +496,6 @@ static const struct http_object_ops s3_ops = {
 	.request = s3_send,
 };
 
-static int s3_get(struct backend *b, const char *key, uint64_t off,
-		  uint64_t len, struct backend_buf *out)
-{
-	return http_object_get(b, &s3_ops, key, off, len, out);
-}
-
-static int s3_del(struct backend *b, const char *key)
-{
-	return http_object_del(b, &s3_ops, key);
-}
-
-static int s3_head(struct backend *b, const char *key, struct backend_stat *st)
-{
-	return http_object_head(b, &s3_ops, key, st);
-}
-
 /* Parses one ListObjectsV2 page: calls FN for each key, fills *next with
  * the continuation token (caller frees) or NULL on the last page. */
 static int parse_page(struct backend_s3 *s, const struct backend_buf *page,
@@ -416,31 +512,31 @@ static int parse_page(struct backend_s3 *s, const struct backend_buf *page,
 			    XML_PARSE_NONET | XML_PARSE_NOBLANKS |
 			    XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc) {
-		sync_log("s3 list: response is not XML");
+		remote_log("s3 list: response is not XML");
 		return -EIO;
 	}
 	root = xmlDocGetRootElement(doc);
-	if (!root || !xml_named(root, "ListBucketResult")) {
+	if (!root || !http_xml_named(root, "ListBucketResult")) {
 		rc = -EIO;
 		goto out;
 	}
 	for (xmlNode *n = root->children; n && !rc; n = n->next) {
-		if (xml_named(n, "IsTruncated")) {
-			truncated = !strcmp(xml_text(n), "true");
-		} else if (xml_named(n, "NextContinuationToken")) {
+		if (http_xml_named(n, "IsTruncated")) {
+			truncated = !strcmp(http_xml_text(n), "true");
+		} else if (http_xml_named(n, "NextContinuationToken")) {
 			free(*next);
-			*next = strdup(xml_text(n));
+			*next = strdup(http_xml_text(n));
 			if (!*next)
 				rc = -ENOMEM;
-		} else if (xml_named(n, "Contents")) {
+		} else if (http_xml_named(n, "Contents")) {
 			const char *key = NULL;
 			uint64_t size = 0;
 
 			for (xmlNode *c = n->children; c; c = c->next) {
-				if (xml_named(c, "Key"))
-					key = xml_text(c);
-				else if (xml_named(c, "Size"))
-					size = strtoull(xml_text(c), NULL, 10);
+				if (http_xml_named(c, "Key"))
+					key = http_xml_text(c);
+				else if (http_xml_named(c, "Size"))
+					size = strtoull(http_xml_text(c), NULL, 10);
 			}
 			if (!key || strncmp(key, s->prefix, plen))
 				continue;
@@ -449,7 +545,7 @@ static int parse_page(struct backend_s3 *s, const struct backend_buf *page,
 		}
 	}
 	if (!rc && truncated && (!*next || !**next)) {
-		sync_log("s3 list: truncated page without a continuation token");
+		remote_log("s3 list: truncated page without a continuation token");
 		rc = -EIO;
 	}
 out:
@@ -527,9 +623,9 @@ const struct backend_ops backend_s3_ops = {
 	.open = s3_open,
 	.close = s3_close,
 	.put = s3_put,
-	.get = s3_get,
-	.del = s3_del,
-	.head = s3_head,
+	.get = http_object_get,
+	.del = http_object_del,
+	.head = http_object_head,
 	.list = s3_list,
 	.put_if_absent = s3_put_if_absent,
 };

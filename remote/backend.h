@@ -48,12 +48,15 @@
  * knows it passes it in backend_body.sha256 and saves a pass over FD. */
 #define BACKEND_CAP_SHA256	  (1u << 2)
 
-/* Options of backend_open_url().  Strings are borrowed for the call only. */
+/* A request's way out (backend_options.abort).  Shared without a lock:
+ * any thread writes the two atomics (sync_stop() sets now), the thread
+ * using the backend reads them while a request runs. */
 struct backend_abort {
 	atomic_bool now;
 	_Atomic int64_t deadline_ns;	/* CLOCK_MONOTONIC; 0: none */
 };
 
+/* Options of backend_open_url().  Strings are borrowed for the call only. */
 struct backend_options {
 	const char *endpoint;	/* s3: scheme://host[:port] instead of AWS */
 	const char *region;	/* s3: signing region, default us-east-1 */
@@ -137,6 +140,14 @@ struct backend_buf {
 	uint64_t passed;	/* bytes the sink took */
 };
 void backend_buf_release(struct backend_buf *b);
+/* Makes room for N more bytes: -EFBIG past the cap, -ENOMEM. */
+int backend_buf_reserve(struct backend_buf *b, size_t n) BACKEND_WARN_UNUSED;
+/* Appends N bytes of P (and a NUL after them), passing them on to the
+ * sink as they make whole chunks: 0 or -errno (-EFBIG, or the sink's). */
+int backend_buf_append(struct backend_buf *b, const void *p,
+		       size_t n) BACKEND_WARN_UNUSED;
+/* Appends a NUL without counting it in len. */
+int backend_buf_terminate(struct backend_buf *b) BACKEND_WARN_UNUSED;
 
 struct backend_stat {
 	uint64_t size;
@@ -181,7 +192,9 @@ struct backend_ops {
 			     const struct backend_body *body);
 };
 
-/* Every backend starts with this. */
+/* Every backend starts with this.  A backend and all it holds (the CURL
+ * handle, buffers) has no lock: one thread at a time uses it, as the top
+ * of this file says. */
 struct backend {
 	const struct backend_ops *ops;
 };

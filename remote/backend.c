@@ -1,6 +1,6 @@
 /*
  * backend.c: what every backend shares: options, URL dispatch, key rules,
- * buffers, error mapping, listings, credentials.
+ * buffers, listings, the rule for credentials files.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -11,12 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sync_int.h"
+#include "remote_int.h"
 
 int (*backend_fault_hook)(const struct backend *b, const char *op,
 			  const char *key);
 
-void sync_log(const char *fmt, ...)
+void remote_log(const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
@@ -146,9 +146,10 @@ int backend_open_url(const char *url, const struct backend_options *opts,
 		return strstr(url, "://") ? -EPROTONOSUPPORT : -EINVAL;
 	if (ops != &backend_file_ops && backend_url_has_userinfo(url)) {
 		/* Never echo the URL: it holds a secret. */
-		sync_log("the remote URL holds credentials (user:password@): "
-			 "refused, they would show on the command line and in "
-			 "logs; put them in a file given as credentials=FILE");
+		remote_log("the remote URL holds credentials (user:password@): "
+			   "refused, they would show on the command line and "
+			   "in logs; put them in a file given as "
+			   "credentials=FILE");
 		return -EINVAL;
 	}
 	return ops->open(url, opts, out);
@@ -186,38 +187,6 @@ bool backend_key_valid(const char *key)
 	return true;
 }
 
-/* ---- string vectors ---- */
-
-int strvec_push(struct strvec *sv, const char *str)
-{
-	if (sv->n == sv->alloc) {
-		size_t alloc = sv->alloc ? 2 * sv->alloc : 16;
-		char **v = realloc(sv->v, alloc * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		sv->v = v;
-		sv->alloc = alloc;
-	}
-	if (!(sv->v[sv->n] = strdup(str)))
-		return -ENOMEM;
-	sv->n++;
-	return 0;
-}
-
-int strvec_collect(void *arg, const char *name)
-{
-	return strvec_push(arg, name);
-}
-
-void strvec_release(struct strvec *sv)
-{
-	for (size_t i = 0; i < sv->n; i++)
-		free(sv->v[i]);
-	free(sv->v);
-	*sv = (struct strvec){ 0 };
-}
-
 /* ---- buffers ---- */
 
 #define BUF_DEFAULT_MAX (64u << 20)
@@ -232,23 +201,10 @@ void backend_buf_release(struct backend_buf *b)
 int backend_buf_reserve(struct backend_buf *b, size_t n)
 {
 	size_t max = b->max ? b->max : BUF_DEFAULT_MAX;
-	size_t want, alloc;
-	char *p;
 
 	if (n > max || b->passed + b->len > max - n)
 		return -EFBIG;
-	want = b->len + n + 1;	/* room for a NUL */
-	if (want <= b->alloc)
-		return 0;
-	alloc = b->alloc ? b->alloc : 256;
-	while (alloc < want)
-		alloc *= 2;
-	p = realloc(b->data, alloc);
-	if (!p)
-		return -ENOMEM;
-	b->data = p;
-	b->alloc = alloc;
-	return 0;
+	return REMOTE_GROW(b->data, b->alloc, b->len + n + 1 /* a NUL */, 256);
 }
 
 int backend_buf_pass(struct backend_buf *b)
@@ -334,7 +290,7 @@ static int hexval(char c)
 	return -1;
 }
 
-int sync_urldecode(char *s)
+int remote_urldecode(char *s)
 {
 	char *w = s;
 
@@ -354,120 +310,15 @@ int sync_urldecode(char *s)
 	return 0;
 }
 
-/* ---- errors ---- */
-
-int sync_errno_from_curl(CURLcode cc, const char *what)
-{
-	int rc;
-
-	switch (cc) {
-	case CURLE_OK:
-		return 0;
-	case CURLE_OPERATION_TIMEDOUT:
-		rc = -ETIMEDOUT;
-		break;
-	case CURLE_COULDNT_RESOLVE_PROXY:
-	case CURLE_COULDNT_RESOLVE_HOST:
-	case CURLE_COULDNT_CONNECT:
-	case CURLE_SEND_ERROR:
-	case CURLE_RECV_ERROR:
-	case CURLE_GOT_NOTHING:
-	case CURLE_PARTIAL_FILE:
-	case CURLE_HTTP2:
-	case CURLE_HTTP2_STREAM:
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_WEIRD_SERVER_REPLY:
-	case CURLE_AGAIN:
-		rc = -EAGAIN;
-		break;
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_CERTPROBLEM:
-	case CURLE_LOGIN_DENIED:
-		rc = -EACCES;
-		break;
-	case CURLE_OUT_OF_MEMORY:
-		rc = -ENOMEM;
-		break;
-	case CURLE_URL_MALFORMAT:
-		rc = -EINVAL;
-		break;
-	case CURLE_UNSUPPORTED_PROTOCOL:
-		rc = -EPROTONOSUPPORT;
-		break;
-	case CURLE_ABORTED_BY_CALLBACK:
-		rc = -ECANCELED;
-		break;
-	default:
-		rc = -EIO;
-		break;
-	}
-	sync_log("%s: curl code %d (%s) -> %s", what, (int)cc,
-		 curl_easy_strerror(cc), strerror(-rc));
-	return rc;
-}
-
-int sync_errno_from_http(long status, const char *what)
-{
-	int rc;
-
-	switch (status) {
-	case 400:
-		rc = -EINVAL;
-		break;
-	case 401:
-	case 403:
-		rc = -EACCES;
-		break;
-	case 404:
-	case 410:
-		rc = -ENOENT;
-		break;
-	case 412:
-		rc = -EEXIST;
-		break;
-	case 413:
-		rc = -EFBIG;
-		break;
-	case 405:
-	case 501:
-		rc = -EOPNOTSUPP;
-		break;
-	case 507:
-		rc = -ENOSPC;
-		break;
-	case 408:
-	case 409:	/* S3 OperationAborted: a conflicting operation ran */
-	case 423:
-	case 429:
-		rc = -EAGAIN;
-		break;
-	default:
-		rc = status >= 500 ? -EAGAIN : -EIO;
-		break;
-	}
-	/* Not-found and lost races are ordinary answers, not worth a line. */
-	if (rc != -ENOENT && rc != -EEXIST)
-		sync_log("%s: HTTP status %ld -> %s", what, status,
-			 strerror(-rc));
-	return rc;
-}
-
 /* ---- listings ---- */
 
-int entry_vec_add(struct entry_vec *ev, const char *key, uint64_t size)
+int remote_entries_add(struct remote_entries *ev, const char *key,
+		       uint64_t size)
 {
 	char *k;
 
-	if (ev->n == ev->alloc) {
-		size_t alloc = ev->alloc ? ev->alloc * 2 : 64;
-		struct backend_entry *v = realloc(ev->v, alloc * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		ev->v = v;
-		ev->alloc = alloc;
-	}
+	if (REMOTE_GROW(ev->v, ev->alloc, ev->n + 1, 64))
+		return -ENOMEM;
 	k = strdup(key);
 	if (!k)
 		return -ENOMEM;
@@ -481,7 +332,8 @@ static int entry_cmp(const void *a, const void *b)
 		      ((const struct backend_entry *)b)->key);
 }
 
-int entry_vec_emit(struct entry_vec *ev, backend_list_fn fn, void *arg)
+int remote_entries_emit(struct remote_entries *ev, backend_list_fn fn,
+			void *arg)
 {
 	if (ev->n)
 		qsort(ev->v, ev->n, sizeof(*ev->v), entry_cmp);
@@ -494,12 +346,12 @@ int entry_vec_emit(struct entry_vec *ev, backend_list_fn fn, void *arg)
 	return 0;
 }
 
-void entry_vec_release(struct entry_vec *ev)
+void remote_entries_release(struct remote_entries *ev)
 {
 	for (size_t i = 0; i < ev->n; i++)
 		free((char *)ev->v[i].key);
 	free(ev->v);
-	*ev = (struct entry_vec){ 0 };
+	*ev = (struct remote_entries){ 0 };
 }
 
 /* ---- credentials ---- */
@@ -512,26 +364,25 @@ int backend_credentials_open(const char *file)
 	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		rc = -errno;
-		sync_log("credentials file %s: %s", file, strerror(-rc));
+		remote_log("credentials file %s: %s", file, strerror(-rc));
 		return rc;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		sync_log("credentials file %s: not a regular file", file);
+		remote_log("credentials file %s: not a regular file", file);
 		return -EACCES;
 	}
 	if (st.st_mode & 077) {
 		close(fd);
-		sync_log("credentials file %s is readable by group or others "
-			 "(mode %03o): refusing it; chmod 600 it", file,
-			 (unsigned)(st.st_mode & 0777));
+		remote_log("credentials file %s is readable by group or others "
+			   "(mode %03o): refusing it; chmod 600 it", file,
+			   (unsigned)(st.st_mode & 0777));
 		return -EACCES;
 	}
 	return fd;
 }
 
-/* A private credentials file opened for reading; NULL with *err = -errno. */
-static FILE *credentials_fopen(const char *file, int *err)
+FILE *remote_credentials_fopen(const char *file, int *err)
 {
 	int fd = backend_credentials_open(file);
 	FILE *f;
@@ -546,147 +397,4 @@ static FILE *credentials_fopen(const char *file, int *err)
 		*err = -ENOMEM;
 	}
 	return f;
-}
-
-int http_creds_load(const char *file, char **user, char **pass)
-{
-	char line[4096], *colon, *e;
-	int fd, rc = -EACCES;
-	FILE *f;
-
-	*user = *pass = NULL;
-	f = credentials_fopen(file, &fd);
-	if (!f)
-		return fd;
-	/* The first line that is neither empty nor a comment. */
-	while (fgets(line, sizeof(line), f)) {
-		e = line + strcspn(line, "\r\n");
-		*e = '\0';
-		if (!line[0] || line[0] == '#')
-			continue;
-		colon = strchr(line, ':');
-		if (!colon || colon == line) {
-			sync_log("credentials file %s: want one line "
-				 "USER:PASSWORD", file);
-			break;
-		}
-		*colon = '\0';
-		*user = strdup(line);
-		*pass = strdup(colon + 1);
-		rc = *user && *pass ? 0 : -ENOMEM;
-		break;
-	}
-	if (rc == -EACCES && !*user)
-		sync_log("credentials file %s: no USER:PASSWORD line", file);
-	explicit_bzero(line, sizeof(line));
-	fclose(f);
-	if (rc) {
-		if (*pass)
-			explicit_bzero(*pass, strlen(*pass));
-		free(*user);
-		free(*pass);
-		*user = *pass = NULL;
-	}
-	return rc;
-}
-
-void s3_creds_release(struct s3_creds *c)
-{
-	if (c->secret)
-		explicit_bzero(c->secret, strlen(c->secret));
-	free(c->key_id);
-	free(c->secret);
-	free(c->token);
-	*c = (struct s3_creds){ 0 };
-}
-
-static char *trim(char *s)
-{
-	char *e;
-
-	while (isspace((unsigned char)*s))
-		s++;
-	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
-		*--e = '\0';
-	return s;
-}
-
-/* Reads the [default] section (or the only one) of an AWS-style
- * credentials file: aws_access_key_id, aws_secret_access_key,
- * aws_session_token.  Refuses a file that group or others can read. */
-static int creds_from_file(const char *file, struct s3_creds *out)
-{
-	char line[4096];
-	bool in_section = true;	/* keys before any section count */
-	int fd, rc = 0;
-	FILE *f;
-
-	f = credentials_fopen(file, &fd);
-	if (!f)
-		return fd;
-	while (fgets(line, sizeof(line), f)) {
-		char *s = trim(line), *eq, *k, *v, **dst = NULL;
-
-		if (!*s || *s == '#' || *s == ';')
-			continue;
-		if (*s == '[') {
-			in_section = !strcmp(s, "[default]");
-			continue;
-		}
-		if (!in_section || !(eq = strchr(s, '=')))
-			continue;
-		*eq = '\0';
-		k = trim(s);
-		v = trim(eq + 1);
-		if (!strcmp(k, "aws_access_key_id"))
-			dst = &out->key_id;
-		else if (!strcmp(k, "aws_secret_access_key"))
-			dst = &out->secret;
-		else if (!strcmp(k, "aws_session_token"))
-			dst = &out->token;
-		if (dst) {
-			free(*dst);
-			if (!(*dst = strdup(v))) {
-				rc = -ENOMEM;
-				break;
-			}
-		}
-	}
-	explicit_bzero(line, sizeof(line));
-	fclose(f);
-	return rc;
-}
-
-int s3_creds_load(const char *file, struct s3_creds *out)
-{
-	int rc = 0;
-
-	*out = (struct s3_creds){ 0 };
-	if (file) {
-		rc = creds_from_file(file, out);
-	} else {
-		const char *id = getenv("AWS_ACCESS_KEY_ID");
-		const char *sec = getenv("AWS_SECRET_ACCESS_KEY");
-		const char *tok = getenv("AWS_SESSION_TOKEN");
-
-		if ((id && !(out->key_id = strdup(id))) ||
-		    (sec && !(out->secret = strdup(sec))) ||
-		    (tok && *tok && !(out->token = strdup(tok))))
-			rc = -ENOMEM;
-	}
-	if (!rc && (!out->key_id || !*out->key_id || !out->secret ||
-		    !*out->secret)) {
-		sync_log("no S3 credentials: set AWS_ACCESS_KEY_ID and "
-			 "AWS_SECRET_ACCESS_KEY, or credentials=FILE");
-		rc = -EACCES;
-	}
-	if (!rc && (strchr(out->key_id, ':') || strpbrk(out->key_id, "\r\n") ||
-		    (out->token && strpbrk(out->token, "\r\n")))) {
-		sync_log("malformed S3 credentials");
-		rc = -EACCES;
-	}
-	if (rc)
-		s3_creds_release(out);
-	return rc;
 }

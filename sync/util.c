@@ -1,0 +1,54 @@
+/*
+ * util.c: small helpers of the sync thread's files: the log line and
+ * string vectors.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync_int.h"
+
+void sync_log(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "streamfs: sync: %s\n", line);
+}
+
+/* ---- string vectors ---- */
+
+int strvec_push(struct strvec *sv, const char *str)
+{
+	if (sv->n == sv->alloc) {
+		size_t alloc = sv->alloc ? 2 * sv->alloc : 16;
+		char **v = realloc(sv->v, alloc * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		sv->v = v;
+		sv->alloc = alloc;
+	}
+	if (!(sv->v[sv->n] = strdup(str)))
+		return -ENOMEM;
+	sv->n++;
+	return 0;
+}
+
+int strvec_collect(void *arg, const char *name)
+{
+	return strvec_push(arg, name);
+}
+
+void strvec_release(struct strvec *sv)
+{
+	for (size_t i = 0; i < sv->n; i++)
+		free(sv->v[i]);
+	free(sv->v);
+	*sv = (struct strvec){ 0 };
+}
