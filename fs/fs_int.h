@@ -193,17 +193,6 @@ int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st) FS_WARN_UNUS
 /* The entry the kernel gets for N: inode, timeouts and attributes (OUT). */
 int fs_entry_of(struct fs *fs, struct fs_node *n,
 		struct fuse_entry_param *e) FS_WARN_UNUSED;
-int fs_sel_parse(const char *s, struct fs_sel *sel) FS_WARN_UNUSED;
-#define FS_BASE_PENDING UINT64_MAX
-/* Stream offset where view N starts now, or FS_BASE_PENDING when its
- * selector points past the end.  *base (OUT); *size (OUT, may be NULL):
- * the stream's size seen meanwhile. */
-int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
-	FS_WARN_UNUSED;
-/* FH's view base, resolving it if still pending (may stay pending).
- * *size (OUT, may be NULL) as above; 0 when already resolved. */
-int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
-	FS_WARN_UNUSED;
 
 /* file.c */
 void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
@@ -232,6 +221,22 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 void fs_wait_answer(struct fs *fs, struct fs_wait *w);
 /* Waits until invalidations queued by this thread's commits are done. */
 void fs_inval_wait(struct fs *fs);
+
+/* view.c */
+/* Parses a selector (the text after '@') into SEL (OUT); -EINVAL if bad. */
+int fs_sel_parse(const char *s, struct fs_sel *sel) FS_WARN_UNUSED;
+#define FS_BASE_PENDING UINT64_MAX
+/* Stream offset where view N starts now, or FS_BASE_PENDING when its
+ * selector points past the end.  *base (OUT); *size (OUT, may be NULL):
+ * the stream's size seen meanwhile. */
+int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
+	FS_WARN_UNUSED;
+/* Attributes of view N (OUT A): its stream's, with the view's size. */
+int fs_view_stat(struct fs_node *n, struct store_attr *a) FS_WARN_UNUSED;
+/* FH's view base, resolving it if still pending (may stay pending).
+ * *size (OUT, may be NULL) as above; 0 when already resolved. */
+int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
+	FS_WARN_UNUSED;
 
 /* xattr.c */
 void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
