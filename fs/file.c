@@ -20,43 +20,6 @@ static struct fs_file *file_of(struct fuse_file_info *fi)
 	return (struct fs_file *)(uintptr_t)fi->fh;
 }
 
-/* ---- per-thread read buffers ---- */
-
-struct rbuf {
-	size_t cap;
-	char data[];
-};
-
-static pthread_key_t rbuf_key;
-
-static void rbuf_free(void *p)
-{
-	free(p);
-}
-
-int fs_buffers_init(void)
-{
-	return -pthread_key_create(&rbuf_key, rbuf_free);
-}
-
-/* A fresh 128 KiB+ malloc per reply goes through mmap/munmap and costs far
- * more than the copy, so each thread keeps one buffer for its replies. */
-void *fs_read_buffer(size_t len)
-{
-	struct rbuf *b = pthread_getspecific(rbuf_key);
-
-	if (b && b->cap >= len)
-		return b->data;
-	free(b);
-	pthread_setspecific(rbuf_key, NULL);
-	b = malloc(sizeof(*b) + len);
-	if (!b)
-		return NULL;
-	b->cap = len;
-	pthread_setspecific(rbuf_key, b);
-	return b->data;
-}
-
 /* ---- open and close ---- */
 
 static void file_link(struct fs *fs, struct fs_file *fh)
@@ -83,7 +46,7 @@ static void file_unlink(struct fs *fs, struct fs_file *fh)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-static void file_free(struct fs *fs, struct fs_file *fh)
+void fs_file_free(struct fs *fs, struct fs_file *fh)
 {
 	if (!fh)
 		return;
@@ -148,8 +111,8 @@ static int open_view(struct fs *fs, struct fs_node *n, int flags,
 	return 0;
 }
 
-static int file_open(struct fs *fs, struct fs_node *n,
-		     struct fuse_file_info *fi, struct fs_file **out)
+int fs_file_open(struct fs *fs, struct fs_node *n,
+		 struct fuse_file_info *fi, struct fs_file **out)
 {
 	struct fs_file *fh;
 	int rc;
@@ -167,7 +130,7 @@ static int file_open(struct fs *fs, struct fs_node *n,
 	else
 		rc = open_view(fs, n, fi->flags, fh, fi);
 	if (rc) {
-		file_free(fs, fh);
+		fs_file_free(fs, fh);
 		return rc;
 	}
 	file_link(fs, fh);
@@ -191,7 +154,7 @@ void fs_files_release(struct fs *fs)
 		if (rc)
 			fprintf(stderr, "streamfs: partial line lost at "
 				"unmount: %s\n", strerror(-rc));
-		file_free(fs, fh);
+		fs_file_free(fs, fh);
 	}
 }
 
@@ -199,7 +162,7 @@ void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = req_fs(req);
 	struct fs_file *fh;
-	int rc = file_open(fs, fs_node_of(ino), fi, &fh);
+	int rc = fs_file_open(fs, fs_node_of(ino), fi, &fh);
 
 	if (rc) {
 		fuse_reply_err(req, -rc);
@@ -207,55 +170,7 @@ void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		file_free(fs, fh);	/* interrupted: no release will come */
-}
-
-static int create_stream(struct fs *fs, fuse_req_t req, struct fs_node *p,
-			 const char *name, mode_t mode, struct fs_node **out)
-{
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	uint64_t id;
-	int rc;
-
-	if (fs->opts->ro)
-		return -EROFS;
-	if (p->kind != FS_TENANT)
-		return -EPERM;
-	if (strchr(name, '@') || !store_name_valid(name))
-		return -EINVAL;
-	rc = store_stream_create(p->t, name, mode & 07777, ctx->uid, ctx->gid,
-				 &id);
-	if (rc)
-		return rc;
-	return fs_node_get(fs, FS_STREAM, p->t, id, NULL, NULL, true, out);
-}
-
-void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
-	       mode_t mode, struct fuse_file_info *fi)
-{
-	struct fs *fs = req_fs(req);
-	struct fuse_entry_param e;
-	struct fs_node *n;
-	struct fs_file *fh = NULL;
-	int rc = create_stream(fs, req, fs_node_of(parent), name, mode, &n);
-
-	if (rc) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	rc = fs_entry_of(fs, n, &e);
-	if (!rc)
-		rc = file_open(fs, n, fi, &fh);
-	if (rc) {
-		fs_node_forget(fs, n, 1);
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	fi->fh = (uint64_t)(uintptr_t)fh;
-	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		file_free(fs, fh);
-		fs_node_forget(fs, n, 1);
-	}
+		fs_file_free(fs, fh);	/* interrupted: no release will come */
 }
 
 /* Commits a held partial line with its '\n' (close of the description). */
@@ -310,7 +225,7 @@ void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fprintf(stderr, "streamfs: partial line lost at release: %s\n",
 			strerror(-rc));
 	fs_inval_wait(fs);
-	file_free(fs, fh);
+	fs_file_free(fs, fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -11,6 +11,9 @@
  *    hold the very page locks the invalidation needs.  Handlers that
  *    committed wait for their invalidation before replying, so a reader
  *    never sees stale bytes once write(2) has returned.
+ *
+ * It also keeps the per-thread buffers that reads are answered from, here
+ * and in file.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -120,6 +123,43 @@ void fs_inval_wait(struct fs *fs)
 		fs->inval_waiters--;
 	}
 	pthread_mutex_unlock(&fs->inval_lock);
+}
+
+/* ---- per-thread read buffers (for file.c's reads too) ---- */
+
+struct rbuf {
+	size_t cap;
+	char data[];
+};
+
+static pthread_key_t rbuf_key;
+
+static void rbuf_free(void *p)
+{
+	free(p);
+}
+
+int fs_buffers_init(void)
+{
+	return -pthread_key_create(&rbuf_key, rbuf_free);
+}
+
+/* A fresh 128 KiB+ malloc per reply goes through mmap/munmap and costs far
+ * more than the copy, so each thread keeps one buffer for its replies. */
+void *fs_read_buffer(size_t len)
+{
+	struct rbuf *b = pthread_getspecific(rbuf_key);
+
+	if (b && b->cap >= len)
+		return b->data;
+	free(b);
+	pthread_setspecific(rbuf_key, NULL);
+	b = malloc(sizeof(*b) + len);
+	if (!b)
+		return NULL;
+	b->cap = len;
+	pthread_setspecific(rbuf_key, b);
+	return b->data;
 }
 
 /* ---- parked reads ---- */

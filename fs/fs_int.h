@@ -6,6 +6,18 @@
  * rename) or a view (stream + selector).  Nodes live while the kernel holds
  * lookups on them or an open file refers to them.
  *
+ * Files, each calling only files below it:
+ *   mount.c    the daemon: SOURCE lock, store, session, threads, teardown
+ *   ops.c      the FUSE operations table; lookup, attributes, directories
+ *   xattr.c    extended attributes (ring.c's counters for the status)
+ *   file.c     open files: open, read, write, flush, release
+ *   follow.c   the commit hook: parked follow reads, page-cache
+ *              invalidation; the per-thread read buffers
+ *   view.c     selectors, and where a view starts in its stream
+ *   node.c     the node table
+ *   ring.c     FUSE over io_uring (ring.h; calls none of the above)
+ * main.c (the program) and opts.c (-o options) sit above them all.
+ *
  * Lock order: fs->lock, then fs->park_lock, then fs->inval_lock;
  * fs->answer_lock is taken with no other lock held.
  * fh->lock is taken before any of them and never while replying.
@@ -169,8 +181,6 @@ struct fs {
 	struct fs_ring *ring;	/* owned; -o io_uring, else NULL */
 };
 
-extern struct fs *fs_global;
-
 /* node.c */
 int fs_nodes_init(struct fs *fs) FS_WARN_UNUSED;
 void fs_nodes_release(struct fs *fs);
@@ -189,15 +199,14 @@ void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;
-int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st) FS_WARN_UNUSED;
-/* The entry the kernel gets for N: inode, timeouts and attributes (OUT). */
-int fs_entry_of(struct fs *fs, struct fs_node *n,
-		struct fuse_entry_param *e) FS_WARN_UNUSED;
 
 /* file.c */
+/* Opens N for FI's flags: *out (OUT) is the new description, owned by the
+ * caller until FI carries it to the kernel; fs_file_free() undoes it. */
+int fs_file_open(struct fs *fs, struct fs_node *n, struct fuse_file_info *fi,
+		 struct fs_file **out) FS_WARN_UNUSED;
+void fs_file_free(struct fs *fs, struct fs_file *fh);
 void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
-void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
-	       mode_t mode, struct fuse_file_info *fi);
 void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	     struct fuse_file_info *fi);
 void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
@@ -206,13 +215,13 @@ void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	      struct fuse_file_info *fi);
-/* Per-thread read buffer of at least LEN bytes, or NULL. */
-void *fs_read_buffer(size_t len);
-int fs_buffers_init(void) FS_WARN_UNUSED;
 /* Frees the files still open at unmount. */
 void fs_files_release(struct fs *fs);
 
 /* follow.c */
+/* Per-thread read buffer of at least LEN bytes, or NULL. */
+void *fs_read_buffer(size_t len);
+int fs_buffers_init(void) FS_WARN_UNUSED;
 int fs_follow_start(struct fs *fs) FS_WARN_UNUSED;
 void fs_follow_stop(struct fs *fs);
 void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,

@@ -17,8 +17,6 @@
 
 #include "fs_int.h"
 
-struct fs *fs_global;
-
 /* Holds an exclusive flock on SOURCE/streamfs.lock for the daemon's life
  * (inherited across fuse_daemonize's fork).  Returns the fd or -errno. */
 static int lock_source(const char *source)
@@ -519,13 +517,11 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 		goto out_store;
 	}
 	fs.park_max_ns = park_limit_ns();
-	fs_global = &fs;
 	store_set_commit_hook(st, fs_commit_hook, &fs);
 	if (start_sync(&fs, o) == 0)
 		status = run_session(&fs, args, &co, lock_fd, &notify);
 	/* Whatever run_session did not stop (it failed before serving). */
 	sync_stop(atomic_exchange(&fs.sync, NULL));
-	fs_global = NULL;
 	fs_release_all(&fs);
 out_store:
 	store_close(st);

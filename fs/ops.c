@@ -58,7 +58,7 @@ static void fill_stat(struct fs *fs, struct fs_node *n,
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 }
 
-int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
+static int stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 {
 	struct store_attr a;
 	int rc;
@@ -90,14 +90,16 @@ int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 	return 0;
 }
 
-int fs_entry_of(struct fs *fs, struct fs_node *n, struct fuse_entry_param *e)
+/* The entry the kernel gets for N: inode, timeouts and attributes (OUT). */
+static int entry_of(struct fs *fs, struct fs_node *n,
+		    struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = fs_ino_of(n);
 	e->generation = 1;
 	e->attr_timeout = 0;	/* sizes move: never cached (docs/CACHING.md) */
 	e->entry_timeout = n->kind == FS_VIEW ? 0 : ENTRY_TIMEOUT;
-	return fs_stat_node(fs, n, &e->attr);
+	return stat_node(fs, n, &e->attr);
 }
 
 /* Replies with an entry for N, consuming the lookup taken on it. */
@@ -105,7 +107,7 @@ static void reply_entry(fuse_req_t req, struct fs_node *n)
 {
 	struct fs *fs = req_fs(req);
 	struct fuse_entry_param e;
-	int rc = fs_entry_of(fs, n, &e);
+	int rc = entry_of(fs, n, &e);
 
 	if (rc) {
 		fs_node_forget(fs, n, 1);
@@ -191,7 +193,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct stat st;
-	int rc = fs_stat_node(req_fs(req), fs_node_of(ino), &st);
+	int rc = stat_node(req_fs(req), fs_node_of(ino), &st);
 
 	(void)fi;
 	if (rc)
@@ -308,7 +310,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	(void)fi;
 	rc = do_setattr(fs, n, attr, to_set);
 	if (!rc)
-		rc = fs_stat_node(fs, n, &st);
+		rc = stat_node(fs, n, &st);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -354,30 +356,70 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -rc);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
-		     mode_t mode, dev_t rdev)
+/* Creates stream NAME in P (mknod and create) and takes a lookup on its
+ * node, *out (OUT). */
+static int create_stream(struct fs *fs, fuse_req_t req, struct fs_node *p,
+			 const char *name, mode_t mode, struct fs_node **out)
 {
-	struct fs *fs = req_fs(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct fs_node *p = fs_node_of(parent), *n;
 	uint64_t id;
 	int rc = check_writable(fs);
 
+	if (rc)
+		return rc;
+	if (p->kind != FS_TENANT || !S_ISREG(mode))
+		return -EPERM;
+	if (strchr(name, '@') || !store_name_valid(name))
+		return -EINVAL;
+	rc = store_stream_create(p->t, name, mode & 07777, ctx->uid, ctx->gid,
+				 &id);
+	if (rc)
+		return rc;
+	return fs_node_get(fs, FS_STREAM, p->t, id, NULL, NULL, true, out);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	struct fs_node *n;
+	int rc = create_stream(req_fs(req), req, fs_node_of(parent), name,
+			       mode, &n);
+
 	(void)rdev;
-	if (!rc && (p->kind != FS_TENANT || !S_ISREG(mode)))
-		rc = -EPERM;
-	if (!rc && strchr(name, '@'))
-		rc = -EINVAL;
-	if (!rc)
-		rc = store_stream_create(p->t, name, mode & 07777, ctx->uid,
-					 ctx->gid, &id);
-	if (!rc)
-		rc = fs_node_get(fs, FS_STREAM, p->t, id, NULL, NULL, true, &n);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	reply_entry(req, n);
+}
+
+/* Creates the stream and opens it (file.c). */
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fuse_entry_param e;
+	struct fs_node *n;
+	struct fs_file *fh = NULL;
+	int rc = create_stream(fs, req, fs_node_of(parent), name, mode, &n);
+
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	rc = entry_of(fs, n, &e);
+	if (!rc)
+		rc = fs_file_open(fs, n, fi, &fh);
+	if (rc) {
+		fs_node_forget(fs, n, 1);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		fs_file_free(fs, fh);
+		fs_node_forget(fs, n, 1);
+	}
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -684,5 +726,5 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.getxattr = fs_getxattr,
 	.listxattr = fs_listxattr,
 	.removexattr = fs_removexattr,
-	.create = fs_create,
+	.create = op_create,
 };
