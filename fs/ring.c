@@ -47,43 +47,7 @@
 #include <unistd.h>
 
 #include "ring.h"
-
-/* The kernel's io_uring interface (linux/fuse.h 7.42); Debian 12's
- * headers predate it. */
-#ifndef FUSE_URING_IN_OUT_HEADER_SZ
-#define FUSE_URING_IN_OUT_HEADER_SZ 128
-#define FUSE_URING_OP_IN_OUT_SZ 128
-
-struct fuse_uring_ent_in_out {
-	uint64_t flags;
-	uint64_t commit_id;	/* the request's unique */
-	uint32_t payload_sz;	/* bytes used in the payload buffer */
-	uint32_t padding;
-	uint64_t reserved;
-};
-
-struct fuse_uring_req_header {
-	char in_out[FUSE_URING_IN_OUT_HEADER_SZ];	/* fuse_in/out_header */
-	char op_in[FUSE_URING_OP_IN_OUT_SZ];	/* the opcode's own header */
-	struct fuse_uring_ent_in_out ring_ent_in_out;
-};
-
-enum fuse_uring_cmd {
-	FUSE_IO_URING_CMD_INVALID = 0,
-	FUSE_IO_URING_CMD_REGISTER = 1,
-	FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
-};
-
-struct fuse_uring_cmd_req {
-	uint64_t flags;
-	uint64_t commit_id;
-	uint16_t qid;
-	uint8_t padding[6];
-};
-#endif
-
-/* FUSE_OVER_IO_URING (1ULL << 41), as INIT's flags2 carries it. */
-#define RING_INIT_FLAG2 (1u << 9)
+#include "ring_uapi.h"
 
 #define RING_DEPTH 64		/* SQEs of one queue's io_uring */
 /* Entries kept waiting for requests.  A request that finds none waits in
