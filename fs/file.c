@@ -24,18 +24,18 @@ static struct fs_file *file_of(struct fuse_file_info *fi)
 
 static void file_link(struct fs *fs, struct fs_file *fh)
 {
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	fh->prev = NULL;
 	fh->next = fs->files;
 	if (fs->files)
 		fs->files->prev = fh;
 	fs->files = fh;
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 }
 
 static void file_unlink(struct fs *fs, struct fs_file *fh)
 {
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	if (fh->prev)
 		fh->prev->next = fh->next;
 	else if (fs->files == fh)
@@ -43,7 +43,7 @@ static void file_unlink(struct fs *fs, struct fs_file *fh)
 	if (fh->next)
 		fh->next->prev = fh->prev;
 	fh->next = fh->prev = NULL;
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 }
 
 void fs_file_free(struct fs *fs, struct fs_file *fh)
@@ -55,7 +55,7 @@ void fs_file_free(struct fs *fs, struct fs_file *fh)
 		fs_node_unref(fs, fh->stream);
 	if (fh->node)
 		fs_node_unref(fs, fh->node);
-	pthread_mutex_destroy(&fh->lock);
+	fs_mutex_destroy(&fh->lock);
 	free(fh->held);
 	free(fh);
 }
@@ -122,7 +122,7 @@ int fs_file_open(struct fs *fs, struct fs_node *n,
 	fh = calloc(1, sizeof(*fh));
 	if (!fh)
 		return -ENOMEM;
-	pthread_mutex_init(&fh->lock, NULL);
+	fs_mutex_init(&fh->lock);
 	fs_node_ref(fs, n);
 	fh->node = n;
 	if (n->kind == FS_STREAM)
@@ -148,9 +148,9 @@ void fs_files_release(struct fs *fs)
 		struct fs_file *fh = fs->files;
 		int rc;
 
-		pthread_mutex_lock(&fh->lock);
+		fs_mutex_lock(&fh->lock);
 		rc = commit_held(fh);
-		pthread_mutex_unlock(&fh->lock);
+		fs_mutex_unlock(&fh->lock);
 		if (rc)
 			fprintf(stderr, "streamfs: partial line lost at "
 				"unmount: %s\n", strerror(-rc));
@@ -173,13 +173,15 @@ void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fs_file_free(fs, fh);	/* interrupted: no release will come */
 }
 
-/* Commits a held partial line with its '\n' (close of the description). */
+/* Commits a held partial line with its '\n' (close of the description).
+ * Called with fh->lock held. */
 static int commit_held(struct fs_file *fh)
 {
 	struct store_append app = { 0 };
 	struct store_append_result res;
 	int rc;
 
+	fs_assert_held(&fh->lock);
 	if (!fh->held_len)
 		return 0;
 	app.buf = fh->held;
@@ -201,12 +203,12 @@ void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc;
 
 	(void)ino;
-	pthread_mutex_lock(&fh->lock);
+	fs_mutex_lock(&fh->lock);
 	rc = commit_held(fh);
 	if (!rc)
 		rc = fh->error;
 	fh->error = 0;
-	pthread_mutex_unlock(&fh->lock);
+	fs_mutex_unlock(&fh->lock);
 	fs_inval_wait(fs);
 	fuse_reply_err(req, -rc);
 }
@@ -218,9 +220,9 @@ void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc;
 
 	(void)ino;
-	pthread_mutex_lock(&fh->lock);
+	fs_mutex_lock(&fh->lock);
 	rc = commit_held(fh);
-	pthread_mutex_unlock(&fh->lock);
+	fs_mutex_unlock(&fh->lock);
 	if (rc)
 		fprintf(stderr, "streamfs: partial line lost at release: %s\n",
 			strerror(-rc));
@@ -238,11 +240,11 @@ void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 	(void)datasync;
 	rc = store_sync_stream(n->t, n->id);
-	pthread_mutex_lock(&fh->lock);
+	fs_mutex_lock(&fh->lock);
 	if (!rc)
 		rc = fh->error;
 	fh->error = 0;
-	pthread_mutex_unlock(&fh->lock);
+	fs_mutex_unlock(&fh->lock);
 	fuse_reply_err(req, -rc);
 }
 
@@ -379,6 +381,7 @@ static ssize_t stream_write(struct fs_file *fh, const char *data, size_t size,
 	size_t len = size, rest;
 	int rc;
 
+	fs_assert_held(&fh->lock);
 	/* O_APPEND ignores the kernel's offset (its idea of the size may be
 	 * old); the others must write exactly where their own bytes end. */
 	if (!fh->append && (uint64_t)off != fh->end)
@@ -432,9 +435,9 @@ void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		fuse_reply_err(req, fs_node_of(ino)->kind == FS_VIEW ? EROFS : EBADF);
 		return;
 	}
-	pthread_mutex_lock(&fh->lock);
+	fs_mutex_lock(&fh->lock);
 	rc = stream_write(fh, buf, size, off);
-	pthread_mutex_unlock(&fh->lock);
+	fs_mutex_unlock(&fh->lock);
 	/* Readers must see the bytes once write(2) returns. */
 	fs_inval_wait(fs);
 	if (rc < 0)

@@ -18,9 +18,10 @@
  *   ring.c     FUSE over io_uring (ring.h; calls none of the above)
  * main.c (the program) and opts.c (-o options) sit above them all.
  *
- * Lock order: fs->lock, then fs->park_lock, then fs->inval_lock;
- * fs->answer_lock is taken with no other lock held.
- * fh->lock is taken before any of them and never while replying.
+ * Locks (lock.h; each declared with its place in the order): fh->lock,
+ * then fs->lock, then fs->park_lock, then fs->inval_lock; fs->answer_lock
+ * is taken with no other lock held.  Every struct shared between threads
+ * names the lock of each field, or says in one sentence why it needs none.
  */
 #ifndef STREAMFS_FS_INT_H
 #define STREAMFS_FS_INT_H
@@ -29,6 +30,7 @@
 #include <stdatomic.h>
 
 #include "fs.h"
+#include "lock.h"
 #include "ring.h"
 #include "sync.h"
 
@@ -47,6 +49,8 @@ struct fs_sel {
 
 struct fs_wait;
 
+/* Kind, tenant, id and selector are set at creation and never change;
+ * every other field names its lock. */
 struct fs_node {
 	enum fs_kind kind;
 	struct store_tenant *t;	/* borrowed from the store; NULL for root */
@@ -65,11 +69,15 @@ struct fs_node {
 	atomic_bool cached;	/* some open used the page cache */
 };
 
-/* An open file description. */
+/* An open file description.  Node, stream, append, writable and follow
+ * are set by fs_file_open() before the kernel knows the description and
+ * never change; every other field names its lock. */
 struct fs_file {
 	struct fs_node *node;	/* holds a ref */
 	struct fs_node *stream;	/* views: the stream node, holds a ref */
-	pthread_mutex_t lock;	/* serializes writes and flush */
+	/* Serializes writes and flush.  Taken before any lock of struct fs
+	 * (a commit's hook takes them), never while replying. */
+	struct fs_mutex lock;
 	bool append;
 	bool writable;
 	char *held;		/* owned; partial line; protected by lock */
@@ -86,7 +94,8 @@ struct fs_file {
 	struct fs_file *next, *prev;	/* fs->files; protected by fs->lock */
 };
 
-/* A parked follow read.  Owned by whoever takes it off the list. */
+/* A parked follow read.  Owned by whoever takes it off the list: the
+ * fields without a lock are that owner's alone. */
 enum fs_wait_state { WAIT_NEW, WAIT_PARKED, WAIT_INTERRUPTED, WAIT_DONE };
 struct fs_wait {
 	fuse_req_t req;
@@ -96,14 +105,21 @@ struct fs_wait {
 	bool nonblock;		/* O_NONBLOCK of this read's request */
 	/* Pending base: the stream size when it was last tried. */
 	uint64_t seen;
-	enum fs_wait_state state;	/* protected by fs->park_lock */
-	struct fs_wait *next, *prev;	/* protected by fs->park_lock */
+	/* Protected by fs->park_lock from the moment the request's interrupt
+	 * function may see W (park()). */
+	enum fs_wait_state state;
+	/* The stream's n->parked, protected by fs->park_lock; once taken
+	 * off, the owner's list (a wake-up's), then fs->answer_head's,
+	 * protected by fs->answer_lock. */
+	struct fs_wait *next, *prev;
 	/* Every parked wait, oldest first (fs->parked_oldest), for the
 	 * kernel's request timeout.  Protected by fs->park_lock. */
 	int64_t parked_ns;	/* CLOCK_MONOTONIC at parking */
 	struct fs_wait *anext, *aprev;
 };
 
+/* A queued invalidation: protected by fs->inval_lock while on
+ * fs->inval_head, the invalidation thread's once taken off. */
 struct fs_inval {
 	struct fs_node *node;	/* holds a ref */
 	uint64_t off;
@@ -111,12 +127,17 @@ struct fs_inval {
 	struct fs_inval *next;
 };
 
+/* A commit's wake-up: protected by fs->park_lock while on fs->wake_head,
+ * the wake thread's once taken off. */
 struct fs_wake {
 	struct fs_wait *list;	/* detached waiters */
 	uint64_t size;		/* UINT64_MAX: stream removed */
 	struct fs_wake *next;
 };
 
+/* The mount.  Fields without a lock are set before the threads start
+ * (fs_run(), op_init(), serve()) and only read after, or belong to the
+ * mounting thread (the thread handles), or are atomics. */
 struct fs {
 	struct store *st;
 	/* The sync thread (roller, writer or replica), or NULL (a plain ro
@@ -133,13 +154,17 @@ struct fs {
 	 * for the life of the mount.  Protected by lock. */
 	struct store_attr root;
 
-	pthread_mutex_t lock;	/* node table */
+	/* The node table and the open files.  Lock order: fh->lock, then
+	 * this, then park_lock, then inval_lock. */
+	struct fs_mutex lock;
 	struct fs_node **table;	/* protected by lock */
 	size_t table_size, table_count;	/* protected by lock */
-	/* Open files, released at unmount if the kernel did not. */
-	struct fs_file *files;	/* protected by lock */
+	/* Open files, released at unmount if the kernel did not (then with
+	 * no other thread left).  Protected by lock. */
+	struct fs_file *files;
 
-	pthread_mutex_t park_lock;	/* parked reads, size_seen */
+	/* Parked reads and size_seen.  Taken after lock, before inval_lock. */
+	struct fs_mutex park_lock;
 	pthread_cond_t wake_cond;
 	struct fs_wake *wake_head, *wake_tail;	/* protected by park_lock */
 	uint64_t parked_count;	/* protected by park_lock */
@@ -151,7 +176,8 @@ struct fs {
 	int64_t park_max_ns;
 	bool stopping;		/* protected by park_lock */
 
-	pthread_mutex_t inval_lock;
+	/* The invalidation queue.  Taken last: after lock and park_lock. */
+	struct fs_mutex inval_lock;
 	pthread_cond_t inval_cond;	/* work queued */
 	pthread_cond_t inval_done_cond;	/* work finished */
 	struct fs_inval *inval_head, *inval_tail;	/* protected by inval_lock */
@@ -167,8 +193,9 @@ struct fs {
 	atomic_uint sync_now_callers;	/* user.streamfs.sync_now in progress */
 
 	/* Woken reads to answer: store_read may block on a remote fetch, so
-	 * the wake thread hands them to FS_ANSWER_THREADS workers. */
-	pthread_mutex_t answer_lock;
+	 * the wake thread hands them to the answer_threads.
+	 * answer_lock is taken with no other lock held. */
+	struct fs_mutex answer_lock;
 	pthread_cond_t answer_cond;
 	struct fs_wait *answer_head, *answer_tail;	/* protected by answer_lock */
 	bool answer_stop;	/* protected by answer_lock */

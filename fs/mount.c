@@ -376,13 +376,13 @@ static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
 	fs->root.atime = fs->root.ctime = fs->root.mtime;
 	fs->page_size = sysconf(_SC_PAGESIZE);
 	fs->io_size = (size_t)fs->page_size;	/* until init says more */
-	pthread_mutex_init(&fs->lock, NULL);
-	pthread_mutex_init(&fs->park_lock, NULL);
+	fs_mutex_init(&fs->lock);
+	fs_mutex_init(&fs->park_lock);
 	pthread_cond_init(&fs->wake_cond, NULL);
-	pthread_mutex_init(&fs->inval_lock, NULL);
+	fs_mutex_init(&fs->inval_lock);
 	pthread_cond_init(&fs->inval_cond, NULL);
 	pthread_cond_init(&fs->inval_done_cond, NULL);
-	pthread_mutex_init(&fs->answer_lock, NULL);
+	fs_mutex_init(&fs->answer_lock);
 	pthread_cond_init(&fs->answer_cond, NULL);
 	return fs_nodes_init(fs);
 }
@@ -392,13 +392,13 @@ static void fs_release_all(struct fs *fs)
 	fs_files_release(fs);
 	fs_nodes_release(fs);
 	pthread_cond_destroy(&fs->answer_cond);
-	pthread_mutex_destroy(&fs->answer_lock);
+	fs_mutex_destroy(&fs->answer_lock);
 	pthread_cond_destroy(&fs->inval_done_cond);
 	pthread_cond_destroy(&fs->inval_cond);
-	pthread_mutex_destroy(&fs->inval_lock);
+	fs_mutex_destroy(&fs->inval_lock);
 	pthread_cond_destroy(&fs->wake_cond);
-	pthread_mutex_destroy(&fs->park_lock);
-	pthread_mutex_destroy(&fs->lock);
+	fs_mutex_destroy(&fs->park_lock);
+	fs_mutex_destroy(&fs->lock);
 }
 
 static int serve(struct fs *fs, struct fuse_cmdline_opts *co)

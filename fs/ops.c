@@ -65,9 +65,9 @@ static int stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 
 	switch (n->kind) {
 	case FS_ROOT:
-		pthread_mutex_lock(&fs->lock);
+		fs_mutex_lock(&fs->lock);
 		a = fs->root;
-		pthread_mutex_unlock(&fs->lock);
+		fs_mutex_unlock(&fs->lock);
 		rc = 0;
 		break;
 	case FS_TENANT:
@@ -231,7 +231,7 @@ static int setattr_size(struct fs_node *n, off_t size)
 static int root_setattr(struct fs *fs, const struct store_attr *a,
 			unsigned mask)
 {
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	if (mask & STORE_SET_MODE)
 		fs->root.mode = a->mode;
 	if (mask & STORE_SET_UID)
@@ -243,7 +243,7 @@ static int root_setattr(struct fs *fs, const struct store_attr *a,
 	if (mask & STORE_SET_MTIME)
 		fs->root.mtime = a->mtime;
 	clock_gettime(CLOCK_REALTIME, &fs->root.ctime);
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 	return 0;
 }
 
