@@ -225,7 +225,8 @@ void fs_node_unref(struct fs *fs, struct fs_node *n);
 void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
 
 /* ops.c */
-extern const struct fuse_lowlevel_ops fs_ops;
+/* The operations of the session (fuse_session_new()). */
+const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
 
 /* file.c */
 /* Opens N for FI's flags: *out (OUT) is the new description, owned by the

@@ -432,9 +432,10 @@ static int serve(struct fs *fs, struct fuse_cmdline_opts *co)
 static int run_session(struct fs *fs, struct fuse_args *args,
 		       struct fuse_cmdline_opts *co, int lock_fd, int *notify)
 {
+	const struct fuse_lowlevel_ops *ops = fs_lowlevel_ops();
 	int rc, status = 1;
 
-	fs->se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), fs);
+	fs->se = fuse_session_new(args, ops, sizeof(*ops), fs);
 	if (!fs->se)
 		return 1;
 	if (fuse_set_signal_handlers(fs->se))

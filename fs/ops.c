@@ -697,7 +697,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 }
 
-const struct fuse_lowlevel_ops fs_ops = {
+static const struct fuse_lowlevel_ops ops = {
 	.init = op_init,
 	.lookup = op_lookup,
 	.forget = op_forget,
@@ -728,3 +728,8 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.removexattr = fs_removexattr,
 	.create = op_create,
 };
+
+const struct fuse_lowlevel_ops *fs_lowlevel_ops(void)
+{
+	return &ops;
+}
