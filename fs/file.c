@@ -122,7 +122,7 @@ int fs_file_open(struct fs *fs, struct fs_node *n,
 	fh = calloc(1, sizeof(*fh));
 	if (!fh)
 		return -ENOMEM;
-	fs_mutex_init(&fh->lock);
+	fs_mutex_init(&fh->lock, FS_LOCK_FILE);
 	fs_node_ref(fs, n);
 	fh->node = n;
 	if (n->kind == FS_STREAM)

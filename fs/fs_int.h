@@ -18,10 +18,11 @@
  *   ring.c     FUSE over io_uring (ring.h; calls none of the above)
  * main.c (the program) and opts.c (-o options) sit above them all.
  *
- * Locks (lock.h; each declared with its place in the order): fh->lock,
- * then fs->lock, then fs->park_lock, then fs->inval_lock; fs->answer_lock
- * is taken with no other lock held.  Every struct shared between threads
- * names the lock of each field, or says in one sentence why it needs none.
+ * Locks: fh->lock, then fs->lock, then fs->park_lock, then fs->inval_lock;
+ * fs->answer_lock is taken with no other lock held.  Each is declared with
+ * its place in that order, which is lock.h's enum fs_lock_rank and which
+ * debug builds check.  Every struct shared between threads names the lock
+ * of each field, or says in one sentence why it needs none.
  */
 #ifndef STREAMFS_FS_INT_H
 #define STREAMFS_FS_INT_H

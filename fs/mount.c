@@ -376,13 +376,13 @@ static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
 	fs->root.atime = fs->root.ctime = fs->root.mtime;
 	fs->page_size = sysconf(_SC_PAGESIZE);
 	fs->io_size = (size_t)fs->page_size;	/* until init says more */
-	fs_mutex_init(&fs->lock);
-	fs_mutex_init(&fs->park_lock);
+	fs_mutex_init(&fs->lock, FS_LOCK_NODES);
+	fs_mutex_init(&fs->park_lock, FS_LOCK_PARK);
 	pthread_cond_init(&fs->wake_cond, NULL);
-	fs_mutex_init(&fs->inval_lock);
+	fs_mutex_init(&fs->inval_lock, FS_LOCK_INVAL);
 	pthread_cond_init(&fs->inval_cond, NULL);
 	pthread_cond_init(&fs->inval_done_cond, NULL);
-	fs_mutex_init(&fs->answer_lock);
+	fs_mutex_init(&fs->answer_lock, FS_LOCK_ALONE);
 	pthread_cond_init(&fs->answer_cond, NULL);
 	return fs_nodes_init(fs);
 }

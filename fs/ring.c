@@ -742,10 +742,10 @@ static void ring_start(struct fs_ring *r, const struct iovec *iov, int count)
 	for (i = 0; i < r->nqueues; i++) {
 		r->queues[i].ring = r;
 		r->queues[i].qid = i;
-		fs_mutex_init(&r->queues[i].lock);
+		fs_mutex_init(&r->queues[i].lock, FS_LOCK_RING_QUEUE);
 		pthread_cond_init(&r->queues[i].standby_cond, NULL);
 	}
-	fs_mutex_init(&r->watch_lock);
+	fs_mutex_init(&r->watch_lock, FS_LOCK_RING_WATCH);
 	pthread_cond_init(&r->watch_cond, NULL);
 	atomic_store(&r->started, true);
 	for (i = 0; i < r->nqueues && !rc; i++)

@@ -1,11 +1,14 @@
 /*
  * Unit tests of fs/ parts that need no mount: the selector parser of views
- * (fs/view.c) and the debug record of a lock's holder (fs/lock.h).
+ * (fs/view.c) and the debug checks of fs/lock.h: holder and lock order.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs_int.h"
 #include "unit.h"
@@ -88,7 +91,7 @@ static void test_mutex_holder(void)
 	struct other o = { .mu = &mu, .held = true };
 	pthread_t t;
 
-	fs_mutex_init(&mu);
+	fs_mutex_init(&mu, FS_LOCK_NODES);
 	pthread_cond_init(&cond, NULL);
 	CHECK(!fs_mutex_held(&mu));
 	fs_mutex_lock(&mu);
@@ -106,6 +109,39 @@ static void test_mutex_holder(void)
 	pthread_cond_destroy(&cond);
 	fs_mutex_destroy(&mu);
 }
+
+/* Whether taking FIRST, then SECOND, fails an assertion (in a child). */
+static bool order_aborts(enum fs_lock_rank first, enum fs_lock_rank second)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct fs_mutex a, b;
+
+		fs_mutex_init(&a, first);
+		fs_mutex_init(&b, second);
+		fs_mutex_lock(&a);
+		fs_mutex_lock(&b);
+		fs_mutex_unlock(&b);
+		fs_mutex_unlock(&a);
+		_exit(0);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return false;
+	return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+static void test_lock_order(void)
+{
+	CHECK(!order_aborts(FS_LOCK_FILE, FS_LOCK_NODES));
+	CHECK(!order_aborts(FS_LOCK_NODES, FS_LOCK_INVAL));
+	CHECK(order_aborts(FS_LOCK_PARK, FS_LOCK_NODES));
+	CHECK(order_aborts(FS_LOCK_FILE, FS_LOCK_FILE));
+	CHECK(order_aborts(FS_LOCK_ALONE, FS_LOCK_INVAL));
+	CHECK(order_aborts(FS_LOCK_INVAL, FS_LOCK_ALONE));
+	CHECK_EQ(fs_lock_ranks_held, 0);
+}
 #endif
 
 static const struct unit_test tests[] = {
@@ -114,6 +150,7 @@ static const struct unit_test tests[] = {
 	{ "sel_bad", test_sel_bad },
 #ifndef NDEBUG
 	{ "mutex_holder", test_mutex_holder },
+	{ "lock_order", test_lock_order },
 #endif
 };
 
