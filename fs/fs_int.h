@@ -8,7 +8,8 @@
  *
  * Files, each calling only files below it:
  *   mount.c    the daemon: SOURCE lock, store, session, threads, teardown
- *   ops.c      the FUSE operations table; lookup, attributes, directories
+ *   ops.c      the FUSE operations table; lookup, create, attributes,
+ *              directories
  *   xattr.c    extended attributes (ring.c's counters for the status)
  *   file.c     open files: open, read, write, flush, release
  *   follow.c   the commit hook: parked follow reads, page-cache
@@ -16,6 +17,7 @@
  *   view.c     selectors, and where a view starts in its stream
  *   node.c     the node table
  *   ring.c     FUSE over io_uring (ring.h; calls none of the above)
+ *   lock.c     the per-thread record of lock.h's checks, used by all
  * main.c (the program) and opts.c (-o options) sit above them all.
  *
  * Locks: fh->lock, then fs->lock, then fs->park_lock, then fs->inval_lock;

@@ -1,6 +1,8 @@
 /*
  * Namespace operations: tenants at the root, streams inside tenants, views
- * (S@SEL) looked up beside streams but never listed.
+ * (S@SEL, view.c) looked up beside streams but never listed.  The table of
+ * all operations is at the end; open files are file.c's, extended
+ * attributes xattr.c's.
  */
 #include <errno.h>
 #include <stdio.h>
