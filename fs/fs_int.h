@@ -211,25 +211,21 @@ struct fs {
 	struct fs_ring *ring;	/* owned; -o io_uring, else NULL */
 };
 
-/* node.c */
-int fs_nodes_init(struct fs *fs) FS_WARN_UNUSED;
-void fs_nodes_release(struct fs *fs);
-struct fs_node *fs_node_of(fuse_ino_t ino);
-fuse_ino_t fs_ino_of(const struct fs_node *n);
-/* Finds or creates the node, adds one lookup (LOOKUP) or one ref. */
-int fs_node_get(struct fs *fs, enum fs_kind kind, struct store_tenant *t,
-		uint64_t id, const char *sel_name, const struct fs_sel *sel,
-		bool lookup, struct fs_node **out) FS_WARN_UNUSED;
-/* Stream node if the kernel or an open file knows it, with a ref; or NULL. */
-struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
-				    uint64_t id);
-void fs_node_ref(struct fs *fs, struct fs_node *n);
-void fs_node_unref(struct fs *fs, struct fs_node *n);
-void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
-
 /* ops.c */
 /* The operations of the session (fuse_session_new()). */
 const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
+
+/* xattr.c */
+void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 const char *value, size_t size, int flags);
+void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 size_t size);
+void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+/* Root xattrs read by `streamfs status` and `streamfs sync`. */
+#define FS_XATTR_STATUS "user.streamfs.status"
+#define FS_XATTR_SYNC_NOW "user.streamfs.sync_now"
 
 /* file.c */
 /* Opens N for FI's flags: *out (OUT) is the new description, owned by the
@@ -278,16 +274,20 @@ int fs_view_stat(struct fs_node *n, struct store_attr *a) FS_WARN_UNUSED;
 int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
 	FS_WARN_UNUSED;
 
-/* xattr.c */
-void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-		 const char *value, size_t size, int flags);
-void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-		 size_t size);
-void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
-void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
-
-/* Root xattrs read by `streamfs status` and `streamfs sync`. */
-#define FS_XATTR_STATUS "user.streamfs.status"
-#define FS_XATTR_SYNC_NOW "user.streamfs.sync_now"
+/* node.c */
+int fs_nodes_init(struct fs *fs) FS_WARN_UNUSED;
+void fs_nodes_release(struct fs *fs);
+struct fs_node *fs_node_of(fuse_ino_t ino);
+fuse_ino_t fs_ino_of(const struct fs_node *n);
+/* Finds or creates the node, adds one lookup (LOOKUP) or one ref. */
+int fs_node_get(struct fs *fs, enum fs_kind kind, struct store_tenant *t,
+		uint64_t id, const char *sel_name, const struct fs_sel *sel,
+		bool lookup, struct fs_node **out) FS_WARN_UNUSED;
+/* Stream node if the kernel or an open file knows it, with a ref; or NULL. */
+struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
+				    uint64_t id);
+void fs_node_ref(struct fs *fs, struct fs_node *n);
+void fs_node_unref(struct fs *fs, struct fs_node *n);
+void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
 
 #endif
