@@ -112,10 +112,10 @@ struct ring_queue {
 	bool dead;		/* the kernel refused or dropped this queue */
 };
 
-/* Se and fd are set at attach; payload_size, nqueues, queues and
- * watchdog_started by the thread that answers INIT, the first three before
- * started is set (read only after it), the last read only after the
- * session loop has joined that thread.  Atomics and watch_lock do the rest. */
+/* Se and fd are set at attach; payload_size, nqueues and queues by the
+ * thread that answers INIT before it sets started (read only after it),
+ * watchdog and watchdog_started after (read only once the session loop has
+ * joined that thread).  Atomics and watch_lock do the rest. */
 struct fs_ring {
 	struct fuse_session *se;
 	int fd;			/* /dev/fuse */
