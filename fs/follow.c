@@ -363,7 +363,8 @@ static void wake_queue(struct fs *fs, struct fs_wake *wk,
 }
 
 /* Out of memory for a wake entry: answers LIST with end of file rather
- * than lose it.  Called with no lock held. */
+ * than lose it.  Called without fs->park_lock, but a writer's commit
+ * (the hook's caller) may hold its fh->lock. */
 static void answer_eof(struct fs_wait *list)
 {
 	for (struct fs_wait *w = list, *next; w; w = next) {
