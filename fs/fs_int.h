@@ -79,7 +79,8 @@ struct fs_file {
 	struct fs_node *node;	/* holds a ref */
 	struct fs_node *stream;	/* views: the stream node, holds a ref */
 	/* Serializes writes and flush.  Taken before any lock of struct fs
-	 * (a commit's hook takes them), never while replying. */
+	 * (a commit's hook takes them); never held while replying, but for
+	 * the hook's out-of-memory answers (follow.c, answer_eof()). */
 	struct fs_mutex lock;
 	bool append;
 	bool writable;
