@@ -1,8 +1,9 @@
 /*
  * Views: S@SEL, looked up beside a stream S, is a read-only window on S
- * that starts where the selector SEL points (docs: CONTRACT, "Views") and
- * ends where S ends, so it grows with S.  With ",follow", a read at its end
- * waits for the next commit (follow.c) instead of returning end of file.
+ * that starts where the selector SEL points (README.md and streamfs(1),
+ * "Views") and ends where S ends, so it grows with S.  With ",follow", a
+ * read at its end waits for the next commit (follow.c) instead of
+ * returning end of file.
  *
  * A view node keeps the selector; an open view keeps the stream offset of
  * its first byte (its base), fixed once known.  This file parses selectors
