@@ -20,59 +20,22 @@ static struct fs_file *file_of(struct fuse_file_info *fi)
 	return (struct fs_file *)(uintptr_t)fi->fh;
 }
 
-/* ---- per-thread read buffers ---- */
-
-struct rbuf {
-	size_t cap;
-	char data[];
-};
-
-static pthread_key_t rbuf_key;
-
-static void rbuf_free(void *p)
-{
-	free(p);
-}
-
-int fs_buffers_init(void)
-{
-	return -pthread_key_create(&rbuf_key, rbuf_free);
-}
-
-/* A fresh 128 KiB+ malloc per reply goes through mmap/munmap and costs far
- * more than the copy, so each thread keeps one buffer for its replies. */
-void *fs_read_buffer(size_t len)
-{
-	struct rbuf *b = pthread_getspecific(rbuf_key);
-
-	if (b && b->cap >= len)
-		return b->data;
-	free(b);
-	pthread_setspecific(rbuf_key, NULL);
-	b = malloc(sizeof(*b) + len);
-	if (!b)
-		return NULL;
-	b->cap = len;
-	pthread_setspecific(rbuf_key, b);
-	return b->data;
-}
-
 /* ---- open and close ---- */
 
 static void file_link(struct fs *fs, struct fs_file *fh)
 {
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	fh->prev = NULL;
 	fh->next = fs->files;
 	if (fs->files)
 		fs->files->prev = fh;
 	fs->files = fh;
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 }
 
 static void file_unlink(struct fs *fs, struct fs_file *fh)
 {
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	if (fh->prev)
 		fh->prev->next = fh->next;
 	else if (fs->files == fh)
@@ -80,10 +43,10 @@ static void file_unlink(struct fs *fs, struct fs_file *fh)
 	if (fh->next)
 		fh->next->prev = fh->prev;
 	fh->next = fh->prev = NULL;
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 }
 
-static void file_free(struct fs *fs, struct fs_file *fh)
+void fs_file_free(struct fs *fs, struct fs_file *fh)
 {
 	if (!fh)
 		return;
@@ -92,7 +55,7 @@ static void file_free(struct fs *fs, struct fs_file *fh)
 		fs_node_unref(fs, fh->stream);
 	if (fh->node)
 		fs_node_unref(fs, fh->node);
-	pthread_mutex_destroy(&fh->lock);
+	fs_mutex_destroy(&fh->lock);
 	free(fh->held);
 	free(fh);
 }
@@ -148,8 +111,8 @@ static int open_view(struct fs *fs, struct fs_node *n, int flags,
 	return 0;
 }
 
-static int file_open(struct fs *fs, struct fs_node *n,
-		     struct fuse_file_info *fi, struct fs_file **out)
+int fs_file_open(struct fs *fs, struct fs_node *n,
+		 struct fuse_file_info *fi, struct fs_file **out)
 {
 	struct fs_file *fh;
 	int rc;
@@ -159,7 +122,7 @@ static int file_open(struct fs *fs, struct fs_node *n,
 	fh = calloc(1, sizeof(*fh));
 	if (!fh)
 		return -ENOMEM;
-	pthread_mutex_init(&fh->lock, NULL);
+	fs_mutex_init(&fh->lock, FS_LOCK_FILE);
 	fs_node_ref(fs, n);
 	fh->node = n;
 	if (n->kind == FS_STREAM)
@@ -167,7 +130,7 @@ static int file_open(struct fs *fs, struct fs_node *n,
 	else
 		rc = open_view(fs, n, fi->flags, fh, fi);
 	if (rc) {
-		file_free(fs, fh);
+		fs_file_free(fs, fh);
 		return rc;
 	}
 	file_link(fs, fh);
@@ -185,13 +148,13 @@ void fs_files_release(struct fs *fs)
 		struct fs_file *fh = fs->files;
 		int rc;
 
-		pthread_mutex_lock(&fh->lock);
+		fs_mutex_lock(&fh->lock);
 		rc = commit_held(fh);
-		pthread_mutex_unlock(&fh->lock);
+		fs_mutex_unlock(&fh->lock);
 		if (rc)
 			fprintf(stderr, "streamfs: partial line lost at "
 				"unmount: %s\n", strerror(-rc));
-		file_free(fs, fh);
+		fs_file_free(fs, fh);
 	}
 }
 
@@ -199,7 +162,7 @@ void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = req_fs(req);
 	struct fs_file *fh;
-	int rc = file_open(fs, fs_node_of(ino), fi, &fh);
+	int rc = fs_file_open(fs, fs_node_of(ino), fi, &fh);
 
 	if (rc) {
 		fuse_reply_err(req, -rc);
@@ -207,64 +170,18 @@ void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		file_free(fs, fh);	/* interrupted: no release will come */
+		fs_file_free(fs, fh);	/* interrupted: no release will come */
 }
 
-static int create_stream(struct fs *fs, fuse_req_t req, struct fs_node *p,
-			 const char *name, mode_t mode, struct fs_node **out)
-{
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	uint64_t id;
-	int rc;
-
-	if (fs->opts->ro)
-		return -EROFS;
-	if (p->kind != FS_TENANT)
-		return -EPERM;
-	if (strchr(name, '@') || !store_name_valid(name))
-		return -EINVAL;
-	rc = store_stream_create(p->t, name, mode & 07777, ctx->uid, ctx->gid,
-				 &id);
-	if (rc)
-		return rc;
-	return fs_node_get(fs, FS_STREAM, p->t, id, NULL, NULL, true, out);
-}
-
-void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
-	       mode_t mode, struct fuse_file_info *fi)
-{
-	struct fs *fs = req_fs(req);
-	struct fuse_entry_param e;
-	struct fs_node *n;
-	struct fs_file *fh = NULL;
-	int rc = create_stream(fs, req, fs_node_of(parent), name, mode, &n);
-
-	if (rc) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	rc = fs_entry_of(fs, n, &e);
-	if (!rc)
-		rc = file_open(fs, n, fi, &fh);
-	if (rc) {
-		fs_node_forget(fs, n, 1);
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	fi->fh = (uint64_t)(uintptr_t)fh;
-	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		file_free(fs, fh);
-		fs_node_forget(fs, n, 1);
-	}
-}
-
-/* Commits a held partial line with its '\n' (close of the description). */
+/* Commits a held partial line with its '\n' (close of the description).
+ * Called with fh->lock held. */
 static int commit_held(struct fs_file *fh)
 {
 	struct store_append app = { 0 };
 	struct store_append_result res;
 	int rc;
 
+	fs_assert_held(&fh->lock);
 	if (!fh->held_len)
 		return 0;
 	app.buf = fh->held;
@@ -286,12 +203,12 @@ void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc;
 
 	(void)ino;
-	pthread_mutex_lock(&fh->lock);
+	fs_mutex_lock(&fh->lock);
 	rc = commit_held(fh);
 	if (!rc)
 		rc = fh->error;
 	fh->error = 0;
-	pthread_mutex_unlock(&fh->lock);
+	fs_mutex_unlock(&fh->lock);
 	fs_inval_wait(fs);
 	fuse_reply_err(req, -rc);
 }
@@ -303,14 +220,14 @@ void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc;
 
 	(void)ino;
-	pthread_mutex_lock(&fh->lock);
+	fs_mutex_lock(&fh->lock);
 	rc = commit_held(fh);
-	pthread_mutex_unlock(&fh->lock);
+	fs_mutex_unlock(&fh->lock);
 	if (rc)
 		fprintf(stderr, "streamfs: partial line lost at release: %s\n",
 			strerror(-rc));
 	fs_inval_wait(fs);
-	file_free(fs, fh);
+	fs_file_free(fs, fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -323,11 +240,11 @@ void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 	(void)datasync;
 	rc = store_sync_stream(n->t, n->id);
-	pthread_mutex_lock(&fh->lock);
+	fs_mutex_lock(&fh->lock);
 	if (!rc)
 		rc = fh->error;
 	fh->error = 0;
-	pthread_mutex_unlock(&fh->lock);
+	fs_mutex_unlock(&fh->lock);
 	fuse_reply_err(req, -rc);
 }
 
@@ -464,6 +381,7 @@ static ssize_t stream_write(struct fs_file *fh, const char *data, size_t size,
 	size_t len = size, rest;
 	int rc;
 
+	fs_assert_held(&fh->lock);
 	/* O_APPEND ignores the kernel's offset (its idea of the size may be
 	 * old); the others must write exactly where their own bytes end. */
 	if (!fh->append && (uint64_t)off != fh->end)
@@ -517,9 +435,9 @@ void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		fuse_reply_err(req, fs_node_of(ino)->kind == FS_VIEW ? EROFS : EBADF);
 		return;
 	}
-	pthread_mutex_lock(&fh->lock);
+	fs_mutex_lock(&fh->lock);
 	rc = stream_write(fh, buf, size, off);
-	pthread_mutex_unlock(&fh->lock);
+	fs_mutex_unlock(&fh->lock);
 	/* Readers must see the bytes once write(2) returns. */
 	fs_inval_wait(fs);
 	if (rc < 0)

@@ -11,6 +11,9 @@
  *    hold the very page locks the invalidation needs.  Handlers that
  *    committed wait for their invalidation before replying, so a reader
  *    never sees stale bytes once write(2) has returned.
+ *
+ * It also keeps the per-thread buffers that reads are answered from, here
+ * and in file.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -36,10 +39,10 @@ static void inval_queue(struct fs *fs, struct fs_node *n, uint64_t off)
 	}
 	iv->node = n;	/* takes the caller's ref */
 	iv->off = off;
-	pthread_mutex_lock(&fs->inval_lock);
+	fs_mutex_lock(&fs->inval_lock);
 	if (fs->inval_stop) {
 		/* Stopped (unmount): nothing is cached any more. */
-		pthread_mutex_unlock(&fs->inval_lock);
+		fs_mutex_unlock(&fs->inval_lock);
 		fs_node_unref(fs, n);
 		free(iv);
 		return;
@@ -51,7 +54,7 @@ static void inval_queue(struct fs *fs, struct fs_node *n, uint64_t off)
 		fs->inval_head = iv;
 	fs->inval_tail = iv;
 	pthread_cond_signal(&fs->inval_cond);
-	pthread_mutex_unlock(&fs->inval_lock);
+	fs_mutex_unlock(&fs->inval_lock);
 	inval_mine = seq;	/* IV belongs to the invalidation thread now */
 }
 
@@ -61,10 +64,10 @@ static void *inval_main(void *arg)
 	struct fs_inval *iv;
 	bool stop;
 
-	pthread_mutex_lock(&fs->inval_lock);
+	fs_mutex_lock(&fs->inval_lock);
 	for (;;) {
 		while (!fs->inval_head && !fs->inval_stop)
-			pthread_cond_wait(&fs->inval_cond, &fs->inval_lock);
+			fs_cond_wait(&fs->inval_cond, &fs->inval_lock);
 		iv = fs->inval_head;
 		if (!iv)
 			break;
@@ -72,7 +75,7 @@ static void *inval_main(void *arg)
 		if (!fs->inval_head)
 			fs->inval_tail = NULL;
 		stop = fs->inval_stop;
-		pthread_mutex_unlock(&fs->inval_lock);
+		fs_mutex_unlock(&fs->inval_lock);
 
 		/* -ENOENT: the kernel no longer caches this inode.  This may
 		 * block on a page lock until a reader's pending read is
@@ -82,12 +85,12 @@ static void *inval_main(void *arg)
 				fs->se, fs_ino_of(iv->node), (off_t)iv->off, 0);
 		fs_node_unref(fs, iv->node);
 
-		pthread_mutex_lock(&fs->inval_lock);
+		fs_mutex_lock(&fs->inval_lock);
 		fs->inval_done = iv->seq;
 		free(iv);
 		pthread_cond_broadcast(&fs->inval_done_cond);
 	}
-	pthread_mutex_unlock(&fs->inval_lock);
+	fs_mutex_unlock(&fs->inval_lock);
 	return NULL;
 }
 
@@ -110,16 +113,53 @@ void fs_inval_wait(struct fs *fs)
 	ts.tv_nsec += INVAL_WAIT_NS;
 	ts.tv_sec += ts.tv_nsec / 1000000000;
 	ts.tv_nsec %= 1000000000;
-	pthread_mutex_lock(&fs->inval_lock);
+	fs_mutex_lock(&fs->inval_lock);
 	if (fs->inval_waiters < fs->inval_max_waiters) {
 		fs->inval_waiters++;
 		while (fs->inval_done < seq && !fs->inval_stop)
-			if (pthread_cond_timedwait(&fs->inval_done_cond,
+			if (fs_cond_timedwait(&fs->inval_done_cond,
 						   &fs->inval_lock, &ts))
 				break;	/* ETIMEDOUT: reply anyway */
 		fs->inval_waiters--;
 	}
-	pthread_mutex_unlock(&fs->inval_lock);
+	fs_mutex_unlock(&fs->inval_lock);
+}
+
+/* ---- per-thread read buffers (for file.c's reads too) ---- */
+
+struct rbuf {
+	size_t cap;
+	char data[];
+};
+
+static pthread_key_t rbuf_key;
+
+static void rbuf_free(void *p)
+{
+	free(p);
+}
+
+int fs_buffers_init(void)
+{
+	return -pthread_key_create(&rbuf_key, rbuf_free);
+}
+
+/* A fresh 128 KiB+ malloc per reply goes through mmap/munmap and costs far
+ * more than the copy, so each thread keeps one buffer for its replies. */
+void *fs_read_buffer(size_t len)
+{
+	struct rbuf *b = pthread_getspecific(rbuf_key);
+
+	if (b && b->cap >= len)
+		return b->data;
+	free(b);
+	pthread_setspecific(rbuf_key, NULL);
+	b = malloc(sizeof(*b) + len);
+	if (!b)
+		return NULL;
+	b->cap = len;
+	pthread_setspecific(rbuf_key, b);
+	return b->data;
 }
 
 /* ---- parked reads ---- */
@@ -135,6 +175,7 @@ static int64_t mono_ns(void)
 /* Called with fs->park_lock held. */
 static void wait_link(struct fs *fs, struct fs_node *n, struct fs_wait *w)
 {
+	fs_assert_held(&fs->park_lock);
 	w->prev = NULL;
 	w->next = n->parked;
 	if (n->parked)
@@ -154,6 +195,7 @@ static void wait_link(struct fs *fs, struct fs_node *n, struct fs_wait *w)
 /* Called with fs->park_lock held. */
 static void wait_unlink(struct fs *fs, struct fs_node *n, struct fs_wait *w)
 {
+	fs_assert_held(&fs->park_lock);
 	if (w->prev)
 		w->prev->next = w->next;
 	else
@@ -180,7 +222,7 @@ static void on_interrupt(fuse_req_t req, void *data)
 	struct fs *fs = fuse_req_userdata(req);
 	bool mine = false;
 
-	pthread_mutex_lock(&fs->park_lock);
+	fs_mutex_lock(&fs->park_lock);
 	if (w->state == WAIT_PARKED) {
 		wait_unlink(fs, w->fh->stream, w);
 		w->state = WAIT_DONE;
@@ -188,7 +230,7 @@ static void on_interrupt(fuse_req_t req, void *data)
 	} else if (w->state == WAIT_NEW) {
 		w->state = WAIT_INTERRUPTED;
 	}
-	pthread_mutex_unlock(&fs->park_lock);
+	fs_mutex_unlock(&fs->park_lock);
 	if (mine) {
 		fuse_reply_err(req, EINTR);
 		free(w);
@@ -208,13 +250,13 @@ static enum park_result park(struct fs *fs, struct fs_wait *w, bool check)
 
 	w->state = WAIT_NEW;
 	fuse_req_interrupt_func(w->req, on_interrupt, w);
-	pthread_mutex_lock(&fs->park_lock);
+	fs_mutex_lock(&fs->park_lock);
 	if (w->state == WAIT_INTERRUPTED) {
 		answer = EINTR;
 	} else if (fs->stopping || n->removed) {
 		answer = 0;	/* nothing would ever wake it */
 	} else if (check && n->size_seen > want) {
-		pthread_mutex_unlock(&fs->park_lock);
+		fs_mutex_unlock(&fs->park_lock);
 		fuse_req_interrupt_func(w->req, NULL, NULL);
 		return PARK_RETRY;
 	} else {
@@ -223,7 +265,7 @@ static enum park_result park(struct fs *fs, struct fs_wait *w, bool check)
 		if (fs->park_max_ns && w == fs->parked_oldest)
 			pthread_cond_signal(&fs->wake_cond);	/* arm the timer */
 	}
-	pthread_mutex_unlock(&fs->park_lock);
+	fs_mutex_unlock(&fs->park_lock);
 	if (answer >= 0) {
 		fuse_req_interrupt_func(w->req, NULL, NULL);
 		if (answer)
@@ -288,6 +330,7 @@ static struct fs_wait *detach_ready(struct fs *fs, struct fs_node *n,
 {
 	struct fs_wait *ready = NULL, *w, *next;
 
+	fs_assert_held(&fs->park_lock);
 	for (w = n->parked; w; w = next) {
 		next = w->next;
 		uint64_t base = atomic_load(&w->fh->base);
@@ -308,6 +351,7 @@ static struct fs_wait *detach_ready(struct fs *fs, struct fs_node *n,
 static void wake_queue(struct fs *fs, struct fs_wake *wk,
 		       struct fs_wait *list, uint64_t size)
 {
+	fs_assert_held(&fs->park_lock);
 	wk->list = list;
 	wk->size = size;
 	if (fs->wake_tail)
@@ -319,7 +363,8 @@ static void wake_queue(struct fs *fs, struct fs_wake *wk,
 }
 
 /* Out of memory for a wake entry: answers LIST with end of file rather
- * than lose it.  Called with no lock held. */
+ * than lose it.  Called without fs->park_lock, but a writer's commit
+ * (the hook's caller) may hold its fh->lock. */
 static void answer_eof(struct fs_wait *list)
 {
 	for (struct fs_wait *w = list, *next; w; w = next) {
@@ -334,14 +379,14 @@ static void answer_eof(struct fs_wait *list)
 static void answer_queue(struct fs *fs, struct fs_wait *w)
 {
 	w->next = NULL;
-	pthread_mutex_lock(&fs->answer_lock);
+	fs_mutex_lock(&fs->answer_lock);
 	if (fs->answer_tail)
 		fs->answer_tail->next = w;
 	else
 		fs->answer_head = w;
 	fs->answer_tail = w;
 	pthread_cond_signal(&fs->answer_cond);
-	pthread_mutex_unlock(&fs->answer_lock);
+	fs_mutex_unlock(&fs->answer_lock);
 }
 
 /* An answer worker: store_read may fetch from the remote and block, which
@@ -352,22 +397,22 @@ static void *answer_main(void *arg)
 	struct fs *fs = arg;
 	struct fs_wait *w;
 
-	pthread_mutex_lock(&fs->answer_lock);
+	fs_mutex_lock(&fs->answer_lock);
 	for (;;) {
 		while (!fs->answer_head && !fs->answer_stop)
-			pthread_cond_wait(&fs->answer_cond, &fs->answer_lock);
+			fs_cond_wait(&fs->answer_cond, &fs->answer_lock);
 		w = fs->answer_head;
 		if (!w)
 			break;	/* stopping and drained */
 		fs->answer_head = w->next;
 		if (!fs->answer_head)
 			fs->answer_tail = NULL;
-		pthread_mutex_unlock(&fs->answer_lock);
+		fs_mutex_unlock(&fs->answer_lock);
 		w->next = NULL;
 		fs_wait_answer(fs, w);
-		pthread_mutex_lock(&fs->answer_lock);
+		fs_mutex_lock(&fs->answer_lock);
 	}
-	pthread_mutex_unlock(&fs->answer_lock);
+	fs_mutex_unlock(&fs->answer_lock);
 	return NULL;
 }
 
@@ -398,6 +443,7 @@ static struct fs_wait *detach_expired(struct fs *fs, int64_t *next_ns)
 	struct fs_wait *expired = NULL, *w;
 	int64_t now = mono_ns();
 
+	fs_assert_held(&fs->park_lock);
 	*next_ns = 0;
 	while ((w = fs->parked_oldest)) {
 		if (now - w->parked_ns < fs->park_max_ns) {
@@ -426,18 +472,21 @@ static void answer_expired(struct fs_wait *list)
 	}
 }
 
+/* Waits on wake_cond until MONO (CLOCK_MONOTONIC) at most.  Called with
+ * fs->park_lock held. */
 static void wait_until_ns(struct fs *fs, int64_t mono)
 {
 	struct timespec now_rt, ts;
 	int64_t left = mono - mono_ns(), abs_ns;
 
+	fs_assert_held(&fs->park_lock);
 	/* The condition variable uses CLOCK_REALTIME: wait for the span. */
 	clock_gettime(CLOCK_REALTIME, &now_rt);
 	abs_ns = (int64_t)now_rt.tv_sec * 1000000000 + now_rt.tv_nsec +
 		 (left > 0 ? left : 0) + 1000000;
 	ts.tv_sec = (time_t)(abs_ns / 1000000000);
 	ts.tv_nsec = (long)(abs_ns % 1000000000);
-	pthread_cond_timedwait(&fs->wake_cond, &fs->park_lock, &ts);
+	fs_cond_timedwait(&fs->wake_cond, &fs->park_lock, &ts);
 }
 
 static void *wake_main(void *arg)
@@ -447,20 +496,20 @@ static void *wake_main(void *arg)
 	struct fs_wait *exp;
 	int64_t next_ns = 0;
 
-	pthread_mutex_lock(&fs->park_lock);
+	fs_mutex_lock(&fs->park_lock);
 	for (;;) {
 		if (fs->park_max_ns && !fs->stopping &&
 		    (exp = detach_expired(fs, &next_ns))) {
-			pthread_mutex_unlock(&fs->park_lock);
+			fs_mutex_unlock(&fs->park_lock);
 			answer_expired(exp);
-			pthread_mutex_lock(&fs->park_lock);
+			fs_mutex_lock(&fs->park_lock);
 			continue;
 		}
 		if (!fs->wake_head && !fs->stopping) {
 			if (fs->park_max_ns && next_ns)
 				wait_until_ns(fs, next_ns);
 			else
-				pthread_cond_wait(&fs->wake_cond, &fs->park_lock);
+				fs_cond_wait(&fs->wake_cond, &fs->park_lock);
 			continue;
 		}
 		wk = fs->wake_head;
@@ -469,11 +518,11 @@ static void *wake_main(void *arg)
 		fs->wake_head = wk->next;
 		if (!fs->wake_head)
 			fs->wake_tail = NULL;
-		pthread_mutex_unlock(&fs->park_lock);
+		fs_mutex_unlock(&fs->park_lock);
 		wake_answer(fs, wk);
-		pthread_mutex_lock(&fs->park_lock);
+		fs_mutex_lock(&fs->park_lock);
 	}
-	pthread_mutex_unlock(&fs->park_lock);
+	fs_mutex_unlock(&fs->park_lock);
 	return NULL;
 }
 
@@ -494,7 +543,7 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 	n = fs_node_find_stream(fs, t, stream);
 	if (!n)
 		return;	/* nobody looked at it: nothing cached, nobody parked */
-	pthread_mutex_lock(&fs->park_lock);
+	fs_mutex_lock(&fs->park_lock);
 	old = n->size_seen;
 	if (size == UINT64_MAX)
 		n->removed = true;	/* later parks answer EOF (park()) */
@@ -507,7 +556,7 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 		wake_queue(fs, wk, ready, size);
 		ready = NULL;
 	}
-	pthread_mutex_unlock(&fs->park_lock);
+	fs_mutex_unlock(&fs->park_lock);
 	answer_eof(ready);	/* only when out of memory: not under park_lock */
 
 	if (size != UINT64_MAX && atomic_load(&n->cached)) {
@@ -523,10 +572,10 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 
 static void answer_stop(struct fs *fs)
 {
-	pthread_mutex_lock(&fs->answer_lock);
+	fs_mutex_lock(&fs->answer_lock);
 	fs->answer_stop = true;
 	pthread_cond_broadcast(&fs->answer_cond);
-	pthread_mutex_unlock(&fs->answer_lock);
+	fs_mutex_unlock(&fs->answer_lock);
 	while (fs->answer_started)
 		pthread_join(fs->answer_threads[--fs->answer_started], NULL);
 }
@@ -548,10 +597,10 @@ int fs_follow_start(struct fs *fs)
 		rc = pthread_create(&fs->wake_thread, NULL, wake_main, fs);
 	if (rc) {
 		answer_stop(fs);
-		pthread_mutex_lock(&fs->inval_lock);
+		fs_mutex_lock(&fs->inval_lock);
 		fs->inval_stop = true;
 		pthread_cond_broadcast(&fs->inval_cond);
-		pthread_mutex_unlock(&fs->inval_lock);
+		fs_mutex_unlock(&fs->inval_lock);
 		pthread_join(fs->inval_thread, NULL);
 		return -rc;
 	}
@@ -564,8 +613,8 @@ static void answer_all_parked(struct fs *fs)
 {
 	struct fs_wait *all = NULL;
 
-	pthread_mutex_lock(&fs->lock);
-	pthread_mutex_lock(&fs->park_lock);
+	fs_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->park_lock);
 	fs->stopping = true;
 	for (size_t i = 0; i < fs->table_size; i++)
 		for (struct fs_node *n = fs->table[i]; n; n = n->hnext) {
@@ -578,8 +627,8 @@ static void answer_all_parked(struct fs *fs)
 			}
 		}
 	pthread_cond_broadcast(&fs->wake_cond);
-	pthread_mutex_unlock(&fs->park_lock);
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->park_lock);
+	fs_mutex_unlock(&fs->lock);
 	for (struct fs_wait *w = all, *next; w; w = next) {
 		next = w->next;
 		fuse_req_interrupt_func(w->req, NULL, NULL);
@@ -597,11 +646,11 @@ void fs_follow_stop(struct fs *fs)
 	/* Drains the queue: with fs->stopping, a read with nothing to return
 	 * answers end of file instead of parking. */
 	answer_stop(fs);
-	pthread_mutex_lock(&fs->inval_lock);
+	fs_mutex_lock(&fs->inval_lock);
 	fs->inval_stop = true;
 	pthread_cond_broadcast(&fs->inval_cond);
 	pthread_cond_broadcast(&fs->inval_done_cond);
-	pthread_mutex_unlock(&fs->inval_lock);
+	fs_mutex_unlock(&fs->inval_lock);
 	pthread_join(fs->inval_thread, NULL);
 	fs->threads_started = false;
 }

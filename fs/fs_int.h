@@ -6,9 +6,25 @@
  * rename) or a view (stream + selector).  Nodes live while the kernel holds
  * lookups on them or an open file refers to them.
  *
- * Lock order: fs->lock, then fs->park_lock, then fs->inval_lock;
- * fs->answer_lock is taken with no other lock held.
- * fh->lock is taken before any of them and never while replying.
+ * Files, each calling only files below it:
+ *   mount.c    the daemon: SOURCE lock, store, session, threads, teardown
+ *   ops.c      the FUSE operations table; lookup, create, attributes,
+ *              directories
+ *   xattr.c    extended attributes (ring.c's counters for the status)
+ *   file.c     open files: open, read, write, flush, release
+ *   follow.c   the commit hook: parked follow reads, page-cache
+ *              invalidation; the per-thread read buffers
+ *   view.c     selectors, and where a view starts in its stream
+ *   node.c     the node table
+ *   ring.c     FUSE over io_uring (ring.h; calls none of the above)
+ *   lock.c     the per-thread record of lock.h's checks, used by all
+ * main.c (the program) and opts.c (-o options) sit above them all.
+ *
+ * Locks: fh->lock, then fs->lock, then fs->park_lock, then fs->inval_lock;
+ * fs->answer_lock is taken with no other lock held.  Each is declared with
+ * its place in that order, which is lock.h's enum fs_lock_rank and which
+ * debug builds check.  Every struct shared between threads names the lock
+ * of each field, or says in one sentence why it needs none.
  */
 #ifndef STREAMFS_FS_INT_H
 #define STREAMFS_FS_INT_H
@@ -17,6 +33,7 @@
 #include <stdatomic.h>
 
 #include "fs.h"
+#include "lock.h"
 #include "ring.h"
 #include "sync.h"
 
@@ -35,6 +52,8 @@ struct fs_sel {
 
 struct fs_wait;
 
+/* Kind, tenant, id and selector are set at creation and never change;
+ * every other field names its lock. */
 struct fs_node {
 	enum fs_kind kind;
 	struct store_tenant *t;	/* borrowed from the store; NULL for root */
@@ -53,11 +72,16 @@ struct fs_node {
 	atomic_bool cached;	/* some open used the page cache */
 };
 
-/* An open file description. */
+/* An open file description.  Node, stream, append, writable and follow
+ * are set by fs_file_open() before the kernel knows the description and
+ * never change; every other field names its lock. */
 struct fs_file {
 	struct fs_node *node;	/* holds a ref */
 	struct fs_node *stream;	/* views: the stream node, holds a ref */
-	pthread_mutex_t lock;	/* serializes writes and flush */
+	/* Serializes writes and flush.  Taken before any lock of struct fs
+	 * (a commit's hook takes them); never held while replying, but for
+	 * the hook's out-of-memory answers (follow.c, answer_eof()). */
+	struct fs_mutex lock;
 	bool append;
 	bool writable;
 	char *held;		/* owned; partial line; protected by lock */
@@ -74,7 +98,8 @@ struct fs_file {
 	struct fs_file *next, *prev;	/* fs->files; protected by fs->lock */
 };
 
-/* A parked follow read.  Owned by whoever takes it off the list. */
+/* A parked follow read.  Owned by whoever takes it off the list: the
+ * fields without a lock are that owner's alone. */
 enum fs_wait_state { WAIT_NEW, WAIT_PARKED, WAIT_INTERRUPTED, WAIT_DONE };
 struct fs_wait {
 	fuse_req_t req;
@@ -84,14 +109,21 @@ struct fs_wait {
 	bool nonblock;		/* O_NONBLOCK of this read's request */
 	/* Pending base: the stream size when it was last tried. */
 	uint64_t seen;
-	enum fs_wait_state state;	/* protected by fs->park_lock */
-	struct fs_wait *next, *prev;	/* protected by fs->park_lock */
+	/* Protected by fs->park_lock from the moment the request's interrupt
+	 * function may see W (park()). */
+	enum fs_wait_state state;
+	/* The stream's n->parked, protected by fs->park_lock; once taken
+	 * off, the owner's list (a wake-up's), then fs->answer_head's,
+	 * protected by fs->answer_lock. */
+	struct fs_wait *next, *prev;
 	/* Every parked wait, oldest first (fs->parked_oldest), for the
 	 * kernel's request timeout.  Protected by fs->park_lock. */
 	int64_t parked_ns;	/* CLOCK_MONOTONIC at parking */
 	struct fs_wait *anext, *aprev;
 };
 
+/* A queued invalidation: protected by fs->inval_lock while on
+ * fs->inval_head, the invalidation thread's once taken off. */
 struct fs_inval {
 	struct fs_node *node;	/* holds a ref */
 	uint64_t off;
@@ -99,12 +131,17 @@ struct fs_inval {
 	struct fs_inval *next;
 };
 
+/* A commit's wake-up: protected by fs->park_lock while on fs->wake_head,
+ * the wake thread's once taken off. */
 struct fs_wake {
 	struct fs_wait *list;	/* detached waiters */
 	uint64_t size;		/* UINT64_MAX: stream removed */
 	struct fs_wake *next;
 };
 
+/* The mount.  Fields without a lock are set before the threads start
+ * (fs_run(), op_init(), serve()) and only read after, or belong to the
+ * mounting thread (the thread handles), or are atomics. */
 struct fs {
 	struct store *st;
 	/* The sync thread (roller, writer or replica), or NULL (a plain ro
@@ -121,13 +158,17 @@ struct fs {
 	 * for the life of the mount.  Protected by lock. */
 	struct store_attr root;
 
-	pthread_mutex_t lock;	/* node table */
+	/* The node table and the open files.  Lock order: fh->lock, then
+	 * this, then park_lock, then inval_lock. */
+	struct fs_mutex lock;
 	struct fs_node **table;	/* protected by lock */
 	size_t table_size, table_count;	/* protected by lock */
-	/* Open files, released at unmount if the kernel did not. */
-	struct fs_file *files;	/* protected by lock */
+	/* Open files, released at unmount if the kernel did not (then with
+	 * no other thread left).  Protected by lock. */
+	struct fs_file *files;
 
-	pthread_mutex_t park_lock;	/* parked reads, size_seen */
+	/* Parked reads and size_seen.  Taken after lock, before inval_lock. */
+	struct fs_mutex park_lock;
 	pthread_cond_t wake_cond;
 	struct fs_wake *wake_head, *wake_tail;	/* protected by park_lock */
 	uint64_t parked_count;	/* protected by park_lock */
@@ -139,7 +180,8 @@ struct fs {
 	int64_t park_max_ns;
 	bool stopping;		/* protected by park_lock */
 
-	pthread_mutex_t inval_lock;
+	/* The invalidation queue.  Taken last: after lock and park_lock. */
+	struct fs_mutex inval_lock;
 	pthread_cond_t inval_cond;	/* work queued */
 	pthread_cond_t inval_done_cond;	/* work finished */
 	struct fs_inval *inval_head, *inval_tail;	/* protected by inval_lock */
@@ -155,8 +197,9 @@ struct fs {
 	atomic_uint sync_now_callers;	/* user.streamfs.sync_now in progress */
 
 	/* Woken reads to answer: store_read may block on a remote fetch, so
-	 * the wake thread hands them to FS_ANSWER_THREADS workers. */
-	pthread_mutex_t answer_lock;
+	 * the wake thread hands them to the answer_threads.
+	 * answer_lock is taken with no other lock held. */
+	struct fs_mutex answer_lock;
 	pthread_cond_t answer_cond;
 	struct fs_wait *answer_head, *answer_tail;	/* protected by answer_lock */
 	bool answer_stop;	/* protected by answer_lock */
@@ -169,7 +212,68 @@ struct fs {
 	struct fs_ring *ring;	/* owned; -o io_uring, else NULL */
 };
 
-extern struct fs *fs_global;
+/* ops.c */
+/* The operations of the session (fuse_session_new()). */
+const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
+
+/* xattr.c */
+void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 const char *value, size_t size, int flags);
+void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 size_t size);
+void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+/* Root xattrs read by `streamfs status` and `streamfs sync`. */
+#define FS_XATTR_STATUS "user.streamfs.status"
+#define FS_XATTR_SYNC_NOW "user.streamfs.sync_now"
+
+/* file.c */
+/* Opens N for FI's flags: *out (OUT) is the new description, owned by the
+ * caller until FI carries it to the kernel; fs_file_free() undoes it. */
+int fs_file_open(struct fs *fs, struct fs_node *n, struct fuse_file_info *fi,
+		 struct fs_file **out) FS_WARN_UNUSED;
+void fs_file_free(struct fs *fs, struct fs_file *fh);
+void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	     struct fuse_file_info *fi);
+void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+	      off_t off, struct fuse_file_info *fi);
+void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+	      struct fuse_file_info *fi);
+/* Frees the files still open at unmount. */
+void fs_files_release(struct fs *fs);
+
+/* follow.c */
+/* Per-thread read buffer of at least LEN bytes, or NULL. */
+void *fs_read_buffer(size_t len);
+int fs_buffers_init(void) FS_WARN_UNUSED;
+int fs_follow_start(struct fs *fs) FS_WARN_UNUSED;
+void fs_follow_stop(struct fs *fs);
+void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
+		    uint64_t size);
+/* Answers W by reading; parks it again when there is nothing yet. */
+void fs_wait_answer(struct fs *fs, struct fs_wait *w);
+/* Waits until invalidations queued by this thread's commits are done. */
+void fs_inval_wait(struct fs *fs);
+
+/* view.c */
+/* Parses a selector (the text after '@') into SEL (OUT); -EINVAL if bad. */
+int fs_sel_parse(const char *s, struct fs_sel *sel) FS_WARN_UNUSED;
+#define FS_BASE_PENDING UINT64_MAX
+/* Stream offset where view N starts now, or FS_BASE_PENDING when its
+ * selector points past the end.  *base (OUT); *size (OUT, may be NULL):
+ * the stream's size seen meanwhile. */
+int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
+	FS_WARN_UNUSED;
+/* Attributes of view N (OUT A): its stream's, with the view's size. */
+int fs_view_stat(struct fs_node *n, struct store_attr *a) FS_WARN_UNUSED;
+/* FH's view base, resolving it if still pending (may stay pending).
+ * *size (OUT, may be NULL) as above; 0 when already resolved. */
+int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
+	FS_WARN_UNUSED;
 
 /* node.c */
 int fs_nodes_init(struct fs *fs) FS_WARN_UNUSED;
@@ -186,63 +290,5 @@ struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
 void fs_node_ref(struct fs *fs, struct fs_node *n);
 void fs_node_unref(struct fs *fs, struct fs_node *n);
 void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
-
-/* ops.c */
-extern const struct fuse_lowlevel_ops fs_ops;
-int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st) FS_WARN_UNUSED;
-/* The entry the kernel gets for N: inode, timeouts and attributes (OUT). */
-int fs_entry_of(struct fs *fs, struct fs_node *n,
-		struct fuse_entry_param *e) FS_WARN_UNUSED;
-int fs_sel_parse(const char *s, struct fs_sel *sel) FS_WARN_UNUSED;
-#define FS_BASE_PENDING UINT64_MAX
-/* Stream offset where view N starts now, or FS_BASE_PENDING when its
- * selector points past the end.  *base (OUT); *size (OUT, may be NULL):
- * the stream's size seen meanwhile. */
-int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
-	FS_WARN_UNUSED;
-/* FH's view base, resolving it if still pending (may stay pending).
- * *size (OUT, may be NULL) as above; 0 when already resolved. */
-int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
-	FS_WARN_UNUSED;
-
-/* file.c */
-void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
-void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
-	       mode_t mode, struct fuse_file_info *fi);
-void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-	     struct fuse_file_info *fi);
-void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
-	      off_t off, struct fuse_file_info *fi);
-void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
-void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
-void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
-	      struct fuse_file_info *fi);
-/* Per-thread read buffer of at least LEN bytes, or NULL. */
-void *fs_read_buffer(size_t len);
-int fs_buffers_init(void) FS_WARN_UNUSED;
-/* Frees the files still open at unmount. */
-void fs_files_release(struct fs *fs);
-
-/* follow.c */
-int fs_follow_start(struct fs *fs) FS_WARN_UNUSED;
-void fs_follow_stop(struct fs *fs);
-void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
-		    uint64_t size);
-/* Answers W by reading; parks it again when there is nothing yet. */
-void fs_wait_answer(struct fs *fs, struct fs_wait *w);
-/* Waits until invalidations queued by this thread's commits are done. */
-void fs_inval_wait(struct fs *fs);
-
-/* xattr.c */
-void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-		 const char *value, size_t size, int flags);
-void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-		 size_t size);
-void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
-void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
-
-/* Root xattrs read by `streamfs status` and `streamfs sync`. */
-#define FS_XATTR_STATUS "user.streamfs.status"
-#define FS_XATTR_SYNC_NOW "user.streamfs.sync_now"
 
 #endif

@@ -17,8 +17,6 @@
 
 #include "fs_int.h"
 
-struct fs *fs_global;
-
 /* Holds an exclusive flock on SOURCE/streamfs.lock for the daemon's life
  * (inherited across fuse_daemonize's fork).  Returns the fd or -errno. */
 static int lock_source(const char *source)
@@ -378,13 +376,13 @@ static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
 	fs->root.atime = fs->root.ctime = fs->root.mtime;
 	fs->page_size = sysconf(_SC_PAGESIZE);
 	fs->io_size = (size_t)fs->page_size;	/* until init says more */
-	pthread_mutex_init(&fs->lock, NULL);
-	pthread_mutex_init(&fs->park_lock, NULL);
+	fs_mutex_init(&fs->lock, FS_LOCK_NODES);
+	fs_mutex_init(&fs->park_lock, FS_LOCK_PARK);
 	pthread_cond_init(&fs->wake_cond, NULL);
-	pthread_mutex_init(&fs->inval_lock, NULL);
+	fs_mutex_init(&fs->inval_lock, FS_LOCK_INVAL);
 	pthread_cond_init(&fs->inval_cond, NULL);
 	pthread_cond_init(&fs->inval_done_cond, NULL);
-	pthread_mutex_init(&fs->answer_lock, NULL);
+	fs_mutex_init(&fs->answer_lock, FS_LOCK_ALONE);
 	pthread_cond_init(&fs->answer_cond, NULL);
 	return fs_nodes_init(fs);
 }
@@ -394,13 +392,13 @@ static void fs_release_all(struct fs *fs)
 	fs_files_release(fs);
 	fs_nodes_release(fs);
 	pthread_cond_destroy(&fs->answer_cond);
-	pthread_mutex_destroy(&fs->answer_lock);
+	fs_mutex_destroy(&fs->answer_lock);
 	pthread_cond_destroy(&fs->inval_done_cond);
 	pthread_cond_destroy(&fs->inval_cond);
-	pthread_mutex_destroy(&fs->inval_lock);
+	fs_mutex_destroy(&fs->inval_lock);
 	pthread_cond_destroy(&fs->wake_cond);
-	pthread_mutex_destroy(&fs->park_lock);
-	pthread_mutex_destroy(&fs->lock);
+	fs_mutex_destroy(&fs->park_lock);
+	fs_mutex_destroy(&fs->lock);
 }
 
 static int serve(struct fs *fs, struct fuse_cmdline_opts *co)
@@ -434,9 +432,10 @@ static int serve(struct fs *fs, struct fuse_cmdline_opts *co)
 static int run_session(struct fs *fs, struct fuse_args *args,
 		       struct fuse_cmdline_opts *co, int lock_fd, int *notify)
 {
+	const struct fuse_lowlevel_ops *ops = fs_lowlevel_ops();
 	int rc, status = 1;
 
-	fs->se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), fs);
+	fs->se = fuse_session_new(args, ops, sizeof(*ops), fs);
 	if (!fs->se)
 		return 1;
 	if (fuse_set_signal_handlers(fs->se))
@@ -519,13 +518,11 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 		goto out_store;
 	}
 	fs.park_max_ns = park_limit_ns();
-	fs_global = &fs;
 	store_set_commit_hook(st, fs_commit_hook, &fs);
 	if (start_sync(&fs, o) == 0)
 		status = run_session(&fs, args, &co, lock_fd, &notify);
 	/* Whatever run_session did not stop (it failed before serving). */
 	sync_stop(atomic_exchange(&fs.sync, NULL));
-	fs_global = NULL;
 	fs_release_all(&fs);
 out_store:
 	store_close(st);

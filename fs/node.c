@@ -85,6 +85,7 @@ static void table_grow(struct fs *fs)
 	struct fs_node **old = fs->table;
 	struct fs_node **tab = calloc(old_size * 2, sizeof(*tab));
 
+	fs_assert_held(&fs->lock);
 	if (!tab)
 		return;	/* longer chains, still correct */
 	fs->table = tab;
@@ -108,6 +109,7 @@ static struct fs_node *table_find(struct fs *fs, enum fs_kind kind,
 {
 	size_t s = key_hash(kind, t, id, sel_name) & (fs->table_size - 1);
 
+	fs_assert_held(&fs->lock);
 	for (struct fs_node *n = fs->table[s]; n; n = n->hnext)
 		if (key_eq(n, kind, t, id, sel_name))
 			return n;
@@ -143,12 +145,12 @@ int fs_node_get(struct fs *fs, enum fs_kind kind, struct store_tenant *t,
 {
 	struct fs_node *n;
 
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	n = table_find(fs, kind, t, id, sel_name);
 	if (!n) {
 		n = node_new(kind, t, id, sel_name, sel);
 		if (!n) {
-			pthread_mutex_unlock(&fs->lock);
+			fs_mutex_unlock(&fs->lock);
 			return -ENOMEM;
 		}
 		if (fs->table_count >= fs->table_size * 2)
@@ -162,7 +164,7 @@ int fs_node_get(struct fs *fs, enum fs_kind kind, struct store_tenant *t,
 		n->nlookup++;
 	else
 		n->refs++;
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 	*out = n;
 	return 0;
 }
@@ -172,11 +174,11 @@ struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
 {
 	struct fs_node *n;
 
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	n = table_find(fs, FS_STREAM, t, id, NULL);
 	if (n)
 		n->refs++;
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 	return n;
 }
 
@@ -184,14 +186,15 @@ void fs_node_ref(struct fs *fs, struct fs_node *n)
 {
 	if (n == &root_node)
 		return;
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	n->refs++;
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 }
 
 /* Called with fs->lock held; frees N if nothing holds it. */
 static void node_maybe_free(struct fs *fs, struct fs_node *n)
 {
+	fs_assert_held(&fs->lock);
 	if (n->nlookup || n->refs)
 		return;
 	struct fs_node **pp = &fs->table[node_slot(fs, n)];
@@ -207,18 +210,18 @@ void fs_node_unref(struct fs *fs, struct fs_node *n)
 {
 	if (n == &root_node)
 		return;
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	n->refs--;
 	node_maybe_free(fs, n);
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 }
 
 void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup)
 {
 	if (n == &root_node)
 		return;
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
 	node_maybe_free(fs, n);
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 }

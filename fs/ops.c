@@ -1,6 +1,8 @@
 /*
  * Namespace operations: tenants at the root, streams inside tenants, views
- * (S@SEL) looked up beside streams but never listed.
+ * (S@SEL, view.c) looked up beside streams but never listed.  The table of
+ * all operations is at the end; open files are file.c's, extended
+ * attributes xattr.c's.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -18,78 +20,6 @@
 static struct fs *req_fs(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
-}
-
-/* Parses "2026-11-22T10:00:00Z" with optional fraction.  -EINVAL if bad. */
-static int parse_time(const char *s, int64_t *ns)
-{
-	struct tm tm = { 0 };
-	const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-	int64_t frac = 0, scale = 100000000;
-
-	if (!p)
-		return -EINVAL;
-	if (*p == '.') {
-		for (p++; *p >= '0' && *p <= '9'; p++) {
-			frac += (*p - '0') * scale;
-			scale /= 10;
-		}
-	}
-	if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
-		return -EINVAL;
-	time_t secs = timegm(&tm);
-	if (secs == (time_t)-1)
-		return -EINVAL;
-	if (secs >= INT64_MAX / 1000000000 - 1)
-		secs = INT64_MAX / 1000000000 - 1;	/* far future: past the end */
-	*ns = (int64_t)secs * 1000000000 + frac;
-	return 0;
-}
-
-static int parse_count(const char *s, uint64_t *out)
-{
-	char *end;
-
-	if (*s < '1' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-int fs_sel_parse(const char *s, struct fs_sel *sel)
-{
-	char buf[128];
-	size_t len = strlen(s);
-	const char *suffix = ",follow";
-	size_t slen = strlen(suffix);
-
-	memset(sel, 0, sizeof(*sel));
-	if (len > slen && strcmp(s + len - slen, suffix) == 0) {
-		sel->follow = true;
-		len -= slen;
-	}
-	if (len == 0 || len >= sizeof(buf))
-		return -EINVAL;
-	memcpy(buf, s, len);
-	buf[len] = '\0';
-	if (strcmp(buf, "end") == 0) {
-		sel->kind = SEL_END;
-		return 0;
-	}
-	if (buf[0] == '-') {
-		sel->kind = SEL_LAST;
-		return parse_count(buf + 1, &sel->n);
-	}
-	if (strchr(buf, 'T')) {
-		sel->kind = SEL_TIME;
-		return parse_time(buf, &sel->time_ns);
-	}
-	sel->kind = SEL_VERSION;
-	return parse_count(buf, &sel->n);
 }
 
 /* st_blksize of a stream: what one request carries, but in a raw stream,
@@ -130,84 +60,16 @@ static void fill_stat(struct fs *fs, struct fs_node *n,
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 }
 
-/* Stream offset where view N starts now, or FS_BASE_PENDING when its
- * selector points past the end: resolving it to the end offset now would
- * let events committed before version N (or before TIME) in. */
-static int view_base(struct fs_node *n, const struct store_attr *a,
-		     uint64_t *base)
-{
-	uint64_t v;
-	int rc;
-
-	switch (n->sel.kind) {
-	case SEL_END:
-		*base = a->size;
-		return 0;
-	case SEL_LAST:
-		return store_offset_of_last(n->t, n->id, n->sel.n, base);
-	case SEL_VERSION:
-		if (n->sel.n > a->version + 1) {
-			*base = FS_BASE_PENDING;
-			return 0;
-		}
-		return store_offset_of_version(n->t, n->id, n->sel.n, base);
-	case SEL_TIME:
-		rc = store_version_at_time(n->t, n->id, n->sel.time_ns, &v);
-		if (rc)
-			return rc;
-		if (v > a->version) {	/* no event at or after TIME yet */
-			*base = FS_BASE_PENDING;
-			return 0;
-		}
-		return store_offset_of_version(n->t, n->id, v, base);
-	}
-	return -EINVAL;
-}
-
-int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
+static int stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 {
 	struct store_attr a;
-	int rc = store_stream_stat(n->t, n->id, &a);
-
-	if (rc)
-		return rc;
-	if (size)
-		*size = a.size;
-	return view_base(n, &a, base);
-}
-
-int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
-{
-	uint64_t b = atomic_load(&fh->base);
-	int rc;
-
-	if (size)
-		*size = 0;
-	if (b != FS_BASE_PENDING) {
-		*base = b;
-		return 0;
-	}
-	rc = fs_view_base(fh->node, &b, size);
-	if (rc)
-		return rc;
-	/* Once known it never changes: racing resolvers store the same. */
-	if (b != FS_BASE_PENDING)
-		atomic_store(&fh->base, b);
-	*base = b;
-	return 0;
-}
-
-int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
-{
-	struct store_attr a;
-	uint64_t base;
 	int rc;
 
 	switch (n->kind) {
 	case FS_ROOT:
-		pthread_mutex_lock(&fs->lock);
+		fs_mutex_lock(&fs->lock);
 		a = fs->root;
-		pthread_mutex_unlock(&fs->lock);
+		fs_mutex_unlock(&fs->lock);
 		rc = 0;
 		break;
 	case FS_TENANT:
@@ -219,14 +81,7 @@ int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 		rc = store_stream_stat(n->t, n->id, &a);
 		break;
 	case FS_VIEW:
-		rc = store_stream_stat(n->t, n->id, &a);
-		if (rc)
-			return rc;
-		rc = view_base(n, &a, &base);
-		if (rc)
-			return rc;
-		/* Pending (FS_BASE_PENDING): nothing yet. */
-		a.size = a.size > base ? a.size - base : 0;
+		rc = fs_view_stat(n, &a);
 		break;
 	default:
 		return -EIO;
@@ -237,14 +92,16 @@ int fs_stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 	return 0;
 }
 
-int fs_entry_of(struct fs *fs, struct fs_node *n, struct fuse_entry_param *e)
+/* The entry the kernel gets for N: inode, timeouts and attributes (OUT). */
+static int entry_of(struct fs *fs, struct fs_node *n,
+		    struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = fs_ino_of(n);
 	e->generation = 1;
 	e->attr_timeout = 0;	/* sizes move: never cached (docs/CACHING.md) */
 	e->entry_timeout = n->kind == FS_VIEW ? 0 : ENTRY_TIMEOUT;
-	return fs_stat_node(fs, n, &e->attr);
+	return stat_node(fs, n, &e->attr);
 }
 
 /* Replies with an entry for N, consuming the lookup taken on it. */
@@ -252,7 +109,7 @@ static void reply_entry(fuse_req_t req, struct fs_node *n)
 {
 	struct fs *fs = req_fs(req);
 	struct fuse_entry_param e;
-	int rc = fs_entry_of(fs, n, &e);
+	int rc = entry_of(fs, n, &e);
 
 	if (rc) {
 		fs_node_forget(fs, n, 1);
@@ -338,7 +195,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct stat st;
-	int rc = fs_stat_node(req_fs(req), fs_node_of(ino), &st);
+	int rc = stat_node(req_fs(req), fs_node_of(ino), &st);
 
 	(void)fi;
 	if (rc)
@@ -376,7 +233,7 @@ static int setattr_size(struct fs_node *n, off_t size)
 static int root_setattr(struct fs *fs, const struct store_attr *a,
 			unsigned mask)
 {
-	pthread_mutex_lock(&fs->lock);
+	fs_mutex_lock(&fs->lock);
 	if (mask & STORE_SET_MODE)
 		fs->root.mode = a->mode;
 	if (mask & STORE_SET_UID)
@@ -388,7 +245,7 @@ static int root_setattr(struct fs *fs, const struct store_attr *a,
 	if (mask & STORE_SET_MTIME)
 		fs->root.mtime = a->mtime;
 	clock_gettime(CLOCK_REALTIME, &fs->root.ctime);
-	pthread_mutex_unlock(&fs->lock);
+	fs_mutex_unlock(&fs->lock);
 	return 0;
 }
 
@@ -455,7 +312,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	(void)fi;
 	rc = do_setattr(fs, n, attr, to_set);
 	if (!rc)
-		rc = fs_stat_node(fs, n, &st);
+		rc = stat_node(fs, n, &st);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -501,30 +358,70 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -rc);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
-		     mode_t mode, dev_t rdev)
+/* Creates stream NAME in P (mknod and create) and takes a lookup on its
+ * node, *out (OUT). */
+static int create_stream(struct fs *fs, fuse_req_t req, struct fs_node *p,
+			 const char *name, mode_t mode, struct fs_node **out)
 {
-	struct fs *fs = req_fs(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct fs_node *p = fs_node_of(parent), *n;
 	uint64_t id;
 	int rc = check_writable(fs);
 
+	if (rc)
+		return rc;
+	if (p->kind != FS_TENANT || !S_ISREG(mode))
+		return -EPERM;
+	if (strchr(name, '@') || !store_name_valid(name))
+		return -EINVAL;
+	rc = store_stream_create(p->t, name, mode & 07777, ctx->uid, ctx->gid,
+				 &id);
+	if (rc)
+		return rc;
+	return fs_node_get(fs, FS_STREAM, p->t, id, NULL, NULL, true, out);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	struct fs_node *n;
+	int rc = create_stream(req_fs(req), req, fs_node_of(parent), name,
+			       mode, &n);
+
 	(void)rdev;
-	if (!rc && (p->kind != FS_TENANT || !S_ISREG(mode)))
-		rc = -EPERM;
-	if (!rc && strchr(name, '@'))
-		rc = -EINVAL;
-	if (!rc)
-		rc = store_stream_create(p->t, name, mode & 07777, ctx->uid,
-					 ctx->gid, &id);
-	if (!rc)
-		rc = fs_node_get(fs, FS_STREAM, p->t, id, NULL, NULL, true, &n);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	reply_entry(req, n);
+}
+
+/* Creates the stream and opens it (file.c). */
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fuse_entry_param e;
+	struct fs_node *n;
+	struct fs_file *fh = NULL;
+	int rc = create_stream(fs, req, fs_node_of(parent), name, mode, &n);
+
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	rc = entry_of(fs, n, &e);
+	if (!rc)
+		rc = fs_file_open(fs, n, fi, &fh);
+	if (rc) {
+		fs_node_forget(fs, n, 1);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		fs_file_free(fs, fh);
+		fs_node_forget(fs, n, 1);
+	}
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -802,7 +699,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 }
 
-const struct fuse_lowlevel_ops fs_ops = {
+static const struct fuse_lowlevel_ops ops = {
 	.init = op_init,
 	.lookup = op_lookup,
 	.forget = op_forget,
@@ -831,5 +728,10 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.getxattr = fs_getxattr,
 	.listxattr = fs_listxattr,
 	.removexattr = fs_removexattr,
-	.create = fs_create,
+	.create = op_create,
 };
+
+const struct fuse_lowlevel_ops *fs_lowlevel_ops(void)
+{
+	return &ops;
+}

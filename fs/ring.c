@@ -46,44 +46,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "lock.h"
 #include "ring.h"
-
-/* The kernel's io_uring interface (linux/fuse.h 7.42); Debian 12's
- * headers predate it. */
-#ifndef FUSE_URING_IN_OUT_HEADER_SZ
-#define FUSE_URING_IN_OUT_HEADER_SZ 128
-#define FUSE_URING_OP_IN_OUT_SZ 128
-
-struct fuse_uring_ent_in_out {
-	uint64_t flags;
-	uint64_t commit_id;	/* the request's unique */
-	uint32_t payload_sz;	/* bytes used in the payload buffer */
-	uint32_t padding;
-	uint64_t reserved;
-};
-
-struct fuse_uring_req_header {
-	char in_out[FUSE_URING_IN_OUT_HEADER_SZ];	/* fuse_in/out_header */
-	char op_in[FUSE_URING_OP_IN_OUT_SZ];	/* the opcode's own header */
-	struct fuse_uring_ent_in_out ring_ent_in_out;
-};
-
-enum fuse_uring_cmd {
-	FUSE_IO_URING_CMD_INVALID = 0,
-	FUSE_IO_URING_CMD_REGISTER = 1,
-	FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
-};
-
-struct fuse_uring_cmd_req {
-	uint64_t flags;
-	uint64_t commit_id;
-	uint16_t qid;
-	uint8_t padding[6];
-};
-#endif
-
-/* FUSE_OVER_IO_URING (1ULL << 41), as INIT's flags2 carries it. */
-#define RING_INIT_FLAG2 (1u << 9)
+#include "ring_uapi.h"
 
 #define RING_DEPTH 64		/* SQEs of one queue's io_uring */
 /* Entries kept waiting for requests.  A request that finds none waits in
@@ -106,6 +71,9 @@ struct fuse_uring_cmd_req {
 
 struct ring_queue;
 
+/* A request slot.  Q, the mapping and IOV are set when it is added; the
+ * mapping's bytes are the thread's that serves or answers its request;
+ * the rest is protected by q->lock. */
 struct ring_ent {
 	struct ring_queue *q;
 	struct fuse_uring_req_header *hdr;	/* start of the mapping */
@@ -117,12 +85,15 @@ struct ring_ent {
 	struct ring_ent *all_next;	/* q->all */
 };
 
+/* Ring, qid and uring_ready are set before its first thread starts. */
 struct ring_queue {
 	struct fs_ring *ring;
 	unsigned qid;
 	struct io_uring uring;
 	bool uring_ready;
-	pthread_mutex_t lock;	/* the io_uring and all below */
+	/* The io_uring and all below.  Taken after r->watch_lock, never
+	 * with another queue's. */
+	struct fs_mutex lock;
 	struct ring_ent *busy;	/* entries whose request is in userspace */
 	struct ring_ent *replied;	/* answered by other threads, to commit */
 	struct ring_ent *all;	/* every entry, unmapped at the end */
@@ -134,11 +105,17 @@ struct ring_queue {
 	uint64_t handlers_seen;	/* ... at the watchdog's last tick */
 	pthread_cond_t standby_cond;
 	unsigned standby;	/* threads waiting on standby_cond */
+	/* Read without lock by fs_ring_stop() once the watchdog, which
+	 * starts threads, is joined. */
 	unsigned nthreads;
 	pthread_t threads[RING_THREADS];
 	bool dead;		/* the kernel refused or dropped this queue */
 };
 
+/* Se and fd are set at attach; payload_size, nqueues and queues by the
+ * thread that answers INIT before it sets started (read only after it),
+ * watchdog and watchdog_started after (read only once the session loop has
+ * joined that thread).  Atomics and watch_lock do the rest. */
 struct fs_ring {
 	struct fuse_session *se;
 	int fd;			/* /dev/fuse */
@@ -152,7 +129,7 @@ struct fs_ring {
 
 	pthread_t watchdog;
 	bool watchdog_started;
-	pthread_mutex_t watch_lock;
+	struct fs_mutex watch_lock;	/* taken before any q->lock */
 	pthread_cond_t watch_cond;
 	atomic_bool watch_asleep;	/* waits for watch_cond, no timeout */
 };
@@ -194,6 +171,7 @@ static int ring_submit(struct ring_ent *e, uint32_t op)
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->uring);
 	int rc;
 
+	fs_assert_held(&q->lock);
 	if (!sqe)
 		return -EBUSY;	/* submitted at once: the SQ never fills */
 	ring_prep_cmd(sqe, e, op);
@@ -228,8 +206,10 @@ static int ring_ent_add(struct ring_queue *q)
 	return ring_submit(e, FUSE_IO_URING_CMD_REGISTER);
 }
 
+/* With q->lock, as for busy_unlink(). */
 static void busy_link(struct ring_queue *q, struct ring_ent *e)
 {
+	fs_assert_held(&q->lock);
 	e->prev = NULL;
 	e->next = q->busy;
 	if (q->busy)
@@ -239,6 +219,7 @@ static void busy_link(struct ring_queue *q, struct ring_ent *e)
 
 static void busy_unlink(struct ring_queue *q, struct ring_ent *e)
 {
+	fs_assert_held(&q->lock);
 	if (e->prev)
 		e->prev->next = e->next;
 	else
@@ -261,23 +242,23 @@ static struct ring_ent *ring_claim(struct fs_ring *r, uint64_t unique)
 	if (!unique || !atomic_load(&r->started) || atomic_load(&r->stopping))
 		return NULL;
 	if (e) {
-		pthread_mutex_lock(&e->q->lock);
+		fs_mutex_lock(&e->q->lock);
 		if (e->unique == unique) {
 			busy_unlink(e->q, e);
 			return e;
 		}
-		pthread_mutex_unlock(&e->q->lock);
+		fs_mutex_unlock(&e->q->lock);
 	}
 	for (i = 0; i < r->nqueues; i++) {
 		struct ring_queue *q = &r->queues[i];
 
-		pthread_mutex_lock(&q->lock);
+		fs_mutex_lock(&q->lock);
 		for (e = q->busy; e; e = e->next)
 			if (e->unique == unique) {
 				busy_unlink(q, e);
 				return e;
 			}
-		pthread_mutex_unlock(&q->lock);
+		fs_mutex_unlock(&q->lock);
 	}
 	return NULL;
 }
@@ -298,6 +279,7 @@ static void ring_commit(struct ring_ent *e)
 	struct ring_queue *q = e->q;
 	struct io_uring_sqe *sqe;
 
+	fs_assert_held(&q->lock);
 	if (ring_thread_queue) {
 		ring_commit_now(e);
 	} else {
@@ -310,7 +292,7 @@ static void ring_commit(struct ring_ent *e)
 			(void)io_uring_submit(&q->uring);
 		}
 	}
-	pthread_mutex_unlock(&q->lock);
+	fs_mutex_unlock(&q->lock);
 }
 
 static void ring_put_header(struct ring_ent *e,
@@ -328,6 +310,7 @@ static void ring_reply_eio(struct ring_ent *e, uint64_t unique)
 	struct fuse_out_header out = {
 		.len = sizeof(out), .error = -EIO, .unique = unique };
 
+	fs_assert_held(&e->q->lock);
 	ring_put_header(e, &out, 0);
 	ring_commit(e);
 }
@@ -486,7 +469,7 @@ static void ring_serve(struct fs_ring *r, struct ring_ent *e)
 
 	if (in->len < sizeof(*in) + payload || payload > r->payload_size ||
 	    in->len - sizeof(*in) - payload > FUSE_URING_OP_IN_OUT_SZ) {
-		pthread_mutex_lock(&e->q->lock);
+		fs_mutex_lock(&e->q->lock);
 		busy_unlink(e->q, e);
 		ring_reply_eio(e, in->unique);
 		return;
@@ -506,10 +489,10 @@ static void *ring_thread(void *arg);
 static void ring_watch_wake(struct fs_ring *r)
 {
 	if (atomic_load(&r->watch_asleep)) {
-		pthread_mutex_lock(&r->watch_lock);
+		fs_mutex_lock(&r->watch_lock);
 		atomic_store(&r->watch_asleep, false);
 		pthread_cond_signal(&r->watch_cond);
-		pthread_mutex_unlock(&r->watch_lock);
+		fs_mutex_unlock(&r->watch_lock);
 	}
 }
 
@@ -517,6 +500,7 @@ static void ring_watch_wake(struct fs_ring *r)
  * with q->lock. */
 static void ring_keep_entries(struct ring_queue *q)
 {
+	fs_assert_held(&q->lock);
 	while (!q->dead && q->waiting < RING_SPARE) {
 		int rc = ring_ent_add(q);
 
@@ -532,6 +516,7 @@ static void ring_keep_entries(struct ring_queue *q)
  * charge of the ring.  With q->lock. */
 static void ring_rescue(struct ring_queue *q)
 {
+	fs_assert_held(&q->lock);
 	if (q->standby) {
 		pthread_cond_signal(&q->standby_cond);
 	} else {
@@ -550,6 +535,7 @@ static void ring_rescue(struct ring_queue *q)
 /* Commits what other threads answered.  With q->lock. */
 static void ring_commit_replied(struct ring_queue *q)
 {
+	fs_assert_held(&q->lock);
 	while (q->replied) {
 		struct ring_ent *e = q->replied;
 
@@ -594,7 +580,7 @@ static void *ring_thread(void *arg)
 
 	ring_thread_queue = q;
 	pin_to_cpu(q->qid);
-	pthread_mutex_lock(&q->lock);
+	fs_mutex_lock(&q->lock);
 	ring_keep_entries(q);
 	while (!atomic_load(&r->stopping)) {
 		struct ring_ent *e;
@@ -603,17 +589,17 @@ static void *ring_thread(void *arg)
 
 		if (q->has_waiter && !pthread_equal(q->waiter, me)) {
 			q->standby++;
-			pthread_cond_wait(&q->standby_cond, &q->lock);
+			fs_cond_wait(&q->standby_cond, &q->lock);
 			q->standby--;
 			continue;
 		}
 		q->has_waiter = true;
 		q->waiter = me;
 		if (io_uring_peek_cqe(&q->uring, &cqe) != 0) {
-			pthread_mutex_unlock(&q->lock);
+			fs_mutex_unlock(&q->lock);
 			(void)io_uring_enter(q->uring.ring_fd, 0, 1,
 					     IORING_ENTER_GETEVENTS, NULL);
-			pthread_mutex_lock(&q->lock);
+			fs_mutex_lock(&q->lock);
 			continue;
 		}
 		tag = io_uring_cqe_get_data64(cqe);
@@ -635,14 +621,14 @@ static void *ring_thread(void *arg)
 		ring_keep_entries(q);
 		q->in_handler = true;
 		q->handlers++;
-		pthread_mutex_unlock(&q->lock);
+		fs_mutex_unlock(&q->lock);
 		ring_watch_wake(r);
 		ring_serve(r, e);
-		pthread_mutex_lock(&q->lock);
+		fs_mutex_lock(&q->lock);
 		if (q->has_waiter && pthread_equal(q->waiter, me))
 			q->in_handler = false;
 	}
-	pthread_mutex_unlock(&q->lock);
+	fs_mutex_unlock(&q->lock);
 	return NULL;
 }
 
@@ -654,11 +640,11 @@ static void *ring_watchdog(void *arg)
 	uint64_t served = 0;
 	struct timespec ts;
 
-	pthread_mutex_lock(&r->watch_lock);
+	fs_mutex_lock(&r->watch_lock);
 	while (!atomic_load(&r->stopping)) {
 		if (idle >= RING_IDLE_TICKS) {
 			atomic_store(&r->watch_asleep, true);
-			pthread_cond_wait(&r->watch_cond, &r->watch_lock);
+			fs_cond_wait(&r->watch_cond, &r->watch_lock);
 			idle = 0;
 			continue;
 		}
@@ -666,20 +652,20 @@ static void *ring_watchdog(void *arg)
 		ts.tv_nsec += RING_TICK_MS * 1000000l;
 		ts.tv_sec += ts.tv_nsec / 1000000000;
 		ts.tv_nsec %= 1000000000;
-		pthread_cond_timedwait(&r->watch_cond, &r->watch_lock, &ts);
+		fs_cond_timedwait(&r->watch_cond, &r->watch_lock, &ts);
 		for (i = 0; i < r->nqueues; i++) {
 			struct ring_queue *q = &r->queues[i];
 
-			pthread_mutex_lock(&q->lock);
+			fs_mutex_lock(&q->lock);
 			if (q->in_handler && q->handlers == q->handlers_seen)
 				ring_rescue(q);
 			q->handlers_seen = q->handlers;
-			pthread_mutex_unlock(&q->lock);
+			fs_mutex_unlock(&q->lock);
 		}
 		idle = served == atomic_load(&r->served) ? idle + 1 : 0;
 		served = atomic_load(&r->served);
 	}
-	pthread_mutex_unlock(&r->watch_lock);
+	fs_mutex_unlock(&r->watch_lock);
 	return NULL;
 }
 
@@ -711,11 +697,11 @@ static int queue_start(struct ring_queue *q)
 		return rc;
 	q->uring_ready = true;
 	/* The thread registers the entries (see the top). */
-	pthread_mutex_lock(&q->lock);
+	fs_mutex_lock(&q->lock);
 	rc = pthread_create(&q->threads[0], NULL, ring_thread, q);
 	if (!rc)
 		q->nthreads = 1;
-	pthread_mutex_unlock(&q->lock);
+	fs_mutex_unlock(&q->lock);
 	return -rc;
 }
 
@@ -756,10 +742,10 @@ static void ring_start(struct fs_ring *r, const struct iovec *iov, int count)
 	for (i = 0; i < r->nqueues; i++) {
 		r->queues[i].ring = r;
 		r->queues[i].qid = i;
-		pthread_mutex_init(&r->queues[i].lock, NULL);
+		fs_mutex_init(&r->queues[i].lock, FS_LOCK_RING_QUEUE);
 		pthread_cond_init(&r->queues[i].standby_cond, NULL);
 	}
-	pthread_mutex_init(&r->watch_lock, NULL);
+	fs_mutex_init(&r->watch_lock, FS_LOCK_RING_WATCH);
 	pthread_cond_init(&r->watch_cond, NULL);
 	atomic_store(&r->started, true);
 	for (i = 0; i < r->nqueues && !rc; i++)
@@ -806,16 +792,16 @@ void fs_ring_stop(struct fs_ring *r)
 		return;
 	/* The watchdog first: it is what starts threads. */
 	if (r->watchdog_started) {
-		pthread_mutex_lock(&r->watch_lock);
+		fs_mutex_lock(&r->watch_lock);
 		pthread_cond_signal(&r->watch_cond);
-		pthread_mutex_unlock(&r->watch_lock);
+		fs_mutex_unlock(&r->watch_lock);
 		pthread_join(r->watchdog, NULL);
 	}
 	for (i = 0; i < r->nqueues; i++) {
 		struct ring_queue *q = &r->queues[i];
 		struct io_uring_sqe *sqe;
 
-		pthread_mutex_lock(&q->lock);
+		fs_mutex_lock(&q->lock);
 		pthread_cond_broadcast(&q->standby_cond);
 		/* Wakes the waiter out of io_uring_enter(). */
 		sqe = q->uring_ready ? io_uring_get_sqe(&q->uring) : NULL;
@@ -824,7 +810,7 @@ void fs_ring_stop(struct fs_ring *r)
 			io_uring_sqe_set_data64(sqe, RING_TAG_STOP);
 			(void)io_uring_submit(&q->uring);
 		}
-		pthread_mutex_unlock(&q->lock);
+		fs_mutex_unlock(&q->lock);
 	}
 	for (i = 0; i < r->nqueues; i++) {
 		struct ring_queue *q = &r->queues[i];
@@ -855,11 +841,11 @@ void fs_ring_free(struct fs_ring *r)
 			free(e);
 		}
 		pthread_cond_destroy(&q->standby_cond);
-		pthread_mutex_destroy(&q->lock);
+		fs_mutex_destroy(&q->lock);
 	}
 	if (atomic_load(&r->started)) {
 		pthread_cond_destroy(&r->watch_cond);
-		pthread_mutex_destroy(&r->watch_lock);
+		fs_mutex_destroy(&r->watch_lock);
 	}
 	free(r->queues);
 	if (ring_attached == r)
@@ -872,8 +858,11 @@ void fs_ring_stats(const struct fs_ring *r, unsigned *queues,
 {
 	unsigned i, n = 0;
 
-	for (i = 0; r && atomic_load(&r->started) && i < r->nqueues; i++)
+	for (i = 0; r && atomic_load(&r->started) && i < r->nqueues; i++) {
+		fs_mutex_lock(&r->queues[i].lock);
 		n += !r->queues[i].dead;
+		fs_mutex_unlock(&r->queues[i].lock);
+	}
 	*queues = n;
 	*served = r ? atomic_load(&r->served) : 0;
 }

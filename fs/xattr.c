@@ -47,8 +47,8 @@ static int framing_parse(const char *v, size_t len, enum store_framing *out)
 }
 
 /* Writes the value of NAME on N into BUF (at least 512 bytes). */
-static int xattr_value(struct fs_node *n, const char *name, char *buf,
-		       size_t cap)
+static int xattr_value(struct fs *fs, struct fs_node *n, const char *name,
+		       char *buf, size_t cap)
 {
 	struct store_attr a;
 	int rc;
@@ -75,8 +75,8 @@ static int xattr_value(struct fs_node *n, const char *name, char *buf,
 	else if (strcmp(name, X_FRAMING) == 0)
 		snprintf(buf, cap, "%s", framing_name(a.framing));
 	else if (strcmp(name, X_SYNC) == 0 && n->kind == FS_STREAM) {
-		rc = sync_stream_status(atomic_load(&fs_global->sync), n->t,
-					n->id, buf, cap);
+		rc = sync_stream_status(atomic_load(&fs->sync), n->t, n->id,
+					buf, cap);
 		return rc < 0 ? rc : 0;
 	} else
 		return -ENODATA;
@@ -234,7 +234,7 @@ void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	else if (n->kind == FS_ROOT && strncmp(name, FS_XATTR_SYNC_NOW, slen) == 0)
 		rc = sync_now_guarded(fs, req, name + slen, buf, sizeof(buf));
 	else
-		rc = xattr_value(n, name, buf, sizeof(buf));
+		rc = xattr_value(fs, n, name, buf, sizeof(buf));
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;

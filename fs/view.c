@@ -1,0 +1,172 @@
+/*
+ * Views: S@SEL, looked up beside a stream S, is a read-only window on S
+ * that starts where the selector SEL points (README.md and streamfs(1),
+ * "Views") and ends where S ends, so it grows with S.  With ",follow", a
+ * read at its end waits for the next commit (follow.c) instead of
+ * returning end of file.
+ *
+ * A view node keeps the selector; an open view keeps the stream offset of
+ * its first byte (its base), fixed once known.  This file parses selectors
+ * and finds bases; it calls only the store.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fs_int.h"
+
+/* Parses "2026-11-22T10:00:00Z" with optional fraction.  -EINVAL if bad. */
+static int parse_time(const char *s, int64_t *ns)
+{
+	struct tm tm = { 0 };
+	const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	int64_t frac = 0, scale = 100000000;
+
+	if (!p)
+		return -EINVAL;
+	if (*p == '.') {
+		for (p++; *p >= '0' && *p <= '9'; p++) {
+			frac += (*p - '0') * scale;
+			scale /= 10;
+		}
+	}
+	if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
+		return -EINVAL;
+	time_t secs = timegm(&tm);
+	if (secs == (time_t)-1)
+		return -EINVAL;
+	if (secs >= INT64_MAX / 1000000000 - 1)
+		secs = INT64_MAX / 1000000000 - 1;	/* far future: past the end */
+	*ns = (int64_t)secs * 1000000000 + frac;
+	return 0;
+}
+
+static int parse_count(const char *s, uint64_t *out)
+{
+	char *end;
+
+	if (*s < '1' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int fs_sel_parse(const char *s, struct fs_sel *sel)
+{
+	char buf[128];
+	size_t len = strlen(s);
+	const char *suffix = ",follow";
+	size_t slen = strlen(suffix);
+
+	memset(sel, 0, sizeof(*sel));
+	if (len > slen && strcmp(s + len - slen, suffix) == 0) {
+		sel->follow = true;
+		len -= slen;
+	}
+	if (len == 0 || len >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	if (strcmp(buf, "end") == 0) {
+		sel->kind = SEL_END;
+		return 0;
+	}
+	if (buf[0] == '-') {
+		sel->kind = SEL_LAST;
+		return parse_count(buf + 1, &sel->n);
+	}
+	if (strchr(buf, 'T')) {
+		sel->kind = SEL_TIME;
+		return parse_time(buf, &sel->time_ns);
+	}
+	sel->kind = SEL_VERSION;
+	return parse_count(buf, &sel->n);
+}
+
+/* Stream offset where view N starts now, or FS_BASE_PENDING when its
+ * selector points past the end: resolving it to the end offset now would
+ * let events committed before version N (or before TIME) in.  A: the
+ * stream's attributes. */
+static int view_base(const struct fs_node *n, const struct store_attr *a,
+		     uint64_t *base)
+{
+	uint64_t v;
+	int rc;
+
+	switch (n->sel.kind) {
+	case SEL_END:
+		*base = a->size;
+		return 0;
+	case SEL_LAST:
+		return store_offset_of_last(n->t, n->id, n->sel.n, base);
+	case SEL_VERSION:
+		if (n->sel.n > a->version + 1) {
+			*base = FS_BASE_PENDING;
+			return 0;
+		}
+		return store_offset_of_version(n->t, n->id, n->sel.n, base);
+	case SEL_TIME:
+		rc = store_version_at_time(n->t, n->id, n->sel.time_ns, &v);
+		if (rc)
+			return rc;
+		if (v > a->version) {	/* no event at or after TIME yet */
+			*base = FS_BASE_PENDING;
+			return 0;
+		}
+		return store_offset_of_version(n->t, n->id, v, base);
+	}
+	return -EINVAL;
+}
+
+int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
+{
+	struct store_attr a;
+	int rc = store_stream_stat(n->t, n->id, &a);
+
+	if (rc)
+		return rc;
+	if (size)
+		*size = a.size;
+	return view_base(n, &a, base);
+}
+
+int fs_view_stat(struct fs_node *n, struct store_attr *a)
+{
+	uint64_t base;
+	int rc = store_stream_stat(n->t, n->id, a);
+
+	if (rc)
+		return rc;
+	rc = view_base(n, a, &base);
+	if (rc)
+		return rc;
+	/* Pending (FS_BASE_PENDING): nothing yet. */
+	a->size = a->size > base ? a->size - base : 0;
+	return 0;
+}
+
+int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
+{
+	uint64_t b = atomic_load(&fh->base);
+	int rc;
+
+	if (size)
+		*size = 0;
+	if (b != FS_BASE_PENDING) {
+		*base = b;
+		return 0;
+	}
+	rc = fs_view_base(fh->node, &b, size);
+	if (rc)
+		return rc;
+	/* Once known it never changes: racing resolvers store the same. */
+	if (b != FS_BASE_PENDING)
+		atomic_store(&fh->base, b);
+	*base = b;
+	return 0;
+}
