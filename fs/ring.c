@@ -136,7 +136,9 @@ struct ring_queue {
 	unsigned standby;	/* threads waiting on standby_cond */
 	unsigned nthreads;
 	pthread_t threads[RING_THREADS];
-	bool dead;		/* the kernel refused or dropped this queue */
+	/* The kernel refused or dropped this queue.  Set under lock;
+	 * fs_ring_stats() reads it without. */
+	atomic_bool dead;
 };
 
 struct fs_ring {
