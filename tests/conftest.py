@@ -45,11 +45,12 @@ mount (function)         Factory; each call starts one daemon and returns a Moun
 
   At teardown every mount still up is unmounted with .umount(): the daemon
   must exit 0 and its stderr must hold no sanitizer report (AddressSanitizer,
-  LeakSanitizer, "runtime error:", "SUMMARY:") and no line matching
-  error|fault|leak|assertion|panic outside the allow-list (a LeakSanitizer
-  report whose every stack lies inside libfuse and libc is libfuse's own and
-  is accepted: util.split_leak_reports).  If the test failed,
-  teardown instead unmounts lazily and kills, and prints each daemon's stderr.
+  LeakSanitizer, ThreadSanitizer, "runtime error:", "SUMMARY:") and no line
+  matching error|fault|leak|assertion|panic outside the allow-list (a
+  LeakSanitizer report whose every stack lies inside libfuse and libc is
+  libfuse's own and is accepted: util.split_leak_reports).  If the test
+  failed, teardown instead unmounts lazily and kills, and prints each
+  daemon's stderr.
 
 run_streamfs (function)  run_streamfs(*args, check=True, timeout=60, env=None,
                          input=None) runs the binary (e.g. "--help", a tool
@@ -84,7 +85,8 @@ import util  # noqa: E402
 
 for _var, _val in (("ASAN_OPTIONS", util.ASAN_OPTIONS),
                    ("UBSAN_OPTIONS", util.UBSAN_OPTIONS),
-                   ("LSAN_OPTIONS", util.LSAN_OPTIONS)):
+                   ("LSAN_OPTIONS", util.LSAN_OPTIONS),
+                   ("TSAN_OPTIONS", util.TSAN_OPTIONS)):
     os.environ.setdefault(_var, _val)
 
 

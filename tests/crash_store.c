@@ -11,6 +11,13 @@
  * dies; the parent throws away (or zero-fills) the segment bytes written
  * after the sync, as a power cut could, and checks every synced event is
  * there and nothing torn is.
+ *
+ * kill9's random choices (writer seeds, crash delays) come from one seed,
+ * printed at start and again on failure; powercut's writers are fixed.
+ * CRASH_SEED=N replays the choices (`CRASH_SEED=N meson test -C BUILD
+ * 'store crash'`); where the SIGKILL lands still depends on timing, so a
+ * replay retries the same scenario, not the same instant.
+ * CRASH_ITERATIONS=N sets kill9's iterations (default 40).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -187,6 +194,27 @@ static void read_acks(int fd, uint64_t acked[NSTREAMS])
 			acked[ack.stream] = ack.version;
 }
 
+/* The seed of every random choice here; main() sets it. */
+static unsigned crash_seed;
+
+/* CRASH_SEED from the environment (exits if it is not a number), else
+ * one from the clock and pid. */
+static unsigned pick_seed(void)
+{
+	const char *env = getenv("CRASH_SEED");
+	char *end;
+
+	if (env && *env) {
+		unsigned long v = strtoul(env, &end, 0);
+
+		if (!*end && v <= UINT32_MAX)
+			return (unsigned)v;
+		fprintf(stderr, "crash_store: bad CRASH_SEED=%s\n", env);
+		exit(2);
+	}
+	return (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+}
+
 static void test_kill9(void)
 {
 	char dir[] = "/tmp/streamfs-crash-XXXXXX";
@@ -194,7 +222,7 @@ static void test_kill9(void)
 	int iterations = getenv("CRASH_ITERATIONS") ? atoi(getenv("CRASH_ITERATIONS")) : 40;
 
 	CHECK(mkdtemp(dir) != NULL);
-	srand((unsigned)time(NULL));
+	srand(crash_seed);
 	for (int it = 0; it < iterations && !unit_failures; it++) {
 		int p[2];
 		pid_t pid;
@@ -355,5 +383,15 @@ static const struct unit_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	return unit_run(tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
+	int rc;
+
+	crash_seed = pick_seed();
+	printf("# crash_store: seed %u (replay: CRASH_SEED=%u)\n", crash_seed,
+	       crash_seed);
+	fflush(stdout);	/* shown even if a timeout kills this run */
+	rc = unit_run(tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
+	if (rc)
+		fprintf(stderr, "crash_store: failed with seed %u; replay with "
+			"CRASH_SEED=%u\n", crash_seed, crash_seed);
+	return rc;
 }

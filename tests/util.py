@@ -49,6 +49,11 @@ UBSAN_OPTIONS = "halt_on_error=1:abort_on_error=0:exitcode=87:print_stacktrace=1
 # split_leak_reports(): no frame of theirs is outside libfuse and libc.
 LSAN_OPTIONS = "exitcode=88"
 LSAN_EXITCODE = 88
+# ThreadSanitizer (tests/run's second build): the first race ends the daemon
+# with 89, so the test fails there with the report in the daemon's stderr;
+# SANITIZER_RE catches its "WARNING: ThreadSanitizer:" line as well.
+TSAN_OPTIONS = ("halt_on_error=1:abort_on_error=0:exitcode=89:"
+                "second_deadlock_stack=1")
 
 # A stack frame that belongs to libfuse, libc or the sanitizer runtime.
 _FOREIGN_FRAME_RE = re.compile(
