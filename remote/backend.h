@@ -37,6 +37,11 @@
 
 #define BACKEND_WARN_UNUSED __attribute__((warn_unused_result))
 
+/* Logging to stderr, prefixed "streamfs: sync: " (the prefix users and the
+ * tests' allow-lists know); sync/ logs through it too.  Never pass
+ * secrets. */
+void remote_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #define BACKEND_KEY_MAX 1024
 /* get(): read from OFF to the end of the object. */
 #define BACKEND_TO_END UINT64_MAX

@@ -16,10 +16,6 @@
 
 #define REMOTE_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
-/* Logging to stderr, prefixed "streamfs: sync: " like the sync thread's
- * lines (the prefix users and the tests' allow-lists know).  Never pass
- * secrets. */
-void remote_log(const char *fmt, ...) REMOTE_PRINTF(1, 2);
 
 /* ---- growable arrays ---- */
 

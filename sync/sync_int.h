@@ -18,11 +18,9 @@
 
 #define SYNC_ROOT "streamfs-v1"
 
-#define SYNC_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
-/* Logging to stderr, prefixed "streamfs: sync: ".  Never pass secrets.
- * (util.c, with the string vectors.) */
-void sync_log(const char *fmt, ...) SYNC_PRINTF(1, 2);
+/* Logging: remote/'s "streamfs: sync: " line serves sync/ too. */
+#define sync_log remote_log
 
 /* ---- string vectors ---- */
 

@@ -1,6 +1,5 @@
 /*
- * util.c: small helpers of the sync thread's files: the log line and
- * string vectors.
+ * util.c: small helpers of the sync thread's files: string vectors.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -9,17 +8,6 @@
 #include <string.h>
 
 #include "sync_int.h"
-
-void sync_log(const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "streamfs: sync: %s\n", line);
-}
 
 /* ---- string vectors ---- */
 
