@@ -279,16 +279,9 @@ int index_set_full_sync(struct store_tenant *t, bool full)
 				: "PRAGMA synchronous = NORMAL");
 }
 
-int index_begin_raw(struct store_tenant *t)
-{
-	return run(t, ST_BEGIN, "begin");
-}
-
 int index_begin(struct store_tenant *t)
 {
-	int rc = journal_flush(t);
-
-	return rc ? rc : index_begin_raw(t);
+	return run(t, ST_BEGIN, "begin");
 }
 
 int index_commit(struct store_tenant *t)
@@ -347,14 +340,6 @@ int index_stream_insert(struct store_tenant *t, struct stream *s)
 
 int index_stream_update(struct store_tenant *t, const struct stream *s)
 {
-	/* Outside a transaction, pending batch rows go first: the stream
-	 * row must never get ahead of its batches in the index. */
-	if (t->npending && sqlite3_get_autocommit(t->db)) {
-		int rc = journal_flush(t);
-
-		if (rc)
-			return rc;
-	}
 	bind_stream(t->stmts->s[ST_STREAM_UPDATE], s);
 	return run(t, ST_STREAM_UPDATE, "update stream");
 }

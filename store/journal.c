@@ -247,7 +247,7 @@ int journal_flush_in(struct store_tenant *t)
 		struct stream *s = stream_find(t, t->pending[i].stream);
 
 		if (s && s->row_dirty) {
-			rc = index_stream_update(t, s);
+			rc = journal_stream_update(t, s);
 			s->row_dirty = false;
 		}
 	}
@@ -274,13 +274,33 @@ void journal_flushed(struct store_tenant *t, bool committed)
 	t->jlen = 0;
 }
 
+int journal_begin(struct store_tenant *t)
+{
+	int rc = journal_flush(t);
+
+	return rc ? rc : index_begin(t);
+}
+
+int journal_stream_update(struct store_tenant *t, const struct stream *s)
+{
+	/* Outside a transaction, pending batch rows go first: the stream
+	 * row must never get ahead of its batches in the index. */
+	if (t->npending && sqlite3_get_autocommit(t->db)) {
+		int rc = journal_flush(t);
+
+		if (rc)
+			return rc;
+	}
+	return index_stream_update(t, s);
+}
+
 int journal_flush(struct store_tenant *t)
 {
 	int rc;
 
 	if (!t->npending)
 		return 0;
-	rc = index_begin_raw(t);
+	rc = index_begin(t);
 	if (!rc)
 		rc = journal_flush_in(t);
 	if (!rc)
@@ -365,7 +385,7 @@ static int replay_one(struct store_tenant *t, const struct jrec *r)
 		g->has_ids = true;
 		rc = index_segment_update(t, g);
 	}
-	return rc ? rc : index_stream_update(t, s);
+	return rc ? rc : journal_stream_update(t, s);
 }
 
 int journal_replay(struct store_tenant *t)
@@ -375,7 +395,7 @@ int journal_replay(struct store_tenant *t)
 	int rc = journal_read(t->jfd, &recs, &n);
 
 	if (!rc && n)
-		rc = index_begin_raw(t);
+		rc = index_begin(t);
 	for (size_t i = 0; !rc && i < n; i++)
 		rc = replay_one(t, &recs[i]);
 	if (!rc && n)

@@ -18,7 +18,7 @@
  * before its bytes (the journal of the file system may commit the
  * attribute early) leaves the other one to fall back on.  Raw framing,
  * whose event boundaries the bytes do not show, and file systems without
- * user attributes take the two-flush path (segment.c).
+ * user attributes take the two-flush path (fsync.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -45,20 +45,6 @@ struct durable_mark {
 	uint64_t check;		/* XXH3-64 of the fields above */
 };
 
-void seg_hash_release(struct seg *g)
-{
-	if (g->running)
-		XXH3_freeState(g->running);
-	g->running = NULL;
-}
-
-void seg_hash_update(struct seg *g, const void *p, size_t len)
-{
-	if (g->running)
-		XXH3_64bits_update(g->running, p, len);
-}
-
-/* Starts G's running hash from the bytes it holds. */
 static int hash_start(struct seg *g, int fd)
 {
 	int rc;

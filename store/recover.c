@@ -131,7 +131,7 @@ static int cut_stream(struct store_tenant *t, struct stream *s, size_t i,
 	if (!rc)
 		rc = index_batch_delete_from(t, s->id, version);
 	if (!rc)
-		rc = index_stream_update(t, s);
+		rc = journal_stream_update(t, s);
 	return rc;
 }
 
@@ -271,7 +271,7 @@ static int remove_orphans(struct store_tenant *t)
 
 int recover_tenant(struct store_tenant *t)
 {
-	int rc = index_begin(t);
+	int rc = journal_begin(t);
 
 	for (size_t i = 0; i < t->nstreams && !rc; i++)
 		rc = recover_stream(t, t->streams[i]);

@@ -144,7 +144,7 @@ static int replica_rows(struct store_tenant *t, struct stream *s,
 	for (size_t i = 0; !rc && i < n; i++)
 		rc = index_batch_insert(t, s->id, &b[i], NULL, 0);
 	if (!rc)
-		rc = index_stream_update(t, s);
+		rc = journal_stream_update(t, s);
 	return rc;
 }
 
@@ -178,7 +178,7 @@ int store_replica_add(struct store_tenant *t, uint64_t id,
 	else if (!replica_fits(s, seg, batches, n))
 		rc = -EINVAL;
 	else
-		rc = index_begin(t);
+		rc = journal_begin(t);
 	if (!rc)
 		rc = index_segment_insert(t, s->id, g);	/* gives g->id */
 	if (!rc)

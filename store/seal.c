@@ -174,7 +174,7 @@ static int seal_finish(struct store_tenant *t, struct stream *s,
 	int rc = index_set_full_sync(t, true);
 
 	if (!rc)
-		rc = index_begin_raw(t);
+		rc = index_begin(t);
 	if (rc)
 		goto out;
 	rc = journal_flush_in(t);	/* its batch rows first */

@@ -32,17 +32,6 @@ void store_config_default(struct store_config *cfg)
 	cfg->restore_flush_ns = 30ll * 1000000000;
 }
 
-bool store_name_valid(const char *name)
-{
-	size_t len = strnlen(name, STORE_NAME_MAX + 1);
-
-	if (len == 0 || len > STORE_NAME_MAX)
-		return false;
-	if (!strcmp(name, ".") || !strcmp(name, ".."))
-		return false;
-	return !strpbrk(name, "/@");
-}
-
 void store_set_commit_hook(struct store *st, store_commit_fn fn, void *arg)
 {
 	st->commit_fn = fn;
@@ -186,7 +175,7 @@ static struct store_tenant *tenant_find(struct store *st, const char *name)
 
 static int write_tenant_meta(struct store_tenant *t, int64_t now)
 {
-	int rc = index_begin(t);
+	int rc = journal_begin(t);
 
 	if (!rc)
 		rc = index_meta_set(t, "mode", t->mode, NULL);
@@ -385,7 +374,7 @@ int store_tenant_setattr(struct store_tenant *t, const struct store_attr *attr,
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	rc = t->removed ? -ENOENT : index_begin(t);
+	rc = t->removed ? -ENOENT : journal_begin(t);
 	if (!rc && (mask & STORE_SET_MODE))
 		rc = set_meta(t, "mode", attr->mode & 07777, NULL);
 	if (!rc && (mask & STORE_SET_UID))

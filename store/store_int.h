@@ -1,6 +1,16 @@
 /*
  * Private declarations of store/.  Lock order: store->lock, then a
  * tenant's lock.  Nothing in store/ calls out (commit hook) with a lock held.
+ *
+ * The files of store/ stand in layers, lowest first.  A file calls into its
+ * own layer or lower ones, never higher, and no files call each other round
+ * in a cycle (tests/check_layers.py checks both on the built objects):
+ *
+ *   1 leaves: util.c hash.h ids.c
+ *   2 segment files and the index: segment.c stream.c index.c
+ *   3 journal and marks: journal.c mark.c dedup.c
+ *   4 append, read, seal, replica: append.c read.c seal.c replica.c fsync.c evict.c names.c
+ *   5 recovery and the store object: recover.c store.c verify.c
  */
 #ifndef STREAMFS_STORE_INT_H
 #define STREAMFS_STORE_INT_H
@@ -266,16 +276,15 @@ int store_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
 int index_open(struct store_tenant *t, bool create);
 void index_close(struct store_tenant *t);
-/* Flushes the journal's pending rows, then begins a transaction. */
+/* Begins a transaction; journal_begin() flushes the journal first. */
 int index_begin(struct store_tenant *t);
-/* Begins a transaction as it is (journal.c). */
-int index_begin_raw(struct store_tenant *t);
 int index_commit(struct store_tenant *t);
 void index_rollback(struct store_tenant *t);
 int index_meta_set(struct store_tenant *t, const char *key, int64_t ival,
 		   const char *sval);
 int index_load_tenant(struct store_tenant *t);
 int index_stream_insert(struct store_tenant *t, struct stream *s);
+/* Inside a transaction; journal_stream_update() also outside one. */
 int index_stream_update(struct store_tenant *t, const struct stream *s);
 int index_stream_delete(struct store_tenant *t, uint64_t id);
 int index_segment_insert(struct store_tenant *t, uint64_t stream,
@@ -373,6 +382,11 @@ int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 		   const struct pending *p, bool has_ids);
 /* Whether enough is pending, or for long enough, to flush now. */
 bool journal_due(const struct store_tenant *t, int64_t now);
+/* Flushes the journal's pending rows, then begins a transaction: the
+ * start of every change that must see all the batches in the index. */
+int journal_begin(struct store_tenant *t);
+/* Writes S's row; outside a transaction, the pending rows go first. */
+int journal_stream_update(struct store_tenant *t, const struct stream *s);
 /* Moves the pending rows into the index in one transaction. */
 int journal_flush(struct store_tenant *t);
 /* The same inside the caller's transaction; journal_flushed() must follow
@@ -386,6 +400,11 @@ int journal_replay(struct store_tenant *t);
 
 struct stream *stream_find(struct store_tenant *t, uint64_t id);
 struct stream *stream_by_name(struct store_tenant *t, const char *name);
+/* Index in t->streams of the first stream whose id is ID or more. */
+size_t stream_lower_bound(const struct store_tenant *t, uint64_t id);
+/* Gives S the name NAME (S now owns it) in T's hash by name; the caller
+ * frees the old one, which it has read from s->name before. */
+void stream_rename(struct store_tenant *t, struct stream *s, char *name);
 int stream_attach(struct store_tenant *t, struct stream *s);
 void stream_detach(struct store_tenant *t, struct stream *s);
 void stream_free(struct store_tenant *t, struct stream *s);
@@ -437,7 +456,6 @@ struct seg *seg_at(struct stream *s, uint64_t off);
 /* Reads LEN bytes of the stream at OFF through its segments. */
 ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		 size_t len, uint64_t off);
-int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs);
 /* Reading stops with -ENODATA at an evicted segment.  With no lock held,
  * this asks the fetch hook for the segment this thread wanted; the caller
  * then retries (at most FETCH_TRIES times). */
@@ -447,6 +465,18 @@ int seg_fetch_wanted(struct store_tenant *t);
  * seg_reached_tell() then passes it to the fetch hook, with no lock held. */
 int seg_fd_read(struct store_tenant *t, struct seg *g);
 void seg_reached_tell(struct store_tenant *t);
+/* G of S as sync/ sees it. */
+void seg_fill(const struct stream *s, const struct seg *g,
+	      struct store_segment *out);
+/* The running hash of G (mark.c), once fsynced: fed by the appender. */
+void seg_hash_update(struct seg *g, const void *p, size_t len);
+void seg_hash_release(struct seg *g);
+
+/* ---- fsync.c ---- */
+
+/* Records the segments of S not sealed yet as synced; WHOLE_FS says a
+ * syncfs(2) already made their bytes durable. */
+int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs);
 int store_tenant_sync(struct store_tenant *t);
 
 /* ---- mark.c: fsync(2) of a stream in one flush ---- */
@@ -455,8 +485,6 @@ int store_tenant_sync(struct store_tenant *t);
  * is.  -ENOTSUP when this stream or file system cannot use marks (the
  * caller then syncs the segment and the index). */
 int seg_mark_durable(struct store_tenant *t, struct stream *s, struct seg *g);
-void seg_hash_update(struct seg *g, const void *p, size_t len);
-void seg_hash_release(struct seg *g);
 /* Recovery of G (its file at FD, FILE_SIZE bytes), whose whole batches end
  * LEN bytes in, before *VERSION: where a valid mark says more bytes are
  * durable, they become one batch (rows of versions from *VERSION up to
@@ -486,7 +514,7 @@ int restored_durable_now(struct store_tenant *t);
 int sealer_start(struct store *st);
 void sealer_stop(struct store *st);
 
-/* ---- append.c ---- */
+/* ---- dedup.c ---- */
 
 /* Builds the stream's dedup state from its segments. */
 int dedup_load(struct store_tenant *t, struct stream *s);

@@ -1,7 +1,8 @@
-/* Small helpers shared by store/: time, logging, error mapping. */
+/* Small helpers shared by store/: time, logging, error mapping, names. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "store_int.h"
@@ -108,4 +109,15 @@ int store_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 		off += (uint64_t)n;
 	}
 	return 0;
+}
+
+bool store_name_valid(const char *name)
+{
+	size_t len = strnlen(name, STORE_NAME_MAX + 1);
+
+	if (len == 0 || len > STORE_NAME_MAX)
+		return false;
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return false;
+	return !strpbrk(name, "/@");
 }
