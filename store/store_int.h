@@ -19,7 +19,7 @@
 #include <sqlite3.h>
 #include <sys/uio.h>
 
-#include "store.h"
+#include "store_sync.h"
 
 #define SEG_DIR "seg"
 #define INDEX_DB "index.db"

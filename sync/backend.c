@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store_sync.h"
 #include "sync_int.h"
 
 int (*backend_fault_hook)(const struct backend *b, const char *op,

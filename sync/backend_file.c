@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store_sync.h"
 #include "sync_int.h"
 
 struct backend_file {

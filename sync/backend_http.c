@@ -21,6 +21,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+#include "store_sync.h"
 #include "sync_int.h"
 
 struct backend_http {

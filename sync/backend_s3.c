@@ -23,6 +23,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+#include "store_sync.h"
 #include "sync_int.h"
 
 #define SHA256_EMPTY \

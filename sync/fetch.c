@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "store_sync.h"
 #include "sync.h"
 #include "sync_int.h"
 

@@ -14,6 +14,7 @@
 
 #include <libxml/tree.h>
 
+#include "store_sync.h"
 #include "sync_int.h"
 
 struct upload {

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "hash.h"
+#include "store_sync.h"
 #include "sync.h"
 #include "sync_int.h"
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "store_sync.h"
 #include "sync.h"
 #include "sync_int.h"
 

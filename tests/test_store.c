@@ -11,7 +11,7 @@
 
 #include <xxhash.h>
 
-#include "store.h"
+#include "store_sync.h"
 #include "unit.h"
 
 struct fixture {
