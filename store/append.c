@@ -140,14 +140,14 @@ static int extract_ids(struct batch *b, const char *buf,
 		const char *id;
 		size_t idlen;
 
-		rc = ids_extract(sc, buf + e->off,
-				 line_body(buf + e->off, e->len,
-					   !(last && b->add_newline)),
-				 &id, &idlen);
+		rc = store_ids_extract(sc, buf + e->off,
+				       line_body(buf + e->off, e->len,
+						 !(last && b->add_newline)),
+				       &id, &idlen);
 		if (rc <= 0)
 			continue;
 		e->has_id = true;
-		e->hash = ids_hash(id, idlen);
+		e->hash = store_ids_hash(id, idlen);
 		e->id_off = b->arena_len;
 		e->id_len = idlen;
 		b->any_id = true;
@@ -177,7 +177,7 @@ static int confirm(struct store_tenant *t, struct stream *s,
 			goto out;
 		}
 		buf = v;
-		n = seg_read(t, s, buf + have, cap - have, off + have);
+		n = store_seg_read(t, s, buf + have, cap - have, off + have);
 		if (n <= 0) {
 			rc = n < 0 ? (int)n : -EIO;
 			goto out;
@@ -186,7 +186,7 @@ static int confirm(struct store_tenant *t, struct stream *s,
 		have += (size_t)n;
 		cap *= 2;
 	}
-	rc = ids_extract(sc, buf, (size_t)(nl - buf), &got, &gotlen);
+	rc = store_ids_extract(sc, buf, (size_t)(nl - buf), &got, &gotlen);
 	if (rc > 0)
 		rc = gotlen == idlen && !memcmp(got, id, idlen);
 out:
@@ -204,15 +204,15 @@ static int seen_in_stream(struct store_tenant *t, struct stream *s,
 	uint64_t off;
 	int rc;
 
-	while (idset_next(&s->active_ids, e->hash, &pos, &off))
+	while (store_idset_next(&s->active_ids, e->hash, &pos, &off))
 		if ((rc = confirm(t, s, sc, off, id, e->id_len)))
 			return rc;
-	if (!bloom_maybe(&s->sealed_filter, e->hash))
+	if (!store_bloom_maybe(&s->sealed_filter, e->hash))
 		return 0;
 	for (size_t i = 0; i < s->nsegs; i++) {
 		const struct idtable *tab = &s->segs[i]->ids;
 
-		for (uint64_t j = idtable_find(tab, e->hash);
+		for (uint64_t j = store_idtable_find(tab, e->hash);
 		     j < tab->count && tab->pairs[2 * j] == e->hash; j++)
 			if ((rc = confirm(t, s, sc, tab->pairs[2 * j + 1], id,
 					  e->id_len)))
@@ -228,7 +228,7 @@ static bool seen_in_call(const struct batch *b, struct idset *call, size_t i)
 	size_t pos = 0;
 	uint64_t j;
 
-	while (idset_next(call, e->hash, &pos, &j)) {
+	while (store_idset_next(call, e->hash, &pos, &j)) {
 		const struct event *f = &b->ev[j];
 
 		if (f->id_len == e->id_len &&
@@ -246,10 +246,10 @@ static int mark_duplicates(struct store_tenant *t, struct stream *s,
 	struct idset call;
 	int rc = 0;
 
-	if (!s->ids_loaded && (rc = dedup_load(t, s)))
+	if (!s->ids_loaded && (rc = store_dedup_load(t, s)))
 		return rc;
-	ids_scratch_init(&sc, t->id_field);
-	idset_init(&call);
+	store_ids_scratch_init(&sc, t->id_field);
+	store_idset_init(&call);
 	for (size_t i = 0; i < b->nev && !rc; i++) {
 		struct event *e = &b->ev[i];
 
@@ -263,10 +263,10 @@ static int mark_duplicates(struct store_tenant *t, struct stream *s,
 		if (rc > 0)
 			e->skip = true;
 		if (rc >= 0)
-			rc = idset_add(&call, e->hash, i);
+			rc = store_idset_add(&call, e->hash, i);
 	}
-	idset_release(&call);
-	ids_scratch_release(&sc);
+	store_idset_release(&call);
+	store_ids_scratch_release(&sc);
 	return rc;
 }
 
@@ -325,43 +325,43 @@ static int new_segment(struct store_tenant *t, struct stream *s,
 	g->offset = s->size;
 	g->created_ns = now;
 	g->state = STORE_SEG_ACTIVE;
-	rc = index_segment_insert(t, s->id, g);
+	rc = store_index_segment_insert(t, s->id, g);
 	if (rc)
 		goto fail;
-	seg_name(name, sizeof(name), g->id, ".seg");
+	store_seg_name(name, sizeof(name), g->id, ".seg");
 	fd = openat(t->segfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0 || (t->st->cfg.sync_always && fsync(t->segfd) < 0)) {
 		rc = -errno;
 		if (fd >= 0)
 			close(fd);
-		index_segment_delete(t, g->id);
+		store_index_segment_delete(t, g->id);
 		goto fail;
 	}
-	rc = seg_push(t, s, g);
+	rc = store_seg_push(t, s, g);
 	if (rc) {
 		close(fd);
-		index_segment_delete(t, g->id);
+		store_index_segment_delete(t, g->id);
 		unlinkat(t->segfd, name, 0);
 		goto fail;
 	}
-	seg_fd_adopt(t, g, fd);
-	seg_fd_put(t, g);
+	store_seg_fd_adopt(t, g, fd);
+	store_seg_fd_put(t, g);
 	*out = g;
 	return 0;
 fail:
-	seg_free(t, g);
+	store_seg_free(t, g);
 	return rc;
 }
 
 static void drop_new_segment(struct store_tenant *t, struct stream *s)
 {
-	struct seg *g = seg_pop(t, s);
+	struct seg *g = store_seg_pop(t, s);
 	char name[64];
 
-	index_segment_delete(t, g->id);
-	seg_name(name, sizeof(name), g->id, ".seg");
+	store_index_segment_delete(t, g->id);
+	store_seg_name(name, sizeof(name), g->id, ".seg");
 	unlinkat(t->segfd, name, 0);
-	seg_free(t, g);
+	store_seg_free(t, g);
 }
 
 #define WRITE_PIECE (128u << 10)
@@ -378,7 +378,7 @@ static int write_hashed(struct store_tenant *t, struct seg *g, int fd,
 
 	if (len <= WRITE_PIECE) {
 		*hash = XXH3_64bits(p, len);
-		return seg_write(t, g, fd, p, len, off);
+		return store_seg_write(t, g, fd, p, len, off);
 	}
 	XXH3_64bits_reset(&st);
 	for (size_t done = 0; done < len && !rc;) {
@@ -401,7 +401,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 {
 	const struct store_config *cfg = &t->st->cfg;
 	int64_t now = store_now_ns();
-	struct seg *g = seg_active(s);
+	struct seg *g = store_seg_active(s);
 	struct pending row;
 	bool fresh = false;
 	int fd, rc;
@@ -409,7 +409,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	if (now < s->last_ns)
 		now = s->last_ns;	/* times never go back within a stream */
 	if (g && !g->full && g->length && g->length + len > cfg->roll_size) {
-		rc = seg_close(t, s, g);
+		rc = store_seg_close(t, s, g);
 		if (rc)
 			return rc;
 	}
@@ -432,16 +432,16 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 			.time_ns = now,
 		},
 	};
-	fd = seg_fd(t, g);
+	fd = store_seg_fd(t, g);
 	rc = fd < 0 ? fd : write_hashed(t, g, fd, p, len, &row.b.hash);
 	if (!rc && cfg->sync_always && fdatasync(fd) < 0)
 		rc = -errno;
 	if (!rc)
-		rc = journal_append(t, s, g, &row, has_ids);
+		rc = store_journal_append(t, s, g, &row, has_ids);
 	if (!rc && has_ids && !g->has_ids) {
 		/* once per segment; the journal record carries it too */
 		g->has_ids = true;
-		if (index_segment_update(t, g))
+		if (store_index_segment_update(t, g))
 			store_log("%s/%s: cannot mark segment as holding IDs",
 				  t->name, s->name);
 	}
@@ -450,14 +450,14 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	if (fd >= 0 && rc && !g->extended && ftruncate(fd, (off_t)g->length) < 0)
 		store_log("truncate after failed append: %s", strerror(errno));
 	if (fd >= 0)
-		seg_fd_put(t, g);
+		store_seg_fd_put(t, g);
 	if (rc) {
 		if (fresh)
 			drop_new_segment(t, s);
 		return rc;
 	}
-	seg_hash_update(g, p, len);
-	seg_grew(t, g, len);
+	store_seg_hash_update(g, p, len);
+	store_seg_grew(t, g, len);
 	g->length += len;
 	g->count += count;
 	if (cfg->sync_always)
@@ -468,10 +468,10 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	s->mtime = s->ctime = store_ts(now);
 	s->row_dirty = true;
 	/* full: sealed now rather than when the next append finds it so */
-	if (g->length >= cfg->roll_size && seg_close(t, s, g))
+	if (g->length >= cfg->roll_size && store_seg_close(t, s, g))
 		store_log("%s/%s: cannot close a full segment; the next append"
 			  " does", t->name, s->name);
-	if (journal_due(t, now) && journal_flush(t))
+	if (store_journal_due(t, now) && store_journal_flush(t))
 		store_log("%s: index flush failed; rows stay in the journal",
 			  t->name);
 	return 0;
@@ -487,9 +487,9 @@ static void remember_ids(struct store_tenant *t, struct stream *s,
 
 		if (e->skip)
 			continue;
-		if (e->has_id && idset_add(&s->active_ids, e->hash, off)) {
+		if (e->has_id && store_idset_add(&s->active_ids, e->hash, off)) {
 			/* out of memory: rebuild from disk on the next ID */
-			stream_ids_release(s);
+			store_stream_ids_release(s);
 			(void)t;
 			return;
 		}
@@ -519,7 +519,7 @@ static int append_locked(struct store_tenant *t, uint64_t id,
 			 const struct store_append *app,
 			 struct store_append_result *res)
 {
-	struct stream *s = t->removed ? NULL : stream_find(t, id);
+	struct stream *s = t->removed ? NULL : store_stream_find(t, id);
 	char *copy = NULL;
 	const char *p;
 	uint32_t count;
@@ -570,9 +570,9 @@ int store_append(struct store_tenant *t, uint64_t id,
 
 	/* Framing and ID member are read once; the parse runs unlocked. */
 	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
+	s = t->removed ? NULL : store_stream_find(t, id);
 	framing = s ? s->framing : STORE_LINES;
-	ids_scratch_init(&sc, t->id_field);
+	store_ids_scratch_init(&sc, t->id_field);
 	pthread_rwlock_unlock(&t->lock);
 	if (!s)
 		return -ENOENT;
@@ -582,14 +582,14 @@ int store_append(struct store_tenant *t, uint64_t id,
 		   t->st->cfg.max_event);
 	if (!rc && framing == STORE_LINES && b.nev)
 		rc = extract_ids(&b, app->buf, &sc);
-	ids_scratch_release(&sc);
+	store_ids_scratch_release(&sc);
 	for (int tries = 0; !rc; tries++) {
 		pthread_rwlock_wrlock(&t->lock);
 		rc = append_locked(t, id, framing, &b, app, res);
 		pthread_rwlock_unlock(&t->lock);
 		if (rc != -ENODATA)
 			break;
-		rc = tries == FETCH_TRIES ? -EIO : seg_fetch_wanted(t);
+		rc = tries == FETCH_TRIES ? -EIO : store_seg_fetch_wanted(t);
 	}
 	if (!rc && res->appended && t->st->commit_fn)
 		t->st->commit_fn(t->st->commit_arg, t, id, res->size);

@@ -37,7 +37,7 @@ static int scan_lines(struct store_tenant *t, struct stream *s, struct seg *g,
 
 		if (want > g->length - pos - have)
 			want = (size_t)(g->length - pos - have);
-		n = seg_read(t, s, buf + have, want, g->offset + pos + have);
+		n = store_seg_read(t, s, buf + have, want, g->offset + pos + have);
 		if (n <= 0) {
 			rc = n < 0 ? (int)n : -EIO;
 			break;
@@ -77,11 +77,11 @@ static int collect_id(void *arg, const char *line, size_t len, uint64_t off)
 	struct collect *c = arg;
 	const char *id;
 	size_t idlen;
-	int rc = ids_extract(c->sc, line, len, &id, &idlen);
+	int rc = store_ids_extract(c->sc, line, len, &id, &idlen);
 
 	if (rc <= 0)
 		return rc;
-	return idset_add(c->set, ids_hash(id, idlen), off);
+	return store_idset_add(c->set, store_ids_hash(id, idlen), off);
 }
 
 static int collect_ids(struct store_tenant *t, struct stream *s,
@@ -91,9 +91,9 @@ static int collect_ids(struct store_tenant *t, struct stream *s,
 	struct collect c = { .sc = &sc, .set = set };
 	int rc;
 
-	ids_scratch_init(&sc, t->id_field);
+	store_ids_scratch_init(&sc, t->id_field);
 	rc = scan_lines(t, s, g, collect_id, &c);
-	ids_scratch_release(&sc);
+	store_ids_scratch_release(&sc);
 	return rc;
 }
 
@@ -109,21 +109,21 @@ static int load_table(struct store_tenant *t, struct stream *s, struct seg *g)
 
 	if (g->ids.map)
 		return 0;
-	seg_name(name, sizeof(name), g->id, ".ids");
-	if (!idtable_open(t->segfd, name, t->id_field, &g->ids))
+	store_seg_name(name, sizeof(name), g->id, ".ids");
+	if (!store_idtable_open(t->segfd, name, t->id_field, &g->ids))
 		return 0;
-	idset_init(&set);
+	store_idset_init(&set);
 	rc = collect_ids(t, s, g, &set);
 	if (!rc)
-		rc = idset_pairs(&set, 0, UINT64_MAX, &pairs, &n);
+		rc = store_idset_pairs(&set, 0, UINT64_MAX, &pairs, &n);
 	if (!rc)
-		rc = idtable_write(t->segfd, name, t->id_field, pairs, n);
+		rc = store_idtable_write(t->segfd, name, t->id_field, pairs, n);
 	free(pairs);
-	idset_release(&set);
-	return rc ? rc : idtable_open(t->segfd, name, t->id_field, &g->ids);
+	store_idset_release(&set);
+	return rc ? rc : store_idtable_open(t->segfd, name, t->id_field, &g->ids);
 }
 
-int filter_build(struct stream *s)
+int store_filter_build(struct stream *s)
 {
 	uint64_t total = 0;
 	struct bloom b;
@@ -131,38 +131,38 @@ int filter_build(struct stream *s)
 
 	for (size_t i = 0; i < s->nsegs; i++)
 		total += s->segs[i]->ids.count;
-	rc = bloom_init(&b, total * 2);
+	rc = store_bloom_init(&b, total * 2);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < s->nsegs; i++) {
 		const struct idtable *tab = &s->segs[i]->ids;
 
 		for (uint64_t j = 0; j < tab->count; j++)
-			bloom_add(&b, tab->pairs[2 * j]);
+			store_bloom_add(&b, tab->pairs[2 * j]);
 	}
-	bloom_release(&s->sealed_filter);
+	store_bloom_release(&s->sealed_filter);
 	s->sealed_filter = b;
 	return 0;
 }
 
 /* Sealed segments' IDs go to the filter from their tables; those of the
  * segments not sealed yet (closing, active) to the active set. */
-int dedup_load(struct store_tenant *t, struct stream *s)
+int store_dedup_load(struct store_tenant *t, struct stream *s)
 {
-	size_t unsealed = seg_first_unsealed(s);
+	size_t unsealed = store_seg_first_unsealed(s);
 	int rc = 0;
 
-	stream_ids_release(s);
+	store_stream_ids_release(s);
 	for (size_t i = 0; i < unsealed && !rc; i++)
 		if (s->segs[i]->has_ids)
 			rc = load_table(t, s, s->segs[i]);
 	if (!rc)
-		rc = filter_build(s);
+		rc = store_filter_build(s);
 	for (size_t i = unsealed; i < s->nsegs && !rc; i++)
 		if (s->segs[i]->has_ids)
 			rc = collect_ids(t, s, s->segs[i], &s->active_ids);
 	if (rc) {
-		stream_ids_release(s);
+		store_stream_ids_release(s);
 		return rc;
 	}
 	s->ids_loaded = true;

@@ -44,7 +44,7 @@ int store_segment_list(struct store_tenant *t, enum store_seg_state state,
 				list = v;
 				cap = ncap;
 			}
-			seg_fill(s, s->segs[j], &list[n++]);
+			store_seg_fill(s, s->segs[j], &list[n++]);
 		}
 	}
 	pthread_rwlock_unlock(&t->lock);
@@ -58,7 +58,7 @@ char *store_segment_path(struct store_tenant *t, uint64_t seg)
 {
 	char name[64], *path;
 
-	seg_name(name, sizeof(name), seg, ".seg");
+	store_seg_name(name, sizeof(name), seg, ".seg");
 	if (asprintf(&path, "%s/" SEG_DIR "/%s", t->path, name) < 0)
 		return NULL;
 	return path;
@@ -71,7 +71,7 @@ static int set_state(struct store_tenant *t, struct seg *g,
 	int rc;
 
 	g->state = state;
-	rc = index_segment_update(t, g);
+	rc = store_index_segment_update(t, g);
 	if (rc)
 		g->state = old;
 	return rc;
@@ -84,7 +84,7 @@ int store_segment_mark_uploaded(struct store_tenant *t, uint64_t seg)
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	g = seg_find(t, seg, &s);
+	g = store_seg_find(t, seg, &s);
 	if (!g)
 		rc = -ENOENT;
 	else if (g->state == STORE_SEG_ACTIVE)
@@ -104,7 +104,7 @@ bool store_segment_evicted(struct store_tenant *t, uint64_t seg)
 	bool evicted;
 
 	pthread_rwlock_rdlock(&t->lock);
-	g = seg_find(t, seg, &s);
+	g = store_seg_find(t, seg, &s);
 	evicted = g && g->state == STORE_SEG_EVICTED;
 	pthread_rwlock_unlock(&t->lock);
 	return evicted;
@@ -118,7 +118,7 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg)
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	g = seg_find(t, seg, &s);
+	g = store_seg_find(t, seg, &s);
 	if (!g)
 		rc = -ENOENT;
 	else if (g->state == STORE_SEG_EVICTED)
@@ -129,8 +129,9 @@ int store_segment_evict(struct store_tenant *t, uint64_t seg)
 		rc = set_state(t, g, STORE_SEG_EVICTED);
 	if (!rc) {
 		g->row_evicted = false;	/* true now */
-		seg_fd_close(t, g);	/* no reader: the lock is held for writing */
-		seg_name(name, sizeof(name), g->id, ".seg");
+		/* no reader: the lock is held for writing */
+		store_seg_fd_close(t, g);
+		store_seg_name(name, sizeof(name), g->id, ".seg");
 		unlinkat(t->segfd, name, 0);
 	}
 	pthread_rwlock_unlock(&t->lock);
@@ -152,7 +153,7 @@ static int restore_check(struct store_tenant *t, uint64_t seg, int fd,
 	int rc;
 
 	pthread_rwlock_rdlock(&t->lock);
-	g = seg_find(t, seg, &s);
+	g = store_seg_find(t, seg, &s);
 	if (g) {
 		evicted = g->state == STORE_SEG_EVICTED;
 		length = g->length;
@@ -167,7 +168,7 @@ static int restore_check(struct store_tenant *t, uint64_t seg, int fd,
 	if (!rc && (uint64_t)sb.st_size != length)
 		rc = -EIO;
 	if (!rc && !known)
-		rc = seg_checksum(fd, length, &sum);
+		rc = store_seg_checksum(fd, length, &sum);
 	if (!rc && sum != want)
 		rc = -EIO;
 	return rc;
@@ -189,17 +190,17 @@ static int restore(struct store_tenant *t, uint64_t seg, const char *path,
 	if (rc)
 		return rc < 0 ? rc : 0;
 	pthread_rwlock_wrlock(&t->lock);
-	g = seg_find(t, seg, &s);
+	g = store_seg_find(t, seg, &s);
 	if (!g)
 		rc = -ENOENT;
 	else if (g->state != STORE_SEG_EVICTED)
 		goto out;	/* another fetch restored it meanwhile */
-	seg_name(name, sizeof(name), seg, ".seg");
+	store_seg_name(name, sizeof(name), seg, ".seg");
 	if (!rc && renameat(AT_FDCWD, path, t->segfd, name) < 0)
 		rc = -errno;
 	if (!rc) {
 		g->state = STORE_SEG_UPLOADED;
-		seg_queue_restored(t, g);	/* its row: once flushed */
+		store_seg_queue_restored(t, g);	/* its row: once flushed */
 		/* fetched for a reader: the most recently used */
 		__atomic_store_n(&g->used_ns, store_now_ns(), __ATOMIC_RELAXED);
 		__atomic_store_n(&g->unread, true, __ATOMIC_RELAXED);
@@ -231,13 +232,13 @@ int store_stream_segments(struct store_tenant *t, uint64_t id,
 	int rc = 0;
 
 	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
+	s = t->removed ? NULL : store_stream_find(t, id);
 	if (!s)
 		rc = -ENOENT;
 	else if (s->nsegs && !(list = calloc(s->nsegs, sizeof(*list))))
 		rc = -ENOMEM;
 	for (size_t i = 0; !rc && i < s->nsegs; i++)
-		seg_fill(s, s->segs[i], &list[n++]);
+		store_seg_fill(s, s->segs[i], &list[n++]);
 	pthread_rwlock_unlock(&t->lock);
 	for (size_t i = 0; !rc && i < n; i++)
 		rc = fn(arg, &list[i]);

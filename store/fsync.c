@@ -25,11 +25,11 @@ static int sync_one(struct store_tenant *t, struct seg *g, bool whole_fs)
 	if (g->synced == g->length)
 		return 0;
 	if (!whole_fs) {
-		fd = seg_fd(t, g);
+		fd = store_seg_fd(t, g);
 		if (fd < 0)
 			return fd;
 		fd = fdatasync(fd) < 0 ? -errno : 0;
-		seg_fd_put(t, g);
+		store_seg_fd_put(t, g);
 		if (fd < 0)
 			return fd;
 		/* a new file's directory entry must reach the disk too */
@@ -37,15 +37,15 @@ static int sync_one(struct store_tenant *t, struct seg *g, bool whole_fs)
 			return -errno;
 	}
 	g->synced = g->length;
-	return index_segment_update(t, g);
+	return store_index_segment_update(t, g);
 }
 
 /* The same for every segment of S not sealed yet. */
-int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs)
+int store_seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs)
 {
 	int rc = 0;
 
-	for (size_t i = seg_first_unsealed(s); !rc && i < s->nsegs; i++)
+	for (size_t i = store_seg_first_unsealed(s); !rc && i < s->nsegs; i++)
 		rc = sync_one(t, s->segs[i], whole_fs);
 	return rc;
 }
@@ -57,7 +57,7 @@ static size_t count_unsynced(struct store_tenant *t)
 	for (size_t i = 0; i < t->nstreams; i++) {
 		struct stream *s = t->streams[i];
 
-		for (size_t j = seg_first_unsealed(s); j < s->nsegs; j++)
+		for (size_t j = store_seg_first_unsealed(s); j < s->nsegs; j++)
 			n += s->segs[j]->synced < s->segs[j]->length;
 	}
 	return n;
@@ -69,27 +69,27 @@ static size_t count_unsynced(struct store_tenant *t)
 static int tenant_sync(struct store_tenant *t)
 {
 	bool whole_fs = count_unsynced(t) > 8 && !syncfs(t->segfd);
-	int rc = index_set_full_sync(t, true);
+	int rc = store_index_set_full_sync(t, true);
 
 	if (rc)
 		return rc;
-	rc = journal_begin(t);
+	rc = store_journal_begin(t);
 	for (size_t i = 0; !rc && i < t->nstreams; i++)
-		rc = seg_sync(t, t->streams[i], whole_fs);
+		rc = store_seg_sync(t, t->streams[i], whole_fs);
 	if (!rc && t->times_dirty)
-		rc = index_meta_set(t, "mtime", store_ns(t->mtime), NULL);
+		rc = store_index_meta_set(t, "mtime", store_ns(t->mtime), NULL);
 	if (!rc && t->times_dirty)
-		rc = index_meta_set(t, "ctime", store_ns(t->ctime), NULL);
+		rc = store_index_meta_set(t, "ctime", store_ns(t->ctime), NULL);
 	if (!rc)
-		rc = index_meta_set(t, "synced", store_now_ns(), NULL);
+		rc = store_index_meta_set(t, "synced", store_now_ns(), NULL);
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else
-		index_rollback(t);
+		store_index_rollback(t);
 	if (!rc)
 		t->times_dirty = false;
 	if (!t->st->cfg.sync_always)
-		index_set_full_sync(t, false);
+		store_index_set_full_sync(t, false);
 	return rc;
 }
 
@@ -118,7 +118,7 @@ static void *datasync_main(void *arg)
  * the disk. */
 static int stream_fsync(struct store_tenant *t, struct stream *s)
 {
-	struct seg *g = seg_active(s);
+	struct seg *g = store_seg_active(s);
 	uint64_t len = g ? g->length : 0;
 	struct datasync d = { .fd = -1, .dirfd = -1 };
 	pthread_t th;
@@ -126,7 +126,7 @@ static int stream_fsync(struct store_tenant *t, struct stream *s)
 	int rc = 0;
 
 	if (g && !g->fsynced) {
-		rc = seg_trim(t, g);	/* its appends leave the window */
+		rc = store_seg_trim(t, g);	/* its appends leave the window */
 		if (rc)
 			return rc;
 		g->fsynced = true;
@@ -134,19 +134,19 @@ static int stream_fsync(struct store_tenant *t, struct stream *s)
 	/* One flush when the active segment is all there is to sync and its
 	 * row is durable already (synced before): a durable mark (mark.c). */
 	if (g && g->synced && g->synced < len &&
-	    seg_first_unsealed(s) == s->nsegs - 1) {
-		rc = seg_mark_durable(t, s, g);
+	    store_seg_first_unsealed(s) == s->nsegs - 1) {
+		rc = store_seg_mark_durable(t, s, g);
 		if (rc != -ENOTSUP)
 			return rc;
 		rc = 0;
 	}
 	/* closing segments the sealer has not reached yet: rare, in turn */
-	for (size_t i = seg_first_unsealed(s); !rc && i + 1 < s->nsegs; i++)
+	for (size_t i = store_seg_first_unsealed(s); !rc && i + 1 < s->nsegs; i++)
 		rc = sync_one(t, s->segs[i], false);
 	if (rc)
 		return rc;
 	if (g && g->synced < len) {
-		d.fd = seg_fd(t, g);
+		d.fd = store_seg_fd(t, g);
 		if (d.fd < 0)
 			return d.fd;
 		if (!g->synced)
@@ -155,24 +155,24 @@ static int stream_fsync(struct store_tenant *t, struct stream *s)
 		if (!threaded)
 			datasync_main(&d);
 	}
-	rc = index_set_full_sync(t, true);
+	rc = store_index_set_full_sync(t, true);
 	if (!rc)
-		rc = index_begin(t);
+		rc = store_index_begin(t);
 	if (!rc)
-		rc = journal_flush_in(t);
+		rc = store_journal_flush_in(t);
 	if (!rc)	/* a row written, so that the commit syncs the WAL */
-		rc = index_meta_set(t, "synced", store_now_ns(), NULL);
+		rc = store_index_meta_set(t, "synced", store_now_ns(), NULL);
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else
-		index_rollback(t);
-	journal_flushed(t, !rc);
+		store_index_rollback(t);
+	store_journal_flushed(t, !rc);
 	if (!t->st->cfg.sync_always)
-		index_set_full_sync(t, false);
+		store_index_set_full_sync(t, false);
 	if (threaded)
 		pthread_join(th, NULL);
 	if (d.fd >= 0) {
-		seg_fd_put(t, g);
+		store_seg_fd_put(t, g);
 		if (!d.rc)
 			g->synced = len;
 	}
@@ -185,7 +185,7 @@ int store_sync_stream(struct store_tenant *t, uint64_t id)
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
+	s = t->removed ? NULL : store_stream_find(t, id);
 	rc = s ? stream_fsync(t, s) : -ENOENT;
 	pthread_rwlock_unlock(&t->lock);
 	return rc;

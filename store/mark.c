@@ -53,20 +53,20 @@ static int hash_start(struct seg *g, int fd)
 	if (!g->running)
 		return -ENOMEM;
 	XXH3_64bits_reset(g->running);
-	rc = seg_hash_file(fd, g->length, g->running);
+	rc = store_seg_hash_file(fd, g->length, g->running);
 	if (rc)
-		seg_hash_release(g);
+		store_seg_hash_release(g);
 	return rc;
 }
 
-int seg_mark_durable(struct store_tenant *t, struct stream *s, struct seg *g)
+int store_seg_mark_durable(struct store_tenant *t, struct stream *s, struct seg *g)
 {
 	struct durable_mark m = { .magic = MARK_MAGIC };
 	int fd, rc = 0;
 
 	if (s->framing != STORE_LINES)
 		return -ENOTSUP;
-	fd = seg_fd(t, g);
+	fd = store_seg_fd(t, g);
 	if (fd < 0)
 		return fd;
 	if (!g->running)
@@ -85,7 +85,7 @@ int seg_mark_durable(struct store_tenant *t, struct stream *s, struct seg *g)
 	/* fsync, not fdatasync: the attribute must reach the disk too */
 	if (!rc && fsync(fd) < 0)
 		rc = -errno;
-	seg_fd_put(t, g);
+	store_seg_fd_put(t, g);
 	/* a new file's directory entry must reach the disk too */
 	if (!rc && !g->synced && fsync(t->segfd) < 0)
 		rc = -errno;
@@ -107,7 +107,7 @@ static void best_mark(int fd, uint64_t file_size, struct durable_mark *best)
 		    m.magic != MARK_MAGIC ||
 		    m.check != XXH3_64bits(&m, offsetof(struct durable_mark, check)) ||
 		    m.length > file_size || m.length <= best->length ||
-		    seg_checksum(fd, m.length, &sum) || sum != m.hash)
+		    store_seg_checksum(fd, m.length, &sum) || sum != m.hash)
 			continue;
 		*best = m;
 	}
@@ -123,9 +123,9 @@ static uint64_t count_newlines(const char *p, size_t len)
 	return n;
 }
 
-int recover_from_mark(struct store_tenant *t, struct stream *s, struct seg *g,
-		      int fd, uint64_t file_size, uint64_t window_end,
-		      uint64_t *len, uint64_t *version)
+int store_recover_from_mark(struct store_tenant *t, struct stream *s, struct seg *g,
+			    int fd, uint64_t file_size, uint64_t window_end,
+			    uint64_t *len, uint64_t *version)
 {
 	struct durable_mark m;
 	uint64_t mark_version, n;
@@ -147,9 +147,9 @@ int recover_from_mark(struct store_tenant *t, struct stream *s, struct seg *g,
 		    count_newlines(buf, n) != mark_version - *version))
 		rc = 1;	/* not what the mark says: leave it */
 	if (!rc)
-		rc = index_batch_delete_range(t, s->id, *version, window_end);
+		rc = store_index_batch_delete_range(t, s->id, *version, window_end);
 	if (!rc)
-		rc = index_batch_insert(t, s->id, &(struct store_batch){
+		rc = store_index_batch_insert(t, s->id, &(struct store_batch){
 			.first_version = *version,
 			.offset = g->offset + *len,
 			.length = n,

@@ -22,9 +22,9 @@ static void unlink_segments(struct store_tenant *t, struct stream *s)
 	char name[64];
 
 	for (size_t i = 0; i < s->nsegs; i++) {
-		seg_name(name, sizeof(name), s->segs[i]->id, ".seg");
+		store_seg_name(name, sizeof(name), s->segs[i]->id, ".seg");
 		unlinkat(t->segfd, name, 0);
-		seg_name(name, sizeof(name), s->segs[i]->id, ".ids");
+		store_seg_name(name, sizeof(name), s->segs[i]->id, ".ids");
 		unlinkat(t->segfd, name, 0);
 	}
 }
@@ -46,7 +46,7 @@ static int lock_stream(struct store_tenant *t, uint64_t id, bool write,
 		pthread_rwlock_wrlock(&t->lock);
 	else
 		pthread_rwlock_rdlock(&t->lock);
-	*out = t->removed ? NULL : stream_find(t, id);
+	*out = t->removed ? NULL : store_stream_find(t, id);
 	if (*out)
 		return 0;
 	pthread_rwlock_unlock(&t->lock);
@@ -89,21 +89,21 @@ int store_stream_create(struct store_tenant *t, const char *name, mode_t mode,
 	s->atime = s->mtime = s->ctime = store_ts(now);
 
 	pthread_rwlock_wrlock(&t->lock);
-	rc = t->removed ? -ENOENT : stream_by_name(t, name) ? -EEXIST : 0;
+	rc = t->removed ? -ENOENT : store_stream_by_name(t, name) ? -EEXIST : 0;
 	if (rc)
 		goto out;
 	s->framing = t->framing;
-	rc = journal_begin(t);
+	rc = store_journal_begin(t);
 	if (rc)
 		goto out;
-	rc = index_stream_insert(t, s);
+	rc = store_index_stream_insert(t, s);
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else
-		index_rollback(t);
+		store_index_rollback(t);
 	if (!rc) {
 		tenant_touch(t, now);
-		rc = stream_attach(t, s);
+		rc = store_stream_attach(t, s);
 	}
 	if (!rc) {
 		*id = s->id;
@@ -111,7 +111,7 @@ int store_stream_create(struct store_tenant *t, const char *name, mode_t mode,
 	}
 out:
 	pthread_rwlock_unlock(&t->lock);
-	stream_free(t, s);
+	store_stream_free(t, s);
 	return rc;
 }
 
@@ -120,7 +120,7 @@ int store_stream_lookup(struct store_tenant *t, const char *name, uint64_t *id)
 	struct stream *s;
 
 	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : stream_by_name(t, name);
+	s = t->removed ? NULL : store_stream_by_name(t, name);
 	if (s)
 		*id = s->id;
 	pthread_rwlock_unlock(&t->lock);
@@ -160,7 +160,7 @@ int store_stream_setattr(struct store_tenant *t, uint64_t id,
 	if (mask & STORE_SET_MTIME)
 		s->mtime = attr->mtime;
 	s->ctime = store_ts(store_now_ns());
-	rc = journal_stream_update(t, s);
+	rc = store_journal_stream_update(t, s);
 	if (rc)
 		*s = old;
 	pthread_rwlock_unlock(&t->lock);
@@ -180,7 +180,7 @@ int store_stream_set_framing(struct store_tenant *t, uint64_t id,
 			rc = -EPERM;
 		} else {
 			s->framing = framing;
-			rc = journal_stream_update(t, s);
+			rc = store_journal_stream_update(t, s);
 			if (rc)
 				s->framing = !framing;
 		}
@@ -208,37 +208,37 @@ int store_stream_rename(struct store_tenant *t, uint64_t id,
 		free(name);
 		return rc;
 	}
-	target = stream_by_name(t, newname);
+	target = store_stream_by_name(t, newname);
 	if (target == s)
 		goto out;
 	if (target && (target->size || target->version)) {
 		rc = -EPERM;
 		goto out;
 	}
-	rc = journal_begin(t);
+	rc = store_journal_begin(t);
 	if (rc)
 		goto out;
 	if (target)
-		rc = index_stream_delete(t, target->id);
+		rc = store_index_stream_delete(t, target->id);
 	oldname = s->name;
 	s->name = name;
 	s->ctime = store_ts(now);
 	if (!rc)
-		rc = journal_stream_update(t, s);
+		rc = store_journal_stream_update(t, s);
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else
-		index_rollback(t);
+		store_index_rollback(t);
 	s->name = oldname;
 	if (rc)
 		goto out;
 	tenant_touch(t, now);
 	if (target) {
 		unlink_segments(t, target);
-		stream_detach(t, target);
-		stream_free(t, target);
+		store_stream_detach(t, target);
+		store_stream_free(t, target);
 	}
-	stream_rename(t, s, name);
+	store_stream_set_name(t, s, name);
 	name = oldname;
 out:
 	pthread_rwlock_unlock(&t->lock);
@@ -253,18 +253,18 @@ int store_stream_remove(struct store_tenant *t, uint64_t id)
 
 	if (rc)
 		return rc;
-	rc = journal_begin(t);
+	rc = store_journal_begin(t);
 	if (!rc)
-		rc = index_stream_delete(t, s->id);
+		rc = store_index_stream_delete(t, s->id);
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else
-		index_rollback(t);
+		store_index_rollback(t);
 	if (!rc) {
 		tenant_touch(t, store_now_ns());
 		unlink_segments(t, s);
-		stream_detach(t, s);
-		stream_free(t, s);
+		store_stream_detach(t, s);
+		store_stream_free(t, s);
 	}
 	pthread_rwlock_unlock(&t->lock);
 	if (!rc && t->st->commit_fn)
@@ -282,7 +282,7 @@ int store_stream_list(struct store_tenant *t, uint64_t after,
 
 	pthread_rwlock_rdlock(&t->lock);
 	if (!t->removed) {
-		for (size_t i = stream_lower_bound(t, after + 1);
+		for (size_t i = store_stream_lower_bound(t, after + 1);
 		     !rc && i < t->nstreams; i++) {
 			fill_attr(t->streams[i], &a);
 			rc = fn(arg, t->streams[i]->name, &a);

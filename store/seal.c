@@ -72,17 +72,17 @@ static void sealer_kick(struct store *st)
 static int ids_collect(struct store_tenant *t, struct stream *s,
 		       struct seg *g, uint64_t **pairs, size_t *n)
 {
-	int rc = s->ids_loaded ? 0 : dedup_load(t, s);
+	int rc = s->ids_loaded ? 0 : store_dedup_load(t, s);
 
-	return rc ? rc : idset_pairs(&s->active_ids, 0, g->offset + g->length,
-				     pairs, n);
+	return rc ? rc : store_idset_pairs(&s->active_ids, 0, g->offset + g->length,
+					   pairs, n);
 }
 
 /* The sealer's own name for the ID table of segment ID, written without
  * T's lock: a seal on another thread (store_roll) writes NNN.ids itself. */
 static void sealer_table_name(char *name, size_t size, uint64_t id)
 {
-	seg_name(name, size, id, ".ids.seal");
+	store_seg_name(name, size, id, ".ids.seal");
 }
 
 /* Writes the sealer's ID table of segment ID of T for FIELD; needs no
@@ -93,7 +93,7 @@ static int ids_write(struct store_tenant *t, uint64_t id, const char *field,
 	char name[64];
 
 	sealer_table_name(name, sizeof(name), id);
-	return idtable_write(t->segfd, name, field, pairs, n);
+	return store_idtable_write(t->segfd, name, field, pairs, n);
 }
 
 static void ids_discard(struct store_tenant *t, uint64_t id)
@@ -114,14 +114,14 @@ static int ids_place(struct store_tenant *t, struct stream *s, struct seg *g,
 	size_t n;
 	int rc;
 
-	seg_name(to, sizeof(to), g->id, ".ids");
+	store_seg_name(to, sizeof(to), g->id, ".ids");
 	if (written) {
 		sealer_table_name(from, sizeof(from), g->id);
 		return renameat(t->segfd, from, t->segfd, to) < 0 ? -errno : 0;
 	}
 	rc = ids_collect(t, s, g, &pairs, &n);
 	if (!rc)
-		rc = idtable_write(t->segfd, to, t->id_field, pairs, n);
+		rc = store_idtable_write(t->segfd, to, t->id_field, pairs, n);
 	free(pairs);
 	return rc;
 }
@@ -138,9 +138,9 @@ static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g,
 	if (rc)
 		return rc;
 	if (!s->ids_loaded)
-		return 0;	/* dedup_load maps the table when an ID comes */
-	seg_name(name, sizeof(name), g->id, ".ids");
-	rc = idtable_open(t->segfd, name, t->id_field, &g->ids);
+		return 0;	/* dedup_load maps it when an ID comes */
+	store_seg_name(name, sizeof(name), g->id, ".ids");
+	rc = store_idtable_open(t->segfd, name, t->id_field, &g->ids);
 	if (rc)
 		return rc;
 	/* Past 12 bits an ID a filter loses precision: it is made anew from
@@ -149,17 +149,18 @@ static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g,
 	for (size_t i = 0; i < s->nsegs; i++)
 		sealed += s->segs[i]->ids.count;	/* G's included */
 	if (s->sealed_filter.nbits < 12 * sealed) {
-		rc = filter_build(s);
+		rc = store_filter_build(s);
 	} else {
 		for (uint64_t i = 0; i < g->ids.count; i++)
-			bloom_add(&s->sealed_filter, g->ids.pairs[2 * i]);
+			store_bloom_add(&s->sealed_filter, g->ids.pairs[2 * i]);
 	}
 	if (s->segs[s->nsegs - 1] == g)
-		idset_release(&s->active_ids);	/* none left: free its slots */
+		/* none left: free its slots */
+		store_idset_release(&s->active_ids);
 	else if (!rc)
-		rc = idset_drop_below(&s->active_ids, end);
+		rc = store_idset_drop_below(&s->active_ids, end);
 	if (rc)
-		stream_ids_release(s);	/* dedup_load rebuilds on the next ID */
+		store_stream_ids_release(s);	/* rebuilt at the next ID */
 	return 0;
 }
 
@@ -171,36 +172,36 @@ static int seal_finish(struct store_tenant *t, struct stream *s,
 		       struct seg *g, uint64_t sum, bool ids_written)
 {
 	uint64_t synced = g->synced;
-	int rc = index_set_full_sync(t, true);
+	int rc = store_index_set_full_sync(t, true);
 
 	if (!rc)
-		rc = index_begin(t);
+		rc = store_index_begin(t);
 	if (rc)
 		goto out;
-	rc = journal_flush_in(t);	/* its batch rows first */
+	rc = store_journal_flush_in(t);	/* its batch rows first */
 	if (!rc && g->has_ids)
 		rc = seal_ids(t, s, g, ids_written);
 	if (!rc) {
 		g->checksum = sum;
 		g->synced = g->length;
 		g->state = STORE_SEG_SEALED;
-		rc = index_segment_update(t, g);
+		rc = store_index_segment_update(t, g);
 	}
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else
-		index_rollback(t);
-	journal_flushed(t, !rc);
+		store_index_rollback(t);
+	store_journal_flushed(t, !rc);
 	if (rc) {
 		g->state = STORE_SEG_ACTIVE;
 		g->synced = synced;
 	} else {
 		queue_forget(&t->closing, g->id);
-		seg_hash_release(g);
+		store_seg_hash_release(g);
 	}
 out:
 	if (!t->st->cfg.sync_always)
-		index_set_full_sync(t, false);
+		store_index_set_full_sync(t, false);
 	return rc;
 }
 
@@ -210,24 +211,24 @@ static int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 	uint64_t sum;
 	int fd, rc;
 
-	rc = seg_trim(t, g);	/* an active one may run past its bytes */
+	rc = store_seg_trim(t, g);	/* an active one may run past its bytes */
 	if (rc)
 		return rc;
-	fd = seg_fd(t, g);
+	fd = store_seg_fd(t, g);
 	if (fd < 0)
 		return fd;
 	rc = fdatasync(fd) < 0 ? -errno : 0;
 	if (!rc)
-		rc = seg_checksum(fd, g->length, &sum);
-	seg_fd_put(t, g);
+		rc = store_seg_checksum(fd, g->length, &sum);
+	store_seg_fd_put(t, g);
 	if (!rc && !g->synced && fsync(t->segfd) < 0)
 		rc = -errno;	/* the new file's directory entry */
 	return rc ? rc : seal_finish(t, s, g, sum, false);
 }
 
-int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
+int store_seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 {
-	int rc = seg_trim(t, g);	/* what is sealed is its bytes alone */
+	int rc = store_seg_trim(t, g);	/* what is sealed is its bytes alone */
 
 	if (rc)
 		return rc;
@@ -235,7 +236,7 @@ int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 	g->full = true;
 	if (rc)
 		rc = seg_seal(t, s, g);	/* no memory to queue it */
-	else if ((rc = index_segment_update(t, g)))	/* its final length */
+	else if ((rc = store_index_segment_update(t, g)))	/* final length */
 		queue_forget(&t->closing, g->id);
 	else
 		sealer_kick(t->st);
@@ -244,7 +245,7 @@ int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 	return rc;
 }
 
-int seg_queue_closing(struct store_tenant *t, struct seg *g)
+int store_seg_queue_closing(struct store_tenant *t, struct seg *g)
 {
 	return queue_push(&t->closing, g->id);
 }
@@ -255,12 +256,12 @@ int seg_queue_closing(struct store_tenant *t, struct seg *g)
  * T's lock, or -errno. */
 static int seg_fd_own(struct store_tenant *t, struct seg *g)
 {
-	int fd = seg_fd(t, g), own;
+	int fd = store_seg_fd(t, g), own;
 
 	if (fd < 0)
 		return fd;
 	own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	seg_fd_put(t, g);
+	store_seg_fd_put(t, g);
 	return own < 0 ? -errno : own;
 }
 
@@ -269,10 +270,10 @@ static int seg_fd_own(struct store_tenant *t, struct seg *g)
 static struct seg *next_to_seal(struct store_tenant *t, uint64_t id,
 				struct stream **sp)
 {
-	struct seg *g = seg_find(t, id, sp);
+	struct seg *g = store_seg_find(t, id, sp);
 
-	if (!g || !seg_closing(*sp, g) ||
-	    (*sp)->segs[seg_first_unsealed(*sp)] != g)
+	if (!g || !store_seg_closing(*sp, g) ||
+	    (*sp)->segs[store_seg_first_unsealed(*sp)] != g)
 		return NULL;
 	return g;
 }
@@ -314,7 +315,7 @@ static int seal_next(struct store_tenant *t)
 	pthread_rwlock_unlock(&t->lock);
 	if (fd < 0)
 		return fd;
-	rc = seg_checksum(fd, length, &sum);
+	rc = store_seg_checksum(fd, length, &sum);
 	if (!rc && fdatasync(fd) < 0)
 		rc = -errno;
 	if (!rc && fsync(t->segfd) < 0)
@@ -354,7 +355,7 @@ static int seal_next(struct store_tenant *t)
 
 #define WRITEBACK_CHUNK (8u << 20)
 
-void seg_grew(struct store_tenant *t, struct seg *g, size_t len)
+void store_seg_grew(struct store_tenant *t, struct seg *g, size_t len)
 {
 	if (t->st->cfg.sync_always ||
 	    (g->length + len) / WRITEBACK_CHUNK == g->length / WRITEBACK_CHUNK)
@@ -378,7 +379,7 @@ static int writeback_next(struct store_tenant *t)
 		pthread_rwlock_unlock(&t->lock);
 		return 0;
 	}
-	g = seg_find(t, t->writeback.ids[0], &s);
+	g = store_seg_find(t, t->writeback.ids[0], &s);
 	queue_forget(&t->writeback, t->writeback.ids[0]);
 	if (g && g->state == STORE_SEG_ACTIVE && !g->full) {
 		from = g->wb_started;
@@ -409,7 +410,7 @@ static int writeback_next(struct store_tenant *t)
 
 #define SEC_NS 1000000000ll
 
-void seg_queue_restored(struct store_tenant *t, struct seg *g)
+void store_seg_queue_restored(struct store_tenant *t, struct seg *g)
 {
 	g->row_evicted = true;
 	g->restored_mono = store_mono_ns();
@@ -426,7 +427,7 @@ void seg_queue_restored(struct store_tenant *t, struct seg *g)
 static struct seg *restored_pending(struct store_tenant *t, uint64_t id)
 {
 	struct stream *s;
-	struct seg *g = seg_find(t, id, &s);
+	struct seg *g = store_seg_find(t, id, &s);
 
 	return g && g->row_evicted ? g : NULL;
 }
@@ -454,7 +455,7 @@ static int durable_record(struct store_tenant *t, struct seg *g, int fd,
 	if (!same_file(t, fd, name))
 		return 0;
 	g->row_evicted = false;
-	rc = index_segment_update(t, g);
+	rc = store_index_segment_update(t, g);
 	g->row_evicted = rc != 0;
 	return rc ? rc : 1;
 }
@@ -483,9 +484,9 @@ static int durable_next(struct store_tenant *t, bool force, int64_t *due)
 		pthread_rwlock_unlock(&t->lock);
 		return 0;
 	}
-	/* not seg_fd(), which would count as a use (sync/ evicts and reads
+	/* not store_seg_fd(), which would count as a use (sync/ evicts and reads
 	 * ahead by them) */
-	seg_name(name, sizeof(name), id, ".seg");
+	store_seg_name(name, sizeof(name), id, ".seg");
 	fd = g ? openat(t->segfd, name, O_RDONLY | O_CLOEXEC) : -1;
 	if (!g || fd < 0) {
 		if (g)	/* removed behind our back: its row stays evicted */
@@ -515,7 +516,7 @@ static int durable_next(struct store_tenant *t, bool force, int64_t *due)
 	return rc ? rc : 1;
 }
 
-int restored_durable_now(struct store_tenant *t)
+int store_restored_durable_now(struct store_tenant *t)
 {
 	int64_t due;
 	int rc;
@@ -629,7 +630,7 @@ static void *sealer_main(void *arg)
 	return NULL;
 }
 
-int sealer_start(struct store *st)
+int store_sealer_start(struct store *st)
 {
 	int rc = pthread_create(&st->sealer, NULL, sealer_main, st);
 
@@ -639,7 +640,7 @@ int sealer_start(struct store *st)
 	return 0;
 }
 
-void sealer_stop(struct store *st)
+void store_sealer_stop(struct store *st)
 {
 	if (!st->sealer_running)
 		return;
@@ -660,11 +661,11 @@ static int seal_stream(struct store_tenant *t, struct stream *s,
 {
 	int sealed = 0;
 
-	for (size_t i = seg_first_unsealed(s); i < s->nsegs; i++) {
+	for (size_t i = store_seg_first_unsealed(s); i < s->nsegs; i++) {
 		struct seg *g = s->segs[i];
 		int rc;
 
-		if (!seg_closing(s, g) && (!seal_active || !g->length))
+		if (!store_seg_closing(s, g) && (!seal_active || !g->length))
 			break;
 		rc = seg_seal(t, s, g);
 		if (rc)
@@ -681,11 +682,11 @@ int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
 
 	pthread_rwlock_wrlock(&t->lock);
 	/* the roller's tick also bounds how long rows wait in the journal */
-	if (!t->removed && journal_due(t, now_ns))
-		rc = journal_flush(t);
+	if (!t->removed && store_journal_due(t, now_ns))
+		rc = store_journal_flush(t);
 	for (size_t i = 0; !t->removed && i < t->nstreams && !rc; i++) {
 		struct stream *s = t->streams[i];
-		struct seg *g = seg_active(s);
+		struct seg *g = store_seg_active(s);
 		bool old = g && (force || now_ns - g->created_ns >= age);
 		int n;
 
@@ -705,7 +706,7 @@ int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
 	return rc ? rc : sealed;
 }
 
-int seal_closing_now(struct store_tenant *t)
+int store_seal_closing_now(struct store_tenant *t)
 {
 	int rc = 0;
 

@@ -17,7 +17,7 @@
 
 #define IO_CHUNK (1u << 20)
 
-void seg_name(char *buf, size_t len, uint64_t id, const char *ext)
+void store_seg_name(char *buf, size_t len, uint64_t id, const char *ext)
 {
 	snprintf(buf, len, "%016" PRIx64 "%s", id, ext);
 }
@@ -88,15 +88,15 @@ static void hold_locked(struct store_tenant *t, struct seg *g)
 	trim_locked(t);
 }
 
-/* The evicted segment this thread last needed (see seg_fetch_wanted), and
- * the restored one its read used first (see seg_reached_tell). */
+/* The evicted segment this thread last needed (see store_seg_fetch_wanted), and
+ * the restored one its read used first (see store_seg_reached_tell). */
 static __thread uint64_t wanted_seg;
 static __thread struct {
 	struct store_tenant *t;	/* NULL: none since the last tell */
 	uint64_t seg;
 } first_read;
 
-int seg_fd(struct store_tenant *t, struct seg *g)
+int store_seg_fd(struct store_tenant *t, struct seg *g)
 {
 	char name[64];
 	int fd;
@@ -108,7 +108,7 @@ int seg_fd(struct store_tenant *t, struct seg *g)
 			wanted_seg = g->id;
 			return -ENODATA;
 		}
-		seg_name(name, sizeof(name), g->id, ".seg");
+		store_seg_name(name, sizeof(name), g->id, ".seg");
 		fd = openat(t->segfd, name, O_RDWR | O_CLOEXEC);
 		if (fd < 0) {
 			int err = errno;
@@ -127,9 +127,9 @@ int seg_fd(struct store_tenant *t, struct seg *g)
 	return fd;
 }
 
-int seg_fd_read(struct store_tenant *t, struct seg *g)
+int store_seg_fd_read(struct store_tenant *t, struct seg *g)
 {
-	int fd = seg_fd(t, g);
+	int fd = store_seg_fd(t, g);
 
 	if (fd >= 0 && __atomic_load_n(&g->unread, __ATOMIC_RELAXED) &&
 	    __atomic_exchange_n(&g->unread, false, __ATOMIC_RELAXED)) {
@@ -139,14 +139,14 @@ int seg_fd_read(struct store_tenant *t, struct seg *g)
 	return fd;
 }
 
-void seg_fd_put(struct store_tenant *t, struct seg *g)
+void store_seg_fd_put(struct store_tenant *t, struct seg *g)
 {
 	pthread_mutex_lock(&t->fd_lock);
 	g->fd_refs--;
 	pthread_mutex_unlock(&t->fd_lock);
 }
 
-void seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd)
+void store_seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd)
 {
 	pthread_mutex_lock(&t->fd_lock);
 	g->fd = fd;
@@ -155,7 +155,7 @@ void seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd)
 	pthread_mutex_unlock(&t->fd_lock);
 }
 
-void seg_fd_close(struct store_tenant *t, struct seg *g)
+void store_seg_fd_close(struct store_tenant *t, struct seg *g)
 {
 	pthread_mutex_lock(&t->fd_lock);
 	close_locked(t, g);
@@ -172,7 +172,7 @@ void seg_fd_close(struct store_tenant *t, struct seg *g)
  * The window's blocks are allocated (fallocate(2)) before it is mapped, so
  * a full disk is an error here, never a SIGBUS on a store, as for the
  * journal.  The file then runs past the segment's bytes, in zeros, until
- * seg_trim() cuts it: when the segment closes or the store does, or in
+ * store_seg_trim() cuts it: when the segment closes or the store does, or in
  * recovery after a crash.
  * A segment that is fsync(2)ed, and every one under sync=always, takes
  * its appends with pwrite(2): each flush write-protects the mapped page
@@ -255,8 +255,8 @@ static bool window_takes(struct store_tenant *t, struct seg *g, int fd,
 	return off + len <= g->map_off + SEG_WINDOW;
 }
 
-int seg_write(struct store_tenant *t, struct seg *g, int fd, const void *p,
-	      size_t len, uint64_t off)
+int store_seg_write(struct store_tenant *t, struct seg *g, int fd, const void *p,
+		    size_t len, uint64_t off)
 {
 	if (!window_takes(t, g, fd, off, len))
 		return store_pwrite_all(fd, p, len, off);
@@ -264,14 +264,14 @@ int seg_write(struct store_tenant *t, struct seg *g, int fd, const void *p,
 	return 0;
 }
 
-int seg_trim(struct store_tenant *t, struct seg *g)
+int store_seg_trim(struct store_tenant *t, struct seg *g)
 {
 	struct stat sb;
 	int fd, rc = 0;
 
 	if (!g->extended)
 		return 0;
-	fd = seg_fd(t, g);
+	fd = store_seg_fd(t, g);
 	if (fd < 0)
 		return fd;
 	unmap_window(t, g);
@@ -282,18 +282,18 @@ int seg_trim(struct store_tenant *t, struct seg *g)
 		rc = -errno;
 	if (!rc)
 		g->extended = false;
-	seg_fd_put(t, g);
+	store_seg_fd_put(t, g);
 	return rc;
 }
 
-int seg_trim_tenant(struct store_tenant *t)
+int store_seg_trim_tenant(struct store_tenant *t)
 {
 	int rc = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
 	for (size_t i = 0; !t->removed && i < t->nstreams; i++) {
-		struct seg *g = seg_active(t->streams[i]);
-		int err = g ? seg_trim(t, g) : 0;
+		struct seg *g = store_seg_active(t->streams[i]);
+		int err = g ? store_seg_trim(t, g) : 0;
 
 		if (!rc)
 			rc = err;	/* the first; the others are still cut */
@@ -334,7 +334,7 @@ static int ids_grow(struct store_tenant *t)
 	return 0;
 }
 
-struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp)
+struct seg *store_seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp)
 {
 	struct seg *g = t->seg_ids && !t->removed ? *id_bucket(t, seg) : NULL;
 
@@ -360,7 +360,7 @@ static void id_unlink(struct store_tenant *t, struct seg *g)
 	}
 }
 
-struct seg *seg_pop(struct store_tenant *t, struct stream *s)
+struct seg *store_seg_pop(struct store_tenant *t, struct stream *s)
 {
 	struct seg *g = s->segs[--s->nsegs];
 
@@ -368,18 +368,18 @@ struct seg *seg_pop(struct store_tenant *t, struct stream *s)
 	return g;
 }
 
-void seg_free(struct store_tenant *t, struct seg *g)
+void store_seg_free(struct store_tenant *t, struct seg *g)
 {
 	if (!g)
 		return;
 	id_unlink(t, g);
-	seg_fd_close(t, g);
-	idtable_release(&g->ids);
-	seg_hash_release(g);
+	store_seg_fd_close(t, g);
+	store_idtable_release(&g->ids);
+	store_seg_hash_release(g);
 	free(g);
 }
 
-int seg_push(struct store_tenant *t, struct stream *s, struct seg *g)
+int store_seg_push(struct store_tenant *t, struct stream *s, struct seg *g)
 {
 	struct seg **b;
 
@@ -407,7 +407,7 @@ int seg_push(struct store_tenant *t, struct stream *s, struct seg *g)
 	return 0;
 }
 
-size_t seg_first_unsealed(const struct stream *s)
+size_t store_seg_first_unsealed(const struct stream *s)
 {
 	size_t i = s->nsegs;
 
@@ -416,20 +416,20 @@ size_t seg_first_unsealed(const struct stream *s)
 	return i;
 }
 
-bool seg_closing(const struct stream *s, const struct seg *g)
+bool store_seg_closing(const struct stream *s, const struct seg *g)
 {
 	return g->state == STORE_SEG_ACTIVE &&
 	       (g->full || g != s->segs[s->nsegs - 1]);
 }
 
-struct seg *seg_active(struct stream *s)
+struct seg *store_seg_active(struct stream *s)
 {
 	struct seg *g = s->nsegs ? s->segs[s->nsegs - 1] : NULL;
 
 	return g && g->state == STORE_SEG_ACTIVE ? g : NULL;
 }
 
-struct seg *seg_at(struct stream *s, uint64_t off)
+struct seg *store_seg_at(struct stream *s, uint64_t off)
 {
 	size_t lo = 0, hi = s->nsegs;
 
@@ -445,14 +445,14 @@ struct seg *seg_at(struct stream *s, uint64_t off)
 	return lo ? s->segs[lo - 1] : NULL;
 }
 
-ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
-		 size_t len, uint64_t off)
+ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
+		       size_t len, uint64_t off)
 {
 	char *p = buf;
 	size_t done = 0;
 
 	while (done < len) {
-		struct seg *g = seg_at(s, off + done);
+		struct seg *g = store_seg_at(s, off + done);
 		uint64_t in = off + done - (g ? g->offset : 0);
 		size_t want;
 		ssize_t n;
@@ -463,13 +463,13 @@ ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		want = len - done;
 		if (want > g->length - in)
 			want = (size_t)(g->length - in);
-		fd = seg_fd_read(t, g);
+		fd = store_seg_fd_read(t, g);
 		if (fd < 0)
 			return done ? (ssize_t)done : fd;
 		n = pread(fd, p + done, want, (off_t)in);
 		if (n < 0)
 			n = -errno;
-		seg_fd_put(t, g);
+		store_seg_fd_put(t, g);
 		if (n == -EINTR)
 			continue;
 		if (n <= 0) {
@@ -485,21 +485,21 @@ ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 }
 
 /* The running hash of a segment fsynced through a durable mark (mark.c). */
-void seg_hash_release(struct seg *g)
+void store_seg_hash_release(struct seg *g)
 {
 	if (g->running)
 		XXH3_freeState(g->running);
 	g->running = NULL;
 }
 
-void seg_hash_update(struct seg *g, const void *p, size_t len)
+void store_seg_hash_update(struct seg *g, const void *p, size_t len)
 {
 	if (g->running)
 		XXH3_64bits_update(g->running, p, len);
 }
 
 /* Starts G's running hash from the bytes it holds. */
-int seg_hash_file(int fd, uint64_t len, struct XXH3_state_s *state)
+int store_seg_hash_file(int fd, uint64_t len, struct XXH3_state_s *state)
 {
 	char *buf = malloc(IO_CHUNK);
 	uint64_t off = 0;
@@ -524,14 +524,14 @@ int seg_hash_file(int fd, uint64_t len, struct XXH3_state_s *state)
 	return rc;
 }
 
-int seg_checksum(int fd, uint64_t len, uint64_t *sum)
+int store_seg_checksum(int fd, uint64_t len, uint64_t *sum)
 {
 	XXH3_state_t *state = XXH3_createState();
 	int rc = state ? 0 : -ENOMEM;
 
 	if (!rc) {
 		XXH3_64bits_reset(state);
-		rc = seg_hash_file(fd, len, state);
+		rc = store_seg_hash_file(fd, len, state);
 	}
 	if (!rc)
 		*sum = XXH3_64bits_digest(state);
@@ -539,8 +539,8 @@ int seg_checksum(int fd, uint64_t len, uint64_t *sum)
 	return rc;
 }
 
-void seg_fill(const struct stream *s, const struct seg *g,
-	      struct store_segment *out)
+void store_seg_fill(const struct stream *s, const struct seg *g,
+		    struct store_segment *out)
 {
 	out->seg = g->id;
 	out->stream = s->id;
@@ -578,9 +578,9 @@ static int hook_segment(struct store_tenant *t, uint64_t seg,
 	struct seg *g;
 
 	pthread_rwlock_rdlock(&t->lock);
-	g = seg_find(t, seg, &s);
+	g = store_seg_find(t, seg, &s);
 	if (g)
-		seg_fill(s, g, info);
+		store_seg_fill(s, g, info);
 	pthread_rwlock_unlock(&t->lock);
 	if (!g)
 		return -ENOENT;
@@ -609,7 +609,7 @@ static void hook_leave(struct store *st)
 	pthread_mutex_unlock(&st->lock);
 }
 
-int seg_fetch_wanted(struct store_tenant *t)
+int store_seg_fetch_wanted(struct store_tenant *t)
 {
 	struct store_segment info;
 	store_reached_fn reached;
@@ -629,7 +629,7 @@ int seg_fetch_wanted(struct store_tenant *t)
 	return rc;
 }
 
-void seg_reached_tell(struct store_tenant *t)
+void store_seg_reached_tell(struct store_tenant *t)
 {
 	struct store_segment info;
 	store_reached_fn reached;

@@ -88,15 +88,15 @@ static void tenant_free(struct store_tenant *t)
 	if (!t)
 		return;
 	for (size_t i = 0; i < t->nstreams; i++)
-		stream_free(t, t->streams[i]);
+		store_stream_free(t, t->streams[i]);
 	free(t->streams);
 	free(t->names);
 	free(t->seg_ids);
 	free(t->closing.ids);
 	free(t->restored.ids);
 	free(t->writeback.ids);
-	journal_close(t);
-	index_close(t);
+	store_journal_close(t);
+	store_index_close(t);
 	if (t->segfd >= 0)
 		close(t->segfd);
 	if (t->dirfd >= 0)
@@ -142,15 +142,15 @@ static int tenant_load(struct store_tenant *t, bool create)
 	t->segfd = mkdir_open(t->dirfd, SEG_DIR);
 	if (t->segfd < 0)
 		return t->segfd;
-	rc = index_open(t, create);
+	rc = store_index_open(t, create);
 	if (!rc)
-		rc = journal_open(t);
+		rc = store_journal_open(t);
 	if (!rc)
-		rc = index_load_tenant(t);
+		rc = store_index_load_tenant(t);
 	if (!rc && !create)
-		rc = journal_replay(t);
+		rc = store_journal_replay(t);
 	if (!rc && !create)
-		rc = recover_tenant(t);
+		rc = store_recover_tenant(t);
 	return rc;
 }
 
@@ -175,27 +175,27 @@ static struct store_tenant *tenant_find(struct store *st, const char *name)
 
 static int write_tenant_meta(struct store_tenant *t, int64_t now)
 {
-	int rc = journal_begin(t);
+	int rc = store_journal_begin(t);
 
 	if (!rc)
-		rc = index_meta_set(t, "mode", t->mode, NULL);
+		rc = store_index_meta_set(t, "mode", t->mode, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "uid", t->uid, NULL);
+		rc = store_index_meta_set(t, "uid", t->uid, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "gid", t->gid, NULL);
+		rc = store_index_meta_set(t, "gid", t->gid, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "atime", now, NULL);
+		rc = store_index_meta_set(t, "atime", now, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "mtime", now, NULL);
+		rc = store_index_meta_set(t, "mtime", now, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "ctime", now, NULL);
+		rc = store_index_meta_set(t, "ctime", now, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "framing", t->framing, NULL);
+		rc = store_index_meta_set(t, "framing", t->framing, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "id_field", 0, t->id_field);
+		rc = store_index_meta_set(t, "id_field", 0, t->id_field);
 	if (!rc)
-		return index_commit(t);
-	index_rollback(t);
+		return store_index_commit(t);
+	store_index_rollback(t);
 	return rc;
 }
 
@@ -294,8 +294,8 @@ int store_tenant_remove(struct store *st, const char *name)
 			  (void *)t) < 0)
 		rc = -ENOMEM;
 	if (!rc) {
-		journal_close(t);
-		index_close(t);
+		store_journal_close(t);
+		store_index_close(t);
 		if (rename(t->path, gone) < 0)
 			rc = -errno;
 		else
@@ -364,7 +364,7 @@ int store_tenant_stat(struct store_tenant *t, struct store_attr *out)
 static int set_meta(struct store_tenant *t, const char *key, int64_t ival,
 		    const char *sval)
 {
-	return t->removed ? -ENOENT : index_meta_set(t, key, ival, sval);
+	return t->removed ? -ENOENT : store_index_meta_set(t, key, ival, sval);
 }
 
 int store_tenant_setattr(struct store_tenant *t, const struct store_attr *attr,
@@ -374,7 +374,7 @@ int store_tenant_setattr(struct store_tenant *t, const struct store_attr *attr,
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	rc = t->removed ? -ENOENT : journal_begin(t);
+	rc = t->removed ? -ENOENT : store_journal_begin(t);
 	if (!rc && (mask & STORE_SET_MODE))
 		rc = set_meta(t, "mode", attr->mode & 07777, NULL);
 	if (!rc && (mask & STORE_SET_UID))
@@ -388,9 +388,9 @@ int store_tenant_setattr(struct store_tenant *t, const struct store_attr *attr,
 	if (!rc)
 		rc = set_meta(t, "ctime", now, NULL);
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else if (!t->removed)
-		index_rollback(t);
+		store_index_rollback(t);
 	if (!rc) {
 		if (mask & STORE_SET_MODE)
 			t->mode = attr->mode & 07777;
@@ -448,7 +448,7 @@ int store_tenant_set_id_field(struct store_tenant *t, const char *field)
 		strcpy(t->id_field, field);
 		/* IDs are now another member: dedup state is rebuilt lazily */
 		for (size_t i = 0; i < t->nstreams; i++)
-			stream_ids_release(t->streams[i]);
+			store_stream_ids_release(t->streams[i]);
 	}
 	pthread_rwlock_unlock(&t->lock);
 	return rc;
@@ -544,7 +544,7 @@ int store_open(const char *dir, const struct store_config *cfg,
 	}
 	rc = load_tenants(st);
 	if (!rc)
-		rc = sealer_start(st);
+		rc = store_sealer_start(st);
 	if (rc)
 		goto fail;
 	*out = st;
@@ -571,16 +571,16 @@ void store_close(struct store *st)
 
 	if (!st)
 		return;
-	sealer_stop(st);
+	store_sealer_stop(st);
 	for (t = st->tenants; t; t = next) {
 		next = t->next;
-		if (!t->removed && t->db && seal_closing_now(t))
+		if (!t->removed && t->db && store_seal_closing_now(t))
 			store_log("tenant %s: sealing full segments failed", t->name);
-		if (!t->removed && t->db && restored_durable_now(t))
+		if (!t->removed && t->db && store_restored_durable_now(t))
 			store_log("tenant %s: flushing fetched segments failed",
 				  t->name);
 		/* a clean stop leaves every file as long as its row says */
-		if (!t->removed && t->db && seg_trim_tenant(t))
+		if (!t->removed && t->db && store_seg_trim_tenant(t))
 			store_log("tenant %s: cutting segment files back failed",
 				  t->name);
 		if (!t->removed && t->db && store_tenant_sync(t))

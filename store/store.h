@@ -52,7 +52,7 @@ struct store_config {
 	bool sync_always;	/* fdatasync segment and index on each append */
 	enum store_framing framing;	/* default framing of new tenants */
 	/* A fetched copy is flushed, and its row says present, this long
-	 * after its restore (or at close); see seg_queue_restored(). */
+	 * after its restore (or at close); see store_seg_queue_restored(). */
 	int64_t restore_flush_ns;
 };
 

@@ -19,7 +19,7 @@ static size_t name_bucket(const struct store_tenant *t, const char *name)
 	return XXH3_64bits(name, strlen(name)) & t->namemask;
 }
 
-size_t stream_lower_bound(const struct store_tenant *t, uint64_t id)
+size_t store_stream_lower_bound(const struct store_tenant *t, uint64_t id)
 {
 	size_t lo = 0, hi = t->nstreams;
 
@@ -34,14 +34,14 @@ size_t stream_lower_bound(const struct store_tenant *t, uint64_t id)
 	return lo;
 }
 
-struct stream *stream_find(struct store_tenant *t, uint64_t id)
+struct stream *store_stream_find(struct store_tenant *t, uint64_t id)
 {
-	size_t i = stream_lower_bound(t, id);
+	size_t i = store_stream_lower_bound(t, id);
 
 	return i < t->nstreams && t->streams[i]->id == id ? t->streams[i] : NULL;
 }
 
-struct stream *stream_by_name(struct store_tenant *t, const char *name)
+struct stream *store_stream_by_name(struct store_tenant *t, const char *name)
 {
 	struct stream *s;
 
@@ -71,7 +71,7 @@ static void name_unlink(struct store_tenant *t, struct stream *s)
 		*pp = s->name_next;
 }
 
-void stream_rename(struct store_tenant *t, struct stream *s, char *name)
+void store_stream_set_name(struct store_tenant *t, struct stream *s, char *name)
 {
 	name_unlink(t, s);
 	s->name = name;
@@ -95,7 +95,7 @@ static int names_grow(struct store_tenant *t)
 	return 0;
 }
 
-int stream_attach(struct store_tenant *t, struct stream *s)
+int store_stream_attach(struct store_tenant *t, struct stream *s)
 {
 	size_t i;
 
@@ -114,7 +114,7 @@ int stream_attach(struct store_tenant *t, struct stream *s)
 		if (rc)
 			return rc;
 	}
-	i = stream_lower_bound(t, s->id);
+	i = store_stream_lower_bound(t, s->id);
 	memmove(&t->streams[i + 1], &t->streams[i],
 		(t->nstreams - i) * sizeof(*t->streams));
 	t->streams[i] = s;
@@ -123,9 +123,9 @@ int stream_attach(struct store_tenant *t, struct stream *s)
 	return 0;
 }
 
-void stream_detach(struct store_tenant *t, struct stream *s)
+void store_stream_detach(struct store_tenant *t, struct stream *s)
 {
-	size_t i = stream_lower_bound(t, s->id);
+	size_t i = store_stream_lower_bound(t, s->id);
 
 	if (i < t->nstreams && t->streams[i] == s) {
 		memmove(&t->streams[i], &t->streams[i + 1],
@@ -135,7 +135,7 @@ void stream_detach(struct store_tenant *t, struct stream *s)
 	name_unlink(t, s);
 }
 
-void stream_restore(struct stream *s, const struct stream *old)
+void store_stream_restore(struct stream *s, const struct stream *old)
 {
 	s->version = old->version;
 	s->size = old->size;
@@ -144,22 +144,22 @@ void stream_restore(struct stream *s, const struct stream *old)
 	s->ctime = old->ctime;
 }
 
-void stream_ids_release(struct stream *s)
+void store_stream_ids_release(struct stream *s)
 {
-	idset_release(&s->active_ids);
-	bloom_release(&s->sealed_filter);
+	store_idset_release(&s->active_ids);
+	store_bloom_release(&s->sealed_filter);
 	for (size_t i = 0; i < s->nsegs; i++)
-		idtable_release(&s->segs[i]->ids);
+		store_idtable_release(&s->segs[i]->ids);
 	s->ids_loaded = false;
 }
 
-void stream_free(struct store_tenant *t, struct stream *s)
+void store_stream_free(struct store_tenant *t, struct stream *s)
 {
 	if (!s)
 		return;
-	stream_ids_release(s);
+	store_stream_ids_release(s);
 	for (size_t i = 0; i < s->nsegs; i++)
-		seg_free(t, s->segs[i]);
+		store_seg_free(t, s->segs[i]);
 	free(s->segs);
 	free(s->name);
 	free(s);

@@ -76,7 +76,7 @@ static void open_seg(struct verify *v, struct vseg *g)
 	g->fd = -1;
 	if (g->state == STORE_SEG_EVICTED)
 		return;
-	seg_name(name, sizeof(name), g->id, ".seg");
+	store_seg_name(name, sizeof(name), g->id, ".seg");
 	g->fd = openat(v->segfd, name, O_RDONLY | O_CLOEXEC);
 	if (g->fd < 0 || fstat(g->fd, &sb) < 0) {
 		damage(v, "segment %016" PRIx64 ": %s", g->id, strerror(errno));
@@ -286,7 +286,7 @@ static uint64_t merged_events(struct verify *v, sqlite3_stmt *stmt,
 	};
 	uint64_t events = 0;
 
-	if (row.subs && subs_walk(&row, sum_events, &events) < 0)
+	if (row.subs && store_subs_walk(&row, sum_events, &events) < 0)
 		damage(v, "merged batch at version %" PRIu64 ": its list of"
 		       " batches does not add up to the row", b->first);
 	return events;
@@ -386,7 +386,7 @@ static void load_journal(struct verify *v, const char *path)
 	free(file);
 	if (fd < 0)
 		return;	/* none: nothing pending */
-	if (journal_read(fd, &v->journal, &v->njournal))
+	if (store_journal_read(fd, &v->journal, &v->njournal))
 		fprintf(v->out, "ERROR %s: cannot read the journal\n", v->tenant);
 	close(fd);
 }

@@ -7,28 +7,36 @@ The layers are the numbered lines at the top of store_int.h ("  2 name:
 a.c b.c").  From `nm` of the archive, a file calls another when it leaves
 undefined a symbol the other defines.  Fails, naming the symbols, when a
 file calls into a higher layer, when two files call each other (even
-through others), or when an object is in no layer.
+through others), when an object is in no layer, or when a symbol other
+files can see lacks the module prefix store_.
 """
 import re
 import subprocess
 import sys
 
 LAYER_LINE = re.compile(r"^\s*\*\s+(\d+)\s+[^:]+:\s+(.*)$")
+CONTINUED = re.compile(r"^\s*\*\s{3,}\S+\.[ch](\s|$)")
 
 
 def read_layers(header):
     """{file stem: layer number} from the comment at the top of HEADER."""
     layers = {}
+    layer = None
     with open(header) as f:
         for line in f:
             if line.startswith(" */"):
                 break
             m = LAYER_LINE.match(line)
             if m:
-                for name in m.group(2).split():
-                    stem = name.rstrip(",")
-                    if stem.endswith(".c"):
-                        layers[stem[:-2]] = int(m.group(1))
+                layer, names = int(m.group(1)), m.group(2)
+            elif layer is not None and CONTINUED.match(line):
+                names = line.strip(" *\n")	# the layer's files go on
+            else:
+                layer = None
+                continue
+            for name in names.split():
+                if name.endswith(".c"):
+                    layers[name[:-2]] = layer
     return layers
 
 
@@ -97,14 +105,17 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     layers = read_layers(sys.argv[2])
-    graph = call_graph(*read_symbols(sys.argv[1]))
-    errors = []
+    defined, undefined = read_symbols(sys.argv[1])
+    graph = call_graph(defined, undefined)
+    errors = [f"{obj}.c exports {sym} without the prefix store_"
+              for sym, obj in sorted(defined.items())
+              if not sym.startswith("store_")]
     for obj in sorted(graph):
         if obj not in layers:
             errors.append(f"{obj}.c is in no layer of {sys.argv[2]}")
     for obj in sorted(graph):
         for callee, syms in sorted(graph[obj].items()):
-            if layers.get(callee, 0) > layers.get(obj, 0):
+            if obj in layers and layers.get(callee, 0) > layers[obj]:
                 errors.append(f"{obj}.c (layer {layers.get(obj)}) calls up "
                               f"into {callee}.c (layer {layers.get(callee)}): "
                               + ", ".join(syms))
