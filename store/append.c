@@ -392,23 +392,18 @@ static int write_hashed(struct store_tenant *t, struct seg *g, int fd,
 	return rc;
 }
 
-/* Writes LEN bytes of P as one batch of COUNT events at the end of S: the
- * bytes to the segment, the batch to the journal (journal.c), and only
- * then to memory, where readers see it.  On failure nothing remains. */
-static int commit_batch(struct store_tenant *t, struct stream *s,
-			const char *p, size_t len, uint32_t count,
-			bool has_ids)
+/* The segment that takes LEN more bytes of S (*OUT): the active one, or
+ * a new one (*FRESH) when there is none or LEN would take it past
+ * roll_size, which closes it. */
+static int segment_for(struct store_tenant *t, struct stream *s, size_t len,
+		       int64_t now, struct seg **out, bool *fresh)
 {
-	const struct store_config *cfg = &t->st->cfg;
-	int64_t now = store_now_ns();
 	struct seg *g = store_seg_active(s);
-	struct pending row;
-	bool fresh = false;
-	int fd, rc;
+	int rc;
 
-	if (now < s->last_ns)
-		now = s->last_ns;	/* times never go back within a stream */
-	if (g && !g->full && g->length && g->length + len > cfg->roll_size) {
+	*fresh = false;
+	if (g && !g->full && g->length &&
+	    g->length + len > t->st->cfg.roll_size) {
 		rc = store_seg_close(t, s, g);
 		if (rc)
 			return rc;
@@ -419,8 +414,54 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 		rc = new_segment(t, s, now, &g);
 		if (rc)
 			return rc;
-		fresh = true;
+		*fresh = true;
 	}
+	*out = g;
+	return 0;
+}
+
+/* The batch of LEN bytes and COUNT events just written to G, S's active
+ * segment, at NOW: memory, where readers see it, follows. */
+static void batch_committed(struct store_tenant *t, struct stream *s,
+			    struct seg *g, size_t len, uint32_t count,
+			    int64_t now)
+{
+	const struct store_config *cfg = &t->st->cfg;
+
+	g->length += len;
+	g->count += count;
+	if (cfg->sync_always)
+		g->synced = g->length;
+	s->version += count;
+	s->size += len;
+	s->last_ns = now;
+	s->mtime = s->ctime = store_ts(now);
+	s->row_dirty = true;
+	/* full: sealed now rather than when the next append finds it so */
+	if (g->length >= cfg->roll_size && store_seg_close(t, s, g))
+		store_log("%s/%s: cannot close a full segment; the next append"
+			  " does", t->name, s->name);
+}
+
+/* Writes LEN bytes of P as one batch of COUNT events at the end of S: the
+ * bytes to the segment, the batch to the journal (journal.c), and only
+ * then to memory, where readers see it.  On failure nothing remains. */
+static int commit_batch(struct store_tenant *t, struct stream *s,
+			const char *p, size_t len, uint32_t count,
+			bool has_ids)
+{
+	const struct store_config *cfg = &t->st->cfg;
+	int64_t now = store_now_ns();
+	struct pending row;
+	struct seg *g;
+	bool fresh;
+	int fd, rc;
+
+	if (now < s->last_ns)
+		now = s->last_ns;	/* times never go back within a stream */
+	rc = segment_for(t, s, len, now, &g, &fresh);
+	if (rc)
+		return rc;
 	row = (struct pending){
 		.stream = s->id,
 		.seg = g->id,
@@ -458,19 +499,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	}
 	store_seg_hash_update(g, p, len);
 	store_seg_grew(t, g, len);
-	g->length += len;
-	g->count += count;
-	if (cfg->sync_always)
-		g->synced = g->length;
-	s->version += count;
-	s->size += len;
-	s->last_ns = now;
-	s->mtime = s->ctime = store_ts(now);
-	s->row_dirty = true;
-	/* full: sealed now rather than when the next append finds it so */
-	if (g->length >= cfg->roll_size && store_seg_close(t, s, g))
-		store_log("%s/%s: cannot close a full segment; the next append"
-			  " does", t->name, s->name);
+	batch_committed(t, s, g, len, count, now);
 	if (store_journal_due(t, now) && store_journal_flush(t))
 		store_log("%s: index flush failed; rows stay in the journal",
 			  t->name);

@@ -292,18 +292,12 @@ static uint64_t merged_events(struct verify *v, sqlite3_stmt *stmt,
 	return events;
 }
 
-static int verify_stream(struct verify *v, int64_t id, int framing,
-			 uint64_t version, uint64_t size)
+/* The segments of a stream follow each other: sealed ones first, each
+ * starting where the one before ends. */
+static void check_chain(struct verify *v, const struct vseg *segs,
+			size_t nsegs)
 {
-	struct vseg *segs;
-	struct vbatch b = { 0 }, next;
-	sqlite3_stmt *stmt;
-	uint64_t want_version = 1, want_offset = 0;
-	bool have = false;
-	size_t nsegs;
-	int rc = load_segs(v, id, &segs, &nsegs);
-
-	for (size_t i = 0; !rc && i < nsegs; i++) {
+	for (size_t i = 0; i < nsegs; i++) {
 		const struct vseg *prev = i ? &segs[i - 1] : NULL;
 
 		/* unsealed ones (closing, then active) come last */
@@ -316,6 +310,21 @@ static int verify_stream(struct verify *v, int64_t id, int framing,
 			       ", not where the one before it ends", segs[i].id,
 			       segs[i].offset);
 	}
+}
+
+static int verify_stream(struct verify *v, int64_t id, int framing,
+			 uint64_t version, uint64_t size)
+{
+	struct vseg *segs;
+	struct vbatch b = { 0 }, next;
+	sqlite3_stmt *stmt;
+	uint64_t want_version = 1, want_offset = 0;
+	bool have = false;
+	size_t nsegs;
+	int rc = load_segs(v, id, &segs, &nsegs);
+
+	if (!rc)
+		check_chain(v, segs, nsegs);
 	if (!rc)
 		rc = prepare(v, v->schema < 3 ?
 			     "SELECT first_version, offset, length, hash,"
