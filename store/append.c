@@ -106,18 +106,11 @@ static int split(struct batch *b, const char *buf, size_t len,
 
 static int arena_put(struct batch *b, const char *id, size_t len)
 {
-	if (b->arena_len + len > b->arena_cap) {
-		size_t cap = b->arena_cap ? b->arena_cap : 4096;
-		char *v;
+	int rc = STORE_ARRAY_RESERVE(b->arena, b->arena_cap,
+				     b->arena_len + len, 4096);
 
-		while (cap < b->arena_len + len)
-			cap *= 2;
-		v = realloc(b->arena, cap);
-		if (!v)
-			return -ENOMEM;
-		b->arena = v;
-		b->arena_cap = cap;
-	}
+	if (rc)
+		return rc;
 	memcpy(b->arena + b->arena_len, id, len);
 	b->arena_len += len;
 	return 0;

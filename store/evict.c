@@ -32,18 +32,9 @@ int store_segment_list(struct store_tenant *t, enum store_seg_state state,
 		for (size_t j = 0; j < s->nsegs; j++) {
 			if (s->segs[j]->state != state)
 				continue;
-			if (n == cap) {
-				size_t ncap = cap ? cap * 2 : 16;
-				struct store_segment *v =
-					realloc(list, ncap * sizeof(*v));
-
-				if (!v) {
-					rc = -ENOMEM;
-					break;
-				}
-				list = v;
-				cap = ncap;
-			}
+			rc = STORE_ARRAY_RESERVE(list, cap, n + 1, 16);
+			if (rc)
+				break;
 			store_seg_fill(s, s->segs[j], &list[n++]);
 		}
 	}
@@ -168,7 +159,7 @@ static int restore_check(struct store_tenant *t, uint64_t seg, int fd,
 	if (!rc && (uint64_t)sb.st_size != length)
 		rc = -EIO;
 	if (!rc && !known)
-		rc = store_seg_checksum(fd, length, &sum);
+		rc = store_file_checksum(fd, length, &sum);
 	if (!rc && sum != want)
 		rc = -EIO;
 	return rc;

@@ -70,15 +70,11 @@ void store_journal_close(struct store_tenant *t)
 
 static int pending_push(struct store_tenant *t, const struct pending *p)
 {
-	if (t->npending == t->pendcap) {
-		size_t cap = t->pendcap ? t->pendcap * 2 : 64;
-		struct pending *v = realloc(t->pending, cap * sizeof(*v));
+	int rc = STORE_ARRAY_RESERVE(t->pending, t->pendcap, t->npending + 1,
+				     64);
 
-		if (!v)
-			return -ENOMEM;
-		t->pending = v;
-		t->pendcap = cap;
-	}
+	if (rc)
+		return rc;
 	t->pending[t->npending++] = *p;
 	return 0;
 }
@@ -169,8 +165,8 @@ static int hash_range(struct store_tenant *t, uint64_t seg, uint64_t off,
 	fd = store_seg_fd(t, g);
 	if (fd < 0)
 		rc = fd;
-	else if (pread(fd, buf, len, (off_t)(off - g->offset)) != (ssize_t)len)
-		rc = -EIO;
+	else
+		rc = store_pread_all(fd, buf, len, off - g->offset);
 	if (fd >= 0)
 		store_seg_fd_put(t, g);
 	if (!rc)

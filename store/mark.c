@@ -53,7 +53,7 @@ static int hash_start(struct seg *g, int fd)
 	if (!g->running)
 		return -ENOMEM;
 	XXH3_64bits_reset(g->running);
-	rc = store_seg_hash_file(fd, g->length, g->running);
+	rc = store_file_hash(fd, g->length, g->running);
 	if (rc)
 		store_seg_hash_release(g);
 	return rc;
@@ -107,7 +107,7 @@ static void best_mark(int fd, uint64_t file_size, struct durable_mark *best)
 		    m.magic != MARK_MAGIC ||
 		    m.check != XXH3_64bits(&m, offsetof(struct durable_mark, check)) ||
 		    m.length > file_size || m.length <= best->length ||
-		    store_seg_checksum(fd, m.length, &sum) || sum != m.hash)
+		    store_file_checksum(fd, m.length, &sum) || sum != m.hash)
 			continue;
 		*best = m;
 	}
@@ -142,7 +142,7 @@ int store_recover_from_mark(struct store_tenant *t, struct stream *s, struct seg
 	buf = malloc(n);
 	if (!buf)
 		return -ENOMEM;
-	rc = pread(fd, buf, n, (off_t)*len) == (ssize_t)n ? 0 : -EIO;
+	rc = store_pread_all(fd, buf, n, *len) ? -EIO : 0;
 	if (!rc && (buf[n - 1] != '\n' ||
 		    count_newlines(buf, n) != mark_version - *version))
 		rc = 1;	/* not what the mark says: leave it */

@@ -34,16 +34,10 @@ struct batches {
 static int collect(void *arg, const struct index_batch *b)
 {
 	struct batches *bs = arg;
+	int rc = STORE_ARRAY_RESERVE(bs->v, bs->cap, bs->n + 1, 64);
 
-	if (bs->n == bs->cap) {
-		size_t cap = bs->cap ? bs->cap * 2 : 64;
-		struct index_batch *v = realloc(bs->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		bs->v = v;
-		bs->cap = cap;
-	}
+	if (rc)
+		return rc;
 	bs->v[bs->n++] = *b;
 	return 0;
 }
@@ -61,7 +55,7 @@ static bool bytes_intact(struct seg *g, int fd, uint64_t in, uint64_t len,
 	if (in + len <= g->synced)
 		return true;
 	buf = malloc(len ? len : 1);
-	ok = buf && pread(fd, buf, len, (off_t)in) == (ssize_t)len &&
+	ok = buf && !store_pread_all(fd, buf, len, in) &&
 	     XXH3_64bits(buf, len) == hash;
 	free(buf);
 	return ok;

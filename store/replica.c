@@ -22,15 +22,10 @@ struct batch_list {
 
 static int list_push(struct batch_list *l, const struct store_batch *b)
 {
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 64;
-		struct store_batch *v = realloc(l->v, cap * sizeof(*v));
+	int rc = STORE_ARRAY_RESERVE(l->v, l->cap, l->n + 1, 64);
 
-		if (!v)
-			return -ENOMEM;
-		l->v = v;
-		l->cap = cap;
-	}
+	if (rc)
+		return rc;
 	l->v[l->n++] = *b;
 	return 0;
 }

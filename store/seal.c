@@ -26,15 +26,8 @@ static int queue_push(struct seg_queue *q, uint64_t id)
 {
 	if (q->n && q->ids[q->n - 1] == id)
 		return 0;
-	if (q->n == q->cap) {
-		size_t cap = q->cap ? q->cap * 2 : 8;
-		uint64_t *v = realloc(q->ids, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		q->ids = v;
-		q->cap = cap;
-	}
+	if (STORE_ARRAY_RESERVE(q->ids, q->cap, q->n + 1, 8))
+		return -ENOMEM;
 	q->ids[q->n] = id;
 	__atomic_store_n(&q->n, q->n + 1, __ATOMIC_RELEASE);
 	return 0;
@@ -219,7 +212,7 @@ static int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 		return fd;
 	rc = fdatasync(fd) < 0 ? -errno : 0;
 	if (!rc)
-		rc = store_seg_checksum(fd, g->length, &sum);
+		rc = store_file_checksum(fd, g->length, &sum);
 	store_seg_fd_put(t, g);
 	if (!rc && !g->synced && fsync(t->segfd) < 0)
 		rc = -errno;	/* the new file's directory entry */
@@ -315,7 +308,7 @@ static int seal_next(struct store_tenant *t)
 	pthread_rwlock_unlock(&t->lock);
 	if (fd < 0)
 		return fd;
-	rc = store_seg_checksum(fd, length, &sum);
+	rc = store_file_checksum(fd, length, &sum);
 	if (!rc && fdatasync(fd) < 0)
 		rc = -errno;
 	if (!rc && fsync(t->segfd) < 0)
@@ -578,16 +571,9 @@ static bool seal_pass(struct store *st, int64_t *due)
 		if (!queued(&t->closing) && !queued(&t->restored) &&
 		    !queued(&t->writeback))
 			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 8;
-			struct store_tenant **v = realloc(ts, ncap * sizeof(*v));
-
-			if (!v) {
-				failed = true;
-				break;
-			}
-			ts = v;
-			cap = ncap;
+		if (STORE_ARRAY_RESERVE(ts, cap, n + 1, 8)) {
+			failed = true;
+			break;
 		}
 		ts[n++] = t;
 	}

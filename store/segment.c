@@ -15,7 +15,6 @@
 #include "hash.h"
 #include "store_int.h"
 
-#define IO_CHUNK (1u << 20)
 
 void store_seg_name(char *buf, size_t len, uint64_t id, const char *ext)
 {
@@ -389,15 +388,8 @@ int store_seg_push(struct store_tenant *t, struct stream *s, struct seg *g)
 		if (rc)
 			return rc;
 	}
-	if (s->nsegs == s->segcap) {
-		size_t cap = s->segcap ? s->segcap * 2 : 4;
-		struct seg **v = realloc(s->segs, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		s->segs = v;
-		s->segcap = cap;
-	}
+	if (STORE_ARRAY_RESERVE(s->segs, s->segcap, s->nsegs + 1, 4))
+		return -ENOMEM;
 	s->segs[s->nsegs++] = g;
 	g->stream = s;
 	b = id_bucket(t, g->id);
@@ -499,46 +491,6 @@ void store_seg_hash_update(struct seg *g, const void *p, size_t len)
 }
 
 /* Starts G's running hash from the bytes it holds. */
-int store_seg_hash_file(int fd, uint64_t len, struct XXH3_state_s *state)
-{
-	char *buf = malloc(IO_CHUNK);
-	uint64_t off = 0;
-	int rc = 0;
-
-	if (!buf)
-		return -ENOMEM;
-	while (off < len) {
-		size_t want = len - off < IO_CHUNK ? (size_t)(len - off) : IO_CHUNK;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			break;
-		}
-		XXH3_64bits_update(state, buf, (size_t)n);
-		off += (uint64_t)n;
-	}
-	free(buf);
-	return rc;
-}
-
-int store_seg_checksum(int fd, uint64_t len, uint64_t *sum)
-{
-	XXH3_state_t *state = XXH3_createState();
-	int rc = state ? 0 : -ENOMEM;
-
-	if (!rc) {
-		XXH3_64bits_reset(state);
-		rc = store_seg_hash_file(fd, len, state);
-	}
-	if (!rc)
-		*sum = XXH3_64bits_digest(state);
-	XXH3_freeState(state);
-	return rc;
-}
-
 void store_seg_fill(const struct stream *s, const struct seg *g,
 		    struct store_segment *out)
 {

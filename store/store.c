@@ -321,15 +321,9 @@ int store_tenant_list(struct store *st,
 	for (struct store_tenant *t = st->tenants; t && !rc; t = t->next) {
 		if (t->removed)
 			continue;
-		if (n == cap) {
-			char **v = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*v));
-
-			if (!v) {
-				rc = -ENOMEM;
-				break;
-			}
-			names = v;
-		}
+		rc = STORE_ARRAY_RESERVE(names, cap, n + 1, 16);
+		if (rc)
+			break;
 		if (!(names[n] = strdup(t->name)))
 			rc = -ENOMEM;
 		else

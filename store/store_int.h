@@ -6,7 +6,7 @@
  * own layer or lower ones, never higher, and no files call each other round
  * in a cycle (tests/check_layers.py checks both on the built objects):
  *
- *   1 leaves: util.c hash.h ids.c
+ *   1 leaves: util.c (store_util.h) hash.h ids.c
  *   2 segment files and the index: segment.c stream.c index.c
  *   3 journal and marks: journal.c mark.c dedup.c
  *   4 append, read, seal, replica: append.c read.c seal.c replica.c
@@ -21,6 +21,7 @@
 #include <sys/uio.h>
 
 #include "store_sync.h"
+#include "store_util.h"
 
 #define SEG_DIR "seg"
 #define INDEX_DB "index.db"
@@ -270,8 +271,6 @@ struct timespec store_ts(int64_t ns);
 int64_t store_ns(struct timespec ts);
 void store_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what);
-/* Writes all of BUF at OFF, retrying short writes: 0 or -errno. */
-int store_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
 /* ---- index.c: the tenant's SQLite database ---- */
 
@@ -445,10 +444,6 @@ size_t store_seg_first_unsealed(const struct stream *s);
 /* A closing segment: full (followed by another, or closed when it
  * reached roll_size), taking no appends, not sealed yet. */
 bool store_seg_closing(const struct stream *s, const struct seg *g);
-/* XXH3-64 of the first LEN bytes of the file behind FD. */
-int store_seg_checksum(int fd, uint64_t len, uint64_t *sum);
-/* Feeds those bytes to STATE. */
-int store_seg_hash_file(int fd, uint64_t len, struct XXH3_state_s *state);
 /* Segment SEG of T and its stream (*sp), or NULL (also once T is
  * removed).  T's lock held. */
 struct seg *store_seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp);

@@ -99,15 +99,8 @@ int store_stream_attach(struct store_tenant *t, struct stream *s)
 {
 	size_t i;
 
-	if (t->nstreams == t->streamcap) {
-		size_t cap = t->streamcap ? t->streamcap * 2 : 64;
-		struct stream **v = realloc(t->streams, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		t->streams = v;
-		t->streamcap = cap;
-	}
+	if (STORE_ARRAY_RESERVE(t->streams, t->streamcap, t->nstreams + 1, 64))
+		return -ENOMEM;
 	if (!t->names || t->nstreams + 1 > t->namemask + 1) {
 		int rc = names_grow(t);
 

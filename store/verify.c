@@ -87,9 +87,8 @@ static void open_seg(struct verify *v, struct vseg *g)
 
 static void check_sealed(struct verify *v, struct vseg *g)
 {
-	XXH3_state_t *state;
-	char *buf;
-	uint64_t off = 0;
+	uint64_t sum = 0;
+	int rc;
 
 	if (g->state == STORE_SEG_ACTIVE || g->fd < 0)
 		return;
@@ -99,24 +98,9 @@ static void check_sealed(struct verify *v, struct vseg *g)
 		       g->length);
 		return;
 	}
-	state = XXH3_createState();
-	buf = malloc(1 << 20);
-	if (!state || !buf)
-		goto out;
-	XXH3_64bits_reset(state);
-	while (off < g->length) {
-		ssize_t n = pread(g->fd, buf, 1 << 20, (off_t)off);
-
-		if (n <= 0)
-			break;
-		XXH3_64bits_update(state, buf, (size_t)n);
-		off += (uint64_t)n;
-	}
-	if (off != g->length || XXH3_64bits_digest(state) != g->checksum)
+	rc = store_file_checksum(g->fd, g->length, &sum);
+	if (rc != -ENOMEM && (rc || sum != g->checksum))
 		damage(v, "sealed segment %016" PRIx64 ": checksum mismatch", g->id);
-out:
-	free(buf);
-	XXH3_freeState(state);
 }
 
 static int load_segs(struct verify *v, int64_t stream, struct vseg **segs,
@@ -133,15 +117,9 @@ static int load_segs(struct verify *v, int64_t stream, struct vseg **segs,
 	while (!rc && sqlite3_step(stmt) == SQLITE_ROW) {
 		struct vseg *g;
 
-		if (*n == cap) {
-			struct vseg *p = realloc(*segs, (cap = cap ? cap * 2 : 8) * sizeof(*p));
-
-			if (!p) {
-				rc = -ENOMEM;
-				break;
-			}
-			*segs = p;
-		}
+		rc = STORE_ARRAY_RESERVE(*segs, cap, *n + 1, 8);
+		if (rc)
+			break;
 		g = &(*segs)[(*n)++];
 		g->id = (uint64_t)sqlite3_column_int64(stmt, 0);
 		g->first_version = (uint64_t)sqlite3_column_int64(stmt, 1);
@@ -205,7 +183,7 @@ static void check_batch(struct verify *v, struct vseg *segs, size_t nsegs,
 		return;
 	}
 	buf = malloc(b->length ? b->length : 1);
-	if (!buf || pread(g->fd, buf, b->length, (off_t)in) != (ssize_t)b->length)
+	if (!buf || store_pread_all(g->fd, buf, b->length, in))
 		damage(v, "version %" PRIu64 ": cannot read", b->first);
 	else if (XXH3_64bits(buf, b->length) != b->hash)
 		damage(v, "version %" PRIu64 ": bytes do not match their hash",
