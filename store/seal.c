@@ -2,8 +2,10 @@
  * Sealing.  A segment that reaches roll_size is closed by the append that
  * fills it: it takes no more bytes, the next batch opens a new segment,
  * and the store's sealer thread seals it off the writer's path (flush and
- * checksum without the tenant's lock, the state change under it).  A
- * segment rolled by age is sealed by store_roll() on its caller's thread.
+ * checksum without the tenant's lock, the state change under it).  The
+ * sealer also closes active segments that reach roll_age, on its own
+ * schedule (age_pass), and seals them the same way; store_roll() still
+ * seals by age, or by force, on its caller's thread.
  *
  * The segments of a stream are sealed in order, so a sealed segment never
  * follows an unsealed one: after a power cut recovery may cut a stream
@@ -524,6 +526,61 @@ static bool stopping(struct store *st)
 	return __atomic_load_n(&st->seal_stop, __ATOMIC_RELAXED);
 }
 
+/* ---- rolling by age ---- */
+
+/* How often the sealer looks at ages and at journal rows that wait: at
+ * most roll_age, within [10 ms, 1 s]. */
+static int64_t age_tick(const struct store *st)
+{
+	int64_t tick = st->cfg.roll_age_ns;
+
+	if (tick > SEC_NS)
+		return SEC_NS;
+	return tick < SEC_NS / 100 ? SEC_NS / 100 : tick;
+}
+
+/* Closes T's active segments that are roll_age old at NOW (realtime), for
+ * the sealer to seal like full ones.  Returns when the next of them comes
+ * of age; one made later comes of age later than NOW + roll_age.  T's lock
+ * held for writing. */
+static int64_t close_aged(struct store_tenant *t, int64_t now)
+{
+	int64_t age = t->st->cfg.roll_age_ns, next = now + age;
+
+	for (size_t i = 0; i < t->nstreams; i++) {
+		struct stream *s = t->streams[i];
+		struct seg *g = store_seg_active(s);
+
+		if (!g || g->full || !g->length)
+			continue;
+		if (now - g->created_ns < age) {
+			if (g->created_ns + age < next)
+				next = g->created_ns + age;
+			continue;
+		}
+		if (store_seg_close(t, s, g)) {
+			store_log("%s/%s: cannot close a segment of roll age;"
+				  " retrying", t->name, s->name);
+			next = now;	/* at the next tick */
+		}
+	}
+	return next;
+}
+
+/* The sealer's look at T at NOW (realtime): journal rows that waited long
+ * enough go to the index (an idle writer leaves them otherwise), and
+ * segments of roll age are closed, when one may be. */
+static void age_pass(struct store_tenant *t, int64_t now)
+{
+	pthread_rwlock_wrlock(&t->lock);
+	if (!t->removed && store_journal_due(t, now) && store_journal_flush(t))
+		store_log("%s: index flush failed; rows stay in the journal",
+			  t->name);
+	if (!t->removed && now >= t->roll_due)
+		t->roll_due = close_aged(t, now);
+	pthread_rwlock_unlock(&t->lock);
+}
+
 /* Seals T's closing segments, starts writeback of its active ones and
  * flushes its restored ones that are due.
  * Returns whether one failed; lowers *DUE (0: none yet) to when the next
@@ -556,19 +613,26 @@ static bool tenant_pass(struct store_tenant *t, int64_t *due)
 	return failed;
 }
 
-/* One pass over the tenants with work for the sealer.  Tenants
- * live until store_close(), which stops this thread first.  Returns whether
- * any seal or flush failed (and is to be retried later); *DUE gets when the
- * next restored segment is to be flushed (CLOCK_MONOTONIC; 0: none). */
+/* One pass over the tenants with work for the sealer: every tenant once
+ * an age tick is due, else those with queued work.  Tenants live until
+ * store_close(), which stops this thread first.  Returns whether any seal
+ * or flush failed (and is to be retried later); *DUE gets when the next
+ * restored segment is to be flushed or the next age tick is due
+ * (CLOCK_MONOTONIC). */
 static bool seal_pass(struct store *st, int64_t *due)
 {
+	int64_t mono = store_mono_ns();
+	bool ages = mono >= st->age_next;
 	struct store_tenant **ts = NULL;
 	size_t n = 0, cap = 0;
 	bool failed = false;
 
+	if (ages)
+		st->age_next = mono + age_tick(st);
+	*due = st->age_next;
 	pthread_mutex_lock(&st->lock);
 	for (struct store_tenant *t = st->tenants; t; t = t->next) {
-		if (!queued(&t->closing) && !queued(&t->restored) &&
+		if (!ages && !queued(&t->closing) && !queued(&t->restored) &&
 		    !queued(&t->writeback))
 			continue;
 		if (STORE_ARRAY_RESERVE(ts, cap, n + 1, 8)) {
@@ -578,8 +642,11 @@ static bool seal_pass(struct store *st, int64_t *due)
 		ts[n++] = t;
 	}
 	pthread_mutex_unlock(&st->lock);
-	for (size_t i = 0; i < n && !stopping(st); i++)
+	for (size_t i = 0; i < n && !stopping(st); i++) {
+		if (ages)
+			age_pass(ts[i], store_now_ns());
 		failed |= tenant_pass(ts[i], due);
+	}
 	free(ts);
 	return failed;
 }

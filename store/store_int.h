@@ -229,6 +229,9 @@ struct store_tenant {
 	struct seg_queue closing, restored;
 	/* Active segments with bytes to start writing back (seal.c). */
 	struct seg_queue writeback;
+	/* When (realtime) the sealer next looks for segments of roll age
+	 * (seal.c); 0 at first. */
+	int64_t roll_due;
 
 	struct store_tenant *next;	/* protected by store->lock */
 };
@@ -261,6 +264,8 @@ struct store {
 	pthread_cond_t seal_cond;
 	bool seal_stop;			/* atomic */
 	unsigned long seal_kicks;	/* by seal_lock */
+	int64_t age_next;		/* the next age tick (CLOCK_MONOTONIC);
+					 * the sealer's alone */
 };
 
 /* ---- util ---- */

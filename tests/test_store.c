@@ -711,6 +711,31 @@ static void test_rolling(void)
 	teardown(&f);
 }
 
+/* The sealer seals an active segment once it is roll_age old, with nobody
+ * calling store_roll(); not before, and the next append opens a new one. */
+static void test_roll_by_age(void)
+{
+	struct store_config cfg;
+	struct fixture f;
+	int n = 0;
+
+	store_config_default(&cfg);
+	cfg.roll_age_ns = 1000000000;
+	setup_with(&f, &cfg);
+	CHECK_EQ(append(&f, "before its age\n", STORE_ANY_VERSION, false,
+			NULL), 0);
+	CHECK_EQ(store_segment_list(f.t, STORE_SEG_SEALED, count_seg, &n), 0);
+	CHECK_EQ(n, 0);
+	CHECK_EQ(wait_sealed(&f, 1), 1);
+	CHECK_EQ(append(&f, "after it\n", STORE_ANY_VERSION, false, NULL), 0);
+	CHECK_EQ(version(&f), 2);
+	CHECK_EQ(wait_sealed(&f, 2), 2);
+	CHECK_EQ(store_verify(f.dir, stderr), 0);
+	reopen(&f);
+	CHECK_EQ(version(&f), 2);
+	teardown(&f);
+}
+
 /* A segment that reaches roll_size exactly is sealed without waiting for
  * the next append; that append opens a new segment. */
 static void test_full_segment(void)
@@ -1326,6 +1351,7 @@ static const struct unit_test tests[] = {
 	{ "namespace", test_namespace },
 	{ "merged_rows", test_merged_rows },
 	{ "rolling", test_rolling },
+	{ "roll_by_age", test_roll_by_age },
 	{ "checksums", test_checksums },
 	{ "full_segment", test_full_segment },
 	{ "durable_mark", test_durable_mark },
