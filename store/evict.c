@@ -193,8 +193,8 @@ static int restore(struct store_tenant *t, uint64_t seg, const char *path,
 		g->state = STORE_SEG_UPLOADED;
 		store_seg_queue_restored(t, g);	/* its row: once flushed */
 		/* fetched for a reader: the most recently used */
-		__atomic_store_n(&g->used_ns, store_now_ns(), __ATOMIC_RELAXED);
-		__atomic_store_n(&g->unread, true, __ATOMIC_RELAXED);
+		atomic_store_explicit(&g->used_ns, store_now_ns(), memory_order_relaxed);
+		atomic_store_explicit(&g->unread, true, memory_order_relaxed);
 	}
 out:
 	pthread_rwlock_unlock(&t->lock);

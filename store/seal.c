@@ -31,7 +31,7 @@ static int queue_push(struct seg_queue *q, uint64_t id)
 	if (STORE_ARRAY_RESERVE(q->ids, q->cap, q->n + 1, 8))
 		return -ENOMEM;
 	q->ids[q->n] = id;
-	__atomic_store_n(&q->n, q->n + 1, __ATOMIC_RELEASE);
+	atomic_store_explicit(&q->n, q->n + 1, memory_order_release);
 	return 0;
 }
 
@@ -42,14 +42,14 @@ static void queue_forget(struct seg_queue *q, uint64_t id)
 			continue;
 		memmove(&q->ids[i], &q->ids[i + 1],
 			(q->n - i - 1) * sizeof(*q->ids));
-		__atomic_store_n(&q->n, q->n - 1, __ATOMIC_RELEASE);
+		atomic_store_explicit(&q->n, q->n - 1, memory_order_release);
 		return;
 	}
 }
 
 static size_t queued(struct seg_queue *q)
 {
-	return __atomic_load_n(&q->n, __ATOMIC_ACQUIRE);
+	return atomic_load_explicit(&q->n, memory_order_acquire);
 }
 
 static void sealer_kick(struct store *st)
@@ -523,7 +523,7 @@ int store_restored_durable_now(struct store_tenant *t)
 
 static bool stopping(struct store *st)
 {
-	return __atomic_load_n(&st->seal_stop, __ATOMIC_RELAXED);
+	return atomic_load_explicit(&st->seal_stop, memory_order_relaxed);
 }
 
 /* ---- rolling by age ---- */
@@ -698,7 +698,7 @@ void store_sealer_stop(struct store *st)
 	if (!st->sealer_running)
 		return;
 	pthread_mutex_lock(&st->seal_lock);
-	__atomic_store_n(&st->seal_stop, true, __ATOMIC_RELAXED);
+	atomic_store_explicit(&st->seal_stop, true, memory_order_relaxed);
 	pthread_cond_signal(&st->seal_cond);
 	pthread_mutex_unlock(&st->seal_lock);
 	pthread_join(st->sealer, NULL);

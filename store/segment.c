@@ -60,7 +60,7 @@ static void close_locked(struct store_tenant *t, struct seg *g)
 	close(g->fd);
 	g->fd = -1;
 	lru_unlink(t, g);
-	__atomic_sub_fetch(&t->st->open_fds, 1, __ATOMIC_RELAXED);
+	atomic_fetch_sub_explicit(&t->st->open_fds, 1, memory_order_relaxed);
 }
 
 /* Closes idle files from the cold end while over budget. fd_lock held. */
@@ -68,7 +68,7 @@ static void trim_locked(struct store_tenant *t)
 {
 	struct seg *g = t->lru_tail;
 
-	while (g && __atomic_load_n(&t->st->open_fds, __ATOMIC_RELAXED) >
+	while (g && atomic_load_explicit(&t->st->open_fds, memory_order_relaxed) >
 			    t->st->fd_budget) {
 		struct seg *prev = g->lru_prev;
 
@@ -80,7 +80,7 @@ static void trim_locked(struct store_tenant *t)
 
 static void hold_locked(struct store_tenant *t, struct seg *g)
 {
-	__atomic_store_n(&g->used_ns, store_now_ns(), __ATOMIC_RELAXED);
+	atomic_store_explicit(&g->used_ns, store_now_ns(), memory_order_relaxed);
 	g->fd_refs++;
 	lru_unlink(t, g);
 	lru_push(t, g);
@@ -118,7 +118,7 @@ int store_seg_fd(struct store_tenant *t, struct seg *g)
 			return err == ENOENT ? -EIO : -err;
 		}
 		g->fd = fd;
-		__atomic_add_fetch(&t->st->open_fds, 1, __ATOMIC_RELAXED);
+		atomic_fetch_add_explicit(&t->st->open_fds, 1, memory_order_relaxed);
 	}
 	hold_locked(t, g);
 	fd = g->fd;
@@ -130,8 +130,8 @@ int store_seg_fd_read(struct store_tenant *t, struct seg *g)
 {
 	int fd = store_seg_fd(t, g);
 
-	if (fd >= 0 && __atomic_load_n(&g->unread, __ATOMIC_RELAXED) &&
-	    __atomic_exchange_n(&g->unread, false, __ATOMIC_RELAXED)) {
+	if (fd >= 0 && atomic_load_explicit(&g->unread, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&g->unread, false, memory_order_relaxed)) {
 		first_read.t = t;
 		first_read.seg = g->id;
 	}
@@ -149,7 +149,7 @@ void store_seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd)
 {
 	pthread_mutex_lock(&t->fd_lock);
 	g->fd = fd;
-	__atomic_add_fetch(&t->st->open_fds, 1, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(&t->st->open_fds, 1, memory_order_relaxed);
 	hold_locked(t, g);
 	pthread_mutex_unlock(&t->fd_lock);
 }
@@ -195,7 +195,7 @@ static void unmap_window(struct store_tenant *t, struct seg *g)
 	munmap(g->map, SEG_WINDOW);
 	g->map = NULL;
 	g->small_writes = 0;
-	__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+	atomic_fetch_sub_explicit(&t->st->seg_maps, 1, memory_order_relaxed);
 }
 
 /* Maps the window of G's file (FD) that starts at the page of OFF. */
@@ -207,9 +207,9 @@ static int map_window(struct store_tenant *t, struct seg *g, int fd,
 
 	if (g->map)
 		munmap(g->map, SEG_WINDOW);	/* moved on: the count stays */
-	else if (__atomic_add_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED) >
-		 SEG_MAPS) {
-		__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+	else if (atomic_fetch_add_explicit(&t->st->seg_maps, 1,
+					   memory_order_relaxed) >= SEG_MAPS) {
+		atomic_fetch_sub_explicit(&t->st->seg_maps, 1, memory_order_relaxed);
 		return -EBUSY;
 	}
 	g->map = NULL;
@@ -217,13 +217,13 @@ static int map_window(struct store_tenant *t, struct seg *g, int fd,
 	if (fallocate(fd, 0, (off_t)start, SEG_WINDOW) < 0) {
 		int err = errno;
 
-		__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+		atomic_fetch_sub_explicit(&t->st->seg_maps, 1, memory_order_relaxed);
 		return -err;
 	}
 	map = mmap(NULL, SEG_WINDOW, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
 		   (off_t)start);
 	if (map == MAP_FAILED) {
-		__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+		atomic_fetch_sub_explicit(&t->st->seg_maps, 1, memory_order_relaxed);
 		return -errno;
 	}
 	g->map = map;
@@ -502,7 +502,7 @@ void store_seg_fill(const struct stream *s, const struct seg *g,
 	out->length = g->length;
 	out->checksum = g->checksum;
 	out->created_ns = g->created_ns;
-	out->used_ns = __atomic_load_n(&g->used_ns, __ATOMIC_RELAXED);
+	out->used_ns = atomic_load_explicit(&g->used_ns, memory_order_relaxed);
 	out->origin = g->origin;
 	out->state = g->state;
 }

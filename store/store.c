@@ -45,7 +45,7 @@ const char *store_tenant_name(const struct store_tenant *t)
 
 bool store_tenant_removed(const struct store_tenant *t)
 {
-	return __atomic_load_n(&t->removed, __ATOMIC_ACQUIRE);
+	return atomic_load_explicit(&t->removed, memory_order_acquire);
 }
 
 /* ---- files ---- */
@@ -302,7 +302,7 @@ int store_tenant_remove(struct store *st, const char *name)
 			remove_tree(AT_FDCWD, gone);
 	}
 	if (!rc)
-		__atomic_store_n(&t->removed, true, __ATOMIC_RELEASE);
+		atomic_store_explicit(&t->removed, true, memory_order_release);
 	pthread_rwlock_unlock(&t->lock);
 	pthread_mutex_unlock(&st->lock);
 	free(gone);

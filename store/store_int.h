@@ -1,6 +1,6 @@
 /*
- * Private declarations of store/.  Lock order: store->lock, then a
- * tenant's lock.  Nothing in store/ calls out (commit hook) with a lock held.
+ * Private declarations of store/.  The locks and their order are written
+ * above the structs they guard ("in-memory state").
  *
  * The files of store/ stand in layers, lowest first.  A file calls into its
  * own layer or lower ones, never higher, and no files call each other round
@@ -17,6 +17,7 @@
 #define STREAMFS_STORE_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <sys/uio.h>
 
@@ -50,6 +51,9 @@ void store_ids_scratch_init(struct ids_scratch *sc, const char *field);
 void store_ids_scratch_release(struct ids_scratch *sc);
 int store_ids_extract(struct ids_scratch *sc, const char *line, size_t len,
 		      const char **id, size_t *idlen);
+
+/* The sets, filters and tables below belong to a stream and are guarded
+ * as it is (its tenant's lock). */
 
 /* An open-addressing set of (hash, stream offset) pairs. */
 struct idset {
@@ -104,14 +108,21 @@ void store_idtable_release(struct idtable *tab);
 /* First index with hash >= HASH. */
 uint64_t store_idtable_find(const struct idtable *tab, uint64_t hash);
 
-/* ---- in-memory state ---- */
+/* ---- in-memory state ----
+ * Locks, in the order they are taken: store->lock, a tenant's lock (a
+ * rwlock), its fd_lock, store->seal_lock.  Each struct below says which
+ * guards it.  No lock is held across a call out (commit and fetch
+ * hooks). */
 
-/* Segment ids, in the order queued. */
+/* Segment ids, in the order queued.  Protected by the tenant's lock. */
 struct seg_queue {
 	uint64_t *ids;
-	size_t n, cap;
+	_Atomic size_t n;	/* also read without the lock (queued()) */
+	size_t cap;
 };
 
+/* A segment: protected by its tenant's lock (readers hold it shared),
+ * but for the fields marked otherwise. */
 struct seg {
 	uint64_t id;
 	uint64_t first_version;
@@ -134,8 +145,8 @@ struct seg {
 	struct XXH3_state_s *running;
 	unsigned mark_slot;
 	uint64_t origin;	/* replicas: id on the writer host */
-	int64_t used_ns;	/* last use; atomic (readers share the lock) */
-	bool unread;		/* restored, not read since; atomic */
+	_Atomic int64_t used_ns;	/* last use (readers share the lock) */
+	_Atomic bool unread;	/* restored, not read since */
 	struct idtable ids;	/* sealed with IDs, once loaded */
 
 	/* The file, opened on demand and kept in the tenant's LRU of open
@@ -156,6 +167,7 @@ struct seg {
 	struct seg *id_next;	/* chain of the tenant's id hash */
 };
 
+/* A stream: protected by its tenant's lock, dedup state included. */
 struct stream {
 	uint64_t id;
 	char *name;
@@ -179,13 +191,15 @@ struct stream {
 	struct stream *name_next;	/* hash chain */
 };
 
+/* A tenant: its lock guards what it holds, but for the fields marked
+ * otherwise; st, name, path, dirfd and segfd do not change once made. */
 struct store_tenant {
 	struct store *st;
 	char *name;
 	char *path;		/* the tenant directory */
 	int dirfd;
 	int segfd;		/* its seg/ directory */
-	bool removed;
+	_Atomic bool removed;	/* set under lock; also read without it */
 
 	/* Writers (append, namespace, lookups that use the index) take it
 	 * exclusively; store_read takes it shared. */
@@ -236,6 +250,9 @@ struct store_tenant {
 	struct store_tenant *next;	/* protected by store->lock */
 };
 
+/* The store: dir, dirfd, tenantsfd, cfg, fd_budget and the commit hook
+ * are set by store_open() before any other thread runs and do not change;
+ * the rest says its lock. */
 struct store {
 	char *dir;
 	int dirfd;
@@ -249,8 +266,8 @@ struct store {
 	unsigned fetch_users;		/* callers inside either; by lock */
 	pthread_cond_t fetch_idle;	/* fetch_users reached 0 */
 	unsigned long fd_budget;	/* segment files kept open, at most */
-	unsigned long open_fds;		/* atomic */
-	unsigned long seg_maps;		/* windows mapped (seg_write); atomic */
+	_Atomic unsigned long open_fds;
+	_Atomic unsigned long seg_maps;	/* windows mapped (seg_write) */
 
 	pthread_mutex_t lock;
 	struct store_tenant *tenants;	/* sorted by name; protected by lock */
@@ -262,7 +279,7 @@ struct store {
 	bool sealer_running;
 	pthread_mutex_t seal_lock;
 	pthread_cond_t seal_cond;
-	bool seal_stop;			/* atomic */
+	_Atomic bool seal_stop;
 	unsigned long seal_kicks;	/* by seal_lock */
 	int64_t age_next;		/* the next age tick (CLOCK_MONOTONIC);
 					 * the sealer's alone */
