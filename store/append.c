@@ -239,6 +239,7 @@ static int mark_duplicates(struct store_tenant *t, struct stream *s,
 	struct idset call;
 	int rc = 0;
 
+	STORE_ASSERT_WRLOCKED(t);
 	if (!s->ids_loaded && (rc = store_dedup_load(t, s)))
 		return rc;
 	store_ids_scratch_init(&sc, t->id_field);

@@ -206,6 +206,7 @@ static int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 	uint64_t sum;
 	int fd, rc;
 
+	STORE_ASSERT_WRLOCKED(t);
 	rc = store_seg_trim(t, g);	/* an active one may run past its bytes */
 	if (rc)
 		return rc;
@@ -547,6 +548,7 @@ static int64_t close_aged(struct store_tenant *t, int64_t now)
 {
 	int64_t age = t->st->cfg.roll_age_ns, next = now + age;
 
+	STORE_ASSERT_WRLOCKED(t);
 	for (size_t i = 0; i < t->nstreams; i++) {
 		struct stream *s = t->streams[i];
 		struct seg *g = store_seg_active(s);

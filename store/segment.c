@@ -68,6 +68,7 @@ static void trim_locked(struct store_tenant *t)
 {
 	struct seg *g = t->lru_tail;
 
+	STORE_ASSERT_MUTEX(&t->fd_lock);
 	while (g && atomic_load_explicit(&t->st->open_fds, memory_order_relaxed) >
 			    t->st->fd_budget) {
 		struct seg *prev = g->lru_prev;
@@ -257,6 +258,7 @@ static bool window_takes(struct store_tenant *t, struct seg *g, int fd,
 int store_seg_write(struct store_tenant *t, struct seg *g, int fd, const void *p,
 		    size_t len, uint64_t off)
 {
+	STORE_ASSERT_WRLOCKED(t);
 	if (!window_takes(t, g, fd, off, len))
 		return store_pwrite_all(fd, p, len, off);
 	memcpy(g->map + (off - g->map_off), p, len);
@@ -268,6 +270,7 @@ int store_seg_trim(struct store_tenant *t, struct seg *g)
 	struct stat sb;
 	int fd, rc = 0;
 
+	STORE_ASSERT_WRLOCKED(t);
 	if (!g->extended)
 		return 0;
 	fd = store_seg_fd(t, g);
@@ -337,6 +340,7 @@ struct seg *store_seg_find(struct store_tenant *t, uint64_t seg, struct stream *
 {
 	struct seg *g = t->seg_ids && !t->removed ? *id_bucket(t, seg) : NULL;
 
+	STORE_ASSERT_LOCKED(t);
 	while (g && g->id != seg)
 		g = g->id_next;
 	if (g)

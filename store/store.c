@@ -142,6 +142,9 @@ static int tenant_load(struct store_tenant *t, bool create)
 	t->segfd = mkdir_open(t->dirfd, SEG_DIR);
 	if (t->segfd < 0)
 		return t->segfd;
+	/* Nobody else sees T yet: the lock is for what the layers below
+	 * check in debug builds. */
+	pthread_rwlock_wrlock(&t->lock);
 	rc = store_index_open(t, create);
 	if (!rc)
 		rc = store_journal_open(t);
@@ -151,6 +154,7 @@ static int tenant_load(struct store_tenant *t, bool create)
 		rc = store_journal_replay(t);
 	if (!rc && !create)
 		rc = store_recover_tenant(t);
+	pthread_rwlock_unlock(&t->lock);
 	return rc;
 }
 
@@ -159,6 +163,7 @@ static void tenant_link(struct store *st, struct store_tenant *t)
 {
 	struct store_tenant **pp = &st->tenants;
 
+	STORE_ASSERT_MUTEX(&st->lock);
 	while (*pp && strcmp((*pp)->name, t->name) < 0)
 		pp = &(*pp)->next;
 	t->next = *pp;
@@ -475,7 +480,9 @@ static int load_tenants(struct store *st)
 			tenant_free(t);
 			break;
 		}
+		pthread_mutex_lock(&st->lock);
 		tenant_link(st, t);
+		pthread_mutex_unlock(&st->lock);
 	}
 	closedir(d);
 	return rc;

@@ -16,6 +16,7 @@
 #ifndef STREAMFS_STORE_INT_H
 #define STREAMFS_STORE_INT_H
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sqlite3.h>
@@ -287,6 +288,30 @@ struct store {
 
 /* ---- util ---- */
 
+/* Debug builds check the comments that say a lock is held: that some
+ * thread holds it (pthreads cannot tell which).  WRITE: held for writing. */
+static inline bool store_rwlock_held(pthread_rwlock_t *l, bool write)
+{
+	int rc = write ? pthread_rwlock_tryrdlock(l) : pthread_rwlock_trywrlock(l);
+
+	if (!rc)
+		pthread_rwlock_unlock(l);
+	return rc != 0;
+}
+
+static inline bool store_mutex_held(pthread_mutex_t *m)
+{
+	int rc = pthread_mutex_trylock(m);
+
+	if (!rc)
+		pthread_mutex_unlock(m);
+	return rc != 0;
+}
+
+#define STORE_ASSERT_WRLOCKED(t) assert(store_rwlock_held(&(t)->lock, true))
+#define STORE_ASSERT_LOCKED(t) assert(store_rwlock_held(&(t)->lock, false))
+#define STORE_ASSERT_MUTEX(m) assert(store_mutex_held(m))
+
 int64_t store_now_ns(void);
 int64_t store_mono_ns(void);	/* CLOCK_MONOTONIC */
 struct timespec store_ts(int64_t ns);
@@ -443,7 +468,8 @@ int store_seg_fd(struct store_tenant *t, struct seg *g);
 void store_seg_fd_put(struct store_tenant *t, struct seg *g);
 /* Takes FD, just created, as G's file, held as by store_seg_fd(). */
 void store_seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd);
-/* Closes G's file; nobody may hold it (T's lock is held for writing). */
+/* Closes G's file; nobody may hold it: T's lock is held for writing, or T
+ * is being freed. */
 void store_seg_fd_close(struct store_tenant *t, struct seg *g);
 void store_seg_free(struct store_tenant *t, struct seg *g);
 /* Writes LEN bytes of P at OFF of G's file, held as FD: the appender's,
