@@ -540,13 +540,19 @@ static int64_t age_tick(const struct store *st)
 	return tick < SEC_NS / 100 ? SEC_NS / 100 : tick;
 }
 
+/* T + D, or INT64_MAX past it: roll_age may be near 292 years. */
+static int64_t later(int64_t t, int64_t d)
+{
+	return d > INT64_MAX - t ? INT64_MAX : t + d;
+}
+
 /* Closes T's active segments that are roll_age old at NOW (realtime), for
  * the sealer to seal like full ones.  Returns when the next of them comes
  * of age; one made later comes of age later than NOW + roll_age.  T's lock
  * held for writing. */
 static int64_t close_aged(struct store_tenant *t, int64_t now)
 {
-	int64_t age = t->st->cfg.roll_age_ns, next = now + age;
+	int64_t age = t->st->cfg.roll_age_ns, next = later(now, age);
 
 	STORE_ASSERT_WRLOCKED(t);
 	for (size_t i = 0; i < t->nstreams; i++) {
@@ -556,8 +562,8 @@ static int64_t close_aged(struct store_tenant *t, int64_t now)
 		if (!g || g->full || !g->length)
 			continue;
 		if (now - g->created_ns < age) {
-			if (g->created_ns + age < next)
-				next = g->created_ns + age;
+			if (later(g->created_ns, age) < next)
+				next = later(g->created_ns, age);
 			continue;
 		}
 		if (store_seg_close(t, s, g)) {
