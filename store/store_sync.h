@@ -12,7 +12,8 @@
 /* ---- segments ---- */
 
 /* Seals the active segments of T that are older than roll_age at NOW_NS, or
- * every non-empty one when FORCE.  Returns the number sealed or -errno. */
+ * every non-empty one when FORCE.  Returns the number sealed or -errno.
+ * The store's sealer thread seals by age on its own as well. */
 int store_roll(struct store_tenant *t, int64_t now_ns, bool force);
 
 enum store_seg_state {
