@@ -96,6 +96,7 @@ int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g
 	};
 	int rc;
 
+	STORE_ASSERT_WRLOCKED(t);
 	r.check = XXH3_64bits(&r, offsetof(struct jrec, check));
 	if (!t->jmap && (rc = journal_map(t)))
 		return rc;
@@ -237,11 +238,12 @@ static int insert_pending(struct store_tenant *t)
  * the caller's transaction. */
 int store_journal_flush_in(struct store_tenant *t)
 {
-	int rc = t->npending ? insert_pending(t) : 0;
+	int rc;
 
+	STORE_ASSERT_WRLOCKED(t);
+	rc = t->npending ? insert_pending(t) : 0;
 	for (size_t i = 0; !rc && i < t->npending; i++) {
-		uint64_t id = t->pending[i].stream;
-			struct stream *s = store_stream_find(t, id);
+		struct stream *s = store_stream_find(t, t->pending[i].stream);
 
 		if (s && s->row_dirty) {
 			rc = store_journal_stream_update(t, s);
@@ -259,7 +261,8 @@ void store_journal_flushed(struct store_tenant *t, bool committed)
 		/* rows stay pending (and in the journal): a later flush or
 		 * the next open's replay writes them */
 		for (size_t i = 0; i < t->npending; i++) {
-			struct stream *s = store_stream_find(t, t->pending[i].stream);
+			uint64_t id = t->pending[i].stream;
+			struct stream *s = store_stream_find(t, id);
 
 			if (s)
 				s->row_dirty = true;

@@ -424,7 +424,9 @@ struct pending {
 int store_journal_open(struct store_tenant *t);
 void store_journal_close(struct store_tenant *t);
 /* Records P (a batch of S in segment G) in the journal file and the
- * pending rows.  0 or -errno; on failure nothing is recorded. */
+ * pending rows.  0 or -errno; on failure nothing is recorded.  The pending
+ * rows are T's: this and the flushes below run with T's lock held for
+ * writing. */
 int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 			 const struct pending *p, bool has_ids);
 /* Whether enough is pending, or for long enough, to flush now. */
