@@ -106,18 +106,11 @@ static int split(struct batch *b, const char *buf, size_t len,
 
 static int arena_put(struct batch *b, const char *id, size_t len)
 {
-	if (b->arena_len + len > b->arena_cap) {
-		size_t cap = b->arena_cap ? b->arena_cap : 4096;
-		char *v;
+	int rc = STORE_ARRAY_RESERVE(b->arena, b->arena_cap,
+				     b->arena_len + len, 4096);
 
-		while (cap < b->arena_len + len)
-			cap *= 2;
-		v = realloc(b->arena, cap);
-		if (!v)
-			return -ENOMEM;
-		b->arena = v;
-		b->arena_cap = cap;
-	}
+	if (rc)
+		return rc;
 	memcpy(b->arena + b->arena_len, id, len);
 	b->arena_len += len;
 	return 0;
@@ -140,174 +133,20 @@ static int extract_ids(struct batch *b, const char *buf,
 		const char *id;
 		size_t idlen;
 
-		rc = ids_extract(sc, buf + e->off,
-				 line_body(buf + e->off, e->len,
-					   !(last && b->add_newline)),
-				 &id, &idlen);
+		rc = store_ids_extract(sc, buf + e->off,
+				       line_body(buf + e->off, e->len,
+						 !(last && b->add_newline)),
+				       &id, &idlen);
 		if (rc <= 0)
 			continue;
 		e->has_id = true;
-		e->hash = ids_hash(id, idlen);
+		e->hash = store_ids_hash(id, idlen);
 		e->id_off = b->arena_len;
 		e->id_len = idlen;
 		b->any_id = true;
 		rc = arena_put(b, id, idlen);
 	}
 	return rc;
-}
-
-/* ---- dedup state ---- */
-
-/* Calls FN for every line of segment G, with the line's stream offset. */
-static int scan_lines(struct store_tenant *t, struct stream *s, struct seg *g,
-		      int (*fn)(void *arg, const char *line, size_t len,
-				uint64_t off),
-		      void *arg)
-{
-	size_t cap = 1u << 20, have = 0;
-	uint64_t pos = 0;	/* segment offset of buf[0] */
-	char *buf = malloc(cap);
-	int rc = 0;
-
-	if (!buf)
-		return -ENOMEM;
-	while (pos + have < g->length && !rc) {
-		size_t want = cap - have, start = 0;
-		ssize_t n;
-		char *nl;
-
-		if (want > g->length - pos - have)
-			want = (size_t)(g->length - pos - have);
-		n = seg_read(t, s, buf + have, want, g->offset + pos + have);
-		if (n <= 0) {
-			rc = n < 0 ? (int)n : -EIO;
-			break;
-		}
-		have += (size_t)n;
-		while (!rc && (nl = memchr(buf + start, '\n', have - start))) {
-			size_t len = (size_t)(nl - (buf + start));
-
-			rc = fn(arg, buf + start, len, g->offset + pos + start);
-			start += len + 1;
-		}
-		if (!start && have == cap) {
-			char *v = realloc(buf, cap * 2);	/* a huge line */
-
-			if (!v) {
-				rc = -ENOMEM;
-				break;
-			}
-			buf = v;
-			cap *= 2;
-		}
-		memmove(buf, buf + start, have - start);
-		pos += start;
-		have -= start;
-	}
-	free(buf);
-	return rc;
-}
-
-struct collect {
-	struct ids_scratch *sc;
-	struct idset *set;
-};
-
-static int collect_id(void *arg, const char *line, size_t len, uint64_t off)
-{
-	struct collect *c = arg;
-	const char *id;
-	size_t idlen;
-	int rc = ids_extract(c->sc, line, len, &id, &idlen);
-
-	if (rc <= 0)
-		return rc;
-	return idset_add(c->set, ids_hash(id, idlen), off);
-}
-
-static int collect_ids(struct store_tenant *t, struct stream *s,
-		       struct seg *g, struct idset *set)
-{
-	struct ids_scratch sc;
-	struct collect c = { .sc = &sc, .set = set };
-	int rc;
-
-	ids_scratch_init(&sc, t->id_field);
-	rc = scan_lines(t, s, g, collect_id, &c);
-	ids_scratch_release(&sc);
-	return rc;
-}
-
-/* A sealed segment's table, rebuilt from its bytes when the file is
- * missing or damaged (it is derived data). */
-static int load_table(struct store_tenant *t, struct stream *s, struct seg *g)
-{
-	uint64_t *pairs = NULL;
-	struct idset set;
-	char name[64];
-	size_t n;
-	int rc;
-
-	if (g->ids.map)
-		return 0;
-	seg_name(name, sizeof(name), g->id, ".ids");
-	if (!idtable_open(t->segfd, name, t->id_field, &g->ids))
-		return 0;
-	idset_init(&set);
-	rc = collect_ids(t, s, g, &set);
-	if (!rc)
-		rc = idset_pairs(&set, 0, UINT64_MAX, &pairs, &n);
-	if (!rc)
-		rc = idtable_write(t->segfd, name, t->id_field, pairs, n);
-	free(pairs);
-	idset_release(&set);
-	return rc ? rc : idtable_open(t->segfd, name, t->id_field, &g->ids);
-}
-
-int filter_build(struct stream *s)
-{
-	uint64_t total = 0;
-	struct bloom b;
-	int rc;
-
-	for (size_t i = 0; i < s->nsegs; i++)
-		total += s->segs[i]->ids.count;
-	rc = bloom_init(&b, total * 2);
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < s->nsegs; i++) {
-		const struct idtable *tab = &s->segs[i]->ids;
-
-		for (uint64_t j = 0; j < tab->count; j++)
-			bloom_add(&b, tab->pairs[2 * j]);
-	}
-	bloom_release(&s->sealed_filter);
-	s->sealed_filter = b;
-	return 0;
-}
-
-/* Sealed segments' IDs go to the filter from their tables; those of the
- * segments not sealed yet (closing, active) to the active set. */
-int dedup_load(struct store_tenant *t, struct stream *s)
-{
-	size_t unsealed = seg_first_unsealed(s);
-	int rc = 0;
-
-	stream_ids_release(s);
-	for (size_t i = 0; i < unsealed && !rc; i++)
-		if (s->segs[i]->has_ids)
-			rc = load_table(t, s, s->segs[i]);
-	if (!rc)
-		rc = filter_build(s);
-	for (size_t i = unsealed; i < s->nsegs && !rc; i++)
-		if (s->segs[i]->has_ids)
-			rc = collect_ids(t, s, s->segs[i], &s->active_ids);
-	if (rc) {
-		stream_ids_release(s);
-		return rc;
-	}
-	s->ids_loaded = true;
-	return 0;
 }
 
 /* Reads the event at stream offset OFF and compares its ID with ID.
@@ -331,7 +170,7 @@ static int confirm(struct store_tenant *t, struct stream *s,
 			goto out;
 		}
 		buf = v;
-		n = seg_read(t, s, buf + have, cap - have, off + have);
+		n = store_seg_read(t, s, buf + have, cap - have, off + have);
 		if (n <= 0) {
 			rc = n < 0 ? (int)n : -EIO;
 			goto out;
@@ -340,7 +179,7 @@ static int confirm(struct store_tenant *t, struct stream *s,
 		have += (size_t)n;
 		cap *= 2;
 	}
-	rc = ids_extract(sc, buf, (size_t)(nl - buf), &got, &gotlen);
+	rc = store_ids_extract(sc, buf, (size_t)(nl - buf), &got, &gotlen);
 	if (rc > 0)
 		rc = gotlen == idlen && !memcmp(got, id, idlen);
 out:
@@ -358,15 +197,15 @@ static int seen_in_stream(struct store_tenant *t, struct stream *s,
 	uint64_t off;
 	int rc;
 
-	while (idset_next(&s->active_ids, e->hash, &pos, &off))
+	while (store_idset_next(&s->active_ids, e->hash, &pos, &off))
 		if ((rc = confirm(t, s, sc, off, id, e->id_len)))
 			return rc;
-	if (!bloom_maybe(&s->sealed_filter, e->hash))
+	if (!store_bloom_maybe(&s->sealed_filter, e->hash))
 		return 0;
 	for (size_t i = 0; i < s->nsegs; i++) {
 		const struct idtable *tab = &s->segs[i]->ids;
 
-		for (uint64_t j = idtable_find(tab, e->hash);
+		for (uint64_t j = store_idtable_find(tab, e->hash);
 		     j < tab->count && tab->pairs[2 * j] == e->hash; j++)
 			if ((rc = confirm(t, s, sc, tab->pairs[2 * j + 1], id,
 					  e->id_len)))
@@ -382,7 +221,7 @@ static bool seen_in_call(const struct batch *b, struct idset *call, size_t i)
 	size_t pos = 0;
 	uint64_t j;
 
-	while (idset_next(call, e->hash, &pos, &j)) {
+	while (store_idset_next(call, e->hash, &pos, &j)) {
 		const struct event *f = &b->ev[j];
 
 		if (f->id_len == e->id_len &&
@@ -400,10 +239,11 @@ static int mark_duplicates(struct store_tenant *t, struct stream *s,
 	struct idset call;
 	int rc = 0;
 
-	if (!s->ids_loaded && (rc = dedup_load(t, s)))
+	STORE_ASSERT_WRLOCKED(t);
+	if (!s->ids_loaded && (rc = store_dedup_load(t, s)))
 		return rc;
-	ids_scratch_init(&sc, t->id_field);
-	idset_init(&call);
+	store_ids_scratch_init(&sc, t->id_field);
+	store_idset_init(&call);
 	for (size_t i = 0; i < b->nev && !rc; i++) {
 		struct event *e = &b->ev[i];
 
@@ -417,10 +257,10 @@ static int mark_duplicates(struct store_tenant *t, struct stream *s,
 		if (rc > 0)
 			e->skip = true;
 		if (rc >= 0)
-			rc = idset_add(&call, e->hash, i);
+			rc = store_idset_add(&call, e->hash, i);
 	}
-	idset_release(&call);
-	ids_scratch_release(&sc);
+	store_idset_release(&call);
+	store_ids_scratch_release(&sc);
 	return rc;
 }
 
@@ -479,43 +319,43 @@ static int new_segment(struct store_tenant *t, struct stream *s,
 	g->offset = s->size;
 	g->created_ns = now;
 	g->state = STORE_SEG_ACTIVE;
-	rc = index_segment_insert(t, s->id, g);
+	rc = store_index_segment_insert(t, s->id, g);
 	if (rc)
 		goto fail;
-	seg_name(name, sizeof(name), g->id, ".seg");
+	store_seg_name(name, sizeof(name), g->id, ".seg");
 	fd = openat(t->segfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0 || (t->st->cfg.sync_always && fsync(t->segfd) < 0)) {
 		rc = -errno;
 		if (fd >= 0)
 			close(fd);
-		index_segment_delete(t, g->id);
+		store_index_segment_delete(t, g->id);
 		goto fail;
 	}
-	rc = seg_push(t, s, g);
+	rc = store_seg_push(t, s, g);
 	if (rc) {
 		close(fd);
-		index_segment_delete(t, g->id);
+		store_index_segment_delete(t, g->id);
 		unlinkat(t->segfd, name, 0);
 		goto fail;
 	}
-	seg_fd_adopt(t, g, fd);
-	seg_fd_put(t, g);
+	store_seg_fd_adopt(t, g, fd);
+	store_seg_fd_put(t, g);
 	*out = g;
 	return 0;
 fail:
-	seg_free(t, g);
+	store_seg_free(t, g);
 	return rc;
 }
 
 static void drop_new_segment(struct store_tenant *t, struct stream *s)
 {
-	struct seg *g = seg_pop(t, s);
+	struct seg *g = store_seg_pop(t, s);
 	char name[64];
 
-	index_segment_delete(t, g->id);
-	seg_name(name, sizeof(name), g->id, ".seg");
+	store_index_segment_delete(t, g->id);
+	store_seg_name(name, sizeof(name), g->id, ".seg");
 	unlinkat(t->segfd, name, 0);
-	seg_free(t, g);
+	store_seg_free(t, g);
 }
 
 #define WRITE_PIECE (128u << 10)
@@ -532,7 +372,7 @@ static int write_hashed(struct store_tenant *t, struct seg *g, int fd,
 
 	if (len <= WRITE_PIECE) {
 		*hash = XXH3_64bits(p, len);
-		return seg_write(t, g, fd, p, len, off);
+		return store_seg_write(t, g, fd, p, len, off);
 	}
 	XXH3_64bits_reset(&st);
 	for (size_t done = 0; done < len && !rc;) {
@@ -546,24 +386,19 @@ static int write_hashed(struct store_tenant *t, struct seg *g, int fd,
 	return rc;
 }
 
-/* Writes LEN bytes of P as one batch of COUNT events at the end of S: the
- * bytes to the segment, the batch to the journal (journal.c), and only
- * then to memory, where readers see it.  On failure nothing remains. */
-static int commit_batch(struct store_tenant *t, struct stream *s,
-			const char *p, size_t len, uint32_t count,
-			bool has_ids)
+/* The segment that takes LEN more bytes of S (*OUT): the active one, or
+ * a new one (*FRESH) when there is none or LEN would take it past
+ * roll_size, which closes it. */
+static int segment_for(struct store_tenant *t, struct stream *s, size_t len,
+		       int64_t now, struct seg **out, bool *fresh)
 {
-	const struct store_config *cfg = &t->st->cfg;
-	int64_t now = store_now_ns();
-	struct seg *g = seg_active(s);
-	struct pending row;
-	bool fresh = false;
-	int fd, rc;
+	struct seg *g = store_seg_active(s);
+	int rc;
 
-	if (now < s->last_ns)
-		now = s->last_ns;	/* times never go back within a stream */
-	if (g && !g->full && g->length && g->length + len > cfg->roll_size) {
-		rc = seg_close(t, s, g);
+	*fresh = false;
+	if (g && !g->full && g->length &&
+	    g->length + len > t->st->cfg.roll_size) {
+		rc = store_seg_close(t, s, g);
 		if (rc)
 			return rc;
 	}
@@ -573,8 +408,54 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 		rc = new_segment(t, s, now, &g);
 		if (rc)
 			return rc;
-		fresh = true;
+		*fresh = true;
 	}
+	*out = g;
+	return 0;
+}
+
+/* The batch of LEN bytes and COUNT events just written to G, S's active
+ * segment, at NOW: memory, where readers see it, follows. */
+static void batch_committed(struct store_tenant *t, struct stream *s,
+			    struct seg *g, size_t len, uint32_t count,
+			    int64_t now)
+{
+	const struct store_config *cfg = &t->st->cfg;
+
+	g->length += len;
+	g->count += count;
+	if (cfg->sync_always)
+		g->synced = g->length;
+	s->version += count;
+	s->size += len;
+	s->last_ns = now;
+	s->mtime = s->ctime = store_ts(now);
+	s->row_dirty = true;
+	/* full: sealed now rather than when the next append finds it so */
+	if (g->length >= cfg->roll_size && store_seg_close(t, s, g))
+		store_log("%s/%s: cannot close a full segment; the next append"
+			  " does", t->name, s->name);
+}
+
+/* Writes LEN bytes of P as one batch of COUNT events at the end of S: the
+ * bytes to the segment, the batch to the journal (journal.c), and only
+ * then to memory, where readers see it.  On failure nothing remains. */
+static int commit_batch(struct store_tenant *t, struct stream *s,
+			const char *p, size_t len, uint32_t count,
+			bool has_ids)
+{
+	const struct store_config *cfg = &t->st->cfg;
+	int64_t now = store_now_ns();
+	struct pending row;
+	struct seg *g;
+	bool fresh;
+	int fd, rc;
+
+	if (now < s->last_ns)
+		now = s->last_ns;	/* times never go back within a stream */
+	rc = segment_for(t, s, len, now, &g, &fresh);
+	if (rc)
+		return rc;
 	row = (struct pending){
 		.stream = s->id,
 		.seg = g->id,
@@ -586,16 +467,16 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 			.time_ns = now,
 		},
 	};
-	fd = seg_fd(t, g);
+	fd = store_seg_fd(t, g);
 	rc = fd < 0 ? fd : write_hashed(t, g, fd, p, len, &row.b.hash);
 	if (!rc && cfg->sync_always && fdatasync(fd) < 0)
 		rc = -errno;
 	if (!rc)
-		rc = journal_append(t, s, g, &row, has_ids);
+		rc = store_journal_append(t, s, g, &row, has_ids);
 	if (!rc && has_ids && !g->has_ids) {
 		/* once per segment; the journal record carries it too */
 		g->has_ids = true;
-		if (index_segment_update(t, g))
+		if (store_index_segment_update(t, g))
 			store_log("%s/%s: cannot mark segment as holding IDs",
 				  t->name, s->name);
 	}
@@ -604,28 +485,16 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	if (fd >= 0 && rc && !g->extended && ftruncate(fd, (off_t)g->length) < 0)
 		store_log("truncate after failed append: %s", strerror(errno));
 	if (fd >= 0)
-		seg_fd_put(t, g);
+		store_seg_fd_put(t, g);
 	if (rc) {
 		if (fresh)
 			drop_new_segment(t, s);
 		return rc;
 	}
-	seg_hash_update(g, p, len);
-	seg_grew(t, g, len);
-	g->length += len;
-	g->count += count;
-	if (cfg->sync_always)
-		g->synced = g->length;
-	s->version += count;
-	s->size += len;
-	s->last_ns = now;
-	s->mtime = s->ctime = store_ts(now);
-	s->row_dirty = true;
-	/* full: sealed now rather than when the next append finds it so */
-	if (g->length >= cfg->roll_size && seg_close(t, s, g))
-		store_log("%s/%s: cannot close a full segment; the next append"
-			  " does", t->name, s->name);
-	if (journal_due(t, now) && journal_flush(t))
+	store_seg_hash_update(g, p, len);
+	store_seg_grew(t, g, len);
+	batch_committed(t, s, g, len, count, now);
+	if (store_journal_due(t, now) && store_journal_flush(t))
 		store_log("%s: index flush failed; rows stay in the journal",
 			  t->name);
 	return 0;
@@ -641,9 +510,9 @@ static void remember_ids(struct store_tenant *t, struct stream *s,
 
 		if (e->skip)
 			continue;
-		if (e->has_id && idset_add(&s->active_ids, e->hash, off)) {
+		if (e->has_id && store_idset_add(&s->active_ids, e->hash, off)) {
 			/* out of memory: rebuild from disk on the next ID */
-			stream_ids_release(s);
+			store_stream_ids_release(s);
 			(void)t;
 			return;
 		}
@@ -673,7 +542,7 @@ static int append_locked(struct store_tenant *t, uint64_t id,
 			 const struct store_append *app,
 			 struct store_append_result *res)
 {
-	struct stream *s = t->removed ? NULL : stream_find(t, id);
+	struct stream *s = t->removed ? NULL : store_stream_find(t, id);
 	char *copy = NULL;
 	const char *p;
 	uint32_t count;
@@ -724,9 +593,9 @@ int store_append(struct store_tenant *t, uint64_t id,
 
 	/* Framing and ID member are read once; the parse runs unlocked. */
 	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
+	s = t->removed ? NULL : store_stream_find(t, id);
 	framing = s ? s->framing : STORE_LINES;
-	ids_scratch_init(&sc, t->id_field);
+	store_ids_scratch_init(&sc, t->id_field);
 	pthread_rwlock_unlock(&t->lock);
 	if (!s)
 		return -ENOENT;
@@ -736,14 +605,14 @@ int store_append(struct store_tenant *t, uint64_t id,
 		   t->st->cfg.max_event);
 	if (!rc && framing == STORE_LINES && b.nev)
 		rc = extract_ids(&b, app->buf, &sc);
-	ids_scratch_release(&sc);
+	store_ids_scratch_release(&sc);
 	for (int tries = 0; !rc; tries++) {
 		pthread_rwlock_wrlock(&t->lock);
 		rc = append_locked(t, id, framing, &b, app, res);
 		pthread_rwlock_unlock(&t->lock);
 		if (rc != -ENODATA)
 			break;
-		rc = tries == FETCH_TRIES ? -EIO : seg_fetch_wanted(t);
+		rc = tries == FETCH_TRIES ? -EIO : store_seg_fetch_wanted(t);
 	}
 	if (!rc && res->appended && t->st->commit_fn)
 		t->st->commit_fn(t->st->commit_arg, t, id, res->size);

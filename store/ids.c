@@ -19,7 +19,7 @@
 #include "hash.h"
 #include "store_int.h"
 
-uint64_t ids_hash(const char *id, size_t len)
+uint64_t store_ids_hash(const char *id, size_t len)
 {
 	return XXH3_64bits(id, len);
 }
@@ -27,8 +27,8 @@ uint64_t ids_hash(const char *id, size_t len)
 /* ---- extraction ---- */
 
 /* Cheap: most appends carry no ID, and the tokener is made only for a
- * line that may have one (ids_extract). */
-void ids_scratch_init(struct ids_scratch *sc, const char *field)
+ * line that may have one (store_ids_extract). */
+void store_ids_scratch_init(struct ids_scratch *sc, const char *field)
 {
 	size_t len = strnlen(field, STORE_ID_FIELD_MAX);
 
@@ -40,7 +40,7 @@ void ids_scratch_init(struct ids_scratch *sc, const char *field)
 	sc->patlen = len + 2;
 }
 
-void ids_scratch_release(struct ids_scratch *sc)
+void store_ids_scratch_release(struct ids_scratch *sc)
 {
 	json_object_put(sc->last);
 	if (sc->tok)
@@ -68,8 +68,8 @@ static bool may_have_id(const struct ids_scratch *sc, const char *line,
 	       memchr(line, '\\', len);
 }
 
-int ids_extract(struct ids_scratch *sc, const char *line, size_t len,
-		const char **id, size_t *idlen)
+int store_ids_extract(struct ids_scratch *sc, const char *line, size_t len,
+		      const char **id, size_t *idlen)
 {
 	struct json_object *obj, *member;
 	size_t end;
@@ -112,15 +112,15 @@ int ids_extract(struct ids_scratch *sc, const char *line, size_t len,
 
 /* ---- the active segment's set ---- */
 
-void idset_init(struct idset *s)
+void store_idset_init(struct idset *s)
 {
 	memset(s, 0, sizeof(*s));
 }
 
-void idset_release(struct idset *s)
+void store_idset_release(struct idset *s)
 {
 	free(s->slots);
-	idset_init(s);
+	store_idset_init(s);
 }
 
 static void idset_put(uint64_t *slots, size_t mask, uint64_t hash,
@@ -169,7 +169,7 @@ static int idset_grow(struct idset *s)
 	return 0;
 }
 
-int idset_add(struct idset *s, uint64_t hash, uint64_t offset)
+int store_idset_add(struct idset *s, uint64_t hash, uint64_t offset)
 {
 	if (!s->slots || (s->used + 1) * 2 > s->mask + 1) {
 		int rc = idset_grow(s);
@@ -184,7 +184,7 @@ int idset_add(struct idset *s, uint64_t hash, uint64_t offset)
 
 /* Keeps its slots: the next segment's IDs fill it as the last one's did,
  * and growing a table of a million slots held an append up for 50 ms. */
-int idset_drop_below(struct idset *s, uint64_t below)
+int store_idset_drop_below(struct idset *s, uint64_t below)
 {
 	uint64_t *keep;
 	size_t n;
@@ -192,19 +192,19 @@ int idset_drop_below(struct idset *s, uint64_t below)
 
 	if (!s->slots)
 		return 0;
-	rc = idset_pairs(s, below, UINT64_MAX, &keep, &n);
+	rc = store_idset_pairs(s, below, UINT64_MAX, &keep, &n);
 	if (rc)
 		return rc;
 	memset(s->slots, 0, (s->mask + 1) * 2 * sizeof(uint64_t));
 	s->used = 0;
 	for (size_t i = 0; i < n && !rc; i++)
-		rc = idset_add(s, keep[2 * i], keep[2 * i + 1]);
+		rc = store_idset_add(s, keep[2 * i], keep[2 * i + 1]);
 	free(keep);
 	return rc;
 }
 
-int idset_next(const struct idset *s, uint64_t hash, size_t *pos,
-	       uint64_t *offset)
+int store_idset_next(const struct idset *s, uint64_t hash, size_t *pos,
+		     uint64_t *offset)
 {
 	if (!s->slots)
 		return 0;
@@ -225,7 +225,7 @@ int idset_next(const struct idset *s, uint64_t hash, size_t *pos,
 
 #define BLOOM_K 7
 
-int bloom_init(struct bloom *b, uint64_t expected)
+int store_bloom_init(struct bloom *b, uint64_t expected)
 {
 	uint64_t nbits = 1024;
 
@@ -238,7 +238,7 @@ int bloom_init(struct bloom *b, uint64_t expected)
 	return 0;
 }
 
-void bloom_release(struct bloom *b)
+void store_bloom_release(struct bloom *b)
 {
 	free(b->bits);
 	b->bits = NULL;
@@ -246,7 +246,7 @@ void bloom_release(struct bloom *b)
 }
 
 /* Double hashing: bit i is h1 + i * h2, from the two halves of HASH. */
-void bloom_add(struct bloom *b, uint64_t hash)
+void store_bloom_add(struct bloom *b, uint64_t hash)
 {
 	uint64_t h1 = hash, h2 = (hash >> 32) | 1;
 
@@ -257,7 +257,7 @@ void bloom_add(struct bloom *b, uint64_t hash)
 	}
 }
 
-bool bloom_maybe(const struct bloom *b, uint64_t hash)
+bool store_bloom_maybe(const struct bloom *b, uint64_t hash)
 {
 	uint64_t h1 = hash, h2 = (hash >> 32) | 1;
 
@@ -292,8 +292,8 @@ static int pair_cmp(const void *a, const void *b)
 	return x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
-int idset_pairs(const struct idset *set, uint64_t from, uint64_t below,
-		uint64_t **out, size_t *count)
+int store_idset_pairs(const struct idset *set, uint64_t from, uint64_t below,
+		      uint64_t **out, size_t *count)
 {
 	uint64_t *pairs = malloc((set->used ? set->used : 1) * 2 * sizeof(uint64_t));
 	size_t n = 0;
@@ -316,8 +316,8 @@ int idset_pairs(const struct idset *set, uint64_t from, uint64_t below,
 
 /* Sorts PAIRS and writes them as table NAME in DIRFD: temporary file,
  * fsync, rename. */
-int idtable_write(int dirfd, const char *name, const char *field,
-		  uint64_t *pairs, size_t n)
+int store_idtable_write(int dirfd, const char *name, const char *field,
+			uint64_t *pairs, size_t n)
 {
 	struct ids_header hdr = {
 		.magic = IDS_MAGIC,
@@ -348,8 +348,8 @@ int idtable_write(int dirfd, const char *name, const char *field,
 }
 
 /* -ESTALE when the table was made for another ID member name. */
-int idtable_open(int dirfd, const char *name, const char *field,
-		 struct idtable *tab)
+int store_idtable_open(int dirfd, const char *name, const char *field,
+		       struct idtable *tab)
 {
 	const struct ids_header *hdr;
 	struct stat sb;
@@ -380,18 +380,18 @@ int idtable_open(int dirfd, const char *name, const char *field,
 	else if (hdr->field != XXH3_64bits(field, strlen(field)))
 		rc = -ESTALE;
 	if (rc)
-		idtable_release(tab);
+		store_idtable_release(tab);
 	return rc;
 }
 
-void idtable_release(struct idtable *tab)
+void store_idtable_release(struct idtable *tab)
 {
 	if (tab->map)
 		munmap(tab->map, tab->maplen);
 	memset(tab, 0, sizeof(*tab));
 }
 
-uint64_t idtable_find(const struct idtable *tab, uint64_t hash)
+uint64_t store_idtable_find(const struct idtable *tab, uint64_t hash)
 {
 	uint64_t lo = 0, hi = tab->count;
 

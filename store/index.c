@@ -228,7 +228,7 @@ static const char pragmas[] =
 	"PRAGMA cache_size = -8192;"
 	"PRAGMA wal_autocheckpoint = 4096;";
 
-int index_open(struct store_tenant *t, bool create)
+int store_index_open(struct store_tenant *t, bool create)
 {
 	char *path;
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
@@ -249,17 +249,17 @@ int index_open(struct store_tenant *t, bool create)
 	if (!rc)
 		rc = migrate(t->db);
 	if (!rc)
-		rc = index_set_full_sync(t, t->st->cfg.sync_always);
+		rc = store_index_set_full_sync(t, t->st->cfg.sync_always);
 	if (!rc)
 		rc = prepare_all(t);
 	if (!rc)
 		return 0;
 fail:
-	index_close(t);
+	store_index_close(t);
 	return rc;
 }
 
-void index_close(struct store_tenant *t)
+void store_index_close(struct store_tenant *t)
 {
 	if (t->stmts) {
 		for (int i = 0; i < ST_COUNT; i++)
@@ -273,41 +273,34 @@ void index_close(struct store_tenant *t)
 	}
 }
 
-int index_set_full_sync(struct store_tenant *t, bool full)
+int store_index_set_full_sync(struct store_tenant *t, bool full)
 {
 	return exec(t->db, full ? "PRAGMA synchronous = FULL"
 				: "PRAGMA synchronous = NORMAL");
 }
 
-int index_begin_raw(struct store_tenant *t)
+int store_index_begin(struct store_tenant *t)
 {
 	return run(t, ST_BEGIN, "begin");
 }
 
-int index_begin(struct store_tenant *t)
-{
-	int rc = journal_flush(t);
-
-	return rc ? rc : index_begin_raw(t);
-}
-
-int index_commit(struct store_tenant *t)
+int store_index_commit(struct store_tenant *t)
 {
 	int rc = run(t, ST_COMMIT, "commit");
 
 	if (rc)
-		index_rollback(t);
+		store_index_rollback(t);
 	return rc;
 }
 
-void index_rollback(struct store_tenant *t)
+void store_index_rollback(struct store_tenant *t)
 {
 	if (!sqlite3_get_autocommit(t->db))
 		run(t, ST_ROLLBACK, "rollback");
 }
 
-int index_meta_set(struct store_tenant *t, const char *key, int64_t ival,
-		   const char *sval)
+int store_index_meta_set(struct store_tenant *t, const char *key, int64_t ival,
+			 const char *sval)
 {
 	sqlite3_stmt *stmt = t->stmts->s[ST_META_SET];
 
@@ -334,7 +327,7 @@ static void bind_stream(sqlite3_stmt *stmt, const struct stream *s)
 	sqlite3_bind_int64(stmt, 12, s->last_ns);
 }
 
-int index_stream_insert(struct store_tenant *t, struct stream *s)
+int store_index_stream_insert(struct store_tenant *t, struct stream *s)
 {
 	int rc;
 
@@ -345,21 +338,13 @@ int index_stream_insert(struct store_tenant *t, struct stream *s)
 	return rc;
 }
 
-int index_stream_update(struct store_tenant *t, const struct stream *s)
+int store_index_stream_update(struct store_tenant *t, const struct stream *s)
 {
-	/* Outside a transaction, pending batch rows go first: the stream
-	 * row must never get ahead of its batches in the index. */
-	if (t->npending && sqlite3_get_autocommit(t->db)) {
-		int rc = journal_flush(t);
-
-		if (rc)
-			return rc;
-	}
 	bind_stream(t->stmts->s[ST_STREAM_UPDATE], s);
 	return run(t, ST_STREAM_UPDATE, "update stream");
 }
 
-int index_stream_delete(struct store_tenant *t, uint64_t id)
+int store_index_stream_delete(struct store_tenant *t, uint64_t id)
 {
 	static const enum stmt_id steps[] = {
 		ST_STREAM_DELETE_BATCHES, ST_STREAM_DELETE_SEGS, ST_STREAM_DELETE
@@ -393,8 +378,8 @@ static void bind_seg(sqlite3_stmt *stmt, uint64_t stream, const struct seg *g)
 	sqlite3_bind_int64(stmt, 12, (int64_t)g->origin);
 }
 
-int index_segment_insert(struct store_tenant *t, uint64_t stream,
-			 struct seg *g)
+int store_index_segment_insert(struct store_tenant *t, uint64_t stream,
+			       struct seg *g)
 {
 	int rc;
 
@@ -405,13 +390,13 @@ int index_segment_insert(struct store_tenant *t, uint64_t stream,
 	return rc;
 }
 
-int index_segment_update(struct store_tenant *t, const struct seg *g)
+int store_index_segment_update(struct store_tenant *t, const struct seg *g)
 {
 	bind_seg(t->stmts->s[ST_SEG_UPDATE], 0, g);
 	return run(t, ST_SEG_UPDATE, "update segment");
 }
 
-int index_segment_delete(struct store_tenant *t, uint64_t id)
+int store_index_segment_delete(struct store_tenant *t, uint64_t id)
 {
 	sqlite3_bind_int64(t->stmts->s[ST_SEG_DELETE], 1, (int64_t)id);
 	return run(t, ST_SEG_DELETE, "delete segment");
@@ -448,7 +433,7 @@ static const unsigned char *get_varint(const unsigned char *p,
 	return NULL;
 }
 
-size_t subs_encode(const struct sub_batch *v, size_t n, unsigned char *out)
+size_t store_subs_encode(const struct sub_batch *v, size_t n, unsigned char *out)
 {
 	unsigned char *p = put_varint(out, (uint64_t)(v[n - 1].time_ns -
 						      v[0].time_ns));
@@ -463,8 +448,8 @@ size_t subs_encode(const struct sub_batch *v, size_t n, unsigned char *out)
 	return (size_t)(p - out);
 }
 
-int subs_walk(const struct index_batch *row,
-	      int (*fn)(void *arg, const struct sub_batch *b), void *arg)
+int store_subs_walk(const struct index_batch *row,
+		    int (*fn)(void *arg, const struct sub_batch *b), void *arg)
 {
 	const unsigned char *p = row->subs, *end = p + row->subs_len;
 	struct sub_batch b = {
@@ -503,9 +488,9 @@ int subs_walk(const struct index_batch *row,
 	return n;
 }
 
-int index_batch_insert(struct store_tenant *t, uint64_t stream,
-		       const struct store_batch *b, const void *subs,
-		       size_t subs_len)
+int store_index_batch_insert(struct store_tenant *t, uint64_t stream,
+			     const struct store_batch *b, const void *subs,
+			     size_t subs_len)
 {
 	sqlite3_stmt *stmt = t->stmts->s[ST_BATCH_INSERT];
 
@@ -550,8 +535,8 @@ static int sub_find(void *arg, const struct sub_batch *b)
 	return 0;
 }
 
-int index_batch_find(struct store_tenant *t, uint64_t stream,
-		     uint64_t version, struct sub_batch *out)
+int store_index_batch_find(struct store_tenant *t, uint64_t stream,
+			   uint64_t version, struct sub_batch *out)
 {
 	sqlite3_stmt *stmt = t->stmts->s[ST_BATCH_FIND];
 	struct sub_find f = { .want = version, .out = out };
@@ -570,7 +555,7 @@ int index_batch_find(struct store_tenant *t, uint64_t stream,
 			.time_ns = b.time_ns,
 		};
 		if (b.subs)
-			walked = subs_walk(&b, sub_find, &f);
+			walked = store_subs_walk(&b, sub_find, &f);
 	}
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
@@ -688,15 +673,16 @@ static int stream_row(struct store_tenant *t, sqlite3_stmt *stmt)
 
 	if (!s)
 		return -ENOMEM;
-	rc = stream_attach(t, s);
+	rc = store_stream_attach(t, s);
 	if (rc)
-		stream_free(t, s);
+		store_stream_free(t, s);
 	return rc;
 }
 
 static int seg_row(struct store_tenant *t, sqlite3_stmt *stmt)
 {
-	struct stream *s = stream_find(t, (uint64_t)sqlite3_column_int64(stmt, 1));
+	uint64_t id = (uint64_t)sqlite3_column_int64(stmt, 1);
+	struct stream *s = store_stream_find(t, id);
 	struct seg *g;
 	int rc;
 
@@ -708,13 +694,13 @@ static int seg_row(struct store_tenant *t, sqlite3_stmt *stmt)
 	g = seg_from_row(stmt);
 	if (!g)
 		return -ENOMEM;
-	rc = seg_push(t, s, g);
+	rc = store_seg_push(t, s, g);
 	if (rc)
-		seg_free(t, g);
+		store_seg_free(t, g);
 	return rc;
 }
 
-int index_load_tenant(struct store_tenant *t)
+int store_index_load_tenant(struct store_tenant *t)
 {
 	int rc = each_row(t, "SELECT key, ival, sval FROM meta", meta_row);
 
@@ -730,9 +716,9 @@ int index_load_tenant(struct store_tenant *t)
 	return rc;
 }
 
-int index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
-		     int (*fn)(void *arg, const struct index_batch *b),
-		     void *arg)
+int store_index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
+			   int (*fn)(void *arg, const struct index_batch *b),
+			   void *arg)
 {
 	static const char sql[] =
 		"SELECT first_version, offset, length, time, hash, subs"
@@ -761,8 +747,8 @@ int index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
 	return rc == SQLITE_DONE ? 0 : store_errno_from_sqlite(t->db, rc, "scan batches");
 }
 
-int index_batch_delete_range(struct store_tenant *t, uint64_t stream,
-			     uint64_t from, uint64_t to)
+int store_index_batch_delete_range(struct store_tenant *t, uint64_t stream,
+				   uint64_t from, uint64_t to)
 {
 	sqlite3_stmt *stmt;
 	int rc = sqlite3_prepare_v2(t->db, "DELETE FROM batches WHERE stream = ?1"
@@ -780,8 +766,8 @@ int index_batch_delete_range(struct store_tenant *t, uint64_t stream,
 							       "delete batches");
 }
 
-int index_batch_delete_from(struct store_tenant *t, uint64_t stream,
-			    uint64_t version)
+int store_index_batch_delete_from(struct store_tenant *t, uint64_t stream,
+				  uint64_t version)
 {
 	sqlite3_stmt *stmt;
 	int rc = sqlite3_prepare_v2(t->db, "DELETE FROM batches WHERE stream = ?1"

@@ -6,9 +6,9 @@
  * mapped shared into memory, so a record costs a memcpy, not a system
  * call: the page cache keeps it when the process dies, like a write.  The index rows the
  * records stand for are inserted into SQLite later, many per transaction
- * (journal_flush), after which the journal starts over.  A crash of the
+ * (store_journal_flush), after which the journal starts over.  A crash of the
  * daemon loses nothing: the records are in the file, and the next open
- * replays those the index lacks (journal_replay) before recovery checks
+ * replays those the index lacks (store_journal_replay) before recovery checks
  * the bytes they name.  Every other index transaction flushes first, so a
  * stream's row in SQLite always agrees with its batch rows.
  */
@@ -30,7 +30,7 @@
 /* Room for many flush intervals: it fills only while flushes fail. */
 #define JOURNAL_CAP ((size_t)FLUSH_RECORDS * sizeof(struct jrec) * 16)
 
-int journal_open(struct store_tenant *t)
+int store_journal_open(struct store_tenant *t)
 {
 	t->jfd = openat(t->dirfd, JOURNAL_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	return t->jfd < 0 ? -errno : 0;
@@ -55,7 +55,7 @@ static int journal_map(struct store_tenant *t)
 	return 0;
 }
 
-void journal_close(struct store_tenant *t)
+void store_journal_close(struct store_tenant *t)
 {
 	free(t->pending);
 	t->pending = NULL;
@@ -70,21 +70,17 @@ void journal_close(struct store_tenant *t)
 
 static int pending_push(struct store_tenant *t, const struct pending *p)
 {
-	if (t->npending == t->pendcap) {
-		size_t cap = t->pendcap ? t->pendcap * 2 : 64;
-		struct pending *v = realloc(t->pending, cap * sizeof(*v));
+	int rc = STORE_ARRAY_RESERVE(t->pending, t->pendcap, t->npending + 1,
+				     64);
 
-		if (!v)
-			return -ENOMEM;
-		t->pending = v;
-		t->pendcap = cap;
-	}
+	if (rc)
+		return rc;
 	t->pending[t->npending++] = *p;
 	return 0;
 }
 
-int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
-		   const struct pending *p, bool has_ids)
+int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
+			 const struct pending *p, bool has_ids)
 {
 	struct jrec r = {
 		.magic = JOURNAL_MAGIC,
@@ -100,10 +96,11 @@ int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 	};
 	int rc;
 
+	STORE_ASSERT_WRLOCKED(t);
 	r.check = XXH3_64bits(&r, offsetof(struct jrec, check));
 	if (!t->jmap && (rc = journal_map(t)))
 		return rc;
-	if (t->jlen + sizeof(r) > JOURNAL_CAP && (rc = journal_flush(t)))
+	if (t->jlen + sizeof(r) > JOURNAL_CAP && (rc = store_journal_flush(t)))
 		return rc;	/* full, and the index refuses the rows */
 	rc = pending_push(t, p);
 	if (rc)
@@ -121,7 +118,7 @@ int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 	return 0;
 }
 
-bool journal_due(const struct store_tenant *t, int64_t now)
+bool store_journal_due(const struct store_tenant *t, int64_t now)
 {
 	return t->npending >= FLUSH_RECORDS ||
 	       (t->npending && now - t->pending_since >= FLUSH_AGE_NS);
@@ -158,7 +155,7 @@ static int hash_range(struct store_tenant *t, uint64_t seg, uint64_t off,
 		      uint64_t len, uint64_t *hash)
 {
 	struct stream *s;
-	struct seg *g = seg_find(t, seg, &s);
+	struct seg *g = store_seg_find(t, seg, &s);
 	char *buf = malloc(len);
 	int fd, rc = 0;
 
@@ -166,13 +163,13 @@ static int hash_range(struct store_tenant *t, uint64_t seg, uint64_t off,
 		free(buf);
 		return g ? -ENOMEM : -ENOENT;
 	}
-	fd = seg_fd(t, g);
+	fd = store_seg_fd(t, g);
 	if (fd < 0)
 		rc = fd;
-	else if (pread(fd, buf, len, (off_t)(off - g->offset)) != (ssize_t)len)
-		rc = -EIO;
+	else
+		rc = store_pread_all(fd, buf, len, off - g->offset);
 	if (fd >= 0)
-		seg_fd_put(t, g);
+		store_seg_fd_put(t, g);
 	if (!rc)
 		*hash = XXH3_64bits(buf, len);
 	free(buf);
@@ -202,8 +199,8 @@ static int insert_merged(struct store_tenant *t, struct pending **v,
 			.time_ns = v[i]->b.time_ns,
 		};
 	if (!rc)
-		rc = index_batch_insert(t, v[0]->stream, &row, blob,
-					subs_encode(subs, n, blob));
+		rc = store_index_batch_insert(t, v[0]->stream, &row, blob,
+					      store_subs_encode(subs, n, blob));
 	free(subs);
 	free(blob);
 	return rc;
@@ -230,8 +227,8 @@ static int insert_pending(struct store_tenant *t)
 			continue;
 		/* one batch, or the merge failed: a row each */
 		for (size_t k = i; !rc && k < j; k++)
-			rc = index_batch_insert(t, v[k]->stream, &v[k]->b,
-						NULL, 0);
+			rc = store_index_batch_insert(t, v[k]->stream, &v[k]->b,
+						      NULL, 0);
 	}
 	free(v);
 	return rc;
@@ -239,22 +236,24 @@ static int insert_pending(struct store_tenant *t)
 
 /* Writes the pending rows, and the rows of the streams they changed, in
  * the caller's transaction. */
-int journal_flush_in(struct store_tenant *t)
+int store_journal_flush_in(struct store_tenant *t)
 {
-	int rc = t->npending ? insert_pending(t) : 0;
+	int rc;
 
+	STORE_ASSERT_WRLOCKED(t);
+	rc = t->npending ? insert_pending(t) : 0;
 	for (size_t i = 0; !rc && i < t->npending; i++) {
-		struct stream *s = stream_find(t, t->pending[i].stream);
+		struct stream *s = store_stream_find(t, t->pending[i].stream);
 
 		if (s && s->row_dirty) {
-			rc = index_stream_update(t, s);
+			rc = store_journal_stream_update(t, s);
 			s->row_dirty = false;
 		}
 	}
 	return rc;
 }
 
-void journal_flushed(struct store_tenant *t, bool committed)
+void store_journal_flushed(struct store_tenant *t, bool committed)
 {
 	if (!t->npending)
 		return;
@@ -262,7 +261,8 @@ void journal_flushed(struct store_tenant *t, bool committed)
 		/* rows stay pending (and in the journal): a later flush or
 		 * the next open's replay writes them */
 		for (size_t i = 0; i < t->npending; i++) {
-			struct stream *s = stream_find(t, t->pending[i].stream);
+			uint64_t id = t->pending[i].stream;
+			struct stream *s = store_stream_find(t, id);
 
 			if (s)
 				s->row_dirty = true;
@@ -274,20 +274,40 @@ void journal_flushed(struct store_tenant *t, bool committed)
 	t->jlen = 0;
 }
 
-int journal_flush(struct store_tenant *t)
+int store_journal_begin(struct store_tenant *t)
+{
+	int rc = store_journal_flush(t);
+
+	return rc ? rc : store_index_begin(t);
+}
+
+int store_journal_stream_update(struct store_tenant *t, const struct stream *s)
+{
+	/* Outside a transaction, pending batch rows go first: the stream
+	 * row must never get ahead of its batches in the index. */
+	if (t->npending && sqlite3_get_autocommit(t->db)) {
+		int rc = store_journal_flush(t);
+
+		if (rc)
+			return rc;
+	}
+	return store_index_stream_update(t, s);
+}
+
+int store_journal_flush(struct store_tenant *t)
 {
 	int rc;
 
 	if (!t->npending)
 		return 0;
-	rc = index_begin_raw(t);
+	rc = store_index_begin(t);
 	if (!rc)
-		rc = journal_flush_in(t);
+		rc = store_journal_flush_in(t);
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else
-		index_rollback(t);
-	journal_flushed(t, !rc);
+		store_index_rollback(t);
+	store_journal_flushed(t, !rc);
 	return rc;
 }
 
@@ -299,7 +319,7 @@ static bool jrec_valid(const struct jrec *r)
 	       r->check == XXH3_64bits(r, offsetof(struct jrec, check));
 }
 
-int journal_read(int fd, struct jrec **out, size_t *n)
+int store_journal_read(int fd, struct jrec **out, size_t *n)
 {
 	struct jrec *recs;
 	struct stat sb;
@@ -335,19 +355,19 @@ int journal_read(int fd, struct jrec **out, size_t *n)
  * Inside the caller's transaction. */
 static int replay_one(struct store_tenant *t, const struct jrec *r)
 {
-	struct stream *s = stream_find(t, r->stream), *owner;
+	struct stream *s = store_stream_find(t, r->stream), *owner;
 	struct seg *g;
 	int rc;
 
 	if (!s || r->first_version <= s->version)
 		return 0;	/* removed since, or already in the index */
 	/* the active segment, or one closed after the record was written */
-	g = seg_find(t, r->seg, &owner);
+	g = store_seg_find(t, r->seg, &owner);
 	if (r->first_version != s->version + 1 || r->offset != s->size ||
 	    !g || owner != s || g->state != STORE_SEG_ACTIVE ||
 	    r->offset < g->offset)
 		return 0;	/* a gap: recovery keeps the prefix before it */
-	rc = index_batch_insert(t, s->id, &(struct store_batch){
+	rc = store_index_batch_insert(t, s->id, &(struct store_batch){
 		.first_version = r->first_version,
 		.count = r->count,
 		.offset = r->offset,
@@ -363,25 +383,25 @@ static int replay_one(struct store_tenant *t, const struct jrec *r)
 	s->mtime = s->ctime = store_ts(r->time_ns);
 	if ((r->flags & JREC_HAS_IDS) && !g->has_ids) {
 		g->has_ids = true;
-		rc = index_segment_update(t, g);
+		rc = store_index_segment_update(t, g);
 	}
-	return rc ? rc : index_stream_update(t, s);
+	return rc ? rc : store_journal_stream_update(t, s);
 }
 
-int journal_replay(struct store_tenant *t)
+int store_journal_replay(struct store_tenant *t)
 {
 	struct jrec *recs;
 	size_t n;
-	int rc = journal_read(t->jfd, &recs, &n);
+	int rc = store_journal_read(t->jfd, &recs, &n);
 
 	if (!rc && n)
-		rc = index_begin_raw(t);
+		rc = store_index_begin(t);
 	for (size_t i = 0; !rc && i < n; i++)
 		rc = replay_one(t, &recs[i]);
 	if (!rc && n)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else if (n)
-		index_rollback(t);
+		store_index_rollback(t);
 	free(recs);
 	if (!rc && ftruncate(t->jfd, 0) < 0)
 		rc = -errno;

@@ -18,7 +18,7 @@
  * before its bytes (the journal of the file system may commit the
  * attribute early) leaves the other one to fall back on.  Raw framing,
  * whose event boundaries the bytes do not show, and file systems without
- * user attributes take the two-flush path (segment.c).
+ * user attributes take the two-flush path (fsync.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -45,20 +45,6 @@ struct durable_mark {
 	uint64_t check;		/* XXH3-64 of the fields above */
 };
 
-void seg_hash_release(struct seg *g)
-{
-	if (g->running)
-		XXH3_freeState(g->running);
-	g->running = NULL;
-}
-
-void seg_hash_update(struct seg *g, const void *p, size_t len)
-{
-	if (g->running)
-		XXH3_64bits_update(g->running, p, len);
-}
-
-/* Starts G's running hash from the bytes it holds. */
 static int hash_start(struct seg *g, int fd)
 {
 	int rc;
@@ -67,20 +53,20 @@ static int hash_start(struct seg *g, int fd)
 	if (!g->running)
 		return -ENOMEM;
 	XXH3_64bits_reset(g->running);
-	rc = seg_hash_file(fd, g->length, g->running);
+	rc = store_file_hash(fd, g->length, g->running);
 	if (rc)
-		seg_hash_release(g);
+		store_seg_hash_release(g);
 	return rc;
 }
 
-int seg_mark_durable(struct store_tenant *t, struct stream *s, struct seg *g)
+int store_seg_mark_durable(struct store_tenant *t, struct stream *s, struct seg *g)
 {
 	struct durable_mark m = { .magic = MARK_MAGIC };
 	int fd, rc = 0;
 
 	if (s->framing != STORE_LINES)
 		return -ENOTSUP;
-	fd = seg_fd(t, g);
+	fd = store_seg_fd(t, g);
 	if (fd < 0)
 		return fd;
 	if (!g->running)
@@ -99,7 +85,7 @@ int seg_mark_durable(struct store_tenant *t, struct stream *s, struct seg *g)
 	/* fsync, not fdatasync: the attribute must reach the disk too */
 	if (!rc && fsync(fd) < 0)
 		rc = -errno;
-	seg_fd_put(t, g);
+	store_seg_fd_put(t, g);
 	/* a new file's directory entry must reach the disk too */
 	if (!rc && !g->synced && fsync(t->segfd) < 0)
 		rc = -errno;
@@ -121,7 +107,7 @@ static void best_mark(int fd, uint64_t file_size, struct durable_mark *best)
 		    m.magic != MARK_MAGIC ||
 		    m.check != XXH3_64bits(&m, offsetof(struct durable_mark, check)) ||
 		    m.length > file_size || m.length <= best->length ||
-		    seg_checksum(fd, m.length, &sum) || sum != m.hash)
+		    store_file_checksum(fd, m.length, &sum) || sum != m.hash)
 			continue;
 		*best = m;
 	}
@@ -137,9 +123,9 @@ static uint64_t count_newlines(const char *p, size_t len)
 	return n;
 }
 
-int recover_from_mark(struct store_tenant *t, struct stream *s, struct seg *g,
-		      int fd, uint64_t file_size, uint64_t window_end,
-		      uint64_t *len, uint64_t *version)
+int store_recover_from_mark(struct store_tenant *t, struct stream *s, struct seg *g,
+			    int fd, uint64_t file_size, uint64_t window_end,
+			    uint64_t *len, uint64_t *version)
 {
 	struct durable_mark m;
 	uint64_t mark_version, n;
@@ -156,14 +142,14 @@ int recover_from_mark(struct store_tenant *t, struct stream *s, struct seg *g,
 	buf = malloc(n);
 	if (!buf)
 		return -ENOMEM;
-	rc = pread(fd, buf, n, (off_t)*len) == (ssize_t)n ? 0 : -EIO;
+	rc = store_pread_all(fd, buf, n, *len) ? -EIO : 0;
 	if (!rc && (buf[n - 1] != '\n' ||
 		    count_newlines(buf, n) != mark_version - *version))
 		rc = 1;	/* not what the mark says: leave it */
 	if (!rc)
-		rc = index_batch_delete_range(t, s->id, *version, window_end);
+		rc = store_index_batch_delete_range(t, s->id, *version, window_end);
 	if (!rc)
-		rc = index_batch_insert(t, s->id, &(struct store_batch){
+		rc = store_index_batch_insert(t, s->id, &(struct store_batch){
 			.first_version = *version,
 			.offset = g->offset + *len,
 			.length = n,

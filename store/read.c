@@ -23,12 +23,12 @@ static ssize_t with_fetch(struct store_tenant *t,
 		ssize_t n = once(t, ctx);
 		int rc;
 
-		seg_reached_tell(t);
+		store_seg_reached_tell(t);
 		if (n != -ENODATA)
 			return n;
 		if (tries == FETCH_TRIES)
 			return -EIO;
-		rc = seg_fetch_wanted(t);
+		rc = store_seg_fetch_wanted(t);
 		if (rc)
 			return rc;
 	}
@@ -49,13 +49,13 @@ static ssize_t read_once(struct store_tenant *t, void *ctx)
 	ssize_t n = 0;
 
 	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, a->id);
+	s = t->removed ? NULL : store_stream_find(t, a->id);
 	if (!s) {
 		n = -ENOENT;
 	} else if (a->off < s->size) {
 		if (len > s->size - a->off)
 			len = (size_t)(s->size - a->off);
-		n = seg_read(t, s, a->buf, len, a->off);
+		n = store_seg_read(t, s, a->buf, len, a->off);
 	}
 	pthread_rwlock_unlock(&t->lock);
 	return n;
@@ -103,7 +103,7 @@ static ssize_t piece_once(struct store_tenant *t, void *ctx)
 	int fd;
 
 	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, a->id);
+	s = t->removed ? NULL : store_stream_find(t, a->id);
 	if (!s) {
 		n = -ENOENT;
 		goto out;
@@ -112,13 +112,13 @@ static ssize_t piece_once(struct store_tenant *t, void *ctx)
 		goto out;
 	if (len > s->size - a->off)
 		len = (size_t)(s->size - a->off);
-	g = seg_at(s, a->off);
+	g = store_seg_at(s, a->off);
 	in = a->off - (g ? g->offset : 0);
 	if (!g || in >= g->length || len > g->length - in) {
 		n = -EXDEV;
 		goto out;
 	}
-	fd = seg_fd_read(t, g);
+	fd = store_seg_fd_read(t, g);
 	if (fd < 0) {
 		n = fd;
 		goto out;
@@ -126,7 +126,7 @@ static ssize_t piece_once(struct store_tenant *t, void *ctx)
 	/* FN's reply could only come short (a hole the kernel fills with
 	 * zeros), never fail, so a file shorter than its row is said here */
 	n = file_holds(t, g, fd, in + len) ? a->fn(fd, in, len, a->arg) : -EIO;
-	seg_fd_put(t, g);
+	store_seg_fd_put(t, g);
 out:
 	pthread_rwlock_unlock(&t->lock);
 	return n;
@@ -154,7 +154,7 @@ static int offset_in_batch(struct store_tenant *t, struct stream *s,
 
 	if (!buf)
 		return -ENOMEM;
-	n = seg_read(t, s, buf, length, offset);
+	n = store_seg_read(t, s, buf, length, offset);
 	if (n != (ssize_t)length) {
 		rc = n < 0 ? (int)n : -EIO;
 		goto out;
@@ -191,7 +191,7 @@ static int version_offset(struct store_tenant *t, struct stream *s,
 		*off = s->size;
 		return 0;
 	}
-	rc = index_batch_find(t, s->id, version, &b);
+	rc = store_index_batch_find(t, s->id, version, &b);
 	if (rc)
 		return rc == -ENOENT ? -EIO : rc;
 	if (b.first_version == version) {
@@ -222,8 +222,8 @@ static ssize_t lookup_once(struct store_tenant *t, void *ctx)
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, l->id);
-	rc = s ? journal_flush(t) : -ENOENT;	/* rows to look up */
+	s = t->removed ? NULL : store_stream_find(t, l->id);
+	rc = s ? store_journal_flush(t) : -ENOENT;	/* rows to look up */
 	if (!rc)
 		rc = l->fn(t, s, l);
 	pthread_rwlock_unlock(&t->lock);
@@ -282,8 +282,8 @@ int store_version_at_time(struct store_tenant *t, uint64_t id,
 	int rc = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
-	rc = s ? journal_flush(t) : -ENOENT;
+	s = t->removed ? NULL : store_stream_find(t, id);
+	rc = s ? store_journal_flush(t) : -ENOENT;
 	if (rc) {
 		pthread_rwlock_unlock(&t->lock);
 		return rc;
@@ -292,7 +292,7 @@ int store_version_at_time(struct store_tenant *t, uint64_t id,
 	while (lo < hi && !rc) {
 		uint64_t mid = lo + (hi - lo) / 2;
 
-		rc = index_batch_find(t, s->id, mid, &b);
+		rc = store_index_batch_find(t, s->id, mid, &b);
 		if (rc)
 			break;
 		if (b.time_ns >= time_ns) {

@@ -34,16 +34,10 @@ struct batches {
 static int collect(void *arg, const struct index_batch *b)
 {
 	struct batches *bs = arg;
+	int rc = STORE_ARRAY_RESERVE(bs->v, bs->cap, bs->n + 1, 64);
 
-	if (bs->n == bs->cap) {
-		size_t cap = bs->cap ? bs->cap * 2 : 64;
-		struct index_batch *v = realloc(bs->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		bs->v = v;
-		bs->cap = cap;
-	}
+	if (rc)
+		return rc;
 	bs->v[bs->n++] = *b;
 	return 0;
 }
@@ -61,7 +55,7 @@ static bool bytes_intact(struct seg *g, int fd, uint64_t in, uint64_t len,
 	if (in + len <= g->synced)
 		return true;
 	buf = malloc(len ? len : 1);
-	ok = buf && pread(fd, buf, len, (off_t)in) == (ssize_t)len &&
+	ok = buf && !store_pread_all(fd, buf, len, in) &&
 	     XXH3_64bits(buf, len) == hash;
 	free(buf);
 	return ok;
@@ -102,13 +96,13 @@ static int drop_segment(struct store_tenant *t, struct stream *s)
 {
 	struct seg *g = s->segs[s->nsegs - 1];
 	char name[64];
-	int rc = index_segment_delete(t, g->id);
+	int rc = store_index_segment_delete(t, g->id);
 
 	if (rc)
 		return rc;
-	seg_name(name, sizeof(name), g->id, ".seg");
+	store_seg_name(name, sizeof(name), g->id, ".seg");
 	unlinkat(t->segfd, name, 0);
-	seg_free(t, seg_pop(t, s));
+	store_seg_free(t, store_seg_pop(t, s));
 	return 0;
 }
 
@@ -129,9 +123,9 @@ static int cut_stream(struct store_tenant *t, struct stream *s, size_t i,
 	s->version = version - 1;
 	s->size = g->offset + len;
 	if (!rc)
-		rc = index_batch_delete_from(t, s->id, version);
+		rc = store_index_batch_delete_from(t, s->id, version);
 	if (!rc)
-		rc = index_stream_update(t, s);
+		rc = store_journal_stream_update(t, s);
 	return rc;
 }
 
@@ -144,7 +138,7 @@ static bool seg_clean(struct store_tenant *t, struct stream *s, size_t i)
 	char name[64];
 	struct stat sb;
 
-	seg_name(name, sizeof(name), g->id, ".seg");
+	store_seg_name(name, sizeof(name), g->id, ".seg");
 	return g->length && g->synced == g->length &&
 	       end == g->offset + g->length &&
 	       !fstatat(t->segfd, name, &sb, 0) &&
@@ -164,14 +158,14 @@ static int recover_segment(struct store_tenant *t, struct stream *s,
 	size_t good;
 	int fd, rc;
 
-	fd = seg_fd(t, g);
+	fd = store_seg_fd(t, g);
 	if (fd < 0 || fstat(fd, &sb) < 0)
 		sb.st_size = 0;	/* a lost file: every batch is dropped */
 	good = good_batches(g, fd, w, (uint64_t)sb.st_size, &len);
 	version = good < w->n ? w->v[good].first_version : w->next_version;
 	/* an fsync may have made more durable than the index knows */
-	rc = recover_from_mark(t, s, g, fd, (uint64_t)sb.st_size,
-			       w->next_version, &len, &version);
+	rc = store_recover_from_mark(t, s, g, fd, (uint64_t)sb.st_size,
+				     w->next_version, &len, &version);
 	*cut = version != w->next_version || (!last && g->offset + len != end);
 	if (!rc && *cut)
 		rc = cut_stream(t, s, i, version, len);
@@ -186,9 +180,9 @@ static int recover_segment(struct store_tenant *t, struct stream *s,
 			rc = -errno;
 	}
 	if (fd >= 0)
-		seg_fd_put(t, g);
+		store_seg_fd_put(t, g);
 	if (!rc)
-		rc = len ? index_segment_update(t, g) : drop_segment(t, s);
+		rc = len ? store_index_segment_update(t, g) : drop_segment(t, s);
 	return rc;
 }
 
@@ -197,7 +191,7 @@ static int recover_segment(struct store_tenant *t, struct stream *s,
  * the closing ones for the sealer. */
 static int recover_stream(struct store_tenant *t, struct stream *s)
 {
-	size_t first = seg_first_unsealed(s), i, at = 0;
+	size_t first = store_seg_first_unsealed(s), i, at = 0;
 	struct batches bs = { 0 };
 	bool clean = true, cut = false;
 	int rc = 0;
@@ -205,8 +199,8 @@ static int recover_stream(struct store_tenant *t, struct stream *s)
 	for (i = first; clean && i < s->nsegs; i++)
 		clean = seg_clean(t, s, i);
 	if (!clean)
-		rc = index_batch_scan(t, s->id, s->segs[first]->first_version,
-				      collect, &bs);
+		rc = store_index_batch_scan(t, s->id, s->segs[first]->first_version,
+					    collect, &bs);
 	for (i = first; !clean && !rc && !cut && i < s->nsegs; i++) {
 		uint64_t end = i + 1 < s->nsegs ? s->segs[i + 1]->offset
 						: UINT64_MAX;
@@ -220,13 +214,13 @@ static int recover_stream(struct store_tenant *t, struct stream *s)
 		at += w.n;
 	}
 	free(bs.v);
-	for (i = seg_first_unsealed(s); !rc && i < s->nsegs; i++) {
+	for (i = store_seg_first_unsealed(s); !rc && i < s->nsegs; i++) {
 		struct seg *g = s->segs[i];
 
 		g->full = i + 1 < s->nsegs ||
 			  g->length >= t->st->cfg.roll_size;
 		if (g->full)
-			rc = seg_queue_closing(t, g);
+			rc = store_seg_queue_closing(t, g);
 	}
 	return rc;
 }
@@ -242,7 +236,7 @@ static bool file_needed(struct store_tenant *t, const char *name)
 
 	if (strlen(name) < 16 || end != name + 16)
 		return false;
-	g = seg_find(t, id, &s);
+	g = store_seg_find(t, id, &s);
 	if (!g)
 		return false;
 	if (!strcmp(end, ".ids"))
@@ -269,16 +263,16 @@ static int remove_orphans(struct store_tenant *t)
 	return 0;
 }
 
-int recover_tenant(struct store_tenant *t)
+int store_recover_tenant(struct store_tenant *t)
 {
-	int rc = index_begin(t);
+	int rc = store_journal_begin(t);
 
 	for (size_t i = 0; i < t->nstreams && !rc; i++)
 		rc = recover_stream(t, t->streams[i]);
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else
-		index_rollback(t);
+		store_index_rollback(t);
 	if (!rc)
 		rc = remove_orphans(t);
 	return rc;

@@ -22,15 +22,10 @@ struct batch_list {
 
 static int list_push(struct batch_list *l, const struct store_batch *b)
 {
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 64;
-		struct store_batch *v = realloc(l->v, cap * sizeof(*v));
+	int rc = STORE_ARRAY_RESERVE(l->v, l->cap, l->n + 1, 64);
 
-		if (!v)
-			return -ENOMEM;
-		l->v = v;
-		l->cap = cap;
-	}
+	if (rc)
+		return rc;
 	l->v[l->n++] = *b;
 	return 0;
 }
@@ -60,12 +55,12 @@ static int push_merged(struct batch_list *l, const struct index_batch *b)
 {
 	char *buf = malloc(b->length);
 	struct merged m = { .l = l, .bytes = buf, .offset = b->offset };
-	ssize_t got = buf ? seg_read(l->t, l->s, buf, b->length, b->offset)
+	ssize_t got = buf ? store_seg_read(l->t, l->s, buf, b->length, b->offset)
 			  : -ENOMEM;
 	int rc = got == (ssize_t)b->length ? 0 : got < 0 ? (int)got : -EIO;
 
 	if (!rc)
-		rc = subs_walk(b, push_sub, &m);
+		rc = store_subs_walk(b, push_sub, &m);
 	free(buf);
 	return rc < 0 ? rc : 0;
 }
@@ -97,12 +92,13 @@ int store_segment_batches(struct store_tenant *t, uint64_t seg,
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	g = seg_find(t, seg, &s);
-	rc = g ? journal_flush(t) : -ENOENT;
+	g = store_seg_find(t, seg, &s);
+	rc = g ? store_journal_flush(t) : -ENOENT;
 	if (!rc) {
 		l.s = s;
 		l.end_version = g->first_version + g->count;
-		rc = index_batch_scan(t, s->id, g->first_version, batch_push, &l);
+		rc = store_index_batch_scan(t, s->id, g->first_version,
+					    batch_push, &l);
 	}
 	pthread_rwlock_unlock(&t->lock);
 	/* a batch's count is the distance to the next one's first version */
@@ -142,9 +138,9 @@ static int replica_rows(struct store_tenant *t, struct stream *s,
 	int rc = 0;
 
 	for (size_t i = 0; !rc && i < n; i++)
-		rc = index_batch_insert(t, s->id, &b[i], NULL, 0);
+		rc = store_index_batch_insert(t, s->id, &b[i], NULL, 0);
 	if (!rc)
-		rc = index_stream_update(t, s);
+		rc = store_journal_stream_update(t, s);
 	return rc;
 }
 
@@ -170,22 +166,23 @@ int store_replica_add(struct store_tenant *t, uint64_t id,
 	g->state = STORE_SEG_EVICTED;
 
 	pthread_rwlock_wrlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
+	s = t->removed ? NULL : store_stream_find(t, id);
 	if (!s)
 		rc = -ENOENT;
-	else if (seg_active(s))
+	else if (store_seg_active(s))
 		rc = -EBUSY;	/* a replica is never appended to here */
 	else if (!replica_fits(s, seg, batches, n))
 		rc = -EINVAL;
 	else
-		rc = index_begin(t);
+		rc = store_journal_begin(t);
 	if (!rc)
-		rc = index_segment_insert(t, s->id, g);	/* gives g->id */
+		rc = store_index_segment_insert(t, s->id, g);	/* gives g->id */
 	if (!rc)
-		rc = seg_push(t, s, g);	/* before the commit: nothing fails after */
+		/* before the commit: nothing fails after it */
+		rc = store_seg_push(t, s, g);
 	if (rc) {
 		if (s)
-			index_rollback(t);
+			store_index_rollback(t);
 		goto out;
 	}
 	old = *s;
@@ -195,12 +192,12 @@ int store_replica_add(struct store_tenant *t, uint64_t id,
 	s->mtime = s->ctime = store_ts(s->last_ns);
 	rc = replica_rows(t, s, batches, n);
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else
-		index_rollback(t);
+		store_index_rollback(t);
 	if (rc) {
-		stream_restore(s, &old);
-		seg_pop(t, s);
+		store_stream_restore(s, &old);
+		store_seg_pop(t, s);
 		goto out;
 	}
 	size = s->size;

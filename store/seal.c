@@ -2,8 +2,10 @@
  * Sealing.  A segment that reaches roll_size is closed by the append that
  * fills it: it takes no more bytes, the next batch opens a new segment,
  * and the store's sealer thread seals it off the writer's path (flush and
- * checksum without the tenant's lock, the state change under it).  A
- * segment rolled by age is sealed by store_roll() on its caller's thread.
+ * checksum without the tenant's lock, the state change under it).  The
+ * sealer also closes active segments that reach roll_age, on its own
+ * schedule (age_pass), and seals them the same way; store_roll() still
+ * seals by age, or by force, on its caller's thread.
  *
  * The segments of a stream are sealed in order, so a sealed segment never
  * follows an unsealed one: after a power cut recovery may cut a stream
@@ -26,17 +28,10 @@ static int queue_push(struct seg_queue *q, uint64_t id)
 {
 	if (q->n && q->ids[q->n - 1] == id)
 		return 0;
-	if (q->n == q->cap) {
-		size_t cap = q->cap ? q->cap * 2 : 8;
-		uint64_t *v = realloc(q->ids, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		q->ids = v;
-		q->cap = cap;
-	}
+	if (STORE_ARRAY_RESERVE(q->ids, q->cap, q->n + 1, 8))
+		return -ENOMEM;
 	q->ids[q->n] = id;
-	__atomic_store_n(&q->n, q->n + 1, __ATOMIC_RELEASE);
+	atomic_store_explicit(&q->n, q->n + 1, memory_order_release);
 	return 0;
 }
 
@@ -47,14 +42,14 @@ static void queue_forget(struct seg_queue *q, uint64_t id)
 			continue;
 		memmove(&q->ids[i], &q->ids[i + 1],
 			(q->n - i - 1) * sizeof(*q->ids));
-		__atomic_store_n(&q->n, q->n - 1, __ATOMIC_RELEASE);
+		atomic_store_explicit(&q->n, q->n - 1, memory_order_release);
 		return;
 	}
 }
 
 static size_t queued(struct seg_queue *q)
 {
-	return __atomic_load_n(&q->n, __ATOMIC_ACQUIRE);
+	return atomic_load_explicit(&q->n, memory_order_acquire);
 }
 
 static void sealer_kick(struct store *st)
@@ -72,17 +67,17 @@ static void sealer_kick(struct store *st)
 static int ids_collect(struct store_tenant *t, struct stream *s,
 		       struct seg *g, uint64_t **pairs, size_t *n)
 {
-	int rc = s->ids_loaded ? 0 : dedup_load(t, s);
+	int rc = s->ids_loaded ? 0 : store_dedup_load(t, s);
 
-	return rc ? rc : idset_pairs(&s->active_ids, 0, g->offset + g->length,
-				     pairs, n);
+	return rc ? rc : store_idset_pairs(&s->active_ids, 0, g->offset + g->length,
+					   pairs, n);
 }
 
 /* The sealer's own name for the ID table of segment ID, written without
  * T's lock: a seal on another thread (store_roll) writes NNN.ids itself. */
 static void sealer_table_name(char *name, size_t size, uint64_t id)
 {
-	seg_name(name, size, id, ".ids.seal");
+	store_seg_name(name, size, id, ".ids.seal");
 }
 
 /* Writes the sealer's ID table of segment ID of T for FIELD; needs no
@@ -93,7 +88,7 @@ static int ids_write(struct store_tenant *t, uint64_t id, const char *field,
 	char name[64];
 
 	sealer_table_name(name, sizeof(name), id);
-	return idtable_write(t->segfd, name, field, pairs, n);
+	return store_idtable_write(t->segfd, name, field, pairs, n);
 }
 
 static void ids_discard(struct store_tenant *t, uint64_t id)
@@ -114,14 +109,14 @@ static int ids_place(struct store_tenant *t, struct stream *s, struct seg *g,
 	size_t n;
 	int rc;
 
-	seg_name(to, sizeof(to), g->id, ".ids");
+	store_seg_name(to, sizeof(to), g->id, ".ids");
 	if (written) {
 		sealer_table_name(from, sizeof(from), g->id);
 		return renameat(t->segfd, from, t->segfd, to) < 0 ? -errno : 0;
 	}
 	rc = ids_collect(t, s, g, &pairs, &n);
 	if (!rc)
-		rc = idtable_write(t->segfd, to, t->id_field, pairs, n);
+		rc = store_idtable_write(t->segfd, to, t->id_field, pairs, n);
 	free(pairs);
 	return rc;
 }
@@ -138,9 +133,9 @@ static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g,
 	if (rc)
 		return rc;
 	if (!s->ids_loaded)
-		return 0;	/* dedup_load maps the table when an ID comes */
-	seg_name(name, sizeof(name), g->id, ".ids");
-	rc = idtable_open(t->segfd, name, t->id_field, &g->ids);
+		return 0;	/* dedup_load maps it when an ID comes */
+	store_seg_name(name, sizeof(name), g->id, ".ids");
+	rc = store_idtable_open(t->segfd, name, t->id_field, &g->ids);
 	if (rc)
 		return rc;
 	/* Past 12 bits an ID a filter loses precision: it is made anew from
@@ -149,17 +144,18 @@ static int seal_ids(struct store_tenant *t, struct stream *s, struct seg *g,
 	for (size_t i = 0; i < s->nsegs; i++)
 		sealed += s->segs[i]->ids.count;	/* G's included */
 	if (s->sealed_filter.nbits < 12 * sealed) {
-		rc = filter_build(s);
+		rc = store_filter_build(s);
 	} else {
 		for (uint64_t i = 0; i < g->ids.count; i++)
-			bloom_add(&s->sealed_filter, g->ids.pairs[2 * i]);
+			store_bloom_add(&s->sealed_filter, g->ids.pairs[2 * i]);
 	}
 	if (s->segs[s->nsegs - 1] == g)
-		idset_release(&s->active_ids);	/* none left: free its slots */
+		/* none left: free its slots */
+		store_idset_release(&s->active_ids);
 	else if (!rc)
-		rc = idset_drop_below(&s->active_ids, end);
+		rc = store_idset_drop_below(&s->active_ids, end);
 	if (rc)
-		stream_ids_release(s);	/* dedup_load rebuilds on the next ID */
+		store_stream_ids_release(s);	/* rebuilt at the next ID */
 	return 0;
 }
 
@@ -171,36 +167,36 @@ static int seal_finish(struct store_tenant *t, struct stream *s,
 		       struct seg *g, uint64_t sum, bool ids_written)
 {
 	uint64_t synced = g->synced;
-	int rc = index_set_full_sync(t, true);
+	int rc = store_index_set_full_sync(t, true);
 
 	if (!rc)
-		rc = index_begin_raw(t);
+		rc = store_index_begin(t);
 	if (rc)
 		goto out;
-	rc = journal_flush_in(t);	/* its batch rows first */
+	rc = store_journal_flush_in(t);	/* its batch rows first */
 	if (!rc && g->has_ids)
 		rc = seal_ids(t, s, g, ids_written);
 	if (!rc) {
 		g->checksum = sum;
 		g->synced = g->length;
 		g->state = STORE_SEG_SEALED;
-		rc = index_segment_update(t, g);
+		rc = store_index_segment_update(t, g);
 	}
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else
-		index_rollback(t);
-	journal_flushed(t, !rc);
+		store_index_rollback(t);
+	store_journal_flushed(t, !rc);
 	if (rc) {
 		g->state = STORE_SEG_ACTIVE;
 		g->synced = synced;
 	} else {
 		queue_forget(&t->closing, g->id);
-		seg_hash_release(g);
+		store_seg_hash_release(g);
 	}
 out:
 	if (!t->st->cfg.sync_always)
-		index_set_full_sync(t, false);
+		store_index_set_full_sync(t, false);
 	return rc;
 }
 
@@ -210,24 +206,25 @@ static int seg_seal(struct store_tenant *t, struct stream *s, struct seg *g)
 	uint64_t sum;
 	int fd, rc;
 
-	rc = seg_trim(t, g);	/* an active one may run past its bytes */
+	STORE_ASSERT_WRLOCKED(t);
+	rc = store_seg_trim(t, g);	/* an active one may run past its bytes */
 	if (rc)
 		return rc;
-	fd = seg_fd(t, g);
+	fd = store_seg_fd(t, g);
 	if (fd < 0)
 		return fd;
 	rc = fdatasync(fd) < 0 ? -errno : 0;
 	if (!rc)
-		rc = seg_checksum(fd, g->length, &sum);
-	seg_fd_put(t, g);
+		rc = store_file_checksum(fd, g->length, &sum);
+	store_seg_fd_put(t, g);
 	if (!rc && !g->synced && fsync(t->segfd) < 0)
 		rc = -errno;	/* the new file's directory entry */
 	return rc ? rc : seal_finish(t, s, g, sum, false);
 }
 
-int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
+int store_seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 {
-	int rc = seg_trim(t, g);	/* what is sealed is its bytes alone */
+	int rc = store_seg_trim(t, g);	/* what is sealed is its bytes alone */
 
 	if (rc)
 		return rc;
@@ -235,7 +232,7 @@ int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 	g->full = true;
 	if (rc)
 		rc = seg_seal(t, s, g);	/* no memory to queue it */
-	else if ((rc = index_segment_update(t, g)))	/* its final length */
+	else if ((rc = store_index_segment_update(t, g)))	/* final length */
 		queue_forget(&t->closing, g->id);
 	else
 		sealer_kick(t->st);
@@ -244,7 +241,7 @@ int seg_close(struct store_tenant *t, struct stream *s, struct seg *g)
 	return rc;
 }
 
-int seg_queue_closing(struct store_tenant *t, struct seg *g)
+int store_seg_queue_closing(struct store_tenant *t, struct seg *g)
 {
 	return queue_push(&t->closing, g->id);
 }
@@ -255,12 +252,12 @@ int seg_queue_closing(struct store_tenant *t, struct seg *g)
  * T's lock, or -errno. */
 static int seg_fd_own(struct store_tenant *t, struct seg *g)
 {
-	int fd = seg_fd(t, g), own;
+	int fd = store_seg_fd(t, g), own;
 
 	if (fd < 0)
 		return fd;
 	own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	seg_fd_put(t, g);
+	store_seg_fd_put(t, g);
 	return own < 0 ? -errno : own;
 }
 
@@ -269,10 +266,10 @@ static int seg_fd_own(struct store_tenant *t, struct seg *g)
 static struct seg *next_to_seal(struct store_tenant *t, uint64_t id,
 				struct stream **sp)
 {
-	struct seg *g = seg_find(t, id, sp);
+	struct seg *g = store_seg_find(t, id, sp);
 
-	if (!g || !seg_closing(*sp, g) ||
-	    (*sp)->segs[seg_first_unsealed(*sp)] != g)
+	if (!g || !store_seg_closing(*sp, g) ||
+	    (*sp)->segs[store_seg_first_unsealed(*sp)] != g)
 		return NULL;
 	return g;
 }
@@ -314,7 +311,7 @@ static int seal_next(struct store_tenant *t)
 	pthread_rwlock_unlock(&t->lock);
 	if (fd < 0)
 		return fd;
-	rc = seg_checksum(fd, length, &sum);
+	rc = store_file_checksum(fd, length, &sum);
 	if (!rc && fdatasync(fd) < 0)
 		rc = -errno;
 	if (!rc && fsync(t->segfd) < 0)
@@ -354,7 +351,7 @@ static int seal_next(struct store_tenant *t)
 
 #define WRITEBACK_CHUNK (8u << 20)
 
-void seg_grew(struct store_tenant *t, struct seg *g, size_t len)
+void store_seg_grew(struct store_tenant *t, struct seg *g, size_t len)
 {
 	if (t->st->cfg.sync_always ||
 	    (g->length + len) / WRITEBACK_CHUNK == g->length / WRITEBACK_CHUNK)
@@ -378,7 +375,7 @@ static int writeback_next(struct store_tenant *t)
 		pthread_rwlock_unlock(&t->lock);
 		return 0;
 	}
-	g = seg_find(t, t->writeback.ids[0], &s);
+	g = store_seg_find(t, t->writeback.ids[0], &s);
 	queue_forget(&t->writeback, t->writeback.ids[0]);
 	if (g && g->state == STORE_SEG_ACTIVE && !g->full) {
 		from = g->wb_started;
@@ -409,7 +406,7 @@ static int writeback_next(struct store_tenant *t)
 
 #define SEC_NS 1000000000ll
 
-void seg_queue_restored(struct store_tenant *t, struct seg *g)
+void store_seg_queue_restored(struct store_tenant *t, struct seg *g)
 {
 	g->row_evicted = true;
 	g->restored_mono = store_mono_ns();
@@ -426,7 +423,7 @@ void seg_queue_restored(struct store_tenant *t, struct seg *g)
 static struct seg *restored_pending(struct store_tenant *t, uint64_t id)
 {
 	struct stream *s;
-	struct seg *g = seg_find(t, id, &s);
+	struct seg *g = store_seg_find(t, id, &s);
 
 	return g && g->row_evicted ? g : NULL;
 }
@@ -454,7 +451,7 @@ static int durable_record(struct store_tenant *t, struct seg *g, int fd,
 	if (!same_file(t, fd, name))
 		return 0;
 	g->row_evicted = false;
-	rc = index_segment_update(t, g);
+	rc = store_index_segment_update(t, g);
 	g->row_evicted = rc != 0;
 	return rc ? rc : 1;
 }
@@ -483,9 +480,9 @@ static int durable_next(struct store_tenant *t, bool force, int64_t *due)
 		pthread_rwlock_unlock(&t->lock);
 		return 0;
 	}
-	/* not seg_fd(), which would count as a use (sync/ evicts and reads
+	/* not store_seg_fd(), which would count as a use (sync/ evicts and reads
 	 * ahead by them) */
-	seg_name(name, sizeof(name), id, ".seg");
+	store_seg_name(name, sizeof(name), id, ".seg");
 	fd = g ? openat(t->segfd, name, O_RDONLY | O_CLOEXEC) : -1;
 	if (!g || fd < 0) {
 		if (g)	/* removed behind our back: its row stays evicted */
@@ -515,7 +512,7 @@ static int durable_next(struct store_tenant *t, bool force, int64_t *due)
 	return rc ? rc : 1;
 }
 
-int restored_durable_now(struct store_tenant *t)
+int store_restored_durable_now(struct store_tenant *t)
 {
 	int64_t due;
 	int rc;
@@ -527,7 +524,69 @@ int restored_durable_now(struct store_tenant *t)
 
 static bool stopping(struct store *st)
 {
-	return __atomic_load_n(&st->seal_stop, __ATOMIC_RELAXED);
+	return atomic_load_explicit(&st->seal_stop, memory_order_relaxed);
+}
+
+/* ---- rolling by age ---- */
+
+/* How often the sealer looks at ages and at journal rows that wait: at
+ * most roll_age, within [10 ms, 1 s]. */
+static int64_t age_tick(const struct store *st)
+{
+	int64_t tick = st->cfg.roll_age_ns;
+
+	if (tick > SEC_NS)
+		return SEC_NS;
+	return tick < SEC_NS / 100 ? SEC_NS / 100 : tick;
+}
+
+/* T + D, or INT64_MAX past it: roll_age may be near 292 years. */
+static int64_t later(int64_t t, int64_t d)
+{
+	return d > INT64_MAX - t ? INT64_MAX : t + d;
+}
+
+/* Closes T's active segments that are roll_age old at NOW (realtime), for
+ * the sealer to seal like full ones.  Returns when the next of them comes
+ * of age; one made later comes of age later than NOW + roll_age.  T's lock
+ * held for writing. */
+static int64_t close_aged(struct store_tenant *t, int64_t now)
+{
+	int64_t age = t->st->cfg.roll_age_ns, next = later(now, age);
+
+	STORE_ASSERT_WRLOCKED(t);
+	for (size_t i = 0; i < t->nstreams; i++) {
+		struct stream *s = t->streams[i];
+		struct seg *g = store_seg_active(s);
+
+		if (!g || g->full || !g->length)
+			continue;
+		if (now - g->created_ns < age) {
+			if (later(g->created_ns, age) < next)
+				next = later(g->created_ns, age);
+			continue;
+		}
+		if (store_seg_close(t, s, g)) {
+			store_log("%s/%s: cannot close a segment of roll age;"
+				  " retrying", t->name, s->name);
+			next = now;	/* at the next tick */
+		}
+	}
+	return next;
+}
+
+/* The sealer's look at T at NOW (realtime): journal rows that waited long
+ * enough go to the index (an idle writer leaves them otherwise), and
+ * segments of roll age are closed, when one may be. */
+static void age_pass(struct store_tenant *t, int64_t now)
+{
+	pthread_rwlock_wrlock(&t->lock);
+	if (!t->removed && store_journal_due(t, now) && store_journal_flush(t))
+		store_log("%s: index flush failed; rows stay in the journal",
+			  t->name);
+	if (!t->removed && now >= t->roll_due)
+		t->roll_due = close_aged(t, now);
+	pthread_rwlock_unlock(&t->lock);
 }
 
 /* Seals T's closing segments, starts writeback of its active ones and
@@ -562,37 +621,40 @@ static bool tenant_pass(struct store_tenant *t, int64_t *due)
 	return failed;
 }
 
-/* One pass over the tenants with work for the sealer.  Tenants
- * live until store_close(), which stops this thread first.  Returns whether
- * any seal or flush failed (and is to be retried later); *DUE gets when the
- * next restored segment is to be flushed (CLOCK_MONOTONIC; 0: none). */
+/* One pass over the tenants with work for the sealer: every tenant once
+ * an age tick is due, else those with queued work.  Tenants live until
+ * store_close(), which stops this thread first.  Returns whether any seal
+ * or flush failed (and is to be retried later); *DUE gets when the next
+ * restored segment is to be flushed or the next age tick is due
+ * (CLOCK_MONOTONIC). */
 static bool seal_pass(struct store *st, int64_t *due)
 {
+	int64_t mono = store_mono_ns();
+	bool ages = mono >= st->age_next;
 	struct store_tenant **ts = NULL;
 	size_t n = 0, cap = 0;
 	bool failed = false;
 
+	if (ages)
+		st->age_next = mono + age_tick(st);
+	*due = st->age_next;
 	pthread_mutex_lock(&st->lock);
 	for (struct store_tenant *t = st->tenants; t; t = t->next) {
-		if (!queued(&t->closing) && !queued(&t->restored) &&
+		if (!ages && !queued(&t->closing) && !queued(&t->restored) &&
 		    !queued(&t->writeback))
 			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 8;
-			struct store_tenant **v = realloc(ts, ncap * sizeof(*v));
-
-			if (!v) {
-				failed = true;
-				break;
-			}
-			ts = v;
-			cap = ncap;
+		if (STORE_ARRAY_RESERVE(ts, cap, n + 1, 8)) {
+			failed = true;
+			break;
 		}
 		ts[n++] = t;
 	}
 	pthread_mutex_unlock(&st->lock);
-	for (size_t i = 0; i < n && !stopping(st); i++)
+	for (size_t i = 0; i < n && !stopping(st); i++) {
+		if (ages)
+			age_pass(ts[i], store_now_ns());
 		failed |= tenant_pass(ts[i], due);
+	}
 	free(ts);
 	return failed;
 }
@@ -629,7 +691,7 @@ static void *sealer_main(void *arg)
 	return NULL;
 }
 
-int sealer_start(struct store *st)
+int store_sealer_start(struct store *st)
 {
 	int rc = pthread_create(&st->sealer, NULL, sealer_main, st);
 
@@ -639,12 +701,12 @@ int sealer_start(struct store *st)
 	return 0;
 }
 
-void sealer_stop(struct store *st)
+void store_sealer_stop(struct store *st)
 {
 	if (!st->sealer_running)
 		return;
 	pthread_mutex_lock(&st->seal_lock);
-	__atomic_store_n(&st->seal_stop, true, __ATOMIC_RELAXED);
+	atomic_store_explicit(&st->seal_stop, true, memory_order_relaxed);
 	pthread_cond_signal(&st->seal_cond);
 	pthread_mutex_unlock(&st->seal_lock);
 	pthread_join(st->sealer, NULL);
@@ -660,11 +722,11 @@ static int seal_stream(struct store_tenant *t, struct stream *s,
 {
 	int sealed = 0;
 
-	for (size_t i = seg_first_unsealed(s); i < s->nsegs; i++) {
+	for (size_t i = store_seg_first_unsealed(s); i < s->nsegs; i++) {
 		struct seg *g = s->segs[i];
 		int rc;
 
-		if (!seg_closing(s, g) && (!seal_active || !g->length))
+		if (!store_seg_closing(s, g) && (!seal_active || !g->length))
 			break;
 		rc = seg_seal(t, s, g);
 		if (rc)
@@ -681,11 +743,11 @@ int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
 
 	pthread_rwlock_wrlock(&t->lock);
 	/* the roller's tick also bounds how long rows wait in the journal */
-	if (!t->removed && journal_due(t, now_ns))
-		rc = journal_flush(t);
+	if (!t->removed && store_journal_due(t, now_ns))
+		rc = store_journal_flush(t);
 	for (size_t i = 0; !t->removed && i < t->nstreams && !rc; i++) {
 		struct stream *s = t->streams[i];
-		struct seg *g = seg_active(s);
+		struct seg *g = store_seg_active(s);
 		bool old = g && (force || now_ns - g->created_ns >= age);
 		int n;
 
@@ -705,7 +767,7 @@ int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
 	return rc ? rc : sealed;
 }
 
-int seal_closing_now(struct store_tenant *t)
+int store_seal_closing_now(struct store_tenant *t)
 {
 	int rc = 0;
 

@@ -15,9 +15,8 @@
 #include "hash.h"
 #include "store_int.h"
 
-#define IO_CHUNK (1u << 20)
 
-void seg_name(char *buf, size_t len, uint64_t id, const char *ext)
+void store_seg_name(char *buf, size_t len, uint64_t id, const char *ext)
 {
 	snprintf(buf, len, "%016" PRIx64 "%s", id, ext);
 }
@@ -61,7 +60,7 @@ static void close_locked(struct store_tenant *t, struct seg *g)
 	close(g->fd);
 	g->fd = -1;
 	lru_unlink(t, g);
-	__atomic_sub_fetch(&t->st->open_fds, 1, __ATOMIC_RELAXED);
+	atomic_fetch_sub_explicit(&t->st->open_fds, 1, memory_order_relaxed);
 }
 
 /* Closes idle files from the cold end while over budget. fd_lock held. */
@@ -69,7 +68,8 @@ static void trim_locked(struct store_tenant *t)
 {
 	struct seg *g = t->lru_tail;
 
-	while (g && __atomic_load_n(&t->st->open_fds, __ATOMIC_RELAXED) >
+	STORE_ASSERT_MUTEX(&t->fd_lock);
+	while (g && atomic_load_explicit(&t->st->open_fds, memory_order_relaxed) >
 			    t->st->fd_budget) {
 		struct seg *prev = g->lru_prev;
 
@@ -81,22 +81,22 @@ static void trim_locked(struct store_tenant *t)
 
 static void hold_locked(struct store_tenant *t, struct seg *g)
 {
-	__atomic_store_n(&g->used_ns, store_now_ns(), __ATOMIC_RELAXED);
+	atomic_store_explicit(&g->used_ns, store_now_ns(), memory_order_relaxed);
 	g->fd_refs++;
 	lru_unlink(t, g);
 	lru_push(t, g);
 	trim_locked(t);
 }
 
-/* The evicted segment this thread last needed (see seg_fetch_wanted), and
- * the restored one its read used first (see seg_reached_tell). */
+/* The evicted segment this thread last needed (see store_seg_fetch_wanted), and
+ * the restored one its read used first (see store_seg_reached_tell). */
 static __thread uint64_t wanted_seg;
 static __thread struct {
 	struct store_tenant *t;	/* NULL: none since the last tell */
 	uint64_t seg;
 } first_read;
 
-int seg_fd(struct store_tenant *t, struct seg *g)
+int store_seg_fd(struct store_tenant *t, struct seg *g)
 {
 	char name[64];
 	int fd;
@@ -108,7 +108,7 @@ int seg_fd(struct store_tenant *t, struct seg *g)
 			wanted_seg = g->id;
 			return -ENODATA;
 		}
-		seg_name(name, sizeof(name), g->id, ".seg");
+		store_seg_name(name, sizeof(name), g->id, ".seg");
 		fd = openat(t->segfd, name, O_RDWR | O_CLOEXEC);
 		if (fd < 0) {
 			int err = errno;
@@ -119,7 +119,7 @@ int seg_fd(struct store_tenant *t, struct seg *g)
 			return err == ENOENT ? -EIO : -err;
 		}
 		g->fd = fd;
-		__atomic_add_fetch(&t->st->open_fds, 1, __ATOMIC_RELAXED);
+		atomic_fetch_add_explicit(&t->st->open_fds, 1, memory_order_relaxed);
 	}
 	hold_locked(t, g);
 	fd = g->fd;
@@ -127,35 +127,35 @@ int seg_fd(struct store_tenant *t, struct seg *g)
 	return fd;
 }
 
-int seg_fd_read(struct store_tenant *t, struct seg *g)
+int store_seg_fd_read(struct store_tenant *t, struct seg *g)
 {
-	int fd = seg_fd(t, g);
+	int fd = store_seg_fd(t, g);
 
-	if (fd >= 0 && __atomic_load_n(&g->unread, __ATOMIC_RELAXED) &&
-	    __atomic_exchange_n(&g->unread, false, __ATOMIC_RELAXED)) {
+	if (fd >= 0 && atomic_load_explicit(&g->unread, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&g->unread, false, memory_order_relaxed)) {
 		first_read.t = t;
 		first_read.seg = g->id;
 	}
 	return fd;
 }
 
-void seg_fd_put(struct store_tenant *t, struct seg *g)
+void store_seg_fd_put(struct store_tenant *t, struct seg *g)
 {
 	pthread_mutex_lock(&t->fd_lock);
 	g->fd_refs--;
 	pthread_mutex_unlock(&t->fd_lock);
 }
 
-void seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd)
+void store_seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd)
 {
 	pthread_mutex_lock(&t->fd_lock);
 	g->fd = fd;
-	__atomic_add_fetch(&t->st->open_fds, 1, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(&t->st->open_fds, 1, memory_order_relaxed);
 	hold_locked(t, g);
 	pthread_mutex_unlock(&t->fd_lock);
 }
 
-void seg_fd_close(struct store_tenant *t, struct seg *g)
+void store_seg_fd_close(struct store_tenant *t, struct seg *g)
 {
 	pthread_mutex_lock(&t->fd_lock);
 	close_locked(t, g);
@@ -172,7 +172,7 @@ void seg_fd_close(struct store_tenant *t, struct seg *g)
  * The window's blocks are allocated (fallocate(2)) before it is mapped, so
  * a full disk is an error here, never a SIGBUS on a store, as for the
  * journal.  The file then runs past the segment's bytes, in zeros, until
- * seg_trim() cuts it: when the segment closes or the store does, or in
+ * store_seg_trim() cuts it: when the segment closes or the store does, or in
  * recovery after a crash.
  * A segment that is fsync(2)ed, and every one under sync=always, takes
  * its appends with pwrite(2): each flush write-protects the mapped page
@@ -196,7 +196,7 @@ static void unmap_window(struct store_tenant *t, struct seg *g)
 	munmap(g->map, SEG_WINDOW);
 	g->map = NULL;
 	g->small_writes = 0;
-	__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+	atomic_fetch_sub_explicit(&t->st->seg_maps, 1, memory_order_relaxed);
 }
 
 /* Maps the window of G's file (FD) that starts at the page of OFF. */
@@ -208,9 +208,9 @@ static int map_window(struct store_tenant *t, struct seg *g, int fd,
 
 	if (g->map)
 		munmap(g->map, SEG_WINDOW);	/* moved on: the count stays */
-	else if (__atomic_add_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED) >
-		 SEG_MAPS) {
-		__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+	else if (atomic_fetch_add_explicit(&t->st->seg_maps, 1,
+					   memory_order_relaxed) >= SEG_MAPS) {
+		atomic_fetch_sub_explicit(&t->st->seg_maps, 1, memory_order_relaxed);
 		return -EBUSY;
 	}
 	g->map = NULL;
@@ -218,13 +218,13 @@ static int map_window(struct store_tenant *t, struct seg *g, int fd,
 	if (fallocate(fd, 0, (off_t)start, SEG_WINDOW) < 0) {
 		int err = errno;
 
-		__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+		atomic_fetch_sub_explicit(&t->st->seg_maps, 1, memory_order_relaxed);
 		return -err;
 	}
 	map = mmap(NULL, SEG_WINDOW, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
 		   (off_t)start);
 	if (map == MAP_FAILED) {
-		__atomic_sub_fetch(&t->st->seg_maps, 1, __ATOMIC_RELAXED);
+		atomic_fetch_sub_explicit(&t->st->seg_maps, 1, memory_order_relaxed);
 		return -errno;
 	}
 	g->map = map;
@@ -255,23 +255,25 @@ static bool window_takes(struct store_tenant *t, struct seg *g, int fd,
 	return off + len <= g->map_off + SEG_WINDOW;
 }
 
-int seg_write(struct store_tenant *t, struct seg *g, int fd, const void *p,
-	      size_t len, uint64_t off)
+int store_seg_write(struct store_tenant *t, struct seg *g, int fd, const void *p,
+		    size_t len, uint64_t off)
 {
+	STORE_ASSERT_WRLOCKED(t);
 	if (!window_takes(t, g, fd, off, len))
 		return store_pwrite_all(fd, p, len, off);
 	memcpy(g->map + (off - g->map_off), p, len);
 	return 0;
 }
 
-int seg_trim(struct store_tenant *t, struct seg *g)
+int store_seg_trim(struct store_tenant *t, struct seg *g)
 {
 	struct stat sb;
 	int fd, rc = 0;
 
+	STORE_ASSERT_WRLOCKED(t);
 	if (!g->extended)
 		return 0;
-	fd = seg_fd(t, g);
+	fd = store_seg_fd(t, g);
 	if (fd < 0)
 		return fd;
 	unmap_window(t, g);
@@ -282,18 +284,18 @@ int seg_trim(struct store_tenant *t, struct seg *g)
 		rc = -errno;
 	if (!rc)
 		g->extended = false;
-	seg_fd_put(t, g);
+	store_seg_fd_put(t, g);
 	return rc;
 }
 
-int seg_trim_tenant(struct store_tenant *t)
+int store_seg_trim_tenant(struct store_tenant *t)
 {
 	int rc = 0;
 
 	pthread_rwlock_wrlock(&t->lock);
 	for (size_t i = 0; !t->removed && i < t->nstreams; i++) {
-		struct seg *g = seg_active(t->streams[i]);
-		int err = g ? seg_trim(t, g) : 0;
+		struct seg *g = store_seg_active(t->streams[i]);
+		int err = g ? store_seg_trim(t, g) : 0;
 
 		if (!rc)
 			rc = err;	/* the first; the others are still cut */
@@ -334,10 +336,11 @@ static int ids_grow(struct store_tenant *t)
 	return 0;
 }
 
-struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp)
+struct seg *store_seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp)
 {
 	struct seg *g = t->seg_ids && !t->removed ? *id_bucket(t, seg) : NULL;
 
+	STORE_ASSERT_LOCKED(t);
 	while (g && g->id != seg)
 		g = g->id_next;
 	if (g)
@@ -360,7 +363,7 @@ static void id_unlink(struct store_tenant *t, struct seg *g)
 	}
 }
 
-struct seg *seg_pop(struct store_tenant *t, struct stream *s)
+struct seg *store_seg_pop(struct store_tenant *t, struct stream *s)
 {
 	struct seg *g = s->segs[--s->nsegs];
 
@@ -368,18 +371,18 @@ struct seg *seg_pop(struct store_tenant *t, struct stream *s)
 	return g;
 }
 
-void seg_free(struct store_tenant *t, struct seg *g)
+void store_seg_free(struct store_tenant *t, struct seg *g)
 {
 	if (!g)
 		return;
 	id_unlink(t, g);
-	seg_fd_close(t, g);
-	idtable_release(&g->ids);
-	seg_hash_release(g);
+	store_seg_fd_close(t, g);
+	store_idtable_release(&g->ids);
+	store_seg_hash_release(g);
 	free(g);
 }
 
-int seg_push(struct store_tenant *t, struct stream *s, struct seg *g)
+int store_seg_push(struct store_tenant *t, struct stream *s, struct seg *g)
 {
 	struct seg **b;
 
@@ -389,15 +392,8 @@ int seg_push(struct store_tenant *t, struct stream *s, struct seg *g)
 		if (rc)
 			return rc;
 	}
-	if (s->nsegs == s->segcap) {
-		size_t cap = s->segcap ? s->segcap * 2 : 4;
-		struct seg **v = realloc(s->segs, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		s->segs = v;
-		s->segcap = cap;
-	}
+	if (STORE_ARRAY_RESERVE(s->segs, s->segcap, s->nsegs + 1, 4))
+		return -ENOMEM;
 	s->segs[s->nsegs++] = g;
 	g->stream = s;
 	b = id_bucket(t, g->id);
@@ -407,7 +403,7 @@ int seg_push(struct store_tenant *t, struct stream *s, struct seg *g)
 	return 0;
 }
 
-size_t seg_first_unsealed(const struct stream *s)
+size_t store_seg_first_unsealed(const struct stream *s)
 {
 	size_t i = s->nsegs;
 
@@ -416,20 +412,20 @@ size_t seg_first_unsealed(const struct stream *s)
 	return i;
 }
 
-bool seg_closing(const struct stream *s, const struct seg *g)
+bool store_seg_closing(const struct stream *s, const struct seg *g)
 {
 	return g->state == STORE_SEG_ACTIVE &&
 	       (g->full || g != s->segs[s->nsegs - 1]);
 }
 
-struct seg *seg_active(struct stream *s)
+struct seg *store_seg_active(struct stream *s)
 {
 	struct seg *g = s->nsegs ? s->segs[s->nsegs - 1] : NULL;
 
 	return g && g->state == STORE_SEG_ACTIVE ? g : NULL;
 }
 
-struct seg *seg_at(struct stream *s, uint64_t off)
+struct seg *store_seg_at(struct stream *s, uint64_t off)
 {
 	size_t lo = 0, hi = s->nsegs;
 
@@ -445,14 +441,14 @@ struct seg *seg_at(struct stream *s, uint64_t off)
 	return lo ? s->segs[lo - 1] : NULL;
 }
 
-ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
-		 size_t len, uint64_t off)
+ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
+		       size_t len, uint64_t off)
 {
 	char *p = buf;
 	size_t done = 0;
 
 	while (done < len) {
-		struct seg *g = seg_at(s, off + done);
+		struct seg *g = store_seg_at(s, off + done);
 		uint64_t in = off + done - (g ? g->offset : 0);
 		size_t want;
 		ssize_t n;
@@ -463,13 +459,13 @@ ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		want = len - done;
 		if (want > g->length - in)
 			want = (size_t)(g->length - in);
-		fd = seg_fd_read(t, g);
+		fd = store_seg_fd_read(t, g);
 		if (fd < 0)
 			return done ? (ssize_t)done : fd;
 		n = pread(fd, p + done, want, (off_t)in);
 		if (n < 0)
 			n = -errno;
-		seg_fd_put(t, g);
+		store_seg_fd_put(t, g);
 		if (n == -EINTR)
 			continue;
 		if (n <= 0) {
@@ -484,238 +480,23 @@ ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
 	return (ssize_t)done;
 }
 
-int seg_hash_file(int fd, uint64_t len, struct XXH3_state_s *state)
+/* The running hash of a segment fsynced through a durable mark (mark.c). */
+void store_seg_hash_release(struct seg *g)
 {
-	char *buf = malloc(IO_CHUNK);
-	uint64_t off = 0;
-	int rc = 0;
-
-	if (!buf)
-		return -ENOMEM;
-	while (off < len) {
-		size_t want = len - off < IO_CHUNK ? (size_t)(len - off) : IO_CHUNK;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			break;
-		}
-		XXH3_64bits_update(state, buf, (size_t)n);
-		off += (uint64_t)n;
-	}
-	free(buf);
-	return rc;
+	if (g->running)
+		XXH3_freeState(g->running);
+	g->running = NULL;
 }
 
-int seg_checksum(int fd, uint64_t len, uint64_t *sum)
+void store_seg_hash_update(struct seg *g, const void *p, size_t len)
 {
-	XXH3_state_t *state = XXH3_createState();
-	int rc = state ? 0 : -ENOMEM;
-
-	if (!rc) {
-		XXH3_64bits_reset(state);
-		rc = seg_hash_file(fd, len, state);
-	}
-	if (!rc)
-		*sum = XXH3_64bits_digest(state);
-	XXH3_freeState(state);
-	return rc;
+	if (g->running)
+		XXH3_64bits_update(g->running, p, len);
 }
 
-/* Records G as synced up to its end; WHOLE_FS says a syncfs(2) already
- * made its bytes (and directory entry) durable. */
-static int sync_one(struct store_tenant *t, struct seg *g, bool whole_fs)
-{
-	int fd;
-
-	if (g->synced == g->length)
-		return 0;
-	if (!whole_fs) {
-		fd = seg_fd(t, g);
-		if (fd < 0)
-			return fd;
-		fd = fdatasync(fd) < 0 ? -errno : 0;
-		seg_fd_put(t, g);
-		if (fd < 0)
-			return fd;
-		/* a new file's directory entry must reach the disk too */
-		if (!g->synced && fsync(t->segfd) < 0)
-			return -errno;
-	}
-	g->synced = g->length;
-	return index_segment_update(t, g);
-}
-
-/* The same for every segment of S not sealed yet. */
-int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs)
-{
-	int rc = 0;
-
-	for (size_t i = seg_first_unsealed(s); !rc && i < s->nsegs; i++)
-		rc = sync_one(t, s->segs[i], whole_fs);
-	return rc;
-}
-
-/* ---- public: sync ---- */
-
-static size_t count_unsynced(struct store_tenant *t)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < t->nstreams; i++) {
-		struct stream *s = t->streams[i];
-
-		for (size_t j = seg_first_unsealed(s); j < s->nsegs; j++)
-			n += s->segs[j]->synced < s->segs[j]->length;
-	}
-	return n;
-}
-
-/* Syncs every stream of T and records it with one commit at
- * synchronous=FULL, which also makes the index's WAL durable.  With many
- * files to sync, one syncfs(2) costs less than an fdatasync(2) each. */
-static int tenant_sync(struct store_tenant *t)
-{
-	bool whole_fs = count_unsynced(t) > 8 && !syncfs(t->segfd);
-	int rc = index_set_full_sync(t, true);
-
-	if (rc)
-		return rc;
-	rc = index_begin(t);
-	for (size_t i = 0; !rc && i < t->nstreams; i++)
-		rc = seg_sync(t, t->streams[i], whole_fs);
-	if (!rc && t->times_dirty)
-		rc = index_meta_set(t, "mtime", store_ns(t->mtime), NULL);
-	if (!rc && t->times_dirty)
-		rc = index_meta_set(t, "ctime", store_ns(t->ctime), NULL);
-	if (!rc)
-		rc = index_meta_set(t, "synced", store_now_ns(), NULL);
-	if (!rc)
-		rc = index_commit(t);
-	else
-		index_rollback(t);
-	if (!rc)
-		t->times_dirty = false;
-	if (!t->st->cfg.sync_always)
-		index_set_full_sync(t, false);
-	return rc;
-}
-
-struct datasync {
-	int fd, dirfd;		/* dirfd: also sync the directory, or -1 */
-	int rc;
-};
-
-static void *datasync_main(void *arg)
-{
-	struct datasync *d = arg;
-
-	d->rc = fdatasync(d->fd) < 0 ? -errno : 0;
-	if (!d->rc && d->dirfd >= 0 && fsync(d->dirfd) < 0)
-		d->rc = -errno;
-	return NULL;
-}
-
-/* fsync(2) of one stream: its segment's bytes and the index (with the
- * rows pending in the journal) must both reach the disk, and neither write
- * depends on the other, because recovery checks every batch past the
- * recorded synced length against its hash.  So the segment's fdatasync
- * runs on a thread of its own while the index commits at FULL: one device
- * flush of latency, not two.  The new synced length is kept in memory and
- * reaches the index with a later commit, never before its bytes are on
- * the disk. */
-static int stream_fsync(struct store_tenant *t, struct stream *s)
-{
-	struct seg *g = seg_active(s);
-	uint64_t len = g ? g->length : 0;
-	struct datasync d = { .fd = -1, .dirfd = -1 };
-	pthread_t th;
-	bool threaded = false;
-	int rc = 0;
-
-	if (g && !g->fsynced) {
-		rc = seg_trim(t, g);	/* its appends leave the window */
-		if (rc)
-			return rc;
-		g->fsynced = true;
-	}
-	/* One flush when the active segment is all there is to sync and its
-	 * row is durable already (synced before): a durable mark (mark.c). */
-	if (g && g->synced && g->synced < len &&
-	    seg_first_unsealed(s) == s->nsegs - 1) {
-		rc = seg_mark_durable(t, s, g);
-		if (rc != -ENOTSUP)
-			return rc;
-		rc = 0;
-	}
-	/* closing segments the sealer has not reached yet: rare, in turn */
-	for (size_t i = seg_first_unsealed(s); !rc && i + 1 < s->nsegs; i++)
-		rc = sync_one(t, s->segs[i], false);
-	if (rc)
-		return rc;
-	if (g && g->synced < len) {
-		d.fd = seg_fd(t, g);
-		if (d.fd < 0)
-			return d.fd;
-		if (!g->synced)
-			d.dirfd = t->segfd;	/* a new file's entry too */
-		threaded = !pthread_create(&th, NULL, datasync_main, &d);
-		if (!threaded)
-			datasync_main(&d);
-	}
-	rc = index_set_full_sync(t, true);
-	if (!rc)
-		rc = index_begin_raw(t);
-	if (!rc)
-		rc = journal_flush_in(t);
-	if (!rc)	/* a row written, so that the commit syncs the WAL */
-		rc = index_meta_set(t, "synced", store_now_ns(), NULL);
-	if (!rc)
-		rc = index_commit(t);
-	else
-		index_rollback(t);
-	journal_flushed(t, !rc);
-	if (!t->st->cfg.sync_always)
-		index_set_full_sync(t, false);
-	if (threaded)
-		pthread_join(th, NULL);
-	if (d.fd >= 0) {
-		seg_fd_put(t, g);
-		if (!d.rc)
-			g->synced = len;
-	}
-	return rc ? rc : d.rc;
-}
-
-int store_sync_stream(struct store_tenant *t, uint64_t id)
-{
-	struct stream *s;
-	int rc;
-
-	pthread_rwlock_wrlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
-	rc = s ? stream_fsync(t, s) : -ENOENT;
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
-}
-
-int store_tenant_sync(struct store_tenant *t)
-{
-	int rc = 0;
-
-	pthread_rwlock_wrlock(&t->lock);
-	if (!t->removed)
-		rc = tenant_sync(t);
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
-}
-
-/* ---- public: segments for sync/ ---- */
-
-static void fill_segment(const struct stream *s, const struct seg *g,
-			 struct store_segment *out)
+/* Starts G's running hash from the bytes it holds. */
+void store_seg_fill(const struct stream *s, const struct seg *g,
+		    struct store_segment *out)
 {
 	out->seg = g->id;
 	out->stream = s->id;
@@ -725,238 +506,9 @@ static void fill_segment(const struct stream *s, const struct seg *g,
 	out->length = g->length;
 	out->checksum = g->checksum;
 	out->created_ns = g->created_ns;
-	out->used_ns = __atomic_load_n(&g->used_ns, __ATOMIC_RELAXED);
+	out->used_ns = atomic_load_explicit(&g->used_ns, memory_order_relaxed);
 	out->origin = g->origin;
 	out->state = g->state;
-}
-
-int store_segment_list(struct store_tenant *t, enum store_seg_state state,
-		       int (*fn)(void *arg, const struct store_segment *seg),
-		       void *arg)
-{
-	struct store_segment *list = NULL;
-	size_t n = 0, cap = 0;
-	int rc = 0;
-
-	/* Collect under the lock, call out without it. */
-	pthread_rwlock_rdlock(&t->lock);
-	for (size_t i = 0; !t->removed && i < t->nstreams && !rc; i++) {
-		struct stream *s = t->streams[i];
-
-		for (size_t j = 0; j < s->nsegs; j++) {
-			if (s->segs[j]->state != state)
-				continue;
-			if (n == cap) {
-				size_t ncap = cap ? cap * 2 : 16;
-				struct store_segment *v =
-					realloc(list, ncap * sizeof(*v));
-
-				if (!v) {
-					rc = -ENOMEM;
-					break;
-				}
-				list = v;
-				cap = ncap;
-			}
-			fill_segment(s, s->segs[j], &list[n++]);
-		}
-	}
-	pthread_rwlock_unlock(&t->lock);
-	for (size_t i = 0; !rc && i < n; i++)
-		rc = fn(arg, &list[i]);
-	free(list);
-	return rc;
-}
-
-char *store_segment_path(struct store_tenant *t, uint64_t seg)
-{
-	char name[64], *path;
-
-	seg_name(name, sizeof(name), seg, ".seg");
-	if (asprintf(&path, "%s/" SEG_DIR "/%s", t->path, name) < 0)
-		return NULL;
-	return path;
-}
-
-static int set_state(struct store_tenant *t, struct seg *g,
-		     enum store_seg_state state)
-{
-	enum store_seg_state old = g->state;
-	int rc;
-
-	g->state = state;
-	rc = index_segment_update(t, g);
-	if (rc)
-		g->state = old;
-	return rc;
-}
-
-int store_segment_mark_uploaded(struct store_tenant *t, uint64_t seg)
-{
-	struct stream *s;
-	struct seg *g;
-	int rc;
-
-	pthread_rwlock_wrlock(&t->lock);
-	g = seg_find(t, seg, &s);
-	if (!g)
-		rc = -ENOENT;
-	else if (g->state == STORE_SEG_ACTIVE)
-		rc = -EBUSY;
-	else if (g->state == STORE_SEG_SEALED)
-		rc = set_state(t, g, STORE_SEG_UPLOADED);
-	else
-		rc = 0;
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
-}
-
-bool store_segment_evicted(struct store_tenant *t, uint64_t seg)
-{
-	struct stream *s;
-	struct seg *g;
-	bool evicted;
-
-	pthread_rwlock_rdlock(&t->lock);
-	g = seg_find(t, seg, &s);
-	evicted = g && g->state == STORE_SEG_EVICTED;
-	pthread_rwlock_unlock(&t->lock);
-	return evicted;
-}
-
-int store_segment_evict(struct store_tenant *t, uint64_t seg)
-{
-	struct stream *s;
-	struct seg *g;
-	char name[64];
-	int rc;
-
-	pthread_rwlock_wrlock(&t->lock);
-	g = seg_find(t, seg, &s);
-	if (!g)
-		rc = -ENOENT;
-	else if (g->state == STORE_SEG_EVICTED)
-		rc = 0;
-	else if (g->state != STORE_SEG_UPLOADED)
-		rc = -EBUSY;
-	else
-		rc = set_state(t, g, STORE_SEG_EVICTED);
-	if (!rc) {
-		g->row_evicted = false;	/* true now */
-		seg_fd_close(t, g);	/* no reader: the lock is held for writing */
-		seg_name(name, sizeof(name), g->id, ".seg");
-		unlinkat(t->segfd, name, 0);
-	}
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
-}
-
-/* Checks the fetched copy at FD against what the index says of segment SEG
- * (length, XXH3), without T's lock: 16 MiB take long enough to hash that
- * readers and writers must not wait on it.  The sealer flushes it later.
- * Returns 1 when SEG needs no copy any more (restored meanwhile). */
-static int restore_check(struct store_tenant *t, uint64_t seg, int fd,
-			 const uint64_t *known)
-{
-	uint64_t length = 0, want = 0, sum = known ? *known : 0;
-	bool evicted = false;
-	struct stream *s;
-	struct seg *g;
-	struct stat sb;
-	int rc;
-
-	pthread_rwlock_rdlock(&t->lock);
-	g = seg_find(t, seg, &s);
-	if (g) {
-		evicted = g->state == STORE_SEG_EVICTED;
-		length = g->length;
-		want = g->checksum;
-	}
-	pthread_rwlock_unlock(&t->lock);
-	if (!g)
-		return -ENOENT;
-	if (!evicted)
-		return 1;
-	rc = fstat(fd, &sb) < 0 ? -errno : 0;
-	if (!rc && (uint64_t)sb.st_size != length)
-		rc = -EIO;
-	if (!rc && !known)
-		rc = seg_checksum(fd, length, &sum);
-	if (!rc && sum != want)
-		rc = -EIO;
-	return rc;
-}
-
-static int restore(struct store_tenant *t, uint64_t seg, const char *path,
-		   const uint64_t *known)
-{
-	struct stream *s;
-	struct seg *g;
-	char name[64];
-	int fd, rc;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	rc = restore_check(t, seg, fd, known);
-	close(fd);
-	if (rc)
-		return rc < 0 ? rc : 0;
-	pthread_rwlock_wrlock(&t->lock);
-	g = seg_find(t, seg, &s);
-	if (!g)
-		rc = -ENOENT;
-	else if (g->state != STORE_SEG_EVICTED)
-		goto out;	/* another fetch restored it meanwhile */
-	seg_name(name, sizeof(name), seg, ".seg");
-	if (!rc && renameat(AT_FDCWD, path, t->segfd, name) < 0)
-		rc = -errno;
-	if (!rc) {
-		g->state = STORE_SEG_UPLOADED;
-		seg_queue_restored(t, g);	/* its row: once flushed */
-		/* fetched for a reader: the most recently used */
-		__atomic_store_n(&g->used_ns, store_now_ns(), __ATOMIC_RELAXED);
-		__atomic_store_n(&g->unread, true, __ATOMIC_RELAXED);
-	}
-out:
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
-}
-
-int store_segment_restore(struct store_tenant *t, uint64_t seg,
-			  const char *path)
-{
-	return restore(t, seg, path, NULL);
-}
-
-int store_segment_restore_hashed(struct store_tenant *t, uint64_t seg,
-				 const char *path, uint64_t sum)
-{
-	return restore(t, seg, path, &sum);
-}
-
-int store_stream_segments(struct store_tenant *t, uint64_t id,
-			  int (*fn)(void *arg, const struct store_segment *seg),
-			  void *arg)
-{
-	struct store_segment *list = NULL;
-	struct stream *s;
-	size_t n = 0;
-	int rc = 0;
-
-	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : stream_find(t, id);
-	if (!s)
-		rc = -ENOENT;
-	else if (s->nsegs && !(list = calloc(s->nsegs, sizeof(*list))))
-		rc = -ENOMEM;
-	for (size_t i = 0; !rc && i < s->nsegs; i++)
-		fill_segment(s, s->segs[i], &list[n++]);
-	pthread_rwlock_unlock(&t->lock);
-	for (size_t i = 0; !rc && i < n; i++)
-		rc = fn(arg, &list[i]);
-	free(list);
-	return rc;
 }
 
 /* The hook and its argument change together under st->lock, and a change
@@ -982,9 +534,9 @@ static int hook_segment(struct store_tenant *t, uint64_t seg,
 	struct seg *g;
 
 	pthread_rwlock_rdlock(&t->lock);
-	g = seg_find(t, seg, &s);
+	g = store_seg_find(t, seg, &s);
 	if (g)
-		fill_segment(s, g, info);
+		store_seg_fill(s, g, info);
 	pthread_rwlock_unlock(&t->lock);
 	if (!g)
 		return -ENOENT;
@@ -1013,7 +565,7 @@ static void hook_leave(struct store *st)
 	pthread_mutex_unlock(&st->lock);
 }
 
-int seg_fetch_wanted(struct store_tenant *t)
+int store_seg_fetch_wanted(struct store_tenant *t)
 {
 	struct store_segment info;
 	store_reached_fn reached;
@@ -1033,7 +585,7 @@ int seg_fetch_wanted(struct store_tenant *t)
 	return rc;
 }
 
-void seg_reached_tell(struct store_tenant *t)
+void store_seg_reached_tell(struct store_tenant *t)
 {
 	struct store_segment info;
 	store_reached_fn reached;

@@ -32,17 +32,6 @@ void store_config_default(struct store_config *cfg)
 	cfg->restore_flush_ns = 30ll * 1000000000;
 }
 
-bool store_name_valid(const char *name)
-{
-	size_t len = strnlen(name, STORE_NAME_MAX + 1);
-
-	if (len == 0 || len > STORE_NAME_MAX)
-		return false;
-	if (!strcmp(name, ".") || !strcmp(name, ".."))
-		return false;
-	return !strpbrk(name, "/@");
-}
-
 void store_set_commit_hook(struct store *st, store_commit_fn fn, void *arg)
 {
 	st->commit_fn = fn;
@@ -56,7 +45,7 @@ const char *store_tenant_name(const struct store_tenant *t)
 
 bool store_tenant_removed(const struct store_tenant *t)
 {
-	return __atomic_load_n(&t->removed, __ATOMIC_ACQUIRE);
+	return atomic_load_explicit(&t->removed, memory_order_acquire);
 }
 
 /* ---- files ---- */
@@ -99,15 +88,15 @@ static void tenant_free(struct store_tenant *t)
 	if (!t)
 		return;
 	for (size_t i = 0; i < t->nstreams; i++)
-		stream_free(t, t->streams[i]);
+		store_stream_free(t, t->streams[i]);
 	free(t->streams);
 	free(t->names);
 	free(t->seg_ids);
 	free(t->closing.ids);
 	free(t->restored.ids);
 	free(t->writeback.ids);
-	journal_close(t);
-	index_close(t);
+	store_journal_close(t);
+	store_index_close(t);
 	if (t->segfd >= 0)
 		close(t->segfd);
 	if (t->dirfd >= 0)
@@ -153,15 +142,19 @@ static int tenant_load(struct store_tenant *t, bool create)
 	t->segfd = mkdir_open(t->dirfd, SEG_DIR);
 	if (t->segfd < 0)
 		return t->segfd;
-	rc = index_open(t, create);
+	/* Nobody else sees T yet: the lock is for what the layers below
+	 * check in debug builds. */
+	pthread_rwlock_wrlock(&t->lock);
+	rc = store_index_open(t, create);
 	if (!rc)
-		rc = journal_open(t);
+		rc = store_journal_open(t);
 	if (!rc)
-		rc = index_load_tenant(t);
+		rc = store_index_load_tenant(t);
 	if (!rc && !create)
-		rc = journal_replay(t);
+		rc = store_journal_replay(t);
 	if (!rc && !create)
-		rc = recover_tenant(t);
+		rc = store_recover_tenant(t);
+	pthread_rwlock_unlock(&t->lock);
 	return rc;
 }
 
@@ -170,6 +163,7 @@ static void tenant_link(struct store *st, struct store_tenant *t)
 {
 	struct store_tenant **pp = &st->tenants;
 
+	STORE_ASSERT_MUTEX(&st->lock);
 	while (*pp && strcmp((*pp)->name, t->name) < 0)
 		pp = &(*pp)->next;
 	t->next = *pp;
@@ -186,27 +180,27 @@ static struct store_tenant *tenant_find(struct store *st, const char *name)
 
 static int write_tenant_meta(struct store_tenant *t, int64_t now)
 {
-	int rc = index_begin(t);
+	int rc = store_journal_begin(t);
 
 	if (!rc)
-		rc = index_meta_set(t, "mode", t->mode, NULL);
+		rc = store_index_meta_set(t, "mode", t->mode, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "uid", t->uid, NULL);
+		rc = store_index_meta_set(t, "uid", t->uid, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "gid", t->gid, NULL);
+		rc = store_index_meta_set(t, "gid", t->gid, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "atime", now, NULL);
+		rc = store_index_meta_set(t, "atime", now, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "mtime", now, NULL);
+		rc = store_index_meta_set(t, "mtime", now, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "ctime", now, NULL);
+		rc = store_index_meta_set(t, "ctime", now, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "framing", t->framing, NULL);
+		rc = store_index_meta_set(t, "framing", t->framing, NULL);
 	if (!rc)
-		rc = index_meta_set(t, "id_field", 0, t->id_field);
+		rc = store_index_meta_set(t, "id_field", 0, t->id_field);
 	if (!rc)
-		return index_commit(t);
-	index_rollback(t);
+		return store_index_commit(t);
+	store_index_rollback(t);
 	return rc;
 }
 
@@ -305,15 +299,15 @@ int store_tenant_remove(struct store *st, const char *name)
 			  (void *)t) < 0)
 		rc = -ENOMEM;
 	if (!rc) {
-		journal_close(t);
-		index_close(t);
+		store_journal_close(t);
+		store_index_close(t);
 		if (rename(t->path, gone) < 0)
 			rc = -errno;
 		else
 			remove_tree(AT_FDCWD, gone);
 	}
 	if (!rc)
-		__atomic_store_n(&t->removed, true, __ATOMIC_RELEASE);
+		atomic_store_explicit(&t->removed, true, memory_order_release);
 	pthread_rwlock_unlock(&t->lock);
 	pthread_mutex_unlock(&st->lock);
 	free(gone);
@@ -332,15 +326,9 @@ int store_tenant_list(struct store *st,
 	for (struct store_tenant *t = st->tenants; t && !rc; t = t->next) {
 		if (t->removed)
 			continue;
-		if (n == cap) {
-			char **v = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*v));
-
-			if (!v) {
-				rc = -ENOMEM;
-				break;
-			}
-			names = v;
-		}
+		rc = STORE_ARRAY_RESERVE(names, cap, n + 1, 16);
+		if (rc)
+			break;
 		if (!(names[n] = strdup(t->name)))
 			rc = -ENOMEM;
 		else
@@ -375,7 +363,7 @@ int store_tenant_stat(struct store_tenant *t, struct store_attr *out)
 static int set_meta(struct store_tenant *t, const char *key, int64_t ival,
 		    const char *sval)
 {
-	return t->removed ? -ENOENT : index_meta_set(t, key, ival, sval);
+	return t->removed ? -ENOENT : store_index_meta_set(t, key, ival, sval);
 }
 
 int store_tenant_setattr(struct store_tenant *t, const struct store_attr *attr,
@@ -385,7 +373,7 @@ int store_tenant_setattr(struct store_tenant *t, const struct store_attr *attr,
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
-	rc = t->removed ? -ENOENT : index_begin(t);
+	rc = t->removed ? -ENOENT : store_journal_begin(t);
 	if (!rc && (mask & STORE_SET_MODE))
 		rc = set_meta(t, "mode", attr->mode & 07777, NULL);
 	if (!rc && (mask & STORE_SET_UID))
@@ -399,9 +387,9 @@ int store_tenant_setattr(struct store_tenant *t, const struct store_attr *attr,
 	if (!rc)
 		rc = set_meta(t, "ctime", now, NULL);
 	if (!rc)
-		rc = index_commit(t);
+		rc = store_index_commit(t);
 	else if (!t->removed)
-		index_rollback(t);
+		store_index_rollback(t);
 	if (!rc) {
 		if (mask & STORE_SET_MODE)
 			t->mode = attr->mode & 07777;
@@ -459,7 +447,7 @@ int store_tenant_set_id_field(struct store_tenant *t, const char *field)
 		strcpy(t->id_field, field);
 		/* IDs are now another member: dedup state is rebuilt lazily */
 		for (size_t i = 0; i < t->nstreams; i++)
-			stream_ids_release(t->streams[i]);
+			store_stream_ids_release(t->streams[i]);
 	}
 	pthread_rwlock_unlock(&t->lock);
 	return rc;
@@ -492,7 +480,9 @@ static int load_tenants(struct store *st)
 			tenant_free(t);
 			break;
 		}
+		pthread_mutex_lock(&st->lock);
 		tenant_link(st, t);
+		pthread_mutex_unlock(&st->lock);
 	}
 	closedir(d);
 	return rc;
@@ -555,7 +545,7 @@ int store_open(const char *dir, const struct store_config *cfg,
 	}
 	rc = load_tenants(st);
 	if (!rc)
-		rc = sealer_start(st);
+		rc = store_sealer_start(st);
 	if (rc)
 		goto fail;
 	*out = st;
@@ -582,16 +572,16 @@ void store_close(struct store *st)
 
 	if (!st)
 		return;
-	sealer_stop(st);
+	store_sealer_stop(st);
 	for (t = st->tenants; t; t = next) {
 		next = t->next;
-		if (!t->removed && t->db && seal_closing_now(t))
+		if (!t->removed && t->db && store_seal_closing_now(t))
 			store_log("tenant %s: sealing full segments failed", t->name);
-		if (!t->removed && t->db && restored_durable_now(t))
+		if (!t->removed && t->db && store_restored_durable_now(t))
 			store_log("tenant %s: flushing fetched segments failed",
 				  t->name);
 		/* a clean stop leaves every file as long as its row says */
-		if (!t->removed && t->db && seg_trim_tenant(t))
+		if (!t->removed && t->db && store_seg_trim_tenant(t))
 			store_log("tenant %s: cutting segment files back failed",
 				  t->name);
 		if (!t->removed && t->db && store_tenant_sync(t))

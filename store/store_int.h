@@ -1,15 +1,29 @@
 /*
- * Private declarations of store/.  Lock order: store->lock, then a
- * tenant's lock.  Nothing in store/ calls out (commit hook) with a lock held.
+ * Private declarations of store/.  The locks and their order are written
+ * above the structs they guard ("in-memory state").
+ *
+ * The files of store/ stand in layers, lowest first.  A file calls into its
+ * own layer or lower ones, never higher, and no files call each other round
+ * in a cycle (tests/check_layers.py checks both on the built objects):
+ *
+ *   1 leaves: util.c (store_util.h) hash.h ids.c
+ *   2 segment files and the index: segment.c stream.c index.c
+ *   3 journal and marks: journal.c mark.c dedup.c
+ *   4 append, read, seal, replica: append.c read.c seal.c replica.c
+ *     fsync.c evict.c names.c
+ *   5 recovery and the store object: recover.c store.c verify.c
  */
 #ifndef STREAMFS_STORE_INT_H
 #define STREAMFS_STORE_INT_H
 
+#include <assert.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <sys/uio.h>
 
-#include "store.h"
+#include "store_sync.h"
+#include "store_util.h"
 
 #define SEG_DIR "seg"
 #define INDEX_DB "index.db"
@@ -18,12 +32,12 @@
 /* ---- ids.c: event IDs and their sets ---- */
 
 /* Hash of an event ID; equal IDs have equal hashes, the reverse is checked. */
-uint64_t ids_hash(const char *id, size_t len);
+uint64_t store_ids_hash(const char *id, size_t len);
 
 /* Finds the ID of the JSON-lines event LINE (LEN bytes, '\n' excluded).
  * Returns 1 and sets *id and *idlen (owned by SC, valid until its next use) when
  * LINE is a JSON object with a top-level string member named FIELD (given to
- * ids_scratch_init); 0 otherwise; -ENOMEM.  A scratch serves one thread at a
+ * store_ids_scratch_init); 0 otherwise; -ENOMEM.  A scratch serves one thread at a
  * time. */
 struct json_tokener;
 struct json_object;
@@ -33,11 +47,14 @@ struct ids_scratch {
 	char pattern[STORE_ID_FIELD_MAX + 3];	/* "field", quotes included */
 	size_t patlen;
 };
-/* Init allocates nothing; release frees what ids_extract() made. */
-void ids_scratch_init(struct ids_scratch *sc, const char *field);
-void ids_scratch_release(struct ids_scratch *sc);
-int ids_extract(struct ids_scratch *sc, const char *line, size_t len,
-		const char **id, size_t *idlen);
+/* Init allocates nothing; release frees what store_ids_extract() made. */
+void store_ids_scratch_init(struct ids_scratch *sc, const char *field);
+void store_ids_scratch_release(struct ids_scratch *sc);
+int store_ids_extract(struct ids_scratch *sc, const char *line, size_t len,
+		      const char **id, size_t *idlen);
+
+/* The sets, filters and tables below belong to a stream and are guarded
+ * as it is (its tenant's lock). */
 
 /* An open-addressing set of (hash, stream offset) pairs. */
 struct idset {
@@ -46,15 +63,15 @@ struct idset {
 	size_t used;
 };
 
-void idset_init(struct idset *s);
-void idset_release(struct idset *s);
-int idset_add(struct idset *s, uint64_t hash, uint64_t offset);
+void store_idset_init(struct idset *s);
+void store_idset_release(struct idset *s);
+int store_idset_add(struct idset *s, uint64_t hash, uint64_t offset);
 /* Keeps only the pairs at stream offsets from BELOW on. */
-int idset_drop_below(struct idset *s, uint64_t below);
+int store_idset_drop_below(struct idset *s, uint64_t below);
 /* Iterates the offsets stored under HASH: *pos starts at 0; returns 1 and
  * sets *offset while there are more. */
-int idset_next(const struct idset *s, uint64_t hash, size_t *pos,
-	       uint64_t *offset);
+int store_idset_next(const struct idset *s, uint64_t hash, size_t *pos,
+		     uint64_t *offset);
 
 /* A Bloom filter in front of the sealed ID tables of one stream. */
 struct bloom {
@@ -62,10 +79,10 @@ struct bloom {
 	uint64_t nbits;		/* a power of two */
 };
 
-int bloom_init(struct bloom *b, uint64_t expected);
-void bloom_release(struct bloom *b);
-void bloom_add(struct bloom *b, uint64_t hash);
-bool bloom_maybe(const struct bloom *b, uint64_t hash);
+int store_bloom_init(struct bloom *b, uint64_t expected);
+void store_bloom_release(struct bloom *b);
+void store_bloom_add(struct bloom *b, uint64_t hash);
+bool store_bloom_maybe(const struct bloom *b, uint64_t hash);
 
 /* The immutable ID table of a sealed segment, mapped from its .ids file:
  * (hash, offset) pairs sorted by hash. */
@@ -79,27 +96,34 @@ struct idtable {
 /* The (hash, offset) pairs of SET at stream offsets from FROM up to BELOW
  * (a closing segment's, not those of the segment after it): *OUT, caller
  * frees, and *COUNT. */
-int idset_pairs(const struct idset *set, uint64_t from, uint64_t below,
-		uint64_t **out, size_t *count);
+int store_idset_pairs(const struct idset *set, uint64_t from, uint64_t below,
+		      uint64_t **out, size_t *count);
 /* Writes COUNT PAIRS, sorted in place, as table NAME in DIRFD.  FIELD, the
  * ID member's name, is recorded: a table made for another name is stale
  * (-ESTALE on open) and gets rebuilt. */
-int idtable_write(int dirfd, const char *name, const char *field,
-		  uint64_t *pairs, size_t count);
-int idtable_open(int dirfd, const char *name, const char *field,
-		 struct idtable *tab);
-void idtable_release(struct idtable *tab);
+int store_idtable_write(int dirfd, const char *name, const char *field,
+			uint64_t *pairs, size_t count);
+int store_idtable_open(int dirfd, const char *name, const char *field,
+		       struct idtable *tab);
+void store_idtable_release(struct idtable *tab);
 /* First index with hash >= HASH. */
-uint64_t idtable_find(const struct idtable *tab, uint64_t hash);
+uint64_t store_idtable_find(const struct idtable *tab, uint64_t hash);
 
-/* ---- in-memory state ---- */
+/* ---- in-memory state ----
+ * Locks, in the order they are taken: store->lock, a tenant's lock (a
+ * rwlock), its fd_lock, store->seal_lock.  Each struct below says which
+ * guards it.  No lock is held across a call out (commit and fetch
+ * hooks). */
 
-/* Segment ids, in the order queued. */
+/* Segment ids, in the order queued.  Protected by the tenant's lock. */
 struct seg_queue {
 	uint64_t *ids;
-	size_t n, cap;
+	_Atomic size_t n;	/* also read without the lock (queued()) */
+	size_t cap;
 };
 
+/* A segment: protected by its tenant's lock (readers hold it shared),
+ * but for the fields marked otherwise. */
 struct seg {
 	uint64_t id;
 	uint64_t first_version;
@@ -122,17 +146,17 @@ struct seg {
 	struct XXH3_state_s *running;
 	unsigned mark_slot;
 	uint64_t origin;	/* replicas: id on the writer host */
-	int64_t used_ns;	/* last use; atomic (readers share the lock) */
-	bool unread;		/* restored, not read since; atomic */
+	_Atomic int64_t used_ns;	/* last use (readers share the lock) */
+	_Atomic bool unread;	/* restored, not read since */
 	struct idtable ids;	/* sealed with IDs, once loaded */
 
 	/* The file, opened on demand and kept in the tenant's LRU of open
 	 * segments; closed when idle and over the store's fd budget.
 	 * Protected by the tenant's fd_lock. */
 	int fd;			/* -1 when closed */
-	unsigned fd_refs;	/* users between seg_fd() and seg_fd_put() */
+	unsigned fd_refs;	/* users between store_seg_fd() and _put() */
 	struct seg *lru_prev, *lru_next;
-	/* Small appends copy into a mapped window of the file (seg_write);
+	/* Small appends copy into a mapped window of the file (store_seg_write);
 	 * the appender's alone, and dropped with the file. */
 	char *map;		/* SEG_WINDOW bytes, or NULL */
 	uint64_t map_off;	/* file offset of map[0] */
@@ -140,10 +164,11 @@ struct seg {
 	bool extended;		/* the file may run past length, in zeros */
 	bool fsynced;		/* fsync(2)ed as the active one: no window */
 
-	struct stream *stream;	/* the owner; set by seg_push */
+	struct stream *stream;	/* the owner; set by store_seg_push */
 	struct seg *id_next;	/* chain of the tenant's id hash */
 };
 
+/* A stream: protected by its tenant's lock, dedup state included. */
 struct stream {
 	uint64_t id;
 	char *name;
@@ -167,13 +192,15 @@ struct stream {
 	struct stream *name_next;	/* hash chain */
 };
 
+/* A tenant: its lock guards what it holds, but for the fields marked
+ * otherwise; st, name, path, dirfd and segfd do not change once made. */
 struct store_tenant {
 	struct store *st;
 	char *name;
 	char *path;		/* the tenant directory */
 	int dirfd;
 	int segfd;		/* its seg/ directory */
-	bool removed;
+	_Atomic bool removed;	/* set under lock; also read without it */
 
 	/* Writers (append, namespace, lookups that use the index) take it
 	 * exclusively; store_read takes it shared. */
@@ -217,10 +244,16 @@ struct store_tenant {
 	struct seg_queue closing, restored;
 	/* Active segments with bytes to start writing back (seal.c). */
 	struct seg_queue writeback;
+	/* When (realtime) the sealer next looks for segments of roll age
+	 * (seal.c); 0 at first. */
+	int64_t roll_due;
 
 	struct store_tenant *next;	/* protected by store->lock */
 };
 
+/* The store: dir, dirfd, tenantsfd, cfg, fd_budget and the commit hook
+ * are set by store_open() before any other thread runs and do not change;
+ * the rest says its lock. */
 struct store {
 	char *dir;
 	int dirfd;
@@ -234,8 +267,8 @@ struct store {
 	unsigned fetch_users;		/* callers inside either; by lock */
 	pthread_cond_t fetch_idle;	/* fetch_users reached 0 */
 	unsigned long fd_budget;	/* segment files kept open, at most */
-	unsigned long open_fds;		/* atomic */
-	unsigned long seg_maps;		/* windows mapped (seg_write); atomic */
+	_Atomic unsigned long open_fds;
+	_Atomic unsigned long seg_maps;	/* windows mapped (seg_write) */
 
 	pthread_mutex_t lock;
 	struct store_tenant *tenants;	/* sorted by name; protected by lock */
@@ -247,11 +280,37 @@ struct store {
 	bool sealer_running;
 	pthread_mutex_t seal_lock;
 	pthread_cond_t seal_cond;
-	bool seal_stop;			/* atomic */
+	_Atomic bool seal_stop;
 	unsigned long seal_kicks;	/* by seal_lock */
+	int64_t age_next;		/* the next age tick (CLOCK_MONOTONIC);
+					 * the sealer's alone */
 };
 
 /* ---- util ---- */
+
+/* Debug builds check the comments that say a lock is held: that some
+ * thread holds it (pthreads cannot tell which).  WRITE: held for writing. */
+static inline bool store_rwlock_held(pthread_rwlock_t *l, bool write)
+{
+	int rc = write ? pthread_rwlock_tryrdlock(l) : pthread_rwlock_trywrlock(l);
+
+	if (!rc)
+		pthread_rwlock_unlock(l);
+	return rc != 0;
+}
+
+static inline bool store_mutex_held(pthread_mutex_t *m)
+{
+	int rc = pthread_mutex_trylock(m);
+
+	if (!rc)
+		pthread_mutex_unlock(m);
+	return rc != 0;
+}
+
+#define STORE_ASSERT_WRLOCKED(t) assert(store_rwlock_held(&(t)->lock, true))
+#define STORE_ASSERT_LOCKED(t) assert(store_rwlock_held(&(t)->lock, false))
+#define STORE_ASSERT_MUTEX(m) assert(store_mutex_held(m))
 
 int64_t store_now_ns(void);
 int64_t store_mono_ns(void);	/* CLOCK_MONOTONIC */
@@ -259,29 +318,26 @@ struct timespec store_ts(int64_t ns);
 int64_t store_ns(struct timespec ts);
 void store_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what);
-/* Writes all of BUF at OFF, retrying short writes: 0 or -errno. */
-int store_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
 /* ---- index.c: the tenant's SQLite database ---- */
 
-int index_open(struct store_tenant *t, bool create);
-void index_close(struct store_tenant *t);
-/* Flushes the journal's pending rows, then begins a transaction. */
-int index_begin(struct store_tenant *t);
-/* Begins a transaction as it is (journal.c). */
-int index_begin_raw(struct store_tenant *t);
-int index_commit(struct store_tenant *t);
-void index_rollback(struct store_tenant *t);
-int index_meta_set(struct store_tenant *t, const char *key, int64_t ival,
-		   const char *sval);
-int index_load_tenant(struct store_tenant *t);
-int index_stream_insert(struct store_tenant *t, struct stream *s);
-int index_stream_update(struct store_tenant *t, const struct stream *s);
-int index_stream_delete(struct store_tenant *t, uint64_t id);
-int index_segment_insert(struct store_tenant *t, uint64_t stream,
-			 struct seg *g);
-int index_segment_update(struct store_tenant *t, const struct seg *g);
-int index_segment_delete(struct store_tenant *t, uint64_t id);
+int store_index_open(struct store_tenant *t, bool create);
+void store_index_close(struct store_tenant *t);
+/* Begins a transaction; store_journal_begin() flushes the journal first. */
+int store_index_begin(struct store_tenant *t);
+int store_index_commit(struct store_tenant *t);
+void store_index_rollback(struct store_tenant *t);
+int store_index_meta_set(struct store_tenant *t, const char *key, int64_t ival,
+			 const char *sval);
+int store_index_load_tenant(struct store_tenant *t);
+int store_index_stream_insert(struct store_tenant *t, struct stream *s);
+/* Inside a transaction; store_journal_stream_update() also outside one. */
+int store_index_stream_update(struct store_tenant *t, const struct stream *s);
+int store_index_stream_delete(struct store_tenant *t, uint64_t id);
+int store_index_segment_insert(struct store_tenant *t, uint64_t stream,
+			       struct seg *g);
+int store_index_segment_update(struct store_tenant *t, const struct seg *g);
+int store_index_segment_delete(struct store_tenant *t, uint64_t id);
 struct index_batch {
 	uint64_t first_version, offset, length, hash;
 	int64_t time_ns;
@@ -301,38 +357,38 @@ struct sub_batch {
  * they stay within these bounds (journal.c). */
 #define MERGE_SUBS_MAX 512
 #define MERGE_BYTES_MAX (64u << 10)
-/* Room subs_encode() needs for N sub-batches. */
+/* Room store_subs_encode() needs for N sub-batches. */
 #define SUBS_BLOB_MAX(n) (10 + (size_t)(n) * 30)
 
-size_t subs_encode(const struct sub_batch *v, size_t n, unsigned char *out);
+size_t store_subs_encode(const struct sub_batch *v, size_t n, unsigned char *out);
 /* Calls FN for each sub-batch of merged row ROW, in order; FN returns 0
  * to go on, > 0 to stop, < 0 to fail.  Returns how many FN saw, or -EIO
  * for a blob that does not add up to the row (checked when walked to its
  * end). */
-int subs_walk(const struct index_batch *row,
-	      int (*fn)(void *arg, const struct sub_batch *b), void *arg);
+int store_subs_walk(const struct index_batch *row,
+		    int (*fn)(void *arg, const struct sub_batch *b), void *arg);
 /* B's count is not stored: the next batch's first version implies it.
  * SUBS (SUBS_LEN bytes) makes the row a merged one. */
-int index_batch_insert(struct store_tenant *t, uint64_t stream,
-		       const struct store_batch *b, const void *subs,
-		       size_t subs_len);
+int store_index_batch_insert(struct store_tenant *t, uint64_t stream,
+			     const struct store_batch *b, const void *subs,
+			     size_t subs_len);
 /* The batch holding VERSION (the sub-batch, in a merged row; its count is
  * not known here).  -ENOENT if none. */
-int index_batch_find(struct store_tenant *t, uint64_t stream,
-		     uint64_t version, struct sub_batch *out);
+int store_index_batch_find(struct store_tenant *t, uint64_t stream,
+			   uint64_t version, struct sub_batch *out);
 
 /* Calls FN for each batch of STREAM from version FROM on, in order; FN
  * returns 0 to go on, > 0 to stop (the scan then returns 0), < 0 to fail. */
-int index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
-		     int (*fn)(void *arg, const struct index_batch *b),
-		     void *arg);
-int index_batch_delete_from(struct store_tenant *t, uint64_t stream,
-			    uint64_t version);
+int store_index_batch_scan(struct store_tenant *t, uint64_t stream, uint64_t from,
+			   int (*fn)(void *arg, const struct index_batch *b),
+			   void *arg);
+int store_index_batch_delete_from(struct store_tenant *t, uint64_t stream,
+				  uint64_t version);
 /* The same for versions FROM up to (not including) TO. */
-int index_batch_delete_range(struct store_tenant *t, uint64_t stream,
-			     uint64_t from, uint64_t to);
+int store_index_batch_delete_range(struct store_tenant *t, uint64_t stream,
+				   uint64_t from, uint64_t to);
 /* Full durability for the next commit (synchronous=FULL) or back. */
-int index_set_full_sync(struct store_tenant *t, bool full);
+int store_index_set_full_sync(struct store_tenant *t, bool full);
 
 /* ---- journal.c: group commit of batch rows ---- */
 
@@ -356,7 +412,7 @@ struct jrec {
 
 /* Reads the journal behind FD: *out (caller frees) gets the records up to
  * the first torn or foreign one, *n their number. */
-int journal_read(int fd, struct jrec **out, size_t *n);
+int store_journal_read(int fd, struct jrec **out, size_t *n);
 
 /* A batch row of STREAM (in segment SEG) on its way to the index. */
 struct pending {
@@ -365,88 +421,108 @@ struct pending {
 	struct store_batch b;
 };
 
-int journal_open(struct store_tenant *t);
-void journal_close(struct store_tenant *t);
+int store_journal_open(struct store_tenant *t);
+void store_journal_close(struct store_tenant *t);
 /* Records P (a batch of S in segment G) in the journal file and the
- * pending rows.  0 or -errno; on failure nothing is recorded. */
-int journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
-		   const struct pending *p, bool has_ids);
+ * pending rows.  0 or -errno; on failure nothing is recorded.  The pending
+ * rows are T's: this and the flushes below run with T's lock held for
+ * writing. */
+int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
+			 const struct pending *p, bool has_ids);
 /* Whether enough is pending, or for long enough, to flush now. */
-bool journal_due(const struct store_tenant *t, int64_t now);
+bool store_journal_due(const struct store_tenant *t, int64_t now);
+/* Flushes the journal's pending rows, then begins a transaction: the
+ * start of every change that must see all the batches in the index. */
+int store_journal_begin(struct store_tenant *t);
+/* Writes S's row; outside a transaction, the pending rows go first. */
+int store_journal_stream_update(struct store_tenant *t, const struct stream *s);
 /* Moves the pending rows into the index in one transaction. */
-int journal_flush(struct store_tenant *t);
-/* The same inside the caller's transaction; journal_flushed() must follow
+int store_journal_flush(struct store_tenant *t);
+/* The same inside the caller's transaction; store_journal_flushed() must follow
  * with whether that transaction committed. */
-int journal_flush_in(struct store_tenant *t);
-void journal_flushed(struct store_tenant *t, bool committed);
+int store_journal_flush_in(struct store_tenant *t);
+void store_journal_flushed(struct store_tenant *t, bool committed);
 /* At open, before recovery: adds the journal's rows the index lacks. */
-int journal_replay(struct store_tenant *t);
+int store_journal_replay(struct store_tenant *t);
 
 /* ---- stream.c ---- */
 
-struct stream *stream_find(struct store_tenant *t, uint64_t id);
-struct stream *stream_by_name(struct store_tenant *t, const char *name);
-int stream_attach(struct store_tenant *t, struct stream *s);
-void stream_detach(struct store_tenant *t, struct stream *s);
-void stream_free(struct store_tenant *t, struct stream *s);
-void stream_ids_release(struct stream *s);
+struct stream *store_stream_find(struct store_tenant *t, uint64_t id);
+struct stream *store_stream_by_name(struct store_tenant *t, const char *name);
+/* Index in t->streams of the first stream whose id is ID or more. */
+size_t store_stream_lower_bound(const struct store_tenant *t, uint64_t id);
+/* Gives S the name NAME (S now owns it) in T's hash by name; the caller
+ * frees the old one, which it has read from s->name before. */
+void store_stream_set_name(struct store_tenant *t, struct stream *s, char *name);
+int store_stream_attach(struct store_tenant *t, struct stream *s);
+void store_stream_detach(struct store_tenant *t, struct stream *s);
+void store_stream_free(struct store_tenant *t, struct stream *s);
+void store_stream_ids_release(struct stream *s);
 /* Puts back the commit-state fields (version, size, times) saved in OLD. */
-void stream_restore(struct stream *s, const struct stream *old);
+void store_stream_restore(struct stream *s, const struct stream *old);
 
 /* ---- segment.c ---- */
 
-void seg_name(char *buf, size_t len, uint64_t id, const char *ext);
+void store_seg_name(char *buf, size_t len, uint64_t id, const char *ext);
 /* The segment's file descriptor, opened if needed, held until
- * seg_fd_put(); -errno (-EIO for an evicted or lost file). */
-int seg_fd(struct store_tenant *t, struct seg *g);
-void seg_fd_put(struct store_tenant *t, struct seg *g);
-/* Takes FD, just created, as G's file, held as by seg_fd(). */
-void seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd);
-/* Closes G's file; nobody may hold it (T's lock is held for writing). */
-void seg_fd_close(struct store_tenant *t, struct seg *g);
-void seg_free(struct store_tenant *t, struct seg *g);
+ * store_seg_fd_put(); -errno (-EIO for an evicted or lost file). */
+int store_seg_fd(struct store_tenant *t, struct seg *g);
+void store_seg_fd_put(struct store_tenant *t, struct seg *g);
+/* Takes FD, just created, as G's file, held as by store_seg_fd(). */
+void store_seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd);
+/* Closes G's file; nobody may hold it: T's lock is held for writing, or T
+ * is being freed. */
+void store_seg_fd_close(struct store_tenant *t, struct seg *g);
+void store_seg_free(struct store_tenant *t, struct seg *g);
 /* Writes LEN bytes of P at OFF of G's file, held as FD: the appender's,
  * T's lock held for writing. */
-int seg_write(struct store_tenant *t, struct seg *g, int fd, const void *p,
-	      size_t len, uint64_t off);
-/* Cuts G's file back to its length, if seg_write() took it further.  T's
+int store_seg_write(struct store_tenant *t, struct seg *g, int fd, const void *p,
+		    size_t len, uint64_t off);
+/* Cuts G's file back to its length, if store_seg_write() took it further.  T's
  * lock held for writing. */
-int seg_trim(struct store_tenant *t, struct seg *g);
-/* seg_trim() for the active segment of every stream of T. */
-int seg_trim_tenant(struct store_tenant *t);
-/* Appends G to S's chain and to T's id hash; seg_free() takes it out. */
-int seg_push(struct store_tenant *t, struct stream *s, struct seg *g);
+int store_seg_trim(struct store_tenant *t, struct seg *g);
+/* store_seg_trim() for the active segment of every stream of T. */
+int store_seg_trim_tenant(struct store_tenant *t);
+/* Appends G to S's chain and to T's id hash; store_seg_free() takes it out. */
+int store_seg_push(struct store_tenant *t, struct stream *s, struct seg *g);
 /* Takes the last segment off S's chain and T's hash; the caller frees it. */
-struct seg *seg_pop(struct store_tenant *t, struct stream *s);
-struct seg *seg_active(struct stream *s);
+struct seg *store_seg_pop(struct store_tenant *t, struct stream *s);
+struct seg *store_seg_active(struct stream *s);
 /* Index in S's chain of its first segment not sealed (s->nsegs if none):
  * the closing ones, then the active one. */
-size_t seg_first_unsealed(const struct stream *s);
+size_t store_seg_first_unsealed(const struct stream *s);
 /* A closing segment: full (followed by another, or closed when it
  * reached roll_size), taking no appends, not sealed yet. */
-bool seg_closing(const struct stream *s, const struct seg *g);
-/* XXH3-64 of the first LEN bytes of the file behind FD. */
-int seg_checksum(int fd, uint64_t len, uint64_t *sum);
-/* Feeds those bytes to STATE. */
-int seg_hash_file(int fd, uint64_t len, struct XXH3_state_s *state);
+bool store_seg_closing(const struct stream *s, const struct seg *g);
 /* Segment SEG of T and its stream (*sp), or NULL (also once T is
  * removed).  T's lock held. */
-struct seg *seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp);
+struct seg *store_seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp);
 /* The segment holding stream offset OFF (OFF < s->size). */
-struct seg *seg_at(struct stream *s, uint64_t off);
+struct seg *store_seg_at(struct stream *s, uint64_t off);
 /* Reads LEN bytes of the stream at OFF through its segments. */
-ssize_t seg_read(struct store_tenant *t, struct stream *s, void *buf,
-		 size_t len, uint64_t off);
-int seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs);
+ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
+		       size_t len, uint64_t off);
 /* Reading stops with -ENODATA at an evicted segment.  With no lock held,
  * this asks the fetch hook for the segment this thread wanted; the caller
  * then retries (at most FETCH_TRIES times). */
 #define FETCH_TRIES 8
-int seg_fetch_wanted(struct store_tenant *t);
-/* seg_fd() for a read of G: the first read after a restore is noted, and
- * seg_reached_tell() then passes it to the fetch hook, with no lock held. */
-int seg_fd_read(struct store_tenant *t, struct seg *g);
-void seg_reached_tell(struct store_tenant *t);
+int store_seg_fetch_wanted(struct store_tenant *t);
+/* store_seg_fd() for a read of G: the first read after a restore is noted, and
+ * store_seg_reached_tell() then passes it to the fetch hook, with no lock held. */
+int store_seg_fd_read(struct store_tenant *t, struct seg *g);
+void store_seg_reached_tell(struct store_tenant *t);
+/* G of S as sync/ sees it. */
+void store_seg_fill(const struct stream *s, const struct seg *g,
+		    struct store_segment *out);
+/* The running hash of G (mark.c), once fsynced: fed by the appender. */
+void store_seg_hash_update(struct seg *g, const void *p, size_t len);
+void store_seg_hash_release(struct seg *g);
+
+/* ---- fsync.c ---- */
+
+/* Records the segments of S not sealed yet as synced; WHOLE_FS says a
+ * syncfs(2) already made their bytes durable. */
+int store_seg_sync(struct store_tenant *t, struct stream *s, bool whole_fs);
 int store_tenant_sync(struct store_tenant *t);
 
 /* ---- mark.c: fsync(2) of a stream in one flush ---- */
@@ -454,48 +530,46 @@ int store_tenant_sync(struct store_tenant *t);
 /* Makes S's active segment G durable, with a mark saying how much of it
  * is.  -ENOTSUP when this stream or file system cannot use marks (the
  * caller then syncs the segment and the index). */
-int seg_mark_durable(struct store_tenant *t, struct stream *s, struct seg *g);
-void seg_hash_update(struct seg *g, const void *p, size_t len);
-void seg_hash_release(struct seg *g);
+int store_seg_mark_durable(struct store_tenant *t, struct stream *s, struct seg *g);
 /* Recovery of G (its file at FD, FILE_SIZE bytes), whose whole batches end
  * LEN bytes in, before *VERSION: where a valid mark says more bytes are
  * durable, they become one batch (rows of versions from *VERSION up to
  * WINDOW_END, the first one past G, are replaced) and *LEN and *VERSION
  * move past them.  Inside the caller's transaction. */
-int recover_from_mark(struct store_tenant *t, struct stream *s, struct seg *g,
-		      int fd, uint64_t file_size, uint64_t window_end,
-		      uint64_t *len, uint64_t *version);
+int store_recover_from_mark(struct store_tenant *t, struct stream *s, struct seg *g,
+			    int fd, uint64_t file_size, uint64_t window_end,
+			    uint64_t *len, uint64_t *version);
 
 /* ---- seal.c ---- */
 
 /* Closes G, the active segment of S, which is full: it takes no more
  * appends and the sealer seals it. */
-int seg_close(struct store_tenant *t, struct stream *s, struct seg *g);
+int store_seg_close(struct store_tenant *t, struct stream *s, struct seg *g);
 /* Queues G, closing, for the sealer (recovery); 0 or -ENOMEM. */
-int seg_queue_closing(struct store_tenant *t, struct seg *g);
+int store_seg_queue_closing(struct store_tenant *t, struct seg *g);
 /* Seals T's closing segments on this thread (store_close). */
-int seal_closing_now(struct store_tenant *t);
+int store_seal_closing_now(struct store_tenant *t);
 /* G, active, grows by LEN bytes: has the sealer start writing back each
  * 8 MiB of it that is now whole. */
-void seg_grew(struct store_tenant *t, struct seg *g, size_t len);
+void store_seg_grew(struct store_tenant *t, struct seg *g, size_t len);
 /* Queues G, just restored, for the sealer to flush; its row says evicted
  * until then. */
-void seg_queue_restored(struct store_tenant *t, struct seg *g);
+void store_seg_queue_restored(struct store_tenant *t, struct seg *g);
 /* Flushes T's restored segments on this thread (store_close). */
-int restored_durable_now(struct store_tenant *t);
-int sealer_start(struct store *st);
-void sealer_stop(struct store *st);
+int store_restored_durable_now(struct store_tenant *t);
+int store_sealer_start(struct store *st);
+void store_sealer_stop(struct store *st);
 
-/* ---- append.c ---- */
+/* ---- dedup.c ---- */
 
 /* Builds the stream's dedup state from its segments. */
-int dedup_load(struct store_tenant *t, struct stream *s);
+int store_dedup_load(struct store_tenant *t, struct stream *s);
 /* Makes S's Bloom filter anew from the ID tables of its segments, sized
  * for twice their IDs. */
-int filter_build(struct stream *s);
+int store_filter_build(struct stream *s);
 
 /* ---- recover.c ---- */
 
-int recover_tenant(struct store_tenant *t);
+int store_recover_tenant(struct store_tenant *t);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * Streams of a tenant: the in-memory registry (an id-sorted array for
- * lookups by id and readdir cookies, a hash by name) and the namespace
- * operations.  Each change commits to the index first, then to memory.
+ * lookups by id and readdir cookies, a hash by name).  The namespace
+ * operations that change it are in names.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,7 +19,7 @@ static size_t name_bucket(const struct store_tenant *t, const char *name)
 	return XXH3_64bits(name, strlen(name)) & t->namemask;
 }
 
-static size_t id_lower_bound(const struct store_tenant *t, uint64_t id)
+size_t store_stream_lower_bound(const struct store_tenant *t, uint64_t id)
 {
 	size_t lo = 0, hi = t->nstreams;
 
@@ -34,14 +34,14 @@ static size_t id_lower_bound(const struct store_tenant *t, uint64_t id)
 	return lo;
 }
 
-struct stream *stream_find(struct store_tenant *t, uint64_t id)
+struct stream *store_stream_find(struct store_tenant *t, uint64_t id)
 {
-	size_t i = id_lower_bound(t, id);
+	size_t i = store_stream_lower_bound(t, id);
 
 	return i < t->nstreams && t->streams[i]->id == id ? t->streams[i] : NULL;
 }
 
-struct stream *stream_by_name(struct store_tenant *t, const char *name)
+struct stream *store_stream_by_name(struct store_tenant *t, const char *name)
 {
 	struct stream *s;
 
@@ -71,6 +71,13 @@ static void name_unlink(struct store_tenant *t, struct stream *s)
 		*pp = s->name_next;
 }
 
+void store_stream_set_name(struct store_tenant *t, struct stream *s, char *name)
+{
+	name_unlink(t, s);
+	s->name = name;
+	name_link(t, s);
+}
+
 static int names_grow(struct store_tenant *t)
 {
 	size_t nbuckets = t->names ? (t->namemask + 1) * 2 : 256;
@@ -88,26 +95,19 @@ static int names_grow(struct store_tenant *t)
 	return 0;
 }
 
-int stream_attach(struct store_tenant *t, struct stream *s)
+int store_stream_attach(struct store_tenant *t, struct stream *s)
 {
 	size_t i;
 
-	if (t->nstreams == t->streamcap) {
-		size_t cap = t->streamcap ? t->streamcap * 2 : 64;
-		struct stream **v = realloc(t->streams, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		t->streams = v;
-		t->streamcap = cap;
-	}
+	if (STORE_ARRAY_RESERVE(t->streams, t->streamcap, t->nstreams + 1, 64))
+		return -ENOMEM;
 	if (!t->names || t->nstreams + 1 > t->namemask + 1) {
 		int rc = names_grow(t);
 
 		if (rc)
 			return rc;
 	}
-	i = id_lower_bound(t, s->id);
+	i = store_stream_lower_bound(t, s->id);
 	memmove(&t->streams[i + 1], &t->streams[i],
 		(t->nstreams - i) * sizeof(*t->streams));
 	t->streams[i] = s;
@@ -116,9 +116,9 @@ int stream_attach(struct store_tenant *t, struct stream *s)
 	return 0;
 }
 
-void stream_detach(struct store_tenant *t, struct stream *s)
+void store_stream_detach(struct store_tenant *t, struct stream *s)
 {
-	size_t i = id_lower_bound(t, s->id);
+	size_t i = store_stream_lower_bound(t, s->id);
 
 	if (i < t->nstreams && t->streams[i] == s) {
 		memmove(&t->streams[i], &t->streams[i + 1],
@@ -128,7 +128,7 @@ void stream_detach(struct store_tenant *t, struct stream *s)
 	name_unlink(t, s);
 }
 
-void stream_restore(struct stream *s, const struct stream *old)
+void store_stream_restore(struct stream *s, const struct stream *old)
 {
 	s->version = old->version;
 	s->size = old->size;
@@ -137,313 +137,24 @@ void stream_restore(struct stream *s, const struct stream *old)
 	s->ctime = old->ctime;
 }
 
-void stream_ids_release(struct stream *s)
+void store_stream_ids_release(struct stream *s)
 {
-	idset_release(&s->active_ids);
-	bloom_release(&s->sealed_filter);
+	store_idset_release(&s->active_ids);
+	store_bloom_release(&s->sealed_filter);
 	for (size_t i = 0; i < s->nsegs; i++)
-		idtable_release(&s->segs[i]->ids);
+		store_idtable_release(&s->segs[i]->ids);
 	s->ids_loaded = false;
 }
 
-void stream_free(struct store_tenant *t, struct stream *s)
+void store_stream_free(struct store_tenant *t, struct stream *s)
 {
 	if (!s)
 		return;
-	stream_ids_release(s);
+	store_stream_ids_release(s);
 	for (size_t i = 0; i < s->nsegs; i++)
-		seg_free(t, s->segs[i]);
+		store_seg_free(t, s->segs[i]);
 	free(s->segs);
 	free(s->name);
 	free(s);
 }
 
-/* Removes the files of S's segments; the index no longer names them. */
-static void unlink_segments(struct store_tenant *t, struct stream *s)
-{
-	char name[64];
-
-	for (size_t i = 0; i < s->nsegs; i++) {
-		seg_name(name, sizeof(name), s->segs[i]->id, ".seg");
-		unlinkat(t->segfd, name, 0);
-		seg_name(name, sizeof(name), s->segs[i]->id, ".ids");
-		unlinkat(t->segfd, name, 0);
-	}
-}
-
-/* ---- helpers for the public calls ---- */
-
-/* Directory semantics: creating, removing or renaming an entry changes
- * the tenant's mtime and ctime.  They reach the index at the next sync
- * (tenant_sync), not in every namespace transaction: after a crash the
- * tenant's times may be those of the last sync. */
-static void tenant_touch(struct store_tenant *t, int64_t now)
-{
-	t->mtime = t->ctime = store_ts(now);
-	t->times_dirty = true;
-}
-
-static int lock_stream(struct store_tenant *t, uint64_t id, bool write,
-		       struct stream **out)
-{
-	if (write)
-		pthread_rwlock_wrlock(&t->lock);
-	else
-		pthread_rwlock_rdlock(&t->lock);
-	*out = t->removed ? NULL : stream_find(t, id);
-	if (*out)
-		return 0;
-	pthread_rwlock_unlock(&t->lock);
-	return -ENOENT;
-}
-
-static void fill_attr(const struct stream *s, struct store_attr *a)
-{
-	a->id = s->id;
-	a->mode = s->mode;
-	a->uid = s->uid;
-	a->gid = s->gid;
-	a->size = s->size;
-	a->version = s->version;
-	a->atime = s->atime;
-	a->mtime = s->mtime;
-	a->ctime = s->ctime;
-	a->framing = s->framing;
-}
-
-/* ---- public ---- */
-
-int store_stream_create(struct store_tenant *t, const char *name, mode_t mode,
-			uid_t uid, gid_t gid, uint64_t *id)
-{
-	int64_t now = store_now_ns();
-	struct stream *s;
-	int rc;
-
-	if (!store_name_valid(name))
-		return -EINVAL;
-	s = calloc(1, sizeof(*s));
-	if (!s || !(s->name = strdup(name))) {
-		free(s);
-		return -ENOMEM;
-	}
-	s->mode = mode & 07777;
-	s->uid = uid;
-	s->gid = gid;
-	s->atime = s->mtime = s->ctime = store_ts(now);
-
-	pthread_rwlock_wrlock(&t->lock);
-	rc = t->removed ? -ENOENT : stream_by_name(t, name) ? -EEXIST : 0;
-	if (rc)
-		goto out;
-	s->framing = t->framing;
-	rc = index_begin(t);
-	if (rc)
-		goto out;
-	rc = index_stream_insert(t, s);
-	if (!rc)
-		rc = index_commit(t);
-	else
-		index_rollback(t);
-	if (!rc) {
-		tenant_touch(t, now);
-		rc = stream_attach(t, s);
-	}
-	if (!rc) {
-		*id = s->id;
-		s = NULL;
-	}
-out:
-	pthread_rwlock_unlock(&t->lock);
-	stream_free(t, s);
-	return rc;
-}
-
-int store_stream_lookup(struct store_tenant *t, const char *name, uint64_t *id)
-{
-	struct stream *s;
-
-	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : stream_by_name(t, name);
-	if (s)
-		*id = s->id;
-	pthread_rwlock_unlock(&t->lock);
-	return s ? 0 : -ENOENT;
-}
-
-int store_stream_stat(struct store_tenant *t, uint64_t id,
-		      struct store_attr *out)
-{
-	struct stream *s;
-	int rc = lock_stream(t, id, false, &s);
-
-	if (rc)
-		return rc;
-	fill_attr(s, out);
-	pthread_rwlock_unlock(&t->lock);
-	return 0;
-}
-
-int store_stream_setattr(struct store_tenant *t, uint64_t id,
-			 const struct store_attr *attr, unsigned mask)
-{
-	struct stream *s, old;
-	int rc = lock_stream(t, id, true, &s);
-
-	if (rc)
-		return rc;
-	old = *s;
-	if (mask & STORE_SET_MODE)
-		s->mode = attr->mode & 07777;
-	if (mask & STORE_SET_UID)
-		s->uid = attr->uid;
-	if (mask & STORE_SET_GID)
-		s->gid = attr->gid;
-	if (mask & STORE_SET_ATIME)
-		s->atime = attr->atime;
-	if (mask & STORE_SET_MTIME)
-		s->mtime = attr->mtime;
-	s->ctime = store_ts(store_now_ns());
-	rc = index_stream_update(t, s);
-	if (rc)
-		*s = old;
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
-}
-
-int store_stream_set_framing(struct store_tenant *t, uint64_t id,
-			     enum store_framing framing)
-{
-	struct stream *s;
-	int rc = lock_stream(t, id, true, &s);
-
-	if (rc)
-		return rc;
-	if (s->framing != framing) {
-		if (s->size || s->version) {
-			rc = -EPERM;
-		} else {
-			s->framing = framing;
-			rc = index_stream_update(t, s);
-			if (rc)
-				s->framing = !framing;
-		}
-	}
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
-}
-
-
-int store_stream_rename(struct store_tenant *t, uint64_t id,
-			const char *newname)
-{
-	int64_t now = store_now_ns();
-	struct stream *s, *target;
-	char *name, *oldname;
-	int rc;
-
-	if (!store_name_valid(newname))
-		return -EINVAL;
-	name = strdup(newname);
-	if (!name)
-		return -ENOMEM;
-	rc = lock_stream(t, id, true, &s);
-	if (rc) {
-		free(name);
-		return rc;
-	}
-	target = stream_by_name(t, newname);
-	if (target == s)
-		goto out;
-	if (target && (target->size || target->version)) {
-		rc = -EPERM;
-		goto out;
-	}
-	rc = index_begin(t);
-	if (rc)
-		goto out;
-	if (target)
-		rc = index_stream_delete(t, target->id);
-	oldname = s->name;
-	s->name = name;
-	s->ctime = store_ts(now);
-	if (!rc)
-		rc = index_stream_update(t, s);
-	if (!rc)
-		rc = index_commit(t);
-	else
-		index_rollback(t);
-	s->name = oldname;
-	if (rc)
-		goto out;
-	tenant_touch(t, now);
-	if (target) {
-		unlink_segments(t, target);
-		stream_detach(t, target);
-		stream_free(t, target);
-	}
-	name_unlink(t, s);
-	s->name = name;
-	name = oldname;
-	name_link(t, s);
-out:
-	pthread_rwlock_unlock(&t->lock);
-	free(name);
-	return rc;
-}
-
-int store_stream_remove(struct store_tenant *t, uint64_t id)
-{
-	struct stream *s;
-	int rc = lock_stream(t, id, true, &s);
-
-	if (rc)
-		return rc;
-	rc = index_begin(t);
-	if (!rc)
-		rc = index_stream_delete(t, s->id);
-	if (!rc)
-		rc = index_commit(t);
-	else
-		index_rollback(t);
-	if (!rc) {
-		tenant_touch(t, store_now_ns());
-		unlink_segments(t, s);
-		stream_detach(t, s);
-		stream_free(t, s);
-	}
-	pthread_rwlock_unlock(&t->lock);
-	if (!rc && t->st->commit_fn)
-		t->st->commit_fn(t->st->commit_arg, t, id, UINT64_MAX);
-	return rc;
-}
-
-int store_stream_list(struct store_tenant *t, uint64_t after,
-		      int (*fn)(void *arg, const char *name,
-				const struct store_attr *attr),
-		      void *arg)
-{
-	struct store_attr a = { 0 };
-	int rc = 0;
-
-	pthread_rwlock_rdlock(&t->lock);
-	if (!t->removed) {
-		for (size_t i = id_lower_bound(t, after + 1);
-		     !rc && i < t->nstreams; i++) {
-			fill_attr(t->streams[i], &a);
-			rc = fn(arg, t->streams[i]->name, &a);
-		}
-	}
-	pthread_rwlock_unlock(&t->lock);
-	return rc;
-}
-
-uint64_t store_stream_count(struct store_tenant *t)
-{
-	uint64_t n;
-
-	pthread_rwlock_rdlock(&t->lock);
-	n = t->nstreams;
-	pthread_rwlock_unlock(&t->lock);
-	return n;
-}

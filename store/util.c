@@ -1,9 +1,12 @@
-/* Small helpers shared by store/: time, logging, error mapping. */
+/* Small helpers shared by store/: time, logging, error mapping, names,
+ * and those of store_util.h. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "store_int.h"
 
 int64_t store_now_ns(void)
@@ -98,14 +101,95 @@ int store_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 	while (len) {
 		ssize_t n = pwrite(fd, p, len, (off_t)off);
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)	/* no progress: never spin on it */
+			return n < 0 ? -errno : -EIO;
 		p += n;
 		len -= (size_t)n;
 		off += (uint64_t)n;
 	}
 	return 0;
+}
+
+int store_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+#define FILE_CHUNK (1u << 20)
+
+int store_file_chunks(int fd, uint64_t len,
+		      int (*fn)(void *arg, const void *p, size_t n),
+		      void *arg)
+{
+	char *buf = malloc(FILE_CHUNK);
+	uint64_t off = 0;
+	int rc = buf ? 0 : -ENOMEM;
+
+	while (!rc && off < len) {
+		size_t want = len - off < FILE_CHUNK ? (size_t)(len - off)
+						     : FILE_CHUNK;
+		ssize_t n = pread(fd, buf, want, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		rc = fn(arg, buf, (size_t)n);
+		off += (uint64_t)n;
+	}
+	free(buf);
+	return rc;
+}
+
+static int hash_chunk(void *arg, const void *p, size_t n)
+{
+	return XXH3_64bits_update(arg, p, n) == XXH_OK ? 0 : -EINVAL;
+}
+
+int store_file_hash(int fd, uint64_t len, struct XXH3_state_s *state)
+{
+	return store_file_chunks(fd, len, hash_chunk, state);
+}
+
+int store_file_checksum(int fd, uint64_t len, uint64_t *sum)
+{
+	XXH3_state_t *state = XXH3_createState();
+	int rc = state ? 0 : -ENOMEM;
+
+	if (!rc) {
+		XXH3_64bits_reset(state);
+		rc = store_file_hash(fd, len, state);
+	}
+	if (!rc)
+		*sum = XXH3_64bits_digest(state);
+	XXH3_freeState(state);
+	return rc;
+}
+
+bool store_name_valid(const char *name)
+{
+	size_t len = strnlen(name, STORE_NAME_MAX + 1);
+
+	if (len == 0 || len > STORE_NAME_MAX)
+		return false;
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return false;
+	return !strpbrk(name, "/@");
 }

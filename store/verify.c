@@ -76,7 +76,7 @@ static void open_seg(struct verify *v, struct vseg *g)
 	g->fd = -1;
 	if (g->state == STORE_SEG_EVICTED)
 		return;
-	seg_name(name, sizeof(name), g->id, ".seg");
+	store_seg_name(name, sizeof(name), g->id, ".seg");
 	g->fd = openat(v->segfd, name, O_RDONLY | O_CLOEXEC);
 	if (g->fd < 0 || fstat(g->fd, &sb) < 0) {
 		damage(v, "segment %016" PRIx64 ": %s", g->id, strerror(errno));
@@ -87,9 +87,8 @@ static void open_seg(struct verify *v, struct vseg *g)
 
 static void check_sealed(struct verify *v, struct vseg *g)
 {
-	XXH3_state_t *state;
-	char *buf;
-	uint64_t off = 0;
+	uint64_t sum = 0;
+	int rc;
 
 	if (g->state == STORE_SEG_ACTIVE || g->fd < 0)
 		return;
@@ -99,24 +98,9 @@ static void check_sealed(struct verify *v, struct vseg *g)
 		       g->length);
 		return;
 	}
-	state = XXH3_createState();
-	buf = malloc(1 << 20);
-	if (!state || !buf)
-		goto out;
-	XXH3_64bits_reset(state);
-	while (off < g->length) {
-		ssize_t n = pread(g->fd, buf, 1 << 20, (off_t)off);
-
-		if (n <= 0)
-			break;
-		XXH3_64bits_update(state, buf, (size_t)n);
-		off += (uint64_t)n;
-	}
-	if (off != g->length || XXH3_64bits_digest(state) != g->checksum)
+	rc = store_file_checksum(g->fd, g->length, &sum);
+	if (rc != -ENOMEM && (rc || sum != g->checksum))
 		damage(v, "sealed segment %016" PRIx64 ": checksum mismatch", g->id);
-out:
-	free(buf);
-	XXH3_freeState(state);
 }
 
 static int load_segs(struct verify *v, int64_t stream, struct vseg **segs,
@@ -133,15 +117,9 @@ static int load_segs(struct verify *v, int64_t stream, struct vseg **segs,
 	while (!rc && sqlite3_step(stmt) == SQLITE_ROW) {
 		struct vseg *g;
 
-		if (*n == cap) {
-			struct vseg *p = realloc(*segs, (cap = cap ? cap * 2 : 8) * sizeof(*p));
-
-			if (!p) {
-				rc = -ENOMEM;
-				break;
-			}
-			*segs = p;
-		}
+		rc = STORE_ARRAY_RESERVE(*segs, cap, *n + 1, 8);
+		if (rc)
+			break;
 		g = &(*segs)[(*n)++];
 		g->id = (uint64_t)sqlite3_column_int64(stmt, 0);
 		g->first_version = (uint64_t)sqlite3_column_int64(stmt, 1);
@@ -205,7 +183,7 @@ static void check_batch(struct verify *v, struct vseg *segs, size_t nsegs,
 		return;
 	}
 	buf = malloc(b->length ? b->length : 1);
-	if (!buf || pread(g->fd, buf, b->length, (off_t)in) != (ssize_t)b->length)
+	if (!buf || store_pread_all(g->fd, buf, b->length, in))
 		damage(v, "version %" PRIu64 ": cannot read", b->first);
 	else if (XXH3_64bits(buf, b->length) != b->hash)
 		damage(v, "version %" PRIu64 ": bytes do not match their hash",
@@ -286,10 +264,30 @@ static uint64_t merged_events(struct verify *v, sqlite3_stmt *stmt,
 	};
 	uint64_t events = 0;
 
-	if (row.subs && subs_walk(&row, sum_events, &events) < 0)
+	if (row.subs && store_subs_walk(&row, sum_events, &events) < 0)
 		damage(v, "merged batch at version %" PRIu64 ": its list of"
 		       " batches does not add up to the row", b->first);
 	return events;
+}
+
+/* The segments of a stream follow each other: sealed ones first, each
+ * starting where the one before ends. */
+static void check_chain(struct verify *v, const struct vseg *segs,
+			size_t nsegs)
+{
+	for (size_t i = 0; i < nsegs; i++) {
+		const struct vseg *prev = i ? &segs[i - 1] : NULL;
+
+		/* unsealed ones (closing, then active) come last */
+		if (prev && prev->state == STORE_SEG_ACTIVE &&
+		    segs[i].state != STORE_SEG_ACTIVE)
+			damage(v, "segment %016" PRIx64 " is sealed after the"
+			       " unsealed %016" PRIx64, segs[i].id, prev->id);
+		else if (segs[i].offset != (prev ? prev->offset + prev->length : 0))
+			damage(v, "segment %016" PRIx64 " starts at %" PRIu64
+			       ", not where the one before it ends", segs[i].id,
+			       segs[i].offset);
+	}
 }
 
 static int verify_stream(struct verify *v, int64_t id, int framing,
@@ -303,19 +301,8 @@ static int verify_stream(struct verify *v, int64_t id, int framing,
 	size_t nsegs;
 	int rc = load_segs(v, id, &segs, &nsegs);
 
-	for (size_t i = 0; !rc && i < nsegs; i++) {
-		const struct vseg *prev = i ? &segs[i - 1] : NULL;
-
-		/* unsealed ones (closing, then active) come last */
-		if (prev && prev->state == STORE_SEG_ACTIVE &&
-		    segs[i].state != STORE_SEG_ACTIVE)
-			damage(v, "segment %016" PRIx64 " is sealed after the"
-			       " unsealed %016" PRIx64, segs[i].id, prev->id);
-		else if (segs[i].offset != (prev ? prev->offset + prev->length : 0))
-			damage(v, "segment %016" PRIx64 " starts at %" PRIu64
-			       ", not where the one before it ends", segs[i].id,
-			       segs[i].offset);
-	}
+	if (!rc)
+		check_chain(v, segs, nsegs);
 	if (!rc)
 		rc = prepare(v, v->schema < 3 ?
 			     "SELECT first_version, offset, length, hash,"
@@ -386,7 +373,7 @@ static void load_journal(struct verify *v, const char *path)
 	free(file);
 	if (fd < 0)
 		return;	/* none: nothing pending */
-	if (journal_read(fd, &v->journal, &v->njournal))
+	if (store_journal_read(fd, &v->journal, &v->njournal))
 		fprintf(v->out, "ERROR %s: cannot read the journal\n", v->tenant);
 	close(fd);
 }

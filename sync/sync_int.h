@@ -13,7 +13,7 @@
 #include <json-c/json.h>
 
 #include "backend.h"
-#include "store.h"
+#include "store_sync.h"
 #include "sync.h"
 
 #define SYNC_ROOT "streamfs-v1"

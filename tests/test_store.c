@@ -11,7 +11,8 @@
 
 #include <xxhash.h>
 
-#include "store.h"
+#include "store_sync.h"
+#include "store_util.h"
 #include "unit.h"
 
 struct fixture {
@@ -711,6 +712,76 @@ static void test_rolling(void)
 	teardown(&f);
 }
 
+static int count_chunk(void *arg, const void *p, size_t n)
+{
+	(void)p;
+	*(size_t *)arg += n;
+	return 0;
+}
+
+/* store_util.h: whole reads and writes, a file's XXH3 in chunks, and the
+ * growable array. */
+static void test_util(void)
+{
+	char path[] = "/tmp/streamfs-unit-util-XXXXXX";
+	size_t len = (3u << 20) + 123, seen = 0, cap = 0;
+	char *data = malloc(len), *back = malloc(len);
+	uint64_t sum = 0, *v = NULL;
+	int fd = mkstemp(path);
+
+	CHECK(fd >= 0 && data && back);
+	for (size_t i = 0; i < len; i++)
+		data[i] = (char)(i * 7 + i / 4096);
+	CHECK_EQ(store_pwrite_all(fd, data, len, 0), 0);
+	CHECK_EQ(store_pread_all(fd, back, len, 0), 0);
+	CHECK_EQ(memcmp(data, back, len), 0);
+	CHECK_EQ(store_pread_all(fd, back, 2, len - 1), -EIO);	/* past the end */
+	CHECK_EQ(store_file_checksum(fd, len, &sum), 0);
+	CHECK_EQ(sum, XXH3_64bits(data, len));
+	CHECK_EQ(store_file_chunks(fd, len - 5, count_chunk, &seen), 0);
+	CHECK_EQ(seen, len - 5);
+	CHECK_EQ(store_file_checksum(fd, len + 1, &sum), -EIO);
+	for (uint64_t i = 0; i < 1000; i++) {
+		CHECK_EQ(STORE_ARRAY_RESERVE(v, cap, i + 1, 8), 0);
+		v[i] = i * i;
+	}
+	CHECK(cap >= 1000 && cap < 2000);
+	for (uint64_t i = 0; i < 1000; i++)
+		CHECK_EQ(v[i], i * i);
+	CHECK_EQ(STORE_ARRAY_RESERVE(v, cap, 10, 8), 0);	/* room already */
+	CHECK(cap >= 1000 && cap < 2000);
+	free(v);
+	free(data);
+	free(back);
+	close(fd);
+	unlink(path);
+}
+
+/* The sealer seals an active segment once it is roll_age old, with nobody
+ * calling store_roll(); not before, and the next append opens a new one. */
+static void test_roll_by_age(void)
+{
+	struct store_config cfg;
+	struct fixture f;
+	int n = 0;
+
+	store_config_default(&cfg);
+	cfg.roll_age_ns = 1000000000;
+	setup_with(&f, &cfg);
+	CHECK_EQ(append(&f, "before its age\n", STORE_ANY_VERSION, false,
+			NULL), 0);
+	CHECK_EQ(store_segment_list(f.t, STORE_SEG_SEALED, count_seg, &n), 0);
+	CHECK_EQ(n, 0);
+	CHECK_EQ(wait_sealed(&f, 1), 1);
+	CHECK_EQ(append(&f, "after it\n", STORE_ANY_VERSION, false, NULL), 0);
+	CHECK_EQ(version(&f), 2);
+	CHECK_EQ(wait_sealed(&f, 2), 2);
+	CHECK_EQ(store_verify(f.dir, stderr), 0);
+	reopen(&f);
+	CHECK_EQ(version(&f), 2);
+	teardown(&f);
+}
+
 /* A segment that reaches roll_size exactly is sealed without waiting for
  * the next append; that append opens a new segment. */
 static void test_full_segment(void)
@@ -1326,6 +1397,8 @@ static const struct unit_test tests[] = {
 	{ "namespace", test_namespace },
 	{ "merged_rows", test_merged_rows },
 	{ "rolling", test_rolling },
+	{ "roll_by_age", test_roll_by_age },
+	{ "util", test_util },
 	{ "checksums", test_checksums },
 	{ "full_segment", test_full_segment },
 	{ "durable_mark", test_durable_mark },

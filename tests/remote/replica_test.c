@@ -34,7 +34,7 @@
 
 #include "backend.h"
 #include "check.h"
-#include "store.h"
+#include "store_sync.h"
 #include "sync.h"
 
 static volatile int remote_down;

@@ -26,7 +26,7 @@
 
 #include "backend.h"
 #include "check.h"
-#include "store.h"
+#include "store_sync.h"
 #include "sync.h"
 
 static atomic_int remote_down;

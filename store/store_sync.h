@@ -1,0 +1,113 @@
+/*
+ * store_sync: the half of the store that sync/ drives.  Sealed segments
+ * and their states (sealed, uploaded, evicted), the batches that travel
+ * with them, restore of a fetched copy, the hook that fetches an evicted
+ * segment for a reader, and replicas.  Same threads and errors as store.h.
+ */
+#ifndef STREAMFS_STORE_SYNC_H
+#define STREAMFS_STORE_SYNC_H
+
+#include "store.h"
+
+/* ---- segments ---- */
+
+/* Seals the active segments of T that are older than roll_age at NOW_NS, or
+ * every non-empty one when FORCE.  Returns the number sealed or -errno.
+ * The store's sealer thread seals by age on its own as well. */
+int store_roll(struct store_tenant *t, int64_t now_ns, bool force);
+
+enum store_seg_state {
+	STORE_SEG_ACTIVE = 0,	/* being appended to */
+	STORE_SEG_SEALED = 1,	/* immutable, not yet uploaded */
+	STORE_SEG_UPLOADED = 2,	/* uploaded, local copy present */
+	STORE_SEG_EVICTED = 3,	/* uploaded, local copy removed */
+};
+
+struct store_segment {
+	uint64_t seg;		/* segment id, unique in the tenant */
+	uint64_t origin;	/* replicas: the segment's id on the writer host
+				 * (its remote key); 0 for segments made here */
+	uint64_t stream;
+	uint64_t first_version;	/* version of its first event */
+	uint64_t count;		/* events */
+	uint64_t offset;	/* stream offset of its first byte */
+	uint64_t length;	/* bytes */
+	uint64_t checksum;	/* XXH3-64 of the bytes, sealed segments only */
+	int64_t created_ns;
+	int64_t used_ns;	/* last read or write here (not persisted; 0
+				 * when not used since open) */
+	enum store_seg_state state;
+};
+
+/* Calls FN for each sealed segment in state STATE, in segment order. */
+int store_segment_list(struct store_tenant *t, enum store_seg_state state,
+		       int (*fn)(void *arg, const struct store_segment *seg),
+		       void *arg);
+/* Calls FN for each segment of stream ID, in stream order. */
+int store_stream_segments(struct store_tenant *t, uint64_t id,
+			  int (*fn)(void *arg, const struct store_segment *seg),
+			  void *arg);
+/* Path of the segment's local file (exists unless evicted).  Caller frees. */
+char *store_segment_path(struct store_tenant *t, uint64_t seg);
+int store_segment_mark_uploaded(struct store_tenant *t,
+				uint64_t seg) STORE_WARN_UNUSED;
+/* Whether segment SEG of T is evicted now (false when it is gone). */
+bool store_segment_evicted(struct store_tenant *t, uint64_t seg);
+/* Removes the local copy of an uploaded segment.  -EBUSY if not uploaded. */
+int store_segment_evict(struct store_tenant *t, uint64_t seg) STORE_WARN_UNUSED;
+/* Puts back a fetched copy: the file at PATH must match the segment's length
+ * and checksum (-EIO otherwise); it is renamed into place. */
+int store_segment_restore(struct store_tenant *t, uint64_t seg,
+			  const char *path) STORE_WARN_UNUSED;
+/* The same for a caller that took the XXH3-64 of the bytes as it wrote
+ * them: SUM is compared instead of reading the file back. */
+int store_segment_restore_hashed(struct store_tenant *t, uint64_t seg,
+				 const char *path,
+				 uint64_t sum) STORE_WARN_UNUSED;
+
+/* One index row: the events one append call committed. */
+struct store_batch {
+	uint64_t first_version;
+	uint64_t count;
+	uint64_t offset;	/* stream offset */
+	uint64_t length;
+	int64_t time_ns;	/* commit time */
+	uint64_t hash;		/* XXH3-64 of the bytes */
+};
+
+/* Calls FN for each batch of segment SEG, in order (the event index that
+ * travels with a sealed segment to the remote). */
+int store_segment_batches(struct store_tenant *t, uint64_t seg,
+			  int (*fn)(void *arg, const struct store_batch *b),
+			  void *arg);
+
+/* Called by store_read(), with no store lock held, when the bytes it needs
+ * lie in an evicted segment: it must bring the segment back with
+ * store_segment_restore() and return 0, or return -errno (the read then
+ * fails with it; -EIO when the copy cannot be had).  May block.
+ * Setting a hook (NULL to clear it) returns once no call to the previous
+ * one is still running, so its ARG can then be freed. */
+typedef int (*store_fetch_fn)(void *arg, struct store_tenant *t,
+			      const struct store_segment *seg);
+/* Called by a read, with no store lock held, the first time a read uses a
+ * segment that store_segment_restore() brought back: readahead follows a
+ * reader through segments it never had to wait for.  Must not block. */
+typedef void (*store_reached_fn)(void *arg, struct store_tenant *t,
+				 const struct store_segment *seg);
+void store_set_fetch_hook(struct store *st, store_fetch_fn fn,
+			  store_reached_fn reached, void *arg);
+
+/* ---- replicas: analysis hosts mirror a remote into a local store ---- */
+
+/* Extends stream ID with a sealed segment that lives on the remote: SEG
+ * gives its origin id, versions, offset, length and checksum (its first
+ * version must be the stream's version + 1 and its offset the stream's
+ * size: -EINVAL otherwise), BATCHES its N index rows.  The segment starts
+ * evicted (fetched on first read).  Readers and followers see the new
+ * events as after an append. */
+int store_replica_add(struct store_tenant *t, uint64_t id,
+		      const struct store_segment *seg,
+		      const struct store_batch *batches,
+		      size_t n) STORE_WARN_UNUSED;
+
+#endif
