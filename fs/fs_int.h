@@ -144,8 +144,8 @@ struct fs_wake {
  * mounting thread (the thread handles), or are atomics. */
 struct fs {
 	struct store *st;
-	/* The sync thread (roller, writer or replica), or NULL (a plain ro
-	 * mount).  Set once before the session starts; read by the commit
+	/* The sync thread (writer or replica), or NULL (a mount without
+	 * remote=).  Set once before the session starts; read by the commit
 	 * hook, which may run in sync's own threads meanwhile. */
 	_Atomic(struct sync *) sync;
 	struct fuse_session *se;

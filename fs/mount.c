@@ -320,10 +320,9 @@ static void daemon_ready(int *notify, int status)
 
 /* ---- sync ---- */
 
-/* Starts the sync thread the mount needs: a writer without remote= only
- * seals segments at roll age (roller); with remote= it also uploads; an
- * analysis host (remote=,ro) mirrors the remote.  A plain ro mount has
- * none.  Before the FUSE session exists, so that a lease held by another
+/* Starts the sync thread the mount needs: with remote= a writer's uploads,
+ * and an analysis host's (remote=,ro) mirror of the remote.  A mount
+ * without remote= has none (the store's sealer rolls segments).  Before the FUSE session exists, so that a lease held by another
  * writer refuses the mount. */
 static int start_sync(struct fs *fs, struct fs_opts *o)
 {
@@ -331,7 +330,7 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	struct sync *s = NULL;
 	int rc;
 
-	if (o->ro && !o->remote)
+	if (!o->remote)
 		return 0;
 	sync_config_default(&cfg);
 	cfg.url = o->remote;
@@ -357,7 +356,7 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	}
 	if (rc) {
 		fprintf(stderr, "streamfs: cannot use remote %s: %s\n",
-			o->remote ? o->remote : "(none)", strerror(-rc));
+			o->remote, strerror(-rc));
 		return rc;
 	}
 	atomic_store(&fs->sync, s);

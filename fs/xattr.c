@@ -184,13 +184,13 @@ static int sync_now_xattr(struct fs *fs, const char *suffix, char *buf,
 	}
 	if (fs->park_max_ns && timeout > fs->park_max_ns)
 		timeout = fs->park_max_ns;
-	if (!sy) {
-		/* A plain ro mount: nothing to seal or fetch. */
-		snprintf(buf, cap, "ok");
-		return 0;
-	}
-	rc = sync_now(sy, timeout);
-	if (rc)
+	if (sy)
+		rc = sync_now(sy, timeout);
+	else if (!fs->opts->ro)	/* no remote: seal, nothing more */
+		rc = store_roll_all(fs->st);
+	else
+		rc = 0;		/* a plain ro mount: nothing to seal or fetch */
+	if (rc < 0)
 		return rc;
 	snprintf(buf, cap, "ok");
 	return 0;

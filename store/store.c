@@ -566,6 +566,21 @@ int store_sync(struct store *st)
 	return rc;
 }
 
+int store_roll_all(struct store *st)
+{
+	int rc = 0, n = 0;
+
+	pthread_mutex_lock(&st->lock);
+	for (struct store_tenant *t = st->tenants; t && rc >= 0; t = t->next) {
+		if (t->removed)
+			continue;
+		rc = store_roll(t, 0, true);
+		n += rc > 0 ? rc : 0;
+	}
+	pthread_mutex_unlock(&st->lock);
+	return rc < 0 ? rc : n;
+}
+
 void store_close(struct store *st)
 {
 	struct store_tenant *t, *next;

@@ -225,6 +225,10 @@ int store_version_at_time(struct store_tenant *t, uint64_t id,
 int store_sync_stream(struct store_tenant *t, uint64_t id) STORE_WARN_UNUSED;
 /* The same for everything in the store. */
 int store_sync(struct store *st) STORE_WARN_UNUSED;
+/* Seals every non-empty active segment of every tenant now (what
+ * `streamfs sync` asks of a mount without a remote; with one, sync/ does
+ * it tenant by tenant).  Returns the number sealed or -errno. */
+int store_roll_all(struct store *st) STORE_WARN_UNUSED;
 
 /* ---- checking ---- */
 

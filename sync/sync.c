@@ -1,7 +1,6 @@
 /*
  * sync.c: the sync thread (see sync.h for its contract, docs/FORMAT.md for
- * what it writes): its passes (a writer's or roller's here, a replica's in
- * replica.c), sync_start(), sync_stop(), sync_now(), the status; and the
+ * what it writes): its passes (a writer's here, a replica's in replica.c), sync_start(), sync_stop(), sync_now(), the status; and the
  * pool that starts upload.c's and fetch.c's helper threads.
  *
  * Lock order: s->lock is a leaf; it is never held across store calls or
@@ -208,8 +207,9 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 	return rc;
 }
 
-/* Seals NAME's segments older than roll age (all with PT->force); for a
- * writer, then uploads them and publishes the manifest. */
+/* Uploads NAME's sealed segments and publishes its manifest; with
+ * PT->force (sync_now) seals every non-empty active segment first.  (The
+ * store's sealer seals by age and size on its own.) */
 static int pass_tenant(struct sync *s, const char *name,
 		       struct pass_tenant *pt, char *what, size_t wlen)
 {
@@ -221,13 +221,11 @@ static int pass_tenant(struct sync *s, const char *name,
 
 	if (store_tenant_get(s->st, name, &t) || store_tenant_removed(t))
 		return 0;
-	rc = store_roll(t, sync_clock(CLOCK_REALTIME), pt->force);
+	rc = pt->force ? store_roll(t, 0, true) : 0;
 	if (rc < 0) {
 		snprintf(what, wlen, "seal segments of %s", name);
 		return rc;
 	}
-	if (!s->b)
-		return 0;	/* roller only */
 	ts = sync_tstate(s, name);
 	if (!ts)
 		return -ENOMEM;
@@ -264,7 +262,7 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	sync_mutex_unlock(&s->lock);
 }
 
-/* One writer (or roller) pass over every tenant.  FORCE seals every
+/* One writer pass over every tenant.  FORCE seals every
  * non-empty segment. */
 static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 {
@@ -281,14 +279,14 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 		else
 			rc = pass_tenant(s, names.v[i], &pt, what, wlen);
 	}
-	if (!rc && s->b)
+	if (!rc)
 		rc = sync_publish_tenants(s, &names, what, wlen);
 	if (!rc && pt.refused) {
 		rc = -EBUSY;
 		snprintf(what, wlen, "%s", pt.refused_what);
 	}
 	pass_status(s, &pt);
-	if (s->b && s->cfg.cache_size)
+	if (s->cfg.cache_size)
 		sync_evict(s, NULL, 0);
 	strvec_release(&names);
 	return rc;
@@ -299,7 +297,7 @@ static int pass(struct sync *s, bool force)
 	char what[160] = "list tenants";
 	int rc;
 
-	if (s->cfg.url && s->cfg.replica)
+	if (s->cfg.replica)
 		rc = sync_replica_pass(s, what, sizeof(what));
 	else
 		rc = writer_pass(s, force, what, sizeof(what));
@@ -462,7 +460,7 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 		return NULL;
 	s->st = st;
 	s->cfg = *cfg;
-	s->cfg.url = cfg->url ? strdup(cfg->url) : NULL;
+	s->cfg.url = strdup(cfg->url);
 	s->cfg.state_dir = cfg->state_dir ? strdup(cfg->state_dir) : NULL;
 	if (!s->cfg.fetch_threads)
 		s->cfg.fetch_threads = 1;
@@ -492,7 +490,7 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 	pthread_cond_init(&s->upload_cond, &ca);
 	pthread_cond_init(&s->upload_done, &ca);
 	pthread_condattr_destroy(&ca);
-	if ((cfg->url && !s->cfg.url) || (cfg->state_dir && !s->cfg.state_dir)) {
+	if (!s->cfg.url || (cfg->state_dir && !s->cfg.state_dir)) {
 		sync_free(s);
 		return NULL;
 	}
@@ -522,15 +520,15 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	int rc;
 
 	*out = NULL;
-	if (cfg->url && !cfg->replica && !cfg->state_dir)
+	if (!cfg->url || (!cfg->replica && !cfg->state_dir))
 		return -EINVAL;
 	s = sync_new(st, cfg);
 	if (!s)
 		return -ENOMEM;
-	rc = cfg->url ? backend_open_url(cfg->url, &s->cfg.opts, &s->b) : 0;
-	if (!rc && s->b && !s->cfg.replica)
+	rc = backend_open_url(cfg->url, &s->cfg.opts, &s->b);
+	if (!rc && !s->cfg.replica)
 		rc = writer_start(s);
-	if (!rc && s->b) {
+	if (!rc) {
 		rc = sync_fetch_start(s);
 		if (!rc)
 			store_set_fetch_hook(st, sync_fetch_hook,
@@ -538,7 +536,7 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	}
 	if (!rc) {
 		rc = -pthread_create(&s->thread, NULL, sync_main, s);
-		if (rc && s->b) {
+		if (rc) {
 			sync_fetch_stop(s);
 			store_set_fetch_hook(st, NULL, NULL, NULL);
 		}
@@ -569,29 +567,26 @@ void sync_stop(struct sync *s)
 	sync_mutex_unlock(&s->lock);
 	pthread_join(s->thread, NULL);
 	sync_upload_stop(s);
-	if (s->b) {
-		/* Fails pending fetches and waits until no reader is inside
-		 * the hook; only then is the hook cleared (store does not
-		 * yet clear it atomically with respect to callers, so fs
-		 * stops its readers before sync_stop). */
-		sync_fetch_stop(s);
-		store_set_fetch_hook(s->st, NULL, NULL, NULL);
-		/* Releasing the leases is worth a few seconds, not more:
-		 * a stalled remote must not hold up the unmount. */
-		atomic_store(&s->abort.deadline_ns,
-			     sync_clock(CLOCK_MONOTONIC) + STOP_RELEASE_NS);
-		atomic_store(&s->abort.now, false);
-		if (!s->cfg.replica)
-			sync_lease_release(s, NULL);
-	}
+	/* Fails pending fetches and waits until no reader is inside
+	 * the hook; only then is the hook cleared (store does not
+	 * yet clear it atomically with respect to callers, so fs
+	 * stops its readers before sync_stop). */
+	sync_fetch_stop(s);
+	store_set_fetch_hook(s->st, NULL, NULL, NULL);
+	/* Releasing the leases is worth a few seconds, not more:
+	 * a stalled remote must not hold up the unmount. */
+	atomic_store(&s->abort.deadline_ns,
+		     sync_clock(CLOCK_MONOTONIC) + STOP_RELEASE_NS);
+	atomic_store(&s->abort.now, false);
+	if (!s->cfg.replica)
+		sync_lease_release(s, NULL);
 	sync_free(s);
 }
 
 void sync_kick(struct sync *s)
 {
-	/* A replica's commits are its own thread's doing; roller passes
-	 * need no hurry. */
-	if (!s || !s->b || s->cfg.replica)
+	/* A replica's commits are its own thread's doing. */
+	if (!s || s->cfg.replica)
 		return;
 	sync_mutex_lock(&s->lock);
 	/* Once told, the thread keeps the kick until its next pass: waking

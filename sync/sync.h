@@ -1,19 +1,14 @@
 /*
  * sync: the background thread between a store and a remote.
  *
- * Three modes, chosen by struct sync_config:
+ * Two modes, chosen by struct sync_config (a mount without remote= has no
+ * sync thread: the store's sealer seals segments by size and age alone):
  *
- * - Roller only (url == NULL): the thread seals active segments older than
- *   the store's roll age (store_roll) at least every `interval`, and uploads
- *   nothing.  fs starts it for every writer mount without remote=, so it
- *   never calls store_roll itself.
- *
- * - Writer (url set, replica false): every pass (at least every `interval`,
- *   and soon after sync_kick()), for each tenant it takes the tenant's lease
- *   on the remote, seals segments older than roll age, uploads each sealed
- *   segment and then its event index object (docs/FORMAT.md), marks it
- *   uploaded in the store, and then publishes the tenant manifest, in that
- *   order: a reader of the remote never sees a manifest naming a missing or
+ * - Writer (replica false): every pass (at least every `interval`, and
+ *   soon after sync_kick()), for each tenant it takes the tenant's lease
+ *   on the remote, uploads each sealed segment and then its event index
+ *   object (docs/FORMAT.md), marks it uploaded in the store, and then
+ *   publishes the tenant manifest, in that order: a reader of the remote never sees a manifest naming a missing or
  *   partial object.  Up to `upload_parallel` segments go up at once; the
  *   manifest waits for all of them.  Streams removed locally vanish from
  *   the next manifest (listed as tombstones), and their objects are
@@ -22,7 +17,7 @@
  *   uploaded segments exceed `cache_size`; a segment not yet uploaded is
  *   never evicted.
  *
- * - Replica (url set, replica true; the analysis host): every `poll` the
+ * - Replica (replica true; the analysis host): every `poll` the
  *   thread reads tenants.json and the manifests and mirrors them into the
  *   store (a cache directory): creates tenants and streams, sets framing and
  *   attributes, adds new segments with store_replica_add() (they start
@@ -80,13 +75,12 @@
 #define SYNC_WARN_UNUSED __attribute__((warn_unused_result))
 
 struct sync_config {
-	/* Remote URL, or NULL for the roller-only mode.  Borrowed for
-	 * sync_start(). */
+	/* Remote URL (required).  Borrowed for sync_start(). */
 	const char *url;
 	struct backend_options opts;	/* strings borrowed for sync_start() */
 	/* Directory for sync's own state (the writer identity): the mount's
-	 * SOURCE.  Borrowed for sync_start().  Required for writers with a
-	 * url; ignored otherwise. */
+	 * SOURCE.  Borrowed for sync_start().  Required for writers; ignored
+	 * for replicas. */
 	const char *state_dir;
 	bool replica;			/* analysis host: mirror the remote */
 	int64_t interval_ns;		/* pass at least this often; default 1 s */
@@ -114,10 +108,10 @@ struct sync;
 
 /* Opens the remote and starts the threads (see the modes above).  The
  * remote being unreachable is not an error (the thread keeps trying); a
- * malformed URL or unusable credentials are (-EINVAL, -EPROTONOSUPPORT,
- * -EACCES), and so is a tenant leased by another writer (-EBUSY, logged
- * with the holder).  Installs the store's fetch hook (url set); the caller
- * keeps the commit hook and calls sync_kick() from it.  May block for the
+ * missing or malformed URL or unusable credentials are (-EINVAL,
+ * -EPROTONOSUPPORT, -EACCES), and so is a tenant leased by another writer
+ * (-EBUSY, logged with the holder).  Installs the store's fetch hook; the
+ * caller keeps the commit hook and calls sync_kick() from it.  May block for the
  * backend's connect timeout while it takes leases.  The caller owns *out;
  * sync_stop() frees it. */
 int sync_start(struct store *st, const struct sync_config *cfg,
@@ -134,7 +128,7 @@ void sync_kick(struct sync *s);
  * passes.  0 when everything committed before the call is on the remote;
  * -ETIMEDOUT; or the last error of the remote when the deadline passed
  * while it failed.  Replica: one full rescan of the remote, waited for the
- * same way.  Roller only: seals everything (0). */
+ * same way. */
 int sync_now(struct sync *s, int64_t timeout_ns) SYNC_WARN_UNUSED;
 
 struct sync_status {

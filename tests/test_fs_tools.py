@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from util import getxattr, read
+from util import append, getxattr, read, wait_until
 
 
 def sh(cmd, cwd, check=True, input=None):
@@ -174,3 +174,30 @@ def test_mtime_moves_and_utimens(mount):
     os.chmod(p, 0o604)
     m.remount()
     assert os.stat(p).st_mode & 0o777 == 0o604
+
+
+def test_segments_roll_by_age_and_by_sync_without_remote(mount, run_streamfs):
+    """Without remote= no sync thread runs: the store's sealer closes a
+    segment at `roll` age on its own, and `streamfs sync` seals at once;
+    either way the next append starts a new segment file."""
+    m = mount(opts="roll=1s")
+    os.mkdir(m.path("T"))
+    seg_dir = m.src / "tenants" / "T" / "seg"
+
+    def segments():
+        return len([e for e in os.listdir(seg_dir) if e.endswith(".seg")])
+
+    lines = [b"first\n"]
+    append(m.path("T", "s"), lines[0], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    assert segments() == 1
+
+    def rolled():   # one line every 100 ms until a new segment holds one
+        lines.append(b"line %d\n" % len(lines))
+        append(m.path("T", "s"), lines[-1])
+        return segments() == 2
+    wait_until(rolled, timeout=15, interval=0.1, msg="no roll by age")
+    run_streamfs("sync", m.mnt)
+    lines.append(b"after sync\n")
+    append(m.path("T", "s"), lines[-1])
+    assert segments() == 3
+    assert read(m.path("T", "s")) == b"".join(lines)
