@@ -35,6 +35,7 @@
 #include "fs.h"
 #include "lock.h"
 #include "ring.h"
+#include "store_util.h"
 #include "sync.h"
 
 #define FS_WARN_UNUSED __attribute__((warn_unused_result))

@@ -513,14 +513,8 @@ static int collect_tenant(void *arg, const char *name)
 {
 	struct dir_list *d = arg;
 
-	if (d->count == d->cap) {
-		size_t cap = d->cap ? d->cap * 2 : 16;
-		char **names = realloc(d->names, cap * sizeof(*names));
-		if (!names)
-			return -ENOMEM;
-		d->names = names;
-		d->cap = cap;
-	}
+	if (STORE_ARRAY_RESERVE(d->names, d->cap, d->count + 1, 16))
+		return -ENOMEM;
 	d->names[d->count] = strdup(name);
 	if (!d->names[d->count])
 		return -ENOMEM;

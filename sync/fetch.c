@@ -449,22 +449,6 @@ struct part_out {
 	XXH3_state_t *hash;		/* a whole segment's, else NULL */
 };
 
-static int pwrite_all(int fd, const char *p, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)	/* no progress: never spin on it */
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 /* Puts BUF's bytes where O says (the sink's put()).  Through the page
  * cache: the reader wants them next, and finds them in memory. */
 static int put_bytes(void *arg, struct backend_buf *buf)
@@ -474,7 +458,7 @@ static int put_bytes(void *arg, struct backend_buf *buf)
 
 	if (o->hash)	/* while the chunk is in the CPU's cache */
 		XXH3_64bits_update(o->hash, buf->data, buf->len);
-	rc = pwrite_all(o->r->fd, buf->data, buf->len, o->off);
+	rc = store_pwrite_all(o->r->fd, buf->data, buf->len, o->off);
 	if (!rc)
 		o->off += buf->len;
 	return rc;
@@ -794,15 +778,8 @@ static int lru_collect(void *arg, const struct store_segment *seg)
 {
 	struct lru_vec *lv = arg;
 
-	if (lv->n == lv->alloc) {
-		size_t alloc = lv->alloc ? 2 * lv->alloc : 64;
-		struct lru_seg *v = realloc(lv->v, alloc * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		lv->v = v;
-		lv->alloc = alloc;
-	}
+	if (STORE_ARRAY_RESERVE(lv->v, lv->alloc, lv->n + 1, 64))
+		return -ENOMEM;
 	lv->v[lv->n++] = (struct lru_seg){ .t = lv->t, .seg = seg->seg,
 					   .length = seg->length,
 					   .used_ns = seg->used_ns };

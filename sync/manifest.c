@@ -30,23 +30,6 @@
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
-/* Makes room for one more element in *V (N used, *ALLOC allocated). */
-static int grow(void *v, size_t *alloc, size_t n, size_t size)
-{
-	void **pv = v, *nv;
-	size_t want;
-
-	if (n < *alloc)
-		return 0;
-	want = *alloc ? 2 * *alloc : 8;
-	nv = realloc(*pv, want * size);
-	if (!nv)
-		return -ENOMEM;
-	*pv = nv;
-	*alloc = want;
-	return 0;
-}
-
 void sync_manifest_release(struct manifest *m)
 {
 	for (size_t i = 0; i < m->nstreams; i++) {
@@ -70,7 +53,7 @@ static int stream_collect(void *arg, const char *name,
 	struct manifest *m = arg;
 	struct manifest_stream *ms;
 
-	if (grow(&m->streams, &m->astreams, m->nstreams, sizeof(*ms)))
+	if (STORE_ARRAY_RESERVE(m->streams, m->astreams, m->nstreams + 1, 8))
 		return -ENOMEM;
 	ms = &m->streams[m->nstreams];
 	*ms = (struct manifest_stream){
@@ -98,7 +81,7 @@ static int stream_chain(struct manifest_stream *ms,
 			continue;
 		if (g->offset != ms->size)
 			break;
-		if (grow(&ms->segs, &alloc, ms->nsegs, sizeof(*ms->segs)))
+		if (STORE_ARRAY_RESERVE(ms->segs, alloc, ms->nsegs + 1, 8))
 			return -ENOMEM;
 		ms->segs[ms->nsegs++] = (struct manifest_seg){
 			.seg = g->seg, .first_version = g->first_version,
@@ -164,8 +147,8 @@ static int add_tomb(struct manifest *m, uint64_t id, const char *name,
 {
 	char *copy = name ? strdup(name) : NULL;
 
-	if ((name && !copy) || grow(&m->tombs, &m->atombs, m->ntombs,
-				    sizeof(*m->tombs))) {
+	if ((name && !copy) || STORE_ARRAY_RESERVE(m->tombs, m->atombs,
+						    m->ntombs + 1, 8)) {
 		free(copy);
 		return -ENOMEM;
 	}
@@ -420,7 +403,7 @@ static int stream_decode(struct manifest *m, json_object *r)
 
 	if (!name || !segs)
 		return 0;
-	if (grow(&m->streams, &m->astreams, m->nstreams, sizeof(*ms)))
+	if (STORE_ARRAY_RESERVE(m->streams, m->astreams, m->nstreams + 1, 8))
 		return -ENOMEM;
 	n = json_object_array_length(segs);
 	ms = &m->streams[m->nstreams];

@@ -71,18 +71,18 @@ struct local_stream {
 
 struct local_vec {
 	struct local_stream *v;
-	size_t n;
+	size_t n, alloc;
 };
 
 static int local_collect(void *arg, const char *name,
 			 const struct store_attr *attr)
 {
 	struct local_vec *lv = arg;
-	struct local_stream *v = realloc(lv->v, (lv->n + 1) * sizeof(*v));
+	struct local_stream *v;
 
-	if (!v)
+	if (STORE_ARRAY_RESERVE(lv->v, lv->alloc, lv->n + 1, 16))
 		return -ENOMEM;
-	lv->v = v;
+	v = lv->v;
 	v[lv->n] = (struct local_stream){ .id = attr->id, .attr = *attr,
 					  .name = strdup(name) };
 	if (!v[lv->n].name)

@@ -85,15 +85,8 @@ int sync_seg_collect(void *arg, const struct store_segment *seg)
 {
 	struct sync_seg_vec *sv = arg;
 
-	if (sv->n == sv->alloc) {
-		size_t alloc = sv->alloc ? 2 * sv->alloc : 16;
-		struct store_segment *v = realloc(sv->v, alloc * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		sv->v = v;
-		sv->alloc = alloc;
-	}
+	if (STORE_ARRAY_RESERVE(sv->v, sv->alloc, sv->n + 1, 16))
+		return -ENOMEM;
 	sv->v[sv->n++] = *seg;
 	return 0;
 }

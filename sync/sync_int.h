@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "store_sync.h"
+#include "store_util.h"
 #include "sync.h"
 
 #define SYNC_ROOT "streamfs-v1"

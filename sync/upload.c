@@ -56,7 +56,21 @@ struct upload_batch {
 	bool failed;		/* protected by s->lock: start no more */
 };
 
-#define HASH_CHUNK (1u << 20)
+/* What hash_local() feeds each chunk of the file to. */
+struct local_hashes {
+	XXH3_state_t *xxh;
+	EVP_MD_CTX *sha256;	/* NULL when not wanted */
+};
+
+static int hash_chunk(void *arg, const void *p, size_t n)
+{
+	struct local_hashes *h = arg;
+
+	XXH3_64bits_update(h->xxh, p, n);
+	if (h->sha256 && !EVP_DigestUpdate(h->sha256, p, n))
+		return -EIO;
+	return 0;
+}
 
 /* One pass over the sealed segment in FD before it leaves: checks that the
  * file still holds the sealed bytes (XXH3 against the store's checksum,
@@ -64,47 +78,33 @@ struct upload_batch {
  * hex (65 bytes) for a backend that signs the payload. */
 static int hash_local(int fd, const struct store_segment *seg, char *sha256)
 {
-	XXH3_state_t *x = XXH3_createState();
-	EVP_MD_CTX *md = sha256 ? EVP_MD_CTX_new() : NULL;
-	char *buf = malloc(HASH_CHUNK);
+	struct local_hashes h = {
+		.xxh = XXH3_createState(),
+		.sha256 = sha256 ? EVP_MD_CTX_new() : NULL,
+	};
 	unsigned char dig[EVP_MAX_MD_SIZE];
 	unsigned int dlen = 0;
-	uint64_t off = 0;
 	int rc = 0;
 
-	if (!x || !buf || (sha256 && !md)) {
+	if (!h.xxh || (sha256 && !h.sha256)) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	XXH3_64bits_reset(x);
-	if (md && !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+	XXH3_64bits_reset(h.xxh);
+	if (h.sha256 && !EVP_DigestInit_ex(h.sha256, EVP_sha256(), NULL))
 		rc = -EIO;
-	while (!rc && off < seg->length) {
-		size_t want = seg->length - off < HASH_CHUNK ?
-			(size_t)(seg->length - off) : HASH_CHUNK;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			break;
-		}
-		XXH3_64bits_update(x, buf, (size_t)n);
-		if (md && !EVP_DigestUpdate(md, buf, (size_t)n))
-			rc = -EIO;
-		off += (uint64_t)n;
-	}
-	if (!rc && XXH3_64bits_digest(x) != seg->checksum)
+	if (!rc)
+		rc = store_file_chunks(fd, seg->length, hash_chunk, &h);
+	if (!rc && XXH3_64bits_digest(h.xxh) != seg->checksum)
 		rc = -EIO;
-	if (!rc && md && (!EVP_DigestFinal_ex(md, dig, &dlen) || dlen != 32))
+	if (!rc && h.sha256 &&
+	    (!EVP_DigestFinal_ex(h.sha256, dig, &dlen) || dlen != 32))
 		rc = -EIO;
-	for (unsigned i = 0; !rc && md && i < dlen; i++)
+	for (unsigned i = 0; !rc && h.sha256 && i < dlen; i++)
 		snprintf(sha256 + 2 * i, 3, "%02x", dig[i]);
 out:
-	free(buf);
-	EVP_MD_CTX_free(md);
-	XXH3_freeState(x);
+	EVP_MD_CTX_free(h.sha256);
+	XXH3_freeState(h.xxh);
 	return rc;
 }
 

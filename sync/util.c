@@ -13,15 +13,8 @@
 
 int strvec_push(struct strvec *sv, const char *str)
 {
-	if (sv->n == sv->alloc) {
-		size_t alloc = sv->alloc ? 2 * sv->alloc : 16;
-		char **v = realloc(sv->v, alloc * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		sv->v = v;
-		sv->alloc = alloc;
-	}
+	if (STORE_ARRAY_RESERVE(sv->v, sv->alloc, sv->n + 1, 16))
+		return -ENOMEM;
 	if (!(sv->v[sv->n] = strdup(str)))
 		return -ENOMEM;
 	sv->n++;
