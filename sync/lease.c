@@ -212,12 +212,12 @@ void sync_lease_release(struct sync *s, const bool *only)
 
 int sync_leases_at_start(struct sync *s)
 {
-	struct strvec names = { 0 };
+	struct sync_strvec names = { 0 };
 	bool *created = NULL;
 	char what[160];
 	int rc;
 
-	rc = store_tenant_list(s->st, strvec_collect, &names);
+	rc = store_tenant_list(s->st, sync_strvec_collect, &names);
 	if (!rc && names.n && !(created = calloc(names.n, sizeof(*created))))
 		rc = -ENOMEM;
 	for (size_t i = 0; !rc && i < names.n; i++) {
@@ -243,6 +243,6 @@ int sync_leases_at_start(struct sync *s)
 	if (rc == -EBUSY)
 		sync_lease_release(s, created);
 	free(created);
-	strvec_release(&names);
+	sync_strvec_release(&names);
 	return rc;
 }

@@ -504,16 +504,16 @@ int sync_manifest_decode(const char *text, size_t len, struct manifest *out)
 /* ---- the objects a manifest names ---- */
 
 /* Appends KEY (taken; NULL: out of memory) to OUT. */
-static int keys_take(struct strvec *out, char *key)
+static int keys_take(struct sync_strvec *out, char *key)
 {
-	int rc = key ? strvec_push(out, key) : -ENOMEM;
+	int rc = key ? sync_strvec_push(out, key) : -ENOMEM;
 
 	free(key);
 	return rc;
 }
 
 static int seg_keys(const char *tprefix, const struct manifest_seg *g,
-		    struct strvec *out)
+		    struct sync_strvec *out)
 {
 	int rc = keys_take(out, sync_segment_key(tprefix, g->seg, g->checksum,
 						 false));
@@ -534,7 +534,7 @@ static bool names_seg(const struct manifest *m, const struct manifest_seg *g)
 
 int sync_manifest_stale_keys(const struct manifest *old,
 			     const struct manifest *cur, const char *tprefix,
-			     struct strvec *out)
+			     struct sync_strvec *out)
 {
 	int rc = 0;
 
@@ -549,7 +549,7 @@ int sync_manifest_stale_keys(const struct manifest *old,
 }
 
 int sync_manifest_keys(const struct manifest *m, const char *tprefix,
-		       struct strvec *out)
+		       struct sync_strvec *out)
 {
 	return sync_manifest_stale_keys(m, NULL, tprefix, out);
 }

@@ -64,11 +64,11 @@ int sync_seed_from_remote(struct sync *s, struct tenant_state *ts,
 static int delete_stale(struct sync *s, struct tenant_state *ts,
 			const char *tprefix, char *what, size_t wlen)
 {
-	struct strvec named = { 0 }, left = { 0 };
+	struct sync_strvec named = { 0 }, left = { 0 };
 	int rc = 0;
 
 	if (s->cfg.nodelete || !ts->stale.n) {
-		strvec_release(&ts->stale);
+		sync_strvec_release(&ts->stale);
 		return 0;
 	}
 	rc = sync_manifest_keys(&ts->published, tprefix, &named);
@@ -84,11 +84,11 @@ static int delete_stale(struct sync *s, struct tenant_state *ts,
 		rc = backend_del(s->b, key);
 		if (rc)		/* retried from the next pass */
 			for (size_t j = i; j < ts->stale.n; j++)
-				if (strvec_push(&left, ts->stale.v[j]))
+				if (sync_strvec_push(&left, ts->stale.v[j]))
 					break;
 	}
-	strvec_release(&named);
-	strvec_release(&ts->stale);
+	sync_strvec_release(&named);
+	sync_strvec_release(&ts->stale);
 	ts->stale = left;
 	return rc;
 }
@@ -155,8 +155,8 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 /* ---- tenants ---- */
 
 /* Deletes KEYS, one after the other, until one fails. */
-static int delete_all(struct sync *s, const struct strvec *keys, char *what,
-		      size_t wlen)
+static int delete_all(struct sync *s, const struct sync_strvec *keys,
+		      char *what, size_t wlen)
 {
 	int rc = 0;
 
@@ -174,7 +174,7 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 		       size_t wlen)
 {
 	char *tp = sync_tenant_prefix(ts->name), *key = NULL;
-	struct strvec named = { 0 };
+	struct sync_strvec named = { 0 };
 	int rc = tp ? 0 : -ENOMEM;
 
 	if (!rc && !s->cfg.nodelete) {
@@ -197,13 +197,13 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 	}
 	if (!rc) {
 		sync_manifest_release(&ts->published);
-		strvec_release(&ts->stale);
+		sync_strvec_release(&ts->stale);
 		free(ts->published_cmp);
 		ts->published_cmp = NULL;
 		ts->leased = false;
 		ts->seeded = false;
 	}
-	strvec_release(&named);
+	sync_strvec_release(&named);
 	free(key);
 	free(tp);
 	return rc;
@@ -246,7 +246,7 @@ static void others_tenants(struct sync *s, json_object *old, json_object *arr)
 }
 
 /* Adds to ARR an entry for each of NAMES whose lease we hold. */
-static int our_tenants(struct sync *s, const struct strvec *names,
+static int our_tenants(struct sync *s, const struct sync_strvec *names,
 		       json_object *arr)
 {
 	for (size_t i = 0; i < names->n; i++) {
@@ -275,7 +275,7 @@ static int our_tenants(struct sync *s, const struct strvec *names,
 /* tenants.json lists the tenants of every writer of the remote: read it,
  * add ours, drop the ones we removed, and write it back when that changes
  * it (a lost race with another writer heals at the next pass). */
-static int publish_tenants(struct sync *s, const struct strvec *names,
+static int publish_tenants(struct sync *s, const struct sync_strvec *names,
 			   char *what, size_t wlen)
 {
 	struct backend_buf cur = { .max = 64u << 20 };
@@ -332,7 +332,7 @@ out:
 }
 
 /* The tenants this writer publishes, as one string. */
-static char *names_signature(struct sync *s, const struct strvec *names)
+static char *names_signature(struct sync *s, const struct sync_strvec *names)
 {
 	size_t len = 1;
 	char *out;
@@ -353,7 +353,7 @@ static char *names_signature(struct sync *s, const struct strvec *names)
 	return out;
 }
 
-int sync_publish_tenants(struct sync *s, const struct strvec *names,
+int sync_publish_tenants(struct sync *s, const struct sync_strvec *names,
 			 char *what, size_t wlen)
 {
 	char *sig = names_signature(s, names);

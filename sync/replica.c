@@ -478,7 +478,7 @@ static int mirror_tenants(struct sync *s, json_object *root, int *first,
 int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 {
 	json_object *root = NULL;
-	struct strvec local = { 0 };
+	struct sync_strvec local = { 0 };
 	char first_what[160] = "";
 	int rc, first = 0;
 
@@ -490,7 +490,7 @@ int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 		s->ts[i].present = false;
 	rc = mirror_tenants(s, root, &first, first_what, sizeof(first_what));
 	if (!rc)
-		rc = store_tenant_list(s->st, strvec_collect, &local);
+		rc = store_tenant_list(s->st, sync_strvec_collect, &local);
 	/* Tenants no longer listed go. */
 	for (size_t i = 0; !rc && i < local.n; i++) {
 		struct tenant_state *ts = sync_tstate(s, local.v[i]);
@@ -504,7 +504,7 @@ int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 		snprintf(what, wlen, "remove tenant %s", local.v[i]);
 		rc = drop_local_tenant(s, local.v[i]);
 	}
-	strvec_release(&local);
+	sync_strvec_release(&local);
 	json_object_put(root);
 	if (!rc)
 		sync_evict(s, NULL, 0);

@@ -126,7 +126,7 @@ static void tstate_release(struct tenant_state *ts)
 	free(ts->name);
 	sync_manifest_release(&ts->published);
 	free(ts->published_cmp);
-	strvec_release(&ts->stale);
+	sync_strvec_release(&ts->stale);
 	free(ts->map);
 }
 
@@ -260,10 +260,10 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 {
 	struct pass_tenant pt = { .force = force };
-	struct strvec names = { 0 };
+	struct sync_strvec names = { 0 };
 	int rc;
 
-	rc = store_tenant_list(s->st, strvec_collect, &names);
+	rc = store_tenant_list(s->st, sync_strvec_collect, &names);
 	for (size_t i = 0; i < s->nts; i++)
 		s->ts[i].present = false;
 	for (size_t i = 0; !rc && i < names.n; i++) {
@@ -281,7 +281,7 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 	pass_status(s, &pt);
 	if (s->cfg.cache_size)
 		sync_evict(s, NULL, 0);
-	strvec_release(&names);
+	sync_strvec_release(&names);
 	return rc;
 }
 

@@ -26,17 +26,17 @@
 /* ---- string vectors ---- */
 
 /* A growable array of malloc'd strings (tenant names and the like). */
-struct strvec {
+struct sync_strvec {
 	char **v;
 	size_t n, alloc;
 };
 /* Appends a copy of STR: 0 or -ENOMEM. */
-int strvec_push(struct strvec *sv, const char *str);
-/* strvec_push() with the shape of store's list callbacks (ARG: the
+int sync_strvec_push(struct sync_strvec *sv, const char *str);
+/* sync_strvec_push() with the shape of store's list callbacks (ARG: the
  * strvec). */
-int strvec_collect(void *arg, const char *name);
+int sync_strvec_collect(void *arg, const char *name);
 /* Frees the strings and the array (not SV itself). */
-void strvec_release(struct strvec *sv);
+void sync_strvec_release(struct sync_strvec *sv);
 
 /* ==== sync/: the sync thread and its files ====
  *
@@ -189,12 +189,12 @@ int sync_manifest_decode(const char *text, size_t len,
 /* Appends to OUT the keys of the objects M names below TPREFIX: each
  * segment and its event index. */
 int sync_manifest_keys(const struct manifest *m, const char *tprefix,
-		       struct strvec *out) SYNC_WARN_UNUSED;
+		       struct sync_strvec *out) SYNC_WARN_UNUSED;
 /* Appends to OUT the keys OLD names and CUR does not: what can go once
  * CUR is published. */
 int sync_manifest_stale_keys(const struct manifest *old,
 			     const struct manifest *cur, const char *tprefix,
-			     struct strvec *out) SYNC_WARN_UNUSED;
+			     struct sync_strvec *out) SYNC_WARN_UNUSED;
 
 /* ---- sync.c: the sync object ---- */
 
@@ -213,7 +213,8 @@ struct tenant_state {
 					 * found at seeding); empty: none */
 	char *published_cmp;	/* its text without times; NULL: publish
 				 * at the next check */
-	struct strvec stale;	/* objects to delete whose delete failed */
+	/* objects to delete whose delete failed */
+	struct sync_strvec stale;
 	/* Replica. */
 	uint64_t mhash;		/* XXH3 of the manifest applied */
 	uint64_t *map;		/* pairs remote id, local id */
@@ -355,7 +356,7 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 			  char *what, size_t wlen);
 /* Writes tenants.json when our set of tenants (NAMES, with their
  * leases) changed, and once a minute; then drops tenants gone here. */
-int sync_publish_tenants(struct sync *s, const struct strvec *names,
+int sync_publish_tenants(struct sync *s, const struct sync_strvec *names,
 			 char *what, size_t wlen);
 
 /* ---- fetch.c ---- */

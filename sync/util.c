@@ -11,7 +11,7 @@
 
 /* ---- string vectors ---- */
 
-int strvec_push(struct strvec *sv, const char *str)
+int sync_strvec_push(struct sync_strvec *sv, const char *str)
 {
 	if (STORE_ARRAY_RESERVE(sv->v, sv->alloc, sv->n + 1, 16))
 		return -ENOMEM;
@@ -21,15 +21,15 @@ int strvec_push(struct strvec *sv, const char *str)
 	return 0;
 }
 
-int strvec_collect(void *arg, const char *name)
+int sync_strvec_collect(void *arg, const char *name)
 {
-	return strvec_push(arg, name);
+	return sync_strvec_push(arg, name);
 }
 
-void strvec_release(struct strvec *sv)
+void sync_strvec_release(struct sync_strvec *sv)
 {
 	for (size_t i = 0; i < sv->n; i++)
 		free(sv->v[i]);
 	free(sv->v);
-	*sv = (struct strvec){ 0 };
+	*sv = (struct sync_strvec){ 0 };
 }

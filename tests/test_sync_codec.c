@@ -237,7 +237,7 @@ static void test_manifest_damaged(void)
 static void test_manifest_stale_keys(void)
 {
 	struct manifest old, cur;
-	struct strvec stale = { 0 }, all = { 0 };
+	struct sync_strvec stale = { 0 }, all = { 0 };
 	const char *tp = "streamfs-v1/tenants/t/";
 
 	sample(&old);
@@ -262,12 +262,12 @@ static void test_manifest_stale_keys(void)
 	}
 	CHECK_EQ(sync_manifest_keys(&old, tp, &all), 0);
 	CHECK_EQ(all.n, 6);
-	strvec_release(&stale);
+	sync_strvec_release(&stale);
 	/* Nothing is stale against itself. */
 	CHECK_EQ(sync_manifest_stale_keys(&old, &old, tp, &stale), 0);
 	CHECK_EQ(stale.n, 0);
-	strvec_release(&stale);
-	strvec_release(&all);
+	sync_strvec_release(&stale);
+	sync_strvec_release(&all);
 	sync_manifest_release(&old);
 	sync_manifest_release(&cur);
 }
