@@ -308,9 +308,15 @@ static inline bool store_mutex_held(pthread_mutex_t *m)
 	return rc != 0;
 }
 
+#ifdef NDEBUG
+#define STORE_ASSERT_WRLOCKED(t) ((void)(t))
+#define STORE_ASSERT_LOCKED(t) ((void)(t))
+#define STORE_ASSERT_MUTEX(m) ((void)(m))
+#else
 #define STORE_ASSERT_WRLOCKED(t) assert(store_rwlock_held(&(t)->lock, true))
 #define STORE_ASSERT_LOCKED(t) assert(store_rwlock_held(&(t)->lock, false))
 #define STORE_ASSERT_MUTEX(m) assert(store_mutex_held(m))
+#endif
 
 int64_t store_now_ns(void);
 int64_t store_mono_ns(void);	/* CLOCK_MONOTONIC */
