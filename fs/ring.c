@@ -49,6 +49,7 @@
 #include "lock.h"
 #include "ring.h"
 #include "ring_uapi.h"
+#include "store_util.h"
 
 #define RING_DEPTH 64		/* SQEs of one queue's io_uring */
 /* Entries kept waiting for requests.  A request that finds none waits in
@@ -336,23 +337,6 @@ static ssize_t ring_reply_iov(struct ring_ent *e, const struct iovec *iov,
 	return (ssize_t)(sizeof(*out) + len);
 }
 
-static int read_full(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = read(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* ---- the session's io ---- */
 
 /* The ring of this process's session (libfuse passes the io callbacks the
@@ -418,7 +402,7 @@ static ssize_t ring_io_splice_send(int fdin, off_t *offin, int fdout,
 	(void)offin;
 	(void)offout;
 	(void)flags;
-	if (len < sizeof(out) || (rc = read_full(fdin, &out, sizeof(out)))) {
+	if (len < sizeof(out) || (rc = store_read_all(fdin, &out, sizeof(out)))) {
 		errno = len < sizeof(out) ? EINVAL : -rc;
 		return -1;
 	}
@@ -430,7 +414,7 @@ static ssize_t ring_io_splice_send(int fdin, off_t *offin, int fdout,
 		return -1;
 	}
 	if (e) {
-		rc = read_full(fdin, e->payload, len);
+		rc = store_read_all(fdin, e->payload, len);
 		if (rc) {
 			out.error = rc;
 			len = 0;
@@ -445,7 +429,7 @@ static ssize_t ring_io_splice_send(int fdin, off_t *offin, int fdout,
 		errno = ENOMEM;
 		return -1;
 	}
-	rc = read_full(fdin, iov[1].iov_base, len);
+	rc = store_read_all(fdin, iov[1].iov_base, len);
 	n = rc ? (errno = -rc, -1) : writev(fdout, iov, 2);
 	free(iov[1].iov_base);
 	return n;

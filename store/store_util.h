@@ -18,6 +18,8 @@ struct XXH3_state_s;
 int store_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* Reads exactly LEN bytes at OFF into BUF; -EIO when the file ends first. */
 int store_pread_all(int fd, void *buf, size_t len, uint64_t off);
+/* The same at FD's position (a pipe, a socket). */
+int store_read_all(int fd, void *buf, size_t len);
 
 /* Calls FN on the first LEN bytes of the file behind FD, in order, at most
  * 1 MiB at a time; FN returns 0 to go on or -errno, which stops the walk

@@ -112,12 +112,11 @@ int store_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-int store_pread_all(int fd, void *buf, size_t len, uint64_t off)
+/* pread() at OFF, or read() at the file position when OFF is -1. */
+static int read_all(int fd, char *p, size_t len, off_t off)
 {
-	char *p = buf;
-
 	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
+		ssize_t n = off < 0 ? read(fd, p, len) : pread(fd, p, len, off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -125,9 +124,20 @@ int store_pread_all(int fd, void *buf, size_t len, uint64_t off)
 			return n < 0 ? -errno : -EIO;
 		p += n;
 		len -= (size_t)n;
-		off += (uint64_t)n;
+		if (off >= 0)
+			off += n;
 	}
 	return 0;
+}
+
+int store_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	return read_all(fd, buf, len, (off_t)off);
+}
+
+int store_read_all(int fd, void *buf, size_t len)
+{
+	return read_all(fd, buf, len, -1);
 }
 
 #define FILE_CHUNK (1u << 20)
