@@ -1,6 +1,8 @@
 /*
  * A minimal unit-test harness: CHECK records a failure and goes on, each
  * test is a function, main() runs them and prints "N passed, N failed".
+ * A test program of several files counts its failures once: the files
+ * without main() define UNIT_NO_MAIN before including this.
  */
 #ifndef STREAMFS_TESTS_UNIT_H
 #define STREAMFS_TESTS_UNIT_H
@@ -9,7 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int unit_failures;
+#ifdef UNIT_NO_MAIN
+extern int unit_failures;
+#else
+int unit_failures;
+#endif
 
 #define CHECK(cond)                                                          \
 	do {                                                                 \
@@ -36,6 +42,7 @@ struct unit_test {
 	void (*fn)(void);
 };
 
+#ifndef UNIT_NO_MAIN
 static int unit_run(const struct unit_test *tests, size_t n, int argc,
 		    char **argv)
 {
@@ -58,5 +65,6 @@ static int unit_run(const struct unit_test *tests, size_t n, int argc,
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
+#endif
 
 #endif
