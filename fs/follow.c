@@ -237,6 +237,33 @@ static void on_interrupt(fuse_req_t req, void *data)
 	}
 }
 
+/* Whether the thread that made REQ has a signal pending that it does not
+ * block, one that ends its wait for the reply (the kernel shows a fatal
+ * one as SIGKILL in SigPnd).  False when that cannot be told. */
+static bool reader_signalled(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	unsigned long long pending = 0, blocked = 0, v;
+	char path[32], line[256];
+	FILE *f;
+
+	if (ctx->pid <= 0)
+		return false;	/* not in the daemon's pid namespace */
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "SigPnd: %llx", &v) == 1 ||
+		    sscanf(line, "ShdPnd: %llx", &v) == 1)
+			pending |= v;
+		else if (sscanf(line, "SigBlk: %llx", &v) == 1)
+			blocked = v;
+	}
+	fclose(f);
+	return (pending & ~blocked) != 0;
+}
+
 enum park_result { PARK_OWNED, PARK_RETRY };
 
 /* Parks W unless data came meanwhile (PARK_RETRY, W still the caller's). */
@@ -247,11 +274,22 @@ static enum park_result park(struct fs *fs, struct fs_wait *w, bool check)
 	/* A pending base is tried again after any commit it did not see. */
 	uint64_t want = base == FS_BASE_PENDING ? w->seen : base + w->off;
 	int answer = -1;
+	/* Over io_uring, Linux (6.18 still) sends no FUSE_INTERRUPT for a
+	 * signal that comes between a request's hand-over to a ring entry and
+	 * its marking as sent, which the ring thread does before it sees the
+	 * request (a /dev/fuse read checks for such a signal, the ring does
+	 * not).  libfuse may lose one too: it answers EAGAIN to an interrupt
+	 * it reads before the request, when another request comes first, and
+	 * that answer goes to /dev/fuse, which knows no ring request.
+	 * The read would stay parked, and after a fatal signal (Ctrl-C of cat)
+	 * its reader would wait for it uninterruptibly.  Such a signal is still
+	 * pending here; one that comes later reaches on_interrupt(). */
+	bool signalled = fs->ring && reader_signalled(w->req);
 
 	w->state = WAIT_NEW;
 	fuse_req_interrupt_func(w->req, on_interrupt, w);
 	fs_mutex_lock(&fs->park_lock);
-	if (w->state == WAIT_INTERRUPTED) {
+	if (w->state == WAIT_INTERRUPTED || signalled) {
 		answer = EINTR;
 	} else if (fs->stopping || n->removed) {
 		answer = 0;	/* nothing would ever wake it */
