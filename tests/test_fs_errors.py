@@ -169,6 +169,22 @@ def test_dedup_and_id_field(mount, tmp_path):
     assert getxattr(m.path("U", "s"), "streamfs.version") == "1"
 
 
+def test_dedup_empty_id(mount):
+    """"" is a JSON string like any other: an ID, and it dedups (and the
+    daemon's sanitizers see no null pointer on its way)."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b'{"id":""}\n')
+    append(p, b'{"id":""}\n')
+    assert getxattr(p, "streamfs.version") == "1"
+    append(p, b'{"id":""}\n{"id":""}\n{"id":"a"}\n')
+    m.remount()     # the IDs come back from the segment's bytes
+    append(p, b'{"id":""}\n')
+    assert read(p) == b'{"id":""}\n{"id":"a"}\n'
+    assert getxattr(p, "streamfs.version") == "2"
+
+
 def test_xattrs(mount):
     m = mount()
     os.mkdir(m.path("T"))
