@@ -371,6 +371,23 @@ static int held_reserve(struct fs_file *fh, size_t len)
 	return 0;
 }
 
+/* The error of a write by a description without O_APPEND at OFF, not
+ * where its own bytes end.  If others appended since its last look and it
+ * writes at the stream's new end (lseek SEEK_END), it lost the race as at
+ * its own end, where the store's version check says ESTALE: ESTALE too.
+ * Anywhere else it is an overwrite or a hole: EPERM. */
+static int misplaced_write(struct fs_file *fh, off_t off)
+{
+	struct store_attr a;
+	int rc = store_stream_stat(fh->node->t, fh->node->id, &a);
+
+	if (rc)
+		return rc;
+	if (a.version != fh->version && (uint64_t)off == a.size)
+		return -ESTALE;
+	return -EPERM;
+}
+
 /* Called with fh->lock held.  Returns bytes taken or -errno. */
 static ssize_t stream_write(struct fs_file *fh, const char *data, size_t size,
 			    off_t off)
@@ -385,7 +402,7 @@ static ssize_t stream_write(struct fs_file *fh, const char *data, size_t size,
 	/* O_APPEND ignores the kernel's offset (its idea of the size may be
 	 * old); the others must write exactly where their own bytes end. */
 	if (!fh->append && (uint64_t)off != fh->end)
-		return -EPERM;
+		return misplaced_write(fh, off);
 	if (fh->held_len) {
 		rc = held_reserve(fh, fh->held_len + size);
 		if (rc)

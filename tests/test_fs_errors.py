@@ -74,6 +74,32 @@ def test_estale_writer(mount):
     assert read(p) == b"one\ntwo\nother\nx\n"
 
 
+def test_estale_writer_at_the_new_end(mount):
+    """A writer without O_APPEND that lost the race gets ESTALE at its own
+    end and at the stream's new end (where lseek SEEK_END takes it); any
+    other offset is an overwrite or a hole: EPERM."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"one\n")
+    mine = os.open(p, os.O_WRONLY)
+    assert os.lseek(mine, 0, os.SEEK_END) == 4
+    other = os.open(p, os.O_WRONLY)
+    os.lseek(other, 0, os.SEEK_END)
+    os.write(other, b"other\n")        # a foreign append, without O_APPEND
+    assert err_of(os.write, mine, b"two\n") == errno.ESTALE        # own end
+    assert os.lseek(mine, 0, os.SEEK_END) == 10
+    assert err_of(os.write, mine, b"two\n") == errno.ESTALE        # new end
+    assert err_of(os.pwrite, mine, b"two\n", 2) == errno.EPERM     # overwrite
+    assert err_of(os.pwrite, mine, b"two\n", 7) == errno.EPERM
+    assert err_of(os.pwrite, mine, b"two\n", 12) == errno.EPERM    # hole
+    os.write(other, b"more\n")         # the winner goes on at its own end
+    assert err_of(os.pwrite, other, b"x\n", 10) == errno.EPERM     # not its end
+    os.close(other)
+    os.close(mine)
+    assert read(p) == b"one\nother\nmore\n"
+
+
 def test_rename_rules(mount):
     m = mount()
     os.mkdir(m.path("A"))
