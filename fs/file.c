@@ -373,19 +373,18 @@ static int held_reserve(struct fs_file *fh, size_t len)
 
 /* The error of a write by a description without O_APPEND at OFF, not
  * where its own bytes end.  If others appended since its last look and it
- * writes at the stream's new end (lseek SEEK_END), it lost the race as at
- * its own end, where the store's version check says ESTALE: ESTALE too.
+ * writes where the stream ended since (lseek SEEK_END took it there, and
+ * the end may have moved on again before the write), it lost the race as
+ * at its own end, where the store's version check says ESTALE: ESTALE too.
  * Anywhere else it is an overwrite or a hole: EPERM. */
 static int misplaced_write(struct fs_file *fh, off_t off)
 {
-	struct store_attr a;
-	int rc = store_stream_stat(fh->node->t, fh->node->id, &a);
+	int rc = store_stream_ended_at(fh->node->t, fh->node->id, fh->version,
+				       (uint64_t)off);
 
-	if (rc)
+	if (rc < 0)
 		return rc;
-	if (a.version != fh->version && (uint64_t)off == a.size)
-		return -ESTALE;
-	return -EPERM;
+	return rc ? -ESTALE : -EPERM;
 }
 
 /* Called with fh->lock held.  Returns bytes taken or -errno. */

@@ -76,8 +76,9 @@ def test_estale_writer(mount):
 
 def test_estale_writer_at_the_new_end(mount):
     """A writer without O_APPEND that lost the race gets ESTALE at its own
-    end and at the stream's new end (where lseek SEEK_END takes it); any
-    other offset is an overwrite or a hole: EPERM."""
+    end and where the stream ended since (lseek SEEK_END takes it there, and
+    the end may move on again before it writes); any other offset is an
+    overwrite or a hole: EPERM."""
     m = mount()
     os.mkdir(m.path("T"))
     p = m.path("T", "s")
@@ -95,9 +96,18 @@ def test_estale_writer_at_the_new_end(mount):
     assert err_of(os.pwrite, mine, b"two\n", 12) == errno.EPERM    # hole
     os.write(other, b"more\n")         # the winner goes on at its own end
     assert err_of(os.pwrite, other, b"x\n", 10) == errno.EPERM     # not its end
+    assert err_of(os.write, mine, b"two\n") == errno.ESTALE        # an end since
+    os.write(other, b"a\nb\n")         # one batch: no end between a and b
+    assert err_of(os.pwrite, mine, b"two\n", 17) == errno.EPERM
+    assert err_of(os.pwrite, mine, b"two\n", 19) == errno.ESTALE
+    os.fsync(other)                    # the batches move to the index
+    for end in (4, 10, 15, 19):
+        assert err_of(os.pwrite, mine, b"two\n", end) == errno.ESTALE
+    for off in (0, 2, 7, 17, 20):
+        assert err_of(os.pwrite, mine, b"two\n", off) == errno.EPERM
     os.close(other)
     os.close(mine)
-    assert read(p) == b"one\nother\nmore\n"
+    assert read(p) == b"one\nother\nmore\na\nb\n"
 
 
 def test_rename_rules(mount):
