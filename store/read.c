@@ -1,8 +1,10 @@
 /*
- * Reading: bytes at an offset (shared lock, never past the last commit) and
- * the lookups behind views: version -> offset, time -> version.  An index
- * row is a batch, so a version inside a lines batch is found by counting
- * newlines in the batch's bytes; raw batches hold one event each.
+ * Reading: bytes at an offset (shared lock, never past the last commit),
+ * the lookups behind views: version -> offset, time -> version, and
+ * whether an offset was the stream's end since a version (a stale writer's
+ * ESTALE).  An index row is a batch, so a version inside a lines batch is
+ * found by counting newlines in the batch's bytes; raw batches hold one
+ * event each.
  */
 #include <errno.h>
 #include <inttypes.h>
