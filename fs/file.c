@@ -371,6 +371,22 @@ static int held_reserve(struct fs_file *fh, size_t len)
 	return 0;
 }
 
+/* The error of a write by a description without O_APPEND at OFF, not
+ * where its own bytes end.  If others appended since its last look and it
+ * writes where the stream ended since (lseek SEEK_END took it there, and
+ * the end may have moved on again before the write), it lost the race as
+ * at its own end, where the store's version check says ESTALE: ESTALE too.
+ * Anywhere else it is an overwrite or a hole: EPERM. */
+static int misplaced_write(struct fs_file *fh, off_t off)
+{
+	int rc = store_stream_ended_at(fh->node->t, fh->node->id, fh->version,
+				       (uint64_t)off);
+
+	if (rc < 0)
+		return rc;
+	return rc ? -ESTALE : -EPERM;
+}
+
 /* Called with fh->lock held.  Returns bytes taken or -errno. */
 static ssize_t stream_write(struct fs_file *fh, const char *data, size_t size,
 			    off_t off)
@@ -385,7 +401,7 @@ static ssize_t stream_write(struct fs_file *fh, const char *data, size_t size,
 	/* O_APPEND ignores the kernel's offset (its idea of the size may be
 	 * old); the others must write exactly where their own bytes end. */
 	if (!fh->append && (uint64_t)off != fh->end)
-		return -EPERM;
+		return misplaced_write(fh, off);
 	if (fh->held_len) {
 		rc = held_reserve(fh, fh->held_len + size);
 		if (rc)

@@ -104,10 +104,13 @@ static int split(struct batch *b, const char *buf, size_t len,
 	return push_event(b, (size_t)(p - buf), (size_t)(end - p));
 }
 
+/* Adds an ID to the arena.  "" is an ID too: the one byte reserved past
+ * the IDs makes the arena exist even when every ID is empty, so that no
+ * memcpy or memcmp of a zero-length ID gets a null pointer. */
 static int arena_put(struct batch *b, const char *id, size_t len)
 {
 	int rc = STORE_ARRAY_RESERVE(b->arena, b->arena_cap,
-				     b->arena_len + len, 4096);
+				     b->arena_len + len + 1, 4096);
 
 	if (rc)
 		return rc;

@@ -1,8 +1,10 @@
 /*
- * Reading: bytes at an offset (shared lock, never past the last commit) and
- * the lookups behind views: version -> offset, time -> version.  An index
- * row is a batch, so a version inside a lines batch is found by counting
- * newlines in the batch's bytes; raw batches hold one event each.
+ * Reading: bytes at an offset (shared lock, never past the last commit),
+ * the lookups behind views: version -> offset, time -> version, and
+ * whether an offset was the stream's end since a version (a stale writer's
+ * ESTALE).  An index row is a batch, so a version inside a lines batch is
+ * found by counting newlines in the batch's bytes; raw batches hold one
+ * event each.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -306,4 +308,76 @@ int store_version_at_time(struct store_tenant *t, uint64_t id,
 		*version = lo;
 	pthread_rwlock_unlock(&t->lock);
 	return rc == -ENOENT ? -EIO : rc;
+}
+
+/* Whether a batch of S after version SINCE starts at OFF, among the rows
+ * still pending in the journal (the newest): 1, 0, or -1 when OFF lies
+ * before them all (the index has its rows).  *FIRST (OUT): the first
+ * pending version of S, or S's next version if none is pending. */
+static int pending_batch_at(const struct store_tenant *t,
+			    const struct stream *s, uint64_t since,
+			    uint64_t off, uint64_t *first)
+{
+	uint64_t lowest = s->size;
+
+	*first = s->version + 1;
+	for (size_t i = 0; i < t->npending; i++) {
+		const struct store_batch *b = &t->pending[i].b;
+
+		if (t->pending[i].stream != s->id)
+			continue;
+		if (b->offset == off)
+			return b->first_version > since;
+		if (b->offset < lowest) {
+			lowest = b->offset;
+			*first = b->first_version;
+		}
+	}
+	return off < lowest ? -1 : 0;
+}
+
+/* Batch starts grow with versions: a binary search of the index over
+ * versions SINCE + 1 to HI for a batch starting at OFF.  1, 0 or -errno. */
+static int index_batch_at(struct store_tenant *t, const struct stream *s,
+			  uint64_t since, uint64_t hi, uint64_t off)
+{
+	uint64_t lo = since + 1;
+	struct sub_batch b;
+	int rc;
+
+	while (lo <= hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		rc = store_index_batch_find(t, s->id, mid, &b);
+		if (rc)
+			return rc == -ENOENT ? -EIO : rc;
+		if (b.offset == off)	/* where version first - 1 ended */
+			return b.first_version > since;
+		if (b.offset < off)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return 0;
+}
+
+int store_stream_ended_at(struct store_tenant *t, uint64_t id, uint64_t since,
+			  uint64_t off)
+{
+	struct stream *s;
+	uint64_t first;
+	int rc;
+
+	pthread_rwlock_wrlock(&t->lock);
+	s = t->removed ? NULL : store_stream_find(t, id);
+	if (!s)
+		rc = -ENOENT;
+	else if (since >= s->version || off > s->size)
+		rc = 0;
+	else if (off == s->size)
+		rc = 1;
+	else if ((rc = pending_batch_at(t, s, since, off, &first)) < 0)
+		rc = index_batch_at(t, s, since, first - 1, off);
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
 }

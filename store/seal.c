@@ -80,23 +80,23 @@ static void sealer_table_name(char *name, size_t size, uint64_t id)
 	store_seg_name(name, size, id, ".ids.seal");
 }
 
-/* Writes the sealer's ID table of segment ID of T for FIELD; needs no
- * lock. */
-static int ids_write(struct store_tenant *t, uint64_t id, const char *field,
+/* Writes the sealer's ID table of segment ID for FIELD in DIRFD, the
+ * sealer's own descriptor of the segment directory; needs no lock. */
+static int ids_write(int dirfd, uint64_t id, const char *field,
 		     uint64_t *pairs, size_t n)
 {
 	char name[64];
 
 	sealer_table_name(name, sizeof(name), id);
-	return store_idtable_write(t->segfd, name, field, pairs, n);
+	return store_idtable_write(dirfd, name, field, pairs, n);
 }
 
-static void ids_discard(struct store_tenant *t, uint64_t id)
+static void ids_discard(int dirfd, uint64_t id)
 {
 	char name[64];
 
 	sealer_table_name(name, sizeof(name), id);
-	unlinkat(t->segfd, name, 0);
+	unlinkat(dirfd, name, 0);
 }
 
 /* Puts G's ID table in place: the sealer's, when WRITTEN (for the tenant's
@@ -274,6 +274,57 @@ static struct seg *next_to_seal(struct store_tenant *t, uint64_t id,
 	return g;
 }
 
+/* A segment sealed outside T's lock, and the sealer's own descriptors of
+ * its file and of the segment directory (T's may be closed meanwhile: a
+ * tenant's are when it is removed). */
+struct sealing {
+	uint64_t id, length, sum;
+	int fd, dirfd;
+	uint64_t *pairs;	/* its ID table's, or NULL */
+	size_t npairs;
+	char field[STORE_ID_FIELD_MAX + 1];	/* what PAIRS are IDs of */
+};
+
+/* Takes G, the segment of S to seal next, into W.  T's lock is held. */
+static int sealing_take(struct store_tenant *t, struct stream *s,
+			struct seg *g, struct sealing *w)
+{
+	w->id = g->id;
+	w->length = g->length;
+	memcpy(w->field, t->id_field, sizeof(w->field));
+	w->fd = seg_fd_own(t, g);
+	if (w->fd < 0)
+		return w->fd;
+	w->dirfd = fcntl(t->segfd, F_DUPFD_CLOEXEC, 0);
+	if (w->dirfd < 0)
+		return -errno;
+	return g->has_ids ? ids_collect(t, s, g, &w->pairs, &w->npairs) : 0;
+}
+
+/* The work of a seal that needs no lock: the checksum (W->sum), the flush
+ * of the file and of its directory entry, the sealer's ID table. */
+static int sealing_write(struct sealing *w)
+{
+	int rc = store_file_checksum(w->fd, w->length, &w->sum);
+
+	if (!rc && fdatasync(w->fd) < 0)
+		rc = -errno;
+	if (!rc && fsync(w->dirfd) < 0)
+		rc = -errno;
+	if (!rc && w->pairs)
+		rc = ids_write(w->dirfd, w->id, w->field, w->pairs, w->npairs);
+	return rc;
+}
+
+static void sealing_release(struct sealing *w)
+{
+	if (w->fd >= 0)
+		close(w->fd);
+	if (w->dirfd >= 0)
+		close(w->dirfd);
+	free(w->pairs);
+}
+
 /* Seals T's oldest closing segment: checksum, flush and ID table without
  * T's lock (its bytes and IDs no longer change; sorting and writing a
  * segment's IDs held appends up for 200-300 ms), then the state change
@@ -281,63 +332,44 @@ static struct seg *next_to_seal(struct store_tenant *t, uint64_t id,
  * left, or -errno. */
 static int seal_next(struct store_tenant *t)
 {
-	uint64_t id, length, sum, *pairs = NULL;
-	char field[STORE_ID_FIELD_MAX + 1];
+	struct sealing w = { .fd = -1, .dirfd = -1 };
+	bool ids = false;
 	struct stream *s;
 	struct seg *g;
-	size_t npairs = 0;
-	bool made, ids;
-	int fd, rc = 0;
+	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
 	if (t->removed || !t->closing.n) {
 		pthread_rwlock_unlock(&t->lock);
 		return 0;
 	}
-	id = t->closing.ids[0];
-	g = next_to_seal(t, id, &s);
-	if (!g) {
-		queue_forget(&t->closing, id);	/* gone, or sealed by store_roll */
+	g = next_to_seal(t, t->closing.ids[0], &s);
+	if (!g) {	/* gone, or sealed by store_roll */
+		queue_forget(&t->closing, t->closing.ids[0]);
 		pthread_rwlock_unlock(&t->lock);
 		return 1;
 	}
-	length = g->length;
-	fd = seg_fd_own(t, g);
-	if (fd >= 0 && g->has_ids && (rc = ids_collect(t, s, g, &pairs, &npairs))) {
-		close(fd);
-		fd = rc;
-	}
-	memcpy(field, t->id_field, sizeof(field));
+	rc = sealing_take(t, s, g, &w);
 	pthread_rwlock_unlock(&t->lock);
-	if (fd < 0)
-		return fd;
-	rc = store_file_checksum(fd, length, &sum);
-	if (!rc && fdatasync(fd) < 0)
-		rc = -errno;
-	if (!rc && fsync(t->segfd) < 0)
-		rc = -errno;	/* the file's directory entry */
-	close(fd);
-	made = pairs != NULL;
-	if (!rc && made)
-		rc = ids_write(t, id, field, pairs, npairs);
-	free(pairs);
-	if (rc) {
-		if (made)
-			ids_discard(t, id);
-		return rc;
-	}
+	if (!rc)
+		rc = sealing_write(&w);
+	if (rc)
+		goto out;
 	pthread_rwlock_wrlock(&t->lock);
-	g = next_to_seal(t, id, &s);
+	g = next_to_seal(t, w.id, &s);
 	/* the table is for the field it was made for, and only while the
 	 * segment is still to be sealed (removed, or sealed by store_roll) */
-	ids = made && g && g->length == length && !strcmp(field, t->id_field);
+	ids = w.pairs && g && g->length == w.length &&
+	      !strcmp(w.field, t->id_field);
 	if (!g)
-		queue_forget(&t->closing, id);
-	else if (g->length == length)
-		rc = seal_finish(t, s, g, sum, ids);
-	if (made && (!ids || rc))
-		ids_discard(t, id);	/* not renamed into place */
+		queue_forget(&t->closing, w.id);
+	else if (g->length == w.length)
+		rc = seal_finish(t, s, g, w.sum, ids);
 	pthread_rwlock_unlock(&t->lock);
+out:
+	if (w.pairs && (!ids || rc))
+		ids_discard(w.dirfd, w.id);	/* not renamed into place */
+	sealing_release(&w);
 	return rc ? rc : 1;
 }
 
@@ -465,7 +497,7 @@ static int durable_next(struct store_tenant *t, bool force, int64_t *due)
 	char name[64];
 	struct seg *g;
 	uint64_t id;
-	int fd, rc;
+	int fd, dirfd, rc;
 
 	pthread_rwlock_wrlock(&t->lock);
 	if (t->removed || !t->restored.n) {
@@ -492,10 +524,16 @@ static int durable_next(struct store_tenant *t, bool force, int64_t *due)
 		pthread_rwlock_unlock(&t->lock);
 		return 1;
 	}
+	/* the directory's, of our own: T's are closed when it is removed */
+	dirfd = fcntl(t->segfd, F_DUPFD_CLOEXEC, 0);
+	rc = dirfd < 0 ? -errno : 0;
 	pthread_rwlock_unlock(&t->lock);
-	rc = fdatasync(fd) < 0 ? -errno : 0;
-	if (!rc && fsync(t->segfd) < 0)
+	if (!rc && fdatasync(fd) < 0)
+		rc = -errno;
+	if (!rc && fsync(dirfd) < 0)
 		rc = -errno;	/* the rename */
+	if (dirfd >= 0)
+		close(dirfd);
 	pthread_rwlock_wrlock(&t->lock);
 	if (!rc)
 		rc = durable_record(t, restored_pending(t, id), fd, name);

@@ -83,6 +83,17 @@ static int mkdir_open(int dirfd, const char *name)
 
 /* ---- tenants ---- */
 
+/* Closes T's directories.  T lives on until store_close(), removed; the
+ * sealer, which works outside T's lock, uses descriptors of its own. */
+static void tenant_close_dirs(struct store_tenant *t)
+{
+	if (t->segfd >= 0)
+		close(t->segfd);
+	if (t->dirfd >= 0)
+		close(t->dirfd);
+	t->segfd = t->dirfd = -1;
+}
+
 static void tenant_free(struct store_tenant *t)
 {
 	if (!t)
@@ -97,10 +108,7 @@ static void tenant_free(struct store_tenant *t)
 	free(t->writeback.ids);
 	store_journal_close(t);
 	store_index_close(t);
-	if (t->segfd >= 0)
-		close(t->segfd);
-	if (t->dirfd >= 0)
-		close(t->dirfd);
+	tenant_close_dirs(t);
 	pthread_rwlock_destroy(&t->lock);
 	pthread_mutex_destroy(&t->fd_lock);
 	free(t->path);
@@ -306,6 +314,8 @@ int store_tenant_remove(struct store *st, const char *name)
 		else
 			remove_tree(AT_FDCWD, gone);
 	}
+	if (!rc)
+		tenant_close_dirs(t);
 	if (!rc)
 		atomic_store_explicit(&t->removed, true, memory_order_release);
 	pthread_rwlock_unlock(&t->lock);

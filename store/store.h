@@ -213,6 +213,11 @@ ssize_t store_read_piece(struct store_tenant *t, uint64_t id, size_t len,
  * VERSION is past the last event.  *off (OUT). */
 int store_offset_of_version(struct store_tenant *t, uint64_t id,
 			    uint64_t version, uint64_t *off) STORE_WARN_UNUSED;
+/* Whether stream ID ended at byte OFF at some version after SINCE (an
+ * end seen by one who last looked at version SINCE, when others appended
+ * since): 1, 0 or -errno. */
+int store_stream_ended_at(struct store_tenant *t, uint64_t id, uint64_t since,
+			  uint64_t off) STORE_WARN_UNUSED;
 /* Offset of the first of the last N events (0 when N >= version). */
 int store_offset_of_last(struct store_tenant *t, uint64_t id, uint64_t n,
 			 uint64_t *off) STORE_WARN_UNUSED;

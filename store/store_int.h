@@ -193,11 +193,13 @@ struct stream {
 };
 
 /* A tenant: its lock guards what it holds, but for the fields marked
- * otherwise; st, name, path, dirfd and segfd do not change once made. */
+ * otherwise; st, name and path do not change once made. */
 struct store_tenant {
 	struct store *st;
 	char *name;
 	char *path;		/* the tenant directory */
+	/* Made with the tenant, closed (-1) when it is removed, with lock
+	 * held for writing: work done without lock uses its own dup. */
 	int dirfd;
 	int segfd;		/* its seg/ directory */
 	_Atomic bool removed;	/* set under lock; also read without it */
