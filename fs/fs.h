@@ -20,6 +20,9 @@
 struct fs_opts {
 	char *source;		/* owned */
 	char *remote;		/* owned; remote= URL or NULL */
+	char *remote_shown;	/* owned; remote with any user:password@ as
+				 * ***@: the only form any message, log
+				 * line or status may print */
 	char *endpoint;		/* owned */
 	char *region;		/* owned */
 	char *credentials;	/* owned; path of a credentials file */

@@ -351,12 +351,12 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	if (rc == -EBUSY) {
 		fprintf(stderr, "streamfs: another writer holds a tenant of %s "
 			"(see above); refusing to mount a second writer\n",
-			o->remote);
+			o->remote_shown);
 		return rc;
 	}
 	if (rc) {
 		fprintf(stderr, "streamfs: cannot use remote %s: %s\n",
-			o->remote, strerror(-rc));
+			o->remote_shown, strerror(-rc));
 		return rc;
 	}
 	atomic_store(&fs->sync, s);

@@ -213,6 +213,28 @@ bad_sync:
 	return -EINVAL;
 }
 
+/* URL as messages may show it: everything between the scheme and the last
+ * '@' replaced by "***", which hides any "user:password@" before the host
+ * even when the password holds a raw '/', '?' or '#'.  After "scheme:///"
+ * (no host) nothing is hidden.  A string without a scheme ("://" before
+ * any '/' or '@') is hidden from its start.  Caller frees; NULL without
+ * memory. */
+static char *url_redacted(const char *url)
+{
+	const char *sep = strstr(url, "://");
+	const char *at = strrchr(url, '@');
+	size_t keep = 0;
+	char *out;
+
+	if (sep && strcspn(url, "/@") > (size_t)(sep - url))
+		keep = (size_t)(sep - url) + 3;
+	if (!at || (size_t)(at - url) < keep || (keep && url[keep] == '/'))
+		return strdup(url);
+	if (asprintf(&out, "%.*s***%s", (int)keep, url, at) < 0)
+		return NULL;
+	return out;
+}
+
 /* The remote options: a known scheme, a private credentials file, and no
  * remote-only option without remote=. */
 static int check_remote(struct fs_opts *o)
@@ -244,7 +266,16 @@ static int check_remote(struct fs_opts *o)
 	if (!known) {
 		fprintf(stderr, "streamfs: remote= must be file:///DIR, "
 			"s3://BUCKET[/PREFIX] or http(s)://HOST/PATH, not '%s'\n",
-			o->remote);
+			o->remote_shown);
+		return -EINVAL;
+	}
+	/* Refused here, for every scheme, so that no URL that might hold a
+	 * secret reaches sync/, whose log lines name the remote. */
+	if (strcmp(o->remote, o->remote_shown) != 0) {
+		fprintf(stderr, "streamfs: remote=%s: credentials do not belong "
+			"in the URL (they would show in ps and in logs); give "
+			"them in credentials=FILE or the environment, and write "
+			"an '@' of a path as %%40\n", o->remote_shown);
 		return -EINVAL;
 	}
 	if (o->credentials) {
@@ -303,6 +334,8 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 		return -EINVAL;
 	if (o->show_help || o->show_version)
 		return 0;
+	if (o->remote && !(o->remote_shown = url_redacted(o->remote)))
+		return -ENOMEM;
 	rc = parse_values(o);
 	if (!rc)
 		rc = check_remote(o);
@@ -319,6 +352,7 @@ void fs_opts_release(struct fs_opts *o)
 {
 	free(o->source);
 	free(o->remote);
+	free(o->remote_shown);
 	free(o->endpoint);
 	free(o->region);
 	free(o->credentials);

@@ -94,6 +94,40 @@ def test_remote_options_checked(tmp_path, streamfs_bin):
         assert not is_mounted(tmp_path)
 
 
+@pytest.mark.parametrize("url", [
+    "https://user:{pw}@127.0.0.1:9/dav",
+    "http://user:{pw}@127.0.0.1:9/dav",
+    "s3://KEY:{pw}@bkt/prefix",
+    "file://user:{pw}@/tmp/r",
+    "https://user:a/{pw}@127.0.0.1:9/dav",     # a raw '/' in the password
+    "ftp://user:{pw}@host/x",                  # an unknown scheme
+    "user:{pw}@host/x",                        # no scheme at all
+])
+@pytest.mark.parametrize("foreground", [True, False])
+def test_url_password_never_printed(tmp_path, run_streamfs, url, foreground):
+    """A remote= URL with user:password@ is refused, and neither output
+    shows the password; the message shows the URL with it hidden."""
+    pw = "Pw-7q3x9-secret"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = [tmp_path / "src", mnt, "-o", "remote=" + url.format(pw=pw)]
+    r = run_streamfs(*(args + ["-f"] if foreground else args), check=False, timeout=30)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert pw not in out, out
+    assert "***@" in r.stderr, r.stderr
+    assert not is_mounted(mnt)
+
+
+def test_url_with_at_in_a_file_path_shown_whole(mount, run_streamfs, tmp_path):
+    """Only a URL's user part is hidden: a file:// path holding '@' is
+    accepted and `status` shows it as given."""
+    url = "file://%s/remote@1" % tmp_path
+    m = mount("remote=" + url)
+    assert "remote: %s\n" % url in run_streamfs("status", m.mnt).stdout
+    m.umount()
+
+
 def test_two_users_default_permissions(mount, request):
     a_uid, a_gid = ensure_user("sfs_alice")
     b_uid, b_gid = ensure_user("sfs_bob")
