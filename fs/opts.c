@@ -12,7 +12,8 @@
 
 #include "fs_int.h"
 
-enum { KEY_HELP, KEY_VERSION, KEY_RO };
+enum { KEY_HELP, KEY_VERSION, KEY_RO, KEY_ALLOW_OTHER,
+       KEY_DEFAULT_PERMISSIONS };
 
 #define OPT_STR(t, f) { t, offsetof(struct fs_opts, f), 0 }
 #define OPT_FLAG(t, f) { t, offsetof(struct fs_opts, f), 1 }
@@ -36,7 +37,10 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("path_style=%d", path_style),
 	OPT_FLAG("nodelete", nodelete),
 	OPT_FLAG("io_uring", io_uring),
+	OPT_FLAG("allow_other_without_permissions", allow_other_unchecked),
 	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -74,6 +78,12 @@ void fs_usage(const char *prog)
 	       "                           module parameter enable_uring set)\n"
 	       "    -o ro                  read-only mount; with remote=, an analysis host\n"
 	       "                           mirroring URL into SOURCE (a cache directory)\n"
+	       "    -o allow_other         let other users in; needs default_permissions\n"
+	       "                           (the kernel checks modes and owners) or:\n"
+	       "    -o allow_other_without_permissions\n"
+	       "                           allow_other with no permission checks at\n"
+	       "                           all: every user may read, append to and\n"
+	       "                           chown every tenant and stream\n"
 	       "\n"
 	       "SIZE: bytes with optional K, M or G; DURATION: seconds with\n"
 	       "optional ms, s, m, h or d.\n"
@@ -98,6 +108,12 @@ static int opt_proc(void *data, const char *arg, int key,
 	case KEY_RO:
 		o->ro = 1;
 		return 1;	/* the kernel needs it too */
+	case KEY_ALLOW_OTHER:
+		o->allow_other = 1;
+		return 1;	/* libfuse's, seen on the way */
+	case KEY_DEFAULT_PERMISSIONS:
+		o->default_permissions = 1;
+		return 1;
 	case FUSE_OPT_KEY_NONOPT:
 		if (!o->source) {
 			o->source = strdup(arg);
@@ -324,6 +340,27 @@ static int resolve_source(struct fs_opts *o)
 	return 0;
 }
 
+/* allow_other without default_permissions lets every user read, append to
+ * and chown every tenant, whatever its mode: the daemon checks no
+ * permissions itself.  Only an option that says so opts in. */
+static int check_permissions(const struct fs_opts *o)
+{
+	if (o->allow_other_unchecked && !o->allow_other) {
+		fprintf(stderr, "streamfs: allow_other_without_permissions "
+			"goes with allow_other\n");
+		return -EINVAL;
+	}
+	if (!o->allow_other || o->default_permissions ||
+	    o->allow_other_unchecked)
+		return 0;
+	fprintf(stderr, "streamfs: allow_other without default_permissions "
+		"would let every user read, append to and chown every tenant "
+		"and stream, whatever its mode; add default_permissions (the "
+		"kernel then checks modes and owners), or "
+		"allow_other_without_permissions to accept that\n");
+	return -EPERM;
+}
+
 int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 {
 	int rc;
@@ -339,6 +376,8 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 	rc = parse_values(o);
 	if (!rc)
 		rc = check_remote(o);
+	if (!rc)
+		rc = check_permissions(o);
 	if (rc)
 		return rc;
 	if (!o->source) {

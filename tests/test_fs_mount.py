@@ -7,6 +7,7 @@ import random
 import shutil
 import tempfile
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -154,6 +155,45 @@ def test_two_users_default_permissions(mount, request):
     r = as_user(b_uid, b_gid, "echo mine >> %s" % m.path("bob", "s"))
     assert r.returncode == 0, r.stderr
     assert os.stat(m.path("bob", "s")).st_uid == b_uid
+    m.umount()
+
+
+def test_allow_other_needs_default_permissions(mount, run_streamfs, request):
+    """allow_other without default_permissions is refused, naming both and
+    the opt-in; with default_permissions, or with the opt-in, it mounts.
+    The opt-in means what it says: another user reads a 0700 tenant."""
+    uid, gid = ensure_user("sfs_bob")
+    base = tempfile.mkdtemp(prefix="streamfs-allow-", dir="/tmp")
+    os.chmod(base, 0o755)
+    request.addfinalizer(lambda: is_mounted(os.path.join(base, "mnt")) or
+                         shutil.rmtree(base, ignore_errors=True))
+    src, mnt = os.path.join(base, "src"), os.path.join(base, "mnt")
+    os.mkdir(mnt)
+    both = ["allow_other without default_permissions", "allow_other_without_permissions"]
+    for args, said in ((["-f", "-o", "allow_other"], both),
+                       (["-o", "allow_other"], both),          # as a daemon
+                       (["-f", "-o", "allow_other", "-o", "ro"], both),
+                       (["-f", "-o", "allow_other_without_permissions"],
+                        ["allow_other_without_permissions goes with allow_other"])):
+        r = run_streamfs(src, mnt, *args, check=False, timeout=30)
+        assert r.returncode != 0, (args, r.stderr)
+        assert all(s in r.stderr for s in said), (args, r.stderr)
+        assert not is_mounted(mnt)
+
+    def bob_reads(path):
+        return subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid,
+                               "--clear-groups", "cat", path],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+
+    m = mount("allow_other,default_permissions", src=src, mnt=mnt)
+    os.mkdir(m.path("T"), 0o700)
+    append(m.path("T", "s"), "private\n", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    r = bob_reads(m.path("T", "s"))
+    assert r.returncode != 0 and b"Permission denied" in r.stderr, r
+    m.umount()
+    m = mount("allow_other,allow_other_without_permissions", src=src, mnt=mnt)
+    assert stat.S_IMODE(os.stat(m.path("T")).st_mode) == 0o700
+    assert bob_reads(m.path("T", "s")).stdout == b"private\n"
     m.umount()
 
 
@@ -309,7 +349,9 @@ def test_sync_now_only_for_owner_or_root(mount, request):
     os.chmod(base, 0o755)
     request.addfinalizer(lambda: is_mounted(os.path.join(base, "mnt")) or
                          shutil.rmtree(base, ignore_errors=True))
-    m = mount("allow_other", mnt=os.path.join(base, "mnt"))
+    # without default_permissions the kernel lets the request through: the
+    # daemon's own check is what refuses it
+    m = mount("allow_other,allow_other_without_permissions", mnt=os.path.join(base, "mnt"))
     r = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups",
                         sys.executable, "-c",
                         "import os, sys\n"
