@@ -88,7 +88,12 @@ void fs_usage(const char *prog)
 	       "SIZE: bytes with optional K, M or G; DURATION: seconds with\n"
 	       "optional ms, s, m, h or d.\n"
 	       "status prints the sync status of a mount; sync seals and uploads\n"
-	       "everything now (an analysis mount: rescans the remote) and waits.\n"
+	       "everything now (an analysis mount: rescans the remote) and waits,\n"
+	       "at most SECS seconds (1 to 86400, default 300).\n"
+	       "\n"
+	       "exit status: verify, status and sync exit 0 on success, 1 on a\n"
+	       "failure (damage found, no streamfs there, the sync did not finish)\n"
+	       "and 2 on a usage error; mounting exits 0 once mounted, else 1.\n"
 	       "\n", prog, prog, prog, prog);
 }
 

@@ -197,6 +197,48 @@ def test_allow_other_needs_default_permissions(mount, run_streamfs, request):
     m.umount()
 
 
+def test_tools_exit_codes(mount, run_streamfs, tmp_path):
+    """The tools exit 0 on success, 1 on a failure and 2 on a usage error
+    (--help); a bad --timeout is a usage error, not the default."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    mnt = str(m.mnt)
+    for args in (["--timeout", "abc", mnt], ["--timeout=abc", mnt], ["--timeout", "5x", mnt],
+                 ["--timeout", "0", mnt], ["--timeout", "-3", mnt],
+                 ["--timeout", "86401", mnt], [mnt, "--timeout"], [mnt, mnt], []):
+        r = run_streamfs("sync", *args, check=False)
+        assert r.returncode == 2 and "usage:" in r.stderr, (args, r.returncode, r.stderr)
+    run_streamfs("sync", "--timeout", "5", m.mnt)
+    run_streamfs("sync", "--timeout=5", m.mnt)
+    for tool in ("status", "verify"):
+        r = run_streamfs(tool, check=False)
+        assert r.returncode == 2 and "usage:" in r.stderr, (tool, r.stderr)
+    plain = tmp_path / "plain"      # a directory, neither a mount nor a store
+    plain.mkdir()
+    for tool in ("status", "sync"):
+        r = run_streamfs(tool, plain, check=False)
+        assert r.returncode == 1 and "not the root of a streamfs mount" in r.stderr, \
+            (tool, r.returncode, r.stderr)
+    r = run_streamfs("verify", plain, check=False)
+    assert r.returncode == 1, r
+    assert "not a streamfs data directory" in r.stderr, r.stderr
+    assert "No such file" not in r.stdout + r.stderr, r
+    r = run_streamfs("verify", tmp_path / "missing", check=False)
+    assert r.returncode == 1 and "No such file or directory" in r.stderr, r
+    m.umount()
+    assert "ok (0 problems)" in run_streamfs("verify", m.src).stdout
+
+
+def test_mount_on_a_regular_file_refused(tmp_path, run_streamfs):
+    target = tmp_path / "file"
+    target.write_text("x")
+    for fg in (["-f"], []):
+        r = run_streamfs(tmp_path / "src", target, *fg, check=False, timeout=30)
+        assert r.returncode != 0 and "not a directory" in r.stderr, (fg, r.stderr)
+        assert not is_mounted(target)
+        assert target.read_text() == "x"
+
+
 WRITER = r"""
 import os, random, sys
 path, wid, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
