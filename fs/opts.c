@@ -236,10 +236,10 @@ bad_sync:
 
 /* URL as messages may show it: everything between the scheme and the last
  * '@' replaced by "***", which hides any "user:password@" before the host
- * even when the password holds a raw '/', '?' or '#'.  After "scheme:///"
- * (no host) nothing is hidden.  A string without a scheme ("://" before
- * any '/' or '@') is hidden from its start.  Caller frees; NULL without
- * memory. */
+ * even when the password holds a raw '/', '?' or '#'.  After "file:///"
+ * (no host: the rest is a path) nothing is hidden.  A string without a
+ * scheme ("://" before any '/' or '@') is hidden from its start.  Caller
+ * frees; NULL without memory. */
 static char *url_redacted(const char *url)
 {
 	const char *sep = strstr(url, "://");
@@ -249,7 +249,8 @@ static char *url_redacted(const char *url)
 
 	if (sep && strcspn(url, "/@") > (size_t)(sep - url))
 		keep = (size_t)(sep - url) + 3;
-	if (!at || (size_t)(at - url) < keep || (keep && url[keep] == '/'))
+	if (!at || (size_t)(at - url) < keep ||
+	    strncmp(url, "file:///", 8) == 0)
 		return strdup(url);
 	if (asprintf(&out, "%.*s***%s", (int)keep, url, at) < 0)
 		return NULL;

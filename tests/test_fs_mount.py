@@ -101,6 +101,7 @@ def test_remote_options_checked(tmp_path, streamfs_bin):
     "s3://KEY:{pw}@bkt/prefix",
     "file://user:{pw}@/tmp/r",
     "https://user:a/{pw}@127.0.0.1:9/dav",     # a raw '/' in the password
+    "https:///user:{pw}@127.0.0.1:9/dav",      # a slash too many
     "ftp://user:{pw}@host/x",                  # an unknown scheme
     "user:{pw}@host/x",                        # no scheme at all
 ])
