@@ -41,8 +41,10 @@ static int check_data_dir(const char *dir)
 		fprintf(stderr, "streamfs: verify %s: not a directory\n", dir);
 		return -1;
 	}
-	if (asprintf(&tenants, "%s/tenants", dir) < 0)
+	if (asprintf(&tenants, "%s/tenants", dir) < 0) {
+		fprintf(stderr, "streamfs: verify: out of memory\n");
 		return -1;
+	}
 	rc = stat(tenants, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
 	free(tenants);
 	if (rc)
