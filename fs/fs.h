@@ -20,6 +20,9 @@
 struct fs_opts {
 	char *source;		/* owned */
 	char *remote;		/* owned; remote= URL or NULL */
+	char *remote_shown;	/* owned; remote with any user:password@ as
+				 * ***@: the only form any message, log
+				 * line or status may print */
 	char *endpoint;		/* owned */
 	char *region;		/* owned */
 	char *credentials;	/* owned; path of a credentials file */
@@ -33,6 +36,9 @@ struct fs_opts {
 	int nodelete;
 	int io_uring;		/* FUSE requests over io_uring (ring.c) */
 	int ro;
+	int allow_other;	/* libfuse's options, seen on their way */
+	int default_permissions;
+	int allow_other_unchecked;	/* allow_other_without_permissions */
 	int show_help;
 	int show_version;
 

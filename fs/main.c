@@ -7,16 +7,51 @@
  *
  * The tools talk to a running mount through read-only xattrs on its root
  * (fs/xattr.c), so no socket is needed and permissions are the mount's.
+ * They exit 0 on success, 1 on a failure (damage found, no mount there,
+ * the sync did not finish) and 2 on a usage error (EXIT_USAGE).
  */
 #include <curl/curl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 
 #include "config.h"
 #include "fs.h"
+
+/* Beside stdlib's EXIT_SUCCESS (0) and EXIT_FAILURE (1). */
+#define EXIT_USAGE 2
+
+/* Says why DIR cannot be a data directory, or returns 0 when it may be one:
+ * a directory holding tenants/ (where store/ keeps its tenants: TENANTS_DIR
+ * of store_int.h; every mount creates it). */
+static int check_data_dir(const char *dir)
+{
+	struct stat st;
+	char *tenants;
+	int rc;
+
+	if (stat(dir, &st)) {
+		fprintf(stderr, "streamfs: verify %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "streamfs: verify %s: not a directory\n", dir);
+		return -1;
+	}
+	if (asprintf(&tenants, "%s/tenants", dir) < 0) {
+		fprintf(stderr, "streamfs: verify: out of memory\n");
+		return -1;
+	}
+	rc = stat(tenants, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+	free(tenants);
+	if (rc)
+		fprintf(stderr, "streamfs: verify %s: not a streamfs data "
+			"directory (it has no tenants/ directory)\n", dir);
+	return rc;
+}
 
 static int cmd_verify(int argc, char *argv[])
 {
@@ -24,15 +59,17 @@ static int cmd_verify(int argc, char *argv[])
 
 	if (argc != 3) {
 		fprintf(stderr, "usage: %s verify DATADIR\n", argv[0]);
-		return 2;
+		return EXIT_USAGE;
 	}
+	if (check_data_dir(argv[2]))
+		return EXIT_FAILURE;
 	rc = store_verify(argv[2], stdout);
 	if (rc < 0) {
 		fprintf(stderr, "streamfs: verify %s: %s\n", argv[2],
 			strerror(-rc));
-		return 2;
+		return EXIT_FAILURE;
 	}
-	return rc;
+	return rc;	/* 1: damage found */
 }
 
 /* Reads xattr NAME of PATH into a malloc'd string.  -errno on failure. */
@@ -71,39 +108,59 @@ static int cmd_status(int argc, char *argv[])
 
 	if (argc != 3) {
 		fprintf(stderr, "usage: %s status MOUNTPOINT\n", argv[0]);
-		return 2;
+		return EXIT_USAGE;
 	}
 	rc = read_xattr(argv[2], "user.streamfs.status", &text);
 	if (rc) {
 		explain(argv[2], rc);
-		return 2;
+		return EXIT_FAILURE;
 	}
 	fputs(text, stdout);
 	free(text);
 	return 0;
 }
 
+/* SECS of --timeout: whole seconds from 1 to a day.  0 when bad. */
+static long parse_timeout(const char *arg)
+{
+	char *end;
+	long secs;
+
+	errno = 0;
+	secs = strtol(arg, &end, 10);
+	if (errno || end == arg || *end || secs < 1 || secs > 86400)
+		return 0;
+	return secs;
+}
+
 static int cmd_sync(int argc, char *argv[])
 {
-	const char *mnt = NULL;
+	const char *mnt = NULL, *bad = NULL;
 	long secs = 0;
 	char name[64], *text = NULL;
 	int rc;
 
-	for (int i = 2; i < argc; i++) {
+	for (int i = 2; i < argc && !bad; i++) {
+		const char *t = NULL;
+
 		if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
-			secs = strtol(argv[++i], NULL, 10);
+			t = argv[++i];
 		else if (strncmp(argv[i], "--timeout=", 10) == 0)
-			secs = strtol(argv[i] + 10, NULL, 10);
+			t = argv[i] + 10;
 		else if (!mnt && argv[i][0] != '-')
 			mnt = argv[i];
 		else
-			mnt = NULL, i = argc;
+			bad = argv[i];
+		if (t && !(secs = parse_timeout(t))) {
+			fprintf(stderr, "streamfs: sync: --timeout wants whole "
+				"seconds from 1 to 86400, not '%s'\n", t);
+			bad = t;
+		}
 	}
-	if (!mnt || secs < 0 || secs > 86400) {
+	if (!mnt || bad) {
 		fprintf(stderr, "usage: %s sync [--timeout SECS] MOUNTPOINT\n",
 			argv[0]);
-		return 2;
+		return EXIT_USAGE;
 	}
 	if (secs)
 		snprintf(name, sizeof(name), "user.streamfs.sync_now.%ld", secs);
@@ -123,7 +180,7 @@ static int cmd_sync(int argc, char *argv[])
 		fputs(text, stderr);
 		free(text);
 	}
-	return 1;
+	return EXIT_FAILURE;
 }
 
 static int cmd_mount(int argc, char *argv[])

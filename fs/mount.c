@@ -212,7 +212,10 @@ static int lazy_unmount(const char *mnt)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }
 
-/* After a streamfs daemon was killed (kill -9, OOM), its mount point stays
+/* The mount point must be a directory: the kernel would mount streamfs's
+ * root directory on a regular file too, and then answer every access with
+ * EIO.
+ * After a streamfs daemon was killed (kill -9, OOM), its mount point stays
  * mounted with no daemon behind it: every access fails with ENOTCONN and
  * libfuse cannot mount there again.  Such a dead streamfs mount is released
  * here (nothing can be served through it any more); anything else dead is
@@ -223,8 +226,13 @@ static int check_mountpoint(const char *mnt)
 	char *abs, *type = NULL;
 	int err;
 
-	if (stat(mnt, &st) == 0)
-		return 0;
+	if (stat(mnt, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return 0;
+		fprintf(stderr, "streamfs: cannot mount on %s: not a directory "
+			"(a mount point must be a directory)\n", mnt);
+		return -ENOTDIR;
+	}
 	err = errno;
 	if (err != ENOTCONN && err != ECONNABORTED)
 		return 0;	/* libfuse says what is wrong */
@@ -351,12 +359,12 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	if (rc == -EBUSY) {
 		fprintf(stderr, "streamfs: another writer holds a tenant of %s "
 			"(see above); refusing to mount a second writer\n",
-			o->remote);
+			o->remote_shown);
 		return rc;
 	}
 	if (rc) {
 		fprintf(stderr, "streamfs: cannot use remote %s: %s\n",
-			o->remote, strerror(-rc));
+			o->remote_shown, strerror(-rc));
 		return rc;
 	}
 	atomic_store(&fs->sync, s);

@@ -12,7 +12,8 @@
 
 #include "fs_int.h"
 
-enum { KEY_HELP, KEY_VERSION, KEY_RO };
+enum { KEY_HELP, KEY_VERSION, KEY_RO, KEY_ALLOW_OTHER,
+       KEY_DEFAULT_PERMISSIONS };
 
 #define OPT_STR(t, f) { t, offsetof(struct fs_opts, f), 0 }
 #define OPT_FLAG(t, f) { t, offsetof(struct fs_opts, f), 1 }
@@ -36,7 +37,10 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("path_style=%d", path_style),
 	OPT_FLAG("nodelete", nodelete),
 	OPT_FLAG("io_uring", io_uring),
+	OPT_FLAG("allow_other_without_permissions", allow_other_unchecked),
 	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -74,11 +78,22 @@ void fs_usage(const char *prog)
 	       "                           module parameter enable_uring set)\n"
 	       "    -o ro                  read-only mount; with remote=, an analysis host\n"
 	       "                           mirroring URL into SOURCE (a cache directory)\n"
+	       "    -o allow_other         let other users in; needs default_permissions\n"
+	       "                           (the kernel checks modes and owners) or:\n"
+	       "    -o allow_other_without_permissions\n"
+	       "                           allow_other with no permission checks at\n"
+	       "                           all: every user may read, append to and\n"
+	       "                           chown every tenant and stream\n"
 	       "\n"
 	       "SIZE: bytes with optional K, M or G; DURATION: seconds with\n"
 	       "optional ms, s, m, h or d.\n"
 	       "status prints the sync status of a mount; sync seals and uploads\n"
-	       "everything now (an analysis mount: rescans the remote) and waits.\n"
+	       "everything now (an analysis mount: rescans the remote) and waits,\n"
+	       "at most SECS seconds (1 to 86400, default 300).\n"
+	       "\n"
+	       "exit status: verify, status and sync exit 0 on success, 1 on a\n"
+	       "failure (damage found, no streamfs there, the sync did not finish)\n"
+	       "and 2 on a usage error; mounting exits 0 once mounted, else 1.\n"
 	       "\n", prog, prog, prog, prog);
 }
 
@@ -98,6 +113,12 @@ static int opt_proc(void *data, const char *arg, int key,
 	case KEY_RO:
 		o->ro = 1;
 		return 1;	/* the kernel needs it too */
+	case KEY_ALLOW_OTHER:
+		o->allow_other = 1;
+		return 1;	/* libfuse's, seen on the way */
+	case KEY_DEFAULT_PERMISSIONS:
+		o->default_permissions = 1;
+		return 1;
 	case FUSE_OPT_KEY_NONOPT:
 		if (!o->source) {
 			o->source = strdup(arg);
@@ -213,6 +234,29 @@ bad_sync:
 	return -EINVAL;
 }
 
+/* URL as messages may show it: everything between the scheme and the last
+ * '@' replaced by "***", which hides any "user:password@" before the host
+ * even when the password holds a raw '/', '?' or '#'.  After "file:///"
+ * (no host: the rest is a path) nothing is hidden.  A string without a
+ * scheme ("://" before any '/' or '@') is hidden from its start.  Caller
+ * frees; NULL without memory. */
+static char *url_redacted(const char *url)
+{
+	const char *sep = strstr(url, "://");
+	const char *at = strrchr(url, '@');
+	size_t keep = 0;
+	char *out;
+
+	if (sep && strcspn(url, "/@") > (size_t)(sep - url))
+		keep = (size_t)(sep - url) + 3;
+	if (!at || (size_t)(at - url) < keep ||
+	    strncmp(url, "file:///", 8) == 0)
+		return strdup(url);
+	if (asprintf(&out, "%.*s***%s", (int)keep, url, at) < 0)
+		return NULL;
+	return out;
+}
+
 /* The remote options: a known scheme, a private credentials file, and no
  * remote-only option without remote=. */
 static int check_remote(struct fs_opts *o)
@@ -244,7 +288,16 @@ static int check_remote(struct fs_opts *o)
 	if (!known) {
 		fprintf(stderr, "streamfs: remote= must be file:///DIR, "
 			"s3://BUCKET[/PREFIX] or http(s)://HOST/PATH, not '%s'\n",
-			o->remote);
+			o->remote_shown);
+		return -EINVAL;
+	}
+	/* Refused here, for every scheme, so that no URL that might hold a
+	 * secret reaches sync/, whose log lines name the remote. */
+	if (strcmp(o->remote, o->remote_shown) != 0) {
+		fprintf(stderr, "streamfs: remote=%s: credentials do not belong "
+			"in the URL (they would show in ps and in logs); give "
+			"them in credentials=FILE or the environment, and write "
+			"an '@' of a path as %%40\n", o->remote_shown);
 		return -EINVAL;
 	}
 	if (o->credentials) {
@@ -293,6 +346,27 @@ static int resolve_source(struct fs_opts *o)
 	return 0;
 }
 
+/* allow_other without default_permissions lets every user read, append to
+ * and chown every tenant, whatever its mode: the daemon checks no
+ * permissions itself.  Only an option that says so opts in. */
+static int check_permissions(const struct fs_opts *o)
+{
+	if (o->allow_other_unchecked && !o->allow_other) {
+		fprintf(stderr, "streamfs: allow_other_without_permissions "
+			"goes with allow_other\n");
+		return -EINVAL;
+	}
+	if (!o->allow_other || o->default_permissions ||
+	    o->allow_other_unchecked)
+		return 0;
+	fprintf(stderr, "streamfs: allow_other without default_permissions "
+		"would let every user read, append to and chown every tenant "
+		"and stream, whatever its mode; add default_permissions (the "
+		"kernel then checks modes and owners), or "
+		"allow_other_without_permissions to accept that\n");
+	return -EPERM;
+}
+
 int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 {
 	int rc;
@@ -303,9 +377,13 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 		return -EINVAL;
 	if (o->show_help || o->show_version)
 		return 0;
+	if (o->remote && !(o->remote_shown = url_redacted(o->remote)))
+		return -ENOMEM;
 	rc = parse_values(o);
 	if (!rc)
 		rc = check_remote(o);
+	if (!rc)
+		rc = check_permissions(o);
 	if (rc)
 		return rc;
 	if (!o->source) {
@@ -319,6 +397,7 @@ void fs_opts_release(struct fs_opts *o)
 {
 	free(o->source);
 	free(o->remote);
+	free(o->remote_shown);
 	free(o->endpoint);
 	free(o->region);
 	free(o->credentials);

@@ -123,7 +123,7 @@ static void status_text(struct fs *fs, char *buf, size_t cap)
 	PUT("source: %s\n", o->source);
 	PUT("mode: %s\n", o->replica ? "analysis (read-only replica)" :
 	    o->ro ? "read-only" : o->remote ? "writer" : "writer (no remote)");
-	PUT("remote: %s\n", o->remote ? o->remote : "none");
+	PUT("remote: %s\n", o->remote ? o->remote_shown : "none");
 	fs_ring_stats(fs->ring, &queues, &served);
 	if (queues)
 		PUT("transport: io_uring, %u queues, %llu requests\n", queues,

@@ -7,6 +7,7 @@ import random
 import shutil
 import tempfile
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -94,6 +95,41 @@ def test_remote_options_checked(tmp_path, streamfs_bin):
         assert not is_mounted(tmp_path)
 
 
+@pytest.mark.parametrize("url", [
+    "https://user:{pw}@127.0.0.1:9/dav",
+    "http://user:{pw}@127.0.0.1:9/dav",
+    "s3://KEY:{pw}@bkt/prefix",
+    "file://user:{pw}@/tmp/r",
+    "https://user:a/{pw}@127.0.0.1:9/dav",     # a raw '/' in the password
+    "https:///user:{pw}@127.0.0.1:9/dav",      # a slash too many
+    "ftp://user:{pw}@host/x",                  # an unknown scheme
+    "user:{pw}@host/x",                        # no scheme at all
+])
+@pytest.mark.parametrize("foreground", [True, False])
+def test_url_password_never_printed(tmp_path, run_streamfs, url, foreground):
+    """A remote= URL with user:password@ is refused, and neither output
+    shows the password; the message shows the URL with it hidden."""
+    pw = "Pw-7q3x9-secret"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = [tmp_path / "src", mnt, "-o", "remote=" + url.format(pw=pw)]
+    r = run_streamfs(*(args + ["-f"] if foreground else args), check=False, timeout=30)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert pw not in out, out
+    assert "***@" in r.stderr, r.stderr
+    assert not is_mounted(mnt)
+
+
+def test_url_with_at_in_a_file_path_shown_whole(mount, run_streamfs, tmp_path):
+    """Only a URL's user part is hidden: a file:// path holding '@' is
+    accepted and `status` shows it as given."""
+    url = "file://%s/remote@1" % tmp_path
+    m = mount("remote=" + url)
+    assert "remote: %s\n" % url in run_streamfs("status", m.mnt).stdout
+    m.umount()
+
+
 def test_two_users_default_permissions(mount, request):
     a_uid, a_gid = ensure_user("sfs_alice")
     b_uid, b_gid = ensure_user("sfs_bob")
@@ -121,6 +157,87 @@ def test_two_users_default_permissions(mount, request):
     assert r.returncode == 0, r.stderr
     assert os.stat(m.path("bob", "s")).st_uid == b_uid
     m.umount()
+
+
+def test_allow_other_needs_default_permissions(mount, run_streamfs, request):
+    """allow_other without default_permissions is refused, naming both and
+    the opt-in; with default_permissions, or with the opt-in, it mounts.
+    The opt-in means what it says: another user reads a 0700 tenant."""
+    uid, gid = ensure_user("sfs_bob")
+    base = tempfile.mkdtemp(prefix="streamfs-allow-", dir="/tmp")
+    os.chmod(base, 0o755)
+    request.addfinalizer(lambda: is_mounted(os.path.join(base, "mnt")) or
+                         shutil.rmtree(base, ignore_errors=True))
+    src, mnt = os.path.join(base, "src"), os.path.join(base, "mnt")
+    os.mkdir(mnt)
+    both = ["allow_other without default_permissions", "allow_other_without_permissions"]
+    for args, said in ((["-f", "-o", "allow_other"], both),
+                       (["-o", "allow_other"], both),          # as a daemon
+                       (["-f", "-o", "allow_other", "-o", "ro"], both),
+                       (["-f", "-o", "allow_other_without_permissions"],
+                        ["allow_other_without_permissions goes with allow_other"])):
+        r = run_streamfs(src, mnt, *args, check=False, timeout=30)
+        assert r.returncode != 0, (args, r.stderr)
+        assert all(s in r.stderr for s in said), (args, r.stderr)
+        assert not is_mounted(mnt)
+
+    def bob_reads(path):
+        return subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid,
+                               "--clear-groups", "cat", path],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+
+    m = mount("allow_other,default_permissions", src=src, mnt=mnt)
+    os.mkdir(m.path("T"), 0o700)
+    append(m.path("T", "s"), "private\n", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    r = bob_reads(m.path("T", "s"))
+    assert r.returncode != 0 and b"Permission denied" in r.stderr, r
+    m.umount()
+    m = mount("allow_other,allow_other_without_permissions", src=src, mnt=mnt)
+    assert stat.S_IMODE(os.stat(m.path("T")).st_mode) == 0o700
+    assert bob_reads(m.path("T", "s")).stdout == b"private\n"
+    m.umount()
+
+
+def test_tools_exit_codes(mount, run_streamfs, tmp_path):
+    """The tools exit 0 on success, 1 on a failure and 2 on a usage error
+    (--help); a bad --timeout is a usage error, not the default."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    mnt = str(m.mnt)
+    for args in (["--timeout", "abc", mnt], ["--timeout=abc", mnt], ["--timeout", "5x", mnt],
+                 ["--timeout", "0", mnt], ["--timeout", "-3", mnt],
+                 ["--timeout", "86401", mnt], [mnt, "--timeout"], [mnt, mnt], []):
+        r = run_streamfs("sync", *args, check=False)
+        assert r.returncode == 2 and "usage:" in r.stderr, (args, r.returncode, r.stderr)
+    run_streamfs("sync", "--timeout", "5", m.mnt)
+    run_streamfs("sync", "--timeout=5", m.mnt)
+    for tool in ("status", "verify"):
+        r = run_streamfs(tool, check=False)
+        assert r.returncode == 2 and "usage:" in r.stderr, (tool, r.stderr)
+    plain = tmp_path / "plain"      # a directory, neither a mount nor a store
+    plain.mkdir()
+    for tool in ("status", "sync"):
+        r = run_streamfs(tool, plain, check=False)
+        assert r.returncode == 1 and "not the root of a streamfs mount" in r.stderr, \
+            (tool, r.returncode, r.stderr)
+    r = run_streamfs("verify", plain, check=False)
+    assert r.returncode == 1, r
+    assert "not a streamfs data directory" in r.stderr, r.stderr
+    assert "No such file" not in r.stdout + r.stderr, r
+    r = run_streamfs("verify", tmp_path / "missing", check=False)
+    assert r.returncode == 1 and "No such file or directory" in r.stderr, r
+    m.umount()
+    assert "ok (0 problems)" in run_streamfs("verify", m.src).stdout
+
+
+def test_mount_on_a_regular_file_refused(tmp_path, run_streamfs):
+    target = tmp_path / "file"
+    target.write_text("x")
+    for fg in (["-f"], []):
+        r = run_streamfs(tmp_path / "src", target, *fg, check=False, timeout=30)
+        assert r.returncode != 0 and "not a directory" in r.stderr, (fg, r.stderr)
+        assert not is_mounted(target)
+        assert target.read_text() == "x"
 
 
 WRITER = r"""
@@ -275,7 +392,9 @@ def test_sync_now_only_for_owner_or_root(mount, request):
     os.chmod(base, 0o755)
     request.addfinalizer(lambda: is_mounted(os.path.join(base, "mnt")) or
                          shutil.rmtree(base, ignore_errors=True))
-    m = mount("allow_other", mnt=os.path.join(base, "mnt"))
+    # without default_permissions the kernel lets the request through: the
+    # daemon's own check is what refuses it
+    m = mount("allow_other,allow_other_without_permissions", mnt=os.path.join(base, "mnt"))
     r = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups",
                         sys.executable, "-c",
                         "import os, sys\n"

@@ -16,7 +16,9 @@ def test_help(run_streamfs):
     r = run_streamfs("--help")
     text = r.stdout + r.stderr
     assert "streamfs" in text
-    for opt in ("remote=", "roll=", "framing=", "max_event="):
+    for opt in ("remote=", "roll=", "framing=", "max_event=", "allow_other",
+                "default_permissions", "allow_other_without_permissions",
+                "exit status"):
         assert opt in text, "--help does not mention " + opt
 
 
