@@ -16,6 +16,7 @@
  * and in file.c.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -675,6 +676,70 @@ static void answer_all_parked(struct fs *fs)
 	}
 }
 
+/* How long drain_session serves after the loop ended: until no request
+ * came for DRAIN_QUIET_MS, at most DRAIN_MAX_MS in all. */
+#define DRAIN_QUIET_MS 100
+#define DRAIN_MAX_MS 2000
+
+/*
+ * A signal ends the session loop with the kernel connection still up.
+ * The followers just answered end-of-file now close their files; unserved,
+ * their FLUSH would fail with ECONNABORTED at the unmount, and `cat` would
+ * exit 1.  So serve what comes, in this thread, until it goes quiet; with
+ * -o io_uring the ring's threads serve them (fs_run stops the ring after
+ * fs_follow_stop), and quiet means they served nothing either.
+ * After an unmount the device answers ENODEV (or POLLERR) at once.
+ * A second signal (fuse_session_exit) cuts the drain short.
+ */
+static int64_t ms_since(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)(now.tv_sec - start->tv_sec) * 1000 +
+	       (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+/* Whether the io_uring threads (still running) served a request since
+ * *SEEN, their count of requests then; updates *SEEN. */
+static bool ring_served_more(struct fs *fs, uint64_t *seen)
+{
+	uint64_t served;
+	unsigned queues;
+
+	fs_ring_stats(fs->ring, &queues, &served);
+	if (served == *seen)
+		return false;
+	*seen = served;
+	return true;
+}
+
+static void drain_session(struct fs *fs)
+{
+	struct fuse_buf buf = { .mem = NULL };
+	struct timespec start;
+	uint64_t ring_seen = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	(void)ring_served_more(fs, &ring_seen);
+	fuse_session_reset(fs->se);
+	while (!fuse_session_exited(fs->se) && ms_since(&start) < DRAIN_MAX_MS) {
+		struct pollfd p = { .fd = fuse_session_fd(fs->se), .events = POLLIN };
+		int rc = poll(&p, 1, DRAIN_QUIET_MS);
+
+		if ((rc < 0 && errno == EINTR) || (rc == 0 && ring_served_more(fs, &ring_seen)))
+			continue;
+		if (rc <= 0 || !(p.revents & POLLIN))
+			break;	/* quiet, or the connection is gone */
+		rc = fuse_session_receive_buf(fs->se, &buf);
+		if (rc > 0)
+			fuse_session_process_buf(fs->se, &buf);
+		else if (rc != -EINTR && rc != -EAGAIN)
+			break;
+	}
+	free(buf.mem);
+}
+
 void fs_follow_stop(struct fs *fs)
 {
 	if (!fs->threads_started)
@@ -684,6 +749,10 @@ void fs_follow_stop(struct fs *fs)
 	/* Drains the queue: with fs->stopping, a read with nothing to return
 	 * answers end of file instead of parking. */
 	answer_stop(fs);
+	/* Before the invalidation thread stops: a write served here waits
+	 * for its invalidation. */
+	if (fs->se)
+		drain_session(fs);
 	fs_mutex_lock(&fs->inval_lock);
 	fs->inval_stop = true;
 	pthread_cond_broadcast(&fs->inval_cond);

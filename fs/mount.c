@@ -466,7 +466,6 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	}
 	daemon_ready(notify, 0);
 	rc = serve(fs, co);
-	fs_ring_stop(fs->ring);
 	/* A positive value is the signal that ended the loop: a clean stop. */
 	status = rc < 0 ? 1 : 0;
 	if (rc < 0)
@@ -474,7 +473,8 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	/* fs first: its wake thread may be inside sync's fetch hook (a
 	 * store_read of an evicted segment).  Commits the replica's thread
 	 * makes meanwhile find no thread to wake and queue nothing. */
-	fs_follow_stop(fs);
+	fs_follow_stop(fs);	/* with the ring still serving the last closes */
+	fs_ring_stop(fs->ring);
 	sync_stop(atomic_exchange(&fs->sync, NULL));
 out_unmount:
 	fuse_session_unmount(fs->se);

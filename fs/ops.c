@@ -452,6 +452,8 @@ static int do_rename(struct fs *fs, struct fs_node *p, const char *name,
 
 	if (rc)
 		return rc;
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		return -EINVAL;	/* RENAME_WHITEOUT and anything newer */
 	if (p->kind != FS_TENANT || np->kind != FS_TENANT)
 		return -EPERM;	/* tenants are not renamed */
 	if (p->t != np->t)

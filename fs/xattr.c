@@ -3,6 +3,10 @@
  *   streams: user.streamfs.version (ro), .framing (rw while empty), .sync (ro)
  *   tenants: user.streamfs.framing, user.streamfs.id_field (rw)
  * Views expose the version and framing of their stream, read-only.
+ * listxattr names only what a copy can carry over (framing, id_field):
+ * `mv`, `cp -a` and `rsync -X` set every listed attribute on the target,
+ * and the computed ones (version, sync, status) would refuse.  They stay
+ * readable by name, like CephFS's virtual ceph.dir.* attributes.
  * The root has two for the tools (docs/streamfs.1, "Tools"):
  *   user.streamfs.status             sync status of the mount, as text
  *   user.streamfs.sync_now[.SECS]    reading it seals and uploads everything
@@ -315,26 +319,18 @@ void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 
 void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	static const char stream_list[] = X_VERSION "\0" X_FRAMING "\0" X_SYNC;
-	static const char view_list[] = X_VERSION "\0" X_FRAMING;
+	static const char stream_list[] = X_FRAMING;
 	static const char tenant_list[] = X_FRAMING "\0" X_ID_FIELD;
-	static const char root_list[] = FS_XATTR_STATUS;
 	struct fs_node *n = fs_node_of(ino);
 	const char *list = "";
 	size_t len = 0;
 
-	if (n->kind == FS_STREAM) {
+	if (n->kind == FS_STREAM || n->kind == FS_VIEW) {
 		list = stream_list;
 		len = sizeof(stream_list);
-	} else if (n->kind == FS_VIEW) {
-		list = view_list;
-		len = sizeof(view_list);
 	} else if (n->kind == FS_TENANT) {
 		list = tenant_list;
 		len = sizeof(tenant_list);
-	} else if (n->kind == FS_ROOT) {
-		list = root_list;
-		len = sizeof(root_list);
 	}
 	if (size == 0)
 		fuse_reply_xattr(req, len);

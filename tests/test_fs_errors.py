@@ -1,6 +1,7 @@
 """Every row of the contract's error table, with its exact errno, through the
 mount; append-only rules; dedup; xattrs."""
 
+import ctypes
 import errno
 import os
 import subprocess
@@ -157,6 +158,28 @@ def test_tenant_mkdir_rmdir_keeps_no_descriptor(mount):
     assert os.listdir(m.mnt) == ["T"]
 
 
+def test_rename_flags(mount):
+    """RENAME_WHITEOUT (and any flag not implemented) is refused, not ignored."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    m.path("T", "a").write_bytes(b"1\n")
+    m.path("T", "b").write_bytes(b"2\n")
+    libc = ctypes.CDLL(None, use_errno=True)
+    AT_FDCWD, NOREPLACE, WHITEOUT = -100, 1, 4
+
+    def renameat2(src, dst, flags):
+        rc = libc.renameat2(AT_FDCWD, bytes(src), AT_FDCWD, bytes(dst), flags)
+        return 0 if rc == 0 else ctypes.get_errno()
+
+    assert renameat2(m.path("T", "a"), m.path("T", "c"), WHITEOUT) == errno.EINVAL
+    assert renameat2(m.path("T", "a"), m.path("T", "c"), 1 << 5) == errno.EINVAL
+    assert sorted(os.listdir(m.path("T"))) == ["a", "b"]
+    assert renameat2(m.path("T", "a"), m.path("T", "b"), NOREPLACE) == errno.EEXIST
+    assert renameat2(m.path("T", "a"), m.path("T", "c"), NOREPLACE) == 0
+    assert sorted(os.listdir(m.path("T"))) == ["b", "c"]
+    assert read(m.path("T", "c")) == b"1\n"
+
+
 def test_nodelete(mount):
     m = mount("nodelete")
     os.mkdir(m.path("T"))
@@ -249,9 +272,13 @@ def test_xattrs(mount):
     os.mkdir(m.path("T"))
     t, s = m.path("T"), m.path("T", "s")
     s.write_bytes(b"")
-    assert sorted(os.listxattr(s)) == ["user.streamfs.framing", "user.streamfs.sync",
-                                       "user.streamfs.version"]
+    # only what a copy can carry over is listed; the computed ones are read by name
+    assert os.listxattr(s) == ["user.streamfs.framing"]
     assert sorted(os.listxattr(t)) == ["user.streamfs.framing", "user.streamfs.id_field"]
+    assert os.listxattr(m.mnt) == []
+    assert os.listxattr(m.path("T", "s@end")) == ["user.streamfs.framing"]
+    assert getxattr(s, "streamfs.version") == "0"
+    assert getxattr(m.mnt, "streamfs.status").startswith("source: ")
     assert getxattr(s, "streamfs.sync").split()[0] == "local"   # "local 0/V" without remote
     assert getxattr(t, "streamfs.id_field") == "id"
     assert err_of(os.setxattr, s, "user.streamfs.framing", b"json") == errno.EINVAL

@@ -40,6 +40,33 @@ def test_signal_unmounts_cleanly(mount, sig):
     assert os.listdir(m.mnt) == ["T"]
 
 
+@pytest.mark.parametrize("sig,opts", [(signal.SIGTERM, ()), (signal.SIGINT, ()),
+                                      (signal.SIGTERM, ("io_uring",))])
+def test_signal_ends_followers_cleanly(mount, tmp_path, sig, opts):
+    """Stopping the daemon is a normal end for a follower: its read gets
+    end-of-file and its close succeeds, so `cat` exits 0 and says nothing
+    (with -o io_uring too, where the kernel has it)."""
+    m = mount(*opts)
+    os.mkdir(m.path("T"))
+    m.path("T", "s").write_bytes(b"old\n")
+    out = tmp_path / "out"
+    cats = [subprocess.Popen(["cat", m.path("T", "s@end,follow")], stdin=subprocess.DEVNULL,
+                             stdout=open(out if i == 0 else os.devnull, "wb"),
+                             stderr=subprocess.PIPE) for i in range(3)]
+    time.sleep(0.3)
+    append(m.path("T", "s"), b"new\n")
+    wait_until(lambda: out.read_bytes() == b"new\n")
+    time.sleep(0.3)     # parked again
+    assert all(c.poll() is None for c in cats)
+    m.proc.send_signal(sig)
+    for c in cats:
+        assert c.wait(timeout=10) == 0
+        assert c.stderr.read() == b""
+    assert m.proc.wait(timeout=10) == 0
+    wait_until(lambda: not is_mounted(m.mnt))
+    assert out.read_bytes() == b"new\n"
+
+
 def test_umount_by_root(mount):
     m = mount()
     subprocess.run(["umount", str(m.mnt)], check=True)

@@ -201,3 +201,28 @@ def test_segments_roll_by_age_and_by_sync_without_remote(mount, run_streamfs):
     append(m.path("T", "s"), lines[-1])
     assert segments() == 3
     assert read(m.path("T", "s")) == b"".join(lines)
+
+
+def test_move_and_copy_across_tenants_and_mounts(mount, tmp_path):
+    """mv, cp -a and rsync -aX copy every listed xattr to the target: none may
+    refuse, so the tools exit 0 with nothing on stderr."""
+    m, m2 = mount(), mount()
+    sh("mkdir A B C && printf '{\"id\":\"1\"}\\nx\\n' >> A/s && "
+       "cp A/s A/t && cp A/s A/u", m.mnt)
+    os.mkdir(m2.path("D"))
+    want = read(m.path("A", "s"))
+    assert want == b'{"id":"1"}\nx\n'
+    for cmd, dst in (("mv A/s B/s", m.path("B", "s")),
+                     ("cp -a A/t C/t", m.path("C", "t")),
+                     ("rsync -aX A/u C/u", m.path("C", "u")),
+                     ("cp -a A/t %s" % m2.path("D", "t"), m2.path("D", "t")),
+                     ("rsync -aX A/u %s" % m2.path("D", "u"), m2.path("D", "u"))):
+        r = sh(cmd, m.mnt, check=False)
+        assert (r.returncode, r.stderr) == (0, b""), cmd
+        assert read(dst) == want, cmd
+        assert getxattr(dst, "streamfs.version") == "2", cmd
+    assert not m.path("A", "s").exists()
+    # a whole mount into another, roots and tenants included
+    r = sh("rsync -aX %s/ %s/" % (m.mnt, m2.mnt), tmp_path, check=False)
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert read(m2.path("B", "s")) == want
