@@ -167,6 +167,9 @@ struct fs {
 	/* Open files, released at unmount if the kernel did not (then with
 	 * no other thread left).  Protected by lock. */
 	struct fs_file *files;
+	/* Listings of open root directories, freed at unmount likewise (a
+	 * RELEASEDIR the unmount aborted never comes).  Protected by lock. */
+	struct fs_dir_list *dirs;
 
 	/* Parked reads and size_seen.  Taken after lock, before inval_lock. */
 	struct fs_mutex park_lock;
@@ -216,6 +219,8 @@ struct fs {
 /* ops.c */
 /* The operations of the session (fuse_session_new()). */
 const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
+/* Frees the root listings still open at unmount. */
+void fs_dirs_release(struct fs *fs);
 
 /* xattr.c */
 void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,

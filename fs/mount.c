@@ -397,6 +397,7 @@ static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
 static void fs_release_all(struct fs *fs)
 {
 	fs_files_release(fs);
+	fs_dirs_release(fs);
 	fs_nodes_release(fs);
 	pthread_cond_destroy(&fs->answer_cond);
 	fs_mutex_destroy(&fs->answer_lock);

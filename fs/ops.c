@@ -506,14 +506,15 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 
 /* ---- directories ---- */
 
-struct dir_list {
+struct fs_dir_list {
 	char **names;
 	size_t count, cap;
+	struct fs_dir_list *next, *prev;	/* fs->dirs; fs->lock */
 };
 
 static int collect_tenant(void *arg, const char *name)
 {
-	struct dir_list *d = arg;
+	struct fs_dir_list *d = arg;
 
 	if (STORE_ARRAY_RESERVE(d->names, d->cap, d->count + 1, 16))
 		return -ENOMEM;
@@ -524,7 +525,7 @@ static int collect_tenant(void *arg, const char *name)
 	return 0;
 }
 
-static void dir_list_free(struct dir_list *d)
+static void dir_list_free(struct fs_dir_list *d)
 {
 	if (!d)
 		return;
@@ -534,12 +535,44 @@ static void dir_list_free(struct dir_list *d)
 	free(d);
 }
 
+static void dir_list_link(struct fs *fs, struct fs_dir_list *d)
+{
+	fs_mutex_lock(&fs->lock);
+	d->next = fs->dirs;
+	if (d->next)
+		d->next->prev = d;
+	fs->dirs = d;
+	fs_mutex_unlock(&fs->lock);
+}
+
+static void dir_list_unlink(struct fs *fs, struct fs_dir_list *d)
+{
+	fs_mutex_lock(&fs->lock);
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		fs->dirs = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	fs_mutex_unlock(&fs->lock);
+}
+
+void fs_dirs_release(struct fs *fs)
+{
+	while (fs->dirs) {
+		struct fs_dir_list *d = fs->dirs;
+
+		fs->dirs = d->next;
+		dir_list_free(d);
+	}
+}
+
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = req_fs(req);
 	struct fs_node *n = fs_node_of(ino);
-	struct dir_list *d;
+	struct fs_dir_list *d;
 	int rc;
 
 	fi->fh = 0;
@@ -565,15 +598,23 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)d;
-	if (fuse_reply_open(req, fi) == -ENOENT)
+	dir_list_link(fs, d);
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		dir_list_unlink(fs, d);
 		dir_list_free(d);
+	}
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
+	struct fs_dir_list *d = (struct fs_dir_list *)(uintptr_t)fi->fh;
+
 	(void)ino;
-	dir_list_free((struct dir_list *)(uintptr_t)fi->fh);
+	if (d) {
+		dir_list_unlink(req_fs(req), d);
+		dir_list_free(d);
+	}
 	fuse_reply_err(req, 0);
 }
 
@@ -616,7 +657,7 @@ static int readdir_fill(struct fs_node *n, struct fuse_file_info *fi,
 	if (off < 2 && dir_add(b, "..", S_IFDIR, 2))
 		return 0;
 	if (n->kind == FS_ROOT) {
-		struct dir_list *d = (struct dir_list *)(uintptr_t)fi->fh;
+		struct fs_dir_list *d = (struct fs_dir_list *)(uintptr_t)fi->fh;
 		for (size_t i = off < 2 ? 0 : (size_t)off - 2;
 		     d && i < d->count; i++)
 			if (dir_add(b, d->names[i], S_IFDIR, (off_t)i + 3))
