@@ -87,6 +87,8 @@ struct fs_file {
 	bool writable;
 	char *held;		/* owned; partial line; protected by lock */
 	size_t held_len, held_cap;	/* protected by lock */
+	bool dropping;		/* discarding a line past max_event up to its
+				 * '\n'; protected by lock */
 	uint64_t version;	/* non-O_APPEND: version seen; protected by lock */
 	uint64_t end;		/* non-O_APPEND: where own bytes end; protected by lock */
 	int error;		/* sticky error for flush; protected by lock */

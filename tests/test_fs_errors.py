@@ -175,6 +175,72 @@ def test_emsgsize(mount):
     assert getxattr(p, "streamfs.version") == "1"
 
 
+def test_long_line_dropped_whole(mount):
+    """A line that grows past max_event across writes is never committed,
+    not even the part taken before; close says EMSGSIZE too."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"ok\n")
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    # The kernel may take the first request and return a short count;
+    # writing the rest fails then.
+    data = b"a" * 3000000
+    with pytest.raises(OSError) as e:
+        while data:
+            data = data[os.write(fd, data):]
+    assert e.value.errno == errno.EMSGSIZE
+    assert err_of(os.close, fd) == errno.EMSGSIZE
+    r = subprocess.run(["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' a >> %s" % p])
+    assert r.returncode != 0
+    assert getxattr(p, "streamfs.version") == "1"
+    append(p, b"next\n")
+    assert read(p) == b"ok\nnext\n"
+    # In small writes: the first that crosses fails, so do the rest of the
+    # line; after its '\n', lines are taken again.
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    chunk = b"b" * 65536
+    taken = 0
+    with pytest.raises(OSError) as e:
+        while True:
+            taken += os.write(fd, chunk)
+    assert e.value.errno == errno.EMSGSIZE
+    assert 0 < taken < 1 << 20
+    assert err_of(os.write, fd, chunk) == errno.EMSGSIZE
+    assert os.write(fd, b"bbb\nlater\n") == 10
+    assert err_of(os.close, fd) == errno.EMSGSIZE
+    assert read(p) == b"ok\nnext\nlater\n"
+
+
+def test_long_tail_after_lines(mount):
+    """Complete lines before a partial line too long are taken alone (a
+    short count); the rest, written again, is refused and dropped."""
+    m = mount("max_event=1K")
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    assert os.write(fd, b"one\n" + b"c" * 2000) == 4
+    assert err_of(os.write, fd, b"c" * 2000) == errno.EMSGSIZE
+    assert err_of(os.write, fd, b"c" * 10) == errno.EMSGSIZE
+    assert err_of(os.write, fd, b"c\n") == errno.EMSGSIZE
+    assert os.write(fd, b"two") == 3
+    assert err_of(os.close, fd) == errno.EMSGSIZE    # and "two" is committed
+    assert read(p) == b"one\ntwo\n"
+    # A held line ended too long by a write: dropped, nothing of the write.
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    assert os.write(fd, b"x" * 600) == 600
+    assert err_of(os.write, fd, b"y" * 600 + b"\nz\n") == errno.EMSGSIZE
+    assert os.write(fd, b"three\n") == 6
+    assert err_of(os.close, fd) == errno.EMSGSIZE
+    # A line too long wholly inside a write leaves the held line alone.
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    assert os.write(fd, b"fo") == 2
+    assert err_of(os.write, fd, b"ur\n" + b"x" * 2000 + b"\n") == errno.EMSGSIZE
+    assert os.write(fd, b"ur") == 2
+    os.close(fd)
+    assert read(p) == b"one\ntwo\nthree\nfour\n"
+
+
 def test_enospc(mount, tmp_path):
     src = tmp_path / "small"
     src.mkdir()
