@@ -449,6 +449,19 @@ static ssize_t append_events(struct fs *fs, struct fs_file *fh,
 	return (ssize_t)size;
 }
 
+/* The largest raw event: what a write(2) of it always brings in one
+ * request, from any buffer.  The kernel pins the writer's pages, at most
+ * max_pages of them per request (libfuse asks for REQUEST_MAX / PAGE), and
+ * an unaligned buffer spans one page more than its length fills: a larger
+ * write may come in two requests, which the daemon cannot tell from two
+ * writes.  1020 KiB with 4 KiB pages and 1 MiB requests. */
+size_t fs_raw_event_max(size_t page, size_t request_max)
+{
+	size_t pages = (request_max + page - 1) / page;
+
+	return pages > 1 ? (pages - 1) * page : 1;
+}
+
 /* 1 if the stream of FH has raw framing, 0 if lines, or -errno. */
 static int stream_is_raw(struct fs_file *fh)
 {
@@ -458,22 +471,31 @@ static int stream_is_raw(struct fs_file *fh)
 	return rc ? rc : a.framing == STORE_RAW;
 }
 
-/* Appends DATA as events.  A trailing partial line that would make an
- * event past max_event drops its line (if DATA holds complete lines
- * before it, they are taken alone, a short count: the writer sends the
- * rest again, and that write fails).  Called with fh->lock held. */
+/* Appends DATA as events.  A raw write larger than fs_raw_event_max()
+ * fails: it may be a piece of a larger write(2).  A trailing partial line
+ * that would make an event past max_event drops its line (if DATA holds
+ * complete lines before it, they are taken alone, a short count: the
+ * writer sends the rest again, and that write fails).  Called with
+ * fh->lock held. */
 static ssize_t write_events(struct fs *fs, struct fs_file *fh,
 			    const char *data, size_t size)
 {
 	const char *nl = size ? memrchr(data, '\n', size) : NULL;
 	size_t tail = nl ? size - (size_t)(nl + 1 - data) : fh->held_len + size;
+	size_t raw_max = fs_raw_event_max((size_t)fs->page_size, fs->io_size);
+	bool fits = tail + 1 <= fs->opts->store.max_event;
 	int raw;
 
-	if (tail + 1 <= fs->opts->store.max_event)
+	if (fits && size <= raw_max)
 		return append_events(fs, fh, data, size);
 	raw = stream_is_raw(fh);
+	if (raw < 0)
+		return raw;
 	if (raw)
-		return raw < 0 ? raw : append_events(fs, fh, data, size);
+		return size > raw_max ? -EMSGSIZE
+				      : append_events(fs, fh, data, size);
+	if (fits)
+		return append_events(fs, fh, data, size);
 	if (!nl) {
 		drop_line(fh, true);
 		return -EMSGSIZE;

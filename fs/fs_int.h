@@ -249,6 +249,11 @@ void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 /* Frees the files still open at unmount. */
 void fs_files_release(struct fs *fs);
 
+/* What one request carries at most as this daemon negotiates it: libfuse's
+ * max_write with 4 KiB pages, and what op_init() holds io_size to. */
+#define FS_REQUEST_MAX (1024u << 10)
+size_t fs_raw_event_max(size_t page, size_t request_max);
+
 /* follow.c */
 /* Per-thread read buffer of at least LEN bytes, or NULL. */
 void *fs_read_buffer(size_t len);

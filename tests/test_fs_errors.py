@@ -2,12 +2,13 @@
 mount; append-only rules; dedup; xattrs."""
 
 import errno
+import mmap
 import os
 import subprocess
 
 import pytest
 
-from util import append, getxattr, read
+from util import append, getxattr, is_mounted, read
 
 
 def err_of(fn, *args):
@@ -239,6 +240,54 @@ def test_long_tail_after_lines(mount):
     assert os.write(fd, b"ur") == 2
     os.close(fd)
     assert read(p) == b"one\ntwo\nthree\nfour\n"
+
+
+def raw_event_max():
+    """The largest raw event: 1 MiB requests, less the page an unaligned
+    buffer spans more (1020 KiB with 4 KiB pages)."""
+    page = mmap.PAGESIZE
+    return ((1 << 20) + page - 1) // page * page - page
+
+
+def test_raw_write_is_one_event_or_refused(mount):
+    """A raw write(2) the kernel could split into two requests fails with
+    EMSGSIZE; one of the largest size, from the worst-placed buffer, is
+    one event."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    os.setxattr(m.path("T"), "user.streamfs.framing", b"raw")
+    p = m.path("T", "r")
+    p.write_bytes(b"first")
+    assert err_of(append, p, os.urandom(2 << 20)) == errno.EMSGSIZE
+    assert err_of(append, p, os.urandom(raw_event_max() + 1)) == errno.EMSGSIZE
+    assert getxattr(p, "streamfs.version") == "1"
+    page, most = mmap.PAGESIZE, raw_event_max()
+    buf = mmap.mmap(-1, most + page)
+    data = os.urandom(most)
+    buf[page - 1:page - 1 + most] = data
+    assert append(p, memoryview(buf)[page - 1:page - 1 + most]) == most
+    assert getxattr(p, "streamfs.version") == "2"
+    assert read(p) == b"first" + data
+    assert os.stat(p).st_blksize <= most    # cp writes no more at once
+
+
+def test_raw_max_event_at_mount(mount, tmp_path, streamfs_bin):
+    """With framing=raw, max_event defaults to the largest raw event and
+    cannot be set above it."""
+    mnt = tmp_path / "refused"
+    mnt.mkdir()
+    r = subprocess.run([str(streamfs_bin), str(tmp_path / "refused-src"), str(mnt), "-f",
+                        "-o", "framing=raw,max_event=1M"],
+                       stderr=subprocess.PIPE, text=True, timeout=20)
+    assert r.returncode != 0 and "max_event" in r.stderr, r.stderr
+    assert not is_mounted(mnt)
+    m = mount("framing=raw")
+    os.mkdir(m.path("T"))
+    p = m.path("T", "r")
+    assert append(p, b"x" * raw_event_max(), os.O_WRONLY | os.O_APPEND | os.O_CREAT) \
+        == raw_event_max()
+    assert err_of(append, p, b"x" * (raw_event_max() + 1)) == errno.EMSGSIZE
+    assert getxattr(p, "streamfs.version") == "1"
 
 
 def test_enospc(mount, tmp_path):
