@@ -454,7 +454,8 @@ static ssize_t append_events(struct fs *fs, struct fs_file *fh,
  * max_pages of them per request (libfuse asks for REQUEST_MAX / PAGE), and
  * an unaligned buffer spans one page more than its length fills: a larger
  * write may come in two requests, which the daemon cannot tell from two
- * writes.  1020 KiB with 4 KiB pages and 1 MiB requests. */
+ * writes.  1020 KiB with 4 KiB pages and 1 MiB requests.  (The kernel's
+ * fs.fuse.max_pages_limit, 256 by default, must not be set lower.) */
 size_t fs_raw_event_max(size_t page, size_t request_max)
 {
 	size_t pages = (request_max + page - 1) / page;
@@ -514,6 +515,8 @@ static ssize_t write_dropping(struct fs *fs, struct fs_file *fh,
 	size_t skip;
 	ssize_t got;
 
+	if (!size)
+		return 0;
 	if (!nl || nl + 1 == data + size) {
 		fh->dropping = !nl;
 		return -EMSGSIZE;
