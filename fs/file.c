@@ -208,6 +208,7 @@ void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!rc)
 		rc = fh->error;
 	fh->error = 0;
+	fh->dropping = false;	/* a line dropped ends here as a held one would */
 	fs_mutex_unlock(&fh->lock);
 	fs_inval_wait(fs);
 	fuse_reply_err(req, -rc);
@@ -387,21 +388,28 @@ static int misplaced_write(struct fs_file *fh, off_t off)
 	return rc ? -ESTALE : -EPERM;
 }
 
-/* Called with fh->lock held.  Returns bytes taken or -errno. */
-static ssize_t stream_write(struct fs_file *fh, const char *data, size_t size,
-			    off_t off)
+/* A line longer than max_event is dropped whole: what the description
+ * holds of it is discarded, and while it is OPEN (its '\n' not yet
+ * written) so is what follows up to its '\n'.  Close reports EMSGSIZE. */
+static void drop_line(struct fs_file *fh, bool open)
+{
+	fh->held_len = 0;
+	fh->dropping = open;
+	fh->error = -EMSGSIZE;
+}
+
+/* Appends DATA after the held partial line and holds its own trailing
+ * partial line, which the caller saw is within max_event.  Called with
+ * fh->lock held.  Returns SIZE or -errno (nothing of DATA taken). */
+static ssize_t append_events(struct fs *fs, struct fs_file *fh,
+			     const char *data, size_t size)
 {
 	struct store_append app = { 0 };
 	struct store_append_result res;
-	const char *buf = data;
+	const char *buf = data, *nl;
 	size_t len = size, rest;
 	int rc;
 
-	fs_assert_held(&fh->lock);
-	/* O_APPEND ignores the kernel's offset (its idea of the size may be
-	 * old); the others must write exactly where their own bytes end. */
-	if (!fh->append && (uint64_t)off != fh->end)
-		return misplaced_write(fh, off);
 	if (fh->held_len) {
 		rc = held_reserve(fh, fh->held_len + size);
 		if (rc)
@@ -411,7 +419,7 @@ static ssize_t stream_write(struct fs_file *fh, const char *data, size_t size,
 		len = fh->held_len + size;
 	} else if (size && data[size - 1] != '\n') {
 		/* Room for a trailing partial line, before anything commits. */
-		const char *nl = memrchr(data, '\n', size);
+		nl = memrchr(data, '\n', size);
 		rc = held_reserve(fh, nl ? size - (size_t)(nl + 1 - data) : size);
 		if (rc)
 			return rc;
@@ -420,24 +428,125 @@ static ssize_t stream_write(struct fs_file *fh, const char *data, size_t size,
 	app.len = len;
 	app.expected = fh->append ? STORE_ANY_VERSION : fh->version;
 	rc = store_append(fh->node->t, fh->node->id, &app, &res);
+	if (rc == -EMSGSIZE && fh->held_len) {
+		/* The held line, ended in DATA, is too long: drop it. */
+		nl = memchr(data, '\n', size);
+		if (nl && fh->held_len + (size_t)(nl + 1 - data) >
+			  fs->opts->store.max_event)
+			drop_line(fh, false);
+	}
 	if (rc)
 		return rc;
 	/* Lines framing leaves a trailing partial line unconsumed. */
 	rest = len - res.consumed;
-	if (rest && buf == data && held_reserve(fh, rest) == 0) {
-		memcpy(fh->held, data + res.consumed, rest);
-	} else if (rest && buf == data) {
-		fh->error = -ENOMEM;	/* raw framing never gets here */
-		rest = 0;
-	} else if (rest) {
+	if (rest && buf == data)
+		memcpy(fh->held, data + res.consumed, rest);	/* reserved */
+	else if (rest)
 		memmove(fh->held, buf + res.consumed, rest);
-	}
 	fh->held_len = rest;
-	if (!fh->append) {
+	if (!fh->append)
 		fh->version = res.version;
-		fh->end += size;
-	}
 	return (ssize_t)size;
+}
+
+/* The largest raw event: what a write(2) of it always brings in one
+ * request, from any buffer.  The kernel pins the writer's pages, at most
+ * max_pages of them per request (libfuse asks for REQUEST_MAX / PAGE), and
+ * an unaligned buffer spans one page more than its length fills: a larger
+ * write may come in two requests, which the daemon cannot tell from two
+ * writes.  1020 KiB with 4 KiB pages and 1 MiB requests.  (The kernel's
+ * fs.fuse.max_pages_limit, 256 by default, must not be set lower.) */
+size_t fs_raw_event_max(size_t page, size_t request_max)
+{
+	size_t pages = (request_max + page - 1) / page;
+
+	return pages > 1 ? (pages - 1) * page : 1;
+}
+
+/* 1 if the stream of FH has raw framing, 0 if lines, or -errno. */
+static int stream_is_raw(struct fs_file *fh)
+{
+	struct store_attr a;
+	int rc = store_stream_stat(fh->node->t, fh->node->id, &a);
+
+	return rc ? rc : a.framing == STORE_RAW;
+}
+
+/* Appends DATA as events.  A raw write larger than fs_raw_event_max()
+ * fails: it may be a piece of a larger write(2).  A trailing partial line
+ * that would make an event past max_event drops its line (if DATA holds
+ * complete lines before it, they are taken alone, a short count: the
+ * writer sends the rest again, and that write fails).  Called with
+ * fh->lock held. */
+static ssize_t write_events(struct fs *fs, struct fs_file *fh,
+			    const char *data, size_t size)
+{
+	const char *nl = size ? memrchr(data, '\n', size) : NULL;
+	size_t tail = nl ? size - (size_t)(nl + 1 - data) : fh->held_len + size;
+	size_t raw_max = fs_raw_event_max((size_t)fs->page_size, fs->io_size);
+	bool fits = tail + 1 <= fs->opts->store.max_event;
+	int raw;
+
+	if (fits && size <= raw_max)
+		return append_events(fs, fh, data, size);
+	raw = stream_is_raw(fh);
+	if (raw < 0)
+		return raw;
+	if (raw)
+		return size > raw_max ? -EMSGSIZE
+				      : append_events(fs, fh, data, size);
+	if (fits)
+		return append_events(fs, fh, data, size);
+	if (!nl) {
+		drop_line(fh, true);
+		return -EMSGSIZE;
+	}
+	return append_events(fs, fh, data, (size_t)(nl + 1 - data));
+}
+
+/* A write while a line too long is being dropped: its bytes up to the
+ * line's '\n' are discarded, and a write that holds nothing else fails
+ * with EMSGSIZE; the rest is appended as usual.  Called with fh->lock
+ * held. */
+static ssize_t write_dropping(struct fs *fs, struct fs_file *fh,
+			      const char *data, size_t size)
+{
+	const char *nl = memchr(data, '\n', size);
+	size_t skip;
+	ssize_t got;
+
+	if (!size)
+		return 0;
+	if (!nl || nl + 1 == data + size) {
+		fh->dropping = !nl;
+		return -EMSGSIZE;
+	}
+	skip = (size_t)(nl + 1 - data);
+	got = write_events(fs, fh, data + skip, size - skip);
+	if (got < 0)
+		return got;	/* nothing taken: still dropping */
+	fh->dropping = false;
+	return (ssize_t)skip + got;
+}
+
+/* Called with fh->lock held.  Returns bytes taken or -errno. */
+static ssize_t stream_write(struct fs *fs, struct fs_file *fh,
+			    const char *data, size_t size, off_t off)
+{
+	ssize_t got;
+
+	fs_assert_held(&fh->lock);
+	/* O_APPEND ignores the kernel's offset (its idea of the size may be
+	 * old); the others must write exactly where their own bytes end. */
+	if (!fh->append && (uint64_t)off != fh->end)
+		return misplaced_write(fh, off);
+	if (fh->dropping)
+		got = write_dropping(fs, fh, data, size);
+	else
+		got = write_events(fs, fh, data, size);
+	if (got > 0 && !fh->append)
+		fh->end += (uint64_t)got;
+	return got;
 }
 
 void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
@@ -452,7 +561,7 @@ void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		return;
 	}
 	fs_mutex_lock(&fh->lock);
-	rc = stream_write(fh, buf, size, off);
+	rc = stream_write(fs, fh, buf, size, off);
 	fs_mutex_unlock(&fh->lock);
 	/* Readers must see the bytes once write(2) returns. */
 	fs_inval_wait(fs);

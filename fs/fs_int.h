@@ -87,6 +87,8 @@ struct fs_file {
 	bool writable;
 	char *held;		/* owned; partial line; protected by lock */
 	size_t held_len, held_cap;	/* protected by lock */
+	bool dropping;		/* discarding a line past max_event up to its
+				 * '\n'; protected by lock */
 	uint64_t version;	/* non-O_APPEND: version seen; protected by lock */
 	uint64_t end;		/* non-O_APPEND: where own bytes end; protected by lock */
 	int error;		/* sticky error for flush; protected by lock */
@@ -251,6 +253,11 @@ void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	      struct fuse_file_info *fi);
 /* Frees the files still open at unmount. */
 void fs_files_release(struct fs *fs);
+
+/* What one request carries at most as this daemon negotiates it: libfuse's
+ * max_write with 4 KiB pages, and what op_init() holds io_size to. */
+#define FS_REQUEST_MAX (1024u << 10)
+size_t fs_raw_event_max(size_t page, size_t request_max);
 
 /* follow.c */
 /* Per-thread read buffer of at least LEN bytes, or NULL. */

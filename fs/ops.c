@@ -23,12 +23,16 @@ static struct fs *req_fs(fuse_req_t req)
 }
 
 /* st_blksize of a stream: what one request carries, but in a raw stream,
- * where every write is one event, no more than the largest event. */
+ * where every write is one event, no more than the largest raw event. */
 static blksize_t stream_io_size(const struct fs *fs,
 				const struct store_attr *a)
 {
 	size_t io = fs->io_size, page = (size_t)fs->page_size;
-	size_t most = fs->opts->store.max_event / page * page;
+	size_t most = fs_raw_event_max(page, io);
+
+	if (most > fs->opts->store.max_event)
+		most = fs->opts->store.max_event;
+	most = most / page * page;
 
 	if (a->framing == STORE_RAW && io > most)
 		io = most > page ? most : page;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fs_int.h"
 
@@ -70,7 +71,8 @@ void fs_usage(const char *prog)
 	       "    -o cache_size=SIZE     bound on local copies of uploaded segments\n"
 	       "    -o poll=DURATION       remote rescan interval on analysis hosts (default 10s)\n"
 	       "    -o framing=lines|raw   framing of new streams (default lines)\n"
-	       "    -o max_event=SIZE      largest event (default 1M)\n"
+	       "    -o max_event=SIZE      largest event (default 1M; with framing=raw\n"
+	       "                           at most and by default 255 pages, 1020K)\n"
 	       "    -o sync=none|always    fsync every write (default none)\n"
 	       "    -o nodelete            refuse to delete streams (EPERM)\n"
 	       "    -o io_uring            take requests over io_uring, on the CPU\n"
@@ -190,6 +192,27 @@ bad:
 	return -EINVAL;
 }
 
+/* A raw write is one event only up to fs_raw_event_max(): with raw
+ * framing by default, max_event defaults to that and may not exceed it. */
+static int check_raw_max_event(struct fs_opts *o)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t most = fs_raw_event_max(page, FS_REQUEST_MAX);
+
+	if (o->store.framing != STORE_RAW)
+		return 0;
+	if (!o->max_event_str) {
+		if (o->store.max_event > most)
+			o->store.max_event = (uint32_t)most;
+		return 0;
+	}
+	if (o->store.max_event <= most)
+		return 0;
+	fprintf(stderr, "streamfs: max_event above %zu bytes with framing=raw: "
+		"a larger write(2) may reach the daemon in two requests\n", most);
+	return -EINVAL;
+}
+
 static int parse_values(struct fs_opts *o)
 {
 	uint64_t v;
@@ -221,6 +244,8 @@ static int parse_values(struct fs_opts *o)
 		}
 		o->store.max_event = (uint32_t)v;
 	}
+	if (!rc)
+		rc = check_raw_max_event(o);
 	if (!rc && o->cache_size_str)
 		rc = parse_size("cache_size", o->cache_size_str, &o->cache_size);
 	if (!rc && o->poll_str)

@@ -3,12 +3,13 @@ mount; append-only rules; dedup; xattrs."""
 
 import ctypes
 import errno
+import mmap
 import os
 import subprocess
 
 import pytest
 
-from util import append, getxattr, read
+from util import append, getxattr, is_mounted, read
 
 
 def err_of(fn, *args):
@@ -195,6 +196,120 @@ def test_emsgsize(mount):
     p.write_bytes(b"ok\n")
     assert err_of(append, p, b"a\n" + b"x" * 2000 + b"\n") == errno.EMSGSIZE
     assert read(p) == b"ok\n"
+    assert getxattr(p, "streamfs.version") == "1"
+
+
+def test_long_line_dropped_whole(mount):
+    """A line that grows past max_event across writes is never committed,
+    not even the part taken before; close says EMSGSIZE too."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"ok\n")
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    # The kernel may take the first request and return a short count;
+    # writing the rest fails then.
+    data = b"a" * 3000000
+    with pytest.raises(OSError) as e:
+        while data:
+            data = data[os.write(fd, data):]
+    assert e.value.errno == errno.EMSGSIZE
+    assert err_of(os.close, fd) == errno.EMSGSIZE
+    r = subprocess.run(["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' a >> %s" % p])
+    assert r.returncode != 0
+    assert getxattr(p, "streamfs.version") == "1"
+    append(p, b"next\n")
+    assert read(p) == b"ok\nnext\n"
+    # In small writes: the first that crosses fails, so do the rest of the
+    # line; after its '\n', lines are taken again.
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    chunk = b"b" * 65536
+    taken = 0
+    with pytest.raises(OSError) as e:
+        while True:
+            taken += os.write(fd, chunk)
+    assert e.value.errno == errno.EMSGSIZE
+    assert 0 < taken < 1 << 20
+    assert err_of(os.write, fd, chunk) == errno.EMSGSIZE
+    assert os.write(fd, b"bbb\nlater\n") == 10
+    assert err_of(os.close, fd) == errno.EMSGSIZE
+    assert read(p) == b"ok\nnext\nlater\n"
+
+
+def test_long_tail_after_lines(mount):
+    """Complete lines before a partial line too long are taken alone (a
+    short count); the rest, written again, is refused and dropped."""
+    m = mount("max_event=1K")
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    assert os.write(fd, b"one\n" + b"c" * 2000) == 4
+    assert err_of(os.write, fd, b"c" * 2000) == errno.EMSGSIZE
+    assert err_of(os.write, fd, b"c" * 10) == errno.EMSGSIZE
+    assert err_of(os.write, fd, b"c\n") == errno.EMSGSIZE
+    assert os.write(fd, b"two") == 3
+    assert err_of(os.close, fd) == errno.EMSGSIZE    # and "two" is committed
+    assert read(p) == b"one\ntwo\n"
+    # A held line ended too long by a write: dropped, nothing of the write.
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    assert os.write(fd, b"x" * 600) == 600
+    assert err_of(os.write, fd, b"y" * 600 + b"\nz\n") == errno.EMSGSIZE
+    assert os.write(fd, b"three\n") == 6
+    assert err_of(os.close, fd) == errno.EMSGSIZE
+    # A line too long wholly inside a write leaves the held line alone.
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    assert os.write(fd, b"fo") == 2
+    assert err_of(os.write, fd, b"ur\n" + b"x" * 2000 + b"\n") == errno.EMSGSIZE
+    assert os.write(fd, b"ur") == 2
+    os.close(fd)
+    assert read(p) == b"one\ntwo\nthree\nfour\n"
+
+
+def raw_event_max():
+    """The largest raw event: 1 MiB requests, less the page an unaligned
+    buffer spans more (1020 KiB with 4 KiB pages)."""
+    page = mmap.PAGESIZE
+    return ((1 << 20) + page - 1) // page * page - page
+
+
+def test_raw_write_is_one_event_or_refused(mount):
+    """A raw write(2) the kernel could split into two requests fails with
+    EMSGSIZE; one of the largest size, from the worst-placed buffer, is
+    one event."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    os.setxattr(m.path("T"), "user.streamfs.framing", b"raw")
+    p = m.path("T", "r")
+    p.write_bytes(b"first")
+    assert err_of(append, p, os.urandom(2 << 20)) == errno.EMSGSIZE
+    assert err_of(append, p, os.urandom(raw_event_max() + 1)) == errno.EMSGSIZE
+    assert getxattr(p, "streamfs.version") == "1"
+    page, most = mmap.PAGESIZE, raw_event_max()
+    buf = mmap.mmap(-1, most + page)
+    data = os.urandom(most)
+    buf[page - 1:page - 1 + most] = data
+    assert append(p, memoryview(buf)[page - 1:page - 1 + most]) == most
+    assert getxattr(p, "streamfs.version") == "2"
+    assert read(p) == b"first" + data
+    assert os.stat(p).st_blksize <= most    # cp writes no more at once
+
+
+def test_raw_max_event_at_mount(mount, tmp_path, streamfs_bin):
+    """With framing=raw, max_event defaults to the largest raw event and
+    cannot be set above it."""
+    mnt = tmp_path / "refused"
+    mnt.mkdir()
+    r = subprocess.run([str(streamfs_bin), str(tmp_path / "refused-src"), str(mnt), "-f",
+                        "-o", "framing=raw,max_event=1M"],
+                       stderr=subprocess.PIPE, text=True, timeout=20)
+    assert r.returncode != 0 and "max_event" in r.stderr, r.stderr
+    assert not is_mounted(mnt)
+    m = mount("framing=raw")
+    os.mkdir(m.path("T"))
+    p = m.path("T", "r")
+    assert append(p, b"x" * raw_event_max(), os.O_WRONLY | os.O_APPEND | os.O_CREAT) \
+        == raw_event_max()
+    assert err_of(append, p, b"x" * (raw_event_max() + 1)) == errno.EMSGSIZE
     assert getxattr(p, "streamfs.version") == "1"
 
 
