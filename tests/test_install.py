@@ -1,0 +1,177 @@
+"""Installing streamfs and mounting it as an operator does: `meson install`
+into a DESTDIR, then an fstab line through `mount -T`; the Debian package
+(scripts/build-deb), then `mount -t fuse.streamfs` and `man streamfs`.
+
+mount(8) clears PATH before it runs mount.fuse3, whose `/bin/sh -c streamfs
+...` then searches the shell's default path (/usr/local/bin, /usr/bin, ...)
+only.  So the installed binary must be in one of those directories.  Each
+test mounts inside a private mount namespace (MountNamespace) where the
+directory it needs is bind-mounted over /usr/local/bin: nothing is written to
+the machine's /usr/local, and tests of other checkouts running at once, which
+link their own build into /usr/local/bin (test_fs_mount.py), never shadow the
+binary under test.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from util import REPO, wait_until
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class MountNamespace:
+    """A private mount namespace held open by a sleeping process.  run()
+    executes a command inside it; close() unmounts what is left and kills
+    every process still in it (the streamfs daemons)."""
+
+    def __init__(self):
+        self.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sleep", "infinity"])
+        mine = os.readlink("/proc/self/ns/mnt")
+        wait_until(lambda: self._ns(self.holder.pid) not in (None, mine),
+                   msg="unshare did not enter a new mount namespace")
+        self.ns = self._ns(self.holder.pid)
+
+    @staticmethod
+    def _ns(pid):
+        try:
+            return os.readlink("/proc/%d/ns/mnt" % pid)
+        except OSError:
+            return None
+
+    def run(self, *cmd, check=True, timeout=60, env=None, input=None):
+        r = subprocess.run(["nsenter", "-t", str(self.holder.pid), "-m", "--"] + list(cmd),
+                           capture_output=True, text=True, timeout=timeout, env=env,
+                           input=input)
+        if check and r.returncode != 0:
+            raise AssertionError("%s exited %d\nstdout: %s\nstderr: %s"
+                                 % (cmd, r.returncode, r.stdout, r.stderr))
+        return r
+
+    def pids(self):
+        """Processes in the namespace other than its holder."""
+        out = []
+        for d in os.listdir("/proc"):
+            if d.isdigit() and int(d) != self.holder.pid and self._ns(int(d)) == self.ns:
+                out.append(int(d))
+        return out
+
+    def close(self, mountpoints=()):
+        for mp in mountpoints:
+            self.run("umount", "-l", str(mp), check=False)
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.holder.kill()
+        self.holder.wait()
+
+
+@pytest.fixture
+def namespace():
+    ns = MountNamespace()
+    yield ns
+    ns.close()
+
+
+def same_file(a, b):
+    sa, sb = os.stat(a), os.stat(b)
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def daemon_of(ns, exe):
+    """The one process in `ns` running the file `exe` (the mount's daemon)."""
+    found = [p for p in ns.pids() if os.path.exists("/proc/%d/exe" % p)
+             and same_file("/proc/%d/exe" % p, exe)]
+    assert len(found) == 1, "processes running %s in the namespace: %s" % (exe, found)
+    return found[0]
+
+
+def readme_fstab_line():
+    """The fstab line README.md shows (and says this test mounts)."""
+    text = (REPO / "README.md").read_text()
+    lines = [l.strip() for l in text.splitlines()
+             if re.match(r"\s{4}/var/lib/events\s+/mnt/events\s+fuse\.streamfs\s", l)]
+    assert len(lines) == 1, "README.md must show one fstab line for fuse.streamfs"
+    return lines[0]
+
+
+def exercise_mount(ns, mnt, tools):
+    """Append and read through real tools inside `ns`; the mount has nodelete."""
+    s = "%s/shop/orders" % mnt
+    ns.run("mkdir", "%s/shop" % mnt)
+    ns.run("sh", "-c", 'echo \'{"id":"o-1"}\' >> "$1"; echo \'{"id":"o-1"}\' >> "$1"; '
+           'echo \'{"id":"o-2"}\' >> "$1"', "sh", s)
+    assert ns.run("cat", s).stdout == '{"id":"o-1"}\n{"id":"o-2"}\n'
+    v = ns.run("getfattr", "--only-values", "-n", "user.streamfs.version", s).stdout
+    assert v.strip() == "2"
+    r = ns.run("rm", s, check=False)
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr, r
+    st = ns.run(tools, "status", str(mnt)).stdout
+    assert st
+
+
+def unmount_and_wait(ns, mnt, daemon):
+    ns.run("umount", str(mnt))
+    wait_until(lambda: not os.path.exists("/proc/%d" % daemon), timeout=30,
+               msg="the daemon did not exit after umount")
+
+
+def test_meson_install_fstab(tmp_path, build_dir, namespace):
+    """`meson install --destdir`: the binary and the man page; README's fstab
+    line, with the installed binary on mount's PATH, mounts through `mount -T`
+    (its `_netdev,nofail` included), appends, syncs to the remote, unmounts."""
+    dest = tmp_path / "dest"
+    subprocess.run(["meson", "install", "-C", str(build_dir), "--no-rebuild", "--quiet",
+                    "--destdir", str(dest)], check=True, capture_output=True, timeout=120)
+    installed = json.loads(subprocess.run(
+        ["meson", "introspect", "--installed", str(build_dir)],
+        check=True, capture_output=True, text=True).stdout)
+    targets = {Path(v).name: Path(v) for v in installed.values()}
+    assert set(targets) >= {"streamfs", "streamfs.1"}, installed
+    binary = dest / targets["streamfs"].relative_to("/")
+    manpage = dest / targets["streamfs.1"].relative_to("/")
+    assert os.access(binary, os.X_OK)
+    assert manpage.parent.name == "man1" and manpage.parent.parent.name == "man"
+
+    # The man page renders, and man(1) finds it on a MANPATH.
+    env = dict(os.environ, MANPAGER="cat", PAGER="cat", MANWIDTH="100")
+    page = subprocess.run(["man", "-l", str(manpage)], check=True, capture_output=True,
+                          text=True, env=env, timeout=60).stdout
+    assert "streamfs" in page and "fstab" in page and "_netdev" in page
+    env["MANPATH"] = str(manpage.parent.parent)
+    where = subprocess.run(["man", "-w", "streamfs"], check=True, capture_output=True,
+                           text=True, env=env, timeout=60).stdout.strip()
+    assert where == str(manpage)
+
+    # mount.fuse3 finds `streamfs` in the shell's default path only.
+    bindir = targets["streamfs"].parent
+    assert str(bindir) in DEFAULT_PATH.split(":"), bindir
+    namespace.run("mount", "--bind", str(binary.parent), str(bindir))
+
+    src, mnt, remote = tmp_path / "src", tmp_path / "mnt", tmp_path / "remote"
+    for d in (src, mnt, remote):
+        d.mkdir()
+    line = (readme_fstab_line().replace("/var/lib/events", str(src))
+            .replace("/mnt/events", str(mnt)).replace("/srv/backup", str(remote)))
+    assert "_netdev,nofail" in line
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# streamfs test\n" + line + "\n")
+    try:
+        namespace.run("mount", "-T", str(fstab), str(mnt))
+        daemon = daemon_of(namespace, binary)
+        exercise_mount(namespace, mnt, str(bindir / "streamfs"))
+        namespace.run(str(bindir / "streamfs"), "sync", str(mnt))
+        assert list(remote.rglob("*")), "nothing uploaded to the fstab line's remote"
+        unmount_and_wait(namespace, mnt, daemon)
+    finally:
+        namespace.close([mnt])
