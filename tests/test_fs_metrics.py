@@ -491,3 +491,74 @@ def test_status_json_usage(run_streamfs, tmp_path):
     assert r.returncode == 2 and "status [--json] MOUNTPOINT" in r.stderr
     r = run_streamfs("status", "--json", tmp_path, check=False)
     assert r.returncode == 1 and "not the root of a streamfs mount" in r.stderr
+
+
+# ---- examples/ ----
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_examples_use_only_metrics_that_exist(mount, run_streamfs, tmp_path):
+    """Every streamfs_ name in the alert rules and the dashboard is served
+    by a writer with a remote and a cache bound; promtool (when installed)
+    checks the rules and that they fire."""
+    m, url = metrics_mount(mount, "remote=file://%s,cache_size=1M" % (tmp_path / "r"))
+    os.mkdir(m.path("t"))
+    run_streamfs("sync", "--timeout", "120", m.mnt, timeout=150)
+    fams = scrape(url)
+    served = set(fams) | {name for f in fams.values() for name, _ in f["samples"]}
+    rules = (EXAMPLES / "alerts.yml").read_text()
+    dash = json.loads((EXAMPLES / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = set(re.findall(r"streamfs_[a-z_]+", rules + "\n".join(exprs)))
+    assert used and used <= served, sorted(used - served)
+    assert {"streamfs_sync_lag_seconds", "streamfs_sync_failing",
+            "streamfs_lease_held"} <= used
+
+    promtool = shutil.which("promtool")
+    if not promtool:
+        return
+    p = subprocess.run([promtool, "check", "rules", EXAMPLES / "alerts.yml"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # promtool compares annotations too: the rules are tested without them.
+    bare, skip = [], None
+    for line in rules.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if skip is not None and (not line.strip() or indent > skip):
+            continue
+        skip = indent if line.strip() == "annotations:" else None
+        if skip is None:
+            bare.append(line)
+    (tmp_path / "alerts.yml").write_text("\n".join(bare) + "\n")
+    test = tmp_path / "alerts_test.yml"
+    test.write_text("""\
+rule_files: [%s]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'streamfs_sync_lag_seconds{instance="w"}'
+        values: '10000x30'
+      - series: 'streamfs_sync_failing{instance="w"}'
+        values: '0x5 1x20'
+      - series: 'streamfs_lease_held{instance="w",tenant="shop"}'
+        values: '1x30'
+      - series: 'streamfs_lease_refused{instance="w",tenant="shop"}'
+        values: '0x30'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: StreamfsSyncLagHigh
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: w}
+      - eval_time: 3m
+        alertname: StreamfsRemoteFailingOrLeaseLost
+        exp_alerts: []
+      - eval_time: 15m
+        alertname: StreamfsRemoteFailingOrLeaseLost
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: w}
+""" % json.dumps(str(tmp_path / "alerts.yml")))
+    p = subprocess.run([promtool, "test", "rules", test], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
