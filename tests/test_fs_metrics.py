@@ -7,6 +7,7 @@ prometheus package is installed.  No timed assertion: conditions are polled
 with generous deadlines.
 """
 
+import errno
 import json
 import math
 import os
@@ -344,6 +345,41 @@ def test_analysis_host_counts_fetches(mount, run_streamfs, tmp_path):
     assert dict(labels)["remote"] == "file://%s" % remote
     assert "streamfs_pending_segments" not in f       # a writer's only
     assert "streamfs_lease_held" not in f
+
+
+@pytest.mark.timeout(600)
+def test_fetch_of_damaged_object_counted_as_checksum(mount, run_streamfs, tmp_path):
+    """A segment object whose bytes were changed on the remote (same length)
+    fails its checksum on the analysis host: the read gets EIO, and the
+    failed attempts are counted under cause="checksum"."""
+    remote = tmp_path / "remote"
+    w = mount("remote=file://%s" % remote, allow=SYNC_ALLOW)
+    os.mkdir(w.path("shop"))
+    append(w.path("shop", "orders"), "a\n" * 100, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
+    segs = [p for p in (remote / "streamfs-v1" / "tenants" / "shop" / "segments").iterdir()
+            if not p.name.endswith(".idx")]
+    assert len(segs) == 1
+    data = bytearray(segs[0].read_bytes())
+    data[0] ^= 0xff
+    segs[0].write_bytes(bytes(data))
+
+    port = free_port()
+    a = mount("ro,remote=file://%s,metrics=127.0.0.1:%d" % (remote, port),
+              allow=SYNC_ALLOW + [r"fetch of .* failed"])
+    url = "http://127.0.0.1:%d/metrics" % port
+    run_streamfs("sync", "--timeout", "120", a.mnt, timeout=150)
+    with pytest.raises(OSError) as e:
+        a.path("shop", "orders").read_bytes()
+    assert e.value.errno == errno.EIO
+    f = scrape(url)
+    assert value(f, "streamfs_fetch_errors_total", cause="checksum") >= 1
+    assert value(f, "streamfs_fetch_errors_total", cause="unavailable") == 0
+    assert value(f, "streamfs_fetch_failures_total") >= 1
+    assert value(f, "streamfs_fetched_segments_total") == 0
+    js = status_json(run_streamfs, a.mnt)
+    assert js["fetch_errors"]["checksum"] >= 1
+    assert "checksum=" in status_text(run_streamfs, a.mnt)["fetch_errors"]
 
 
 def test_bad_address_and_port_in_use_refuse_the_mount(run_streamfs, tmp_path):
