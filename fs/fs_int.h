@@ -275,7 +275,7 @@ struct fs_status {
 /* Takes the snapshot into *OUT (released with fs_status_release()): each
  * value under its owner's lock for a moment.  0, or -ENOMEM (leases
  * missing). */
-int fs_status_get(struct fs *fs, struct fs_status *out);
+int fs_status_get(struct fs *fs, struct fs_status *out) FS_WARN_UNUSED;
 void fs_status_release(struct fs_status *st);
 /* "writer", "writer (no remote)", "read-only", "analysis (read-only
  * replica)". */

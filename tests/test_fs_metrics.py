@@ -345,6 +345,9 @@ def test_analysis_host_counts_fetches(mount, run_streamfs, tmp_path):
     assert dict(labels)["remote"] == "file://%s" % remote
     assert "streamfs_pending_segments" not in f       # a writer's only
     assert "streamfs_lease_held" not in f
+    text, js = check_status_matches(run_streamfs, a.mnt)
+    assert js["fetched_segments"] == value(f, "streamfs_fetched_segments_total")
+    assert "pending_segments" not in js and "leases" not in js
 
 
 @pytest.mark.timeout(600)
