@@ -14,6 +14,7 @@
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "store.h"
 
@@ -31,6 +32,7 @@ struct fs_opts {
 	char *roll_str, *roll_size_str, *max_event_str;	/* owned */
 	char *cache_size_str, *poll_str;	/* owned */
 	char *ca_file;		/* owned; extra CA bundle for https/s3 */
+	char *metrics;		/* owned; metrics=ADDR:PORT or NULL */
 	int query_slash_raw;	/* s3: see remote/backend.h */
 	int path_style;
 	int nodelete;
@@ -47,6 +49,8 @@ struct fs_opts {
 	uint64_t cache_size;	/* 0: unbounded */
 	int64_t poll_ns;
 	bool replica;		/* remote= with ro: an analysis host */
+	struct sockaddr_storage metrics_addr;	/* metrics= parsed */
+	socklen_t metrics_addrlen;
 };
 
 /* Parses ARGS in place (libfuse options stay in ARGS).  Prints a message and

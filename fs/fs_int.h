@@ -10,7 +10,10 @@
  *   mount.c    the daemon: SOURCE lock, store, session, threads, teardown
  *   ops.c      the FUSE operations table; lookup, create, attributes,
  *              directories
- *   xattr.c    extended attributes (ring.c's counters for the status)
+ *   metrics.c  -o metrics=: Prometheus metrics over libmicrohttpd
+ *   xattr.c    extended attributes
+ *   status.c   the state of the mount for status and metrics (ring.c's,
+ *              follow.c's, store's and sync's counters)
  *   file.c     open files: open, read, write, flush, release
  *   follow.c   the commit hook: parked follow reads, page-cache
  *              invalidation; the per-thread read buffers
@@ -216,6 +219,9 @@ struct fs {
 	bool threads_started;
 
 	struct fs_ring *ring;	/* owned; -o io_uring, else NULL */
+	/* owned; -o metrics=, else NULL.  Its server runs while the session
+	 * serves (run_session()), and reads the ring and sync then. */
+	struct fs_metrics *metrics;
 };
 
 /* ops.c */
@@ -234,7 +240,51 @@ void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
 /* Root xattrs read by `streamfs status` and `streamfs sync`. */
 #define FS_XATTR_STATUS "user.streamfs.status"
+#define FS_XATTR_STATUS_JSON "user.streamfs.status.json"
 #define FS_XATTR_SYNC_NOW "user.streamfs.sync_now"
+/* Largest status, text or JSON (an xattr value holds at most 64 KiB). */
+#define FS_STATUS_MAX (60u << 10)
+
+/* metrics.c: -o metrics=ADDR:PORT */
+struct fs_metrics;
+/* Binds and listens on O's metrics address, before the mount: a message
+ * and -errno when it cannot (a port in use).  *OUT is NULL without
+ * metrics=. */
+int fs_metrics_open(const struct fs_opts *o,
+		    struct fs_metrics **out) FS_WARN_UNUSED;
+/* Starts serving /metrics of FS on M's socket, on a thread of its own
+ * (NULL M: nothing to do). */
+int fs_metrics_start(struct fs_metrics *m, struct fs *fs) FS_WARN_UNUSED;
+/* Stops the server and frees M; NULL is fine. */
+void fs_metrics_free(struct fs_metrics *m);
+
+/* status.c: the state of the mount, for status and metrics */
+struct fs_status {
+	const struct fs_opts *opts;	/* borrowed from the mount */
+	int64_t now_ns;			/* CLOCK_REALTIME when taken */
+	unsigned ring_queues;		/* 0: /dev/fuse */
+	uint64_t ring_served;
+	struct store_counters store;
+	uint64_t followers_parked;	/* follow reads waiting */
+	struct sync *sync;		/* NULL: no remote; then sy, leases
+					 * are empty */
+	struct sync_status sy;
+	struct sync_lease *leases;	/* owned; writers only */
+	size_t nleases;
+};
+/* Takes the snapshot into *OUT (released with fs_status_release()): each
+ * value under its owner's lock for a moment.  0, or -ENOMEM (leases
+ * missing). */
+int fs_status_get(struct fs *fs, struct fs_status *out) FS_WARN_UNUSED;
+void fs_status_release(struct fs_status *st);
+/* "writer", "writer (no remote)", "read-only", "analysis (read-only
+ * replica)". */
+const char *fs_status_mode(const struct fs_status *st);
+/* The text of `streamfs status`, one "key: value" a line, into BUF. */
+void fs_status_text(const struct fs_status *st, char *buf, size_t cap);
+/* The same fields as one JSON object: a malloc'd string, NULL without
+ * memory. */
+char *fs_status_json(const struct fs_status *st);
 
 /* file.c */
 /* Opens N for FI's flags: *out (OUT) is the new description, owned by the

@@ -2,7 +2,7 @@
  * streamfs: the event store as a filesystem.
  *   streamfs SOURCE MOUNTPOINT [-f] [-d] [-o OPT,...]
  *   streamfs verify DATADIR
- *   streamfs status MOUNTPOINT
+ *   streamfs status [--json] MOUNTPOINT
  *   streamfs sync [--timeout SECS] MOUNTPOINT
  *
  * The tools talk to a running mount through read-only xattrs on its root
@@ -76,12 +76,23 @@ static int cmd_verify(int argc, char *argv[])
 static int read_xattr(const char *path, const char *name, char **out)
 {
 	size_t cap = 4096;
-	char *buf = malloc(cap + 1);
+	char *buf = NULL;
 	ssize_t n;
 
-	if (!buf)
-		return -ENOMEM;
-	n = getxattr(path, name, buf, cap);
+	/* The status grows with the tenants: ask again with more room. */
+	for (;;) {
+		char *bigger = realloc(buf, cap + 1);
+
+		if (!bigger) {
+			free(buf);
+			return -ENOMEM;
+		}
+		buf = bigger;
+		n = getxattr(path, name, buf, cap);
+		if (n >= 0 || errno != ERANGE || cap >= (1u << 16))
+			break;
+		cap *= 2;
+	}
 	if (n < 0) {
 		int err = errno;
 		free(buf);
@@ -101,21 +112,28 @@ static void explain(const char *mnt, int err)
 		fprintf(stderr, "streamfs: %s: %s\n", mnt, strerror(-err));
 }
 
+/* The daemon writes the status, text or JSON (fs/status.c). */
 static int cmd_status(int argc, char *argv[])
 {
+	bool json = argc == 4 && strcmp(argv[2], "--json") == 0;
+	const char *mnt = argv[argc - 1];
 	char *text;
 	int rc;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s status MOUNTPOINT\n", argv[0]);
+	if (argc != 3 && !json) {
+		fprintf(stderr, "usage: %s status [--json] MOUNTPOINT\n",
+			argv[0]);
 		return EXIT_USAGE;
 	}
-	rc = read_xattr(argv[2], "user.streamfs.status", &text);
+	rc = read_xattr(mnt, json ? "user.streamfs.status.json" :
+			"user.streamfs.status", &text);
 	if (rc) {
-		explain(argv[2], rc);
+		explain(mnt, rc);
 		return EXIT_FAILURE;
 	}
 	fputs(text, stdout);
+	if (json)
+		fputc('\n', stdout);
 	free(text);
 	return 0;
 }

@@ -465,12 +465,18 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 			strerror(-rc));
 		goto out_unmount;
 	}
+	if (fs_metrics_start(fs->metrics, fs))
+		goto out_stop;
 	daemon_ready(notify, 0);
 	rc = serve(fs, co);
 	/* A positive value is the signal that ended the loop: a clean stop. */
 	status = rc < 0 ? 1 : 0;
 	if (rc < 0)
 		fprintf(stderr, "streamfs: session ended: %s\n", strerror(-rc));
+out_stop:
+	/* The metrics server reads the ring and sync: it goes first. */
+	fs_metrics_free(fs->metrics);
+	fs->metrics = NULL;
 	/* fs first: its wake thread may be inside sync's fetch hook (a
 	 * store_read of an evicted segment).  Commits the replica's thread
 	 * makes meanwhile find no thread to wake and queue nothing. */
@@ -527,9 +533,12 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	}
 	fs.park_max_ns = park_limit_ns();
 	store_set_commit_hook(st, fs_commit_hook, &fs);
-	if (start_sync(&fs, o) == 0)
+	/* The metrics port is taken before mounting: a port in use
+	 * refuses the mount. */
+	if (start_sync(&fs, o) == 0 && fs_metrics_open(o, &fs.metrics) == 0)
 		status = run_session(&fs, args, &co, lock_fd, &notify);
 	/* Whatever run_session did not stop (it failed before serving). */
+	fs_metrics_free(fs.metrics);
 	sync_stop(atomic_exchange(&fs.sync, NULL));
 	fs_release_all(&fs);
 out_store:

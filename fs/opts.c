@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,6 +34,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("cache_size=%s", cache_size_str),
 	OPT_STR("poll=%s", poll_str),
 	OPT_STR("ca_file=%s", ca_file),
+	OPT_STR("metrics=%s", metrics),
 	OPT_FLAG("query_slash_raw", query_slash_raw),
 	OPT_STR("query_slash_raw=%d", query_slash_raw),
 	OPT_FLAG("path_style", path_style),
@@ -53,7 +56,7 @@ void fs_usage(const char *prog)
 {
 	printf("usage: %s SOURCE MOUNTPOINT [-f] [-d] [-o OPT[,OPT...]]\n"
 	       "       %s verify DATADIR\n"
-	       "       %s status MOUNTPOINT\n"
+	       "       %s status [--json] MOUNTPOINT\n"
 	       "       %s sync [--timeout SECS] MOUNTPOINT\n"
 	       "\n"
 	       "SOURCE is the data directory (segments and indexes).\n"
@@ -75,6 +78,8 @@ void fs_usage(const char *prog)
 	       "                           at most and by default 255 pages, 1020K)\n"
 	       "    -o sync=none|always    fsync every write (default none)\n"
 	       "    -o nodelete            refuse to delete streams (EPERM)\n"
+	       "    -o metrics=ADDR:PORT   serve Prometheus metrics at /metrics there\n"
+	       "                           (127.0.0.1:9567, [::1]:9567)\n"
 	       "    -o io_uring            take requests over io_uring, on the CPU\n"
 	       "                           that made them (kernel 6.14+, with the fuse\n"
 	       "                           module parameter enable_uring set)\n"
@@ -259,6 +264,50 @@ bad_sync:
 	return -EINVAL;
 }
 
+/* metrics=ADDR:PORT: a numeric IPv4 address, or an IPv6 one in brackets,
+ * and a port from 1 to 65535, into O->metrics_addr. */
+static int parse_metrics(struct fs_opts *o)
+{
+	struct addrinfo hints = {
+		.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+		.ai_socktype = SOCK_STREAM,
+	};
+	char host[INET6_ADDRSTRLEN + 1], *port, *end;
+	const char *v = o->metrics;
+	struct addrinfo *ai = NULL;
+	size_t hlen;
+	long n;
+
+	if (*v == '[') {
+		end = strchr(v, ']');
+		port = end && end[1] == ':' ? end + 2 : NULL;
+		v++;
+		hlen = end ? (size_t)(end - v) : 0;
+	} else {
+		port = strrchr(v, ':');
+		hlen = port ? (size_t)(port - v) : 0;
+		port = port && !memchr(v, ':', hlen) ? port + 1 : NULL;
+	}
+	errno = 0;
+	n = port ? strtol(port, &end, 10) : 0;
+	if (!port || !hlen || hlen >= sizeof(host) || errno || end == port ||
+	    *end || n < 1 || n > 65535)
+		goto bad;
+	memcpy(host, v, hlen);
+	host[hlen] = '\0';
+	if (getaddrinfo(host, port, &hints, &ai) || !ai)
+		goto bad;
+	memcpy(&o->metrics_addr, ai->ai_addr, ai->ai_addrlen);
+	o->metrics_addrlen = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
+bad:
+	fprintf(stderr, "streamfs: metrics=%s: want ADDR:PORT, a numeric "
+		"address and a port from 1 to 65535 (127.0.0.1:9567, "
+		"[::1]:9567, 0.0.0.0:9567)\n", o->metrics);
+	return -EINVAL;
+}
+
 /* URL as messages may show it: everything between the scheme and the last
  * '@' replaced by "***", which hides any "user:password@" before the host
  * even when the password holds a raw '/', '?' or '#'.  After "file:///"
@@ -405,6 +454,8 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 	if (o->remote && !(o->remote_shown = url_redacted(o->remote)))
 		return -ENOMEM;
 	rc = parse_values(o);
+	if (!rc && o->metrics)
+		rc = parse_metrics(o);
 	if (!rc)
 		rc = check_remote(o);
 	if (!rc)
@@ -434,4 +485,5 @@ void fs_opts_release(struct fs_opts *o)
 	free(o->cache_size_str);
 	free(o->poll_str);
 	free(o->ca_file);
+	free(o->metrics);
 }

@@ -8,7 +8,8 @@
  * and the computed ones (version, sync, status) would refuse.  They stay
  * readable by name, like CephFS's virtual ceph.dir.* attributes.
  * The root has two for the tools (docs/streamfs.1, "Tools"):
- *   user.streamfs.status             sync status of the mount, as text
+ *   user.streamfs.status             state of the mount, as text (status.c)
+ *   user.streamfs.status.json        the same as JSON
  *   user.streamfs.sync_now[.SECS]    reading it seals and uploads everything
  *                                    (sync_now) and waits; not listed, so
  *                                    `getfattr -d` never triggers it
@@ -89,80 +90,25 @@ static int xattr_value(struct fs *fs, struct fs_node *n, const char *name,
 
 /* ---- root: status and sync now ---- */
 
-static void put_time(char *buf, size_t cap, size_t *len, const char *key,
-		     int64_t ns)
+/* The status (status.c) as text, or as JSON with AS_JSON, in *OUT
+ * (malloc'd). */
+static int status_value(struct fs *fs, bool as_json, char **out)
 {
-	struct timespec now;
-	struct tm tm;
-	time_t secs = (time_t)(ns / 1000000000);
+	struct fs_status st;
+	int rc = fs_status_get(fs, &st);
 
-	if (*len >= cap)
-		return;
-	if (!ns) {
-		*len += (size_t)snprintf(buf + *len, cap - *len, "%s: never\n", key);
-		return;
+	*out = NULL;
+	if (!rc && as_json) {
+		*out = fs_status_json(&st);
+	} else if (!rc) {
+		*out = malloc(FS_STATUS_MAX);
+		if (*out)
+			fs_status_text(&st, *out, FS_STATUS_MAX);
 	}
-	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&secs, &tm);
-	*len += (size_t)snprintf(buf + *len, cap - *len,
-				 "%s: %04d-%02d-%02dT%02d:%02d:%02dZ (%lld s ago)\n",
-				 key, tm.tm_year + 1900, tm.tm_mon + 1,
-				 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-				 (long long)(now.tv_sec - secs));
-}
-
-#define STATUS_MAX 2048
-
-/* The text of `streamfs status`: one "key: value" per line. */
-static void status_text(struct fs *fs, char *buf, size_t cap)
-{
-	struct sync *sy = atomic_load(&fs->sync);
-	struct fs_opts *o = fs->opts;
-	struct sync_status st;
-	uint64_t served;
-	unsigned queues;
-	size_t len = 0;
-
-#define PUT(...) do { if (len < cap) len += (size_t)snprintf(buf + len, cap - len, __VA_ARGS__); } while (0)
-	PUT("source: %s\n", o->source);
-	PUT("mode: %s\n", o->replica ? "analysis (read-only replica)" :
-	    o->ro ? "read-only" : o->remote ? "writer" : "writer (no remote)");
-	PUT("remote: %s\n", o->remote ? o->remote_shown : "none");
-	fs_ring_stats(fs->ring, &queues, &served);
-	if (queues)
-		PUT("transport: io_uring, %u queues, %llu requests\n", queues,
-		    (unsigned long long)served);
-	else
-		PUT("transport: /dev/fuse\n");
-	if (!sy || !o->remote) {
-		buf[cap - 1] = '\0';
-		return;
-	}
-	sync_get_status(sy, &st);
-	if (!o->replica) {
-		PUT("pending_segments: %llu\n", (unsigned long long)st.pending_segments);
-		PUT("pending_bytes: %llu\n", (unsigned long long)st.pending_bytes);
-		PUT("uploaded_segments: %llu\n", (unsigned long long)st.uploaded_segments);
-		PUT("uploaded_bytes: %llu\n", (unsigned long long)st.uploaded_bytes);
-		PUT("leases_held: %llu\n", (unsigned long long)st.leases_held);
-		PUT("leases_refused: %llu\n", (unsigned long long)st.leases_refused);
-	}
-	PUT("cached_bytes: %llu\n", (unsigned long long)st.cached_bytes);
-	if (o->cache_size)
-		PUT("cache_size: %llu\n", (unsigned long long)o->cache_size);
-	PUT("evicted_segments: %llu\n", (unsigned long long)st.evicted_segments);
-	PUT("fetched_segments: %llu\n", (unsigned long long)st.fetched_segments);
-	PUT("fetch_failures: %llu\n", (unsigned long long)st.fetch_failures);
-	put_time(buf, cap, &len, "last_success", st.last_success_ns);
-	if (st.last_error) {
-		PUT("last_error: %s (%s)\n", strerror(-st.last_error),
-		    st.last_error_what[0] ? st.last_error_what : "?");
-		put_time(buf, cap, &len, "last_error_time", st.last_error_ns);
-	} else {
-		PUT("last_error: none\n");
-	}
-#undef PUT
-	buf[cap - 1] = '\0';
+	fs_status_release(&st);
+	if (!rc && !*out)
+		rc = -ENOMEM;
+	return rc;
 }
 
 /* Default wait of user.streamfs.sync_now without a .SECS suffix. */
@@ -226,30 +172,34 @@ static int sync_now_guarded(struct fs *fs, fuse_req_t req, const char *suffix,
 void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		 size_t size)
 {
-	char buf[STATUS_MAX];
+	char small[512], *status = NULL, *buf = small;
 	struct fs_node *n = fs_node_of(ino);
 	struct fs *fs = fuse_req_userdata(req);
 	size_t slen = strlen(FS_XATTR_SYNC_NOW);
 	size_t len;
 	int rc = 0;
 
-	if (n->kind == FS_ROOT && strcmp(name, FS_XATTR_STATUS) == 0)
-		status_text(fs, buf, sizeof(buf));
-	else if (n->kind == FS_ROOT && strncmp(name, FS_XATTR_SYNC_NOW, slen) == 0)
-		rc = sync_now_guarded(fs, req, name + slen, buf, sizeof(buf));
+	if (n->kind == FS_ROOT && (strcmp(name, FS_XATTR_STATUS) == 0 ||
+				   strcmp(name, FS_XATTR_STATUS_JSON) == 0)) {
+		rc = status_value(fs, strcmp(name, FS_XATTR_STATUS) != 0,
+				  &status);
+		buf = status;
+	} else if (n->kind == FS_ROOT && strncmp(name, FS_XATTR_SYNC_NOW, slen) == 0)
+		rc = sync_now_guarded(fs, req, name + slen, buf, sizeof(small));
 	else
-		rc = xattr_value(fs, n, name, buf, sizeof(buf));
-	if (rc) {
+		rc = xattr_value(fs, n, name, buf, sizeof(small));
+	len = rc ? 0 : strlen(buf);
+	if (rc)
 		fuse_reply_err(req, -rc);
-		return;
-	}
-	len = strlen(buf);
-	if (size == 0)
+	else if (size == 0)
 		fuse_reply_xattr(req, len);
+	else if (len > FS_STATUS_MAX)
+		fuse_reply_err(req, E2BIG);
 	else if (size < len)
 		fuse_reply_err(req, ERANGE);
 	else
 		fuse_reply_buf(req, buf, len);
+	free(status);
 }
 
 static int set_id_field(struct fs_node *n, const char *v, size_t len)

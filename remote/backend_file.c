@@ -180,6 +180,10 @@ static int write_temp(struct backend_file *f, char *path,
 	int fd, rc;
 
 	rc = mkdir_parents(path, strlen(f->root));
+	/* The root itself gone (a NAS unmounted): unreachable, not "no such
+	 * object", which callers take for a stream removed meanwhile. */
+	if (rc == -ENOENT)
+		rc = -EAGAIN;
 	if (rc)
 		return rc;
 	slash = strrchr(path, '/');

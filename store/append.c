@@ -497,6 +497,8 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	store_seg_hash_update(g, p, len);
 	store_seg_grew(t, g, len);
 	batch_committed(t, s, g, len, count, now);
+	atomic_fetch_add_explicit(&t->st->n_events, count, memory_order_relaxed);
+	atomic_fetch_add_explicit(&t->st->n_bytes, len, memory_order_relaxed);
 	if (store_journal_due(t, now) && store_journal_flush(t))
 		store_log("%s: index flush failed; rows stay in the journal",
 			  t->name);
@@ -584,10 +586,36 @@ static int append_locked(struct store_tenant *t, uint64_t id,
 	return rc;
 }
 
+static const int64_t latency_bounds_ns[STORE_LATENCY_BUCKETS] = {
+	10000, 25000, 50000, 100000, 250000, 500000,		/* 10 us .. */
+	1000000, 2500000, 5000000, 10000000, 25000000, 50000000,		/* 1 ms .. */
+	100000000, 250000000, 1000000000,		/* .. 1 s */
+};
+
+int64_t store_latency_bound_ns(size_t i)
+{
+	return latency_bounds_ns[i];
+}
+
+/* Counts the latency of an append that committed events, begun at START
+ * (CLOCK_MONOTONIC), in the store's counters. */
+static void count_append(struct store *st, int64_t start)
+{
+	int64_t took = store_mono_ns() - start;
+	size_t b = 0;
+
+	while (b < STORE_LATENCY_BUCKETS && took > latency_bounds_ns[b])
+		b++;
+	atomic_fetch_add_explicit(&st->latency[b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&st->latency_sum_ns, (uint64_t)took,
+				  memory_order_relaxed);
+}
+
 int store_append(struct store_tenant *t, uint64_t id,
 		 const struct store_append *app,
 		 struct store_append_result *res)
 {
+	int64_t start = store_mono_ns();
 	enum store_framing framing;
 	struct ids_scratch sc;
 	struct stream *s;
@@ -617,6 +645,8 @@ int store_append(struct store_tenant *t, uint64_t id,
 			break;
 		rc = tries == FETCH_TRIES ? -EIO : store_seg_fetch_wanted(t);
 	}
+	if (!rc && res->appended)
+		count_append(t->st, start);
 	if (!rc && res->appended && t->st->commit_fn)
 		t->st->commit_fn(t->st->commit_arg, t, id, res->size);
 	batch_release(&b);

@@ -188,6 +188,7 @@ int store_sync_stream(struct store_tenant *t, uint64_t id)
 	s = t->removed ? NULL : store_stream_find(t, id);
 	rc = s ? stream_fsync(t, s) : -ENOENT;
 	pthread_rwlock_unlock(&t->lock);
+	atomic_fetch_add_explicit(&t->st->n_fsyncs, 1, memory_order_relaxed);
 	return rc;
 }
 
@@ -199,5 +200,6 @@ int store_tenant_sync(struct store_tenant *t)
 	if (!t->removed)
 		rc = tenant_sync(t);
 	pthread_rwlock_unlock(&t->lock);
+	atomic_fetch_add_explicit(&t->st->n_fsyncs, 1, memory_order_relaxed);
 	return rc;
 }

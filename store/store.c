@@ -591,6 +591,20 @@ int store_roll_all(struct store *st)
 	return rc < 0 ? rc : n;
 }
 
+void store_get_counters(struct store *st, struct store_counters *out)
+{
+	const memory_order relaxed = memory_order_relaxed;
+
+	out->events_appended = atomic_load_explicit(&st->n_events, relaxed);
+	out->bytes_appended = atomic_load_explicit(&st->n_bytes, relaxed);
+	out->fsyncs = atomic_load_explicit(&st->n_fsyncs, relaxed);
+	for (size_t i = 0; i <= STORE_LATENCY_BUCKETS; i++)
+		out->append_latency[i] = atomic_load_explicit(&st->latency[i],
+							      relaxed);
+	out->append_latency_sum_ns = atomic_load_explicit(&st->latency_sum_ns,
+							  relaxed);
+}
+
 void store_close(struct store *st)
 {
 	struct store_tenant *t, *next;

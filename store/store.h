@@ -76,6 +76,26 @@ typedef void (*store_commit_fn)(void *arg, struct store_tenant *t,
 				uint64_t stream, uint64_t size);
 void store_set_commit_hook(struct store *st, store_commit_fn fn, void *arg);
 
+/* Counters of what the store did since store_open(), for the status and
+ * metrics: cheap relaxed atomics, bumped by the appending and fsyncing
+ * threads, read without a lock (each value is exact; they are not one
+ * snapshot). */
+#define STORE_LATENCY_BUCKETS 15
+/* Upper bound of append latency bucket I (< STORE_LATENCY_BUCKETS), in
+ * nanoseconds: 10 us to 1 s. */
+int64_t store_latency_bound_ns(size_t i);
+struct store_counters {
+	uint64_t events_appended;	/* events committed (duplicates not) */
+	uint64_t bytes_appended;	/* their bytes */
+	uint64_t fsyncs;		/* fsync(2) of streams and tenants */
+	/* Appends that committed events, by latency: [i] counts those at
+	 * most store_latency_bound_ns(i) and above the bound before;
+	 * [STORE_LATENCY_BUCKETS] those above the last bound. */
+	uint64_t append_latency[STORE_LATENCY_BUCKETS + 1];
+	uint64_t append_latency_sum_ns;
+};
+void store_get_counters(struct store *st, struct store_counters *out);
+
 /* Attributes of a tenant or a stream.  Streams fill in every field;
  * tenants leave size and version at 0 and set framing to their default. */
 struct store_attr {

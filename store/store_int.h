@@ -271,6 +271,10 @@ struct store {
 	unsigned long fd_budget;	/* segment files kept open, at most */
 	_Atomic unsigned long open_fds;
 	_Atomic unsigned long seg_maps;	/* windows mapped (seg_write) */
+	/* store_get_counters()'s, relaxed atomics: append.c and fsync.c
+	 * count, store.c reads. */
+	_Atomic uint64_t n_events, n_bytes, n_fsyncs, latency_sum_ns;
+	_Atomic uint64_t latency[STORE_LATENCY_BUCKETS + 1];
 
 	pthread_mutex_t lock;
 	struct store_tenant *tenants;	/* sorted by name; protected by lock */

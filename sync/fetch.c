@@ -532,10 +532,11 @@ static void finish(struct sync *s, struct fetch_req *r)
 {
 	struct store_tenant *t = r->t;
 	struct store_segment seg = r->seg;
-	int fd = r->fd, rc = r->err;
+	int fd = r->fd, rc = r->err, get_rc = r->err;
 	bool hashed = r->hashed;
 	uint64_t sum = r->sum;
 	const char *key = r->key ? r->key : "a segment";
+	enum sync_cause cause;
 	bool last, waited;
 
 	SYNC_ASSERT_HELD(&s->lock);
@@ -547,6 +548,9 @@ static void finish(struct sync *s, struct fetch_req *r)
 		rc = store_segment_restore_hashed(t, seg.seg, r->tmp, sum);
 	else if (!rc)
 		rc = store_segment_restore(t, seg.seg, r->tmp);
+	/* After good GETs, restore's -EIO is bytes that fail their length
+	 * or checksum. */
+	cause = rc == -EIO && !get_rc ? SYNC_CAUSE_CHECKSUM : sync_cause_of(rc);
 	if (r->tmp)
 		unlink(r->tmp);	/* gone already when restored */
 	sync_mutex_lock(&s->lock);
@@ -564,6 +568,7 @@ static void finish(struct sync *s, struct fetch_req *r)
 		sync_mutex_lock(&s->lock);
 		return;
 	}
+	s->status.fetch_errors[cause]++;
 	r->attempts++;
 	last = rc == -ENOENT || rc == -ENOSPC ||
 	       r->attempts >= s->cfg.fetch_attempts;

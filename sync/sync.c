@@ -79,6 +79,50 @@ void sync_note(struct sync *s, int rc, const char *what)
 		sync_log("remote %s working again", s->cfg.url ? s->cfg.url : "(none)");
 }
 
+static const char *const cause_names[SYNC_CAUSES] = {
+	[SYNC_CAUSE_TIMEOUT] = "timeout",
+	[SYNC_CAUSE_UNAVAILABLE] = "unavailable",
+	[SYNC_CAUSE_DENIED] = "denied",
+	[SYNC_CAUSE_NOT_FOUND] = "not_found",
+	[SYNC_CAUSE_FULL] = "full",
+	[SYNC_CAUSE_CHECKSUM] = "checksum",
+	[SYNC_CAUSE_LEASE] = "lease",
+	[SYNC_CAUSE_OTHER] = "other",
+};
+
+const char *sync_cause_name(enum sync_cause c)
+{
+	return c < SYNC_CAUSES ? cause_names[c] : "other";
+}
+
+enum sync_cause sync_cause_of(int rc)
+{
+	switch (rc) {
+	case -ETIMEDOUT:
+		return SYNC_CAUSE_TIMEOUT;
+	case -EAGAIN:
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+		return SYNC_CAUSE_UNAVAILABLE;
+	case -EACCES:
+	case -EPERM:
+	case -EROFS:
+		return SYNC_CAUSE_DENIED;
+	case -ENOENT:
+		return SYNC_CAUSE_NOT_FOUND;
+	case -ENOSPC:
+	case -EDQUOT:
+	case -EFBIG:
+		return SYNC_CAUSE_FULL;
+	case -EBUSY:
+		return SYNC_CAUSE_LEASE;
+	default:
+		return SYNC_CAUSE_OTHER;
+	}
+}
+
 /* ---- segments ---- */
 
 int sync_seg_collect(void *arg, const struct store_segment *seg)
@@ -143,6 +187,7 @@ struct pass_tenant {
 	bool force;		/* sync_now: seal everything, check manifests */
 	uint64_t pending;	/* sealed segments not uploaded yet */
 	uint64_t pending_bytes;
+	int64_t oldest_ns;	/* creation of the oldest of them; 0: none */
 	bool refused;		/* some tenant's lease is another writer's */
 	char refused_what[160];
 };
@@ -156,6 +201,19 @@ static bool manifest_due(const struct tenant_state *ts, bool uploaded,
 {
 	return uploaded || force || !ts->published_cmp ||
 	       sync_clock(CLOCK_MONOTONIC) - ts->checked_ns >= MANIFEST_CHECK_NS;
+}
+
+/* Notes in PT the oldest of SEGS but the first DONE (uploads go in
+ * segment order, so those are the ones that went up). */
+static void note_oldest(struct pass_tenant *pt, const struct sync_seg_vec *segs,
+			uint64_t done)
+{
+	for (size_t i = (size_t)done; i < segs->n; i++) {
+		int64_t c = segs->v[i].created_ns;
+
+		if (c > 0 && (!pt->oldest_ns || c < pt->oldest_ns))
+			pt->oldest_ns = c;
+	}
 }
 
 /* Lease, seed, upload and manifest of T (state TS, prefix TPREFIX), whose
@@ -178,6 +236,7 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			pt->refused = true;
 			snprintf(pt->refused_what, sizeof(pt->refused_what),
 				 "%s", w);
+			note_oldest(pt, segs, 0);
 			return 0;
 		}
 		if (rc)
@@ -192,6 +251,7 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		pt->pending -= n;
 		pt->pending_bytes -= bytes;
 	}
+	note_oldest(pt, segs, n);
 	if (!rc && manifest_due(ts, n > 0, pt->force)) {
 		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
 		if (!rc)
@@ -238,9 +298,24 @@ static int pass_tenant(struct sync *s, const char *name,
 	return rc;
 }
 
+/* The leases of the tenants met, for sync_get_leases(): a malloc'd
+ * array of s->nts, or NULL (none, or out of memory: the old copy stays). */
+static struct sync_lease *lease_copy(struct sync *s)
+{
+	struct sync_lease *v = s->nts ? calloc(s->nts, sizeof(*v)) : NULL;
+
+	for (size_t i = 0; v && i < s->nts; i++) {
+		snprintf(v[i].tenant, sizeof(v[i].tenant), "%s", s->ts[i].name);
+		v[i].held = s->ts[i].leased;
+		v[i].refused = s->ts[i].refused;
+	}
+	return v;
+}
+
 /* The status a writer pass leaves: what waits, and the leases. */
 static void pass_status(struct sync *s, const struct pass_tenant *pt)
 {
+	struct sync_lease *leases = lease_copy(s);
 	uint64_t held = 0, refused = 0;
 
 	for (size_t i = 0; i < s->nts; i++) {
@@ -250,8 +325,14 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	sync_mutex_lock(&s->lock);
 	s->status.pending_segments = pt->pending;
 	s->status.pending_bytes = pt->pending_bytes;
+	s->status.oldest_pending_ns = pt->pending ? pt->oldest_ns : 0;
 	s->status.leases_held = held;
 	s->status.leases_refused = refused;
+	if (leases || !s->nts) {
+		free(s->leases);
+		s->leases = leases;
+		s->nleases = s->nts;
+	}
 	sync_mutex_unlock(&s->lock);
 }
 
@@ -288,18 +369,22 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 static int pass(struct sync *s, bool force)
 {
 	char what[160] = "list tenants";
+	bool stopped;
 	int rc;
 
 	if (s->cfg.replica)
 		rc = sync_replica_pass(s, what, sizeof(what));
 	else
 		rc = writer_pass(s, force, what, sizeof(what));
+	/* Cut short by sync_stop(): not a failure of the remote. */
+	stopped = rc == -ECANCELED && sync_stopping(s);
 	sync_mutex_lock(&s->lock);
 	if (!rc)
 		s->status.last_success_ns = sync_clock(CLOCK_REALTIME);
+	else if (!stopped)
+		s->status.pass_failures[sync_cause_of(rc)]++;
 	sync_mutex_unlock(&s->lock);
-	/* Cut short by sync_stop(): not a failure of the remote. */
-	if (!(rc == -ECANCELED && sync_stopping(s)))
+	if (!stopped)
 		sync_note(s, rc, what);
 	return rc;
 }
@@ -434,6 +519,7 @@ static void sync_free(struct sync *s)
 	for (size_t i = 0; i < s->nts; i++)
 		tstate_release(&s->ts[i]);
 	free(s->ts);
+	free(s->leases);
 	free(s->tenants_json);
 	free(s->identity);
 	free((char *)s->cfg.url);
@@ -622,6 +708,26 @@ void sync_get_status(struct sync *s, struct sync_status *out)
 	sync_mutex_lock(&s->lock);
 	*out = s->status;
 	sync_mutex_unlock(&s->lock);
+}
+
+int sync_get_leases(struct sync *s, struct sync_lease **out, size_t *n)
+{
+	int rc = 0;
+
+	*out = NULL;
+	*n = 0;
+	sync_mutex_lock(&s->lock);
+	if (s->nleases) {
+		*out = malloc(s->nleases * sizeof(**out));
+		if (*out) {
+			memcpy(*out, s->leases, s->nleases * sizeof(**out));
+			*n = s->nleases;
+		} else {
+			rc = -ENOMEM;
+		}
+	}
+	sync_mutex_unlock(&s->lock);
+	return rc;
 }
 
 /* ---- per-stream status ---- */

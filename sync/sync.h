@@ -131,6 +131,26 @@ void sync_kick(struct sync *s);
  * same way. */
 int sync_now(struct sync *s, int64_t timeout_ns) SYNC_WARN_UNUSED;
 
+/* Why a step against the remote failed, as far as its -errno and the
+ * step tell (remote/http.c maps curl codes and HTTP statuses to errno: a
+ * refused connection and a 5xx are both -EAGAIN, "unavailable"). */
+enum sync_cause {
+	SYNC_CAUSE_TIMEOUT,	/* -ETIMEDOUT */
+	SYNC_CAUSE_UNAVAILABLE,	/* -EAGAIN: no connection, 5xx, 429 */
+	SYNC_CAUSE_DENIED,	/* -EACCES, -EPERM: credentials, TLS,
+				 * permissions of a file:// directory */
+	SYNC_CAUSE_NOT_FOUND,	/* -ENOENT */
+	SYNC_CAUSE_FULL,	/* -ENOSPC, -EDQUOT, -EFBIG */
+	SYNC_CAUSE_CHECKSUM,	/* bytes that do not match their checksum or
+				 * length (fetched, or the local copy) */
+	SYNC_CAUSE_LEASE,	/* -EBUSY: another writer holds the lease */
+	SYNC_CAUSE_OTHER,
+	SYNC_CAUSES
+};
+/* The cause's label: "timeout", "unavailable", "denied", "not_found",
+ * "full", "checksum", "lease", "other". */
+const char *sync_cause_name(enum sync_cause c);
+
 struct sync_status {
 	uint64_t pending_segments;	/* sealed, not yet uploaded */
 	uint64_t pending_bytes;
@@ -147,9 +167,30 @@ struct sync_status {
 	uint64_t fetch_failures;	/* fetches that gave -EIO, since start */
 	uint64_t leases_held;		/* tenants leased by this writer */
 	uint64_t leases_refused;	/* tenants leased by another writer */
+	/* CLOCK_REALTIME creation of the oldest sealed segment not yet
+	 * uploaded, as the last pass found it; 0 when none waits. */
+	int64_t oldest_pending_ns;
+	/* Since start, by cause: segment uploads that failed, fetch
+	 * attempts that failed (each retry counts), and passes that failed
+	 * (any step: lease, upload, manifest, listing). */
+	uint64_t upload_failures[SYNC_CAUSES];
+	uint64_t fetch_errors[SYNC_CAUSES];
+	uint64_t pass_failures[SYNC_CAUSES];
 };
 
 void sync_get_status(struct sync *s, struct sync_status *out);
+
+/* A writer's lease of one tenant, as the last pass left it. */
+struct sync_lease {
+	char tenant[STORE_NAME_MAX + 1];
+	bool held;			/* our lease is on the remote */
+	bool refused;			/* another writer holds it */
+};
+/* Copies the leases of every tenant the writer has met into *OUT
+ * (malloc'd, the caller frees; NULL when *N is 0).  0 or -ENOMEM.  A
+ * replica has none. */
+int sync_get_leases(struct sync *s, struct sync_lease **out,
+		    size_t *n) SYNC_WARN_UNUSED;
 
 /* Text of the xattr user.streamfs.sync of stream STREAM of T, written to
  * BUF (NUL-terminated, at most LEN bytes with the NUL).  V is the stream's

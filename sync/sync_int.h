@@ -254,6 +254,9 @@ struct sync {
 	uint64_t now_req;		/* protected by lock: sync_now() calls */
 	uint64_t now_done;		/* protected by lock: calls satisfied */
 	struct sync_status status;	/* protected by lock */
+	struct sync_lease *leases;	/* protected by lock: pass_status()'s
+					 * copy of the tenants' leases */
+	size_t nleases;			/* protected by lock */
 
 	/* Fetching (fetch.c, readahead.c). */
 	struct sync_pool fetchers;	/* the worker threads */
@@ -290,6 +293,8 @@ struct sync {
 int64_t sync_clock(clockid_t clk);
 /* Records the outcome of one step; logs only changes of state. */
 void sync_note(struct sync *s, int rc, const char *what);
+/* The cause of failure RC (-errno) of a step. */
+enum sync_cause sync_cause_of(int rc);
 /* NAME's state, added when new; NULL: out of memory.  The thread's. */
 struct tenant_state *sync_tstate(struct sync *s, const char *name);
 /* Whether sync_stop() has begun: long loops stop early (-ECANCELED). */

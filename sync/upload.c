@@ -40,6 +40,8 @@ struct upload_job {
 	bool ran;		/* protected by s->lock */
 	int rc;			/* protected by s->lock */
 	char what[160];		/* the failed step; the job's thread only */
+	bool damaged;		/* the local copy failed its checksum; the
+				 * job's thread only */
 };
 
 /* The sealed segments of one tenant that a pass uploads; on the stack of
@@ -108,10 +110,11 @@ out:
 	return rc;
 }
 
-/* PUTs segment SEG of T, then its event index object, through B. */
+/* PUTs segment SEG of T, then its event index object, through B.
+ * *DAMAGED (OUT) tells a local copy that failed its checksum. */
 static int upload_segment(struct backend *b, struct store_tenant *t,
 			  const char *tprefix, const struct store_segment *seg,
-			  char *what, size_t wlen)
+			  char *what, size_t wlen, bool *damaged)
 {
 	char *path = store_segment_path(t, seg->seg), *key = NULL;
 	char *ikey = NULL;
@@ -138,6 +141,7 @@ static int upload_segment(struct backend *b, struct store_tenant *t,
 	     hash_local(fd, seg, want_sha ? sha256 : NULL);
 	if (rc) {
 		snprintf(what, wlen, "checksum of local segment %s", path);
+		*damaged = rc == -EIO;
 		goto out;
 	}
 	rc = backend_put(b, key, &(struct backend_body){
@@ -178,7 +182,7 @@ static int upload_job(struct sync *s, struct backend **b,
 	}
 	if (!rc)
 		rc = upload_segment(*b, ub->t, ub->tprefix, &j->seg, j->what,
-				    sizeof(j->what));
+				    sizeof(j->what), &j->damaged);
 	if (!rc) {
 		snprintf(j->what, sizeof(j->what),
 			 "mark segment %" PRIu64 " uploaded", j->seg.seg);
@@ -213,6 +217,10 @@ static void run_jobs(struct sync *s, struct backend **b,
 		j->rc = rc;
 		if (rc) {
 			ub->failed = true;
+			if (!(rc == -ECANCELED && sync_stopping(s)))
+				s->status.upload_failures[j->damaged ?
+					SYNC_CAUSE_CHECKSUM :
+					sync_cause_of(rc)]++;
 		} else {
 			s->status.uploaded_segments++;
 			s->status.uploaded_bytes += j->seg.length;
