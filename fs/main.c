@@ -8,15 +8,16 @@
  * The tools talk to a running mount through read-only xattrs on its root
  * (fs/xattr.c), so no socket is needed and permissions are the mount's.
  * They exit 0 on success, 1 on a failure (damage found, no mount there,
- * the sync did not finish) and 2 on a usage error (EXIT_USAGE).
+ * the sync did not finish) and 2 on a usage error (EXIT_USAGE), which for
+ * verify includes a DATADIR a mounted streamfs is using.
  */
 #include <curl/curl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "fs.h"
@@ -24,38 +25,50 @@
 /* Beside stdlib's EXIT_SUCCESS (0) and EXIT_FAILURE (1). */
 #define EXIT_USAGE 2
 
-/* Says why DIR cannot be a data directory, or returns 0 when it may be one:
- * a directory holding tenants/ (where store/ keeps its tenants: TENANTS_DIR
- * of store_int.h; every mount creates it). */
+/* Says why DIR cannot be a data directory, or returns 0 when it is one. */
 static int check_data_dir(const char *dir)
 {
-	struct stat st;
-	char *tenants;
-	int rc;
+	int kind = fs_source_kind(dir);
 
-	if (stat(dir, &st)) {
-		fprintf(stderr, "streamfs: verify %s: %s\n", dir, strerror(errno));
-		return -1;
-	}
-	if (!S_ISDIR(st.st_mode)) {
+	if (kind == FS_SOURCE_STORE)
+		return 0;
+	if (kind == -ENOTDIR)
 		fprintf(stderr, "streamfs: verify %s: not a directory\n", dir);
-		return -1;
-	}
-	if (asprintf(&tenants, "%s/tenants", dir) < 0) {
-		fprintf(stderr, "streamfs: verify: out of memory\n");
-		return -1;
-	}
-	rc = stat(tenants, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
-	free(tenants);
-	if (rc)
+	else if (kind < 0)
+		fprintf(stderr, "streamfs: verify %s: %s\n", dir,
+			strerror(-kind));
+	else if (getxattr(dir, "user.streamfs.status", NULL, 0) >= 0)
+		fprintf(stderr, "streamfs: verify %s: this is a streamfs mount "
+			"point; verify takes its data directory (SOURCE, the "
+			"'source:' line of `streamfs status %s`), unmounted\n",
+			dir, dir);
+	else
 		fprintf(stderr, "streamfs: verify %s: not a streamfs data "
 			"directory (it has no tenants/ directory)\n", dir);
-	return rc;
+	return -1;
+}
+
+/* A daemon writes into its SOURCE while verify would read it: verify takes
+ * the SOURCE lock shared, so it refuses a mounted DIR and no mount starts
+ * on DIR while it runs.  Returns the lock's fd (-1: none to hold, DIR was
+ * never mounted or its lock cannot be opened), or -2 when DIR is in use. */
+static int lock_for_verify(const char *dir)
+{
+	char *holder;
+	int fd = fs_source_lock_shared(dir, &holder);
+
+	if (fd >= 0 || fd != -EWOULDBLOCK)
+		return fd >= 0 ? fd : -1;
+	fprintf(stderr, "streamfs: verify %s: in use by a mounted streamfs "
+		"(%s); unmount it first: verify checks a data directory no "
+		"daemon is writing\n", dir, holder ? holder : "starting");
+	free(holder);
+	return -2;
 }
 
 static int cmd_verify(int argc, char *argv[])
 {
-	int rc;
+	int rc, lock;
 
 	if (argc != 3) {
 		fprintf(stderr, "usage: %s verify DATADIR\n", argv[0]);
@@ -63,7 +76,12 @@ static int cmd_verify(int argc, char *argv[])
 	}
 	if (check_data_dir(argv[2]))
 		return EXIT_FAILURE;
+	lock = lock_for_verify(argv[2]);
+	if (lock == -2)
+		return EXIT_USAGE;
 	rc = store_verify(argv[2], stdout);
+	if (lock >= 0)
+		close(lock);
 	if (rc < 0) {
 		fprintf(stderr, "streamfs: verify %s: %s\n", argv[2],
 			strerror(-rc));

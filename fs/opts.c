@@ -37,6 +37,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_FLAG("path_style", path_style),
 	OPT_STR("path_style=%d", path_style),
 	OPT_FLAG("nodelete", nodelete),
+	OPT_FLAG("create", create),
 	OPT_FLAG("io_uring", io_uring),
 	OPT_FLAG("allow_other_without_permissions", allow_other_unchecked),
 	FUSE_OPT_KEY("ro", KEY_RO),
@@ -56,7 +57,9 @@ void fs_usage(const char *prog)
 	       "       %s status MOUNTPOINT\n"
 	       "       %s sync [--timeout SECS] MOUNTPOINT\n"
 	       "\n"
-	       "SOURCE is the data directory (segments and indexes).\n"
+	       "SOURCE is the data directory (segments and indexes): one that\n"
+	       "streamfs made, or an empty directory, which becomes a new one.\n"
+	       "A SOURCE that does not exist is refused unless -o create.\n"
 	       "\n"
 	       "streamfs options:\n"
 	       "    -o remote=URL          sync sealed segments to URL (file://, s3://, http(s)://)\n"
@@ -74,6 +77,7 @@ void fs_usage(const char *prog)
 	       "    -o max_event=SIZE      largest event (default 1M; with framing=raw\n"
 	       "                           at most and by default 255 pages, 1020K)\n"
 	       "    -o sync=none|always    fsync every write (default none)\n"
+	       "    -o create              make SOURCE when it does not exist\n"
 	       "    -o nodelete            refuse to delete streams (EPERM)\n"
 	       "    -o io_uring            take requests over io_uring, on the CPU\n"
 	       "                           that made them (kernel 6.14+, with the fuse\n"
@@ -93,9 +97,12 @@ void fs_usage(const char *prog)
 	       "everything now (an analysis mount: rescans the remote) and waits,\n"
 	       "at most SECS seconds (1 to 86400, default 300).\n"
 	       "\n"
+	       "verify refuses a DATADIR that a streamfs has mounted.\n"
+	       "\n"
 	       "exit status: verify, status and sync exit 0 on success, 1 on a\n"
 	       "failure (damage found, no streamfs there, the sync did not finish)\n"
-	       "and 2 on a usage error; mounting exits 0 once mounted, else 1.\n"
+	       "and 2 on a usage error (for verify also: DATADIR is mounted);\n"
+	       "mounting exits 0 once mounted, else 1.\n"
 	       "\n", prog, prog, prog, prog);
 }
 
@@ -348,29 +355,6 @@ static int check_remote(struct fs_opts *o)
 	return 0;
 }
 
-/* Makes SOURCE absolute (the daemon changes to /), creating it if absent. */
-static int resolve_source(struct fs_opts *o)
-{
-	char *abs;
-
-	if (mkdir(o->source, 0755) && errno != EEXIST) {
-		int err = errno;	/* fprintf may change errno */
-
-		fprintf(stderr, "streamfs: cannot create %s: %s\n", o->source,
-			strerror(err));
-		return -err;
-	}
-	abs = realpath(o->source, NULL);
-	if (!abs) {
-		fprintf(stderr, "streamfs: %s: %s\n", o->source,
-			strerror(errno));
-		return -ENOENT;
-	}
-	free(o->source);
-	o->source = abs;
-	return 0;
-}
-
 /* allow_other without default_permissions lets every user read, append to
  * and chown every tenant, whatever its mode: the daemon checks no
  * permissions itself.  Only an option that says so opts in. */
@@ -415,7 +399,7 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 		fprintf(stderr, "streamfs: missing SOURCE (see --help)\n");
 		return -EINVAL;
 	}
-	return resolve_source(o);
+	return 0;
 }
 
 void fs_opts_release(struct fs_opts *o)
