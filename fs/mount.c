@@ -419,6 +419,10 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	if (fuse_session_mount(fs->se, co->mountpoint))
 		goto out_signals;
 	/* The ring runs handlers on threads of its own: not with -s. */
+	if (fs->opts->io_uring && co->singlethread)
+		fprintf(stderr, "streamfs: io_uring: not with -s (the ring "
+			"serves requests on threads of its own); requests go "
+			"through /dev/fuse\n");
 	if (fs->opts->io_uring && !co->singlethread) {
 		rc = fs_ring_attach(fs->se, &fs->ring);
 		if (rc) {
