@@ -57,7 +57,7 @@ static int lock_for_verify(const char *dir)
 	char *holder;
 	int fd = fs_source_lock_shared(dir, &holder);
 
-	if (fd >= 0 || fd != -EWOULDBLOCK)
+	if (fd != -EWOULDBLOCK)
 		return fd >= 0 ? fd : -1;
 	fprintf(stderr, "streamfs: verify %s: in use by a mounted streamfs "
 		"(%s); unmount it first: verify checks a data directory no "
@@ -83,8 +83,9 @@ static int cmd_verify(int argc, char *argv[])
 	if (lock >= 0)
 		close(lock);
 	if (rc < 0) {
-		fprintf(stderr, "streamfs: verify %s: %s\n", argv[2],
-			strerror(-rc));
+		fprintf(stderr, "streamfs: verify %s: %s%s\n", argv[2],
+			strerror(-rc), rc == -EACCES ? " (see above; run verify "
+			"as the owner of the data directory, or root)" : "");
 		return EXIT_FAILURE;
 	}
 	return rc;	/* 1: damage found */
@@ -110,13 +111,36 @@ static int read_xattr(const char *path, const char *name, char **out)
 	return 0;
 }
 
+/* Says why the tools got ERR from MNT's root, and what to do. */
 static void explain(const char *mnt, int err)
 {
-	if (err == -ENOTSUP || err == -ENODATA)
+	const char *hint = "";
+
+	switch (-err) {
+	case ENOTSUP:
+	case ENODATA:
 		fprintf(stderr, "streamfs: %s is not the root of a streamfs "
 			"mount\n", mnt);
-	else
-		fprintf(stderr, "streamfs: %s: %s\n", mnt, strerror(-err));
+		return;
+	case ENOTCONN:
+	case ECONNABORTED:
+		hint = " (the daemon of this mount is gone; mounting again "
+		       "releases it, or `fusermount3 -u` it)";
+		break;
+	case EACCES:
+		hint = " (a FUSE mount lets in only the user who made it and "
+		       "root, unless it has allow_other)";
+		break;
+	case EPERM:
+		hint = " (only the user who made the mount and root may sync "
+		       "it)";
+		break;
+	case EBUSY:
+		hint = " (two syncs are running already; try again when one "
+		       "ends)";
+		break;
+	}
+	fprintf(stderr, "streamfs: %s: %s%s\n", mnt, strerror(-err), hint);
 }
 
 static int cmd_status(int argc, char *argv[])

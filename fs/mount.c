@@ -495,7 +495,7 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	if (!rc)
 		rc = fs_buffers_init();
 	if (rc) {
-		fprintf(stderr, "streamfs: %s\n", strerror(-rc));
+		fprintf(stderr, "streamfs: starting: %s\n", strerror(-rc));
 		goto out_store;
 	}
 	fs.park_max_ns = park_limit_ns();

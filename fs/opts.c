@@ -246,7 +246,8 @@ static int parse_values(struct fs_opts *o)
 	if (!rc && o->max_event_str) {
 		rc = parse_size("max_event", o->max_event_str, &v);
 		if (!rc && (v == 0 || v > UINT32_MAX)) {
-			fprintf(stderr, "streamfs: max_event out of range\n");
+			fprintf(stderr, "streamfs: max_event=%s: out of range "
+				"(1 byte to 4G - 1)\n", o->max_event_str);
 			rc = -EINVAL;
 		}
 		o->store.max_event = (uint32_t)v;
@@ -259,10 +260,12 @@ static int parse_values(struct fs_opts *o)
 		rc = parse_duration("poll", o->poll_str, &o->poll_ns);
 	return rc;
 bad_framing:
-	fprintf(stderr, "streamfs: framing must be lines or raw\n");
+	fprintf(stderr, "streamfs: framing=%s: must be lines or raw\n",
+		o->framing_str);
 	return -EINVAL;
 bad_sync:
-	fprintf(stderr, "streamfs: sync must be none or always\n");
+	fprintf(stderr, "streamfs: sync=%s: must be none or always\n",
+		o->sync_str);
 	return -EINVAL;
 }
 

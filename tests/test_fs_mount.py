@@ -369,6 +369,59 @@ def test_verify_refuses_a_mounted_source(mount, run_streamfs):
         holder.wait()
 
 
+def test_tools_on_a_dead_mount_say_so(mount, run_streamfs):
+    """status and sync on a mount whose daemon died name the cause and how
+    to release it."""
+    m = mount()
+    m.kill9(unmount=False)
+    try:
+        for tool in ("status", "sync"):
+            r = run_streamfs(tool, m.mnt, check=False)
+            assert r.returncode == 1, r
+            assert "streamfs: %s: Transport endpoint is not connected (the daemon of this " \
+                "mount is gone; mounting again releases it" % m.mnt in r.stderr, r.stderr
+    finally:
+        util.fusermount_u(m.mnt, lazy=True)
+
+
+def test_bad_option_values_named(tmp_path, run_streamfs):
+    """A bad value of framing=, sync= or max_event= is named with its option."""
+    src, mp = tmp_path / "src", tmp_path / "mp"
+    src.mkdir()
+    mp.mkdir()
+    for opt, said in (("framing=line", "framing=line: must be lines or raw"),
+                      ("sync=alway", "sync=alway: must be none or always"),
+                      ("max_event=0", "max_event=0: out of range"),
+                      ("max_event=5G", "max_event=5G: out of range")):
+        r = run_streamfs(src, mp, "-f", "-o", opt, check=False, timeout=30)
+        assert r.returncode == 1 and said in r.stderr, (opt, r.stderr)
+        assert not is_mounted(mp)
+
+
+def test_verify_without_access_is_no_damage(mount, run_streamfs, request):
+    """verify run by a user who may not read a tenant's directory names it
+    and the cause, and reports no damage."""
+    uid, gid = ensure_user("sfs_bob")
+    base = tempfile.mkdtemp(prefix="streamfs-verify-", dir="/tmp")
+    os.chmod(base, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    m = mount(src=os.path.join(base, "src"))
+    os.mkdir(m.path("T"))
+    append(m.path("T", "s"), b"one\n", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    m.umount()
+    tenant = m.src / "tenants" / "T"
+    os.chmod(tenant, 0o700)
+    r = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups",
+                        str(m.binary), "verify", str(m.src)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 1, r
+    assert "DAMAGE" not in r.stdout, r.stdout
+    assert "ERROR %s: Permission denied" % tenant in r.stdout, r.stdout
+    assert "Permission denied (see above; run verify as the owner of the data " \
+        "directory, or root)" in r.stderr, r.stderr
+    assert "ok (0 problems)" in run_streamfs("verify", m.src).stdout
+
+
 WRITER = r"""
 import os, random, sys
 path, wid, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
