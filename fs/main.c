@@ -50,20 +50,22 @@ static int check_data_dir(const char *dir)
 
 /* A daemon writes into its SOURCE while verify would read it: verify takes
  * the SOURCE lock shared, so it refuses a mounted DIR and no mount starts
- * on DIR while it runs.  Returns the lock's fd (-1: none to hold, DIR was
- * never mounted or its lock cannot be opened), or -2 when DIR is in use. */
-static int lock_for_verify(const char *dir)
+ * on DIR while it runs.  *fd (OUT): the lock to close after, or -1 when
+ * there is none to hold (DIR never mounted, or its lock unreadable).
+ * Returns -EBUSY, said, when a streamfs has DIR mounted. */
+static int lock_for_verify(const char *dir, int *fd)
 {
 	char *holder;
-	int fd = fs_source_lock_shared(dir, &holder);
+	int rc = fs_source_lock_shared(dir, &holder);
 
-	if (fd != -EWOULDBLOCK)
-		return fd >= 0 ? fd : -1;
+	*fd = rc >= 0 ? rc : -1;
+	if (rc != -EWOULDBLOCK)
+		return 0;
 	fprintf(stderr, "streamfs: verify %s: in use by a mounted streamfs "
 		"(%s); unmount it first: verify checks a data directory no "
 		"daemon is writing\n", dir, holder ? holder : "starting");
 	free(holder);
-	return -2;
+	return -EBUSY;
 }
 
 static int cmd_verify(int argc, char *argv[])
@@ -76,8 +78,7 @@ static int cmd_verify(int argc, char *argv[])
 	}
 	if (check_data_dir(argv[2]))
 		return EXIT_FAILURE;
-	lock = lock_for_verify(argv[2]);
-	if (lock == -2)
+	if (lock_for_verify(argv[2], &lock))
 		return EXIT_USAGE;
 	rc = store_verify(argv[2], stdout);
 	if (lock >= 0)
