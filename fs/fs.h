@@ -70,6 +70,7 @@ enum fs_source_kind {
 	FS_SOURCE_STORE,	/* holds tenants/ */
 	FS_SOURCE_EMPTY,	/* nothing but what source.c ignores */
 	FS_SOURCE_OTHER,	/* a directory with other things in it */
+	FS_SOURCE_MOUNT,	/* the root of a streamfs mount */
 };
 /* What DIR is, or -errno: -ENOENT missing, -ENOTDIR not a directory. */
 int fs_source_kind(const char *dir);

@@ -37,7 +37,7 @@ static int check_data_dir(const char *dir)
 	else if (kind < 0)
 		fprintf(stderr, "streamfs: verify %s: %s\n", dir,
 			strerror(-kind));
-	else if (getxattr(dir, "user.streamfs.status", NULL, 0) >= 0)
+	else if (kind == FS_SOURCE_MOUNT)
 		fprintf(stderr, "streamfs: verify %s: this is a streamfs mount "
 			"point; verify takes its data directory (SOURCE, the "
 			"'source:' line of `streamfs status %s`), unmounted\n",

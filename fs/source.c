@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "fs_int.h"
@@ -71,6 +72,8 @@ int fs_source_kind(const char *dir)
 		return -errno;
 	if (!S_ISDIR(st.st_mode))
 		return -ENOTDIR;
+	if (getxattr(dir, "user.streamfs.status", NULL, 0) >= 0)
+		return FS_SOURCE_MOUNT;
 	if (asprintf(&tenants, "%s/tenants", dir) < 0)
 		return -ENOMEM;
 	rc = stat(tenants, &st) == 0 && S_ISDIR(st.st_mode);
@@ -103,6 +106,11 @@ static int refuse(const char *source, int kind)
 			"an empty directory, or a new one with -o create\n",
 			source);
 		return -ENOTEMPTY;
+	case FS_SOURCE_MOUNT:
+		fprintf(stderr, "streamfs: %s is the root of a streamfs mount; "
+			"SOURCE is a data directory (the 'source:' line of "
+			"`streamfs status %s`)\n", source, source);
+		return -EINVAL;
 	default:
 		fprintf(stderr, "streamfs: %s: %s\n", source, strerror(-kind));
 		return kind;

@@ -313,6 +313,10 @@ def test_source_must_be_a_data_directory(mount, run_streamfs, tmp_path):
     m = mount("create", src=typo)
     said = "%s: created (-o create); it is a new data directory\n" % os.path.realpath(typo)
     assert util.read_text(m.log).count(said) == 1, m.stderr()
+    r = run_streamfs(m.mnt, mp, "-f", check=False, timeout=30)  # the mount, for its SOURCE
+    assert r.returncode == 1 and "%s is the root of a streamfs mount; SOURCE is a data " \
+        "directory" % m.mnt in r.stderr, r.stderr
+    assert os.listdir(m.mnt) == [] and not is_mounted(mp)
     os.mkdir(m.path("T"))
     append(m.path("T", "s"), b"one\n", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     m.remount(opts="")
