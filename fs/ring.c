@@ -707,23 +707,16 @@ static size_t init_payload_size(const struct iovec *iov, int count)
 
 #define ENABLE_URING "/sys/module/fuse/parameters/enable_uring"
 
-/* Why INIT did not offer the ring: the kernel offers it to a mount only
- * while the fuse module's enable_uring is set, and has that parameter only
- * when it has the ring. */
+/* Why INIT did not offer the ring.  The fuse module has enable_uring only
+ * when it has the ring, and offers the ring to a mount only if the
+ * parameter was set when the mount was made (its value now may differ). */
 static const char *not_offered_why(void)
 {
-	FILE *f = fopen(ENABLE_URING, "r");
-	int c;
-
-	if (!f)
+	if (access(ENABLE_URING, F_OK))
 		return "this kernel has no FUSE over io_uring (it needs Linux "
 		       "6.14+ built with CONFIG_FUSE_IO_URING)";
-	c = fgetc(f);
-	fclose(f);
-	if (c == 'N')
-		return "the fuse module's enable_uring is off (as root: echo Y "
-		       "> " ENABLE_URING ")";
-	return "no cause known (" ENABLE_URING " is set now)";
+	return "the fuse module's enable_uring was off when this mount was "
+	       "made (as root: echo Y > " ENABLE_URING ")";
 }
 
 static void ring_start(struct fs_ring *r, const struct iovec *iov, int count)
