@@ -437,6 +437,7 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 			strerror(-rc));
 		goto out_unmount;
 	}
+	fs_source_say_new(fs->opts);
 	daemon_ready(notify, 0);
 	rc = serve(fs, co);
 	/* A positive value is the signal that ended the loop: a clean stop. */
@@ -468,8 +469,10 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	struct fs fs;
 	int lock_fd, rc, status = 1, notify = -1;
 
-	if (fuse_parse_cmdline(args, &co))
+	if (fuse_parse_cmdline(args, &co)) {
+		free(co.mountpoint);	/* libfuse 3.14 keeps it on a bad argument */
 		return 1;
+	}
 	if (!co.mountpoint) {
 		fprintf(stderr, "streamfs: missing MOUNTPOINT (see --help)\n");
 		goto out;
@@ -490,7 +493,6 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 			strerror(-rc));
 		goto out_lock;
 	}
-	fs_source_say_new(o);
 	rc = fs_init(&fs, o, st);
 	if (!rc)
 		rc = fs_buffers_init();
