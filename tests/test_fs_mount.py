@@ -601,7 +601,28 @@ def test_sync_now_only_for_owner_or_root(mount, request):
                         "    print(e.errno)\n", str(m.mnt)],
                        stdout=subprocess.PIPE, text=True, timeout=30)
     assert r.stdout.strip() == str(errno.EPERM), r.stdout
+    r = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups",
+                        str(m.binary), "sync", str(m.mnt)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert r.returncode == 1 and "%s: Operation not permitted (only the user who made the " \
+        "mount and root may sync it)" % m.mnt in r.stderr, r
     assert os.getxattr(m.mnt, "user.streamfs.sync_now") == b"ok"    # root
+    m.umount()
+
+
+def test_tools_on_another_users_mount_say_why(mount, request):
+    """Without allow_other, status by another user names the cause."""
+    uid, gid = ensure_user("sfs_alice")
+    base = tempfile.mkdtemp(prefix="streamfs-other-", dir="/tmp")
+    os.chmod(base, 0o755)
+    request.addfinalizer(lambda: is_mounted(os.path.join(base, "mnt")) or
+                         shutil.rmtree(base, ignore_errors=True))
+    m = mount(mnt=os.path.join(base, "mnt"))
+    r = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups",
+                        str(m.binary), "status", str(m.mnt)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert r.returncode == 1 and "%s: Permission denied (a FUSE mount lets in only the " \
+        "user who made it and root, unless it has allow_other)" % m.mnt in r.stderr, r
     m.umount()
 
 
