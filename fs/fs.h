@@ -18,6 +18,13 @@
 
 #include "store.h"
 
+/* SOURCE's state when it becomes a data directory (source.c). */
+enum fs_source_new {
+	FS_SOURCE_FOUND,	/* a data directory already */
+	FS_SOURCE_WAS_EMPTY,	/* an empty directory */
+	FS_SOURCE_CREATED,	/* missing, made by -o create */
+};
+
 struct fs_opts {
 	char *source;		/* owned */
 	char *remote;		/* owned; remote= URL or NULL */
@@ -36,6 +43,7 @@ struct fs_opts {
 	int query_slash_raw;	/* s3: see remote/backend.h */
 	int path_style;
 	int nodelete;
+	int create;		/* -o create: a missing SOURCE is made */
 	int io_uring;		/* FUSE requests over io_uring (ring.c) */
 	int ro;
 	int allow_other;	/* libfuse's options, seen on their way */
@@ -51,6 +59,7 @@ struct fs_opts {
 	bool replica;		/* remote= with ro: an analysis host */
 	struct sockaddr_storage metrics_addr;	/* metrics= parsed */
 	socklen_t metrics_addrlen;
+	enum fs_source_new source_new;	/* by fs_source_resolve() */
 };
 
 /* Parses ARGS in place (libfuse options stay in ARGS).  Prints a message and
@@ -59,6 +68,22 @@ struct fs_opts {
 int fs_opts_parse(struct fuse_args *args, struct fs_opts *o);
 void fs_opts_release(struct fs_opts *o);
 void fs_usage(const char *prog);
+
+/* source.c: SOURCE, a data directory (see there). */
+enum fs_source_kind {
+	FS_SOURCE_STORE,	/* holds tenants/ */
+	FS_SOURCE_EMPTY,	/* nothing but what source.c ignores */
+	FS_SOURCE_OTHER,	/* a directory with other things in it */
+	FS_SOURCE_MOUNT,	/* the root of a streamfs mount */
+};
+/* What DIR is, or -errno: -ENOENT missing, -ENOTDIR not a directory. */
+int fs_source_kind(const char *dir);
+/* Takes a shared lock on DIR's streamfs.lock for a reader that no daemon
+ * may write under (verify): returns the fd holding it (closing it
+ * releases it), -ENOENT when DIR has no lock file (never mounted), or
+ * -EWOULDBLOCK when a daemon holds it; then *holder (OUT, caller frees;
+ * NULL when unknown) says which: "pid N, mounted on MNT". */
+int fs_source_lock_shared(const char *dir, char **holder);
 
 /* Mounts and serves.  Returns the process exit status. */
 int fs_run(struct fs_opts *o, struct fuse_args *args);

@@ -7,7 +7,8 @@
  * lookups on them or an open file refers to them.
  *
  * Files, each calling only files below it:
- *   mount.c    the daemon: SOURCE lock, store, session, threads, teardown
+ *   mount.c    the daemon: store, session, threads, teardown
+ *   source.c   what SOURCE is (refused, new or a data directory); its lock
  *   ops.c      the FUSE operations table; lookup, create, attributes,
  *              directories
  *   metrics.c  -o metrics=: Prometheus metrics over libmicrohttpd
@@ -308,6 +309,21 @@ void fs_files_release(struct fs *fs);
  * max_write with 4 KiB pages, and what op_init() holds io_size to. */
 #define FS_REQUEST_MAX (1024u << 10)
 size_t fs_raw_event_max(size_t page, size_t request_max);
+
+/* source.c */
+/* Checks SOURCE (o->source) and makes it absolute: a data directory, an
+ * empty directory, or with o->create a missing one (made here), else
+ * refused with a message.  Sets o->source_new. */
+int fs_source_resolve(struct fs_opts *o) FS_WARN_UNUSED;
+/* The one log line saying SOURCE became a new data directory, if it did. */
+void fs_source_say_new(const struct fs_opts *o);
+/* The daemon's exclusive lock on SOURCE, with its pid written in: the fd,
+ * or -errno after a message (naming the holder when it is held). */
+int fs_source_lock(const char *source) FS_WARN_UNUSED;
+/* Writes this process's pid and MOUNTPOINT (may be NULL) into the lock. */
+void fs_source_lock_record(int fd, const char *mountpoint);
+/* Empties the lock file and releases the lock. */
+void fs_source_unlock(int fd);
 
 /* follow.c */
 /* Per-thread read buffer of at least LEN bytes, or NULL. */

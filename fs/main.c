@@ -8,15 +8,16 @@
  * The tools talk to a running mount through read-only xattrs on its root
  * (fs/xattr.c), so no socket is needed and permissions are the mount's.
  * They exit 0 on success, 1 on a failure (damage found, no mount there,
- * the sync did not finish) and 2 on a usage error (EXIT_USAGE).
+ * the sync did not finish) and 2 on a usage error (EXIT_USAGE), which for
+ * verify includes a DATADIR a mounted streamfs is using.
  */
 #include <curl/curl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "fs.h"
@@ -24,38 +25,52 @@
 /* Beside stdlib's EXIT_SUCCESS (0) and EXIT_FAILURE (1). */
 #define EXIT_USAGE 2
 
-/* Says why DIR cannot be a data directory, or returns 0 when it may be one:
- * a directory holding tenants/ (where store/ keeps its tenants: TENANTS_DIR
- * of store_int.h; every mount creates it). */
+/* Says why DIR cannot be a data directory, or returns 0 when it is one. */
 static int check_data_dir(const char *dir)
 {
-	struct stat st;
-	char *tenants;
-	int rc;
+	int kind = fs_source_kind(dir);
 
-	if (stat(dir, &st)) {
-		fprintf(stderr, "streamfs: verify %s: %s\n", dir, strerror(errno));
-		return -1;
-	}
-	if (!S_ISDIR(st.st_mode)) {
+	if (kind == FS_SOURCE_STORE)
+		return 0;
+	if (kind == -ENOTDIR)
 		fprintf(stderr, "streamfs: verify %s: not a directory\n", dir);
-		return -1;
-	}
-	if (asprintf(&tenants, "%s/tenants", dir) < 0) {
-		fprintf(stderr, "streamfs: verify: out of memory\n");
-		return -1;
-	}
-	rc = stat(tenants, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
-	free(tenants);
-	if (rc)
+	else if (kind < 0)
+		fprintf(stderr, "streamfs: verify %s: %s\n", dir,
+			strerror(-kind));
+	else if (kind == FS_SOURCE_MOUNT)
+		fprintf(stderr, "streamfs: verify %s: this is a streamfs mount "
+			"point; verify takes its data directory (SOURCE, the "
+			"'source:' line of `streamfs status %s`), unmounted\n",
+			dir, dir);
+	else
 		fprintf(stderr, "streamfs: verify %s: not a streamfs data "
 			"directory (it has no tenants/ directory)\n", dir);
-	return rc;
+	return -1;
+}
+
+/* A daemon writes into its SOURCE while verify would read it: verify takes
+ * the SOURCE lock shared, so it refuses a mounted DIR and no mount starts
+ * on DIR while it runs.  *fd (OUT): the lock to close after, or -1 when
+ * there is none to hold (DIR never mounted, or its lock unreadable).
+ * Returns -EBUSY, said, when a streamfs has DIR mounted. */
+static int lock_for_verify(const char *dir, int *fd)
+{
+	char *holder;
+	int rc = fs_source_lock_shared(dir, &holder);
+
+	*fd = rc >= 0 ? rc : -1;
+	if (rc != -EWOULDBLOCK)
+		return 0;
+	fprintf(stderr, "streamfs: verify %s: in use by a mounted streamfs "
+		"(%s); unmount it first: verify checks a data directory no "
+		"daemon is writing\n", dir, holder ? holder : "starting");
+	free(holder);
+	return -EBUSY;
 }
 
 static int cmd_verify(int argc, char *argv[])
 {
-	int rc;
+	int rc, lock;
 
 	if (argc != 3) {
 		fprintf(stderr, "usage: %s verify DATADIR\n", argv[0]);
@@ -63,10 +78,15 @@ static int cmd_verify(int argc, char *argv[])
 	}
 	if (check_data_dir(argv[2]))
 		return EXIT_FAILURE;
+	if (lock_for_verify(argv[2], &lock))
+		return EXIT_USAGE;
 	rc = store_verify(argv[2], stdout);
+	if (lock >= 0)
+		close(lock);
 	if (rc < 0) {
-		fprintf(stderr, "streamfs: verify %s: %s\n", argv[2],
-			strerror(-rc));
+		fprintf(stderr, "streamfs: verify %s: %s%s\n", argv[2],
+			strerror(-rc), rc == -EACCES ? " (see above; run verify "
+			"as the owner of the data directory, or root)" : "");
 		return EXIT_FAILURE;
 	}
 	return rc;	/* 1: damage found */
@@ -103,13 +123,36 @@ static int read_xattr(const char *path, const char *name, char **out)
 	return 0;
 }
 
+/* Says why the tools got ERR from MNT's root, and what to do. */
 static void explain(const char *mnt, int err)
 {
-	if (err == -ENOTSUP || err == -ENODATA)
+	const char *hint = "";
+
+	switch (-err) {
+	case ENOTSUP:
+	case ENODATA:
 		fprintf(stderr, "streamfs: %s is not the root of a streamfs "
 			"mount\n", mnt);
-	else
-		fprintf(stderr, "streamfs: %s: %s\n", mnt, strerror(-err));
+		return;
+	case ENOTCONN:
+	case ECONNABORTED:
+		hint = " (the daemon of this mount is gone; mounting again "
+		       "releases it, or `fusermount3 -u` it)";
+		break;
+	case EACCES:
+		hint = " (a FUSE mount lets in only the user who made it and "
+		       "root, unless it has allow_other)";
+		break;
+	case EPERM:
+		hint = " (only the user who made the mount and root may sync "
+		       "it)";
+		break;
+	case EBUSY:
+		hint = " (two syncs are running already; try again when one "
+		       "ends)";
+		break;
+	}
+	fprintf(stderr, "streamfs: %s: %s%s\n", mnt, strerror(-err), hint);
 }
 
 /* The daemon writes the status, text or JSON (fs/status.c). */

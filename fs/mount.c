@@ -1,5 +1,5 @@
 /*
- * Mounting: the SOURCE lock, the store, the FUSE session and its loop,
+ * Mounting: SOURCE (source.c), the store, the FUSE session and its loop,
  * and an orderly teardown on unmount or SIGINT/SIGTERM/SIGHUP.
  */
 #include <errno.h>
@@ -9,54 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "fs_int.h"
-
-/* Holds an exclusive flock on SOURCE/streamfs.lock for the daemon's life
- * (inherited across fuse_daemonize's fork).  Returns the fd or -errno. */
-static int lock_source(const char *source)
-{
-	char path[PATH_MAX], pid[32];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/streamfs.lock", source);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		fprintf(stderr, "streamfs: cannot open %s: %s\n", path,
-			strerror(errno));
-		return -errno;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB)) {
-		int err = errno;
-		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
-		pid[n > 0 ? n : 0] = '\0';
-		if (err == EWOULDBLOCK)
-			fprintf(stderr, "streamfs: %s is already mounted by "
-				"another streamfs (pid %s)\n", source,
-				n > 0 ? strtok(pid, "\n") : "?");
-		else
-			fprintf(stderr, "streamfs: cannot lock %s: %s\n", path,
-				strerror(err));
-		close(fd);
-		return -err;
-	}
-	return fd;
-}
-
-static void lock_write_pid(int fd)
-{
-	char pid[32];
-	int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-
-	if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) < 0)
-		fprintf(stderr, "streamfs: writing the lock's pid: %s\n",
-			strerror(errno));
-}
 
 static unsigned long read_ulong(const char *path)
 {
@@ -436,6 +394,16 @@ static int serve(struct fs *fs, struct fuse_cmdline_opts *co)
 	return rc;
 }
 
+/* Names the mount point in SOURCE's lock, for verify and a second mount
+ * to show. */
+static void record_mountpoint(int lock_fd, const char *mnt)
+{
+	char *abs = realpath(mnt, NULL);
+
+	fs_source_lock_record(lock_fd, abs ? abs : mnt);
+	free(abs);
+}
+
 /* Runs the mounted session; returns the exit status. */
 static int run_session(struct fs *fs, struct fuse_args *args,
 		       struct fuse_cmdline_opts *co, int lock_fd, int *notify)
@@ -451,6 +419,10 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	if (fuse_session_mount(fs->se, co->mountpoint))
 		goto out_signals;
 	/* The ring runs handlers on threads of its own: not with -s. */
+	if (fs->opts->io_uring && co->singlethread)
+		fprintf(stderr, "streamfs: io_uring: not with -s (the ring "
+			"serves requests on threads of its own); requests go "
+			"through /dev/fuse\n");
 	if (fs->opts->io_uring && !co->singlethread) {
 		rc = fs_ring_attach(fs->se, &fs->ring);
 		if (rc) {
@@ -458,7 +430,7 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 			goto out_unmount;
 		}
 	}
-	lock_write_pid(lock_fd);
+	record_mountpoint(lock_fd, co->mountpoint);
 	rc = fs_follow_start(fs);
 	if (rc) {
 		fprintf(stderr, "streamfs: starting threads: %s\n",
@@ -467,6 +439,7 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	}
 	if (fs_metrics_start(fs->metrics, fs))
 		goto out_stop;
+	fs_source_say_new(fs->opts);
 	daemon_ready(notify, 0);
 	rc = serve(fs, co);
 	/* A positive value is the signal that ended the loop: a clean stop. */
@@ -502,20 +475,22 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	struct fs fs;
 	int lock_fd, rc, status = 1, notify = -1;
 
-	if (fuse_parse_cmdline(args, &co))
+	if (fuse_parse_cmdline(args, &co)) {
+		free(co.mountpoint);	/* libfuse 3.14 keeps it on a bad argument */
 		return 1;
+	}
 	if (!co.mountpoint) {
 		fprintf(stderr, "streamfs: missing MOUNTPOINT (see --help)\n");
 		goto out;
 	}
-	if (check_mountpoint(co.mountpoint))
+	if (check_mountpoint(co.mountpoint) || fs_source_resolve(o))
 		goto out;
 	rc = daemon_fork(co.foreground, &notify);
 	if (rc) {
 		fprintf(stderr, "streamfs: fork: %s\n", strerror(-rc));
 		goto out;
 	}
-	lock_fd = lock_source(o->source);
+	lock_fd = fs_source_lock(o->source);
 	if (lock_fd < 0)
 		goto out;
 	rc = store_open(o->source, &o->store, &st);
@@ -528,7 +503,7 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	if (!rc)
 		rc = fs_buffers_init();
 	if (rc) {
-		fprintf(stderr, "streamfs: %s\n", strerror(-rc));
+		fprintf(stderr, "streamfs: starting: %s\n", strerror(-rc));
 		goto out_store;
 	}
 	fs.park_max_ns = park_limit_ns();
@@ -544,7 +519,7 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 out_store:
 	store_close(st);
 out_lock:
-	close(lock_fd);
+	fs_source_unlock(lock_fd);
 out:
 	daemon_ready(&notify, status ? status : 1);
 	free(co.mountpoint);

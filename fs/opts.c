@@ -40,6 +40,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_FLAG("path_style", path_style),
 	OPT_STR("path_style=%d", path_style),
 	OPT_FLAG("nodelete", nodelete),
+	OPT_FLAG("create", create),
 	OPT_FLAG("io_uring", io_uring),
 	OPT_FLAG("allow_other_without_permissions", allow_other_unchecked),
 	FUSE_OPT_KEY("ro", KEY_RO),
@@ -59,7 +60,9 @@ void fs_usage(const char *prog)
 	       "       %s status [--json] MOUNTPOINT\n"
 	       "       %s sync [--timeout SECS] MOUNTPOINT\n"
 	       "\n"
-	       "SOURCE is the data directory (segments and indexes).\n"
+	       "SOURCE is the data directory (segments and indexes): one that\n"
+	       "streamfs made, or an empty directory, which becomes a new one.\n"
+	       "A SOURCE that does not exist is refused unless -o create.\n"
 	       "\n"
 	       "streamfs options:\n"
 	       "    -o remote=URL          sync sealed segments to URL (file://, s3://, http(s)://)\n"
@@ -77,6 +80,7 @@ void fs_usage(const char *prog)
 	       "    -o max_event=SIZE      largest event (default 1M; with framing=raw\n"
 	       "                           at most and by default 255 pages, 1020K)\n"
 	       "    -o sync=none|always    fsync every write (default none)\n"
+	       "    -o create              make SOURCE when it does not exist\n"
 	       "    -o nodelete            refuse to delete streams (EPERM)\n"
 	       "    -o metrics=ADDR:PORT   serve Prometheus metrics at /metrics there\n"
 	       "                           (127.0.0.1:9567, [::1]:9567)\n"
@@ -98,9 +102,12 @@ void fs_usage(const char *prog)
 	       "everything now (an analysis mount: rescans the remote) and waits,\n"
 	       "at most SECS seconds (1 to 86400, default 300).\n"
 	       "\n"
+	       "verify refuses a DATADIR that a streamfs has mounted.\n"
+	       "\n"
 	       "exit status: verify, status and sync exit 0 on success, 1 on a\n"
 	       "failure (damage found, no streamfs there, the sync did not finish)\n"
-	       "and 2 on a usage error; mounting exits 0 once mounted, else 1.\n"
+	       "and 2 on a usage error (for verify also: DATADIR is mounted);\n"
+	       "mounting exits 0 once mounted, else 1.\n"
 	       "\n", prog, prog, prog, prog);
 }
 
@@ -244,7 +251,8 @@ static int parse_values(struct fs_opts *o)
 	if (!rc && o->max_event_str) {
 		rc = parse_size("max_event", o->max_event_str, &v);
 		if (!rc && (v == 0 || v > UINT32_MAX)) {
-			fprintf(stderr, "streamfs: max_event out of range\n");
+			fprintf(stderr, "streamfs: max_event=%s: out of range "
+				"(1 byte to 4G - 1)\n", o->max_event_str);
 			rc = -EINVAL;
 		}
 		o->store.max_event = (uint32_t)v;
@@ -257,10 +265,12 @@ static int parse_values(struct fs_opts *o)
 		rc = parse_duration("poll", o->poll_str, &o->poll_ns);
 	return rc;
 bad_framing:
-	fprintf(stderr, "streamfs: framing must be lines or raw\n");
+	fprintf(stderr, "streamfs: framing=%s: must be lines or raw\n",
+		o->framing_str);
 	return -EINVAL;
 bad_sync:
-	fprintf(stderr, "streamfs: sync must be none or always\n");
+	fprintf(stderr, "streamfs: sync=%s: must be none or always\n",
+		o->sync_str);
 	return -EINVAL;
 }
 
@@ -397,29 +407,6 @@ static int check_remote(struct fs_opts *o)
 	return 0;
 }
 
-/* Makes SOURCE absolute (the daemon changes to /), creating it if absent. */
-static int resolve_source(struct fs_opts *o)
-{
-	char *abs;
-
-	if (mkdir(o->source, 0755) && errno != EEXIST) {
-		int err = errno;	/* fprintf may change errno */
-
-		fprintf(stderr, "streamfs: cannot create %s: %s\n", o->source,
-			strerror(err));
-		return -err;
-	}
-	abs = realpath(o->source, NULL);
-	if (!abs) {
-		fprintf(stderr, "streamfs: %s: %s\n", o->source,
-			strerror(errno));
-		return -ENOENT;
-	}
-	free(o->source);
-	o->source = abs;
-	return 0;
-}
-
 /* allow_other without default_permissions lets every user read, append to
  * and chown every tenant, whatever its mode: the daemon checks no
  * permissions itself.  Only an option that says so opts in. */
@@ -466,7 +453,7 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 		fprintf(stderr, "streamfs: missing SOURCE (see --help)\n");
 		return -EINVAL;
 	}
-	return resolve_source(o);
+	return 0;
 }
 
 void fs_opts_release(struct fs_opts *o)

@@ -705,15 +705,28 @@ static size_t init_payload_size(const struct iovec *iov, int count)
 	return size > 8192 ? (size + page - 1) / page * page : 8192;
 }
 
+#define ENABLE_URING "/sys/module/fuse/parameters/enable_uring"
+
+/* Why INIT did not offer the ring.  The fuse module has enable_uring only
+ * when it has the ring, and offers the ring to a mount only if the
+ * parameter was set when the mount was made (its value now may differ). */
+static const char *not_offered_why(void)
+{
+	if (access(ENABLE_URING, F_OK))
+		return "this kernel has no FUSE over io_uring (it needs Linux "
+		       "6.14+ built with CONFIG_FUSE_IO_URING)";
+	return "the fuse module's enable_uring was off when this mount was "
+	       "made (as root: echo Y > " ENABLE_URING ")";
+}
+
 static void ring_start(struct fs_ring *r, const struct iovec *iov, int count)
 {
 	unsigned i;
 	int rc = 0;
 
 	if (!atomic_load(&r->offered)) {
-		fprintf(stderr, "streamfs: io_uring: not offered by the kernel "
-			"(fuse module parameter enable_uring); requests go "
-			"through /dev/fuse\n");
+		fprintf(stderr, "streamfs: io_uring: not offered by the kernel: "
+			"%s; requests go through /dev/fuse\n", not_offered_why());
 		return;
 	}
 	r->payload_size = init_payload_size(iov, count);

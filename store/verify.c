@@ -378,6 +378,19 @@ static void load_journal(struct verify *v, const char *path)
 	close(fd);
 }
 
+/* A file this user may not read is no damage, but no check either: says
+ * which and returns -EACCES (or -EPERM). */
+static int check_access(struct verify *v, const char *file, int mode)
+{
+	int err;
+
+	if (access(file, mode) == 0 || (errno != EACCES && errno != EPERM))
+		return 0;
+	err = errno;
+	fprintf(v->out, "ERROR %s: %s\n", file, strerror(err));
+	return -err;
+}
+
 static int verify_tenant(struct verify *v, const char *path)
 {
 	char *db = NULL, *seg = NULL;
@@ -388,6 +401,17 @@ static int verify_tenant(struct verify *v, const char *path)
 	    asprintf(&seg, "%s/" SEG_DIR, path) < 0) {
 		free(db);
 		return -ENOMEM;
+	}
+	/* W_OK: SQLite reads a WAL index through an index.db-shm it makes */
+	rc = check_access(v, path, R_OK | W_OK | X_OK);
+	if (!rc)
+		rc = check_access(v, seg, R_OK | X_OK);
+	if (!rc)
+		rc = check_access(v, db, R_OK);
+	if (rc) {
+		free(db);
+		free(seg);
+		return rc;
 	}
 	v->segfd = open(seg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	load_journal(v, path);

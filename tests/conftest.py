@@ -21,7 +21,9 @@ mount (function)         Factory; each call starts one daemon and returns a Moun
   mount(opts=None, *, src=None, mnt=None, args=(), env=None, allow=(),
         start=True, timeout=20)
     opts   str "a=b,c" or a list of options, passed as one `-o`.
-    src    SOURCE directory (created if missing); default tmp_path/"src" (src2, ...).
+    src    SOURCE directory (made empty if missing, as a user would with mkdir,
+           unless opts has create: streamfs makes it); default tmp_path/"src"
+           (src2, ...).
     mnt    MOUNTPOINT (created if missing); default tmp_path/"mnt" (mnt2, ...).
     args   extra command-line arguments (e.g. ["-d"]).
     env    extra environment variables for the daemon.
@@ -175,20 +177,23 @@ class Mount:
     def allow(self, *regexes):
         self._allow.extend(regexes)
 
-    def command(self):
-        cmd = [str(self.binary), str(self.src), str(self.mnt), "-f"]
+    def options(self):
         opts = self.opts
         if opts and not isinstance(opts, str):
             opts = ",".join(opts)
-        opts = ",".join(o for o in (opts, extra_mount_opts()) if o)
-        if opts:
-            cmd += ["-o", opts]
+        return ",".join(o for o in (opts, extra_mount_opts()) if o)
+
+    def command(self):
+        cmd = [str(self.binary), str(self.src), str(self.mnt), "-f"]
+        if self.options():
+            cmd += ["-o", self.options()]
         return cmd + [str(a) for a in self.args]
 
     def start(self):
         if self.running:
             raise util.MountError("%r already running" % self)
-        self.src.mkdir(parents=True, exist_ok=True)
+        if "create" not in self.options().split(","):
+            self.src.mkdir(parents=True, exist_ok=True)
         try:
             self.mnt.mkdir(parents=True, exist_ok=True)
         except OSError as e:

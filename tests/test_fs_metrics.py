@@ -387,6 +387,7 @@ def test_fetch_of_damaged_object_counted_as_checksum(mount, run_streamfs, tmp_pa
 
 def test_bad_address_and_port_in_use_refuse_the_mount(run_streamfs, tmp_path):
     src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
     mnt.mkdir()
     for bad in ("nonsense", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536",
                 "::1:9567", "[::1]", "localhost:9567", ":9567", "300.0.0.1:80"):

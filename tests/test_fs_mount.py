@@ -4,6 +4,7 @@ concurrent writers."""
 import errno
 import os
 import random
+import re
 import shutil
 import tempfile
 import signal
@@ -282,6 +283,162 @@ def test_mount_on_a_regular_file_refused(tmp_path, run_streamfs):
         assert target.read_text() == "x"
 
 
+def test_source_must_be_a_data_directory(mount, run_streamfs, tmp_path):
+    """A SOURCE that does not exist (a typo) is refused unless -o create, as
+    are a directory holding other things and a file; nothing is made in
+    them.  An empty directory (lost+found aside) becomes a new data
+    directory, and the log says so in one line, as -o create does; a data
+    directory mounts again without it.  Analysis mounts (ro,remote=) take
+    their cache directory the same way."""
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    typo = tmp_path / "dta"
+    full = tmp_path / "home"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine\n")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    url = "file://%s/remote" % tmp_path
+    for extra in ([], ["-o", "ro,remote=" + url]):
+        for fg in (["-f"], []):
+            for src, said in ((typo, "%s: no such directory; pass -o create" % typo),
+                              (full, "%s is not a streamfs data directory (it has no "
+                                     "tenants/) and is not empty" % full),
+                              (afile, "%s: not a directory" % afile)):
+                r = run_streamfs(src, mp, *fg, *extra, check=False, timeout=30)
+                assert r.returncode == 1 and said in r.stderr, (src, fg, extra, r)
+                assert not is_mounted(mp)
+            assert not typo.exists()
+            assert os.listdir(full) == ["notes.txt"]
+
+    m = mount("create", src=typo)
+    said = "%s: created (-o create); it is a new data directory\n" % os.path.realpath(typo)
+    assert util.read_text(m.log).count(said) == 1, m.stderr()
+    r = run_streamfs(m.mnt, mp, "-f", check=False, timeout=30)  # the mount, for its SOURCE
+    assert r.returncode == 1 and "%s is the root of a streamfs mount; SOURCE is a data " \
+        "directory" % m.mnt in r.stderr, r.stderr
+    assert os.listdir(m.mnt) == [] and not is_mounted(mp)
+    os.mkdir(m.path("T"))
+    append(m.path("T", "s"), b"one\n", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    m.remount(opts="")
+    assert "new data directory" not in util.read_text(m.log)
+    assert read(m.path("T", "s")) == b"one\n"
+    m.umount()
+
+    empty = tmp_path / "empty"
+    (empty / "lost+found").mkdir(parents=True)
+    m = mount(src=empty)
+    said = "%s was empty; it is a new data directory now\n" % os.path.realpath(empty)
+    assert util.read_text(m.log).count(said) == 1, m.stderr()
+    m.umount()
+
+    cache = tmp_path / "cache"
+    a = mount(["ro", "remote=" + url, "create"], src=cache)
+    said = "%s: created (-o create); it is a new cache directory\n" % os.path.realpath(cache)
+    assert util.read_text(a.log).count(said) == 1, a.stderr()
+    a.umount()
+
+
+def test_verify_refuses_a_mounted_source(mount, run_streamfs):
+    """verify checks a data directory no daemon writes: on a mounted SOURCE
+    it names the streamfs that has it (pid, mount point) and exits 2;
+    given the mount point, it asks for SOURCE; unmounted, it verifies.
+    While a verify holds SOURCE's lock (shared, as `flock -s` takes it), a
+    mount is refused and says why."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    append(m.path("T", "s"), b"one\n", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    r = run_streamfs("verify", m.src, check=False)
+    assert r.returncode == 2 and r.stdout == "", r
+    assert "%s: in use by a mounted streamfs (pid %d, mounted on %s); unmount it first" \
+        % (m.src, m.proc.pid, os.path.realpath(m.mnt)) in r.stderr, r.stderr
+    r = run_streamfs("verify", m.mnt, check=False)
+    assert r.returncode == 1 and "is a streamfs mount point" in r.stderr, r
+    assert "source:" in r.stderr and "source: %s" % os.path.realpath(m.src) in \
+        run_streamfs("status", m.mnt).stdout
+    m.umount()
+    assert "ok (0 problems)" in run_streamfs("verify", m.src).stdout
+
+    lock = m.src / "streamfs.lock"
+    holder = subprocess.Popen(["flock", "-s", str(lock), "sleep", "60"])
+    try:
+        wait_until(lambda: subprocess.run(["flock", "-n", "-x", str(lock), "true"])
+                   .returncode != 0)
+        r = run_streamfs(m.src, m.mnt, "-f", check=False, timeout=30)
+        assert r.returncode == 1, r
+        assert "%s is in use by another streamfs (a `streamfs verify`" \
+            % os.path.realpath(m.src) in r.stderr, r.stderr
+        assert not is_mounted(m.mnt)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_tools_on_a_dead_mount_say_so(mount, run_streamfs):
+    """status and sync on a mount whose daemon died name the cause and how
+    to release it (ECONNABORTED over io_uring)."""
+    m = mount()
+    m.kill9(unmount=False)
+    try:
+        for tool in ("status", "sync"):
+            r = run_streamfs(tool, m.mnt, check=False)
+            assert r.returncode == 1, r
+            assert re.search(r"streamfs: %s: (Transport endpoint is not connected|Software "
+                             r"caused connection abort) \(the daemon of this mount is gone; "
+                             r"mounting again releases it" % re.escape(str(m.mnt)), r.stderr), \
+                r.stderr
+    finally:
+        util.fusermount_u(m.mnt, lazy=True)
+
+
+def test_bad_option_values_named(tmp_path, run_streamfs):
+    """A bad value of framing=, sync= or max_event= is named with its option."""
+    src, mp = tmp_path / "src", tmp_path / "mp"
+    src.mkdir()
+    mp.mkdir()
+    for opt, said in (("framing=line", "framing=line: must be lines or raw"),
+                      ("sync=alway", "sync=alway: must be none or always"),
+                      ("max_event=0", "max_event=0: out of range"),
+                      ("max_event=5G", "max_event=5G: out of range")):
+        r = run_streamfs(src, mp, "-f", "-o", opt, check=False, timeout=30)
+        assert r.returncode == 1 and said in r.stderr, (opt, r.stderr)
+        assert not is_mounted(mp)
+    # an unknown option and an argument too many are named (run_streamfs
+    # fails on a sanitizer report: libfuse keeps the mount point then), and
+    # an empty SOURCE is not said to be a new data directory when the mount
+    # fails
+    for args, said in ((["-o", "nosuch"], "unknown option(s): `-o nosuch'"),
+                       (["extra"], "invalid argument `extra'")):
+        r = run_streamfs(src, mp, "-f", *args, check=False, timeout=30)
+        assert r.returncode == 1 and said in r.stderr, (args, r.stderr)
+        assert "new data directory" not in r.stderr, r.stderr
+        assert not is_mounted(mp)
+
+
+def test_verify_without_access_is_no_damage(mount, run_streamfs, request):
+    """verify run by a user who may not read a tenant's directory names it
+    and the cause, and reports no damage."""
+    uid, gid = ensure_user("sfs_bob")
+    base = tempfile.mkdtemp(prefix="streamfs-verify-", dir="/tmp")
+    os.chmod(base, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    m = mount(src=os.path.join(base, "src"))
+    os.mkdir(m.path("T"))
+    append(m.path("T", "s"), b"one\n", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    m.umount()
+    tenant = m.src / "tenants" / "T"
+    os.chmod(tenant, 0o700)
+    r = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups",
+                        str(m.binary), "verify", str(m.src)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 1, r
+    assert "DAMAGE" not in r.stdout, r.stdout
+    assert "ERROR %s: Permission denied" % tenant in r.stdout, r.stdout
+    assert "Permission denied (see above; run verify as the owner of the data " \
+        "directory, or root)" in r.stderr, r.stderr
+    assert "ok (0 problems)" in run_streamfs("verify", m.src).stdout
+
+
 WRITER = r"""
 import os, random, sys
 path, wid, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -391,6 +548,7 @@ def test_stale_mount_point_recovered(mount):
 def test_daemon_mode_reports_failure(tmp_path, streamfs_bin):
     """Without -f the command still exits non-zero when mounting fails."""
     src = tmp_path / "src"
+    src.mkdir()
     r = subprocess.run([str(streamfs_bin), str(src), str(tmp_path / "none" / "mnt")],
                        stderr=subprocess.PIPE, text=True, timeout=30)
     assert r.returncode != 0
@@ -446,7 +604,28 @@ def test_sync_now_only_for_owner_or_root(mount, request):
                         "    print(e.errno)\n", str(m.mnt)],
                        stdout=subprocess.PIPE, text=True, timeout=30)
     assert r.stdout.strip() == str(errno.EPERM), r.stdout
+    r = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups",
+                        str(m.binary), "sync", str(m.mnt)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert r.returncode == 1 and "%s: Operation not permitted (only the user who made the " \
+        "mount and root may sync it)" % m.mnt in r.stderr, r
     assert os.getxattr(m.mnt, "user.streamfs.sync_now") == b"ok"    # root
+    m.umount()
+
+
+def test_tools_on_another_users_mount_say_why(mount, request):
+    """Without allow_other, status by another user names the cause."""
+    uid, gid = ensure_user("sfs_alice")
+    base = tempfile.mkdtemp(prefix="streamfs-other-", dir="/tmp")
+    os.chmod(base, 0o755)
+    request.addfinalizer(lambda: is_mounted(os.path.join(base, "mnt")) or
+                         shutil.rmtree(base, ignore_errors=True))
+    m = mount(mnt=os.path.join(base, "mnt"))
+    r = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups",
+                        str(m.binary), "status", str(m.mnt)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert r.returncode == 1 and "%s: Permission denied (a FUSE mount lets in only the " \
+        "user who made it and root, unless it has allow_other)" % m.mnt in r.stderr, r
     m.umount()
 
 

@@ -188,4 +188,22 @@ def test_not_offered_falls_back_to_dev_fuse(mount):
         f.write(b"one\ntwo\n")
     assert read(m.path("T", "s")) == b"one\ntwo\n"
     m.umount()
-    assert "io_uring: not offered by the kernel" in m.stderr()
+    said = ("io_uring: not offered by the kernel: the fuse module's enable_uring was off "
+            "when this mount was made (as root: echo Y > "
+            "/sys/module/fuse/parameters/enable_uring); requests go through /dev/fuse\n")
+    assert m.stderr().count(said) == 1, m.stderr()
+
+
+def test_single_threaded_says_no_ring(mount):
+    """-o io_uring with -s: the ring serves requests on threads of its own,
+    so the mount takes them through /dev/fuse, and the log says so once."""
+    m = mount("io_uring", args=["-s"])
+    assert transport(m) == "/dev/fuse"
+    os.mkdir(m.path("T"))
+    with open(m.path("T", "s"), "ab") as f:
+        f.write(b"one\n")
+    assert read(m.path("T", "s")) == b"one\n"
+    m.umount()
+    said = ("streamfs: io_uring: not with -s (the ring serves requests on threads of its "
+            "own); requests go through /dev/fuse\n")
+    assert m.stderr().count(said) == 1, m.stderr()

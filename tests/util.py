@@ -32,6 +32,9 @@ SUSPICIOUS_RE = re.compile(r"error|fault|leak|assertion|panic", re.IGNORECASE)
 # libfuse's own debug output (-d) says "error: 0" on every reply.
 DEFAULT_ALLOW = (
     r"^\s*unique: \d+, (error|success)",
+    # a new SOURCE is named, and its path may hold any of the words
+    r"^streamfs: /.*(: created \(-o create\); it is| was empty; it is) a new "
+    r"(data|cache) directory( now)?$",
 )
 
 # Options for the sanitizer runtimes of the daemon and of the C tools: report
