@@ -259,29 +259,6 @@ bad_sync:
 	return -EINVAL;
 }
 
-/* URL as messages may show it: everything between the scheme and the last
- * '@' replaced by "***", which hides any "user:password@" before the host
- * even when the password holds a raw '/', '?' or '#'.  After "file:///"
- * (no host: the rest is a path) nothing is hidden.  A string without a
- * scheme ("://" before any '/' or '@') is hidden from its start.  Caller
- * frees; NULL without memory. */
-static char *url_redacted(const char *url)
-{
-	const char *sep = strstr(url, "://");
-	const char *at = strrchr(url, '@');
-	size_t keep = 0;
-	char *out;
-
-	if (sep && strcspn(url, "/@") > (size_t)(sep - url))
-		keep = (size_t)(sep - url) + 3;
-	if (!at || (size_t)(at - url) < keep ||
-	    strncmp(url, "file:///", 8) == 0)
-		return strdup(url);
-	if (asprintf(&out, "%.*s***%s", (int)keep, url, at) < 0)
-		return NULL;
-	return out;
-}
-
 /* The remote options: a known scheme, a private credentials file, and no
  * remote-only option without remote=. */
 static int check_remote(struct fs_opts *o)
@@ -402,7 +379,7 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 		return -EINVAL;
 	if (o->show_help || o->show_version)
 		return 0;
-	if (o->remote && !(o->remote_shown = url_redacted(o->remote)))
+	if (o->remote && !(o->remote_shown = backend_url_redacted(o->remote)))
 		return -ENOMEM;
 	rc = parse_values(o);
 	if (!rc)

@@ -69,6 +69,14 @@ int store_open(const char *dir, const struct store_config *cfg,
 	       struct store **out) STORE_WARN_UNUSED;
 void store_close(struct store *st);
 
+/* Where store/'s log lines go: PRIO is a syslog(3) priority (LOG_ERR,
+ * LOG_WARNING, LOG_NOTICE, LOG_INFO), MSG one line without a newline and
+ * without the "streamfs: " prefix.  Without a sink, lines go to stderr.
+ * Set once, before any thread starts; the sink may be called from any
+ * thread. */
+typedef void (*store_log_fn)(int prio, const char *msg);
+void store_log_set_sink(store_log_fn sink);
+
 /* Called after every commit, with no store lock held, from the committing
  * thread: stream ID of tenant T now has SIZE bytes.  SIZE is UINT64_MAX when
  * the stream was removed.  Set once, before any other thread uses ST. */
