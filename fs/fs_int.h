@@ -34,6 +34,7 @@
 
 #include "fs.h"
 #include "lock.h"
+#include "log.h"
 #include "ring.h"
 #include "store_util.h"
 #include "sync.h"

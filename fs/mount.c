@@ -27,20 +27,20 @@ static int lock_source(const char *source)
 	snprintf(path, sizeof(path), "%s/streamfs.lock", source);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0) {
-		fprintf(stderr, "streamfs: cannot open %s: %s\n", path,
-			strerror(errno));
-		return -errno;
+		int err = errno;
+		fs_log(LOG_ERR, "cannot open %s: %s", path, strerror(err));
+		return -err;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB)) {
 		int err = errno;
 		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
 		pid[n > 0 ? n : 0] = '\0';
 		if (err == EWOULDBLOCK)
-			fprintf(stderr, "streamfs: %s is already mounted by "
-				"another streamfs (pid %s)\n", source,
+			fs_log(LOG_ERR, "%s is already mounted by "
+				"another streamfs (pid %s)", source,
 				n > 0 ? strtok(pid, "\n") : "?");
 		else
-			fprintf(stderr, "streamfs: cannot lock %s: %s\n", path,
+			fs_log(LOG_ERR, "cannot lock %s: %s", path,
 				strerror(err));
 		close(fd);
 		return -err;
@@ -54,7 +54,7 @@ static void lock_write_pid(int fd)
 	int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
 
 	if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) < 0)
-		fprintf(stderr, "streamfs: writing the lock's pid: %s\n",
+		fs_log(LOG_ERR, "writing the lock's pid: %s",
 			strerror(errno));
 }
 
@@ -93,10 +93,10 @@ static int64_t park_limit_ns(void)
 		return 0;
 	if (t < 15)
 		t = 15;
-	fprintf(stderr, "streamfs: warning: the kernel's FUSE request timeout "
+	fs_log(LOG_WARNING, "warning: the kernel's FUSE request timeout "
 		"is %lu s: a follow read that waits %lu s for new events is "
 		"answered with EINTR (cat, dd, grep and Python retry it and keep "
-		"following; other programs may stop)\n", t, t / 2);
+		"following; other programs may stop)", t, t / 2);
 	return (int64_t)t * 500000000;
 }
 
@@ -229,8 +229,8 @@ static int check_mountpoint(const char *mnt)
 	if (stat(mnt, &st) == 0) {
 		if (S_ISDIR(st.st_mode))
 			return 0;
-		fprintf(stderr, "streamfs: cannot mount on %s: not a directory "
-			"(a mount point must be a directory)\n", mnt);
+		fs_log(LOG_ERR, "cannot mount on %s: not a directory "
+			"(a mount point must be a directory)", mnt);
 		return -ENOTDIR;
 	}
 	err = errno;
@@ -240,8 +240,8 @@ static int check_mountpoint(const char *mnt)
 	if (abs)
 		type = mount_type(abs);
 	if (type && strcmp(type, "fuse.streamfs") == 0) {
-		fprintf(stderr, "streamfs: %s is the mount point of a streamfs "
-			"that died; releasing it (fusermount3 -u -z %s)\n",
+		fs_log(LOG_NOTICE, "%s is the mount point of a streamfs "
+			"that died; releasing it (fusermount3 -u -z %s)",
 			mnt, mnt);
 		if (lazy_unmount(abs ? abs : mnt) == 0 && stat(mnt, &st) == 0) {
 			free(type);
@@ -249,9 +249,9 @@ static int check_mountpoint(const char *mnt)
 			return 0;
 		}
 	}
-	fprintf(stderr, "streamfs: cannot mount on %s: %s (a %s whose daemon "
+	fs_log(LOG_ERR, "cannot mount on %s: %s (a %s whose daemon "
 		"died is still mounted there); run `fusermount3 -u %s` (or "
-		"`umount -l %s` as root) and mount again\n", mnt, strerror(err),
+		"`umount -l %s` as root) and mount again", mnt, strerror(err),
 		type ? type : "filesystem", mnt, mnt);
 	free(type);
 	free(abs);
@@ -308,6 +308,8 @@ static void daemon_ready(int *notify, int status)
 		return;
 	if (status == 0) {
 		int null = open("/dev/null", O_RDWR);
+
+		fs_log_detached();
 		if (chdir("/")) {
 			/* harmless: SOURCE is absolute */
 		}
@@ -357,13 +359,13 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	cfg.opts.query_slash_raw = o->query_slash_raw;
 	rc = sync_start(fs->st, &cfg, &s);
 	if (rc == -EBUSY) {
-		fprintf(stderr, "streamfs: another writer holds a tenant of %s "
-			"(see above); refusing to mount a second writer\n",
+		fs_log(LOG_ERR, "another writer holds a tenant of %s "
+			"(see above); refusing to mount a second writer",
 			o->remote_shown);
 		return rc;
 	}
 	if (rc) {
-		fprintf(stderr, "streamfs: cannot use remote %s: %s\n",
+		fs_log(LOG_ERR, "cannot use remote %s: %s",
 			o->remote_shown, strerror(-rc));
 		return rc;
 	}
@@ -454,23 +456,25 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	if (fs->opts->io_uring && !co->singlethread) {
 		rc = fs_ring_attach(fs->se, &fs->ring);
 		if (rc) {
-			fprintf(stderr, "streamfs: io_uring: %s\n", strerror(-rc));
+			fs_log(LOG_ERR, "io_uring: %s", strerror(-rc));
 			goto out_unmount;
 		}
 	}
 	lock_write_pid(lock_fd);
 	rc = fs_follow_start(fs);
 	if (rc) {
-		fprintf(stderr, "streamfs: starting threads: %s\n",
-			strerror(-rc));
+		fs_log(LOG_ERR, "starting threads: %s", strerror(-rc));
 		goto out_unmount;
 	}
 	daemon_ready(notify, 0);
+	fs_log(LOG_INFO, "mounted %s on %s (%s%s)", fs->opts->source,
+	       co->mountpoint, fs->opts->remote ? "remote " : "no remote",
+	       fs->opts->remote ? fs->opts->remote_shown : "");
 	rc = serve(fs, co);
 	/* A positive value is the signal that ended the loop: a clean stop. */
 	status = rc < 0 ? 1 : 0;
 	if (rc < 0)
-		fprintf(stderr, "streamfs: session ended: %s\n", strerror(-rc));
+		fs_log(LOG_ERR, "session ended: %s", strerror(-rc));
 	/* fs first: its wake thread may be inside sync's fetch hook (a
 	 * store_read of an evicted segment).  Commits the replica's thread
 	 * makes meanwhile find no thread to wake and queue nothing. */
@@ -479,6 +483,8 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 	sync_stop(atomic_exchange(&fs->sync, NULL));
 out_unmount:
 	fuse_session_unmount(fs->se);
+	if (status == 0)
+		fs_log(LOG_INFO, "unmounted %s", co->mountpoint);
 	fs_ring_free(fs->ring);
 	fs->ring = NULL;
 out_signals:
@@ -499,14 +505,18 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	if (fuse_parse_cmdline(args, &co))
 		return 1;
 	if (!co.mountpoint) {
-		fprintf(stderr, "streamfs: missing MOUNTPOINT (see --help)\n");
+		fs_log(LOG_ERR, "missing MOUNTPOINT (see --help)");
 		goto out;
 	}
 	if (check_mountpoint(co.mountpoint))
 		goto out;
+	/* Before the fork: a log=FILE that cannot be opened fails the
+	 * command, and a relative FILE is taken from where it was given. */
+	if (fs_log_start(o->log_file, co.foreground))
+		goto out;
 	rc = daemon_fork(co.foreground, &notify);
 	if (rc) {
-		fprintf(stderr, "streamfs: fork: %s\n", strerror(-rc));
+		fs_log(LOG_ERR, "fork: %s", strerror(-rc));
 		goto out;
 	}
 	lock_fd = lock_source(o->source);
@@ -514,7 +524,7 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 		goto out;
 	rc = store_open(o->source, &o->store, &st);
 	if (rc) {
-		fprintf(stderr, "streamfs: cannot open %s: %s\n", o->source,
+		fs_log(LOG_ERR, "cannot open %s: %s", o->source,
 			strerror(-rc));
 		goto out_lock;
 	}
@@ -522,7 +532,7 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	if (!rc)
 		rc = fs_buffers_init();
 	if (rc) {
-		fprintf(stderr, "streamfs: %s\n", strerror(-rc));
+		fs_log(LOG_ERR, "%s", strerror(-rc));
 		goto out_store;
 	}
 	fs.park_max_ns = park_limit_ns();
@@ -538,6 +548,7 @@ out_lock:
 	close(lock_fd);
 out:
 	daemon_ready(&notify, status ? status : 1);
+	fs_log_stop();
 	free(co.mountpoint);
 	return status;
 }

@@ -26,6 +26,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("credentials=%s", credentials),
 	OPT_STR("framing=%s", framing_str),
 	OPT_STR("sync=%s", sync_str),
+	OPT_STR("log=%s", log_file),
 	OPT_STR("roll=%s", roll_str),
 	OPT_STR("roll_size=%s", roll_size_str),
 	OPT_STR("max_event=%s", max_event_str),
@@ -78,6 +79,8 @@ void fs_usage(const char *prog)
 	       "    -o io_uring            take requests over io_uring, on the CPU\n"
 	       "                           that made them (kernel 6.14+, with the fuse\n"
 	       "                           module parameter enable_uring set)\n"
+	       "    -o log=FILE            log to FILE (appended, timestamped) instead\n"
+	       "                           of syslog; with -f, to stderr as well\n"
 	       "    -o ro                  read-only mount; with remote=, an analysis host\n"
 	       "                           mirroring URL into SOURCE (a cache directory)\n"
 	       "    -o allow_other         let other users in; needs default_permissions\n"
@@ -403,6 +406,7 @@ void fs_opts_release(struct fs_opts *o)
 	free(o->endpoint);
 	free(o->region);
 	free(o->credentials);
+	free(o->log_file);
 	free(o->framing_str);
 	free(o->sync_str);
 	free(o->roll_str);
