@@ -250,4 +250,17 @@ int store_roll_all(struct store *st) STORE_WARN_UNUSED;
  * Returns 0 when clean, 1 on damage, -errno when it cannot check. */
 int store_verify(const char *dir, FILE *out);
 
+/* How far store_verify_with() is: segments (present ones: evicted segments
+ * are not checked) and their bytes, done and in all.  Reported once when
+ * the totals are known (nothing done yet) and after each segment. */
+struct store_verify_progress {
+	uint64_t segments_done, segments_total;
+	uint64_t bytes_done, bytes_total;
+};
+typedef void (*store_verify_fn)(void *arg,
+				const struct store_verify_progress *p);
+/* store_verify(), calling FN (may be NULL) with ARG as it goes. */
+int store_verify_with(const char *dir, FILE *out, store_verify_fn fn,
+		      void *arg);
+
 #endif
