@@ -61,7 +61,7 @@ def test_detached_mount_logs_a_down_remote_to_a_file(tmp_path, streamfs_bin):
     """Without -f, a remote on a closed port is heard of in log=FILE (given
     relative: taken from where the command ran), one timestamped line per
     message; the credentials' password shows nowhere; a log file moved
-    away (logrotate) is opened anew."""
+    away (logrotate) is opened anew for the next line."""
     src, mnt = tmp_path / "src", tmp_path / "mnt"
     mnt.mkdir()
     cred = tmp_path / "cred"
@@ -87,13 +87,29 @@ def test_detached_mount_logs_a_down_remote_to_a_file(tmp_path, streamfs_bin):
         assert "info: mounted %s on %s" % (src, mnt) in text, text
         # logrotate renames the file; the next line starts a new one
         os.rename(log, tmp_path / "streamfs.log.1")
-        wait_until(lambda: log.exists(), timeout=60, msg="log file not reopened")
     finally:
         stop_detached(src, mnt)
-    text = (tmp_path / "streamfs.log.1").read_text() + log.read_text()
-    assert "info: unmounted %s" % mnt in log.read_text()
-    assert PASSWORD not in text + r.stdout + r.stderr
+    rotated = (tmp_path / "streamfs.log.1").read_text()
+    assert "unmounted" not in rotated, rotated
+    assert re.search(r"Z streamfs\[\d+\] info: unmounted %s\n" % re.escape(str(mnt)),
+                     log.read_text()), log.read_text()
+    assert PASSWORD not in rotated + log.read_text() + r.stdout + r.stderr
     assert not is_mounted(mnt)
+
+
+def test_a_repeated_line_is_logged_once(mount, tmp_path):
+    """While a remote stays down, each retry says the same; stderr (with -f)
+    shows every one, log=FILE the first (a later one says how many it
+    left out)."""
+    log = tmp_path / "f.log"
+    url = "http://127.0.0.1:%d/dav" % free_port()
+    m = mount("log=%s,remote=%s" % (log, url), allow=[r"sync: "])
+    curl = "curl code 7"
+    wait_until(lambda: m.stderr().count(curl) >= 3, timeout=120)
+    text = log.read_text()
+    assert text.count(curl) == 1, text
+    assert text.count("failing") == 1, text
+    m.umount()
 
 
 def test_log_file_that_cannot_be_opened_refuses_the_mount(tmp_path, streamfs_bin):
