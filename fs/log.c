@@ -50,6 +50,7 @@ struct repeat {
 
 static struct {
 	/* Set by fs_log_start() before any thread, then read-only. */
+	bool started;		/* lock is initialized */
 	char *path;		/* absolute path of log=FILE, or NULL */
 	bool to_syslog;
 	/* Cleared once by fs_log_detached(); read by any thread. */
@@ -260,11 +261,10 @@ int fs_log_start(const char *file, bool foreground)
 	int rc;
 
 	fs_mutex_init(&logger.lock, FS_LOCK_LOG);
+	logger.started = true;
 	if (file) {
 		logger.path = absolute(file);
-		if (!logger.path)
-			return -errno ? -errno : -ENOMEM;
-		rc = open_file();
+		rc = logger.path ? open_file() : errno ? -errno : -ENOMEM;
 		if (rc) {
 			fprintf(stderr, "streamfs: log=%s: %s\n", file,
 				strerror(-rc));
@@ -289,6 +289,9 @@ void fs_log_detached(void)
 
 void fs_log_stop(void)
 {
+	if (!logger.started)
+		return;
+	logger.started = false;
 	/* Whatever logs after this (nothing should) goes to stderr. */
 	store_log_set_sink(NULL);
 	remote_log_set_sink(NULL);
