@@ -186,7 +186,7 @@ static void write_file(int prio, const char *msg)
 		line[len - 1] = '\n';
 	}
 	if (file_moved())
-		(void)open_file();	/* on failure, the old fd still takes it */
+		(void)open_file();	/* failing, the old fd takes it */
 	/* One write with O_APPEND: lines of threads never interleave. */
 	if (write(logger.fd, line, (size_t)len) < 0) {
 		/* nowhere left to say it */

@@ -188,7 +188,8 @@ static bool status_number(const char *text, const char *key, uint64_t *out)
 	const char *l = text;
 
 	while (l) {
-		if (strncmp(l, key, klen) == 0 && strncmp(l + klen, ": ", 2) == 0)
+		if (strncmp(l, key, klen) == 0 &&
+		    strncmp(l + klen, ": ", 2) == 0)
 			return sscanf(l + klen + 2, "%" SCNu64, out) == 1;
 		l = strchr(l, '\n');
 		if (l)
