@@ -76,7 +76,8 @@ def test_detached_mount_logs_a_down_remote_to_a_file(tmp_path, streamfs_bin):
     try:
         assert r.returncode == 0, r.stderr
         assert is_mounted(mnt)
-        wait_until(lambda: "failing" in log.read_text(), timeout=60)
+        wait_until(lambda: "failing" in log.read_text() and
+                   "mounted" in log.read_text(), timeout=60)
         text = log.read_text()
         line = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z streamfs\[\d+\] "
                           r"(error|warning|notice|info): ")
@@ -125,8 +126,13 @@ def test_log_file_that_cannot_be_opened_refuses_the_mount(tmp_path, streamfs_bin
 
 
 def namespace_tools():
-    return os.geteuid() == 0 and all(shutil.which(t) for t in
-                                      ("unshare", "nsenter", "mount"))
+    """Whether this test may make a mount namespace of its own."""
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in
+                                    ("unshare", "nsenter", "mount")):
+        return False
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
 
 
 # Inside a private mount namespace: a fresh /dev holding the devices the
@@ -152,7 +158,8 @@ PRI = re.compile(r"^<(\d+)>(.*)$", re.S)
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(not namespace_tools(), reason="needs root, unshare and nsenter")
+@pytest.mark.skipif(not namespace_tools(),
+                    reason="needs root and mount namespaces (unshare, nsenter)")
 def test_detached_mount_logs_to_syslog(tmp_path, streamfs_bin):
     """Without -f and without log=, lines go to syslog: the datagrams on
     /dev/log carry facility daemon, ident streamfs, a priority per line,
@@ -177,7 +184,9 @@ def test_detached_mount_logs_to_syslog(tmp_path, streamfs_bin):
                            text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("failing" in m for m in msgs):
+        while time.monotonic() < deadline and not (
+                any("failing" in m for m in msgs) and
+                any("mounted" in m for m in msgs)):
             try:
                 msgs.append(sock.recv(65536).decode(errors="replace"))
             except socket.timeout:
