@@ -141,7 +141,7 @@ int fs_file_open(struct fs *fs, struct fs_node *n,
 static int commit_held(struct fs_file *fh);
 
 /* Descriptions the kernel did not release (a clean stop): their partial
- * lines are committed as a close would, failures said on stderr. */
+ * lines are committed as a close would, failures logged. */
 void fs_files_release(struct fs *fs)
 {
 	while (fs->files) {
@@ -152,8 +152,8 @@ void fs_files_release(struct fs *fs)
 		rc = commit_held(fh);
 		fs_mutex_unlock(&fh->lock);
 		if (rc)
-			fprintf(stderr, "streamfs: partial line lost at "
-				"unmount: %s\n", strerror(-rc));
+			fs_log(LOG_ERR, "partial line lost at "
+				"unmount: %s", strerror(-rc));
 		fs_file_free(fs, fh);
 	}
 }
@@ -225,7 +225,7 @@ void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	rc = commit_held(fh);
 	fs_mutex_unlock(&fh->lock);
 	if (rc)
-		fprintf(stderr, "streamfs: partial line lost at release: %s\n",
+		fs_log(LOG_ERR, "partial line lost at release: %s",
 			strerror(-rc));
 	fs_inval_wait(fs);
 	fs_file_free(fs, fh);

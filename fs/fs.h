@@ -34,6 +34,7 @@ struct fs_opts {
 	char *endpoint;		/* owned */
 	char *region;		/* owned */
 	char *credentials;	/* owned; path of a credentials file */
+	char *log_file;		/* owned; log=FILE, or NULL */
 	char *framing_str;	/* owned; "lines" or "raw" */
 	char *sync_str;		/* owned; "none" or "always" */
 	char *roll_str, *roll_size_str, *max_event_str;	/* owned */

@@ -38,6 +38,7 @@
 
 #include "fs.h"
 #include "lock.h"
+#include "log.h"
 #include "ring.h"
 #include "store_util.h"
 #include "sync.h"

@@ -29,6 +29,7 @@ enum fs_lock_rank {
 	FS_LOCK_RING_WATCH,	/* struct fs_ring.watch_lock (ring.c) */
 	FS_LOCK_RING_QUEUE,	/* struct ring_queue.lock (ring.c) */
 	FS_LOCK_ALONE,		/* struct fs.answer_lock: with no other held */
+	FS_LOCK_LOG,		/* log.c's: a leaf, taken last */
 };
 
 struct fs_mutex {

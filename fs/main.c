@@ -13,14 +13,19 @@
  */
 #include <curl/curl.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <time.h>
 
 #include "config.h"
 #include "fs.h"
+#include "progress.h"
 
 /* Beside stdlib's EXIT_SUCCESS (0) and EXIT_FAILURE (1). */
 #define EXIT_USAGE 2
@@ -68,8 +73,47 @@ static int lock_for_verify(const char *dir, int *fd)
 	return -EBUSY;
 }
 
+static void verify_progress(void *arg, const struct store_verify_progress *v)
+{
+	struct fs_progress_state s = {
+		.bytes_done = v->bytes_done,
+		.bytes_total = v->bytes_total,
+		.objects_done = v->segments_done,
+		.objects_total = v->segments_total,
+	};
+
+	fs_progress_show(arg, &s, v->segments_done == 0);
+}
+
+/* Verify's report while a progress line may be on the terminal: each line
+ * of it first erases the progress line (redrawn at the next step). */
+static ssize_t report_write(void *cookie, const char *buf, size_t len)
+{
+	fs_progress_end(cookie);
+	len = fwrite(buf, 1, len, stdout);
+	fflush(stdout);
+	return (ssize_t)len;
+}
+
+/* store_verify_with() and a progress line: for a terminal on stderr. */
+static int verify_shown(const char *dir, struct fs_progress *progress)
+{
+	cookie_io_functions_t io = { .write = report_write };
+	FILE *report = fopencookie(progress, "w", io);
+	int rc;
+
+	if (!report)
+		return -errno;
+	setvbuf(report, NULL, _IOLBF, 0);
+	rc = store_verify_with(dir, report, verify_progress, progress);
+	fclose(report);
+	fs_progress_end(progress);
+	return rc;
+}
+
 static int cmd_verify(int argc, char *argv[])
 {
+	struct fs_progress progress;
 	int rc, lock;
 
 	if (argc != 3) {
@@ -80,7 +124,11 @@ static int cmd_verify(int argc, char *argv[])
 		return EXIT_FAILURE;
 	if (lock_for_verify(argv[2], &lock))
 		return EXIT_USAGE;
-	rc = store_verify(argv[2], stdout);
+	fs_progress_init(&progress, "verify", "segments");
+	if (progress.on)
+		rc = verify_shown(argv[2], &progress);
+	else
+		rc = store_verify(argv[2], stdout);
 	if (lock >= 0)
 		close(lock);
 	if (rc < 0) {
@@ -194,6 +242,103 @@ static long parse_timeout(const char *arg)
 	return secs;
 }
 
+/* The value of "KEY: N" in the status TEXT; false when it has none. */
+static bool status_number(const char *text, const char *key, uint64_t *out)
+{
+	size_t klen = strlen(key);
+	const char *l = text;
+
+	while (l) {
+		if (strncmp(l, key, klen) == 0 &&
+		    strncmp(l + klen, ": ", 2) == 0)
+			return sscanf(l + klen + 2, "%" SCNu64, out) == 1;
+		l = strchr(l, '\n');
+		if (l)
+			l++;
+	}
+	return false;
+}
+
+/* What a writer's mount has uploaded and has still to upload. */
+struct upload_counts {
+	uint64_t uploaded_bytes, uploaded_segments;
+	uint64_t pending_bytes, pending_segments;
+};
+
+static bool upload_counts(const char *mnt, struct upload_counts *c)
+{
+	char *text;
+	bool ok;
+
+	if (read_xattr(mnt, "user.streamfs.status", &text))
+		return false;
+	ok = status_number(text, "uploaded_bytes", &c->uploaded_bytes) &&
+	     status_number(text, "uploaded_segments", &c->uploaded_segments) &&
+	     status_number(text, "pending_bytes", &c->pending_bytes) &&
+	     status_number(text, "pending_segments", &c->pending_segments);
+	free(text);
+	return ok;
+}
+
+/* The sync_now read, on a thread of its own while the tool draws. */
+struct sync_call {
+	const char *mnt, *name;
+	int rc;
+	atomic_bool done;
+};
+
+static void *sync_call_run(void *arg)
+{
+	struct sync_call *c = arg;
+	char *text = NULL;
+
+	c->rc = read_xattr(c->mnt, c->name, &text);
+	free(text);
+	atomic_store(&c->done, true);
+	return NULL;
+}
+
+/* Runs the sync_now read of NAME on MNT and, while it waits, shows what
+ * was uploaded since it began of what there was and is to upload: sealing
+ * the active segments adds to the pending set as it goes. */
+static int sync_shown(const char *mnt, const char *name)
+{
+	struct sync_call call = { .mnt = mnt, .name = name };
+	struct timespec tick = { .tv_nsec = 100000000 };
+	struct upload_counts base, now;
+	struct fs_progress progress;
+	struct fs_progress_state s = { 0 };
+	pthread_t thread;
+	int rc;
+
+	fs_progress_init(&progress, "sync", "segments");
+	if (!progress.on || !upload_counts(mnt, &base)) {
+		sync_call_run(&call);	/* quiet; or an analysis mount */
+		return call.rc;
+	}
+	s.bytes_total = base.pending_bytes;
+	s.objects_total = base.pending_segments;
+	fs_progress_show(&progress, &s, true);
+	rc = pthread_create(&thread, NULL, sync_call_run, &call);
+	if (rc) {
+		fs_progress_end(&progress);
+		return -rc;
+	}
+	while (!atomic_load(&call.done)) {
+		nanosleep(&tick, NULL);
+		if (!upload_counts(mnt, &now))
+			continue;
+		s.bytes_done = now.uploaded_bytes - base.uploaded_bytes;
+		s.objects_done = now.uploaded_segments - base.uploaded_segments;
+		s.bytes_total = s.bytes_done + now.pending_bytes;
+		s.objects_total = s.objects_done + now.pending_segments;
+		fs_progress_show(&progress, &s, false);
+	}
+	pthread_join(thread, NULL);
+	fs_progress_end(&progress);
+	return call.rc;
+}
+
 static int cmd_sync(int argc, char *argv[])
 {
 	const char *mnt = NULL, *bad = NULL;
@@ -227,8 +372,7 @@ static int cmd_sync(int argc, char *argv[])
 		snprintf(name, sizeof(name), "user.streamfs.sync_now.%ld", secs);
 	else
 		snprintf(name, sizeof(name), "user.streamfs.sync_now");
-	rc = read_xattr(mnt, name, &text);
-	free(text);
+	rc = sync_shown(mnt, name);
 	if (rc == 0)
 		return 0;
 	if (rc == -ETIMEDOUT)

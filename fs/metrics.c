@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,13 +307,25 @@ int fs_metrics_open(const struct fs_opts *o, struct fs_metrics **out)
 	    setsockopt(m->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    bind(m->fd, sa, o->metrics_addrlen) || listen(m->fd, 16)) {
 		rc = -errno;
-		fprintf(stderr, "streamfs: metrics=%s: cannot listen there: %s\n",
-			o->metrics, strerror(-rc));
+		fs_log(LOG_ERR, "metrics=%s: cannot listen there: %s",
+		       o->metrics, strerror(-rc));
 		fs_metrics_free(m);
 		return rc;
 	}
 	*out = m;
 	return 0;
+}
+
+/* libmicrohttpd's own errors (a connection it could not take) go where
+ * ours do. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+
+	(void)cls;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	fs_log(LOG_WARNING, "metrics: %s", line);
 }
 
 int fs_metrics_start(struct fs_metrics *m, struct fs *fs)
@@ -326,9 +339,10 @@ int fs_metrics_start(struct fs_metrics *m, struct fs *fs)
 		MHD_OPTION_LISTEN_SOCKET, (MHD_socket)m->fd,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		MHD_OPTION_END);
 	if (!m->daemon) {
-		fprintf(stderr, "streamfs: metrics: cannot start the HTTP server\n");
+		fs_log(LOG_ERR, "metrics: cannot start the HTTP server");
 		return -EIO;
 	}
 	m->fd = -1;	/* MHD_stop_daemon() closes it */

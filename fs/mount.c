@@ -51,10 +51,10 @@ static int64_t park_limit_ns(void)
 		return 0;
 	if (t < 15)
 		t = 15;
-	fprintf(stderr, "streamfs: warning: the kernel's FUSE request timeout "
+	fs_log(LOG_WARNING, "warning: the kernel's FUSE request timeout "
 		"is %lu s: a follow read that waits %lu s for new events is "
 		"answered with EINTR (cat, dd, grep and Python retry it and keep "
-		"following; other programs may stop)\n", t, t / 2);
+		"following; other programs may stop)", t, t / 2);
 	return (int64_t)t * 500000000;
 }
 
@@ -187,8 +187,8 @@ static int check_mountpoint(const char *mnt)
 	if (stat(mnt, &st) == 0) {
 		if (S_ISDIR(st.st_mode))
 			return 0;
-		fprintf(stderr, "streamfs: cannot mount on %s: not a directory "
-			"(a mount point must be a directory)\n", mnt);
+		fs_log(LOG_ERR, "cannot mount on %s: not a directory "
+			"(a mount point must be a directory)", mnt);
 		return -ENOTDIR;
 	}
 	err = errno;
@@ -198,8 +198,8 @@ static int check_mountpoint(const char *mnt)
 	if (abs)
 		type = mount_type(abs);
 	if (type && strcmp(type, "fuse.streamfs") == 0) {
-		fprintf(stderr, "streamfs: %s is the mount point of a streamfs "
-			"that died; releasing it (fusermount3 -u -z %s)\n",
+		fs_log(LOG_NOTICE, "%s is the mount point of a streamfs "
+			"that died; releasing it (fusermount3 -u -z %s)",
 			mnt, mnt);
 		if (lazy_unmount(abs ? abs : mnt) == 0 && stat(mnt, &st) == 0) {
 			free(type);
@@ -207,9 +207,9 @@ static int check_mountpoint(const char *mnt)
 			return 0;
 		}
 	}
-	fprintf(stderr, "streamfs: cannot mount on %s: %s (a %s whose daemon "
+	fs_log(LOG_ERR, "cannot mount on %s: %s (a %s whose daemon "
 		"died is still mounted there); run `fusermount3 -u %s` (or "
-		"`umount -l %s` as root) and mount again\n", mnt, strerror(err),
+		"`umount -l %s` as root) and mount again", mnt, strerror(err),
 		type ? type : "filesystem", mnt, mnt);
 	free(type);
 	free(abs);
@@ -266,6 +266,8 @@ static void daemon_ready(int *notify, int status)
 		return;
 	if (status == 0) {
 		int null = open("/dev/null", O_RDWR);
+
+		fs_log_detached();
 		if (chdir("/")) {
 			/* harmless: SOURCE is absolute */
 		}
@@ -315,13 +317,13 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	cfg.opts.query_slash_raw = o->query_slash_raw;
 	rc = sync_start(fs->st, &cfg, &s);
 	if (rc == -EBUSY) {
-		fprintf(stderr, "streamfs: another writer holds a tenant of %s "
-			"(see above); refusing to mount a second writer\n",
+		fs_log(LOG_ERR, "another writer holds a tenant of %s "
+			"(see above); refusing to mount a second writer",
 			o->remote_shown);
 		return rc;
 	}
 	if (rc) {
-		fprintf(stderr, "streamfs: cannot use remote %s: %s\n",
+		fs_log(LOG_ERR, "cannot use remote %s: %s",
 			o->remote_shown, strerror(-rc));
 		return rc;
 	}
@@ -420,32 +422,34 @@ static int run_session(struct fs *fs, struct fuse_args *args,
 		goto out_signals;
 	/* The ring runs handlers on threads of its own: not with -s. */
 	if (fs->opts->io_uring && co->singlethread)
-		fprintf(stderr, "streamfs: io_uring: not with -s (the ring "
-			"serves requests on threads of its own); requests go "
-			"through /dev/fuse\n");
+		fs_log(LOG_WARNING, "io_uring: not with -s (the ring serves "
+		       "requests on threads of its own); requests go through "
+		       "/dev/fuse");
 	if (fs->opts->io_uring && !co->singlethread) {
 		rc = fs_ring_attach(fs->se, &fs->ring);
 		if (rc) {
-			fprintf(stderr, "streamfs: io_uring: %s\n", strerror(-rc));
+			fs_log(LOG_ERR, "io_uring: %s", strerror(-rc));
 			goto out_unmount;
 		}
 	}
 	record_mountpoint(lock_fd, co->mountpoint);
 	rc = fs_follow_start(fs);
 	if (rc) {
-		fprintf(stderr, "streamfs: starting threads: %s\n",
-			strerror(-rc));
+		fs_log(LOG_ERR, "starting threads: %s", strerror(-rc));
 		goto out_unmount;
 	}
 	if (fs_metrics_start(fs->metrics, fs))
 		goto out_stop;
 	fs_source_say_new(fs->opts);
 	daemon_ready(notify, 0);
+	fs_log(LOG_INFO, "mounted %s on %s (%s%s)", fs->opts->source,
+	       co->mountpoint, fs->opts->remote ? "remote " : "no remote",
+	       fs->opts->remote ? fs->opts->remote_shown : "");
 	rc = serve(fs, co);
 	/* A positive value is the signal that ended the loop: a clean stop. */
 	status = rc < 0 ? 1 : 0;
 	if (rc < 0)
-		fprintf(stderr, "streamfs: session ended: %s\n", strerror(-rc));
+		fs_log(LOG_ERR, "session ended: %s", strerror(-rc));
 out_stop:
 	/* The metrics server reads the ring and sync: it goes first. */
 	fs_metrics_free(fs->metrics);
@@ -458,6 +462,8 @@ out_stop:
 	sync_stop(atomic_exchange(&fs->sync, NULL));
 out_unmount:
 	fuse_session_unmount(fs->se);
+	if (status == 0)
+		fs_log(LOG_INFO, "unmounted %s", co->mountpoint);
 	fs_ring_free(fs->ring);
 	fs->ring = NULL;
 out_signals:
@@ -480,14 +486,18 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 		return 1;
 	}
 	if (!co.mountpoint) {
-		fprintf(stderr, "streamfs: missing MOUNTPOINT (see --help)\n");
+		fs_log(LOG_ERR, "missing MOUNTPOINT (see --help)");
 		goto out;
 	}
 	if (check_mountpoint(co.mountpoint) || fs_source_resolve(o))
 		goto out;
+	/* Before the fork: a log=FILE that cannot be opened fails the
+	 * command, and a relative FILE is taken from where it was given. */
+	if (fs_log_start(o->log_file, co.foreground))
+		goto out;
 	rc = daemon_fork(co.foreground, &notify);
 	if (rc) {
-		fprintf(stderr, "streamfs: fork: %s\n", strerror(-rc));
+		fs_log(LOG_ERR, "fork: %s", strerror(-rc));
 		goto out;
 	}
 	lock_fd = fs_source_lock(o->source);
@@ -495,7 +505,7 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 		goto out;
 	rc = store_open(o->source, &o->store, &st);
 	if (rc) {
-		fprintf(stderr, "streamfs: cannot open %s: %s\n", o->source,
+		fs_log(LOG_ERR, "cannot open %s: %s", o->source,
 			strerror(-rc));
 		goto out_lock;
 	}
@@ -503,7 +513,7 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	if (!rc)
 		rc = fs_buffers_init();
 	if (rc) {
-		fprintf(stderr, "streamfs: starting: %s\n", strerror(-rc));
+		fs_log(LOG_ERR, "starting: %s", strerror(-rc));
 		goto out_store;
 	}
 	fs.park_max_ns = park_limit_ns();
@@ -522,6 +532,7 @@ out_lock:
 	fs_source_unlock(lock_fd);
 out:
 	daemon_ready(&notify, status ? status : 1);
+	fs_log_stop();
 	free(co.mountpoint);
 	return status;
 }

@@ -28,6 +28,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("credentials=%s", credentials),
 	OPT_STR("framing=%s", framing_str),
 	OPT_STR("sync=%s", sync_str),
+	OPT_STR("log=%s", log_file),
 	OPT_STR("roll=%s", roll_str),
 	OPT_STR("roll_size=%s", roll_size_str),
 	OPT_STR("max_event=%s", max_event_str),
@@ -87,6 +88,8 @@ void fs_usage(const char *prog)
 	       "    -o io_uring            take requests over io_uring, on the CPU\n"
 	       "                           that made them (kernel 6.14+, with the fuse\n"
 	       "                           module parameter enable_uring set)\n"
+	       "    -o log=FILE            log to FILE (appended, timestamped) instead\n"
+	       "                           of syslog; with -f, to stderr as well\n"
 	       "    -o ro                  read-only mount; with remote=, an analysis host\n"
 	       "                           mirroring URL into SOURCE (a cache directory)\n"
 	       "    -o allow_other         let other users in; needs default_permissions\n"
@@ -100,7 +103,8 @@ void fs_usage(const char *prog)
 	       "optional ms, s, m, h or d.\n"
 	       "status prints the sync status of a mount; sync seals and uploads\n"
 	       "everything now (an analysis mount: rescans the remote) and waits,\n"
-	       "at most SECS seconds (1 to 86400, default 300).\n"
+	       "at most SECS seconds (1 to 86400, default 300).  On a terminal,\n"
+	       "verify and sync show their progress on stderr.\n"
 	       "\n"
 	       "verify refuses a DATADIR that a streamfs has mounted.\n"
 	       "\n"
@@ -318,29 +322,6 @@ bad:
 	return -EINVAL;
 }
 
-/* URL as messages may show it: everything between the scheme and the last
- * '@' replaced by "***", which hides any "user:password@" before the host
- * even when the password holds a raw '/', '?' or '#'.  After "file:///"
- * (no host: the rest is a path) nothing is hidden.  A string without a
- * scheme ("://" before any '/' or '@') is hidden from its start.  Caller
- * frees; NULL without memory. */
-static char *url_redacted(const char *url)
-{
-	const char *sep = strstr(url, "://");
-	const char *at = strrchr(url, '@');
-	size_t keep = 0;
-	char *out;
-
-	if (sep && strcspn(url, "/@") > (size_t)(sep - url))
-		keep = (size_t)(sep - url) + 3;
-	if (!at || (size_t)(at - url) < keep ||
-	    strncmp(url, "file:///", 8) == 0)
-		return strdup(url);
-	if (asprintf(&out, "%.*s***%s", (int)keep, url, at) < 0)
-		return NULL;
-	return out;
-}
-
 /* The remote options: a known scheme, a private credentials file, and no
  * remote-only option without remote=. */
 static int check_remote(struct fs_opts *o)
@@ -438,7 +419,7 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 		return -EINVAL;
 	if (o->show_help || o->show_version)
 		return 0;
-	if (o->remote && !(o->remote_shown = url_redacted(o->remote)))
+	if (o->remote && !(o->remote_shown = backend_url_redacted(o->remote)))
 		return -ENOMEM;
 	rc = parse_values(o);
 	if (!rc && o->metrics)
@@ -464,6 +445,7 @@ void fs_opts_release(struct fs_opts *o)
 	free(o->endpoint);
 	free(o->region);
 	free(o->credentials);
+	free(o->log_file);
 	free(o->framing_str);
 	free(o->sync_str);
 	free(o->roll_str);

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "lock.h"
+#include "log.h"
 #include "ring.h"
 #include "ring_uapi.h"
 #include "store_util.h"
@@ -269,7 +270,7 @@ static void ring_commit_now(struct ring_ent *e)
 	int rc = ring_submit(e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
 
 	if (rc)
-		fprintf(stderr, "streamfs: io_uring: commit: %s\n", strerror(-rc));
+		fs_log(LOG_ERR, "io_uring: commit: %s", strerror(-rc));
 }
 
 /* Commits E's reply (already in its buffers) and lets it wait for the next
@@ -489,7 +490,7 @@ static void ring_keep_entries(struct ring_queue *q)
 		int rc = ring_ent_add(q);
 
 		if (rc) {
-			fprintf(stderr, "streamfs: io_uring: queue %u: %s\n",
+			fs_log(LOG_WARNING, "io_uring: queue %u: %s",
 				q->qid, strerror(-rc));
 			q->dead = true;
 		}
@@ -539,8 +540,8 @@ static void ring_ent_failed(struct ring_queue *q, int res)
 	/* -ENOTCONN, -ECONNABORTED: unmounted, or the daemon is going. */
 	if (!q->dead && !atomic_load(&q->ring->stopping) &&
 	    res != -ENOTCONN && res != -ECONNABORTED)
-		fprintf(stderr, "streamfs: io_uring: queue %u: %s; "
-			"its requests go through /dev/fuse\n", q->qid,
+		fs_log(LOG_WARNING, "io_uring: queue %u: %s; "
+			"its requests go through /dev/fuse", q->qid,
 			strerror(-res));
 	q->dead = true;
 }
@@ -725,15 +726,15 @@ static void ring_start(struct fs_ring *r, const struct iovec *iov, int count)
 	int rc = 0;
 
 	if (!atomic_load(&r->offered)) {
-		fprintf(stderr, "streamfs: io_uring: not offered by the kernel: "
-			"%s; requests go through /dev/fuse\n", not_offered_why());
+		fs_log(LOG_WARNING, "io_uring: not offered by the kernel: "
+			"%s; requests go through /dev/fuse", not_offered_why());
 		return;
 	}
 	r->payload_size = init_payload_size(iov, count);
 	r->nqueues = possible_cpus();
 	r->queues = calloc(r->nqueues, sizeof(*r->queues));
 	if (!r->payload_size || !r->queues) {
-		fprintf(stderr, "streamfs: io_uring: cannot start\n");
+		fs_log(LOG_ERR, "io_uring: cannot start");
 		return;
 	}
 	for (i = 0; i < r->nqueues; i++) {
@@ -751,8 +752,8 @@ static void ring_start(struct fs_ring *r, const struct iovec *iov, int count)
 		rc = -pthread_create(&r->watchdog, NULL, ring_watchdog, r);
 	r->watchdog_started = !rc;
 	if (rc)
-		fprintf(stderr, "streamfs: io_uring: %s; requests go through "
-			"/dev/fuse\n", strerror(-rc));
+		fs_log(LOG_WARNING, "io_uring: %s; requests go through "
+			"/dev/fuse", strerror(-rc));
 }
 
 int fs_ring_attach(struct fuse_session *se, struct fs_ring **out)

@@ -92,27 +92,27 @@ static int refuse(const char *source, int kind)
 {
 	switch (kind) {
 	case -ENOENT:
-		fprintf(stderr, "streamfs: %s: no such directory; pass -o "
-			"create to make a new data directory there\n", source);
+		fs_log(LOG_ERR, "%s: no such directory; pass -o "
+			"create to make a new data directory there", source);
 		return kind;
 	case -ENOTDIR:
-		fprintf(stderr, "streamfs: %s: not a directory (SOURCE is a "
-			"data directory)\n", source);
+		fs_log(LOG_ERR, "%s: not a directory (SOURCE is a "
+			"data directory)", source);
 		return kind;
 	case FS_SOURCE_OTHER:
-		fprintf(stderr, "streamfs: %s is not a streamfs data directory "
+		fs_log(LOG_ERR, "%s is not a streamfs data directory "
 			"(it has no tenants/) and is not empty; refusing to start "
 			"a new store among other files: give a data directory, "
-			"an empty directory, or a new one with -o create\n",
+			"an empty directory, or a new one with -o create",
 			source);
 		return -ENOTEMPTY;
 	case FS_SOURCE_MOUNT:
-		fprintf(stderr, "streamfs: %s is the root of a streamfs mount; "
+		fs_log(LOG_ERR, "%s is the root of a streamfs mount; "
 			"SOURCE is a data directory (the 'source:' line of "
-			"`streamfs status %s`)\n", source, source);
+			"`streamfs status %s`)", source, source);
 		return -EINVAL;
 	default:
-		fprintf(stderr, "streamfs: %s: %s\n", source, strerror(-kind));
+		fs_log(LOG_ERR, "%s: %s", source, strerror(-kind));
 		return kind;
 	}
 }
@@ -129,7 +129,7 @@ int fs_source_resolve(struct fs_opts *o)
 		} else if (errno != EEXIST) {
 			int err = errno;
 
-			fprintf(stderr, "streamfs: cannot create %s: %s\n",
+			fs_log(LOG_ERR, "cannot create %s: %s",
 				o->source, strerror(err));
 			return -err;
 		}
@@ -144,7 +144,7 @@ int fs_source_resolve(struct fs_opts *o)
 	if (!abs) {
 		int err = errno;
 
-		fprintf(stderr, "streamfs: %s: %s\n", o->source, strerror(err));
+		fs_log(LOG_ERR, "%s: %s", o->source, strerror(err));
 		return -err;
 	}
 	free(o->source);
@@ -157,11 +157,11 @@ void fs_source_say_new(const struct fs_opts *o)
 	const char *what = o->replica ? "cache" : "data";
 
 	if (o->source_new == FS_SOURCE_CREATED)
-		fprintf(stderr, "streamfs: %s: created (-o create); it is a new "
-			"%s directory\n", o->source, what);
+		fs_log(LOG_NOTICE, "%s: created (-o create); it is a new "
+			"%s directory", o->source, what);
 	else if (o->source_new == FS_SOURCE_WAS_EMPTY)
-		fprintf(stderr, "streamfs: %s was empty; it is a new %s "
-			"directory now\n", o->source, what);
+		fs_log(LOG_NOTICE, "%s was empty; it is a new %s "
+			"directory now", o->source, what);
 }
 
 /* ---- the lock ---- */
@@ -199,7 +199,7 @@ int fs_source_lock(const char *source)
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		err = errno;
-		fprintf(stderr, "streamfs: cannot open %s: %s\n", path,
+		fs_log(LOG_ERR, "cannot open %s: %s", path,
 			strerror(err));
 		return -err;
 	}
@@ -209,15 +209,15 @@ int fs_source_lock(const char *source)
 	}
 	err = errno;
 	if (err != EWOULDBLOCK) {
-		fprintf(stderr, "streamfs: cannot lock %s: %s\n", path,
+		fs_log(LOG_ERR, "cannot lock %s: %s", path,
 			strerror(err));
 	} else if ((holder = lock_holder(fd))) {
-		fprintf(stderr, "streamfs: %s is already mounted by another "
-			"streamfs (%s)\n", source, holder);
+		fs_log(LOG_ERR, "%s is already mounted by another "
+			"streamfs (%s)", source, holder);
 		free(holder);
 	} else {
-		fprintf(stderr, "streamfs: %s is in use by another streamfs "
-			"(a `streamfs verify`, or a mount starting)\n", source);
+		fs_log(LOG_ERR, "%s is in use by another streamfs "
+			"(a `streamfs verify`, or a mount starting)", source);
 	}
 	close(fd);
 	return -err;
@@ -233,7 +233,7 @@ void fs_source_lock_record(int fd, const char *mountpoint)
 	if (len < 0)
 		return;
 	if (ftruncate(fd, 0) || pwrite(fd, text, (size_t)len, 0) != len)
-		fprintf(stderr, "streamfs: writing %s: %s\n", LOCK_FILE,
+		fs_log(LOG_ERR, "writing %s: %s", LOCK_FILE,
 			strerror(errno));
 	free(text);
 }

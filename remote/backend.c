@@ -16,15 +16,28 @@
 int (*backend_fault_hook)(const struct backend *b, const char *op,
 			  const char *key);
 
-void remote_log(const char *fmt, ...)
+/* Set once, before any thread starts (remote_log_set_sink()). */
+static remote_log_fn log_sink;
+
+void remote_log_set_sink(remote_log_fn sink)
+{
+	log_sink = sink;
+}
+
+void remote_log(int prio, const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
+	int n;
 
+	n = snprintf(line, sizeof(line), "sync: ");
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "streamfs: sync: %s\n", line);
+	if (log_sink)
+		log_sink(prio, line);
+	else
+		fprintf(stderr, "streamfs: %s\n", line);
 }
 
 void backend_options_default(struct backend_options *o)
@@ -125,6 +138,23 @@ bool backend_url_has_userinfo(const char *url)
 	return memchr(host, '@', n) != NULL;
 }
 
+char *backend_url_redacted(const char *url)
+{
+	const char *sep = strstr(url, "://");
+	const char *at = strrchr(url, '@');
+	size_t keep = 0;
+	char *out;
+
+	if (sep && strcspn(url, "/@") > (size_t)(sep - url))
+		keep = (size_t)(sep - url) + 3;
+	if (!at || (size_t)(at - url) < keep ||
+	    strncmp(url, "file:///", 8) == 0)
+		return strdup(url);
+	if (asprintf(&out, "%.*s***%s", (int)keep, url, at) < 0)
+		return NULL;
+	return out;
+}
+
 int backend_open_url(const char *url, const struct backend_options *opts,
 		     struct backend **out)
 {
@@ -146,7 +176,7 @@ int backend_open_url(const char *url, const struct backend_options *opts,
 		return strstr(url, "://") ? -EPROTONOSUPPORT : -EINVAL;
 	if (ops != &backend_file_ops && backend_url_has_userinfo(url)) {
 		/* Never echo the URL: it holds a secret. */
-		remote_log("the remote URL holds credentials (user:password@): "
+		remote_log(LOG_ERR, "the remote URL holds credentials (user:password@): "
 			   "refused, they would show on the command line and "
 			   "in logs; put them in a file given as "
 			   "credentials=FILE");
@@ -364,17 +394,17 @@ int backend_credentials_open(const char *file)
 	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		rc = -errno;
-		remote_log("credentials file %s: %s", file, strerror(-rc));
+		remote_log(LOG_ERR, "credentials file %s: %s", file, strerror(-rc));
 		return rc;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		remote_log("credentials file %s: not a regular file", file);
+		remote_log(LOG_ERR, "credentials file %s: not a regular file", file);
 		return -EACCES;
 	}
 	if (st.st_mode & 077) {
 		close(fd);
-		remote_log("credentials file %s is readable by group or others "
+		remote_log(LOG_ERR, "credentials file %s is readable by group or others "
 			   "(mode %03o): refusing it; chmod 600 it", file,
 			   (unsigned)(st.st_mode & 0777));
 		return -EACCES;

@@ -34,13 +34,20 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <syslog.h>	/* LOG_* priorities of remote_log() */
 
 #define BACKEND_WARN_UNUSED __attribute__((warn_unused_result))
 
-/* Logging to stderr, prefixed "streamfs: sync: " (the prefix users and the
- * tests' allow-lists know); sync/ logs through it too.  Never pass
- * secrets. */
-void remote_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* One log line, prefixed "sync: " (the prefix users and the tests'
+ * allow-lists know); sync/ logs through it too.  PRIO is a syslog(3)
+ * priority.  Lines go to the sink of remote_log_set_sink(), which gets
+ * them without a newline, or to stderr as "streamfs: sync: ...".  The sink
+ * is set once, before any thread starts, and may be called from any
+ * thread.  Never pass secrets: a URL goes through backend_url_redacted(). */
+typedef void (*remote_log_fn)(int prio, const char *msg);
+void remote_log_set_sink(remote_log_fn sink);
+void remote_log(int prio, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 #define BACKEND_KEY_MAX 1024
 /* get(): read from OFF to the end of the object. */
@@ -98,6 +105,14 @@ int backend_credentials_open(const char *file) BACKEND_WARN_UNUSED;
  * backend_open_url() refuses such a URL (credentials come only from
  * credentials=FILE or the environment); print such a URL nowhere. */
 bool backend_url_has_userinfo(const char *url);
+
+/* URL as messages may show it: everything between the scheme and the last
+ * '@' replaced by "***", which hides any "user:password@" before the host
+ * even when the password holds a raw '/', '?' or '#'.  After "file:///"
+ * (no host: the rest is a path) nothing is hidden.  A string without a
+ * scheme ("://" before any '/' or '@') is hidden from its start.  Caller
+ * frees; NULL without memory. */
+char *backend_url_redacted(const char *url);
 
 /* Fills in the defaults above. */
 void backend_options_default(struct backend_options *o);

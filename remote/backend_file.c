@@ -64,7 +64,7 @@ static int file_open(const char *url, const struct backend_options *opts,
 		if (rc == -ENOENT && mkdir(f->root, 0755) == 0)
 			rc = 0;
 		if (rc) {
-			remote_log("file backend %s: %s", f->root, strerror(-rc));
+			remote_log(LOG_ERR, "file backend %s: %s", f->root, strerror(-rc));
 			file_close(&f->base);
 			return rc;
 		}

@@ -68,7 +68,7 @@ static int creds_load(const char *file, char **user, char **pass)
 			continue;
 		colon = strchr(line, ':');
 		if (!colon || colon == line) {
-			remote_log("credentials file %s: want one line "
+			remote_log(LOG_ERR, "credentials file %s: want one line "
 				   "USER:PASSWORD", file);
 			break;
 		}
@@ -79,7 +79,7 @@ static int creds_load(const char *file, char **user, char **pass)
 		break;
 	}
 	if (rc == -EACCES && !*user)
-		remote_log("credentials file %s: no USER:PASSWORD line", file);
+		remote_log(LOG_ERR, "credentials file %s: no USER:PASSWORD line", file);
 	explicit_bzero(line, sizeof(line));
 	fclose(f);
 	if (rc) {
@@ -396,7 +396,7 @@ static int propfind(struct backend_http *h, const char *dir,
 		rc = dav_request(h, &req, "list", dir, extra);
 	}
 	if (!rc && req.status != 207) {
-		remote_log("http list %s: PROPFIND gave status %ld, not 207",
+		remote_log(LOG_WARNING, "http list %s: PROPFIND gave status %ld, not 207",
 			   dir, req.status);
 		rc = -EOPNOTSUPP;
 	}
@@ -427,7 +427,7 @@ static int walk(struct backend_http *h, const char *dir, const char *prefix,
 			    XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	root = doc ? xmlDocGetRootElement(doc) : NULL;
 	if (!root || !http_xml_named(root, "multistatus")) {
-		remote_log("http list %s: PROPFIND answer is not a multistatus",
+		remote_log(LOG_WARNING, "http list %s: PROPFIND answer is not a multistatus",
 			   dir);
 		rc = -EIO;
 		goto out;

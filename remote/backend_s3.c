@@ -154,13 +154,13 @@ static int creds_load(const char *file, struct s3_creds *out)
 	}
 	if (!rc && (!out->key_id || !*out->key_id || !out->secret ||
 		    !*out->secret)) {
-		remote_log("no S3 credentials: set AWS_ACCESS_KEY_ID and "
+		remote_log(LOG_ERR, "no S3 credentials: set AWS_ACCESS_KEY_ID and "
 			   "AWS_SECRET_ACCESS_KEY, or credentials=FILE");
 		rc = -EACCES;
 	}
 	if (!rc && (strchr(out->key_id, ':') || strpbrk(out->key_id, "\r\n") ||
 		    (out->token && strpbrk(out->token, "\r\n")))) {
-		remote_log("malformed S3 credentials");
+		remote_log(LOG_ERR, "malformed S3 credentials");
 		rc = -EACCES;
 	}
 	if (rc)
@@ -206,7 +206,7 @@ static void explain_error(const char *what, long status,
 	if (status == 404 || status == 412)
 		return;
 	error_code(body, code, sizeof(code));
-	remote_log("%s: S3 answered %s", what, code);
+	remote_log(LOG_WARNING, "%s: S3 answered %s", what, code);
 }
 
 /* The key prefix: PATH (the URL's path after the bucket, "" for none)
@@ -224,7 +224,7 @@ static int set_prefix(struct backend_s3 *s, const char *path)
 	if (n) {
 		s->prefix[n] = '\0';
 		if (!backend_key_valid(s->prefix)) {
-			remote_log("s3: bad prefix in URL");
+			remote_log(LOG_ERR, "s3: bad prefix in URL");
 			return -EINVAL;
 		}
 		s->prefix[n] = '/';
@@ -245,7 +245,7 @@ static int set_base_url(struct backend_s3 *s, const struct backend_options *o,
 
 		if (!host || (strncmp(o->endpoint, "http://", 7) &&
 			      strncmp(o->endpoint, "https://", 8))) {
-			remote_log("s3: endpoint must start with http:// or https://");
+			remote_log(LOG_ERR, "s3: endpoint must start with http:// or https://");
 			return -EINVAL;
 		}
 		host += 3;
@@ -323,7 +323,7 @@ static int s3_open(const char *url, const struct backend_options *o,
 	slash = strchr(bucket, '/');
 	blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
 	if (!bucket_valid(bucket, blen)) {
-		remote_log("s3: bad bucket name in URL");
+		remote_log(LOG_ERR, "s3: bad bucket name in URL");
 		return -EINVAL;
 	}
 	s = calloc(1, sizeof(*s));
@@ -512,7 +512,7 @@ static int parse_page(struct backend_s3 *s, const struct backend_buf *page,
 			    XML_PARSE_NONET | XML_PARSE_NOBLANKS |
 			    XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc) {
-		remote_log("s3 list: response is not XML");
+		remote_log(LOG_WARNING, "s3 list: response is not XML");
 		return -EIO;
 	}
 	root = xmlDocGetRootElement(doc);
@@ -545,7 +545,7 @@ static int parse_page(struct backend_s3 *s, const struct backend_buf *page,
 		}
 	}
 	if (!rc && truncated && (!*next || !**next)) {
-		remote_log("s3 list: truncated page without a continuation token");
+		remote_log(LOG_WARNING, "s3 list: truncated page without a continuation token");
 		rc = -EIO;
 	}
 out:

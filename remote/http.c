@@ -402,7 +402,7 @@ int http_errno_from_curl(CURLcode cc, const char *what)
 		rc = -EIO;
 		break;
 	}
-	remote_log("%s: curl code %d (%s) -> %s", what, (int)cc,
+	remote_log(LOG_WARNING, "%s: curl code %d (%s) -> %s", what, (int)cc,
 		   curl_easy_strerror(cc), strerror(-rc));
 	return rc;
 }
@@ -448,7 +448,7 @@ int http_errno_from_status(long status, const char *what)
 	}
 	/* Not-found and lost races are ordinary answers, not worth a line. */
 	if (rc != -ENOENT && rc != -EEXIST)
-		remote_log("%s: HTTP status %ld -> %s", what, status,
+		remote_log(LOG_WARNING, "%s: HTTP status %ld -> %s", what, status,
 			   strerror(-rc));
 	return rc;
 }

@@ -436,7 +436,7 @@ static void batch_committed(struct store_tenant *t, struct stream *s,
 	s->row_dirty = true;
 	/* full: sealed now rather than when the next append finds it so */
 	if (g->length >= cfg->roll_size && store_seg_close(t, s, g))
-		store_log("%s/%s: cannot close a full segment; the next append"
+		store_log(LOG_WARNING, "%s/%s: cannot close a full segment; the next append"
 			  " does", t->name, s->name);
 }
 
@@ -480,13 +480,13 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 		/* once per segment; the journal record carries it too */
 		g->has_ids = true;
 		if (store_index_segment_update(t, g))
-			store_log("%s/%s: cannot mark segment as holding IDs",
+			store_log(LOG_WARNING, "%s/%s: cannot mark segment as holding IDs",
 				  t->name, s->name);
 	}
 	/* Past the length, bytes are no event; an extended file has its
 	 * zeros there anyway, and the next append writes over them. */
 	if (fd >= 0 && rc && !g->extended && ftruncate(fd, (off_t)g->length) < 0)
-		store_log("truncate after failed append: %s", strerror(errno));
+		store_log(LOG_ERR, "truncate after failed append: %s", strerror(errno));
 	if (fd >= 0)
 		store_seg_fd_put(t, g);
 	if (rc) {
@@ -500,7 +500,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	atomic_fetch_add_explicit(&t->st->n_events, count, memory_order_relaxed);
 	atomic_fetch_add_explicit(&t->st->n_bytes, len, memory_order_relaxed);
 	if (store_journal_due(t, now) && store_journal_flush(t))
-		store_log("%s: index flush failed; rows stay in the journal",
+		store_log(LOG_WARNING, "%s: index flush failed; rows stay in the journal",
 			  t->name);
 	return 0;
 }

@@ -148,7 +148,7 @@ static int exec(sqlite3 *db, const char *sql)
 	int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
 
 	if (rc != SQLITE_OK) {
-		store_log("index: %s", msg ? msg : sqlite3_errstr(rc));
+		store_log(LOG_ERR, "index: %s", msg ? msg : sqlite3_errstr(rc));
 		sqlite3_free(msg);
 		return store_errno_from_sqlite(NULL, rc, "exec");
 	}
@@ -180,7 +180,7 @@ static int migrate(sqlite3 *db)
 	if (version == SCHEMA_VERSION)
 		return 0;
 	if (version > SCHEMA_VERSION) {
-		store_log("index: schema version %d is newer than this streamfs (%d)",
+		store_log(LOG_ERR, "index: schema version %d is newer than this streamfs (%d)",
 			  version, SCHEMA_VERSION);
 		return -EPROTO;
 	}
@@ -687,7 +687,7 @@ static int seg_row(struct store_tenant *t, sqlite3_stmt *stmt)
 	int rc;
 
 	if (!s) {
-		store_log("index: %s: segment %lld of a missing stream ignored",
+		store_log(LOG_WARNING, "index: %s: segment %lld of a missing stream ignored",
 			  t->name, sqlite3_column_int64(stmt, 0));
 		return 0;
 	}

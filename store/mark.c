@@ -159,7 +159,7 @@ int store_recover_from_mark(struct store_tenant *t, struct stream *s, struct seg
 	free(buf);
 	if (rc)
 		return rc > 0 ? 0 : rc;
-	store_log("%s/%s: recovery restores versions %" PRIu64 "-%" PRIu64
+	store_log(LOG_NOTICE, "%s/%s: recovery restores versions %" PRIu64 "-%" PRIu64
 		  " from the fsync mark of segment %016" PRIx64, t->name,
 		  s->name, *version, mark_version - 1, g->id);
 	*len = m.length;

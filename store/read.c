@@ -79,7 +79,7 @@ static bool file_holds(struct store_tenant *t, const struct seg *g, int fd,
 
 	if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_size >= end)
 		return true;
-	store_log("read of segment %016" PRIx64 " of %s: short file", g->id,
+	store_log(LOG_ERR, "read of segment %016" PRIx64 " of %s: short file", g->id,
 		  t->name);
 	return false;
 }
@@ -168,7 +168,7 @@ static int offset_in_batch(struct store_tenant *t, struct stream *s,
 		p++;
 	}
 	if (nth || !p) {
-		store_log("%s/%s: batch at %llu holds fewer events than indexed",
+		store_log(LOG_ERR, "%s/%s: batch at %llu holds fewer events than indexed",
 			  t->name, s->name, (unsigned long long)offset);
 		rc = -EIO;
 		goto out;

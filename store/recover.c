@@ -115,7 +115,7 @@ static int cut_stream(struct store_tenant *t, struct stream *s, size_t i,
 	int rc = 0;
 
 	if (version <= s->version)
-		store_log("%s/%s: recovery drops versions %" PRIu64 "-%" PRIu64
+		store_log(LOG_WARNING, "%s/%s: recovery drops versions %" PRIu64 "-%" PRIu64
 			  ": their bytes in segment %016" PRIx64 " are missing"
 			  " or torn", t->name, s->name, version, s->version, g->id);
 	while (!rc && s->nsegs > i + 1)

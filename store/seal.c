@@ -445,7 +445,7 @@ void store_seg_queue_restored(struct store_tenant *t, struct seg *g)
 	/* restored again before its flush: it goes to the back, in time order */
 	queue_forget(&t->restored, g->id);
 	if (queue_push(&t->restored, g->id))
-		store_log("%s: no memory to queue a fetched segment; it is "
+		store_log(LOG_WARNING, "%s: no memory to queue a fetched segment; it is "
 			  "fetched again after a restart", t->name);
 	else
 		sealer_kick(t->st);
@@ -518,7 +518,7 @@ static int durable_next(struct store_tenant *t, bool force, int64_t *due)
 	fd = g ? openat(t->segfd, name, O_RDONLY | O_CLOEXEC) : -1;
 	if (!g || fd < 0) {
 		if (g)	/* removed behind our back: its row stays evicted */
-			store_log("%s: fetched segment %s: %s", t->name, name,
+			store_log(LOG_ERR, "%s: fetched segment %s: %s", t->name, name,
 				  strerror(errno));
 		queue_forget(&t->restored, id);
 		pthread_rwlock_unlock(&t->lock);
@@ -540,7 +540,7 @@ static int durable_next(struct store_tenant *t, bool force, int64_t *due)
 	if (rc) {
 		queue_forget(&t->restored, id);
 		if (rc < 0 && queue_push(&t->restored, id))
-			store_log("%s: no memory to queue a fetched segment; "
+			store_log(LOG_WARNING, "%s: no memory to queue a fetched segment; "
 				  "it is fetched again after a restart", t->name);
 		else if (rc < 0 && (g = restored_pending(t, id)))
 			g->restored_mono = store_mono_ns();
@@ -605,7 +605,7 @@ static int64_t close_aged(struct store_tenant *t, int64_t now)
 			continue;
 		}
 		if (store_seg_close(t, s, g)) {
-			store_log("%s/%s: cannot close a segment of roll age;"
+			store_log(LOG_WARNING, "%s/%s: cannot close a segment of roll age;"
 				  " retrying", t->name, s->name);
 			next = now;	/* at the next tick */
 		}
@@ -620,7 +620,7 @@ static void age_pass(struct store_tenant *t, int64_t now)
 {
 	pthread_rwlock_wrlock(&t->lock);
 	if (!t->removed && store_journal_due(t, now) && store_journal_flush(t))
-		store_log("%s: index flush failed; rows stay in the journal",
+		store_log(LOG_WARNING, "%s: index flush failed; rows stay in the journal",
 			  t->name);
 	if (!t->removed && now >= t->roll_due)
 		t->roll_due = close_aged(t, now);
@@ -641,7 +641,7 @@ static bool tenant_pass(struct store_tenant *t, int64_t *due)
 	while ((rc = seal_next(t)) > 0 && !stopping(st))
 		;
 	if (rc < 0) {
-		store_log("%s: sealing a segment failed: %s; retrying",
+		store_log(LOG_WARNING, "%s: sealing a segment failed: %s; retrying",
 			  t->name, strerror(-rc));
 		failed = true;
 	}
@@ -650,7 +650,7 @@ static bool tenant_pass(struct store_tenant *t, int64_t *due)
 	while ((rc = durable_next(t, false, &next)) > 0 && !stopping(st))
 		;
 	if (rc < 0) {
-		store_log("%s: flushing a fetched segment failed: %s; "
+		store_log(LOG_WARNING, "%s: flushing a fetched segment failed: %s; "
 			  "retrying", t->name, strerror(-rc));
 		failed = true;
 	}

@@ -114,7 +114,7 @@ int store_seg_fd(struct store_tenant *t, struct seg *g)
 			int err = errno;
 
 			pthread_mutex_unlock(&t->fd_lock);
-			store_log("segment %s of tenant %s: %s", name, t->name,
+			store_log(LOG_ERR, "segment %s of tenant %s: %s", name, t->name,
 				  strerror(err));
 			return err == ENOENT ? -EIO : -err;
 		}
@@ -471,7 +471,7 @@ ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		if (n <= 0) {
 			int err = n < 0 ? (int)-n : EIO;
 
-			store_log("read of segment %016" PRIx64 " of %s: %s",
+			store_log(LOG_ERR, "read of segment %016" PRIx64 " of %s: %s",
 				  g->id, t->name, n < 0 ? strerror(err) : "short file");
 			return done ? (ssize_t)done : -err;
 		}
@@ -576,7 +576,7 @@ int store_seg_fetch_wanted(struct store_tenant *t)
 	if (rc)
 		return rc > 0 ? 0 : rc;	/* >0: another reader brought it back */
 	if (!hook_enter(t->st, &fn, &reached, &arg)) {
-		store_log("%s: segment %016" PRIx64 " is evicted and nothing can"
+		store_log(LOG_ERR, "%s: segment %016" PRIx64 " is evicted and nothing can"
 			  " fetch it", t->name, info.seg);
 		return -EIO;
 	}

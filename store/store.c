@@ -485,7 +485,7 @@ static int load_tenants(struct store *st)
 		}
 		rc = tenant_load(t, false);
 		if (rc) {
-			store_log("tenant %s: cannot open: %s", de->d_name,
+			store_log(LOG_ERR, "tenant %s: cannot open: %s", de->d_name,
 				  strerror(-rc));
 			tenant_free(t);
 			break;
@@ -615,16 +615,16 @@ void store_close(struct store *st)
 	for (t = st->tenants; t; t = next) {
 		next = t->next;
 		if (!t->removed && t->db && store_seal_closing_now(t))
-			store_log("tenant %s: sealing full segments failed", t->name);
+			store_log(LOG_ERR, "tenant %s: sealing full segments failed", t->name);
 		if (!t->removed && t->db && store_restored_durable_now(t))
-			store_log("tenant %s: flushing fetched segments failed",
+			store_log(LOG_ERR, "tenant %s: flushing fetched segments failed",
 				  t->name);
 		/* a clean stop leaves every file as long as its row says */
 		if (!t->removed && t->db && store_seg_trim_tenant(t))
-			store_log("tenant %s: cutting segment files back failed",
+			store_log(LOG_ERR, "tenant %s: cutting segment files back failed",
 				  t->name);
 		if (!t->removed && t->db && store_tenant_sync(t))
-			store_log("tenant %s: final sync failed", t->name);
+			store_log(LOG_ERR, "tenant %s: final sync failed", t->name);
 		tenant_free(t);
 	}
 	if (st->tenantsfd >= 0)

@@ -69,6 +69,14 @@ int store_open(const char *dir, const struct store_config *cfg,
 	       struct store **out) STORE_WARN_UNUSED;
 void store_close(struct store *st);
 
+/* Where store/'s log lines go: PRIO is a syslog(3) priority (LOG_ERR,
+ * LOG_WARNING, LOG_NOTICE, LOG_INFO), MSG one line without a newline and
+ * without the "streamfs: " prefix.  Without a sink, lines go to stderr.
+ * Set once, before any thread starts; the sink may be called from any
+ * thread. */
+typedef void (*store_log_fn)(int prio, const char *msg);
+void store_log_set_sink(store_log_fn sink);
+
 /* Called after every commit, with no store lock held, from the committing
  * thread: stream ID of tenant T now has SIZE bytes.  SIZE is UINT64_MAX when
  * the stream was removed.  Set once, before any other thread uses ST. */
@@ -261,5 +269,18 @@ int store_roll_all(struct store *st) STORE_WARN_UNUSED;
  * segments, sealed checksums, contiguous versions.  Writes a report to OUT.
  * Returns 0 when clean, 1 on damage, -errno when it cannot check. */
 int store_verify(const char *dir, FILE *out);
+
+/* How far store_verify_with() is: segments (present ones: evicted segments
+ * are not checked) and their bytes, done and in all.  Reported once when
+ * the totals are known (nothing done yet) and after each segment. */
+struct store_verify_progress {
+	uint64_t segments_done, segments_total;
+	uint64_t bytes_done, bytes_total;
+};
+typedef void (*store_verify_fn)(void *arg,
+				const struct store_verify_progress *p);
+/* store_verify(), calling FN (may be NULL) with ARG as it goes. */
+int store_verify_with(const char *dir, FILE *out, store_verify_fn fn,
+		      void *arg);
 
 #endif

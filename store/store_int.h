@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <sqlite3.h>
 #include <sys/uio.h>
+#include <syslog.h>	/* LOG_* priorities of store_log() */
 
 #include "store_sync.h"
 #include "store_util.h"
@@ -328,7 +329,9 @@ int64_t store_now_ns(void);
 int64_t store_mono_ns(void);	/* CLOCK_MONOTONIC */
 struct timespec store_ts(int64_t ns);
 int64_t store_ns(struct timespec ts);
-void store_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* One line through the sink of store_log_set_sink(); PRIO as syslog(3). */
+void store_log(int prio, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what);
 
 /* ---- index.c: the tenant's SQLite database ---- */

@@ -44,15 +44,26 @@ int64_t store_ns(struct timespec ts)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-void store_log(const char *fmt, ...)
+/* Set once, before any thread starts (store_log_set_sink()). */
+static store_log_fn log_sink;
+
+void store_log_set_sink(store_log_fn sink)
 {
+	log_sink = sink;
+}
+
+void store_log(int prio, const char *fmt, ...)
+{
+	char line[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	fputs("streamfs: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
+	if (log_sink)
+		log_sink(prio, line);
+	else
+		fprintf(stderr, "streamfs: %s\n", line);
 }
 
 /* The one mapping from SQLite result codes to errno; logs the original. */
@@ -89,7 +100,7 @@ int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what)
 		break;
 	}
 	if (err != EEXIST)
-		store_log("index: %s: %s (sqlite %d)", what,
+		store_log(LOG_ERR, "index: %s: %s (sqlite %d)", what,
 			  db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
 	return -err;
 }

@@ -36,8 +36,11 @@ struct verify {
 	int segfd;
 	struct jrec *journal;	/* the tenant's journal records */
 	size_t njournal;
-	unsigned long problems;
+	unsigned long problems, tenants;
 	uint64_t streams, events, bytes;
+	store_verify_fn progress_fn;	/* or NULL */
+	void *progress_arg;
+	struct store_verify_progress progress;
 };
 
 static void damage(struct verify *v, const char *fmt, ...)
@@ -128,10 +131,28 @@ static int load_segs(struct verify *v, int64_t stream, struct vseg **segs,
 		g->checksum = (uint64_t)sqlite3_column_int64(stmt, 4);
 		g->state = sqlite3_column_int(stmt, 5);
 		open_seg(v, g);
-		check_sealed(v, g);
 	}
 	sqlite3_finalize(stmt);
 	return rc;
+}
+
+/* Segments [*next, UPTO) are done: their batches are checked (those of a
+ * stream come in segment order); their sealed checksums are checked now,
+ * and their bytes count as done. */
+static void segs_done(struct verify *v, struct vseg *segs, size_t *next,
+		      size_t upto)
+{
+	for (; *next < upto; (*next)++) {
+		struct vseg *g = &segs[*next];
+
+		check_sealed(v, g);
+		if (g->state == STORE_SEG_EVICTED)
+			continue;
+		v->progress.segments_done++;
+		v->progress.bytes_done += g->length;
+		if (v->progress_fn)
+			v->progress_fn(v->progress_arg, &v->progress);
+	}
 }
 
 /* The segment holding stream offset OFF. */
@@ -295,10 +316,11 @@ static int verify_stream(struct verify *v, int64_t id, int framing,
 {
 	struct vseg *segs;
 	struct vbatch b = { 0 }, next;
+	struct vseg *g;
 	sqlite3_stmt *stmt;
 	uint64_t want_version = 1, want_offset = 0;
 	bool have = false;
-	size_t nsegs;
+	size_t nsegs, checked = 0;
 	int rc = load_segs(v, id, &segs, &nsegs);
 
 	if (!rc)
@@ -333,6 +355,9 @@ static int verify_stream(struct verify *v, int64_t id, int framing,
 				       PRIu64 " breaks the sequence (expected %"
 				       PRIu64 " at %" PRIu64 ")", b.first,
 				       b.offset, want_version, want_offset);
+			g = seg_for(segs, nsegs, b.offset);
+			if (g)
+				segs_done(v, segs, &checked, (size_t)(g - segs));
 			check_batch(v, segs, nsegs, &b, framing);
 			want_version = b.first + b.count;
 			want_offset = b.offset + b.length;
@@ -354,6 +379,7 @@ static int verify_stream(struct verify *v, int64_t id, int framing,
 			      &want_offset);
 	if (!rc)
 		check_tail(v, segs, nsegs, want_offset);
+	segs_done(v, segs, &checked, nsegs);
 	for (size_t i = 0; i < nsegs; i++)
 		if (segs[i].fd >= 0)
 			close(segs[i].fd);
@@ -456,22 +482,45 @@ out:
 	return rc;
 }
 
-int store_verify(const char *dir, FILE *out)
+/* Adds the present segments of the tenant at PATH, and their bytes, to
+ * the totals of V's progress.  A tenant whose index cannot be read adds
+ * nothing (verify_tenant() reports it). */
+static void count_tenant(struct verify *v, const char *path)
 {
-	struct verify v = { .out = out };
-	unsigned long tenants = 0;
+	struct store_verify_progress *p = &v->progress;
+	sqlite3_stmt *stmt = NULL;
+	sqlite3 *db = NULL;
+	char *file;
+
+	if (asprintf(&file, "%s/" INDEX_DB, path) < 0)
+		return;
+	if (sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "SELECT count(*), total(length) FROM segments"
+			       " WHERE state != ?1", -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_int(stmt, 1, STORE_SEG_EVICTED);
+		if (sqlite3_step(stmt) == SQLITE_ROW) {
+			p->segments_total += (uint64_t)sqlite3_column_int64(stmt, 0);
+			p->bytes_total += (uint64_t)sqlite3_column_double(stmt, 1);
+		}
+	}
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	free(file);
+}
+
+/* Calls FN for each tenant directory under PATH (the tenants/ directory);
+ * stops at the first non-zero return. */
+static int each_tenant(struct verify *v, const char *path,
+		       int (*fn)(struct verify *v, const char *name,
+				 const char *tpath))
+{
 	struct dirent *de;
-	char *path;
-	DIR *d;
+	DIR *d = opendir(path);
 	int rc = 0;
 
-	if (asprintf(&path, "%s/" TENANTS_DIR, dir) < 0)
-		return -ENOMEM;
-	d = opendir(path);
 	if (!d) {
 		rc = -errno;
-		fprintf(out, "ERROR %s: %s\n", path, strerror(errno));
-		free(path);
+		fprintf(v->out, "ERROR %s: %s\n", path, strerror(errno));
 		return rc;
 	}
 	while (!rc && (de = readdir(d))) {
@@ -483,17 +532,51 @@ int store_verify(const char *dir, FILE *out)
 			rc = -ENOMEM;
 			break;
 		}
-		v.tenant = de->d_name;
-		rc = verify_tenant(&v, tpath);
-		tenants++;
+		rc = fn(v, de->d_name, tpath);
 		free(tpath);
 	}
 	closedir(d);
+	return rc;
+}
+
+static int count_one(struct verify *v, const char *name, const char *tpath)
+{
+	(void)name;
+	count_tenant(v, tpath);
+	return 0;
+}
+
+static int verify_one(struct verify *v, const char *name, const char *tpath)
+{
+	v->tenant = name;
+	v->tenants++;
+	return verify_tenant(v, tpath);
+}
+
+int store_verify(const char *dir, FILE *out)
+{
+	return store_verify_with(dir, out, NULL, NULL);
+}
+
+int store_verify_with(const char *dir, FILE *out, store_verify_fn fn,
+		      void *arg)
+{
+	struct verify v = { .out = out, .progress_fn = fn, .progress_arg = arg };
+	char *path;
+	int rc;
+
+	if (asprintf(&path, "%s/" TENANTS_DIR, dir) < 0)
+		return -ENOMEM;
+	rc = fn ? each_tenant(&v, path, count_one) : 0;
+	if (!rc && fn)
+		fn(arg, &v.progress);
+	if (!rc)
+		rc = each_tenant(&v, path, verify_one);
 	free(path);
 	if (rc)
 		return rc;
 	fprintf(out, "%lu tenants, %" PRIu64 " streams, %" PRIu64 " events, %"
-		PRIu64 " bytes: %s (%lu problems)\n", tenants, v.streams,
+		PRIu64 " bytes: %s (%lu problems)\n", v.tenants, v.streams,
 		v.events, v.bytes, v.problems ? "DAMAGED" : "ok", v.problems);
 	return v.problems ? 1 : 0;
 }

@@ -572,7 +572,7 @@ static void finish(struct sync *s, struct fetch_req *r)
 	r->attempts++;
 	last = rc == -ENOENT || rc == -ENOSPC ||
 	       r->attempts >= s->cfg.fetch_attempts;
-	sync_log("fetch of %s failed (try %u of %u): %s", key, r->attempts,
+	sync_log(LOG_WARNING, "fetch of %s failed (try %u of %u): %s", key, r->attempts,
 		 s->cfg.fetch_attempts, strerror(-rc));
 	if (!last) {
 		r->state = REQ_IDLE;
@@ -583,7 +583,7 @@ static void finish(struct sync *s, struct fetch_req *r)
 		return;
 	}
 	if (rc != -ENOSPC) {
-		sync_log("fetch of %s failed for good%s", key, r->waited ?
+		sync_log(LOG_ERR, "fetch of %s failed for good%s", key, r->waited ?
 			 ": reads of it give EIO" : " (readahead)");
 		rc = -EIO;
 	}

@@ -128,19 +128,19 @@ static void lease_outcome(struct sync *s, struct tenant_state *ts, int rc,
 {
 	if (!rc) {
 		if (!ts->leased)
-			sync_log("tenant %s: lease taken on %s as writer %s",
-				 ts->name, s->cfg.url, s->identity);
+			sync_log(LOG_NOTICE, "tenant %s: lease taken on %s as writer %s",
+				 ts->name, s->url_shown, s->identity);
 		ts->leased = true;
 		ts->refused = false;
 	} else if (rc == -EBUSY) {
 		snprintf(what, wlen, "lease of tenant %s held by writer %s",
 			 ts->name, holder);
 		if (!ts->refused)
-			sync_log("tenant %s on %s is held by writer %s (host %s); "
+			sync_log(LOG_ERR, "tenant %s on %s is held by writer %s (host %s); "
 				 "refusing a second writer: nothing of it is "
 				 "uploaded (remove %s on the remote only if "
 				 "that writer is gone for good)", ts->name,
-				 s->cfg.url, holder, host, key);
+				 s->url_shown, holder, host, key);
 		ts->refused = true;
 	}
 }
@@ -173,10 +173,10 @@ int sync_lease_take(struct sync *s, struct tenant_state *ts, char *what,
 		rc = lease_read(s, key, &o, &holder, &host);
 	}
 	if (rc == -EBUSY && wrote) {
-		sync_log("tenant %s: the remote %s accepted our conditional "
+		sync_log(LOG_ERR, "tenant %s: the remote %s accepted our conditional "
 			 "lease write, yet the lease names writer %s: the "
 			 "server ignores If-None-Match and cannot keep two "
-			 "writers apart; refusing", ts->name, s->cfg.url,
+			 "writers apart; refusing", ts->name, s->url_shown,
 			 holder);
 		wrote = false;	/* not ours: never delete it */
 	}
@@ -200,7 +200,7 @@ void sync_lease_release(struct sync *s, const bool *only)
 		key = sync_lease_key(s->ts[i].name);
 		rc = key ? backend_del(s->b, key) : -ENOMEM;
 		if (rc) {
-			sync_log("tenant %s: lease %s not released: %s",
+			sync_log(LOG_WARNING, "tenant %s: lease %s not released: %s",
 				 s->ts[i].name, key ? key : "?", strerror(-rc));
 			free(key);
 			break;	/* the remote is down: do not wait for each */
@@ -229,9 +229,9 @@ int sync_leases_at_start(struct sync *s)
 		if (c)
 			created[ts - s->ts] = true;
 		if (backend_err_retryable(rc)) {
-			sync_log("remote %s unreachable at start (%s: %s); "
+			sync_log(LOG_WARNING, "remote %s unreachable at start (%s: %s); "
 				 "leases are taken when it comes back",
-				 s->cfg.url, what, strerror(-rc));
+				 s->url_shown, what, strerror(-rc));
 			rc = 0;
 			break;
 		}

@@ -219,7 +219,7 @@ static int local_tenant(struct sync *s, const char *name,
 		if (!rc)
 			rc = store_tenant_get(s->st, name, t);
 		if (!rc)
-			sync_log("replica: tenant %s appeared", name);
+			sync_log(LOG_NOTICE, "replica: tenant %s appeared", name);
 	}
 	if (!rc && m->has_framing)
 		rc = store_tenant_set_framing(*t, m->framing);
@@ -267,7 +267,7 @@ static int drop_unmatched(struct tenant_state *ts, struct store_tenant *t,
 		rc = store_stream_remove(t, l->id);
 		map_drop_local(ts, l->id);
 		if (!rc)
-			sync_log("replica: stream %s/%s removed", name, l->name);
+			sync_log(LOG_NOTICE, "replica: stream %s/%s removed", name, l->name);
 	}
 	return rc;
 }
@@ -297,7 +297,7 @@ static int local_stream_of(struct tenant_state *ts, struct store_tenant *t,
 		snprintf(what, wlen, "rename stream to %s/%s", name, r->name);
 		rc = store_stream_rename(t, *lid, r->name);
 		if (!rc)
-			sync_log("replica: stream %s/%s renamed", name, r->name);
+			sync_log(LOG_NOTICE, "replica: stream %s/%s renamed", name, r->name);
 	}
 	if (!rc && !*lid) {
 		snprintf(what, wlen, "create stream %s/%s", name, r->name);
@@ -390,7 +390,7 @@ static int drop_local_tenant(struct sync *s, const char *name)
 	if (!rc) {
 		struct tenant_state *ts = sync_tstate(s, name);
 
-		sync_log("replica: tenant %s removed", name);
+		sync_log(LOG_NOTICE, "replica: tenant %s removed", name);
 		if (ts) {
 			ts->mhash = 0;
 			ts->nmap = 0;
@@ -404,10 +404,10 @@ static int drop_local_tenant(struct sync *s, const char *name)
 static void tenant_error(struct tenant_state *ts, int rc, const char *what)
 {
 	if (rc && rc != ts->err)
-		sync_log("replica: tenant %s failing: %s: %s; other tenants go "
+		sync_log(LOG_WARNING, "replica: tenant %s failing: %s: %s; other tenants go "
 			 "on", ts->name, what, strerror(-rc));
 	else if (!rc && ts->err)
-		sync_log("replica: tenant %s working again", ts->name);
+		sync_log(LOG_NOTICE, "replica: tenant %s working again", ts->name);
 	ts->err = rc;
 }
 

@@ -73,10 +73,10 @@ void sync_note(struct sync *s, int rc, const char *what)
 	}
 	sync_mutex_unlock(&s->lock);
 	if (log_fail)
-		sync_log("remote %s failing: %s: %s; will retry", s->cfg.url ? s->cfg.url : "(none)",
-			 what, strerror(-rc));
+		sync_log(LOG_WARNING, "remote %s failing: %s: %s; will retry",
+			 s->url_shown, what, strerror(-rc));
 	if (log_ok)
-		sync_log("remote %s working again", s->cfg.url ? s->cfg.url : "(none)");
+		sync_log(LOG_NOTICE, "remote %s working again", s->url_shown);
 }
 
 static const char *const cause_names[SYNC_CAUSES] = {
@@ -523,6 +523,7 @@ static void sync_free(struct sync *s)
 	free(s->tenants_json);
 	free(s->identity);
 	free((char *)s->cfg.url);
+	free(s->url_shown);
 	free((char *)s->cfg.state_dir);
 	free(s);
 }
@@ -540,6 +541,7 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 	s->st = st;
 	s->cfg = *cfg;
 	s->cfg.url = strdup(cfg->url);
+	s->url_shown = backend_url_redacted(cfg->url);
 	s->cfg.state_dir = cfg->state_dir ? strdup(cfg->state_dir) : NULL;
 	if (!s->cfg.fetch_threads)
 		s->cfg.fetch_threads = 1;
@@ -569,7 +571,8 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 	pthread_cond_init(&s->upload_cond, &ca);
 	pthread_cond_init(&s->upload_done, &ca);
 	pthread_condattr_destroy(&ca);
-	if (!s->cfg.url || (cfg->state_dir && !s->cfg.state_dir)) {
+	if (!s->cfg.url || !s->url_shown ||
+	    (cfg->state_dir && !s->cfg.state_dir)) {
 		sync_free(s);
 		return NULL;
 	}
@@ -582,7 +585,7 @@ static int writer_start(struct sync *s)
 	int rc = sync_identity_load(s);
 
 	if (rc) {
-		sync_log("cannot read or create %s/sync-identity: %s",
+		sync_log(LOG_ERR, "cannot read or create %s/sync-identity: %s",
 			 s->cfg.state_dir, strerror(-rc));
 		return rc;
 	}

@@ -242,6 +242,8 @@ struct sync {
 					 * &abort */
 	struct backend_abort abort;	/* atomic; set by sync_stop(): ends
 					 * transfers */
+	char *url_shown;		/* cfg.url as log lines show it
+					 * (backend_url_redacted()) */
 	char *identity;			/* writer identity, or NULL */
 	char host[64];
 	pthread_t thread;
