@@ -224,22 +224,28 @@ void fs_log(int prio, const char *fmt, ...)
 
 /* libfuse's own messages: its errors and warnings (a lost connection, a
  * failed unmount) like ours; its debug output (-d, in the foreground)
- * to stderr as it would print it. */
+ * to stderr as it would print it.  libfuse writes some lines in pieces
+ * (an unknown option list, an option at a time): a piece without its
+ * '\n' waits for the rest, on the thread that writes it. */
 static void fuse_line(enum fuse_log_level level, const char *fmt, va_list ap)
 {
-	char msg[1024];
-	size_t len;
+	static __thread char msg[1024];
+	static __thread size_t len;
 
 	if (level >= FUSE_LOG_INFO) {
 		if (atomic_load(&logger.to_stderr))
 			vfprintf(stderr, fmt, ap);
 		return;
 	}
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(msg + len, sizeof(msg) - len, fmt, ap);
 	len = strlen(msg);
+	if (len && msg[len - 1] != '\n' && len < sizeof(msg) - 1)
+		return;
 	while (len && msg[len - 1] == '\n')
 		msg[--len] = '\0';
 	fs_log_line((int)level, msg);
+	len = 0;
+	msg[0] = '\0';
 }
 
 /* FILE as an absolute path: the daemon changes to / when it detaches. */

@@ -18,9 +18,9 @@ S3_SECRET = "S3-log-secret-4k2j8"
 
 
 def lock_pid(src):
-    """The daemon's pid, from the lock file it writes once mounted."""
-    text = (src / "streamfs.lock").read_text().strip()
-    return int(text) if text else None
+    """The daemon's pid, from the lock file it writes ("PID\nMOUNTPOINT\n")."""
+    lines = (src / "streamfs.lock").read_text().split("\n")
+    return int(lines[0]) if lines[0] else None
 
 
 def gone(pid):
@@ -63,6 +63,7 @@ def test_detached_mount_logs_a_down_remote_to_a_file(tmp_path, streamfs_bin):
     message; the credentials' password shows nowhere; a log file moved
     away (logrotate) is opened anew for the next line."""
     src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
     mnt.mkdir()
     cred = tmp_path / "cred"
     cred.write_text("alice:%s\n" % PASSWORD)
@@ -115,6 +116,7 @@ def test_a_repeated_line_is_logged_once(mount, tmp_path):
 
 def test_log_file_that_cannot_be_opened_refuses_the_mount(tmp_path, streamfs_bin):
     src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
     mnt.mkdir()
     r = subprocess.run([str(streamfs_bin), str(src), str(mnt), "-o",
                         "log=%s" % (tmp_path / "no" / "such" / "dir.log")],
@@ -166,6 +168,7 @@ def test_detached_mount_logs_to_syslog(tmp_path, streamfs_bin):
     the failure of a down S3 remote, and never the secret key of the
     environment."""
     src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
     mnt.mkdir()
     sock_path = tmp_path / "log.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
