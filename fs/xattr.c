@@ -119,7 +119,7 @@ static void status_text(struct fs *fs, char *buf, size_t cap)
 	struct sync *sy = atomic_load(&fs->sync);
 	struct fs_opts *o = fs->opts;
 	struct sync_status st;
-	uint64_t served;
+	uint64_t served, damaged, healed;
 	unsigned queues;
 	size_t len = 0;
 
@@ -134,6 +134,9 @@ static void status_text(struct fs *fs, char *buf, size_t cap)
 		    (unsigned long long)served);
 	else
 		PUT("transport: /dev/fuse\n");
+	store_damage_counts(fs->st, &damaged, &healed);
+	PUT("damaged_segments: %llu\n", (unsigned long long)damaged);
+	PUT("healed_segments: %llu\n", (unsigned long long)healed);
 	if (!sy || !o->remote) {
 		buf[cap - 1] = '\0';
 		return;

@@ -52,11 +52,22 @@ static void lru_push(struct store_tenant *t, struct seg *g)
 
 static void unmap_window(struct store_tenant *t, struct seg *g);
 
+/* A sealed segment's batch rows, which checked reads load (read.c). */
+static void rows_free(struct seg *g)
+{
+	struct seg_rows *r = atomic_exchange(&g->rows, NULL);
+
+	if (r)
+		free(r->v);
+	free(r);
+}
+
 static void close_locked(struct store_tenant *t, struct seg *g)
 {
 	if (g->fd < 0)
 		return;
 	unmap_window(t, g);
+	rows_free(g);
 	close(g->fd);
 	g->fd = -1;
 	lru_unlink(t, g);
@@ -441,8 +452,9 @@ struct seg *store_seg_at(struct stream *s, uint64_t off)
 	return lo ? s->segs[lo - 1] : NULL;
 }
 
-ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
-		       size_t len, uint64_t off)
+ssize_t store_seg_read_by(struct store_tenant *t, struct stream *s, void *buf,
+			  size_t len, uint64_t off, store_seg_reader sealed,
+			  void *arg)
 {
 	char *p = buf;
 	size_t done = 0;
@@ -462,12 +474,15 @@ ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		fd = store_seg_fd_read(t, g);
 		if (fd < 0)
 			return done ? (ssize_t)done : fd;
-		n = pread(fd, p + done, want, (off_t)in);
-		if (n < 0)
+		if (sealed && g->state != STORE_SEG_ACTIVE)
+			n = sealed(arg, t, g, fd, p + done, want, in);
+		else if ((n = pread(fd, p + done, want, (off_t)in)) < 0)
 			n = -errno;
 		store_seg_fd_put(t, g);
 		if (n == -EINTR)
 			continue;
+		if (n == -EBADMSG)	/* damage: SEALED's caller says it */
+			return done ? (ssize_t)done : -EBADMSG;
 		if (n <= 0) {
 			int err = n < 0 ? (int)-n : EIO;
 
@@ -478,6 +493,12 @@ ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		done += (size_t)n;
 	}
 	return (ssize_t)done;
+}
+
+ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
+		       size_t len, uint64_t off)
+{
+	return store_seg_read_by(t, s, buf, len, off, NULL, NULL);
 }
 
 /* The running hash of a segment fsynced through a durable mark (mark.c). */
@@ -555,6 +576,16 @@ static bool hook_enter(struct store *st, store_fetch_fn *fn,
 	st->fetch_users += *fn != NULL;
 	pthread_mutex_unlock(&st->lock);
 	return *fn != NULL;
+}
+
+bool store_seg_can_fetch(struct store *st)
+{
+	bool can;
+
+	pthread_mutex_lock(&st->lock);
+	can = st->fetch_fn != NULL;
+	pthread_mutex_unlock(&st->lock);
+	return can;
 }
 
 static void hook_leave(struct store *st)

@@ -149,6 +149,9 @@ struct seg {
 	_Atomic int64_t used_ns;	/* last use (readers share the lock) */
 	_Atomic bool unread;	/* restored, not read since */
 	struct idtable ids;	/* sealed with IDs, once loaded */
+	/* Found damaged with no good copy to fetch: reads of it fail with
+	 * -EIO, said once in the log (read.c). */
+	bool damaged;
 
 	/* The file, opened on demand and kept in the tenant's LRU of open
 	 * segments; closed when idle and over the store's fd budget.
@@ -156,6 +159,10 @@ struct seg {
 	int fd;			/* -1 when closed */
 	unsigned fd_refs;	/* users between store_seg_fd() and _put() */
 	struct seg *lru_prev, *lru_next;
+	/* Sealed: its batch rows, loaded by the first checked read while it
+	 * holds the file, freed with the file (store_seg_read).  Written under
+	 * fd_lock; a reader that holds the file may read it without. */
+	struct seg_rows *_Atomic rows;
 	/* Small appends copy into a mapped window of the file (store_seg_write);
 	 * the appender's alone, and dropped with the file. */
 	char *map;		/* SEG_WINDOW bytes, or NULL */
@@ -209,9 +216,14 @@ struct store_tenant {
 	pthread_rwlock_t lock;
 
 	/* Open segment files, most recently used first.  Lock order: lock,
-	 * then fd_lock (taken under a shared or exclusive lock). */
+	 * then rows_lock, then fd_lock (taken under a shared or exclusive
+	 * lock). */
 	pthread_mutex_t fd_lock;
 	struct seg *lru_head, *lru_tail;	/* protected by fd_lock */
+	/* A reader loading a segment's batch rows from the index holds it:
+	 * under the shared lock no writer uses db, and this keeps readers
+	 * from using it at once. */
+	pthread_mutex_t rows_lock;
 
 	/* Everything below is protected by lock. */
 	sqlite3 *db;
@@ -271,6 +283,9 @@ struct store {
 	unsigned long fd_budget;	/* segment files kept open, at most */
 	_Atomic unsigned long open_fds;
 	_Atomic unsigned long seg_maps;	/* windows mapped (seg_write) */
+	/* Sealed segments whose bytes failed their hash on a read, and of
+	 * those the ones fetched again from the remote (read.c). */
+	_Atomic uint64_t damaged, healed;
 
 	pthread_mutex_t lock;
 	struct store_tenant *tenants;	/* sorted by name; protected by lock */
@@ -507,14 +522,39 @@ bool store_seg_closing(const struct stream *s, const struct seg *g);
 struct seg *store_seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp);
 /* The segment holding stream offset OFF (OFF < s->size). */
 struct seg *store_seg_at(struct stream *s, uint64_t off);
-/* Reads LEN bytes of the stream at OFF through its segments. */
+/* Reads LEN bytes of the stream at OFF through its segments, as they are
+ * on disk.  T's lock held, shared or exclusive. */
 ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		       size_t len, uint64_t off);
+/* Reads LEN bytes at IN of G, sealed, whose file FD the caller holds:
+ * LEN, -errno, or -EBADMSG when they are damaged (read.c checks them). */
+typedef ssize_t (*store_seg_reader)(void *arg, struct store_tenant *t,
+				    struct seg *g, int fd, char *buf,
+				    size_t len, uint64_t in);
+/* store_seg_read() with SEALED (and ARG) reading sealed segments; their
+ * -EBADMSG ends it (with the bytes read before, if any). */
+ssize_t store_seg_read_by(struct store_tenant *t, struct stream *s, void *buf,
+			  size_t len, uint64_t off, store_seg_reader sealed,
+			  void *arg);
+/* A sealed segment's batch rows, for the checks of read.c: where each row
+ * starts in the segment (it ends where the next starts, the last at the
+ * segment's end) and the XXH3-64 of its bytes. */
+struct seg_row {
+	uint64_t start;
+	uint64_t hash;
+};
+
+struct seg_rows {
+	struct seg_row *v;
+	size_t n, cap;
+};
 /* Reading stops with -ENODATA at an evicted segment.  With no lock held,
  * this asks the fetch hook for the segment this thread wanted; the caller
  * then retries (at most FETCH_TRIES times). */
 #define FETCH_TRIES 8
 int store_seg_fetch_wanted(struct store_tenant *t);
+/* Whether a fetch hook is set: an evicted segment can be fetched. */
+bool store_seg_can_fetch(struct store *st);
 /* store_seg_fd() for a read of G: the first read after a restore is noted, and
  * store_seg_reached_tell() then passes it to the fetch hook, with no lock held. */
 int store_seg_fd_read(struct store_tenant *t, struct seg *g);
@@ -525,6 +565,18 @@ void store_seg_fill(const struct stream *s, const struct seg *g,
 /* The running hash of G (mark.c), once fsynced: fed by the appender. */
 void store_seg_hash_update(struct seg *g, const void *p, size_t len);
 void store_seg_hash_release(struct seg *g);
+
+/* ---- evict.c ---- */
+
+/* A read found segment SEG of T damaged (read.c).  With FETCH, and SEG
+ * uploaded, its local copy goes as eviction makes it go (the row says
+ * evicted first, then the file is removed: after a crash between the two,
+ * recovery removes the file), and a read then fetches it again: 0.
+ * Otherwise SEG is marked damaged and -EIO; -EALREADY when it was already.
+ * *STREAM (OUT): its stream's name, which the caller frees, or NULL.
+ * Takes T's lock. */
+int store_seg_drop_damaged(struct store_tenant *t, uint64_t seg, bool fetch,
+			   char **stream);
 
 /* ---- fsync.c ---- */
 
