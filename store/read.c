@@ -1,7 +1,7 @@
 /*
  * Reading: bytes at an offset (shared lock, never past the last commit;
- * those of sealed segments checked against their batch hashes, and a
- * damaged segment fetched again from the remote or refused with EIO),
+ * checked against their batch hashes, and a damaged segment fetched again
+ * from the remote or refused with EIO),
  * the lookups behind views: version -> offset, time -> version, and
  * whether an offset was the stream's end since a version (a stale writer's
  * ESTALE).  An index row is a batch, so a version inside a lines batch is
@@ -13,23 +13,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "hash.h"
 #include "store_int.h"
 
-/* ---- checked reads of sealed segments ----
- * A read serves the bytes of a sealed segment only once the batch rows
- * they lie in hash right: it reads each row it touches whole and takes
- * its XXH3-64 every time, about the cost of one more copy.  No "checked"
- * flag is kept per row: a byte that turns bad on the disk after a check
- * would then come through once the page cache has let the good copy go,
- * and nothing else would see it before a `streamfs verify`.  The rows are
- * read from the index on the first read that holds the file, and go with
- * the file (close_locked), so they take memory only for open segments.
- * Active and closing segments are not checked here: their newest batches
- * are still in the journal, and a fresh append's bytes live in the page
- * cache; recovery checks those past the synced length after a crash. */
+/* ---- checked reads ----
+ * A read serves a segment's bytes only once the batch rows they lie in
+ * hash right: it reads each row it touches whole and takes its XXH3-64
+ * every time, about the cost of one more copy.  No "checked" flag is kept
+ * per row: a byte that turns bad on the disk after a check would then
+ * come through once the page cache has let the good copy go, and nothing
+ * but `streamfs verify` would see it.  The rows come from the index and,
+ * for an active or closing segment, from the journal's pending rows, on
+ * the first read that holds the file; appends add theirs
+ * (store_seg_rows_grew), and they go with the file (close_locked), so they
+ * take memory only for open segments that were read. */
 static uint64_t row_end(const struct seg *g, const struct seg_rows *r, size_t i)
 {
 	return i + 1 < r->n ? r->v[i + 1].start : g->length;
@@ -57,27 +55,48 @@ struct rows_scan {
 	uint64_t next;		/* where the next row must start */
 };
 
-static int row_add(void *arg, const struct index_batch *b)
+/* Adds the row at stream offset OFFSET, LENGTH bytes, hashing to HASH:
+ * 0, 1 past G, or -errno (-EIO where the rows do not follow each other). */
+static int row_push(struct rows_scan *sc, uint64_t offset, uint64_t length,
+		    uint64_t hash)
 {
-	struct rows_scan *sc = arg;
 	uint64_t end = sc->g->offset + sc->g->length;
 
-	if (b->offset >= end)
+	if (offset >= end)
 		return 1;	/* the next segment's */
-	if (b->offset != sc->g->offset + sc->next || b->length > end - b->offset)
+	if (offset != sc->g->offset + sc->next || length > end - offset)
 		return -EIO;
 	if (STORE_ARRAY_RESERVE(sc->r->v, sc->r->cap, sc->r->n + 1, 64))
 		return -ENOMEM;
 	sc->r->v[sc->r->n++] = (struct seg_row){
-		.start = sc->next, .hash = b->hash,
+		.start = sc->next, .hash = hash,
 	};
-	sc->next += b->length;
+	sc->next += length;
 	return 0;
 }
 
-/* The rows of G, a sealed segment whose file the caller holds.  Under T's
- * shared lock no writer uses the index, and rows_lock keeps the other
- * readers off it; a sealed segment's rows are all in the index. */
+static int row_add(void *arg, const struct index_batch *b)
+{
+	return row_push(arg, b->offset, b->length, b->hash);
+}
+
+/* Then the rows of G still pending in the journal, the newest. */
+static int rows_pending(struct store_tenant *t, struct rows_scan *sc)
+{
+	int rc = 0;
+
+	for (size_t i = 0; !rc && i < t->npending; i++) {
+		const struct pending *p = &t->pending[i];
+
+		if (p->seg == sc->g->id)
+			rc = row_push(sc, p->b.offset, p->b.length, p->b.hash);
+	}
+	return rc < 0 ? rc : 0;
+}
+
+/* The rows of G, whose file the caller holds.  Under T's shared lock no
+ * writer uses the index or the journal, and rows_lock keeps the other
+ * readers off the index. */
 static int rows_load(struct store_tenant *t, struct seg *g,
 		     struct seg_rows **out)
 {
@@ -92,6 +111,8 @@ static int rows_load(struct store_tenant *t, struct seg *g,
 	sc.r = r = calloc(1, sizeof(*r));
 	rc = r ? store_index_batch_scan(t, g->stream->id, g->first_version,
 					row_add, &sc) : -ENOMEM;
+	if (!rc)
+		rc = rows_pending(t, &sc);
 	if (!rc && (!r->n || sc.next != g->length))
 		rc = -EIO;
 	if (rc) {
@@ -120,47 +141,85 @@ struct found {
 	uint64_t at;		/* the segment offset of the row that failed */
 };
 
-/* A store_seg_reader: the rows that LEN bytes at IN of G lie in are read
- * whole and checked.  LEN or -errno; -EBADMSG when a row fails its hash,
- * said in *FOUND (ARG). */
+#define EDGE_CHUNK (64u << 10)
+
+/* Feeds bytes FROM to TO of the file FD to ST, through SCRATCH (EDGE_CHUNK
+ * bytes, allocated on first use). */
+static int hash_file_part(int fd, uint64_t from, uint64_t to, char **scratch,
+			  XXH3_state_t *st)
+{
+	while (from < to) {
+		size_t n = to - from < EDGE_CHUNK ? (size_t)(to - from) : EDGE_CHUNK;
+		int rc;
+
+		if (!*scratch && !(*scratch = malloc(EDGE_CHUNK)))
+			return -ENOMEM;
+		rc = store_pread_all(fd, *scratch, n, from);
+		if (rc)
+			return rc;
+		XXH3_64bits_update(st, *scratch, n);
+		from += n;
+	}
+	return 0;
+}
+
+/* The XXH3-64 of the row from START to END of G's file FD, of which BUF
+ * holds the bytes from IN to IN + LEN: the rest is read from the file. */
+static int row_hash(int fd, uint64_t start, uint64_t end, const char *buf,
+		    uint64_t in, size_t len, char **scratch, uint64_t *sum)
+{
+	uint64_t lo = start > in ? start : in;
+	uint64_t hi = end < in + len ? end : in + len;
+	XXH3_state_t st;
+	int rc;
+
+	if (lo == start && hi == end) {		/* all of it in BUF */
+		*sum = XXH3_64bits(buf + (start - in), end - start);
+		return 0;
+	}
+	XXH3_64bits_reset(&st);
+	rc = hash_file_part(fd, start, lo, scratch, &st);
+	if (!rc) {
+		XXH3_64bits_update(&st, buf + (lo - in), hi - lo);
+		rc = hash_file_part(fd, hi, end, scratch, &st);
+	}
+	*sum = XXH3_64bits_digest(&st);
+	return rc;
+}
+
+/* A store_seg_reader: reads LEN bytes at IN of G into BUF, then checks
+ * each row they lie in, reading the rest of the rows at either end from
+ * the file.  LEN or -errno; -EBADMSG when a row fails its hash, said in
+ * *FOUND (ARG). */
 static ssize_t read_checked(void *arg, struct store_tenant *t, struct seg *g,
 			    int fd, char *buf, size_t len, uint64_t in)
 {
 	struct found *found = arg;
 	struct seg_rows *r = atomic_load(&g->rows);
-	uint64_t lo, hi;
+	char *scratch = NULL;
 	size_t first, last;
-	char *span;
 	int rc;
 
 	if (!r && (rc = rows_load(t, g, &r)))
 		return rc;
 	first = row_at(r, in);
 	last = row_at(r, in + len - 1);
-	lo = r->v[first].start;
-	hi = row_end(g, r, last);
-	/* rows that start and end with the read are read in place */
-	span = lo == in && hi == in + len ? buf : malloc(hi - lo);
-	if (!span)
-		return -ENOMEM;
-	rc = store_pread_all(fd, span, hi - lo, lo);
+	rc = store_pread_all(fd, buf, len, in);
 	for (size_t i = first; !rc && i <= last; i++) {
-		uint64_t start = r->v[i].start;
+		uint64_t start = r->v[i].start, sum;
 
-		if (XXH3_64bits(span + (start - lo), row_end(g, r, i) - start) !=
-		    r->v[i].hash) {
+		rc = row_hash(fd, start, row_end(g, r, i), buf, in, len,
+			      &scratch, &sum);
+		if (!rc && sum != r->v[i].hash) {
 			*found = (struct found){ .seg = g->id, .at = start };
 			rc = -EBADMSG;
 		}
 	}
-	if (!rc && span != buf)
-		memcpy(buf, span + (in - lo), len);
-	if (span != buf)
-		free(span);
+	free(scratch);
 	return rc ? rc : (ssize_t)len;
 }
 
-/* Reads LEN bytes of S at OFF, those of sealed segments checked. */
+/* Reads LEN bytes of S at OFF, checked. */
 static ssize_t read_stream(struct store_tenant *t, struct stream *s, void *buf,
 			   size_t len, uint64_t off, struct found *found)
 {
@@ -168,8 +227,8 @@ static ssize_t read_stream(struct store_tenant *t, struct stream *s, void *buf,
 }
 
 /* ---- damaged segments ----
- * A sealed segment whose bytes fail their batch hash on a read
- * (read_checked) is never served.  When the remote has it (uploaded, and
+ * A segment whose bytes fail their batch hash on a read (read_checked) is
+ * never served.  When the remote has it (sealed and uploaded, and
  * sync/ has set the fetch hook), its local copy is dropped as eviction
  * drops it and the read, retried, fetches a copy that store_segment_restore
  * checks whole: the read then returns the right bytes.  Otherwise the read
@@ -318,83 +377,6 @@ ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
 	struct read_args a = { .id = id, .buf = buf, .len = len, .off = off };
 
 	return with_fetch(t, read_once, &a);
-}
-
-/* Whether G's file (at FD) holds its first END bytes, as its row says. */
-static bool file_holds(struct store_tenant *t, const struct seg *g, int fd,
-		       uint64_t end)
-{
-	struct stat sb;
-
-	if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_size >= end)
-		return true;
-	store_log("read of segment %016" PRIx64 " of %s: short file", g->id,
-		  t->name);
-	return false;
-}
-
-struct piece_args {
-	uint64_t id;
-	size_t len;
-	uint64_t off;
-	store_piece_fn fn;
-	void *arg;
-};
-
-/* The bytes at OFF as one piece of one local segment file: FN runs on it
- * under the shared lock, so the file stays open and its bytes committed. */
-static ssize_t piece_once(struct store_tenant *t, void *ctx,
-			  struct found *found)
-{
-	struct piece_args *a = ctx;
-	size_t len = a->len;
-	struct stream *s;
-	struct seg *g;
-	ssize_t n = 0;
-	uint64_t in;
-	int fd;
-
-	(void)found;		/* reads no sealed segment */
-	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : store_stream_find(t, a->id);
-	if (!s) {
-		n = -ENOENT;
-		goto out;
-	}
-	if (a->off >= s->size)
-		goto out;
-	if (len > s->size - a->off)
-		len = (size_t)(s->size - a->off);
-	g = store_seg_at(s, a->off);
-	in = a->off - (g ? g->offset : 0);
-	/* a sealed segment's bytes are checked on their way: store_read() */
-	if (!g || in >= g->length || len > g->length - in ||
-	    g->state != STORE_SEG_ACTIVE) {
-		n = -EXDEV;
-		goto out;
-	}
-	fd = store_seg_fd_read(t, g);
-	if (fd < 0) {
-		n = fd;
-		goto out;
-	}
-	/* FN's reply could only come short (a hole the kernel fills with
-	 * zeros), never fail, so a file shorter than its row is said here */
-	n = file_holds(t, g, fd, in + len) ? a->fn(fd, in, len, a->arg) : -EIO;
-	store_seg_fd_put(t, g);
-out:
-	pthread_rwlock_unlock(&t->lock);
-	return n;
-}
-
-ssize_t store_read_piece(struct store_tenant *t, uint64_t id, size_t len,
-			 uint64_t off, store_piece_fn fn, void *arg)
-{
-	struct piece_args a = {
-		.id = id, .len = len, .off = off, .fn = fn, .arg = arg,
-	};
-
-	return with_fetch(t, piece_once, &a);
 }
 
 /* Offset of the Nth event (0-based) of the batch at OFFSET, LENGTH bytes. */

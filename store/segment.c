@@ -52,7 +52,7 @@ static void lru_push(struct store_tenant *t, struct seg *g)
 
 static void unmap_window(struct store_tenant *t, struct seg *g);
 
-/* A sealed segment's batch rows, which checked reads load (read.c). */
+/* A segment's batch rows, which checked reads load (read.c). */
 static void rows_free(struct seg *g)
 {
 	struct seg_rows *r = atomic_exchange(&g->rows, NULL);
@@ -60,6 +60,23 @@ static void rows_free(struct seg *g)
 	if (r)
 		free(r->v);
 	free(r);
+}
+
+void store_seg_rows_grew(struct store_tenant *t, struct seg *g,
+			 uint64_t start, uint64_t hash)
+{
+	struct seg_rows *r = atomic_load(&g->rows);
+
+	STORE_ASSERT_WRLOCKED(t);
+	if (!r)
+		return;
+	if (STORE_ARRAY_RESERVE(r->v, r->cap, r->n + 1, 64)) {
+		pthread_mutex_lock(&t->fd_lock);
+		rows_free(g);	/* the next read loads them anew */
+		pthread_mutex_unlock(&t->fd_lock);
+		return;
+	}
+	r->v[r->n++] = (struct seg_row){ .start = start, .hash = hash };
 }
 
 static void close_locked(struct store_tenant *t, struct seg *g)
@@ -453,7 +470,7 @@ struct seg *store_seg_at(struct stream *s, uint64_t off)
 }
 
 ssize_t store_seg_read_by(struct store_tenant *t, struct stream *s, void *buf,
-			  size_t len, uint64_t off, store_seg_reader sealed,
+			  size_t len, uint64_t off, store_seg_reader check,
 			  void *arg)
 {
 	char *p = buf;
@@ -474,14 +491,14 @@ ssize_t store_seg_read_by(struct store_tenant *t, struct stream *s, void *buf,
 		fd = store_seg_fd_read(t, g);
 		if (fd < 0)
 			return done ? (ssize_t)done : fd;
-		if (sealed && g->state != STORE_SEG_ACTIVE)
-			n = sealed(arg, t, g, fd, p + done, want, in);
+		if (check)
+			n = check(arg, t, g, fd, p + done, want, in);
 		else if ((n = pread(fd, p + done, want, (off_t)in)) < 0)
 			n = -errno;
 		store_seg_fd_put(t, g);
 		if (n == -EINTR)
 			continue;
-		if (n == -EBADMSG)	/* damage: SEALED's caller says it */
+		if (n == -EBADMSG)	/* damage: CHECK's caller says it */
 			return done ? (ssize_t)done : -EBADMSG;
 		if (n <= 0) {
 			int err = n < 0 ? (int)-n : EIO;

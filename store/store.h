@@ -205,20 +205,6 @@ ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
 void store_damage_counts(struct store *st, uint64_t *damaged,
 			 uint64_t *healed);
 
-/* Runs FN on the file holding the LEN committed bytes at OFF (fewer at
- * the end of the stream) when they lie in one local active segment: FD,
- * the bytes' offset in it and their count.  FN runs under the tenant's shared lock and
- * must not call the store; the file stays open and its bytes unchanged
- * until it returns.  Returns FN's result, 0 at the end, -EXDEV when the
- * bytes span segments or lie in a sealed one, whose bytes a read checks
- * (read them with store_read), or -errno as store_read.
- * An evicted segment is fetched first. */
-typedef ssize_t (*store_piece_fn)(int fd, uint64_t file_off, size_t len,
-				  void *arg);
-ssize_t store_read_piece(struct store_tenant *t, uint64_t id, size_t len,
-			 uint64_t off, store_piece_fn fn,
-			 void *arg) STORE_WARN_UNUSED;
-
 /* Byte offset where event VERSION (1-based) starts; the end offset when
  * VERSION is past the last event.  *off (OUT). */
 int store_offset_of_version(struct store_tenant *t, uint64_t id,

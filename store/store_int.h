@@ -159,9 +159,10 @@ struct seg {
 	int fd;			/* -1 when closed */
 	unsigned fd_refs;	/* users between store_seg_fd() and _put() */
 	struct seg *lru_prev, *lru_next;
-	/* Sealed: its batch rows, loaded by the first checked read while it
-	 * holds the file, freed with the file (store_seg_read).  Written under
-	 * fd_lock; a reader that holds the file may read it without. */
+	/* Its batch rows, loaded by the first checked read while it holds
+	 * the file, grown by appends, freed with the file (read.c).  Set and
+	 * freed under fd_lock, grown under the tenant's lock held for writing;
+	 * a reader that holds the file may read them without fd_lock. */
 	struct seg_rows *_Atomic rows;
 	/* Small appends copy into a mapped window of the file (store_seg_write);
 	 * the appender's alone, and dropped with the file. */
@@ -526,19 +527,19 @@ struct seg *store_seg_at(struct stream *s, uint64_t off);
  * on disk.  T's lock held, shared or exclusive. */
 ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		       size_t len, uint64_t off);
-/* Reads LEN bytes at IN of G, sealed, whose file FD the caller holds:
- * LEN, -errno, or -EBADMSG when they are damaged (read.c checks them). */
+/* Reads LEN bytes at IN of G, whose file FD the caller holds: LEN,
+ * -errno, or -EBADMSG when they are damaged (read.c checks them). */
 typedef ssize_t (*store_seg_reader)(void *arg, struct store_tenant *t,
 				    struct seg *g, int fd, char *buf,
 				    size_t len, uint64_t in);
-/* store_seg_read() with SEALED (and ARG) reading sealed segments; their
+/* store_seg_read() with CHECK (and ARG) reading each segment's bytes; its
  * -EBADMSG ends it (with the bytes read before, if any). */
 ssize_t store_seg_read_by(struct store_tenant *t, struct stream *s, void *buf,
-			  size_t len, uint64_t off, store_seg_reader sealed,
+			  size_t len, uint64_t off, store_seg_reader check,
 			  void *arg);
-/* A sealed segment's batch rows, for the checks of read.c: where each row
- * starts in the segment (it ends where the next starts, the last at the
- * segment's end) and the XXH3-64 of its bytes. */
+/* A segment's batch rows, for the checks of read.c: where each row starts
+ * in the segment (it ends where the next starts, the last at the
+ * segment's committed end) and the XXH3-64 of its bytes. */
 struct seg_row {
 	uint64_t start;
 	uint64_t hash;
@@ -548,6 +549,11 @@ struct seg_rows {
 	struct seg_row *v;
 	size_t n, cap;
 };
+
+/* G, active, took a batch at START (in G) whose bytes hash to HASH: its
+ * rows, if a read loaded them, grow by it.  T's lock held for writing. */
+void store_seg_rows_grew(struct store_tenant *t, struct seg *g,
+			 uint64_t start, uint64_t hash);
 /* Reading stops with -ENODATA at an evicted segment.  With no lock held,
  * this asks the fetch hook for the segment this thread wanted; the caller
  * then retries (at most FETCH_TRIES times). */

@@ -626,6 +626,39 @@ def test_damaged_sealed_segment_is_eio_never_wrong_bytes(mount, run_streamfs):
     assert r.returncode == 1 and "DAMAGE T/s" in r.stdout, r.stdout
 
 
+def test_damaged_active_segment_is_eio_never_wrong_bytes(mount, run_streamfs):
+    """The active segment is checked the same way: its batch hashes (in the
+    index, or still in the journal) cover it.  A byte flipped in it gives
+    EIO, never wrong bytes; appends go on, and bytes after the damaged
+    batch still read right."""
+    m = mount(allow=[r"is damaged on disk"])
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    want = b"".join(b"%06d %s\n" % (i, b"a" * 92) for i in range(600))
+    for i in range(0, len(want), 20000):
+        append(p, want[i:i + 20000], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    seg, = seg_files(m, "T")
+    flip_byte(seg, 30000)           # in the second append's batch
+    r = subprocess.run(["cat", str(p)], capture_output=True, timeout=60)
+    assert r.returncode != 0 and b"Input/output error" in r.stderr, r.stderr
+    assert want.startswith(r.stdout) and len(r.stdout) < 30000
+    more = b"".join(b"%06d %s\n" % (i, b"b" * 92) for i in range(600, 700))
+    append(p, more)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 1000, 0) == want[:1000]
+        assert os.pread(fd, len(more), len(want)) == more
+        with pytest.raises(OSError) as e:
+            os.pread(fd, 100, 30000)
+        assert e.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+    out = run_streamfs("status", m.mnt).stdout
+    assert "damaged_segments: 1\n" in out, out
+    said = [l for l in m.stderr().splitlines() if "is damaged on disk" in l]
+    assert len(said) == 1 and "T/s: segment %s" % seg.stem in said[0], said
+
+
 def test_sigkill_with_a_mapped_window(mount, tmp_path):
     """Killed while small appends go through a window: the file runs past
     the events in zeros (the window's allocated blocks); the next mount
