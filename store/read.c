@@ -13,14 +13,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "hash.h"
 #include "store_int.h"
 
 /* ---- checked reads ----
  * A read serves a segment's bytes only once the batch rows they lie in
- * hash right: it reads each row it touches whole and takes its XXH3-64
- * every time, about the cost of one more copy.  No "checked" flag is kept
+ * hash right: it takes the XXH3-64 of each row it touches whole, every
+ * time (the bytes it wants are in the reader's buffer; the rest of the
+ * rows at either end is read from the file).  No "checked" flag is kept
  * per row: a byte that turns bad on the disk after a check would then
  * come through once the page cache has let the good copy go, and nothing
  * but `streamfs verify` would see it.  The rows come from the index and,
@@ -187,9 +189,18 @@ static int row_hash(int fd, uint64_t start, uint64_t end, const char *buf,
 	return rc;
 }
 
+/* Whether the file FD holds its first END bytes. */
+static bool file_holds(int fd, uint64_t end)
+{
+	struct stat sb;
+
+	return fstat(fd, &sb) == 0 && (uint64_t)sb.st_size >= end;
+}
+
 /* A store_seg_reader: reads LEN bytes at IN of G into BUF, then checks
  * each row they lie in, reading the rest of the rows at either end from
- * the file.  LEN or -errno; -EBADMSG when a row fails its hash, said in
+ * the file.  LEN, 0 for a file cut short (damage from outside, which the
+ * caller says), or -errno; -EBADMSG when a row fails its hash, said in
  * *FOUND (ARG). */
 static ssize_t read_checked(void *arg, struct store_tenant *t, struct seg *g,
 			    int fd, char *buf, size_t len, uint64_t in)
@@ -204,6 +215,8 @@ static ssize_t read_checked(void *arg, struct store_tenant *t, struct seg *g,
 		return rc;
 	first = row_at(r, in);
 	last = row_at(r, in + len - 1);
+	if (!file_holds(fd, row_end(g, r, last)))
+		return 0;
 	rc = store_pread_all(fd, buf, len, in);
 	for (size_t i = first; !rc && i <= last; i++) {
 		uint64_t start = r->v[i].start, sum;

@@ -196,7 +196,7 @@ void store_seg_fd_close(struct store_tenant *t, struct seg *g)
  * small appends gets a shared mapping of SEG_WINDOW bytes of its file from
  * the page its end is in, and appends copy into it.  The bytes land in the
  * page cache as with a write(2): a crash of the daemon loses nothing, and
- * fdatasync(2) and the readers' pread(2) and splice(2) see them the same.
+ * fdatasync(2) and the readers' pread(2) see them the same.
  * The window's blocks are allocated (fallocate(2)) before it is mapped, so
  * a full disk is an error here, never a SIGBUS on a store, as for the
  * journal.  The file then runs past the segment's bytes, in zeros, until
