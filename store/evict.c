@@ -154,8 +154,9 @@ int store_seg_drop_damaged(struct store_tenant *t, uint64_t seg, bool fetch,
 	*stream = strdup(s->name);
 	if (g->damaged)
 		rc = -EALREADY;
-	else if (fetch && (g->state == STORE_SEG_UPLOADED ||
-			   g->state == STORE_SEG_EVICTED))
+	else if (fetch && g->state == STORE_SEG_EVICTED)
+		rc = 1;		/* another reader dropped it */
+	else if (fetch && g->state == STORE_SEG_UPLOADED)
 		rc = evict_locked(t, g);
 	else
 		rc = -EIO;

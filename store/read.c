@@ -274,9 +274,9 @@ static int damage_handle(struct store_tenant *t, struct damage *d,
 	again = d->dropped && d->seg == seg;	/* the fetched copy too */
 	fetch = !again && store_seg_can_fetch(t->st);
 	rc = store_seg_drop_damaged(t, seg, fetch, &name);
-	if (rc == -EALREADY) {	/* known, and said, already */
+	if (rc == -EALREADY || rc == 1) {	/* known, and said, already */
 		free(name);
-		return -EIO;
+		return rc == 1 ? 0 : -EIO;	/* 1: fetched by another read */
 	}
 	if (!again) {
 		free(d->stream);

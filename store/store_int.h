@@ -577,8 +577,9 @@ void store_seg_hash_release(struct seg *g);
 /* A read found segment SEG of T damaged (read.c).  With FETCH, and SEG
  * uploaded, its local copy goes as eviction makes it go (the row says
  * evicted first, then the file is removed: after a crash between the two,
- * recovery removes the file), and a read then fetches it again: 0.
- * Otherwise SEG is marked damaged and -EIO; -EALREADY when it was already.
+ * recovery removes the file), and a read then fetches it again: 0 (1 when
+ * another reader dropped it already).  Otherwise SEG is marked damaged and
+ * -EIO; -EALREADY when it was already.
  * *STREAM (OUT): its stream's name, which the caller frees, or NULL.
  * Takes T's lock. */
 int store_seg_drop_damaged(struct store_tenant *t, uint64_t seg, bool fetch,
