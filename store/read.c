@@ -338,15 +338,14 @@ static ssize_t with_fetch(struct store_tenant *t, once_fn once, void *ctx)
 
 		n = once(t, ctx, &found);
 		store_seg_reached_tell(t);
-		if (n == -EBADMSG) {
-			rc = damage_handle(t, &d, &found);
-		} else if (n != -ENODATA) {
+		if (n != -EBADMSG && n != -ENODATA)
 			break;
-		} else if (tries == FETCH_TRIES) {
+		if (tries == FETCH_TRIES)
 			rc = -EIO;
-		} else {
+		else if (n == -EBADMSG)
+			rc = damage_handle(t, &d, &found);
+		else
 			rc = store_seg_fetch_wanted(t);
-		}
 		if (rc) {
 			n = rc;
 			break;
