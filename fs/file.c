@@ -276,48 +276,18 @@ static ssize_t read_full(struct fs_node *n, char *buf, size_t size,
 	return (ssize_t)done;
 }
 
-struct piece_reply {
-	fuse_req_t req;
-	bool answered;
-};
-
-/* Answers a read straight from the segment file: with splice, the kernel
- * moves the bytes from its page cache into the reader's without a copy
- * through us. */
-static ssize_t reply_piece(int fd, uint64_t file_off, size_t len, void *arg)
-{
-	struct piece_reply *r = arg;
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
-
-	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
-	bv.buf[0].fd = fd;
-	bv.buf[0].pos = (off_t)file_off;
-	fuse_reply_data(r->req, &bv, 0);	/* answers REQ, even on error */
-	r->answered = true;
-	return (ssize_t)len;
-}
-
-/* Answers a read of SIZE bytes at OFF of node N: in one piece when the
- * bytes lie in one segment, else through a buffer. */
+/* Answers a read of SIZE bytes at OFF of node N, through a buffer: the
+ * store checks the bytes against their batch hashes on their way. */
 static void read_reply(fuse_req_t req, struct fs_node *n, size_t size,
 		       uint64_t off)
 {
-	struct piece_reply r = { .req = req };
-	ssize_t got = store_read_piece(n->t, n->id, size, off, reply_piece, &r);
-	void *buf;
+	void *buf = fs_read_buffer(size);
+	ssize_t got = buf ? read_full(n, buf, size, off) : -ENOMEM;
 
-	if (r.answered)
-		return;
-	if (got == -EXDEV) {
-		buf = fs_read_buffer(size);
-		got = buf ? read_full(n, buf, size, off) : -ENOMEM;
-		if (got >= 0) {
-			fuse_reply_buf(req, buf, (size_t)got);
-			return;
-		}
-	}
-	if (got == -ENOENT || got == 0)
-		fuse_reply_buf(req, NULL, 0);	/* removed or at the end */
+	if (got == -ENOENT)
+		got = 0;	/* removed */
+	if (got >= 0)
+		fuse_reply_buf(req, buf, (size_t)got);
 	else
 		fuse_reply_err(req, (int)-got);
 }

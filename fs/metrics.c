@@ -222,6 +222,12 @@ static void render(FILE *f, const struct fs_status *st)
 	    "fsync(2) calls on streams since mount.", st->store.fsyncs);
 	one(f, "streamfs_followers_parked", "gauge",
 	    "Follow reads waiting for new events.", st->followers_parked);
+	one(f, "streamfs_damaged_segments_total", "counter",
+	    "Segments a read found damaged on disk (bytes failing their hash).",
+	    st->store.damaged_segments);
+	one(f, "streamfs_healed_segments_total", "counter",
+	    "Damaged segments fetched again from the remote.",
+	    st->store.healed_segments);
 	if (st->sync)
 		sync_metrics(f, st);
 }

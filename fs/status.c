@@ -289,6 +289,8 @@ static void emit(struct status_out *o, const struct fs_status *st)
 	out_u64(o, "appended_bytes", st->store.bytes_appended);
 	out_u64(o, "fsyncs", st->store.fsyncs);
 	out_u64(o, "followers_parked", st->followers_parked);
+	out_u64(o, "damaged_segments", st->store.damaged_segments);
+	out_u64(o, "healed_segments", st->store.healed_segments);
 	if (st->sync)
 		emit_sync(o, st);
 }

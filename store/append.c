@@ -496,6 +496,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	}
 	store_seg_hash_update(g, p, len);
 	store_seg_grew(t, g, len);
+	store_seg_rows_grew(t, g, row.b.offset - g->offset, row.b.hash);
 	batch_committed(t, s, g, len, count, now);
 	atomic_fetch_add_explicit(&t->st->n_events, count, memory_order_relaxed);
 	atomic_fetch_add_explicit(&t->st->n_bytes, len, memory_order_relaxed);

@@ -101,30 +101,70 @@ bool store_segment_evicted(struct store_tenant *t, uint64_t seg)
 	return evicted;
 }
 
+/* Evicts G, uploaded: its row says so first, then the file goes (a crash
+ * between leaves a file recovery removes).  T's lock held for writing. */
+static int evict_locked(struct store_tenant *t, struct seg *g)
+{
+	char name[64];
+	int rc;
+
+	STORE_ASSERT_WRLOCKED(t);
+	if (g->state == STORE_SEG_EVICTED)
+		return 0;
+	if (g->state != STORE_SEG_UPLOADED)
+		return -EBUSY;
+	rc = set_state(t, g, STORE_SEG_EVICTED);
+	if (rc)
+		return rc;
+	g->row_evicted = false;	/* true now */
+	/* no reader: the lock is held for writing */
+	store_seg_fd_close(t, g);
+	store_seg_name(name, sizeof(name), g->id, ".seg");
+	unlinkat(t->segfd, name, 0);
+	return 0;
+}
+
 int store_segment_evict(struct store_tenant *t, uint64_t seg)
 {
 	struct stream *s;
 	struct seg *g;
-	char name[64];
 	int rc;
 
 	pthread_rwlock_wrlock(&t->lock);
 	g = store_seg_find(t, seg, &s);
-	if (!g)
-		rc = -ENOENT;
-	else if (g->state == STORE_SEG_EVICTED)
-		rc = 0;
-	else if (g->state != STORE_SEG_UPLOADED)
-		rc = -EBUSY;
-	else
-		rc = set_state(t, g, STORE_SEG_EVICTED);
-	if (!rc) {
-		g->row_evicted = false;	/* true now */
-		/* no reader: the lock is held for writing */
-		store_seg_fd_close(t, g);
-		store_seg_name(name, sizeof(name), g->id, ".seg");
-		unlinkat(t->segfd, name, 0);
+	rc = g ? evict_locked(t, g) : -ENOENT;
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+int store_seg_drop_damaged(struct store_tenant *t, uint64_t seg, bool fetch,
+			   char **stream)
+{
+	struct stream *s;
+	struct seg *g;
+	int rc;
+
+	*stream = NULL;
+	pthread_rwlock_wrlock(&t->lock);
+	g = store_seg_find(t, seg, &s);
+	if (!g) {
+		rc = -EIO;	/* gone meanwhile (removed) */
+		goto out;
 	}
+	*stream = strdup(s->name);
+	if (g->damaged)
+		rc = -EALREADY;
+	else if (fetch && g->state == STORE_SEG_EVICTED)
+		rc = 1;		/* another reader dropped it */
+	else if (fetch && g->state == STORE_SEG_UPLOADED)
+		rc = evict_locked(t, g);
+	else
+		rc = -EIO;
+	if (rc && rc != -EALREADY) {
+		g->damaged = true;
+		rc = -EIO;
+	}
+out:
 	pthread_rwlock_unlock(&t->lock);
 	return rc;
 }

@@ -52,11 +52,39 @@ static void lru_push(struct store_tenant *t, struct seg *g)
 
 static void unmap_window(struct store_tenant *t, struct seg *g);
 
+/* A segment's batch rows, which checked reads load (read.c). */
+static void rows_free(struct seg *g)
+{
+	struct seg_rows *r = atomic_exchange(&g->rows, NULL);
+
+	if (r)
+		free(r->v);
+	free(r);
+}
+
+void store_seg_rows_grew(struct store_tenant *t, struct seg *g,
+			 uint64_t start, uint64_t hash)
+{
+	struct seg_rows *r = atomic_load(&g->rows);
+
+	STORE_ASSERT_WRLOCKED(t);
+	if (!r)
+		return;
+	if (STORE_ARRAY_RESERVE(r->v, r->cap, r->n + 1, 64)) {
+		pthread_mutex_lock(&t->fd_lock);
+		rows_free(g);	/* the next read loads them anew */
+		pthread_mutex_unlock(&t->fd_lock);
+		return;
+	}
+	r->v[r->n++] = (struct seg_row){ .start = start, .hash = hash };
+}
+
 static void close_locked(struct store_tenant *t, struct seg *g)
 {
 	if (g->fd < 0)
 		return;
 	unmap_window(t, g);
+	rows_free(g);
 	close(g->fd);
 	g->fd = -1;
 	lru_unlink(t, g);
@@ -168,7 +196,7 @@ void store_seg_fd_close(struct store_tenant *t, struct seg *g)
  * small appends gets a shared mapping of SEG_WINDOW bytes of its file from
  * the page its end is in, and appends copy into it.  The bytes land in the
  * page cache as with a write(2): a crash of the daemon loses nothing, and
- * fdatasync(2) and the readers' pread(2) and splice(2) see them the same.
+ * fdatasync(2) and the readers' pread(2) see them the same.
  * The window's blocks are allocated (fallocate(2)) before it is mapped, so
  * a full disk is an error here, never a SIGBUS on a store, as for the
  * journal.  The file then runs past the segment's bytes, in zeros, until
@@ -441,8 +469,9 @@ struct seg *store_seg_at(struct stream *s, uint64_t off)
 	return lo ? s->segs[lo - 1] : NULL;
 }
 
-ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
-		       size_t len, uint64_t off)
+ssize_t store_seg_read_by(struct store_tenant *t, struct stream *s, void *buf,
+			  size_t len, uint64_t off, store_seg_reader check,
+			  void *arg)
 {
 	char *p = buf;
 	size_t done = 0;
@@ -462,12 +491,15 @@ ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		fd = store_seg_fd_read(t, g);
 		if (fd < 0)
 			return done ? (ssize_t)done : fd;
-		n = pread(fd, p + done, want, (off_t)in);
-		if (n < 0)
+		if (check)
+			n = check(arg, t, g, fd, p + done, want, in);
+		else if ((n = pread(fd, p + done, want, (off_t)in)) < 0)
 			n = -errno;
 		store_seg_fd_put(t, g);
 		if (n == -EINTR)
 			continue;
+		if (n == -EBADMSG)	/* damage: CHECK's caller says it */
+			return done ? (ssize_t)done : -EBADMSG;
 		if (n <= 0) {
 			int err = n < 0 ? (int)-n : EIO;
 
@@ -478,6 +510,12 @@ ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		done += (size_t)n;
 	}
 	return (ssize_t)done;
+}
+
+ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
+		       size_t len, uint64_t off)
+{
+	return store_seg_read_by(t, s, buf, len, off, NULL, NULL);
 }
 
 /* The running hash of a segment fsynced through a durable mark (mark.c). */
@@ -555,6 +593,16 @@ static bool hook_enter(struct store *st, store_fetch_fn *fn,
 	st->fetch_users += *fn != NULL;
 	pthread_mutex_unlock(&st->lock);
 	return *fn != NULL;
+}
+
+bool store_seg_can_fetch(struct store *st)
+{
+	bool can;
+
+	pthread_mutex_lock(&st->lock);
+	can = st->fetch_fn != NULL;
+	pthread_mutex_unlock(&st->lock);
+	return can;
 }
 
 static void hook_leave(struct store *st)

@@ -111,6 +111,7 @@ static void tenant_free(struct store_tenant *t)
 	tenant_close_dirs(t);
 	pthread_rwlock_destroy(&t->lock);
 	pthread_mutex_destroy(&t->fd_lock);
+	pthread_mutex_destroy(&t->rows_lock);
 	free(t->path);
 	free(t->name);
 	free(t);
@@ -130,6 +131,7 @@ static struct store_tenant *tenant_new(struct store *st, const char *name,
 	strcpy(t->id_field, "id");
 	pthread_rwlock_init(&t->lock, NULL);
 	pthread_mutex_init(&t->fd_lock, NULL);
+	pthread_mutex_init(&t->rows_lock, NULL);
 	t->name = strdup(name);
 	if (!t->name || asprintf(&t->path, "%s/%s/%s", st->dir, parent, name) < 0) {
 		t->path = NULL;
@@ -603,6 +605,8 @@ void store_get_counters(struct store *st, struct store_counters *out)
 							      relaxed);
 	out->append_latency_sum_ns = atomic_load_explicit(&st->latency_sum_ns,
 							  relaxed);
+	out->damaged_segments = atomic_load_explicit(&st->damaged, relaxed);
+	out->healed_segments = atomic_load_explicit(&st->healed, relaxed);
 }
 
 void store_close(struct store *st)

@@ -101,6 +101,10 @@ struct store_counters {
 	 * [STORE_LATENCY_BUCKETS] those above the last bound. */
 	uint64_t append_latency[STORE_LATENCY_BUCKETS + 1];
 	uint64_t append_latency_sum_ns;
+	/* Segments a read found damaged on disk (a batch that does not match
+	 * its hash: the read fails with -EIO), and of those the ones fetched
+	 * again from the remote (the read returned the right bytes). */
+	uint64_t damaged_segments, healed_segments;
 };
 void store_get_counters(struct store *st, struct store_counters *out);
 
@@ -218,24 +222,14 @@ int store_append(struct store_tenant *t, uint64_t id,
 		 struct store_append_result *res) STORE_WARN_UNUSED;
 
 /* Reads up to LEN committed bytes at OFF.  Returns the byte count, 0 at the
- * end, or -errno (-EIO when an evicted segment cannot be read).  A read that
- * reaches an evicted segment after some bytes returns those (short of LEN
- * and of the end); the next call fetches the segment. */
+ * end, or -errno (-EIO when an evicted segment cannot be read, or when
+ * bytes of a sealed segment fail their hash and the remote has no good
+ * copy: store_counters' damaged_segments).  A read that reaches an evicted segment after
+ * some bytes returns those (short of LEN and of the end); the next call
+ * fetches the segment. */
 ssize_t store_read(struct store_tenant *t, uint64_t id, void *buf,
 		   size_t len, uint64_t off) STORE_WARN_UNUSED;
 
-/* Runs FN on the file holding the LEN committed bytes at OFF (fewer at
- * the end of the stream) when they lie in one local segment: FD, the bytes'
- * offset in it and their count.  FN runs under the tenant's shared lock and
- * must not call the store; the file stays open and its bytes unchanged
- * until it returns.  Returns FN's result, 0 at the end, -EXDEV when the
- * bytes span segments (read them with store_read), or -errno as store_read.
- * An evicted segment is fetched first. */
-typedef ssize_t (*store_piece_fn)(int fd, uint64_t file_off, size_t len,
-				  void *arg);
-ssize_t store_read_piece(struct store_tenant *t, uint64_t id, size_t len,
-			 uint64_t off, store_piece_fn fn,
-			 void *arg) STORE_WARN_UNUSED;
 
 /* Byte offset where event VERSION (1-based) starts; the end offset when
  * VERSION is past the last event.  *off (OUT). */

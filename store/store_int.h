@@ -150,6 +150,9 @@ struct seg {
 	_Atomic int64_t used_ns;	/* last use (readers share the lock) */
 	_Atomic bool unread;	/* restored, not read since */
 	struct idtable ids;	/* sealed with IDs, once loaded */
+	/* Found damaged with no good copy to fetch: reads of it fail with
+	 * -EIO, said once in the log (read.c). */
+	bool damaged;
 
 	/* The file, opened on demand and kept in the tenant's LRU of open
 	 * segments; closed when idle and over the store's fd budget.
@@ -157,6 +160,11 @@ struct seg {
 	int fd;			/* -1 when closed */
 	unsigned fd_refs;	/* users between store_seg_fd() and _put() */
 	struct seg *lru_prev, *lru_next;
+	/* Its batch rows, loaded by the first checked read while it holds
+	 * the file, grown by appends, freed with the file (read.c).  Set and
+	 * freed under fd_lock, grown under the tenant's lock held for writing;
+	 * a reader that holds the file may read them without fd_lock. */
+	struct seg_rows *_Atomic rows;
 	/* Small appends copy into a mapped window of the file (store_seg_write);
 	 * the appender's alone, and dropped with the file. */
 	char *map;		/* SEG_WINDOW bytes, or NULL */
@@ -210,9 +218,14 @@ struct store_tenant {
 	pthread_rwlock_t lock;
 
 	/* Open segment files, most recently used first.  Lock order: lock,
-	 * then fd_lock (taken under a shared or exclusive lock). */
+	 * then rows_lock, then fd_lock (taken under a shared or exclusive
+	 * lock). */
 	pthread_mutex_t fd_lock;
 	struct seg *lru_head, *lru_tail;	/* protected by fd_lock */
+	/* A reader loading a segment's batch rows from the index holds it:
+	 * under the shared lock no writer uses db, and this keeps readers
+	 * from using it at once. */
+	pthread_mutex_t rows_lock;
 
 	/* Everything below is protected by lock. */
 	sqlite3 *db;
@@ -276,6 +289,9 @@ struct store {
 	 * count, store.c reads. */
 	_Atomic uint64_t n_events, n_bytes, n_fsyncs, latency_sum_ns;
 	_Atomic uint64_t latency[STORE_LATENCY_BUCKETS + 1];
+	/* Sealed segments whose bytes failed their hash on a read, and of
+	 * those the ones fetched again from the remote (read.c). */
+	_Atomic uint64_t damaged, healed;
 
 	pthread_mutex_t lock;
 	struct store_tenant *tenants;	/* sorted by name; protected by lock */
@@ -514,14 +530,44 @@ bool store_seg_closing(const struct stream *s, const struct seg *g);
 struct seg *store_seg_find(struct store_tenant *t, uint64_t seg, struct stream **sp);
 /* The segment holding stream offset OFF (OFF < s->size). */
 struct seg *store_seg_at(struct stream *s, uint64_t off);
-/* Reads LEN bytes of the stream at OFF through its segments. */
+/* Reads LEN bytes of the stream at OFF through its segments, as they are
+ * on disk.  T's lock held, shared or exclusive. */
 ssize_t store_seg_read(struct store_tenant *t, struct stream *s, void *buf,
 		       size_t len, uint64_t off);
+/* Reads LEN bytes at IN of G, whose file FD the caller holds: LEN,
+ * -errno, or -EBADMSG when they are damaged (read.c checks them). */
+typedef ssize_t (*store_seg_reader)(void *arg, struct store_tenant *t,
+				    struct seg *g, int fd, char *buf,
+				    size_t len, uint64_t in);
+/* store_seg_read() with CHECK (and ARG) reading each segment's bytes; its
+ * -EBADMSG ends it (with the bytes read before, if any). */
+ssize_t store_seg_read_by(struct store_tenant *t, struct stream *s, void *buf,
+			  size_t len, uint64_t off, store_seg_reader check,
+			  void *arg);
+/* A segment's batch rows, for the checks of read.c: where each row starts
+ * in the segment (it ends where the next starts, the last at the
+ * segment's committed end) and the XXH3-64 of its bytes. */
+struct seg_row {
+	uint64_t start;
+	uint64_t hash;
+};
+
+struct seg_rows {
+	struct seg_row *v;
+	size_t n, cap;
+};
+
+/* G, active, took a batch at START (in G) whose bytes hash to HASH: its
+ * rows, if a read loaded them, grow by it.  T's lock held for writing. */
+void store_seg_rows_grew(struct store_tenant *t, struct seg *g,
+			 uint64_t start, uint64_t hash);
 /* Reading stops with -ENODATA at an evicted segment.  With no lock held,
  * this asks the fetch hook for the segment this thread wanted; the caller
  * then retries (at most FETCH_TRIES times). */
 #define FETCH_TRIES 8
 int store_seg_fetch_wanted(struct store_tenant *t);
+/* Whether a fetch hook is set: an evicted segment can be fetched. */
+bool store_seg_can_fetch(struct store *st);
 /* store_seg_fd() for a read of G: the first read after a restore is noted, and
  * store_seg_reached_tell() then passes it to the fetch hook, with no lock held. */
 int store_seg_fd_read(struct store_tenant *t, struct seg *g);
@@ -532,6 +578,19 @@ void store_seg_fill(const struct stream *s, const struct seg *g,
 /* The running hash of G (mark.c), once fsynced: fed by the appender. */
 void store_seg_hash_update(struct seg *g, const void *p, size_t len);
 void store_seg_hash_release(struct seg *g);
+
+/* ---- evict.c ---- */
+
+/* A read found segment SEG of T damaged (read.c).  With FETCH, and SEG
+ * uploaded, its local copy goes as eviction makes it go (the row says
+ * evicted first, then the file is removed: after a crash between the two,
+ * recovery removes the file), and a read then fetches it again: 0 (1 when
+ * another reader dropped it already).  Otherwise SEG is marked damaged and
+ * -EIO; -EALREADY when it was already.
+ * *STREAM (OUT): its stream's name, which the caller frees, or NULL.
+ * Takes T's lock. */
+int store_seg_drop_damaged(struct store_tenant *t, uint64_t seg, bool fetch,
+			   char **stream);
 
 /* ---- fsync.c ---- */
 

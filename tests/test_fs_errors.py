@@ -430,22 +430,25 @@ def test_modes_owners_persist(mount):
 
 def test_segment_cut_short_gives_eio(mount):
     """A segment file cut short behind the mount's back (damage from
-    outside): reads of the missing bytes fail with EIO, never zeros or an
-    early end of file; the bytes still there read fine."""
+    outside): reads of the batch it cut fail with EIO, never zeros or an
+    early end of file (its bytes still there cannot be checked against
+    its hash either); the batch before it reads fine."""
     m = mount(allow=[r"short file"])
     os.mkdir(m.path("T"))
     p = m.path("T", "s")
     p.write_bytes(b"")
+    append(p, "y" * 69999 + "\n")   # over 64 KiB: a row of its own
     append(p, "x" * 9000 + "\n")
     segs = [e for e in (m.src / "tenants" / "T" / "seg").iterdir() if e.suffix == ".seg"]
     assert len(segs) == 1
-    os.truncate(segs[0], 100)
+    os.truncate(segs[0], 70100)
     r = subprocess.run(["cat", str(p)], capture_output=True, timeout=30)
     assert r.returncode != 0 and b"Input/output error" in r.stderr, r
     fd = os.open(m.path("T", "s@1"), os.O_RDONLY)   # a view: no page cache
     try:
-        assert os.pread(fd, 50, 0) == b"x" * 50
-        assert err_of(os.pread, fd, 4096, 0) == errno.EIO
-        assert err_of(os.pread, fd, 10, 5000) == errno.EIO
+        assert os.pread(fd, 4096, 0) == b"y" * 4096
+        assert err_of(os.pread, fd, 50, 70000) == errno.EIO
+        assert err_of(os.pread, fd, 4096, 68000) == errno.EIO
+        assert err_of(os.pread, fd, 10, 75000) == errno.EIO
     finally:
         os.close(fd)

@@ -754,6 +754,90 @@ def test_one_event_per_write_through_segment_windows(mount, tmp_path, streamfs_b
     assert read(m.path("T", "s")) == data
 
 
+def flip_byte(path, at):
+    """Flips the bits of the byte at AT of the file PATH, as a bad disk would."""
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_damaged_sealed_segment_is_eio_never_wrong_bytes(mount, run_streamfs):
+    """A byte flipped on disk in a sealed segment: reads of the batch it
+    lies in fail with EIO (cat prints only the good bytes before it), the
+    log names tenant, stream and segment once, status counts it; the other
+    segments still read right, and verify sees the damage too."""
+    m = mount(opts="roll_size=64K", allow=[r"is damaged on disk"])
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    want = b"".join(b"%06d %s\n" % (i, b"d" * 92) for i in range(3000))
+    for i in range(0, len(want), 20000):
+        append(p, want[i:i + 20000], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    run_streamfs("sync", m.mnt)     # no remote: seals every segment
+    segs = seg_files(m, "T")
+    assert len(segs) >= 3
+    start = sum(f.stat().st_size for f in segs[:1])
+    bad = segs[1]
+    flip_byte(bad, bad.stat().st_size // 2)
+    m.remount()                     # nothing of the good bytes stays cached
+    r = subprocess.run(["cat", str(p)], capture_output=True, timeout=60)
+    assert r.returncode != 0 and b"Input/output error" in r.stderr, r.stderr
+    assert want.startswith(r.stdout) and len(r.stdout) < start + bad.stat().st_size // 2
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 1000, 0) == want[:1000]
+        tail = (start + bad.stat().st_size + 4095) // 4096 * 4096  # a page past it
+        assert os.pread(fd, 1000, tail) == want[tail:tail + 1000]
+        for _ in range(2):
+            with pytest.raises(OSError) as e:
+                os.pread(fd, 1000, start + bad.stat().st_size // 2)
+            assert e.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+    out = run_streamfs("status", m.mnt).stdout
+    assert "damaged_segments: 1\n" in out and "healed_segments: 0\n" in out, out
+    said = [l for l in m.stderr().splitlines() if "is damaged on disk" in l]
+    assert len(said) == 1, said
+    assert "T/s: segment %s" % bad.stem in said[0] and "EIO" in said[0], said
+    m.umount()
+    r = run_streamfs("verify", m.src, check=False)
+    assert r.returncode == 1 and "DAMAGE T/s" in r.stdout, r.stdout
+
+
+def test_damaged_active_segment_is_eio_never_wrong_bytes(mount, run_streamfs):
+    """The active segment is checked the same way: its batch hashes (in the
+    index, or still in the journal) cover it.  A byte flipped in it gives
+    EIO, never wrong bytes; appends go on, and bytes after the damaged
+    batch still read right."""
+    m = mount(allow=[r"is damaged on disk"])
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    want = b"".join(b"%06d %s\n" % (i, b"a" * 92) for i in range(600))
+    for i in range(0, len(want), 20000):
+        append(p, want[i:i + 20000], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    seg, = seg_files(m, "T")
+    flip_byte(seg, 30000)           # in the second append's batch
+    r = subprocess.run(["cat", str(p)], capture_output=True, timeout=60)
+    assert r.returncode != 0 and b"Input/output error" in r.stderr, r.stderr
+    assert want.startswith(r.stdout) and len(r.stdout) < 30000
+    more = b"".join(b"%06d %s\n" % (i, b"b" * 92) for i in range(600, 700))
+    append(p, more)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 1000, 0) == want[:1000]
+        assert os.pread(fd, len(more), len(want)) == more
+        with pytest.raises(OSError) as e:
+            os.pread(fd, 100, 30000)
+        assert e.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+    out = run_streamfs("status", m.mnt).stdout
+    assert "damaged_segments: 1\n" in out, out
+    said = [l for l in m.stderr().splitlines() if "is damaged on disk" in l]
+    assert len(said) == 1 and "T/s: segment %s" % seg.stem in said[0], said
+
+
 def test_sigkill_with_a_mapped_window(mount, tmp_path):
     """Killed while small appends go through a window: the file runs past
     the events in zeros (the window's allocated blocks); the next mount

@@ -372,6 +372,76 @@ def test_unfetchable_segment_is_eio_never_zeros_in_page_cache(mount, run_streamf
         os.close(fd)
 
 
+def flip_byte(path, at):
+    """Flips the bits of the byte at AT of the file PATH, as a bad disk would."""
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_damaged_segment_fetched_again_from_the_remote(mount, run_streamfs, tmp_path):
+    """A byte flipped on disk in a sealed segment the remote has: the read
+    drops the local copy and fetches it again, returns the right bytes, and
+    the log and status say so; verify is then clean.  When the remote's
+    copy is bad too, the fetch refuses it and the read fails with EIO."""
+    remote = tmp_path / "remote"
+    url = "file://%s" % remote
+    w = mount(["remote=" + url, "roll=1h", "roll_size=64K"],
+              allow=SYNC_ALLOW + [r"is damaged on disk", r"streamfs: .*fetch"])
+    os.mkdir(w.path("T"))
+    p = w.path("T", "s")
+    want = b"".join(b"%06d %s\n" % (i, b"h" * 92) for i in range(3000))
+    for i in range(0, len(want), 20000):
+        append(p, want[i:i + 20000], APPEND)
+    sync(run_streamfs, w.mnt)
+    segs = sorted((w.src / "tenants" / "T" / "seg").glob("*.seg"))
+    assert len(segs) >= 4
+    first, second = segs[1], segs[2]
+    flip_byte(first, first.stat().st_size // 2)
+    w.remount()                     # nothing of the good bytes stays cached
+    assert subprocess.check_output(["cat", str(p)], timeout=60) == want
+    said = [l for l in w.stderr().splitlines() if "is damaged on disk" in l]
+    assert len(said) == 1 and "T/s: segment %s" % first.stem in said[0], said
+    assert "healed" in said[0], said
+    st = status(run_streamfs, w.mnt)
+    assert st["damaged_segments"] == "1" and st["healed_segments"] == "1", st
+    assert int(st["fetched_segments"]) >= 1, st
+
+    # readers at once on another damaged segment: each gets the right bytes
+    flip_byte(segs[3], 100)
+    w.remount()
+    readers = [subprocess.Popen(["cat", str(p)], stdout=subprocess.PIPE) for _ in range(4)]
+    for r in readers:
+        out, _ = r.communicate(timeout=120)
+        assert r.returncode == 0 and out == want
+    assert int(status(run_streamfs, w.mnt)["healed_segments"]) >= 1
+
+    # the remote's copy of another segment goes bad as well
+    obj, = (remote / "streamfs-v1" / "tenants" / "T" / "segments").glob(second.stem + "-*[!x]")
+    flip_byte(obj, 10)
+    flip_byte(second, 10)
+    w.remount()
+    r = subprocess.run(["cat", str(p)], capture_output=True, timeout=120)
+    assert r.returncode != 0 and b"Input/output error" in r.stderr, r.stderr
+    assert want.startswith(r.stdout), len(r.stdout)
+    said = [l for l in w.stderr().splitlines()
+            if "T/s: segment %s is damaged on disk" % second.stem in l]
+    assert len(said) == 1 and "fetching it again failed" in said[0], said
+    st = status(run_streamfs, w.mnt)
+    assert st["damaged_segments"] == "1" and st["healed_segments"] == "0", st
+    assert int(st["fetch_failures"]) >= 1, st
+
+    # the damaged copy is gone: with a good remote copy again, it is
+    # fetched as any evicted segment is
+    flip_byte(obj, 10)
+    assert subprocess.check_output(["cat", str(p)], timeout=60) == want
+    w.umount()
+    r = run_streamfs("verify", w.src)
+    assert "ok (0 problems)" in r.stdout, r.stdout
+
+
 def _read_in_thread(fd):
     import threading
     box = {}
