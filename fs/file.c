@@ -117,6 +117,14 @@ static int open_view(struct fs *fs, struct fs_node *n, int flags,
 	if (rc)
 		return rc;
 	fh->follow = n->sel.follow;
+	if (n->sel.snap && !fh->follow) {
+		/* Its bytes only grow at the end (view.c): cached as a
+		 * stream's, commits invalidate the end (follow.c). */
+		atomic_store(&fh->stream->views_cached, true);
+		atomic_store(&n->cached, true);
+		fi->keep_cache = 1;
+		return 0;
+	}
 	/* A view's bytes shift with its selector: never cache them. */
 	fi->direct_io = 1;
 	return 0;

@@ -212,6 +212,7 @@ static int lookup_stream(struct fs *fs, struct store_tenant *t,
 	struct fs_sel sel;
 	uint64_t id;
 	char stream[STORE_NAME_MAX + 1];
+	char snap_name[STORE_NAME_MAX + 64];
 	int rc;
 
 	if (!at) {
@@ -231,7 +232,14 @@ static int lookup_stream(struct fs *fs, struct store_tenant *t,
 	rc = store_stream_lookup(t, stream, &id);
 	if (rc)
 		return rc;
-	return fs_node_get(fs, FS_VIEW, t, id, at + 1, &sel, true, out);
+	if (sel.snap) {
+		rc = fs_view_snap_name(t, id, at + 1, &sel, snap_name,
+				       sizeof(snap_name));
+		if (rc)
+			return rc;
+	}
+	return fs_node_get(fs, FS_VIEW, t, id, sel.snap ? snap_name : at + 1,
+			   &sel, true, out);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -224,3 +224,28 @@ def test_remove_refused_under_nodelete(mount):
     with pytest.raises(PermissionError):
         os.unlink(m.path("T", "s@snap=1"))
     assert read(m.path("T", "s@snap=1")) == b"one"
+
+
+def test_cached_view_grows_coherently(mount):
+    """A ,snap view is served through the page cache (its snapshot is part
+    of its identity): appends must show up whole, never as zeros from a
+    cached partial page, and a new snapshot must change what it serves."""
+    m = mount()
+    setup_stream(m, 3)
+    put_snap(m, 2, b"B" * 5000)	# the view's end falls inside a page
+    p = m.path("T", "s@3,snap")
+    want = b"B" * 5000 + b"event 3\n"
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 1 << 20, 0) == want
+        for i in range(4, 8):
+            append(m.path("T", "s"), "event %d\n" % i)
+            want += b"event %d\n" % i
+            assert read(p) == want
+            assert os.pread(fd, 1 << 20, 0) == want	# the description opened first
+            assert os.stat(p).st_size == len(want)
+    finally:
+        os.close(fd)
+    put_snap(m, 7, b"NEW\n")
+    assert read(m.path("T", "s@8,snap")) == b"NEW\n"
+    assert read(p) == want	# still before version 3: the snapshot at 2
