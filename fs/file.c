@@ -140,6 +140,8 @@ static int open_snap(struct fs_node *n, int flags, struct fs_file *fh,
 	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
 		return -EEXIST;
 	rc = store_snapshot_get(n->t, n->id, n->sel.n, &snap);
+	if (!rc && snap.checksum != n->sel.snap_sum)
+		rc = -ENOENT;	/* removed, maybe stored anew: another node */
 	if (!rc)
 		rc = store_snapshot_open(n->t, n->id, n->sel.n, &fh->snap_fd);
 	if (rc)

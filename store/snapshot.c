@@ -431,23 +431,31 @@ static int fetch(struct store_tenant *t, const struct store_snapshot *snap)
 	return rc;
 }
 
+/* One try of store_snapshot_open(): -ENODATA when SNAP (OUT) must be
+ * fetched first. */
+static int open_once(struct store_tenant *t, uint64_t id, uint64_t version,
+		     struct store_snapshot *snap, int *fd)
+{
+	struct stream *s;
+	int rc = lock_stream(t, id, &s);
+
+	if (rc)
+		return rc;
+	rc = row_get(t, id, version, snap);
+	if (!rc)
+		rc = open_blob(t, snap, fd);
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
 int store_snapshot_open(struct store_tenant *t, uint64_t id, uint64_t version,
 			int *fd)
 {
 	struct store_snapshot snap;
 
 	for (int tries = 0; tries < FETCH_TRIES; tries++) {
-		struct stream *s;
-		int rc = lock_stream(t, id, &s);
+		int rc = open_once(t, id, version, &snap, fd);
 
-		if (!rc)
-			rc = row_get(t, id, version, &snap);
-		if (!rc) {
-			rc = open_blob(t, &snap, fd);
-			pthread_rwlock_unlock(&t->lock);
-		} else if (rc != -ENOENT || s) {
-			pthread_rwlock_unlock(&t->lock);
-		}
 		if (rc != -ENODATA)
 			return rc;
 		rc = fetch(t, &snap);
