@@ -253,3 +253,25 @@ def test_cached_view_grows_coherently(mount):
     put_snap(m, 7, b"NEW\n")
     assert read(m.path("T", "s@8,snap")) == b"NEW\n"
     assert read(p) == want	# still before version 3: the snapshot at 2
+
+
+def test_crash_while_writing_leaves_none(mount):
+    m = mount()
+    setup_stream(m, 3)
+    put_snap(m, 1, b"one")
+    fd = os.open(m.path("T", "s@snap=2"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"x" * 100000)
+    m.kill9()
+    try:
+        os.close(fd)
+    except OSError:
+        pass	# the daemon is gone
+    m.start()
+    assert not os.path.exists(m.path("T", "s@snap=2"))
+    assert [v for v, _ in snapshots(m)] == [1]
+    assert read(m.path("T", "s@snap=1")) == b"one"
+    # the staging file went at recovery
+    files = [f for _, _, fs in os.walk(m.src) for f in fs if f.startswith("tmp.")]
+    assert files == []
+    put_snap(m, 2, b"two")
+    assert read(m.path("T", "s@3,snap")) == b"two" + b"event 3\n"
