@@ -5,6 +5,8 @@ on the writer."""
 
 import errno
 import json
+import signal
+import subprocess
 import os
 import sys
 from pathlib import Path
@@ -109,3 +111,32 @@ def test_damaged_snapshot_object_is_eio(mount, run_streamfs, tmp_path):
     # put right, it is fetched on the next read
     path.write_bytes(b"the book at 2\n")
     assert read(a.path("T", "s@snap=2")) == b"the book at 2\n"
+
+
+def test_snap_follow_on_analysis_host(mount, run_streamfs, tmp_path):
+    url = "file://%s" % (tmp_path / "remote")
+    w = mount(["remote=" + url], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "a\nb\n", APPEND)
+    put_snap(w, 2, b"BOOK@2\n")
+    sync(run_streamfs, w.mnt)
+    a = mount(["remote=" + url, "ro", "poll=1s"], allow=SYNC_ALLOW)
+    sync(run_streamfs, a.mnt)
+    proc = subprocess.Popen(["cat", str(a.path("T", "s@end,snap,follow"))],
+                            stdout=subprocess.PIPE)
+    try:
+        got = b""
+        while len(got) < len(b"BOOK@2\n"):
+            got += os.read(proc.stdout.fileno(), 65536)
+        assert got == b"BOOK@2\n"
+        append(w.path("T", "s"), "c\n")
+        sync(run_streamfs, w.mnt)
+        sync(run_streamfs, a.mnt)
+        got = b""
+        while len(got) < 2:
+            got += os.read(proc.stdout.fileno(), 65536)
+        assert got == b"c\n"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        proc.stdout.close()
