@@ -5,9 +5,9 @@ on the writer."""
 
 import errno
 import json
+import os
 import signal
 import subprocess
-import os
 import sys
 from pathlib import Path
 
