@@ -54,13 +54,16 @@ void fs_file_free(struct fs *fs, struct fs_file *fh)
 	if (!fh)
 		return;
 	file_unlink(fs, fh);
+	if (fh->snap_w) {
+		store_snapshot_abort(fh->snap_w);
+		atomic_fetch_sub(&fh->node->snap_writers, 1);
+	}
+	if (fh->snap_fd >= 0)
+		close(fh->snap_fd);
 	if (fh->stream)
 		fs_node_unref(fs, fh->stream);
 	if (fh->node)
 		fs_node_unref(fs, fh->node);
-	if (fh->snap_fd >= 0)
-		close(fh->snap_fd);
-	store_snapshot_abort(fh->snap_w);
 	fs_mutex_destroy(&fh->lock);
 	free(fh->held);
 	free(fh);
@@ -155,12 +158,17 @@ static int open_snap(struct fs_node *n, int flags, struct fs_file *fh,
 static int open_new_snap(struct fs *fs, struct fs_node *n, int flags,
 			 struct fs_file *fh, struct fuse_file_info *fi)
 {
+	int rc;
+
 	if ((flags & O_ACCMODE) == O_RDONLY)
 		return -EINVAL;	/* nothing to store */
 	fh->writable = true;
 	fi->direct_io = 1;
-	return store_snapshot_begin(n->t, n->id, n->sel.n, fs->opts->max_snapshot,
-				    &fh->snap_w);
+	rc = store_snapshot_begin(n->t, n->id, n->sel.n, fs->opts->max_snapshot,
+				  &fh->snap_w);
+	if (!rc)
+		atomic_fetch_add(&n->snap_writers, 1);
+	return rc;
 }
 
 static int file_open(struct fs *fs, struct fs_node *n, struct fuse_file_info *fi,
@@ -219,6 +227,7 @@ static int commit_snap(struct fs_file *fh)
 		return 0;
 	rc = store_snapshot_commit(fh->snap_w);
 	fh->snap_w = NULL;
+	atomic_fetch_sub(&fh->node->snap_writers, 1);
 	return rc;
 }
 
@@ -698,6 +707,9 @@ void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		rc = fh->snap_w ? store_snapshot_write(fh->snap_w, buf, size,
 						       (uint64_t)off)
 				: -EBADF;	/* committed: closed */
+		if (rc > 0)
+			atomic_store(&fh->node->snap_written,
+				     store_snapshot_written(fh->snap_w));
 		fs_mutex_unlock(&fh->lock);
 		if (rc < 0)
 			fuse_reply_err(req, (int)-rc);

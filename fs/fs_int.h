@@ -78,6 +78,11 @@ struct fs_node {
 	bool removed;		/* the stream is gone; protected by fs->park_lock */
 	atomic_bool cached;	/* some open used the page cache */
 	atomic_bool views_cached;	/* some ",snap" view of it did */
+
+	/* Snapshots (FS_SNAP): descriptions writing it, not committed yet,
+	 * and the furthest end they wrote (for stat). */
+	atomic_uint snap_writers;
+	_Atomic uint64_t snap_written;
 };
 
 /* An open file description.  Node, stream, append, writable and follow

@@ -65,9 +65,9 @@ static void fill_stat(struct fs *fs, struct fs_node *n,
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 }
 
-/* A snapshot: its stream's owner and mode, its own size and commit time.
- * FH, when given, may be the description writing it (its bytes so far). */
-static int snap_stat(struct fs_node *n, struct fs_file *fh, struct store_attr *a)
+/* A snapshot: its stream's owner and mode, its own size and commit time;
+ * while a description writes it (not committed yet), the bytes it wrote. */
+static int snap_stat(struct fs_node *n, struct store_attr *a)
 {
 	struct store_snapshot snap;
 	int rc = store_stream_stat(n->t, n->id, a);
@@ -83,21 +83,15 @@ static int snap_stat(struct fs_node *n, struct fs_file *fh, struct store_attr *a
 		};
 		return 0;
 	}
-	if (rc != -ENOENT || !fh)
+	if (rc != -ENOENT || !atomic_load(&n->snap_writers))
 		return rc;
-	fs_mutex_lock(&fh->lock);
-	if (fh->snap_w) {
-		a->size = store_snapshot_written(fh->snap_w);
-		rc = 0;
-	}	/* else its commit failed: -ENOENT */
-	fs_mutex_unlock(&fh->lock);
-	if (!rc)
-		a->mtime = a->ctime = a->atime;
-	return rc;
+	a->size = atomic_load(&n->snap_written);
+	clock_gettime(CLOCK_REALTIME, &a->mtime);
+	a->ctime = a->mtime;
+	return 0;
 }
 
-static int stat_node_fh(struct fs *fs, struct fs_node *n, struct fs_file *fh,
-			struct stat *st)
+static int stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 {
 	struct store_attr a;
 	int rc;
@@ -121,7 +115,7 @@ static int stat_node_fh(struct fs *fs, struct fs_node *n, struct fs_file *fh,
 		rc = fs_view_stat(n, &a);
 		break;
 	case FS_SNAP:
-		rc = snap_stat(n, fh, &a);
+		rc = snap_stat(n, &a);
 		break;
 	default:
 		return -EIO;
@@ -132,15 +126,9 @@ static int stat_node_fh(struct fs *fs, struct fs_node *n, struct fs_file *fh,
 	return 0;
 }
 
-static int stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
-{
-	return stat_node_fh(fs, n, NULL, st);
-}
-
-/* The entry the kernel gets for N: inode, timeouts and attributes (OUT);
- * FH: a description open on N, or NULL. */
-static int entry_of_fh(struct fs *fs, struct fs_node *n, struct fs_file *fh,
-		       struct fuse_entry_param *e)
+/* The entry the kernel gets for N: inode, timeouts and attributes (OUT). */
+static int entry_of(struct fs *fs, struct fs_node *n,
+		    struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = fs_ino_of(n);
@@ -148,13 +136,7 @@ static int entry_of_fh(struct fs *fs, struct fs_node *n, struct fs_file *fh,
 	e->attr_timeout = 0;	/* sizes move: never cached (docs/CACHING.md) */
 	e->entry_timeout = n->kind == FS_VIEW || n->kind == FS_SNAP ? 0
 								     : ENTRY_TIMEOUT;
-	return stat_node_fh(fs, n, fh, &e->attr);
-}
-
-static int entry_of(struct fs *fs, struct fs_node *n,
-		    struct fuse_entry_param *e)
-{
-	return entry_of_fh(fs, n, NULL, e);
+	return stat_node(fs, n, &e->attr);
 }
 
 /* Replies with an entry for N, consuming the lookup taken on it. */
@@ -292,9 +274,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct stat st;
-	struct fs_file *fh = fi ? (struct fs_file *)(uintptr_t)fi->fh : NULL;
-	int rc = stat_node_fh(req_fs(req), fs_node_of(ino), fh, &st);
+	int rc = stat_node(req_fs(req), fs_node_of(ino), &st);
 
+	(void)fi;
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -534,7 +516,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (snap) {
 		rc = fs_snap_create(fs, n, fi, &fh);
 		if (!rc)
-			rc = entry_of_fh(fs, n, fh, &e);
+			rc = entry_of(fs, n, &e);
 	} else {
 		rc = entry_of(fs, n, &e);
 		if (!rc)

@@ -69,6 +69,7 @@ def test_committed_at_close_only(mount):
     f = open(m.path("T", "s@snap=2"), "wb")
     f.write(b"half")
     f.flush()
+    assert os.fstat(f.fileno()).st_size == 4	# what it wrote so far
     assert snapshots(m) == []
     assert not os.path.exists(m.path("T", "s@snap=2"))
     assert read(m.path("T", "s@end,snap")) == b"event 1\nevent 2\n"	# none yet
@@ -275,3 +276,19 @@ def test_crash_while_writing_leaves_none(mount):
     assert files == []
     put_snap(m, 2, b"two")
     assert read(m.path("T", "s@3,snap")) == b"two" + b"event 3\n"
+
+
+def test_cp_in_and_rename_keeps_them(mount, tmp_path):
+    m = mount()
+    setup_stream(m, 4)
+    src = tmp_path / "book.bin"
+    src.write_bytes(os.urandom(200000))
+    subprocess.run(["cp", str(src), str(m.path("T", "s@snap=3"))], check=True)
+    assert read(m.path("T", "s@snap=3")) == src.read_bytes()
+    r = subprocess.run(["cp", str(src), str(m.path("T", "s@snap=3"))],
+                       stderr=subprocess.PIPE, text=True)
+    assert r.returncode != 0 and "exists" in r.stderr
+    os.rename(m.path("T", "s"), m.path("T", "t"))
+    assert read(m.path("T", "t@snap=3")) == src.read_bytes()
+    assert read(m.path("T", "t@4,snap")) == src.read_bytes() + b"event 4\n"
+    assert not os.path.exists(m.path("T", "s@snap=3"))
