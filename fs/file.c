@@ -123,7 +123,7 @@ static int open_view(struct fs *fs, struct fs_node *n, int flags,
 	if (n->sel.snap && !fh->follow) {
 		/* Its bytes only grow at the end (view.c): cached as a
 		 * stream's, commits invalidate the end (follow.c). */
-		atomic_store(&fh->stream->views_cached, true);
+		fs_node_add_view(fs, fh->stream, n);
 		atomic_store(&n->cached, true);
 		fi->keep_cache = 1;
 		return 0;

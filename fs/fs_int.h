@@ -77,7 +77,12 @@ struct fs_node {
 	struct fs_wait *parked;	/* parked follow reads; protected by fs->park_lock */
 	bool removed;		/* the stream is gone; protected by fs->park_lock */
 	atomic_bool cached;	/* some open used the page cache */
-	atomic_bool views_cached;	/* some ",snap" view of it did */
+	/* Streams: its ",snap" views that use the page cache (fs_node_add_view),
+	 * linked by view_next; views_cached says whether there are any, for a
+	 * look without the lock.  Views: the stream whose list holds it (and
+	 * a ref on it), or NULL.  Protected by fs->lock. */
+	struct fs_node *views, *view_next, *view_of;
+	atomic_bool views_cached;
 
 	/* Snapshots (FS_SNAP): descriptions writing it, not committed yet,
 	 * and the furthest end they wrote (for stat). */
@@ -342,10 +347,13 @@ int fs_node_get(struct fs *fs, enum fs_kind kind, struct store_tenant *t,
 struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
 				    uint64_t id);
 void fs_node_ref(struct fs *fs, struct fs_node *n);
-/* Up to MAX ",snap" view nodes of stream ID of T that used the page
- * cache, each with a ref, into OUT; returns how many. */
-size_t fs_node_cached_views(struct fs *fs, struct store_tenant *t, uint64_t id,
-			    struct fs_node **out, size_t max);
+/* Puts ",snap" view V, which uses the page cache, on the list of its
+ * stream's node STREAM (once), which it then holds. */
+void fs_node_add_view(struct fs *fs, struct fs_node *stream, struct fs_node *v);
+/* The views on STREAM's list, each with a ref: an array (the caller frees
+ * it) of *COUNT (OUT) nodes; fewer when out of memory. */
+struct fs_node **fs_node_cached_views(struct fs *fs, struct fs_node *stream,
+				      size_t *count);
 void fs_node_unref(struct fs *fs, struct fs_node *n);
 void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
 
