@@ -207,6 +207,8 @@ static void status_text(struct fs *fs, char *buf, size_t cap)
 	if (!o->replica) {
 		PUT("pending_segments: %llu\n", (unsigned long long)st.pending_segments);
 		PUT("pending_bytes: %llu\n", (unsigned long long)st.pending_bytes);
+		PUT("pending_snapshots: %llu\n",
+		    (unsigned long long)st.pending_snapshots);
 		PUT("uploaded_segments: %llu\n", (unsigned long long)st.uploaded_segments);
 		PUT("uploaded_bytes: %llu\n", (unsigned long long)st.uploaded_bytes);
 		PUT("leases_held: %llu\n", (unsigned long long)st.leases_held);

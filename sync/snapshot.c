@@ -99,14 +99,15 @@ static int put_snapshot(struct sync *s, struct store_tenant *t,
 }
 
 int sync_snapshots_upload(struct sync *s, struct store_tenant *t,
-			  const char *tprefix, uint64_t *n, char *what,
-			  size_t wlen)
+			  const char *tprefix, uint64_t *n, uint64_t *left,
+			  char *what, size_t wlen)
 {
 	struct snap_vec sv = { 0 };
 	uint64_t stream = 0, upto = 0;
 	int rc = store_snapshot_list_state(t, STORE_SNAP_LOCAL, snap_collect, &sv);
 
 	*n = 0;
+	*left = 0;
 	for (size_t i = 0; !rc && i < sv.n && !sync_stopping(s); i++) {
 		const struct store_snapshot *snap = &sv.v[i];
 
@@ -114,14 +115,18 @@ int sync_snapshots_upload(struct sync *s, struct store_tenant *t,
 			stream = snap->stream;
 			rc = uploaded_version(t, stream, &upto);
 		}
-		if (rc || snap->version > upto)
-			continue;	/* with its segment, later */
+		if (rc || snap->version > upto) {
+			(*left)++;	/* with its segment, later */
+			continue;
+		}
 		rc = put_snapshot(s, t, tprefix, snap, what, wlen);
 		if (!rc)
 			rc = store_snapshot_mark_uploaded(t, snap->stream,
 							  snap->version);
 		if (!rc)
 			(*n)++;
+		else if (rc != -ENOENT)
+			*left += sv.n - i;	/* this one and the rest */
 		/* Removed meanwhile (stream or snapshot): nothing to ship. */
 		if (rc == -ENOENT)
 			rc = 0;

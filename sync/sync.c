@@ -143,6 +143,7 @@ struct pass_tenant {
 	bool force;		/* sync_now: seal everything, check manifests */
 	uint64_t pending;	/* sealed segments not uploaded yet */
 	uint64_t pending_bytes;
+	uint64_t pending_snaps;	/* snapshots not uploaded yet */
 	bool refused;		/* some tenant's lease is another writer's */
 	char refused_what[160];
 };
@@ -193,10 +194,12 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		pt->pending_bytes -= bytes;
 	}
 	if (!rc) {
-		uint64_t snaps = 0;
+		uint64_t snaps = 0, left = 0;
 
-		rc = sync_snapshots_upload(s, t, tprefix, &snaps, what, wlen);
+		rc = sync_snapshots_upload(s, t, tprefix, &snaps, &left, what,
+					   wlen);
 		n += snaps;
+		pt->pending_snaps += left;
 	}
 	if (!rc && manifest_due(ts, n > 0, pt->force)) {
 		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
@@ -256,6 +259,7 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	sync_mutex_lock(&s->lock);
 	s->status.pending_segments = pt->pending;
 	s->status.pending_bytes = pt->pending_bytes;
+	s->status.pending_snapshots = pt->pending_snaps;
 	s->status.leases_held = held;
 	s->status.leases_refused = refused;
 	sync_mutex_unlock(&s->lock);

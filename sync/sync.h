@@ -134,6 +134,8 @@ int sync_now(struct sync *s, int64_t timeout_ns) SYNC_WARN_UNUSED;
 struct sync_status {
 	uint64_t pending_segments;	/* sealed, not yet uploaded */
 	uint64_t pending_bytes;
+	uint64_t pending_snapshots;	/* waiting for upload (or for the
+					 * segment holding their version) */
 	uint64_t uploaded_segments;	/* since start */
 	uint64_t uploaded_bytes;
 	int last_error;			/* -errno of the last failure, 0 when fine */

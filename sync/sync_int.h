@@ -414,10 +414,10 @@ void sync_ra_clear(struct sync *s);
 /* ---- snapshot.c ---- */
 struct snap_req;
 /* Puts T's snapshots whose segment is uploaded and marks them uploaded;
- * *N (OUT) counts them. */
+ * *N (OUT) counts them, *LEFT (OUT) those still waiting. */
 int sync_snapshots_upload(struct sync *s, struct store_tenant *t,
-			  const char *tprefix, uint64_t *n, char *what,
-			  size_t wlen) SYNC_WARN_UNUSED;
+			  const char *tprefix, uint64_t *n, uint64_t *left,
+			  char *what, size_t wlen) SYNC_WARN_UNUSED;
 /* Makes the snapshots of local stream LID those that R lists. */
 int sync_replica_snapshots(struct store_tenant *t, uint64_t lid,
 			   const struct manifest_stream *r) SYNC_WARN_UNUSED;

@@ -14,11 +14,17 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from util import append, getxattr, read  # noqa: E402
+from util import append, getxattr, read, wait_until  # noqa: E402
 
 APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT
 
 SYNC_ALLOW = [r"streamfs: sync: .*(failing|retry|working again|refus|held by)"]
+
+
+def status(run_streamfs, mnt):
+    """`streamfs status MNT` as a dict."""
+    out = run_streamfs("status", mnt).stdout
+    return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
 
 
 def sync(run_streamfs, mnt):
@@ -68,11 +74,14 @@ def test_analysis_host_serves_the_same_bytes(mount, run_streamfs, tmp_path):
     # a snapshot whose segment is not uploaded yet waits for it
     append(w.path("T", "s"), "event 11\n")
     put_snap(w, 11, b"BOOK@11\n")
+    wait_until(lambda: status(run_streamfs, w.mnt)["pending_snapshots"] == "1",
+               timeout=60, msg="the snapshot at 11 is not shown pending")
     sync(run_streamfs, a.mnt)
     assert "11 " not in getxattr(a.path("T", "s"), "streamfs.snapshots")
     assert "snapshots" in manifest(remote)["streams"][0]
     assert [s["version"] for s in manifest(remote)["streams"][0]["snapshots"]] == [4, 8]
     sync(run_streamfs, w.mnt)
+    assert status(run_streamfs, w.mnt)["pending_snapshots"] == "0"
     sync(run_streamfs, a.mnt)
     assert read(a.path("T", "s@end,snap")) == b"BOOK@11\n"
     # removal propagates: from the manifest, the remote and the analysis host
