@@ -273,7 +273,8 @@ static enum park_result park(struct fs *fs, struct fs_wait *w, bool check)
 	struct fs_node *n = w->fh->stream;
 	uint64_t base = atomic_load(&w->fh->base);
 	/* A pending base is tried again after any commit it did not see. */
-	uint64_t want = base == FS_BASE_PENDING ? w->seen : base + w->off;
+	uint64_t want = base == FS_BASE_PENDING ? w->seen
+						: fs_file_stream_off(w->fh, base, w->off);
 	int answer = -1;
 	/* Over io_uring, Linux (6.18 still) sends no FUSE_INTERRUPT for a
 	 * signal that comes between a request's hand-over to a ring entry and
@@ -336,6 +337,8 @@ void fs_wait_answer(struct fs *fs, struct fs_wait *w)
 			got = rc;
 		else if (base == FS_BASE_PENDING)
 			got = 0;	/* starts past the end: nothing yet */
+		else if (fh->snap_len)
+			got = fs_view_read(fh, base, buf, w->size, w->off);
 		else
 			got = store_read(n->t, n->id, buf, w->size,
 					 base + w->off);
@@ -376,7 +379,7 @@ static struct fs_wait *detach_ready(struct fs *fs, struct fs_node *n,
 
 		/* A pending base may resolve with any commit. */
 		if (size != UINT64_MAX && base != FS_BASE_PENDING &&
-		    base + w->off >= size)
+		    fs_file_stream_off(w->fh, base, w->off) >= size)
 			continue;
 		wait_unlink(fs, n, w);
 		w->state = WAIT_DONE;
@@ -565,6 +568,23 @@ static void *wake_main(void *arg)
 	return NULL;
 }
 
+/* The ",snap" views of STREAM's node that use the page cache: from the
+ * page that held their end (the stream's END then) on. */
+static void inval_views(struct fs *fs, struct fs_node *stream, uint64_t end)
+{
+	size_t n;
+	struct fs_node **v = fs_node_cached_views(fs, stream, &n);
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t from = v[i]->sel.snap_len +
+				(end > v[i]->sel.snap_base ? end - v[i]->sel.snap_base : 0);
+
+		from -= from % (uint64_t)fs->page_size;
+		inval_queue(fs, v[i], from);	/* takes the ref */
+	}
+	free(v);
+}
+
 void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 		    uint64_t size)
 {
@@ -598,6 +618,8 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 	fs_mutex_unlock(&fs->park_lock);
 	answer_eof(ready);	/* only when out of memory: not under park_lock */
 
+	if (size != UINT64_MAX && atomic_load(&n->views_cached))
+		inval_views(fs, n, old < size ? old : size);
 	if (size != UINT64_MAX && atomic_load(&n->cached)) {
 		uint64_t from = old < size ? old : size;
 		from -= from % (uint64_t)fs->page_size;

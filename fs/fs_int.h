@@ -45,7 +45,8 @@
 
 #define FS_WARN_UNUSED __attribute__((warn_unused_result))
 
-enum fs_kind { FS_ROOT, FS_TENANT, FS_STREAM, FS_VIEW };
+/* FS_SNAP: a snapshot, S@snap=V. */
+enum fs_kind { FS_ROOT, FS_TENANT, FS_STREAM, FS_VIEW, FS_SNAP };
 
 enum fs_sel_kind { SEL_VERSION, SEL_LAST, SEL_END, SEL_TIME };
 
@@ -54,6 +55,11 @@ struct fs_sel {
 	uint64_t n;		/* version or count */
 	int64_t time_ns;
 	bool follow;
+	bool snap;		/* ",snap": a snapshot first (view.c) */
+	/* ",snap" views: the snapshot chosen at lookup (version 0: none),
+	 * its length and checksum, and the stream offset of the events
+	 * after it.  Part of the node's identity (view.c). */
+	uint64_t snap_version, snap_len, snap_sum, snap_base;
 };
 
 struct fs_wait;
@@ -64,8 +70,8 @@ struct fs_node {
 	enum fs_kind kind;
 	struct store_tenant *t;	/* borrowed from the store; NULL for root */
 	uint64_t id;		/* stream id (streams and views) */
-	char *sel_name;		/* owned; view selector text */
-	struct fs_sel sel;
+	char *sel_name;		/* owned; view selector text, or "snap=V" */
+	struct fs_sel sel;	/* FS_SNAP: n is the version */
 
 	uint64_t nlookup;	/* protected by fs->lock */
 	uint64_t refs;		/* open files and views; protected by fs->lock */
@@ -76,6 +82,17 @@ struct fs_node {
 	struct fs_wait *parked;	/* parked follow reads; protected by fs->park_lock */
 	bool removed;		/* the stream is gone; protected by fs->park_lock */
 	atomic_bool cached;	/* some open used the page cache */
+	/* Streams: its ",snap" views that use the page cache (fs_node_add_view),
+	 * linked by view_next; views_cached says whether there are any, for a
+	 * look without the lock.  Views: the stream whose list holds it (and
+	 * a ref on it), or NULL.  Protected by fs->lock. */
+	struct fs_node *views, *view_next, *view_of;
+	atomic_bool views_cached;
+
+	/* Snapshots (FS_SNAP): descriptions writing it, not committed yet,
+	 * and the furthest end they wrote (for stat). */
+	atomic_uint snap_writers;
+	_Atomic uint64_t snap_written;
 };
 
 /* An open file description.  Node, stream, append, writable and follow
@@ -103,6 +120,13 @@ struct fs_file {
 	 * wake-up until it is known, then fixed. */
 	_Atomic uint64_t base;
 	bool follow;
+	/* Snapshot views and snapshots opened for reading: the blob (its
+	 * descriptor, -1 when none, and length), set at open. */
+	int snap_fd;
+	uint64_t snap_len;
+	/* A snapshot created by this description, until its commit at the
+	 * first flush (then NULL).  Protected by lock. */
+	struct store_snap_writer *snap_w;
 	struct fs_file *next, *prev;	/* fs->files; protected by fs->lock */
 };
 
@@ -294,6 +318,9 @@ char *fs_status_json(const struct fs_status *st);
 int fs_file_open(struct fs *fs, struct fs_node *n, struct fuse_file_info *fi,
 		 struct fs_file **out) FS_WARN_UNUSED;
 void fs_file_free(struct fs *fs, struct fs_file *fh);
+/* Opens node N of S@snap=V, just made by create, to write the snapshot. */
+int fs_snap_create(struct fs *fs, struct fs_node *n, struct fuse_file_info *fi,
+		   struct fs_file **out) FS_WARN_UNUSED;
 void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	     struct fuse_file_info *fi);
@@ -350,6 +377,25 @@ int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
 	FS_WARN_UNUSED;
 /* Attributes of view N (OUT A): its stream's, with the view's size. */
 int fs_view_stat(struct fs_node *n, struct store_attr *a) FS_WARN_UNUSED;
+/* "snap=V" (the name of S@snap=V after '@'): *version (OUT). */
+int fs_snap_name_parse(const char *s, uint64_t *version) FS_WARN_UNUSED;
+/* A ",snap" view's node name: SEL (the text after '@') with the snapshot
+ * it starts with now chosen into SEL (OUT), as "SEL#VERSION-XXH3" in BUF:
+ * a view whose snapshot changes is another node, with a page cache of its
+ * own. */
+int fs_view_snap_name(struct store_tenant *t, uint64_t id, const char *text,
+		      struct fs_sel *sel, char *buf, size_t len) FS_WARN_UNUSED;
+/* Opens the snapshot ",snap" view N starts with, if any, into FH
+ * (snap_fd, snap_len, base). */
+int fs_view_open_snap(struct fs_node *n, struct fs_file *fh) FS_WARN_UNUSED;
+/* The stream offset of view offset OFF of FH, whose base is BASE (BASE
+ * itself inside the snapshot). */
+uint64_t fs_file_stream_off(const struct fs_file *fh, uint64_t base,
+			    uint64_t off);
+/* Reads up to SIZE bytes of FH's view at OFF (snapshot, then events), BASE
+ * resolved: the count (short only at the end) or -errno. */
+ssize_t fs_view_read(struct fs_file *fh, uint64_t base, char *buf, size_t size,
+		     uint64_t off);
 /* FH's view base, resolving it if still pending (may stay pending).
  * *size (OUT, may be NULL) as above; 0 when already resolved. */
 int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
@@ -368,6 +414,13 @@ int fs_node_get(struct fs *fs, enum fs_kind kind, struct store_tenant *t,
 struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
 				    uint64_t id);
 void fs_node_ref(struct fs *fs, struct fs_node *n);
+/* Puts ",snap" view V, which uses the page cache, on the list of its
+ * stream's node STREAM (once), which it then holds. */
+void fs_node_add_view(struct fs *fs, struct fs_node *stream, struct fs_node *v);
+/* The views on STREAM's list, each with a ref: an array (the caller frees
+ * it) of *COUNT (OUT) nodes; fewer when out of memory. */
+struct fs_node **fs_node_cached_views(struct fs *fs, struct fs_node *stream,
+				      size_t *count);
 void fs_node_unref(struct fs *fs, struct fs_node *n);
 void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
 

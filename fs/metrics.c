@@ -151,6 +151,8 @@ static void writer_metrics(FILE *f, const struct fs_status *st)
 	    "Sealed segments not yet uploaded.", sy->pending_segments);
 	one(f, "streamfs_pending_bytes", "gauge",
 	    "Bytes of the sealed segments not yet uploaded.", sy->pending_bytes);
+	one(f, "streamfs_pending_snapshots", "gauge",
+	    "Snapshots not yet uploaded.", sy->pending_snapshots);
 	family(f, "streamfs_sync_lag_seconds", "gauge",
 	       "Age of the oldest sealed segment not yet uploaded; 0 when none waits.");
 	fputs("streamfs_sync_lag_seconds ", f);

@@ -252,6 +252,7 @@ static void emit_sync(struct status_out *o, const struct fs_status *st)
 	if (!opts->replica) {
 		out_u64(o, "pending_segments", sy->pending_segments);
 		out_u64(o, "pending_bytes", sy->pending_bytes);
+		out_u64(o, "pending_snapshots", sy->pending_snapshots);
 		out_time(o, "oldest_pending", sy->oldest_pending_ns, st->now_ns,
 			 "none");
 		out_u64(o, "uploaded_segments", sy->uploaded_segments);

@@ -188,6 +188,7 @@ struct pass_tenant {
 	uint64_t pending;	/* sealed segments not uploaded yet */
 	uint64_t pending_bytes;
 	int64_t oldest_ns;	/* creation of the oldest of them; 0: none */
+	uint64_t pending_snaps;	/* snapshots not uploaded yet */
 	bool refused;		/* some tenant's lease is another writer's */
 	char refused_what[160];
 };
@@ -252,6 +253,14 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		pt->pending_bytes -= bytes;
 	}
 	note_oldest(pt, segs, n);
+	if (!rc) {
+		uint64_t snaps = 0, left = 0;
+
+		rc = sync_snapshots_upload(s, t, tprefix, &snaps, &left, what,
+					   wlen);
+		n += snaps;
+		pt->pending_snaps += left;
+	}
 	if (!rc && manifest_due(ts, n > 0, pt->force)) {
 		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
 		if (!rc)
@@ -326,6 +335,7 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	s->status.pending_segments = pt->pending;
 	s->status.pending_bytes = pt->pending_bytes;
 	s->status.oldest_pending_ns = pt->pending ? pt->oldest_ns : 0;
+	s->status.pending_snapshots = pt->pending_snaps;
 	s->status.leases_held = held;
 	s->status.leases_refused = refused;
 	if (leases || !s->nts) {
@@ -612,15 +622,18 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 		rc = writer_start(s);
 	if (!rc) {
 		rc = sync_fetch_start(s);
-		if (!rc)
+		if (!rc) {
 			store_set_fetch_hook(st, sync_fetch_hook,
 					     sync_fetch_reached, s);
+			store_set_snapshot_fetch_hook(st, sync_snapshot_fetch_hook, s);
+		}
 	}
 	if (!rc) {
 		rc = -pthread_create(&s->thread, NULL, sync_main, s);
 		if (rc) {
 			sync_fetch_stop(s);
 			store_set_fetch_hook(st, NULL, NULL, NULL);
+			store_set_snapshot_fetch_hook(st, NULL, NULL);
 		}
 	}
 	if (rc) {
@@ -655,6 +668,7 @@ void sync_stop(struct sync *s)
 	 * stops its readers before sync_stop). */
 	sync_fetch_stop(s);
 	store_set_fetch_hook(s->st, NULL, NULL, NULL);
+	store_set_snapshot_fetch_hook(s->st, NULL, NULL);
 	/* Releasing the leases is worth a few seconds, not more:
 	 * a stalled remote must not hold up the unmount. */
 	atomic_store(&s->abort.deadline_ns,

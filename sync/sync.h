@@ -154,6 +154,8 @@ const char *sync_cause_name(enum sync_cause c);
 struct sync_status {
 	uint64_t pending_segments;	/* sealed, not yet uploaded */
 	uint64_t pending_bytes;
+	uint64_t pending_snapshots;	/* waiting for upload (or for the
+					 * segment holding their version) */
 	uint64_t uploaded_segments;	/* since start */
 	uint64_t uploaded_bytes;
 	int last_error;			/* -errno of the last failure, 0 when fine */
