@@ -394,9 +394,8 @@ static void read_reply(fuse_req_t req, struct fs_node *n, size_t size,
 		fuse_reply_err(req, (int)-got);
 }
 
-/* Answers a read at OFF of a snapshot, or of a snapshot view at an OFF in
- * its snapshot: straight from the blob's file when the bytes lie in it,
- * else through a buffer (the blob's end, then events).
+/* Answers a read at OFF of a snapshot, or of a snapshot view (the blob,
+ * then events), through a buffer as every read is.
  * FH's fields are fixed at open; they are read under fh->lock all the
  * same, up to the reply: fs_release() frees FH under it, and the kernel,
  * which sends RELEASE only once a readahead's reply is in, is an ordering
@@ -404,10 +403,8 @@ static void read_reply(fuse_req_t req, struct fs_node *n, size_t size,
 static void snap_read_reply(fuse_req_t req, struct fs_file *fh, size_t size,
 			    uint64_t off)
 {
-	struct piece_reply r = { .req = req };
 	ssize_t got;
 	void *buf;
-	int fd;
 
 	fs_mutex_lock(&fh->lock);
 	if (fh->node->kind == FS_SNAP && off >= fh->snap_len) {
@@ -417,12 +414,6 @@ static void snap_read_reply(fuse_req_t req, struct fs_file *fh, size_t size,
 	}
 	if (fh->node->kind == FS_SNAP && size > fh->snap_len - off)
 		size = (size_t)(fh->snap_len - off);
-	if (size <= fh->snap_len - off) {
-		fd = fh->snap_fd;	/* open until the release, after this reply */
-		fs_mutex_unlock(&fh->lock);
-		reply_piece(fd, off, size, &r);
-		return;
-	}
 	buf = fs_read_buffer(size);
 	got = buf ? fs_view_read(fh, atomic_load(&fh->base), buf, size, off)
 		  : -ENOMEM;

@@ -400,7 +400,7 @@ static int open_blob(struct store_tenant *t, const struct store_snapshot *snap,
 		return 0;
 	if (errno == ENOENT && snap->state == STORE_SNAP_REMOTE)
 		return -ENODATA;
-	store_log("%s: snapshot %s: %s", t->name, path, strerror(errno));
+	store_log(LOG_ERR, "%s: snapshot %s: %s", t->name, path, strerror(errno));
 	return errno == ENOENT ? -EIO : -errno;
 }
 
@@ -418,7 +418,7 @@ static int fetch(struct store_tenant *t, const struct store_snapshot *snap)
 	st->fetch_users += fn != NULL;
 	pthread_mutex_unlock(&st->lock);
 	if (!fn) {
-		store_log("%s: snapshot %" PRIu64 " of stream %" PRIu64 " is on"
+		store_log(LOG_ERR, "%s: snapshot %" PRIu64 " of stream %" PRIu64 " is on"
 			  " the remote and nothing can fetch it", t->name,
 			  snap->version, snap->stream);
 		return -EIO;
@@ -565,7 +565,7 @@ static int check_blob(struct store_tenant *t, const struct store_snapshot *snap)
 		unlinkat(t->snapfd, path, 0);
 	if (snap->state == STORE_SNAP_REMOTE)
 		return 0;
-	store_log("%s: snapshot %s lost", t->name, path);
+	store_log(LOG_ERR, "%s: snapshot %s lost", t->name, path);
 	return query(t, "DELETE FROM snapshots WHERE stream = ?1 AND"
 		     " version = ?2", snap->stream, snap->version, NULL, NULL);
 }
@@ -733,7 +733,7 @@ int store_snapshot_restore(struct store_tenant *t, uint64_t stream,
 	int rc = store_snapshot_get(t, stream, version, &snap);
 
 	if (!rc && (len != snap.length || XXH3_64bits(buf, len) != snap.checksum)) {
-		store_log("%s: fetched snapshot %" PRIu64 " of stream %" PRIu64
+		store_log(LOG_ERR, "%s: fetched snapshot %" PRIu64 " of stream %" PRIu64
 			  " does not match its length and checksum", t->name,
 			  version, stream);
 		rc = -EIO;

@@ -306,7 +306,7 @@ static int fetch_one(struct sync_worker *f, struct snap_req *r)
 			break;
 	}
 	if (rc)
-		sync_log("fetch of snapshot %s failed: %s", key ? key : "?",
+		sync_log(LOG_WARNING, "fetch of snapshot %s failed: %s", key ? key : "?",
 			 strerror(-rc));
 	backend_buf_release(&buf);
 	free(key);
