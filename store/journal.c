@@ -11,6 +11,11 @@
  * replays those the index lacks (store_journal_replay) before recovery checks
  * the bytes they name.  Every other index transaction flushes first, so a
  * stream's row in SQLite always agrees with its batch rows.
+ *
+ * A removed stream is a record too (store_journal_remove), so that `rm`
+ * needs no room on the disk: the journal's blocks are allocated up front,
+ * the record is made durable before the stream's files go, and the index
+ * forgets the stream at the next flush, or at the next open's replay.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -29,6 +34,10 @@
 #define FLUSH_AGE_NS 100000000	/* ... or when the oldest is this old */
 /* Room for many flush intervals: it fills only while flushes fail. */
 #define JOURNAL_CAP ((size_t)FLUSH_RECORDS * sizeof(struct jrec) * 16)
+/* The last records are kept for removals, so that a disk too full for
+ * the index to take the appends' rows still lets streams be removed. */
+#define REMOVE_SLOTS 64
+#define APPEND_CAP (JOURNAL_CAP - REMOVE_SLOTS * sizeof(struct jrec))
 
 int store_journal_open(struct store_tenant *t)
 {
@@ -60,6 +69,9 @@ void store_journal_close(struct store_tenant *t)
 	free(t->pending);
 	t->pending = NULL;
 	t->npending = t->pendcap = 0;
+	free(t->removals);
+	t->removals = NULL;
+	t->nremovals = t->removalcap = 0;
 	if (t->jmap)
 		munmap(t->jmap, JOURNAL_CAP);
 	t->jmap = NULL;
@@ -100,7 +112,7 @@ int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g
 	r.check = XXH3_64bits(&r, offsetof(struct jrec, check));
 	if (!t->jmap && (rc = journal_map(t)))
 		return rc;
-	if (t->jlen + sizeof(r) > JOURNAL_CAP && (rc = store_journal_flush(t)))
+	if (t->jlen + sizeof(r) > APPEND_CAP && (rc = store_journal_flush(t)))
 		return rc;	/* full, and the index refuses the rows */
 	rc = pending_push(t, p);
 	if (rc)
@@ -112,8 +124,54 @@ int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g
 		t->npending--;
 		return rc;
 	}
-	if (t->npending == 1)
+	if (t->npending + t->nremovals == 1)
 		t->pending_since = p->b.time_ns;
+	t->jlen += sizeof(r);
+	return 0;
+}
+
+/* Forgets the pending rows of stream ID: it is removed. */
+static void pending_drop(struct store_tenant *t, uint64_t id)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < t->npending; i++)
+		if (t->pending[i].stream != id)
+			t->pending[kept++] = t->pending[i];
+	t->npending = kept;
+}
+
+int store_journal_remove(struct store_tenant *t, struct stream *s)
+{
+	struct jrec r = {
+		.magic = JOURNAL_MAGIC,
+		.stream = s->id,
+		.flags = JREC_REMOVE,
+	};
+	int rc;
+
+	STORE_ASSERT_WRLOCKED(t);
+	r.check = XXH3_64bits(&r, offsetof(struct jrec, check));
+	if (!t->jmap && (rc = journal_map(t)))
+		return rc;
+	if (t->jlen + sizeof(r) > JOURNAL_CAP && (rc = store_journal_flush(t)))
+		return rc;
+	rc = STORE_ARRAY_RESERVE(t->removals, t->removalcap, t->nremovals + 1,
+				 8);
+	if (rc)
+		return rc;
+	memcpy(t->jmap + t->jlen, &r, sizeof(r));
+	/* Durable before the files go: a power cut must not leave an index
+	 * naming files that are gone.  The blocks exist: no room needed. */
+	if (fdatasync(t->jfd) < 0) {
+		rc = -errno;
+		memset(t->jmap + t->jlen, 0, sizeof(r));
+		return rc;
+	}
+	pending_drop(t, s->id);
+	t->removals[t->nremovals++] = s->id;
+	if (t->npending + t->nremovals == 1)
+		t->pending_since = store_now_ns();
 	t->jlen += sizeof(r);
 	return 0;
 }
@@ -121,7 +179,8 @@ int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g
 bool store_journal_due(const struct store_tenant *t, int64_t now)
 {
 	return t->npending >= FLUSH_RECORDS ||
-	       (t->npending && now - t->pending_since >= FLUSH_AGE_NS);
+	       (t->npending + t->nremovals &&
+		now - t->pending_since >= FLUSH_AGE_NS);
 }
 
 /* ---- merging small batches into one row (index.c: merged rows) ---- */
@@ -250,12 +309,14 @@ int store_journal_flush_in(struct store_tenant *t)
 			s->row_dirty = false;
 		}
 	}
+	for (size_t i = 0; !rc && i < t->nremovals; i++)
+		rc = store_index_stream_delete(t, t->removals[i]);
 	return rc;
 }
 
 void store_journal_flushed(struct store_tenant *t, bool committed)
 {
-	if (!t->npending)
+	if (!t->npending && !t->nremovals)
 		return;
 	if (!committed) {
 		/* rows stay pending (and in the journal): a later flush or
@@ -270,7 +331,7 @@ void store_journal_flushed(struct store_tenant *t, bool committed)
 		return;
 	}
 	/* Start over at 0; the records left behind are in the index now. */
-	t->npending = 0;
+	t->npending = t->nremovals = 0;
 	t->jlen = 0;
 }
 
@@ -285,7 +346,7 @@ int store_journal_stream_update(struct store_tenant *t, const struct stream *s)
 {
 	/* Outside a transaction, pending batch rows go first: the stream
 	 * row must never get ahead of its batches in the index. */
-	if (t->npending && sqlite3_get_autocommit(t->db)) {
+	if (t->npending + t->nremovals && sqlite3_get_autocommit(t->db)) {
 		int rc = store_journal_flush(t);
 
 		if (rc)
@@ -298,7 +359,7 @@ int store_journal_flush(struct store_tenant *t)
 {
 	int rc;
 
-	if (!t->npending)
+	if (!t->npending && !t->nremovals)
 		return 0;
 	rc = store_index_begin(t);
 	if (!rc)
@@ -315,7 +376,8 @@ int store_journal_flush(struct store_tenant *t)
 
 static bool jrec_valid(const struct jrec *r)
 {
-	return r->magic == JOURNAL_MAGIC && r->count && r->length &&
+	return r->magic == JOURNAL_MAGIC &&
+	       ((r->count && r->length) || r->flags == JREC_REMOVE) &&
 	       r->check == XXH3_64bits(r, offsetof(struct jrec, check));
 }
 
@@ -351,6 +413,20 @@ int store_journal_read(int fd, struct jrec **out, size_t *n)
 
 /* ---- replay at open ---- */
 
+/* Forgets stream S, removed by record R: its rows go from the index (in
+ * the caller's transaction) and it goes from memory; recovery then removes
+ * its files, which no segment names any more. */
+static int replay_remove(struct store_tenant *t, struct stream *s)
+{
+	int rc = store_index_stream_delete(t, s->id);
+
+	if (rc)
+		return rc;
+	store_stream_detach(t, s);
+	store_stream_free(t, s);
+	return 0;
+}
+
 /* Applies record R if it continues its stream where the index ends.
  * Inside the caller's transaction. */
 static int replay_one(struct store_tenant *t, const struct jrec *r)
@@ -359,6 +435,8 @@ static int replay_one(struct store_tenant *t, const struct jrec *r)
 	struct seg *g;
 	int rc;
 
+	if (s && r->flags == JREC_REMOVE)
+		return replay_remove(t, s);
 	if (!s || r->first_version <= s->version)
 		return 0;	/* removed since, or already in the index */
 	/* the active segment, or one closed after the record was written */
@@ -388,6 +466,29 @@ static int replay_one(struct store_tenant *t, const struct jrec *r)
 	return rc ? rc : store_journal_stream_update(t, s);
 }
 
+/* Zeros what the journal holds: the index has it now.  The file keeps
+ * its blocks, so that a removal finds room in it on a full disk
+ * (store_journal_remove).  Every record goes, not only those replay read:
+ * one left behind a torn record could otherwise come back into the
+ * readable run once new records are written over the torn one. */
+static int journal_clear(struct store_tenant *t)
+{
+	static const char zero[16 << 10];
+	char buf[sizeof(zero)];
+	ssize_t got, put;
+
+	for (off_t off = 0;; off += got) {
+		got = pread(t->jfd, buf, sizeof(buf), off);
+		if (got <= 0)
+			return got < 0 ? -errno : 0;
+		if (!memcmp(buf, zero, (size_t)got))
+			continue;
+		put = pwrite(t->jfd, zero, (size_t)got, off);
+		if (put != got)
+			return put < 0 ? -errno : -EIO;
+	}
+}
+
 int store_journal_replay(struct store_tenant *t)
 {
 	struct jrec *recs;
@@ -403,7 +504,12 @@ int store_journal_replay(struct store_tenant *t)
 	else if (n)
 		store_index_rollback(t);
 	free(recs);
-	if (!rc && ftruncate(t->jfd, 0) < 0)
-		rc = -errno;
+	if (!rc)
+		rc = journal_clear(t);
 	return rc;
+}
+
+int store_journal_prepare(struct store_tenant *t)
+{
+	return -posix_fallocate(t->jfd, 0, (off_t)JOURNAL_CAP);
 }

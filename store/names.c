@@ -246,6 +246,11 @@ out:
 	return rc;
 }
 
+/* Removing a stream must work on a full disk, where the index may have no
+ * room for the transaction: the removal is a journal record first (whose
+ * blocks exist), then the files go, freeing their room, and only then
+ * does the index forget the stream.  A failed flush leaves that to the
+ * next one, or to the next open's replay of the record. */
 int store_stream_remove(struct store_tenant *t, uint64_t id)
 {
 	struct stream *s;
@@ -253,18 +258,15 @@ int store_stream_remove(struct store_tenant *t, uint64_t id)
 
 	if (rc)
 		return rc;
-	rc = store_journal_begin(t);
-	if (!rc)
-		rc = store_index_stream_delete(t, s->id);
-	if (!rc)
-		rc = store_index_commit(t);
-	else
-		store_index_rollback(t);
+	rc = store_journal_remove(t, s);
 	if (!rc) {
 		tenant_touch(t, store_now_ns());
 		unlink_segments(t, s);
 		store_stream_detach(t, s);
 		store_stream_free(t, s);
+		if (store_journal_flush(t))
+			store_log("%s: index flush failed; the removal stays in"
+				  " the journal", t->name);
 	}
 	pthread_rwlock_unlock(&t->lock);
 	if (!rc && t->st->commit_fn)

@@ -139,6 +139,19 @@ static struct store_tenant *tenant_new(struct store *st, const char *name,
 	return t;
 }
 
+/* Allocates T's journal ahead, so that its streams can be removed on a
+ * full disk (store_journal_remove).  A new tenant needs it; an old one on
+ * a full disk gets it at a later open. */
+static int journal_prepare(struct store_tenant *t, bool create)
+{
+	int rc = store_journal_prepare(t);
+
+	if (rc && (create || rc != -ENOSPC))
+		store_log("tenant %s: allocating the journal: %s", t->name,
+			  strerror(-rc));
+	return create ? rc : 0;
+}
+
 /* Opens the tenant directory T->path: its index, streams and segments. */
 static int tenant_load(struct store_tenant *t, bool create)
 {
@@ -163,6 +176,8 @@ static int tenant_load(struct store_tenant *t, bool create)
 	if (!rc && !create)
 		rc = store_recover_tenant(t);
 	pthread_rwlock_unlock(&t->lock);
+	if (!rc)
+		rc = journal_prepare(t, create);
 	return rc;
 }
 

@@ -238,7 +238,9 @@ struct store_tenant {
 	uint64_t jlen;
 	struct pending *pending;
 	size_t npending, pendcap;
-	int64_t pending_since;
+	uint64_t *removals;	/* streams removed, still in the index */
+	size_t nremovals, removalcap;
+	int64_t pending_since;	/* of the oldest pending row or removal */
 
 	/* The sealer's work (seal.c): closing segments (full, not sealed
 	 * yet) in roll order, and restored segments to make durable.  Their
@@ -402,6 +404,7 @@ int store_index_set_full_sync(struct store_tenant *t, bool full);
 
 #define JOURNAL_FILE "journal"
 #define JREC_HAS_IDS 1u
+#define JREC_REMOVE 2u		/* the stream is removed; no batch */
 
 /* One record of the journal file: a batch, as appended. */
 struct jrec {
@@ -437,6 +440,14 @@ void store_journal_close(struct store_tenant *t);
  * writing. */
 int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 			 const struct pending *p, bool has_ids);
+/* Records that S is removed: durable in the journal when this returns,
+ * so that its files may go at once, with no room on the disk needed.  Its
+ * pending rows are dropped; the index forgets it at the next flush, or at
+ * the next open's replay.  T's lock held for writing. */
+int store_journal_remove(struct store_tenant *t, struct stream *s);
+/* Allocates the journal's blocks ahead (at open, after replay), so that
+ * removals find room in it on a full disk later. */
+int store_journal_prepare(struct store_tenant *t);
 /* Whether enough is pending, or for long enough, to flush now. */
 bool store_journal_due(const struct store_tenant *t, int64_t now);
 /* Flushes the journal's pending rows, then begins a transaction: the
