@@ -53,7 +53,8 @@ static void lock_write_pid(int fd)
 	char pid[32];
 	int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
 
-	if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) < 0)
+	/* written over the old one, then cut: no new block on a full disk */
+	if (pwrite(fd, pid, (size_t)len, 0) < 0 || ftruncate(fd, len) < 0)
 		fprintf(stderr, "streamfs: writing the lock's pid: %s\n",
 			strerror(errno));
 }
@@ -513,6 +514,14 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	if (lock_fd < 0)
 		goto out;
 	rc = store_open(o->source, &o->store, &st);
+	if (rc == -ENOSPC) {
+		fprintf(stderr, "streamfs: cannot open %s: its file system is "
+			"full, and opening the store needs room there (recovery "
+			"after a crash writes the index, and the reserve is used "
+			"up); free space on it, or mount with -o ro to read the "
+			"data\n", o->source);
+		goto out_lock;
+	}
 	if (rc) {
 		fprintf(stderr, "streamfs: cannot open %s: %s\n", o->source,
 			strerror(-rc));

@@ -228,6 +228,35 @@ static const char pragmas[] =
 	"PRAGMA cache_size = -8192;"
 	"PRAGMA wal_autocheckpoint = 4096;";
 
+/* Copies the index at PATH into T's database in memory (index_in_memory),
+ * the WAL included, through a read-only connection that writes nothing. */
+static int open_copy(struct store_tenant *t, const char *path)
+{
+	sqlite3 *disk = NULL;
+	sqlite3_backup *b;
+	int rc = sqlite3_open_v2(path, &disk, SQLITE_OPEN_READONLY |
+				 SQLITE_OPEN_NOMUTEX, NULL);
+
+	if (rc != SQLITE_OK) {
+		rc = store_errno_from_sqlite(disk, rc, "open");
+		sqlite3_close(disk);
+		return rc;
+	}
+	rc = sqlite3_open_v2(":memory:", &t->db, SQLITE_OPEN_READWRITE |
+			     SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc == SQLITE_OK) {
+		b = sqlite3_backup_init(t->db, "main", disk, "main");
+		rc = b ? sqlite3_backup_step(b, -1) : sqlite3_errcode(t->db);
+		if (b && sqlite3_backup_finish(b) != SQLITE_OK && rc == SQLITE_DONE)
+			rc = sqlite3_errcode(t->db);
+		if (rc == SQLITE_DONE)
+			rc = SQLITE_OK;
+	}
+	rc = rc == SQLITE_OK ? 0 : store_errno_from_sqlite(t->db, rc, "copy");
+	sqlite3_close(disk);
+	return rc;
+}
+
 int store_index_open(struct store_tenant *t, bool create)
 {
 	char *path;
@@ -238,11 +267,18 @@ int store_index_open(struct store_tenant *t, bool create)
 		return -ENOMEM;
 	if (create)
 		flags |= SQLITE_OPEN_CREATE;
-	rc = sqlite3_open_v2(path, &t->db, flags, NULL);
-	free(path);
-	if (rc != SQLITE_OK) {
-		rc = store_errno_from_sqlite(t->db, rc, "open");
-		goto fail;
+	if (t->index_in_memory) {
+		rc = open_copy(t, path);
+		free(path);
+		if (rc)
+			goto fail;
+	} else {
+		rc = sqlite3_open_v2(path, &t->db, flags, NULL);
+		free(path);
+		if (rc != SQLITE_OK) {
+			rc = store_errno_from_sqlite(t->db, rc, "open");
+			goto fail;
+		}
 	}
 	sqlite3_busy_timeout(t->db, 5000);
 	rc = exec(t->db, pragmas);

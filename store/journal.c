@@ -504,7 +504,8 @@ int store_journal_replay(struct store_tenant *t)
 	else if (n)
 		store_index_rollback(t);
 	free(recs);
-	if (!rc)
+	/* An index held in memory keeps the records: they are not on disk. */
+	if (!rc && !t->index_in_memory)
 		rc = journal_clear(t);
 	return rc;
 }

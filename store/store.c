@@ -30,6 +30,7 @@ void store_config_default(struct store_config *cfg)
 	cfg->sync_always = false;
 	cfg->framing = STORE_LINES;
 	cfg->restore_flush_ns = 30ll * 1000000000;
+	cfg->read_only = false;
 }
 
 void store_set_commit_hook(struct store *st, store_commit_fn fn, void *arg)
@@ -69,6 +70,21 @@ static int remove_tree(int parent, const char *name)
 			remove_tree(dirfd(d), de->d_name);
 	closedir(d);
 	return unlinkat(parent, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+/* Removes everything in the directory DIRFD.  The directory stays: on a
+ * full disk, making it again could need a block there is no room for. */
+static void empty_dir(int dirfd)
+{
+	DIR *d = fdopendir(dup(dirfd));
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			remove_tree(dirfd, de->d_name);
+	closedir(d);
 }
 
 static int mkdir_open(int dirfd, const char *name)
@@ -176,7 +192,7 @@ static int tenant_load(struct store_tenant *t, bool create)
 	if (!rc && !create)
 		rc = store_recover_tenant(t);
 	pthread_rwlock_unlock(&t->lock);
-	if (!rc)
+	if (!rc && !t->st->cfg.read_only)
 		rc = journal_prepare(t, create);
 	return rc;
 }
@@ -480,6 +496,48 @@ int store_tenant_set_id_field(struct store_tenant *t, const char *field)
 
 /* ---- the store ---- */
 
+/* Opens tenant NAME of tenants/ into *OUT; IN_MEMORY: its index as a
+ * copy in memory. */
+static int tenant_open_as(struct store *st, const char *name, bool in_memory,
+			  struct store_tenant **out)
+{
+	struct store_tenant *t = tenant_new(st, name, TENANTS_DIR);
+	int rc;
+
+	if (!t)
+		return -ENOMEM;
+	t->index_in_memory = in_memory;
+	rc = tenant_load(t, false);
+	if (rc)
+		tenant_free(t);
+	else
+		*out = t;
+	return rc;
+}
+
+/* Opens tenant NAME.  Recovery writes the index, and a full disk may have
+ * no room for that: the reserve is released for it, and a read-only store
+ * recovers into a copy of the index in memory instead, so that the data
+ * can always be read.  A failed try changed nothing another would not. */
+static int tenant_open(struct store *st, const char *name,
+		       struct store_tenant **out)
+{
+	int rc = tenant_open_as(st, name, false, out);
+
+	if (rc == -ENOSPC && st->cfg.read_only) {
+		store_log("tenant %s: the disk is full: its index is read into"
+			  " memory and recovered there (read-only)", name);
+		rc = tenant_open_as(st, name, true, out);
+	} else if (rc == -ENOSPC && store_reserve_release(st)) {
+		st->reserve_used = true;
+		store_log("tenant %s: the disk is full: released the reserve"
+			  " (%s/" STORE_RESERVE_FILE ") for recovery", name,
+			  st->dir);
+		rc = tenant_open_as(st, name, false, out);
+	}
+	return rc;
+}
+
 static int load_tenants(struct store *st)
 {
 	DIR *d = fdopendir(dup(st->tenantsfd));
@@ -493,16 +551,10 @@ static int load_tenants(struct store *st)
 
 		if (!store_name_valid(de->d_name))
 			continue;
-		t = tenant_new(st, de->d_name, TENANTS_DIR);
-		if (!t) {
-			rc = -ENOMEM;
-			break;
-		}
-		rc = tenant_load(t, false);
+		rc = tenant_open(st, de->d_name, &t);
 		if (rc) {
 			store_log("tenant %s: cannot open: %s", de->d_name,
 				  strerror(-rc));
-			tenant_free(t);
 			break;
 		}
 		pthread_mutex_lock(&st->lock);
@@ -558,10 +610,10 @@ int store_open(const char *dir, const struct store_config *cfg,
 		rc = -errno;
 		goto fail;
 	}
-	remove_tree(st->dirfd, STAGING_DIR);
 	rc = mkdir_open(st->dirfd, STAGING_DIR);
 	if (rc < 0)
 		goto fail;
+	empty_dir(rc);
 	close(rc);
 	st->tenantsfd = mkdir_open(st->dirfd, TENANTS_DIR);
 	if (st->tenantsfd < 0) {
@@ -569,6 +621,8 @@ int store_open(const char *dir, const struct store_config *cfg,
 		goto fail;
 	}
 	rc = load_tenants(st);
+	if (!rc)
+		store_reserve_keep(st, st->reserve_used);
 	if (!rc)
 		rc = store_sealer_start(st);
 	if (rc)

@@ -6,7 +6,7 @@
  * own layer or lower ones, never higher, and no files call each other round
  * in a cycle (tests/check_layers.py checks both on the built objects):
  *
- *   1 leaves: util.c (store_util.h) hash.h ids.c
+ *   1 leaves: util.c (store_util.h) hash.h ids.c reserve.c
  *   2 segment files and the index: segment.c stream.c index.c
  *   3 journal and marks: journal.c mark.c dedup.c
  *   4 append, read, seal, replica: append.c read.c seal.c replica.c
@@ -241,6 +241,10 @@ struct store_tenant {
 	uint64_t *removals;	/* streams removed, still in the index */
 	size_t nremovals, removalcap;
 	int64_t pending_since;	/* of the oldest pending row or removal */
+	/* The index is a copy in memory (a read-only store on a full disk,
+	 * store.c): nothing of it reaches the disk, nor does replay clear
+	 * the journal. */
+	bool index_in_memory;
 
 	/* The sealer's work (seal.c): closing segments (full, not sealed
 	 * yet) in roll order, and restored segments to make durable.  Their
@@ -271,6 +275,7 @@ struct store {
 	unsigned fetch_users;		/* callers inside either; by lock */
 	pthread_cond_t fetch_idle;	/* fetch_users reached 0 */
 	unsigned long fd_budget;	/* segment files kept open, at most */
+	bool reserve_used;		/* released for recovery (store_open) */
 	_Atomic unsigned long open_fds;
 	_Atomic unsigned long seg_maps;	/* windows mapped (seg_write) */
 
@@ -328,6 +333,19 @@ struct timespec store_ts(int64_t ns);
 int64_t store_ns(struct timespec ts);
 void store_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what);
+
+/* ---- reserve.c: room kept for recovery on a full disk ---- */
+
+#define STORE_RESERVE_FILE "reserve"
+#define STORE_RESERVE_BYTES (4ull << 20)
+
+/* Allocates what the reserve lacks, when the disk has that much free and
+ * the reserve's size besides; GRAB: whatever is free, up to its size.
+ * Never on a read-only store.  The sealer's, or store_open()'s before the
+ * sealer starts. */
+void store_reserve_keep(struct store *st, bool grab);
+/* Removes the reserve; whether there was one to free. */
+bool store_reserve_release(struct store *st);
 
 /* ---- index.c: the tenant's SQLite database ---- */
 

@@ -1,11 +1,14 @@
 """A full disk under SOURCE: removing streams and tenants still works and
-frees the space, and appends fail with ENOSPC and commit nothing.
+frees the space, appends fail with ENOSPC and commit nothing, and a crash
+while full keeps no data from being read.
 
-SOURCE lives on a small tmpfs (size=): it needs no loop device, its size=
-counts exactly the pages of file data (like a disk's blocks), and a full one
-fails writes, fallocate and SQLite's WAL growth with ENOSPC as ext4 does;
-names (mkdir, rename, unlink) never need room there, as on ext4 with room
-left in the directory's blocks.
+Each test runs on a small tmpfs (size=), which needs no loop device and
+counts exactly the pages of file data, and on a loop-mounted ext4 image
+made with no blocks reserved for root (the daemon runs as root here, and
+root may use the reserved blocks): there directories, the SQLite WAL and
+fallocate(2) take real blocks.  Both fail writes, fallocate and SQLite's WAL
+growth with ENOSPC; the ext4 runs are skipped where no loop device can be
+had.
 """
 
 import errno
@@ -17,6 +20,7 @@ import pytest
 from util import append, read
 
 DISK_SIZE = "16m"
+EXT4_SIZE = "24m"    # ext4 keeps about 4 MiB for itself
 # 64 KiB of lines: larger than what a partly used page of a segment holds,
 # so a full disk refuses it.
 CHUNK = b"".join(b"%06d %s\n" % (i, b"x" * 57) for i in range(1024))
@@ -30,13 +34,28 @@ def err_of(fn, *args):
     return e.value.errno
 
 
-@pytest.fixture
-def disk(tmp_path):
-    """A DISK_SIZE tmpfs; SOURCE is its src/."""
+def make_disk(kind, d, tmp_path):
+    if kind == "tmpfs":
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + DISK_SIZE, "tmpfs",
+                        str(d)], check=True)
+        return
+    img = tmp_path / "disk.img"
+    subprocess.run(["truncate", "-s", EXT4_SIZE, str(img)], check=True)
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-m", "0", "-F", str(img)], check=True,
+                       stderr=subprocess.PIPE)
+        subprocess.run(["mount", "-o", "loop", str(img), str(d)], check=True,
+                       stderr=subprocess.PIPE)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip("no ext4 image on a loop device here: %s" % e)
+
+
+@pytest.fixture(params=["tmpfs", "ext4"])
+def disk(request, tmp_path):
+    """A small file system; SOURCE is its src/."""
     d = tmp_path / "disk"
     d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + DISK_SIZE, "tmpfs", str(d)],
-                   check=True)
+    make_disk(request.param, d, tmp_path)
     try:
         yield d
     finally:
@@ -62,6 +81,19 @@ def fill(paths):
             os.close(fd)
     for p in paths:
         assert err_of(append, p, CHUNK) == errno.ENOSPC
+
+
+def fill_file(path):
+    """Fills the rest of the disk with PATH, a file of its own: whatever the
+    daemon frees when it stops (SQLite's checkpoint of the WAL at close) is
+    taken too."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 20, 64 << 10, 4 << 10):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
 
 
 def test_rm_frees_a_full_disk(mount, disk):
@@ -103,3 +135,87 @@ def test_rm_r_tenant_on_full_disk(mount, disk):
     assert sorted(os.listdir(m.mnt)) == ["T", "U"]
     assert os.listdir(m.path("T")) == []
     assert read(m.path("U", "c")) == kept + CHUNK
+
+
+def test_crash_on_full_disk(mount, disk):
+    m = mount(src=disk / "src", allow=ALLOW)
+    os.mkdir(m.path("T"))
+    names = ["s0", "s1", "s2", "s3"]
+    fill([m.path("T", n) for n in names])
+    data = {n: read(m.path("T", n)) for n in names}
+    m.kill9()
+    fill_file(disk / "filler")      # not a page left, whatever the daemon freed
+    # read-only: recovery cannot write the index, and does not need to
+    m.opts = "ro"
+    m.start()
+    assert "read into memory" in m.stderr()
+    assert sorted(os.listdir(m.path("T"))) == names
+    for n in names:
+        assert read(m.path("T", n)) == data[n]
+    m.umount()
+    # read-write: comes up (the reserve takes recovery's writes), the disk is
+    # still full for appends, and removing a stream makes room again
+    fill_file(disk / "filler2")     # what SQLite's checkpoint at close freed
+    m.opts = None
+    m.start()
+    assert "released the reserve" in m.stderr()
+    for n in names:
+        assert read(m.path("T", n)) == data[n]
+    assert err_of(append, m.path("T", "s0"), CHUNK) == errno.ENOSPC
+    os.unlink(m.path("T", "s3"))
+    append(m.path("T", "s0"), CHUNK)
+    m.remount()
+    assert sorted(os.listdir(m.path("T"))) == names[:3]
+    assert read(m.path("T", "s0")) == data["s0"] + CHUNK
+    for n in names[1:3]:
+        assert read(m.path("T", n)) == data[n]
+
+
+def test_removal_survives_a_crash_on_full_disk(mount, disk, run_streamfs):
+    """A removal the index had no room for waits in the journal; a crash
+    then does not bring the stream back."""
+    m = mount(src=disk / "src", allow=ALLOW)
+    os.mkdir(m.path("T"))
+    m.path("T", "e").write_bytes(b"")     # empty: removing it frees nothing
+    fill([m.path("T", "a")])
+    data = read(m.path("T", "a"))
+    fill_file(disk / "filler0")     # no page left for the index either
+    os.unlink(m.path("T", "e"))
+    assert "the removal stays in the journal" in m.stderr()
+    assert os.listdir(m.path("T")) == ["a"]
+    m.kill9()
+    r = run_streamfs("verify", str(disk / "src"))
+    assert "T/e: removed" in r.stdout and "1 streams" in r.stdout, r.stdout
+    fill_file(disk / "filler")
+    m.opts = "ro"
+    m.start()
+    assert os.listdir(m.path("T")) == ["a"]
+    assert read(m.path("T", "a")) == data
+    m.umount()
+    fill_file(disk / "filler2")
+    m.opts = None
+    m.start()
+    assert os.listdir(m.path("T")) == ["a"]
+    m.remount()
+    assert os.listdir(m.path("T")) == ["a"]
+    assert read(m.path("T", "a")) == data
+
+
+def test_crash_on_full_disk_without_reserve(mount, disk, streamfs_bin, tmp_path):
+    """With the reserve gone too, a read-write mount refuses and says why;
+    a read-only one still reads everything."""
+    m = mount(src=disk / "src", allow=ALLOW)
+    os.mkdir(m.path("T"))
+    fill([m.path("T", "a"), m.path("T", "b")])
+    data = {n: read(m.path("T", n)) for n in ("a", "b")}
+    m.kill9()
+    (disk / "src" / "reserve").unlink()
+    fill_file(disk / "filler")
+    r = subprocess.run([str(streamfs_bin), str(disk / "src"), str(m.mnt), "-f"],
+                       stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "file system is full" in r.stderr and "-o ro" in r.stderr, r.stderr
+    m.opts = "ro"
+    m.start()
+    for n in ("a", "b"):
+        assert read(m.path("T", n)) == data[n]
