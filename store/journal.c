@@ -38,6 +38,9 @@
  * the index to take the appends' rows still lets streams be removed. */
 #define REMOVE_SLOTS 64
 #define APPEND_CAP (JOURNAL_CAP - REMOVE_SLOTS * sizeof(struct jrec))
+/* Allocated at open, for removals: appends allocate all of JOURNAL_CAP
+ * when they first come, so that an idle tenant's journal stays small. */
+#define REMOVE_ROOM ((size_t)16 << 10)
 
 int store_journal_open(struct store_tenant *t)
 {
@@ -45,17 +48,24 @@ int store_journal_open(struct store_tenant *t)
 	return t->jfd < 0 ? -errno : 0;
 }
 
-/* Maps the journal for appending: its blocks allocated first, so that a
- * full disk is an error here and never a SIGBUS on a store to the map.
- * Records start at 0; whatever lies after the last one written is either
- * zeros or records the index already holds, which replay skips. */
-static int journal_map(struct store_tenant *t)
+/* Maps the journal, with its first ROOM bytes allocated first, so that a
+ * full disk is an error here and never a SIGBUS on a store to the map
+ * (which only ever touches those bytes).  Records start at 0; whatever
+ * lies after the last one written is either zeros or records the index
+ * already holds, which replay skips. */
+static int journal_map(struct store_tenant *t, size_t room)
 {
-	int rc = posix_fallocate(t->jfd, 0, (off_t)JOURNAL_CAP);
 	void *map;
+	int rc;
 
-	if (rc)
-		return -rc;
+	if (t->jroom < room) {
+		rc = posix_fallocate(t->jfd, 0, (off_t)room);
+		if (rc)
+			return -rc;
+		t->jroom = room;
+	}
+	if (t->jmap)
+		return 0;
 	map = mmap(NULL, JOURNAL_CAP, PROT_READ | PROT_WRITE, MAP_SHARED,
 		   t->jfd, 0);
 	if (map == MAP_FAILED)
@@ -75,6 +85,7 @@ void store_journal_close(struct store_tenant *t)
 	if (t->jmap)
 		munmap(t->jmap, JOURNAL_CAP);
 	t->jmap = NULL;
+	t->jroom = 0;
 	if (t->jfd >= 0)
 		close(t->jfd);
 	t->jfd = -1;
@@ -110,7 +121,7 @@ int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g
 
 	STORE_ASSERT_WRLOCKED(t);
 	r.check = XXH3_64bits(&r, offsetof(struct jrec, check));
-	if (!t->jmap && (rc = journal_map(t)))
+	if ((rc = journal_map(t, JOURNAL_CAP)))
 		return rc;
 	if (t->jlen + sizeof(r) > APPEND_CAP && (rc = store_journal_flush(t)))
 		return rc;	/* full, and the index refuses the rows */
@@ -152,9 +163,14 @@ int store_journal_remove(struct store_tenant *t, struct stream *s)
 
 	STORE_ASSERT_WRLOCKED(t);
 	r.check = XXH3_64bits(&r, offsetof(struct jrec, check));
-	if (!t->jmap && (rc = journal_map(t)))
+	/* room for it: in what is allocated, else in all of the journal,
+	 * else (a full disk, or a full journal) after a flush that starts
+	 * the journal over */
+	if (t->jlen + sizeof(r) > t->jroom &&
+	    (t->jlen + sizeof(r) > JOURNAL_CAP || journal_map(t, JOURNAL_CAP)) &&
+	    (rc = store_journal_flush(t)))
 		return rc;
-	if (t->jlen + sizeof(r) > JOURNAL_CAP && (rc = store_journal_flush(t)))
+	if ((rc = journal_map(t, t->jlen + sizeof(r))))
 		return rc;
 	rc = STORE_ARRAY_RESERVE(t->removals, t->removalcap, t->nremovals + 1,
 				 8);
@@ -512,5 +528,18 @@ int store_journal_replay(struct store_tenant *t)
 
 int store_journal_prepare(struct store_tenant *t)
 {
-	return -posix_fallocate(t->jfd, 0, (off_t)JOURNAL_CAP);
+	struct stat sb;
+	int rc;
+
+	if (fstat(t->jfd, &sb) < 0)
+		return -errno;
+	/* only ever grown by posix_fallocate(3): its size is allocated */
+	t->jroom = (size_t)sb.st_size < JOURNAL_CAP ? (size_t)sb.st_size
+						     : JOURNAL_CAP;
+	if (t->jroom >= REMOVE_ROOM)
+		return 0;
+	rc = posix_fallocate(t->jfd, 0, (off_t)REMOVE_ROOM);
+	if (!rc)
+		t->jroom = REMOVE_ROOM;
+	return -rc;
 }

@@ -235,6 +235,7 @@ struct store_tenant {
 	 * file, not yet to the index. */
 	int jfd;
 	char *jmap;		/* the journal file, mapped (journal.c) */
+	size_t jroom;		/* its bytes known allocated */
 	uint64_t jlen;
 	struct pending *pending;
 	size_t npending, pendcap;
@@ -463,8 +464,8 @@ int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g
  * pending rows are dropped; the index forgets it at the next flush, or at
  * the next open's replay.  T's lock held for writing. */
 int store_journal_remove(struct store_tenant *t, struct stream *s);
-/* Allocates the journal's blocks ahead (at open, after replay), so that
- * removals find room in it on a full disk later. */
+/* Allocates the journal's first blocks ahead (at open, after replay), so
+ * that removals find room in it on a full disk later. */
 int store_journal_prepare(struct store_tenant *t);
 /* Whether enough is pending, or for long enough, to flush now. */
 bool store_journal_due(const struct store_tenant *t, int64_t now);

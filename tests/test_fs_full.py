@@ -121,11 +121,13 @@ def test_rm_r_tenant_on_full_disk(mount, disk):
     m = mount(src=disk / "src", allow=ALLOW)
     for t in ("T", "U", "E"):
         os.mkdir(m.path(t))
+    m.path("E", "x").write_bytes(b"")     # a tenant that never had an append
     fill([m.path("T", "a"), m.path("T", "b"), m.path("U", "c")])
     kept = read(m.path("U", "c"))
     before = free_bytes(disk)
-    subprocess.run(["rm", "-r", str(m.path("T"))], check=True)
+    os.unlink(m.path("E", "x"))
     os.rmdir(m.path("E"))
+    subprocess.run(["rm", "-r", str(m.path("T"))], check=True)
     assert free_bytes(disk) > before + 2 * len(CHUNK)
     assert os.listdir(m.mnt) == ["U"]
     assert read(m.path("U", "c")) == kept
