@@ -3,10 +3,14 @@
  * of the hot paths.  SQLite is the source of truth for streams, segments and
  * batches; see docs/STORE.md for why a row is a batch and not an event.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store_int.h"
@@ -150,7 +154,7 @@ static int exec(sqlite3 *db, const char *sql)
 	if (rc != SQLITE_OK) {
 		store_log("index: %s", msg ? msg : sqlite3_errstr(rc));
 		sqlite3_free(msg);
-		return store_errno_from_sqlite(NULL, rc, "exec");
+		return store_errno_from_sqlite(db, rc, "exec");
 	}
 	return 0;
 }
@@ -228,14 +232,42 @@ static const char pragmas[] =
 	"PRAGMA cache_size = -8192;"
 	"PRAGMA wal_autocheckpoint = 4096;";
 
+/* Opens the index at PATH for reading alone.  With no WAL beside it, as
+ * an immutable database (a URI, its path %-escaped): SQLite then makes no
+ * -shm file, which a full disk may have no room for.  A WAL left behind
+ * (a crash, or a checkpoint a full disk refused) has its -shm beside it. */
+static int open_reader(const char *path, sqlite3 **out)
+{
+	int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+	char wal[PATH_MAX], *uri = malloc(3 * strlen(path) + 32), *p;
+	struct stat sb;
+	bool walled;
+	int rc;
+
+	if (!uri)
+		return SQLITE_NOMEM;
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	walled = !stat(wal, &sb) && sb.st_size > 0;
+	p = stpcpy(uri, "file:");
+	for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
+		if (isalnum(*c) || strchr("/._-", *c))
+			*p++ = (char)*c;
+		else
+			p += sprintf(p, "%%%02X", *c);
+	}
+	strcpy(p, walled ? "" : "?immutable=1");
+	rc = sqlite3_open_v2(uri, out, flags, NULL);
+	free(uri);
+	return rc;
+}
+
 /* Copies the index at PATH into T's database in memory (index_in_memory),
  * the WAL included, through a read-only connection that writes nothing. */
 static int open_copy(struct store_tenant *t, const char *path)
 {
 	sqlite3 *disk = NULL;
 	sqlite3_backup *b;
-	int rc = sqlite3_open_v2(path, &disk, SQLITE_OPEN_READONLY |
-				 SQLITE_OPEN_NOMUTEX, NULL);
+	int rc = open_reader(path, &disk);
 
 	if (rc != SQLITE_OK) {
 		rc = store_errno_from_sqlite(disk, rc, "open");

@@ -24,8 +24,9 @@ EXT4_SIZE = "24m"    # ext4 keeps about 4 MiB for itself
 # 64 KiB of lines: larger than what a partly used page of a segment holds,
 # so a full disk refuses it.
 CHUNK = b"".join(b"%06d %s\n" % (i, b"x" * 57) for i in range(1024))
-# What a full disk makes the daemon say (SQLite's "database or disk is full").
-ALLOW = [r"(?i)disk is full|no space|full"]
+# What a full disk makes the daemon say: SQLite's "database or disk is full",
+# and "disk I/O error" where it has no room to make its -shm file.
+ALLOW = [r"(?i)disk is full|no space|full", r"index: (exec: )?disk I/O error"]
 
 
 def err_of(fn, *args):
@@ -221,3 +222,29 @@ def test_crash_on_full_disk_without_reserve(mount, disk, streamfs_bin, tmp_path)
     m.start()
     for n in ("a", "b"):
         assert read(m.path("T", n)) == data[n]
+
+
+def test_disk_fills_after_clean_unmount(mount, disk):
+    """A clean unmount leaves no WAL: opening the index again needs room
+    for SQLite's -shm file, which a disk filled meanwhile does not have."""
+    m = mount(src=disk / "src", allow=ALLOW)
+    os.mkdir(m.path("T"))
+    for _ in range(8):
+        append(m.path("T", "a"), CHUNK, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    data = read(m.path("T", "a"))
+    m.umount()
+    assert not (disk / "src" / "tenants" / "T" / "index.db-wal").exists()
+    fill_file(disk / "filler")
+    m.opts = "ro"
+    m.start()
+    assert read(m.path("T", "a")) == data
+    m.umount()
+    fill_file(disk / "filler2")
+    m.opts = None
+    m.start()
+    assert read(m.path("T", "a")) == data
+    assert err_of(append, m.path("T", "a"), CHUNK) == errno.ENOSPC
+    os.unlink(m.path("T", "a"))
+    m.path("T", "b").write_bytes(CHUNK)
+    m.remount()
+    assert os.listdir(m.path("T")) == ["b"]
