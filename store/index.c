@@ -232,11 +232,11 @@ static const char pragmas[] =
 	"PRAGMA cache_size = -8192;"
 	"PRAGMA wal_autocheckpoint = 4096;";
 
-/* Opens the index at PATH for reading alone.  With no WAL beside it, as
- * an immutable database (a URI, its path %-escaped): SQLite then makes no
- * -shm file, which a full disk may have no room for.  A WAL left behind
- * (a crash, or a checkpoint a full disk refused) has its -shm beside it. */
-static int open_reader(const char *path, sqlite3 **out)
+/* With no WAL beside the index, it opens as an immutable database (a URI,
+ * its path %-escaped): SQLite then makes no -shm file, which a full disk
+ * may have no room for.  A WAL left behind (a crash, or a checkpoint a
+ * full disk refused) has its -shm beside it. */
+int store_index_open_reader(const char *path, sqlite3 **out)
 {
 	int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
 	char wal[PATH_MAX], *uri = malloc(3 * strlen(path) + 32), *p;
@@ -267,7 +267,7 @@ static int open_copy(struct store_tenant *t, const char *path)
 {
 	sqlite3 *disk = NULL;
 	sqlite3_backup *b;
-	int rc = open_reader(path, &disk);
+	int rc = store_index_open_reader(path, &disk);
 
 	if (rc != SQLITE_OK) {
 		rc = store_errno_from_sqlite(disk, rc, "open");

@@ -351,6 +351,9 @@ bool store_reserve_release(struct store *st);
 /* ---- index.c: the tenant's SQLite database ---- */
 
 int store_index_open(struct store_tenant *t, bool create);
+/* Opens the index at PATH for reading alone, needing no room on the disk
+ * (verify, and a read-only store's copy in memory); an SQLite code. */
+int store_index_open_reader(const char *path, sqlite3 **out);
 void store_index_close(struct store_tenant *t);
 /* Begins a transaction; store_journal_begin() flushes the journal first. */
 int store_index_begin(struct store_tenant *t);

@@ -403,7 +403,7 @@ static int verify_tenant(struct verify *v, const char *path)
 	v->segfd = open(seg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	load_journal(v, path);
 	if (v->segfd < 0 ||
-	    sqlite3_open_v2(db, &v->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+	    store_index_open_reader(db, &v->db) != SQLITE_OK) {
 		damage(v, "cannot open the index or segments: %s",
 		       v->db ? sqlite3_errmsg(v->db) : strerror(errno));
 		goto out;

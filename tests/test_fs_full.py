@@ -224,7 +224,7 @@ def test_crash_on_full_disk_without_reserve(mount, disk, streamfs_bin, tmp_path)
         assert read(m.path("T", n)) == data[n]
 
 
-def test_disk_fills_after_clean_unmount(mount, disk):
+def test_disk_fills_after_clean_unmount(mount, disk, run_streamfs):
     """A clean unmount leaves no WAL: opening the index again needs room
     for SQLite's -shm file, which a disk filled meanwhile does not have."""
     m = mount(src=disk / "src", allow=ALLOW)
@@ -235,6 +235,8 @@ def test_disk_fills_after_clean_unmount(mount, disk):
     m.umount()
     assert not (disk / "src" / "tenants" / "T" / "index.db-wal").exists()
     fill_file(disk / "filler")
+    r = run_streamfs("verify", str(disk / "src"))
+    assert "1 streams" in r.stdout and "ok" in r.stdout, r.stdout
     m.opts = "ro"
     m.start()
     assert read(m.path("T", "a")) == data
