@@ -13,9 +13,10 @@
  * stream's row in SQLite always agrees with its batch rows.
  *
  * A removed stream is a record too (store_journal_remove), so that `rm`
- * needs no room on the disk: the journal's blocks are allocated up front,
- * the record is made durable before the stream's files go, and the index
- * forgets the stream at the next flush, or at the next open's replay.
+ * needs no room on the disk: the journal's first blocks are allocated at
+ * open (store_journal_prepare), the record is made durable before the
+ * stream's files go, and the index forgets the stream at the next flush,
+ * or at the next open's replay.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -429,9 +430,9 @@ int store_journal_read(int fd, struct jrec **out, size_t *n)
 
 /* ---- replay at open ---- */
 
-/* Forgets stream S, removed by record R: its rows go from the index (in
- * the caller's transaction) and it goes from memory; recovery then removes
- * its files, which no segment names any more. */
+/* Forgets stream S, which a removal record names: its rows go from the
+ * index (in the caller's transaction) and it goes from memory; recovery
+ * then removes any file of it left, which no segment names any more. */
 static int replay_remove(struct store_tenant *t, struct stream *s)
 {
 	int rc = store_index_stream_delete(t, s->id);

@@ -155,8 +155,8 @@ static struct store_tenant *tenant_new(struct store *st, const char *name,
 	return t;
 }
 
-/* Allocates T's journal ahead, so that its streams can be removed on a
- * full disk (store_journal_remove).  A new tenant needs it; an old one on
+/* Allocates the first blocks of T's journal ahead, so that its streams can
+ * be removed on a full disk (store_journal_remove).  A new tenant needs it; an old one on
  * a full disk gets it at a later open. */
 static int journal_prepare(struct store_tenant *t, bool create)
 {
@@ -630,6 +630,9 @@ int store_open(const char *dir, const struct store_config *cfg,
 	*out = st;
 	return 0;
 fail:
+	/* what recovery left of the reserve is kept for the next try */
+	if (st->reserve_used)
+		store_reserve_keep(st, true);
 	store_close(st);
 	return rc;
 }
