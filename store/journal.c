@@ -14,8 +14,9 @@
  *
  * A removed stream is a record too (store_journal_remove), so that `rm`
  * needs no room on the disk: the journal's first blocks are allocated at
- * open (store_journal_prepare), the record is made durable before the
- * stream's files go, and the index forgets the stream at the next flush,
+ * open (store_journal_prepare).  When the index has no room to forget the
+ * stream at once, the record is made durable before the stream's files go
+ * (store_journal_remove_wait), and the index catches up at a later flush,
  * or at the next open's replay.
  */
 #include <errno.h>
@@ -178,18 +179,27 @@ int store_journal_remove(struct store_tenant *t, struct stream *s)
 	if (rc)
 		return rc;
 	memcpy(t->jmap + t->jlen, &r, sizeof(r));
-	/* Durable before the files go: a power cut must not leave an index
-	 * naming files that are gone.  The blocks exist: no room needed. */
-	if (fdatasync(t->jfd) < 0) {
-		rc = -errno;
-		memset(t->jmap + t->jlen, 0, sizeof(r));
-		return rc;
-	}
-	pending_drop(t, s->id);
 	t->removals[t->nremovals++] = s->id;
 	if (t->npending + t->nremovals == 1)
 		t->pending_since = store_now_ns();
 	t->jlen += sizeof(r);
+	return 0;
+}
+
+int store_journal_remove_wait(struct store_tenant *t, struct stream *s)
+{
+	STORE_ASSERT_WRLOCKED(t);
+	assert(t->nremovals && t->removals[t->nremovals - 1] == s->id);
+	/* The blocks exist: no room needed. */
+	if (fdatasync(t->jfd) < 0) {
+		int rc = -errno;
+
+		t->jlen -= sizeof(struct jrec);
+		memset(t->jmap + t->jlen, 0, sizeof(struct jrec));
+		t->nremovals--;
+		return rc;
+	}
+	pending_drop(t, s->id);
 	return 0;
 }
 

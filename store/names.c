@@ -247,24 +247,31 @@ out:
 }
 
 /* Removing a stream must work on a full disk, where the index may have no
- * room for the transaction: the removal is a journal record first (whose
- * blocks exist), then the files go, freeing their room, and only then
- * does the index forget the stream.  A failed flush leaves that to the
- * next one, or to the next open's replay of the record. */
+ * room for the transaction.  The removal is a journal record (whose blocks
+ * exist) and, with room, the index forgets the stream at once, before its
+ * files go, as for any change of the namespace.  Without room the record
+ * is made durable instead (a power cut must not leave an index naming
+ * files that are gone), the files go, freeing their room, and the index
+ * catches up at a later flush, or at the next open's replay. */
 int store_stream_remove(struct store_tenant *t, uint64_t id)
 {
 	struct stream *s;
+	bool waits = false;
 	int rc = lock_stream(t, id, true, &s);
 
 	if (rc)
 		return rc;
 	rc = store_journal_remove(t, s);
+	if (!rc && store_journal_flush(t)) {
+		rc = store_journal_remove_wait(t, s);
+		waits = !rc;
+	}
 	if (!rc) {
 		tenant_touch(t, store_now_ns());
 		unlink_segments(t, s);
 		store_stream_detach(t, s);
 		store_stream_free(t, s);
-		if (store_journal_flush(t))
+		if (waits && store_journal_flush(t))
 			store_log("%s: index flush failed; the removal stays in"
 				  " the journal", t->name);
 	}

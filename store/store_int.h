@@ -462,11 +462,14 @@ void store_journal_close(struct store_tenant *t);
  * writing. */
 int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 			 const struct pending *p, bool has_ids);
-/* Records that S is removed: durable in the journal when this returns,
- * so that its files may go at once, with no room on the disk needed.  Its
- * pending rows are dropped; the index forgets it at the next flush, or at
- * the next open's replay.  T's lock held for writing. */
+/* Records that S is removed, in the journal, with no room on the disk
+ * needed; the index forgets it at the next flush, or at the next open's
+ * replay.  T's lock held for writing, as for the next. */
 int store_journal_remove(struct store_tenant *t, struct stream *s);
+/* After store_journal_remove(S), when the flush that followed failed: makes
+ * the record durable, so that S's files may go before the index forgets
+ * it, and drops S's pending rows.  On failure the removal is undone. */
+int store_journal_remove_wait(struct store_tenant *t, struct stream *s);
 /* Allocates the journal's first blocks ahead (at open, after replay), so
  * that removals find room in it on a full disk later. */
 int store_journal_prepare(struct store_tenant *t);
