@@ -493,29 +493,6 @@ static int replay_one(struct store_tenant *t, const struct jrec *r)
 	return rc ? rc : store_journal_stream_update(t, s);
 }
 
-/* Zeros what the journal holds: the index has it now.  The file keeps
- * its blocks, so that a removal finds room in it on a full disk
- * (store_journal_remove).  Every record goes, not only those replay read:
- * one left behind a torn record could otherwise come back into the
- * readable run once new records are written over the torn one. */
-static int journal_clear(struct store_tenant *t)
-{
-	static const char zero[16 << 10];
-	char buf[sizeof(zero)];
-	ssize_t got, put;
-
-	for (off_t off = 0;; off += got) {
-		got = pread(t->jfd, buf, sizeof(buf), off);
-		if (got <= 0)
-			return got < 0 ? -errno : 0;
-		if (!memcmp(buf, zero, (size_t)got))
-			continue;
-		put = pwrite(t->jfd, zero, (size_t)got, off);
-		if (put != got)
-			return put < 0 ? -errno : -EIO;
-	}
-}
-
 int store_journal_replay(struct store_tenant *t)
 {
 	struct jrec *recs;
@@ -532,9 +509,14 @@ int store_journal_replay(struct store_tenant *t)
 		store_index_rollback(t);
 	free(recs);
 	/* An index held in memory keeps the records: they are not on disk. */
-	if (!rc && !t->index_in_memory)
-		rc = journal_clear(t);
-	return rc;
+	if (rc || t->index_in_memory)
+		return rc;
+	if (ftruncate(t->jfd, 0) < 0)
+		return -errno;
+	/* at once, with the room just freed: recovery may take the rest */
+	if (!t->st->cfg.read_only)
+		(void)store_journal_prepare(t);
+	return 0;
 }
 
 int store_journal_prepare(struct store_tenant *t)
