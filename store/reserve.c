@@ -22,13 +22,15 @@
 #define RESERVE_STEP (256u << 10)
 #define RESERVE_STEP_MIN (4u << 10)
 
+/* Only ever grown by posix_fallocate(3), from 0 on: its size is what it
+ * holds (st_blocks would count the file system's own blocks too). */
 static uint64_t reserve_size(const struct store *st)
 {
 	struct stat sb;
 
 	if (fstatat(st->dirfd, STORE_RESERVE_FILE, &sb, 0) < 0)
 		return 0;
-	return (uint64_t)sb.st_blocks * 512;
+	return (uint64_t)sb.st_size;
 }
 
 static uint64_t disk_free(const struct store *st)

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from util import append, read
+from util import append, read, wait_until
 
 DISK_SIZE = "16m"
 EXT4_SIZE = "24m"    # ext4 keeps about 4 MiB for itself
@@ -61,6 +61,16 @@ def disk(request, tmp_path):
         yield d
     finally:
         subprocess.run(["umount", "-l", str(d)])
+
+
+RESERVE = 4 << 20
+
+
+def reserve_bytes(src):
+    try:
+        return os.stat(src / "reserve").st_size
+    except FileNotFoundError:
+        return 0
 
 
 def free_bytes(path):
@@ -250,3 +260,22 @@ def test_disk_fills_after_clean_unmount(mount, disk, run_streamfs):
     m.path("T", "b").write_bytes(CHUNK)
     m.remount()
     assert os.listdir(m.path("T")) == ["b"]
+
+
+def test_reserve_comes_back(mount, disk):
+    """The reserve recovery used is taken back at once, as far as the disk
+    has room, and topped up once it has room again."""
+    src = disk / "src"
+    m = mount(src=src, allow=ALLOW)
+    assert reserve_bytes(src) == RESERVE
+    os.mkdir(m.path("T"))
+    fill([m.path("T", "a"), m.path("T", "b")])
+    m.kill9()
+    fill_file(disk / "filler")
+    m.start()
+    assert "released the reserve" in m.stderr()
+    assert 0 < reserve_bytes(src) <= RESERVE
+    assert err_of(append, m.path("T", "a"), CHUNK) == errno.ENOSPC
+    (disk / "filler").unlink()
+    wait_until(lambda: reserve_bytes(src) == RESERVE,
+               msg="the reserve was not made whole again")
