@@ -5,8 +5,11 @@ while full keeps no data from being read.
 Each test runs on a small tmpfs (size=), which needs no loop device and
 counts exactly the pages of file data, and on a loop-mounted ext4 image
 made with no blocks reserved for root (the daemon runs as root here, and
-root may use the reserved blocks): there directories, the SQLite WAL and
-fallocate(2) take real blocks.  Both fail writes, fallocate and SQLite's WAL
+root may use the reserved blocks) and with 4 KiB blocks, as on real disks:
+there directories, the SQLite WAL and fallocate(2) take real blocks.  (With
+the 1 KiB blocks mkfs gives so small an image, SQLite's -shm file, which it
+allocates by writing one byte per 4 KiB page, keeps holes, and a full disk
+turns a store into it into a SIGBUS inside SQLite.)  Both fail writes, fallocate and SQLite's WAL
 growth with ENOSPC; the ext4 runs are skipped where no loop device can be
 had.
 """
@@ -43,7 +46,7 @@ def make_disk(kind, d, tmp_path):
     img = tmp_path / "disk.img"
     subprocess.run(["truncate", "-s", EXT4_SIZE, str(img)], check=True)
     try:
-        subprocess.run(["mkfs.ext4", "-q", "-m", "0", "-F", str(img)], check=True,
+        subprocess.run(["mkfs.ext4", "-q", "-m", "0", "-b", "4096", "-F", str(img)], check=True,
                        stderr=subprocess.PIPE)
         subprocess.run(["mount", "-o", "loop", str(img), str(d)], check=True,
                        stderr=subprocess.PIPE)
