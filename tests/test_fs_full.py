@@ -138,13 +138,17 @@ def test_rm_r_tenant_on_full_disk(mount, disk):
     m.path("E", "x").write_bytes(b"")     # a tenant that never had an append
     fill([m.path("T", "a"), m.path("T", "b"), m.path("U", "c")])
     kept = read(m.path("U", "c"))
+    fill_file(disk / "filler")          # no page left, for the index either
     before = free_bytes(disk)
-    os.unlink(m.path("E", "x"))
-    os.rmdir(m.path("E"))
     subprocess.run(["rm", "-r", str(m.path("T"))], check=True)
     assert free_bytes(disk) > before + 2 * len(CHUNK)
+    fill_file(disk / "filler2")         # and full again
+    os.unlink(m.path("E", "x"))
+    os.rmdir(m.path("E"))
     assert os.listdir(m.mnt) == ["U"]
     assert read(m.path("U", "c")) == kept
+    (disk / "filler").unlink()
+    (disk / "filler2").unlink()
     append(m.path("U", "c"), CHUNK)
     os.mkdir(m.path("T"))
     m.remount()
