@@ -504,6 +504,14 @@ int fs_run(struct fs_opts *o, struct fuse_args *args)
 	if (lock_fd < 0)
 		goto out;
 	rc = store_open(o->source, &o->store, &st);
+	if (rc == -ENOSPC) {
+		fs_log(LOG_ERR, "cannot open %s: its file system is full, and "
+		       "opening the store needs room there (recovery after a "
+		       "crash writes the index, and the reserve is used up); "
+		       "free space on it, or mount with -o ro to read the data",
+		       o->source);
+		goto out_lock;
+	}
 	if (rc) {
 		fs_log(LOG_ERR, "cannot open %s: %s", o->source,
 			strerror(-rc));

@@ -436,6 +436,8 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 		rc = check_permissions(o);
 	if (rc)
 		return rc;
+	/* with a remote, an analysis host's store takes the remote's data */
+	o->store.read_only = o->ro && !o->remote;
 	if (!o->source) {
 		fprintf(stderr, "streamfs: missing SOURCE (see --help)\n");
 		return -EINVAL;

@@ -232,7 +232,8 @@ void fs_source_lock_record(int fd, const char *mountpoint)
 
 	if (len < 0)
 		return;
-	if (ftruncate(fd, 0) || pwrite(fd, text, (size_t)len, 0) != len)
+	/* written over the old one, then cut: no new block on a full disk */
+	if (pwrite(fd, text, (size_t)len, 0) != len || ftruncate(fd, len))
 		fs_log(LOG_ERR, "writing %s: %s", LOCK_FILE,
 			strerror(errno));
 	free(text);

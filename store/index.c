@@ -3,10 +3,14 @@
  * of the hot paths.  SQLite is the source of truth for streams, segments and
  * batches; see docs/STORE.md for why a row is a batch and not an event.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store_int.h"
@@ -165,7 +169,7 @@ static int exec(sqlite3 *db, const char *sql)
 	if (rc != SQLITE_OK) {
 		store_log(LOG_ERR, "index: %s", msg ? msg : sqlite3_errstr(rc));
 		sqlite3_free(msg);
-		return store_errno_from_sqlite(NULL, rc, "exec");
+		return store_errno_from_sqlite(db, rc, "exec");
 	}
 	return 0;
 }
@@ -245,6 +249,63 @@ static const char pragmas[] =
 	"PRAGMA cache_size = -8192;"
 	"PRAGMA wal_autocheckpoint = 4096;";
 
+/* With no WAL beside the index, it opens as an immutable database (a URI,
+ * its path %-escaped): SQLite then makes no -shm file, which a full disk
+ * may have no room for.  A WAL left behind (a crash, or a checkpoint a
+ * full disk refused) has its -shm beside it. */
+int store_index_open_reader(const char *path, sqlite3 **out)
+{
+	int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+	char wal[PATH_MAX], *uri = malloc(3 * strlen(path) + 32), *p;
+	struct stat sb;
+	bool walled;
+	int rc;
+
+	if (!uri)
+		return SQLITE_NOMEM;
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	walled = !stat(wal, &sb) && sb.st_size > 0;
+	p = stpcpy(uri, "file:");
+	for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
+		if (isalnum(*c) || strchr("/._-", *c))
+			*p++ = (char)*c;
+		else
+			p += sprintf(p, "%%%02X", *c);
+	}
+	strcpy(p, walled ? "" : "?immutable=1");
+	rc = sqlite3_open_v2(uri, out, flags, NULL);
+	free(uri);
+	return rc;
+}
+
+/* Copies the index at PATH into T's database in memory (index_in_memory),
+ * the WAL included, through a read-only connection that writes nothing. */
+static int open_copy(struct store_tenant *t, const char *path)
+{
+	sqlite3 *disk = NULL;
+	sqlite3_backup *b;
+	int rc = store_index_open_reader(path, &disk);
+
+	if (rc != SQLITE_OK) {
+		rc = store_errno_from_sqlite(disk, rc, "open");
+		sqlite3_close(disk);
+		return rc;
+	}
+	rc = sqlite3_open_v2(":memory:", &t->db, SQLITE_OPEN_READWRITE |
+			     SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc == SQLITE_OK) {
+		b = sqlite3_backup_init(t->db, "main", disk, "main");
+		rc = b ? sqlite3_backup_step(b, -1) : sqlite3_errcode(t->db);
+		if (b && sqlite3_backup_finish(b) != SQLITE_OK && rc == SQLITE_DONE)
+			rc = sqlite3_errcode(t->db);
+		if (rc == SQLITE_DONE)
+			rc = SQLITE_OK;
+	}
+	rc = rc == SQLITE_OK ? 0 : store_errno_from_sqlite(t->db, rc, "copy");
+	sqlite3_close(disk);
+	return rc;
+}
+
 int store_index_open(struct store_tenant *t, bool create)
 {
 	char *path;
@@ -255,11 +316,18 @@ int store_index_open(struct store_tenant *t, bool create)
 		return -ENOMEM;
 	if (create)
 		flags |= SQLITE_OPEN_CREATE;
-	rc = sqlite3_open_v2(path, &t->db, flags, NULL);
-	free(path);
-	if (rc != SQLITE_OK) {
-		rc = store_errno_from_sqlite(t->db, rc, "open");
-		goto fail;
+	if (t->index_in_memory) {
+		rc = open_copy(t, path);
+		free(path);
+		if (rc)
+			goto fail;
+	} else {
+		rc = sqlite3_open_v2(path, &t->db, flags, NULL);
+		free(path);
+		if (rc != SQLITE_OK) {
+			rc = store_errno_from_sqlite(t->db, rc, "open");
+			goto fail;
+		}
 	}
 	sqlite3_busy_timeout(t->db, 5000);
 	rc = exec(t->db, pragmas);

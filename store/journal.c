@@ -11,6 +11,13 @@
  * replays those the index lacks (store_journal_replay) before recovery checks
  * the bytes they name.  Every other index transaction flushes first, so a
  * stream's row in SQLite always agrees with its batch rows.
+ *
+ * A removed stream is a record too (store_journal_remove), so that `rm`
+ * needs no room on the disk: the journal's first blocks are allocated at
+ * open (store_journal_prepare).  When the index has no room to forget the
+ * stream at once, the record is made durable before the stream's files go
+ * (store_journal_remove_wait), and the index catches up at a later flush,
+ * or at the next open's replay.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -29,6 +36,13 @@
 #define FLUSH_AGE_NS 100000000	/* ... or when the oldest is this old */
 /* Room for many flush intervals: it fills only while flushes fail. */
 #define JOURNAL_CAP ((size_t)FLUSH_RECORDS * sizeof(struct jrec) * 16)
+/* The last records are kept for removals, so that a disk too full for
+ * the index to take the appends' rows still lets streams be removed. */
+#define REMOVE_SLOTS 64
+#define APPEND_CAP (JOURNAL_CAP - REMOVE_SLOTS * sizeof(struct jrec))
+/* Allocated at open, for removals: appends allocate all of JOURNAL_CAP
+ * when they first come, so that an idle tenant's journal stays small. */
+#define REMOVE_ROOM ((size_t)16 << 10)
 
 int store_journal_open(struct store_tenant *t)
 {
@@ -36,17 +50,24 @@ int store_journal_open(struct store_tenant *t)
 	return t->jfd < 0 ? -errno : 0;
 }
 
-/* Maps the journal for appending: its blocks allocated first, so that a
- * full disk is an error here and never a SIGBUS on a store to the map.
- * Records start at 0; whatever lies after the last one written is either
- * zeros or records the index already holds, which replay skips. */
-static int journal_map(struct store_tenant *t)
+/* Maps the journal, with its first ROOM bytes allocated first, so that a
+ * full disk is an error here and never a SIGBUS on a store to the map
+ * (which only ever touches those bytes).  Records start at 0; whatever
+ * lies after the last one written is either zeros or records the index
+ * already holds, which replay skips. */
+static int journal_map(struct store_tenant *t, size_t room)
 {
-	int rc = posix_fallocate(t->jfd, 0, (off_t)JOURNAL_CAP);
 	void *map;
+	int rc;
 
-	if (rc)
-		return -rc;
+	if (t->jroom < room) {
+		rc = posix_fallocate(t->jfd, 0, (off_t)room);
+		if (rc)
+			return -rc;
+		t->jroom = room;
+	}
+	if (t->jmap)
+		return 0;
 	map = mmap(NULL, JOURNAL_CAP, PROT_READ | PROT_WRITE, MAP_SHARED,
 		   t->jfd, 0);
 	if (map == MAP_FAILED)
@@ -60,9 +81,13 @@ void store_journal_close(struct store_tenant *t)
 	free(t->pending);
 	t->pending = NULL;
 	t->npending = t->pendcap = 0;
+	free(t->removals);
+	t->removals = NULL;
+	t->nremovals = t->removalcap = 0;
 	if (t->jmap)
 		munmap(t->jmap, JOURNAL_CAP);
 	t->jmap = NULL;
+	t->jroom = 0;
 	if (t->jfd >= 0)
 		close(t->jfd);
 	t->jfd = -1;
@@ -98,9 +123,9 @@ int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g
 
 	STORE_ASSERT_WRLOCKED(t);
 	r.check = XXH3_64bits(&r, offsetof(struct jrec, check));
-	if (!t->jmap && (rc = journal_map(t)))
+	if ((rc = journal_map(t, JOURNAL_CAP)))
 		return rc;
-	if (t->jlen + sizeof(r) > JOURNAL_CAP && (rc = store_journal_flush(t)))
+	if (t->jlen + sizeof(r) > APPEND_CAP && (rc = store_journal_flush(t)))
 		return rc;	/* full, and the index refuses the rows */
 	rc = pending_push(t, p);
 	if (rc)
@@ -112,16 +137,77 @@ int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g
 		t->npending--;
 		return rc;
 	}
-	if (t->npending == 1)
+	if (t->npending + t->nremovals == 1)
 		t->pending_since = p->b.time_ns;
 	t->jlen += sizeof(r);
+	return 0;
+}
+
+/* Forgets the pending rows of stream ID: it is removed. */
+static void pending_drop(struct store_tenant *t, uint64_t id)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < t->npending; i++)
+		if (t->pending[i].stream != id)
+			t->pending[kept++] = t->pending[i];
+	t->npending = kept;
+}
+
+int store_journal_remove(struct store_tenant *t, struct stream *s)
+{
+	struct jrec r = {
+		.magic = JOURNAL_MAGIC,
+		.stream = s->id,
+		.flags = JREC_REMOVE,
+	};
+	int rc;
+
+	STORE_ASSERT_WRLOCKED(t);
+	r.check = XXH3_64bits(&r, offsetof(struct jrec, check));
+	/* room for it: in what is allocated, else in all of the journal,
+	 * else (a full disk, or a full journal) after a flush that starts
+	 * the journal over */
+	if (t->jlen + sizeof(r) > t->jroom &&
+	    (t->jlen + sizeof(r) > JOURNAL_CAP || journal_map(t, JOURNAL_CAP)) &&
+	    (rc = store_journal_flush(t)))
+		return rc;
+	if ((rc = journal_map(t, t->jlen + sizeof(r))))
+		return rc;
+	rc = STORE_ARRAY_RESERVE(t->removals, t->removalcap, t->nremovals + 1,
+				 8);
+	if (rc)
+		return rc;
+	memcpy(t->jmap + t->jlen, &r, sizeof(r));
+	t->removals[t->nremovals++] = s->id;
+	if (t->npending + t->nremovals == 1)
+		t->pending_since = store_now_ns();
+	t->jlen += sizeof(r);
+	return 0;
+}
+
+int store_journal_remove_wait(struct store_tenant *t, struct stream *s)
+{
+	STORE_ASSERT_WRLOCKED(t);
+	assert(t->nremovals && t->removals[t->nremovals - 1] == s->id);
+	/* The blocks exist: no room needed. */
+	if (fdatasync(t->jfd) < 0) {
+		int rc = -errno;
+
+		t->jlen -= sizeof(struct jrec);
+		memset(t->jmap + t->jlen, 0, sizeof(struct jrec));
+		t->nremovals--;
+		return rc;
+	}
+	pending_drop(t, s->id);
 	return 0;
 }
 
 bool store_journal_due(const struct store_tenant *t, int64_t now)
 {
 	return t->npending >= FLUSH_RECORDS ||
-	       (t->npending && now - t->pending_since >= FLUSH_AGE_NS);
+	       (t->npending + t->nremovals &&
+		now - t->pending_since >= FLUSH_AGE_NS);
 }
 
 /* ---- merging small batches into one row (index.c: merged rows) ---- */
@@ -250,12 +336,14 @@ int store_journal_flush_in(struct store_tenant *t)
 			s->row_dirty = false;
 		}
 	}
+	for (size_t i = 0; !rc && i < t->nremovals; i++)
+		rc = store_index_stream_delete(t, t->removals[i]);
 	return rc;
 }
 
 void store_journal_flushed(struct store_tenant *t, bool committed)
 {
-	if (!t->npending)
+	if (!t->npending && !t->nremovals)
 		return;
 	if (!committed) {
 		/* rows stay pending (and in the journal): a later flush or
@@ -270,7 +358,7 @@ void store_journal_flushed(struct store_tenant *t, bool committed)
 		return;
 	}
 	/* Start over at 0; the records left behind are in the index now. */
-	t->npending = 0;
+	t->npending = t->nremovals = 0;
 	t->jlen = 0;
 }
 
@@ -285,7 +373,7 @@ int store_journal_stream_update(struct store_tenant *t, const struct stream *s)
 {
 	/* Outside a transaction, pending batch rows go first: the stream
 	 * row must never get ahead of its batches in the index. */
-	if (t->npending && sqlite3_get_autocommit(t->db)) {
+	if (t->npending + t->nremovals && sqlite3_get_autocommit(t->db)) {
 		int rc = store_journal_flush(t);
 
 		if (rc)
@@ -298,7 +386,7 @@ int store_journal_flush(struct store_tenant *t)
 {
 	int rc;
 
-	if (!t->npending)
+	if (!t->npending && !t->nremovals)
 		return 0;
 	rc = store_index_begin(t);
 	if (!rc)
@@ -315,7 +403,8 @@ int store_journal_flush(struct store_tenant *t)
 
 static bool jrec_valid(const struct jrec *r)
 {
-	return r->magic == JOURNAL_MAGIC && r->count && r->length &&
+	return r->magic == JOURNAL_MAGIC &&
+	       ((r->count && r->length) || r->flags == JREC_REMOVE) &&
 	       r->check == XXH3_64bits(r, offsetof(struct jrec, check));
 }
 
@@ -351,6 +440,20 @@ int store_journal_read(int fd, struct jrec **out, size_t *n)
 
 /* ---- replay at open ---- */
 
+/* Forgets stream S, which a removal record names: its rows go from the
+ * index (in the caller's transaction) and it goes from memory; recovery
+ * then removes any file of it left, which no segment names any more. */
+static int replay_remove(struct store_tenant *t, struct stream *s)
+{
+	int rc = store_index_stream_delete(t, s->id);
+
+	if (rc)
+		return rc;
+	store_stream_detach(t, s);
+	store_stream_free(t, s);
+	return 0;
+}
+
 /* Applies record R if it continues its stream where the index ends.
  * Inside the caller's transaction. */
 static int replay_one(struct store_tenant *t, const struct jrec *r)
@@ -359,6 +462,8 @@ static int replay_one(struct store_tenant *t, const struct jrec *r)
 	struct seg *g;
 	int rc;
 
+	if (s && r->flags == JREC_REMOVE)
+		return replay_remove(t, s);
 	if (!s || r->first_version <= s->version)
 		return 0;	/* removed since, or already in the index */
 	/* the active segment, or one closed after the record was written */
@@ -403,7 +508,31 @@ int store_journal_replay(struct store_tenant *t)
 	else if (n)
 		store_index_rollback(t);
 	free(recs);
-	if (!rc && ftruncate(t->jfd, 0) < 0)
-		rc = -errno;
-	return rc;
+	/* An index held in memory keeps the records: they are not on disk. */
+	if (rc || t->index_in_memory)
+		return rc;
+	if (ftruncate(t->jfd, 0) < 0)
+		return -errno;
+	/* at once, with the room just freed: recovery may take the rest */
+	if (!t->st->cfg.read_only)
+		(void)store_journal_prepare(t);
+	return 0;
+}
+
+int store_journal_prepare(struct store_tenant *t)
+{
+	struct stat sb;
+	int rc;
+
+	if (fstat(t->jfd, &sb) < 0)
+		return -errno;
+	/* only ever grown by posix_fallocate(3): its size is allocated */
+	t->jroom = (size_t)sb.st_size < JOURNAL_CAP ? (size_t)sb.st_size
+						     : JOURNAL_CAP;
+	if (t->jroom >= REMOVE_ROOM)
+		return 0;
+	rc = posix_fallocate(t->jfd, 0, (off_t)REMOVE_ROOM);
+	if (!rc)
+		t->jroom = REMOVE_ROOM;
+	return -rc;
 }

@@ -246,26 +246,35 @@ out:
 	return rc;
 }
 
+/* Removing a stream must work on a full disk, where the index may have no
+ * room for the transaction.  The removal is a journal record (whose blocks
+ * exist) and, with room, the index forgets the stream at once, before its
+ * files go, as for any change of the namespace.  Without room the record
+ * is made durable instead (a power cut must not leave an index naming
+ * files that are gone), the files go, freeing their room, and the index
+ * catches up at a later flush, or at the next open's replay. */
 int store_stream_remove(struct store_tenant *t, uint64_t id)
 {
 	struct stream *s;
+	bool waits = false;
 	int rc = lock_stream(t, id, true, &s);
 
 	if (rc)
 		return rc;
-	rc = store_journal_begin(t);
-	if (!rc)
-		rc = store_index_stream_delete(t, s->id);
-	if (!rc)
-		rc = store_index_commit(t);
-	else
-		store_index_rollback(t);
+	rc = store_journal_remove(t, s);
+	if (!rc && store_journal_flush(t)) {
+		rc = store_journal_remove_wait(t, s);
+		waits = !rc;
+	}
 	if (!rc) {
 		tenant_touch(t, store_now_ns());
 		unlink_segments(t, s);
 		store_snapshot_unlink_stream(t, s->id);
 		store_stream_detach(t, s);
 		store_stream_free(t, s);
+		if (waits && store_journal_flush(t))
+			store_log(LOG_WARNING, "%s: index flush failed; the removal stays in"
+				  " the journal", t->name);
 	}
 	pthread_rwlock_unlock(&t->lock);
 	if (!rc && t->st->commit_fn)

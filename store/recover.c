@@ -219,7 +219,8 @@ static int recover_stream(struct store_tenant *t, struct stream *s)
 
 		g->full = i + 1 < s->nsegs ||
 			  g->length >= t->st->cfg.roll_size;
-		if (g->full)
+		/* an index in memory is read-only: no seal would last */
+		if (g->full && !t->index_in_memory)
 			rc = store_seg_queue_closing(t, g);
 	}
 	return rc;

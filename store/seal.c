@@ -618,6 +618,8 @@ static int64_t close_aged(struct store_tenant *t, int64_t now)
  * segments of roll age are closed, when one may be. */
 static void age_pass(struct store_tenant *t, int64_t now)
 {
+	if (t->index_in_memory)
+		return;	/* read-only: nothing to flush or close */
 	pthread_rwlock_wrlock(&t->lock);
 	if (!t->removed && store_journal_due(t, now) && store_journal_flush(t))
 		store_log(LOG_WARNING, "%s: index flush failed; rows stay in the journal",
@@ -673,8 +675,10 @@ static bool seal_pass(struct store *st, int64_t *due)
 	size_t n = 0, cap = 0;
 	bool failed = false;
 
-	if (ages)
+	if (ages) {
 		st->age_next = mono + age_tick(st);
+		store_reserve_keep(st, false);
+	}
 	*due = st->age_next;
 	pthread_mutex_lock(&st->lock);
 	for (struct store_tenant *t = st->tenants; t; t = t->next) {

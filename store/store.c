@@ -30,6 +30,7 @@ void store_config_default(struct store_config *cfg)
 	cfg->sync_always = false;
 	cfg->framing = STORE_LINES;
 	cfg->restore_flush_ns = 30ll * 1000000000;
+	cfg->read_only = false;
 }
 
 void store_set_commit_hook(struct store *st, store_commit_fn fn, void *arg)
@@ -69,6 +70,21 @@ static int remove_tree(int parent, const char *name)
 			remove_tree(dirfd(d), de->d_name);
 	closedir(d);
 	return unlinkat(parent, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+/* Removes everything in the directory DIRFD.  The directory stays: on a
+ * full disk, making it again could need a block there is no room for. */
+static void empty_dir(int dirfd)
+{
+	DIR *d = fdopendir(dup(dirfd));
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			remove_tree(dirfd, de->d_name);
+	closedir(d);
 }
 
 static int mkdir_open(int dirfd, const char *name)
@@ -143,6 +159,19 @@ static struct store_tenant *tenant_new(struct store *st, const char *name,
 	return t;
 }
 
+/* Allocates the first blocks of T's journal ahead, so that its streams can
+ * be removed on a full disk (store_journal_remove).  A new tenant needs it; an old one on
+ * a full disk gets it at a later open. */
+static int journal_prepare(struct store_tenant *t, bool create)
+{
+	int rc = store_journal_prepare(t);
+
+	if (rc && (create || rc != -ENOSPC))
+		store_log(LOG_WARNING, "tenant %s: allocating the journal: %s", t->name,
+			  strerror(-rc));
+	return create ? rc : 0;
+}
+
 /* Opens the tenant directory T->path: its index, streams and segments. */
 static int tenant_load(struct store_tenant *t, bool create)
 {
@@ -170,6 +199,8 @@ static int tenant_load(struct store_tenant *t, bool create)
 	if (!rc && !create)
 		rc = store_recover_tenant(t);
 	pthread_rwlock_unlock(&t->lock);
+	if (!rc && !t->st->cfg.read_only)
+		rc = journal_prepare(t, create);
 	return rc;
 }
 
@@ -472,6 +503,48 @@ int store_tenant_set_id_field(struct store_tenant *t, const char *field)
 
 /* ---- the store ---- */
 
+/* Opens tenant NAME of tenants/ into *OUT; IN_MEMORY: its index as a
+ * copy in memory. */
+static int tenant_open_as(struct store *st, const char *name, bool in_memory,
+			  struct store_tenant **out)
+{
+	struct store_tenant *t = tenant_new(st, name, TENANTS_DIR);
+	int rc;
+
+	if (!t)
+		return -ENOMEM;
+	t->index_in_memory = in_memory;
+	rc = tenant_load(t, false);
+	if (rc)
+		tenant_free(t);
+	else
+		*out = t;
+	return rc;
+}
+
+/* Opens tenant NAME.  Recovery writes the index, and a full disk may have
+ * no room for that: the reserve is released for it, and a read-only store
+ * recovers into a copy of the index in memory instead, so that the data
+ * can always be read.  A failed try changed nothing another would not. */
+static int tenant_open(struct store *st, const char *name,
+		       struct store_tenant **out)
+{
+	int rc = tenant_open_as(st, name, false, out);
+
+	if (rc == -ENOSPC && st->cfg.read_only) {
+		store_log(LOG_WARNING, "tenant %s: the disk is full: its index is read into"
+			  " memory and recovered there (read-only)", name);
+		rc = tenant_open_as(st, name, true, out);
+	} else if (rc == -ENOSPC && store_reserve_release(st)) {
+		st->reserve_used = true;
+		store_log(LOG_WARNING, "tenant %s: the disk is full: released the reserve"
+			  " (%s/" STORE_RESERVE_FILE ") for recovery", name,
+			  st->dir);
+		rc = tenant_open_as(st, name, false, out);
+	}
+	return rc;
+}
+
 static int load_tenants(struct store *st)
 {
 	DIR *d = fdopendir(dup(st->tenantsfd));
@@ -485,16 +558,10 @@ static int load_tenants(struct store *st)
 
 		if (!store_name_valid(de->d_name))
 			continue;
-		t = tenant_new(st, de->d_name, TENANTS_DIR);
-		if (!t) {
-			rc = -ENOMEM;
-			break;
-		}
-		rc = tenant_load(t, false);
+		rc = tenant_open(st, de->d_name, &t);
 		if (rc) {
 			store_log(LOG_ERR, "tenant %s: cannot open: %s", de->d_name,
 				  strerror(-rc));
-			tenant_free(t);
 			break;
 		}
 		pthread_mutex_lock(&st->lock);
@@ -550,10 +617,10 @@ int store_open(const char *dir, const struct store_config *cfg,
 		rc = -errno;
 		goto fail;
 	}
-	remove_tree(st->dirfd, STAGING_DIR);
 	rc = mkdir_open(st->dirfd, STAGING_DIR);
 	if (rc < 0)
 		goto fail;
+	empty_dir(rc);
 	close(rc);
 	st->tenantsfd = mkdir_open(st->dirfd, TENANTS_DIR);
 	if (st->tenantsfd < 0) {
@@ -562,12 +629,17 @@ int store_open(const char *dir, const struct store_config *cfg,
 	}
 	rc = load_tenants(st);
 	if (!rc)
+		store_reserve_keep(st, st->reserve_used);
+	if (!rc)
 		rc = store_sealer_start(st);
 	if (rc)
 		goto fail;
 	*out = st;
 	return 0;
 fail:
+	/* what recovery left of the reserve is kept for the next try */
+	if (st->reserve_used)
+		store_reserve_keep(st, true);
 	store_close(st);
 	return rc;
 }

@@ -54,6 +54,11 @@ struct store_config {
 	/* A fetched copy is flushed, and its row says present, this long
 	 * after its restore (or at close); see store_seg_queue_restored(). */
 	int64_t restore_flush_ns;
+	/* Nothing will be written through this store (a read-only mount
+	 * without a remote): it keeps no reserve, and a tenant whose
+	 * recovery finds the disk full is recovered in a copy of its index
+	 * in memory, so that its data can still be read. */
+	bool read_only;
 };
 
 /* Fills in the documented defaults: 64 MiB, 1 h, 1 MiB, no sync, lines,

@@ -6,7 +6,7 @@
  * own layer or lower ones, never higher, and no files call each other round
  * in a cycle (tests/check_layers.py checks both on the built objects):
  *
- *   1 leaves: util.c (store_util.h) hash.h ids.c
+ *   1 leaves: util.c (store_util.h) hash.h ids.c reserve.c
  *   2 segment files and the index: segment.c stream.c index.c
  *   3 journal and marks: journal.c mark.c dedup.c
  *   4 append, read, seal, replica: append.c read.c seal.c replica.c
@@ -251,10 +251,17 @@ struct store_tenant {
 	 * file, not yet to the index. */
 	int jfd;
 	char *jmap;		/* the journal file, mapped (journal.c) */
+	size_t jroom;		/* its bytes known allocated */
 	uint64_t jlen;
 	struct pending *pending;
 	size_t npending, pendcap;
-	int64_t pending_since;
+	uint64_t *removals;	/* streams removed, still in the index */
+	size_t nremovals, removalcap;
+	int64_t pending_since;	/* of the oldest pending row or removal */
+	/* The index is a copy in memory (a read-only store on a full disk,
+	 * store.c): nothing of it reaches the disk, nor does replay clear
+	 * the journal. */
+	bool index_in_memory;
 
 	/* The sealer's work (seal.c): closing segments (full, not sealed
 	 * yet) in roll order, and restored segments to make durable.  Their
@@ -287,6 +294,7 @@ struct store {
 	unsigned fetch_users;		/* callers inside either; by lock */
 	pthread_cond_t fetch_idle;	/* fetch_users reached 0 */
 	unsigned long fd_budget;	/* segment files kept open, at most */
+	bool reserve_used;		/* released for recovery (store_open) */
 	_Atomic unsigned long open_fds;
 	_Atomic unsigned long seg_maps;	/* windows mapped (seg_write) */
 	/* store_get_counters()'s, relaxed atomics: append.c and fsync.c
@@ -354,9 +362,25 @@ void store_log(int prio, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what);
 
+/* ---- reserve.c: room kept for recovery on a full disk ---- */
+
+#define STORE_RESERVE_FILE "reserve"
+#define STORE_RESERVE_BYTES (4ull << 20)
+
+/* Allocates what the reserve lacks, when the disk has that much free and
+ * the reserve's size besides; GRAB: whatever is free, up to its size.
+ * Never on a read-only store.  The sealer's, or store_open()'s before the
+ * sealer starts. */
+void store_reserve_keep(struct store *st, bool grab);
+/* Removes the reserve; whether there was one to free. */
+bool store_reserve_release(struct store *st);
+
 /* ---- index.c: the tenant's SQLite database ---- */
 
 int store_index_open(struct store_tenant *t, bool create);
+/* Opens the index at PATH for reading alone, needing no room on the disk
+ * (verify, and a read-only store's copy in memory); an SQLite code. */
+int store_index_open_reader(const char *path, sqlite3 **out);
 void store_index_close(struct store_tenant *t);
 /* Begins a transaction; store_journal_begin() flushes the journal first. */
 int store_index_begin(struct store_tenant *t);
@@ -429,6 +453,7 @@ int store_index_set_full_sync(struct store_tenant *t, bool full);
 
 #define JOURNAL_FILE "journal"
 #define JREC_HAS_IDS 1u
+#define JREC_REMOVE 2u		/* the stream is removed; no batch */
 
 /* One record of the journal file: a batch, as appended. */
 struct jrec {
@@ -464,6 +489,17 @@ void store_journal_close(struct store_tenant *t);
  * writing. */
 int store_journal_append(struct store_tenant *t, struct stream *s, struct seg *g,
 			 const struct pending *p, bool has_ids);
+/* Records that S is removed, in the journal, with no room on the disk
+ * needed; the index forgets it at the next flush, or at the next open's
+ * replay.  T's lock held for writing, as for the next. */
+int store_journal_remove(struct store_tenant *t, struct stream *s);
+/* After store_journal_remove(S), when the flush that followed failed: makes
+ * the record durable, so that S's files may go before the index forgets
+ * it, and drops S's pending rows.  On failure the removal is undone. */
+int store_journal_remove_wait(struct store_tenant *t, struct stream *s);
+/* Allocates the journal's first blocks ahead (at open, after replay), so
+ * that removals find room in it on a full disk later. */
+int store_journal_prepare(struct store_tenant *t);
 /* Whether enough is pending, or for long enough, to flush now. */
 bool store_journal_due(const struct store_tenant *t, int64_t now);
 /* Flushes the journal's pending rows, then begins a transaction: the

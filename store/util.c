@@ -95,6 +95,10 @@ int store_errno_from_sqlite(sqlite3 *db, int rc, const char *what)
 	case SQLITE_AUTH:
 		err = EACCES;
 		break;
+	case SQLITE_IOERR:
+		/* a full disk also fails growing the -shm file, as an I/O error */
+		err = db && sqlite3_system_errno(db) == ENOSPC ? ENOSPC : EIO;
+		break;
 	default:
 		err = EIO;
 		break;
