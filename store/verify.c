@@ -492,6 +492,7 @@ static int verify_tenant(struct verify *v, const char *path)
 	    asprintf(&snap, "%s/" SNAP_DIR, path) < 0) {
 		free(db);
 		free(seg);
+		free(snap);
 		return -ENOMEM;
 	}
 	/* W_OK: SQLite reads a WAL index through an index.db-shm it makes */
@@ -503,6 +504,7 @@ static int verify_tenant(struct verify *v, const char *path)
 	if (rc) {
 		free(db);
 		free(seg);
+		free(snap);
 		return rc;
 	}
 	v->segfd = open(seg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
