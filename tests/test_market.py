@@ -1,0 +1,187 @@
+"""examples/market: gen, trades and orderbook against a real mount, each
+checked against a reference this file computes itself from the raw
+events (its own bar arithmetic and its own order book replay, not the
+examples' code)."""
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from collections import OrderedDict
+
+import pytest
+
+from util import REPO, getxattr, read, wait_until
+
+MARKET = REPO / "examples" / "market"
+PY = "/usr/bin/python3"
+START = "2026-11-22T09:30:00Z"
+
+
+def run(prog, tenant, *args, check=True, timeout=120):
+    r = subprocess.run([PY, str(MARKET / prog), "-T", str(tenant)] + [str(a) for a in args],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError("%s %s exited %d\n%s%s" % (prog, " ".join(map(str, args)),
+                                                       r.returncode, r.stdout, r.stderr))
+    return r
+
+
+def gen(tenant, count, seed=7, *extra):
+    run("gen", tenant, "--count", count, "--seed", seed, "--start", START, *extra)
+
+
+def events(path):
+    return [json.loads(x) for x in read(path).splitlines()]
+
+
+def version(path):
+    return int(getxattr(path, "streamfs.version"))
+
+
+def iso(ns):
+    s, f = divmod(ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + ".%09dZ" % f
+
+
+# ------------------------------------------------------------------ references
+
+def cents(p):
+    return int(round(p * 100))
+
+
+def ref_bars(trades):
+    """Every bar but the open (last) minute's, in (minute, symbol) order."""
+    groups = OrderedDict()
+    for v, t in enumerate(trades, 1):
+        ts = t["ts"]
+        minute = ts[:16] + ":00Z"
+        groups.setdefault(minute, {}).setdefault(t["symbol"], []).append((v, t))
+    minutes = list(groups)
+    out = []
+    for i, minute in enumerate(minutes[:-1]):
+        nxt = groups[minutes[i + 1]]
+        next_v = min(v for lst in nxt.values() for v, _ in lst)
+        for sym in sorted(groups[minute]):
+            ts = [t for _, t in groups[minute][sym]]
+            px = [cents(t["price"]) for t in ts]
+            vol = sum(t["qty"] for t in ts)
+            out.append({"id": "%s:%sZ" % (sym, minute[:16]), "symbol": sym, "minute": minute,
+                        "open": px[0] / 100, "high": max(px) / 100, "low": min(px) / 100,
+                        "close": px[-1] / 100, "volume": vol,
+                        "vwap": round(sum(p * t["qty"] for p, t in zip(px, ts)) / vol / 100, 4),
+                        "trades": len(ts), "next": next_v})
+    return out, minutes[-1], groups[minutes[-1]]
+
+
+def ref_book(orders):
+    """The books after ORDERS, by replaying them: {"version", "books"} as
+    `orderbook at --json --orders` prints it."""
+    book = {}           # order -> [symbol, side, cents, qty, priority]
+    prio = 0
+    for ev in orders:
+        o = ev["order"]
+        if ev["type"] == "add":
+            prio += 1
+            book[o] = [ev["symbol"], ev["side"], cents(ev["price"]), ev["qty"], prio]
+        elif ev["type"] == "cancel":
+            del book[o]
+        elif ev["type"] == "fill":
+            book[o][3] -= ev["qty"]
+            assert book[o][3] >= 0
+            if book[o][3] == 0:
+                del book[o]
+        elif ev["type"] == "modify":
+            r = book[o]
+            if cents(ev["price"]) != r[2] or ev["qty"] > r[3]:
+                prio += 1
+                r[4] = prio
+            r[2], r[3] = cents(ev["price"]), ev["qty"]
+    books = {}
+    for o, (sym, side, c, q, p) in book.items():
+        books.setdefault(sym, {"buy": {}, "sell": {}})[side].setdefault(c, []).append((p, o, q))
+    out = {}
+    for sym in sorted(books):
+        out[sym] = {}
+        for side, name, rev in (("buy", "bids", True), ("sell", "asks", False)):
+            out[sym][name] = [[c / 100, sum(q for _, _, q in lv), [[o, q] for _, o, q in sorted(lv)]]
+                              for c, lv in sorted(books[sym][side].items(), reverse=rev)]
+    return {"version": len(orders), "books": out}
+
+
+# ------------------------------------------------------------------ tests
+
+@pytest.mark.parametrize("prog", ["gen", "trades", "orderbook"])
+def test_help(prog):
+    r = subprocess.run([PY, str(MARKET / prog), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and ("usage: " + prog) in r.stdout
+
+
+@pytest.mark.timeout(600)
+def test_gen_trades_bars_match_reference(mount):
+    m = mount()
+    t = m.path("mkt")
+    os.mkdir(t)
+    gen(t, 4000, 7, "--tick", "0.1")
+    trades = events(t / "trades")
+    orders = events(t / "orders")
+    assert len(orders) >= 4000 and len(trades) > 200
+    assert {o["type"] for o in orders} == {"add", "modify", "cancel", "fill"}
+    assert len({x["id"] for x in orders + trades}) == len(orders) + len(trades)
+    fills = [o for o in orders if o["type"] == "fill"]
+    assert [(f["trade"], f["price"], f["qty"]) for f in fills] == \
+        [(x["id"], x["price"], x["qty"]) for x in trades]
+    # Deterministic: the same seed again adds nothing (same ids, skipped).
+    gen(t, 4000, 7, "--tick", "0.1")
+    assert version(t / "orders") == len(orders)
+
+    run("trades", t, "run", "--once")
+    want, open_minute, open_trades = ref_bars(trades)
+    assert len(want) > 10
+    assert events(t / "bars-1m") == want
+
+    # `at` answers from the bars, for closed minutes and the open one.
+    for bar in (want[0], want[len(want) // 2], want[-1]):
+        r = run("trades", t, "at", bar["minute"][:17] + "31.5Z", bar["symbol"], "--json")
+        assert json.loads(r.stdout) == bar
+    sym = sorted(open_trades)[0]
+    r = run("trades", t, "at", open_minute, sym, "--json")
+    got = json.loads(r.stdout)
+    assert got["final"] is False and got["trades"] == len(open_trades[sym])
+    assert got["volume"] == sum(x["qty"] for _, x in open_trades[sym])
+    r = run("trades", t, "at", "2026-11-22T09:00:00Z", "AAPL", check=False)
+    assert r.returncode == 1 and "no trades" in r.stderr
+    r = run("trades", t, "at", "10:00", "AAPL", check=False)
+    assert r.returncode == 2
+
+
+@pytest.mark.timeout(600)
+def test_trades_restarted_never_duplicates_a_bar(mount):
+    m = mount()
+    t = m.path("mkt")
+    os.mkdir(t)
+    gen(t, 1500, 9, "--tick", "0.1")
+    run("trades", t, "run", "--once")
+    first = events(t / "bars-1m")
+    assert first
+    # Killed while following, mid-stream, then restarted.
+    p = subprocess.Popen([PY, str(MARKET / "trades"), "-T", str(t), "run"],
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        gen(t, 3000, 9, "--tick", "0.1", "--batch", "50")
+        wait_until(lambda: version(t / "bars-1m") > len(first), timeout=60)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    gen(t, 5000, 9, "--tick", "0.1")
+    run("trades", t, "run", "--once")
+    # A second instance, from the first trade: all its bars are there already.
+    n = version(t / "bars-1m")
+    run("trades", t, "run", "--once", "--from", "1")
+    assert version(t / "bars-1m") == n
+    bars = events(t / "bars-1m")
+    assert len({b["id"] for b in bars}) == len(bars)
+    assert bars == ref_bars(events(t / "trades"))[0]
