@@ -1,12 +1,15 @@
 /*
  * Open files: streams (append-only writes, partial lines held per open file
- * description) and views (read-only, optionally following the end).
+ * description), views (read-only, optionally following the end) and
+ * snapshots (S@snap=V: written once by the description that created it,
+ * committed at its first flush, read-only afterwards).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fs_int.h"
 
@@ -55,6 +58,9 @@ void fs_file_free(struct fs *fs, struct fs_file *fh)
 		fs_node_unref(fs, fh->stream);
 	if (fh->node)
 		fs_node_unref(fs, fh->node);
+	if (fh->snap_fd >= 0)
+		close(fh->snap_fd);
+	store_snapshot_abort(fh->snap_w);
 	fs_mutex_destroy(&fh->lock);
 	free(fh->held);
 	free(fh);
@@ -97,10 +103,15 @@ static int open_view(struct fs *fs, struct fs_node *n, int flags,
 	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
 		return -EROFS;
 
-	rc = fs_view_base(n, &base, NULL);
+	if (n->sel.snap) {
+		rc = fs_view_open_snap(n, fh);
+	} else {
+		rc = fs_view_base(n, &base, NULL);
+		if (!rc)
+			atomic_store(&fh->base, base);
+	}
 	if (rc)
 		return rc;
-	atomic_store(&fh->base, base);
 	rc = fs_node_get(fs, FS_STREAM, n->t, n->id, NULL, NULL, false,
 			 &fh->stream);
 	if (rc)
@@ -111,8 +122,39 @@ static int open_view(struct fs *fs, struct fs_node *n, int flags,
 	return 0;
 }
 
-int fs_file_open(struct fs *fs, struct fs_node *n,
-		 struct fuse_file_info *fi, struct fs_file **out)
+/* A snapshot exists once it can be looked up, and never changes. */
+static int open_snap(struct fs_node *n, int flags, struct fs_file *fh,
+		     struct fuse_file_info *fi)
+{
+	struct store_snapshot snap;
+	int rc;
+
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+		return -EEXIST;
+	rc = store_snapshot_get(n->t, n->id, n->sel.n, &snap);
+	if (!rc)
+		rc = store_snapshot_open(n->t, n->id, n->sel.n, &fh->snap_fd);
+	if (rc)
+		return rc;
+	fh->snap_len = snap.length;
+	fi->keep_cache = 1;
+	return 0;
+}
+
+/* The description of the snapshot being created (fs_snap_create()). */
+static int open_new_snap(struct fs *fs, struct fs_node *n, int flags,
+			 struct fs_file *fh, struct fuse_file_info *fi)
+{
+	if ((flags & O_ACCMODE) == O_RDONLY)
+		return -EINVAL;	/* nothing to store */
+	fh->writable = true;
+	fi->direct_io = 1;
+	return store_snapshot_begin(n->t, n->id, n->sel.n, fs->opts->max_snapshot,
+				    &fh->snap_w);
+}
+
+static int file_open(struct fs *fs, struct fs_node *n, struct fuse_file_info *fi,
+		     bool create, struct fs_file **out)
 {
 	struct fs_file *fh;
 	int rc;
@@ -125,8 +167,13 @@ int fs_file_open(struct fs *fs, struct fs_node *n,
 	fs_mutex_init(&fh->lock, FS_LOCK_FILE);
 	fs_node_ref(fs, n);
 	fh->node = n;
+	fh->snap_fd = -1;
 	if (n->kind == FS_STREAM)
 		rc = open_stream(fs, n, fi->flags, fh, fi);
+	else if (n->kind == FS_SNAP && create)
+		rc = open_new_snap(fs, n, fi->flags, fh, fi);
+	else if (n->kind == FS_SNAP)
+		rc = open_snap(n, fi->flags, fh, fi);
 	else
 		rc = open_view(fs, n, fi->flags, fh, fi);
 	if (rc) {
@@ -136,6 +183,33 @@ int fs_file_open(struct fs *fs, struct fs_node *n,
 	file_link(fs, fh);
 	*out = fh;
 	return 0;
+}
+
+int fs_file_open(struct fs *fs, struct fs_node *n,
+		 struct fuse_file_info *fi, struct fs_file **out)
+{
+	return file_open(fs, n, fi, false, out);
+}
+
+int fs_snap_create(struct fs *fs, struct fs_node *n, struct fuse_file_info *fi,
+		   struct fs_file **out)
+{
+	if (fs->opts->ro)
+		return -EROFS;
+	return file_open(fs, n, fi, true, out);
+}
+
+/* Commits the snapshot FH created, once.  Called with fh->lock held. */
+static int commit_snap(struct fs_file *fh)
+{
+	int rc;
+
+	fs_assert_held(&fh->lock);
+	if (!fh->snap_w)
+		return 0;
+	rc = store_snapshot_commit(fh->snap_w);
+	fh->snap_w = NULL;
+	return rc;
 }
 
 static int commit_held(struct fs_file *fh);
@@ -150,10 +224,12 @@ void fs_files_release(struct fs *fs)
 
 		fs_mutex_lock(&fh->lock);
 		rc = commit_held(fh);
+		if (!rc)
+			rc = commit_snap(fh);
 		fs_mutex_unlock(&fh->lock);
 		if (rc)
-			fprintf(stderr, "streamfs: partial line lost at "
-				"unmount: %s\n", strerror(-rc));
+			fprintf(stderr, "streamfs: partial line or snapshot lost"
+				" at unmount: %s\n", strerror(-rc));
 		fs_file_free(fs, fh);
 	}
 }
@@ -206,6 +282,8 @@ void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fs_mutex_lock(&fh->lock);
 	rc = commit_held(fh);
 	if (!rc)
+		rc = commit_snap(fh);
+	if (!rc)
 		rc = fh->error;
 	fh->error = 0;
 	fh->dropping = false;	/* a line dropped ends here as a held one would */
@@ -223,10 +301,12 @@ void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	(void)ino;
 	fs_mutex_lock(&fh->lock);
 	rc = commit_held(fh);
+	if (!rc)
+		rc = commit_snap(fh);
 	fs_mutex_unlock(&fh->lock);
 	if (rc)
-		fprintf(stderr, "streamfs: partial line lost at release: %s\n",
-			strerror(-rc));
+		fprintf(stderr, "streamfs: partial line or snapshot lost at"
+			" release: %s\n", strerror(-rc));
 	fs_inval_wait(fs);
 	fs_file_free(fs, fh);
 	fuse_reply_err(req, 0);
@@ -240,8 +320,11 @@ void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	int rc;
 
 	(void)datasync;
-	rc = store_sync_stream(n->t, n->id);
+	/* A snapshot's writer is the description's: under its lock. */
+	rc = n->kind == FS_SNAP ? 0 : store_sync_stream(n->t, n->id);
 	fs_mutex_lock(&fh->lock);
+	if (!rc && fh->snap_w)
+		rc = store_snapshot_sync(fh->snap_w);
 	if (!rc)
 		rc = fh->error;
 	fh->error = 0;
@@ -322,6 +405,35 @@ static void read_reply(fuse_req_t req, struct fs_node *n, size_t size,
 		fuse_reply_err(req, (int)-got);
 }
 
+/* Answers a read at OFF of a snapshot, or of a snapshot view at an OFF in
+ * its snapshot: straight from the blob's file when the bytes lie in it,
+ * else through a buffer (the blob's end, then events). */
+static void snap_read_reply(fuse_req_t req, struct fs_file *fh, size_t size,
+			    uint64_t off)
+{
+	struct piece_reply r = { .req = req };
+	uint64_t base = atomic_load(&fh->base);
+	ssize_t got;
+	void *buf;
+
+	if (fh->node->kind == FS_SNAP && off >= fh->snap_len) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (fh->node->kind == FS_SNAP && size > fh->snap_len - off)
+		size = (size_t)(fh->snap_len - off);
+	if (size <= fh->snap_len - off) {
+		reply_piece(fh->snap_fd, off, size, &r);
+		return;
+	}
+	buf = fs_read_buffer(size);
+	got = buf ? fs_view_read(fh, base, buf, size, off) : -ENOMEM;
+	if (got < 0)
+		fuse_reply_err(req, (int)-got);
+	else
+		fuse_reply_buf(req, buf, (size_t)got);
+}
+
 void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	     struct fuse_file_info *fi)
 {
@@ -332,6 +444,10 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	uint64_t base = 0;
 	ssize_t got;
 
+	if (n->kind == FS_SNAP || (fh->snap_len && (uint64_t)off < fh->snap_len)) {
+		snap_read_reply(req, fh, size, (uint64_t)off);
+		return;
+	}
 	if (!fh->follow) {
 		got = n->kind == FS_VIEW ? fs_file_base(fh, &base, NULL) : 0;
 		if (got < 0)
@@ -339,7 +455,8 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		else if (base == FS_BASE_PENDING)
 			fuse_reply_buf(req, NULL, 0);	/* starts past the end */
 		else
-			read_reply(req, n, size, base + (uint64_t)off);
+			read_reply(req, n, size,
+				   fs_file_stream_off(fh, base, (uint64_t)off));
 		return;
 	}
 	w = calloc(1, sizeof(*w));
@@ -556,6 +673,18 @@ void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 	struct fs_file *fh = file_of(fi);
 	ssize_t rc;
 
+	if (fs_node_of(ino)->kind == FS_SNAP) {
+		fs_mutex_lock(&fh->lock);
+		rc = fh->snap_w ? store_snapshot_write(fh->snap_w, buf, size,
+						       (uint64_t)off)
+				: -EBADF;	/* committed: closed */
+		fs_mutex_unlock(&fh->lock);
+		if (rc < 0)
+			fuse_reply_err(req, (int)-rc);
+		else
+			fuse_reply_write(req, (size_t)rc);
+		return;
+	}
 	if (fs_node_of(ino)->kind != FS_STREAM || !fh->writable) {
 		fuse_reply_err(req, fs_node_of(ino)->kind == FS_VIEW ? EROFS : EBADF);
 		return;

@@ -273,7 +273,8 @@ static enum park_result park(struct fs *fs, struct fs_wait *w, bool check)
 	struct fs_node *n = w->fh->stream;
 	uint64_t base = atomic_load(&w->fh->base);
 	/* A pending base is tried again after any commit it did not see. */
-	uint64_t want = base == FS_BASE_PENDING ? w->seen : base + w->off;
+	uint64_t want = base == FS_BASE_PENDING ? w->seen
+						: fs_file_stream_off(w->fh, base, w->off);
 	int answer = -1;
 	/* Over io_uring, Linux (6.18 still) sends no FUSE_INTERRUPT for a
 	 * signal that comes between a request's hand-over to a ring entry and
@@ -336,6 +337,8 @@ void fs_wait_answer(struct fs *fs, struct fs_wait *w)
 			got = rc;
 		else if (base == FS_BASE_PENDING)
 			got = 0;	/* starts past the end: nothing yet */
+		else if (fh->snap_len)
+			got = fs_view_read(fh, base, buf, w->size, w->off);
 		else
 			got = store_read(n->t, n->id, buf, w->size,
 					 base + w->off);
@@ -376,7 +379,7 @@ static struct fs_wait *detach_ready(struct fs *fs, struct fs_node *n,
 
 		/* A pending base may resolve with any commit. */
 		if (size != UINT64_MAX && base != FS_BASE_PENDING &&
-		    base + w->off >= size)
+		    fs_file_stream_off(w->fh, base, w->off) >= size)
 			continue;
 		wait_unlink(fs, n, w);
 		w->state = WAIT_DONE;

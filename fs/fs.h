@@ -31,6 +31,7 @@ struct fs_opts {
 	char *sync_str;		/* owned; "none" or "always" */
 	char *roll_str, *roll_size_str, *max_event_str;	/* owned */
 	char *cache_size_str, *poll_str;	/* owned */
+	char *max_snapshot_str;	/* owned */
 	char *ca_file;		/* owned; extra CA bundle for https/s3 */
 	char *metrics;		/* owned; metrics=ADDR:PORT or NULL */
 	int query_slash_raw;	/* s3: see remote/backend.h */
@@ -47,6 +48,7 @@ struct fs_opts {
 	/* Parsed values, filled by fs_opts_parse(). */
 	struct store_config store;
 	uint64_t cache_size;	/* 0: unbounded */
+	uint64_t max_snapshot;	/* largest snapshot blob (default 64 MiB) */
 	int64_t poll_ns;
 	bool replica;		/* remote= with ro: an analysis host */
 	struct sockaddr_storage metrics_addr;	/* metrics= parsed */

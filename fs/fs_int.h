@@ -43,7 +43,8 @@
 
 #define FS_WARN_UNUSED __attribute__((warn_unused_result))
 
-enum fs_kind { FS_ROOT, FS_TENANT, FS_STREAM, FS_VIEW };
+/* FS_SNAP: a snapshot, S@snap=V. */
+enum fs_kind { FS_ROOT, FS_TENANT, FS_STREAM, FS_VIEW, FS_SNAP };
 
 enum fs_sel_kind { SEL_VERSION, SEL_LAST, SEL_END, SEL_TIME };
 
@@ -52,6 +53,7 @@ struct fs_sel {
 	uint64_t n;		/* version or count */
 	int64_t time_ns;
 	bool follow;
+	bool snap;		/* ",snap": a snapshot first (view.c) */
 };
 
 struct fs_wait;
@@ -62,8 +64,8 @@ struct fs_node {
 	enum fs_kind kind;
 	struct store_tenant *t;	/* borrowed from the store; NULL for root */
 	uint64_t id;		/* stream id (streams and views) */
-	char *sel_name;		/* owned; view selector text */
-	struct fs_sel sel;
+	char *sel_name;		/* owned; view selector text, or "snap=V" */
+	struct fs_sel sel;	/* FS_SNAP: n is the version */
 
 	uint64_t nlookup;	/* protected by fs->lock */
 	uint64_t refs;		/* open files and views; protected by fs->lock */
@@ -101,6 +103,13 @@ struct fs_file {
 	 * wake-up until it is known, then fixed. */
 	_Atomic uint64_t base;
 	bool follow;
+	/* Snapshot views and snapshots opened for reading: the blob (its
+	 * descriptor, -1 when none, and length), set at open. */
+	int snap_fd;
+	uint64_t snap_len;
+	/* A snapshot created by this description, until its commit at the
+	 * first flush (then NULL).  Protected by lock. */
+	struct store_snap_writer *snap_w;
 	struct fs_file *next, *prev;	/* fs->files; protected by fs->lock */
 };
 
@@ -292,6 +301,9 @@ char *fs_status_json(const struct fs_status *st);
 int fs_file_open(struct fs *fs, struct fs_node *n, struct fuse_file_info *fi,
 		 struct fs_file **out) FS_WARN_UNUSED;
 void fs_file_free(struct fs *fs, struct fs_file *fh);
+/* Opens node N of S@snap=V, just made by create, to write the snapshot. */
+int fs_snap_create(struct fs *fs, struct fs_node *n, struct fuse_file_info *fi,
+		   struct fs_file **out) FS_WARN_UNUSED;
 void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	     struct fuse_file_info *fi);
@@ -333,6 +345,19 @@ int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
 	FS_WARN_UNUSED;
 /* Attributes of view N (OUT A): its stream's, with the view's size. */
 int fs_view_stat(struct fs_node *n, struct store_attr *a) FS_WARN_UNUSED;
+/* "snap=V" (the name of S@snap=V after '@'): *version (OUT). */
+int fs_snap_name_parse(const char *s, uint64_t *version) FS_WARN_UNUSED;
+/* Opens the snapshot a ",snap" view N starts with now, if any, into FH
+ * (snap_fd, snap_len, base). */
+int fs_view_open_snap(struct fs_node *n, struct fs_file *fh) FS_WARN_UNUSED;
+/* The stream offset of view offset OFF of FH, whose base is BASE (BASE
+ * itself inside the snapshot). */
+uint64_t fs_file_stream_off(const struct fs_file *fh, uint64_t base,
+			    uint64_t off);
+/* Reads up to SIZE bytes of FH's view at OFF (snapshot, then events), BASE
+ * resolved: the count (short only at the end) or -errno. */
+ssize_t fs_view_read(struct fs_file *fh, uint64_t base, char *buf, size_t size,
+		     uint64_t off);
 /* FH's view base, resolving it if still pending (may stay pending).
  * *size (OUT, may be NULL) as above; 0 when already resolved. */
 int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)

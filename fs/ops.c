@@ -56,7 +56,7 @@ static void fill_stat(struct fs *fs, struct fs_node *n,
 		return;
 	}
 	st->st_mode = S_IFREG | (a->mode & 07777);
-	if (n->kind == FS_VIEW)
+	if (n->kind == FS_VIEW || n->kind == FS_SNAP)
 		st->st_mode &= ~(mode_t)0222;
 	st->st_nlink = 1;
 	st->st_blksize = stream_io_size(fs, a);
@@ -64,7 +64,39 @@ static void fill_stat(struct fs *fs, struct fs_node *n,
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 }
 
-static int stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
+/* A snapshot: its stream's owner and mode, its own size and commit time.
+ * FH, when given, may be the description writing it (its bytes so far). */
+static int snap_stat(struct fs_node *n, struct fs_file *fh, struct store_attr *a)
+{
+	struct store_snapshot snap;
+	int rc = store_stream_stat(n->t, n->id, a);
+
+	if (rc)
+		return rc;
+	rc = store_snapshot_get(n->t, n->id, n->sel.n, &snap);
+	if (!rc) {
+		a->size = snap.length;
+		a->mtime = a->ctime = (struct timespec){
+			.tv_sec = snap.time_ns / 1000000000,
+			.tv_nsec = snap.time_ns % 1000000000,
+		};
+		return 0;
+	}
+	if (rc != -ENOENT || !fh)
+		return rc;
+	fs_mutex_lock(&fh->lock);
+	if (fh->snap_w) {
+		a->size = store_snapshot_written(fh->snap_w);
+		rc = 0;
+	}	/* else its commit failed: -ENOENT */
+	fs_mutex_unlock(&fh->lock);
+	if (!rc)
+		a->mtime = a->ctime = a->atime;
+	return rc;
+}
+
+static int stat_node_fh(struct fs *fs, struct fs_node *n, struct fs_file *fh,
+			struct stat *st)
 {
 	struct store_attr a;
 	int rc;
@@ -87,6 +119,9 @@ static int stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 	case FS_VIEW:
 		rc = fs_view_stat(n, &a);
 		break;
+	case FS_SNAP:
+		rc = snap_stat(n, fh, &a);
+		break;
 	default:
 		return -EIO;
 	}
@@ -96,16 +131,29 @@ static int stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
 	return 0;
 }
 
-/* The entry the kernel gets for N: inode, timeouts and attributes (OUT). */
-static int entry_of(struct fs *fs, struct fs_node *n,
-		    struct fuse_entry_param *e)
+static int stat_node(struct fs *fs, struct fs_node *n, struct stat *st)
+{
+	return stat_node_fh(fs, n, NULL, st);
+}
+
+/* The entry the kernel gets for N: inode, timeouts and attributes (OUT);
+ * FH: a description open on N, or NULL. */
+static int entry_of_fh(struct fs *fs, struct fs_node *n, struct fs_file *fh,
+		       struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = fs_ino_of(n);
 	e->generation = 1;
 	e->attr_timeout = 0;	/* sizes move: never cached (docs/CACHING.md) */
-	e->entry_timeout = n->kind == FS_VIEW ? 0 : ENTRY_TIMEOUT;
-	return stat_node(fs, n, &e->attr);
+	e->entry_timeout = n->kind == FS_VIEW || n->kind == FS_SNAP ? 0
+								     : ENTRY_TIMEOUT;
+	return stat_node_fh(fs, n, fh, &e->attr);
+}
+
+static int entry_of(struct fs *fs, struct fs_node *n,
+		    struct fuse_entry_param *e)
+{
+	return entry_of_fh(fs, n, NULL, e);
 }
 
 /* Replies with an entry for N, consuming the lookup taken on it. */
@@ -134,6 +182,29 @@ static int lookup_tenant(struct fs *fs, const char *name, struct fs_node **out)
 	return fs_node_get(fs, FS_TENANT, t, 0, NULL, NULL, true, out);
 }
 
+/* S@snap=V: a node when S has that snapshot (CREATE: whether or not). */
+static int snap_node(struct fs *fs, struct store_tenant *t, const char *stream,
+		     const char *sel_name, uint64_t version, bool create,
+		     struct fs_node **out)
+{
+	struct store_snapshot snap;
+	struct fs_sel sel = { .n = version };
+	uint64_t id;
+	int rc = store_stream_lookup(t, stream, &id);
+
+	if (!rc && !create)
+		rc = store_snapshot_get(t, id, version, &snap);
+	if (rc)
+		return rc;
+	return fs_node_get(fs, FS_SNAP, t, id, sel_name, &sel, true, out);
+}
+
+static int lookup_snap(struct fs *fs, struct store_tenant *t, const char *stream,
+		       const char *sel_name, uint64_t version, struct fs_node **out)
+{
+	return snap_node(fs, t, stream, sel_name, version, false, out);
+}
+
 static int lookup_stream(struct fs *fs, struct store_tenant *t,
 			 const char *name, struct fs_node **out)
 {
@@ -149,10 +220,14 @@ static int lookup_stream(struct fs *fs, struct store_tenant *t,
 			return rc;
 		return fs_node_get(fs, FS_STREAM, t, id, NULL, NULL, true, out);
 	}
-	if ((size_t)(at - name) > STORE_NAME_MAX || fs_sel_parse(at + 1, &sel))
+	if ((size_t)(at - name) > STORE_NAME_MAX)
 		return -ENOENT;
 	memcpy(stream, name, (size_t)(at - name));
 	stream[at - name] = '\0';
+	if (!fs_snap_name_parse(at + 1, &sel.n))
+		return lookup_snap(fs, t, stream, at + 1, sel.n, out);
+	if (fs_sel_parse(at + 1, &sel))
+		return -ENOENT;
 	rc = store_stream_lookup(t, stream, &id);
 	if (rc)
 		return rc;
@@ -199,9 +274,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct stat st;
-	int rc = stat_node(req_fs(req), fs_node_of(ino), &st);
+	struct fs_file *fh = fi ? (struct fs_file *)(uintptr_t)fi->fh : NULL;
+	int rc = stat_node_fh(req_fs(req), fs_node_of(ino), fh, &st);
 
-	(void)fi;
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -222,7 +297,7 @@ static int setattr_size(struct fs_node *n, off_t size)
 	struct store_attr a;
 	int rc;
 
-	if (n->kind == FS_VIEW)
+	if (n->kind == FS_VIEW || n->kind == FS_SNAP)
 		return -EROFS;
 	if (n->kind != FS_STREAM)
 		return -EISDIR;
@@ -299,6 +374,7 @@ static int do_setattr(struct fs *fs, struct fs_node *n, struct stat *in,
 	case FS_STREAM:
 		return store_stream_setattr(n->t, n->id, &a, mask);
 	case FS_VIEW:
+	case FS_SNAP:
 		return -EROFS;
 	default:
 		return -EPERM;
@@ -399,7 +475,29 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 	reply_entry(req, n);
 }
 
-/* Creates the stream and opens it (file.c). */
+/* S@snap=V: the node of the snapshot to write, opened by
+ * fs_snap_create() (file.c).  -EINVAL for any other name with '@'. */
+static int create_snap(struct fs *fs, struct fs_node *p, const char *name,
+		       struct fs_node **out)
+{
+	char stream[STORE_NAME_MAX + 1];
+	const char *at = strchr(name, '@');
+	uint64_t version;
+	int rc = check_writable(fs);
+
+	if (rc)
+		return rc;
+	if (p->kind != FS_TENANT)
+		return -EPERM;
+	if ((size_t)(at - name) > STORE_NAME_MAX ||
+	    fs_snap_name_parse(at + 1, &version))
+		return -EINVAL;
+	memcpy(stream, name, (size_t)(at - name));
+	stream[at - name] = '\0';
+	return snap_node(fs, p->t, stream, at + 1, version, true, out);
+}
+
+/* Creates the stream, or a snapshot, and opens it (file.c). */
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
@@ -407,16 +505,25 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fuse_entry_param e;
 	struct fs_node *n;
 	struct fs_file *fh = NULL;
-	int rc = create_stream(fs, req, fs_node_of(parent), name, mode, &n);
+	bool snap = strchr(name, '@') != NULL;
+	int rc = snap ? create_snap(fs, fs_node_of(parent), name, &n)
+		      : create_stream(fs, req, fs_node_of(parent), name, mode, &n);
 
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	rc = entry_of(fs, n, &e);
-	if (!rc)
-		rc = fs_file_open(fs, n, fi, &fh);
+	if (snap) {
+		rc = fs_snap_create(fs, n, fi, &fh);
+		if (!rc)
+			rc = entry_of_fh(fs, n, fh, &e);
+	} else {
+		rc = entry_of(fs, n, &e);
+		if (!rc)
+			rc = fs_file_open(fs, n, fi, &fh);
+	}
 	if (rc) {
+		fs_file_free(fs, fh);
 		fs_node_forget(fs, n, 1);
 		fuse_reply_err(req, -rc);
 		return;
@@ -428,6 +535,30 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 }
 
+/* rm S@snap=V removes a snapshot; other views are not entries to delete. */
+static void unlink_snap(fuse_req_t req, struct fs *fs, struct fs_node *p,
+			const char *name)
+{
+	char stream[STORE_NAME_MAX + 1];
+	const char *at = strchr(name, '@');
+	uint64_t version, id;
+	int rc = 0;
+
+	if ((size_t)(at - name) > STORE_NAME_MAX ||
+	    fs_snap_name_parse(at + 1, &version))
+		rc = -EROFS;
+	if (!rc && fs->opts->nodelete)
+		rc = -EPERM;
+	if (!rc) {
+		memcpy(stream, name, (size_t)(at - name));
+		stream[at - name] = '\0';
+		rc = store_stream_lookup(p->t, stream, &id);
+	}
+	if (!rc)
+		rc = store_snapshot_remove(p->t, id, version);
+	fuse_reply_err(req, -rc);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = req_fs(req);
@@ -437,8 +568,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (!rc && p->kind != FS_TENANT)
 		rc = -EPERM;
-	if (!rc && strchr(name, '@'))
-		rc = -EROFS;	/* views are not entries to delete */
+	if (!rc && strchr(name, '@')) {
+		unlink_snap(req, fs, p, name);
+		return;
+	}
 	if (!rc && fs->opts->nodelete)
 		rc = -EPERM;
 	if (!rc)

@@ -32,6 +32,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("roll_size=%s", roll_size_str),
 	OPT_STR("max_event=%s", max_event_str),
 	OPT_STR("cache_size=%s", cache_size_str),
+	OPT_STR("max_snapshot=%s", max_snapshot_str),
 	OPT_STR("poll=%s", poll_str),
 	OPT_STR("ca_file=%s", ca_file),
 	OPT_STR("metrics=%s", metrics),
@@ -76,6 +77,7 @@ void fs_usage(const char *prog)
 	       "    -o framing=lines|raw   framing of new streams (default lines)\n"
 	       "    -o max_event=SIZE      largest event (default 1M; with framing=raw\n"
 	       "                           at most and by default 255 pages, 1020K)\n"
+	       "    -o max_snapshot=SIZE   largest snapshot, S@snap=V (default 64M)\n"
 	       "    -o sync=none|always    fsync every write (default none)\n"
 	       "    -o nodelete            refuse to delete streams (EPERM)\n"
 	       "    -o metrics=ADDR:PORT   serve Prometheus metrics at /metrics there\n"
@@ -253,6 +255,9 @@ static int parse_values(struct fs_opts *o)
 		rc = check_raw_max_event(o);
 	if (!rc && o->cache_size_str)
 		rc = parse_size("cache_size", o->cache_size_str, &o->cache_size);
+	if (!rc && o->max_snapshot_str)
+		rc = parse_size("max_snapshot", o->max_snapshot_str,
+				&o->max_snapshot);
 	if (!rc && o->poll_str)
 		rc = parse_duration("poll", o->poll_str, &o->poll_ns);
 	return rc;
@@ -447,6 +452,7 @@ int fs_opts_parse(struct fuse_args *args, struct fs_opts *o)
 
 	memset(o, 0, sizeof(*o));
 	store_config_default(&o->store);
+	o->max_snapshot = 64u << 20;
 	if (fuse_opt_parse(args, o, fs_opt_specs, opt_proc) == -1)
 		return -EINVAL;
 	if (o->show_help || o->show_version)
@@ -483,6 +489,7 @@ void fs_opts_release(struct fs_opts *o)
 	free(o->roll_size_str);
 	free(o->max_event_str);
 	free(o->cache_size_str);
+	free(o->max_snapshot_str);
 	free(o->poll_str);
 	free(o->ca_file);
 	free(o->metrics);

@@ -8,6 +8,12 @@
  * A view node keeps the selector; an open view keeps the stream offset of
  * its first byte (its base), fixed once known.  This file parses selectors
  * and finds bases; it calls only the store.
+ *
+ * With ",snap" (S@SEL,snap), a view starts with a snapshot: the newest one
+ * at a version before the first event SEL selects, chosen at open, then
+ * the events after that snapshot's version (base is their offset).  View
+ * offset O is byte O of the blob while O < snap_len, else stream offset
+ * base + O - snap_len.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -56,22 +62,41 @@ static int parse_count(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* Takes the words after the selector ("follow", "snap"; any order, each
+ * at most once) off the end of BUF (LEN bytes) into SEL.  Returns the
+ * selector's length. */
+static ssize_t take_words(char *buf, size_t len, struct fs_sel *sel)
+{
+	char *comma;
+
+	buf[len] = '\0';
+	while ((comma = strrchr(buf, ','))) {
+		const char *word = comma + 1;
+
+		if (strcmp(word, "follow") == 0 && !sel->follow)
+			sel->follow = true;
+		else if (strcmp(word, "snap") == 0 && !sel->snap)
+			sel->snap = true;
+		else
+			return -EINVAL;
+		*comma = '\0';
+	}
+	return (ssize_t)strlen(buf);
+}
+
 int fs_sel_parse(const char *s, struct fs_sel *sel)
 {
 	char buf[128];
 	size_t len = strlen(s);
-	const char *suffix = ",follow";
-	size_t slen = strlen(suffix);
+	ssize_t slen;
 
 	memset(sel, 0, sizeof(*sel));
-	if (len > slen && strcmp(s + len - slen, suffix) == 0) {
-		sel->follow = true;
-		len -= slen;
-	}
 	if (len == 0 || len >= sizeof(buf))
 		return -EINVAL;
 	memcpy(buf, s, len);
-	buf[len] = '\0';
+	slen = take_words(buf, len, sel);
+	if (slen <= 0)
+		return -EINVAL;
 	if (strcmp(buf, "end") == 0) {
 		sel->kind = SEL_END;
 		return 0;
@@ -86,6 +111,15 @@ int fs_sel_parse(const char *s, struct fs_sel *sel)
 	}
 	sel->kind = SEL_VERSION;
 	return parse_count(buf, &sel->n);
+}
+
+int fs_snap_name_parse(const char *s, uint64_t *version)
+{
+	static const char prefix[] = "snap=";
+
+	if (strncmp(s, prefix, sizeof(prefix) - 1) != 0)
+		return -EINVAL;
+	return parse_count(s + sizeof(prefix) - 1, version);
 }
 
 /* Stream offset where view N starts now, or FS_BASE_PENDING when its
@@ -123,6 +157,49 @@ static int view_base(const struct fs_node *n, const struct store_attr *a,
 	return -EINVAL;
 }
 
+/* The version of the first event view N selects now (A: its stream's
+ * attributes): past the end, version + 1. */
+static int first_version(const struct fs_node *n, const struct store_attr *a,
+			 uint64_t *first)
+{
+	switch (n->sel.kind) {
+	case SEL_END:
+		*first = a->version + 1;
+		return 0;
+	case SEL_LAST:
+		*first = n->sel.n >= a->version ? 1 : a->version - n->sel.n + 1;
+		return 0;
+	case SEL_VERSION:
+		*first = n->sel.n;
+		return 0;
+	case SEL_TIME:
+		return store_version_at_time(n->t, n->id, n->sel.time_ns, first);
+	}
+	return -EINVAL;
+}
+
+/* Snapshot views: the snapshot view N starts with now (OUT SNAP; its
+ * version 0 and length 0 when there is none) and the stream offset of the
+ * first event after it (OUT BASE). */
+static int snap_view_start(const struct fs_node *n, const struct store_attr *a,
+			   struct store_snapshot *snap, uint64_t *base)
+{
+	uint64_t first;
+	int rc = first_version(n, a, &first);
+
+	if (rc)
+		return rc;
+	rc = store_snapshot_before(n->t, n->id, first, snap);
+	if (rc == -ENOENT) {
+		memset(snap, 0, sizeof(*snap));
+		*base = 0;
+		return 0;
+	}
+	if (rc)
+		return rc;
+	return store_offset_of_version(n->t, n->id, snap->version + 1, base);
+}
+
 int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
 {
 	struct store_attr a;
@@ -137,16 +214,46 @@ int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
 
 int fs_view_stat(struct fs_node *n, struct store_attr *a)
 {
+	struct store_snapshot snap;
 	uint64_t base;
 	int rc = store_stream_stat(n->t, n->id, a);
 
 	if (rc)
 		return rc;
+	if (n->sel.snap) {
+		rc = snap_view_start(n, a, &snap, &base);
+		if (!rc)
+			a->size = snap.length + (a->size - base);
+		return rc;
+	}
 	rc = view_base(n, a, &base);
 	if (rc)
 		return rc;
 	/* Pending (FS_BASE_PENDING): nothing yet. */
 	a->size = a->size > base ? a->size - base : 0;
+	return 0;
+}
+
+int fs_view_open_snap(struct fs_node *n, struct fs_file *fh)
+{
+	struct store_snapshot snap;
+	struct store_attr a;
+	uint64_t base;
+	int rc = -ENOENT;
+
+	/* A snapshot removed between choosing and opening it: choose again. */
+	for (int tries = 0; tries < 3 && rc == -ENOENT; tries++) {
+		rc = store_stream_stat(n->t, n->id, &a);
+		if (!rc)
+			rc = snap_view_start(n, &a, &snap, &base);
+		if (rc || !snap.version)
+			break;
+		rc = store_snapshot_open(n->t, n->id, snap.version, &fh->snap_fd);
+	}
+	if (rc)
+		return rc;
+	fh->snap_len = snap.length;
+	atomic_store(&fh->base, base);
 	return 0;
 }
 
@@ -169,4 +276,40 @@ int fs_file_base(struct fs_file *fh, uint64_t *base, uint64_t *size)
 		atomic_store(&fh->base, b);
 	*base = b;
 	return 0;
+}
+
+uint64_t fs_file_stream_off(const struct fs_file *fh, uint64_t base,
+			    uint64_t off)
+{
+	return off < fh->snap_len ? base : base + (off - fh->snap_len);
+}
+
+ssize_t fs_view_read(struct fs_file *fh, uint64_t base, char *buf, size_t size,
+		     uint64_t off)
+{
+	struct fs_node *n = fh->node;
+	size_t done = 0;
+	ssize_t got;
+
+	if (off < fh->snap_len) {
+		size_t want = fh->snap_len - off < size ? (size_t)(fh->snap_len - off)
+							: size;
+		int rc = store_pread_all(fh->snap_fd, buf, want, off);
+
+		if (rc)
+			return rc;
+		done = want;
+	}
+	while (done < size) {
+		got = store_read(n->t, n->id, buf + done, size - done,
+				 fs_file_stream_off(fh, base, off + done));
+		if (got == -ENOENT)
+			break;	/* removed: end of file */
+		if (got < 0)
+			return got;	/* never a short count before the end */
+		if (got == 0)
+			break;
+		done += (size_t)got;
+	}
+	return (ssize_t)done;
 }

@@ -1,6 +1,9 @@
 /*
  * Extended attributes of the contract:
- *   streams: user.streamfs.version (ro), .framing (rw while empty), .sync (ro)
+ *   streams: user.streamfs.version (ro), .framing (rw while empty), .sync (ro),
+ *            .snapshots and .segments (ro; one "VERSION TIME" line each:
+ *            the snapshots' versions and commit times, the segments' first
+ *            versions and the commit times of those)
  *   tenants: user.streamfs.framing, user.streamfs.id_field (rw)
  * Views expose the version and framing of their stream, read-only.
  * listxattr names only what a copy can carry over (framing, id_field):
@@ -31,6 +34,9 @@
 #define X_FRAMING "user.streamfs.framing"
 #define X_SYNC "user.streamfs.sync"
 #define X_ID_FIELD "user.streamfs.id_field"
+#define X_SNAPSHOTS "user.streamfs.snapshots"
+#define X_SEGMENTS "user.streamfs.segments"
+#define LIST_MAX 65536	/* Linux's largest xattr value (XATTR_SIZE_MAX) */
 
 static const char *framing_name(enum store_framing f)
 {
@@ -86,6 +92,65 @@ static int xattr_value(struct fs *fs, struct fs_node *n, const char *name,
 	} else
 		return -ENODATA;
 	return 0;
+}
+
+/* ---- lists: snapshots and segments ---- */
+
+/* A growing "VERSION TIME\n" text, at most LIST_MAX bytes. */
+struct list_text {
+	char *buf;
+	size_t len, cap;
+};
+
+static int list_line(struct list_text *l, uint64_t version, int64_t ns)
+{
+	char line[80];
+	struct tm tm;
+	time_t secs = (time_t)(ns / 1000000000);
+	int n;
+
+	gmtime_r(&secs, &tm);
+	n = snprintf(line, sizeof(line), "%" PRIu64 " %04d-%02d-%02dT%02d:%02d:"
+		     "%02d.%09dZ\n", version, tm.tm_year + 1900, tm.tm_mon + 1,
+		     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		     (int)(ns % 1000000000));
+	if (l->len + (size_t)n > LIST_MAX)
+		return -E2BIG;
+	if (STORE_ARRAY_RESERVE(l->buf, l->cap, l->len + (size_t)n + 1, 1024))
+		return -ENOMEM;
+	memcpy(l->buf + l->len, line, (size_t)n + 1);
+	l->len += (size_t)n;
+	return 0;
+}
+
+static int snapshot_line(void *arg, const struct store_snapshot *snap)
+{
+	return list_line(arg, snap->version, snap->time_ns);
+}
+
+static int segment_line(void *arg, uint64_t first_version, int64_t time_ns)
+{
+	return list_line(arg, first_version, time_ns);
+}
+
+/* The value of a list attribute NAME of stream node N: *L (OUT, the
+ * caller frees l->buf); -ENODATA for any other name. */
+static int list_value(struct fs_node *n, const char *name, struct list_text *l)
+{
+	int rc;
+
+	memset(l, 0, sizeof(*l));
+	if (n->kind != FS_STREAM)
+		return -ENODATA;
+	if (strcmp(name, X_SNAPSHOTS) == 0)
+		rc = store_snapshot_list(n->t, n->id, snapshot_line, l);
+	else if (strcmp(name, X_SEGMENTS) == 0)
+		rc = store_stream_segment_starts(n->t, n->id, segment_line, l);
+	else
+		return -ENODATA;
+	if (!rc && !l->buf)
+		l->buf = strdup("");
+	return rc ? rc : l->buf ? 0 : -ENOMEM;
 }
 
 /* ---- root: status and sync now ---- */
@@ -169,6 +234,18 @@ static int sync_now_guarded(struct fs *fs, fuse_req_t req, const char *suffix,
 	return rc;
 }
 
+/* Answers a getxattr of SIZE bytes (0: the length) with VALUE. */
+static void reply_value(fuse_req_t req, const char *value, size_t len,
+			size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, value, len);
+}
+
 void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		 size_t size)
 {
@@ -179,6 +256,18 @@ void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	size_t len;
 	int rc = 0;
 
+	struct list_text l;
+
+	rc = list_value(n, name, &l);
+	if (rc != -ENODATA) {
+		if (!rc)
+			reply_value(req, l.buf, l.len, size);
+		else
+			fuse_reply_err(req, -rc);
+		free(l.buf);
+		return;
+	}
+	rc = 0;
 	if (n->kind == FS_ROOT && (strcmp(name, FS_XATTR_STATUS) == 0 ||
 				   strcmp(name, FS_XATTR_STATUS_JSON) == 0)) {
 		rc = status_value(fs, strcmp(name, FS_XATTR_STATUS) != 0,
@@ -236,7 +325,7 @@ static int set_framing(struct fs_node *n, const char *v, size_t len)
 static int do_setxattr(struct fs *fs, struct fs_node *n, const char *name,
 		       const char *value, size_t size)
 {
-	if (n->kind == FS_VIEW)
+	if (n->kind == FS_VIEW || n->kind == FS_SNAP)
 		return -EROFS;
 	if (n->kind == FS_ROOT)
 		return -ENOTSUP;
@@ -249,7 +338,8 @@ static int do_setxattr(struct fs *fs, struct fs_node *n, const char *name,
 	if (n->kind == FS_TENANT && strcmp(name, X_ID_FIELD) == 0)
 		return set_id_field(n, value, size);
 	if (n->kind == FS_STREAM &&
-	    (strcmp(name, X_VERSION) == 0 || strcmp(name, X_SYNC) == 0))
+	    (strcmp(name, X_VERSION) == 0 || strcmp(name, X_SYNC) == 0 ||
+	     strcmp(name, X_SNAPSHOTS) == 0 || strcmp(name, X_SEGMENTS) == 0))
 		return -EPERM;	/* read-only */
 	return -ENOTSUP;
 }

@@ -11,7 +11,7 @@
 
 #include "store_int.h"
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 static const char schema_v1[] =
 	"CREATE TABLE meta("
@@ -72,6 +72,19 @@ static const char schema_v2[] =
 static const char schema_v3[] =
 	"ALTER TABLE batches ADD COLUMN subs BLOB;";
 
+/* v4: snapshots, one row per blob stored beside a stream at a version
+ * (snapshot.c).  state: enum store_snap_state. */
+static const char schema_v4[] =
+	"CREATE TABLE snapshots("
+	"  stream INTEGER NOT NULL,"
+	"  version INTEGER NOT NULL,"
+	"  length INTEGER NOT NULL,"
+	"  checksum INTEGER NOT NULL,"
+	"  time INTEGER NOT NULL,"
+	"  state INTEGER NOT NULL,"
+	"  PRIMARY KEY(stream, version)"
+	") WITHOUT ROWID;";
+
 enum stmt_id {
 	ST_BEGIN,
 	ST_COMMIT,
@@ -82,6 +95,7 @@ enum stmt_id {
 	ST_STREAM_DELETE,
 	ST_STREAM_DELETE_SEGS,
 	ST_STREAM_DELETE_BATCHES,
+	ST_STREAM_DELETE_SNAPS,
 	ST_SEG_INSERT,
 	ST_SEG_UPDATE,
 	ST_SEG_DELETE,
@@ -107,6 +121,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_STREAM_DELETE] = "DELETE FROM streams WHERE id = ?1",
 	[ST_STREAM_DELETE_SEGS] = "DELETE FROM segments WHERE stream = ?1",
 	[ST_STREAM_DELETE_BATCHES] = "DELETE FROM batches WHERE stream = ?1",
+	[ST_STREAM_DELETE_SNAPS] = "DELETE FROM snapshots WHERE stream = ?1",
 	[ST_SEG_INSERT] = "INSERT INTO segments(id, stream, first_version,"
 			  " offset, length, count, checksum, synced, created,"
 			  " state, has_ids, origin)"
@@ -194,6 +209,8 @@ static int migrate(sqlite3 *db)
 		rc = exec(db, schema_v2);
 	if (!rc && version < 3)
 		rc = exec(db, schema_v3);
+	if (!rc && version < 4)
+		rc = exec(db, schema_v4);
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", SCHEMA_VERSION);
 	if (!rc)
 		rc = exec(db, sql);
@@ -347,7 +364,8 @@ int store_index_stream_update(struct store_tenant *t, const struct stream *s)
 int store_index_stream_delete(struct store_tenant *t, uint64_t id)
 {
 	static const enum stmt_id steps[] = {
-		ST_STREAM_DELETE_BATCHES, ST_STREAM_DELETE_SEGS, ST_STREAM_DELETE
+		ST_STREAM_DELETE_BATCHES, ST_STREAM_DELETE_SNAPS,
+		ST_STREAM_DELETE_SEGS, ST_STREAM_DELETE
 	};
 
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {

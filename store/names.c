@@ -263,6 +263,7 @@ int store_stream_remove(struct store_tenant *t, uint64_t id)
 	if (!rc) {
 		tenant_touch(t, store_now_ns());
 		unlink_segments(t, s);
+		store_snapshot_unlink_stream(t, s->id);
 		store_stream_detach(t, s);
 		store_stream_free(t, s);
 	}

@@ -275,5 +275,7 @@ int store_recover_tenant(struct store_tenant *t)
 		store_index_rollback(t);
 	if (!rc)
 		rc = remove_orphans(t);
+	if (!rc)
+		rc = store_snapshot_recover(t);
 	return rc;
 }

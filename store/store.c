@@ -89,9 +89,11 @@ static void tenant_close_dirs(struct store_tenant *t)
 {
 	if (t->segfd >= 0)
 		close(t->segfd);
+	if (t->snapfd >= 0)
+		close(t->snapfd);
 	if (t->dirfd >= 0)
 		close(t->dirfd);
-	t->segfd = t->dirfd = -1;
+	t->segfd = t->snapfd = t->dirfd = -1;
 }
 
 static void tenant_free(struct store_tenant *t)
@@ -124,7 +126,7 @@ static struct store_tenant *tenant_new(struct store *st, const char *name,
 	if (!t)
 		return NULL;
 	t->st = st;
-	t->dirfd = t->segfd = t->jfd = -1;
+	t->dirfd = t->segfd = t->snapfd = t->jfd = -1;
 	t->framing = st->cfg.framing;
 	t->mode = 0755;
 	strcpy(t->id_field, "id");
@@ -150,6 +152,9 @@ static int tenant_load(struct store_tenant *t, bool create)
 	t->segfd = mkdir_open(t->dirfd, SEG_DIR);
 	if (t->segfd < 0)
 		return t->segfd;
+	t->snapfd = mkdir_open(t->dirfd, SNAP_DIR);
+	if (t->snapfd < 0)
+		return t->snapfd;
 	/* Nobody else sees T yet: the lock is for what the layers below
 	 * check in debug builds. */
 	pthread_rwlock_wrlock(&t->lock);

@@ -255,6 +255,79 @@ int store_sync(struct store *st) STORE_WARN_UNUSED;
  * it tenant by tenant).  Returns the number sealed or -errno. */
 int store_roll_all(struct store *st) STORE_WARN_UNUSED;
 
+/* ---- snapshots (snapshot.c) ----
+ * A snapshot is an opaque blob stored beside a stream at a version V
+ * (1 <= V <= the stream's version): what a program computed from the events
+ * up to V.  It is written through a staging file and committed whole at
+ * store_snapshot_commit() or not at all, and never changes afterwards.
+ * Removing the stream removes its snapshots.  See docs/STORE.md. */
+
+enum store_snap_state {
+	STORE_SNAP_LOCAL = 0,		/* made here, not uploaded yet */
+	STORE_SNAP_UPLOADED = 1,	/* made here and on the remote */
+	STORE_SNAP_REMOTE = 2,		/* a replica's: fetched on first open */
+};
+
+struct store_snapshot {
+	uint64_t stream;
+	uint64_t version;
+	uint64_t length;	/* bytes of the blob */
+	uint64_t checksum;	/* XXH3-64 of the blob */
+	int64_t time_ns;	/* when it was committed (on the writer host) */
+	enum store_snap_state state;
+};
+
+/* A snapshot being written: the writer's alone, one thread at a time. */
+struct store_snap_writer;
+
+/* Starts the snapshot of stream ID at VERSION, at most MAX bytes: -EINVAL
+ * when VERSION is outside 1..version, -EEXIST when it has one.  *out (OUT)
+ * is freed by store_snapshot_commit() or store_snapshot_abort(). */
+int store_snapshot_begin(struct store_tenant *t, uint64_t id, uint64_t version,
+			 uint64_t max, struct store_snap_writer **out)
+	STORE_WARN_UNUSED;
+/* Writes LEN bytes at OFF of the blob.  -EFBIG past MAX: the writer then
+ * fails its commit with -EFBIG too. */
+ssize_t store_snapshot_write(struct store_snap_writer *w, const void *buf,
+			     size_t len, uint64_t off) STORE_WARN_UNUSED;
+/* fsync(2) of the blob being written: its bytes reach the disk now, and
+ * the commit will survive a power cut. */
+int store_snapshot_sync(struct store_snap_writer *w) STORE_WARN_UNUSED;
+/* Bytes written so far (the end of the furthest write). */
+uint64_t store_snapshot_written(const struct store_snap_writer *w);
+/* Commits the blob and frees W: 0, or the writer's error, -EEXIST (another
+ * was committed at its version meanwhile), -ENOENT (the stream went). */
+int store_snapshot_commit(struct store_snap_writer *w) STORE_WARN_UNUSED;
+/* Drops the blob and frees W. */
+void store_snapshot_abort(struct store_snap_writer *w);
+
+/* The snapshot of stream ID at VERSION (OUT SNAP); -ENOENT if none. */
+int store_snapshot_get(struct store_tenant *t, uint64_t id, uint64_t version,
+		       struct store_snapshot *snap) STORE_WARN_UNUSED;
+/* The newest snapshot of stream ID at a version before BEFORE; -ENOENT if
+ * none. */
+int store_snapshot_before(struct store_tenant *t, uint64_t id, uint64_t before,
+			  struct store_snapshot *snap) STORE_WARN_UNUSED;
+/* Opens the blob at VERSION for reading: *fd (OUT, the caller closes it).
+ * A replica's blob is fetched first (the snapshot fetch hook); -EIO when
+ * it cannot be had. */
+int store_snapshot_open(struct store_tenant *t, uint64_t id, uint64_t version,
+			int *fd) STORE_WARN_UNUSED;
+int store_snapshot_remove(struct store_tenant *t, uint64_t id,
+			  uint64_t version) STORE_WARN_UNUSED;
+/* Calls FN for each snapshot of stream ID in version order, until FN
+ * returns non-zero (which is returned). */
+int store_snapshot_list(struct store_tenant *t, uint64_t id,
+			int (*fn)(void *arg, const struct store_snapshot *snap),
+			void *arg);
+/* Calls FN with the first version and the commit time of that version for
+ * each segment of stream ID, in stream order, until FN returns non-zero
+ * (which is returned). */
+int store_stream_segment_starts(struct store_tenant *t, uint64_t id,
+				int (*fn)(void *arg, uint64_t first_version,
+					  int64_t time_ns),
+				void *arg);
+
 /* ---- checking ---- */
 
 /* Checks the data directory DIR without changing it: index rows inside their

@@ -10,7 +10,7 @@
  *   2 segment files and the index: segment.c stream.c index.c
  *   3 journal and marks: journal.c mark.c dedup.c
  *   4 append, read, seal, replica: append.c read.c seal.c replica.c
- *     fsync.c evict.c names.c
+ *     fsync.c evict.c names.c snapshot.c
  *   5 recovery and the store object: recover.c store.c verify.c
  */
 #ifndef STREAMFS_STORE_INT_H
@@ -28,6 +28,7 @@
 #define SEG_DIR "seg"
 #define INDEX_DB "index.db"
 #define TENANTS_DIR "tenants"
+#define SNAP_DIR "snap"
 
 /* ---- ids.c: event IDs and their sets ---- */
 
@@ -202,6 +203,7 @@ struct store_tenant {
 	 * held for writing: work done without lock uses its own dup. */
 	int dirfd;
 	int segfd;		/* its seg/ directory */
+	int snapfd;		/* its snap/ directory (snapshot.c) */
 	_Atomic bool removed;	/* set under lock; also read without it */
 
 	/* Writers (append, namespace, lookups that use the index) take it
@@ -264,6 +266,8 @@ struct store {
 	store_commit_fn commit_fn;
 	void *commit_arg;
 	store_fetch_fn fetch_fn;	/* protected by lock */
+	store_snap_fetch_fn snap_fetch_fn;	/* protected by lock */
+	void *snap_fetch_arg;		/* protected by lock */
 	store_reached_fn reached_fn;	/* protected by lock */
 	void *fetch_arg;		/* protected by lock */
 	unsigned fetch_users;		/* callers inside either; by lock */
@@ -579,6 +583,15 @@ int store_dedup_load(struct store_tenant *t, struct stream *s);
 /* Makes S's Bloom filter anew from the ID tables of its segments, sized
  * for twice their IDs. */
 int store_filter_build(struct stream *s);
+
+/* ---- snapshot.c ---- */
+
+/* Recovery: drops rows whose blob is missing or short, and removes files
+ * no row names (staging leftovers, blobs of a commit or removal a crash
+ * cut short).  Outside any transaction; T's lock held for writing. */
+int store_snapshot_recover(struct store_tenant *t);
+/* Removes the blobs of stream ID, whose rows are gone. */
+void store_snapshot_unlink_stream(struct store_tenant *t, uint64_t id);
 
 /* ---- recover.c ---- */
 

@@ -110,4 +110,34 @@ int store_replica_add(struct store_tenant *t, uint64_t id,
 		      const struct store_batch *batches,
 		      size_t n) STORE_WARN_UNUSED;
 
+/* ---- snapshots: upload, replicas, fetch ---- */
+
+/* Calls FN for each snapshot of T in state STATE, by stream and version. */
+int store_snapshot_list_state(struct store_tenant *t, enum store_snap_state state,
+			      int (*fn)(void *arg, const struct store_snapshot *snap),
+			      void *arg);
+/* Path of the blob's local file (absent while a replica's is not fetched).
+ * Caller frees. */
+char *store_snapshot_path(struct store_tenant *t, uint64_t stream,
+			  uint64_t version);
+int store_snapshot_mark_uploaded(struct store_tenant *t, uint64_t stream,
+				 uint64_t version) STORE_WARN_UNUSED;
+/* Records SNAP (stream, version, length, checksum, time) as a replica's
+ * snapshot, in state STORE_SNAP_REMOTE: -EEXIST if it has one, -EINVAL when
+ * the version is outside the stream. */
+int store_replica_snapshot_add(struct store_tenant *t,
+			       const struct store_snapshot *snap) STORE_WARN_UNUSED;
+/* Puts back a fetched blob: the file at PATH must match the snapshot's
+ * length and checksum (-EIO otherwise); it is renamed into place. */
+int store_snapshot_restore(struct store_tenant *t, uint64_t stream,
+			   uint64_t version, const char *path) STORE_WARN_UNUSED;
+/* Called by store_snapshot_open(), with no store lock held, for a
+ * replica's blob not fetched yet: it must bring it back with
+ * store_snapshot_restore() and return 0, or return -errno.  May block.
+ * Set and cleared as store_set_fetch_hook(). */
+typedef int (*store_snap_fetch_fn)(void *arg, struct store_tenant *t,
+				   const struct store_snapshot *snap);
+void store_set_snapshot_fetch_hook(struct store *st, store_snap_fetch_fn fn,
+				   void *arg);
+
 #endif

@@ -35,6 +35,35 @@ static void test_sel_kinds(void)
 	CHECK(sel.n == UINT64_MAX);
 }
 
+/* ",snap" and ",follow" after the selector, in any order, once each. */
+static void test_sel_words(void)
+{
+	struct fs_sel sel;
+	uint64_t v;
+
+	CHECK_EQ(fs_sel_parse("7,snap", &sel), 0);
+	CHECK(sel.snap && !sel.follow);
+	CHECK_EQ(sel.n, 7);
+	CHECK_EQ(fs_sel_parse("-2,snap,follow", &sel), 0);
+	CHECK(sel.snap && sel.follow);
+	CHECK_EQ(sel.kind, SEL_LAST);
+	CHECK_EQ(fs_sel_parse("end,follow,snap", &sel), 0);
+	CHECK(sel.snap && sel.follow);
+	CHECK_EQ(sel.kind, SEL_END);
+	CHECK_EQ(fs_sel_parse("2026-11-22T10:00:00Z,snap", &sel), 0);
+	CHECK_EQ(sel.kind, SEL_TIME);
+	CHECK(sel.snap);
+	CHECK_EQ(fs_sel_parse("7,snap,snap", &sel), -EINVAL);
+	CHECK_EQ(fs_sel_parse("snap,7", &sel), -EINVAL);
+	CHECK_EQ(fs_sel_parse(",snap", &sel), -EINVAL);
+	CHECK_EQ(fs_sel_parse("7,", &sel), -EINVAL);
+	CHECK_EQ(fs_snap_name_parse("snap=12", &v), 0);
+	CHECK_EQ(v, 12);
+	CHECK_EQ(fs_snap_name_parse("snap=0", &v), -EINVAL);
+	CHECK_EQ(fs_snap_name_parse("snap=", &v), -EINVAL);
+	CHECK_EQ(fs_snap_name_parse("12", &v), -EINVAL);
+}
+
 static void test_sel_time(void)
 {
 	struct fs_sel sel;
@@ -146,6 +175,7 @@ static void test_lock_order(void)
 
 static const struct unit_test tests[] = {
 	{ "sel_kinds", test_sel_kinds },
+	{ "sel_words", test_sel_words },
 	{ "sel_time", test_sel_time },
 	{ "sel_bad", test_sel_bad },
 #ifndef NDEBUG

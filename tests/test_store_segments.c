@@ -688,7 +688,7 @@ static void test_replica(void)
 }
 
 /* An index of schema version 1 is migrated on open (v2: segments.origin,
- * v3: batches.subs), its data kept. */
+ * v3: batches.subs, v4: the snapshots table), its data kept. */
 static void test_migration(void)
 {
 	struct fixture f;
@@ -701,14 +701,14 @@ static void test_migration(void)
 	f.st = NULL;
 	snprintf(cmd, sizeof(cmd), "sqlite3 %s/tenants/t/index.db 'ALTER TABLE"
 		 " segments DROP COLUMN origin; ALTER TABLE batches DROP COLUMN"
-		 " subs; PRAGMA user_version = 1;'", f.dir);
+		 " subs; DROP TABLE snapshots; PRAGMA user_version = 1;'", f.dir);
 	CHECK_EQ(system(cmd), 0);
 	fixture_reopen(&f);
 	CHECK(!strcmp(fixture_contents(&f), "old\n"));
 	CHECK_EQ(fixture_append(&f, "new\n", 1, false, NULL), 0);
 	CHECK_EQ(store_roll(f.t, 0, true), 1);
 	snprintf(cmd, sizeof(cmd), "test \"$(sqlite3 %s/tenants/t/index.db"
-		 " 'PRAGMA user_version')\" = 3", f.dir);
+		 " 'PRAGMA user_version')\" = 4", f.dir);
 	CHECK_EQ(system(cmd), 0);
 	fixture_teardown(&f);
 }

@@ -1,0 +1,226 @@
+"""Snapshots through the mount: S@snap=V and S@SEL,snap (CONTRACT §8)."""
+
+import datetime
+import errno
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from util import append, getxattr, read
+
+
+def setup_stream(m, n=10):
+    os.mkdir(m.path("T"))
+    lines = [b"event %d\n" % i for i in range(1, n + 1)]
+    m.path("T", "s").write_bytes(b"".join(lines))
+    return lines
+
+
+def put_snap(m, version, blob, stream="s"):
+    with open(m.path("T", "%s@snap=%d" % (stream, version)), "wb") as f:
+        f.write(blob)
+
+
+def snapshots(m, stream="s"):
+    """[(version, time string)] from user.streamfs.snapshots."""
+    text = getxattr(m.path("T", stream), "user.streamfs.snapshots")
+    return [(int(v), t) for v, t in (line.split(" ") for line in text.splitlines())]
+
+
+def test_write_read_and_immutable(mount):
+    m = mount()
+    setup_stream(m, 5)
+    blob = os.urandom(300000)
+    put_snap(m, 3, blob)
+    p = m.path("T", "s@snap=3")
+    assert read(p) == blob
+    assert os.stat(p).st_size == len(blob)
+    assert os.stat(p).st_mode & 0o222 == 0
+    out = subprocess.run(["cat", str(p)], stdout=subprocess.PIPE, check=True).stdout
+    assert out == blob
+    # a second one at V: EEXIST, whether opened or created; the first stays
+    for flags in (os.O_WRONLY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                  os.O_WRONLY | os.O_CREAT | os.O_EXCL):
+        with pytest.raises(OSError) as e:
+            os.open(p, flags, 0o644)
+        assert e.value.errno == errno.EEXIST
+    assert read(p) == blob
+    # V outside 1..version: EINVAL, nothing stored
+    for v in (0, 6):
+        with pytest.raises(OSError) as e:
+            put_snap(m, v, b"x")
+        assert e.value.errno == errno.EINVAL
+        assert not os.path.exists(m.path("T", "s@snap=%d" % v))
+    # not listed; the stream is untouched
+    assert os.listdir(m.path("T")) == ["s"]
+    assert getxattr(m.path("T", "s"), "user.streamfs.version") == "5"
+    assert [v for v, _ in snapshots(m)] == [3]
+    # it outlasts the daemon
+    m.remount()
+    assert read(p) == blob
+
+
+def test_committed_at_close_only(mount):
+    m = mount()
+    setup_stream(m, 2)
+    f = open(m.path("T", "s@snap=2"), "wb")
+    f.write(b"half")
+    f.flush()
+    assert snapshots(m) == []
+    assert not os.path.exists(m.path("T", "s@snap=2"))
+    assert read(m.path("T", "s@end,snap")) == b"event 1\nevent 2\n"	# none yet
+    f.write(b" and the rest")
+    os.fsync(f.fileno())	# honoured: durable at close
+    f.close()
+    assert read(m.path("T", "s@snap=2")) == b"half and the rest"
+
+
+def test_max_snapshot_efbig(mount):
+    m = mount("max_snapshot=64K")
+    setup_stream(m, 2)
+    with pytest.raises(OSError) as e:
+        put_snap(m, 1, b"x" * (64 * 1024 + 1))
+    assert e.value.errno == errno.EFBIG
+    assert not os.path.exists(m.path("T", "s@snap=1"))
+    assert snapshots(m) == []
+    put_snap(m, 1, b"x" * (64 * 1024))
+    assert len(read(m.path("T", "s@snap=1"))) == 64 * 1024
+    m.allow(r"snapshot lost at release: File too large")
+
+
+def test_selectors_with_snap(mount):
+    m = mount()
+    lines = setup_stream(m, 10)
+    p = lambda sel: m.path("T", "s@" + sel)
+    # without a snapshot: every event from version 1, whatever SEL
+    for sel in ("1,snap", "5,snap", "-2,snap", "end,snap"):
+        assert read(p(sel)) == b"".join(lines), sel
+    put_snap(m, 3, b"BOOK@3\n")
+    put_snap(m, 7, b"BOOK@7\n")
+    after = lambda v: b"".join(lines[v:])
+    cases = {
+        "1,snap": b"".join(lines),		# nothing before version 1
+        "3,snap": b"".join(lines),		# 3 is not before 3
+        "4,snap": b"BOOK@3\n" + after(3),
+        "7,snap": b"BOOK@3\n" + after(3),
+        "8,snap": b"BOOK@7\n" + after(7),
+        "-3,snap": b"BOOK@7\n" + after(7),	# first event 8
+        "-4,snap": b"BOOK@3\n" + after(3),	# first event 7
+        "-100,snap": b"".join(lines),
+        "end,snap": b"BOOK@7\n" + after(7),
+        "99,snap": b"BOOK@7\n" + after(7),
+    }
+    for sel, want in cases.items():
+        assert read(p(sel)) == want, sel
+        assert os.stat(p(sel)).st_size == len(want), sel
+    # cat, dd in small blocks across the blob's end, tail -c
+    want = cases["8,snap"]
+    out = subprocess.run(["cat", str(p("8,snap"))], stdout=subprocess.PIPE, check=True).stdout
+    assert out == want
+    out = subprocess.run(["dd", "if=%s" % p("8,snap"), "bs=5", "status=none"],
+                         stdout=subprocess.PIPE, check=True).stdout
+    assert out == want
+    out = subprocess.run(["tail", "-c", "12", str(p("8,snap"))], stdout=subprocess.PIPE,
+                         check=True).stdout
+    assert out == want[-12:]
+    # bad words
+    for sel in ("4,snap,snap", "4,snapx", "4,follow,follow", "snap,4", "snap"):
+        assert not os.path.exists(p(sel))
+
+
+def test_time_selector_with_snap(mount):
+    m = mount()
+    lines = setup_stream(m, 4)
+    put_snap(m, 4, b"BOOK@4\n")
+    time.sleep(1.1)
+    mark = datetime.datetime.now(datetime.timezone.utc)
+    time.sleep(0.01)
+    append(m.path("T", "s"), "late 5\nlate 6\n")
+    put_snap(m, 5, b"BOOK@5\n")
+    at = mark.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # the first event at or after MARK is 5: the snapshot at 4, then 5, 6
+    assert read(m.path("T", "s@%s,snap" % at)) == b"BOOK@4\nlate 5\nlate 6\n"
+    past = (mark - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert read(m.path("T", "s@%s,snap" % past)) == b"".join(lines) + b"late 5\nlate 6\n"
+    # a time after every event: the newest snapshot
+    assert read(m.path("T", "s@2999-01-01T00:00:00Z,snap")) == b"BOOK@5\nlate 6\n"
+    # the xattr's times are commit times, usable as selectors
+    (v4, t4), (v5, t5) = snapshots(m)
+    assert (v4, v5) == (4, 5) and t4 < t5
+    assert t4.endswith("Z")
+
+
+def test_snap_follow(mount):
+    m = mount()
+    setup_stream(m, 3)
+    put_snap(m, 2, b"BOOK@2\n")
+    want = b"BOOK@2\nevent 3\n"
+    for sel in ("3,snap,follow", "3,follow,snap"):
+        proc = subprocess.Popen(["cat", str(m.path("T", "s@" + sel))], stdout=subprocess.PIPE)
+        got = b""
+        while len(got) < len(want):
+            got += os.read(proc.stdout.fileno(), 65536)
+        assert got == want
+        time.sleep(0.3)
+        assert proc.poll() is None	# waits at the end
+        append(m.path("T", "s"), "new %s\n" % sel)
+        new = b"new %s\n" % sel.encode()
+        got = b""
+        while len(got) < len(new):
+            got += os.read(proc.stdout.fileno(), 65536)
+        assert got == new
+        want += new
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=5)
+        proc.stdout.close()
+
+
+def test_segments_xattr(mount, run_streamfs):
+    m = mount()
+    setup_stream(m, 3)
+    run_streamfs("sync", str(m.mnt))
+    append(m.path("T", "s"), "event 4\nevent 5\n")
+    run_streamfs("sync", str(m.mnt))
+    append(m.path("T", "s"), "event 6\n")
+    text = getxattr(m.path("T", "s"), "user.streamfs.segments")
+    rows = [line.split(" ") for line in text.splitlines()]
+    assert [int(v) for v, _ in rows] == [1, 4, 6]
+    times = [t for _, t in rows]
+    assert times == sorted(times)
+    # a segment's time selects its first event
+    assert read(m.path("T", "s@%s" % times[1])).startswith(b"event 4\n")
+
+
+def test_remove(mount):
+    m = mount()
+    setup_stream(m, 4)
+    put_snap(m, 2, b"two")
+    put_snap(m, 4, b"four")
+    os.unlink(m.path("T", "s@snap=2"))
+    assert not os.path.exists(m.path("T", "s@snap=2"))
+    assert [v for v, _ in snapshots(m)] == [4]
+    with pytest.raises(FileNotFoundError):
+        os.unlink(m.path("T", "s@snap=2"))
+    with pytest.raises(OSError) as e:
+        os.unlink(m.path("T", "s@4"))	# other views are no entries
+    assert e.value.errno == errno.EROFS
+    put_snap(m, 2, b"two again")
+    assert read(m.path("T", "s@snap=2")) == b"two again"
+    # removing the stream removes its snapshots
+    os.unlink(m.path("T", "s"))
+    m.path("T", "s").write_bytes(b"a\nb\nc\nd\n")
+    assert snapshots(m) == []
+    assert not os.path.exists(m.path("T", "s@snap=4"))
+    assert read(m.path("T", "s@4,snap")) == b"a\nb\nc\nd\n"
+
+
+def test_remove_refused_under_nodelete(mount):
+    m = mount("nodelete")
+    setup_stream(m, 2)
+    put_snap(m, 1, b"one")
+    with pytest.raises(PermissionError):
+        os.unlink(m.path("T", "s@snap=1"))
+    assert read(m.path("T", "s@snap=1")) == b"one"
