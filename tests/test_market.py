@@ -5,9 +5,10 @@ examples' code)."""
 
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
+import threading
 import time
 from collections import OrderedDict
 
@@ -185,3 +186,127 @@ def test_trades_restarted_never_duplicates_a_bar(mount):
     bars = events(t / "bars-1m")
     assert len({b["id"] for b in bars}) == len(bars)
     assert bars == ref_bars(events(t / "trades"))[0]
+
+
+def phases(t, counts, seed=5):
+    """gen in phases with a pause after each; returns, per phase, the time
+    in its pause and the version of orders then."""
+    marks = []
+    for c in counts:
+        gen(t, c, seed, "--batch", "40")
+        time.sleep(0.15)
+        marks.append((iso(time.time_ns()), version(t / "orders")))
+        time.sleep(0.15)
+    return marks
+
+
+def book_at(t, when, *extra):
+    r = run("orderbook", t, "at", when, "--json", "--orders", *extra)
+    return json.loads(r.stdout)
+
+
+@pytest.mark.timeout(900)
+def test_orderbook_at_time_equals_full_replay(mount):
+    m = mount("roll_size=64K")
+    t = m.path("mkt")
+    os.mkdir(t)
+    follower = subprocess.Popen([PY, str(MARKET / "orderbook"), "-T", str(t), "run"],
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        marks = phases(t, [200, 1500, 2600, 4200, 6000, 6100])
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(timeout=30)
+    run("orderbook", t, "run", "--once")
+    orders = events(t / "orders")
+    segs = [int(x.split()[0]) for x in getxattr(t / "orders", "streamfs.segments").splitlines()]
+    snaps = [int(x.split()[0]) for x in getxattr(t / "orders", "streamfs.snapshots").splitlines()]
+    assert len(segs) > 5
+    assert snaps == [v for v in segs if v > 1]
+    # Each snapshot is the book at its version.
+    for v in snaps[:3]:
+        blob = json.loads(read(t / ("orders@snap=%d" % v)))
+        assert blob["version"] == v
+        assert ref_book(orders[:v])["books"] == \
+            json.loads(subprocess.run([PY, "-c", SNAP_TO_BOOKS], input=json.dumps(blob),
+                                      capture_output=True, text=True, check=True).stdout)
+    whens = [(iso(1), 0)] + marks + [("2099-01-01T00:00:00Z", len(orders))]
+    assert marks[0][1] < snaps[0]              # before the first snapshot
+    assert any(snaps[0] < v < snaps[-1] and v not in snaps for _, v in marks)
+    for when, v in whens:
+        want = ref_book(orders[:v])
+        assert book_at(t, when) == want, when
+    assert book_at(t, marks[3][0], "--replay") == ref_book(orders[:marks[3][1]])
+    # A snapshot on demand, at the current version; a second one is refused.
+    n = len(orders)
+    run("orderbook", t, "snapshot")
+    assert str(n) in getxattr(t / "orders", "streamfs.snapshots")
+    assert "already there" in run("orderbook", t, "snapshot").stderr
+
+
+# The examples' own reading of a snapshot blob, as the books --orders prints.
+SNAP_TO_BOOKS = """
+import json, sys
+sys.path.insert(0, %r)
+import market
+b = market.Book.from_snapshot(json.load(sys.stdin))
+print(json.dumps(b.books(with_orders=True)))
+""" % str(MARKET)
+
+
+class LineReader:
+    """The lines of a process's stdout, read by a thread, so that a test can
+    wait for them with a deadline."""
+
+    def __init__(self, proc):
+        self.q = queue.Queue()
+        threading.Thread(target=self._pump, args=(proc.stdout,), daemon=True).start()
+
+    def _pump(self, f):
+        for line in f:
+            self.q.put(line)
+        self.q.put(None)
+
+    def take(self, n, timeout=60):
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            assert left > 0, "only %d of %d lines after %ds" % (len(out), n, timeout)
+            try:
+                line = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            assert line is not None, "orderbook from ended early"
+            out.append(line)
+        return out
+
+
+@pytest.mark.timeout(600)
+def test_orderbook_from_time_follow_shows_live_orders(mount):
+    m = mount("roll_size=64K")
+    t = m.path("mkt")
+    os.mkdir(t)
+    marks = phases(t, [1500, 3000])
+    run("orderbook", t, "run", "--once")
+    when, v = marks[0]
+    p = subprocess.Popen([PY, "-u", str(MARKET / "orderbook"), "-T", str(t), "from", when,
+                          "--follow", "--json", "--orders"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        out = LineReader(p)
+        orders = events(t / "orders")
+        book = json.loads(out.take(1)[0])
+        assert book == ref_book(orders[:v])
+        got = [json.loads(x) for x in out.take(len(orders) - v)]
+        assert got == orders[v:]
+        # Live: orders written now come out as they are committed.
+        gen(t, 3400, 5)
+        new = events(t / ("orders@%d" % (len(orders) + 1)))
+        assert new
+        assert [json.loads(x) for x in out.take(len(new))] == new
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.wait()
+

@@ -77,7 +77,7 @@ def xattr_pairs(path, name):
     try:
         raw = os.getxattr(path, name).decode()
     except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOENT):
+        if e.errno in (errno.ENODATA, errno.ENOENT, errno.EOPNOTSUPP):
             return []
         raise
     out = []
