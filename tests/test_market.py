@@ -310,3 +310,31 @@ def test_orderbook_from_time_follow_shows_live_orders(mount):
         p.kill()
         p.wait()
 
+
+
+@pytest.mark.timeout(900)
+def test_orderbook_at_time_on_an_analysis_host(mount, tmp_path, run_streamfs):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    w = mount("roll_size=64K,remote=file://%s" % remote)
+    t = w.path("mkt")
+    os.mkdir(t)
+    marks = phases(t, [700, 2500, 4500])
+    run("orderbook", t, "run", "--once")
+    run_streamfs("sync", w.mnt)
+    snaps = getxattr(t / "orders", "streamfs.snapshots")
+    assert len(snaps.splitlines()) > 3
+    orders = events(t / "orders")
+    a = mount("ro,poll=1s,remote=file://%s" % remote)
+    ta = a.path("mkt")
+    wait_until(lambda: os.path.exists(ta / "orders") and version(ta / "orders") == len(orders),
+               timeout=60)
+    assert getxattr(ta / "orders", "streamfs.snapshots") == snaps
+    for when, v in marks:
+        want = ref_book(orders[:v])
+        assert book_at(ta, when) == want, when
+    # The snapshot the analysis host serves is the writer's, byte for byte.
+    last = snaps.splitlines()[-1].split()[0]
+    assert read(ta / ("orders@snap=%s" % last)) == read(t / ("orders@snap=%s" % last))
+    r = run("orderbook", ta, "snapshot", check=False)
+    assert r.returncode != 0 and "Read-only" in r.stderr
