@@ -117,6 +117,14 @@ static int open_view(struct fs *fs, struct fs_node *n, int flags,
 	if (rc)
 		return rc;
 	fh->follow = n->sel.follow;
+	if (n->sel.snap && !fh->follow) {
+		/* Its bytes only grow at the end (view.c): cached as a
+		 * stream's, commits invalidate the end (follow.c). */
+		atomic_store(&fh->stream->views_cached, true);
+		atomic_store(&n->cached, true);
+		fi->keep_cache = 1;
+		return 0;
+	}
 	/* A view's bytes shift with its selector: never cache them. */
 	fi->direct_io = 1;
 	return 0;
@@ -132,6 +140,8 @@ static int open_snap(struct fs_node *n, int flags, struct fs_file *fh,
 	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
 		return -EEXIST;
 	rc = store_snapshot_get(n->t, n->id, n->sel.n, &snap);
+	if (!rc && snap.checksum != n->sel.snap_sum)
+		rc = -ENOENT;	/* removed, maybe stored anew: another node */
 	if (!rc)
 		rc = store_snapshot_open(n->t, n->id, n->sel.n, &fh->snap_fd);
 	if (rc)

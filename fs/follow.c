@@ -568,6 +568,23 @@ static void *wake_main(void *arg)
 	return NULL;
 }
 
+/* The ",snap" views of stream ID of T that cached pages: from the page
+ * that held their end (the stream's END then) on. */
+static void inval_views(struct fs *fs, struct store_tenant *t, uint64_t id,
+			uint64_t end)
+{
+	struct fs_node *v[32];
+	size_t n = fs_node_cached_views(fs, t, id, v, 32);
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t from = v[i]->sel.snap_len +
+				(end > v[i]->sel.snap_base ? end - v[i]->sel.snap_base : 0);
+
+		from -= from % (uint64_t)fs->page_size;
+		inval_queue(fs, v[i], from);	/* takes the ref */
+	}
+}
+
 void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 		    uint64_t size)
 {
@@ -601,6 +618,8 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 	fs_mutex_unlock(&fs->park_lock);
 	answer_eof(ready);	/* only when out of memory: not under park_lock */
 
+	if (size != UINT64_MAX && atomic_load(&n->views_cached))
+		inval_views(fs, t, stream, old < size ? old : size);
 	if (size != UINT64_MAX && atomic_load(&n->cached)) {
 		uint64_t from = old < size ? old : size;
 		from -= from % (uint64_t)fs->page_size;

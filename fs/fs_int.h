@@ -54,6 +54,10 @@ struct fs_sel {
 	int64_t time_ns;
 	bool follow;
 	bool snap;		/* ",snap": a snapshot first (view.c) */
+	/* ",snap" views: the snapshot chosen at lookup (version 0: none),
+	 * its length and checksum, and the stream offset of the events
+	 * after it.  Part of the node's identity (view.c). */
+	uint64_t snap_version, snap_len, snap_sum, snap_base;
 };
 
 struct fs_wait;
@@ -76,6 +80,7 @@ struct fs_node {
 	struct fs_wait *parked;	/* parked follow reads; protected by fs->park_lock */
 	bool removed;		/* the stream is gone; protected by fs->park_lock */
 	atomic_bool cached;	/* some open used the page cache */
+	atomic_bool views_cached;	/* some ",snap" view of it did */
 };
 
 /* An open file description.  Node, stream, append, writable and follow
@@ -347,7 +352,13 @@ int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
 int fs_view_stat(struct fs_node *n, struct store_attr *a) FS_WARN_UNUSED;
 /* "snap=V" (the name of S@snap=V after '@'): *version (OUT). */
 int fs_snap_name_parse(const char *s, uint64_t *version) FS_WARN_UNUSED;
-/* Opens the snapshot a ",snap" view N starts with now, if any, into FH
+/* A ",snap" view's node name: SEL (the text after '@') with the snapshot
+ * it starts with now chosen into SEL (OUT), as "SEL#VERSION-XXH3" in BUF:
+ * a view whose snapshot changes is another node, with a page cache of its
+ * own. */
+int fs_view_snap_name(struct store_tenant *t, uint64_t id, const char *text,
+		      struct fs_sel *sel, char *buf, size_t len) FS_WARN_UNUSED;
+/* Opens the snapshot ",snap" view N starts with, if any, into FH
  * (snap_fd, snap_len, base). */
 int fs_view_open_snap(struct fs_node *n, struct fs_file *fh) FS_WARN_UNUSED;
 /* The stream offset of view offset OFF of FH, whose base is BASE (BASE
@@ -376,6 +387,10 @@ int fs_node_get(struct fs *fs, enum fs_kind kind, struct store_tenant *t,
 struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
 				    uint64_t id);
 void fs_node_ref(struct fs *fs, struct fs_node *n);
+/* Up to MAX ",snap" view nodes of stream ID of T that used the page
+ * cache, each with a ref, into OUT; returns how many. */
+size_t fs_node_cached_views(struct fs *fs, struct store_tenant *t, uint64_t id,
+			    struct fs_node **out, size_t max);
 void fs_node_unref(struct fs *fs, struct fs_node *n);
 void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
 

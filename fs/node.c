@@ -182,6 +182,23 @@ struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
 	return n;
 }
 
+size_t fs_node_cached_views(struct fs *fs, struct store_tenant *t, uint64_t id,
+			    struct fs_node **out, size_t max)
+{
+	size_t n = 0;
+
+	fs_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < fs->table_size && n < max; i++)
+		for (struct fs_node *v = fs->table[i]; v && n < max; v = v->hnext)
+			if (v->kind == FS_VIEW && v->t == t && v->id == id &&
+			    v->sel.snap && atomic_load(&v->cached)) {
+				v->refs++;
+				out[n++] = v;
+			}
+	fs_mutex_unlock(&fs->lock);
+	return n;
+}
+
 void fs_node_ref(struct fs *fs, struct fs_node *n)
 {
 	if (n == &root_node)

@@ -5,6 +5,7 @@
  * attributes xattr.c's.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,27 +183,36 @@ static int lookup_tenant(struct fs *fs, const char *name, struct fs_node **out)
 	return fs_node_get(fs, FS_TENANT, t, 0, NULL, NULL, true, out);
 }
 
-/* S@snap=V: a node when S has that snapshot (CREATE: whether or not). */
+/* S@snap=V: a node when S has that snapshot, named "snap=V#XXH3" inside
+ * the daemon: one node is one blob, whose pages the kernel may keep
+ * across opens even if the snapshot is removed and stored anew.  CREATE:
+ * the node of the one being written, "snap=V", whether or not it exists. */
 static int snap_node(struct fs *fs, struct store_tenant *t, const char *stream,
 		     const char *sel_name, uint64_t version, bool create,
 		     struct fs_node **out)
 {
 	struct store_snapshot snap;
 	struct fs_sel sel = { .n = version };
+	char name[64];
 	uint64_t id;
 	int rc = store_stream_lookup(t, stream, &id);
 
-	if (!rc && !create)
-		rc = store_snapshot_get(t, id, version, &snap);
+	if (rc || create)
+		return rc ? rc : fs_node_get(fs, FS_SNAP, t, id, sel_name, &sel,
+					     true, out);
+	rc = store_snapshot_get(t, id, version, &snap);
 	if (rc)
 		return rc;
-	return fs_node_get(fs, FS_SNAP, t, id, sel_name, &sel, true, out);
+	sel.snap_sum = snap.checksum;
+	snprintf(name, sizeof(name), "snap=%" PRIu64 "#%016" PRIx64, version,
+		 snap.checksum);
+	return fs_node_get(fs, FS_SNAP, t, id, name, &sel, true, out);
 }
 
 static int lookup_snap(struct fs *fs, struct store_tenant *t, const char *stream,
-		       const char *sel_name, uint64_t version, struct fs_node **out)
+		       uint64_t version, struct fs_node **out)
 {
-	return snap_node(fs, t, stream, sel_name, version, false, out);
+	return snap_node(fs, t, stream, NULL, version, false, out);
 }
 
 static int lookup_stream(struct fs *fs, struct store_tenant *t,
@@ -212,6 +222,7 @@ static int lookup_stream(struct fs *fs, struct store_tenant *t,
 	struct fs_sel sel;
 	uint64_t id;
 	char stream[STORE_NAME_MAX + 1];
+	char snap_name[STORE_NAME_MAX + 64];
 	int rc;
 
 	if (!at) {
@@ -225,13 +236,20 @@ static int lookup_stream(struct fs *fs, struct store_tenant *t,
 	memcpy(stream, name, (size_t)(at - name));
 	stream[at - name] = '\0';
 	if (!fs_snap_name_parse(at + 1, &sel.n))
-		return lookup_snap(fs, t, stream, at + 1, sel.n, out);
+		return lookup_snap(fs, t, stream, sel.n, out);
 	if (fs_sel_parse(at + 1, &sel))
 		return -ENOENT;
 	rc = store_stream_lookup(t, stream, &id);
 	if (rc)
 		return rc;
-	return fs_node_get(fs, FS_VIEW, t, id, at + 1, &sel, true, out);
+	if (sel.snap) {
+		rc = fs_view_snap_name(t, id, at + 1, &sel, snap_name,
+				       sizeof(snap_name));
+		if (rc)
+			return rc;
+	}
+	return fs_node_get(fs, FS_VIEW, t, id, sel.snap ? snap_name : at + 1,
+			   &sel, true, out);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -10,12 +10,17 @@
  * and finds bases; it calls only the store.
  *
  * With ",snap" (S@SEL,snap), a view starts with a snapshot: the newest one
- * at a version before the first event SEL selects, chosen at open, then
- * the events after that snapshot's version (base is their offset).  View
+ * at a version before the first event SEL selects, chosen at lookup, then
+ * the events after that snapshot's version (base is their offset).  The
+ * choice is part of the node's name (fs_view_snap_name()): while it
+ * holds, the node's bytes only grow at the end, so it may use the page
+ * cache as a stream does (file.c, follow.c).  View
  * offset O is byte O of the blob while O < snap_len, else stream offset
  * base + O - snap_len.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -178,10 +183,10 @@ static int first_version(const struct fs_node *n, const struct store_attr *a,
 	return -EINVAL;
 }
 
-/* Snapshot views: the snapshot view N starts with now (OUT SNAP; its
- * version 0 and length 0 when there is none) and the stream offset of the
- * first event after it (OUT BASE). */
-static int snap_view_start(const struct fs_node *n, const struct store_attr *a,
+/* Snapshot views: the snapshot a view of SEL on stream ID starts with now
+ * (OUT SNAP; version 0 and length 0 when there is none) and the stream
+ * offset of the first event after it (OUT BASE). */
+static int snap_view_start(struct fs_node *n, const struct store_attr *a,
 			   struct store_snapshot *snap, uint64_t *base)
 {
 	uint64_t first;
@@ -200,6 +205,29 @@ static int snap_view_start(const struct fs_node *n, const struct store_attr *a,
 	return store_offset_of_version(n->t, n->id, snap->version + 1, base);
 }
 
+int fs_view_snap_name(struct store_tenant *t, uint64_t id, const char *text,
+		      struct fs_sel *sel, char *buf, size_t len)
+{
+	struct fs_node probe = { .kind = FS_VIEW, .t = t, .id = id, .sel = *sel };
+	struct store_snapshot snap;
+	struct store_attr a;
+	uint64_t base;
+	int rc = store_stream_stat(t, id, &a);
+
+	if (!rc)
+		rc = snap_view_start(&probe, &a, &snap, &base);
+	if (rc)
+		return rc;
+	sel->snap_version = snap.version;
+	sel->snap_len = snap.length;
+	sel->snap_sum = snap.checksum;
+	sel->snap_base = base;
+	if ((size_t)snprintf(buf, len, "%s#%" PRIu64 "-%016" PRIx64, text,
+			     snap.version, snap.checksum) >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
 int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
 {
 	struct store_attr a;
@@ -214,17 +242,15 @@ int fs_view_base(struct fs_node *n, uint64_t *base, uint64_t *size)
 
 int fs_view_stat(struct fs_node *n, struct store_attr *a)
 {
-	struct store_snapshot snap;
 	uint64_t base;
 	int rc = store_stream_stat(n->t, n->id, a);
 
 	if (rc)
 		return rc;
 	if (n->sel.snap) {
-		rc = snap_view_start(n, a, &snap, &base);
-		if (!rc)
-			a->size = snap.length + (a->size - base);
-		return rc;
+		/* The snapshot chosen at lookup, then the events after it. */
+		a->size = n->sel.snap_len + (a->size - n->sel.snap_base);
+		return 0;
 	}
 	rc = view_base(n, a, &base);
 	if (rc)
@@ -237,23 +263,22 @@ int fs_view_stat(struct fs_node *n, struct store_attr *a)
 int fs_view_open_snap(struct fs_node *n, struct fs_file *fh)
 {
 	struct store_snapshot snap;
-	struct store_attr a;
-	uint64_t base;
-	int rc = -ENOENT;
+	int rc = 0;
 
-	/* A snapshot removed between choosing and opening it: choose again. */
-	for (int tries = 0; tries < 3 && rc == -ENOENT; tries++) {
-		rc = store_stream_stat(n->t, n->id, &a);
+	if (n->sel.snap_version) {
+		/* Removed, or removed and stored again, since the lookup:
+		 * this node's bytes are gone. */
+		rc = store_snapshot_get(n->t, n->id, n->sel.snap_version, &snap);
+		if (!rc && snap.checksum != n->sel.snap_sum)
+			rc = -ENOENT;
 		if (!rc)
-			rc = snap_view_start(n, &a, &snap, &base);
-		if (rc || !snap.version)
-			break;
-		rc = store_snapshot_open(n->t, n->id, snap.version, &fh->snap_fd);
+			rc = store_snapshot_open(n->t, n->id, n->sel.snap_version,
+						 &fh->snap_fd);
 	}
 	if (rc)
 		return rc;
-	fh->snap_len = snap.length;
-	atomic_store(&fh->base, base);
+	fh->snap_len = n->sel.snap_len;
+	atomic_store(&fh->base, n->sel.snap_base);
 	return 0;
 }
 

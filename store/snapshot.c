@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "store_int.h"
 
 struct store_snap_writer {
@@ -430,23 +431,31 @@ static int fetch(struct store_tenant *t, const struct store_snapshot *snap)
 	return rc;
 }
 
+/* One try of store_snapshot_open(): -ENODATA when SNAP (OUT) must be
+ * fetched first. */
+static int open_once(struct store_tenant *t, uint64_t id, uint64_t version,
+		     struct store_snapshot *snap, int *fd)
+{
+	struct stream *s;
+	int rc = lock_stream(t, id, &s);
+
+	if (rc)
+		return rc;
+	rc = row_get(t, id, version, snap);
+	if (!rc)
+		rc = open_blob(t, snap, fd);
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
 int store_snapshot_open(struct store_tenant *t, uint64_t id, uint64_t version,
 			int *fd)
 {
 	struct store_snapshot snap;
 
 	for (int tries = 0; tries < FETCH_TRIES; tries++) {
-		struct stream *s;
-		int rc = lock_stream(t, id, &s);
+		int rc = open_once(t, id, version, &snap, fd);
 
-		if (!rc)
-			rc = row_get(t, id, version, &snap);
-		if (!rc) {
-			rc = open_blob(t, &snap, fd);
-			pthread_rwlock_unlock(&t->lock);
-		} else if (rc != -ENOENT || s) {
-			pthread_rwlock_unlock(&t->lock);
-		}
 		if (rc != -ENODATA)
 			return rc;
 		rc = fetch(t, &snap);
@@ -688,47 +697,63 @@ int store_replica_snapshot_add(struct store_tenant *t,
 	return rc;
 }
 
-int store_snapshot_restore(struct store_tenant *t, uint64_t stream,
-			   uint64_t version, const char *path)
+/* Writes BUF as W's staging file and publishes it like a commit, but for
+ * a row that exists already (a replica's). */
+static int restore_file(struct store_snap_writer *w, const void *buf,
+			size_t len)
 {
 	struct store_snapshot snap;
 	struct stream *s;
-	uint64_t sum = 0;
-	char name[48];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	int rc = fd < 0 ? -errno : 0;
-	struct stat sb;
+	char name[32];
+	int rc = store_pwrite_all(w->fd, buf, len, 0);
 
-	if (!rc && fstat(fd, &sb) < 0)
+	if (!rc)
+		rc = lock_stream(w->t, w->stream, &s);
+	if (rc)
+		return rc;
+	rc = row_get(w->t, w->stream, w->version, &snap);
+	blob_name(name, sizeof(name), w->version);
+	if (!rc && renameat(w->dirfd, w->tmp, w->dirfd, name) < 0)
 		rc = -errno;
-	if (!rc)
-		rc = store_snapshot_get(t, stream, version, &snap);
-	if (!rc && (uint64_t)sb.st_size != snap.length)
-		rc = -EIO;
-	if (!rc)
-		rc = store_file_checksum(fd, snap.length, &sum);
-	if (fd >= 0)
-		close(fd);
-	if (!rc && sum != snap.checksum) {
+	if (!rc) {
+		close(w->fd);
+		w->fd = -1;
+	}
+	pthread_rwlock_unlock(&w->t->lock);
+	return rc;
+}
+
+int store_snapshot_restore(struct store_tenant *t, uint64_t stream,
+			   uint64_t version, const void *buf, size_t len)
+{
+	struct store_snap_writer w = { .t = t, .stream = stream,
+				       .version = version, .dirfd = -1, .fd = -1 };
+	struct store_snapshot snap;
+	struct stream *s;
+	int rc = store_snapshot_get(t, stream, version, &snap);
+
+	if (!rc && (len != snap.length || XXH3_64bits(buf, len) != snap.checksum)) {
 		store_log("%s: fetched snapshot %" PRIu64 " of stream %" PRIu64
-			  " does not match its checksum", t->name, version, stream);
+			  " does not match its length and checksum", t->name,
+			  version, stream);
 		rc = -EIO;
 	}
+	if (!rc)
+		rc = lock_stream(t, stream, &s);
 	if (rc)
 		return rc;
-	rc = lock_stream(t, stream, &s);
-	if (rc)
-		return rc;
-	fd = stream_dir(t, stream);
-	if (fd < 0) {
-		rc = fd;
-	} else {
-		blob_name(name, sizeof(name), version);
-		if (renameat(AT_FDCWD, path, fd, name) < 0)
-			rc = -errno;
-		close(fd);
-	}
+	w.dirfd = stream_dir(t, stream);
 	pthread_rwlock_unlock(&t->lock);
+	if (w.dirfd < 0)
+		return w.dirfd;
+	snprintf(w.tmp, sizeof(w.tmp), "tmp.%lu", ++staging_seq);
+	w.fd = openat(w.dirfd, w.tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	rc = w.fd < 0 ? -errno : restore_file(&w, buf, len);
+	if (w.fd >= 0) {
+		close(w.fd);
+		unlinkat(w.dirfd, w.tmp, 0);
+	}
+	close(w.dirfd);
 	return rc;
 }
 

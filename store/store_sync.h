@@ -127,10 +127,11 @@ int store_snapshot_mark_uploaded(struct store_tenant *t, uint64_t stream,
  * the version is outside the stream. */
 int store_replica_snapshot_add(struct store_tenant *t,
 			       const struct store_snapshot *snap) STORE_WARN_UNUSED;
-/* Puts back a fetched blob: the file at PATH must match the snapshot's
- * length and checksum (-EIO otherwise); it is renamed into place. */
+/* Puts back a fetched blob, the LEN bytes at BUF: they must match the
+ * snapshot's length and checksum (-EIO otherwise). */
 int store_snapshot_restore(struct store_tenant *t, uint64_t stream,
-			   uint64_t version, const char *path) STORE_WARN_UNUSED;
+			   uint64_t version, const void *buf,
+			   size_t len) STORE_WARN_UNUSED;
 /* Called by store_snapshot_open(), with no store lock held, for a
  * replica's blob not fetched yet: it must bring it back with
  * store_snapshot_restore() and return 0, or return -errno.  May block.

@@ -4,8 +4,10 @@
  * versions and offsets are contiguous from 1 and 0, that every batch lies
  * inside a segment whose file holds it and hashes right, that a lines
  * batch holds as many lines as versions, and that sealed segments match
- * their checksums.  Bytes past the last batch of an active segment are an
- * unacknowledged tail (the next mount cuts them), reported but not damage.
+ * their checksums, and that each snapshot lies within its stream and its
+ * blob (when here) has its length and checksum.  Bytes past the last batch
+ * of an active segment are an unacknowledged tail (the next mount cuts
+ * them), reported but not damage.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -34,6 +36,7 @@ struct verify {
 	sqlite3 *db;
 	int schema;		/* the index's user_version */
 	int segfd;
+	int snapfd;		/* snap/, or -1 when there is none */
 	struct jrec *journal;	/* the tenant's journal records */
 	size_t njournal;
 	unsigned long problems;
@@ -290,6 +293,54 @@ static void check_chain(struct verify *v, const struct vseg *segs,
 	}
 }
 
+/* One snapshot row of stream ID: its version within the stream's, its
+ * blob whole and hashing right (a replica's may not be fetched yet). */
+static void check_snapshot(struct verify *v, int64_t id, uint64_t version,
+			   sqlite3_stmt *stmt)
+{
+	uint64_t at = (uint64_t)sqlite3_column_int64(stmt, 0);
+	uint64_t length = (uint64_t)sqlite3_column_int64(stmt, 1);
+	uint64_t checksum = (uint64_t)sqlite3_column_int64(stmt, 2);
+	int state = sqlite3_column_int(stmt, 3);
+	char path[48];
+	uint64_t sum;
+	struct stat st;
+	int fd;
+
+	if (at < 1 || at > version)
+		damage(v, "snapshot at version %" PRIu64 " outside the stream's"
+		       " 1..%" PRIu64, at, version);
+	snprintf(path, sizeof(path), "%016" PRIx64 "/%016" PRIx64, (uint64_t)id, at);
+	fd = v->snapfd < 0 ? -1 : openat(v->snapfd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (state != STORE_SNAP_REMOTE)
+			damage(v, "snapshot at version %" PRIu64 ": blob missing", at);
+		return;
+	}
+	if (fstat(fd, &st) || (uint64_t)st.st_size != length)
+		damage(v, "snapshot at version %" PRIu64 ": %lld bytes, not %"
+		       PRIu64, at, (long long)st.st_size, length);
+	else if (store_file_checksum(fd, length, &sum) || sum != checksum)
+		damage(v, "snapshot at version %" PRIu64 ": checksum mismatch", at);
+	close(fd);
+}
+
+static int verify_snapshots(struct verify *v, int64_t id, uint64_t version)
+{
+	sqlite3_stmt *stmt;
+	int rc;
+
+	if (v->schema < 4)
+		return 0;
+	rc = prepare(v, "SELECT version, length, checksum, state FROM snapshots"
+		     " WHERE stream = ?1 ORDER BY version", id, &stmt);
+	while (!rc && sqlite3_step(stmt) == SQLITE_ROW)
+		check_snapshot(v, id, version, stmt);
+	if (!rc)
+		sqlite3_finalize(stmt);
+	return rc;
+}
+
 static int verify_stream(struct verify *v, int64_t id, int framing,
 			 uint64_t version, uint64_t size)
 {
@@ -354,6 +405,8 @@ static int verify_stream(struct verify *v, int64_t id, int framing,
 			      &want_offset);
 	if (!rc)
 		check_tail(v, segs, nsegs, want_offset);
+	if (!rc)
+		rc = verify_snapshots(v, id, version);
 	for (size_t i = 0; i < nsegs; i++)
 		if (segs[i].fd >= 0)
 			close(segs[i].fd);
@@ -380,16 +433,19 @@ static void load_journal(struct verify *v, const char *path)
 
 static int verify_tenant(struct verify *v, const char *path)
 {
-	char *db = NULL, *seg = NULL;
+	char *db = NULL, *seg = NULL, *snap = NULL;
 	sqlite3_stmt *stmt = NULL;
 	int rc = 0;
 
 	if (asprintf(&db, "%s/" INDEX_DB, path) < 0 ||
-	    asprintf(&seg, "%s/" SEG_DIR, path) < 0) {
+	    asprintf(&seg, "%s/" SEG_DIR, path) < 0 ||
+	    asprintf(&snap, "%s/" SNAP_DIR, path) < 0) {
 		free(db);
+		free(seg);
 		return -ENOMEM;
 	}
 	v->segfd = open(seg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	v->snapfd = open(snap, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	load_journal(v, path);
 	if (v->segfd < 0 ||
 	    sqlite3_open_v2(db, &v->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
@@ -427,8 +483,11 @@ out:
 	v->njournal = 0;
 	if (v->segfd >= 0)
 		close(v->segfd);
+	if (v->snapfd >= 0)
+		close(v->snapfd);
 	free(db);
 	free(seg);
+	free(snap);
 	return rc;
 }
 

@@ -705,6 +705,8 @@ static void *worker_main(void *arg)
 		uint64_t part;
 		int64_t wake;
 
+		if (sync_snapshot_fetch_next(f))
+			continue;
 		sync_ra_poll(s);
 		r = pick(s, &part, &wake);
 		if (r)
@@ -744,6 +746,7 @@ void sync_fetch_stop(struct sync *s)
 			r->rc = -EIO;
 		}
 	}
+	sync_snapshot_fetch_stop(s);
 	pthread_cond_broadcast(&s->fetch_cond);
 	pthread_cond_broadcast(&s->fetch_done);
 	while (s->hook_waiters)
@@ -755,6 +758,7 @@ void sync_fetch_stop(struct sync *s)
 	sync_mutex_lock(&s->lock);
 	bufs_release(s);
 	sync_ra_clear(s);
+	sync_snapshot_fetch_release(s);
 	while (s->fq) {
 		struct fetch_req *r = s->fq;
 

@@ -112,6 +112,17 @@ char *sync_segment_key(const char *tprefix, uint64_t id, uint64_t checksum,
 	return out;
 }
 
+char *sync_snapshot_key(const char *tprefix, uint64_t version,
+			uint64_t checksum)
+{
+	char *out;
+
+	if (asprintf(&out, "%ssnapshots/%016" PRIx64 "-%016" PRIx64, tprefix,
+		     version, checksum) < 0)
+		return NULL;
+	return out;
+}
+
 char *sync_manifest_key(const char *tprefix)
 {
 	char *out;

@@ -35,6 +35,7 @@ void sync_manifest_release(struct manifest *m)
 	for (size_t i = 0; i < m->nstreams; i++) {
 		free(m->streams[i].name);
 		free(m->streams[i].segs);
+		free(m->streams[i].snaps);
 	}
 	for (size_t i = 0; i < m->ntombs; i++)
 		free(m->tombs[i].name);
@@ -94,6 +95,30 @@ static int stream_chain(struct manifest_stream *ms,
 	return 0;
 }
 
+/* Adds an uploaded snapshot to its stream of M (ARG), when the stream's
+ * published chain holds its version. */
+static int snap_add(void *arg, const struct store_snapshot *snap)
+{
+	struct manifest *m = arg;
+
+	for (size_t i = 0; i < m->nstreams; i++) {
+		struct manifest_stream *ms = &m->streams[i];
+
+		if (ms->id != snap->stream || snap->version > ms->version)
+			continue;
+		/* Listed by version: each stream's come in a row. */
+		struct manifest_snap *v = reallocarray(ms->snaps, ms->nsnaps + 1,
+						       sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		ms->snaps = v;
+		ms->snaps[ms->nsnaps++] = (struct manifest_snap){
+			.version = snap->version, .length = snap->length,
+			.checksum = snap->checksum, .time_ns = snap->time_ns };
+	}
+	return 0;
+}
+
 int sync_manifest_build(struct store_tenant *t, const char *writer,
 			struct manifest *out)
 {
@@ -115,6 +140,9 @@ int sync_manifest_build(struct store_tenant *t, const char *writer,
 		qsort(segs.v, segs.n, sizeof(*segs.v), sync_seg_cmp);
 	for (size_t i = 0; !rc && i < out->nstreams; i++)
 		rc = stream_chain(&out->streams[i], &segs);
+	if (!rc)
+		rc = store_snapshot_list_state(t, STORE_SNAP_UPLOADED, snap_add,
+					       out);
 	if (!rc) {
 		out->tenant = strdup(store_tenant_name(t));
 		out->writer = strdup(writer);
@@ -229,6 +257,37 @@ static json_object *seg_json(const struct manifest_seg *g)
 	return o;
 }
 
+static json_object *snap_json(const struct manifest_snap *g)
+{
+	json_object *o = json_object_new_object();
+	char *key = sync_snapshot_key("", g->version, g->checksum);
+	char sum[17];
+	int rc = o && key ? 0 : -ENOMEM;
+
+	snprintf(sum, sizeof(sum), "%016" PRIx64, g->checksum);
+	rc = rc ? rc : jadd(o, "version", json_object_new_uint64(g->version));
+	rc = rc ? rc : jadd(o, "key", json_object_new_string(key));
+	rc = rc ? rc : jadd(o, "length", json_object_new_uint64(g->length));
+	rc = rc ? rc : jadd(o, "xxh3", json_object_new_string(sum));
+	rc = rc ? rc : jadd(o, "time_ns", json_object_new_int64(g->time_ns));
+	free(key);
+	if (rc) {
+		json_object_put(o);
+		return NULL;
+	}
+	return o;
+}
+
+static json_object *snap_item(const void *p, bool times)
+{
+	(void)times;
+	return snap_json(p);
+}
+
+static int jadd_array(json_object *o, const char *k, const void *v, size_t n,
+		      size_t size, json_object *(*fn)(const void *, bool),
+		      bool times);
+
 static json_object *stream_json(const struct manifest_stream *ms, bool times)
 {
 	json_object *o = json_object_new_object();
@@ -253,6 +312,10 @@ static json_object *stream_json(const struct manifest_stream *ms, bool times)
 	rc = rc ? rc : jadd(o, "size", json_object_new_uint64(ms->size));
 	rc = rc ? rc : jadd(o, "version", json_object_new_uint64(ms->version));
 	rc = rc ? rc : jadd(o, "segments", json_object_get(segs));
+	/* Only when there are some: manifests without stay as they were. */
+	if (!rc && ms->nsnaps)
+		rc = jadd_array(o, "snapshots", ms->snaps, ms->nsnaps,
+				sizeof(*ms->snaps), snap_item, times);
 	if (!rc && times)
 		rc = jadd(o, "mtime_ns", json_object_new_int64(ms->mtime_ns));
 	json_object_put(segs);
@@ -392,6 +455,33 @@ static struct manifest_seg seg_decode(json_object *g)
 		.created_ns = jget_i64(g, "created_ns") };
 }
 
+/* The snapshots of stream R into MS; entries that are no objects are
+ * skipped. */
+static int snaps_decode(struct manifest_stream *ms, json_object *r)
+{
+	json_object *arr = jget_array(r, "snapshots");
+	size_t n = arr ? json_object_array_length(arr) : 0;
+
+	if (!n)
+		return 0;
+	ms->snaps = calloc(n, sizeof(*ms->snaps));
+	if (!ms->snaps)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		json_object *g = json_object_array_get_idx(arr, i);
+		const char *sum = jget_str(g, "xxh3");
+
+		if (!json_object_is_type(g, json_type_object))
+			continue;
+		ms->snaps[ms->nsnaps++] = (struct manifest_snap){
+			.version = jget_u64(g, "version"),
+			.length = jget_u64(g, "length"),
+			.checksum = sum ? strtoull(sum, NULL, 16) : 0,
+			.time_ns = jget_i64(g, "time_ns") };
+	}
+	return 0;
+}
+
 /* Appends stream R to M; one without a name or a segments array is
  * skipped (nothing could be done with it). */
 static int stream_decode(struct manifest *m, json_object *r)
@@ -425,6 +515,11 @@ static int stream_decode(struct manifest *m, json_object *r)
 
 		if (json_object_is_type(g, json_type_object))
 			ms->segs[ms->nsegs++] = seg_decode(g);
+	}
+	if (snaps_decode(ms, r)) {
+		free(ms->name);
+		free(ms->segs);
+		return -ENOMEM;
 	}
 	m->nstreams++;
 	return 0;
@@ -532,19 +627,36 @@ static bool names_seg(const struct manifest *m, const struct manifest_seg *g)
 	return false;
 }
 
+/* Snapshot objects are named by version and checksum alone: two streams
+ * may share one. */
+static bool names_snap(const struct manifest *m, const struct manifest_snap *g)
+{
+	for (size_t i = 0; i < m->nstreams; i++)
+		for (size_t j = 0; j < m->streams[i].nsnaps; j++)
+			if (m->streams[i].snaps[j].version == g->version &&
+			    m->streams[i].snaps[j].checksum == g->checksum)
+				return true;
+	return false;
+}
+
 int sync_manifest_stale_keys(const struct manifest *old,
 			     const struct manifest *cur, const char *tprefix,
 			     struct sync_strvec *out)
 {
 	int rc = 0;
 
-	for (size_t i = 0; !rc && i < old->nstreams; i++)
-		for (size_t j = 0; !rc && j < old->streams[i].nsegs; j++) {
-			const struct manifest_seg *g = &old->streams[i].segs[j];
+	for (size_t i = 0; !rc && i < old->nstreams; i++) {
+		const struct manifest_stream *ms = &old->streams[i];
 
-			if (!cur || !names_seg(cur, g))
-				rc = seg_keys(tprefix, g, out);
-		}
+		for (size_t j = 0; !rc && j < ms->nsegs; j++)
+			if (!cur || !names_seg(cur, &ms->segs[j]))
+				rc = seg_keys(tprefix, &ms->segs[j], out);
+		for (size_t j = 0; !rc && j < ms->nsnaps; j++)
+			if (!cur || !names_snap(cur, &ms->snaps[j]))
+				rc = keys_take(out, sync_snapshot_key(tprefix,
+						ms->snaps[j].version,
+						ms->snaps[j].checksum));
+	}
 	return rc;
 }
 

@@ -327,6 +327,10 @@ static int mirror_stream(struct sync *s, struct tenant_state *ts,
 		rc = store_stream_set_framing(t, lid, r->framing);
 	if (!rc)
 		rc = add_segments(s, t, tprefix, lid, r, what, wlen);
+	if (!rc) {
+		snprintf(what, wlen, "snapshots of %s/%s", name, r->name);
+		rc = sync_replica_snapshots(t, lid, r);
+	}
 	if (rc)
 		return rc;
 	set.mode = (mode_t)r->mode;

@@ -252,6 +252,12 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		pt->pending_bytes -= bytes;
 	}
 	note_oldest(pt, segs, n);
+	if (!rc) {
+		uint64_t snaps = 0;
+
+		rc = sync_snapshots_upload(s, t, tprefix, &snaps, what, wlen);
+		n += snaps;
+	}
 	if (!rc && manifest_due(ts, n > 0, pt->force)) {
 		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
 		if (!rc)
@@ -609,15 +615,18 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 		rc = writer_start(s);
 	if (!rc) {
 		rc = sync_fetch_start(s);
-		if (!rc)
+		if (!rc) {
 			store_set_fetch_hook(st, sync_fetch_hook,
 					     sync_fetch_reached, s);
+			store_set_snapshot_fetch_hook(st, sync_snapshot_fetch_hook, s);
+		}
 	}
 	if (!rc) {
 		rc = -pthread_create(&s->thread, NULL, sync_main, s);
 		if (rc) {
 			sync_fetch_stop(s);
 			store_set_fetch_hook(st, NULL, NULL, NULL);
+			store_set_snapshot_fetch_hook(st, NULL, NULL);
 		}
 	}
 	if (rc) {
@@ -652,6 +661,7 @@ void sync_stop(struct sync *s)
 	 * stops its readers before sync_stop). */
 	sync_fetch_stop(s);
 	store_set_fetch_hook(s->st, NULL, NULL, NULL);
+	store_set_snapshot_fetch_hook(s->st, NULL, NULL);
 	/* Releasing the leases is worth a few seconds, not more:
 	 * a stalled remote must not hold up the unmount. */
 	atomic_store(&s->abort.deadline_ns,

@@ -54,6 +54,7 @@ void sync_strvec_release(struct sync_strvec *sv);
  *   fetch.c         lazy fetch of evicted segments; eviction
  *   readahead.c     which segments fetch.c fetches ahead of a reader
  *   replica.c       the analysis host's mirror of the remote
+ *   snapshot.c      snapshots: upload, a replica's rows, lazy fetch
  */
 
 struct sync;
@@ -138,6 +139,13 @@ struct manifest_seg {
 	int64_t created_ns;
 };
 
+/* A snapshot as a manifest lists it. */
+struct manifest_snap {
+	uint64_t version;
+	uint64_t length;
+	uint64_t checksum;		/* XXH3 of the blob */
+	int64_t time_ns;		/* its commit time on the writer */
+};
 struct manifest_stream {
 	uint64_t id;			/* stable across renames */
 	char *name;
@@ -148,6 +156,8 @@ struct manifest_stream {
 	uint64_t size, version;		/* what segs hold */
 	struct manifest_seg *segs;	/* a gapless chain from offset 0 */
 	size_t nsegs;
+	struct manifest_snap *snaps;	/* uploaded, versions up to version */
+	size_t nsnaps;
 };
 
 struct manifest_tombstone {
@@ -265,6 +275,8 @@ struct sync {
 	pthread_cond_t fetch_done;	/* wakes hook waiters, and
 					 * sync_fetch_stop() when the last
 					 * leaves; with lock */
+	struct snap_req *sq;		/* protected by lock: snapshots to
+					 * fetch (snapshot.c) */
 	unsigned hook_waiters;		/* protected by lock: threads inside
 					 * sync_fetch_hook() or
 					 * sync_fetch_reached() */
@@ -315,6 +327,9 @@ char *sync_segment_key(const char *tprefix, uint64_t id, uint64_t checksum,
 		       bool index);
 /* The manifest below TPREFIX. */
 char *sync_manifest_key(const char *tprefix);
+/* Key of the snapshot at VERSION with CHECKSUM below TPREFIX. */
+char *sync_snapshot_key(const char *tprefix, uint64_t version,
+			uint64_t checksum);
 /* The lease of TENANT. */
 char *sync_lease_key(const char *tenant);
 
@@ -400,6 +415,27 @@ void sync_ra_step(struct sync *s, struct store_tenant *t, uint64_t stream);
 void sync_ra_poll(struct sync *s);
 /* Drops every window, with s->lock (sync_fetch_stop()). */
 void sync_ra_clear(struct sync *s);
+
+/* ---- snapshot.c ---- */
+struct snap_req;
+/* Puts T's snapshots whose segment is uploaded and marks them uploaded;
+ * *N (OUT) counts them. */
+int sync_snapshots_upload(struct sync *s, struct store_tenant *t,
+			  const char *tprefix, uint64_t *n, char *what,
+			  size_t wlen) SYNC_WARN_UNUSED;
+/* Makes the snapshots of local stream LID those that R lists. */
+int sync_replica_snapshots(struct store_tenant *t, uint64_t lid,
+			   const struct manifest_stream *r) SYNC_WARN_UNUSED;
+/* The store's snapshot fetch hook (ARG: the struct sync). */
+int sync_snapshot_fetch_hook(void *arg, struct store_tenant *t,
+			     const struct store_snapshot *snap);
+/* A fetch worker, with s->lock: fetches one queued snapshot (dropping the
+ * lock meanwhile) and returns true, or returns false when none waits. */
+bool sync_snapshot_fetch_next(struct sync_worker *f);
+/* With s->lock: fails what waits (stop); frees the queue (after the
+ * workers are joined). */
+void sync_snapshot_fetch_stop(struct sync *s);
+void sync_snapshot_fetch_release(struct sync *s);
 
 /* ---- upload.c ---- */
 

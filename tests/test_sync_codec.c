@@ -121,6 +121,55 @@ static void test_manifest_round_trip(void)
 	sync_manifest_release(&m);
 }
 
+/* Snapshots: listed per stream, round-tripped, and their objects stale
+ * once no entry names them (two streams may share one). */
+static void test_manifest_snapshots(void)
+{
+	struct manifest m, d, cur;
+	struct sync_strvec stale = { 0 };
+	const char *tp = "streamfs-v1/tenants/t/";
+	char *text = NULL;
+
+	sample(&m);
+	CHECK_EQ(sync_manifest_encode(&m, true, &text), 0);
+	CHECK(text && !strstr(text, "snapshots"));	/* none: no member */
+	free(text);
+	m.streams[0].snaps = calloc(2, sizeof(struct manifest_snap));
+	m.streams[0].nsnaps = 2;
+	m.streams[0].snaps[0] = (struct manifest_snap){
+		.version = 2, .length = 7, .checksum = 0xabcdef0123456789ull,
+		.time_ns = 1795361901000000002LL };
+	m.streams[0].snaps[1] = (struct manifest_snap){
+		.version = 5, .length = 0, .checksum = 0x2d06800538d394c2ull,
+		.time_ns = 1795361901000000003LL };
+	CHECK_EQ(sync_manifest_encode(&m, true, &text), 0);
+	CHECK(text && strstr(text, "\"key\":\"snapshots/0000000000000002-"
+			     "abcdef0123456789\""));
+	CHECK_EQ(sync_manifest_decode(text, strlen(text), &d), 0);
+	check_same(&m, &d);
+	CHECK_EQ(d.streams[0].nsnaps, 2);
+	CHECK_EQ(d.streams[1].nsnaps, 0);
+	if (d.streams[0].nsnaps == 2)
+		CHECK(!memcmp(d.streams[0].snaps, m.streams[0].snaps,
+			      2 * sizeof(struct manifest_snap)));
+	/* cur: the snapshot at 2 removed; the one at 5 moved to stream 7
+	 * (same version and bytes: the same object, kept). */
+	sample(&cur);
+	cur.streams[1].snaps = calloc(1, sizeof(struct manifest_snap));
+	cur.streams[1].nsnaps = 1;
+	cur.streams[1].snaps[0] = m.streams[0].snaps[1];
+	CHECK_EQ(sync_manifest_stale_keys(&m, &cur, tp, &stale), 0);
+	CHECK_EQ(stale.n, 1);
+	if (stale.n == 1)
+		CHECK(!strcmp(stale.v[0], "streamfs-v1/tenants/t/snapshots/"
+			      "0000000000000002-abcdef0123456789"));
+	sync_strvec_release(&stale);
+	sync_manifest_release(&cur);
+	sync_manifest_release(&d);
+	sync_manifest_release(&m);
+	free(text);
+}
+
 static void test_manifest_compare_text(void)
 {
 	struct manifest m;
@@ -489,6 +538,7 @@ int main(int argc, char **argv)
 		{ "manifest_unknown_members", test_manifest_unknown_members },
 		{ "manifest_damaged", test_manifest_damaged },
 		{ "manifest_stale_keys", test_manifest_stale_keys },
+		{ "manifest_snapshots", test_manifest_snapshots },
 		{ "manifest_tombstones", test_manifest_tombstones },
 		{ "key_round_trip", test_key_round_trip },
 		{ "key_encoding_rules", test_key_encoding_rules },

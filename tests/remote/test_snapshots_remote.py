@@ -1,0 +1,142 @@
+"""Snapshots from a writer host to an analysis host through a file://
+remote (CONTRACT §8): uploaded with their segments, listed in the manifest,
+fetched lazily and checked on the analysis host, removed there when removed
+on the writer."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util import append, getxattr, read  # noqa: E402
+
+APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+
+SYNC_ALLOW = [r"streamfs: sync: .*(failing|retry|working again|refus|held by)"]
+
+
+def sync(run_streamfs, mnt):
+    return run_streamfs("sync", "--timeout", "120", mnt, timeout=150)
+
+
+def put_snap(m, version, blob):
+    with open(m.path("T", "s@snap=%d" % version), "wb") as f:
+        f.write(blob)
+
+
+def manifest(remote):
+    return json.loads((remote / "streamfs-v1/tenants/T/manifest.json").read_text())
+
+
+def snapshot_objects(remote):
+    d = remote / "streamfs-v1/tenants/T/snapshots"
+    return sorted(os.listdir(d)) if d.exists() else []
+
+
+def test_analysis_host_serves_the_same_bytes(mount, run_streamfs, tmp_path):
+    remote = tmp_path / "remote"
+    url = "file://%s" % remote
+    w = mount(["remote=" + url], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "".join("event %d\n" % i for i in range(1, 11)), APPEND)
+    big = os.urandom(3 << 20)
+    put_snap(w, 4, b"BOOK@4\n")
+    put_snap(w, 8, big)
+    sync(run_streamfs, w.mnt)
+    # listed in the manifest, beside the segment that holds their versions
+    stream = manifest(remote)["streams"][0]
+    snaps = stream["snapshots"]
+    assert [s["version"] for s in snaps] == [4, 8]
+    assert snaps[1]["length"] == len(big)
+    assert all(s["key"].startswith("snapshots/") for s in snaps)
+    assert len(snapshot_objects(remote)) == 2
+    a = mount(["remote=" + url, "ro", "poll=1s"], allow=SYNC_ALLOW)
+    sync(run_streamfs, a.mnt)
+    for name in ("s@snap=4", "s@snap=8", "s@5,snap", "s@9,snap", "s@-1,snap",
+                 "s@end,snap", "s@2999-01-01T00:00:00Z,snap", "s@3,snap"):
+        assert read(a.path("T", name)) == read(w.path("T", name)), name
+        assert os.stat(a.path("T", name)).st_size == len(read(w.path("T", name))), name
+    assert read(a.path("T", "s@9,snap")) == big + b"event 9\nevent 10\n"
+    assert getxattr(a.path("T", "s"), "streamfs.snapshots") == \
+        getxattr(w.path("T", "s"), "streamfs.snapshots")
+    # a snapshot whose segment is not uploaded yet waits for it
+    append(w.path("T", "s"), "event 11\n")
+    put_snap(w, 11, b"BOOK@11\n")
+    sync(run_streamfs, a.mnt)
+    assert "11 " not in getxattr(a.path("T", "s"), "streamfs.snapshots")
+    assert "snapshots" in manifest(remote)["streams"][0]
+    assert [s["version"] for s in manifest(remote)["streams"][0]["snapshots"]] == [4, 8]
+    sync(run_streamfs, w.mnt)
+    sync(run_streamfs, a.mnt)
+    assert read(a.path("T", "s@end,snap")) == b"BOOK@11\n"
+    # removal propagates: from the manifest, the remote and the analysis host
+    os.unlink(w.path("T", "s@snap=4"))
+    sync(run_streamfs, w.mnt)
+    assert [s["version"] for s in manifest(remote)["streams"][0]["snapshots"]] == [8, 11]
+    assert len(snapshot_objects(remote)) == 2
+    sync(run_streamfs, a.mnt)
+    assert not os.path.exists(a.path("T", "s@snap=4"))
+    assert read(a.path("T", "s@5,snap")) == read(w.path("T", "s@1"))
+    # removing the stream takes them all
+    os.unlink(w.path("T", "s"))
+    sync(run_streamfs, w.mnt)
+    assert snapshot_objects(remote) == []
+    sync(run_streamfs, a.mnt)
+    assert not os.path.exists(a.path("T", "s"))
+
+
+def test_damaged_snapshot_object_is_eio(mount, run_streamfs, tmp_path):
+    remote = tmp_path / "remote"
+    url = "file://%s" % remote
+    w = mount(["remote=" + url], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "a\nb\n", APPEND)
+    put_snap(w, 2, b"the book at 2\n")
+    sync(run_streamfs, w.mnt)
+    (obj,) = snapshot_objects(remote)
+    path = remote / "streamfs-v1/tenants/T/snapshots" / obj
+    path.write_bytes(b"the bock at 2\n")	# same length, other bytes
+    a = mount(["remote=" + url, "ro", "poll=1s"],
+              allow=SYNC_ALLOW + [r"snapshot .* (does not match|failed)"])
+    sync(run_streamfs, a.mnt)
+    with pytest.raises(OSError) as e:
+        read(a.path("T", "s@snap=2"))
+    assert e.value.errno == errno.EIO
+    # put right, it is fetched on the next read
+    path.write_bytes(b"the book at 2\n")
+    assert read(a.path("T", "s@snap=2")) == b"the book at 2\n"
+
+
+def test_snap_follow_on_analysis_host(mount, run_streamfs, tmp_path):
+    url = "file://%s" % (tmp_path / "remote")
+    w = mount(["remote=" + url], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "a\nb\n", APPEND)
+    put_snap(w, 2, b"BOOK@2\n")
+    sync(run_streamfs, w.mnt)
+    a = mount(["remote=" + url, "ro", "poll=1s"], allow=SYNC_ALLOW)
+    sync(run_streamfs, a.mnt)
+    proc = subprocess.Popen(["cat", str(a.path("T", "s@end,snap,follow"))],
+                            stdout=subprocess.PIPE)
+    try:
+        got = b""
+        while len(got) < len(b"BOOK@2\n"):
+            got += os.read(proc.stdout.fileno(), 65536)
+        assert got == b"BOOK@2\n"
+        append(w.path("T", "s"), "c\n")
+        sync(run_streamfs, w.mnt)
+        sync(run_streamfs, a.mnt)
+        got = b""
+        while len(got) < 2:
+            got += os.read(proc.stdout.fileno(), 65536)
+        assert got == b"c\n"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        proc.stdout.close()
