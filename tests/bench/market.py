@@ -10,9 +10,9 @@ halfway between the starts of the last two segments.  Each figure is
 the wall time of the whole program (Python's start included), and both arms
 must print the same books.
 
-Sizes: 200 k orders in --quick, 2 M in a full run: 10 M takes gen alone
-about 10 minutes here and the replay arm 45 s a repetition, past the full
-run's 15-minute budget, and its 5,000 segments would not fit the 64 KiB
+Sizes: 200 k orders in --quick, 2 M in a full run: 10 M would take this
+scenario alone about 10 minutes here (gen 4, the snapshots 2.5, each replay
+one), most of the full run's 15-minute budget, and its 5,000 segments would not fit the 64 KiB
 user.streamfs.segments attribute (about 1,500 lines), so snapshots would
 stop there.  BENCH_MARKET_ORDERS=N sets another size.
 """
