@@ -153,6 +153,12 @@ def test_gen_trades_bars_match_reference(mount):
     got = json.loads(r.stdout)
     assert got["final"] is False and got["trades"] == len(open_trades[sym])
     assert got["volume"] == sum(x["qty"] for _, x in open_trades[sym])
+    # Paced by --rate, the same seed and clock make the same bytes.
+    os.mkdir(m.path("paced"))
+    gen(m.path("paced"), 600, 7, "--tick", "0.1", "--rate", "3000")
+    paced = read(m.path("paced", "orders")).splitlines(keepends=True)
+    assert len(paced) >= 600
+    assert paced == read(t / "orders").splitlines(keepends=True)[:len(paced)]
     r = run("trades", t, "at", "2026-11-22T09:00:00Z", "AAPL", check=False)
     assert r.returncode == 1 and "no trades" in r.stderr
     r = run("trades", t, "at", "10:00", "AAPL", check=False)
@@ -321,6 +327,7 @@ def test_orderbook_at_time_on_an_analysis_host(mount, tmp_path, run_streamfs):
     os.mkdir(t)
     marks = phases(t, [700, 2500, 4500])
     run("orderbook", t, "run", "--once")
+    run("trades", t, "run", "--once")
     run_streamfs("sync", w.mnt)
     snaps = getxattr(t / "orders", "streamfs.snapshots")
     assert len(snaps.splitlines()) > 3
@@ -333,6 +340,13 @@ def test_orderbook_at_time_on_an_analysis_host(mount, tmp_path, run_streamfs):
     for when, v in marks:
         want = ref_book(orders[:v])
         assert book_at(ta, when) == want, when
+    bars = events(t / "bars-1m")
+    assert bars
+    wait_until(lambda: os.path.exists(ta / "bars-1m") and version(ta / "bars-1m") == len(bars),
+               timeout=60)
+    for bar in (bars[0], bars[-1]):
+        r = run("trades", ta, "at", bar["minute"], bar["symbol"], "--json")
+        assert json.loads(r.stdout) == bar
     # The snapshot the analysis host serves is the writer's, byte for byte.
     last = snaps.splitlines()[-1].split()[0]
     assert read(ta / ("orders@snap=%s" % last)) == read(t / ("orders@snap=%s" % last))
