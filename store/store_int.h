@@ -46,12 +46,19 @@ struct ids_scratch {
 	struct json_object *last;	/* owns the string last returned */
 	char pattern[STORE_ID_FIELD_MAX + 3];	/* "field", quotes included */
 	size_t patlen;
+	char field[STORE_ID_FIELD_MAX + 1];	/* the member's name */
 };
 /* Init allocates nothing; release frees what store_ids_extract() made. */
 void store_ids_scratch_init(struct ids_scratch *sc, const char *field);
 void store_ids_scratch_release(struct ids_scratch *sc);
 int store_ids_extract(struct ids_scratch *sc, const char *line, size_t len,
 		      const char **id, size_t *idlen);
+/* What store_ids_extract() falls back on when LINE nests deeper than json-c
+ * goes: the same answer, found by walking the top level with a depth
+ * counter (ids.c says what is checked past json-c's depth).  Exported for
+ * the fuzzer, which compares it with json-c on lines of any depth. */
+int store_ids_find_top(struct ids_scratch *sc, const char *line, size_t len,
+		       const char **id, size_t *idlen);
 
 /* The sets, filters and tables below belong to a stream and are guarded
  * as it is (its tenant's lock). */
