@@ -1,7 +1,9 @@
 /*
- * Event IDs: extraction from JSON lines (json-c), the in-memory set of the
- * active segment, the Bloom filter in front of the sealed tables, and the
- * sealed per-segment ID tables (sorted (hash, offset) pairs in a .ids file).
+ * Event IDs: extraction from JSON lines (json-c, and past its depth limit
+ * a walk of the top level that hands json-c each member), the in-memory
+ * set of the active segment, the Bloom filter in front of the sealed
+ * tables, and the sealed per-segment ID tables (sorted (hash, offset) pairs
+ * in a .ids file).
  *
  * Hashes only narrow the search: a hash hit is confirmed by reading the
  * stored event and comparing its ID byte for byte (dedup_confirm).
@@ -38,6 +40,8 @@ void store_ids_scratch_init(struct ids_scratch *sc, const char *field)
 	memcpy(sc->pattern + 1, field, len);
 	sc->pattern[len + 1] = '"';
 	sc->patlen = len + 2;
+	memcpy(sc->field, field, len);
+	sc->field[len] = '\0';
 }
 
 void store_ids_scratch_release(struct ids_scratch *sc)
@@ -68,16 +72,8 @@ static bool may_have_id(const struct ids_scratch *sc, const char *line,
 	       memchr(line, '\\', len);
 }
 
-int store_ids_extract(struct ids_scratch *sc, const char *line, size_t len,
-		      const char **id, size_t *idlen)
+static int tokener_ready(struct ids_scratch *sc)
 {
-	struct json_object *obj, *member;
-	size_t end;
-
-	json_object_put(sc->last);
-	sc->last = NULL;
-	if (!may_have_id(sc, line, len))
-		return 0;
 	if (!sc->tok) {
 		sc->tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
 		if (!sc->tok)
@@ -85,29 +81,244 @@ int store_ids_extract(struct ids_scratch *sc, const char *line, size_t len,
 		json_tokener_set_flags(sc->tok, JSON_TOKENER_STRICT);
 	}
 	json_tokener_reset(sc->tok);
-	obj = json_tokener_parse_ex(sc->tok, line, (int)len);
-	if (!obj)
-		return 0;
-	sc->last = obj;
-	for (end = json_tokener_get_parse_end(sc->tok); end < len; end++)
-		if (!is_json_space(line[end]))
-			return 0;
-	if (!json_object_is_type(obj, json_type_object))
-		return 0;
-	/* pattern without its quotes is the member name */
-	{
-		char name[STORE_ID_FIELD_MAX + 1];
+	return 0;
+}
 
-		memcpy(name, sc->pattern + 1, sc->patlen - 2);
-		name[sc->patlen - 2] = '\0';
-		if (!json_object_object_get_ex(obj, name, &member))
-			return 0;
-	}
-	if (!json_object_is_type(member, json_type_string))
+/* The member named as the ID in OBJ, a parsed line: 1 when it is a string
+ * (*id, *idlen set), else 0. */
+static int id_member(const struct ids_scratch *sc, struct json_object *obj,
+		     const char **id, size_t *idlen)
+{
+	struct json_object *member;
+
+	if (!json_object_is_type(obj, json_type_object) ||
+	    !json_object_object_get_ex(obj, sc->field, &member) ||
+	    !json_object_is_type(member, json_type_string))
 		return 0;
 	*id = json_object_get_string(member);
 	*idlen = (size_t)json_object_get_string_len(member);
 	return 1;
+}
+
+int store_ids_extract(struct ids_scratch *sc, const char *line, size_t len,
+		      const char **id, size_t *idlen)
+{
+	struct json_object *obj;
+	size_t end;
+	int rc;
+
+	json_object_put(sc->last);
+	sc->last = NULL;
+	if (!may_have_id(sc, line, len))
+		return 0;
+	if ((rc = tokener_ready(sc)))
+		return rc;
+	obj = json_tokener_parse_ex(sc->tok, line, (int)len);
+	if (!obj) {
+		/* json-c keeps a record per level: past its depth, the
+		 * top level is walked with a counter instead */
+		if (json_tokener_get_error(sc->tok) == json_tokener_error_depth)
+			return store_ids_find_top(sc, line, len, id, idlen);
+		return 0;
+	}
+	sc->last = obj;
+	for (end = json_tokener_get_parse_end(sc->tok); end < len; end++)
+		if (!is_json_space(line[end]))
+			return 0;
+	return id_member(sc, obj, id, idlen);
+}
+
+/* ---- the top level of a line too deep for json-c ----
+ *
+ * store_ids_find_top() walks the top-level object itself: the braces,
+ * colons and commas between its members.  Each member's name and value
+ * still go to json-c, which decodes the strings (escapes included) and
+ * checks the values.  A value nested deeper than json-c's depth limit is
+ * checked by json-c up to where it goes too deep; from there on only that
+ * its brackets balance (a counter, not a stack: "[}" is not noticed), its
+ * strings end and it holds no NUL byte.  Nothing else grows with the
+ * depth.  As with json-c, the last member of the name wins. */
+
+static size_t skip_space(const char *line, size_t len, size_t i)
+{
+	while (i < len && is_json_space(line[i]))
+		i++;
+	return i;
+}
+
+/* The end (past the closing quote) of the string opening at I, or 0. */
+static size_t string_end(const char *line, size_t len, size_t i)
+{
+	for (i++; i < len; i++) {
+		if (line[i] == '"')
+			return i + 1;
+		if (line[i] == '\\')
+			i++;
+	}
+	return 0;
+}
+
+/* The end of the array or object opening at I, by counting brackets, or 0. */
+static size_t nested_end(const char *line, size_t len, size_t i)
+{
+	size_t depth = 0;
+
+	for (; i < len; i++) {
+		switch (line[i]) {
+		case '"':
+			i = string_end(line, len, i);
+			if (!i)
+				return 0;
+			i--;
+			break;
+		case '[':
+		case '{':
+			depth++;
+			break;
+		case ']':
+		case '}':
+			if (--depth == 0)
+				return i + 1;
+			break;
+		case '\0':
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/* The end of the value starting at I: a string, a nested value, or a
+ * scalar, which runs to the next delimiter (json-c judges it); 0 if it
+ * does not end. */
+static size_t value_end(const char *line, size_t len, size_t i)
+{
+	if (i == len)
+		return 0;
+	if (line[i] == '"')
+		return string_end(line, len, i);
+	if (line[i] == '[' || line[i] == '{')
+		return nested_end(line, len, i);
+	while (i < len && line[i] != ',' && line[i] != '}' &&
+	       !is_json_space(line[i]))
+		i++;
+	return i;
+}
+
+/* Has json-c parse the whole of the value P (LEN bytes) into *OBJ (OUT,
+ * caller puts; NULL for null).  1 when it is valid JSON, or valid as far
+ * as json-c's depth reaches (*OBJ NULL then); 0 if not. */
+static int parse_value(struct ids_scratch *sc, const char *p, size_t len,
+		       struct json_object **obj)
+{
+	enum json_tokener_error err;
+	int rc = tokener_ready(sc);
+
+	*obj = NULL;
+	if (rc)
+		return rc;
+	*obj = json_tokener_parse_ex(sc->tok, p, (int)len);
+	err = json_tokener_get_error(sc->tok);
+	if (err == json_tokener_continue) {
+		/* all taken, and a number may go on: say that nothing does */
+		*obj = json_tokener_parse_ex(sc->tok, "", 1);
+		return json_tokener_get_error(sc->tok) == json_tokener_success;
+	}
+	if (err == json_tokener_success)
+		return json_tokener_get_parse_end(sc->tok) == len;
+	return err == json_tokener_error_depth;
+}
+
+/* Whether the member name at I (a string token ending at END) is the ID
+ * field: 1 or 0, -EINVAL when it is no valid string, -ENOMEM.  json-c
+ * decodes it, and it compares as json-c compares its own keys (up to a
+ * NUL that an escape may put in). */
+static int is_id_name(struct ids_scratch *sc, const char *line, size_t i,
+		      size_t end)
+{
+	struct json_object *name;
+	int rc = parse_value(sc, line + i, end - i, &name);
+
+	if (rc == 0 || (rc > 0 && !json_object_is_type(name, json_type_string)))
+		rc = -EINVAL;
+	else if (rc > 0)
+		rc = !strcmp(json_object_get_string(name), sc->field);
+	json_object_put(name);
+	return rc;
+}
+
+/* One member at *POS: name, colon, value; *POS (IN/OUT) moves past it.
+ * Keeps in *FOUND (caller puts) the value of a member named as the ID.
+ * 1, or 0 when the member is not valid JSON, or -ENOMEM. */
+static int member(struct ids_scratch *sc, const char *line, size_t len,
+		  size_t *pos, struct json_object **found)
+{
+	size_t i = *pos, end;
+	struct json_object *value;
+	int named, rc;
+
+	end = line[i] == '"' ? string_end(line, len, i) : 0;
+	if (!end)
+		return 0;
+	named = is_id_name(sc, line, i, end);
+	if (named < 0)
+		return named == -EINVAL ? 0 : named;
+	i = skip_space(line, len, end);
+	if (i == len || line[i] != ':')
+		return 0;
+	i = skip_space(line, len, i + 1);
+	end = value_end(line, len, i);
+	if (!end)
+		return 0;
+	rc = parse_value(sc, line + i, end - i, &value);
+	if (rc > 0 && named) {
+		json_object_put(*found);
+		*found = value;
+	} else {
+		json_object_put(value);
+	}
+	*pos = end;
+	return rc;
+}
+
+/* The members from *POS (IN/OUT) up to the object's closing brace, where
+ * it leaves *POS.  1, or 0 when they are not valid JSON, or -ENOMEM. */
+static int members(struct ids_scratch *sc, const char *line, size_t len,
+		   size_t *pos, struct json_object **found)
+{
+	for (;;) {
+		int rc = *pos < len ? member(sc, line, len, pos, found) : 0;
+
+		if (rc <= 0)
+			return rc;
+		*pos = skip_space(line, len, *pos);
+		if (*pos == len || line[*pos] != ',')
+			return *pos < len && line[*pos] == '}';
+		*pos = skip_space(line, len, *pos + 1);
+	}
+}
+
+int store_ids_find_top(struct ids_scratch *sc, const char *line, size_t len,
+		       const char **id, size_t *idlen)
+{
+	struct json_object *found = NULL;
+	size_t i = skip_space(line, len, 0);
+	int rc;
+
+	json_object_put(sc->last);
+	sc->last = NULL;
+	if (i == len || line[i] != '{')
+		return 0;
+	i = skip_space(line, len, i + 1);
+	rc = i < len && line[i] == '}' ? 1 : members(sc, line, len, &i, &found);
+	if (rc > 0 && skip_space(line, len, i + 1) == len &&
+	    json_object_is_type(found, json_type_string)) {
+		sc->last = found;
+		*id = json_object_get_string(found);
+		*idlen = (size_t)json_object_get_string_len(found);
+		return 1;
+	}
+	json_object_put(found);
+	return rc < 0 ? rc : 0;
 }
 
 /* ---- the active segment's set ---- */

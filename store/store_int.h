@@ -39,8 +39,8 @@ uint64_t store_ids_hash(const char *id, size_t len);
 /* Finds the ID of the JSON-lines event LINE (LEN bytes, '\n' excluded).
  * Returns 1 and sets *id and *idlen (owned by SC, valid until its next use) when
  * LINE is a JSON object with a top-level string member named FIELD (given to
- * store_ids_scratch_init); 0 otherwise; -ENOMEM.  A scratch serves one thread at a
- * time. */
+ * store_ids_scratch_init), however deep the rest of it nests; 0 otherwise;
+ * -ENOMEM.  A scratch serves one thread at a time. */
 struct json_tokener;
 struct json_object;
 struct ids_scratch {
@@ -48,12 +48,19 @@ struct ids_scratch {
 	struct json_object *last;	/* owns the string last returned */
 	char pattern[STORE_ID_FIELD_MAX + 3];	/* "field", quotes included */
 	size_t patlen;
+	char field[STORE_ID_FIELD_MAX + 1];	/* the member's name */
 };
 /* Init allocates nothing; release frees what store_ids_extract() made. */
 void store_ids_scratch_init(struct ids_scratch *sc, const char *field);
 void store_ids_scratch_release(struct ids_scratch *sc);
 int store_ids_extract(struct ids_scratch *sc, const char *line, size_t len,
 		      const char **id, size_t *idlen);
+/* What store_ids_extract() falls back on when LINE nests deeper than json-c
+ * goes: the same answer, found by walking the top level with a depth
+ * counter (ids.c says what is checked past json-c's depth).  Exported for
+ * tests/fuzz/fuzz_ids.c, which checks that it agrees with json-c. */
+int store_ids_find_top(struct ids_scratch *sc, const char *line, size_t len,
+		       const char **id, size_t *idlen);
 
 /* The sets, filters and tables below belong to a stream and are guarded
  * as it is (its tenant's lock). */

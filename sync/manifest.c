@@ -422,6 +422,13 @@ static int64_t jget_i64(json_object *o, const char *k)
 	return json_object_object_get_ex(o, k, &v) ? json_object_get_int64(v) : 0;
 }
 
+/* O's "mode": permission bits only, as the store keeps them, whatever
+ * the remote holds (a larger number would not encode back the same). */
+static uint32_t jget_mode(json_object *o)
+{
+	return (uint32_t)(jget_u64(o, "mode") & 07777);
+}
+
 /* K's value when it is a string, else NULL. */
 static const char *jget_str(json_object *o, const char *k)
 {
@@ -500,7 +507,7 @@ static int stream_decode(struct manifest *m, json_object *r)
 	*ms = (struct manifest_stream){
 		.id = jget_u64(r, "id"), .name = strdup(name),
 		.framing = framing_of(jget_str(r, "framing")),
-		.mode = (uint32_t)jget_u64(r, "mode"),
+		.mode = jget_mode(r),
 		.uid = jget_i64(r, "uid"), .gid = jget_i64(r, "gid"),
 		.mtime_ns = jget_i64(r, "mtime_ns"),
 		.size = jget_u64(r, "size"), .version = jget_u64(r, "version"),
@@ -551,7 +558,7 @@ static int root_decode(json_object *root, struct manifest *m)
 		return -ENOMEM;
 	if ((s = jget_str(root, "writer")) && !(m->writer = strdup(s)))
 		return -ENOMEM;
-	m->mode = (uint32_t)jget_u64(root, "mode");
+	m->mode = jget_mode(root);
 	m->uid = jget_i64(root, "uid");
 	m->gid = jget_i64(root, "gid");
 	m->has_framing = (s = jget_str(root, "framing")) != NULL;

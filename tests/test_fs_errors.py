@@ -382,6 +382,25 @@ def test_dedup_empty_id(mount):
     assert getxattr(p, "streamfs.version") == "2"
 
 
+@pytest.mark.parametrize("depth", [31, 32, 33, 1000, 100000])
+def test_dedup_deep_json(mount, tmp_path, depth):
+    """An ID is found whatever the depth of the rest of the object (json-c
+    alone stops at 32 levels), so a retried deep event is stored once; a
+    nested "id" is never one, and a name spelled with escapes still is."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    deep = b"[" * depth + b"]" * depth
+    events = [b'{"id":"x","a":' + deep + b'}\n',
+              b' { "a" : ' + deep + b' , "\\u0069d" : "y" }\r\n',
+              b'{"a":{"id":"n","b":' + deep + b'}}\n']
+    f = tmp_path / "ev.jsonl"
+    f.write_bytes(b"".join(events))
+    for _ in range(2):      # a retry with a real tool
+        subprocess.run(["sh", "-c", "cat %s >> %s" % (f, m.path("T", "s"))], check=True)
+    assert read(m.path("T", "s")) == b"".join(events + events[2:])
+    assert getxattr(m.path("T", "s"), "streamfs.version") == "4"
+
+
 def test_xattrs(mount):
     m = mount()
     os.mkdir(m.path("T"))

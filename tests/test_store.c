@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -125,6 +128,95 @@ static void test_id_extraction(void)
 				STORE_ANY_VERSION, false, &r), 0);
 	CHECK_EQ(r.skipped, 1);
 	CHECK_EQ(fixture_version(&f), 17);
+	fixture_teardown(&f);
+}
+
+/* HEAD, DEPTH '[', MID, DEPTH ']', TAIL and '\n' (caller frees). */
+static char *deep_line(const char *head, size_t depth, const char *mid,
+		       const char *tail)
+{
+	size_t hl = strlen(head), ml = strlen(mid), tl = strlen(tail);
+	char *line = malloc(hl + 2 * depth + ml + tl + 2), *p = line;
+
+	CHECK(line);
+	p = (char *)memcpy(p, head, hl) + hl;
+	p = (char *)memset(p, '[', depth) + depth;
+	p = (char *)memcpy(p, mid, ml) + ml;
+	p = (char *)memset(p, ']', depth) + depth;
+	p = (char *)memcpy(p, tail, tl) + tl;
+	strcpy(p, "\n");
+	return line;
+}
+
+/* Appends the deep_line() twice; returns the number of events added. */
+static uint64_t twice(struct fixture *f, const char *head, size_t depth,
+		      const char *mid, const char *tail)
+{
+	char *line = deep_line(head, depth, mid, tail);
+	uint64_t before = fixture_version(f);
+
+	for (int i = 0; i < 2; i++)
+		CHECK_EQ(fixture_append(f, line, STORE_ANY_VERSION, false, NULL), 0);
+	free(line);
+	return fixture_version(f) - before;
+}
+
+/* json-c stops at 32 levels (an object holding 31 nested arrays passes,
+ * 32 do not); past them the top level is walked with a counter
+ * (store/ids.c), and the ID is found at any depth. */
+static void test_id_deep(void)
+{
+	static const size_t depths[] = { 31, 32, 33, 1000, 100000 };
+	static const char *invalid_tails[] = {
+		",\"id\":\"t\",}", ",\"id\":\"t\"", ",\"id\":\"t\"} x",
+		",\"id\":\"t\"}}", ",\"id\":\"t\" \"b\":1}", ",,\"id\":\"t\"}",
+		",\"id\":\"t\",\"b\":tru}", ",\"id\":\"t\",\"b\":01}",
+		",\"id\":\"t\",\"b\":1,2}", ",\"id\":\"t\\x\"}",
+		",\"id\":\"t\",'b':1}", ",\"id\":\"t\",\"b\"}",
+		",\"id\":\"t\",\"b\":[1,,2]}",
+	};
+	struct fixture f;
+	uint64_t want = 0;
+	char *line;
+
+	fixture_setup(&f);
+	for (size_t i = 0; i < sizeof(depths) / sizeof(depths[0]); i++) {
+		char head[64];
+
+		snprintf(head, sizeof(head), "{\"id\":\"d%zu\",\"a\":", depths[i]);
+		CHECK_EQ(twice(&f, head, depths[i], "", "}"), 1);
+		/* the ID after the deep member, its name spelled with escapes */
+		CHECK_EQ(twice(&f, " { \"a\" : ", depths[i], "",
+			       " , \"\\u0069\\u0064\" : \"e\\u00e9\" } \r"),
+			 i == 0);	/* the same ID each time */
+		want += 1 + (i == 0);
+	}
+	/* the last member of the name wins, as json-c has it */
+	CHECK_EQ(twice(&f, "{\"id\":\"x\",\"a\":", 40, "", ",\"id\":\"y\"}"), 1);
+	CHECK_EQ(twice(&f, "{\"id\":\"x2\",\"a\":", 40, "", ",\"id\":7}"), 2);
+	CHECK_EQ(twice(&f, "{\"id\":\"x3\",\"id\":", 40, "", "}"), 2);
+	/* a nested "id" is no ID, nor is one in what is not an object */
+	CHECK_EQ(twice(&f, "{\"a\":{\"id\":\"n\",\"b\":", 40, "", "}}"), 2);
+	CHECK_EQ(twice(&f, "{\"a\":", 40, "{\"id\":\"n\"}", "}"), 2);
+	CHECK_EQ(twice(&f, "[{\"id\":\"n\"},", 40, "", "]"), 2);
+	want += 1 + 5 * 2;
+	/* nor in a line whose top level, past the deep part, is no JSON */
+	for (size_t i = 0; i < sizeof(invalid_tails) / sizeof(invalid_tails[0]); i++)
+		CHECK_EQ(twice(&f, "{\"a\":", 40, "", invalid_tails[i]), 2);
+	want += 2 * sizeof(invalid_tails) / sizeof(invalid_tails[0]);
+	/* past json-c's depth: an unclosed string, brackets that do not
+	 * balance */
+	CHECK_EQ(twice(&f, "{\"a\":", 40, "\"", "}, \"id\":\"t\"}"), 2);
+	CHECK_EQ(twice(&f, "{\"a\":[", 40, "", ", \"id\":\"t\"}"), 2);
+	CHECK_EQ(twice(&f, "{\"a\":", 40, "", "], \"id\":\"t\"}"), 2);
+	want += 3 * 2;
+	CHECK_EQ(fixture_version(&f), want);
+	/* a retry after a reopen finds the ID in the stored event */
+	fixture_reopen(&f);
+	line = deep_line("{\"id\":\"d100000\",\"a\":", 100000, "", "}");
+	CHECK_EQ(fixture_append(&f, line, STORE_ANY_VERSION, false, NULL), 0);
+	free(line);
+	CHECK_EQ(fixture_version(&f), want);
 	fixture_teardown(&f);
 }
 
@@ -565,6 +657,7 @@ static const struct unit_test tests[] = {
 	{ "raw_framing", test_raw_framing },
 	{ "max_event", test_max_event },
 	{ "id_extraction", test_id_extraction },
+	{ "id_deep", test_id_deep },
 	{ "custom_id_field", test_custom_id_field },
 	{ "dedup", test_dedup },
 	{ "dedup_many", test_dedup_many },
