@@ -683,7 +683,9 @@ void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		return;
 	}
 	fs_mutex_lock(&fh->lock);
+	fs_commit_node_set(fh->node);
 	rc = stream_write(fs, fh, buf, size, off);
+	fs_commit_node_set(NULL);
 	fs_mutex_unlock(&fh->lock);
 	/* Readers must see the bytes once write(2) returns. */
 	fs_inval_wait(fs);

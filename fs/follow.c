@@ -26,6 +26,8 @@
 
 /* Sequence number of the last invalidation this thread's commits queued. */
 static __thread uint64_t inval_mine;
+/* The node this thread is writing to (fs_commit_node_set). */
+static __thread struct fs_node *commit_node;
 
 /* ---- invalidation ---- */
 
@@ -593,13 +595,18 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 	struct fs_wait *ready = NULL;
 	struct fs_wake *wk;
 	struct fs_node *n;
+	bool borrowed;
 	uint64_t old;
 
 	/* Appends and removals are work for the sync thread (a commit made
 	 * by the replica's own thread just wakes it once more). */
 	if (sy)
 		sync_kick(sy);
-	n = fs_node_find_stream(fs, t, stream);
+	/* A write's own node is held by its description: no lookup, no
+	 * reference of our own. */
+	borrowed = commit_node && commit_node->t == t &&
+		   commit_node->id == stream;
+	n = borrowed ? commit_node : fs_node_find_stream(fs, t, stream);
 	if (!n)
 		return;	/* nobody looked at it: nothing cached, nobody parked */
 	fs_mutex_lock(&fs->park_lock);
@@ -623,10 +630,18 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 	if (size != UINT64_MAX && atomic_load(&n->cached)) {
 		uint64_t from = old < size ? old : size;
 		from -= from % (uint64_t)fs->page_size;
+		if (borrowed)
+			fs_node_ref(fs, n);
 		inval_queue(fs, n, from);	/* takes the ref */
 		return;
 	}
-	fs_node_unref(fs, n);
+	if (!borrowed)
+		fs_node_unref(fs, n);
+}
+
+void fs_commit_node_set(struct fs_node *n)
+{
+	commit_node = n;
 }
 
 /* ---- start and stop ---- */

@@ -361,6 +361,9 @@ int fs_follow_start(struct fs *fs) FS_WARN_UNUSED;
 void fs_follow_stop(struct fs *fs);
 void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 		    uint64_t size);
+/* N, held by the caller until it calls this again with NULL, is the node
+ * this thread's next commits are to: the hook needs no lookup for it. */
+void fs_commit_node_set(struct fs_node *n);
 /* Answers W by reading; parks it again when there is nothing yet. */
 void fs_wait_answer(struct fs *fs, struct fs_wait *w);
 /* Waits until invalidations queued by this thread's commits are done. */

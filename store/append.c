@@ -14,8 +14,11 @@
 #include "hash.h"
 #include "store_int.h"
 
+/* A line that may hold an ID (store_ids_may_be_object): the others are
+ * only counted, and never skipped. */
 struct event {
 	size_t off, len;	/* in the caller's buffer, '\n' included */
+	size_t index;		/* among the call's events */
 	uint64_t hash;		/* of the ID, when has_id */
 	size_t id_off, id_len;	/* the ID's bytes in the call's arena */
 	bool has_id;
@@ -25,8 +28,10 @@ struct event {
 #define BATCH_INLINE 8	/* events held without an allocation */
 
 struct batch {
+	size_t count;		/* events in the caller's buffer */
 	struct event *ev;	/* inline, or allocated when it outgrew it */
 	size_t nev, cap;
+	size_t len;		/* of the caller's buffer */
 	size_t consumed;	/* bytes of the caller's buffer used */
 	bool add_newline;	/* final partial line: commit it with '\n' */
 	char *arena;		/* the IDs, back to back */
@@ -49,12 +54,18 @@ static void batch_release(struct batch *b)
 	free(b->arena);
 }
 
-static int push_event(struct batch *b, size_t off, size_t len)
+/* Keeps the event just counted, LEN bytes at OFF, which may have an ID.
+ * The first array allocated holds the events of the whole buffer if they
+ * are not very short: growing it often would copy it each time. */
+static int keep_event(struct batch *b, size_t off, size_t len)
 {
 	if (b->nev == b->cap) {
 		size_t ncap = b->cap * 8;
-		struct event *v = malloc(ncap * sizeof(*v));
+		struct event *v;
 
+		if (b->ev == b->inline_ev && b->len / 64 > ncap)
+			ncap = b->len / 64;
+		v = malloc(ncap * sizeof(*v));
 		if (!v)
 			return -ENOMEM;
 		memcpy(v, b->ev, b->nev * sizeof(*v));
@@ -63,30 +74,43 @@ static int push_event(struct batch *b, size_t off, size_t len)
 		b->ev = v;
 		b->cap = ncap;
 	}
-	b->ev[b->nev++] = (struct event){ .off = off, .len = len };
+	b->ev[b->nev++] = (struct event){
+		.off = off, .len = len, .index = b->count - 1 };
 	return 0;
 }
 
+/* Counts an event of LEN bytes at OFF of BUF (never empty), and keeps it
+ * when it may have an ID. */
+static inline int push_event(struct batch *b, const char *buf, size_t off,
+			     size_t len)
+{
+	b->count++;
+	return store_ids_may_be_object(buf[off]) ? keep_event(b, off, len) : 0;
+}
+
 /* Splits BUF into events.  Lines: every '\n' ends one; a trailing partial
- * line is left for the caller, or committed with a '\n' added when FINAL. */
+ * line is left for the caller, or committed with a '\n' added when FINAL.
+ * Raw: the buffer is one event, which has no ID. */
 static int split(struct batch *b, const char *buf, size_t len,
 		 enum store_framing framing, bool final, uint32_t max_event)
 {
 	const char *p = buf, *end = buf + len, *nl;
 	int rc;
 
+	b->len = len;
 	if (framing == STORE_RAW) {
 		b->consumed = len;
-		if (!len)
-			return 0;
-		return len > max_event ? -EMSGSIZE : push_event(b, 0, len);
+		if (len > max_event)
+			return -EMSGSIZE;
+		b->count = len > 0;
+		return 0;
 	}
 	while ((nl = memchr(p, '\n', (size_t)(end - p)))) {
 		size_t n = (size_t)(nl + 1 - p);
 
 		if (n > max_event)
 			return -EMSGSIZE;
-		rc = push_event(b, (size_t)(p - buf), n);
+		rc = push_event(b, buf, (size_t)(p - buf), n);
 		if (rc)
 			return rc;
 		p = nl + 1;
@@ -101,7 +125,7 @@ static int split(struct batch *b, const char *buf, size_t len,
 		return 0;
 	b->add_newline = true;
 	b->consumed = len;
-	return push_event(b, (size_t)(p - buf), (size_t)(end - p));
+	return push_event(b, buf, (size_t)(p - buf), (size_t)(end - p));
 }
 
 /* Adds an ID to the arena.  "" is an ID too: the one byte reserved past
@@ -132,7 +156,7 @@ static int extract_ids(struct batch *b, const char *buf,
 
 	for (size_t i = 0; i < b->nev && !rc; i++) {
 		struct event *e = &b->ev[i];
-		bool last = i + 1 == b->nev;
+		bool last = e->index + 1 == b->count;
 		const char *id;
 		size_t idlen;
 
@@ -274,32 +298,38 @@ static int mark_duplicates(struct store_tenant *t, struct stream *s,
 static const char *payload(const struct batch *b, const char *buf,
 			   size_t *len, uint32_t *count, char **copy)
 {
-	size_t n = 0, total = 0;
-	bool direct = !b->add_newline;
+	size_t gone = 0, skipped = 0, n = 0, from = 0;
+	bool last_skipped = false;
 	char *out;
 
-	*count = 0;
-	for (size_t i = 0; i < b->nev; i++) {
-		if (b->ev[i].skip) {
-			direct = false;
+	for (size_t i = 0; b->any_id && i < b->nev; i++) {
+		if (!b->ev[i].skip)
 			continue;
-		}
-		total += b->ev[i].len;
-		(*count)++;
+		gone += b->ev[i].len;
+		skipped++;
+		if (b->ev[i].index + 1 == b->count)
+			last_skipped = true;
 	}
+	*count = (uint32_t)(b->count - skipped);
+	*len = b->consumed - gone + (b->add_newline && !last_skipped);
 	*copy = NULL;
-	*len = total + (b->add_newline && !b->ev[b->nev - 1].skip);
-	if (direct)
+	if (!skipped && !b->add_newline)
 		return buf;
 	out = malloc(*len ? *len : 1);
 	if (!out)
 		return NULL;
+	/* the bytes around the skipped events */
 	for (size_t i = 0; i < b->nev; i++) {
-		if (b->ev[i].skip)
+		const struct event *e = &b->ev[i];
+
+		if (!e->skip)
 			continue;
-		memcpy(out + n, buf + b->ev[i].off, b->ev[i].len);
-		n += b->ev[i].len;
+		memcpy(out + n, buf + from, e->off - from);
+		n += e->off - from;
+		from = e->off + e->len;
 	}
+	memcpy(out + n, buf + from, b->consumed - from);
+	n += b->consumed - from;
 	if (n < *len)
 		out[n] = '\n';
 	*copy = out;
@@ -509,20 +539,22 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 static void remember_ids(struct store_tenant *t, struct stream *s,
 			 const struct batch *b, uint64_t base)
 {
-	uint64_t off = base;
+	uint64_t gone = 0;	/* bytes of skipped events so far */
 
 	for (size_t i = 0; i < b->nev; i++) {
 		const struct event *e = &b->ev[i];
 
-		if (e->skip)
+		if (e->skip) {
+			gone += e->len;
 			continue;
-		if (e->has_id && store_idset_add(&s->active_ids, e->hash, off)) {
+		}
+		if (e->has_id && store_idset_add(&s->active_ids, e->hash,
+						 base + e->off - gone)) {
 			/* out of memory: rebuild from disk on the next ID */
 			store_stream_ids_release(s);
 			(void)t;
 			return;
 		}
-		off += e->len;
 	}
 }
 
@@ -532,12 +564,12 @@ static void report_skipped(const struct batch *b, const struct store_append *app
 	size_t n = 0;
 
 	res->skipped = 0;
-	for (size_t i = 0; i < b->nev; i++) {
+	for (size_t i = 0; b->any_id && i < b->nev; i++) {
 		if (!b->ev[i].skip)
 			continue;
 		res->skipped++;
 		if (app->skipped && n < app->skipped_cap)
-			app->skipped[n++] = (uint32_t)i;
+			app->skipped[n++] = (uint32_t)b->ev[i].index;
 	}
 }
 
@@ -562,7 +594,8 @@ static int append_locked(struct store_tenant *t, uint64_t id,
 		return -EAGAIN;	/* framing changed since the split */
 	if (app->expected != STORE_ANY_VERSION && app->expected != s->version)
 		return -ESTALE;
-	for (size_t i = 0; i < b->nev; i++)
+	/* Only events with IDs are ever skipped. */
+	for (size_t i = 0; b->any_id && i < b->nev; i++)
 		b->ev[i].skip = false;
 	if (b->any_id)
 		rc = mark_duplicates(t, s, b);
@@ -574,7 +607,7 @@ static int append_locked(struct store_tenant *t, uint64_t id,
 	base = s->size;
 	if (count)
 		rc = commit_batch(t, s, p, len, count, b->any_id);
-	if (!rc && count && s->ids_loaded)
+	if (!rc && count && b->any_id && s->ids_loaded)
 		remember_ids(t, s, b, base);
 	if (!rc) {
 		res->version = s->version;

@@ -50,6 +50,15 @@ struct ids_scratch {
 	size_t patlen;
 	char field[STORE_ID_FIELD_MAX + 1];	/* the member's name */
 };
+/* False for a line that cannot hold an ID, being no JSON object: its first
+ * byte FIRST is neither '{' nor JSON whitespace.  Rules out most lines of a
+ * stream without IDs before a call to store_ids_extract(). */
+static inline bool store_ids_may_be_object(char first)
+{
+	if ((unsigned char)first > ' ')
+		return first == '{';
+	return first == ' ' || first == '\t' || first == '\r' || first == '\n';
+}
 /* Init allocates nothing; release frees what store_ids_extract() made. */
 void store_ids_scratch_init(struct ids_scratch *sc, const char *field);
 void store_ids_scratch_release(struct ids_scratch *sc);

@@ -288,6 +288,36 @@ static void test_dedup(void)
 	fixture_teardown(&f);
 }
 
+/* Lines without IDs between those with: a skipped event is reported by
+ * its place among all the call's events, and an ID that went in is found
+ * again at its own offset in the stream. */
+static void test_dedup_among_plain_lines(void)
+{
+	struct fixture f;
+	struct store_append_result r;
+	uint32_t skipped[4];
+	struct store_append app = {
+		.buf = "x\n{\"id\":\"a\"}\n{\"id\":\"a\"}\ny\n{\"id\":\"b\"}\n",
+		.expected = STORE_ANY_VERSION,
+		.skipped = skipped,
+		.skipped_cap = 4,
+	};
+
+	fixture_setup(&f);
+	app.len = strlen(app.buf);
+	CHECK_EQ(store_append(f.t, f.s, &app, &r), 0);
+	CHECK_EQ(r.appended, 4);
+	CHECK_EQ(r.skipped, 1);
+	CHECK_EQ(skipped[0], 2);
+	CHECK(!strcmp(fixture_contents(&f),
+		      "x\n{\"id\":\"a\"}\ny\n{\"id\":\"b\"}\n"));
+	CHECK_EQ(fixture_append(&f, "{\"id\":\"b\"}\nz\n{\"id\":\"a\"}\n",
+				STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.appended, 1);
+	CHECK_EQ(r.skipped, 2);
+	fixture_teardown(&f);
+}
+
 /* Appends N events with unique IDs, about 16 KiB a call, to a store with
  * ROLL_SIZE segments; once SEALED of them are sealed (their tables the
  * sealer's), every STEPth ID is appended again, half after a reopen, and
@@ -660,6 +690,7 @@ static const struct unit_test tests[] = {
 	{ "id_deep", test_id_deep },
 	{ "custom_id_field", test_custom_id_field },
 	{ "dedup", test_dedup },
+	{ "dedup_among_plain_lines", test_dedup_among_plain_lines },
 	{ "dedup_many", test_dedup_many },
 	{ "dedup_big", test_dedup_big },
 	{ "expected_version", test_expected_version },
