@@ -371,7 +371,7 @@ int store_snapshot_before(struct store_tenant *t, uint64_t id, uint64_t before,
 	return rc == 1 ? 0 : rc ? rc : -ENOENT;
 }
 
-int store_snapshot_list(struct store_tenant *t, uint64_t id,
+int store_snapshot_list(struct store_tenant *t, uint64_t id, uint64_t from,
 			int (*fn)(void *arg, const struct store_snapshot *snap),
 			void *arg)
 {
@@ -381,7 +381,7 @@ int store_snapshot_list(struct store_tenant *t, uint64_t id,
 	if (rc)
 		return rc;
 	rc = query(t, "SELECT " SNAP_COLS " FROM snapshots WHERE stream = ?1"
-		      " ORDER BY version", id, 0, fn, arg);
+		      " AND version >= ?2 ORDER BY version", id, from, fn, arg);
 	pthread_rwlock_unlock(&t->lock);
 	return rc;
 }
@@ -760,6 +760,7 @@ int store_snapshot_restore(struct store_tenant *t, uint64_t stream,
 /* ---- segments, for snapshot writers ---- */
 
 int store_stream_segment_starts(struct store_tenant *t, uint64_t id,
+				uint64_t from,
 				int (*fn)(void *arg, uint64_t first_version,
 					  int64_t time_ns),
 				void *arg)
@@ -781,8 +782,8 @@ int store_stream_segment_starts(struct store_tenant *t, uint64_t id,
 			rc = -ENOMEM;
 	}
 	for (size_t i = 0; i < s->nsegs && !rc; i++) {
-		if (!s->segs[i]->count)
-			continue;	/* an active segment with no event yet */
+		if (!s->segs[i]->count || s->segs[i]->first_version < from)
+			continue;	/* before FROM, or active with no event yet */
 		rc = store_index_batch_find(t, id, s->segs[i]->first_version, &b);
 		firsts[n] = s->segs[i]->first_version;
 		times[n++] = b.time_ns;

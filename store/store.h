@@ -322,15 +322,16 @@ int store_snapshot_open(struct store_tenant *t, uint64_t id, uint64_t version,
 			int *fd) STORE_WARN_UNUSED;
 int store_snapshot_remove(struct store_tenant *t, uint64_t id,
 			  uint64_t version) STORE_WARN_UNUSED;
-/* Calls FN for each snapshot of stream ID in version order, until FN
- * returns non-zero (which is returned). */
-int store_snapshot_list(struct store_tenant *t, uint64_t id,
+/* Calls FN for each snapshot of stream ID at a version >= FROM, in version
+ * order, until FN returns non-zero (which is returned). */
+int store_snapshot_list(struct store_tenant *t, uint64_t id, uint64_t from,
 			int (*fn)(void *arg, const struct store_snapshot *snap),
 			void *arg);
 /* Calls FN with the first version and the commit time of that version for
- * each segment of stream ID, in stream order, until FN returns non-zero
- * (which is returned). */
+ * each segment of stream ID whose first version is >= FROM, in stream
+ * order, until FN returns non-zero (which is returned). */
 int store_stream_segment_starts(struct store_tenant *t, uint64_t id,
+				uint64_t from,
 				int (*fn)(void *arg, uint64_t first_version,
 					  int64_t time_ns),
 				void *arg);

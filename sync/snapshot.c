@@ -163,7 +163,7 @@ int sync_replica_snapshots(struct store_tenant *t, uint64_t lid,
 {
 	struct snap_vec sv = { 0 };
 	struct store_attr a;
-	int rc = store_snapshot_list(t, lid, snap_collect, &sv);
+	int rc = store_snapshot_list(t, lid, 0, snap_collect, &sv);
 
 	if (!rc)
 		rc = store_stream_stat(t, lid, &a);

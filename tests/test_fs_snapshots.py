@@ -194,6 +194,56 @@ def test_segments_xattr(mount, run_streamfs):
     assert read(m.path("T", "s@%s" % times[1])).startswith(b"event 4\n")
 
 
+def pages(path, name):
+    """Every "VERSION TIME" line of NAME, read page by page (NAME.from.V)."""
+    out, v = [], 1
+    while True:
+        page = getxattr(path, "%s.from.%d" % (name, v)).splitlines()
+        if not page:
+            return out
+        assert len("\n".join(page)) < 65536
+        out += page
+        v = int(page[-1].split(" ")[0]) + 1
+
+
+def test_lists_past_64k_come_in_pages(mount):
+    # roll_size=1: every write seals its segment, so 2,000 writes make 2,000
+    # segments, more lines (36 bytes each) than one 64 KiB xattr value holds.
+    m = mount("roll_size=1")
+    os.mkdir(m.path("T"))
+    n = 2000
+    fd = os.open(m.path("T", "s"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for i in range(1, n + 1):
+            os.write(fd, b"event %d\n" % i)
+    finally:
+        os.close(fd)
+    for v in range(1, n + 1):
+        put_snap(m, v, b"state %d" % v)
+    s = m.path("T", "s")
+    for name in ("user.streamfs.segments", "user.streamfs.snapshots"):
+        # the whole list is too big: E2BIG, as before
+        with pytest.raises(OSError) as e:
+            getxattr(s, name)
+        assert e.value.errno == errno.E2BIG
+        lines = pages(s, name)
+        assert [int(x.split(" ")[0]) for x in lines] == list(range(1, n + 1))
+        times = [x.split(" ")[1] for x in lines]
+        assert times == sorted(times)
+        # a page from V holds versions >= V only; past the end, nothing
+        assert getxattr(s, name + ".from.%d" % n).split(" ")[0] == str(n)
+        assert getxattr(s, name + ".from.%d" % (n + 1)) == ""
+        # pages are read-only and not listed; a malformed one does not exist
+        with pytest.raises(OSError) as e:
+            os.setxattr(s, name + ".from.1", b"1")
+        assert e.value.errno == errno.EPERM
+        assert name + ".from.1" not in os.listxattr(s)
+        for bad in (".from.0", ".from.", ".from.x", ".from.01", ".to.1"):
+            with pytest.raises(OSError) as e:
+                getxattr(s, name + bad)
+            assert e.value.errno == errno.ENODATA
+
+
 def test_remove(mount):
     m = mount()
     setup_stream(m, 4)
