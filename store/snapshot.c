@@ -448,16 +448,54 @@ static int open_once(struct store_tenant *t, uint64_t id, uint64_t version,
 	return rc;
 }
 
+/* Whether the blob open at FD is SNAP's, whole: its length and XXH3, in
+ * one pass (a blob never changes, so once per open is enough). */
+static int blob_check(struct store_tenant *t, const struct store_snapshot *snap,
+		      int fd)
+{
+	struct stat sb;
+	uint64_t sum;
+	int rc = fstat(fd, &sb) < 0 ? -errno : 0;
+
+	if (!rc && (uint64_t)sb.st_size != snap->length)
+		rc = -EBADMSG;
+	if (!rc)
+		rc = store_file_checksum(fd, snap->length, &sum);
+	if (!rc && sum != snap->checksum)
+		rc = -EBADMSG;
+	if (rc == -EBADMSG)
+		store_log(LOG_ERR, "%s: snapshot %" PRIu64 " of stream %" PRIu64
+			  " is damaged on disk (its length or checksum does not"
+			  " match)%s", t->name, snap->version, snap->stream,
+			  snap->state == STORE_SNAP_LOCAL ? "; reads of it fail"
+			  : "; fetching it again from the remote");
+	return rc;
+}
+
 int store_snapshot_open(struct store_tenant *t, uint64_t id, uint64_t version,
 			int *fd)
 {
 	struct store_snapshot snap;
+	bool refetched = false;
 
 	for (int tries = 0; tries < FETCH_TRIES; tries++) {
 		int rc = open_once(t, id, version, &snap, fd);
 
-		if (rc != -ENODATA)
+		if (!rc) {
+			rc = blob_check(t, &snap, *fd);
+			if (!rc)
+				return 0;
+			close(*fd);
+			*fd = -1;
+			/* Damaged: the remote's copy, once, if it has one (the
+			 * fetch renames it over the damaged file). */
+			if (rc != -EBADMSG || snap.state == STORE_SNAP_LOCAL ||
+			    refetched)
+				return -EIO;
+			refetched = true;
+		} else if (rc != -ENODATA) {
 			return rc;
+		}
 		rc = fetch(t, &snap);
 		if (rc)
 			return rc;

@@ -315,9 +315,10 @@ int store_snapshot_get(struct store_tenant *t, uint64_t id, uint64_t version,
  * none. */
 int store_snapshot_before(struct store_tenant *t, uint64_t id, uint64_t before,
 			  struct store_snapshot *snap) STORE_WARN_UNUSED;
-/* Opens the blob at VERSION for reading: *fd (OUT, the caller closes it).
- * A replica's blob is fetched first (the snapshot fetch hook); -EIO when
- * it cannot be had. */
+/* Opens the blob at VERSION for reading: *fd (OUT, the caller closes it),
+ * its length and XXH3 checked first (one pass).  A replica's blob is
+ * fetched first (the snapshot fetch hook); a damaged one the remote holds
+ * is fetched again; -EIO when no good copy can be had. */
 int store_snapshot_open(struct store_tenant *t, uint64_t id, uint64_t version,
 			int *fd) STORE_WARN_UNUSED;
 int store_snapshot_remove(struct store_tenant *t, uint64_t id,

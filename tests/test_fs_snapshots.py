@@ -244,6 +244,30 @@ def test_lists_past_64k_come_in_pages(mount):
             assert e.value.errno == errno.ENODATA
 
 
+def flip_blob_byte(m, at=7):
+    """Flips byte AT of the one snapshot blob under SOURCE (same length)."""
+    (blob,) = [p for p in m.src.glob("**/snap/*/*") if not p.name.startswith("tmp.")]
+    data = bytearray(blob.read_bytes())
+    data[at] ^= 0x20
+    blob.write_bytes(bytes(data))
+
+
+def test_damaged_blob_is_eio(mount):
+    m = mount(allow=[r"snapshot 3 of stream .* is damaged on disk"])
+    setup_stream(m, 5)
+    blob = b"the book at 3\n" * 1000
+    put_snap(m, 3, blob)
+    assert read(m.path("T", "s@4,snap")) == blob + b"event 4\nevent 5\n"
+    flip_blob_byte(m, 9000)
+    # never served, by name or through a view; the events still are
+    for name in ("s@snap=3", "s@4,snap", "s@-1,snap"):
+        with pytest.raises(OSError) as e:
+            read(m.path("T", name))
+        assert e.value.errno == errno.EIO, name
+    assert read(m.path("T", "s@4")) == b"event 4\nevent 5\n"
+    assert "is damaged on disk" in m.stderr()
+
+
 def test_remove(mount):
     m = mount()
     setup_stream(m, 4)

@@ -122,6 +122,43 @@ def test_damaged_snapshot_object_is_eio(mount, run_streamfs, tmp_path):
     assert read(a.path("T", "s@snap=2")) == b"the book at 2\n"
 
 
+def flip_blob_byte(m, at=5):
+    """Flips byte AT of the one snapshot blob under M's SOURCE."""
+    (blob,) = [p for p in m.src.glob("**/snap/*/*") if not p.name.startswith("tmp.")]
+    data = bytearray(blob.read_bytes())
+    data[at] ^= 0x20
+    blob.write_bytes(bytes(data))
+
+
+def test_damaged_local_blob_is_fetched_again(mount, run_streamfs, tmp_path):
+    remote = tmp_path / "remote"
+    url = "file://%s" % remote
+    damaged = [r"snapshot 2 of stream .* is damaged on disk"]
+    w = mount(["remote=" + url], allow=SYNC_ALLOW + damaged)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "a\nb\nc\n", APPEND)
+    book = b"the book at 2\n" * 100
+    put_snap(w, 2, book)
+    sync(run_streamfs, w.mnt)
+    a = mount(["remote=" + url, "ro", "poll=1s"], allow=SYNC_ALLOW + damaged)
+    sync(run_streamfs, a.mnt)
+    assert read(a.path("T", "s@3,snap")) == book + b"c\n"     # fetched
+    # on the analysis host and on the writer (uploaded): healed from the remote
+    for m in (a, w):
+        flip_blob_byte(m)
+        assert read(m.path("T", "s@snap=2")) == book
+        assert read(m.path("T", "s@3,snap")) == book + b"c\n"
+        assert "is damaged on disk" in m.stderr()
+    # the remote's copy damaged too: EIO, never the bad bytes
+    (obj,) = snapshot_objects(remote)
+    (remote / "streamfs-v1/tenants/T/snapshots" / obj).write_bytes(b"x" * len(book))
+    a.allow(r"snapshot .* (does not match|failed)")
+    flip_blob_byte(a)
+    with pytest.raises(OSError) as e:
+        read(a.path("T", "s@snap=2"))
+    assert e.value.errno == errno.EIO
+
+
 def test_snap_follow_on_analysis_host(mount, run_streamfs, tmp_path):
     url = "file://%s" % (tmp_path / "remote")
     w = mount(["remote=" + url], allow=SYNC_ALLOW)
