@@ -139,8 +139,9 @@ static int row_insert(struct store_tenant *t, const struct store_snapshot *s)
 	return rc == SQLITE_DONE ? 0 : store_errno_from_sqlite(t->db, rc, "snapshot insert");
 }
 
-/* Runs one statement changing rows, in a transaction of its own (the
- * journal's pending rows first).  DURABLE: at synchronous=FULL. */
+/* Runs one statement changing rows of stream A (or INSERT's), in a
+ * transaction of its own (the journal's pending rows first).  DURABLE: at
+ * synchronous=FULL. */
 static int row_change(struct store_tenant *t, const char *sql, uint64_t a,
 		      uint64_t b, const struct store_snapshot *insert,
 		      bool durable)
@@ -148,6 +149,10 @@ static int row_change(struct store_tenant *t, const char *sql, uint64_t a,
 	bool full = durable && !t->st->cfg.sync_always;
 	int rc = full ? store_index_set_full_sync(t, true) : 0;
 
+	struct stream *s = store_stream_find(t, insert ? insert->stream : a);
+
+	if (s)
+		s->snap_gen++;	/* whatever comes of it: store_snapshot_start() asks again */
 	if (!rc)
 		rc = store_journal_begin(t);
 	if (!rc)
@@ -371,6 +376,54 @@ int store_snapshot_before(struct store_tenant *t, uint64_t id, uint64_t before,
 	return rc == 1 ? 0 : rc ? rc : -ENOENT;
 }
 
+/* The cached answer of store_snapshot_start() for FIRST, if it holds:
+ * 1.  T's lock held. */
+static int pick_cached(struct stream *s, uint64_t first,
+		       struct store_snapshot *snap, uint64_t *base, int *rc)
+{
+	if (!s->snap_pick.gen || s->snap_pick.gen != s->snap_gen ||
+	    s->snap_pick.first != first)
+		return 0;
+	*snap = s->snap_pick.snap;
+	*base = s->snap_pick.base;
+	*rc = s->snap_pick.rc;
+	return 1;
+}
+
+int store_snapshot_start(struct store_tenant *t, uint64_t id, uint64_t first,
+			 struct store_snapshot *snap, uint64_t *base)
+{
+	struct stream *s;
+	uint64_t gen;
+	int rc = lock_stream(t, id, &s);
+
+	if (rc)
+		return rc;
+	if (pick_cached(s, first, snap, base, &rc)) {
+		pthread_rwlock_unlock(&t->lock);
+		return rc;
+	}
+	gen = ++s->snap_gen;	/* a change from now on moves it past */
+	rc = query(t, "SELECT " SNAP_COLS " FROM snapshots WHERE stream = ?1"
+		      " AND version < ?2 ORDER BY version DESC LIMIT 1",
+		   id, first, copy_one, snap);
+	rc = rc == 1 ? 0 : rc ? rc : -ENOENT;
+	pthread_rwlock_unlock(&t->lock);
+	*base = 0;
+	if (!rc)
+		rc = store_offset_of_version(t, id, snap->version + 1, base);
+	if (rc && rc != -ENOENT)
+		return rc;
+	if (!lock_stream(t, id, &s)) {
+		if (s->snap_gen == gen)
+			s->snap_pick = (struct snap_pick){
+				.gen = gen, .first = first, .rc = rc,
+				.snap = *snap, .base = *base };
+		pthread_rwlock_unlock(&t->lock);
+	}
+	return rc;
+}
+
 int store_snapshot_list(struct store_tenant *t, uint64_t id, uint64_t from,
 			int (*fn)(void *arg, const struct store_snapshot *snap),
 			void *arg)
@@ -431,25 +484,60 @@ static int fetch(struct store_tenant *t, const struct store_snapshot *snap)
 	return rc;
 }
 
+/* The row of SNAP (IN: stream and version; OUT: the row), from the last
+ * pick when it is that one.  T's lock held. */
+static int row_lookup(struct store_tenant *t, struct stream *s,
+		      struct store_snapshot *snap)
+{
+	if (s->snap_pick.gen && s->snap_pick.gen == s->snap_gen &&
+	    !s->snap_pick.rc && s->snap_pick.snap.version == snap->version) {
+		*snap = s->snap_pick.snap;
+		return 0;
+	}
+	return row_get(t, snap->stream, snap->version, snap);
+}
+
 /* One try of store_snapshot_open(): -ENODATA when SNAP (OUT) must be
  * fetched first. */
-static int open_once(struct store_tenant *t, uint64_t id, uint64_t version,
-		     struct store_snapshot *snap, int *fd)
+static int open_once(struct store_tenant *t, struct store_snapshot *snap,
+		     int *fd)
 {
+	uint64_t checksum = snap->checksum;
 	struct stream *s;
-	int rc = lock_stream(t, id, &s);
+	int rc = lock_stream(t, snap->stream, &s);
 
 	if (rc)
 		return rc;
-	rc = row_get(t, id, version, snap);
+	rc = row_lookup(t, s, snap);
+	if (!rc && snap->checksum != checksum)
+		rc = -ENOENT;	/* removed, maybe stored anew: another one */
 	if (!rc)
 		rc = open_blob(t, snap, fd);
 	pthread_rwlock_unlock(&t->lock);
 	return rc;
 }
 
+int store_snapshot_open(struct store_tenant *t, struct store_snapshot *snap,
+			int *fd)
+{
+	struct store_snapshot want = *snap;
+
+	for (int tries = 0; tries < FETCH_TRIES; tries++) {
+		int rc;
+
+		*snap = want;
+		rc = open_once(t, snap, fd);
+		if (rc != -ENODATA)
+			return rc;
+		rc = fetch(t, snap);
+		if (rc)
+			return rc;
+	}
+	return -EIO;
+}
+
 /* Whether the blob open at FD is SNAP's, whole: its length and XXH3, in
- * one pass (a blob never changes, so once per open is enough). */
+ * one pass. */
 static int blob_check(struct store_tenant *t, const struct store_snapshot *snap,
 		      int fd)
 {
@@ -472,35 +560,28 @@ static int blob_check(struct store_tenant *t, const struct store_snapshot *snap,
 	return rc;
 }
 
-int store_snapshot_open(struct store_tenant *t, uint64_t id, uint64_t version,
-			int *fd)
+int store_snapshot_verify(struct store_tenant *t,
+			  const struct store_snapshot *snap, int fd)
 {
-	struct store_snapshot snap;
-	bool refetched = false;
+	struct store_snapshot again = *snap;
+	int rc = blob_check(t, snap, fd), fresh;
 
-	for (int tries = 0; tries < FETCH_TRIES; tries++) {
-		int rc = open_once(t, id, version, &snap, fd);
-
-		if (!rc) {
-			rc = blob_check(t, &snap, *fd);
-			if (!rc)
-				return 0;
-			close(*fd);
-			*fd = -1;
-			/* Damaged: the remote's copy, once, if it has one (the
-			 * fetch renames it over the damaged file). */
-			if (rc != -EBADMSG || snap.state == STORE_SNAP_LOCAL ||
-			    refetched)
-				return -EIO;
-			refetched = true;
-		} else if (rc != -ENODATA) {
-			return rc;
-		}
-		rc = fetch(t, &snap);
-		if (rc)
-			return rc;
-	}
-	return -EIO;
+	if (rc != -EBADMSG)
+		return rc;
+	/* Damaged: the remote's copy, once, if it has one.  The fetch
+	 * renames it over the damaged file; FD is made to name it. */
+	if (snap->state == STORE_SNAP_LOCAL)
+		return -EIO;
+	rc = fetch(t, snap);
+	if (!rc)
+		rc = store_snapshot_open(t, &again, &fresh);
+	if (rc)
+		return -EIO;
+	rc = blob_check(t, &again, fresh);
+	if (!rc && dup2(fresh, fd) < 0)
+		rc = -errno;
+	close(fresh);
+	return rc ? -EIO : 0;
 }
 
 void store_set_snapshot_fetch_hook(struct store *st, store_snap_fetch_fn fn,

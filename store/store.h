@@ -315,12 +315,27 @@ int store_snapshot_get(struct store_tenant *t, uint64_t id, uint64_t version,
  * none. */
 int store_snapshot_before(struct store_tenant *t, uint64_t id, uint64_t before,
 			  struct store_snapshot *snap) STORE_WARN_UNUSED;
-/* Opens the blob at VERSION for reading: *fd (OUT, the caller closes it),
- * its length and XXH3 checked first (one pass).  A replica's blob is
- * fetched first (the snapshot fetch hook); a damaged one the remote holds
- * is fetched again; -EIO when no good copy can be had. */
-int store_snapshot_open(struct store_tenant *t, uint64_t id, uint64_t version,
+/* The snapshot a view whose first event is FIRST starts with: the newest
+ * before FIRST (OUT SNAP, -ENOENT if none) and the stream offset of the
+ * event after it (OUT BASE; 0 if none).  The last answer per stream is
+ * kept until the stream's snapshots change, so asking again is cheap. */
+int store_snapshot_start(struct store_tenant *t, uint64_t id, uint64_t first,
+			 struct store_snapshot *snap,
+			 uint64_t *base) STORE_WARN_UNUSED;
+/* Opens the blob of SNAP (IN: stream, version and checksum; OUT: its row)
+ * for reading: *fd (OUT, the caller closes it); -ENOENT when that stream
+ * has no snapshot at that version with that checksum.  A replica's blob
+ * is fetched first (the snapshot fetch hook); -EIO when it cannot be had.
+ * Its bytes are not checked: store_snapshot_verify() does, once. */
+int store_snapshot_open(struct store_tenant *t, struct store_snapshot *snap,
 			int *fd) STORE_WARN_UNUSED;
+/* Checks the blob of SNAP (a row from store_snapshot_open()) open at FD
+ * against its length and XXH3, in one pass.  A damaged one the remote
+ * holds is fetched again and FD made to name the good copy (dup2); -EIO
+ * when no good copy can be had. */
+int store_snapshot_verify(struct store_tenant *t,
+			  const struct store_snapshot *snap,
+			  int fd) STORE_WARN_UNUSED;
 int store_snapshot_remove(struct store_tenant *t, uint64_t id,
 			  uint64_t version) STORE_WARN_UNUSED;
 /* Calls FN for each snapshot of stream ID at a version >= FROM, in version

@@ -58,12 +58,18 @@ static int put(struct fixture *f, uint64_t version, const char *data)
 static const char *blob(struct fixture *f, uint64_t version)
 {
 	static char buf[256];
+	struct store_snapshot snap;
 	ssize_t got = -1;
 	int fd;
 
 	buf[0] = '\0';
-	if (store_snapshot_open(f->t, f->s, version, &fd))
+	if (store_snapshot_get(f->t, f->s, version, &snap) ||
+	    store_snapshot_open(f->t, &snap, &fd))
 		return buf;
+	if (store_snapshot_verify(f->t, &snap, fd)) {
+		close(fd);
+		return buf;
+	}
 	got = pread(fd, buf, sizeof(buf) - 1, 0);
 	close(fd);
 	buf[got > 0 ? got : 0] = '\0';
