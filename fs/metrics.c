@@ -174,11 +174,12 @@ static void sync_metrics(FILE *f, const struct fs_status *st)
 	if (!st->opts->replica)
 		writer_metrics(f, st);
 	one(f, "streamfs_cache_bytes", "gauge",
-	    "Local copies of uploaded segments (counted with cache_size).",
+	    "Local copies of uploaded segments and fetched snapshots"
+	    " (counted with cache_size).",
 	    sy->cached_bytes);
 	if (st->opts->cache_size)
 		one(f, "streamfs_cache_limit_bytes", "gauge",
-		    "The cache_size bound on local copies of uploaded segments.",
+		    "The cache_size bound on local copies (segments, snapshots).",
 		    st->opts->cache_size);
 	one(f, "streamfs_evicted_segments_total", "counter",
 	    "Local copies of uploaded segments evicted since mount.",

@@ -449,6 +449,11 @@ static int open_blob(struct store_tenant *t, const struct store_snapshot *snap,
 	snprintf(path, sizeof(path), "%016" PRIx64 "/%016" PRIx64, snap->stream,
 		 snap->version);
 	*fd = openat(t->snapfd, path, O_RDONLY | O_CLOEXEC);
+	if (*fd >= 0 && snap->state == STORE_SNAP_REMOTE) {
+		/* A fetched copy: its access time orders eviction. */
+		(void)futimens(*fd, (struct timespec[2]){
+			{ .tv_nsec = UTIME_NOW }, { .tv_nsec = UTIME_OMIT } });
+	}
 	if (*fd >= 0)
 		return 0;
 	if (errno == ENOENT && snap->state == STORE_SNAP_REMOTE)
@@ -816,21 +821,69 @@ int store_replica_snapshot_add(struct store_tenant *t,
 	return rc;
 }
 
-/* Writes BUF as W's staging file and publishes it like a commit, but for
- * a row that exists already (a replica's). */
-static int restore_file(struct store_snap_writer *w, const void *buf,
-			size_t len)
+int store_snapshot_restore_begin(struct store_tenant *t, uint64_t stream,
+				 uint64_t version, struct store_snap_writer **out)
 {
+	struct store_snap_writer *w = calloc(1, sizeof(*w));
 	struct store_snapshot snap;
 	struct stream *s;
-	char name[32];
-	int rc = store_pwrite_all(w->fd, buf, len, 0);
+	int rc;
 
-	if (!rc)
-		rc = lock_stream(w->t, w->stream, &s);
-	if (rc)
+	if (!w)
+		return -ENOMEM;
+	*w = (struct store_snap_writer){ .t = t, .stream = stream,
+					 .version = version, .dirfd = -1, .fd = -1 };
+	rc = lock_stream(t, stream, &s);
+	if (rc) {
+		free(w);
 		return rc;
-	rc = row_get(w->t, w->stream, w->version, &snap);
+	}
+	rc = row_get(t, stream, version, &snap);
+	if (!rc) {
+		w->max = snap.length;
+		w->dirfd = stream_dir(t, stream);
+		rc = w->dirfd < 0 ? w->dirfd : 0;
+	}
+	pthread_rwlock_unlock(&t->lock);
+	if (!rc) {
+		snprintf(w->tmp, sizeof(w->tmp), "tmp.%lu", ++staging_seq);
+		w->fd = openat(w->dirfd, w->tmp, O_RDWR | O_CREAT | O_EXCL |
+			       O_CLOEXEC, 0644);
+		rc = w->fd < 0 ? -errno : 0;
+	}
+	if (rc) {
+		writer_free(w);
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+int store_snapshot_restore_commit(struct store_snap_writer *w)
+{
+	struct store_tenant *t = w->t;
+	struct store_snapshot snap;
+	uint64_t sum = 0;
+	struct stream *s;
+	char name[32];
+	int rc = w->error;
+
+	/* The hash without the lock: the file may be large. */
+	if (!rc)
+		rc = store_file_checksum(w->fd, w->length, &sum);
+	if (!rc)
+		rc = lock_stream(t, w->stream, &s);
+	if (rc) {
+		writer_free(w);
+		return rc;
+	}
+	rc = row_get(t, w->stream, w->version, &snap);
+	if (!rc && (w->length != snap.length || sum != snap.checksum)) {
+		store_log(LOG_ERR, "%s: fetched snapshot %" PRIu64 " of stream %" PRIu64
+			  " does not match its length and checksum", t->name,
+			  w->version, w->stream);
+		rc = -EIO;
+	}
 	blob_name(name, sizeof(name), w->version);
 	if (!rc && renameat(w->dirfd, w->tmp, w->dirfd, name) < 0)
 		rc = -errno;
@@ -838,41 +891,61 @@ static int restore_file(struct store_snap_writer *w, const void *buf,
 		close(w->fd);
 		w->fd = -1;
 	}
-	pthread_rwlock_unlock(&w->t->lock);
+	pthread_rwlock_unlock(&t->lock);
+	writer_free(w);
 	return rc;
 }
 
-int store_snapshot_restore(struct store_tenant *t, uint64_t stream,
-			   uint64_t version, const void *buf, size_t len)
+/* ---- fetched copies in the cache ---- */
+
+int store_snapshot_list_cached(struct store_tenant *t,
+			       int (*fn)(void *arg, const struct store_snapshot *snap,
+					 int64_t used_ns),
+			       void *arg)
 {
-	struct store_snap_writer w = { .t = t, .stream = stream,
-				       .version = version, .dirfd = -1, .fd = -1 };
+	struct snap_rows rows = { 0 };
+	int rc = store_snapshot_list_state(t, STORE_SNAP_REMOTE, collect, &rows);
+
+	/* Without the lock: a blob evicted or fetched meanwhile is counted
+	 * or not, to be seen right at the next call. */
+	for (size_t i = 0; i < rows.n && !rc; i++) {
+		char *path = store_snapshot_path(t, rows.v[i].stream,
+						 rows.v[i].version);
+		struct stat sb;
+
+		if (!path) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (!stat(path, &sb))
+			rc = fn(arg, &rows.v[i], (int64_t)sb.st_atim.tv_sec *
+				1000000000 + sb.st_atim.tv_nsec);
+		free(path);
+	}
+	free(rows.v);
+	return rc;
+}
+
+int store_snapshot_evict(struct store_tenant *t, uint64_t stream,
+			 uint64_t version)
+{
 	struct store_snapshot snap;
 	struct stream *s;
-	int rc = store_snapshot_get(t, stream, version, &snap);
+	char path[48];
+	int rc = lock_stream(t, stream, &s);
 
-	if (!rc && (len != snap.length || XXH3_64bits(buf, len) != snap.checksum)) {
-		store_log(LOG_ERR, "%s: fetched snapshot %" PRIu64 " of stream %" PRIu64
-			  " does not match its length and checksum", t->name,
-			  version, stream);
-		rc = -EIO;
-	}
-	if (!rc)
-		rc = lock_stream(t, stream, &s);
 	if (rc)
 		return rc;
-	w.dirfd = stream_dir(t, stream);
-	pthread_rwlock_unlock(&t->lock);
-	if (w.dirfd < 0)
-		return w.dirfd;
-	snprintf(w.tmp, sizeof(w.tmp), "tmp.%lu", ++staging_seq);
-	w.fd = openat(w.dirfd, w.tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	rc = w.fd < 0 ? -errno : restore_file(&w, buf, len);
-	if (w.fd >= 0) {
-		close(w.fd);
-		unlinkat(w.dirfd, w.tmp, 0);
+	rc = row_get(t, stream, version, &snap);
+	if (!rc && snap.state != STORE_SNAP_REMOTE)
+		rc = -EBUSY;
+	if (!rc) {
+		snprintf(path, sizeof(path), "%016" PRIx64 "/%016" PRIx64, stream,
+			 version);
+		if (unlinkat(t->snapfd, path, 0) < 0 && errno != ENOENT)
+			rc = -errno;
 	}
-	close(w.dirfd);
+	pthread_rwlock_unlock(&t->lock);
 	return rc;
 }
 
