@@ -231,6 +231,12 @@ static void render(FILE *f, const struct fs_status *st)
 	one(f, "streamfs_healed_segments_total", "counter",
 	    "Damaged segments fetched again from the remote.",
 	    st->store.healed_segments);
+	one(f, "streamfs_damaged_snapshots_total", "counter",
+	    "Snapshots a read found damaged on disk (length or hash).",
+	    st->store.damaged_snapshots);
+	one(f, "streamfs_healed_snapshots_total", "counter",
+	    "Damaged snapshots fetched again from the remote.",
+	    st->store.healed_snapshots);
 	if (st->sync)
 		sync_metrics(f, st);
 }

@@ -573,6 +573,7 @@ int store_snapshot_verify(struct store_tenant *t,
 
 	if (rc != -EBADMSG)
 		return rc;
+	atomic_fetch_add(&t->st->snap_damaged, 1);
 	/* Damaged: the remote's copy, once, if it has one.  The fetch
 	 * renames it over the damaged file; FD is made to name it. */
 	if (snap->state == STORE_SNAP_LOCAL)
@@ -586,7 +587,13 @@ int store_snapshot_verify(struct store_tenant *t,
 	if (!rc && dup2(fresh, fd) < 0)
 		rc = -errno;
 	close(fresh);
-	return rc ? -EIO : 0;
+	if (rc)
+		return -EIO;
+	atomic_fetch_add(&t->st->snap_healed, 1);
+	store_log(LOG_WARNING, "%s: snapshot %" PRIu64 " of stream %" PRIu64
+		  " healed: fetched again from the remote", t->name,
+		  snap->version, snap->stream);
+	return 0;
 }
 
 void store_set_snapshot_fetch_hook(struct store *st, store_snap_fetch_fn fn,

@@ -110,6 +110,9 @@ struct store_counters {
 	 * its hash: the read fails with -EIO), and of those the ones fetched
 	 * again from the remote (the read returned the right bytes). */
 	uint64_t damaged_segments, healed_segments;
+	/* The same for snapshot blobs (their length or XXH3 does not match
+	 * at the first read after an open). */
+	uint64_t damaged_snapshots, healed_snapshots;
 };
 void store_get_counters(struct store *st, struct store_counters *out);
 

@@ -319,6 +319,7 @@ struct store {
 	/* Sealed segments whose bytes failed their hash on a read, and of
 	 * those the ones fetched again from the remote (read.c). */
 	_Atomic uint64_t damaged, healed;
+	_Atomic uint64_t snap_damaged, snap_healed;	/* snapshot.c */
 
 	pthread_mutex_t lock;
 	struct store_tenant *tenants;	/* sorted by name; protected by lock */

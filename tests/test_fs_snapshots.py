@@ -2,6 +2,7 @@
 
 import datetime
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -252,7 +253,7 @@ def flip_blob_byte(m, at=7):
     blob.write_bytes(bytes(data))
 
 
-def test_damaged_blob_is_eio(mount):
+def test_damaged_blob_is_eio(mount, run_streamfs):
     m = mount(allow=[r"snapshot 3 of stream .* is damaged on disk"])
     setup_stream(m, 5)
     blob = b"the book at 3\n" * 1000
@@ -267,6 +268,8 @@ def test_damaged_blob_is_eio(mount):
         assert e.value.errno == errno.EIO, name
     assert read(m.path("T", "s@4")) == b"event 4\nevent 5\n"
     assert "is damaged on disk" in m.stderr()
+    st = json.loads(run_streamfs("status", "--json", str(m.mnt)).stdout)
+    assert st["damaged_snapshots"] >= 1 and st["healed_snapshots"] == 0
 
 
 def test_choice_follows_new_and_removed_snapshots(mount):

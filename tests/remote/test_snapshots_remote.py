@@ -150,6 +150,8 @@ def test_damaged_local_blob_is_fetched_again(mount, run_streamfs, tmp_path):
         assert read(m.path("T", "s@snap=2")) == book
         assert read(m.path("T", "s@3,snap")) == book + b"c\n"
         assert "is damaged on disk" in m.stderr()
+        st = status(run_streamfs, m.mnt)
+        assert st["damaged_snapshots"] == "1" and st["healed_snapshots"] == "1", st
     # the remote's copy damaged too: EIO, never the bad bytes
     (obj,) = snapshot_objects(remote)
     (remote / "streamfs-v1/tenants/T/snapshots" / obj).write_bytes(b"x" * len(book))
