@@ -137,19 +137,17 @@ static int open_view(struct fs *fs, struct fs_node *n, int flags,
 static int open_snap(struct fs_node *n, int flags, struct fs_file *fh,
 		     struct fuse_file_info *fi)
 {
-	struct store_snapshot snap;
 	int rc;
 
 	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
 		return -EEXIST;
-	rc = store_snapshot_get(n->t, n->id, n->sel.n, &snap);
-	if (!rc && snap.checksum != n->sel.snap_sum)
-		rc = -ENOENT;	/* removed, maybe stored anew: another node */
-	if (!rc)
-		rc = store_snapshot_open(n->t, n->id, n->sel.n, &fh->snap_fd);
+	/* -ENOENT when removed, maybe stored anew: another node */
+	fh->snap_row = (struct store_snapshot){
+		.stream = n->id, .version = n->sel.n, .checksum = n->sel.snap_sum };
+	rc = store_snapshot_open(n->t, &fh->snap_row, &fh->snap_fd);
 	if (rc)
 		return rc;
-	fh->snap_len = snap.length;
+	fh->snap_len = fh->snap_row.length;
 	fi->keep_cache = 1;
 	return 0;
 }

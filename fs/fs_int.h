@@ -121,9 +121,13 @@ struct fs_file {
 	_Atomic uint64_t base;
 	bool follow;
 	/* Snapshot views and snapshots opened for reading: the blob (its
-	 * descriptor, -1 when none, and length), set at open. */
+	 * descriptor, -1 when none, length and row), set at open; its bytes
+	 * are checked whole before the first read that serves them
+	 * (fs_view_read(); racing readers may both check, to the same end). */
 	int snap_fd;
 	uint64_t snap_len;
+	struct store_snapshot snap_row;
+	_Atomic bool snap_checked;
 	/* A snapshot created by this description, until its commit at the
 	 * first flush (then NULL).  Protected by lock. */
 	struct store_snap_writer *snap_w;

@@ -174,11 +174,12 @@ static void sync_metrics(FILE *f, const struct fs_status *st)
 	if (!st->opts->replica)
 		writer_metrics(f, st);
 	one(f, "streamfs_cache_bytes", "gauge",
-	    "Local copies of uploaded segments (counted with cache_size).",
+	    "Local copies of uploaded segments and fetched snapshots"
+	    " (counted with cache_size).",
 	    sy->cached_bytes);
 	if (st->opts->cache_size)
 		one(f, "streamfs_cache_limit_bytes", "gauge",
-		    "The cache_size bound on local copies of uploaded segments.",
+		    "The cache_size bound on local copies (segments, snapshots).",
 		    st->opts->cache_size);
 	one(f, "streamfs_evicted_segments_total", "counter",
 	    "Local copies of uploaded segments evicted since mount.",
@@ -230,6 +231,12 @@ static void render(FILE *f, const struct fs_status *st)
 	one(f, "streamfs_healed_segments_total", "counter",
 	    "Damaged segments fetched again from the remote.",
 	    st->store.healed_segments);
+	one(f, "streamfs_damaged_snapshots_total", "counter",
+	    "Snapshots a read found damaged on disk (length or hash).",
+	    st->store.damaged_snapshots);
+	one(f, "streamfs_healed_snapshots_total", "counter",
+	    "Damaged snapshots fetched again from the remote.",
+	    st->store.healed_snapshots);
 	if (st->sync)
 		sync_metrics(f, st);
 }

@@ -292,6 +292,8 @@ static void emit(struct status_out *o, const struct fs_status *st)
 	out_u64(o, "followers_parked", st->followers_parked);
 	out_u64(o, "damaged_segments", st->store.damaged_segments);
 	out_u64(o, "healed_segments", st->store.healed_segments);
+	out_u64(o, "damaged_snapshots", st->store.damaged_snapshots);
+	out_u64(o, "healed_snapshots", st->store.healed_snapshots);
 	if (st->sync)
 		emit_sync(o, st);
 }

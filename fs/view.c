@@ -194,15 +194,13 @@ static int snap_view_start(struct fs_node *n, const struct store_attr *a,
 
 	if (rc)
 		return rc;
-	rc = store_snapshot_before(n->t, n->id, first, snap);
+	rc = store_snapshot_start(n->t, n->id, first, snap, base);
 	if (rc == -ENOENT) {
 		memset(snap, 0, sizeof(*snap));
 		*base = 0;
 		return 0;
 	}
-	if (rc)
-		return rc;
-	return store_offset_of_version(n->t, n->id, snap->version + 1, base);
+	return rc;
 }
 
 int fs_view_snap_name(struct store_tenant *t, uint64_t id, const char *text,
@@ -262,18 +260,15 @@ int fs_view_stat(struct fs_node *n, struct store_attr *a)
 
 int fs_view_open_snap(struct fs_node *n, struct fs_file *fh)
 {
-	struct store_snapshot snap;
 	int rc = 0;
 
 	if (n->sel.snap_version) {
-		/* Removed, or removed and stored again, since the lookup:
-		 * this node's bytes are gone. */
-		rc = store_snapshot_get(n->t, n->id, n->sel.snap_version, &snap);
-		if (!rc && snap.checksum != n->sel.snap_sum)
-			rc = -ENOENT;
-		if (!rc)
-			rc = store_snapshot_open(n->t, n->id, n->sel.snap_version,
-						 &fh->snap_fd);
+		/* -ENOENT when removed, or removed and stored again, since
+		 * the lookup: this node's bytes are gone. */
+		fh->snap_row = (struct store_snapshot){
+			.stream = n->id, .version = n->sel.snap_version,
+			.checksum = n->sel.snap_sum };
+		rc = store_snapshot_open(n->t, &fh->snap_row, &fh->snap_fd);
 	}
 	if (rc)
 		return rc;
@@ -309,6 +304,20 @@ uint64_t fs_file_stream_off(const struct fs_file *fh, uint64_t base,
 	return off < fh->snap_len ? base : base + (off - fh->snap_len);
 }
 
+/* Checks FH's blob once, before its bytes are first served: a blob never
+ * changes, and warm reads come from the page cache without asking. */
+static int fs_file_snap_check(struct fs_file *fh)
+{
+	int rc;
+
+	if (atomic_load(&fh->snap_checked))
+		return 0;
+	rc = store_snapshot_verify(fh->node->t, &fh->snap_row, fh->snap_fd);
+	if (!rc)
+		atomic_store(&fh->snap_checked, true);
+	return rc;
+}
+
 ssize_t fs_view_read(struct fs_file *fh, uint64_t base, char *buf, size_t size,
 		     uint64_t off)
 {
@@ -319,7 +328,10 @@ ssize_t fs_view_read(struct fs_file *fh, uint64_t base, char *buf, size_t size,
 	if (off < fh->snap_len) {
 		size_t want = fh->snap_len - off < size ? (size_t)(fh->snap_len - off)
 							: size;
-		int rc = store_pread_all(fh->snap_fd, buf, want, off);
+		int rc = fs_file_snap_check(fh);
+
+		if (!rc)
+			rc = store_pread_all(fh->snap_fd, buf, want, off);
 
 		if (rc)
 			return rc;

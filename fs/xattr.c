@@ -3,7 +3,9 @@
  *   streams: user.streamfs.version (ro), .framing (rw while empty), .sync (ro),
  *            .snapshots and .segments (ro; one "VERSION TIME" line each:
  *            the snapshots' versions and commit times, the segments' first
- *            versions and the commit times of those)
+ *            versions and the commit times of those; E2BIG beyond 64 KiB),
+ *            and their pages .snapshots.from.V and .segments.from.V (the
+ *            lines of versions >= V, as many as fit in 64 KiB; not listed)
  *   tenants: user.streamfs.framing, user.streamfs.id_field (rw)
  * Views expose the version and framing of their stream, read-only.
  * listxattr names only what a copy can carry over (framing, id_field):
@@ -96,11 +98,16 @@ static int xattr_value(struct fs *fs, struct fs_node *n, const char *name,
 
 /* ---- lists: snapshots and segments ---- */
 
-/* A growing "VERSION TIME\n" text, at most LIST_MAX bytes. */
+/* A growing "VERSION TIME\n" text, at most LIST_MAX bytes.  A whole list
+ * that does not fit is E2BIG; a page (NAME.from.V) stops at the last whole
+ * line that fits, and the reader asks again from the version after it. */
 struct list_text {
 	char *buf;
 	size_t len, cap;
+	bool page;
 };
+
+#define LIST_FULL 1	/* a page is full: stop, no error */
 
 static int list_line(struct list_text *l, uint64_t version, int64_t ns)
 {
@@ -115,7 +122,7 @@ static int list_line(struct list_text *l, uint64_t version, int64_t ns)
 		     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 		     (int)(ns % 1000000000));
 	if (l->len + (size_t)n > LIST_MAX)
-		return -E2BIG;
+		return l->page ? LIST_FULL : -E2BIG;
 	if (STORE_ARRAY_RESERVE(l->buf, l->cap, l->len + (size_t)n + 1, 1024))
 		return -ENOMEM;
 	memcpy(l->buf + l->len, line, (size_t)n + 1);
@@ -133,21 +140,52 @@ static int segment_line(void *arg, uint64_t first_version, int64_t time_ns)
 	return list_line(arg, first_version, time_ns);
 }
 
+/* Whether NAME is the list attribute LIST, whole (*from = 0) or as the
+ * page LIST.from.V (*from = V >= 1). */
+static bool list_name(const char *name, const char *list, uint64_t *from)
+{
+	static const char sep[] = ".from.";
+	size_t len = strlen(list);
+	char *end;
+
+	*from = 0;
+	if (strncmp(name, list, len) != 0)
+		return false;
+	name += len;
+	if (!*name)
+		return true;
+	if (strncmp(name, sep, sizeof(sep) - 1) != 0)
+		return false;
+	name += sizeof(sep) - 1;
+	if (*name < '1' || *name > '9')
+		return false;
+	errno = 0;
+	*from = strtoull(name, &end, 10);
+	return !*end && errno == 0;
+}
+
 /* The value of a list attribute NAME of stream node N: *L (OUT, the
  * caller frees l->buf); -ENODATA for any other name. */
 static int list_value(struct fs_node *n, const char *name, struct list_text *l)
 {
+	uint64_t from;
 	int rc;
 
 	memset(l, 0, sizeof(*l));
 	if (n->kind != FS_STREAM)
 		return -ENODATA;
-	if (strcmp(name, X_SNAPSHOTS) == 0)
-		rc = store_snapshot_list(n->t, n->id, snapshot_line, l);
-	else if (strcmp(name, X_SEGMENTS) == 0)
-		rc = store_stream_segment_starts(n->t, n->id, segment_line, l);
-	else
+	if (list_name(name, X_SNAPSHOTS, &from)) {
+		l->page = from > 0;
+		rc = store_snapshot_list(n->t, n->id, from, snapshot_line, l);
+	} else if (list_name(name, X_SEGMENTS, &from)) {
+		l->page = from > 0;
+		rc = store_stream_segment_starts(n->t, n->id, from,
+						 segment_line, l);
+	} else {
 		return -ENODATA;
+	}
+	if (rc == LIST_FULL)
+		rc = 0;
 	if (!rc && !l->buf)
 		l->buf = strdup("");
 	return rc ? rc : l->buf ? 0 : -ENOMEM;
@@ -320,6 +358,8 @@ static int set_framing(struct fs_node *n, const char *v, size_t len)
 static int do_setxattr(struct fs *fs, struct fs_node *n, const char *name,
 		       const char *value, size_t size)
 {
+	uint64_t from;
+
 	if (n->kind == FS_VIEW || n->kind == FS_SNAP)
 		return -EROFS;
 	if (n->kind == FS_ROOT)
@@ -334,7 +374,8 @@ static int do_setxattr(struct fs *fs, struct fs_node *n, const char *name,
 		return set_id_field(n, value, size);
 	if (n->kind == FS_STREAM &&
 	    (strcmp(name, X_VERSION) == 0 || strcmp(name, X_SYNC) == 0 ||
-	     strcmp(name, X_SNAPSHOTS) == 0 || strcmp(name, X_SEGMENTS) == 0))
+	     list_name(name, X_SNAPSHOTS, &from) ||
+	     list_name(name, X_SEGMENTS, &from)))
 		return -EPERM;	/* read-only */
 	return -ENOTSUP;
 }

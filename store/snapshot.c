@@ -139,8 +139,9 @@ static int row_insert(struct store_tenant *t, const struct store_snapshot *s)
 	return rc == SQLITE_DONE ? 0 : store_errno_from_sqlite(t->db, rc, "snapshot insert");
 }
 
-/* Runs one statement changing rows, in a transaction of its own (the
- * journal's pending rows first).  DURABLE: at synchronous=FULL. */
+/* Runs one statement changing rows of stream A (or INSERT's), in a
+ * transaction of its own (the journal's pending rows first).  DURABLE: at
+ * synchronous=FULL. */
 static int row_change(struct store_tenant *t, const char *sql, uint64_t a,
 		      uint64_t b, const struct store_snapshot *insert,
 		      bool durable)
@@ -148,6 +149,10 @@ static int row_change(struct store_tenant *t, const char *sql, uint64_t a,
 	bool full = durable && !t->st->cfg.sync_always;
 	int rc = full ? store_index_set_full_sync(t, true) : 0;
 
+	struct stream *s = store_stream_find(t, insert ? insert->stream : a);
+
+	if (s)
+		s->snap_gen++;	/* whatever comes of it: store_snapshot_start() asks again */
 	if (!rc)
 		rc = store_journal_begin(t);
 	if (!rc)
@@ -371,7 +376,55 @@ int store_snapshot_before(struct store_tenant *t, uint64_t id, uint64_t before,
 	return rc == 1 ? 0 : rc ? rc : -ENOENT;
 }
 
-int store_snapshot_list(struct store_tenant *t, uint64_t id,
+/* The cached answer of store_snapshot_start() for FIRST, if it holds:
+ * 1.  T's lock held. */
+static int pick_cached(struct stream *s, uint64_t first,
+		       struct store_snapshot *snap, uint64_t *base, int *rc)
+{
+	if (!s->snap_pick.gen || s->snap_pick.gen != s->snap_gen ||
+	    s->snap_pick.first != first)
+		return 0;
+	*snap = s->snap_pick.snap;
+	*base = s->snap_pick.base;
+	*rc = s->snap_pick.rc;
+	return 1;
+}
+
+int store_snapshot_start(struct store_tenant *t, uint64_t id, uint64_t first,
+			 struct store_snapshot *snap, uint64_t *base)
+{
+	struct stream *s;
+	uint64_t gen;
+	int rc = lock_stream(t, id, &s);
+
+	if (rc)
+		return rc;
+	if (pick_cached(s, first, snap, base, &rc)) {
+		pthread_rwlock_unlock(&t->lock);
+		return rc;
+	}
+	gen = ++s->snap_gen;	/* a change from now on moves it past */
+	rc = query(t, "SELECT " SNAP_COLS " FROM snapshots WHERE stream = ?1"
+		      " AND version < ?2 ORDER BY version DESC LIMIT 1",
+		   id, first, copy_one, snap);
+	rc = rc == 1 ? 0 : rc ? rc : -ENOENT;
+	pthread_rwlock_unlock(&t->lock);
+	*base = 0;
+	if (!rc)
+		rc = store_offset_of_version(t, id, snap->version + 1, base);
+	if (rc && rc != -ENOENT)
+		return rc;
+	if (!lock_stream(t, id, &s)) {
+		if (s->snap_gen == gen)
+			s->snap_pick = (struct snap_pick){
+				.gen = gen, .first = first, .rc = rc,
+				.snap = *snap, .base = *base };
+		pthread_rwlock_unlock(&t->lock);
+	}
+	return rc;
+}
+
+int store_snapshot_list(struct store_tenant *t, uint64_t id, uint64_t from,
 			int (*fn)(void *arg, const struct store_snapshot *snap),
 			void *arg)
 {
@@ -381,7 +434,7 @@ int store_snapshot_list(struct store_tenant *t, uint64_t id,
 	if (rc)
 		return rc;
 	rc = query(t, "SELECT " SNAP_COLS " FROM snapshots WHERE stream = ?1"
-		      " ORDER BY version", id, 0, fn, arg);
+		      " AND version >= ?2 ORDER BY version", id, from, fn, arg);
 	pthread_rwlock_unlock(&t->lock);
 	return rc;
 }
@@ -396,6 +449,11 @@ static int open_blob(struct store_tenant *t, const struct store_snapshot *snap,
 	snprintf(path, sizeof(path), "%016" PRIx64 "/%016" PRIx64, snap->stream,
 		 snap->version);
 	*fd = openat(t->snapfd, path, O_RDONLY | O_CLOEXEC);
+	if (*fd >= 0 && snap->state == STORE_SNAP_REMOTE) {
+		/* A fetched copy: its access time orders eviction. */
+		(void)futimens(*fd, (struct timespec[2]){
+			{ .tv_nsec = UTIME_NOW }, { .tv_nsec = UTIME_OMIT } });
+	}
 	if (*fd >= 0)
 		return 0;
 	if (errno == ENOENT && snap->state == STORE_SNAP_REMOTE)
@@ -431,38 +489,111 @@ static int fetch(struct store_tenant *t, const struct store_snapshot *snap)
 	return rc;
 }
 
+/* The row of SNAP (IN: stream and version; OUT: the row), from the last
+ * pick when it is that one.  T's lock held. */
+static int row_lookup(struct store_tenant *t, struct stream *s,
+		      struct store_snapshot *snap)
+{
+	if (s->snap_pick.gen && s->snap_pick.gen == s->snap_gen &&
+	    !s->snap_pick.rc && s->snap_pick.snap.version == snap->version) {
+		*snap = s->snap_pick.snap;
+		return 0;
+	}
+	return row_get(t, snap->stream, snap->version, snap);
+}
+
 /* One try of store_snapshot_open(): -ENODATA when SNAP (OUT) must be
  * fetched first. */
-static int open_once(struct store_tenant *t, uint64_t id, uint64_t version,
-		     struct store_snapshot *snap, int *fd)
+static int open_once(struct store_tenant *t, struct store_snapshot *snap,
+		     int *fd)
 {
+	uint64_t checksum = snap->checksum;
 	struct stream *s;
-	int rc = lock_stream(t, id, &s);
+	int rc = lock_stream(t, snap->stream, &s);
 
 	if (rc)
 		return rc;
-	rc = row_get(t, id, version, snap);
+	rc = row_lookup(t, s, snap);
+	if (!rc && snap->checksum != checksum)
+		rc = -ENOENT;	/* removed, maybe stored anew: another one */
 	if (!rc)
 		rc = open_blob(t, snap, fd);
 	pthread_rwlock_unlock(&t->lock);
 	return rc;
 }
 
-int store_snapshot_open(struct store_tenant *t, uint64_t id, uint64_t version,
+int store_snapshot_open(struct store_tenant *t, struct store_snapshot *snap,
 			int *fd)
 {
-	struct store_snapshot snap;
+	struct store_snapshot want = *snap;
 
 	for (int tries = 0; tries < FETCH_TRIES; tries++) {
-		int rc = open_once(t, id, version, &snap, fd);
+		int rc;
 
+		*snap = want;
+		rc = open_once(t, snap, fd);
 		if (rc != -ENODATA)
 			return rc;
-		rc = fetch(t, &snap);
+		rc = fetch(t, snap);
 		if (rc)
 			return rc;
 	}
 	return -EIO;
+}
+
+/* Whether the blob open at FD is SNAP's, whole: its length and XXH3, in
+ * one pass. */
+static int blob_check(struct store_tenant *t, const struct store_snapshot *snap,
+		      int fd)
+{
+	struct stat sb;
+	uint64_t sum;
+	int rc = fstat(fd, &sb) < 0 ? -errno : 0;
+
+	if (!rc && (uint64_t)sb.st_size != snap->length)
+		rc = -EBADMSG;
+	if (!rc)
+		rc = store_file_checksum(fd, snap->length, &sum);
+	if (!rc && sum != snap->checksum)
+		rc = -EBADMSG;
+	if (rc == -EBADMSG)
+		store_log(LOG_ERR, "%s: snapshot %" PRIu64 " of stream %" PRIu64
+			  " is damaged on disk (its length or checksum does not"
+			  " match)%s", t->name, snap->version, snap->stream,
+			  snap->state == STORE_SNAP_LOCAL ? "; reads of it fail"
+			  : "; fetching it again from the remote");
+	return rc;
+}
+
+int store_snapshot_verify(struct store_tenant *t,
+			  const struct store_snapshot *snap, int fd)
+{
+	struct store_snapshot again = *snap;
+	int rc = blob_check(t, snap, fd), fresh;
+
+	if (rc != -EBADMSG)
+		return rc;
+	atomic_fetch_add(&t->st->snap_damaged, 1);
+	/* Damaged: the remote's copy, once, if it has one.  The fetch
+	 * renames it over the damaged file; FD is made to name it. */
+	if (snap->state == STORE_SNAP_LOCAL)
+		return -EIO;
+	rc = fetch(t, snap);
+	if (!rc)
+		rc = store_snapshot_open(t, &again, &fresh);
+	if (rc)
+		return -EIO;
+	rc = blob_check(t, &again, fresh);
+	if (!rc && dup2(fresh, fd) < 0)
+		rc = -errno;
+	close(fresh);
+	if (rc)
+		return -EIO;
+	atomic_fetch_add(&t->st->snap_healed, 1);
+	store_log(LOG_WARNING, "%s: snapshot %" PRIu64 " of stream %" PRIu64
+		  " healed: fetched again from the remote", t->name,
+		  snap->version, snap->stream);
+	return 0;
 }
 
 void store_set_snapshot_fetch_hook(struct store *st, store_snap_fetch_fn fn,
@@ -697,21 +828,69 @@ int store_replica_snapshot_add(struct store_tenant *t,
 	return rc;
 }
 
-/* Writes BUF as W's staging file and publishes it like a commit, but for
- * a row that exists already (a replica's). */
-static int restore_file(struct store_snap_writer *w, const void *buf,
-			size_t len)
+int store_snapshot_restore_begin(struct store_tenant *t, uint64_t stream,
+				 uint64_t version, struct store_snap_writer **out)
 {
+	struct store_snap_writer *w = calloc(1, sizeof(*w));
 	struct store_snapshot snap;
 	struct stream *s;
-	char name[32];
-	int rc = store_pwrite_all(w->fd, buf, len, 0);
+	int rc;
 
-	if (!rc)
-		rc = lock_stream(w->t, w->stream, &s);
-	if (rc)
+	if (!w)
+		return -ENOMEM;
+	*w = (struct store_snap_writer){ .t = t, .stream = stream,
+					 .version = version, .dirfd = -1, .fd = -1 };
+	rc = lock_stream(t, stream, &s);
+	if (rc) {
+		free(w);
 		return rc;
-	rc = row_get(w->t, w->stream, w->version, &snap);
+	}
+	rc = row_get(t, stream, version, &snap);
+	if (!rc) {
+		w->max = snap.length;
+		w->dirfd = stream_dir(t, stream);
+		rc = w->dirfd < 0 ? w->dirfd : 0;
+	}
+	pthread_rwlock_unlock(&t->lock);
+	if (!rc) {
+		snprintf(w->tmp, sizeof(w->tmp), "tmp.%lu", ++staging_seq);
+		w->fd = openat(w->dirfd, w->tmp, O_RDWR | O_CREAT | O_EXCL |
+			       O_CLOEXEC, 0644);
+		rc = w->fd < 0 ? -errno : 0;
+	}
+	if (rc) {
+		writer_free(w);
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+int store_snapshot_restore_commit(struct store_snap_writer *w)
+{
+	struct store_tenant *t = w->t;
+	struct store_snapshot snap;
+	uint64_t sum = 0;
+	struct stream *s;
+	char name[32];
+	int rc = w->error;
+
+	/* The hash without the lock: the file may be large. */
+	if (!rc)
+		rc = store_file_checksum(w->fd, w->length, &sum);
+	if (!rc)
+		rc = lock_stream(t, w->stream, &s);
+	if (rc) {
+		writer_free(w);
+		return rc;
+	}
+	rc = row_get(t, w->stream, w->version, &snap);
+	if (!rc && (w->length != snap.length || sum != snap.checksum)) {
+		store_log(LOG_ERR, "%s: fetched snapshot %" PRIu64 " of stream %" PRIu64
+			  " does not match its length and checksum", t->name,
+			  w->version, w->stream);
+		rc = -EIO;
+	}
 	blob_name(name, sizeof(name), w->version);
 	if (!rc && renameat(w->dirfd, w->tmp, w->dirfd, name) < 0)
 		rc = -errno;
@@ -719,47 +898,68 @@ static int restore_file(struct store_snap_writer *w, const void *buf,
 		close(w->fd);
 		w->fd = -1;
 	}
-	pthread_rwlock_unlock(&w->t->lock);
+	pthread_rwlock_unlock(&t->lock);
+	writer_free(w);
 	return rc;
 }
 
-int store_snapshot_restore(struct store_tenant *t, uint64_t stream,
-			   uint64_t version, const void *buf, size_t len)
+/* ---- fetched copies in the cache ---- */
+
+int store_snapshot_list_cached(struct store_tenant *t,
+			       int (*fn)(void *arg, const struct store_snapshot *snap,
+					 int64_t used_ns),
+			       void *arg)
 {
-	struct store_snap_writer w = { .t = t, .stream = stream,
-				       .version = version, .dirfd = -1, .fd = -1 };
+	struct snap_rows rows = { 0 };
+	int rc = store_snapshot_list_state(t, STORE_SNAP_REMOTE, collect, &rows);
+
+	/* Without the lock: a blob evicted or fetched meanwhile is counted
+	 * or not, to be seen right at the next call. */
+	for (size_t i = 0; i < rows.n && !rc; i++) {
+		char *path = store_snapshot_path(t, rows.v[i].stream,
+						 rows.v[i].version);
+		struct stat sb;
+
+		if (!path) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (!stat(path, &sb))
+			rc = fn(arg, &rows.v[i], (int64_t)sb.st_atim.tv_sec *
+				1000000000 + sb.st_atim.tv_nsec);
+		free(path);
+	}
+	free(rows.v);
+	return rc;
+}
+
+int store_snapshot_evict(struct store_tenant *t, uint64_t stream,
+			 uint64_t version)
+{
 	struct store_snapshot snap;
 	struct stream *s;
-	int rc = store_snapshot_get(t, stream, version, &snap);
+	char path[48];
+	int rc = lock_stream(t, stream, &s);
 
-	if (!rc && (len != snap.length || XXH3_64bits(buf, len) != snap.checksum)) {
-		store_log(LOG_ERR, "%s: fetched snapshot %" PRIu64 " of stream %" PRIu64
-			  " does not match its length and checksum", t->name,
-			  version, stream);
-		rc = -EIO;
-	}
-	if (!rc)
-		rc = lock_stream(t, stream, &s);
 	if (rc)
 		return rc;
-	w.dirfd = stream_dir(t, stream);
-	pthread_rwlock_unlock(&t->lock);
-	if (w.dirfd < 0)
-		return w.dirfd;
-	snprintf(w.tmp, sizeof(w.tmp), "tmp.%lu", ++staging_seq);
-	w.fd = openat(w.dirfd, w.tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	rc = w.fd < 0 ? -errno : restore_file(&w, buf, len);
-	if (w.fd >= 0) {
-		close(w.fd);
-		unlinkat(w.dirfd, w.tmp, 0);
+	rc = row_get(t, stream, version, &snap);
+	if (!rc && snap.state != STORE_SNAP_REMOTE)
+		rc = -EBUSY;
+	if (!rc) {
+		snprintf(path, sizeof(path), "%016" PRIx64 "/%016" PRIx64, stream,
+			 version);
+		if (unlinkat(t->snapfd, path, 0) < 0 && errno != ENOENT)
+			rc = -errno;
 	}
-	close(w.dirfd);
+	pthread_rwlock_unlock(&t->lock);
 	return rc;
 }
 
 /* ---- segments, for snapshot writers ---- */
 
 int store_stream_segment_starts(struct store_tenant *t, uint64_t id,
+				uint64_t from,
 				int (*fn)(void *arg, uint64_t first_version,
 					  int64_t time_ns),
 				void *arg)
@@ -781,8 +981,8 @@ int store_stream_segment_starts(struct store_tenant *t, uint64_t id,
 			rc = -ENOMEM;
 	}
 	for (size_t i = 0; i < s->nsegs && !rc; i++) {
-		if (!s->segs[i]->count)
-			continue;	/* an active segment with no event yet */
+		if (!s->segs[i]->count || s->segs[i]->first_version < from)
+			continue;	/* before FROM, or active with no event yet */
 		rc = store_index_batch_find(t, id, s->segs[i]->first_version, &b);
 		firsts[n] = s->segs[i]->first_version;
 		times[n++] = b.time_ns;

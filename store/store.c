@@ -684,6 +684,8 @@ void store_get_counters(struct store *st, struct store_counters *out)
 							  relaxed);
 	out->damaged_segments = atomic_load_explicit(&st->damaged, relaxed);
 	out->healed_segments = atomic_load_explicit(&st->healed, relaxed);
+	out->damaged_snapshots = atomic_load_explicit(&st->snap_damaged, relaxed);
+	out->healed_snapshots = atomic_load_explicit(&st->snap_healed, relaxed);
 }
 
 void store_close(struct store *st)

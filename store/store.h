@@ -110,6 +110,9 @@ struct store_counters {
 	 * its hash: the read fails with -EIO), and of those the ones fetched
 	 * again from the remote (the read returned the right bytes). */
 	uint64_t damaged_segments, healed_segments;
+	/* The same for snapshot blobs (their length or XXH3 does not match
+	 * at the first read after an open). */
+	uint64_t damaged_snapshots, healed_snapshots;
 };
 void store_get_counters(struct store *st, struct store_counters *out);
 
@@ -315,22 +318,39 @@ int store_snapshot_get(struct store_tenant *t, uint64_t id, uint64_t version,
  * none. */
 int store_snapshot_before(struct store_tenant *t, uint64_t id, uint64_t before,
 			  struct store_snapshot *snap) STORE_WARN_UNUSED;
-/* Opens the blob at VERSION for reading: *fd (OUT, the caller closes it).
- * A replica's blob is fetched first (the snapshot fetch hook); -EIO when
- * it cannot be had. */
-int store_snapshot_open(struct store_tenant *t, uint64_t id, uint64_t version,
+/* The snapshot a view whose first event is FIRST starts with: the newest
+ * before FIRST (OUT SNAP, -ENOENT if none) and the stream offset of the
+ * event after it (OUT BASE; 0 if none).  The last answer per stream is
+ * kept until the stream's snapshots change, so asking again is cheap. */
+int store_snapshot_start(struct store_tenant *t, uint64_t id, uint64_t first,
+			 struct store_snapshot *snap,
+			 uint64_t *base) STORE_WARN_UNUSED;
+/* Opens the blob of SNAP (IN: stream, version and checksum; OUT: its row)
+ * for reading: *fd (OUT, the caller closes it); -ENOENT when that stream
+ * has no snapshot at that version with that checksum.  A replica's blob
+ * is fetched first (the snapshot fetch hook); -EIO when it cannot be had.
+ * Its bytes are not checked: store_snapshot_verify() does, once. */
+int store_snapshot_open(struct store_tenant *t, struct store_snapshot *snap,
 			int *fd) STORE_WARN_UNUSED;
+/* Checks the blob of SNAP (a row from store_snapshot_open()) open at FD
+ * against its length and XXH3, in one pass.  A damaged one the remote
+ * holds is fetched again and FD made to name the good copy (dup2); -EIO
+ * when no good copy can be had. */
+int store_snapshot_verify(struct store_tenant *t,
+			  const struct store_snapshot *snap,
+			  int fd) STORE_WARN_UNUSED;
 int store_snapshot_remove(struct store_tenant *t, uint64_t id,
 			  uint64_t version) STORE_WARN_UNUSED;
-/* Calls FN for each snapshot of stream ID in version order, until FN
- * returns non-zero (which is returned). */
-int store_snapshot_list(struct store_tenant *t, uint64_t id,
+/* Calls FN for each snapshot of stream ID at a version >= FROM, in version
+ * order, until FN returns non-zero (which is returned). */
+int store_snapshot_list(struct store_tenant *t, uint64_t id, uint64_t from,
 			int (*fn)(void *arg, const struct store_snapshot *snap),
 			void *arg);
 /* Calls FN with the first version and the commit time of that version for
- * each segment of stream ID, in stream order, until FN returns non-zero
- * (which is returned). */
+ * each segment of stream ID whose first version is >= FROM, in stream
+ * order, until FN returns non-zero (which is returned). */
 int store_stream_segment_starts(struct store_tenant *t, uint64_t id,
+				uint64_t from,
 				int (*fn)(void *arg, uint64_t first_version,
 					  int64_t time_ns),
 				void *arg);

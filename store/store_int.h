@@ -195,6 +195,15 @@ struct seg {
 };
 
 /* A stream: protected by its tenant's lock, dedup state included. */
+/* An answer of store_snapshot_start() (snapshot.c). */
+struct snap_pick {
+	uint64_t gen;		/* the stream's snap_gen it holds for; 0: none */
+	uint64_t first;		/* the question: the newest before this */
+	int rc;			/* 0, or -ENOENT for none */
+	struct store_snapshot snap;
+	uint64_t base;		/* stream offset of version snap.version + 1 */
+};
+
 struct stream {
 	uint64_t id;
 	char *name;
@@ -214,6 +223,12 @@ struct stream {
 	bool ids_loaded;
 	struct idset active_ids;	/* IDs of the active segment */
 	struct bloom sealed_filter;	/* over every sealed segment's IDs */
+
+	/* Snapshots (snapshot.c): snap_gen moves on with every change of
+	 * this stream's snapshot rows; snap_pick is the last answer of
+	 * store_snapshot_start(), good while its gen is snap_gen. */
+	uint64_t snap_gen;
+	struct snap_pick snap_pick;
 
 	struct stream *name_next;	/* hash chain */
 };
@@ -320,6 +335,7 @@ struct store {
 	/* Sealed segments whose bytes failed their hash on a read, and of
 	 * those the ones fetched again from the remote (read.c). */
 	_Atomic uint64_t damaged, healed;
+	_Atomic uint64_t snap_damaged, snap_healed;	/* snapshot.c */
 
 	pthread_mutex_t lock;
 	struct store_tenant *tenants;	/* sorted by name; protected by lock */

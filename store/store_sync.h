@@ -127,14 +127,31 @@ int store_snapshot_mark_uploaded(struct store_tenant *t, uint64_t stream,
  * the version is outside the stream. */
 int store_replica_snapshot_add(struct store_tenant *t,
 			       const struct store_snapshot *snap) STORE_WARN_UNUSED;
-/* Puts back a fetched blob, the LEN bytes at BUF: they must match the
- * snapshot's length and checksum (-EIO otherwise). */
-int store_snapshot_restore(struct store_tenant *t, uint64_t stream,
-			   uint64_t version, const void *buf,
-			   size_t len) STORE_WARN_UNUSED;
+/* Puts back a fetched blob, written as it comes into a staging file
+ * beside it: begin (*out, OUT), store_snapshot_write() the bytes (EFBIG
+ * past the row's length), then commit, which checks the file against the
+ * row's length and checksum (-EIO otherwise) and renames it over the
+ * blob's name; or store_snapshot_abort().  Either frees the writer. */
+int store_snapshot_restore_begin(struct store_tenant *t, uint64_t stream,
+				 uint64_t version,
+				 struct store_snap_writer **out) STORE_WARN_UNUSED;
+int store_snapshot_restore_commit(struct store_snap_writer *w) STORE_WARN_UNUSED;
+/* Fetched blobs (rows in state STORE_SNAP_REMOTE whose file is here), for
+ * eviction: FN gets each row and when it was last opened (USED_NS,
+ * CLOCK_REALTIME). */
+int store_snapshot_list_cached(struct store_tenant *t,
+			       int (*fn)(void *arg, const struct store_snapshot *snap,
+					 int64_t used_ns),
+			       void *arg);
+/* Drops the local copy of a fetched blob (its row stays: the next open
+ * fetches it again).  Open descriptors keep reading it.  -EBUSY unless the
+ * row is in state STORE_SNAP_REMOTE. */
+int store_snapshot_evict(struct store_tenant *t, uint64_t stream,
+			 uint64_t version) STORE_WARN_UNUSED;
 /* Called by store_snapshot_open(), with no store lock held, for a
  * replica's blob not fetched yet: it must bring it back with
- * store_snapshot_restore() and return 0, or return -errno.  May block.
+ * store_snapshot_restore_begin() and _commit() and return 0, or return
+ * -errno.  May block.
  * Set and cleared as store_set_fetch_hook(). */
 typedef int (*store_snap_fetch_fn)(void *arg, struct store_tenant *t,
 				   const struct store_snapshot *snap);

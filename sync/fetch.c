@@ -770,9 +770,12 @@ void sync_fetch_stop(struct sync *s)
 
 /* ---- eviction ---- */
 
+/* A local copy that may go: a segment, or a fetched snapshot blob
+ * (SNAP_VERSION not 0; then SEG is its stream). */
 struct lru_seg {
 	struct store_tenant *t;
 	uint64_t seg, length;
+	uint64_t snap_version;
 	int64_t used_ns;
 };
 
@@ -801,15 +804,42 @@ struct lru_walk {
 	struct lru_vec *lv;
 };
 
+static int lru_collect_snap(void *arg, const struct store_snapshot *snap,
+			    int64_t used_ns)
+{
+	struct lru_vec *lv = arg;
+
+	if (STORE_ARRAY_RESERVE(lv->v, lv->alloc, lv->n + 1, 64))
+		return -ENOMEM;
+	lv->v[lv->n++] = (struct lru_seg){ .t = lv->t, .seg = snap->stream,
+					   .length = snap->length,
+					   .snap_version = snap->version,
+					   .used_ns = used_ns };
+	lv->total += snap->length;
+	return 0;
+}
+
 static int lru_walk_tenant(void *arg, const char *name)
 {
 	struct lru_walk *w = arg;
 	struct store_tenant *t;
+	int rc;
 
 	if (store_tenant_get(w->s->st, name, &t) || store_tenant_removed(t))
 		return 0;
 	w->lv->t = t;
-	return store_segment_list(t, STORE_SEG_UPLOADED, lru_collect, w->lv);
+	rc = store_segment_list(t, STORE_SEG_UPLOADED, lru_collect, w->lv);
+	if (!rc)
+		rc = store_snapshot_list_cached(t, lru_collect_snap, w->lv);
+	return rc;
+}
+
+/* Evicts E: 0, or non-zero when it is busy or gone. */
+static int lru_evict(const struct lru_seg *e)
+{
+	if (e->snap_version)
+		return store_snapshot_evict(e->t, e->seg, e->snap_version);
+	return store_segment_evict(e->t, e->seg);
 }
 
 static int lru_cmp(const void *a, const void *b)
@@ -833,9 +863,10 @@ void sync_evict(struct sync *s, struct store_tenant *keep_t, uint64_t keep_seg)
 	if (s->cfg.cache_size && lv.total > s->cfg.cache_size) {
 		qsort(lv.v, lv.n, sizeof(*lv.v), lru_cmp);
 		for (size_t i = 0; i < lv.n && lv.total > s->cfg.cache_size; i++) {
-			if (lv.v[i].t == keep_t && lv.v[i].seg == keep_seg)
+			if (lv.v[i].t == keep_t && lv.v[i].seg == keep_seg &&
+			    !lv.v[i].snap_version)
 				continue;
-			if (store_segment_evict(lv.v[i].t, lv.v[i].seg))
+			if (lru_evict(&lv.v[i]))
 				continue;	/* busy or gone: the next one */
 			lv.total -= lv.v[i].length;
 			evicted++;

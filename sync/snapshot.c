@@ -11,9 +11,12 @@
  * - Lazy fetch: the store calls sync_snapshot_fetch_hook() from a reading
  *   (FUSE) thread, which queues a request and waits on s->fetch_done, as
  *   for segments (fetch.c); a fetch worker takes it with
- *   sync_snapshot_fetch_next(), GETs the whole object (at most
- *   max_snapshot bytes) and hands it to store_snapshot_restore(), which
- *   checks its length and XXH3 before it is used.
+ *   sync_snapshot_fetch_next(), GETs the object into a staging file a
+ *   chunk at a time (store_snapshot_restore_begin()), and commits it,
+ *   which checks its length and XXH3 before it is used; a failed attempt
+ *   is retried after a doubling backoff, up to fetch_attempts.
+ * - Eviction: fetched blobs count in cache_size with segments, and go
+ *   by least recent open (fetch.c, sync_evict()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,9 +29,6 @@
 
 #include "sync.h"
 #include "sync_int.h"
-
-/* A fetched snapshot is held whole in memory: at most this large. */
-#define SNAP_FETCH_MAX (1ull << 30)
 
 /* ---- writer: upload ---- */
 
@@ -163,7 +163,7 @@ int sync_replica_snapshots(struct store_tenant *t, uint64_t lid,
 {
 	struct snap_vec sv = { 0 };
 	struct store_attr a;
-	int rc = store_snapshot_list(t, lid, snap_collect, &sv);
+	int rc = store_snapshot_list(t, lid, 0, snap_collect, &sv);
 
 	if (!rc)
 		rc = store_stream_stat(t, lid, &a);
@@ -281,11 +281,67 @@ out:
 	return rc;
 }
 
-/* GETs R's object and restores it.  No lock held. */
+/* The bytes of a snapshot GET go to the staging file as they come, this
+ * many at a time: memory stays small whatever the blob's size. */
+#define SNAP_FETCH_CHUNK (1u << 20)
+
+/* Passes a chunk of the GET on to the staging file (the sink's put()). */
+static int put_chunk(void *arg, struct backend_buf *buf)
+{
+	struct store_snap_writer *w = arg;
+	ssize_t n = store_snapshot_write(w, buf->data, buf->len,
+					 store_snapshot_written(w));
+
+	return n < 0 ? (int)n : 0;
+}
+
+/* One attempt: GETs KEY into a staging file and restores R's blob from it
+ * (checked against its length and checksum). */
+static int fetch_once(struct backend *b, struct snap_req *r, const char *key)
+{
+	struct store_snap_writer *w;
+	struct backend_sink sink = { .put = put_chunk, .chunk = SNAP_FETCH_CHUNK };
+	struct backend_buf buf = { .max = (size_t)r->snap.length + 1,
+				   .sink = &sink };
+	int rc = store_snapshot_restore_begin(r->t, r->snap.stream,
+					      r->snap.version, &w);
+
+	if (rc)
+		return rc;
+	sink.arg = w;
+	rc = backend_get(b, key, 0, BACKEND_TO_END, &buf);
+	if (!rc && buf.len)	/* the last part, or all when the sink was dropped */
+		rc = put_chunk(w, &buf);
+	if (rc == -EFBIG)
+		rc = -EIO;	/* longer than its row says */
+	backend_buf_release(&buf);
+	if (rc) {
+		store_snapshot_abort(w);
+		return rc;
+	}
+	return store_snapshot_restore_commit(w);
+}
+
+/* Waits BACKOFF_NS before the next attempt, or less if the sync stops. */
+static void backoff_wait(struct sync *s, int64_t backoff_ns)
+{
+	int64_t deadline = sync_clock(CLOCK_MONOTONIC) + backoff_ns;
+	struct timespec ts = { .tv_sec = deadline / 1000000000,
+			       .tv_nsec = deadline % 1000000000 };
+
+	sync_mutex_lock(&s->lock);
+	while (!s->stop && sync_clock(CLOCK_MONOTONIC) < deadline)
+		sync_cond_timedwait(&s->fetch_done, &s->lock, &ts);
+	sync_mutex_unlock(&s->lock);
+}
+
+/* GETs R's object and restores it, with up to fetch_attempts attempts
+ * spaced by a doubling backoff as for segments (fetch.c).  No lock held. */
 static int fetch_one(struct sync_worker *f, struct snap_req *r)
 {
 	struct sync *s = f->s;
-	struct backend_buf buf = { .max = SNAP_FETCH_MAX };
+	unsigned attempts = s->cfg.fetch_attempts ? s->cfg.fetch_attempts : 1;
+	int64_t backoff = s->cfg.backoff_min_ns;
 	char *tprefix = sync_tenant_prefix(store_tenant_name(r->t));
 	char *key = tprefix ? sync_snapshot_key(tprefix, r->snap.version,
 						r->snap.checksum) : NULL;
@@ -293,22 +349,21 @@ static int fetch_one(struct sync_worker *f, struct snap_req *r)
 
 	if (!rc && !f->b)
 		rc = backend_open_url(s->cfg.url, &s->cfg.opts, &f->b);
-	for (unsigned i = 0; !rc || backend_err_retryable(rc); i++) {
-		if (i == (s->cfg.fetch_attempts ? s->cfg.fetch_attempts : 1))
+	for (unsigned i = 1; !rc; i++) {
+		rc = fetch_once(f->b, r, key);
+		if (!rc || rc == -ENOENT || rc == -ENOSPC || i >= attempts ||
+		    sync_stopping(s))
 			break;
-		buf.len = 0;
-		rc = backend_get(f->b, key, 0, BACKEND_TO_END, &buf);
-		if (!rc)
-			rc = store_snapshot_restore(r->t, r->snap.stream,
-						    r->snap.version, buf.data,
-						    buf.len);
-		if (!rc || sync_stopping(s))
-			break;
+		sync_log(LOG_WARNING, "fetch of snapshot %s failed (try %u of %u): %s",
+			 key, i, attempts, strerror(-rc));
+		backoff_wait(s, backoff);
+		backoff = backoff * 2 > s->cfg.backoff_max_ns ?
+			s->cfg.backoff_max_ns : backoff * 2;
+		rc = 0;
 	}
 	if (rc)
 		sync_log(LOG_WARNING, "fetch of snapshot %s failed: %s", key ? key : "?",
 			 strerror(-rc));
-	backend_buf_release(&buf);
 	free(key);
 	free(tprefix);
 	return rc ? -EIO : 0;

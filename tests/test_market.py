@@ -3,6 +3,7 @@ checked against a reference this file computes itself from the raw
 events (its own bar arithmetic and its own order book replay, not the
 examples' code)."""
 
+import errno
 import json
 import os
 import queue
@@ -259,6 +260,45 @@ def test_orderbook_at_time_equals_full_replay(mount):
     run("orderbook", t, "snapshot")
     assert str(n) in getxattr(t / "orders", "streamfs.snapshots")
     assert "already there" in run("orderbook", t, "snapshot").stderr
+
+
+def xattr_pages(path, name):
+    """Every version of the list NAME, read page by page (NAME.from.V)."""
+    out, v = [], 1
+    while True:
+        page = [int(x.split()[0]) for x in getxattr(path, "%s.from.%d" % (name, v)).splitlines()]
+        if not page:
+            return out
+        out += page
+        v = page[-1] + 1
+
+
+@pytest.mark.timeout(900)
+def test_orderbook_snapshots_past_one_xattr_value(mount):
+    # roll_size=1 and --batch 1: every write of orders is a segment of its
+    # own, more segments than user.streamfs.segments can list whole.
+    m = mount("roll_size=1")
+    t = m.path("mkt")
+    os.mkdir(t)
+    gen(t, 2300, 3, "--batch", "1")
+    with pytest.raises(OSError) as e:
+        getxattr(t / "orders", "streamfs.segments")
+    assert e.value.errno == errno.E2BIG
+    segs = xattr_pages(t / "orders", "streamfs.segments")
+    assert len(segs) > 1900
+    run("orderbook", t, "run", "--once", timeout=600)
+    snaps = xattr_pages(t / "orders", "streamfs.snapshots")
+    assert snaps == segs[1:]
+    orders = events(t / "orders")
+    last = json.loads(read(t / ("orders@snap=%d" % segs[-1])))
+    assert last["version"] == segs[-1]
+    assert book_at(t, "2099-01-01T00:00:00Z") == ref_book(orders)
+    # A restart with new segments snapshots only those, from where it was.
+    gen(t, 50, 4, "--batch", "1")
+    r = run("orderbook", t, "run", "--once", timeout=600)
+    segs = xattr_pages(t / "orders", "streamfs.segments")
+    assert xattr_pages(t / "orders", "streamfs.snapshots") == segs[1:]
+    assert "%d snapshots written" % (len(segs) - 1 - len(snaps)) in r.stderr
 
 
 # The examples' own reading of a snapshot blob, as the books --orders prints.

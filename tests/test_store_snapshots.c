@@ -58,12 +58,18 @@ static int put(struct fixture *f, uint64_t version, const char *data)
 static const char *blob(struct fixture *f, uint64_t version)
 {
 	static char buf[256];
+	struct store_snapshot snap;
 	ssize_t got = -1;
 	int fd;
 
 	buf[0] = '\0';
-	if (store_snapshot_open(f->t, f->s, version, &fd))
+	if (store_snapshot_get(f->t, f->s, version, &snap) ||
+	    store_snapshot_open(f->t, &snap, &fd))
 		return buf;
+	if (store_snapshot_verify(f->t, &snap, fd)) {
+		close(fd);
+		return buf;
+	}
 	got = pread(fd, buf, sizeof(buf) - 1, 0);
 	close(fd);
 	buf[got > 0 ? got : 0] = '\0';
@@ -213,8 +219,11 @@ static void test_remove(void)
 	append_n(&f, 4);
 	CHECK_EQ(put(&f, 2, "two"), 0);
 	CHECK_EQ(put(&f, 4, "four"), 0);
-	CHECK_EQ(store_snapshot_list(f.t, f.s, count_snap, &n), 0);
+	CHECK_EQ(store_snapshot_list(f.t, f.s, 0, count_snap, &n), 0);
 	CHECK_EQ(n, 2);
+	n = 0;
+	CHECK_EQ(store_snapshot_list(f.t, f.s, 3, count_snap, &n), 0);
+	CHECK_EQ(n, 1);
 	CHECK_EQ(store_snapshot_remove(f.t, f.s, 2), 0);
 	CHECK_EQ(store_snapshot_remove(f.t, f.s, 2), -ENOENT);
 	CHECK_EQ(store_snapshot_get(f.t, f.s, 2, &snap), -ENOENT);
@@ -316,11 +325,16 @@ static void test_segment_starts(void)
 	append_n(&f, 3);
 	CHECK_EQ(store_roll_all(f.st), 1);
 	append_n(&f, 1);
-	CHECK_EQ(store_stream_segment_starts(f.t, f.s, collect_start, &s), 0);
+	CHECK_EQ(store_stream_segment_starts(f.t, f.s, 0, collect_start, &s), 0);
 	CHECK_EQ(s.n, 3);
 	CHECK_EQ(s.first[0], 1);
 	CHECK_EQ(s.first[1], 3);
 	CHECK_EQ(s.first[2], 6);
+	s.n = 0;	/* only the segments starting at FROM or later */
+	CHECK_EQ(store_stream_segment_starts(f.t, f.s, 2, collect_start, &s), 0);
+	CHECK_EQ(s.n, 2);
+	CHECK_EQ(s.first[0], 3);
+	CHECK_EQ(s.first[1], 6);
 	fixture_teardown(&f);
 }
 

@@ -88,6 +88,20 @@ def xattr_pairs(path, name):
     return out
 
 
+def xattr_tail(path, name, first=1):
+    """The (version, time text) pairs of NAME (user.streamfs.snapshots or
+    .segments) from version FIRST on, read page by page: NAME.from.V holds
+    as many as fit in one xattr value (64 KiB), so a stream with more
+    segments than that still shows its newest ones."""
+    out = []
+    while True:
+        page = xattr_pairs(path, "%s.from.%d" % (name, first))
+        if not page:
+            return out
+        out += page
+        first = page[-1][0] + 1
+
+
 def lines(fd, chunk=1 << 20):
     """Yields the lines (bytes, "\\n" included) of an open view until its end
     (forever with ,follow).  A view never returns part of an event."""

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,104 @@ def test_damaged_snapshot_object_is_eio(mount, run_streamfs, tmp_path):
         read(a.path("T", "s@snap=2"))
     assert e.value.errno == errno.EIO
     # put right, it is fetched on the next read
+    path.write_bytes(b"the book at 2\n")
+    assert read(a.path("T", "s@snap=2")) == b"the book at 2\n"
+
+
+def flip_blob_byte(m, at=5):
+    """Flips byte AT of the one snapshot blob under M's SOURCE."""
+    (blob,) = [p for p in m.src.glob("**/snap/*/*") if not p.name.startswith("tmp.")]
+    data = bytearray(blob.read_bytes())
+    data[at] ^= 0x20
+    blob.write_bytes(bytes(data))
+
+
+def test_damaged_local_blob_is_fetched_again(mount, run_streamfs, tmp_path):
+    remote = tmp_path / "remote"
+    url = "file://%s" % remote
+    damaged = [r"snapshot 2 of stream .* is damaged on disk"]
+    w = mount(["remote=" + url], allow=SYNC_ALLOW + damaged)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "a\nb\nc\n", APPEND)
+    book = b"the book at 2\n" * 100
+    put_snap(w, 2, book)
+    sync(run_streamfs, w.mnt)
+    a = mount(["remote=" + url, "ro", "poll=1s"], allow=SYNC_ALLOW + damaged)
+    sync(run_streamfs, a.mnt)
+    assert read(a.path("T", "s@3,snap")) == book + b"c\n"     # fetched
+    # on the analysis host and on the writer (uploaded): healed from the remote
+    for m in (a, w):
+        flip_blob_byte(m)
+        assert read(m.path("T", "s@snap=2")) == book
+        assert read(m.path("T", "s@3,snap")) == book + b"c\n"
+        assert "is damaged on disk" in m.stderr()
+        st = status(run_streamfs, m.mnt)
+        assert st["damaged_snapshots"] == "1" and st["healed_snapshots"] == "1", st
+    # the remote's copy damaged too: EIO, never the bad bytes
+    (obj,) = snapshot_objects(remote)
+    (remote / "streamfs-v1/tenants/T/snapshots" / obj).write_bytes(b"x" * len(book))
+    a.allow(r"snapshot .* (does not match|failed)")
+    flip_blob_byte(a)
+    with pytest.raises(OSError) as e:   # a name not read yet: not in the page cache
+        read(a.path("T", "s@-1,snap"))
+    assert e.value.errno == errno.EIO
+
+
+def local_blobs(m):
+    return sorted(p.name for p in m.src.glob("**/snap/*/*") if not p.name.startswith("tmp."))
+
+
+def test_fetched_blobs_count_in_cache_size_and_go(mount, run_streamfs, tmp_path):
+    remote = tmp_path / "remote"
+    url = "file://%s" % remote
+    w = mount(["remote=" + url], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "".join("event %d\n" % i for i in range(1, 11)), APPEND)
+    four, eight = os.urandom(300000), os.urandom(300000)
+    put_snap(w, 4, four)
+    put_snap(w, 8, eight)
+    sync(run_streamfs, w.mnt)
+    a = mount(["remote=" + url, "ro", "poll=1s", "cache_size=400K"], allow=SYNC_ALLOW)
+    sync(run_streamfs, a.mnt)
+    assert local_blobs(a) == []
+    assert read(a.path("T", "s@snap=4")) == four
+    time.sleep(0.05)    # their access times differ
+    assert read(a.path("T", "s@snap=8")) == eight
+    assert len(local_blobs(a)) == 2
+    # the next pass counts them and evicts the least recently opened
+    sync(run_streamfs, a.mnt)
+    assert local_blobs(a) == ["%016x" % 8]
+    cached = int(status(run_streamfs, a.mnt)["cached_bytes"])
+    assert 300000 <= cached <= 400 << 10
+    # an evicted blob is fetched again on its next open
+    assert read(a.path("T", "s@5,snap")) == four + b"event 5\nevent 6\nevent 7\nevent 8\n" \
+        b"event 9\nevent 10\n"
+
+
+def test_snapshot_fetch_backs_off(mount, run_streamfs, tmp_path):
+    remote = tmp_path / "remote"
+    url = "file://%s" % remote
+    w = mount(["remote=" + url], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "a\nb\n", APPEND)
+    put_snap(w, 2, b"the book at 2\n")
+    sync(run_streamfs, w.mnt)
+    (obj,) = snapshot_objects(remote)
+    path = remote / "streamfs-v1/tenants/T/snapshots" / obj
+    path.write_bytes(b"the bock at 2\n")
+    a = mount(["remote=" + url, "ro", "poll=1s"],
+              allow=SYNC_ALLOW + [r"snapshot .* (does not match|failed)"])
+    sync(run_streamfs, a.mnt)
+    # 4 attempts (fetch_attempts), 0.2 s, 0.4 s and 0.8 s apart: the EIO
+    # comes no sooner than 1.4 s (a lower bound: load only adds to it)
+    start = time.monotonic()
+    with pytest.raises(OSError) as e:
+        read(a.path("T", "s@snap=2"))
+    assert e.value.errno == errno.EIO
+    assert time.monotonic() - start >= 1.4
+    log = a.stderr()
+    assert all("try %d of 4" % i in log for i in (1, 2, 3))
+    # put right, the next read fetches it
     path.write_bytes(b"the book at 2\n")
     assert read(a.path("T", "s@snap=2")) == b"the book at 2\n"
 
