@@ -6,7 +6,16 @@
  * to the target, which fails with EEXIST when another host won: link is
  * atomic on local filesystems and on NFS.  Temporary files start with '.',
  * which keys never do, so listings skip them.
+ *
+ * Compare-and-swap (put_if_match, del_if_match) holds an flock(2) on a lock
+ * file beside the key (".lock.NAME") while it compares the key's tag (its
+ * inode, size and mtime in ns) and renames the new object into place or
+ * unlinks it.  The key never goes missing on the way (rename replaces it in
+ * one step), so a put_if_absent racing with it fails as it should.  flock
+ * is atomic between processes of one host and, on Linux, over NFS (the
+ * client maps it to a POSIX lock).
  */
+#include <sys/file.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -399,9 +408,141 @@ static int file_list(struct backend *b, const char *prefix,
 	return rc;
 }
 
+/* KEY's tag from its stat S. */
+static void stat_tag(const struct stat *s, char *tag)
+{
+	snprintf(tag, BACKEND_TAG_MAX, "%llx-%llx-%llx.%09ld",
+		 (unsigned long long)s->st_ino, (unsigned long long)s->st_size,
+		 (unsigned long long)s->st_mtim.tv_sec, s->st_mtim.tv_nsec);
+}
+
+static int file_get_tagged(struct backend *b, const char *key,
+			   struct backend_buf *out, char *tag)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL;
+	struct stat before, after;
+	int rc;
+
+	rc = file_path(f, key, &path);
+	if (rc)
+		return rc;
+	/* The tag of what was read: stat around the read, again if the
+	 * object was replaced meanwhile. */
+	for (int tries = 0; tries < 8; tries++) {
+		size_t start = out->len;
+
+		if (stat(path, &before) < 0) {
+			rc = -errno;
+			break;
+		}
+		rc = file_get(b, key, 0, BACKEND_TO_END, out);
+		if (!rc && stat(path, &after) < 0)
+			rc = -errno;
+		if (rc || (before.st_ino == after.st_ino &&
+			   before.st_size == after.st_size &&
+			   before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
+			   before.st_mtim.tv_nsec == after.st_mtim.tv_nsec)) {
+			if (!rc)
+				stat_tag(&before, tag);
+			break;
+		}
+		out->len = start;
+		rc = -EAGAIN;
+	}
+	free(path);
+	return rc;
+}
+
+/* Opens and flock()s the lock file of PATH: an fd, or -errno. */
+static int lock_key(struct backend_file *f, char *path)
+{
+	char *slash = strrchr(path, '/'), *lock = NULL;
+	int fd, rc;
+
+	rc = mkdir_parents(path, strlen(f->root));
+	if (rc)
+		return rc;
+	if (asprintf(&lock, "%.*s/.lock.%s", (int)(slash - path), path,
+		     slash + 1) < 0)
+		return -ENOMEM;
+	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	rc = fd < 0 ? -errno : 0;
+	while (!rc && flock(fd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			rc = -errno;
+	free(lock);
+	if (rc && fd >= 0)
+		close(fd);
+	return rc ? rc : fd;
+}
+
+/* With the lock of PATH: 0 when its tag is TAG, -ESTALE or -ENOENT. */
+static int tag_matches(const char *path, const char *tag)
+{
+	char cur[BACKEND_TAG_MAX];
+	struct stat s;
+
+	if (stat(path, &s) < 0)
+		return -errno;
+	stat_tag(&s, cur);
+	return strcmp(cur, tag) ? -ESTALE : 0;
+}
+
+static int file_put_if_match(struct backend *b, const char *key,
+			     const struct backend_body *body, const char *tag,
+			     char *new_tag)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL, *tmp = NULL;
+	struct stat s;
+	int lock, rc;
+
+	rc = file_path(f, key, &path);
+	if (rc)
+		return rc;
+	lock = lock_key(f, path);
+	rc = lock < 0 ? lock : tag_matches(path, tag);
+	if (!rc)
+		rc = write_temp(f, path, body, &tmp);
+	if (!rc && rename(tmp, path) < 0) {
+		rc = -errno;
+		unlink(tmp);
+	}
+	if (!rc && new_tag)
+		rc = stat(path, &s) < 0 ? -errno : (stat_tag(&s, new_tag), 0);
+	if (!rc)
+		rc = fsync_parent(path);
+	if (lock >= 0)
+		close(lock);	/* drops the flock */
+	free(tmp);
+	free(path);
+	return rc;
+}
+
+static int file_del_if_match(struct backend *b, const char *key,
+			     const char *tag)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL;
+	int lock, rc;
+
+	rc = file_path(f, key, &path);
+	if (rc)
+		return rc;
+	lock = lock_key(f, path);
+	rc = lock < 0 ? lock : tag_matches(path, tag);
+	if (!rc && unlink(path) < 0)
+		rc = -errno;
+	if (lock >= 0)
+		close(lock);
+	free(path);
+	return rc;
+}
+
 const struct backend_ops backend_file_ops = {
 	.name = "file",
-	.caps = BACKEND_CAP_ATOMIC_CREATE | BACKEND_CAP_RANGE,
+	.caps = BACKEND_CAP_ATOMIC_CREATE | BACKEND_CAP_RANGE | BACKEND_CAP_CAS,
 	.open = file_open,
 	.close = file_close,
 	.put = file_put,
@@ -410,4 +551,7 @@ const struct backend_ops backend_file_ops = {
 	.head = file_head,
 	.list = file_list,
 	.put_if_absent = file_put_if_absent,
+	.get_tagged = file_get_tagged,
+	.put_if_match = file_put_if_match,
+	.del_if_match = file_del_if_match,
 };

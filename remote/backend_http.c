@@ -10,6 +10,17 @@
  * with "Overwrite: F", which the server refuses with 412 when KEY exists.
  * This is only as atomic as the server's MOVE (nginx checks, then
  * renames), so the backend does not claim BACKEND_CAP_ATOMIC_CREATE.
+ *
+ * Compare-and-swap (put_if_match, del_if_match): servers ignore If-Match
+ * on PUT (nginx does), so the backend takes a WebDAV write LOCK on KEY
+ * (RFC 4918; nginx's dav_ext_lock, Apache mod_dav_lock, rclone), compares
+ * the tag of what it then reads, and PUTs or DELETEs with the lock token
+ * in an "If:" header before it UNLOCKs.  Another writer's LOCK, PUT, MOVE
+ * or DELETE of KEY meanwhile is refused with 423 (-EAGAIN).  The tag is a
+ * hash of the content: nginx's ETag (mtime in seconds and size) misses two
+ * writes within a second.  A server that refuses LOCK (405, 501) gets a
+ * compare then an unlocked PUT, which is not atomic: logged once, and the
+ * backend does not claim BACKEND_CAP_CAS.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -28,6 +39,7 @@ struct backend_http {
 	struct http_backend http;	/* first: a struct backend too */
 	char *base_url;		/* ends with '/' */
 	char *base_path;	/* decoded path part of base_url, ends with '/' */
+	bool said_no_lock;	/* the server's refusal of LOCK was logged */
 };
 
 static struct backend_http *to_http(struct backend *b)
@@ -275,6 +287,146 @@ static int http_put_if_absent(struct backend *b, const char *key,
 	return rc;
 }
 
+static int http_get_tagged(struct backend *b, const char *key,
+			   struct backend_buf *out, char *tag)
+{
+	return http_object_get_tagged(b, key, out, tag, true);
+}
+
+static const char lock_body[] =
+	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+	"<D:lockinfo xmlns:D=\"DAV:\"><D:lockscope><D:exclusive/></D:lockscope>"
+	"<D:locktype><D:write/></D:locktype></D:lockinfo>\n";
+
+/* LOCKs URL (KEY's) for a few seconds: its token, "<urn:...>", into TOKEN
+ * (BACKEND_TAG_MAX bytes).  -EAGAIN when another holds a lock on it,
+ * -EOPNOTSUPP when the server does not lock. */
+static int dav_lock(struct backend_http *h, const char *url, const char *key,
+		    char *token)
+{
+	struct backend_body body = { .buf = lock_body, .fd = -1,
+				     .len = sizeof(lock_body) - 1 };
+	struct http_req req = { .method = "LOCK", .url = url, .body = &body,
+				.want_header = "Lock-Token" };
+	const char *extra[] = { "Timeout: Second-30", "Depth: 0",
+				"Content-Type: application/xml", NULL };
+	int rc = dav_request(h, &req, "lock", key, extra);
+
+	if (!rc && !req.header[0])
+		rc = -EOPNOTSUPP;
+	if (!rc)
+		snprintf(token, BACKEND_TAG_MAX, "%s", req.header);
+	return rc;
+}
+
+static void dav_unlock(struct backend_http *h, const char *url,
+		       const char *key, const char *token)
+{
+	char hdr[BACKEND_TAG_MAX + 16];
+	const char *extra[] = { hdr, NULL };
+	struct http_req req = { .method = "UNLOCK", .url = url };
+
+	snprintf(hdr, sizeof(hdr), "Lock-Token: %s", token);
+	(void)dav_request(h, &req, "unlock", key, extra);
+}
+
+/* Compares the tag of KEY with TAG: 0, -ESTALE, -ENOENT.  *EMPTY (OUT)
+ * tells whether KEY holds nothing. */
+static int dav_compare(struct backend_http *h, const char *key,
+		       const char *tag, bool *empty)
+{
+	struct backend_buf cur = { .max = 16u << 20 };
+	char curtag[BACKEND_TAG_MAX];
+	int rc = http_get_tagged(&h->http.base, key, &cur, curtag);
+
+	*empty = !rc && cur.len == 0;
+	if (!rc && strcmp(curtag, tag))
+		rc = -ESTALE;
+	backend_buf_release(&cur);
+	return rc;
+}
+
+/* With KEY (at URL) locked when TOKEN is not "": compares its tag with
+ * TAG, then PUTs BODY, or DELETEs when BODY is NULL. */
+static int dav_swap(struct backend_http *h, const char *url, const char *key,
+		    const char *token, const char *tag,
+		    const struct backend_body *body)
+{
+	char hdr[BACKEND_TAG_MAX + 16];
+	const char *extra[] = { token[0] ? hdr : NULL, NULL };
+	struct http_req req = { .method = body ? "PUT" : "DELETE", .url = url,
+				.body = body };
+	bool empty;
+	int rc;
+
+	snprintf(hdr, sizeof(hdr), "If: (%s)", token);
+	rc = dav_compare(h, key, tag, &empty);
+	if (rc == -ESTALE && empty && token[0]) {
+		/* KEY went away before our LOCK, which made an empty
+		 * lock-null object of it: take that away again. */
+		req = (struct http_req){ .method = "DELETE", .url = url };
+		(void)dav_request(h, &req, "del", key, extra);
+		return -ENOENT;
+	}
+	if (!rc)
+		rc = dav_request(h, &req, body ? "put_if_match" :
+				 "del_if_match", key, extra);
+	return rc;
+}
+
+/* put_if_match (BODY) or del_if_match (BODY NULL), as the top says. */
+static int dav_cas(struct backend *b, const char *key,
+		   const struct backend_body *body, const char *tag,
+		   char *new_tag)
+{
+	struct backend_http *h = to_http(b);
+	struct backend_buf url = { 0 };
+	char token[BACKEND_TAG_MAX] = "";
+	bool empty;
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	/* First without a lock: a LOCK of a missing key would create it. */
+	rc = dav_compare(h, key, tag, &empty);
+	if (!rc)
+		rc = key_url(h, key, &url);
+	if (!rc)
+		rc = dav_lock(h, url.data, key, token);
+	if (rc == -EOPNOTSUPP) {
+		if (!h->said_no_lock)
+			remote_log("http %s: the server does not LOCK: "
+				   "conditional writes are a compare then a "
+				   "put, not atomic (nginx: dav_ext_lock)",
+				   key);
+		h->said_no_lock = true;
+		token[0] = '\0';
+		rc = 0;
+	}
+	if (!rc)
+		rc = dav_swap(h, url.data, key, token, tag, body);
+	if (!rc && new_tag && body)
+		rc = body->buf ? http_content_tag(body->buf, body->len, new_tag)
+			       : (new_tag[0] = '\0', 0);
+	if (token[0])
+		dav_unlock(h, url.data, key, token);
+	backend_buf_release(&url);
+	return rc;
+}
+
+static int http_put_if_match(struct backend *b, const char *key,
+			     const struct backend_body *body, const char *tag,
+			     char *new_tag)
+{
+	return dav_cas(b, key, body, tag, new_tag);
+}
+
+static int http_del_if_match(struct backend *b, const char *key,
+			     const char *tag)
+{
+	return dav_cas(b, key, NULL, tag, NULL);
+}
+
 static int dav_url(struct backend *b, const char *key, struct backend_buf *url)
 {
 	return key_url(to_http(b), key, url);
@@ -482,4 +634,7 @@ const struct backend_ops backend_http_ops = {
 	.head = http_object_head,
 	.list = http_list,
 	.put_if_absent = http_put_if_absent,
+	.get_tagged = http_get_tagged,
+	.put_if_match = http_put_if_match,
+	.del_if_match = http_del_if_match,
 };

@@ -186,12 +186,15 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
+    # LOCK/UNLOCK: what the http backend's conditional writes (leases) use.
+    dav_ext_lock_zone zone=streamfs:1m;
     server {{
         listen 127.0.0.1:{port};
         root {root};
         location / {{
             dav_methods PUT DELETE MKCOL COPY MOVE;
-            dav_ext_methods PROPFIND OPTIONS;
+            dav_ext_methods PROPFIND OPTIONS LOCK UNLOCK;
+            dav_ext_lock zone=streamfs;
             create_full_put_path on;
             dav_access user:rw group:r all:r;
             client_max_body_size 0;
@@ -200,7 +203,8 @@ http {{
             auth_basic "streamfs";
             auth_basic_user_file {tmp}/htpasswd;
             dav_methods PUT DELETE MKCOL COPY MOVE;
-            dav_ext_methods PROPFIND OPTIONS;
+            dav_ext_methods PROPFIND OPTIONS LOCK UNLOCK;
+            dav_ext_lock zone=streamfs;
             create_full_put_path on;
             dav_access user:rw group:r all:r;
             client_max_body_size 0;
