@@ -30,6 +30,8 @@ struct fs_opts {
 	char *sync_str;		/* owned; "none" or "always" */
 	char *roll_str, *roll_size_str, *max_event_str;	/* owned */
 	char *cache_size_str, *poll_str;	/* owned */
+	char *lease_str;	/* owned; lease= DURATION */
+	int takeover;		/* take tenants whose lease expired */
 	char *ca_file;		/* owned; extra CA bundle for https/s3 */
 	int query_slash_raw;	/* s3: see remote/backend.h */
 	int path_style;
@@ -46,6 +48,7 @@ struct fs_opts {
 	struct store_config store;
 	uint64_t cache_size;	/* 0: unbounded */
 	int64_t poll_ns;
+	int64_t lease_ns;	/* 0: sync's default (60 s) */
 	bool replica;		/* remote= with ro: an analysis host */
 };
 

@@ -345,6 +345,8 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	cfg.state_dir = o->source;
 	cfg.replica = o->replica;
 	cfg.nodelete = o->nodelete;
+	cfg.lease_ns = o->lease_ns;	/* 0: sync's default */
+	cfg.takeover = o->takeover;
 	cfg.cache_size = o->cache_size;
 	if (o->poll_str)	/* else sync's default, 10 s (--help, README) */
 		cfg.poll_ns = o->poll_ns;

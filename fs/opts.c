@@ -31,6 +31,8 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("max_event=%s", max_event_str),
 	OPT_STR("cache_size=%s", cache_size_str),
 	OPT_STR("poll=%s", poll_str),
+	OPT_STR("lease=%s", lease_str),
+	OPT_FLAG("takeover", takeover),
 	OPT_STR("ca_file=%s", ca_file),
 	OPT_FLAG("query_slash_raw", query_slash_raw),
 	OPT_STR("query_slash_raw=%d", query_slash_raw),
@@ -70,6 +72,10 @@ void fs_usage(const char *prog)
 	       "    -o roll_size=SIZE      ... or at this size (default 64M)\n"
 	       "    -o cache_size=SIZE     bound on local copies of uploaded segments\n"
 	       "    -o poll=DURATION       remote rescan interval on analysis hosts (default 10s)\n"
+	       "    -o lease=DURATION      how long a tenant's lease outlives its last\n"
+	       "                           renewal (default 60s, at least 1s)\n"
+	       "    -o takeover            take tenants whose lease expired (their\n"
+	       "                           writer is gone); history is not seeded yet\n"
 	       "    -o framing=lines|raw   framing of new streams (default lines)\n"
 	       "    -o max_event=SIZE      largest event (default 1M; with framing=raw\n"
 	       "                           at most and by default 255 pages, 1020K)\n"
@@ -250,6 +256,13 @@ static int parse_values(struct fs_opts *o)
 		rc = parse_size("cache_size", o->cache_size_str, &o->cache_size);
 	if (!rc && o->poll_str)
 		rc = parse_duration("poll", o->poll_str, &o->poll_ns);
+	if (!rc && o->lease_str) {
+		rc = parse_duration("lease", o->lease_str, &o->lease_ns);
+		if (!rc && o->lease_ns < 1000000000LL) {
+			fprintf(stderr, "streamfs: lease must be at least 1s\n");
+			rc = -EINVAL;
+		}
+	}
 	return rc;
 bad_framing:
 	fprintf(stderr, "streamfs: framing must be lines or raw\n");
@@ -297,6 +310,8 @@ static int check_remote(struct fs_opts *o)
 				   o->credentials ? "credentials=" :
 				   o->cache_size_str ? "cache_size=" :
 				   o->poll_str ? "poll=" :
+				   o->lease_str ? "lease=" :
+				   o->takeover ? "takeover" :
 				   o->ca_file ? "ca_file=" :
 				   o->path_style ? "path_style" :
 				   o->query_slash_raw ? "query_slash_raw" : NULL;
@@ -433,5 +448,6 @@ void fs_opts_release(struct fs_opts *o)
 	free(o->max_event_str);
 	free(o->cache_size_str);
 	free(o->poll_str);
+	free(o->lease_str);
 	free(o->ca_file);
 }

@@ -111,7 +111,7 @@ static void put_time(char *buf, size_t cap, size_t *len, const char *key,
 				 (long long)(now.tv_sec - secs));
 }
 
-#define STATUS_MAX 2048
+#define STATUS_MAX 4000
 
 /* The text of `streamfs status`: one "key: value" per line. */
 static void status_text(struct fs *fs, char *buf, size_t cap)
@@ -146,6 +146,16 @@ static void status_text(struct fs *fs, char *buf, size_t cap)
 		PUT("uploaded_bytes: %llu\n", (unsigned long long)st.uploaded_bytes);
 		PUT("leases_held: %llu\n", (unsigned long long)st.leases_held);
 		PUT("leases_refused: %llu\n", (unsigned long long)st.leases_refused);
+		PUT("leases_fenced: %llu\n", (unsigned long long)st.leases_fenced);
+		if (st.fenced[0]) {
+			/* One "fenced: T: ..." line per tenant. */
+			for (char *l = st.fenced, *e; *l; l = e + 1) {
+				e = strchr(l, '\n');
+				if (!e)
+					break;
+				PUT("fenced: %.*s\n", (int)(e - l), l);
+			}
+		}
 	}
 	PUT("cached_bytes: %llu\n", (unsigned long long)st.cached_bytes);
 	if (o->cache_size)

@@ -71,6 +71,10 @@ static int delete_stale(struct sync *s, struct tenant_state *ts,
 		sync_strvec_release(&ts->stale);
 		return 0;
 	}
+	/* Only while the tenant is surely ours: a writer taken over must
+	 * not delete what the new one may name. */
+	if (!sync_lease_fresh(s, ts))
+		return 0;
 	rc = sync_manifest_keys(&ts->published, tprefix, &named);
 	for (size_t i = 0; !rc && i < ts->stale.n; i++) {
 		const char *key = ts->stale.v[i];
@@ -133,7 +137,7 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	int rc;
 
 	snprintf(what, wlen, "manifest of %s", store_tenant_name(t));
-	rc = sync_manifest_build(t, s->identity, &m);
+	rc = sync_manifest_build(t, s->identity, ts->generation, &m);
 	if (rc)
 		return rc;
 	rc = sync_manifest_tombstones(&m, &ts->published, now);
@@ -141,8 +145,13 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	if (!rc)
 		rc = sync_manifest_encode(&m, false, &compare);
 	if (!rc && (!ts->published_cmp || strcmp(ts->published_cmp, compare))) {
+		/* The fence: the lease must be ours, just now, by a
+		 * conditional write (-EROFS: taken over). */
+		rc = sync_lease_confirm(s, ts, what, wlen);
 		m.updated_ns = now;
-		rc = put_manifest(s, ts, tprefix, &m, &compare, what, wlen);
+		if (!rc)
+			rc = put_manifest(s, ts, tprefix, &m, &compare, what,
+					  wlen);
 	}
 	/* Published (now or before): objects only older ones named go. */
 	if (!rc)
@@ -177,6 +186,13 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 	struct sync_strvec named = { 0 };
 	int rc = tp ? 0 : -ENOMEM;
 
+	/* Deleting a tenant's objects needs it to be surely ours. */
+	if (!rc)
+		rc = sync_lease_confirm(s, ts, what, wlen);
+	if (rc == -EROFS) {	/* taken over: nothing of it is ours */
+		free(tp);
+		return 0;
+	}
 	if (!rc && !s->cfg.nodelete) {
 		rc = sync_manifest_keys(&ts->published, tp, &named);
 		if (!rc)
@@ -190,10 +206,10 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 		rc = key ? backend_del(s->b, key) : -ENOMEM;
 	}
 	if (!rc) {
-		free(key);
-		key = sync_lease_key(ts->name);
-		snprintf(what, wlen, "delete %s", key ? key : "?");
-		rc = key ? backend_del(s->b, key) : -ENOMEM;
+		snprintf(what, wlen, "release the lease of %s", ts->name);
+		rc = sync_lease_drop(s, ts);
+		if (rc == -ESTALE || rc == -EIO)
+			rc = 0;	/* another's now: left in place */
 	}
 	if (!rc) {
 		sync_manifest_release(&ts->published);

@@ -24,6 +24,7 @@
 #define MANIFEST_CHECK_NS 2000000000LL
 /* sync_stop(): how long releasing the leases may take. */
 #define STOP_RELEASE_NS 3000000000LL
+#define SYNC_LEASE_DEFAULT_NS (60 * 1000000000LL)
 
 int64_t sync_clock(clockid_t clk)
 {
@@ -45,6 +46,7 @@ void sync_config_default(struct sync_config *cfg)
 		.upload_parallel = 3,
 		.backoff_min_ns = 200000000,
 		.backoff_max_ns = 30000000000LL,
+		.lease_ns = SYNC_LEASE_DEFAULT_NS,
 	};
 	backend_options_default(&cfg->opts);
 }
@@ -128,6 +130,8 @@ static void tstate_release(struct tenant_state *ts)
 	free(ts->published_cmp);
 	sync_strvec_release(&ts->stale);
 	free(ts->map);
+	free(ts->fence_note);
+	free(ts->fence_text);
 }
 
 /* ---- passes ---- */
@@ -147,6 +151,48 @@ struct pass_tenant {
 	char refused_what[160];
 };
 
+/* Answers a pending sync_tenant_claim() (the sync thread). */
+static void serve_claim(struct sync *s)
+{
+	struct tenant_state *ts;
+	char *name, what[160];
+	uint64_t req;
+	int rc;
+
+	sync_mutex_lock(&s->lock);
+	name = s->claim_name ? strdup(s->claim_name) : NULL;
+	req = s->claim_req;
+	sync_mutex_unlock(&s->lock);
+	if (!name)
+		return;
+	ts = sync_tstate(s, name);
+	if (!ts)
+		rc = -ENOMEM;
+	else if (ts->fenced)
+		rc = -EBUSY;	/* another writer's now */
+	else if (ts->leased)
+		rc = 0;
+	else
+		rc = sync_lease_take(s, ts, what, sizeof(what), NULL);
+	/* Unreachable or failing: the tenant is made, and its lease taken
+	 * when the remote answers, as for a mount (a holder is then
+	 * reported loudly, and nothing of it is uploaded). */
+	if (rc && rc != -EBUSY && rc != -ENOMEM) {
+		sync_note(s, rc, what);
+		rc = 0;
+	}
+	sync_mutex_lock(&s->lock);
+	if (s->claim_req == req && s->claim_name) {
+		s->claim_rc = rc;
+		s->claim_done = req;
+		free(s->claim_name);
+		s->claim_name = NULL;
+		pthread_cond_broadcast(&s->claim_cond);
+	}
+	sync_mutex_unlock(&s->lock);
+	free(name);
+}
+
 /* Whether TS's manifest is to be rebuilt now: when segments went up
  * (UPLOADED), on sync_now (FORCE), and otherwise every MANIFEST_CHECK_NS
  * (renames, removals, attributes): building it walks every stream of the
@@ -156,6 +202,63 @@ static bool manifest_due(const struct tenant_state *ts, bool uploaded,
 {
 	return uploaded || force || !ts->published_cmp ||
 	       sync_clock(CLOCK_MONOTONIC) - ts->checked_ns >= MANIFEST_CHECK_NS;
+}
+
+/* The published version of stream ID in M, 0 when it lists none. */
+static uint64_t published_version(const struct manifest *m, uint64_t id)
+{
+	for (size_t i = 0; i < m->nstreams; i++)
+		if (m->streams[i].id == id)
+			return m->streams[i].version;
+	return 0;
+}
+
+struct fence_list {
+	const struct manifest *published;
+	char *text;
+	size_t len, cap;
+};
+
+static int fence_stream(void *arg, const char *name,
+			const struct store_attr *attr)
+{
+	struct fence_list *fl = arg;
+	uint64_t from = published_version(fl->published, attr->id) + 1;
+	int n;
+
+	if (attr->version < from || fl->len >= fl->cap)
+		return 0;
+	n = snprintf(fl->text + fl->len, fl->cap - fl->len, "%s%s versions "
+		     "%" PRIu64 "-%" PRIu64, fl->len ? ", " : "", name, from,
+		     attr->version);
+	fl->len = n < 0 ? fl->cap : fl->len + (size_t)n;
+	return 0;
+}
+
+/* Fenced T: what status says of it (TS->fence_text), with the events its
+ * streams hold beyond what this writer published. */
+static int fence_listing(struct sync *s, struct store_tenant *t,
+			 struct tenant_state *ts)
+{
+	struct fence_list fl = { .published = &ts->published, .cap = 1024 };
+	char *text;
+	int rc;
+
+	(void)s;
+	fl.text = calloc(1, fl.cap);
+	if (!fl.text)
+		return -ENOMEM;
+	rc = store_stream_list(t, 0, fence_stream, &fl);
+	if (!rc && asprintf(&text, "%s: %s; not published: %s", ts->name,
+			    ts->fence_note ? ts->fence_note : "taken over",
+			    fl.len ? fl.text : "nothing") < 0)
+		rc = -ENOMEM;
+	if (!rc) {
+		free(ts->fence_text);
+		ts->fence_text = text;
+	}
+	free(fl.text);
+	return rc;
 }
 
 /* Lease, seed, upload and manifest of T (state TS, prefix TPREFIX), whose
@@ -170,6 +273,8 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 	uint64_t n = 0, bytes = 0;
 	int rc = 0;
 
+	if (ts->fenced)
+		return fence_listing(s, t, ts);
 	if (!ts->leased) {
 		char w[160];
 
@@ -197,6 +302,8 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		if (!rc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
 	}
+	if (rc == -EROFS)	/* fenced on the way: logged */
+		rc = fence_listing(s, t, ts);
 	return rc;
 }
 
@@ -241,17 +348,30 @@ static int pass_tenant(struct sync *s, const char *name,
 /* The status a writer pass leaves: what waits, and the leases. */
 static void pass_status(struct sync *s, const struct pass_tenant *pt)
 {
-	uint64_t held = 0, refused = 0;
+	uint64_t held = 0, refused = 0, fenced = 0;
+	char text[sizeof(s->status.fenced)] = "";
+	size_t len = 0;
 
 	for (size_t i = 0; i < s->nts; i++) {
+		const char *f = s->ts[i].fence_text;
+
 		held += s->ts[i].leased;
 		refused += s->ts[i].refused && s->ts[i].present;
+		fenced += s->ts[i].fenced;
+		if (f && len + strlen(f) + 2 < sizeof(text))
+			len += (size_t)snprintf(text + len, sizeof(text) - len,
+						"%s\n", f);
+		else if (f && len + 5 < sizeof(text))
+			len += (size_t)snprintf(text + len, sizeof(text) - len,
+						"...\n");
 	}
 	sync_mutex_lock(&s->lock);
 	s->status.pending_segments = pt->pending;
 	s->status.pending_bytes = pt->pending_bytes;
 	s->status.leases_held = held;
 	s->status.leases_refused = refused;
+	s->status.leases_fenced = fenced;
+	memcpy(s->status.fenced, text, sizeof(text));
 	sync_mutex_unlock(&s->lock);
 }
 
@@ -263,7 +383,9 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 	struct sync_strvec names = { 0 };
 	int rc;
 
-	rc = store_tenant_list(s->st, sync_strvec_collect, &names);
+	rc = sync_leases_renew_due(s, what, wlen);
+	if (!rc)
+		rc = store_tenant_list(s->st, sync_strvec_collect, &names);
 	for (size_t i = 0; i < s->nts; i++)
 		s->ts[i].present = false;
 	for (size_t i = 0; !rc && i < names.n; i++) {
@@ -271,6 +393,7 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 			rc = -ECANCELED;
 		else
 			rc = pass_tenant(s, names.v[i], &pt, what, wlen);
+		serve_claim(s);
 	}
 	if (!rc)
 		rc = sync_publish_tenants(s, &names, what, wlen);
@@ -321,7 +444,7 @@ static void wait_until(struct sync *s, int64_t deadline_ns)
 	/* A kick (a commit) brings the next pass forward, but passes stay
 	 * SYNC_KICK_MIN_NS apart: a busy writer must not make the thread
 	 * spin. */
-	while (!s->stop && s->now_req == s->now_done &&
+	while (!s->stop && s->now_req == s->now_done && !s->claim_name &&
 	       sync_clock(CLOCK_MONOTONIC) < deadline_ns) {
 		if (s->kicked && sync_clock(CLOCK_MONOTONIC) >= earliest)
 			break;
@@ -345,7 +468,7 @@ static void wait_backoff(struct sync *s, int64_t backoff_ns)
 	uint64_t req = s->now_req;
 
 	SYNC_ASSERT_HELD(&s->lock);
-	while (!s->stop && s->now_req == req &&
+	while (!s->stop && s->now_req == req && !s->claim_name &&
 	       sync_clock(CLOCK_MONOTONIC) < deadline)
 		sync_cond_timedwait(&s->cond, &s->lock, &ts);
 }
@@ -363,6 +486,8 @@ static void *sync_main(void *arg)
 
 		s->kicked = false;
 		sync_mutex_unlock(&s->lock);
+		if (!s->cfg.replica)
+			serve_claim(s);
 		rc = pass(s, force);
 		sync_mutex_lock(&s->lock);
 		if (!rc && force && s->now_done < target)
@@ -372,6 +497,9 @@ static void *sync_main(void *arg)
 			int64_t period = s->cfg.url && s->cfg.replica ?
 				s->cfg.poll_ns : s->cfg.interval_ns;
 
+			if (!s->cfg.replica && period > s->cfg.lease_ns / 3)
+				period = s->cfg.lease_ns / 3;	/* renewals */
+
 			backoff = 0;
 			wait_until(s, sync_clock(CLOCK_MONOTONIC) + period);
 			continue;
@@ -380,7 +508,9 @@ static void *sync_main(void *arg)
 		/* Refused credentials, a full remote...: no hurry. */
 		if (!backend_err_retryable(rc) || backoff > s->cfg.backoff_max_ns)
 			backoff = s->cfg.backoff_max_ns;
-		wait_backoff(s, backoff);
+		/* Leases must be renewed whatever else fails. */
+		wait_backoff(s, s->cfg.replica || backoff < s->cfg.lease_ns / 3 ?
+				backoff : s->cfg.lease_ns / 3);
 	}
 	sync_mutex_unlock(&s->lock);
 	return NULL;
@@ -429,11 +559,14 @@ static void sync_free(struct sync *s)
 	pthread_cond_destroy(&s->fetch_done);
 	pthread_cond_destroy(&s->upload_cond);
 	pthread_cond_destroy(&s->upload_done);
+	pthread_cond_destroy(&s->claim_cond);
 	sync_mutex_destroy(&s->lock);
 	sync_mutex_destroy(&s->evict_lock);
 	for (size_t i = 0; i < s->nts; i++)
 		tstate_release(&s->ts[i]);
 	free(s->ts);
+	free(s->claim_name);
+	sync_strvec_release(&s->fenced);
 	free(s->tenants_json);
 	free(s->identity);
 	free((char *)s->cfg.url);
@@ -469,6 +602,8 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 		s->cfg.upload_parallel = 16;
 	if (s->cfg.poll_ns <= 0)
 		s->cfg.poll_ns = 10000000000LL;
+	if (s->cfg.lease_ns <= 0)
+		s->cfg.lease_ns = SYNC_LEASE_DEFAULT_NS;
 	s->cfg.opts.abort = &s->abort;
 	if (gethostname(s->host, sizeof(s->host) - 1) < 0)
 		snprintf(s->host, sizeof(s->host), "unknown");
@@ -482,6 +617,7 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 	pthread_cond_init(&s->fetch_done, &ca);
 	pthread_cond_init(&s->upload_cond, &ca);
 	pthread_cond_init(&s->upload_done, &ca);
+	pthread_cond_init(&s->claim_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	if (!s->cfg.url || (cfg->state_dir && !s->cfg.state_dir)) {
 		sync_free(s);
@@ -557,6 +693,7 @@ void sync_stop(struct sync *s)
 	pthread_cond_broadcast(&s->done);
 	pthread_cond_broadcast(&s->fetch_cond);
 	pthread_cond_broadcast(&s->fetch_done);
+	pthread_cond_broadcast(&s->claim_cond);
 	sync_mutex_unlock(&s->lock);
 	pthread_join(s->thread, NULL);
 	sync_upload_stop(s);
@@ -622,6 +759,56 @@ void sync_get_status(struct sync *s, struct sync_status *out)
 	sync_mutex_lock(&s->lock);
 	*out = s->status;
 	sync_mutex_unlock(&s->lock);
+}
+
+bool sync_tenant_fenced(struct sync *s, const char *tenant)
+{
+	bool found = false;
+
+	if (!s || !atomic_load(&s->nfenced))
+		return false;
+	sync_mutex_lock(&s->lock);
+	for (size_t i = 0; !found && i < s->fenced.n; i++)
+		found = !strcmp(s->fenced.v[i], tenant);
+	sync_mutex_unlock(&s->lock);
+	return found;
+}
+
+int sync_tenant_claim(struct sync *s, const char *tenant, int64_t timeout_ns)
+{
+	int64_t deadline = sync_clock(CLOCK_MONOTONIC) + timeout_ns;
+	struct timespec ts = abs_time(deadline);
+	uint64_t req = 0;
+	int rc = -ETIMEDOUT;
+
+	if (!s || s->cfg.replica)
+		return 0;
+	sync_mutex_lock(&s->lock);
+	/* One claim at a time. */
+	while (s->claim_name && !s->stop &&
+	       sync_clock(CLOCK_MONOTONIC) < deadline)
+		sync_cond_timedwait(&s->claim_cond, &s->lock, &ts);
+	if (!s->claim_name && !s->stop) {
+		s->claim_name = strdup(tenant);
+		req = ++s->claim_req;
+		if (!s->claim_name)
+			rc = -ENOMEM;
+		pthread_cond_signal(&s->cond);
+	}
+	while (req && s->claim_name && s->claim_done < req && !s->stop &&
+	       sync_clock(CLOCK_MONOTONIC) < deadline)
+		sync_cond_timedwait(&s->claim_cond, &s->lock, &ts);
+	if (req && s->claim_done >= req) {
+		rc = s->claim_rc;
+	} else if (req && s->claim_req == req && s->claim_name) {
+		free(s->claim_name);	/* not answered: withdrawn */
+		s->claim_name = NULL;
+	}
+	if (s->stop)
+		rc = -ECANCELED;
+	pthread_cond_broadcast(&s->claim_cond);
+	sync_mutex_unlock(&s->lock);
+	return rc;
 }
 
 /* ---- per-stream status ---- */

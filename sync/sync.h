@@ -48,8 +48,15 @@
  * When the remote cannot be reached, sync_start() succeeds; the thread takes
  * the leases when it comes back, and for a tenant leased by another writer
  * it uploads nothing and logs that loudly (status last_error -EBUSY).
- * Tenants created later are leased by the thread before their first upload.
- * sync_stop() releases the leases it holds (deletes the objects).
+ * Tenants created later are leased through sync_tenant_claim() (mkdir) or
+ * by the thread before their first upload.  A lease carries a generation
+ * and an expiry (cfg.lease_ns after its last renewal); the thread renews
+ * every lease_ns / 3 with a conditional write, and again right before each
+ * manifest it publishes, which it publishes only while that renewal is
+ * younger than lease_ns / 2.  A renewal that finds the lease changed (a
+ * takeover) fences the tenant: nothing of it is written to the remote any
+ * more, sync_tenant_fenced() says so, status lists its unpublished events.
+ * sync_stop() releases the leases it still holds (conditional deletes).
  *
  * Failures are retried with capped exponential backoff for as long as it
  * takes; each change of state (failing, with the cause; working again) is
@@ -100,6 +107,12 @@ struct sync_config {
 	unsigned fetch_attempts;	/* tries before -EIO; default 4 */
 	unsigned upload_parallel;	/* segments uploaded at once; default 3 */
 	bool nodelete;			/* never delete remote objects */
+	/* Writer: how long a lease outlives its last renewal (default 60 s,
+	 * at least 1 s); the thread renews every third of it. */
+	int64_t lease_ns;
+	/* Writer: take the leases that expired (generation + 1), of tenants
+	 * present at start and of tenants made by sync_tenant_claim(). */
+	bool takeover;
 };
 
 void sync_config_default(struct sync_config *cfg);
@@ -147,9 +160,30 @@ struct sync_status {
 	uint64_t fetch_failures;	/* fetches that gave -EIO, since start */
 	uint64_t leases_held;		/* tenants leased by this writer */
 	uint64_t leases_refused;	/* tenants leased by another writer */
+	uint64_t leases_fenced;		/* tenants taken over from this writer */
+	/* One line per fenced tenant: who took it over, and which events
+	 * of its streams this writer acknowledged but never published
+	 * ("T: taken over by writer W (host H) at generation G; not
+	 * published: S versions A-B, ..."); "" when none.  Truncated with
+	 * "..." when longer. */
+	char fenced[1536];
 };
 
 void sync_get_status(struct sync *s, struct sync_status *out);
+
+/* Whether TENANT was taken over from this writer (fenced): its writes are
+ * refused (EROFS).  Cheap when none is; any thread, no network. */
+bool sync_tenant_fenced(struct sync *s, const char *tenant);
+
+/* Writer, before TENANT is created (mkdir): asks the sync thread to take
+ * its lease on the remote and waits for the answer, at most TIMEOUT_NS.
+ * 0 when taken (or the remote is unreachable: the thread takes it later,
+ * as for a mount); -EBUSY when another writer holds it (live, or expired
+ * without takeover; logged with the holder); -ETIMEDOUT when the thread
+ * did not answer in time.  May be called from FUSE threads: it only waits
+ * on a condition variable. */
+int sync_tenant_claim(struct sync *s, const char *tenant,
+		      int64_t timeout_ns) SYNC_WARN_UNUSED;
 
 /* Text of the xattr user.streamfs.sync of stream STREAM of T, written to
  * BUF (NUL-terminated, at most LEN bytes with the NUL).  V is the stream's

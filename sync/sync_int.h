@@ -168,6 +168,7 @@ struct manifest {
 	struct manifest_tombstone *tombs;
 	size_t ntombs, atombs;
 	int64_t updated_ns;		/* 0: not given */
+	uint64_t generation;		/* its writer's lease; 0: not given */
 };
 
 void sync_manifest_release(struct manifest *m);
@@ -175,7 +176,7 @@ void sync_manifest_release(struct manifest *m);
  * uploaded segments that form a gapless chain from offset 0; no
  * tombstones.  0 or -errno (*OUT then empty). */
 int sync_manifest_build(struct store_tenant *t, const char *writer,
-			struct manifest *out) SYNC_WARN_UNUSED;
+			uint64_t generation, struct manifest *out) SYNC_WARN_UNUSED;
 /* Gives M its tombstones: PREV's for a week after their removal unless
  * the stream is back, and the streams PREV lists and M lacks, removed
  * NOW. */
@@ -211,6 +212,13 @@ struct tenant_state {
 	/* Writer. */
 	bool leased;		/* our lease is on the remote */
 	bool refused;		/* another writer holds it (logged) */
+	bool fenced;		/* taken over from us: never written again */
+	uint64_t generation;	/* of our lease (leased or fenced) */
+	char lease_tag[BACKEND_TAG_MAX];	/* our lease object's; "": ask */
+	int64_t renewed_mono;	/* CLOCK_MONOTONIC when the last renewal
+				 * that succeeded was sent */
+	char *fence_note;	/* who took it over (fenced) */
+	char *fence_text;	/* its line of status.fenced */
 	bool seeded;		/* our old manifest read from the remote */
 	int64_t checked_ns;	/* CLOCK_MONOTONIC of the last check */
 	struct manifest published;	/* the last one published (or ours,
@@ -280,6 +288,17 @@ struct sync {
 	pthread_cond_t upload_cond;	/* wakes helpers; with lock */
 	pthread_cond_t upload_done;	/* wakes sync_upload(); with lock */
 
+	/* Tenant claims (sync_tenant_claim()), protected by lock: one at a
+	 * time; the thread answers in claim_rc and bumps claim_done. */
+	char *claim_name;		/* asked, not yet answered; or NULL */
+	int claim_rc;
+	uint64_t claim_req, claim_done;
+	pthread_cond_t claim_cond;	/* wakes claimers; with lock */
+	/* Names of fenced tenants, protected by lock; nfenced is read
+	 * without it first (sync_tenant_fenced() is on every append). */
+	struct sync_strvec fenced;
+	atomic_uint nfenced;
+
 	/* The sync thread's only. */
 	char *tenants_json;		/* tenant set last published */
 	int64_t tenants_checked_ns;	/* CLOCK_MONOTONIC of that */
@@ -332,12 +351,30 @@ int sync_index_decode(const struct backend_buf *in, uint64_t seg,
 
 /* Reads or creates STATE_DIR/sync-identity into s->identity. */
 int sync_identity_load(struct sync *s) SYNC_WARN_UNUSED;
-/* Takes (or finds already ours) the lease of TS.  -EBUSY when another
- * writer holds it (logged once per tenant, with the holder).  *CREATED
- * (when not NULL) tells whether this call wrote the lease object, as
- * opposed to finding one that already named us (a restart). */
+/* Takes (or finds already ours) the lease of TS, with a new expiry.
+ * -EBUSY when another writer holds it, live, or expired without
+ * cfg.takeover (logged once per tenant, with the holder and the expiry).
+ * An expired lease of another writer is taken with cfg.takeover, at the
+ * next generation.  *CREATED (when not NULL) tells whether this call
+ * wrote the lease object, as opposed to finding one that already named us
+ * (a restart). */
 int sync_lease_take(struct sync *s, struct tenant_state *ts, char *what,
 		    size_t wlen, bool *created);
+/* Renews the leases held whose last renewal is lease_ns / 3 old, each
+ * with a conditional write; a lease found taken over fences its tenant.
+ * 0 or the first failure (in WHAT). */
+int sync_leases_renew_due(struct sync *s, char *what, size_t wlen);
+/* Before a publication of TS: renews its lease now.  0 when it is ours
+ * and that renewal is younger than lease_ns / 2; -EROFS when TS is (now)
+ * fenced; else the remote's failure. */
+int sync_lease_confirm(struct sync *s, struct tenant_state *ts, char *what,
+		       size_t wlen);
+/* Whether TS's lease was confirmed within lease_ns / 2: what deleting
+ * objects that only older manifests named needs. */
+bool sync_lease_fresh(struct sync *s, const struct tenant_state *ts);
+/* Deletes TS's lease if it is still ours (a conditional delete): 0, or
+ * -errno (-ESTALE: it is another's now; left in place, logged). */
+int sync_lease_drop(struct sync *s, struct tenant_state *ts);
 /* Deletes the leases we hold; with ONLY (an array of nts flags, or NULL
  * for all), only those flagged. */
 void sync_lease_release(struct sync *s, const bool *only);

@@ -1,0 +1,171 @@
+"""Leases with a generation and an expiry, and the fencing of a writer whose
+lease was taken over (CONTRACT §6), through real mounts on file://, moto (S3,
+auth mode) and nginx WebDAV.
+
+- A second writer is refused at mount for a tenant another live writer holds,
+  and its mkdir of such a tenant fails with EBUSY (even with an empty SOURCE).
+- A zombie writer (SIGSTOPped past its lease while another takes the tenant
+  over with -o takeover) is fenced when it wakes up: EROFS on appends, status
+  says so and lists what it did not publish, nothing of its later appends
+  reaches an analysis host, and its unmount leaves the new writer's lease.
+
+No timed assertion: conditions are polled with generous deadlines.
+"""
+
+import errno
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from util import append, getxattr, is_mounted, read, wait_until  # noqa: E402
+from test_mount_remote import APPEND, SYNC_ALLOW, status, sync  # noqa: E402
+
+LEASE_ALLOW = SYNC_ALLOW + [r"streamfs: sync: .*(FENCED|took over|left in place|lease)"]
+
+
+def remote(request, tmp_path, backend, name):
+    """URL, environment and options of a fresh remote on BACKEND."""
+    if backend == "file":
+        return "file://%s" % (tmp_path / "remote"), None, []
+    if backend == "s3":
+        s3 = request.getfixturevalue("moto_s3")
+        return s3.url("%s-%s" % (name, tmp_path.name)), s3.env, s3.options()
+    dav = request.getfixturevalue("dav")
+    return "%s/%s-%s" % (dav.url, name, tmp_path.name), None, []
+
+
+def identity(src):
+    return (Path(src) / "sync-identity").read_text().strip()
+
+
+def mkdir_errno(path):
+    try:
+        os.mkdir(path)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+def append_errno(path, text):
+    try:
+        append(path, text, APPEND)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+BACKENDS = ["file", "s3", "dav"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_writer_refused_at_mount_and_mkdir(mount, run_streamfs, tmp_path,
+                                                  streamfs_bin, request, backend):
+    url, env, opts = remote(request, tmp_path, backend, "two")
+    a = mount(["remote=" + url, "roll=1s", *opts], env=env, allow=LEASE_ALLOW)
+    os.mkdir(a.path("shop"))
+    append(a.path("shop", "orders"), "a1\n", APPEND)
+    sync(run_streamfs, a.mnt)
+    holder = identity(a.src)
+
+    # A SOURCE that has the tenant (made without a remote) is refused at mount,
+    # with the tenant, the holder and when its lease expires.
+    other = mount(src=tmp_path / "other")
+    os.mkdir(other.path("shop"))
+    other.umount()
+    other.opts = ["remote=" + url, *opts]
+    other.env = dict(env or {})
+    with pytest.raises(Exception):
+        other.start()
+    assert not is_mounted(other.mnt)
+    err = other.stderr()
+    assert "shop" in err and holder in err and "until" in err, err
+
+    # An empty SOURCE mounts (it holds no tenant), but mkdir of the tenant
+    # another writer holds is EBUSY and creates nothing; other tenants work.
+    b = mount(["remote=" + url, "roll=1s", *opts], src=tmp_path / "empty", env=env,
+              allow=LEASE_ALLOW)
+    assert mkdir_errno(b.path("shop")) == errno.EBUSY
+    assert "shop" not in os.listdir(b.mnt)
+    assert not (tmp_path / "empty" / "tenants" / "shop").exists()
+    os.mkdir(b.path("mine"))
+    append(b.path("mine", "s"), "b1\n", APPEND)
+    sync(run_streamfs, b.mnt)
+    assert getxattr(b.path("mine", "s"), "streamfs.sync") == "uploaded 1"
+    assert status(run_streamfs, b.mnt)["leases_held"] == "1"
+
+    # The first writer is untouched and keeps publishing.
+    append(a.path("shop", "orders"), "a2\n", APPEND)
+    sync(run_streamfs, a.mnt)
+    assert getxattr(a.path("shop", "orders"), "streamfs.sync") == "uploaded 2"
+    st = status(run_streamfs, a.mnt)
+    assert st["leases_fenced"] == "0" and st["last_error"] == "none"
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zombie_writer_is_fenced(mount, run_streamfs, tmp_path, request, backend):
+    url, env, opts = remote(request, tmp_path, backend, "zombie")
+    a = mount(["remote=" + url, "roll=1s", "lease=2s", *opts], env=env,
+              allow=LEASE_ALLOW)
+    os.mkdir(a.path("shop"))
+    append(a.path("shop", "orders"), "a1\na2\na3\n", APPEND)
+    sync(run_streamfs, a.mnt)
+    x = mount(["remote=" + url, "ro", "poll=1s", *opts], src=tmp_path / "cache",
+              env=env, allow=LEASE_ALLOW)
+    sync(run_streamfs, x.mnt)
+    assert read(x.path("shop", "orders")) == b"a1\na2\na3\n"
+
+    # A stops (a long GC pause, a VM frozen) and its lease runs out.
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        b = mount(["remote=" + url, "roll=1s", "lease=2s", *opts],
+                  src=tmp_path / "srcb", env=env, allow=LEASE_ALLOW)
+        # Without -o takeover, B never takes A's lease, expired or not.
+        assert mkdir_errno(b.path("shop")) == errno.EBUSY
+        b.remount(["remote=" + url, "roll=1s", "lease=2s", "takeover", *opts])
+        # EBUSY while A's lease is live; taken (generation + 1) once it expired.
+        wait_until(lambda: mkdir_errno(b.path("shop")) == 0, timeout=60,
+                   msg="B never took the expired lease")
+        append(b.path("shop", "orders"), "b1\n", APPEND)
+        sync(run_streamfs, b.mnt)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+
+    # A wakes up: its next renewal finds B's lease, and it is fenced.
+    late = append_errno(a.path("shop", "orders"), "zombie1\n")
+    assert late in (0, errno.EROFS)
+    wait_until(lambda: status(run_streamfs, a.mnt)["leases_fenced"] == "1", timeout=60,
+               msg="A was never fenced")
+    assert append_errno(a.path("shop", "orders"), "zombie2\n") == errno.EROFS
+    assert append_errno(a.path("shop", "new"), "zombie3\n") == errno.EROFS
+    out = run_streamfs("status", a.mnt).stdout
+    fenced = [l for l in out.splitlines() if l.startswith("fenced: shop:")]
+    assert len(fenced) == 1, out
+    assert identity(tmp_path / "srcb") in fenced[0], out
+    if late == 0:
+        # acknowledged, never published: kept in SOURCE and listed
+        assert "orders versions 4-4" in fenced[0], out
+        assert read(a.path("shop", "orders")) == b"a1\na2\na3\nzombie1\n"
+    assert "FENCED" in a.stderr()
+    # A's sync publishes nothing of the tenant any more.
+    sync(run_streamfs, a.mnt)
+
+    # A's clean unmount leaves B's lease: B renews and keeps publishing.
+    a.umount()
+    append(b.path("shop", "orders"), "b2\n", APPEND)
+    sync(run_streamfs, b.mnt)
+    wait_until(lambda: int(status(run_streamfs, b.mnt)["uploaded_segments"]) >= 2)
+    st = status(run_streamfs, b.mnt)
+    assert st["leases_fenced"] == "0" and st["leases_held"] == "1", st
+    sync(run_streamfs, x.mnt)
+    # (B does not seed its SOURCE from the remote yet: what it publishes
+    # starts with its own events.)
+    wait_until(lambda: read(x.path("shop", "orders")).endswith(b"b1\nb2\n"),
+               timeout=60, msg="the analysis host did not follow the new writer")
+    assert b"zombie" not in read(x.path("shop", "orders"))
+    assert not os.path.exists(x.path("shop", "new"))
