@@ -8,7 +8,7 @@
  * which keys never do, so listings skip them.
  *
  * Compare-and-swap (put_if_match, del_if_match) holds an flock(2) on a lock
- * file beside the key (".lock.NAME") while it compares the key's tag (its
+ * file beside the key (".lock.NAME", removed after) while it compares the key's tag (its
  * inode, size and mtime in ns) and renames the new object into place or
  * unlinks it.  The key never goes missing on the way (rename replaces it in
  * one step), so a put_if_absent racing with it fails as it should.  flock
@@ -454,27 +454,49 @@ static int file_get_tagged(struct backend *b, const char *key,
 	return rc;
 }
 
-/* Opens and flock()s the lock file of PATH: an fd, or -errno. */
-static int lock_key(struct backend_file *f, char *path)
+/* Opens and flock()s the lock file of PATH, named in *LOCK (OUT, the
+ * caller frees): an fd, or -errno.  The holder unlinks the file before it
+ * lets go (unlock_key()), so a waiter may find its lock on a file that is
+ * gone: it then tries again with the new one. */
+static int lock_key(struct backend_file *f, char *path, char **lock)
 {
-	char *slash = strrchr(path, '/'), *lock = NULL;
-	int fd, rc;
+	char *slash = strrchr(path, '/');
+	struct stat held, named;
+	int fd = -1, rc;
 
 	rc = mkdir_parents(path, strlen(f->root));
 	if (rc)
 		return rc;
-	if (asprintf(&lock, "%.*s/.lock.%s", (int)(slash - path), path,
-		     slash + 1) < 0)
+	if (asprintf(lock, "%.*s/.lock.%s", (int)(slash - path), path,
+		     slash + 1) < 0) {
+		*lock = NULL;
 		return -ENOMEM;
-	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	rc = fd < 0 ? -errno : 0;
-	while (!rc && flock(fd, LOCK_EX) < 0)
-		if (errno != EINTR)
-			rc = -errno;
+	}
+	for (;;) {
+		fd = open(*lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return -errno;
+		while (flock(fd, LOCK_EX) < 0)
+			if (errno != EINTR) {
+				rc = -errno;
+				close(fd);
+				return rc;
+			}
+		if (fstat(fd, &held) == 0 && stat(*lock, &named) == 0 &&
+		    held.st_ino == named.st_ino && held.st_dev == named.st_dev)
+			return fd;
+		close(fd);	/* its holder unlinked it meanwhile */
+	}
+}
+
+/* Lets go of the lock taken by lock_key(). */
+static void unlock_key(int fd, char *lock)
+{
+	if (fd >= 0) {
+		unlink(lock);
+		close(fd);	/* drops the flock */
+	}
 	free(lock);
-	if (rc && fd >= 0)
-		close(fd);
-	return rc ? rc : fd;
 }
 
 /* With the lock of PATH: 0 when its tag is TAG, -ESTALE or -ENOENT. */
@@ -494,14 +516,14 @@ static int file_put_if_match(struct backend *b, const char *key,
 			     char *new_tag)
 {
 	struct backend_file *f = to_file(b);
-	char *path = NULL, *tmp = NULL;
+	char *path = NULL, *tmp = NULL, *lockname = NULL;
 	struct stat s;
 	int lock, rc;
 
 	rc = file_path(f, key, &path);
 	if (rc)
 		return rc;
-	lock = lock_key(f, path);
+	lock = lock_key(f, path, &lockname);
 	rc = lock < 0 ? lock : tag_matches(path, tag);
 	if (!rc)
 		rc = write_temp(f, path, body, &tmp);
@@ -513,8 +535,7 @@ static int file_put_if_match(struct backend *b, const char *key,
 		rc = stat(path, &s) < 0 ? -errno : (stat_tag(&s, new_tag), 0);
 	if (!rc)
 		rc = fsync_parent(path);
-	if (lock >= 0)
-		close(lock);	/* drops the flock */
+	unlock_key(lock, lockname);
 	free(tmp);
 	free(path);
 	return rc;
@@ -524,18 +545,17 @@ static int file_del_if_match(struct backend *b, const char *key,
 			     const char *tag)
 {
 	struct backend_file *f = to_file(b);
-	char *path = NULL;
+	char *path = NULL, *lockname = NULL;
 	int lock, rc;
 
 	rc = file_path(f, key, &path);
 	if (rc)
 		return rc;
-	lock = lock_key(f, path);
+	lock = lock_key(f, path, &lockname);
 	rc = lock < 0 ? lock : tag_matches(path, tag);
 	if (!rc && unlink(path) < 0)
 		rc = -errno;
-	if (lock >= 0)
-		close(lock);
+	unlock_key(lock, lockname);
 	free(path);
 	return rc;
 }
