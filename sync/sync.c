@@ -751,6 +751,9 @@ int sync_now(struct sync *s, int64_t timeout_ns)
 	if (s->now_done < req && !rc)
 		rc = -ECANCELED;	/* stopped */
 	sync_mutex_unlock(&s->lock);
+	/* A tenant taken over keeps what it did not publish. */
+	if (!rc && atomic_load(&s->nfenced))
+		rc = -EROFS;
 	return rc;
 }
 

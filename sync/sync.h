@@ -140,8 +140,9 @@ void sync_kick(struct sync *s);
  * publishes the manifests, and waits until that is done or TIMEOUT_NS
  * passes.  0 when everything committed before the call is on the remote;
  * -ETIMEDOUT; or the last error of the remote when the deadline passed
- * while it failed.  Replica: one full rescan of the remote, waited for the
- * same way. */
+ * while it failed; -EROFS when a tenant was taken over from this writer
+ * (fenced: what it did not publish never will be).  Replica: one full
+ * rescan of the remote, waited for the same way. */
 int sync_now(struct sync *s, int64_t timeout_ns) SYNC_WARN_UNUSED;
 
 struct sync_status {

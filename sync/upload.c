@@ -197,6 +197,18 @@ static bool batch_has_work(struct sync *s, const struct upload_batch *ub)
 
 /* Starts jobs of UB one after the other until none is left to start.
  * Called and returns with s->lock held; drops it around each upload. */
+/* On the sync thread, with s->lock, between two of its uploads: leases
+ * due are renewed (a long batch must not let them lapse).  Failures are
+ * left to the next pass, which renews first. */
+static void renew_between(struct sync *s)
+{
+	char what[160];
+
+	sync_mutex_unlock(&s->lock);
+	(void)sync_leases_renew_due(s, what, sizeof(what));
+	sync_mutex_lock(&s->lock);
+}
+
 static void run_jobs(struct sync *s, struct backend **b,
 		     struct upload_batch *ub)
 {
@@ -219,6 +231,8 @@ static void run_jobs(struct sync *s, struct backend **b,
 		}
 		if (--ub->running == 0)
 			pthread_cond_broadcast(&s->upload_done);
+		if (b == &s->b)
+			renew_between(s);
 	}
 }
 

@@ -152,8 +152,9 @@ def test_zombie_writer_is_fenced(mount, run_streamfs, tmp_path, request, backend
         assert "orders versions 4-4" in fenced[0], out
         assert read(a.path("shop", "orders")) == b"a1\na2\na3\nzombie1\n"
     assert "FENCED" in a.stderr()
-    # A's sync publishes nothing of the tenant any more.
-    sync(run_streamfs, a.mnt)
+    # A's sync cannot ship what it holds of the tenant, and says so.
+    r = run_streamfs("sync", "--timeout", "60", a.mnt, check=False, timeout=90)
+    assert r.returncode == 1 and "fenced: shop:" in r.stderr, r.stderr
 
     # A's clean unmount leaves B's lease: B renews and keeps publishing.
     a.umount()
