@@ -360,6 +360,11 @@ static int check_remote(struct fs_opts *o)
 		}
 	}
 	o->replica = o->ro;
+	if (o->replica && (o->takeover || o->lease_str)) {
+		fprintf(stderr, "streamfs: %s is for writer hosts, not with ro\n",
+			o->takeover ? "takeover" : "lease=");
+		return -EINVAL;
+	}
 	return 0;
 }
 
