@@ -3,8 +3,8 @@
  * module with dav_ext for PROPFIND, Apache mod_dav, ...).
  *
  * put is one PUT (the server must create missing parent collections, as
- * nginx does with create_full_put_path; if it answers 409 we MKCOL them and
- * retry).  get uses Range; del DELETE; head HEAD.  list walks collections
+ * nginx does with create_full_put_path; if it answers 409 or 404 we MKCOL
+ * them and retry).  get uses Range; del DELETE; head HEAD.  list walks collections
  * with PROPFIND Depth: 1, so it needs no manifest object on the server.
  * put_if_absent PUTs a temporary object beside KEY and MOVEs it onto KEY
  * with "Overwrite: F", which the server refuses with 412 when KEY exists.
@@ -178,28 +178,47 @@ static int dav_request(struct backend_http *h, struct http_req *req,
 	return http_request(&h->http, req, lines, extra, what);
 }
 
-/* Creates the collections above KEY, for servers without auto-creation. */
+/* MKCOL of URL (a collection's, ending in '/'); one that exists is fine. */
+static int mkcol(struct backend_http *h, const char *url, const char *what)
+{
+	struct http_req req = { .method = "MKCOL", .url = url };
+	int rc = dav_request(h, &req, "mkcol", what, NULL);
+
+	return rc == -EOPNOTSUPP || rc == -EEXIST ? 0 : rc;	/* 405: exists */
+}
+
+/* Creates the collections of the URL's own path (the prefix), from the
+ * server's root down. */
+static int mkcol_base(struct backend_http *h)
+{
+	const char *path = strchr(strstr(h->base_url, "://") + 3, '/');
+	int rc = 0;
+
+	for (const char *q = path + 1; !rc && (q = strchr(q, '/')); q++) {
+		char *url = strndup(h->base_url, (size_t)(q - h->base_url + 1));
+
+		rc = url ? mkcol(h, url, "(prefix)") : -ENOMEM;
+		free(url);
+	}
+	return rc;
+}
+
+/* Creates the collections above KEY, for servers without auto-creation:
+ * the prefix's, then KEY's own parents. */
 static int mkcol_parents(struct backend_http *h, const char *key)
 {
 	char *k = strdup(key);
-	int rc = 0;
+	int rc = k ? mkcol_base(h) : -ENOMEM;
 
-	if (!k)
-		return -ENOMEM;
 	for (char *p = k; !rc && (p = strchr(p, '/')); p++) {
 		struct backend_buf url = { 0 };
-		struct http_req req = { .method = "MKCOL" };
 
 		*p = '\0';
 		rc = key_url(h, k, &url);
 		if (!rc)
 			rc = backend_buf_append(&url, "/", 1);
-		if (!rc) {
-			req.url = url.data;
-			rc = dav_request(h, &req, "mkcol", k, NULL);
-			if (rc == -EOPNOTSUPP || rc == -EEXIST)
-				rc = 0;	/* 405: it exists */
-		}
+		if (!rc)
+			rc = mkcol(h, url.data, k);
 		backend_buf_release(&url);
 		*p = '/';
 	}
@@ -213,8 +232,10 @@ static int put_url(struct backend_http *h, const char *url, const char *key,
 	struct http_req req = { .method = "PUT", .url = url, .body = body };
 	int rc = dav_request(h, &req, "put", key, NULL);
 
-	if (rc == -EAGAIN && req.status == 409) {
-		/* 409 Conflict: a parent collection is missing. */
+	if ((rc == -EAGAIN && req.status == 409) ||
+	    (rc == -ENOENT && req.status == 404)) {
+		/* A parent collection is missing: 409 Conflict (RFC 4918,
+		 * nginx without create_full_put_path), 404 (rclone). */
 		rc = mkcol_parents(h, key);
 		if (!rc) {
 			req = (struct http_req){ .method = "PUT", .url = url,

@@ -1,6 +1,6 @@
 """Leases with a generation and an expiry, and the fencing of a writer whose
 lease was taken over (CONTRACT §6), through real mounts on file://, moto (S3,
-auth mode) and nginx WebDAV.
+auth mode), nginx WebDAV and `rclone serve webdav`.
 
 - A second writer is refused at mount for a tenant another live writer holds,
   and its mkdir of such a tenant fails with EBUSY (even with an empty SOURCE).
@@ -35,7 +35,7 @@ def remote(request, tmp_path, backend, name):
     if backend == "s3":
         s3 = request.getfixturevalue("moto_s3")
         return s3.url("%s-%s" % (name, tmp_path.name)), s3.env, s3.options()
-    dav = request.getfixturevalue("dav")
+    dav = request.getfixturevalue("dav" if backend == "dav" else "rclone")
     return "%s/%s-%s" % (dav.url, name, tmp_path.name), None, []
 
 
@@ -59,7 +59,7 @@ def append_errno(path, text):
     return 0
 
 
-BACKENDS = ["file", "s3", "dav"]
+BACKENDS = ["file", "s3", "dav", "rclone"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
