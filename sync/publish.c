@@ -21,6 +21,32 @@
 
 /* ---- tenant manifests ---- */
 
+/* Whether manifests are written by compare-and-swap on their tag: on
+ * backends where the server or filesystem enforces it (s3, file).  Then a
+ * writer taken over cannot land a manifest once the new writer published
+ * one, however long it was paused.  (WebDAV's swap reads the object back
+ * whole under a LOCK: too dear for every manifest.) */
+static bool manifest_cas(const struct sync *s)
+{
+	return backend_caps(s->b) & BACKEND_CAP_CAS;
+}
+
+/* Reads KEY, the manifest, into TEXT, and with manifest_cas() its tag
+ * into TS->manifest_tag ("" when there is none). */
+static int get_manifest(struct sync *s, struct tenant_state *ts,
+			const char *key, struct backend_buf *text)
+{
+	int rc;
+
+	if (!manifest_cas(s))
+		return backend_get(s->b, key, 0, BACKEND_TO_END, text);
+	rc = backend_get_tagged(s->b, key, text, ts->manifest_tag);
+	if (rc == -ENOENT)
+		ts->manifest_tag[0] = '\0';
+	ts->manifest_tag_known = !rc || rc == -ENOENT;
+	return rc;
+}
+
 int sync_seed_from_remote(struct sync *s, struct tenant_state *ts,
 			  const char *tprefix, char *what, size_t wlen)
 {
@@ -32,7 +58,7 @@ int sync_seed_from_remote(struct sync *s, struct tenant_state *ts,
 	if (!key)
 		return -ENOMEM;
 	snprintf(what, wlen, "get %s", key);
-	rc = backend_get(s->b, key, 0, BACKEND_TO_END, &text);
+	rc = get_manifest(s, ts, key, &text);
 	if (!rc)
 		rc = backend_buf_terminate(&text);
 	if (rc == -ENOENT)
@@ -97,6 +123,48 @@ static int delete_stale(struct sync *s, struct tenant_state *ts,
 	return rc;
 }
 
+/* With manifest_cas(): TEXT over the manifest at KEY only while it is the
+ * one this writer last saw (or still absent).  -ESTALE when another writer
+ * wrote it meanwhile: the caller checks the lease again. */
+static int put_manifest_cas(struct sync *s, struct tenant_state *ts,
+			    const char *key, const char *text)
+{
+	struct backend_buf cur = { .max = 256u << 20 };
+	char tag[BACKEND_TAG_MAX] = "";
+	int rc = 0;
+
+	if (!ts->manifest_tag_known)
+		rc = get_manifest(s, ts, key, &cur);
+	if (rc && rc != -ENOENT)
+		goto out;
+	if (ts->manifest_tag[0]) {
+		rc = backend_put_if_match_buf(s->b, key, text, strlen(text),
+					      ts->manifest_tag, tag);
+	} else {
+		rc = backend_put_if_absent_buf(s->b, key, text, strlen(text));
+		if (rc == -EEXIST)
+			rc = -ESTALE;
+	}
+	if (!rc && tag[0]) {
+		snprintf(ts->manifest_tag, sizeof(ts->manifest_tag), "%s", tag);
+	} else if (!rc) {
+		/* No tag in the answer: learn it, and that it is ours. */
+		backend_buf_release(&cur);
+		cur = (struct backend_buf){ .max = 256u << 20 };
+		rc = get_manifest(s, ts, key, &cur);
+		if (!rc && (cur.len != strlen(text) ||
+			    memcmp(cur.data, text, cur.len)))
+			rc = -ESTALE;
+	}
+	if (rc == -ESTALE || rc == -ENOENT) {
+		ts->manifest_tag_known = false;
+		rc = -ESTALE;
+	}
+out:
+	backend_buf_release(&cur);
+	return rc;
+}
+
 /* Puts M as TPREFIX's manifest; once it is out, lists what only the old
  * one named for deletion and makes M (taken) TS->published, with COMPARE
  * (M's text without times, taken). */
@@ -109,7 +177,9 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 
 	if (!rc) {
 		snprintf(what, wlen, "put %s", key);
-		rc = backend_put_buf(s->b, key, text, strlen(text));
+		rc = manifest_cas(s) ? put_manifest_cas(s, ts, key, text)
+				     : backend_put_buf(s->b, key, text,
+						       strlen(text));
 	}
 	free(text);
 	free(key);
@@ -152,6 +222,18 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 		if (!rc)
 			rc = put_manifest(s, ts, tprefix, &m, &compare, what,
 					  wlen);
+		/* Someone else wrote the manifest since we last did: a
+		 * takeover (then the lease says so), or a predecessor's last
+		 * manifest; the next pass writes over it, tag learnt. */
+		if (rc == -ESTALE) {
+			rc = sync_lease_confirm(s, ts, what, wlen);
+			if (!rc) {
+				sync_log("tenant %s: the manifest changed on the "
+					 "remote since this writer last wrote "
+					 "it; writing it again", ts->name);
+				rc = -EAGAIN;
+			}
+		}
 	}
 	/* Published (now or before): objects only older ones named go. */
 	if (!rc)

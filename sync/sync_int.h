@@ -219,6 +219,10 @@ struct tenant_state {
 				 * that succeeded was sent */
 	char *fence_note;	/* who took it over (fenced) */
 	char *fence_text;	/* its line of status.fenced */
+	/* The manifest as this writer last saw or wrote it (publish.c's
+	 * compare-and-swap): its tag, "" when there is none; known: read. */
+	char manifest_tag[BACKEND_TAG_MAX];
+	bool manifest_tag_known;
 	bool seeded;		/* our old manifest read from the remote */
 	int64_t checked_ns;	/* CLOCK_MONOTONIC of the last check */
 	struct manifest published;	/* the last one published (or ours,
