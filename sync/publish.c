@@ -300,6 +300,7 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 		ts->published_cmp = NULL;
 		ts->leased = false;
 		ts->seeded = false;
+		ts->manifest_tag_known = false;
 	}
 	sync_strvec_release(&named);
 	free(key);
