@@ -32,6 +32,7 @@ struct fs_opts {
 	char *cache_size_str, *poll_str;	/* owned */
 	char *lease_str;	/* owned; lease= DURATION */
 	int takeover;		/* take tenants whose lease expired */
+	int risk_forks;		/* a writer on a remote that cannot fence */
 	char *ca_file;		/* owned; extra CA bundle for https/s3 */
 	int query_slash_raw;	/* s3: see remote/backend.h */
 	int path_style;

@@ -347,6 +347,7 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	cfg.nodelete = o->nodelete;
 	cfg.lease_ns = o->lease_ns;	/* 0: sync's default */
 	cfg.takeover = o->takeover;
+	cfg.risk_forks = o->risk_forks;
 	cfg.cache_size = o->cache_size;
 	if (o->poll_str)	/* else sync's default, 10 s (--help, README) */
 		cfg.poll_ns = o->poll_ns;
@@ -362,6 +363,13 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 		fprintf(stderr, "streamfs: another writer holds a tenant of %s "
 			"(see above); refusing to mount a second writer\n",
 			o->remote_shown);
+		return rc;
+	}
+	if (rc == -EOPNOTSUPP && !o->replica) {
+		fprintf(stderr, "streamfs: remote %s does not enforce the "
+			"conditional writes that keep two writers of a tenant "
+			"apart (see above); refusing to run a writer there "
+			"(-o risk_forks accepts the risk)\n", o->remote_shown);
 		return rc;
 	}
 	if (rc) {

@@ -33,6 +33,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("poll=%s", poll_str),
 	OPT_STR("lease=%s", lease_str),
 	OPT_FLAG("takeover", takeover),
+	OPT_FLAG("risk_forks", risk_forks),
 	OPT_STR("ca_file=%s", ca_file),
 	OPT_FLAG("query_slash_raw", query_slash_raw),
 	OPT_STR("query_slash_raw=%d", query_slash_raw),
@@ -76,6 +77,8 @@ void fs_usage(const char *prog)
 	       "                           renewal (default 60s, at least 1s)\n"
 	       "    -o takeover            take tenants whose lease expired (their\n"
 	       "                           writer is gone); history is not seeded yet\n"
+	       "    -o risk_forks          write to a remote that does not enforce\n"
+	       "                           conditional writes (two writers may fork)\n"
 	       "    -o framing=lines|raw   framing of new streams (default lines)\n"
 	       "    -o max_event=SIZE      largest event (default 1M; with framing=raw\n"
 	       "                           at most and by default 255 pages, 1020K)\n"
@@ -312,6 +315,7 @@ static int check_remote(struct fs_opts *o)
 				   o->poll_str ? "poll=" :
 				   o->lease_str ? "lease=" :
 				   o->takeover ? "takeover" :
+				   o->risk_forks ? "risk_forks" :
 				   o->ca_file ? "ca_file=" :
 				   o->path_style ? "path_style" :
 				   o->query_slash_raw ? "query_slash_raw" : NULL;
@@ -360,9 +364,10 @@ static int check_remote(struct fs_opts *o)
 		}
 	}
 	o->replica = o->ro;
-	if (o->replica && (o->takeover || o->lease_str)) {
+	if (o->replica && (o->takeover || o->lease_str || o->risk_forks)) {
 		fprintf(stderr, "streamfs: %s is for writer hosts, not with ro\n",
-			o->takeover ? "takeover" : "lease=");
+			o->takeover ? "takeover" : o->lease_str ? "lease=" :
+			"risk_forks");
 		return -EINVAL;
 	}
 	return 0;

@@ -554,6 +554,69 @@ void sync_lease_release(struct sync *s, const bool *only)
 	}
 }
 
+/* The probe's steps: creation must refuse an existing object, a swap
+ * must refuse a wrong tag.  0: enforced; -EOPNOTSUPP: not (logged);
+ * else the remote's -errno. */
+static int probe_steps(struct sync *s, const char *key)
+{
+	struct backend_buf cur = { .max = 4096 };
+	char tag[BACKEND_TAG_MAX];
+	int rc = backend_put_if_absent_buf(s->b, key, "a", 1);
+	const char *broken = NULL;
+
+	if (rc == -EEXIST) {		/* left by a crash: start again */
+		rc = backend_del(s->b, key);
+		rc = rc ? rc : backend_put_if_absent_buf(s->b, key, "a", 1);
+	}
+	if (!rc) {
+		rc = backend_put_if_absent_buf(s->b, key, "b", 1);
+		if (!rc)
+			broken = "a create-if-absent replaced an existing object";
+		else if (rc == -EEXIST)
+			rc = 0;
+	}
+	if (!rc && !broken)
+		rc = backend_get_tagged(s->b, key, &cur, tag);
+	if (!rc && !broken) {
+		rc = backend_put_if_match_buf(s->b, key, "c", 1,
+					      "streamfs-no-such-tag", NULL);
+		if (!rc)
+			broken = "a replace conditional on a wrong tag went through";
+		else if (rc == -ESTALE)
+			rc = 0;
+	}
+	backend_buf_release(&cur);
+	if (broken) {
+		sync_log("remote %s does not enforce conditional writes (%s): "
+			 "it cannot keep two writers of a tenant apart", s->cfg.url,
+			 broken);
+		rc = -EOPNOTSUPP;
+	}
+	return rc;
+}
+
+int sync_probe_fencing(struct sync *s)
+{
+	char *key = NULL;
+	int rc, drc;
+
+	if (asprintf(&key, SYNC_ROOT "/probes/%s-%ld", s->identity,
+		     (long)getpid()) < 0)
+		return -ENOMEM;
+	rc = probe_steps(s, key);
+	drc = backend_del(s->b, key);
+	if (!rc && drc)
+		rc = drc;
+	free(key);
+	if (rc == -EOPNOTSUPP && s->cfg.risk_forks) {
+		sync_log("running as a writer anyway (risk_forks): a second "
+			 "writer of a tenant is not refused, and a writer "
+			 "taken over is not fenced");
+		rc = 0;
+	}
+	return rc;
+}
+
 int sync_leases_at_start(struct sync *s)
 {
 	struct sync_strvec names = { 0 };

@@ -193,6 +193,22 @@ static void serve_claim(struct sync *s)
 	free(name);
 }
 
+/* Runs the fencing probe until it answers: 0, -EOPNOTSUPP (the remote
+ * cannot fence; s->unfenceable), or a retryable failure (again later). */
+static int probe(struct sync *s)
+{
+	int rc;
+
+	if (s->probed)
+		return s->unfenceable ? -EOPNOTSUPP : 0;
+	rc = sync_probe_fencing(s);
+	if (!backend_err_retryable(rc)) {
+		s->probed = true;
+		s->unfenceable = rc == -EOPNOTSUPP;
+	}
+	return rc;
+}
+
 /* Whether TS's manifest is to be rebuilt now: when segments went up
  * (UPLOADED), on sync_now (FORCE), and otherwise every MANIFEST_CHECK_NS
  * (renames, removals, attributes): building it walks every stream of the
@@ -383,7 +399,11 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 	struct sync_strvec names = { 0 };
 	int rc;
 
-	rc = sync_leases_renew_due(s, what, wlen);
+	snprintf(what, wlen, "check that %s enforces conditional writes "
+		 "(risk_forks runs a writer there anyway)", s->cfg.url);
+	rc = probe(s);
+	if (!rc)
+		rc = sync_leases_renew_due(s, what, wlen);
 	if (!rc)
 		rc = store_tenant_list(s->st, sync_strvec_collect, &names);
 	for (size_t i = 0; i < s->nts; i++)
@@ -626,7 +646,8 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 	return s;
 }
 
-/* A writer's start: its identity, the leases, the upload helpers. */
+/* A writer's start: its identity, the probe of the remote, the leases,
+ * the upload helpers. */
 static int writer_start(struct sync *s)
 {
 	int rc = sync_identity_load(s);
@@ -636,7 +657,11 @@ static int writer_start(struct sync *s)
 			 s->cfg.state_dir, strerror(-rc));
 		return rc;
 	}
-	rc = sync_leases_at_start(s);
+	rc = probe(s);
+	if (backend_err_retryable(rc))
+		rc = 0;		/* the thread asks again */
+	if (!rc)
+		rc = sync_leases_at_start(s);
 	if (!rc)
 		rc = sync_upload_start(s);
 	return rc;

@@ -113,6 +113,12 @@ struct sync_config {
 	/* Writer: take the leases that expired (generation + 1), of tenants
 	 * present at start and of tenants made by sync_tenant_claim(). */
 	bool takeover;
+	/* Writer: run on a remote that does not enforce conditional writes
+	 * (checked at start, with a probe object): then nothing keeps a
+	 * second writer of a tenant out.  Without it such a remote is
+	 * refused (-EOPNOTSUPP from sync_start(), or, when it was
+	 * unreachable at start, nothing is uploaded and the log says why). */
+	bool risk_forks;
 };
 
 void sync_config_default(struct sync_config *cfg);

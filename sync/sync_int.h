@@ -303,6 +303,10 @@ struct sync {
 	struct sync_strvec fenced;
 	atomic_uint nfenced;
 
+	/* The sync thread's only (sync_start() before it runs). */
+	bool probed;			/* sync_probe_fencing() answered */
+	bool unfenceable;		/* ... that the remote cannot fence */
+
 	/* The sync thread's only. */
 	char *tenants_json;		/* tenant set last published */
 	int64_t tenants_checked_ns;	/* CLOCK_MONOTONIC of that */
@@ -382,6 +386,12 @@ int sync_lease_drop(struct sync *s, struct tenant_state *ts);
 /* Deletes the leases we hold; with ONLY (an array of nts flags, or NULL
  * for all), only those flagged. */
 void sync_lease_release(struct sync *s, const bool *only);
+/* Whether the remote enforces the conditional writes leases rely on:
+ * creates and replaces a probe object under SYNC_ROOT/probes/ with a
+ * condition that must fail, then deletes it.  0 (also when it does not
+ * but cfg.risk_forks accepts that, logged); -EOPNOTSUPP when it does not
+ * (logged); or the remote's -errno (retryable: ask again later). */
+int sync_probe_fencing(struct sync *s) SYNC_WARN_UNUSED;
 /* At start: the lease of every existing tenant, so that a second writer
  * is refused at mount.  An unreachable remote is left to the thread. */
 int sync_leases_at_start(struct sync *s) SYNC_WARN_UNUSED;

@@ -170,3 +170,31 @@ def test_zombie_writer_is_fenced(mount, run_streamfs, tmp_path, request, backend
                timeout=60, msg="the analysis host did not follow the new writer")
     assert b"zombie" not in read(x.path("shop", "orders"))
     assert not os.path.exists(x.path("shop", "new"))
+
+
+def test_server_ignoring_conditional_writes_refused(mount, tmp_path, dav, dav_proxy):
+    """A WebDAV server that ignores "Overwrite: F" (the fault proxy strips it
+    before nginx) lets a create-if-absent replace an existing object, so it
+    cannot keep two writers apart: a writer refuses to run there, and the
+    message names the option that accepts the risk."""
+    url = "%s/dav/probe-%s" % (dav_proxy.url, tmp_path.name)
+    dav_proxy.fault("strip", count=None, arg=["overwrite"])
+    w = mount(["remote=" + url], start=False, allow=LEASE_ALLOW)
+    with pytest.raises(Exception):
+        w.start()
+    assert not is_mounted(w.mnt)
+    err = w.stderr()
+    assert "does not enforce conditional writes" in err and "risk_forks" in err, err
+    # The risk accepted: it runs, and says so.
+    w.opts = ["remote=" + url, "risk_forks"]
+    w.allow(r"streamfs: sync: .*(does not enforce|risk_forks)")
+    w.start()
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "x\n", APPEND)
+    assert "running as a writer anyway" in w.stderr()
+    # An honest server passes the probe, which leaves nothing behind.
+    dav_proxy.clear()
+    w.umount()
+    w.opts = ["remote=" + url]
+    w.start()
+    assert not list((dav.root / "dav" / ("probe-" + tmp_path.name)).rglob("probes/*"))
