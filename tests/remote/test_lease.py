@@ -13,6 +13,7 @@ No timed assertion: conditions are polled with generous deadlines.
 """
 
 import errno
+import json
 import os
 import signal
 import sys
@@ -198,3 +199,31 @@ def test_server_ignoring_conditional_writes_refused(mount, tmp_path, dav, dav_pr
     w.opts = ["remote=" + url]
     w.start()
     assert not list((dav.root / "dav" / ("probe-" + tmp_path.name)).rglob("probes/*"))
+
+
+def test_format1_leases(mount, tmp_path):
+    """A format-1 lease (no generation, no expiry) of this writer becomes
+    format 2 when it mounts; one of another writer never expires, so even
+    -o takeover is refused, naming the holder."""
+    url = "file://%s" % (tmp_path / "remote")
+    lease = tmp_path / "remote" / "streamfs-v1" / "tenants" / "shop" / "lease.json"
+    w = mount(["remote=" + url], allow=LEASE_ALLOW)
+    os.mkdir(w.path("shop"))
+    append(w.path("shop", "s"), "x\n", APPEND)
+    w.umount()
+    assert not lease.exists()       # released at unmount
+    v1 = {"format": "streamfs-lease", "version": 1, "host": "h", "pid": 1,
+          "taken_ns": 1}
+    lease.write_text(json.dumps(dict(v1, writer=identity(w.src))))
+    w.start()
+    got = json.loads(lease.read_text())
+    assert got["version"] == 2 and got["writer"] == identity(w.src), got
+    assert got["generation"] >= 1 and got["expires_ns"] > 0, got
+    w.umount()
+    lease.write_text(json.dumps(dict(v1, writer="other-writer")))
+    w.opts = ["remote=" + url, "takeover", "lease=1s"]
+    with pytest.raises(Exception):
+        w.start()
+    err = w.stderr()
+    assert "other-writer" in err and "without expiry" in err, err
+    assert json.loads(lease.read_text())["writer"] == "other-writer"
