@@ -103,7 +103,6 @@ int sync_identity_load(struct sync *s)
 	return s->identity ? 0 : -ENOMEM;
 }
 
-
 /* A lease object, decoded.  Strings borrowed from o. */
 struct lease {
 	json_object *o;			/* owned; json_object_put() */
@@ -189,15 +188,28 @@ static bool lease_expired(const struct lease *l)
 static char *lease_text(struct sync *s, uint64_t generation)
 {
 	int64_t now = sync_clock(CLOCK_REALTIME);
-	char *text;
+	json_object *o = json_object_new_object();
+	char *text = NULL;
 
-	if (asprintf(&text, "{\"format\": \"streamfs-lease\", \"version\": 2, "
-		     "\"writer\": \"%s\", \"host\": \"%s\", \"pid\": %ld, "
-		     "\"generation\": %" PRIu64 ", \"renewed_ns\": %" PRId64
-		     ", \"lease_ns\": %" PRId64 ", \"expires_ns\": %" PRId64
-		     "}\n", s->identity, s->host, (long)getpid(), generation,
-		     now, s->cfg.lease_ns, now + s->cfg.lease_ns) < 0)
+	if (!o)
 		return NULL;
+	json_object_object_add(o, "format",
+			       json_object_new_string("streamfs-lease"));
+	json_object_object_add(o, "version", json_object_new_int(2));
+	json_object_object_add(o, "writer", json_object_new_string(s->identity));
+	json_object_object_add(o, "host", json_object_new_string(s->host));
+	json_object_object_add(o, "pid", json_object_new_int64(getpid()));
+	json_object_object_add(o, "generation",
+			       json_object_new_uint64(generation));
+	json_object_object_add(o, "renewed_ns", json_object_new_int64(now));
+	json_object_object_add(o, "lease_ns",
+			       json_object_new_int64(s->cfg.lease_ns));
+	json_object_object_add(o, "expires_ns",
+			       json_object_new_int64(now + s->cfg.lease_ns));
+	if (asprintf(&text, "%s\n", json_object_to_json_string_ext(o,
+		     JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE)) < 0)
+		text = NULL;
+	json_object_put(o);
 	return text;
 }
 
