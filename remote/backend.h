@@ -88,6 +88,14 @@ struct backend_options {
 	/* s3: send '/' unencoded in query values.  Real S3 wants %2F; some
 	 * test servers (moto) decode it before checking the signature. */
 	bool query_slash_raw;
+	/* file: the directory below the root that a remote in use holds
+	 * ("streamfs-v1"), or NULL.  Once a backend has seen it, or from the
+	 * start with layout_required, a root without it (a NAS that is not
+	 * mounted: its bare mount point) is unreachable (-EAGAIN), never
+	 * written into.  Without either, a missing root is made (its last
+	 * level only) when its parent exists, and -EAGAIN otherwise. */
+	const char *layout;
+	bool layout_required;
 	/* When not NULL: a request fails with -ECANCELED, in flight too
 	 * (checked about once a second and on progress), while abort->now
 	 * is true or once CLOCK_MONOTONIC passes abort->deadline_ns (when

@@ -2,7 +2,11 @@
  * backend_file.c: file:///DIR, objects as files under DIR.
  *
  * put writes a temporary file beside the target, fsyncs it, renames it into
- * place and fsyncs the directory.  put_if_absent link()s the temporary file
+ * place and fsyncs the directory.  A missing DIR is an unreachable remote
+ * (-EAGAIN), not an error at open: a NAS may be mounted later.  Its last
+ * level is made when its parent exists, unless the remote was in use
+ * (backend_options.layout): then a DIR without the layout is the bare
+ * mount point of a NAS not mounted, and it waits.  put_if_absent link()s the temporary file
  * to the target, which fails with EEXIST when another host won: link is
  * atomic on local filesystems and on NFS.  Temporary files start with '.',
  * which keys never do, so listings skip them.
@@ -32,6 +36,9 @@
 struct backend_file {
 	struct backend base;
 	char *root;		/* absolute directory, no trailing '/' */
+	char *layout;		/* ROOT/LAYOUT, or NULL (backend_options) */
+	bool layout_seen;	/* it existed once: required from then on */
+	bool said_missing;	/* the root's absence was logged */
 };
 
 static struct backend_file *to_file(struct backend *b)
@@ -66,22 +73,56 @@ static int file_open(const char *url, const struct backend_options *opts,
 		free(f);
 		return -EINVAL;
 	}
-	if (stat(f->root, &st) < 0) {
-		int rc = -errno;
-
-		/* Create the last level only: a missing mount stays missing. */
-		if (rc == -ENOENT && mkdir(f->root, 0755) == 0)
-			rc = 0;
-		if (rc) {
-			remote_log("file backend %s: %s", f->root, strerror(-rc));
-			file_close(&f->base);
-			return rc;
-		}
-	} else if (!S_ISDIR(st.st_mode)) {
+	if (opts->layout &&
+	    asprintf(&f->layout, "%s/%s", f->root, opts->layout) < 0) {
+		f->layout = NULL;
+		file_close(&f->base);
+		return -ENOMEM;
+	}
+	f->layout_seen = opts->layout && opts->layout_required;
+	if (stat(f->root, &st) == 0 && !S_ISDIR(st.st_mode)) {
 		file_close(&f->base);
 		return -ENOTDIR;
 	}
+	/* A missing root is not an error: a NAS not mounted yet is an
+	 * unreachable remote (root_ready()). */
 	*out = &f->base;
+	return 0;
+}
+
+/* Logs once that F's remote is not there, and why: -EAGAIN. */
+static int missing(struct backend_file *f, const char *why)
+{
+	if (!f->said_missing)
+		remote_log("file backend %s: %s; waiting for it (a file system "
+			   "not mounted yet?)", f->root, why);
+	f->said_missing = true;
+	return -EAGAIN;
+}
+
+/* Whether F's root may be used now: 0, or -EAGAIN while it is missing (or
+ * lacks the layout a remote in use holds).  Makes a missing root's last
+ * level, the first time only: a missing mount stays missing. */
+static int root_ready(struct backend_file *f)
+{
+	struct stat st;
+
+	if (f->layout && stat(f->layout, &st) == 0 && S_ISDIR(st.st_mode)) {
+		f->layout_seen = true;
+		f->said_missing = false;
+		return 0;
+	}
+	if (f->layout_seen)
+		return missing(f, "it no longer holds what this remote holds");
+	if (stat(f->root, &st) < 0) {
+		if (errno != ENOENT)
+			return missing(f, strerror(errno));
+		if (mkdir(f->root, 0755) < 0 && errno != EEXIST)
+			return missing(f, strerror(errno));
+	}
+	if (f->said_missing)
+		remote_log("file backend %s: there again", f->root);
+	f->said_missing = false;
 	return 0;
 }
 
@@ -89,14 +130,23 @@ static void file_close(struct backend *b)
 {
 	struct backend_file *f = to_file(b);
 
+	if (!f)
+		return;
+	free(f->layout);
 	free(f->root);
 	free(f);
 }
 
+/* KEY's path into *OUT (malloc'd), once the root may be used. */
 static int file_path(struct backend_file *f, const char *key, char **out)
 {
+	int rc;
+
 	if (!backend_key_valid(key))
 		return -EINVAL;
+	rc = root_ready(f);
+	if (rc)
+		return rc;
 	if (asprintf(out, "%s/%s", f->root, key) < 0)
 		return -ENOMEM;
 	return 0;
@@ -399,9 +449,10 @@ static int file_list(struct backend *b, const char *prefix,
 {
 	struct backend_file *f = to_file(b);
 	struct remote_entries ev = { 0 };
-	int rc;
+	int rc = root_ready(f);
 
-	rc = walk(f->root, "", prefix ? prefix : "", &ev, 0);
+	if (!rc)
+		rc = walk(f->root, "", prefix ? prefix : "", &ev, 0);
 	if (!rc)
 		rc = remote_entries_emit(&ev, fn, arg);
 	remote_entries_release(&ev);

@@ -399,8 +399,7 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 	struct sync_strvec names = { 0 };
 	int rc;
 
-	snprintf(what, wlen, "check that %s enforces conditional writes "
-		 "(risk_forks runs a writer there anyway)", s->cfg.url);
+	snprintf(what, wlen, "probe the remote's conditional writes");
 	rc = probe(s);
 	if (!rc)
 		rc = sync_leases_renew_due(s, what, wlen);
@@ -428,6 +427,54 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 	return rc;
 }
 
+/* STATE_DIR/sync-remote: the URL of the remote this SOURCE wrote to. */
+static char *remote_marker(struct sync *s)
+{
+	char *path;
+
+	return asprintf(&path, "%s/sync-remote", s->cfg.state_dir) < 0 ? NULL
+									 : path;
+}
+
+/* Whether this SOURCE wrote to s->cfg.url before. */
+static bool remote_used(struct sync *s)
+{
+	char *path = remote_marker(s), buf[4096];
+	FILE *f = path ? fopen(path, "re") : NULL;
+	bool used = false;
+
+	if (f && fgets(buf, sizeof(buf), f)) {
+		buf[strcspn(buf, "\n")] = '\0';
+		used = !strcmp(buf, s->cfg.url);
+	}
+	if (f)
+		fclose(f);
+	free(path);
+	return used;
+}
+
+/* After a writer pass that succeeded: records that this SOURCE uses the
+ * remote (written once, atomically). */
+static void mark_remote_used(struct sync *s)
+{
+	char *path = remote_marker(s), *tmp = NULL;
+	FILE *f = NULL;
+
+	if (path && asprintf(&tmp, "%s.tmp", path) >= 0)
+		f = fopen(tmp, "we");
+	if (f) {
+		bool ok = fprintf(f, "%s\n", s->cfg.url) > 0;
+
+		ok = !fflush(f) && !fsync(fileno(f)) && ok;
+		ok = !fclose(f) && ok;
+		s->remote_used = ok && !rename(tmp, path);
+		if (!s->remote_used)
+			unlink(tmp);
+	}
+	free(tmp);
+	free(path);
+}
+
 static int pass(struct sync *s, bool force)
 {
 	char what[160] = "list tenants";
@@ -441,6 +488,8 @@ static int pass(struct sync *s, bool force)
 	if (!rc)
 		s->status.last_success_ns = sync_clock(CLOCK_REALTIME);
 	sync_mutex_unlock(&s->lock);
+	if (!rc && !s->cfg.replica && !s->remote_used)
+		mark_remote_used(s);
 	/* Cut short by sync_stop(): not a failure of the remote. */
 	if (!(rc == -ECANCELED && sync_stopping(s)))
 		sync_note(s, rc, what);
@@ -679,6 +728,11 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	s = sync_new(st, cfg);
 	if (!s)
 		return -ENOMEM;
+	/* file://: a remote this SOURCE used holds SYNC_ROOT; a directory
+	 * without it is a NAS not mounted, never written into. */
+	s->cfg.opts.layout = SYNC_ROOT;
+	if (!s->cfg.replica)
+		s->cfg.opts.layout_required = s->remote_used = remote_used(s);
 	rc = backend_open_url(cfg->url, &s->cfg.opts, &s->b);
 	if (!rc && !s->cfg.replica)
 		rc = writer_start(s);

@@ -306,6 +306,7 @@ struct sync {
 	/* The sync thread's only (sync_start() before it runs). */
 	bool probed;			/* sync_probe_fencing() answered */
 	bool unfenceable;		/* ... that the remote cannot fence */
+	bool remote_used;		/* STATE_DIR/sync-remote names the URL */
 
 	/* The sync thread's only. */
 	char *tenants_json;		/* tenant set last published */
