@@ -96,6 +96,9 @@ struct backend_options {
 	 * level only) when its parent exists, and -EAGAIN otherwise. */
 	const char *layout;
 	bool layout_required;
+	/* file: the caller only reads (an analysis host): a missing root
+	 * is waited for, never made. */
+	bool read_only;
 	/* When not NULL: a request fails with -ECANCELED, in flight too
 	 * (checked about once a second and on progress), while abort->now
 	 * is true or once CLOCK_MONOTONIC passes abort->deadline_ns (when

@@ -38,6 +38,7 @@ struct backend_file {
 	char *root;		/* absolute directory, no trailing '/' */
 	char *layout;		/* ROOT/LAYOUT, or NULL (backend_options) */
 	bool layout_seen;	/* it existed once: required from then on */
+	bool read_only;		/* never makes the root */
 	bool said_missing;	/* the root's absence was logged */
 };
 
@@ -80,6 +81,7 @@ static int file_open(const char *url, const struct backend_options *opts,
 		return -ENOMEM;
 	}
 	f->layout_seen = opts->layout && opts->layout_required;
+	f->read_only = opts->read_only;
 	if (stat(f->root, &st) == 0 && !S_ISDIR(st.st_mode)) {
 		file_close(&f->base);
 		return -ENOTDIR;
@@ -115,7 +117,7 @@ static int root_ready(struct backend_file *f)
 	if (f->layout_seen)
 		return missing(f, "it no longer holds what this remote holds");
 	if (stat(f->root, &st) < 0) {
-		if (errno != ENOENT)
+		if (errno != ENOENT || f->read_only)
 			return missing(f, strerror(errno));
 		if (mkdir(f->root, 0755) < 0 && errno != EEXIST)
 			return missing(f, strerror(errno));

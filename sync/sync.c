@@ -733,6 +733,7 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	s->cfg.opts.layout = SYNC_ROOT;
 	if (!s->cfg.replica)
 		s->cfg.opts.layout_required = s->remote_used = remote_used(s);
+	s->cfg.opts.read_only = s->cfg.replica;
 	rc = backend_open_url(cfg->url, &s->cfg.opts, &s->b);
 	if (!rc && !s->cfg.replica)
 		rc = writer_start(s);

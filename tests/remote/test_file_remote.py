@@ -75,3 +75,21 @@ def test_nas_missing_at_mount_then_unmounted_between_syncs(mount, run_streamfs,
     sync(run_streamfs, w.mnt)
     sync(run_streamfs, x.mnt)
     wait_until(lambda: read(x.path("T", "s")) == b"a\nb\nc\nd\n", timeout=60)
+
+
+def test_analysis_host_never_makes_the_remote(mount, run_streamfs, tmp_path):
+    """An analysis host never writes to the remote: a file:// directory
+    that is not there yet is waited for, not made."""
+    nas = tmp_path / "nas"
+    nas.mkdir()
+    url = "file://%s/streamfs" % nas
+    x = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache",
+              allow=NAS_ALLOW)
+    sync_fails(run_streamfs, x.mnt)
+    assert not (nas / "streamfs").exists()
+    w = mount(["remote=" + url, "roll=1s"], allow=NAS_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "a\n", APPEND)
+    sync(run_streamfs, w.mnt)
+    sync(run_streamfs, x.mnt)
+    assert read(x.path("T", "s")) == b"a\n"
