@@ -636,6 +636,7 @@ static void sync_free(struct sync *s)
 	free(s->ts);
 	free(s->claim_name);
 	sync_strvec_release(&s->fenced);
+	sync_strvec_release(&s->data_up);
 	free(s->tenants_json);
 	free(s->identity);
 	free((char *)s->cfg.url);

@@ -291,6 +291,9 @@ struct sync {
 					 * pass is uploading, or NULL */
 	pthread_cond_t upload_cond;	/* wakes helpers; with lock */
 	pthread_cond_t upload_done;	/* wakes sync_upload(); with lock */
+	/* Protected by lock: keys of segments whose bytes are on the
+	 * remote but whose event index is not yet (upload.c). */
+	struct sync_strvec data_up;
 
 	/* Tenant claims (sync_tenant_claim()), protected by lock: one at a
 	 * time; the thread answers in claim_rc and bumps claim_done. */

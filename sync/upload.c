@@ -9,7 +9,9 @@
  *
  * One upload reads the local file once (its XXH3 against the store's
  * checksum, and the SHA-256 an s3 PUT signs), PUTs the segment, then its
- * event index object, and only then marks the segment uploaded.  A PUT's
+ * event index object, and only then marks the segment uploaded.  A
+ * segment whose bytes went up but whose index did not is remembered
+ * (s->data_up): its retry sends the index alone.  A PUT's
  * own success is the proof; no HEAD follows it.
  *
  * After a failure no further segment starts (the pass backs off); those in
@@ -108,26 +110,39 @@ out:
 	return rc;
 }
 
-/* PUTs segment SEG of T, then its event index object, through B. */
-static int upload_segment(struct backend *b, struct store_tenant *t,
-			  const char *tprefix, const struct store_segment *seg,
-			  char *what, size_t wlen)
+/* Whether KEY is in s->data_up (the segment's bytes went up, its event
+ * index not yet); with ADD, puts it there, with DEL takes it out. */
+static bool data_up(struct sync *s, const char *key, int change)
 {
-	char *path = store_segment_path(t, seg->seg), *key = NULL;
-	char *ikey = NULL;
-	struct backend_buf idx = { 0 };
+	bool found = false;
+
+	sync_mutex_lock(&s->lock);
+	for (size_t i = 0; !found && i < s->data_up.n; i++) {
+		found = !strcmp(s->data_up.v[i], key);
+		if (found && change < 0) {
+			free(s->data_up.v[i]);
+			s->data_up.v[i] = s->data_up.v[--s->data_up.n];
+		}
+	}
+	if (!found && change > 0)
+		(void)sync_strvec_push(&s->data_up, key); /* else: sent again */
+	sync_mutex_unlock(&s->lock);
+	return found;
+}
+
+/* PUTs SEG's bytes from the local file, checked first. */
+static int put_data(struct backend *b, struct store_tenant *t,
+		    const char *key, const struct store_segment *seg,
+		    char *what, size_t wlen)
+{
+	char *path = store_segment_path(t, seg->seg);
+	bool want_sha = backend_caps(b) & BACKEND_CAP_SHA256;
 	struct stat st;
 	char sha256[65];
-	bool want_sha = backend_caps(b) & BACKEND_CAP_SHA256;
 	int fd = -1, rc;
 
-	key = sync_segment_key(tprefix, seg->seg, seg->checksum, false);
-	ikey = sync_segment_key(tprefix, seg->seg, seg->checksum, true);
-	snprintf(what, wlen, "put %s", key ? key : "?");
-	if (!path || !key || !ikey) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	if (!path)
+		return -ENOMEM;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		rc = -errno;
@@ -140,9 +155,35 @@ static int upload_segment(struct backend *b, struct store_tenant *t,
 		snprintf(what, wlen, "checksum of local segment %s", path);
 		goto out;
 	}
+	snprintf(what, wlen, "put %s", key);
 	rc = backend_put(b, key, &(struct backend_body){
 		.fd = fd, .len = seg->length,
 		.sha256 = want_sha ? sha256 : NULL });
+out:
+	if (fd >= 0)
+		close(fd);
+	free(path);
+	return rc;
+}
+
+/* PUTs segment SEG of T, then its event index object, through B.  When
+ * only the index failed before, its bytes are not sent again. */
+static int upload_segment(struct sync *s, struct backend *b,
+			  struct store_tenant *t, const char *tprefix,
+			  const struct store_segment *seg, char *what,
+			  size_t wlen)
+{
+	char *key = sync_segment_key(tprefix, seg->seg, seg->checksum, false);
+	char *ikey = sync_segment_key(tprefix, seg->seg, seg->checksum, true);
+	struct backend_buf idx = { 0 };
+	int rc = key && ikey ? 0 : -ENOMEM;
+
+	snprintf(what, wlen, "put %s", key ? key : "?");
+	if (!rc && !data_up(s, key, 0)) {
+		rc = put_data(b, t, key, seg, what, wlen);
+		if (!rc)
+			data_up(s, key, 1);
+	}
 	if (rc)
 		goto out;
 	/* The event index, after its segment.  A put that succeeded is the
@@ -155,11 +196,10 @@ static int upload_segment(struct backend *b, struct store_tenant *t,
 		goto out;
 	snprintf(what, wlen, "put %s", ikey);
 	rc = backend_put_buf(b, ikey, idx.data, idx.len);
+	if (!rc)
+		data_up(s, key, -1);
 out:
-	if (fd >= 0)
-		close(fd);
 	backend_buf_release(&idx);
-	free(path);
 	free(key);
 	free(ikey);
 	return rc;
@@ -177,8 +217,8 @@ static int upload_job(struct sync *s, struct backend **b,
 		rc = backend_open_url(s->cfg.url, &s->cfg.opts, b);
 	}
 	if (!rc)
-		rc = upload_segment(*b, ub->t, ub->tprefix, &j->seg, j->what,
-				    sizeof(j->what));
+		rc = upload_segment(s, *b, ub->t, ub->tprefix, &j->seg,
+				    j->what, sizeof(j->what));
 	if (!rc) {
 		snprintf(j->what, sizeof(j->what),
 			 "mark segment %" PRIu64 " uploaded", j->seg.seg);

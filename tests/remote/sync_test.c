@@ -153,10 +153,36 @@ static void fence_fault(const char *op, const char *key)
 	atomic_store(&fz.inside, false);
 }
 
+/* mode=idx: the first event index put fails; segment puts are counted. */
+static struct {
+	atomic_bool on;
+	atomic_int idx_fails, data_puts;
+} ix;
+
+static int idx_fault(const char *op, const char *key)
+{
+	int zero = 0;
+
+	if (!atomic_load(&ix.on) || strcmp(op, "put") ||
+	    !strstr(key, "/segments/"))
+		return 0;
+	if (!ends_with(key, ".idx")) {
+		atomic_fetch_add(&ix.data_puts, 1);
+		return 0;
+	}
+	return atomic_compare_exchange_strong(&ix.idx_fails, &zero, 1) ?
+	       -EAGAIN : 0;
+}
+
 static int fault(const struct backend *b, const char *op, const char *key)
 {
+	int rc;
+
 	(void)b;
 	fence_fault(op, key);
+	rc = idx_fault(op, key);
+	if (rc)
+		return rc;
 	if (atomic_load(&par.on))
 		return parallel_fault(op, key);
 	return atomic_load(&remote_down) ? -EAGAIN : 0;
@@ -411,6 +437,40 @@ out:
 	backend_close(fz.b);
 }
 
+/* mode=idx: one segment whose event index put fails goes up again with
+ * its index alone: its bytes are sent once. */
+static void idx_mode(struct store *st, struct sync_config *cfg)
+{
+	struct store_tenant *t;
+	struct sync *s = NULL;
+	struct backend *b = NULL;
+	uint64_t id;
+	int rc;
+
+	rc = store_tenant_create(st, "ix", 0755, 0, 0);
+	rc = rc ? rc : store_tenant_get(st, "ix", &t);
+	rc = rc ? rc : store_stream_create(t, "s", 0644, 0, 0, &id);
+	rc = rc ? rc : append(t, id, "one\n");
+	CHECK(rc == 0, "tenant ix with one event (%d)", rc);
+	atomic_store(&ix.on, true);
+	rc = rc ? rc : sync_start(st, cfg, &s);
+	CHECK(rc == 0, "sync_start (%d)", rc);
+	if (rc)
+		return;
+	rc = sync_now(s, 30LL * 1000000000);
+	sync_stop(s);
+	atomic_store(&ix.on, false);
+	CHECK(rc == 0, "uploaded after the index failed once (%d)", rc);
+	CHECK(atomic_load(&ix.idx_fails) == 1, "the index put failed once");
+	CHECK(atomic_load(&ix.data_puts) == 1, "the segment's bytes went up "
+	      "once (%d puts)", atomic_load(&ix.data_puts));
+	rc = backend_open_url(cfg->url, &cfg->opts, &b);
+	CHECK(rc == 0, "open the remote (%d)", rc);
+	if (!rc)
+		expect_remote(b, "ix", "s", "one\n");
+	backend_close(b);
+}
+
 /* mode=stall: the remote stalls every segment upload (the test's fault
  * proxy); sync_stop() must return promptly anyway.  mode=resume: the
  * next start uploads what was cut short. */
@@ -524,6 +584,10 @@ int main(int argc, char **argv)
 	}
 	if (mode && !strcmp(mode, "fence")) {
 		fence_mode(st, &cfg);
+		goto out;
+	}
+	if (mode && !strcmp(mode, "idx")) {
+		idx_mode(st, &cfg);
 		goto out;
 	}
 	if (mode) {
