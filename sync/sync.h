@@ -129,7 +129,9 @@ struct sync;
  * remote being unreachable is not an error (the thread keeps trying); a
  * missing or malformed URL or unusable credentials are (-EINVAL,
  * -EPROTONOSUPPORT, -EACCES), and so is a tenant leased by another writer
- * (-EBUSY, logged with the holder).  Installs the store's fetch hook; the
+ * (-EBUSY, logged with the holder), and, for a writer, a remote whose
+ * probe shows it does not enforce conditional writes (-EOPNOTSUPP, unless
+ * cfg.risk_forks).  Installs the store's fetch hook; the
  * caller keeps the commit hook and calls sync_kick() from it.  May block for the
  * backend's connect timeout while it takes leases.  The caller owns *out;
  * sync_stop() frees it. */
