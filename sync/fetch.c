@@ -536,6 +536,8 @@ static void finish(struct sync *s, struct fetch_req *r)
 	bool hashed = r->hashed;
 	uint64_t sum = r->sum;
 	const char *key = r->key ? r->key : "a segment";
+	/* Every GET went well: a failure now is the bytes' own. */
+	bool fetched = !rc;
 	bool last, waited;
 
 	SYNC_ASSERT_HELD(&s->lock);
@@ -568,7 +570,9 @@ static void finish(struct sync *s, struct fetch_req *r)
 	last = rc == -ENOENT || rc == -ENOSPC ||
 	       r->attempts >= s->cfg.fetch_attempts;
 	sync_log("fetch of %s failed (try %u of %u): %s", key, r->attempts,
-		 s->cfg.fetch_attempts, strerror(-rc));
+		 s->cfg.fetch_attempts, fetched && rc == -EIO ?
+		 "checksum mismatch (the bytes fetched are not the ones the "
+		 "manifest names)" : strerror(-rc));
 	if (!last) {
 		r->state = REQ_IDLE;
 		r->not_before = sync_clock(CLOCK_MONOTONIC) + r->backoff;
