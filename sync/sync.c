@@ -313,10 +313,20 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		pt->pending -= n;
 		pt->pending_bytes -= bytes;
 	}
-	if (!rc && manifest_due(ts, n > 0, pt->force)) {
-		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
-		if (!rc)
+	/* A failed upload holds back only its stream: what the others
+	 * shipped is published (the manifest names only unbroken chains of
+	 * uploaded segments), then the failure is reported. */
+	if ((!rc || (n > 0 && rc != -ECANCELED)) &&
+	    manifest_due(ts, n > 0, pt->force)) {
+		char w[160];
+		int prc = sync_publish_manifest(s, t, ts, tprefix,
+						rc ? w : what,
+						rc ? sizeof(w) : wlen);
+
+		if (!prc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
+		if (!rc || prc == -EROFS)
+			rc = prc;	/* else the upload's failure stands */
 	}
 	if (rc == -EROFS)	/* fenced on the way: logged */
 		rc = fence_listing(s, t, ts);

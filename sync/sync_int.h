@@ -461,7 +461,8 @@ void sync_upload_stop(struct sync *s);
  * cfg.upload_parallel at once: each one's bytes are checked, then it and
  * its event index object are put and it is marked uploaded.  Returns once
  * none is in flight: 0, or the first failure (in segment order, described
- * in WHAT); no segment starts after a failure, and -ECANCELED when
+ * in WHAT); after a failure the later segments of that stream do not
+ * start (the other streams' do), and -ECANCELED when
  * sync_stop() cut the batch short.  *DONE and *DONE_BYTES (OUT) count the
  * segments done (uploaded, or their stream gone). */
 int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,

@@ -14,8 +14,9 @@
  * (s->data_up): its retry sends the index alone.  A PUT's
  * own success is the proof; no HEAD follows it.
  *
- * After a failure no further segment starts (the pass backs off); those in
- * flight finish.  sync_stop() ends transfers in flight through s->abort.
+ * A failure holds back only its stream: its later segments do not start
+ * this pass, the other streams' do (and their manifest goes out); the pass
+ * then reports the failure and backs off.  sync_stop() ends transfers in flight through s->abort.
  *
  * Locking: the batch's bookkeeping and s->ub are protected by s->lock (a
  * leaf), dropped around every upload.  The helper threads are a
@@ -40,6 +41,7 @@
 struct upload_job {
 	struct store_segment seg;	/* read-only once the batch is up */
 	bool ran;		/* protected by s->lock */
+	bool skipped;		/* protected by s->lock: its stream failed */
 	int rc;			/* protected by s->lock */
 	char what[160];		/* the failed step; the job's thread only */
 };
@@ -55,7 +57,6 @@ struct upload_batch {
 	size_t n;
 	size_t next;		/* protected by s->lock: next job to start */
 	unsigned running;	/* protected by s->lock: jobs in flight */
-	bool failed;		/* protected by s->lock: start no more */
 };
 
 /* What hash_local() feeds each chunk of the file to. */
@@ -228,11 +229,23 @@ static int upload_job(struct sync *s, struct backend **b,
 	return rc == -ENOENT ? 0 : rc;
 }
 
-/* With s->lock. */
-static bool batch_has_work(struct sync *s, const struct upload_batch *ub)
+/* With s->lock: moves UB->next past the jobs skipped, and tells whether
+ * one is left to start. */
+static bool batch_has_work(struct sync *s, struct upload_batch *ub)
 {
 	SYNC_ASSERT_HELD(&s->lock);
-	return ub->next < ub->n && !ub->failed && !sync_stopping(s);
+	while (ub->next < ub->n && ub->v[ub->next].skipped)
+		ub->next++;
+	return ub->next < ub->n && !sync_stopping(s);
+}
+
+/* With s->lock: a job of STREAM failed, so the later segments of STREAM
+ * cannot be published this pass; they wait (the other streams go on). */
+static void skip_stream(struct upload_batch *ub, uint64_t stream)
+{
+	for (size_t i = ub->next; i < ub->n; i++)
+		if (ub->v[i].seg.stream == stream)
+			ub->v[i].skipped = true;
 }
 
 /* Starts jobs of UB one after the other until none is left to start.
@@ -264,7 +277,7 @@ static void run_jobs(struct sync *s, struct backend **b,
 		j->ran = true;
 		j->rc = rc;
 		if (rc) {
-			ub->failed = true;
+			skip_stream(ub, j->seg.stream);
 		} else {
 			s->status.uploaded_segments++;
 			s->status.uploaded_bytes += j->seg.length;

@@ -174,12 +174,31 @@ static int idx_fault(const char *op, const char *key)
 	       -EAGAIN : 0;
 }
 
+/* mode=flaky: every put of one segment fails while on. */
+static struct {
+	atomic_bool on;
+	char victim[64];		/* "segments/SEG-XXH3", set before */
+	atomic_int fails;
+} fl;
+
+static int flaky_fault(const char *op, const char *key)
+{
+	if (!atomic_load(&fl.on) || strcmp(op, "put") ||
+	    !strstr(key, fl.victim))
+		return 0;
+	atomic_fetch_add(&fl.fails, 1);
+	return -EAGAIN;
+}
+
 static int fault(const struct backend *b, const char *op, const char *key)
 {
 	int rc;
 
 	(void)b;
 	fence_fault(op, key);
+	rc = flaky_fault(op, key);
+	if (rc)
+		return rc;
 	rc = idx_fault(op, key);
 	if (rc)
 		return rc;
@@ -471,6 +490,69 @@ static void idx_mode(struct store *st, struct sync_config *cfg)
 	backend_close(b);
 }
 
+static int find_stream_seg(void *arg, const struct store_segment *seg)
+{
+	struct store_segment *want = arg;
+
+	if (seg->stream == want->stream)
+		*want = *seg;
+	return 0;
+}
+
+/* mode=flaky: one segment of stream b fails every put; streams a and c
+ * publish all the same, and b follows once it heals. */
+static void flaky_mode(struct store *st, struct sync_config *cfg)
+{
+	struct store_segment victim = { 0 };
+	struct store_tenant *t;
+	struct sync *s = NULL;
+	struct backend *b = NULL;
+	uint64_t id;
+	int rc;
+
+	rc = store_tenant_create(st, "fl", 0755, 0, 0);
+	rc = rc ? rc : store_tenant_get(st, "fl", &t);
+	for (const char *n = "abc"; !rc && *n; n++) {
+		char name[2] = { *n, 0 }, line[3] = { *n, '\n', 0 };
+
+		rc = store_stream_create(t, name, 0644, 0, 0, &id);
+		rc = rc ? rc : append(t, id, line);
+		if (!rc && *n == 'b')
+			victim.stream = id;
+	}
+	rc = rc ? rc : (store_roll(t, 0, true) < 0 ? -EIO : 0);
+	rc = rc ? rc : store_segment_list(t, STORE_SEG_SEALED, find_stream_seg,
+					  &victim);
+	CHECK(rc == 0 && victim.seg, "three streams, sealed (%d)", rc);
+	if (rc || !victim.seg)
+		return;
+	snprintf(fl.victim, sizeof(fl.victim), "segments/%016llx-%016llx",
+		 (unsigned long long)victim.seg,
+		 (unsigned long long)victim.checksum);
+	atomic_store(&fl.on, true);
+	rc = sync_start(st, cfg, &s);
+	CHECK(rc == 0, "sync_start (%d)", rc);
+	if (rc)
+		return;
+	rc = sync_now(s, 3LL * 1000000000);
+	CHECK(rc != 0 && atomic_load(&fl.fails) > 0,
+	      "b's segment keeps failing (%d, %d puts)", rc,
+	      atomic_load(&fl.fails));
+	rc = backend_open_url(cfg->url, &cfg->opts, &b);
+	CHECK(rc == 0, "open the remote (%d)", rc);
+	if (!rc) {
+		expect_remote(b, "fl", "a", "a\n");
+		expect_remote(b, "fl", "c", "c\n");
+	}
+	atomic_store(&fl.on, false);
+	rc = sync_now(s, 30LL * 1000000000);
+	CHECK(rc == 0, "healed: sync_now (%d)", rc);
+	if (b)
+		expect_remote(b, "fl", "b", "b\n");
+	sync_stop(s);
+	backend_close(b);
+}
+
 /* mode=stall: the remote stalls every segment upload (the test's fault
  * proxy); sync_stop() must return promptly anyway.  mode=resume: the
  * next start uploads what was cut short. */
@@ -588,6 +670,10 @@ int main(int argc, char **argv)
 	}
 	if (mode && !strcmp(mode, "idx")) {
 		idx_mode(st, &cfg);
+		goto out;
+	}
+	if (mode && !strcmp(mode, "flaky")) {
+		flaky_mode(st, &cfg);
 		goto out;
 	}
 	if (mode) {

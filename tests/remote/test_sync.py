@@ -65,6 +65,10 @@ def test_sync_failed_index_does_not_resend_its_segment(sync_test, tmp_path):
     run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=idx")
 
 
+def test_sync_one_flaky_segment_holds_back_only_its_stream(sync_test, tmp_path):
+    run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=flaky")
+
+
 def test_sync_s3(sync_test, tmp_path, moto_s3):
     run(sync_test, tmp_path, moto_s3.url(f"sync-{tmp_path.name}"),
         *moto_s3.options(), env=moto_s3.env)
