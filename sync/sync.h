@@ -10,7 +10,8 @@
  *   object (docs/FORMAT.md), marks it uploaded in the store, and then
  *   publishes the tenant manifest, in that order: a reader of the remote never sees a manifest naming a missing or
  *   partial object.  Up to `upload_parallel` segments go up at once; the
- *   manifest waits for all of them.  Streams removed locally vanish from
+ *   manifest waits for all of them; a segment that fails holds back only
+ *   its stream, the others are published.  Streams removed locally vanish from
  *   the next manifest (listed as tombstones), and their objects are
  *   deleted after that (never with `nodelete`).  Uploaded segments are
  *   evicted, least recently used first, while the local copies of
