@@ -529,6 +529,9 @@ static ssize_t append_events(struct fs *fs, struct fs_file *fh,
 		if (rc)
 			return rc;
 	}
+	rc = fs_tenant_writable(fs, fh->node->t);
+	if (rc)
+		return rc;
 	app.buf = buf;
 	app.len = len;
 	app.expected = fh->append ? STORE_ANY_VERSION : fh->version;

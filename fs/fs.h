@@ -40,6 +40,9 @@ struct fs_opts {
 	char *roll_str, *roll_size_str, *max_event_str;	/* owned */
 	char *cache_size_str, *poll_str;	/* owned */
 	char *max_snapshot_str;	/* owned */
+	char *lease_str;	/* owned; lease= DURATION */
+	int takeover;		/* take tenants whose lease expired */
+	int risk_forks;		/* a writer on a remote that cannot fence */
 	char *ca_file;		/* owned; extra CA bundle for https/s3 */
 	char *metrics;		/* owned; metrics=ADDR:PORT or NULL */
 	int query_slash_raw;	/* s3: see remote/backend.h */
@@ -59,6 +62,7 @@ struct fs_opts {
 	uint64_t cache_size;	/* 0: unbounded */
 	uint64_t max_snapshot;	/* largest snapshot blob (default 64 MiB) */
 	int64_t poll_ns;
+	int64_t lease_ns;	/* 0: sync's default (60 s) */
 	bool replica;		/* remote= with ro: an analysis host */
 	struct sockaddr_storage metrics_addr;	/* metrics= parsed */
 	socklen_t metrics_addrlen;

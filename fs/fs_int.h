@@ -259,6 +259,9 @@ struct fs {
 const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
 /* Frees the root listings still open at unmount. */
 void fs_dirs_release(struct fs *fs);
+/* 0 when T may be written to: -EROFS on a read-only mount, and for a
+ * tenant taken over by another writer (fenced, sync.h). */
+int fs_tenant_writable(struct fs *fs, struct store_tenant *t);
 
 /* xattr.c */
 void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,

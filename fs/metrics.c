@@ -123,23 +123,54 @@ static void timestamp(FILE *f, const char *name, const char *help, int64_t ns)
 	fputc('\n', f);
 }
 
+/* One gauge per tenant: NAME{tenant="T"} and the value VALUE_OF gives. */
+static void per_lease(FILE *f, const struct fs_status *st, const char *name,
+		      const char *help,
+		      uint64_t (*value_of)(const struct sync_lease *))
+{
+	family(f, name, "gauge", help);
+	for (size_t i = 0; i < st->nleases; i++) {
+		fprintf(f, "%s{tenant=\"", name);
+		put_label(f, st->leases[i].tenant);
+		fprintf(f, "\"} %" PRIu64 "\n", value_of(&st->leases[i]));
+	}
+}
+
+static uint64_t lease_held(const struct sync_lease *l)
+{
+	return l->held;
+}
+
+static uint64_t lease_refused(const struct sync_lease *l)
+{
+	return l->refused;
+}
+
+static uint64_t lease_fenced(const struct sync_lease *l)
+{
+	return l->fenced;
+}
+
+static uint64_t lease_generation(const struct sync_lease *l)
+{
+	return l->generation;
+}
+
 static void leases(FILE *f, const struct fs_status *st)
 {
-	family(f, "streamfs_lease_held", "gauge",
-	       "1 while this writer holds the tenant's lease on the remote.");
-	for (size_t i = 0; i < st->nleases; i++) {
-		fputs("streamfs_lease_held{tenant=\"", f);
-		put_label(f, st->leases[i].tenant);
-		fprintf(f, "\"} %d\n", st->leases[i].held);
-	}
-	family(f, "streamfs_lease_refused", "gauge",
-	       "1 while another writer holds the tenant's lease: nothing of "
-	       "the tenant is uploaded.");
-	for (size_t i = 0; i < st->nleases; i++) {
-		fputs("streamfs_lease_refused{tenant=\"", f);
-		put_label(f, st->leases[i].tenant);
-		fprintf(f, "\"} %d\n", st->leases[i].refused);
-	}
+	per_lease(f, st, "streamfs_lease_held",
+		  "1 while this writer holds the tenant's lease on the remote.",
+		  lease_held);
+	per_lease(f, st, "streamfs_lease_refused",
+		  "1 while another writer holds the tenant's lease: nothing "
+		  "of the tenant is uploaded.", lease_refused);
+	per_lease(f, st, "streamfs_lease_fenced",
+		  "1 once another writer took the tenant over from this one: "
+		  "its writes are refused and nothing more is published.",
+		  lease_fenced);
+	per_lease(f, st, "streamfs_lease_generation",
+		  "Generation of this writer's lease of the tenant (held or "
+		  "fenced); 0 before one is taken.", lease_generation);
 }
 
 static void writer_metrics(FILE *f, const struct fs_status *st)

@@ -305,6 +305,9 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	cfg.state_dir = o->source;
 	cfg.replica = o->replica;
 	cfg.nodelete = o->nodelete;
+	cfg.lease_ns = o->lease_ns;	/* 0: sync's default */
+	cfg.takeover = o->takeover;
+	cfg.risk_forks = o->risk_forks;
 	cfg.cache_size = o->cache_size;
 	if (o->poll_str)	/* else sync's default, 10 s (--help, README) */
 		cfg.poll_ns = o->poll_ns;
@@ -320,6 +323,13 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 		fs_log(LOG_ERR, "another writer holds a tenant of %s "
 			"(see above); refusing to mount a second writer",
 			o->remote_shown);
+		return rc;
+	}
+	if (rc == -EOPNOTSUPP && !o->replica) {
+		fs_log(LOG_ERR, "remote %s does not enforce the conditional "
+			"writes that keep two writers of a tenant apart (see "
+			"above); refusing to run a writer there (-o risk_forks "
+			"accepts the risk)", o->remote_shown);
 		return rc;
 	}
 	if (rc) {

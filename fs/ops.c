@@ -366,6 +366,9 @@ static int do_setattr(struct fs *fs, struct fs_node *n, struct stat *in,
 		return 0;
 	if (fs->opts->ro)
 		return -EROFS;
+	if ((n->kind == FS_TENANT || n->kind == FS_STREAM) &&
+	    (rc = fs_tenant_writable(fs, n->t)))
+		return rc;
 	switch (n->kind) {
 	case FS_ROOT:
 		return root_setattr(fs, &a, mask);
@@ -404,6 +407,34 @@ static int check_writable(struct fs *fs)
 	return fs->opts->ro ? -EROFS : 0;
 }
 
+int fs_tenant_writable(struct fs *fs, struct store_tenant *t)
+{
+	if (fs->opts->ro)
+		return -EROFS;
+	/* Taken over by another writer: what it writes now is the truth. */
+	if (sync_tenant_fenced(atomic_load(&fs->sync), store_tenant_name(t)))
+		return -EROFS;
+	return 0;
+}
+
+/* How long mkdir waits for the remote's answer about a tenant's lease. */
+#define CLAIM_WAIT_NS (60 * 1000000000LL)
+
+/* Before tenant NAME is created: with a remote, its lease, so that a
+ * tenant another writer holds is refused (EBUSY) before it exists here. */
+static int claim_tenant(struct fs *fs, const char *name)
+{
+	struct sync *sy = atomic_load(&fs->sync);
+	struct store_tenant *t;
+	int rc;
+
+	if (!sy || !store_name_valid(name) ||
+	    store_tenant_get(fs->st, name, &t) == 0)
+		return 0;	/* the store answers EINVAL or EEXIST */
+	rc = sync_tenant_claim(sy, name, CLAIM_WAIT_NS);
+	return rc == -ETIMEDOUT ? -EAGAIN : rc;
+}
+
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
@@ -414,6 +445,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	if (!rc && fs_node_of(parent)->kind != FS_ROOT)
 		rc = -EPERM;	/* no directories below a tenant */
+	if (!rc)
+		rc = claim_tenant(fs, name);
 	if (!rc)
 		rc = store_tenant_create(fs->st, name, mode & 07777, ctx->uid,
 					 ctx->gid);
@@ -453,6 +486,9 @@ static int create_stream(struct fs *fs, fuse_req_t req, struct fs_node *p,
 		return -EPERM;
 	if (strchr(name, '@') || !store_name_valid(name))
 		return -EINVAL;
+	rc = fs_tenant_writable(fs, p->t);
+	if (rc)
+		return rc;
 	rc = store_stream_create(p->t, name, mode & 07777, ctx->uid, ctx->gid,
 				 &id);
 	if (rc)
@@ -575,6 +611,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!rc && fs->opts->nodelete)
 		rc = -EPERM;
 	if (!rc)
+		rc = fs_tenant_writable(fs, p->t);
+	if (!rc)
 		rc = store_stream_lookup(p->t, name, &id);
 	if (!rc)
 		rc = store_stream_remove(p->t, id);
@@ -601,6 +639,9 @@ static int do_rename(struct fs *fs, struct fs_node *p, const char *name,
 		return -EPERM;
 	if (!store_name_valid(newname))
 		return -EINVAL;
+	rc = fs_tenant_writable(fs, p->t);
+	if (rc)
+		return rc;
 	rc = store_stream_lookup(p->t, name, &id);
 	if (rc)
 		return rc;

@@ -35,6 +35,9 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("cache_size=%s", cache_size_str),
 	OPT_STR("max_snapshot=%s", max_snapshot_str),
 	OPT_STR("poll=%s", poll_str),
+	OPT_STR("lease=%s", lease_str),
+	OPT_FLAG("takeover", takeover),
+	OPT_FLAG("risk_forks", risk_forks),
 	OPT_STR("ca_file=%s", ca_file),
 	OPT_STR("metrics=%s", metrics),
 	OPT_FLAG("query_slash_raw", query_slash_raw),
@@ -78,6 +81,12 @@ void fs_usage(const char *prog)
 	       "    -o roll_size=SIZE      ... or at this size (default 64M)\n"
 	       "    -o cache_size=SIZE     bound on local copies of uploaded segments\n"
 	       "    -o poll=DURATION       remote rescan interval on analysis hosts (default 10s)\n"
+	       "    -o lease=DURATION      how long a tenant's lease outlives its last\n"
+	       "                           renewal (default 60s, at least 1s)\n"
+	       "    -o takeover            take tenants whose lease expired (their\n"
+	       "                           writer is gone); history is not seeded yet\n"
+	       "    -o risk_forks          write to a remote that does not enforce\n"
+	       "                           conditional writes (two writers may fork)\n"
 	       "    -o framing=lines|raw   framing of new streams (default lines)\n"
 	       "    -o max_event=SIZE      largest event (default 1M; with framing=raw\n"
 	       "                           at most and by default 255 pages, 1020K)\n"
@@ -272,6 +281,13 @@ static int parse_values(struct fs_opts *o)
 				&o->max_snapshot);
 	if (!rc && o->poll_str)
 		rc = parse_duration("poll", o->poll_str, &o->poll_ns);
+	if (!rc && o->lease_str) {
+		rc = parse_duration("lease", o->lease_str, &o->lease_ns);
+		if (!rc && o->lease_ns < 1000000000LL) {
+			fprintf(stderr, "streamfs: lease must be at least 1s\n");
+			rc = -EINVAL;
+		}
+	}
 	return rc;
 bad_framing:
 	fprintf(stderr, "streamfs: framing=%s: must be lines or raw\n",
@@ -342,6 +358,9 @@ static int check_remote(struct fs_opts *o)
 				   o->credentials ? "credentials=" :
 				   o->cache_size_str ? "cache_size=" :
 				   o->poll_str ? "poll=" :
+				   o->lease_str ? "lease=" :
+				   o->takeover ? "takeover" :
+				   o->risk_forks ? "risk_forks" :
 				   o->ca_file ? "ca_file=" :
 				   o->path_style ? "path_style" :
 				   o->query_slash_raw ? "query_slash_raw" : NULL;
@@ -390,6 +409,12 @@ static int check_remote(struct fs_opts *o)
 		}
 	}
 	o->replica = o->ro;
+	if (o->replica && (o->takeover || o->lease_str || o->risk_forks)) {
+		fprintf(stderr, "streamfs: %s is for writer hosts, not with ro\n",
+			o->takeover ? "takeover" : o->lease_str ? "lease=" :
+			"risk_forks");
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -462,6 +487,7 @@ void fs_opts_release(struct fs_opts *o)
 	free(o->cache_size_str);
 	free(o->max_snapshot_str);
 	free(o->poll_str);
+	free(o->lease_str);
 	free(o->ca_file);
 	free(o->metrics);
 }

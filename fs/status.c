@@ -159,7 +159,8 @@ static void out_causes(struct status_out *o, const char *key,
 
 static const char *lease_word(const struct sync_lease *l)
 {
-	return l->refused ? "refused" : l->held ? "held" : "not held";
+	return l->fenced ? "fenced" : l->refused ? "refused" :
+	       l->held ? "held" : "not held";
 }
 
 /* The text shows a tenant name with its control bytes as '?': one line
@@ -171,34 +172,81 @@ static void text_name(struct status_out *o, const char *name)
 			 '?' : *p);
 }
 
-/* The leases of each tenant: "T held, U refused" or "none"; in JSON an
- * array of {tenant, held, refused}. */
+static json_object *lease_json(const struct sync_lease *l)
+{
+	json_object *v = json_object_new_object();
+
+	json_object_object_add(v, "tenant", json_object_new_string(l->tenant));
+	json_object_object_add(v, "held", json_object_new_boolean(l->held));
+	json_object_object_add(v, "refused",
+			       json_object_new_boolean(l->refused));
+	json_object_object_add(v, "fenced", json_object_new_boolean(l->fenced));
+	json_object_object_add(v, "generation",
+			       json_object_new_uint64(l->generation));
+	return v;
+}
+
+/* The leases of each tenant: "T held (generation G), U refused" or
+ * "none"; in JSON an array of {tenant, held, refused, fenced,
+ * generation}. */
 static void out_leases(struct status_out *o, const struct fs_status *st)
 {
-	json_object *a, *l;
+	json_object *a;
 
 	if (o->obj) {
 		a = json_object_new_array();
-		for (size_t i = 0; i < st->nleases; i++) {
-			l = json_object_new_object();
-			json_object_object_add(l, "tenant",
-				json_object_new_string(st->leases[i].tenant));
-			json_object_object_add(l, "held",
-				json_object_new_boolean(st->leases[i].held));
-			json_object_object_add(l, "refused",
-				json_object_new_boolean(st->leases[i].refused));
-			json_object_array_add(a, l);
-		}
+		for (size_t i = 0; i < st->nleases; i++)
+			json_object_array_add(a, lease_json(&st->leases[i]));
 		json_add(o, "leases", a);
 		return;
 	}
 	text_add(o, "leases:");
 	for (size_t i = 0; i < st->nleases; i++) {
+		const struct sync_lease *l = &st->leases[i];
+
 		text_add(o, "%s ", i ? "," : "");
-		text_name(o, st->leases[i].tenant);
-		text_add(o, " %s", lease_word(&st->leases[i]));
+		text_name(o, l->tenant);
+		text_add(o, " %s", lease_word(l));
+		if (l->generation)
+			text_add(o, " (generation %" PRIu64 ")", l->generation);
 	}
 	text_add(o, "%s\n", st->nleases ? "" : " none");
+}
+
+/* The tenants taken over from this writer, each with who took it and
+ * what was not published: one "fenced: T: NOTE" line each, or "fenced:
+ * none"; in JSON an array of {tenant, note}. */
+static void out_fenced(struct status_out *o, const struct fs_status *st)
+{
+	json_object *a = o->obj ? json_object_new_array() : NULL;
+	bool any = false;
+
+	for (size_t i = 0; i < st->nleases; i++) {
+		const struct sync_lease *l = &st->leases[i];
+		json_object *f;
+
+		if (!l->fenced)
+			continue;
+		any = true;
+		if (!a) {
+			text_add(o, "fenced: ");
+			text_name(o, l->tenant);
+			text_add(o, ": ");
+			text_name(o, l->fence_note);
+			text_add(o, "\n");
+			continue;
+		}
+		f = json_object_new_object();
+		json_object_object_add(f, "tenant",
+				       json_object_new_string(l->tenant));
+		json_object_object_add(f, "note",
+				       json_object_new_string(l->fence_note));
+		json_object_array_add(a, f);
+	}
+	if (a)
+		json_add(o, "fenced", a);
+	else if (!any)
+		text_add(o, "fenced: none\n");
 }
 
 /* last_error: "message (what failed)" or "none"; in JSON
@@ -260,7 +308,9 @@ static void emit_sync(struct status_out *o, const struct fs_status *st)
 		out_causes(o, "upload_failures", sy->upload_failures);
 		out_u64(o, "leases_held", sy->leases_held);
 		out_u64(o, "leases_refused", sy->leases_refused);
+		out_u64(o, "leases_fenced", sy->leases_fenced);
 		out_leases(o, st);
+		out_fenced(o, st);
 	}
 	out_u64(o, "cached_bytes", sy->cached_bytes);
 	if (opts->cache_size)

@@ -7,8 +7,9 @@
  *   http(s)://host[:port]/path   WebDAV-style PUT/GET/DELETE/HEAD/PROPFIND/MOVE
  *
  * What it does: put (atomic: readers see the old object or the new one),
- * ranged get, head, delete, list by key prefix (every page), and
- * put_if_absent.  What it does not: retry (callers do, once, in sync/),
+ * ranged get, head, delete, list by key prefix (every page), put_if_absent,
+ * and compare-and-swap on an object's version tag (get_tagged,
+ * put_if_match, del_if_match: the leases of sync/).  What it does not: retry (callers do, once, in sync/),
  * cache, or encode names: keys are built by sync/ (see docs/FORMAT.md) and
  * must be "safe": 1-1024 bytes of [A-Za-z0-9._~-] and '/' (nothing that
  * needs URL escaping), no empty
@@ -22,6 +23,7 @@
  * Errors: methods return 0 or -errno.  -EAGAIN and -ETIMEDOUT mean "try
  * again later" (network down, 5xx, throttling, truncated transfer); the rest
  * are final: -ENOENT (no such object), -EEXIST (put_if_absent lost),
+ * -ESTALE (put_if_match or del_if_match lost: the tag changed),
  * -EACCES (credentials refused, TLS verification failed), -EINVAL, -EIO.
  * The original curl or HTTP code is logged once where it is mapped.
  * Credentials are never logged.
@@ -59,6 +61,14 @@ void remote_log(int prio, const char *fmt, ...)
 /* put() sends the body's SHA-256 (s3: x-amz-content-sha256): a caller that
  * knows it passes it in backend_body.sha256 and saves a pass over FD. */
 #define BACKEND_CAP_SHA256	  (1u << 2)
+/* put_if_match and del_if_match are enforced by the server or the
+ * filesystem, not only checked before the request (docs/FORMAT.md,
+ * "Leases": what each backend does). */
+#define BACKEND_CAP_CAS		  (1u << 3)
+
+/* An object's version tag (get_tagged()): an S3 ETag, or what the backend
+ * derives itself; opaque, compared whole, NUL-terminated. */
+#define BACKEND_TAG_MAX 128
 
 /* A request's way out (backend_options.abort).  Shared without a lock:
  * any thread writes the two atomics (sync_stop() sets now), the thread
@@ -85,6 +95,17 @@ struct backend_options {
 	/* s3: send '/' unencoded in query values.  Real S3 wants %2F; some
 	 * test servers (moto) decode it before checking the signature. */
 	bool query_slash_raw;
+	/* file: the directory below the root that a remote in use holds
+	 * ("streamfs-v1"), or NULL.  Once a backend has seen it, or from the
+	 * start with layout_required, a root without it (a NAS that is not
+	 * mounted: its bare mount point) is unreachable (-EAGAIN), never
+	 * written into.  Without either, a missing root is made (its last
+	 * level only) when its parent exists, and -EAGAIN otherwise. */
+	const char *layout;
+	bool layout_required;
+	/* file: the caller only reads (an analysis host): a missing root
+	 * is waited for, never made. */
+	bool read_only;
 	/* When not NULL: a request fails with -ECANCELED, in flight too
 	 * (checked about once a second and on progress), while abort->now
 	 * is true or once CLOCK_MONOTONIC passes abort->deadline_ns (when
@@ -210,6 +231,21 @@ struct backend_ops {
 	/* Creates KEY only if it does not exist: -EEXIST otherwise. */
 	int (*put_if_absent)(struct backend *b, const char *key,
 			     const struct backend_body *body);
+	/* Reads all of KEY into OUT and its version tag into TAG (OUT:
+	 * BACKEND_TAG_MAX bytes).  -ENOENT. */
+	int (*get_tagged)(struct backend *b, const char *key,
+			  struct backend_buf *out, char *tag);
+	/* Replaces KEY only while its version tag is still TAG: -ESTALE
+	 * when it changed, -ENOENT when it is gone.  NEW_TAG (OUT, when
+	 * not NULL) gets the new object's tag, or "" when the server did
+	 * not say (get_tagged() then tells). */
+	int (*put_if_match)(struct backend *b, const char *key,
+			    const struct backend_body *body, const char *tag,
+			    char *new_tag);
+	/* Removes KEY only while its version tag is TAG: -ESTALE when it
+	 * changed; a missing KEY is -ENOENT. */
+	int (*del_if_match)(struct backend *b, const char *key,
+			    const char *tag);
 };
 
 /* Every backend starts with this.  A backend and all it holds (the CURL
@@ -320,6 +356,30 @@ backend_put_if_absent_buf(struct backend *b, const char *key, const void *buf,
 {
 	struct backend_body body = { .buf = buf ? buf : "", .fd = -1, .len = len };
 	return backend_put_if_absent(b, key, &body);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_get_tagged(struct backend *b, const char *key, struct backend_buf *out,
+		   char *tag)
+{
+	int rc = backend_fault(b, "get_tagged", key);
+	return rc ? rc : b->ops->get_tagged(b, key, out, tag);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_put_if_match_buf(struct backend *b, const char *key, const void *buf,
+			 size_t len, const char *tag, char *new_tag)
+{
+	struct backend_body body = { .buf = buf ? buf : "", .fd = -1, .len = len };
+	int rc = backend_fault(b, "put_if_match", key);
+	return rc ? rc : b->ops->put_if_match(b, key, &body, tag, new_tag);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_del_if_match(struct backend *b, const char *key, const char *tag)
+{
+	int rc = backend_fault(b, "del_if_match", key);
+	return rc ? rc : b->ops->del_if_match(b, key, tag);
 }
 
 #endif

@@ -2,11 +2,27 @@
  * backend_file.c: file:///DIR, objects as files under DIR.
  *
  * put writes a temporary file beside the target, fsyncs it, renames it into
- * place and fsyncs the directory.  put_if_absent link()s the temporary file
- * to the target, which fails with EEXIST when another host won: link is
- * atomic on local filesystems and on NFS.  Temporary files start with '.',
- * which keys never do, so listings skip them.
+ * place and fsyncs the directory.  put_if_absent link()s the temporary
+ * file to the target, which fails with EEXIST when another host won: link
+ * is atomic on local filesystems and on NFS.  Temporary files start with
+ * '.', which keys never do, so listings skip them.
+ *
+ * A missing DIR is an unreachable remote (-EAGAIN), never an error at open
+ * nor "no such object": a NAS may be mounted later.  Its last level is
+ * made when its parent exists, unless the remote was in use
+ * (backend_options.layout): then a DIR without the layout is the bare
+ * mount point of a NAS not mounted, and it waits.  DIR going away under a
+ * put (unmounted meanwhile) is the same -EAGAIN.
+ *
+ * Compare-and-swap (put_if_match, del_if_match) holds an flock(2) on a lock
+ * file beside the key (".lock.NAME", removed after) while it compares the
+ * key's tag (its inode, size and mtime in ns) and renames the new object
+ * into place or unlinks it.  The key never goes missing on the way (rename
+ * replaces it in one step), so a put_if_absent racing with it fails as it
+ * should.  flock is atomic between processes of one host and, on Linux,
+ * over NFS (the client maps it to a POSIX lock).
  */
+#include <sys/file.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +39,10 @@
 struct backend_file {
 	struct backend base;
 	char *root;		/* absolute directory, no trailing '/' */
+	char *layout;		/* ROOT/LAYOUT, or NULL (backend_options) */
+	bool layout_seen;	/* it existed once: required from then on */
+	bool read_only;		/* never makes the root */
+	bool said_missing;	/* the root's absence was logged */
 };
 
 static struct backend_file *to_file(struct backend *b)
@@ -57,22 +77,57 @@ static int file_open(const char *url, const struct backend_options *opts,
 		free(f);
 		return -EINVAL;
 	}
-	if (stat(f->root, &st) < 0) {
-		int rc = -errno;
-
-		/* Create the last level only: a missing mount stays missing. */
-		if (rc == -ENOENT && mkdir(f->root, 0755) == 0)
-			rc = 0;
-		if (rc) {
-			remote_log(LOG_ERR, "file backend %s: %s", f->root, strerror(-rc));
-			file_close(&f->base);
-			return rc;
-		}
-	} else if (!S_ISDIR(st.st_mode)) {
+	if (opts->layout &&
+	    asprintf(&f->layout, "%s/%s", f->root, opts->layout) < 0) {
+		f->layout = NULL;
+		file_close(&f->base);
+		return -ENOMEM;
+	}
+	f->layout_seen = opts->layout && opts->layout_required;
+	f->read_only = opts->read_only;
+	if (stat(f->root, &st) == 0 && !S_ISDIR(st.st_mode)) {
 		file_close(&f->base);
 		return -ENOTDIR;
 	}
+	/* A missing root is not an error: a NAS not mounted yet is an
+	 * unreachable remote (root_ready()). */
 	*out = &f->base;
+	return 0;
+}
+
+/* Logs once that F's remote is not there, and why: -EAGAIN. */
+static int missing(struct backend_file *f, const char *why)
+{
+	if (!f->said_missing)
+		remote_log(LOG_WARNING, "file backend %s: %s; waiting for it "
+			   "(a file system not mounted yet?)", f->root, why);
+	f->said_missing = true;
+	return -EAGAIN;
+}
+
+/* Whether F's root may be used now: 0, or -EAGAIN while it is missing (or
+ * lacks the layout a remote in use holds).  Makes a missing root's last
+ * level, the first time only: a missing mount stays missing. */
+static int root_ready(struct backend_file *f)
+{
+	struct stat st;
+
+	if (f->layout && stat(f->layout, &st) == 0 && S_ISDIR(st.st_mode)) {
+		f->layout_seen = true;
+		f->said_missing = false;
+		return 0;
+	}
+	if (f->layout_seen)
+		return missing(f, "it no longer holds what this remote holds");
+	if (stat(f->root, &st) < 0) {
+		if (errno != ENOENT || f->read_only)
+			return missing(f, strerror(errno));
+		if (mkdir(f->root, 0755) < 0 && errno != EEXIST)
+			return missing(f, strerror(errno));
+	}
+	if (f->said_missing)
+		remote_log(LOG_NOTICE, "file backend %s: there again", f->root);
+	f->said_missing = false;
 	return 0;
 }
 
@@ -80,26 +135,38 @@ static void file_close(struct backend *b)
 {
 	struct backend_file *f = to_file(b);
 
+	if (!f)
+		return;
+	free(f->layout);
 	free(f->root);
 	free(f);
 }
 
+/* KEY's path into *OUT (malloc'd), once the root may be used. */
 static int file_path(struct backend_file *f, const char *key, char **out)
 {
+	int rc;
+
 	if (!backend_key_valid(key))
 		return -EINVAL;
+	rc = root_ready(f);
+	if (rc)
+		return rc;
 	if (asprintf(out, "%s/%s", f->root, key) < 0)
 		return -ENOMEM;
 	return 0;
 }
 
-/* Creates the directories above PATH. */
+/* Creates the directories above PATH.  ENOENT can only mean the root
+ * itself went away since root_ready() (a NAS unmounted): that is an
+ * unreachable remote (-EAGAIN), not "no such object", which callers take
+ * for a stream removed meanwhile. */
 static int mkdir_parents(char *path, size_t root_len)
 {
 	for (char *p = path + root_len + 1; (p = strchr(p, '/')); p++) {
 		*p = '\0';
 		if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-			int rc = -errno;
+			int rc = errno == ENOENT ? -EAGAIN : -errno;
 
 			*p = '/';
 			return rc;
@@ -180,10 +247,6 @@ static int write_temp(struct backend_file *f, char *path,
 	int fd, rc;
 
 	rc = mkdir_parents(path, strlen(f->root));
-	/* The root itself gone (a NAS unmounted): unreachable, not "no such
-	 * object", which callers take for a stream removed meanwhile. */
-	if (rc == -ENOENT)
-		rc = -EAGAIN;
 	if (rc)
 		return rc;
 	slash = strrchr(path, '/');
@@ -394,18 +457,171 @@ static int file_list(struct backend *b, const char *prefix,
 {
 	struct backend_file *f = to_file(b);
 	struct remote_entries ev = { 0 };
-	int rc;
+	int rc = root_ready(f);
 
-	rc = walk(f->root, "", prefix ? prefix : "", &ev, 0);
+	if (!rc)
+		rc = walk(f->root, "", prefix ? prefix : "", &ev, 0);
 	if (!rc)
 		rc = remote_entries_emit(&ev, fn, arg);
 	remote_entries_release(&ev);
 	return rc;
 }
 
+/* KEY's tag from its stat S. */
+static void stat_tag(const struct stat *s, char *tag)
+{
+	snprintf(tag, BACKEND_TAG_MAX, "%llx-%llx-%llx.%09ld",
+		 (unsigned long long)s->st_ino, (unsigned long long)s->st_size,
+		 (unsigned long long)s->st_mtim.tv_sec, s->st_mtim.tv_nsec);
+}
+
+static int file_get_tagged(struct backend *b, const char *key,
+			   struct backend_buf *out, char *tag)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL;
+	struct stat before, after;
+	int rc;
+
+	rc = file_path(f, key, &path);
+	if (rc)
+		return rc;
+	/* The tag of what was read: stat around the read, again if the
+	 * object was replaced meanwhile. */
+	for (int tries = 0; tries < 8; tries++) {
+		size_t start = out->len;
+
+		if (stat(path, &before) < 0) {
+			rc = -errno;
+			break;
+		}
+		rc = file_get(b, key, 0, BACKEND_TO_END, out);
+		if (!rc && stat(path, &after) < 0)
+			rc = -errno;
+		if (rc || (before.st_ino == after.st_ino &&
+			   before.st_size == after.st_size &&
+			   before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
+			   before.st_mtim.tv_nsec == after.st_mtim.tv_nsec)) {
+			if (!rc)
+				stat_tag(&before, tag);
+			break;
+		}
+		out->len = start;
+		rc = -EAGAIN;
+	}
+	free(path);
+	return rc;
+}
+
+/* Opens and flock()s the lock file of PATH, named in *LOCK (OUT, the
+ * caller frees): an fd, or -errno.  The holder unlinks the file before it
+ * lets go (unlock_key()), so a waiter may find its lock on a file that is
+ * gone: it then tries again with the new one. */
+static int lock_key(struct backend_file *f, char *path, char **lock)
+{
+	char *slash = strrchr(path, '/');
+	struct stat held, named;
+	int fd = -1, rc;
+
+	rc = mkdir_parents(path, strlen(f->root));
+	if (rc)
+		return rc;
+	if (asprintf(lock, "%.*s/.lock.%s", (int)(slash - path), path,
+		     slash + 1) < 0) {
+		*lock = NULL;
+		return -ENOMEM;
+	}
+	for (;;) {
+		fd = open(*lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return -errno;
+		while (flock(fd, LOCK_EX) < 0)
+			if (errno != EINTR) {
+				rc = -errno;
+				close(fd);
+				return rc;
+			}
+		if (fstat(fd, &held) == 0 && stat(*lock, &named) == 0 &&
+		    held.st_ino == named.st_ino && held.st_dev == named.st_dev)
+			return fd;
+		close(fd);	/* its holder unlinked it meanwhile */
+	}
+}
+
+/* Lets go of the lock taken by lock_key(). */
+static void unlock_key(int fd, char *lock)
+{
+	if (fd >= 0) {
+		unlink(lock);
+		close(fd);	/* drops the flock */
+	}
+	free(lock);
+}
+
+/* With the lock of PATH: 0 when its tag is TAG, -ESTALE or -ENOENT. */
+static int tag_matches(const char *path, const char *tag)
+{
+	char cur[BACKEND_TAG_MAX];
+	struct stat s;
+
+	if (stat(path, &s) < 0)
+		return -errno;
+	stat_tag(&s, cur);
+	return strcmp(cur, tag) ? -ESTALE : 0;
+}
+
+static int file_put_if_match(struct backend *b, const char *key,
+			     const struct backend_body *body, const char *tag,
+			     char *new_tag)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL, *tmp = NULL, *lockname = NULL;
+	struct stat s;
+	int lock, rc;
+
+	rc = file_path(f, key, &path);
+	if (rc)
+		return rc;
+	lock = lock_key(f, path, &lockname);
+	rc = lock < 0 ? lock : tag_matches(path, tag);
+	if (!rc)
+		rc = write_temp(f, path, body, &tmp);
+	if (!rc && rename(tmp, path) < 0) {
+		rc = -errno;
+		unlink(tmp);
+	}
+	if (!rc && new_tag)
+		rc = stat(path, &s) < 0 ? -errno : (stat_tag(&s, new_tag), 0);
+	if (!rc)
+		rc = fsync_parent(path);
+	unlock_key(lock, lockname);
+	free(tmp);
+	free(path);
+	return rc;
+}
+
+static int file_del_if_match(struct backend *b, const char *key,
+			     const char *tag)
+{
+	struct backend_file *f = to_file(b);
+	char *path = NULL, *lockname = NULL;
+	int lock, rc;
+
+	rc = file_path(f, key, &path);
+	if (rc)
+		return rc;
+	lock = lock_key(f, path, &lockname);
+	rc = lock < 0 ? lock : tag_matches(path, tag);
+	if (!rc && unlink(path) < 0)
+		rc = -errno;
+	unlock_key(lock, lockname);
+	free(path);
+	return rc;
+}
+
 const struct backend_ops backend_file_ops = {
 	.name = "file",
-	.caps = BACKEND_CAP_ATOMIC_CREATE | BACKEND_CAP_RANGE,
+	.caps = BACKEND_CAP_ATOMIC_CREATE | BACKEND_CAP_RANGE | BACKEND_CAP_CAS,
 	.open = file_open,
 	.close = file_close,
 	.put = file_put,
@@ -414,4 +630,7 @@ const struct backend_ops backend_file_ops = {
 	.head = file_head,
 	.list = file_list,
 	.put_if_absent = file_put_if_absent,
+	.get_tagged = file_get_tagged,
+	.put_if_match = file_put_if_match,
+	.del_if_match = file_del_if_match,
 };

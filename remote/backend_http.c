@@ -3,13 +3,24 @@
  * module with dav_ext for PROPFIND, Apache mod_dav, ...).
  *
  * put is one PUT (the server must create missing parent collections, as
- * nginx does with create_full_put_path; if it answers 409 we MKCOL them and
- * retry).  get uses Range; del DELETE; head HEAD.  list walks collections
+ * nginx does with create_full_put_path; if it answers 409 or 404 we MKCOL
+ * them and retry).  get uses Range; del DELETE; head HEAD.  list walks collections
  * with PROPFIND Depth: 1, so it needs no manifest object on the server.
  * put_if_absent PUTs a temporary object beside KEY and MOVEs it onto KEY
  * with "Overwrite: F", which the server refuses with 412 when KEY exists.
  * This is only as atomic as the server's MOVE (nginx checks, then
  * renames), so the backend does not claim BACKEND_CAP_ATOMIC_CREATE.
+ *
+ * Compare-and-swap (put_if_match, del_if_match): servers ignore If-Match
+ * on PUT (nginx does), so the backend takes a WebDAV write LOCK on KEY
+ * (RFC 4918; nginx's dav_ext_lock, Apache mod_dav_lock, rclone), compares
+ * the tag of what it then reads, and PUTs or DELETEs with the lock token
+ * in an "If:" header before it UNLOCKs.  Another writer's LOCK, PUT, MOVE
+ * or DELETE of KEY meanwhile is refused with 423 (-EAGAIN).  The tag is a
+ * hash of the content: nginx's ETag (mtime in seconds and size) misses two
+ * writes within a second.  A server that refuses LOCK (405, 501) gets a
+ * compare then an unlocked PUT, which is not atomic: logged once, and the
+ * backend does not claim BACKEND_CAP_CAS.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -28,6 +39,7 @@ struct backend_http {
 	struct http_backend http;	/* first: a struct backend too */
 	char *base_url;		/* ends with '/' */
 	char *base_path;	/* decoded path part of base_url, ends with '/' */
+	bool said_no_lock;	/* the server's refusal of LOCK was logged */
 };
 
 static struct backend_http *to_http(struct backend *b)
@@ -166,28 +178,47 @@ static int dav_request(struct backend_http *h, struct http_req *req,
 	return http_request(&h->http, req, lines, extra, what);
 }
 
-/* Creates the collections above KEY, for servers without auto-creation. */
+/* MKCOL of URL (a collection's, ending in '/'); one that exists is fine. */
+static int mkcol(struct backend_http *h, const char *url, const char *what)
+{
+	struct http_req req = { .method = "MKCOL", .url = url };
+	int rc = dav_request(h, &req, "mkcol", what, NULL);
+
+	return rc == -EOPNOTSUPP || rc == -EEXIST ? 0 : rc;	/* 405: exists */
+}
+
+/* Creates the collections of the URL's own path (the prefix), from the
+ * server's root down. */
+static int mkcol_base(struct backend_http *h)
+{
+	const char *path = strchr(strstr(h->base_url, "://") + 3, '/');
+	int rc = 0;
+
+	for (const char *q = path + 1; !rc && (q = strchr(q, '/')); q++) {
+		char *url = strndup(h->base_url, (size_t)(q - h->base_url + 1));
+
+		rc = url ? mkcol(h, url, "(prefix)") : -ENOMEM;
+		free(url);
+	}
+	return rc;
+}
+
+/* Creates the collections above KEY, for servers without auto-creation:
+ * the prefix's, then KEY's own parents. */
 static int mkcol_parents(struct backend_http *h, const char *key)
 {
 	char *k = strdup(key);
-	int rc = 0;
+	int rc = k ? mkcol_base(h) : -ENOMEM;
 
-	if (!k)
-		return -ENOMEM;
 	for (char *p = k; !rc && (p = strchr(p, '/')); p++) {
 		struct backend_buf url = { 0 };
-		struct http_req req = { .method = "MKCOL" };
 
 		*p = '\0';
 		rc = key_url(h, k, &url);
 		if (!rc)
 			rc = backend_buf_append(&url, "/", 1);
-		if (!rc) {
-			req.url = url.data;
-			rc = dav_request(h, &req, "mkcol", k, NULL);
-			if (rc == -EOPNOTSUPP || rc == -EEXIST)
-				rc = 0;	/* 405: it exists */
-		}
+		if (!rc)
+			rc = mkcol(h, url.data, k);
 		backend_buf_release(&url);
 		*p = '/';
 	}
@@ -201,8 +232,10 @@ static int put_url(struct backend_http *h, const char *url, const char *key,
 	struct http_req req = { .method = "PUT", .url = url, .body = body };
 	int rc = dav_request(h, &req, "put", key, NULL);
 
-	if (rc == -EAGAIN && req.status == 409) {
-		/* 409 Conflict: a parent collection is missing. */
+	if ((rc == -EAGAIN && req.status == 409) ||
+	    (rc == -ENOENT && req.status == 404)) {
+		/* A parent collection is missing: 409 Conflict (RFC 4918,
+		 * nginx without create_full_put_path), 404 (rclone). */
 		rc = mkcol_parents(h, key);
 		if (!rc) {
 			req = (struct http_req){ .method = "PUT", .url = url,
@@ -273,6 +306,146 @@ static int http_put_if_absent(struct backend *b, const char *key,
 	backend_buf_release(&tmpurl);
 	free(tmpkey);
 	return rc;
+}
+
+static int http_get_tagged(struct backend *b, const char *key,
+			   struct backend_buf *out, char *tag)
+{
+	return http_object_get_tagged(b, key, out, tag, true);
+}
+
+static const char lock_body[] =
+	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+	"<D:lockinfo xmlns:D=\"DAV:\"><D:lockscope><D:exclusive/></D:lockscope>"
+	"<D:locktype><D:write/></D:locktype></D:lockinfo>\n";
+
+/* LOCKs URL (KEY's) for a few seconds: its token, "<urn:...>", into TOKEN
+ * (BACKEND_TAG_MAX bytes).  -EAGAIN when another holds a lock on it,
+ * -EOPNOTSUPP when the server does not lock. */
+static int dav_lock(struct backend_http *h, const char *url, const char *key,
+		    char *token)
+{
+	struct backend_body body = { .buf = lock_body, .fd = -1,
+				     .len = sizeof(lock_body) - 1 };
+	struct http_req req = { .method = "LOCK", .url = url, .body = &body,
+				.want_header = "Lock-Token" };
+	const char *extra[] = { "Timeout: Second-30", "Depth: 0",
+				"Content-Type: application/xml", NULL };
+	int rc = dav_request(h, &req, "lock", key, extra);
+
+	if (!rc && !req.header[0])
+		rc = -EOPNOTSUPP;
+	if (!rc)
+		snprintf(token, BACKEND_TAG_MAX, "%s", req.header);
+	return rc;
+}
+
+static void dav_unlock(struct backend_http *h, const char *url,
+		       const char *key, const char *token)
+{
+	char hdr[BACKEND_TAG_MAX + 16];
+	const char *extra[] = { hdr, NULL };
+	struct http_req req = { .method = "UNLOCK", .url = url };
+
+	snprintf(hdr, sizeof(hdr), "Lock-Token: %s", token);
+	(void)dav_request(h, &req, "unlock", key, extra);
+}
+
+/* Compares the tag of KEY with TAG: 0, -ESTALE, -ENOENT.  *EMPTY (OUT)
+ * tells whether KEY holds nothing. */
+static int dav_compare(struct backend_http *h, const char *key,
+		       const char *tag, bool *empty)
+{
+	struct backend_buf cur = { .max = 16u << 20 };
+	char curtag[BACKEND_TAG_MAX];
+	int rc = http_get_tagged(&h->http.base, key, &cur, curtag);
+
+	*empty = !rc && cur.len == 0;
+	if (!rc && strcmp(curtag, tag))
+		rc = -ESTALE;
+	backend_buf_release(&cur);
+	return rc;
+}
+
+/* With KEY (at URL) locked when TOKEN is not "": compares its tag with
+ * TAG, then PUTs BODY, or DELETEs when BODY is NULL. */
+static int dav_swap(struct backend_http *h, const char *url, const char *key,
+		    const char *token, const char *tag,
+		    const struct backend_body *body)
+{
+	char hdr[BACKEND_TAG_MAX + 16];
+	const char *extra[] = { token[0] ? hdr : NULL, NULL };
+	struct http_req req = { .method = body ? "PUT" : "DELETE", .url = url,
+				.body = body };
+	bool empty;
+	int rc;
+
+	snprintf(hdr, sizeof(hdr), "If: (%s)", token);
+	rc = dav_compare(h, key, tag, &empty);
+	if (rc == -ESTALE && empty && token[0]) {
+		/* KEY went away before our LOCK, which made an empty
+		 * lock-null object of it: take that away again. */
+		req = (struct http_req){ .method = "DELETE", .url = url };
+		(void)dav_request(h, &req, "del", key, extra);
+		return -ENOENT;
+	}
+	if (!rc)
+		rc = dav_request(h, &req, body ? "put_if_match" :
+				 "del_if_match", key, extra);
+	return rc;
+}
+
+/* put_if_match (BODY) or del_if_match (BODY NULL), as the top says. */
+static int dav_cas(struct backend *b, const char *key,
+		   const struct backend_body *body, const char *tag,
+		   char *new_tag)
+{
+	struct backend_http *h = to_http(b);
+	struct backend_buf url = { 0 };
+	char token[BACKEND_TAG_MAX] = "";
+	bool empty;
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	/* First without a lock: a LOCK of a missing key would create it. */
+	rc = dav_compare(h, key, tag, &empty);
+	if (!rc)
+		rc = key_url(h, key, &url);
+	if (!rc)
+		rc = dav_lock(h, url.data, key, token);
+	if (rc == -EOPNOTSUPP) {
+		if (!h->said_no_lock)
+			remote_log(LOG_WARNING, "http %s: the server does not LOCK: "
+				   "conditional writes are a compare then a "
+				   "put, not atomic (nginx: dav_ext_lock)",
+				   key);
+		h->said_no_lock = true;
+		token[0] = '\0';
+		rc = 0;
+	}
+	if (!rc)
+		rc = dav_swap(h, url.data, key, token, tag, body);
+	if (!rc && new_tag && body)
+		rc = body->buf ? http_content_tag(body->buf, body->len, new_tag)
+			       : (new_tag[0] = '\0', 0);
+	if (token[0])
+		dav_unlock(h, url.data, key, token);
+	backend_buf_release(&url);
+	return rc;
+}
+
+static int http_put_if_match(struct backend *b, const char *key,
+			     const struct backend_body *body, const char *tag,
+			     char *new_tag)
+{
+	return dav_cas(b, key, body, tag, new_tag);
+}
+
+static int http_del_if_match(struct backend *b, const char *key,
+			     const char *tag)
+{
+	return dav_cas(b, key, NULL, tag, NULL);
 }
 
 static int dav_url(struct backend *b, const char *key, struct backend_buf *url)
@@ -482,4 +655,7 @@ const struct backend_ops backend_http_ops = {
 	.head = http_object_head,
 	.list = http_list,
 	.put_if_absent = http_put_if_absent,
+	.get_tagged = http_get_tagged,
+	.put_if_match = http_put_if_match,
+	.del_if_match = http_del_if_match,
 };

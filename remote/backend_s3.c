@@ -480,6 +480,63 @@ static int s3_put_if_absent(struct backend *b, const char *key,
 	return do_put(b, key, body, true);
 }
 
+static int s3_get_tagged(struct backend *b, const char *key,
+			 struct backend_buf *out, char *tag)
+{
+	return http_object_get_tagged(b, key, out, tag, false);
+}
+
+/* PUT with "If-Match: TAG" (AWS S3 since 2024, moto): 412 when the object
+ * changed (-ESTALE), 404 when it is gone. */
+static int s3_put_if_match(struct backend *b, const char *key,
+			   const struct backend_body *body, const char *tag,
+			   char *new_tag)
+{
+	struct backend_s3 *s = to_s3(b);
+	struct backend_buf url = { 0 };
+	char cond[BACKEND_TAG_MAX + 16];
+	const char *extra[] = { cond, NULL };
+	struct http_req req = { .method = "PUT", .body = body,
+				.want_header = "ETag" };
+	int rc;
+
+	snprintf(cond, sizeof(cond), "If-Match: %s", tag);
+	rc = object_url(s, key, &url);
+	if (!rc) {
+		req.url = url.data;
+		rc = s3_request(s, &req, "put_if_match", key, extra);
+	}
+	if (rc == -EEXIST)
+		rc = -ESTALE;	/* 412 Precondition Failed */
+	if (!rc && new_tag)
+		snprintf(new_tag, BACKEND_TAG_MAX, "%s", req.header);
+	backend_buf_release(&url);
+	return rc;
+}
+
+/* DELETE with "If-Match: TAG" (AWS S3 since 2024, moto). */
+static int s3_del_if_match(struct backend *b, const char *key,
+			   const char *tag)
+{
+	struct backend_s3 *s = to_s3(b);
+	struct backend_buf url = { 0 };
+	char cond[BACKEND_TAG_MAX + 16];
+	const char *extra[] = { cond, NULL };
+	struct http_req req = { .method = "DELETE" };
+	int rc;
+
+	snprintf(cond, sizeof(cond), "If-Match: %s", tag);
+	rc = object_url(s, key, &url);
+	if (!rc) {
+		req.url = url.data;
+		rc = s3_request(s, &req, "del_if_match", key, extra);
+	}
+	if (rc == -EEXIST)
+		rc = -ESTALE;
+	backend_buf_release(&url);
+	return rc;
+}
+
 static int s3_url(struct backend *b, const char *key, struct backend_buf *url)
 {
 	return object_url(to_s3(b), key, url);
@@ -619,7 +676,7 @@ static int s3_list(struct backend *b, const char *prefix, backend_list_fn fn,
 const struct backend_ops backend_s3_ops = {
 	.name = "s3",
 	.caps = BACKEND_CAP_ATOMIC_CREATE | BACKEND_CAP_RANGE |
-		BACKEND_CAP_SHA256,
+		BACKEND_CAP_SHA256 | BACKEND_CAP_CAS,
 	.open = s3_open,
 	.close = s3_close,
 	.put = s3_put,
@@ -628,4 +685,7 @@ const struct backend_ops backend_s3_ops = {
 	.head = http_object_head,
 	.list = s3_list,
 	.put_if_absent = s3_put_if_absent,
+	.get_tagged = s3_get_tagged,
+	.put_if_match = s3_put_if_match,
+	.del_if_match = s3_del_if_match,
 };

@@ -6,6 +6,7 @@
  * no option leaks from one request to the next.
  */
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,6 +262,15 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	curl_easy_getinfo(h, CURLINFO_FILETIME, &filetime);
 	req->content_length = cl;
 	req->mtime = filetime > 0 ? filetime : 0;
+	req->header[0] = '\0';
+	if (req->want_header) {
+		struct curl_header *hdr;
+
+		if (curl_easy_header(h, req->want_header, 0, CURLH_HEADER, -1,
+				     &hdr) == CURLHE_OK)
+			snprintf(req->header, sizeof(req->header), "%s",
+				 hdr->value);
+	}
 	return 0;
 }
 
@@ -498,6 +508,45 @@ int http_object_get(struct backend *b, const char *key, uint64_t off,
 		return rc;
 	}
 	return http_range_finish(out, start, req.status, off, len);
+}
+
+int http_content_tag(const void *buf, size_t len, char *tag)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+
+	if (!EVP_Digest(buf, len, md, &n, EVP_sha256(), NULL))
+		return -ENOMEM;
+	n = strlen("sha256:");
+	memcpy(tag, "sha256:", n);
+	for (unsigned i = 0; i < 16; i++)
+		snprintf(tag + n + 2 * i, 3, "%02x", md[i]);
+	return 0;
+}
+
+int http_object_get_tagged(struct backend *b, const char *key,
+			   struct backend_buf *out, char *tag, bool content_tag)
+{
+	struct http_req req = { .method = "GET", .resp = out,
+				.want_header = content_tag ? NULL : "ETag" };
+	size_t start = out->len;
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	rc = object_request(b, key, &req, "get", NULL);
+	if (!rc)
+		rc = http_range_finish(out, start, req.status, 0,
+				       BACKEND_TO_END);
+	if (!rc && content_tag)
+		rc = http_content_tag(out->data + start, out->len - start, tag);
+	else if (!rc && !req.header[0])
+		rc = -EIO;	/* an S3 server always sends one */
+	else if (!rc)
+		snprintf(tag, BACKEND_TAG_MAX, "%s", req.header);
+	if (rc)
+		out->len = start;
+	return rc;
 }
 
 int http_object_del(struct backend *b, const char *key)

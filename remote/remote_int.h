@@ -89,7 +89,9 @@ struct http_req {
 	long sink_status;		/* the only answer whose body may go
 					 * to resp's sink (0: none may) */
 	bool nobody;			/* HEAD */
+	const char *want_header;	/* a response header to keep, or NULL */
 	/* OUT */
+	char header[BACKEND_TAG_MAX];	/* want_header's value, "" if none */
 	long status;
 	curl_off_t content_length;	/* -1 if unknown */
 	int64_t mtime;			/* Last-Modified, 0 if none */
@@ -167,6 +169,13 @@ int http_range_finish(struct backend_buf *out, size_t start, long status,
 int http_object_get(struct backend *b, const char *key, uint64_t off,
 		    uint64_t len, struct backend_buf *out);
 int http_object_del(struct backend *b, const char *key);
+/* get_tagged() with the object's ETag as its tag (s3).  With CONTENT_TAG,
+ * the tag is a hash of the bytes instead (WebDAV servers' ETags, like
+ * nginx's mtime-size, do not tell two writes within a second apart). */
+int http_object_get_tagged(struct backend *b, const char *key,
+			   struct backend_buf *out, char *tag, bool content_tag);
+/* The content tag of BUF (LEN bytes): "sha256:" and 32 hex digits. */
+int http_content_tag(const void *buf, size_t len, char *tag);
 int http_object_head(struct backend *b, const char *key,
 		     struct backend_stat *st);
 

@@ -572,8 +572,11 @@ static void finish(struct sync *s, struct fetch_req *r)
 	r->attempts++;
 	last = rc == -ENOENT || rc == -ENOSPC ||
 	       r->attempts >= s->cfg.fetch_attempts;
-	sync_log(LOG_WARNING, "fetch of %s failed (try %u of %u): %s", key, r->attempts,
-		 s->cfg.fetch_attempts, strerror(-rc));
+	sync_log(LOG_WARNING, "fetch of %s failed (try %u of %u): %s", key,
+		 r->attempts, s->cfg.fetch_attempts,
+		 cause == SYNC_CAUSE_CHECKSUM ?
+		 "checksum mismatch (the bytes fetched are not the ones the "
+		 "manifest names)" : strerror(-rc));
 	if (!last) {
 		r->state = REQ_IDLE;
 		r->not_before = sync_clock(CLOCK_MONOTONIC) + r->backoff;

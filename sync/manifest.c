@@ -120,7 +120,7 @@ static int snap_add(void *arg, const struct store_snapshot *snap)
 }
 
 int sync_manifest_build(struct store_tenant *t, const char *writer,
-			struct manifest *out)
+			uint64_t generation, struct manifest *out)
 {
 	struct sync_seg_vec segs = { 0 };
 	struct store_attr tattr;
@@ -146,6 +146,7 @@ int sync_manifest_build(struct store_tenant *t, const char *writer,
 	if (!rc) {
 		out->tenant = strdup(store_tenant_name(t));
 		out->writer = strdup(writer);
+		out->generation = generation;
 		out->mode = (uint32_t)tattr.mode;
 		out->uid = tattr.uid;
 		out->gid = tattr.gid;
@@ -387,6 +388,9 @@ int sync_manifest_encode(const struct manifest *m, bool times, char **out)
 				    m->tenant ? m->tenant : ""));
 	rc = rc ? rc : jadd(root, "writer", json_object_new_string(
 				    m->writer ? m->writer : ""));
+	if (!rc && m->generation)
+		rc = jadd(root, "generation",
+			  json_object_new_uint64(m->generation));
 	rc = rc ? rc : jadd(root, "mode", json_object_new_int((int)m->mode));
 	rc = rc ? rc : jadd(root, "uid", json_object_new_int64(m->uid));
 	rc = rc ? rc : jadd(root, "gid", json_object_new_int64(m->gid));
@@ -564,6 +568,7 @@ static int root_decode(json_object *root, struct manifest *m)
 	m->has_framing = (s = jget_str(root, "framing")) != NULL;
 	m->framing = framing_of(s);
 	m->updated_ns = jget_i64(root, "updated_ns");
+	m->generation = jget_u64(root, "generation");
 	for (size_t i = 0; !rc && i < json_object_array_length(streams); i++)
 		rc = stream_decode(m, json_object_array_get_idx(streams, i));
 	if (!rc)

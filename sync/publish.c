@@ -21,6 +21,32 @@
 
 /* ---- tenant manifests ---- */
 
+/* Whether manifests are written by compare-and-swap on their tag: on
+ * backends where the server or filesystem enforces it (s3, file).  Then a
+ * writer taken over cannot land a manifest once the new writer published
+ * one, however long it was paused.  (WebDAV's swap reads the object back
+ * whole under a LOCK: too dear for every manifest.) */
+static bool manifest_cas(const struct sync *s)
+{
+	return backend_caps(s->b) & BACKEND_CAP_CAS;
+}
+
+/* Reads KEY, the manifest, into TEXT, and with manifest_cas() its tag
+ * into TS->manifest_tag ("" when there is none). */
+static int get_manifest(struct sync *s, struct tenant_state *ts,
+			const char *key, struct backend_buf *text)
+{
+	int rc;
+
+	if (!manifest_cas(s))
+		return backend_get(s->b, key, 0, BACKEND_TO_END, text);
+	rc = backend_get_tagged(s->b, key, text, ts->manifest_tag);
+	if (rc == -ENOENT)
+		ts->manifest_tag[0] = '\0';
+	ts->manifest_tag_known = !rc || rc == -ENOENT;
+	return rc;
+}
+
 int sync_seed_from_remote(struct sync *s, struct tenant_state *ts,
 			  const char *tprefix, char *what, size_t wlen)
 {
@@ -32,7 +58,7 @@ int sync_seed_from_remote(struct sync *s, struct tenant_state *ts,
 	if (!key)
 		return -ENOMEM;
 	snprintf(what, wlen, "get %s", key);
-	rc = backend_get(s->b, key, 0, BACKEND_TO_END, &text);
+	rc = get_manifest(s, ts, key, &text);
 	if (!rc)
 		rc = backend_buf_terminate(&text);
 	if (rc == -ENOENT)
@@ -71,6 +97,10 @@ static int delete_stale(struct sync *s, struct tenant_state *ts,
 		sync_strvec_release(&ts->stale);
 		return 0;
 	}
+	/* Only while the tenant is surely ours: a writer taken over must
+	 * not delete what the new one may name. */
+	if (!sync_lease_fresh(s, ts))
+		return 0;
 	rc = sync_manifest_keys(&ts->published, tprefix, &named);
 	for (size_t i = 0; !rc && i < ts->stale.n; i++) {
 		const char *key = ts->stale.v[i];
@@ -93,6 +123,48 @@ static int delete_stale(struct sync *s, struct tenant_state *ts,
 	return rc;
 }
 
+/* With manifest_cas(): TEXT over the manifest at KEY only while it is the
+ * one this writer last saw (or still absent).  -ESTALE when another writer
+ * wrote it meanwhile: the caller checks the lease again. */
+static int put_manifest_cas(struct sync *s, struct tenant_state *ts,
+			    const char *key, const char *text)
+{
+	struct backend_buf cur = { .max = 256u << 20 };
+	char tag[BACKEND_TAG_MAX] = "";
+	int rc = 0;
+
+	if (!ts->manifest_tag_known)
+		rc = get_manifest(s, ts, key, &cur);
+	if (rc && rc != -ENOENT)
+		goto out;
+	if (ts->manifest_tag[0]) {
+		rc = backend_put_if_match_buf(s->b, key, text, strlen(text),
+					      ts->manifest_tag, tag);
+	} else {
+		rc = backend_put_if_absent_buf(s->b, key, text, strlen(text));
+		if (rc == -EEXIST)
+			rc = -ESTALE;
+	}
+	if (!rc && tag[0]) {
+		snprintf(ts->manifest_tag, sizeof(ts->manifest_tag), "%s", tag);
+	} else if (!rc) {
+		/* No tag in the answer: learn it, and that it is ours. */
+		backend_buf_release(&cur);
+		cur = (struct backend_buf){ .max = 256u << 20 };
+		rc = get_manifest(s, ts, key, &cur);
+		if (!rc && (cur.len != strlen(text) ||
+			    memcmp(cur.data, text, cur.len)))
+			rc = -ESTALE;
+	}
+	if (rc == -ESTALE || rc == -ENOENT) {
+		ts->manifest_tag_known = false;
+		rc = -ESTALE;
+	}
+out:
+	backend_buf_release(&cur);
+	return rc;
+}
+
 /* Puts M as TPREFIX's manifest; once it is out, lists what only the old
  * one named for deletion and makes M (taken) TS->published, with COMPARE
  * (M's text without times, taken). */
@@ -105,7 +177,9 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 
 	if (!rc) {
 		snprintf(what, wlen, "put %s", key);
-		rc = backend_put_buf(s->b, key, text, strlen(text));
+		rc = manifest_cas(s) ? put_manifest_cas(s, ts, key, text)
+				     : backend_put_buf(s->b, key, text,
+						       strlen(text));
 	}
 	free(text);
 	free(key);
@@ -133,7 +207,7 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	int rc;
 
 	snprintf(what, wlen, "manifest of %s", store_tenant_name(t));
-	rc = sync_manifest_build(t, s->identity, &m);
+	rc = sync_manifest_build(t, s->identity, ts->generation, &m);
 	if (rc)
 		return rc;
 	rc = sync_manifest_tombstones(&m, &ts->published, now);
@@ -141,8 +215,26 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	if (!rc)
 		rc = sync_manifest_encode(&m, false, &compare);
 	if (!rc && (!ts->published_cmp || strcmp(ts->published_cmp, compare))) {
+		/* The fence: the lease must be ours, just now, by a
+		 * conditional write (-EROFS: taken over). */
+		rc = sync_lease_confirm(s, ts, what, wlen);
 		m.updated_ns = now;
-		rc = put_manifest(s, ts, tprefix, &m, &compare, what, wlen);
+		if (!rc)
+			rc = put_manifest(s, ts, tprefix, &m, &compare, what,
+					  wlen);
+		/* Someone else wrote the manifest since we last did: a
+		 * takeover (then the lease says so), or a predecessor's last
+		 * manifest; the next pass writes over it, tag learnt. */
+		if (rc == -ESTALE) {
+			rc = sync_lease_confirm(s, ts, what, wlen);
+			if (!rc) {
+				sync_log(LOG_NOTICE, "tenant %s: the manifest "
+					 "changed on the remote since this "
+					 "writer last wrote it; writing it "
+					 "again", ts->name);
+				rc = -EAGAIN;
+			}
+		}
 	}
 	/* Published (now or before): objects only older ones named go. */
 	if (!rc)
@@ -177,6 +269,13 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 	struct sync_strvec named = { 0 };
 	int rc = tp ? 0 : -ENOMEM;
 
+	/* Deleting a tenant's objects needs it to be surely ours. */
+	if (!rc)
+		rc = sync_lease_confirm(s, ts, what, wlen);
+	if (rc == -EROFS) {	/* taken over: nothing of it is ours */
+		free(tp);
+		return 0;
+	}
 	if (!rc && !s->cfg.nodelete) {
 		rc = sync_manifest_keys(&ts->published, tp, &named);
 		if (!rc)
@@ -190,10 +289,10 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 		rc = key ? backend_del(s->b, key) : -ENOMEM;
 	}
 	if (!rc) {
-		free(key);
-		key = sync_lease_key(ts->name);
-		snprintf(what, wlen, "delete %s", key ? key : "?");
-		rc = key ? backend_del(s->b, key) : -ENOMEM;
+		snprintf(what, wlen, "release the lease of %s", ts->name);
+		rc = sync_lease_drop(s, ts);
+		if (rc == -ESTALE || rc == -EIO)
+			rc = 0;	/* another's now: left in place */
 	}
 	if (!rc) {
 		sync_manifest_release(&ts->published);
@@ -202,6 +301,7 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 		ts->published_cmp = NULL;
 		ts->leased = false;
 		ts->seeded = false;
+		ts->manifest_tag_known = false;
 	}
 	sync_strvec_release(&named);
 	free(key);

@@ -24,6 +24,7 @@
 #define MANIFEST_CHECK_NS 2000000000LL
 /* sync_stop(): how long releasing the leases may take. */
 #define STOP_RELEASE_NS 3000000000LL
+#define SYNC_LEASE_DEFAULT_NS (60 * 1000000000LL)
 
 int64_t sync_clock(clockid_t clk)
 {
@@ -45,6 +46,7 @@ void sync_config_default(struct sync_config *cfg)
 		.upload_parallel = 3,
 		.backoff_min_ns = 200000000,
 		.backoff_max_ns = 30000000000LL,
+		.lease_ns = SYNC_LEASE_DEFAULT_NS,
 	};
 	backend_options_default(&cfg->opts);
 }
@@ -172,6 +174,8 @@ static void tstate_release(struct tenant_state *ts)
 	free(ts->published_cmp);
 	sync_strvec_release(&ts->stale);
 	free(ts->map);
+	free(ts->fence_note);
+	free(ts->fence_text);
 }
 
 /* ---- passes ---- */
@@ -193,6 +197,64 @@ struct pass_tenant {
 	char refused_what[160];
 };
 
+/* Answers a pending sync_tenant_claim() (the sync thread). */
+static void serve_claim(struct sync *s)
+{
+	struct tenant_state *ts;
+	char *name, what[160];
+	uint64_t req;
+	int rc;
+
+	sync_mutex_lock(&s->lock);
+	name = s->claim_name ? strdup(s->claim_name) : NULL;
+	req = s->claim_req;
+	sync_mutex_unlock(&s->lock);
+	if (!name)
+		return;
+	ts = sync_tstate(s, name);
+	if (!ts)
+		rc = -ENOMEM;
+	else if (ts->fenced)
+		rc = -EBUSY;	/* another writer's now */
+	else if (ts->leased)
+		rc = 0;
+	else
+		rc = sync_lease_take(s, ts, what, sizeof(what), NULL);
+	/* Unreachable or failing: the tenant is made, and its lease taken
+	 * when the remote answers, as for a mount (a holder is then
+	 * reported loudly, and nothing of it is uploaded). */
+	if (rc && rc != -EBUSY && rc != -ENOMEM) {
+		sync_note(s, rc, what);
+		rc = 0;
+	}
+	sync_mutex_lock(&s->lock);
+	if (s->claim_req == req && s->claim_name) {
+		s->claim_rc = rc;
+		s->claim_done = req;
+		free(s->claim_name);
+		s->claim_name = NULL;
+		pthread_cond_broadcast(&s->claim_cond);
+	}
+	sync_mutex_unlock(&s->lock);
+	free(name);
+}
+
+/* Runs the fencing probe until it answers: 0, -EOPNOTSUPP (the remote
+ * cannot fence; s->unfenceable), or a retryable failure (again later). */
+static int probe(struct sync *s)
+{
+	int rc;
+
+	if (s->probed)
+		return s->unfenceable ? -EOPNOTSUPP : 0;
+	rc = sync_probe_fencing(s);
+	if (!backend_err_retryable(rc)) {
+		s->probed = true;
+		s->unfenceable = rc == -EOPNOTSUPP;
+	}
+	return rc;
+}
+
 /* Whether TS's manifest is to be rebuilt now: when segments went up
  * (UPLOADED), on sync_now (FORCE), and otherwise every MANIFEST_CHECK_NS
  * (renames, removals, attributes): building it walks every stream of the
@@ -204,17 +266,76 @@ static bool manifest_due(const struct tenant_state *ts, bool uploaded,
 	       sync_clock(CLOCK_MONOTONIC) - ts->checked_ns >= MANIFEST_CHECK_NS;
 }
 
-/* Notes in PT the oldest of SEGS but the first DONE (uploads go in
- * segment order, so those are the ones that went up). */
-static void note_oldest(struct pass_tenant *pt, const struct sync_seg_vec *segs,
-			uint64_t done)
+/* Notes in PT a segment created at C (CLOCK_REALTIME, 0: none) that
+ * waits for upload. */
+static void note_oldest(struct pass_tenant *pt, int64_t c)
 {
-	for (size_t i = (size_t)done; i < segs->n; i++) {
-		int64_t c = segs->v[i].created_ns;
+	if (c > 0 && (!pt->oldest_ns || c < pt->oldest_ns))
+		pt->oldest_ns = c;
+}
 
-		if (c > 0 && (!pt->oldest_ns || c < pt->oldest_ns))
-			pt->oldest_ns = c;
+/* Notes in PT every one of SEGS: none of them goes up this pass. */
+static void note_all(struct pass_tenant *pt, const struct sync_seg_vec *segs)
+{
+	for (size_t i = 0; i < segs->n; i++)
+		note_oldest(pt, segs->v[i].created_ns);
+}
+
+/* The published version of stream ID in M, 0 when it lists none. */
+static uint64_t published_version(const struct manifest *m, uint64_t id)
+{
+	for (size_t i = 0; i < m->nstreams; i++)
+		if (m->streams[i].id == id)
+			return m->streams[i].version;
+	return 0;
+}
+
+struct fence_list {
+	const struct manifest *published;
+	char *text;
+	size_t len, cap;
+};
+
+static int fence_stream(void *arg, const char *name,
+			const struct store_attr *attr)
+{
+	struct fence_list *fl = arg;
+	uint64_t from = published_version(fl->published, attr->id) + 1;
+	int n;
+
+	if (attr->version < from || fl->len >= fl->cap)
+		return 0;
+	n = snprintf(fl->text + fl->len, fl->cap - fl->len, "%s%s versions "
+		     "%" PRIu64 "-%" PRIu64, fl->len ? ", " : "", name, from,
+		     attr->version);
+	fl->len = n < 0 ? fl->cap : fl->len + (size_t)n;
+	return 0;
+}
+
+/* Fenced T: what status says of it (TS->fence_text, sync_lease.fence_note),
+ * with the events its streams hold beyond what this writer published. */
+static int fence_listing(struct sync *s, struct store_tenant *t,
+			 struct tenant_state *ts)
+{
+	struct fence_list fl = { .published = &ts->published, .cap = 1024 };
+	char *text;
+	int rc;
+
+	(void)s;
+	fl.text = calloc(1, fl.cap);
+	if (!fl.text)
+		return -ENOMEM;
+	rc = store_stream_list(t, 0, fence_stream, &fl);
+	if (!rc && asprintf(&text, "%s; not published: %s",
+			    ts->fence_note ? ts->fence_note : "taken over",
+			    fl.len ? fl.text : "nothing") < 0)
+		rc = -ENOMEM;
+	if (!rc) {
+		free(ts->fence_text);
+		ts->fence_text = text;
 	}
+	free(fl.text);
+	return rc;
 }
 
 /* Lease, seed, upload and manifest of T (state TS, prefix TPREFIX), whose
@@ -227,8 +348,13 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			 struct pass_tenant *pt, char *what, size_t wlen)
 {
 	uint64_t n = 0, bytes = 0;
+	int64_t oldest_left = 0;
 	int rc = 0;
 
+	if (ts->fenced) {
+		note_all(pt, segs);
+		return fence_listing(s, t, ts);
+	}
 	if (!ts->leased) {
 		char w[160];
 
@@ -237,7 +363,7 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			pt->refused = true;
 			snprintf(pt->refused_what, sizeof(pt->refused_what),
 				 "%s", w);
-			note_oldest(pt, segs, 0);
+			note_all(pt, segs);
 			return 0;
 		}
 		if (rc)
@@ -248,11 +374,14 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		ts->seeded = !rc;
 	}
 	if (!rc) {
-		rc = sync_upload(s, t, tprefix, segs, &n, &bytes, what, wlen);
+		rc = sync_upload(s, t, tprefix, segs, &n, &bytes, &oldest_left,
+				 what, wlen);
 		pt->pending -= n;
 		pt->pending_bytes -= bytes;
+		note_oldest(pt, oldest_left);
+	} else {
+		note_all(pt, segs);
 	}
-	note_oldest(pt, segs, n);
 	if (!rc) {
 		uint64_t snaps = 0, left = 0;
 
@@ -261,11 +390,23 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		n += snaps;
 		pt->pending_snaps += left;
 	}
-	if (!rc && manifest_due(ts, n > 0, pt->force)) {
-		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
-		if (!rc)
+	/* A failed upload holds back only its stream: what the others
+	 * shipped is published (the manifest names only unbroken chains of
+	 * uploaded segments), then the failure is reported. */
+	if ((!rc || (n > 0 && rc != -ECANCELED)) &&
+	    manifest_due(ts, n > 0, pt->force)) {
+		char w[160];
+		int prc = sync_publish_manifest(s, t, ts, tprefix,
+						rc ? w : what,
+						rc ? sizeof(w) : wlen);
+
+		if (!prc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
+		if (!rc || prc == -EROFS)
+			rc = prc;	/* else the upload's failure stands */
 	}
+	if (rc == -EROFS)	/* fenced on the way: logged */
+		rc = fence_listing(s, t, ts);
 	return rc;
 }
 
@@ -309,14 +450,31 @@ static int pass_tenant(struct sync *s, const char *name,
 
 /* The leases of the tenants met, for sync_get_leases(): a malloc'd
  * array of s->nts, or NULL (none, or out of memory: the old copy stays). */
+/* Copies TEXT into BUF of CAP bytes, ending with "..." when it is longer. */
+static void copy_truncated(char *buf, size_t cap, const char *text)
+{
+	if ((size_t)snprintf(buf, cap, "%s", text) >= cap)
+		memcpy(buf + cap - 4, "...", 4);
+}
+
 static struct sync_lease *lease_copy(struct sync *s)
 {
 	struct sync_lease *v = s->nts ? calloc(s->nts, sizeof(*v)) : NULL;
 
 	for (size_t i = 0; v && i < s->nts; i++) {
+		const char *note;
+
 		snprintf(v[i].tenant, sizeof(v[i].tenant), "%s", s->ts[i].name);
 		v[i].held = s->ts[i].leased;
 		v[i].refused = s->ts[i].refused;
+		v[i].fenced = s->ts[i].fenced;
+		v[i].generation = s->ts[i].generation;
+		/* Fenced since its last listing: who took it, for now. */
+		note = s->ts[i].fence_text ? s->ts[i].fence_text :
+		       s->ts[i].fence_note;
+		if (s->ts[i].fenced && note)
+			copy_truncated(v[i].fence_note,
+				       sizeof(v[i].fence_note), note);
 	}
 	return v;
 }
@@ -325,11 +483,12 @@ static struct sync_lease *lease_copy(struct sync *s)
 static void pass_status(struct sync *s, const struct pass_tenant *pt)
 {
 	struct sync_lease *leases = lease_copy(s);
-	uint64_t held = 0, refused = 0;
+	uint64_t held = 0, refused = 0, fenced = 0;
 
 	for (size_t i = 0; i < s->nts; i++) {
 		held += s->ts[i].leased;
 		refused += s->ts[i].refused && s->ts[i].present;
+		fenced += s->ts[i].fenced;
 	}
 	sync_mutex_lock(&s->lock);
 	s->status.pending_segments = pt->pending;
@@ -338,6 +497,7 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	s->status.pending_snapshots = pt->pending_snaps;
 	s->status.leases_held = held;
 	s->status.leases_refused = refused;
+	s->status.leases_fenced = fenced;
 	if (leases || !s->nts) {
 		free(s->leases);
 		s->leases = leases;
@@ -354,7 +514,12 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 	struct sync_strvec names = { 0 };
 	int rc;
 
-	rc = store_tenant_list(s->st, sync_strvec_collect, &names);
+	snprintf(what, wlen, "probe the remote's conditional writes");
+	rc = probe(s);
+	if (!rc)
+		rc = sync_leases_renew_due(s, what, wlen);
+	if (!rc)
+		rc = store_tenant_list(s->st, sync_strvec_collect, &names);
 	for (size_t i = 0; i < s->nts; i++)
 		s->ts[i].present = false;
 	for (size_t i = 0; !rc && i < names.n; i++) {
@@ -362,6 +527,7 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 			rc = -ECANCELED;
 		else
 			rc = pass_tenant(s, names.v[i], &pt, what, wlen);
+		serve_claim(s);
 	}
 	if (!rc)
 		rc = sync_publish_tenants(s, &names, what, wlen);
@@ -374,6 +540,54 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 		sync_evict(s, NULL, 0);
 	sync_strvec_release(&names);
 	return rc;
+}
+
+/* STATE_DIR/sync-remote: the URL of the remote this SOURCE wrote to. */
+static char *remote_marker(struct sync *s)
+{
+	char *path;
+
+	return asprintf(&path, "%s/sync-remote", s->cfg.state_dir) < 0 ? NULL
+									 : path;
+}
+
+/* Whether this SOURCE wrote to s->cfg.url before. */
+static bool remote_used(struct sync *s)
+{
+	char *path = remote_marker(s), buf[4096];
+	FILE *f = path ? fopen(path, "re") : NULL;
+	bool used = false;
+
+	if (f && fgets(buf, sizeof(buf), f)) {
+		buf[strcspn(buf, "\n")] = '\0';
+		used = !strcmp(buf, s->cfg.url);
+	}
+	if (f)
+		fclose(f);
+	free(path);
+	return used;
+}
+
+/* After a writer pass that succeeded: records that this SOURCE uses the
+ * remote (written once, atomically). */
+static void mark_remote_used(struct sync *s)
+{
+	char *path = remote_marker(s), *tmp = NULL;
+	FILE *f = NULL;
+
+	if (path && asprintf(&tmp, "%s.tmp", path) >= 0)
+		f = fopen(tmp, "we");
+	if (f) {
+		bool ok = fprintf(f, "%s\n", s->cfg.url) > 0;
+
+		ok = !fflush(f) && !fsync(fileno(f)) && ok;
+		ok = !fclose(f) && ok;
+		s->remote_used = ok && !rename(tmp, path);
+		if (!s->remote_used)
+			unlink(tmp);
+	}
+	free(tmp);
+	free(path);
 }
 
 static int pass(struct sync *s, bool force)
@@ -394,6 +608,8 @@ static int pass(struct sync *s, bool force)
 	else if (!stopped)
 		s->status.pass_failures[sync_cause_of(rc)]++;
 	sync_mutex_unlock(&s->lock);
+	if (!rc && !s->cfg.replica && !s->remote_used)
+		mark_remote_used(s);
 	if (!stopped)
 		sync_note(s, rc, what);
 	return rc;
@@ -416,7 +632,7 @@ static void wait_until(struct sync *s, int64_t deadline_ns)
 	/* A kick (a commit) brings the next pass forward, but passes stay
 	 * SYNC_KICK_MIN_NS apart: a busy writer must not make the thread
 	 * spin. */
-	while (!s->stop && s->now_req == s->now_done &&
+	while (!s->stop && s->now_req == s->now_done && !s->claim_name &&
 	       sync_clock(CLOCK_MONOTONIC) < deadline_ns) {
 		if (s->kicked && sync_clock(CLOCK_MONOTONIC) >= earliest)
 			break;
@@ -440,7 +656,7 @@ static void wait_backoff(struct sync *s, int64_t backoff_ns)
 	uint64_t req = s->now_req;
 
 	SYNC_ASSERT_HELD(&s->lock);
-	while (!s->stop && s->now_req == req &&
+	while (!s->stop && s->now_req == req && !s->claim_name &&
 	       sync_clock(CLOCK_MONOTONIC) < deadline)
 		sync_cond_timedwait(&s->cond, &s->lock, &ts);
 }
@@ -458,6 +674,8 @@ static void *sync_main(void *arg)
 
 		s->kicked = false;
 		sync_mutex_unlock(&s->lock);
+		if (!s->cfg.replica)
+			serve_claim(s);
 		rc = pass(s, force);
 		sync_mutex_lock(&s->lock);
 		if (!rc && force && s->now_done < target)
@@ -467,6 +685,9 @@ static void *sync_main(void *arg)
 			int64_t period = s->cfg.url && s->cfg.replica ?
 				s->cfg.poll_ns : s->cfg.interval_ns;
 
+			if (!s->cfg.replica && period > s->cfg.lease_ns / 3)
+				period = s->cfg.lease_ns / 3;	/* renewals */
+
 			backoff = 0;
 			wait_until(s, sync_clock(CLOCK_MONOTONIC) + period);
 			continue;
@@ -475,7 +696,9 @@ static void *sync_main(void *arg)
 		/* Refused credentials, a full remote...: no hurry. */
 		if (!backend_err_retryable(rc) || backoff > s->cfg.backoff_max_ns)
 			backoff = s->cfg.backoff_max_ns;
-		wait_backoff(s, backoff);
+		/* Leases must be renewed whatever else fails. */
+		wait_backoff(s, s->cfg.replica || backoff < s->cfg.lease_ns / 3 ?
+				backoff : s->cfg.lease_ns / 3);
 	}
 	sync_mutex_unlock(&s->lock);
 	return NULL;
@@ -524,12 +747,16 @@ static void sync_free(struct sync *s)
 	pthread_cond_destroy(&s->fetch_done);
 	pthread_cond_destroy(&s->upload_cond);
 	pthread_cond_destroy(&s->upload_done);
+	pthread_cond_destroy(&s->claim_cond);
 	sync_mutex_destroy(&s->lock);
 	sync_mutex_destroy(&s->evict_lock);
 	for (size_t i = 0; i < s->nts; i++)
 		tstate_release(&s->ts[i]);
 	free(s->ts);
 	free(s->leases);
+	free(s->claim_name);
+	sync_strvec_release(&s->fenced);
+	sync_strvec_release(&s->data_up);
 	free(s->tenants_json);
 	free(s->identity);
 	free((char *)s->cfg.url);
@@ -567,6 +794,8 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 		s->cfg.upload_parallel = 16;
 	if (s->cfg.poll_ns <= 0)
 		s->cfg.poll_ns = 10000000000LL;
+	if (s->cfg.lease_ns <= 0)
+		s->cfg.lease_ns = SYNC_LEASE_DEFAULT_NS;
 	s->cfg.opts.abort = &s->abort;
 	if (gethostname(s->host, sizeof(s->host) - 1) < 0)
 		snprintf(s->host, sizeof(s->host), "unknown");
@@ -580,6 +809,7 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 	pthread_cond_init(&s->fetch_done, &ca);
 	pthread_cond_init(&s->upload_cond, &ca);
 	pthread_cond_init(&s->upload_done, &ca);
+	pthread_cond_init(&s->claim_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	if (!s->cfg.url || !s->url_shown ||
 	    (cfg->state_dir && !s->cfg.state_dir)) {
@@ -589,7 +819,8 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 	return s;
 }
 
-/* A writer's start: its identity, the leases, the upload helpers. */
+/* A writer's start: its identity, the probe of the remote, the leases,
+ * the upload helpers. */
 static int writer_start(struct sync *s)
 {
 	int rc = sync_identity_load(s);
@@ -599,7 +830,11 @@ static int writer_start(struct sync *s)
 			 s->cfg.state_dir, strerror(-rc));
 		return rc;
 	}
-	rc = sync_leases_at_start(s);
+	rc = probe(s);
+	if (backend_err_retryable(rc))
+		rc = 0;		/* the thread asks again */
+	if (!rc)
+		rc = sync_leases_at_start(s);
 	if (!rc)
 		rc = sync_upload_start(s);
 	return rc;
@@ -617,6 +852,12 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	s = sync_new(st, cfg);
 	if (!s)
 		return -ENOMEM;
+	/* file://: a remote this SOURCE used holds SYNC_ROOT; a directory
+	 * without it is a NAS not mounted, never written into. */
+	s->cfg.opts.layout = SYNC_ROOT;
+	if (!s->cfg.replica)
+		s->cfg.opts.layout_required = s->remote_used = remote_used(s);
+	s->cfg.opts.read_only = s->cfg.replica;
 	rc = backend_open_url(cfg->url, &s->cfg.opts, &s->b);
 	if (!rc && !s->cfg.replica)
 		rc = writer_start(s);
@@ -659,6 +900,7 @@ void sync_stop(struct sync *s)
 	pthread_cond_broadcast(&s->done);
 	pthread_cond_broadcast(&s->fetch_cond);
 	pthread_cond_broadcast(&s->fetch_done);
+	pthread_cond_broadcast(&s->claim_cond);
 	sync_mutex_unlock(&s->lock);
 	pthread_join(s->thread, NULL);
 	sync_upload_stop(s);
@@ -717,6 +959,9 @@ int sync_now(struct sync *s, int64_t timeout_ns)
 	if (s->now_done < req && !rc)
 		rc = -ECANCELED;	/* stopped */
 	sync_mutex_unlock(&s->lock);
+	/* A tenant taken over keeps what it did not publish. */
+	if (!rc && atomic_load(&s->nfenced))
+		rc = -EROFS;
 	return rc;
 }
 
@@ -743,6 +988,56 @@ int sync_get_leases(struct sync *s, struct sync_lease **out, size_t *n)
 			rc = -ENOMEM;
 		}
 	}
+	sync_mutex_unlock(&s->lock);
+	return rc;
+}
+
+bool sync_tenant_fenced(struct sync *s, const char *tenant)
+{
+	bool found = false;
+
+	if (!s || !atomic_load(&s->nfenced))
+		return false;
+	sync_mutex_lock(&s->lock);
+	for (size_t i = 0; !found && i < s->fenced.n; i++)
+		found = !strcmp(s->fenced.v[i], tenant);
+	sync_mutex_unlock(&s->lock);
+	return found;
+}
+
+int sync_tenant_claim(struct sync *s, const char *tenant, int64_t timeout_ns)
+{
+	int64_t deadline = sync_clock(CLOCK_MONOTONIC) + timeout_ns;
+	struct timespec ts = abs_time(deadline);
+	uint64_t req = 0;
+	int rc = -ETIMEDOUT;
+
+	if (!s || s->cfg.replica)
+		return 0;
+	sync_mutex_lock(&s->lock);
+	/* One claim at a time. */
+	while (s->claim_name && !s->stop &&
+	       sync_clock(CLOCK_MONOTONIC) < deadline)
+		sync_cond_timedwait(&s->claim_cond, &s->lock, &ts);
+	if (!s->claim_name && !s->stop) {
+		s->claim_name = strdup(tenant);
+		req = ++s->claim_req;
+		if (!s->claim_name)
+			rc = -ENOMEM;
+		pthread_cond_signal(&s->cond);
+	}
+	while (req && s->claim_name && s->claim_done < req && !s->stop &&
+	       sync_clock(CLOCK_MONOTONIC) < deadline)
+		sync_cond_timedwait(&s->claim_cond, &s->lock, &ts);
+	if (req && s->claim_done >= req) {
+		rc = s->claim_rc;
+	} else if (req && s->claim_req == req && s->claim_name) {
+		free(s->claim_name);	/* not answered: withdrawn */
+		s->claim_name = NULL;
+	}
+	if (s->stop)
+		rc = -ECANCELED;
+	pthread_cond_broadcast(&s->claim_cond);
 	sync_mutex_unlock(&s->lock);
 	return rc;
 }

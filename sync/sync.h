@@ -10,7 +10,8 @@
  *   object (docs/FORMAT.md), marks it uploaded in the store, and then
  *   publishes the tenant manifest, in that order: a reader of the remote never sees a manifest naming a missing or
  *   partial object.  Up to `upload_parallel` segments go up at once; the
- *   manifest waits for all of them.  Streams removed locally vanish from
+ *   manifest waits for all of them; a segment that fails holds back only
+ *   its stream, the others are published.  Streams removed locally vanish from
  *   the next manifest (listed as tombstones), and their objects are
  *   deleted after that (never with `nodelete`).  Uploaded segments are
  *   evicted, least recently used first, while the local copies of
@@ -48,8 +49,15 @@
  * When the remote cannot be reached, sync_start() succeeds; the thread takes
  * the leases when it comes back, and for a tenant leased by another writer
  * it uploads nothing and logs that loudly (status last_error -EBUSY).
- * Tenants created later are leased by the thread before their first upload.
- * sync_stop() releases the leases it holds (deletes the objects).
+ * Tenants created later are leased through sync_tenant_claim() (mkdir) or
+ * by the thread before their first upload.  A lease carries a generation
+ * and an expiry (cfg.lease_ns after its last renewal); the thread renews
+ * every lease_ns / 3 with a conditional write, and again right before each
+ * manifest it publishes, which it publishes only while that renewal is
+ * younger than lease_ns / 2.  A renewal that finds the lease changed (a
+ * takeover) fences the tenant: nothing of it is written to the remote any
+ * more, sync_tenant_fenced() says so, status lists its unpublished events.
+ * sync_stop() releases the leases it still holds (conditional deletes).
  *
  * Failures are retried with capped exponential backoff for as long as it
  * takes; each change of state (failing, with the cause; working again) is
@@ -100,6 +108,18 @@ struct sync_config {
 	unsigned fetch_attempts;	/* tries before -EIO; default 4 */
 	unsigned upload_parallel;	/* segments uploaded at once; default 3 */
 	bool nodelete;			/* never delete remote objects */
+	/* Writer: how long a lease outlives its last renewal (default 60 s,
+	 * at least 1 s); the thread renews every third of it. */
+	int64_t lease_ns;
+	/* Writer: take the leases that expired (generation + 1), of tenants
+	 * present at start and of tenants made by sync_tenant_claim(). */
+	bool takeover;
+	/* Writer: run on a remote that does not enforce conditional writes
+	 * (checked at start, with a probe object): then nothing keeps a
+	 * second writer of a tenant out.  Without it such a remote is
+	 * refused (-EOPNOTSUPP from sync_start(), or, when it was
+	 * unreachable at start, nothing is uploaded and the log says why). */
+	bool risk_forks;
 };
 
 void sync_config_default(struct sync_config *cfg);
@@ -110,7 +130,9 @@ struct sync;
  * remote being unreachable is not an error (the thread keeps trying); a
  * missing or malformed URL or unusable credentials are (-EINVAL,
  * -EPROTONOSUPPORT, -EACCES), and so is a tenant leased by another writer
- * (-EBUSY, logged with the holder).  Installs the store's fetch hook; the
+ * (-EBUSY, logged with the holder), and, for a writer, a remote whose
+ * probe shows it does not enforce conditional writes (-EOPNOTSUPP, unless
+ * cfg.risk_forks).  Installs the store's fetch hook; the
  * caller keeps the commit hook and calls sync_kick() from it.  May block for the
  * backend's connect timeout while it takes leases.  The caller owns *out;
  * sync_stop() frees it. */
@@ -127,8 +149,9 @@ void sync_kick(struct sync *s);
  * publishes the manifests, and waits until that is done or TIMEOUT_NS
  * passes.  0 when everything committed before the call is on the remote;
  * -ETIMEDOUT; or the last error of the remote when the deadline passed
- * while it failed.  Replica: one full rescan of the remote, waited for the
- * same way. */
+ * while it failed; -EROFS when a tenant was taken over from this writer
+ * (fenced: what it did not publish never will be).  Replica: one full
+ * rescan of the remote, waited for the same way. */
 int sync_now(struct sync *s, int64_t timeout_ns) SYNC_WARN_UNUSED;
 
 /* Why a step against the remote failed, as far as its -errno and the
@@ -169,6 +192,9 @@ struct sync_status {
 	uint64_t fetch_failures;	/* fetches that gave -EIO, since start */
 	uint64_t leases_held;		/* tenants leased by this writer */
 	uint64_t leases_refused;	/* tenants leased by another writer */
+	uint64_t leases_fenced;		/* tenants taken over from this writer
+					 * (sync_get_leases() says what each
+					 * did not publish) */
 	/* CLOCK_REALTIME creation of the oldest sealed segment not yet
 	 * uploaded, as the last pass found it; 0 when none waits. */
 	int64_t oldest_pending_ns;
@@ -187,12 +213,34 @@ struct sync_lease {
 	char tenant[STORE_NAME_MAX + 1];
 	bool held;			/* our lease is on the remote */
 	bool refused;			/* another writer holds it */
+	bool fenced;			/* taken over from this writer */
+	uint64_t generation;		/* of our lease (held or fenced); 0:
+					 * none taken yet */
+	/* Fenced: who took it over, and which events of its streams this
+	 * writer acknowledged but never published ("taken over by writer
+	 * W (host H) at generation G; not published: S versions A-B, ...");
+	 * "" otherwise.  Truncated with "..." when longer. */
+	char fence_note[1024];
 };
 /* Copies the leases of every tenant the writer has met into *OUT
  * (malloc'd, the caller frees; NULL when *N is 0).  0 or -ENOMEM.  A
  * replica has none. */
 int sync_get_leases(struct sync *s, struct sync_lease **out,
 		    size_t *n) SYNC_WARN_UNUSED;
+
+/* Whether TENANT was taken over from this writer (fenced): its writes are
+ * refused (EROFS).  Cheap when none is; any thread, no network. */
+bool sync_tenant_fenced(struct sync *s, const char *tenant);
+
+/* Writer, before TENANT is created (mkdir): asks the sync thread to take
+ * its lease on the remote and waits for the answer, at most TIMEOUT_NS.
+ * 0 when taken (or the remote is unreachable: the thread takes it later,
+ * as for a mount); -EBUSY when another writer holds it (live, or expired
+ * without takeover; logged with the holder); -ETIMEDOUT when the thread
+ * did not answer in time.  May be called from FUSE threads: it only waits
+ * on a condition variable. */
+int sync_tenant_claim(struct sync *s, const char *tenant,
+		      int64_t timeout_ns) SYNC_WARN_UNUSED;
 
 /* Text of the xattr user.streamfs.sync of stream STREAM of T, written to
  * BUF (NUL-terminated, at most LEN bytes with the NUL).  V is the stream's

@@ -178,6 +178,7 @@ struct manifest {
 	struct manifest_tombstone *tombs;
 	size_t ntombs, atombs;
 	int64_t updated_ns;		/* 0: not given */
+	uint64_t generation;		/* its writer's lease; 0: not given */
 };
 
 void sync_manifest_release(struct manifest *m);
@@ -185,7 +186,7 @@ void sync_manifest_release(struct manifest *m);
  * uploaded segments that form a gapless chain from offset 0; no
  * tombstones.  0 or -errno (*OUT then empty). */
 int sync_manifest_build(struct store_tenant *t, const char *writer,
-			struct manifest *out) SYNC_WARN_UNUSED;
+			uint64_t generation, struct manifest *out) SYNC_WARN_UNUSED;
 /* Gives M its tombstones: PREV's for a week after their removal unless
  * the stream is back, and the streams PREV lists and M lacks, removed
  * NOW. */
@@ -221,6 +222,17 @@ struct tenant_state {
 	/* Writer. */
 	bool leased;		/* our lease is on the remote */
 	bool refused;		/* another writer holds it (logged) */
+	bool fenced;		/* taken over from us: never written again */
+	uint64_t generation;	/* of our lease (leased or fenced) */
+	char lease_tag[BACKEND_TAG_MAX];	/* our lease object's; "": ask */
+	int64_t renewed_mono;	/* CLOCK_MONOTONIC when the last renewal
+				 * that succeeded was sent */
+	char *fence_note;	/* who took it over (fenced) */
+	char *fence_text;	/* sync_lease.fence_note */
+	/* The manifest as this writer last saw or wrote it (publish.c's
+	 * compare-and-swap): its tag, "" when there is none; known: read. */
+	char manifest_tag[BACKEND_TAG_MAX];
+	bool manifest_tag_known;
 	bool seeded;		/* our old manifest read from the remote */
 	int64_t checked_ns;	/* CLOCK_MONOTONIC of the last check */
 	struct manifest published;	/* the last one published (or ours,
@@ -296,6 +308,25 @@ struct sync {
 					 * pass is uploading, or NULL */
 	pthread_cond_t upload_cond;	/* wakes helpers; with lock */
 	pthread_cond_t upload_done;	/* wakes sync_upload(); with lock */
+	/* Protected by lock: keys of segments whose bytes are on the
+	 * remote but whose event index is not yet (upload.c). */
+	struct sync_strvec data_up;
+
+	/* Tenant claims (sync_tenant_claim()), protected by lock: one at a
+	 * time; the thread answers in claim_rc and bumps claim_done. */
+	char *claim_name;		/* asked, not yet answered; or NULL */
+	int claim_rc;
+	uint64_t claim_req, claim_done;
+	pthread_cond_t claim_cond;	/* wakes claimers; with lock */
+	/* Names of fenced tenants, protected by lock; nfenced is read
+	 * without it first (sync_tenant_fenced() is on every append). */
+	struct sync_strvec fenced;
+	atomic_uint nfenced;
+
+	/* The sync thread's only (sync_start() before it runs). */
+	bool probed;			/* sync_probe_fencing() answered */
+	bool unfenceable;		/* ... that the remote cannot fence */
+	bool remote_used;		/* STATE_DIR/sync-remote names the URL */
 
 	/* The sync thread's only. */
 	char *tenants_json;		/* tenant set last published */
@@ -354,15 +385,39 @@ int sync_index_decode(const struct backend_buf *in, uint64_t seg,
 
 /* Reads or creates STATE_DIR/sync-identity into s->identity. */
 int sync_identity_load(struct sync *s) SYNC_WARN_UNUSED;
-/* Takes (or finds already ours) the lease of TS.  -EBUSY when another
- * writer holds it (logged once per tenant, with the holder).  *CREATED
- * (when not NULL) tells whether this call wrote the lease object, as
- * opposed to finding one that already named us (a restart). */
+/* Takes (or finds already ours) the lease of TS, with a new expiry.
+ * -EBUSY when another writer holds it, live, or expired without
+ * cfg.takeover (logged once per tenant, with the holder and the expiry).
+ * An expired lease of another writer is taken with cfg.takeover, at the
+ * next generation.  *CREATED (when not NULL) tells whether this call
+ * wrote the lease object, as opposed to finding one that already named us
+ * (a restart). */
 int sync_lease_take(struct sync *s, struct tenant_state *ts, char *what,
 		    size_t wlen, bool *created);
+/* Renews the leases held whose last renewal is lease_ns / 3 old, each
+ * with a conditional write; a lease found taken over fences its tenant.
+ * 0 or the first failure (in WHAT). */
+int sync_leases_renew_due(struct sync *s, char *what, size_t wlen);
+/* Before a publication of TS: renews its lease now.  0 when it is ours
+ * and that renewal is younger than lease_ns / 2; -EROFS when TS is (now)
+ * fenced; else the remote's failure. */
+int sync_lease_confirm(struct sync *s, struct tenant_state *ts, char *what,
+		       size_t wlen);
+/* Whether TS's lease was confirmed within lease_ns / 2: what deleting
+ * objects that only older manifests named needs. */
+bool sync_lease_fresh(struct sync *s, const struct tenant_state *ts);
+/* Deletes TS's lease if it is still ours (a conditional delete): 0, or
+ * -errno (-ESTALE: it is another's now; left in place, logged). */
+int sync_lease_drop(struct sync *s, struct tenant_state *ts);
 /* Deletes the leases we hold; with ONLY (an array of nts flags, or NULL
  * for all), only those flagged. */
 void sync_lease_release(struct sync *s, const bool *only);
+/* Whether the remote enforces the conditional writes leases rely on:
+ * creates and replaces a probe object under SYNC_ROOT/probes/ with a
+ * condition that must fail, then deletes it.  0 (also when it does not
+ * but cfg.risk_forks accepts that, logged); -EOPNOTSUPP when it does not
+ * (logged); or the remote's -errno (retryable: ask again later). */
+int sync_probe_fencing(struct sync *s) SYNC_WARN_UNUSED;
 /* At start: the lease of every existing tenant, so that a second writer
  * is refused at mount.  An unreachable remote is left to the thread. */
 int sync_leases_at_start(struct sync *s) SYNC_WARN_UNUSED;
@@ -449,12 +504,15 @@ void sync_upload_stop(struct sync *s);
  * cfg.upload_parallel at once: each one's bytes are checked, then it and
  * its event index object are put and it is marked uploaded.  Returns once
  * none is in flight: 0, or the first failure (in segment order, described
- * in WHAT); no segment starts after a failure, and -ECANCELED when
+ * in WHAT); after a failure the later segments of that stream do not
+ * start (the other streams' do), and -ECANCELED when
  * sync_stop() cut the batch short.  *DONE and *DONE_BYTES (OUT) count the
- * segments done (uploaded, or their stream gone). */
+ * segments done (uploaded, or their stream gone); *OLDEST_LEFT (OUT) is
+ * the creation (CLOCK_REALTIME) of the oldest of the others, 0: none. */
 int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
 		const struct sync_seg_vec *segs, uint64_t *done,
-		uint64_t *done_bytes, char *what, size_t wlen);
+		uint64_t *done_bytes, int64_t *oldest_left, char *what,
+		size_t wlen);
 
 /* ---- replica.c ---- */
 

@@ -9,11 +9,15 @@
  *
  * One upload reads the local file once (its XXH3 against the store's
  * checksum, and the SHA-256 an s3 PUT signs), PUTs the segment, then its
- * event index object, and only then marks the segment uploaded.  A PUT's
+ * event index object, and only then marks the segment uploaded.  A
+ * segment whose bytes went up but whose index did not is remembered
+ * (s->data_up): its retry sends the index alone.  A PUT's
  * own success is the proof; no HEAD follows it.
  *
- * After a failure no further segment starts (the pass backs off); those in
- * flight finish.  sync_stop() ends transfers in flight through s->abort.
+ * A failure holds back only its stream: its later segments do not start
+ * this pass, the other streams' do (and their manifest goes out); the pass
+ * then reports the failure and backs off.  sync_stop() ends transfers in
+ * flight through s->abort.
  *
  * Locking: the batch's bookkeeping and s->ub are protected by s->lock (a
  * leaf), dropped around every upload.  The helper threads are a
@@ -38,6 +42,7 @@
 struct upload_job {
 	struct store_segment seg;	/* read-only once the batch is up */
 	bool ran;		/* protected by s->lock */
+	bool skipped;		/* protected by s->lock: its stream failed */
 	int rc;			/* protected by s->lock */
 	char what[160];		/* the failed step; the job's thread only */
 	bool damaged;		/* the local copy failed its checksum; the
@@ -55,7 +60,6 @@ struct upload_batch {
 	size_t n;
 	size_t next;		/* protected by s->lock: next job to start */
 	unsigned running;	/* protected by s->lock: jobs in flight */
-	bool failed;		/* protected by s->lock: start no more */
 };
 
 /* What hash_local() feeds each chunk of the file to. */
@@ -110,27 +114,40 @@ out:
 	return rc;
 }
 
-/* PUTs segment SEG of T, then its event index object, through B.
- * *DAMAGED (OUT) tells a local copy that failed its checksum. */
-static int upload_segment(struct backend *b, struct store_tenant *t,
-			  const char *tprefix, const struct store_segment *seg,
-			  char *what, size_t wlen, bool *damaged)
+/* Whether KEY is in s->data_up (the segment's bytes went up, its event
+ * index not yet); with ADD, puts it there, with DEL takes it out. */
+static bool data_up(struct sync *s, const char *key, int change)
 {
-	char *path = store_segment_path(t, seg->seg), *key = NULL;
-	char *ikey = NULL;
-	struct backend_buf idx = { 0 };
+	bool found = false;
+
+	sync_mutex_lock(&s->lock);
+	for (size_t i = 0; !found && i < s->data_up.n; i++) {
+		found = !strcmp(s->data_up.v[i], key);
+		if (found && change < 0) {
+			free(s->data_up.v[i]);
+			s->data_up.v[i] = s->data_up.v[--s->data_up.n];
+		}
+	}
+	if (!found && change > 0)
+		(void)sync_strvec_push(&s->data_up, key); /* else: sent again */
+	sync_mutex_unlock(&s->lock);
+	return found;
+}
+
+/* PUTs SEG's bytes from the local file, checked first.  *DAMAGED (OUT)
+ * tells a local copy that failed its checksum. */
+static int put_data(struct backend *b, struct store_tenant *t,
+		    const char *key, const struct store_segment *seg,
+		    char *what, size_t wlen, bool *damaged)
+{
+	char *path = store_segment_path(t, seg->seg);
+	bool want_sha = backend_caps(b) & BACKEND_CAP_SHA256;
 	struct stat st;
 	char sha256[65];
-	bool want_sha = backend_caps(b) & BACKEND_CAP_SHA256;
 	int fd = -1, rc;
 
-	key = sync_segment_key(tprefix, seg->seg, seg->checksum, false);
-	ikey = sync_segment_key(tprefix, seg->seg, seg->checksum, true);
-	snprintf(what, wlen, "put %s", key ? key : "?");
-	if (!path || !key || !ikey) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	if (!path)
+		return -ENOMEM;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		rc = -errno;
@@ -144,9 +161,36 @@ static int upload_segment(struct backend *b, struct store_tenant *t,
 		*damaged = rc == -EIO;
 		goto out;
 	}
+	snprintf(what, wlen, "put %s", key);
 	rc = backend_put(b, key, &(struct backend_body){
 		.fd = fd, .len = seg->length,
 		.sha256 = want_sha ? sha256 : NULL });
+out:
+	if (fd >= 0)
+		close(fd);
+	free(path);
+	return rc;
+}
+
+/* PUTs segment SEG of T, then its event index object, through B.  When
+ * only the index failed before, its bytes are not sent again.  *DAMAGED
+ * (OUT) tells a local copy that failed its checksum. */
+static int upload_segment(struct sync *s, struct backend *b,
+			  struct store_tenant *t, const char *tprefix,
+			  const struct store_segment *seg, char *what,
+			  size_t wlen, bool *damaged)
+{
+	char *key = sync_segment_key(tprefix, seg->seg, seg->checksum, false);
+	char *ikey = sync_segment_key(tprefix, seg->seg, seg->checksum, true);
+	struct backend_buf idx = { 0 };
+	int rc = key && ikey ? 0 : -ENOMEM;
+
+	snprintf(what, wlen, "put %s", key ? key : "?");
+	if (!rc && !data_up(s, key, 0)) {
+		rc = put_data(b, t, key, seg, what, wlen, damaged);
+		if (!rc)
+			data_up(s, key, 1);
+	}
 	if (rc)
 		goto out;
 	/* The event index, after its segment.  A put that succeeded is the
@@ -159,11 +203,10 @@ static int upload_segment(struct backend *b, struct store_tenant *t,
 		goto out;
 	snprintf(what, wlen, "put %s", ikey);
 	rc = backend_put_buf(b, ikey, idx.data, idx.len);
+	if (!rc)
+		data_up(s, key, -1);
 out:
-	if (fd >= 0)
-		close(fd);
 	backend_buf_release(&idx);
-	free(path);
 	free(key);
 	free(ikey);
 	return rc;
@@ -181,8 +224,8 @@ static int upload_job(struct sync *s, struct backend **b,
 		rc = backend_open_url(s->cfg.url, &s->cfg.opts, b);
 	}
 	if (!rc)
-		rc = upload_segment(*b, ub->t, ub->tprefix, &j->seg, j->what,
-				    sizeof(j->what), &j->damaged);
+		rc = upload_segment(s, *b, ub->t, ub->tprefix, &j->seg,
+				    j->what, sizeof(j->what), &j->damaged);
 	if (!rc) {
 		snprintf(j->what, sizeof(j->what),
 			 "mark segment %" PRIu64 " uploaded", j->seg.seg);
@@ -192,11 +235,35 @@ static int upload_job(struct sync *s, struct backend **b,
 	return rc == -ENOENT ? 0 : rc;
 }
 
-/* With s->lock. */
-static bool batch_has_work(struct sync *s, const struct upload_batch *ub)
+/* With s->lock: moves UB->next past the jobs skipped, and tells whether
+ * one is left to start. */
+static bool batch_has_work(struct sync *s, struct upload_batch *ub)
 {
 	SYNC_ASSERT_HELD(&s->lock);
-	return ub->next < ub->n && !ub->failed && !sync_stopping(s);
+	while (ub->next < ub->n && ub->v[ub->next].skipped)
+		ub->next++;
+	return ub->next < ub->n && !sync_stopping(s);
+}
+
+/* With s->lock: a job of STREAM failed, so the later segments of STREAM
+ * cannot be published this pass; they wait (the other streams go on). */
+static void skip_stream(struct upload_batch *ub, uint64_t stream)
+{
+	for (size_t i = ub->next; i < ub->n; i++)
+		if (ub->v[i].seg.stream == stream)
+			ub->v[i].skipped = true;
+}
+
+/* On the sync thread, with s->lock, between two of its uploads: leases
+ * due are renewed (a long batch must not let them lapse).  Failures are
+ * left to the next pass, which renews first. */
+static void renew_between(struct sync *s)
+{
+	char what[160];
+
+	sync_mutex_unlock(&s->lock);
+	(void)sync_leases_renew_due(s, what, sizeof(what));
+	sync_mutex_lock(&s->lock);
 }
 
 /* Starts jobs of UB one after the other until none is left to start.
@@ -216,7 +283,7 @@ static void run_jobs(struct sync *s, struct backend **b,
 		j->ran = true;
 		j->rc = rc;
 		if (rc) {
-			ub->failed = true;
+			skip_stream(ub, j->seg.stream);
 			if (!(rc == -ECANCELED && sync_stopping(s)))
 				s->status.upload_failures[j->damaged ?
 					SYNC_CAUSE_CHECKSUM :
@@ -227,6 +294,8 @@ static void run_jobs(struct sync *s, struct backend **b,
 		}
 		if (--ub->running == 0)
 			pthread_cond_broadcast(&s->upload_done);
+		if (b == &s->b)
+			renew_between(s);
 	}
 }
 
@@ -248,12 +317,14 @@ static void *uploader_main(void *arg)
 
 int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
 		const struct sync_seg_vec *segs, uint64_t *done,
-		uint64_t *done_bytes, char *what, size_t wlen)
+		uint64_t *done_bytes, int64_t *oldest_left, char *what,
+		size_t wlen)
 {
 	struct upload_batch ub = { .t = t, .tprefix = tprefix, .n = segs->n };
 	int rc = 0;
 
 	*done = *done_bytes = 0;
+	*oldest_left = 0;
 	if (!segs->n)
 		return 0;
 	ub.v = calloc(segs->n, sizeof(*ub.v));
@@ -273,10 +344,16 @@ int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
 	for (size_t i = 0; i < ub.n; i++) {
 		struct upload_job *j = &ub.v[i];
 
+		int64_t c = j->seg.created_ns;
+
 		if (j->ran && !j->rc) {
 			(*done)++;
 			*done_bytes += j->seg.length;
-		} else if (j->ran && !rc) {
+			continue;
+		}
+		if (c > 0 && (!*oldest_left || c < *oldest_left))
+			*oldest_left = c;
+		if (j->ran && !rc) {
 			rc = j->rc;
 			snprintf(what, wlen, "%s", j->what);
 		}

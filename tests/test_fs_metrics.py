@@ -280,6 +280,8 @@ def test_uploads_lag_and_failures_follow_the_remote(mount, run_streamfs, tmp_pat
     assert value(up, "streamfs_sync_failing") == 0
     assert value(up, "streamfs_lease_held", tenant="shop") == 1
     assert value(up, "streamfs_lease_refused", tenant="shop") == 0
+    assert value(up, "streamfs_lease_fenced", tenant="shop") == 0
+    assert value(up, "streamfs_lease_generation", tenant="shop") == 1
     assert value(up, "streamfs_last_success_timestamp_seconds") > 0
     assert value(up, "streamfs_last_error_timestamp_seconds") == 0
     failures_before = sum(v for (n, _), v in
@@ -472,9 +474,16 @@ def check_field(key, text, js):
         nonzero = " ".join("%s=%d" % kv for kv in js.items() if kv[1])
         assert text == (nonzero or "none"), (key, text, js)
     elif key == "leases":
-        words = ", ".join("%s %s" % (l["tenant"], "refused" if l["refused"] else
-                                     "held" if l["held"] else "not held") for l in js)
-        assert text == (words or "none"), (key, text, js)
+        def word(l):
+            w = ("fenced" if l["fenced"] else "refused" if l["refused"] else
+                 "held" if l["held"] else "not held")
+            gen = " (generation %d)" % l["generation"] if l["generation"] else ""
+            return "%s %s%s" % (l["tenant"], w, gen)
+        assert text == (", ".join(map(word, js)) or "none"), (key, text, js)
+    elif key == "fenced":
+        # one line each; the dict of the text keeps the last
+        last = "%s: %s" % (js[-1]["tenant"], js[-1]["note"]) if js else "none"
+        assert text == last, (key, text, js)
     elif key == "last_error":
         assert text == "%s (%s)" % (js["error"], js["what"]), (key, text, js)
     else:
@@ -508,7 +517,10 @@ def test_status_json_matches_status(mount, run_streamfs, tmp_path):
     text, js = check_status_matches(run_streamfs, w.mnt)
     assert js["mode"] == "writer" and js["remote"] == "file://%s" % remote
     assert js["uploaded_bytes"] == 20 and js["pending_segments"] == 0
-    assert js["leases"] == [{"tenant": "shop", "held": True, "refused": False}]
+    assert js["leases"] == [{"tenant": "shop", "held": True, "refused": False,
+                             "fenced": False, "generation": 1}]
+    assert js["leases_fenced"] == 0 and js["fenced"] == []
+    assert text["leases"] == "shop held (generation 1)" and text["fenced"] == "none"
     assert set(js["upload_failures"]) == {"timeout", "unavailable", "denied", "not_found",
                                           "full", "checksum", "lease", "other"}
     assert isinstance(js["last_success"], int) and js["last_error"] is None

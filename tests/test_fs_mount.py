@@ -130,7 +130,12 @@ def test_remote_options_checked(tmp_path, streamfs_bin):
     cred.chmod(0o644)
     cases = [("remote=ftp://x/y", "remote="),
              ("cache_size=1M", "needs remote="),
-             ("remote=file://%s/r,credentials=%s" % (tmp_path, cred), "chmod 600")]
+             ("remote=file://%s/r,credentials=%s" % (tmp_path, cred), "chmod 600"),
+             ("lease=10s", "needs remote="),
+             ("takeover", "needs remote="),
+             ("remote=file://%s/r,lease=500ms" % tmp_path, "at least 1s"),
+             ("remote=file://%s/r,lease=soon" % tmp_path, "bad duration"),
+             ("remote=file://%s/r,ro,takeover" % tmp_path, "writer hosts")]
     for opts, msg in cases:
         r = subprocess.run([str(streamfs_bin), str(tmp_path / "s"), str(tmp_path), "-f",
                             "-o", opts], stderr=subprocess.PIPE, text=True, timeout=20)

@@ -121,6 +121,47 @@ static void run_denied(struct backend *b)
 	backend_buf_release(&out);
 }
 
+/* Compare-and-swap on version tags; k("lease") holds "first". */
+static void run_cas(struct backend *b)
+{
+	char tag[BACKEND_TAG_MAX] = "", tag2[BACKEND_TAG_MAX] = "",
+	     tag3[BACKEND_TAG_MAX] = "";
+	struct backend_buf out = { 0 };
+	int rc;
+
+	rc = backend_get_tagged(b, k("lease"), &out, tag);
+	CHECK(rc == 0 && out.len == 5 && !memcmp(out.data, "first", 5) && tag[0],
+	      "get_tagged reads the object and a tag (%d, tag '%s')", rc, tag);
+	backend_buf_release(&out);
+	rc = backend_put_if_match_buf(b, k("lease"), "third", 5, tag, tag2);
+	CHECK(rc == 0, "put_if_match with the current tag replaces (%d)", rc);
+	CHECK(get_eq(b, k("lease"), 0, BACKEND_TO_END, "third", 5) == 0,
+	      "put_if_match wrote the new bytes");
+	rc = backend_get_tagged(b, k("lease"), &out, tag3);
+	backend_buf_release(&out);
+	CHECK(rc == 0 && strcmp(tag, tag3) && (!tag2[0] || !strcmp(tag2, tag3)),
+	      "the tag changed with the bytes, and put_if_match told the new "
+	      "one ('%s', '%s', '%s')", tag, tag2, tag3);
+	/* Same length, written at once: an mtime-and-size tag would miss it. */
+	rc = backend_put_if_match_buf(b, k("lease"), "forth", 5, tag, NULL);
+	CHECK(rc == -ESTALE, "put_if_match with an old tag gives ESTALE (%d)", rc);
+	CHECK(get_eq(b, k("lease"), 0, BACKEND_TO_END, "third", 5) == 0,
+	      "the stale put_if_match changed nothing");
+	rc = backend_del_if_match(b, k("lease"), tag);
+	CHECK(rc == -ESTALE, "del_if_match with an old tag gives ESTALE (%d)", rc);
+	rc = backend_del_if_match(b, k("lease"), tag3);
+	CHECK(rc == 0, "del_if_match with the current tag deletes (%d)", rc);
+	rc = backend_head(b, k("lease"), &(struct backend_stat){ 0 });
+	CHECK(rc == -ENOENT, "the object is gone (%d)", rc);
+	rc = backend_put_if_match_buf(b, k("lease"), "x", 1, tag3, NULL);
+	CHECK(rc == -ENOENT || rc == -ESTALE,
+	      "put_if_match on a missing object fails (%d)", rc);
+	rc = backend_head(b, k("lease"), &(struct backend_stat){ 0 });
+	CHECK(rc == -ENOENT, "and leaves nothing behind (%d)", rc);
+	rc = backend_put_buf(b, k("lease"), "first", 5);
+	CHECK(rc == 0, "put again (%d)", rc);
+}
+
 static void run(struct backend *b)
 {
 	char big[3000], other[3000];
@@ -208,6 +249,7 @@ static void run(struct backend *b)
 	      "the loser did not change the object");
 	rc = backend_put_if_absent_buf(b, k("deep/er/lease"), "x", 1);
 	CHECK(rc == 0, "put_if_absent under new directories (%d)", rc);
+	run_cas(b);
 
 	/* list: more objects than one page when list_page is small */
 	for (int i = 0; i < 7; i++) {

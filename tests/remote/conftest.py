@@ -9,6 +9,7 @@ dav (session)       nginx with the dav and dav_ext modules: .url (base URL
                     of an empty WebDAV tree), .root (its directory);
                     .auth_url wants basic auth as .user, .password.
 dav_proxy (session) a FaultProxy in front of nginx, reset before each test.
+rclone (session)    `rclone serve webdav`, an independent WebDAV server: .url.
 conformance (session) path of the backend_conformance program.
 
 All servers listen on loopback ports picked by binding port 0.
@@ -186,12 +187,15 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
+    # LOCK/UNLOCK: what the http backend's conditional writes (leases) use.
+    dav_ext_lock_zone zone=streamfs:1m;
     server {{
         listen 127.0.0.1:{port};
         root {root};
         location / {{
             dav_methods PUT DELETE MKCOL COPY MOVE;
-            dav_ext_methods PROPFIND OPTIONS;
+            dav_ext_methods PROPFIND OPTIONS LOCK UNLOCK;
+            dav_ext_lock zone=streamfs;
             create_full_put_path on;
             dav_access user:rw group:r all:r;
             client_max_body_size 0;
@@ -200,7 +204,8 @@ http {{
             auth_basic "streamfs";
             auth_basic_user_file {tmp}/htpasswd;
             dav_methods PUT DELETE MKCOL COPY MOVE;
-            dav_ext_methods PROPFIND OPTIONS;
+            dav_ext_methods PROPFIND OPTIONS LOCK UNLOCK;
+            dav_ext_lock zone=streamfs;
             create_full_put_path on;
             dav_access user:rw group:r all:r;
             client_max_body_size 0;
@@ -249,6 +254,37 @@ def dav(tmp_path_factory):
     d = Dav(tmp_path_factory.mktemp("nginx"))
     yield d
     d.close()
+
+
+class Rclone:
+    """`rclone serve webdav` on a directory: a WebDAV server of its own kind
+    (it answers 404, not 409, to a PUT whose parent collection is missing;
+    LOCK is kept in memory)."""
+
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.root = tmp / "root"
+        self.root.mkdir()
+        self.log = open(tmp / "rclone.out", "w")
+        self.proc = subprocess.Popen(
+            ["rclone", "serve", "webdav", str(self.root),
+             "--addr", f"127.0.0.1:{self.port}", "--config", "/dev/null"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc, "rclone")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        stop(self.proc)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def rclone(tmp_path_factory):
+    if not shutil.which("rclone"):
+        pytest.fail("rclone is missing: run scripts/install-deps")
+    r = Rclone(tmp_path_factory.mktemp("rclone"))
+    yield r
+    r.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ outlives one request.  Faults apply to the next N matching requests:
     truncate   forward the response but cut its body in half, then close
     flip       forward the response with one body byte inverted
     down       like drop, for every request until clear() (the remote is down)
+    strip      forward without the request headers named in arg (lower-case):
+               a server that ignores them
 """
 
 import hashlib
@@ -185,11 +187,15 @@ class FaultProxy:
         if kind == "stall":
             time.sleep(arg or 30)
 
-        # Forward on a fresh connection, without hop-by-hop headers.
+        # Forward on a fresh connection, without hop-by-hop headers (and,
+        # for a "strip" fault, without the headers named in its arg: a
+        # server that ignores them).
         out = [f"{method} {path} HTTP/1.1"]
         for name, value in order:
             if name.lower() in ("connection", "expect", "keep-alive",
                                 "transfer-encoding", "content-length"):
+                continue
+            if kind == "strip" and name.lower() in arg:
                 continue
             out.append(f"{name}: {value}")
         if body or method in ("PUT", "POST", "PROPFIND"):

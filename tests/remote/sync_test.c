@@ -72,7 +72,9 @@ static int parallel_fault(const char *op, const char *key)
 {
 	int rc = 0, n;
 
-	if (strcmp(op, "put"))
+	/* Manifests go up by compare-and-swap (put_if_match and
+	 * put_if_absent) on backends that enforce it. */
+	if (strncmp(op, "put", 3))
 		return 0;
 	if (ends_with(key, "manifest.json")) {
 		/* Everything marked uploaded is complete on the remote. */
@@ -82,7 +84,8 @@ static int parallel_fault(const char *op, const char *key)
 			atomic_fetch_add(&par.missing, 1);
 		return 0;
 	}
-	if (!strstr(key, "/segments/") || ends_with(key, ".idx"))
+	if (strcmp(op, "put") || !strstr(key, "/segments/") ||
+	    ends_with(key, ".idx"))
 		return 0;
 	n = atomic_fetch_add(&par.in_flight, 1) + 1;
 	for (int m = atomic_load(&par.max_in_flight); n > m &&
@@ -101,9 +104,104 @@ static int parallel_fault(const char *op, const char *key)
 	return rc;
 }
 
+/* mode=fence: when the writer puts the manifest of tenant "f" (right
+ * after confirming its lease), another writer "writer-b" takes the lease
+ * over and publishes first, through its own backend: the race that a
+ * writer paused between its confirmation and its put would lose. */
+static struct {
+	atomic_bool armed;
+	atomic_bool inside;		/* the hook's own requests pass */
+	atomic_int fired;
+	struct backend *b;		/* writer-b's */
+} fz;
+
+static const char fz_lease[] = "streamfs-v1/tenants/f/lease.json";
+static const char fz_manifest[] = "streamfs-v1/tenants/f/manifest.json";
+
+/* writer-b replaces the object at KEY, conditionally, with TEXT. */
+static int fz_replace(const char *key, const char *text)
+{
+	struct backend_buf cur = { 0 };
+	char tag[BACKEND_TAG_MAX];
+	int rc = backend_get_tagged(fz.b, key, &cur, tag);
+
+	if (!rc)
+		rc = backend_put_if_match_buf(fz.b, key, text, strlen(text),
+					      tag, NULL);
+	backend_buf_release(&cur);
+	return rc;
+}
+
+static void fence_fault(const char *op, const char *key)
+{
+	static const char lease[] =
+		"{\"format\": \"streamfs-lease\", \"version\": 2, "
+		"\"writer\": \"writer-b\", \"host\": \"b\", \"generation\": 2, "
+		"\"expires_ns\": 4000000000000000000}\n";
+	static const char manifest[] =
+		"{\"format\": \"streamfs-tenant-manifest\", \"version\": 1, "
+		"\"tenant\": \"f\", \"writer\": \"writer-b\", "
+		"\"generation\": 2, \"streams\": []}\n";
+
+	if (!atomic_load(&fz.armed) || atomic_load(&fz.inside) ||
+	    strncmp(op, "put", 3) || !strstr(key, fz_manifest))
+		return;
+	atomic_store(&fz.armed, false);
+	atomic_store(&fz.inside, true);
+	if (!fz_replace(fz_lease, lease) && !fz_replace(fz_manifest, manifest))
+		atomic_fetch_add(&fz.fired, 1);
+	atomic_store(&fz.inside, false);
+}
+
+/* mode=idx: the first event index put fails; segment puts are counted. */
+static struct {
+	atomic_bool on;
+	atomic_int idx_fails, data_puts;
+} ix;
+
+static int idx_fault(const char *op, const char *key)
+{
+	int zero = 0;
+
+	if (!atomic_load(&ix.on) || strcmp(op, "put") ||
+	    !strstr(key, "/segments/"))
+		return 0;
+	if (!ends_with(key, ".idx")) {
+		atomic_fetch_add(&ix.data_puts, 1);
+		return 0;
+	}
+	return atomic_compare_exchange_strong(&ix.idx_fails, &zero, 1) ?
+	       -EAGAIN : 0;
+}
+
+/* mode=flaky: every put of one segment fails while on. */
+static struct {
+	atomic_bool on;
+	char victim[64];		/* "segments/SEG-XXH3", set before */
+	atomic_int fails;
+} fl;
+
+static int flaky_fault(const char *op, const char *key)
+{
+	if (!atomic_load(&fl.on) || strcmp(op, "put") ||
+	    !strstr(key, fl.victim))
+		return 0;
+	atomic_fetch_add(&fl.fails, 1);
+	return -EAGAIN;
+}
+
 static int fault(const struct backend *b, const char *op, const char *key)
 {
+	int rc;
+
 	(void)b;
+	fence_fault(op, key);
+	rc = flaky_fault(op, key);
+	if (rc)
+		return rc;
+	rc = idx_fault(op, key);
+	if (rc)
+		return rc;
 	if (atomic_load(&par.on))
 		return parallel_fault(op, key);
 	return atomic_load(&remote_down) ? -EAGAIN : 0;
@@ -292,6 +390,177 @@ static void parallel_mode(struct store *st, struct sync_config *cfg,
 	backend_close(b);
 }
 
+/* The "writer" member of the object at KEY, into BUF. */
+static void remote_writer(struct backend *b, const char *key, char *buf,
+			  size_t len)
+{
+	struct backend_buf text = { 0 };
+	json_object *o = NULL, *w;
+
+	snprintf(buf, len, "?");
+	if (!backend_get(b, key, 0, BACKEND_TO_END, &text) &&
+	    !backend_buf_terminate(&text) &&
+	    (o = json_tokener_parse(text.data)) &&
+	    json_object_object_get_ex(o, "writer", &w))
+		snprintf(buf, len, "%s", json_object_get_string(w));
+	json_object_put(o);
+	backend_buf_release(&text);
+}
+
+/* mode=fence: the writer's manifest put races with a takeover (above).
+ * It must not land: the manifest is written by compare-and-swap, the
+ * writer finds the lease another's and is fenced for good. */
+static void fence_mode(struct store *st, struct sync_config *cfg)
+{
+	struct store_tenant *t;
+	struct sync *s = NULL;
+	struct sync_status ss;
+	struct sync_lease *leases = NULL;
+	size_t nleases = 0;
+	char who[64];
+	uint64_t id;
+	int rc;
+
+	rc = backend_open_url(cfg->url, &cfg->opts, &fz.b);
+	CHECK(rc == 0, "open writer-b's backend (%d)", rc);
+	rc = rc ? rc : store_tenant_create(st, "f", 0755, 0, 0);
+	rc = rc ? rc : store_tenant_get(st, "f", &t);
+	rc = rc ? rc : store_stream_create(t, "s", 0644, 0, 0, &id);
+	rc = rc ? rc : append(t, id, "a\n");
+	CHECK(rc == 0, "tenant f with one event (%d)", rc);
+	rc = rc ? rc : sync_start(st, cfg, &s);
+	CHECK(rc == 0, "sync_start (%d)", rc);
+	if (rc)
+		goto out;
+	rc = sync_now(s, 30LL * 1000000000);
+	CHECK(rc == 0, "published (%d)", rc);
+	atomic_store(&fz.armed, true);
+	rc = append(t, id, "zombie\n");
+	CHECK(rc == 0, "append (%d)", rc);
+	rc = sync_now(s, 30LL * 1000000000);
+	CHECK(atomic_load(&fz.fired) == 1, "writer-b took over during the "
+	      "manifest put (%d)", atomic_load(&fz.fired));
+	CHECK(rc == -EROFS, "sync_now says the tenant is fenced (%d)", rc);
+	CHECK(sync_tenant_fenced(s, "f"), "the tenant is fenced");
+	remote_writer(fz.b, fz_manifest, who, sizeof(who));
+	CHECK(!strcmp(who, "writer-b"), "the manifest is still writer-b's, "
+	      "not the fenced writer's (%s)", who);
+	sync_get_status(s, &ss);
+	CHECK(sync_get_leases(s, &leases, &nleases) == 0 && nleases == 1,
+	      "one lease (%zu)", nleases);
+	CHECK(ss.leases_fenced == 1 && leases && leases[0].fenced &&
+	      !strcmp(leases[0].tenant, "f") && leases[0].generation &&
+	      strstr(leases[0].fence_note, "writer-b") &&
+	      strstr(leases[0].fence_note, "s versions 2-2"),
+	      "status: fenced, by writer-b, version 2 unpublished (%llu, %s)",
+	      (unsigned long long)ss.leases_fenced,
+	      leases ? leases[0].fence_note : "-");
+	free(leases);
+	sync_stop(s);
+	remote_writer(fz.b, fz_lease, who, sizeof(who));
+	CHECK(!strcmp(who, "writer-b"), "the stop left writer-b's lease (%s)",
+	      who);
+out:
+	backend_close(fz.b);
+}
+
+/* mode=idx: one segment whose event index put fails goes up again with
+ * its index alone: its bytes are sent once. */
+static void idx_mode(struct store *st, struct sync_config *cfg)
+{
+	struct store_tenant *t;
+	struct sync *s = NULL;
+	struct backend *b = NULL;
+	uint64_t id;
+	int rc;
+
+	rc = store_tenant_create(st, "ix", 0755, 0, 0);
+	rc = rc ? rc : store_tenant_get(st, "ix", &t);
+	rc = rc ? rc : store_stream_create(t, "s", 0644, 0, 0, &id);
+	rc = rc ? rc : append(t, id, "one\n");
+	CHECK(rc == 0, "tenant ix with one event (%d)", rc);
+	atomic_store(&ix.on, true);
+	rc = rc ? rc : sync_start(st, cfg, &s);
+	CHECK(rc == 0, "sync_start (%d)", rc);
+	if (rc)
+		return;
+	rc = sync_now(s, 30LL * 1000000000);
+	sync_stop(s);
+	atomic_store(&ix.on, false);
+	CHECK(rc == 0, "uploaded after the index failed once (%d)", rc);
+	CHECK(atomic_load(&ix.idx_fails) == 1, "the index put failed once");
+	CHECK(atomic_load(&ix.data_puts) == 1, "the segment's bytes went up "
+	      "once (%d puts)", atomic_load(&ix.data_puts));
+	rc = backend_open_url(cfg->url, &cfg->opts, &b);
+	CHECK(rc == 0, "open the remote (%d)", rc);
+	if (!rc)
+		expect_remote(b, "ix", "s", "one\n");
+	backend_close(b);
+}
+
+static int find_stream_seg(void *arg, const struct store_segment *seg)
+{
+	struct store_segment *want = arg;
+
+	if (seg->stream == want->stream)
+		*want = *seg;
+	return 0;
+}
+
+/* mode=flaky: one segment of stream b fails every put; streams a and c
+ * publish all the same, and b follows once it heals. */
+static void flaky_mode(struct store *st, struct sync_config *cfg)
+{
+	struct store_segment victim = { 0 };
+	struct store_tenant *t;
+	struct sync *s = NULL;
+	struct backend *b = NULL;
+	uint64_t id;
+	int rc;
+
+	rc = store_tenant_create(st, "fl", 0755, 0, 0);
+	rc = rc ? rc : store_tenant_get(st, "fl", &t);
+	for (const char *n = "abc"; !rc && *n; n++) {
+		char name[2] = { *n, 0 }, line[3] = { *n, '\n', 0 };
+
+		rc = store_stream_create(t, name, 0644, 0, 0, &id);
+		rc = rc ? rc : append(t, id, line);
+		if (!rc && *n == 'b')
+			victim.stream = id;
+	}
+	rc = rc ? rc : (store_roll(t, 0, true) < 0 ? -EIO : 0);
+	rc = rc ? rc : store_segment_list(t, STORE_SEG_SEALED, find_stream_seg,
+					  &victim);
+	CHECK(rc == 0 && victim.seg, "three streams, sealed (%d)", rc);
+	if (rc || !victim.seg)
+		return;
+	snprintf(fl.victim, sizeof(fl.victim), "segments/%016llx-%016llx",
+		 (unsigned long long)victim.seg,
+		 (unsigned long long)victim.checksum);
+	atomic_store(&fl.on, true);
+	rc = sync_start(st, cfg, &s);
+	CHECK(rc == 0, "sync_start (%d)", rc);
+	if (rc)
+		return;
+	rc = sync_now(s, 3LL * 1000000000);
+	CHECK(rc != 0 && atomic_load(&fl.fails) > 0,
+	      "b's segment keeps failing (%d, %d puts)", rc,
+	      atomic_load(&fl.fails));
+	rc = backend_open_url(cfg->url, &cfg->opts, &b);
+	CHECK(rc == 0, "open the remote (%d)", rc);
+	if (!rc) {
+		expect_remote(b, "fl", "a", "a\n");
+		expect_remote(b, "fl", "c", "c\n");
+	}
+	atomic_store(&fl.on, false);
+	rc = sync_now(s, 30LL * 1000000000);
+	CHECK(rc == 0, "healed: sync_now (%d)", rc);
+	if (b)
+		expect_remote(b, "fl", "b", "b\n");
+	sync_stop(s);
+	backend_close(b);
+}
+
 /* mode=stall: the remote stalls every segment upload (the test's fault
  * proxy); sync_stop() must return promptly anyway.  mode=resume: the
  * next start uploads what was cut short. */
@@ -401,6 +670,18 @@ int main(int argc, char **argv)
 		goto out;
 	if (mode && !strcmp(mode, "parallel")) {
 		parallel_mode(st, &cfg, argv[1]);
+		goto out;
+	}
+	if (mode && !strcmp(mode, "fence")) {
+		fence_mode(st, &cfg);
+		goto out;
+	}
+	if (mode && !strcmp(mode, "idx")) {
+		idx_mode(st, &cfg);
+		goto out;
+	}
+	if (mode && !strcmp(mode, "flaky")) {
+		flaky_mode(st, &cfg);
 		goto out;
 	}
 	if (mode) {

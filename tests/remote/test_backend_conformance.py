@@ -104,6 +104,12 @@ def test_dav_nginx(conformance, dav):
     run(conformance, dav.url)
 
 
+def test_dav_rclone(conformance, rclone):
+    """rclone answers 404 to a PUT below a missing collection: the backend
+    makes the collections then, as on 409."""
+    run(conformance, rclone.url + "/conformance")
+
+
 def test_dav_through_proxy(conformance, dav, dav_proxy):
     run(conformance, dav_proxy.url + "/dav/proxied")
     methods = {r.method for r in dav_proxy.recorded()}

@@ -94,6 +94,8 @@ def test_replica_corrupt_fetch_s3(replica_test, tmp_path, moto_s3, s3_proxy):
     })
     check(out, proc.returncode)
     assert "a corrupted fetch gives EIO" in out
+    # The log names the cause, not just "Input/output error".
+    assert "checksum mismatch" in out, out
     flips = [r for r in s3_proxy.recorded()
              if r.method == "GET" and "/segments/" in r.path]
     assert flips, "the replica never fetched through the proxy"

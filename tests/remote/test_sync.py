@@ -47,6 +47,28 @@ def test_sync_parallel_uploads_keep_order(sync_test, tmp_path):
     run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=parallel")
 
 
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_sync_takeover_during_manifest_put_is_fenced(sync_test, tmp_path, request,
+                                                     backend):
+    """Another writer takes the lease over and publishes between this
+    writer's lease confirmation and its manifest put (a pause there): the
+    manifest's compare-and-swap refuses the put, and the writer is fenced."""
+    if backend == "file":
+        run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=fence")
+    else:
+        s3 = request.getfixturevalue("moto_s3")
+        run(sync_test, tmp_path, s3.url(f"fence-{tmp_path.name}"), *s3.options(),
+            "mode=fence", env=s3.env)
+
+
+def test_sync_failed_index_does_not_resend_its_segment(sync_test, tmp_path):
+    run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=idx")
+
+
+def test_sync_one_flaky_segment_holds_back_only_its_stream(sync_test, tmp_path):
+    run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=flaky")
+
+
 def test_sync_s3(sync_test, tmp_path, moto_s3):
     run(sync_test, tmp_path, moto_s3.url(f"sync-{tmp_path.name}"),
         *moto_s3.options(), env=moto_s3.env)

@@ -1,0 +1,243 @@
+"""Leases with a generation and an expiry, and the fencing of a writer whose
+lease was taken over (CONTRACT §6), through real mounts on file://, moto (S3,
+auth mode), nginx WebDAV and `rclone serve webdav`.
+
+- A second writer is refused at mount for a tenant another live writer holds,
+  and its mkdir of such a tenant fails with EBUSY (even with an empty SOURCE).
+- A zombie writer (SIGSTOPped past its lease while another takes the tenant
+  over with -o takeover) is fenced when it wakes up: EROFS on appends, status
+  says so and lists what it did not publish, nothing of its later appends
+  reaches an analysis host, and its unmount leaves the new writer's lease.
+
+No timed assertion: conditions are polled with generous deadlines.
+"""
+
+import errno
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from util import append, getxattr, is_mounted, read, wait_until  # noqa: E402
+from test_mount_remote import APPEND, SYNC_ALLOW, status, sync  # noqa: E402
+import test_fs_metrics as metrics  # noqa: E402
+from util import free_port  # noqa: E402
+
+LEASE_ALLOW = SYNC_ALLOW + [r"streamfs: sync: .*(FENCED|took over|left in place|lease)"]
+
+
+def remote(request, tmp_path, backend, name):
+    """URL, environment and options of a fresh remote on BACKEND."""
+    if backend == "file":
+        return "file://%s" % (tmp_path / "remote"), None, []
+    if backend == "s3":
+        s3 = request.getfixturevalue("moto_s3")
+        return s3.url("%s-%s" % (name, tmp_path.name)), s3.env, s3.options()
+    dav = request.getfixturevalue("dav" if backend == "dav" else "rclone")
+    return "%s/%s-%s" % (dav.url, name, tmp_path.name), None, []
+
+
+def identity(src):
+    return (Path(src) / "sync-identity").read_text().strip()
+
+
+def mkdir_errno(path):
+    try:
+        os.mkdir(path)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+def append_errno(path, text):
+    try:
+        append(path, text, APPEND)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+BACKENDS = ["file", "s3", "dav", "rclone"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_writer_refused_at_mount_and_mkdir(mount, run_streamfs, tmp_path,
+                                                  streamfs_bin, request, backend):
+    url, env, opts = remote(request, tmp_path, backend, "two")
+    a = mount(["remote=" + url, "roll=1s", *opts], env=env, allow=LEASE_ALLOW)
+    os.mkdir(a.path("shop"))
+    append(a.path("shop", "orders"), "a1\n", APPEND)
+    sync(run_streamfs, a.mnt)
+    holder = identity(a.src)
+
+    # A SOURCE that has the tenant (made without a remote) is refused at mount,
+    # with the tenant, the holder and when its lease expires.
+    other = mount(src=tmp_path / "other")
+    os.mkdir(other.path("shop"))
+    other.umount()
+    other.opts = ["remote=" + url, *opts]
+    other.env = dict(env or {})
+    with pytest.raises(Exception):
+        other.start()
+    assert not is_mounted(other.mnt)
+    err = other.stderr()
+    assert "shop" in err and holder in err and "until" in err, err
+
+    # An empty SOURCE mounts (it holds no tenant), but mkdir of the tenant
+    # another writer holds is EBUSY and creates nothing; other tenants work.
+    b = mount(["remote=" + url, "roll=1s", *opts], src=tmp_path / "empty", env=env,
+              allow=LEASE_ALLOW)
+    assert mkdir_errno(b.path("shop")) == errno.EBUSY
+    assert "shop" not in os.listdir(b.mnt)
+    assert not (tmp_path / "empty" / "tenants" / "shop").exists()
+    os.mkdir(b.path("mine"))
+    append(b.path("mine", "s"), "b1\n", APPEND)
+    sync(run_streamfs, b.mnt)
+    assert getxattr(b.path("mine", "s"), "streamfs.sync") == "uploaded 1"
+    assert status(run_streamfs, b.mnt)["leases_held"] == "1"
+
+    # The first writer is untouched and keeps publishing.
+    append(a.path("shop", "orders"), "a2\n", APPEND)
+    sync(run_streamfs, a.mnt)
+    assert getxattr(a.path("shop", "orders"), "streamfs.sync") == "uploaded 2"
+    st = status(run_streamfs, a.mnt)
+    assert st["leases_fenced"] == "0" and st["last_error"] == "none"
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zombie_writer_is_fenced(mount, run_streamfs, tmp_path, request, backend):
+    url, env, opts = remote(request, tmp_path, backend, "zombie")
+    port = free_port()
+    a = mount(["remote=" + url, "roll=1s", "lease=2s",
+               "metrics=127.0.0.1:%d" % port, *opts], env=env, allow=LEASE_ALLOW)
+    scrape_a = "http://127.0.0.1:%d/metrics" % port
+    os.mkdir(a.path("shop"))
+    append(a.path("shop", "orders"), "a1\na2\na3\n", APPEND)
+    sync(run_streamfs, a.mnt)
+    x = mount(["remote=" + url, "ro", "poll=1s", *opts], src=tmp_path / "cache",
+              env=env, allow=LEASE_ALLOW)
+    sync(run_streamfs, x.mnt)
+    assert read(x.path("shop", "orders")) == b"a1\na2\na3\n"
+
+    # A stops (a long GC pause, a VM frozen) and its lease runs out.
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        b = mount(["remote=" + url, "roll=1s", "lease=2s", *opts],
+                  src=tmp_path / "srcb", env=env, allow=LEASE_ALLOW)
+        # Without -o takeover, B never takes A's lease, expired or not.
+        assert mkdir_errno(b.path("shop")) == errno.EBUSY
+        b.remount(["remote=" + url, "roll=1s", "lease=2s", "takeover", *opts])
+        # EBUSY while A's lease is live; taken (generation + 1) once it expired.
+        wait_until(lambda: mkdir_errno(b.path("shop")) == 0, timeout=60,
+                   msg="B never took the expired lease")
+        append(b.path("shop", "orders"), "b1\n", APPEND)
+        sync(run_streamfs, b.mnt)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+
+    # A wakes up: its next renewal finds B's lease, and it is fenced.
+    late = append_errno(a.path("shop", "orders"), "zombie1\n")
+    assert late in (0, errno.EROFS)
+    wait_until(lambda: status(run_streamfs, a.mnt)["leases_fenced"] == "1", timeout=60,
+               msg="A was never fenced")
+    assert append_errno(a.path("shop", "orders"), "zombie2\n") == errno.EROFS
+    assert append_errno(a.path("shop", "new"), "zombie3\n") == errno.EROFS
+    out = run_streamfs("status", a.mnt).stdout
+    fenced = [l for l in out.splitlines() if l.startswith("fenced: shop:")]
+    assert len(fenced) == 1, out
+    assert identity(tmp_path / "srcb") in fenced[0], out
+    if late == 0:
+        # acknowledged, never published: kept in SOURCE and listed
+        assert "orders versions 4-4" in fenced[0], out
+        assert read(a.path("shop", "orders")) == b"a1\na2\na3\nzombie1\n"
+    # The same in JSON (lease state per tenant) and in the metrics.
+    js = json.loads(run_streamfs("status", "--json", a.mnt).stdout)
+    lease = [l for l in js["leases"] if l["tenant"] == "shop"]
+    assert len(lease) == 1 and lease[0]["fenced"] and lease[0]["generation"] == 1, js
+    assert [f["tenant"] for f in js["fenced"]] == ["shop"], js
+    assert "shop: " + js["fenced"][0]["note"] == fenced[0][len("fenced: "):], (js, out)
+    fams = metrics.scrape(scrape_a)
+    assert metrics.value(fams, "streamfs_lease_fenced", tenant="shop") == 1
+    assert metrics.value(fams, "streamfs_lease_generation", tenant="shop") == 1
+    assert metrics.value(fams, "streamfs_lease_held", tenant="shop") == 0
+    assert "FENCED" in a.stderr()
+    # A's sync cannot ship what it holds of the tenant, and says so.
+    r = run_streamfs("sync", "--timeout", "60", a.mnt, check=False, timeout=90)
+    assert r.returncode == 1 and "fenced: shop:" in r.stderr, r.stderr
+
+    # A's clean unmount leaves B's lease: B renews and keeps publishing.
+    a.umount()
+    append(b.path("shop", "orders"), "b2\n", APPEND)
+    sync(run_streamfs, b.mnt)
+    wait_until(lambda: int(status(run_streamfs, b.mnt)["uploaded_segments"]) >= 2)
+    st = status(run_streamfs, b.mnt)
+    assert st["leases_fenced"] == "0" and st["leases_held"] == "1", st
+    sync(run_streamfs, x.mnt)
+    # (B does not seed its SOURCE from the remote yet: what it publishes
+    # starts with its own events.)
+    wait_until(lambda: read(x.path("shop", "orders")).endswith(b"b1\nb2\n"),
+               timeout=60, msg="the analysis host did not follow the new writer")
+    assert b"zombie" not in read(x.path("shop", "orders"))
+    assert not os.path.exists(x.path("shop", "new"))
+
+
+def test_server_ignoring_conditional_writes_refused(mount, tmp_path, dav, dav_proxy):
+    """A WebDAV server that ignores "Overwrite: F" (the fault proxy strips it
+    before nginx) lets a create-if-absent replace an existing object, so it
+    cannot keep two writers apart: a writer refuses to run there, and the
+    message names the option that accepts the risk."""
+    url = "%s/dav/probe-%s" % (dav_proxy.url, tmp_path.name)
+    dav_proxy.fault("strip", count=None, arg=["overwrite"])
+    w = mount(["remote=" + url], start=False, allow=LEASE_ALLOW)
+    with pytest.raises(Exception):
+        w.start()
+    assert not is_mounted(w.mnt)
+    err = w.stderr()
+    assert "does not enforce conditional writes" in err and "risk_forks" in err, err
+    # The risk accepted: it runs, and says so.
+    w.opts = ["remote=" + url, "risk_forks"]
+    w.allow(r"streamfs: sync: .*(does not enforce|risk_forks)")
+    w.start()
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "x\n", APPEND)
+    assert "running as a writer anyway" in w.stderr()
+    # An honest server passes the probe, which leaves nothing behind.
+    dav_proxy.clear()
+    w.umount()
+    w.opts = ["remote=" + url]
+    w.start()
+    assert not list((dav.root / "dav" / ("probe-" + tmp_path.name)).rglob("probes/*"))
+
+
+def test_format1_leases(mount, tmp_path):
+    """A format-1 lease (no generation, no expiry) of this writer becomes
+    format 2 when it mounts; one of another writer never expires, so even
+    -o takeover is refused, naming the holder."""
+    url = "file://%s" % (tmp_path / "remote")
+    lease = tmp_path / "remote" / "streamfs-v1" / "tenants" / "shop" / "lease.json"
+    w = mount(["remote=" + url], allow=LEASE_ALLOW)
+    os.mkdir(w.path("shop"))
+    append(w.path("shop", "s"), "x\n", APPEND)
+    w.umount()
+    assert not lease.exists()       # released at unmount
+    v1 = {"format": "streamfs-lease", "version": 1, "host": "h", "pid": 1,
+          "taken_ns": 1}
+    lease.write_text(json.dumps(dict(v1, writer=identity(w.src))))
+    w.start()
+    got = json.loads(lease.read_text())
+    assert got["version"] == 2 and got["writer"] == identity(w.src), got
+    assert got["generation"] >= 1 and got["expires_ns"] > 0, got
+    w.umount()
+    lease.write_text(json.dumps(dict(v1, writer="other-writer")))
+    w.opts = ["remote=" + url, "takeover", "lease=1s"]
+    with pytest.raises(Exception):
+        w.start()
+    err = w.stderr()
+    assert "other-writer" in err and "without expiry" in err, err
+    assert json.loads(lease.read_text())["writer"] == "other-writer"
