@@ -417,11 +417,15 @@ int fs_tenant_writable(struct fs *fs, struct store_tenant *t)
 	return 0;
 }
 
-/* How long mkdir waits for the remote's answer about a tenant's lease. */
-#define CLAIM_WAIT_NS (60 * 1000000000LL)
+/* How long mkdir waits for the remote's answer about a tenant's lease: a
+ * remote that hangs must not hold up the writer. */
+#define CLAIM_WAIT_NS (5 * 1000000000LL)
 
 /* Before tenant NAME is created: with a remote, its lease, so that a
- * tenant another writer holds is refused (EBUSY) before it exists here. */
+ * tenant another writer holds is refused (EBUSY) before it exists here.
+ * Unanswered in time, the tenant is made as when the remote is down: its
+ * lease is taken when the remote answers (and a holder then reported
+ * loudly, nothing of the tenant uploaded). */
 static int claim_tenant(struct fs *fs, const char *name)
 {
 	struct sync *sy = atomic_load(&fs->sync);
@@ -432,7 +436,7 @@ static int claim_tenant(struct fs *fs, const char *name)
 	    store_tenant_get(fs->st, name, &t) == 0)
 		return 0;	/* the store answers EINVAL or EEXIST */
 	rc = sync_tenant_claim(sy, name, CLAIM_WAIT_NS);
-	return rc == -ETIMEDOUT ? -EAGAIN : rc;
+	return rc == -ETIMEDOUT ? 0 : rc;
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,

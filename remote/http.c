@@ -141,21 +141,30 @@ void http_backend_release(struct http_backend *hb)
 	conf_release(&hb->conf);
 }
 
-static bool aborted(const struct backend_abort *a)
+/* -ECANCELED when A says stop now, -ETIMEDOUT once its deadline passed
+ * (a timeout like any other: the caller asks again later), else 0. */
+static int abort_errno(const struct backend_abort *a)
 {
 	struct timespec ts;
 	int64_t dl;
 
 	if (!a)
-		return false;
+		return 0;
 	if (atomic_load(&a->now))
-		return true;
+		return -ECANCELED;
 	dl = atomic_load(&a->deadline_ns);
 	if (!dl)
-		return false;
+		return 0;
 	/* Not sync_clock(): remote/ depends on nothing of ours. */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec >= dl;
+	if ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec < dl)
+		return 0;
+	return -ETIMEDOUT;
+}
+
+static bool aborted(const struct backend_abort *a)
+{
+	return abort_errno(a) != 0;
 }
 
 /* CURLOPT_XFERINFOFUNCTION: called at least once a second while a
@@ -244,7 +253,7 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	CURLcode cc;
 
 	if (aborted(c->abort))
-		return -ECANCELED;
+		return abort_errno(c->abort);
 	curl_easy_reset(h);
 	set_conf_options(h, c, req->url);
 	set_req_options(h, req, &up, &down);
@@ -252,7 +261,7 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 	if (cc == CURLE_ABORTED_BY_CALLBACK && up.err)
 		return up.err;
 	if (cc == CURLE_ABORTED_BY_CALLBACK && aborted(c->abort))
-		return -ECANCELED;	/* stopping: not worth a log line */
+		return abort_errno(c->abort);	/* not worth a log line */
 	if (cc == CURLE_WRITE_ERROR && down.err)
 		return down.err;
 	if (cc != CURLE_OK)

@@ -24,6 +24,10 @@
 #define MANIFEST_CHECK_NS 2000000000LL
 /* sync_stop(): how long releasing the leases may take. */
 #define STOP_RELEASE_NS 3000000000LL
+/* What a writer asks the remote before its mount comes up (the probe, the
+ * leases of its tenants) gets this long: a remote that hangs must not hold
+ * up the mount; the thread asks again. */
+#define START_REMOTE_NS 5000000000LL
 #define SYNC_LEASE_DEFAULT_NS (60 * 1000000000LL)
 
 int64_t sync_clock(clockid_t clk)
@@ -830,11 +834,14 @@ static int writer_start(struct sync *s)
 			 s->cfg.state_dir, strerror(-rc));
 		return rc;
 	}
+	atomic_store(&s->abort.deadline_ns,
+		     sync_clock(CLOCK_MONOTONIC) + START_REMOTE_NS);
 	rc = probe(s);
 	if (backend_err_retryable(rc))
 		rc = 0;		/* the thread asks again */
 	if (!rc)
 		rc = sync_leases_at_start(s);
+	atomic_store(&s->abort.deadline_ns, 0);
 	if (!rc)
 		rc = sync_upload_start(s);
 	return rc;
