@@ -9,6 +9,9 @@ dav (session)       nginx with the dav and dav_ext modules: .url (base URL
                     of an empty WebDAV tree), .root (its directory);
                     .auth_url wants basic auth as .user, .password.
 dav_proxy (session) a FaultProxy in front of nginx, reset before each test.
+rclone_dav (session) `rclone serve webdav`, an independent WebDAV server
+                    that answers 404 to a PUT below a missing collection:
+                    .url (base URL of an empty tree), .root (its directory).
 conformance (session) path of the backend_conformance program.
 
 All servers listen on loopback ports picked by binding port 0.
@@ -249,6 +252,35 @@ def dav(tmp_path_factory):
     d = Dav(tmp_path_factory.mktemp("nginx"))
     yield d
     d.close()
+
+
+class RcloneDav:
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.root = tmp / "root"
+        self.root.mkdir()
+        rclone = shutil.which("rclone")
+        if not rclone:
+            pytest.fail("rclone is not installed (scripts/install-deps)")
+        self.log = open(tmp / "rclone.log", "w")
+        # No config file of the user's: every option is on the command line.
+        self.proc = subprocess.Popen(
+            [rclone, "serve", "webdav", str(self.root), "--config", "",
+             "--addr", f"127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc, "rclone serve webdav")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        stop(self.proc)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def rclone_dav(tmp_path_factory):
+    r = RcloneDav(tmp_path_factory.mktemp("rclone"))
+    yield r
+    r.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""The backend conformance program against file://, moto (S3, auth mode)
-and nginx WebDAV, directly and through the test proxy."""
+"""The backend conformance program against file://, moto (S3, auth mode),
+nginx WebDAV and rclone's, directly and through the test proxy."""
 
 import os
 import re
@@ -102,6 +102,14 @@ def test_s3_credentials_file_must_be_private(conformance, moto_s3, tmp_path):
 
 def test_dav_nginx(conformance, dav):
     run(conformance, dav.url)
+
+
+def test_dav_rclone(conformance, rclone_dav):
+    """rclone answers 404 to a PUT whose collection is missing (nginx and
+    RFC 4918: 409): the backend makes the collections, the base URL's
+    too, and puts again."""
+    run(conformance, rclone_dav.url + "/conf/a")
+    assert (rclone_dav.root / "conf" / "a").is_dir()
 
 
 def test_dav_through_proxy(conformance, dav, dav_proxy):
