@@ -217,6 +217,11 @@ struct backend_ops {
  * of this file says. */
 struct backend {
 	const struct backend_ops *ops;
+	/* The cause of the last failed call as the remote gave it ("HTTP
+	 * status 503", "curl: Couldn't connect to server"), "" when there is
+	 * nothing to add to its -errno: cleared by every wrapper below, set
+	 * by the backend; backend_why() reads it. */
+	char why[96];
 };
 
 /* Opens the backend for URL's scheme.  The caller owns *out and frees it
@@ -240,10 +245,18 @@ static inline bool backend_err_retryable(int rc)
 extern int (*backend_fault_hook)(const struct backend *b, const char *op,
 				 const char *key);
 
-static inline int backend_fault(const struct backend *b, const char *op,
+static inline int backend_fault(struct backend *b, const char *op,
 				const char *key)
 {
+	b->why[0] = '\0';
 	return backend_fault_hook ? backend_fault_hook(b, op, key) : 0;
+}
+
+/* What the remote said of the last failed call through the wrappers
+ * below, or "" (see struct backend). */
+static inline const char *backend_why(const struct backend *b)
+{
+	return b->why;
 }
 
 static inline const char *backend_name(const struct backend *b)

@@ -90,6 +90,7 @@ struct http_req {
 					 * to resp's sink (0: none may) */
 	bool nobody;			/* HEAD */
 	/* OUT */
+	CURLcode curl;			/* a transfer that failed, or CURLE_OK */
 	long status;
 	curl_off_t content_length;	/* -1 if unknown */
 	int64_t mtime;			/* Last-Modified, 0 if none */

@@ -74,9 +74,22 @@ void sync_note(struct sync *s, int rc, const char *what)
 	sync_mutex_unlock(&s->lock);
 	if (log_fail)
 		sync_log(LOG_WARNING, "remote %s failing: %s: %s; will retry",
-			 s->url_shown, what, strerror(-rc));
+			 s->url_shown, what, sync_strerror(rc));
 	if (log_ok)
 		sync_log(LOG_NOTICE, "remote %s working again", s->url_shown);
+}
+
+void sync_what_why(char *what, size_t wlen, const struct backend *b)
+{
+	size_t n = strlen(what);
+
+	if (backend_why(b)[0] && n + 2 < wlen)
+		snprintf(what + n, wlen - n, ": %s", backend_why(b));
+}
+
+const char *sync_strerror(int rc)
+{
+	return rc == -EBADMSG ? "checksum mismatch" : strerror(-rc);
 }
 
 static const char *const cause_names[SYNC_CAUSES] = {
@@ -118,6 +131,8 @@ enum sync_cause sync_cause_of(int rc)
 		return SYNC_CAUSE_FULL;
 	case -EBUSY:
 		return SYNC_CAUSE_LEASE;
+	case -EBADMSG:
+		return SYNC_CAUSE_CHECKSUM;
 	default:
 		return SYNC_CAUSE_OTHER;
 	}
@@ -185,6 +200,9 @@ bool sync_stopping(struct sync *s)
 /* What one writer pass does to one tenant, and what it counts. */
 struct pass_tenant {
 	bool force;		/* sync_now: seal everything, check manifests */
+	bool retry_all;		/* a new sync_now: failing objects too */
+	bool hard;		/* a failure of more than single objects
+				 * (lease, manifest, the remote down) */
 	uint64_t pending;	/* sealed segments not uploaded yet */
 	uint64_t pending_bytes;
 	int64_t oldest_ns;	/* creation of the oldest of them; 0: none */
@@ -203,17 +221,38 @@ static bool manifest_due(const struct tenant_state *ts, bool uploaded,
 	       sync_clock(CLOCK_MONOTONIC) - ts->checked_ns >= MANIFEST_CHECK_NS;
 }
 
-/* Notes in PT the oldest of SEGS but the first DONE (uploads go in
- * segment order, so those are the ones that went up). */
-static void note_oldest(struct pass_tenant *pt, const struct sync_seg_vec *segs,
-			uint64_t done)
+/* Notes in PT a segment created at C (CLOCK_REALTIME; 0: none) that
+ * waits for upload. */
+static void note_oldest(struct pass_tenant *pt, int64_t c)
 {
-	for (size_t i = (size_t)done; i < segs->n; i++) {
-		int64_t c = segs->v[i].created_ns;
+	if (c > 0 && (!pt->oldest_ns || c < pt->oldest_ns))
+		pt->oldest_ns = c;
+}
 
-		if (c > 0 && (!pt->oldest_ns || c < pt->oldest_ns))
-			pt->oldest_ns = c;
+/* Uploads SEGS of T, noting in PT what is left; *UPLOADED (OUT) tells
+ * whether any went up.  A failure of single objects (not the remote
+ * down) is returned in *HELD, described in HELD_WHAT, and not as the
+ * result: the manifest still publishes the streams it does not hold
+ * back. */
+static int upload_tenant(struct sync *s, struct store_tenant *t,
+			 const char *tprefix, const struct sync_seg_vec *segs,
+			 struct pass_tenant *pt, bool *uploaded, int *held,
+			 char *held_what, char *what, size_t wlen)
+{
+	struct sync_upload_out up;
+	int rc = sync_upload(s, t, tprefix, segs, pt->retry_all, &up, what,
+			     wlen);
+
+	pt->pending -= up.done;
+	pt->pending_bytes -= up.done_bytes;
+	note_oldest(pt, up.oldest_left_ns);
+	*uploaded = up.done > 0;
+	if (rc && rc != -ECANCELED && !up.down) {
+		*held = rc;
+		snprintf(held_what, wlen, "%s", what);
+		rc = 0;
 	}
+	return rc;
 }
 
 /* Lease, seed, upload and manifest of T (state TS, prefix TPREFIX), whose
@@ -225,8 +264,9 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			 const struct sync_seg_vec *segs,
 			 struct pass_tenant *pt, char *what, size_t wlen)
 {
-	uint64_t n = 0, bytes = 0;
-	int rc = 0;
+	char held_what[160] = "";
+	bool uploaded = false;
+	int rc = 0, held = 0;
 
 	if (!ts->leased) {
 		char w[160];
@@ -236,7 +276,8 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			pt->refused = true;
 			snprintf(pt->refused_what, sizeof(pt->refused_what),
 				 "%s", w);
-			note_oldest(pt, segs, 0);
+			for (size_t i = 0; i < segs->n; i++)
+				note_oldest(pt, segs->v[i].created_ns);
 			return 0;
 		}
 		if (rc)
@@ -246,16 +287,22 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		rc = sync_seed_from_remote(s, ts, tprefix, what, wlen);
 		ts->seeded = !rc;
 	}
-	if (!rc) {
-		rc = sync_upload(s, t, tprefix, segs, &n, &bytes, what, wlen);
-		pt->pending -= n;
-		pt->pending_bytes -= bytes;
-	}
-	note_oldest(pt, segs, n);
-	if (!rc && manifest_due(ts, n > 0, pt->force)) {
+	if (!rc)
+		rc = upload_tenant(s, t, tprefix, segs, pt, &uploaded, &held,
+				   held_what, what, wlen);
+	else
+		for (size_t i = 0; i < segs->n; i++)
+			note_oldest(pt, segs->v[i].created_ns);
+	if (!rc && manifest_due(ts, uploaded, pt->force)) {
 		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
 		if (!rc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
+	}
+	if (rc) {
+		pt->hard = true;
+	} else if (held) {
+		rc = held;
+		snprintf(what, wlen, "%s", held_what);
 	}
 	return rc;
 }
@@ -336,46 +383,74 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	sync_mutex_unlock(&s->lock);
 }
 
-/* One writer pass over every tenant.  FORCE seals every
- * non-empty segment. */
-static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
+/* Whether a failure RC of one tenant ends the pass: stopping, no
+ * memory, or a remote that does not answer (each tenant would wait for
+ * it).  Other failures hold back only their tenant. */
+static bool pass_ends(int rc)
 {
-	struct pass_tenant pt = { .force = force };
+	return rc == -ECANCELED || rc == -ENOMEM || rc == -ETIMEDOUT;
+}
+
+/* One writer pass over every tenant: PT says how (force, retry_all).
+ * Returns the first failure, described in WHAT; *RETRY_AT (OUT) is then
+ * when the next failing object is due (retry.c) if single objects were
+ * all that failed, else 0 (the pass backs off). */
+static int writer_pass(struct sync *s, struct pass_tenant *pt,
+		       int64_t *retry_at, char *what, size_t wlen)
+{
 	struct sync_strvec names = { 0 };
-	int rc;
+	char w[160];
+	int rc, r = 0;
 
 	rc = store_tenant_list(s->st, sync_strvec_collect, &names);
+	pt->hard = rc != 0;
 	for (size_t i = 0; i < s->nts; i++)
 		s->ts[i].present = false;
-	for (size_t i = 0; !rc && i < names.n; i++) {
-		if (sync_stopping(s))
-			rc = -ECANCELED;
-		else
-			rc = pass_tenant(s, names.v[i], &pt, what, wlen);
+	for (size_t i = 0; !pass_ends(r) && !pt->hard && i < names.n; i++) {
+		r = sync_stopping(s) ? -ECANCELED :
+			pass_tenant(s, names.v[i], pt, w, sizeof(w));
+		if (r && !rc) {
+			rc = r;
+			snprintf(what, wlen, "%s", w);
+		}
+		if (pass_ends(r))
+			pt->hard = true;
 	}
-	if (!rc)
-		rc = sync_publish_tenants(s, &names, what, wlen);
-	if (!rc && pt.refused) {
+	if (!pt->hard) {
+		r = sync_publish_tenants(s, &names, w, sizeof(w));
+		if (r) {
+			rc = r;
+			snprintf(what, wlen, "%s", w);
+			pt->hard = true;
+		}
+	}
+	if (!rc && pt->refused) {
 		rc = -EBUSY;
-		snprintf(what, wlen, "%s", pt.refused_what);
+		snprintf(what, wlen, "%s", pt->refused_what);
+		pt->hard = true;
 	}
-	pass_status(s, &pt);
+	*retry_at = rc && !pt->hard ? sync_retry_next(&s->retries) : 0;
+	pass_status(s, pt);
 	if (s->cfg.cache_size)
 		sync_evict(s, NULL, 0);
 	sync_strvec_release(&names);
 	return rc;
 }
 
-static int pass(struct sync *s, bool force)
+/* One pass (FORCE, RETRY_ALL: see struct pass_tenant); *RETRY_AT as
+ * writer_pass() says. */
+static int pass(struct sync *s, bool force, bool retry_all, int64_t *retry_at)
 {
+	struct pass_tenant pt = { .force = force, .retry_all = retry_all };
 	char what[160] = "list tenants";
 	bool stopped;
 	int rc;
 
+	*retry_at = 0;
 	if (s->cfg.replica)
 		rc = sync_replica_pass(s, what, sizeof(what));
 	else
-		rc = writer_pass(s, force, what, sizeof(what));
+		rc = writer_pass(s, &pt, retry_at, what, sizeof(what));
 	/* Cut short by sync_stop(): not a failure of the remote. */
 	stopped = rc == -ECANCELED && sync_stopping(s);
 	sync_mutex_lock(&s->lock);
@@ -435,37 +510,63 @@ static void wait_backoff(struct sync *s, int64_t backoff_ns)
 		sync_cond_timedwait(&s->cond, &s->lock, &ts);
 }
 
+/* After a pass that failed with RC, with s->lock: how long to wait. */
+static int64_t next_backoff(const struct sync *s, int64_t backoff, int rc)
+{
+	/* An analysis host keeps polling at its pace whatever fails. */
+	int64_t cap = s->cfg.replica && s->cfg.poll_ns < s->cfg.backoff_max_ns ?
+		s->cfg.poll_ns : s->cfg.backoff_max_ns;
+
+	backoff = backoff ? backoff * 2 : s->cfg.backoff_min_ns;
+	/* Refused credentials, a full remote...: no hurry. */
+	if (!backend_err_retryable(rc) || backoff > cap)
+		backoff = cap;
+	return backoff;
+}
+
 static void *sync_main(void *arg)
 {
 	struct sync *s = arg;
 	int64_t backoff = 0;
+	uint64_t retried = 0;	/* the last sync_now() that retried all */
 
 	sync_mutex_lock(&s->lock);
 	while (!s->stop) {
 		uint64_t target = s->now_req;
 		bool force = target != s->now_done;
+		/* A new sync_now() tries failing objects at once, once. */
+		bool retry_all = force && target != retried;
+		int64_t period = s->cfg.url && s->cfg.replica ?
+			s->cfg.poll_ns : s->cfg.interval_ns;
+		int64_t retry_at, now;
 		int rc;
 
 		s->kicked = false;
+		if (retry_all)
+			retried = target;
 		sync_mutex_unlock(&s->lock);
-		rc = pass(s, force);
+		rc = pass(s, force, retry_all, &retry_at);
 		sync_mutex_lock(&s->lock);
 		if (!rc && force && s->now_done < target)
 			s->now_done = target;
 		pthread_cond_broadcast(&s->done);
+		now = sync_clock(CLOCK_MONOTONIC);
 		if (!rc) {
-			int64_t period = s->cfg.url && s->cfg.replica ?
-				s->cfg.poll_ns : s->cfg.interval_ns;
-
 			backoff = 0;
-			wait_until(s, sync_clock(CLOCK_MONOTONIC) + period);
-			continue;
+			wait_until(s, now + period);
+		} else if (retry_at) {
+			/* Only single objects fail, each at its own pace
+			 * (retry.c): passes keep their period, and one comes
+			 * sooner when a retry is due. */
+			backoff = 0;
+			if (retry_at > now + period)
+				retry_at = now + period;
+			wait_backoff(s, retry_at - now > SYNC_KICK_MIN_NS ?
+					retry_at - now : SYNC_KICK_MIN_NS);
+		} else {
+			backoff = next_backoff(s, backoff, rc);
+			wait_backoff(s, backoff);
 		}
-		backoff = backoff ? backoff * 2 : s->cfg.backoff_min_ns;
-		/* Refused credentials, a full remote...: no hurry. */
-		if (!backend_err_retryable(rc) || backoff > s->cfg.backoff_max_ns)
-			backoff = s->cfg.backoff_max_ns;
-		wait_backoff(s, backoff);
 	}
 	sync_mutex_unlock(&s->lock);
 	return NULL;
@@ -519,6 +620,7 @@ static void sync_free(struct sync *s)
 	for (size_t i = 0; i < s->nts; i++)
 		tstate_release(&s->ts[i]);
 	free(s->ts);
+	sync_retries_release(&s->retries);
 	free(s->leases);
 	free(s->tenants_json);
 	free(s->identity);

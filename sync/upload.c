@@ -12,8 +12,13 @@
  * event index object, and only then marks the segment uploaded.  A PUT's
  * own success is the proof; no HEAD follows it.
  *
- * After a failure no further segment starts (the pass backs off); those in
- * flight finish.  sync_stop() ends transfers in flight through s->abort.
+ * A failure holds back only its segment (and so its stream's manifest
+ * entry, retry.c): it is recorded in s->retries, with whether the
+ * segment's bytes went up already, so that its retry sends only the event
+ * index when that was what failed.  The other segments go on, unless
+ * UPLOAD_DOWN_FAILS of them failed before any went up: then the remote
+ * looks down, no further segment starts, and the pass backs off as a
+ * whole.  sync_stop() ends transfers in flight through s->abort.
  *
  * Locking: the batch's bookkeeping and s->ub are protected by s->lock (a
  * leaf), dropped around every upload.  The helper threads are a
@@ -34,14 +39,21 @@
 #include "sync.h"
 #include "sync_int.h"
 
+/* Failures before any success that stop a batch: the remote looks down. */
+#define UPLOAD_DOWN_FAILS 3
+
 /* One segment of a batch. */
 struct upload_job {
 	struct store_segment seg;	/* read-only once the batch is up */
+	char *key;		/* the segment's remote key; read-only */
 	bool ran;		/* protected by s->lock */
 	int rc;			/* protected by s->lock */
-	char what[160];		/* the failed step; the job's thread only */
-	bool damaged;		/* the local copy failed its checksum; the
-				 * job's thread only */
+	/* The job's thread's while it runs, then sync_upload()'s: */
+	char what[160];		/* the failed step */
+	bool damaged;		/* the local copy failed its checksum */
+	bool body_done;		/* the segment's bytes are up (before the
+				 * job too: only its index is left) */
+	bool waits;		/* for its retry time: not run; read-only */
 };
 
 /* The sealed segments of one tenant that a pass uploads; on the stack of
@@ -55,7 +67,7 @@ struct upload_batch {
 	size_t n;
 	size_t next;		/* protected by s->lock: next job to start */
 	unsigned running;	/* protected by s->lock: jobs in flight */
-	bool failed;		/* protected by s->lock: start no more */
+	unsigned ok, failed;	/* protected by s->lock: jobs ended so */
 };
 
 /* What hash_local() feeds each chunk of the file to. */
@@ -110,24 +122,20 @@ out:
 	return rc;
 }
 
-/* PUTs segment SEG of T, then its event index object, through B.
- * *DAMAGED (OUT) tells a local copy that failed its checksum. */
-static int upload_segment(struct backend *b, struct store_tenant *t,
-			  const char *tprefix, const struct store_segment *seg,
-			  char *what, size_t wlen, bool *damaged)
+/* PUTs the bytes of segment SEG of T as KEY through B. *DAMAGED (OUT)
+ * tells a local copy that failed its checksum. */
+static int put_segment(struct backend *b, struct store_tenant *t,
+		       const struct store_segment *seg, const char *key,
+		       char *what, size_t wlen, bool *damaged)
 {
-	char *path = store_segment_path(t, seg->seg), *key = NULL;
-	char *ikey = NULL;
-	struct backend_buf idx = { 0 };
+	char *path = store_segment_path(t, seg->seg);
 	struct stat st;
 	char sha256[65];
 	bool want_sha = backend_caps(b) & BACKEND_CAP_SHA256;
 	int fd = -1, rc;
 
-	key = sync_segment_key(tprefix, seg->seg, seg->checksum, false);
-	ikey = sync_segment_key(tprefix, seg->seg, seg->checksum, true);
-	snprintf(what, wlen, "put %s", key ? key : "?");
-	if (!path || !key || !ikey) {
+	snprintf(what, wlen, "put %s", key);
+	if (!path) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -148,23 +156,53 @@ static int upload_segment(struct backend *b, struct store_tenant *t,
 		.fd = fd, .len = seg->length,
 		.sha256 = want_sha ? sha256 : NULL });
 	if (rc)
-		goto out;
-	/* The event index, after its segment.  A put that succeeded is the
-	 * whole object (the server checked its length, and s3 its signed
-	 * SHA-256): no HEAD to confirm it. */
-	snprintf(what, wlen, "event index of segment %" PRIu64, seg->seg);
-	idx.max = 256u << 20;
-	rc = sync_index_encode(t, seg->seg, &idx);
-	if (rc)
-		goto out;
-	snprintf(what, wlen, "put %s", ikey);
-	rc = backend_put_buf(b, ikey, idx.data, idx.len);
+		sync_what_why(what, wlen, b);
+	/* No such place on the remote: not a stream removed here. */
+	if (rc == -ENOENT)
+		rc = -EIO;
 out:
 	if (fd >= 0)
 		close(fd);
-	backend_buf_release(&idx);
 	free(path);
-	free(key);
+	return rc;
+}
+
+/* PUTs segment SEG of T (remote key KEY, below TPREFIX), unless
+ * *BODY_DONE says its bytes are up already, then its event index object,
+ * through B.  *BODY_DONE (OUT too) and *DAMAGED (OUT) as in struct
+ * upload_job. */
+static int upload_segment(struct backend *b, struct store_tenant *t,
+			  const char *tprefix, const struct store_segment *seg,
+			  const char *key, bool *body_done, char *what,
+			  size_t wlen, bool *damaged)
+{
+	char *ikey = sync_segment_key(tprefix, seg->seg, seg->checksum, true);
+	struct backend_buf idx = { .max = 256u << 20 };
+	int rc = 0;
+
+	if (!ikey)
+		return -ENOMEM;
+	if (!*body_done) {
+		rc = put_segment(b, t, seg, key, what, wlen, damaged);
+		*body_done = !rc;
+	}
+	/* The event index, after its segment.  A put that succeeded is the
+	 * whole object (the server checked its length, and s3 its signed
+	 * SHA-256): no HEAD to confirm it. */
+	if (!rc) {
+		snprintf(what, wlen, "event index of segment %" PRIu64,
+			 seg->seg);
+		rc = sync_index_encode(t, seg->seg, &idx);
+	}
+	if (!rc) {
+		snprintf(what, wlen, "put %s", ikey);
+		rc = backend_put_buf(b, ikey, idx.data, idx.len);
+		if (rc)
+			sync_what_why(what, wlen, b);
+		if (rc == -ENOENT)
+			rc = -EIO;	/* as in put_segment() */
+	}
+	backend_buf_release(&idx);
 	free(ikey);
 	return rc;
 }
@@ -181,8 +219,9 @@ static int upload_job(struct sync *s, struct backend **b,
 		rc = backend_open_url(s->cfg.url, &s->cfg.opts, b);
 	}
 	if (!rc)
-		rc = upload_segment(*b, ub->t, ub->tprefix, &j->seg, j->what,
-				    sizeof(j->what), &j->damaged);
+		rc = upload_segment(*b, ub->t, ub->tprefix, &j->seg, j->key,
+				    &j->body_done, j->what, sizeof(j->what),
+				    &j->damaged);
 	if (!rc) {
 		snprintf(j->what, sizeof(j->what),
 			 "mark segment %" PRIu64 " uploaded", j->seg.seg);
@@ -192,11 +231,19 @@ static int upload_job(struct sync *s, struct backend **b,
 	return rc == -ENOENT ? 0 : rc;
 }
 
+/* Whether UB's failures, none of them redeemed by a success, say that
+ * the remote is down.  With s->lock. */
+static bool batch_down(struct sync *s, const struct upload_batch *ub)
+{
+	SYNC_ASSERT_HELD(&s->lock);
+	return !ub->ok && ub->failed >= UPLOAD_DOWN_FAILS;
+}
+
 /* With s->lock. */
 static bool batch_has_work(struct sync *s, const struct upload_batch *ub)
 {
 	SYNC_ASSERT_HELD(&s->lock);
-	return ub->next < ub->n && !ub->failed && !sync_stopping(s);
+	return ub->next < ub->n && !batch_down(s, ub) && !sync_stopping(s);
 }
 
 /* Starts jobs of UB one after the other until none is left to start.
@@ -209,6 +256,8 @@ static void run_jobs(struct sync *s, struct backend **b,
 		struct upload_job *j = &ub->v[ub->next++];
 		int rc;
 
+		if (j->waits)
+			continue;
 		ub->running++;
 		sync_mutex_unlock(&s->lock);
 		rc = upload_job(s, b, ub, j);
@@ -216,12 +265,13 @@ static void run_jobs(struct sync *s, struct backend **b,
 		j->ran = true;
 		j->rc = rc;
 		if (rc) {
-			ub->failed = true;
+			ub->failed++;
 			if (!(rc == -ECANCELED && sync_stopping(s)))
 				s->status.upload_failures[j->damaged ?
 					SYNC_CAUSE_CHECKSUM :
 					sync_cause_of(rc)]++;
 		} else {
+			ub->ok++;
 			s->status.uploaded_segments++;
 			s->status.uploaded_bytes += j->seg.length;
 		}
@@ -246,21 +296,99 @@ static void *uploader_main(void *arg)
 	return NULL;
 }
 
-int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
-		const struct sync_seg_vec *segs, uint64_t *done,
-		uint64_t *done_bytes, char *what, size_t wlen)
+/* Fills UB with a job for each of SEGS, their keys below TPREFIX: those
+ * that wait for their retry time (unless RETRY_ALL) marked so, and those
+ * whose bytes went up before marked body_done. */
+static int batch_fill(struct sync *s, struct upload_batch *ub,
+		      const char *tprefix, const struct sync_seg_vec *segs,
+		      bool retry_all)
 {
-	struct upload_batch ub = { .t = t, .tprefix = tprefix, .n = segs->n };
+	int64_t now = sync_clock(CLOCK_MONOTONIC);
+
+	ub->v = calloc(segs->n, sizeof(*ub->v));
+	if (!ub->v)
+		return -ENOMEM;
+	for (size_t i = 0; i < segs->n; i++) {
+		struct upload_job *j = &ub->v[ub->n++];
+		const struct sync_retry *e;
+
+		j->seg = segs->v[i];
+		j->key = sync_segment_key(tprefix, j->seg.seg, j->seg.checksum,
+					  false);
+		if (!j->key)
+			return -ENOMEM;
+		e = sync_retry_get(&s->retries, j->key);
+		j->body_done = e && e->body_done;
+		j->waits = !retry_all && !sync_retry_due(e, now);
+	}
+	return 0;
+}
+
+static void batch_release(struct upload_batch *ub)
+{
+	for (size_t i = 0; i < ub->n; i++)
+		free(ub->v[i].key);
+	free(ub->v);
+}
+
+/* Notes in OUT the creation of a segment not done. */
+static void note_left(struct sync_upload_out *out, const struct upload_job *j)
+{
+	int64_t c = j->seg.created_ns;
+
+	if (c > 0 && (!out->oldest_left_ns || c < out->oldest_left_ns))
+		out->oldest_left_ns = c;
+}
+
+/* After the batch, on the sync thread: the outcome of each job into OUT
+ * and s->retries.  Returns the first failure in segment order (a job that
+ * waited counts with its last one), described in WHAT. */
+static int batch_settle(struct sync *s, struct upload_batch *ub,
+			struct sync_upload_out *out, char *what, size_t wlen)
+{
 	int rc = 0;
 
-	*done = *done_bytes = 0;
+	for (size_t i = 0; i < ub->n; i++) {
+		struct upload_job *j = &ub->v[i];
+		struct sync_retry *e = NULL;
+
+		if (j->ran && !j->rc) {
+			out->done++;
+			out->done_bytes += j->seg.length;
+			sync_retry_done(&s->retries, j->key);
+			continue;
+		}
+		note_left(out, j);
+		if (j->waits)
+			e = sync_retry_get(&s->retries, j->key);
+		else if (j->ran && !(j->rc == -ECANCELED && sync_stopping(s)))
+			e = sync_retry_failed(s, &s->retries, j->key, j->rc,
+					      j->what);
+		if (e && j->ran)
+			e->body_done = j->body_done;
+		if (rc || (!j->ran && !e))
+			continue;
+		rc = e ? e->rc : j->rc;
+		snprintf(what, wlen, "%s", e ? e->what : j->what);
+	}
+	return rc;
+}
+
+int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
+		const struct sync_seg_vec *segs, bool retry_all,
+		struct sync_upload_out *out, char *what, size_t wlen)
+{
+	struct upload_batch ub = { .t = t, .tprefix = tprefix };
+	int rc;
+
+	*out = (struct sync_upload_out){ 0 };
 	if (!segs->n)
 		return 0;
-	ub.v = calloc(segs->n, sizeof(*ub.v));
-	if (!ub.v)
-		return -ENOMEM;
-	for (size_t i = 0; i < segs->n; i++)
-		ub.v[i].seg = segs->v[i];
+	rc = batch_fill(s, &ub, tprefix, segs, retry_all);
+	if (rc) {
+		batch_release(&ub);
+		return rc;
+	}
 	sync_mutex_lock(&s->lock);
 	s->ub = &ub;
 	pthread_cond_broadcast(&s->upload_cond);
@@ -268,24 +396,14 @@ int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
 	while (ub.running)
 		sync_cond_wait(&s->upload_done, &s->lock);
 	s->ub = NULL;
+	out->down = batch_down(s, &ub);
 	sync_mutex_unlock(&s->lock);
-	/* The first failure in segment order is the one reported. */
-	for (size_t i = 0; i < ub.n; i++) {
-		struct upload_job *j = &ub.v[i];
-
-		if (j->ran && !j->rc) {
-			(*done)++;
-			*done_bytes += j->seg.length;
-		} else if (j->ran && !rc) {
-			rc = j->rc;
-			snprintf(what, wlen, "%s", j->what);
-		}
-	}
-	if (!rc && *done < ub.n) {
+	rc = batch_settle(s, &ub, out, what, wlen);
+	if (!rc && out->done < ub.n) {
 		rc = -ECANCELED;	/* sync_stop() began */
 		snprintf(what, wlen, "upload of %s", store_tenant_name(t));
 	}
-	free(ub.v);
+	batch_release(&ub);
 	return rc;
 }
 
