@@ -156,3 +156,23 @@ def test_writer_to_analysis_rclone(mount, run_streamfs, tmp_path, rclone_dav):
     sync(run_streamfs, a.mnt)
     assert_same_tree(w.mnt, a.mnt)
     assert (rclone_dav.root / ("e2e-%s" % tmp_path.name) / "deeper" / "streamfs-v1").is_dir()
+
+
+def test_corrupted_fetch_is_logged_as_checksum_mismatch(mount, run_streamfs, tmp_path,
+                                                        dav, dav_proxy):
+    """A segment that comes back with one byte changed is fetched again
+    and read right; the log says what was wrong: a checksum mismatch."""
+    url = "%s/dav/flip-%s" % (dav_proxy.url, tmp_path.name)
+    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    data = b"".join(b"line %06d\n" % i for i in range(2000))
+    append(w.path("T", "s"), data, APPEND)
+    sync(run_streamfs, w.mnt)
+    a = mount(["remote=" + url, "ro", "poll=1h"], src=tmp_path / "cache",
+              allow=SYNC_ALLOW + [r"fetch of .* failed"])
+    sync(run_streamfs, a.mnt)
+    dav_proxy.fault("flip", count=1,
+                    match=re.compile(r"^GET .*/segments/%016x-[0-9a-f]{16}$" % 1))
+    assert read(a.path("T", "s")) == data
+    assert re.search(r"fetch of \S+ failed \(try 1 of \d+\): checksum mismatch",
+                     a.stderr()), a.stderr()
