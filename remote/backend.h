@@ -85,6 +85,21 @@ struct backend_options {
 	/* s3: send '/' unencoded in query values.  Real S3 wants %2F; some
 	 * test servers (moto) decode it before checking the signature. */
 	bool query_slash_raw;
+	/* file: the top directory of the layout the caller keeps below the
+	 * root (sync's "streamfs-v1"), or NULL.  When set, the root is taken
+	 * for the remote only while it holds that directory, or while it is
+	 * a mount point of its own (or, missing, its parent is): a share,
+	 * where the first put makes the directory.  Otherwise (a NAS not
+	 * mounted yet: the root missing, or an empty directory of its
+	 * parent's filesystem) every call gives -EAGAIN, like a server that
+	 * is down, and nothing is written (logged once per state).  With
+	 * file_claim as well, opening makes a new remote where the URL
+	 * points, unless that looks like an unmounted mount point: the root
+	 * when its parent is there (and is no empty directory of its own
+	 * parent's filesystem), and the layout directory in a root that is
+	 * not empty or was just made. */
+	const char *file_layout;
+	bool file_claim;
 	/* When not NULL: a request fails with -ECANCELED, in flight too
 	 * (checked about once a second and on progress), while abort->now
 	 * is true or once CLOCK_MONOTONIC passes abort->deadline_ns (when

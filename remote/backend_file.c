@@ -6,10 +6,16 @@
  * to the target, which fails with EEXIST when another host won: link is
  * atomic on local filesystems and on NFS.  Temporary files start with '.',
  * which keys never do, so listings skip them.
+ *
+ * With options' file_layout (sync's writers and analysis hosts), the root
+ * must be recognized as the remote before each call (root_check()): a NAS
+ * mount point whose share is not mounted is an empty directory of its
+ * parent's filesystem, and nothing may go there.  backend.h says the rule.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +29,9 @@
 struct backend_file {
 	struct backend base;
 	char *root;		/* absolute directory, no trailing '/' */
+	char *layout;		/* ROOT/file_layout, or NULL: no checks */
+	const char *absent;	/* why the root was last found not to be the
+				 * remote (logged), or NULL */
 };
 
 static struct backend_file *to_file(struct backend *b)
@@ -32,6 +41,150 @@ static struct backend_file *to_file(struct backend *b)
 
 static void file_close(struct backend *b);
 
+/* ---- is the root the remote? ---- */
+
+/* PATH's parent directory, malloc'd (NULL: no memory). */
+static char *parent_of(const char *path)
+{
+	char *copy = strdup(path), *out;
+
+	if (!copy)
+		return NULL;
+	out = strdup(dirname(copy));
+	free(copy);
+	return out;
+}
+
+/* Whether directory PATH is a mount point: on another device than its
+ * parent (or the root of all). */
+static bool is_mount_point(const char *path)
+{
+	char *parent = parent_of(path);
+	struct stat a, b;
+	bool yes;
+
+	yes = parent && stat(path, &a) == 0 && stat(parent, &b) == 0 &&
+	      S_ISDIR(a.st_mode) &&
+	      (a.st_dev != b.st_dev || a.st_ino == b.st_ino);
+	free(parent);
+	return yes;
+}
+
+/* Whether DIR is an empty directory of its parent's filesystem: what a
+ * mount point looks like while nothing is mounted on it. */
+static bool is_bare(const char *dir)
+{
+	struct dirent *de;
+	bool empty = true;
+	DIR *d;
+
+	if (is_mount_point(dir) || !(d = opendir(dir)))
+		return false;
+	while (empty && (de = readdir(d)))
+		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+static bool is_dir(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Makes DIR unless it is there: 0 or -errno. */
+static int make_dir(const char *dir)
+{
+	return mkdir(dir, 0755) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+/* What F's root is now: the remote (0), a share without the layout yet
+ * (1: a mount point, or missing in one), or not the remote (-EAGAIN, *WHY
+ * saying why). */
+static int root_state(struct backend_file *f, const char **why)
+{
+	char *parent;
+	int rc;
+
+	if (is_dir(f->layout))
+		return 0;
+	if (is_dir(f->root)) {
+		if (is_mount_point(f->root))
+			return 1;
+		*why = is_bare(f->root) ?
+			"is an empty directory of its parent's filesystem "
+			"(a mount point whose share is not mounted?)" :
+			"holds no layout and is no mount point";
+		return -EAGAIN;
+	}
+	parent = parent_of(f->root);
+	rc = parent && is_mount_point(parent) ? 1 : -EAGAIN;
+	*why = "is missing";
+	free(parent);
+	return rc;
+}
+
+/* Before each call (WRITE: a put): 0 when the root is the remote (a
+ * share gets its layout directory first, for a put), else -EAGAIN,
+ * logged once for each new reason. */
+static int root_check(struct backend_file *f, bool write)
+{
+	const char *why = NULL;
+	int rc;
+
+	if (!f->layout)
+		return 0;
+	rc = root_state(f, &why);
+	if (rc == 1) {
+		rc = write ? make_dir(f->root) : 0;
+		if (!rc && write)
+			rc = make_dir(f->layout);
+		if (rc == -ENOENT)
+			rc = -EAGAIN;	/* unmounted meanwhile */
+	}
+	if (rc != -EAGAIN || !why) {
+		if (f->absent && !rc)
+			remote_log(LOG_NOTICE, "file remote %s is there", f->root);
+		if (!rc)
+			f->absent = NULL;
+		return rc;
+	}
+	if (f->absent != why)
+		remote_log(LOG_WARNING, "file remote %s %s: nothing goes there; "
+			   "waiting for it (mount the share, or mkdir %s to "
+			   "make a plain directory the remote)", f->root, why,
+			   f->layout);
+	f->absent = why;
+	return -EAGAIN;
+}
+
+/* At open with file_claim: makes the remote where the URL points unless
+ * that looks like a mount point whose share is not mounted (backend.h).
+ * What is not made now is waited for by root_check(). */
+static int claim_at_open(struct backend_file *f)
+{
+	char *parent;
+	bool made = false;
+	int rc = 0;
+
+	if (is_dir(f->layout) || is_mount_point(f->root))
+		return 0;
+	if (!is_dir(f->root)) {
+		parent = parent_of(f->root);
+		if (!parent)
+			return -ENOMEM;
+		made = is_dir(parent) && !is_bare(parent) &&
+		       make_dir(f->root) == 0;
+		free(parent);
+		if (!made)
+			return 0;
+	}
+	if (made || !is_bare(f->root))
+		rc = make_dir(f->layout);
+	return rc == -ENOENT ? 0 : rc;
+}
+
 static int file_open(const char *url, const struct backend_options *opts,
 		     struct backend **out)
 {
@@ -40,7 +193,6 @@ static int file_open(const char *url, const struct backend_options *opts,
 	struct stat st;
 	size_t len;
 
-	(void)opts;
 	if (path[0] != '/')
 		return -EINVAL;	/* file://host/... is not supported */
 	f = calloc(1, sizeof(*f));
@@ -56,6 +208,21 @@ static int file_open(const char *url, const struct backend_options *opts,
 		free(f->root);
 		free(f);
 		return -EINVAL;
+	}
+	if (opts->file_layout) {
+		int rc = -ENOMEM;
+
+		if (asprintf(&f->layout, "%s/%s", f->root,
+			     opts->file_layout) < 0)
+			f->layout = NULL;
+		else
+			rc = opts->file_claim ? claim_at_open(f) : 0;
+		if (rc) {
+			file_close(&f->base);
+			return rc;
+		}
+		*out = &f->base;
+		return 0;
 	}
 	if (stat(f->root, &st) < 0) {
 		int rc = -errno;
@@ -81,6 +248,7 @@ static void file_close(struct backend *b)
 	struct backend_file *f = to_file(b);
 
 	free(f->root);
+	free(f->layout);
 	free(f);
 }
 
@@ -221,7 +389,9 @@ static int put_file(struct backend *b, const char *key,
 	char *path = NULL, *tmp = NULL;
 	int rc;
 
-	rc = file_path(f, key, &path);
+	rc = root_check(f, true);
+	if (!rc)
+		rc = file_path(f, key, &path);
 	if (!rc)
 		rc = write_temp(f, path, body, &tmp);
 	if (!rc && if_absent) {
@@ -260,7 +430,9 @@ static int file_get(struct backend *b, const char *key, uint64_t off,
 	uint64_t end;
 	int fd, rc;
 
-	rc = file_path(f, key, &path);
+	rc = root_check(f, false);
+	if (!rc)
+		rc = file_path(f, key, &path);
 	if (rc)
 		return rc;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -308,7 +480,9 @@ static int file_del(struct backend *b, const char *key)
 	char *path = NULL;
 	int rc;
 
-	rc = file_path(f, key, &path);
+	rc = root_check(f, false);
+	if (!rc)
+		rc = file_path(f, key, &path);
 	if (rc)
 		return rc;
 	if (unlink(path) < 0 && errno != ENOENT)
@@ -325,7 +499,9 @@ static int file_head(struct backend *b, const char *key,
 	struct stat s;
 	int rc;
 
-	rc = file_path(f, key, &path);
+	rc = root_check(f, false);
+	if (!rc)
+		rc = file_path(f, key, &path);
 	if (rc)
 		return rc;
 	if (stat(path, &s) < 0)
@@ -396,7 +572,9 @@ static int file_list(struct backend *b, const char *prefix,
 	struct remote_entries ev = { 0 };
 	int rc;
 
-	rc = walk(f->root, "", prefix ? prefix : "", &ev, 0);
+	rc = root_check(f, false);
+	if (!rc)
+		rc = walk(f->root, "", prefix ? prefix : "", &ev, 0);
 	if (!rc)
 		rc = remote_entries_emit(&ev, fn, arg);
 	remote_entries_release(&ev);

@@ -203,6 +203,8 @@ struct pass_tenant {
 	bool retry_all;		/* a new sync_now: failing objects too */
 	bool hard;		/* a failure of more than single objects
 				 * (lease, manifest, the remote down) */
+	bool down;		/* uploads found the remote down: the pass
+				 * ends */
 	uint64_t pending;	/* sealed segments not uploaded yet */
 	uint64_t pending_bytes;
 	int64_t oldest_ns;	/* creation of the oldest of them; 0: none */
@@ -247,6 +249,7 @@ static int upload_tenant(struct sync *s, struct store_tenant *t,
 	pt->pending_bytes -= up.done_bytes;
 	note_oldest(pt, up.oldest_left_ns);
 	*uploaded = up.done > 0;
+	pt->down |= up.down;
 	if (rc && rc != -ECANCELED && !up.down) {
 		*held = rc;
 		snprintf(held_what, wlen, "%s", what);
@@ -383,12 +386,14 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	sync_mutex_unlock(&s->lock);
 }
 
-/* Whether a failure RC of one tenant ends the pass: stopping, no
- * memory, or a remote that does not answer (each tenant would wait for
- * it).  Other failures hold back only their tenant. */
-static bool pass_ends(int rc)
+/* Whether a failure RC of one tenant (PT its pass) ends the pass:
+ * stopping, no memory, or a remote that does not answer or looks down
+ * (each tenant would wait for it).  Other failures hold back only their
+ * tenant. */
+static bool pass_ends(const struct pass_tenant *pt, int rc)
 {
-	return rc == -ECANCELED || rc == -ENOMEM || rc == -ETIMEDOUT;
+	return rc == -ECANCELED || rc == -ENOMEM || rc == -ETIMEDOUT ||
+	       pt->down;
 }
 
 /* One writer pass over every tenant: PT says how (force, retry_all).
@@ -401,34 +406,36 @@ static int writer_pass(struct sync *s, struct pass_tenant *pt,
 	struct sync_strvec names = { 0 };
 	char w[160];
 	int rc, r = 0;
+	bool listed;
 
 	rc = store_tenant_list(s->st, sync_strvec_collect, &names);
-	pt->hard = rc != 0;
+	listed = !rc;
+	pt->hard = !listed;
 	for (size_t i = 0; i < s->nts; i++)
 		s->ts[i].present = false;
-	for (size_t i = 0; !pass_ends(r) && !pt->hard && i < names.n; i++) {
+	for (size_t i = 0; listed && i < names.n && !pass_ends(pt, r); i++) {
 		r = sync_stopping(s) ? -ECANCELED :
 			pass_tenant(s, names.v[i], pt, w, sizeof(w));
 		if (r && !rc) {
 			rc = r;
 			snprintf(what, wlen, "%s", w);
 		}
-		if (pass_ends(r))
+		if (pass_ends(pt, r))
 			pt->hard = true;
 	}
-	if (!pt->hard) {
+	if (listed && !pass_ends(pt, r)) {
 		r = sync_publish_tenants(s, &names, w, sizeof(w));
-		if (r) {
+		if (r && !rc) {
 			rc = r;
 			snprintf(what, wlen, "%s", w);
-			pt->hard = true;
 		}
+		pt->hard |= r != 0;
 	}
 	if (!rc && pt->refused) {
 		rc = -EBUSY;
 		snprintf(what, wlen, "%s", pt->refused_what);
-		pt->hard = true;
 	}
+	pt->hard |= pt->refused;
 	*retry_at = rc && !pt->hard ? sync_retry_next(&s->retries) : 0;
 	pass_status(s, pt);
 	if (s->cfg.cache_size)
@@ -660,6 +667,8 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 	if (s->cfg.poll_ns <= 0)
 		s->cfg.poll_ns = 10000000000LL;
 	s->cfg.opts.abort = &s->abort;
+	/* A file:// root is the remote once it holds the layout (backend.h). */
+	s->cfg.opts.file_layout = SYNC_ROOT;
 	if (gethostname(s->host, sizeof(s->host) - 1) < 0)
 		snprintf(s->host, sizeof(s->host), "unknown");
 	sync_mutex_init(&s->lock);
@@ -697,6 +706,17 @@ static int writer_start(struct sync *s)
 	return rc;
 }
 
+/* Opens s->b.  A writer's may make a new file:// remote where the URL
+ * points, at this open only: later ones (the helpers', or after the share
+ * went away) only wait for it (backend.h, file_claim). */
+static int open_main_backend(struct sync *s)
+{
+	struct backend_options o = s->cfg.opts;
+
+	o.file_claim = !s->cfg.replica;
+	return backend_open_url(s->cfg.url, &o, &s->b);
+}
+
 int sync_start(struct store *st, const struct sync_config *cfg,
 	       struct sync **out)
 {
@@ -709,7 +729,7 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	s = sync_new(st, cfg);
 	if (!s)
 		return -ENOMEM;
-	rc = backend_open_url(cfg->url, &s->cfg.opts, &s->b);
+	rc = open_main_backend(s);
 	if (!rc && !s->cfg.replica)
 		rc = writer_start(s);
 	if (!rc) {

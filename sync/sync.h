@@ -154,6 +154,11 @@ enum sync_cause {
 	SYNC_CAUSE_OTHER,
 	SYNC_CAUSES
 };
+/* The text of failure RC (-errno) of a step: strerror(-RC), but
+ * "checksum mismatch" for -EBADMSG (bytes that do not match their length
+ * or checksum). */
+const char *sync_strerror(int rc);
+
 /* The cause's label: "timeout", "unavailable", "denied", "not_found",
  * "full", "checksum", "lease", "other". */
 const char *sync_cause_name(enum sync_cause c);

@@ -334,9 +334,7 @@ void sync_note(struct sync *s, int rc, const char *what);
 /* Appends to WHAT (WLEN bytes) what B's remote said of its last failed
  * call ("HTTP status 503"), when it said anything. */
 void sync_what_why(char *what, size_t wlen, const struct backend *b);
-/* strerror(-RC), but "checksum mismatch" for -EBADMSG: bytes that do not
- * match their length or checksum. */
-const char *sync_strerror(int rc);
+
 /* The cause of failure RC (-errno) of a step. */
 enum sync_cause sync_cause_of(int rc);
 /* NAME's state, added when new; NULL: out of memory.  The thread's. */
