@@ -176,3 +176,25 @@ def test_corrupted_fetch_is_logged_as_checksum_mismatch(mount, run_streamfs, tmp
     assert read(a.path("T", "s")) == data
     assert re.search(r"fetch of \S+ failed \(try 1 of \d+\): checksum mismatch",
                      a.stderr()), a.stderr()
+
+
+def test_failing_manifest_holds_back_only_its_tenant(mount, run_streamfs, tmp_path,
+                                                     dav, dav_proxy):
+    """The manifest of one tenant fails with 503: the other tenant
+    publishes meanwhile, and the first follows once the server heals."""
+    url = "%s/dav/tenants-%s" % (dav_proxy.url, tmp_path.name)
+    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW + HTTP_ALLOW)
+    dav_proxy.fault("status", count=None, arg=503,
+                    match=re.compile(r"^PUT .*/tenants/a/manifest\.json$"))
+    os.mkdir(w.path("a"))
+    os.mkdir(w.path("z"))
+    append(w.path("a", "s"), "a1\n", APPEND)
+    append(w.path("z", "s"), "z1\n", APPEND)
+    a = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache",
+              allow=SYNC_ALLOW + HTTP_ALLOW)
+    wait_until(lambda: os.path.exists(a.path("z", "s")) and read(a.path("z", "s")) == b"z1\n",
+               timeout=120, msg="tenant z waited for tenant a's manifest")
+    assert not os.path.exists(a.path("a", "s"))
+    dav_proxy.clear()
+    wait_until(lambda: os.path.exists(a.path("a", "s")) and read(a.path("a", "s")) == b"a1\n",
+               timeout=120, msg="tenant a never published once the server healed")
