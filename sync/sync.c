@@ -231,15 +231,21 @@ static void note_oldest(struct pass_tenant *pt, int64_t c)
 		pt->oldest_ns = c;
 }
 
-/* Uploads SEGS of T, noting in PT what is left; *UPLOADED (OUT) tells
- * whether any went up.  A failure of single objects (not the remote
- * down) is returned in *HELD, described in HELD_WHAT, and not as the
+/* What upload_tenant() leaves for its caller. */
+struct upload_held {
+	bool uploaded;		/* some segment went up */
+	int rc;			/* a failure of single objects, or 0 */
+	char what[160];		/* what failed */
+};
+
+/* Uploads SEGS of T, noting in PT what is left, and in *H what went up.
+ * A failure of single objects (not the remote down) goes to H, not to the
  * result: the manifest still publishes the streams it does not hold
  * back. */
 static int upload_tenant(struct sync *s, struct store_tenant *t,
 			 const char *tprefix, const struct sync_seg_vec *segs,
-			 struct pass_tenant *pt, bool *uploaded, int *held,
-			 char *held_what, char *what, size_t wlen)
+			 struct pass_tenant *pt, struct upload_held *h,
+			 char *what, size_t wlen)
 {
 	struct sync_upload_out up;
 	int rc = sync_upload(s, t, tprefix, segs, pt->retry_all, &up, what,
@@ -248,11 +254,11 @@ static int upload_tenant(struct sync *s, struct store_tenant *t,
 	pt->pending -= up.done;
 	pt->pending_bytes -= up.done_bytes;
 	note_oldest(pt, up.oldest_left_ns);
-	*uploaded = up.done > 0;
+	h->uploaded = up.done > 0;
 	pt->down |= up.down;
 	if (rc && rc != -ECANCELED && !up.down) {
-		*held = rc;
-		snprintf(held_what, wlen, "%s", what);
+		h->rc = rc;
+		snprintf(h->what, sizeof(h->what), "%s", what);
 		rc = 0;
 	}
 	return rc;
@@ -267,9 +273,8 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			 const struct sync_seg_vec *segs,
 			 struct pass_tenant *pt, char *what, size_t wlen)
 {
-	char held_what[160] = "";
-	bool uploaded = false;
-	int rc = 0, held = 0;
+	struct upload_held held = { 0 };
+	int rc = 0;
 
 	if (!ts->leased) {
 		char w[160];
@@ -291,21 +296,20 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		ts->seeded = !rc;
 	}
 	if (!rc)
-		rc = upload_tenant(s, t, tprefix, segs, pt, &uploaded, &held,
-				   held_what, what, wlen);
+		rc = upload_tenant(s, t, tprefix, segs, pt, &held, what, wlen);
 	else
 		for (size_t i = 0; i < segs->n; i++)
 			note_oldest(pt, segs->v[i].created_ns);
-	if (!rc && manifest_due(ts, uploaded, pt->force)) {
+	if (!rc && manifest_due(ts, held.uploaded, pt->force)) {
 		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
 		if (!rc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
 	}
 	if (rc) {
 		pt->hard = true;
-	} else if (held) {
-		rc = held;
-		snprintf(what, wlen, "%s", held_what);
+	} else if (held.rc) {
+		rc = held.rc;
+		snprintf(what, wlen, "%s", held.what);
 	}
 	return rc;
 }
