@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from util import append, getxattr, read, wait_until  # noqa: E402
 
@@ -34,16 +36,31 @@ def puts_of(proxy, pattern):
     return [r for r in proxy.recorded() if pattern.search(f"{r.method} {r.path}")]
 
 
+def remote_behind_proxy(request, backend, name):
+    """URL, mount options, environment and proxy of a remote of BACKEND
+    (nginx WebDAV or moto's S3) reached through the fault proxy."""
+    if backend == "dav":
+        request.getfixturevalue("dav")
+        proxy = request.getfixturevalue("dav_proxy")
+        return "%s/dav/%s" % (proxy.url, name), [], None, proxy
+    s3 = request.getfixturevalue("moto_s3")
+    proxy = request.getfixturevalue("s3_proxy")
+    return s3.url(name), s3.options(endpoint=proxy.url), s3.env, proxy
+
+
+@pytest.mark.parametrize("backend", ["dav", "s3"])
 def test_failing_index_holds_back_only_its_stream(mount, run_streamfs, tmp_path,
-                                                  dav, dav_proxy):
+                                                  request, backend):
     """The event index of one segment fails with 503 until the server
     heals: every other stream of the tenant publishes meanwhile, and the
     analysis host shows them; the failing stream shows what it had.  Once
     the server takes the index, the stream publishes too, and the
     segment's bytes went over the wire once: only the index was retried.
     The log names the HTTP status."""
-    url = "%s/dav/flaky-%s" % (dav_proxy.url, tmp_path.name)
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW + HTTP_ALLOW)
+    url, opts, env, dav_proxy = remote_behind_proxy(request, backend,
+                                                    "flaky-%s" % tmp_path.name)
+    w = mount(["remote=" + url, "roll=1s", *opts], env=env,
+              allow=SYNC_ALLOW + HTTP_ALLOW)
     os.mkdir(w.path("T"))
     # The first segment of the tenant is segment 1: the flaky stream's.
     flaky_idx = seg_put(1, True)
@@ -52,8 +69,8 @@ def test_failing_index_holds_back_only_its_stream(mount, run_streamfs, tmp_path,
     others = ["s%d" % i for i in range(6)]
     for name in others:
         append(w.path("T", name), "%s-1\n" % name, APPEND)
-    a = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache",
-              allow=SYNC_ALLOW + HTTP_ALLOW)
+    a = mount(["remote=" + url, "ro", "poll=1s", *opts], src=tmp_path / "cache",
+              env=env, allow=SYNC_ALLOW + HTTP_ALLOW)
     for name in others:
         wait_until(lambda: os.path.exists(a.path("T", name)) and
                    read(a.path("T", name)) == b"%s-1\n" % name.encode(),
