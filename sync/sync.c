@@ -288,12 +288,16 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 				note_oldest(pt, segs->v[i].created_ns);
 			return 0;
 		}
-		if (rc)
+		if (rc) {
 			snprintf(what, wlen, "%s", w);
+			sync_what_why(what, wlen, s->b);
+		}
 	}
 	if (!rc && !ts->seeded) {
 		rc = sync_seed_from_remote(s, ts, tprefix, what, wlen);
 		ts->seeded = !rc;
+		if (rc)
+			sync_what_why(what, wlen, s->b);
 	}
 	if (!rc)
 		rc = upload_tenant(s, t, tprefix, segs, pt, &held, what, wlen);
@@ -304,6 +308,8 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
 		if (!rc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
+		else	/* its last call on s->b is the one that failed */
+			sync_what_why(what, wlen, s->b);
 	}
 	if (rc) {
 		pt->hard = true;
@@ -429,6 +435,8 @@ static int writer_pass(struct sync *s, struct pass_tenant *pt,
 	}
 	if (listed && !pass_ends(pt, r)) {
 		r = sync_publish_tenants(s, &names, w, sizeof(w));
+		if (r)
+			sync_what_why(w, sizeof(w), s->b);
 		if (r && !rc) {
 			rc = r;
 			snprintf(what, wlen, "%s", w);

@@ -212,6 +212,8 @@ def test_failing_manifest_holds_back_only_its_tenant(mount, run_streamfs, tmp_pa
     wait_until(lambda: os.path.exists(a.path("z", "s")) and read(a.path("z", "s")) == b"z1\n",
                timeout=120, msg="tenant z waited for tenant a's manifest")
     assert not os.path.exists(a.path("a", "s"))
+    assert re.search(r"failing: put \S+/tenants/a/manifest\.json: HTTP status 503",
+                     w.stderr()), w.stderr()
     dav_proxy.clear()
     wait_until(lambda: os.path.exists(a.path("a", "s")) and read(a.path("a", "s")) == b"a1\n",
                timeout=120, msg="tenant a never published once the server healed")
