@@ -23,7 +23,9 @@ work=$(mktemp -d /tmp/streamfs-quickstart.XXXXXX)
 data=$work/data        # the writer's data directory (SOURCE)
 remote=$work/remote    # the file:// remote: where sealed segments are uploaded
 mnt=$work/mnt          # the mount point
-mkdir -p "$data" "$remote" "$mnt"
+# No mkdir of the remote: the writer makes it (an empty directory made
+# beforehand looks like a NAS mount point with nothing mounted, and waits).
+mkdir -p "$data" "$mnt"
 
 run() { # print a command, then run it
 	printf '\n$ %s\n' "$*"

@@ -261,13 +261,13 @@ static void out_error(struct status_out *o, const struct sync_status *sy)
 		return;
 	}
 	if (!o->obj) {
-		text_add(o, "last_error: %s (%s)\n", strerror(-sy->last_error),
+		text_add(o, "last_error: %s (%s)\n", sync_strerror(sy->last_error),
 			 what);
 		return;
 	}
 	e = json_object_new_object();
 	json_object_object_add(e, "error",
-			       json_object_new_string(strerror(-sy->last_error)));
+			       json_object_new_string(sync_strerror(sy->last_error)));
 	json_object_object_add(e, "errno",
 			       json_object_new_int(-sy->last_error));
 	json_object_object_add(e, "what", json_object_new_string(what));

@@ -95,17 +95,26 @@ struct backend_options {
 	/* s3: send '/' unencoded in query values.  Real S3 wants %2F; some
 	 * test servers (moto) decode it before checking the signature. */
 	bool query_slash_raw;
-	/* file: the directory below the root that a remote in use holds
-	 * ("streamfs-v1"), or NULL.  Once a backend has seen it, or from the
-	 * start with layout_required, a root without it (a NAS that is not
-	 * mounted: its bare mount point) is unreachable (-EAGAIN), never
-	 * written into.  Without either, a missing root is made (its last
-	 * level only) when its parent exists, and -EAGAIN otherwise. */
-	const char *layout;
-	bool layout_required;
-	/* file: the caller only reads (an analysis host): a missing root
-	 * is waited for, never made. */
-	bool read_only;
+	/* file: the top directory of the layout the caller keeps below the
+	 * root (sync's "streamfs-v1"), or NULL.  When set, the root is taken
+	 * for the remote while it holds that directory.  A root that held it
+	 * once (file_used, or seen by this backend) and no longer does is a
+	 * NAS not mounted: its bare mount point.  Before that, the root is
+	 * also taken while it is a mount point of its own (or, missing, its
+	 * parent is): a share, where the first put makes the directory.
+	 * Otherwise (the root missing, or an empty directory of its parent's
+	 * filesystem, or a directory of other things) every call gives
+	 * -EAGAIN, like a server that is down, and nothing is written
+	 * (logged once per state).  With file_claim as well (a writer; never
+	 * an analysis host), a remote not used yet is made where the URL
+	 * points unless that looks like an unmounted mount point: the root
+	 * when its parent is there and is no empty directory of its own
+	 * parent's filesystem (at open, or at the first put once that
+	 * holds), and the layout directory in a root that is not empty (at
+	 * open) or was just made. */
+	const char *file_layout;
+	bool file_used;		/* the caller wrote to this root before */
+	bool file_claim;
 	/* When not NULL: a request fails with -ECANCELED, in flight too
 	 * (checked about once a second and on progress), while abort->now
 	 * is true or once CLOCK_MONOTONIC passes abort->deadline_ns (when
@@ -253,6 +262,11 @@ struct backend_ops {
  * of this file says. */
 struct backend {
 	const struct backend_ops *ops;
+	/* The cause of the last failed call as the remote gave it ("HTTP
+	 * status 503", "curl: Couldn't connect to server"), "" when there is
+	 * nothing to add to its -errno: cleared by every wrapper below, set
+	 * by the backend; backend_why() reads it. */
+	char why[96];
 };
 
 /* Opens the backend for URL's scheme.  The caller owns *out and frees it
@@ -276,10 +290,18 @@ static inline bool backend_err_retryable(int rc)
 extern int (*backend_fault_hook)(const struct backend *b, const char *op,
 				 const char *key);
 
-static inline int backend_fault(const struct backend *b, const char *op,
+static inline int backend_fault(struct backend *b, const char *op,
 				const char *key)
 {
+	b->why[0] = '\0';
 	return backend_fault_hook ? backend_fault_hook(b, op, key) : 0;
+}
+
+/* What the remote said of the last failed call through the wrappers
+ * below, or "" (see struct backend). */
+static inline const char *backend_why(const struct backend *b)
+{
+	return b->why;
 }
 
 static inline const char *backend_name(const struct backend *b)

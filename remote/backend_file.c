@@ -7,12 +7,14 @@
  * is atomic on local filesystems and on NFS.  Temporary files start with
  * '.', which keys never do, so listings skip them.
  *
- * A missing DIR is an unreachable remote (-EAGAIN), never an error at open
- * nor "no such object": a NAS may be mounted later.  Its last level is
- * made when its parent exists, unless the remote was in use
- * (backend_options.layout): then a DIR without the layout is the bare
- * mount point of a NAS not mounted, and it waits.  DIR going away under a
- * put (unmounted meanwhile) is the same -EAGAIN.
+ * With options' file_layout (sync's writers and analysis hosts), the root
+ * must be recognized as the remote before each call (root_check()): a NAS
+ * mount point whose share is not mounted is an empty directory of its
+ * parent's filesystem, and nothing may go there; a root that held the
+ * layout once and no longer does is such a mount point too.  A root that
+ * is not the remote is unreachable (-EAGAIN), never an error at open nor
+ * "no such object".  backend.h says the rule.  DIR going away under a put
+ * (unmounted meanwhile) is the same -EAGAIN.
  *
  * Compare-and-swap (put_if_match, del_if_match) holds an flock(2) on a lock
  * file beside the key (".lock.NAME", removed after) while it compares the
@@ -26,6 +28,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,10 +42,12 @@
 struct backend_file {
 	struct backend base;
 	char *root;		/* absolute directory, no trailing '/' */
-	char *layout;		/* ROOT/LAYOUT, or NULL (backend_options) */
-	bool layout_seen;	/* it existed once: required from then on */
-	bool read_only;		/* never makes the root */
-	bool said_missing;	/* the root's absence was logged */
+	char *layout;		/* ROOT/file_layout, or NULL: no checks */
+	bool used;		/* the root held the layout (file_used, or
+				 * seen since): required from then on */
+	bool claim;		/* file_claim: may make the remote */
+	const char *absent;	/* why the root was last found not to be the
+				 * remote (logged), or NULL */
 };
 
 static struct backend_file *to_file(struct backend *b)
@@ -52,6 +57,165 @@ static struct backend_file *to_file(struct backend *b)
 
 static void file_close(struct backend *b);
 
+/* ---- is the root the remote? ---- */
+
+/* PATH's parent directory, malloc'd (NULL: no memory). */
+static char *parent_of(const char *path)
+{
+	char *copy = strdup(path), *out;
+
+	if (!copy)
+		return NULL;
+	out = strdup(dirname(copy));
+	free(copy);
+	return out;
+}
+
+/* Whether directory PATH is a mount point: on another device than its
+ * parent (or the root of all). */
+static bool is_mount_point(const char *path)
+{
+	char *parent = parent_of(path);
+	struct stat a, b;
+	bool yes;
+
+	yes = parent && stat(path, &a) == 0 && stat(parent, &b) == 0 &&
+	      S_ISDIR(a.st_mode) &&
+	      (a.st_dev != b.st_dev || a.st_ino == b.st_ino);
+	free(parent);
+	return yes;
+}
+
+/* Whether DIR is an empty directory of its parent's filesystem: what a
+ * mount point looks like while nothing is mounted on it. */
+static bool is_bare(const char *dir)
+{
+	struct dirent *de;
+	bool empty = true;
+	DIR *d;
+
+	if (is_mount_point(dir) || !(d = opendir(dir)))
+		return false;
+	while (empty && (de = readdir(d)))
+		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+static bool is_dir(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Makes DIR unless it is there: 0 or -errno. */
+static int make_dir(const char *dir)
+{
+	return mkdir(dir, 0755) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+/* Whether missing directory PATH may be made a new remote (F claims
+ * it): its parent is there and is not what an unmounted mount point
+ * looks like. */
+static bool may_make(const struct backend_file *f, const char *path)
+{
+	char *parent = parent_of(path);
+	bool yes = f->claim && parent && is_dir(parent) && !is_bare(parent);
+
+	free(parent);
+	return yes;
+}
+
+/* What F's root is now: the remote (0), a share or new remote without the
+ * layout yet (1: a mount point, missing in one, or missing where F may
+ * make it), or not the remote (-EAGAIN, *WHY saying why). */
+static int root_state(struct backend_file *f, const char **why)
+{
+	char *parent;
+	int rc;
+
+	if (is_dir(f->layout)) {
+		f->used = true;
+		return 0;
+	}
+	if (f->used) {
+		*why = "no longer holds its layout (a share not mounted?)";
+		return -EAGAIN;
+	}
+	if (is_dir(f->root)) {
+		if (is_mount_point(f->root))
+			return 1;
+		*why = is_bare(f->root) ?
+			"is an empty directory of its parent's filesystem "
+			"(a mount point whose share is not mounted?)" :
+			"holds no layout and is no mount point";
+		return -EAGAIN;
+	}
+	parent = parent_of(f->root);
+	rc = (parent && is_mount_point(parent)) || may_make(f, f->root) ?
+		1 : -EAGAIN;
+	*why = "is missing";
+	free(parent);
+	return rc;
+}
+
+/* Before each call (WRITE: a put): 0 when the root is the remote (a
+ * share gets its layout directory first, for a put), else -EAGAIN,
+ * logged once for each new reason. */
+static int root_check(struct backend_file *f, bool write)
+{
+	const char *why = NULL;
+	int rc;
+
+	if (!f->layout)
+		return 0;
+	rc = root_state(f, &why);
+	if (rc == 1) {
+		rc = write ? make_dir(f->root) : 0;
+		if (!rc && write)
+			rc = make_dir(f->layout);
+		if (rc == -ENOENT)
+			rc = -EAGAIN;	/* unmounted meanwhile */
+	}
+	if (rc != -EAGAIN || !why) {
+		if (f->absent && !rc)
+			remote_log(LOG_NOTICE, "file remote %s is there", f->root);
+		if (!rc)
+			f->absent = NULL;
+		return rc;
+	}
+	if (f->absent != why)
+		remote_log(LOG_WARNING, "file remote %s %s: nothing goes there; "
+			   "waiting for it (mount the share, or mkdir %s to "
+			   "make a plain directory the remote)", f->root, why,
+			   f->layout);
+	f->absent = why;
+	return -EAGAIN;
+}
+
+/* At open with file_claim, for a remote not used yet: makes the remote
+ * where the URL points unless that looks like a mount point whose share
+ * is not mounted: the root when root_state() may make it, the layout in a
+ * root just made or holding other things.  What is not made now is
+ * waited for by root_check(). */
+static int claim_at_open(struct backend_file *f)
+{
+	bool made = false;
+	int rc = 0;
+
+	if (f->used || is_dir(f->layout) || is_mount_point(f->root))
+		return 0;
+	if (!is_dir(f->root)) {
+		if (!may_make(f, f->root))
+			return 0;
+		made = make_dir(f->root) == 0;
+	}
+	if (made || (is_dir(f->root) && !is_bare(f->root)))
+		rc = make_dir(f->layout);
+	return rc == -ENOENT ? 0 : rc;
+}
+
 static int file_open(const char *url, const struct backend_options *opts,
 		     struct backend **out)
 {
@@ -60,7 +224,6 @@ static int file_open(const char *url, const struct backend_options *opts,
 	struct stat st;
 	size_t len;
 
-	(void)opts;
 	if (path[0] != '/')
 		return -EINVAL;	/* file://host/... is not supported */
 	f = calloc(1, sizeof(*f));
@@ -77,57 +240,41 @@ static int file_open(const char *url, const struct backend_options *opts,
 		free(f);
 		return -EINVAL;
 	}
-	if (opts->layout &&
-	    asprintf(&f->layout, "%s/%s", f->root, opts->layout) < 0) {
-		f->layout = NULL;
-		file_close(&f->base);
-		return -ENOMEM;
+	if (opts->file_layout) {
+		int rc = -ENOMEM;
+
+		if (asprintf(&f->layout, "%s/%s", f->root,
+			     opts->file_layout) < 0)
+			f->layout = NULL;
+		else
+			rc = 0;
+		f->used = opts->file_used;
+		f->claim = opts->file_claim;
+		if (!rc && f->claim)
+			rc = claim_at_open(f);
+		if (rc) {
+			file_close(&f->base);
+			return rc;
+		}
+		*out = &f->base;
+		return 0;
 	}
-	f->layout_seen = opts->layout && opts->layout_required;
-	f->read_only = opts->read_only;
-	if (stat(f->root, &st) == 0 && !S_ISDIR(st.st_mode)) {
+	if (stat(f->root, &st) < 0) {
+		int rc = -errno;
+
+		/* Create the last level only: a missing mount stays missing. */
+		if (rc == -ENOENT && mkdir(f->root, 0755) == 0)
+			rc = 0;
+		if (rc) {
+			remote_log(LOG_ERR, "file backend %s: %s", f->root, strerror(-rc));
+			file_close(&f->base);
+			return rc;
+		}
+	} else if (!S_ISDIR(st.st_mode)) {
 		file_close(&f->base);
 		return -ENOTDIR;
 	}
-	/* A missing root is not an error: a NAS not mounted yet is an
-	 * unreachable remote (root_ready()). */
 	*out = &f->base;
-	return 0;
-}
-
-/* Logs once that F's remote is not there, and why: -EAGAIN. */
-static int missing(struct backend_file *f, const char *why)
-{
-	if (!f->said_missing)
-		remote_log(LOG_WARNING, "file backend %s: %s; waiting for it "
-			   "(a file system not mounted yet?)", f->root, why);
-	f->said_missing = true;
-	return -EAGAIN;
-}
-
-/* Whether F's root may be used now: 0, or -EAGAIN while it is missing (or
- * lacks the layout a remote in use holds).  Makes a missing root's last
- * level, the first time only: a missing mount stays missing. */
-static int root_ready(struct backend_file *f)
-{
-	struct stat st;
-
-	if (f->layout && stat(f->layout, &st) == 0 && S_ISDIR(st.st_mode)) {
-		f->layout_seen = true;
-		f->said_missing = false;
-		return 0;
-	}
-	if (f->layout_seen)
-		return missing(f, "it no longer holds what this remote holds");
-	if (stat(f->root, &st) < 0) {
-		if (errno != ENOENT || f->read_only)
-			return missing(f, strerror(errno));
-		if (mkdir(f->root, 0755) < 0 && errno != EEXIST)
-			return missing(f, strerror(errno));
-	}
-	if (f->said_missing)
-		remote_log(LOG_NOTICE, "file backend %s: there again", f->root);
-	f->said_missing = false;
 	return 0;
 }
 
@@ -142,14 +289,16 @@ static void file_close(struct backend *b)
 	free(f);
 }
 
-/* KEY's path into *OUT (malloc'd), once the root may be used. */
-static int file_path(struct backend_file *f, const char *key, char **out)
+/* KEY's path into *OUT (malloc'd), once the root is the remote
+ * (root_check(); WRITE: for a put). */
+static int file_path(struct backend_file *f, const char *key, bool write,
+		     char **out)
 {
 	int rc;
 
 	if (!backend_key_valid(key))
 		return -EINVAL;
-	rc = root_ready(f);
+	rc = root_check(f, write);
 	if (rc)
 		return rc;
 	if (asprintf(out, "%s/%s", f->root, key) < 0)
@@ -158,7 +307,7 @@ static int file_path(struct backend_file *f, const char *key, char **out)
 }
 
 /* Creates the directories above PATH.  ENOENT can only mean the root
- * itself went away since root_ready() (a NAS unmounted): that is an
+ * itself went away since root_check() (a NAS unmounted): that is an
  * unreachable remote (-EAGAIN), not "no such object", which callers take
  * for a stream removed meanwhile. */
 static int mkdir_parents(char *path, size_t root_len)
@@ -284,7 +433,7 @@ static int put_file(struct backend *b, const char *key,
 	char *path = NULL, *tmp = NULL;
 	int rc;
 
-	rc = file_path(f, key, &path);
+	rc = file_path(f, key, true, &path);
 	if (!rc)
 		rc = write_temp(f, path, body, &tmp);
 	if (!rc && if_absent) {
@@ -323,7 +472,7 @@ static int file_get(struct backend *b, const char *key, uint64_t off,
 	uint64_t end;
 	int fd, rc;
 
-	rc = file_path(f, key, &path);
+	rc = file_path(f, key, false, &path);
 	if (rc)
 		return rc;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -371,7 +520,7 @@ static int file_del(struct backend *b, const char *key)
 	char *path = NULL;
 	int rc;
 
-	rc = file_path(f, key, &path);
+	rc = file_path(f, key, false, &path);
 	if (rc)
 		return rc;
 	if (unlink(path) < 0 && errno != ENOENT)
@@ -388,7 +537,7 @@ static int file_head(struct backend *b, const char *key,
 	struct stat s;
 	int rc;
 
-	rc = file_path(f, key, &path);
+	rc = file_path(f, key, false, &path);
 	if (rc)
 		return rc;
 	if (stat(path, &s) < 0)
@@ -457,7 +606,7 @@ static int file_list(struct backend *b, const char *prefix,
 {
 	struct backend_file *f = to_file(b);
 	struct remote_entries ev = { 0 };
-	int rc = root_ready(f);
+	int rc = root_check(f, false);
 
 	if (!rc)
 		rc = walk(f->root, "", prefix ? prefix : "", &ev, 0);
@@ -483,7 +632,7 @@ static int file_get_tagged(struct backend *b, const char *key,
 	struct stat before, after;
 	int rc;
 
-	rc = file_path(f, key, &path);
+	rc = file_path(f, key, false, &path);
 	if (rc)
 		return rc;
 	/* The tag of what was read: stat around the read, again if the
@@ -579,7 +728,7 @@ static int file_put_if_match(struct backend *b, const char *key,
 	struct stat s;
 	int lock, rc;
 
-	rc = file_path(f, key, &path);
+	rc = file_path(f, key, true, &path);
 	if (rc)
 		return rc;
 	lock = lock_key(f, path, &lockname);
@@ -607,7 +756,7 @@ static int file_del_if_match(struct backend *b, const char *key,
 	char *path = NULL, *lockname = NULL;
 	int lock, rc;
 
-	rc = file_path(f, key, &path);
+	rc = file_path(f, key, false, &path);
 	if (rc)
 		return rc;
 	lock = lock_key(f, path, &lockname);

@@ -2,9 +2,10 @@
  * backend_http.c: http(s)://HOST/PATH, a WebDAV-style server (nginx's dav
  * module with dav_ext for PROPFIND, Apache mod_dav, ...).
  *
- * put is one PUT (the server must create missing parent collections, as
- * nginx does with create_full_put_path; if it answers 409 or 404 we MKCOL
- * them and retry).  get uses Range; del DELETE; head HEAD.  list walks collections
+ * put is one PUT (the server may create missing parent collections, as
+ * nginx does with create_full_put_path; if it answers 409, or 404 as
+ * rclone serve webdav does, we MKCOL them, the base URL's path first, and
+ * PUT again).  get uses Range; del DELETE; head HEAD.  list walks collections
  * with PROPFIND Depth: 1, so it needs no manifest object on the server.
  * put_if_absent PUTs a temporary object beside KEY and MOVEs it onto KEY
  * with "Overwrite: F", which the server refuses with 412 when KEY exists.
@@ -178,51 +179,47 @@ static int dav_request(struct backend_http *h, struct http_req *req,
 	return http_request(&h->http, req, lines, extra, what);
 }
 
-/* MKCOL of URL (a collection's, ending in '/'); one that exists is fine. */
-static int mkcol(struct backend_http *h, const char *url, const char *what)
+/* MKCOL of collection URL (ends with '/'), named NAME in log lines: 0
+ * when it was made or was there already (405 from nginx; rclone answers
+ * 201 again). */
+static int mkcol(struct backend_http *h, const char *url, const char *name)
 {
 	struct http_req req = { .method = "MKCOL", .url = url };
-	int rc = dav_request(h, &req, "mkcol", what, NULL);
+	int rc = dav_request(h, &req, "mkcol", name, NULL);
 
-	return rc == -EOPNOTSUPP || rc == -EEXIST ? 0 : rc;	/* 405: exists */
+	return rc == -EOPNOTSUPP || rc == -EEXIST ? 0 : rc;
 }
 
-/* Creates the collections of the URL's own path (the prefix), from the
- * server's root down. */
-static int mkcol_base(struct backend_http *h)
-{
-	const char *path = strchr(strstr(h->base_url, "://") + 3, '/');
-	int rc = 0;
-
-	for (const char *q = path + 1; !rc && (q = strchr(q, '/')); q++) {
-		char *url = strndup(h->base_url, (size_t)(q - h->base_url + 1));
-
-		rc = url ? mkcol(h, url, "(prefix)") : -ENOMEM;
-		free(url);
-	}
-	return rc;
-}
-
-/* Creates the collections above KEY, for servers without auto-creation:
- * the prefix's, then KEY's own parents. */
+/* Creates the collections above KEY, top down from the first one of the
+ * base URL's path, for servers that do not create them on PUT. */
 static int mkcol_parents(struct backend_http *h, const char *key)
 {
-	char *k = strdup(key);
-	int rc = k ? mkcol_base(h) : -ENOMEM;
+	struct backend_buf url = { 0 };
+	const char *host = strstr(h->base_url, "://") + 3;
+	const char *path = strchr(host, '/');
+	int rc = 0;
 
-	for (char *p = k; !rc && (p = strchr(p, '/')); p++) {
-		struct backend_buf url = { 0 };
+	/* The base path's own collections: "/a/", then "/a/b/"... */
+	for (const char *p = path + 1; !rc && (p = strchr(p, '/')); p++) {
+		url.len = 0;
+		rc = backend_buf_append(&url, h->base_url,
+					(size_t)(p + 1 - h->base_url));
+		if (!rc)
+			rc = mkcol(h, url.data, path);
+	}
+	/* Then KEY's, below the base. */
+	for (const char *p = key; !rc && (p = strchr(p, '/')); p++) {
+		char *k = strndup(key, (size_t)(p - key));
 
-		*p = '\0';
-		rc = key_url(h, k, &url);
+		url.len = 0;
+		rc = k ? key_url(h, k, &url) : -ENOMEM;
 		if (!rc)
 			rc = backend_buf_append(&url, "/", 1);
 		if (!rc)
 			rc = mkcol(h, url.data, k);
-		backend_buf_release(&url);
-		*p = '/';
+		free(k);
 	}
-	free(k);
+	backend_buf_release(&url);
 	return rc;
 }
 
@@ -232,10 +229,10 @@ static int put_url(struct backend_http *h, const char *url, const char *key,
 	struct http_req req = { .method = "PUT", .url = url, .body = body };
 	int rc = dav_request(h, &req, "put", key, NULL);
 
+	/* A parent collection is missing: RFC 4918 says 409 Conflict, and
+	 * some servers (rclone serve webdav) answer 404. */
 	if ((rc == -EAGAIN && req.status == 409) ||
 	    (rc == -ENOENT && req.status == 404)) {
-		/* A parent collection is missing: 409 Conflict (RFC 4918,
-		 * nginx without create_full_put_path), 404 (rclone). */
 		rc = mkcol_parents(h, key);
 		if (!rc) {
 			req = (struct http_req){ .method = "PUT", .url = url,

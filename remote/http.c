@@ -264,6 +264,7 @@ int http_perform(CURL *h, const struct http_conf *c, struct http_req *req,
 		return abort_errno(c->abort);	/* not worth a log line */
 	if (cc == CURLE_WRITE_ERROR && down.err)
 		return down.err;
+	req->curl = cc;
 	if (cc != CURLE_OK)
 		return http_errno_from_curl(cc, what);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &req->status);
@@ -321,11 +322,17 @@ int http_request(struct http_backend *hb, struct http_req *req,
 	req->headers = hl;
 	if (own_resp)
 		req->resp = &errbuf;	/* for C->explain */
+	hb->base.why[0] = '\0';
 	rc = http_perform(hb->curl, c, req, what);
 	if (!rc && req->status >= 300 && req->status != 416) {
 		if (c->explain)
 			c->explain(what, req->status, req->resp);
 		rc = http_errno_from_status(req->status, what);
+		snprintf(hb->base.why, sizeof(hb->base.why),
+			 "HTTP status %ld", req->status);
+	} else if (rc && req->curl != CURLE_OK) {
+		snprintf(hb->base.why, sizeof(hb->base.why), "curl: %s",
+			 curl_easy_strerror(req->curl));
 	}
 	if (own_resp) {
 		backend_buf_release(&errbuf);

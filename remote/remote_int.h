@@ -92,6 +92,7 @@ struct http_req {
 	const char *want_header;	/* a response header to keep, or NULL */
 	/* OUT */
 	char header[BACKEND_TAG_MAX];	/* want_header's value, "" if none */
+	CURLcode curl;			/* a transfer that failed, or CURLE_OK */
 	long status;
 	curl_off_t content_length;	/* -1 if unknown */
 	int64_t mtime;			/* Last-Modified, 0 if none */

@@ -85,6 +85,7 @@ struct fetch_req {
 	unsigned inflight;	/* GETs running (and an OPENING worker) */
 	unsigned writing;	/* parts being written to the temporary */
 	int err;		/* first failure of this attempt */
+	char why[96];		/* what the remote said of it, or "" */
 	bool hashed;		/* one GET, hashed as written: sum is its XXH3 */
 	uint64_t sum;
 	int fd;			/* the temporary, during an attempt */
@@ -268,6 +269,7 @@ static struct fetch_req *req_take(const struct sync *s, struct fetch_req *r,
 		r->nparts = r->part ? (len + range - 1) / range : 1;
 		r->next_part = 0;
 		r->err = 0;
+		r->why[0] = '\0';
 		r->hashed = false;
 		r->state = REQ_OPENING;
 	}
@@ -490,7 +492,7 @@ static int get_part(struct sync_worker *f, struct fetch_req *r, uint64_t part,
 	rc = backend_get(f->b, r->key, off, r->part ? len : BACKEND_TO_END,
 			 &o->buf);
 	if (!rc && o->buf.passed + o->buf.len != len)
-		rc = -EIO;	/* not what the manifest says */
+		rc = -EBADMSG;	/* not the length the manifest says */
 	return rc;
 }
 
@@ -550,7 +552,9 @@ static void finish(struct sync *s, struct fetch_req *r)
 		rc = store_segment_restore(t, seg.seg, r->tmp);
 	/* After good GETs, restore's -EIO is bytes that fail their length
 	 * or checksum. */
-	cause = rc == -EIO && !get_rc ? SYNC_CAUSE_CHECKSUM : sync_cause_of(rc);
+	if (rc == -EIO && !get_rc)
+		rc = -EBADMSG;
+	cause = sync_cause_of(rc);
 	if (r->tmp)
 		unlink(r->tmp);	/* gone already when restored */
 	sync_mutex_lock(&s->lock);
@@ -572,11 +576,11 @@ static void finish(struct sync *s, struct fetch_req *r)
 	r->attempts++;
 	last = rc == -ENOENT || rc == -ENOSPC ||
 	       r->attempts >= s->cfg.fetch_attempts;
-	sync_log(LOG_WARNING, "fetch of %s failed (try %u of %u): %s", key,
-		 r->attempts, s->cfg.fetch_attempts,
+	sync_log(LOG_WARNING, "fetch of %s failed (try %u of %u): %s%s%s", key,
+		 r->attempts, s->cfg.fetch_attempts, r->why, r->why[0] ? ": " : "",
 		 cause == SYNC_CAUSE_CHECKSUM ?
 		 "checksum mismatch (the bytes fetched are not the ones the "
-		 "manifest names)" : strerror(-rc));
+		 "manifest names)" : sync_strerror(rc));
 	if (!last) {
 		r->state = REQ_IDLE;
 		r->not_before = sync_clock(CLOCK_MONOTONIC) + r->backoff;
@@ -593,16 +597,19 @@ static void finish(struct sync *s, struct fetch_req *r)
 	req_complete(s, r, rc);
 }
 
-/* A GET of R returned RC, with s->lock.  Returns whether a reader waits
+/* A GET of R returned RC (WHY: what the remote said), with s->lock.  Returns whether a reader waits
  * for R and that was the last of the attempt's GETs, all good: the wire is
  * free for the next one, so the reader's readahead moves now. */
-static bool got_part(struct sync *s, struct fetch_req *r, int rc)
+static bool got_part(struct sync *s, struct fetch_req *r, int rc,
+		     const char *why)
 {
 	SYNC_ASSERT_HELD(&s->lock);
 	r->inflight--;
 	r->writing++;
-	if (rc && !r->err)
+	if (rc && !r->err) {
 		r->err = rc;
+		snprintf(r->why, sizeof(r->why), "%s", why);
+	}
 	/* A part or (the wire free) readahead may go now. */
 	pthread_cond_signal(&s->fetch_cond);
 	if (!r->waited || req_on_wire(r) || r->err || s->stop)
@@ -658,7 +665,7 @@ static void run_part(struct sync_worker *f, struct fetch_req *r,
 	if (!rc)
 		rc = get_part(f, r, part, &o);
 	sync_mutex_lock(&s->lock);
-	ahead = got_part(s, r, rc);
+	ahead = got_part(s, r, rc, rc && f->b ? backend_why(f->b) : "");
 	sync_mutex_unlock(&s->lock);
 	if (ahead)	/* t and seg never change: no lock needed */
 		sync_ra_step(s, r->t, r->seg.stream);

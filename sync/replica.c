@@ -9,6 +9,11 @@
  * The remote id -> local id map lives in memory (struct tenant_state.map);
  * after a restart a local stream is matched by name and kept only when its
  * segments are a prefix of the remote's (same origin ids).
+ *
+ * A failure holds back only its stream: the other streams of the tenant
+ * go on, and the manifest is applied again at the next poll.  An index
+ * object that failed is not fetched again before its time in s->retries
+ * (retry.c); the pass itself keeps polling every `poll` (sync.c).
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -125,6 +130,37 @@ static bool local_is_prefix(struct store_tenant *t, uint64_t lid,
 	return ok;
 }
 
+/* GETs and decodes KEY, the event index object of segment SEG, into *B
+ * (*N rows), unless it failed lately and its retry is not due: then its
+ * last failure.  Failures go into s->retries. */
+static int get_index(struct sync *s, const char *key, uint64_t seg,
+		     struct store_batch **b, size_t *n, char *what, size_t wlen)
+{
+	struct backend_buf idx = { .max = 256u << 20 };
+	struct sync_retry *e = sync_retry_get(&s->retries, key);
+	int rc;
+
+	if (!sync_retry_due(e, sync_clock(CLOCK_MONOTONIC))) {
+		snprintf(what, wlen, "%s", e->what);
+		return e->rc;
+	}
+	snprintf(what, wlen, "get %s", key);
+	rc = backend_get(s->b, key, 0, BACKEND_TO_END, &idx);
+	if (rc) {
+		sync_what_why(what, wlen, s->b);
+	} else {
+		rc = sync_index_decode(&idx, seg, b, n);
+		if (rc == -EIO)
+			rc = -EBADMSG;	/* damaged, or another segment's */
+	}
+	if (rc && rc != -ECANCELED)
+		sync_retry_failed(s, &s->retries, key, rc, what);
+	else if (!rc && e)
+		sync_retry_done(&s->retries, key);
+	backend_buf_release(&idx);
+	return rc;
+}
+
 /* Adds to local stream LID of T the segments of MS it lacks, each from
  * its event index object (the bytes stay remote: evicted). */
 static int add_segments(struct sync *s, struct store_tenant *t,
@@ -142,7 +178,6 @@ static int add_segments(struct sync *s, struct store_tenant *t,
 			.offset = g->offset, .length = g->length,
 			.checksum = g->checksum, .created_ns = g->created_ns,
 			.state = STORE_SEG_EVICTED };
-		struct backend_buf idx = { .max = 256u << 20 };
 		struct store_batch *b = NULL;
 		size_t n = 0;
 		char *key;
@@ -153,10 +188,7 @@ static int add_segments(struct sync *s, struct store_tenant *t,
 		key = sync_segment_key(tprefix, seg.origin, seg.checksum, true);
 		if (!key)
 			return -ENOMEM;
-		snprintf(what, wlen, "get %s", key);
-		rc = backend_get(s->b, key, 0, BACKEND_TO_END, &idx);
-		if (!rc)
-			rc = sync_index_decode(&idx, seg.origin, &b, &n);
+		rc = get_index(s, key, seg.origin, &b, &n, what, wlen);
 		if (!rc) {
 			snprintf(what, wlen, "add segment %s to %s", key,
 				 store_tenant_name(t));
@@ -168,7 +200,6 @@ static int add_segments(struct sync *s, struct store_tenant *t,
 		}
 		free(b);
 		free(key);
-		backend_buf_release(&idx);
 	}
 	return rc;
 }
@@ -190,6 +221,8 @@ static int load_manifest(struct sync *s, struct tenant_state *ts,
 	rc = get_text(s, key, &text);
 	if (rc == -ENOENT)
 		rc = 1;		/* listed before its first manifest */
+	else if (rc)
+		sync_what_why(what, wlen, s->b);
 	if (!rc) {
 		*hash = XXH3_64bits(text.data, text.len);
 		if (*hash == ts->mhash)
@@ -344,6 +377,29 @@ static int mirror_stream(struct sync *s, struct tenant_state *ts,
 				    (r->mtime_ns ? STORE_SET_MTIME : 0));
 }
 
+/* Phase 2 for every stream of M: one stream's failure does not hold up
+ * the others.  Returns the first one (described in WHAT). */
+static int mirror_streams(struct sync *s, struct tenant_state *ts,
+			  struct store_tenant *t, const char *tprefix,
+			  const struct manifest *m, char *what, size_t wlen)
+{
+	char w[160];
+	int rc = 0;
+
+	for (size_t j = 0; j < m->nstreams; j++) {
+		int r = mirror_stream(s, ts, t, tprefix, &m->streams[j], w,
+				      sizeof(w));
+
+		if (r && !rc) {
+			rc = r;
+			snprintf(what, wlen, "%s", w);
+		}
+		if (r == -ENOMEM || r == -ECANCELED)
+			return r;
+	}
+	return rc;
+}
+
 /* Mirrors one tenant's manifest, when it changed. */
 static int replica_tenant(struct sync *s, const char *name, char *what,
 			  size_t wlen)
@@ -369,8 +425,8 @@ static int replica_tenant(struct sync *s, const char *name, char *what,
 		rc = store_stream_list(t, 0, local_collect, &lv);
 	if (!rc)
 		rc = drop_unmatched(ts, t, name, &m, &lv, what, wlen);
-	for (size_t j = 0; !rc && j < m.nstreams; j++)
-		rc = mirror_stream(s, ts, t, tprefix, &m.streams[j], what, wlen);
+	if (!rc)
+		rc = mirror_streams(s, ts, t, tprefix, &m, what, wlen);
 	if (!rc)
 		ts->mhash = hash;
 	local_vec_release(&lv);
@@ -409,7 +465,7 @@ static void tenant_error(struct tenant_state *ts, int rc, const char *what)
 {
 	if (rc && rc != ts->err)
 		sync_log(LOG_WARNING, "replica: tenant %s failing: %s: %s; other tenants go "
-			 "on", ts->name, what, strerror(-rc));
+			 "on", ts->name, what, sync_strerror(rc));
 	else if (!rc && ts->err)
 		sync_log(LOG_NOTICE, "replica: tenant %s working again", ts->name);
 	ts->err = rc;
@@ -488,8 +544,10 @@ int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 
 	snprintf(what, wlen, "get %s", sync_tenants_key);
 	rc = get_tenants_json(s, &root);
-	if (rc)
+	if (rc) {
+		sync_what_why(what, wlen, s->b);
 		return rc;
+	}
 	for (size_t i = 0; i < s->nts; i++)
 		s->ts[i].present = false;
 	rc = mirror_tenants(s, root, &first, first_what, sizeof(first_what));

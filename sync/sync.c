@@ -80,9 +80,22 @@ void sync_note(struct sync *s, int rc, const char *what)
 	sync_mutex_unlock(&s->lock);
 	if (log_fail)
 		sync_log(LOG_WARNING, "remote %s failing: %s: %s; will retry",
-			 s->url_shown, what, strerror(-rc));
+			 s->url_shown, what, sync_strerror(rc));
 	if (log_ok)
 		sync_log(LOG_NOTICE, "remote %s working again", s->url_shown);
+}
+
+void sync_what_why(char *what, size_t wlen, const struct backend *b)
+{
+	size_t n = strlen(what);
+
+	if (backend_why(b)[0] && n + 2 < wlen)
+		snprintf(what + n, wlen - n, ": %s", backend_why(b));
+}
+
+const char *sync_strerror(int rc)
+{
+	return rc == -EBADMSG ? "checksum mismatch" : strerror(-rc);
 }
 
 static const char *const cause_names[SYNC_CAUSES] = {
@@ -124,6 +137,8 @@ enum sync_cause sync_cause_of(int rc)
 		return SYNC_CAUSE_FULL;
 	case -EBUSY:
 		return SYNC_CAUSE_LEASE;
+	case -EBADMSG:
+		return SYNC_CAUSE_CHECKSUM;
 	default:
 		return SYNC_CAUSE_OTHER;
 	}
@@ -193,6 +208,11 @@ bool sync_stopping(struct sync *s)
 /* What one writer pass does to one tenant, and what it counts. */
 struct pass_tenant {
 	bool force;		/* sync_now: seal everything, check manifests */
+	bool retry_all;		/* a new sync_now: failing objects too */
+	bool hard;		/* a failure of more than single objects
+				 * (lease, manifest, the remote down) */
+	bool down;		/* uploads found the remote down: the pass
+				 * ends */
 	uint64_t pending;	/* sealed segments not uploaded yet */
 	uint64_t pending_bytes;
 	int64_t oldest_ns;	/* creation of the oldest of them; 0: none */
@@ -342,6 +362,59 @@ static int fence_listing(struct sync *s, struct store_tenant *t,
 	return rc;
 }
 
+/* What upload_tenant() leaves for its caller. */
+struct upload_held {
+	bool uploaded;		/* some segment went up */
+	int rc;			/* a failure of single objects, or 0 */
+	char what[160];		/* what failed */
+};
+
+/* Uploads SEGS of T, noting in PT what is left, and in *H what went up.
+ * A failure of single objects (not the remote down) goes to H, not to the
+ * result: the manifest still publishes the streams it does not hold
+ * back. */
+static int upload_tenant(struct sync *s, struct store_tenant *t,
+			 const char *tprefix, const struct sync_seg_vec *segs,
+			 struct pass_tenant *pt, struct upload_held *h,
+			 char *what, size_t wlen)
+{
+	struct sync_upload_out up;
+	int rc = sync_upload(s, t, tprefix, segs, pt->retry_all, &up, what,
+			     wlen);
+
+	pt->pending -= up.done;
+	pt->pending_bytes -= up.done_bytes;
+	note_oldest(pt, up.oldest_left_ns);
+	h->uploaded = up.done > 0;
+	pt->down |= up.down;
+	if (rc && rc != -ECANCELED && !up.down) {
+		h->rc = rc;
+		snprintf(h->what, sizeof(h->what), "%s", what);
+		rc = 0;
+	}
+	return rc;
+}
+
+/* Uploads the snapshots of T that their streams' uploaded segments
+ * reach (snapshot.c), after the segments; noting in PT what is left.  A
+ * failure holds back only those snapshots (noted in H, as a segment's). */
+static void upload_snapshots(struct sync *s, struct store_tenant *t,
+			     const char *tprefix, struct pass_tenant *pt,
+			     struct upload_held *h)
+{
+	uint64_t done = 0, left = 0;
+	char what[160];
+	int rc = sync_snapshots_upload(s, t, tprefix, &done, &left, what,
+				       sizeof(what));
+
+	h->uploaded |= done > 0;
+	pt->pending_snaps += left;
+	if (rc && rc != -ECANCELED && !h->rc) {
+		h->rc = rc;
+		snprintf(h->what, sizeof(h->what), "%s", what);
+	}
+}
+
 /* Lease, seed, upload and manifest of T (state TS, prefix TPREFIX), whose
  * sealed segments are SEGS; in that order, so that the manifest goes out
  * only after its segments.  A lease held by another writer is noted in
@@ -351,8 +424,7 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			 const struct sync_seg_vec *segs,
 			 struct pass_tenant *pt, char *what, size_t wlen)
 {
-	uint64_t n = 0, bytes = 0;
-	int64_t oldest_left = 0;
+	struct upload_held held = { 0 };
 	int rc = 0;
 
 	if (ts->fenced) {
@@ -370,47 +442,38 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			note_all(pt, segs);
 			return 0;
 		}
-		if (rc)
+		if (rc) {
 			snprintf(what, wlen, "%s", w);
+			sync_what_why(what, wlen, s->b);
+		}
 	}
 	if (!rc && !ts->seeded) {
 		rc = sync_seed_from_remote(s, ts, tprefix, what, wlen);
 		ts->seeded = !rc;
+		if (rc)
+			sync_what_why(what, wlen, s->b);
 	}
-	if (!rc) {
-		rc = sync_upload(s, t, tprefix, segs, &n, &bytes, &oldest_left,
-				 what, wlen);
-		pt->pending -= n;
-		pt->pending_bytes -= bytes;
-		note_oldest(pt, oldest_left);
-	} else {
+	if (!rc)
+		rc = upload_tenant(s, t, tprefix, segs, pt, &held, what, wlen);
+	else
 		note_all(pt, segs);
-	}
-	if (!rc) {
-		uint64_t snaps = 0, left = 0;
-
-		rc = sync_snapshots_upload(s, t, tprefix, &snaps, &left, what,
-					   wlen);
-		n += snaps;
-		pt->pending_snaps += left;
-	}
-	/* A failed upload holds back only its stream: what the others
-	 * shipped is published (the manifest names only unbroken chains of
-	 * uploaded segments), then the failure is reported. */
-	if ((!rc || (n > 0 && rc != -ECANCELED)) &&
-	    manifest_due(ts, n > 0, pt->force)) {
-		char w[160];
-		int prc = sync_publish_manifest(s, t, ts, tprefix,
-						rc ? w : what,
-						rc ? sizeof(w) : wlen);
-
-		if (!prc)
+	if (!rc)
+		upload_snapshots(s, t, tprefix, pt, &held);
+	if (!rc && manifest_due(ts, held.uploaded, pt->force)) {
+		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
+		if (!rc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
-		if (!rc || prc == -EROFS)
-			rc = prc;	/* else the upload's failure stands */
+		else if (rc != -EROFS)	/* its last call on s->b failed */
+			sync_what_why(what, wlen, s->b);
 	}
-	if (rc == -EROFS)	/* fenced on the way: logged */
+	if (rc == -EROFS) {	/* fenced on the way: logged */
 		rc = fence_listing(s, t, ts);
+	} else if (rc) {
+		pt->hard = true;
+	} else if (held.rc) {
+		rc = held.rc;
+		snprintf(what, wlen, "%s", held.what);
+	}
 	return rc;
 }
 
@@ -510,36 +573,68 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	sync_mutex_unlock(&s->lock);
 }
 
-/* One writer pass over every tenant.  FORCE seals every
- * non-empty segment. */
-static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
+/* Whether a failure RC of one tenant (PT its pass) ends the pass:
+ * stopping, no memory, or a remote that does not answer or looks down
+ * (each tenant would wait for it).  Other failures hold back only their
+ * tenant. */
+static bool pass_ends(const struct pass_tenant *pt, int rc)
 {
-	struct pass_tenant pt = { .force = force };
+	return rc == -ECANCELED || rc == -ENOMEM || rc == -ETIMEDOUT ||
+	       pt->down;
+}
+
+/* One writer pass over every tenant: PT says how (force, retry_all).
+ * Returns the first failure, described in WHAT; *RETRY_AT (OUT) is then
+ * when the next failing object is due (retry.c) if single objects were
+ * all that failed, else 0 (the pass backs off). */
+static int writer_pass(struct sync *s, struct pass_tenant *pt,
+		       int64_t *retry_at, char *what, size_t wlen)
+{
 	struct sync_strvec names = { 0 };
-	int rc;
+	char w[160];
+	int rc, r = 0;
+	bool listed;
 
 	snprintf(what, wlen, "probe the remote's conditional writes");
 	rc = probe(s);
 	if (!rc)
 		rc = sync_leases_renew_due(s, what, wlen);
-	if (!rc)
+	if (!rc) {
+		snprintf(what, wlen, "list tenants");
 		rc = store_tenant_list(s->st, sync_strvec_collect, &names);
+	}
+	listed = !rc;
+	pt->hard = !listed;
 	for (size_t i = 0; i < s->nts; i++)
 		s->ts[i].present = false;
-	for (size_t i = 0; !rc && i < names.n; i++) {
-		if (sync_stopping(s))
-			rc = -ECANCELED;
-		else
-			rc = pass_tenant(s, names.v[i], &pt, what, wlen);
+	for (size_t i = 0; listed && i < names.n && !pass_ends(pt, r); i++) {
+		r = sync_stopping(s) ? -ECANCELED :
+			pass_tenant(s, names.v[i], pt, w, sizeof(w));
+		if (r && !rc) {
+			rc = r;
+			snprintf(what, wlen, "%s", w);
+		}
+		if (pass_ends(pt, r))
+			pt->hard = true;
 		serve_claim(s);
 	}
-	if (!rc)
-		rc = sync_publish_tenants(s, &names, what, wlen);
-	if (!rc && pt.refused) {
-		rc = -EBUSY;
-		snprintf(what, wlen, "%s", pt.refused_what);
+	if (listed && !pass_ends(pt, r)) {
+		r = sync_publish_tenants(s, &names, w, sizeof(w));
+		if (r)
+			sync_what_why(w, sizeof(w), s->b);
+		if (r && !rc) {
+			rc = r;
+			snprintf(what, wlen, "%s", w);
+		}
+		pt->hard |= r != 0;
 	}
-	pass_status(s, &pt);
+	if (!rc && pt->refused) {
+		rc = -EBUSY;
+		snprintf(what, wlen, "%s", pt->refused_what);
+	}
+	pt->hard |= pt->refused;
+	*retry_at = rc && !pt->hard ? sync_retry_next(&s->retries) : 0;
+	pass_status(s, pt);
 	if (s->cfg.cache_size)
 		sync_evict(s, NULL, 0);
 	sync_strvec_release(&names);
@@ -594,16 +689,20 @@ static void mark_remote_used(struct sync *s)
 	free(path);
 }
 
-static int pass(struct sync *s, bool force)
+/* One pass (FORCE, RETRY_ALL: see struct pass_tenant); *RETRY_AT as
+ * writer_pass() says. */
+static int pass(struct sync *s, bool force, bool retry_all, int64_t *retry_at)
 {
+	struct pass_tenant pt = { .force = force, .retry_all = retry_all };
 	char what[160] = "list tenants";
 	bool stopped;
 	int rc;
 
+	*retry_at = 0;
 	if (s->cfg.replica)
 		rc = sync_replica_pass(s, what, sizeof(what));
 	else
-		rc = writer_pass(s, force, what, sizeof(what));
+		rc = writer_pass(s, &pt, retry_at, what, sizeof(what));
 	/* Cut short by sync_stop(): not a failure of the remote. */
 	stopped = rc == -ECANCELED && sync_stopping(s);
 	sync_mutex_lock(&s->lock);
@@ -665,44 +764,69 @@ static void wait_backoff(struct sync *s, int64_t backoff_ns)
 		sync_cond_timedwait(&s->cond, &s->lock, &ts);
 }
 
+/* After a pass that failed with RC, with s->lock: how long to wait. */
+static int64_t next_backoff(const struct sync *s, int64_t backoff, int rc)
+{
+	/* An analysis host keeps polling at its pace whatever fails; a
+	 * writer's leases must be renewed whatever else fails. */
+	int64_t pace = s->cfg.replica ? s->cfg.poll_ns : s->cfg.lease_ns / 3;
+	int64_t cap = pace < s->cfg.backoff_max_ns ? pace : s->cfg.backoff_max_ns;
+
+	backoff = backoff ? backoff * 2 : s->cfg.backoff_min_ns;
+	/* Refused credentials, a full remote...: no hurry. */
+	if (!backend_err_retryable(rc) || backoff > cap)
+		backoff = cap;
+	return backoff;
+}
+
 static void *sync_main(void *arg)
 {
 	struct sync *s = arg;
 	int64_t backoff = 0;
+	uint64_t retried = 0;	/* the last sync_now() that retried all */
 
 	sync_mutex_lock(&s->lock);
 	while (!s->stop) {
 		uint64_t target = s->now_req;
 		bool force = target != s->now_done;
+		/* A new sync_now() tries failing objects at once, once. */
+		bool retry_all = force && target != retried;
+		int64_t period = s->cfg.url && s->cfg.replica ?
+			s->cfg.poll_ns : s->cfg.interval_ns;
+		int64_t retry_at, now;
 		int rc;
 
+		if (!s->cfg.replica && period > s->cfg.lease_ns / 3)
+			period = s->cfg.lease_ns / 3;	/* renewals */
+
 		s->kicked = false;
+		if (retry_all)
+			retried = target;
 		sync_mutex_unlock(&s->lock);
 		if (!s->cfg.replica)
 			serve_claim(s);
-		rc = pass(s, force);
+		rc = pass(s, force, retry_all, &retry_at);
 		sync_mutex_lock(&s->lock);
 		if (!rc && force && s->now_done < target)
 			s->now_done = target;
 		pthread_cond_broadcast(&s->done);
+		now = sync_clock(CLOCK_MONOTONIC);
 		if (!rc) {
-			int64_t period = s->cfg.url && s->cfg.replica ?
-				s->cfg.poll_ns : s->cfg.interval_ns;
-
-			if (!s->cfg.replica && period > s->cfg.lease_ns / 3)
-				period = s->cfg.lease_ns / 3;	/* renewals */
-
 			backoff = 0;
-			wait_until(s, sync_clock(CLOCK_MONOTONIC) + period);
-			continue;
+			wait_until(s, now + period);
+		} else if (retry_at) {
+			/* Only single objects fail, each at its own pace
+			 * (retry.c): passes keep their period, and one comes
+			 * sooner when a retry is due. */
+			backoff = 0;
+			if (retry_at > now + period)
+				retry_at = now + period;
+			wait_backoff(s, retry_at - now > SYNC_KICK_MIN_NS ?
+					retry_at - now : SYNC_KICK_MIN_NS);
+		} else {
+			backoff = next_backoff(s, backoff, rc);
+			wait_backoff(s, backoff);
 		}
-		backoff = backoff ? backoff * 2 : s->cfg.backoff_min_ns;
-		/* Refused credentials, a full remote...: no hurry. */
-		if (!backend_err_retryable(rc) || backoff > s->cfg.backoff_max_ns)
-			backoff = s->cfg.backoff_max_ns;
-		/* Leases must be renewed whatever else fails. */
-		wait_backoff(s, s->cfg.replica || backoff < s->cfg.lease_ns / 3 ?
-				backoff : s->cfg.lease_ns / 3);
 	}
 	sync_mutex_unlock(&s->lock);
 	return NULL;
@@ -757,10 +881,10 @@ static void sync_free(struct sync *s)
 	for (size_t i = 0; i < s->nts; i++)
 		tstate_release(&s->ts[i]);
 	free(s->ts);
+	sync_retries_release(&s->retries);
 	free(s->leases);
 	free(s->claim_name);
 	sync_strvec_release(&s->fenced);
-	sync_strvec_release(&s->data_up);
 	free(s->tenants_json);
 	free(s->identity);
 	free((char *)s->cfg.url);
@@ -801,6 +925,8 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 	if (s->cfg.lease_ns <= 0)
 		s->cfg.lease_ns = SYNC_LEASE_DEFAULT_NS;
 	s->cfg.opts.abort = &s->abort;
+	/* A file:// root is the remote once it holds the layout (backend.h). */
+	s->cfg.opts.file_layout = SYNC_ROOT;
 	if (gethostname(s->host, sizeof(s->host) - 1) < 0)
 		snprintf(s->host, sizeof(s->host), "unknown");
 	sync_mutex_init(&s->lock);
@@ -847,6 +973,18 @@ static int writer_start(struct sync *s)
 	return rc;
 }
 
+/* Opens s->b.  A writer's may make a new file:// remote where the URL
+ * points (backend.h, file_claim); the other backends (the helpers', the
+ * fetch workers', opened later, maybe after the share went away) only
+ * wait for it. */
+static int open_main_backend(struct sync *s)
+{
+	struct backend_options o = s->cfg.opts;
+
+	o.file_claim = !s->cfg.replica;
+	return backend_open_url(s->cfg.url, &o, &s->b);
+}
+
 int sync_start(struct store *st, const struct sync_config *cfg,
 	       struct sync **out)
 {
@@ -859,13 +997,10 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 	s = sync_new(st, cfg);
 	if (!s)
 		return -ENOMEM;
-	/* file://: a remote this SOURCE used holds SYNC_ROOT; a directory
-	 * without it is a NAS not mounted, never written into. */
-	s->cfg.opts.layout = SYNC_ROOT;
+	/* file://: whether this SOURCE wrote to the remote before. */
 	if (!s->cfg.replica)
-		s->cfg.opts.layout_required = s->remote_used = remote_used(s);
-	s->cfg.opts.read_only = s->cfg.replica;
-	rc = backend_open_url(cfg->url, &s->cfg.opts, &s->b);
+		s->cfg.opts.file_used = s->remote_used = remote_used(s);
+	rc = open_main_backend(s);
 	if (!rc && !s->cfg.replica)
 		rc = writer_start(s);
 	if (!rc) {

@@ -9,9 +9,13 @@
  *   on the remote, uploads each sealed segment and then its event index
  *   object (docs/FORMAT.md), marks it uploaded in the store, and then
  *   publishes the tenant manifest, in that order: a reader of the remote never sees a manifest naming a missing or
- *   partial object.  Up to `upload_parallel` segments go up at once; the
- *   manifest waits for all of them; a segment that fails holds back only
- *   its stream, the others are published.  Streams removed locally vanish from
+ *   partial object.  Up to `upload_parallel` segments go up at once.  A
+ *   segment (or event index) that fails holds back only its stream: the
+ *   manifest names, for each stream, the segments confirmed up in an
+ *   unbroken chain, so the failing stream keeps its previous entry while
+ *   the others publish; the failing object is tried again on its own
+ *   (1 s after its first failure, doubling to `backoff_max`), and only its
+ *   index when its bytes went up already.  Streams removed locally vanish from
  *   the next manifest (listed as tombstones), and their objects are
  *   deleted after that (never with `nodelete`).  Uploaded segments are
  *   evicted, least recently used first, while the local copies of
@@ -60,7 +64,9 @@
  * sync_stop() releases the leases it still holds (conditional deletes).
  *
  * Failures are retried with capped exponential backoff for as long as it
- * takes; each change of state (failing, with the cause; working again) is
+ * takes (a pass that failed as a whole: from `backoff_min`; an analysis
+ * host's never waits longer than `poll`); each change of state (failing,
+ * with the cause: the HTTP status, "checksum mismatch"; working again) is
  * logged once, as "streamfs: sync: ...".  State lives in the store (segment
  * states) and on the remote, so a restart resumes where it stopped and
  * never re-uploads a segment marked uploaded.
@@ -170,6 +176,11 @@ enum sync_cause {
 	SYNC_CAUSE_OTHER,
 	SYNC_CAUSES
 };
+/* The text of failure RC (-errno) of a step: strerror(-RC), but
+ * "checksum mismatch" for -EBADMSG (bytes that do not match their length
+ * or checksum). */
+const char *sync_strerror(int rc);
+
 /* The cause's label: "timeout", "unavailable", "denied", "not_found",
  * "full", "checksum", "lease", "other". */
 const char *sync_cause_name(enum sync_cause c);

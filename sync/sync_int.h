@@ -45,6 +45,7 @@ void sync_strvec_release(struct sync_strvec *sv);
  *                   debug builds
  *   sync.c          the sync thread: passes, start, stop, now, status;
  *                   the helper-thread pool
+ *   retry.c         when a failing object may be tried again
  *   keys.c          the keys of the remote layout
  *   index_object.c  the event index objects' codec
  *   manifest.c      struct manifest: build, encode, decode, stale keys
@@ -127,6 +128,40 @@ int sync_pool_start(struct sync *s, struct sync_pool *p, unsigned n,
 /* Joins P's threads (told to stop before), closes their backends and
  * frees P's array. */
 void sync_pool_join(struct sync_pool *p);
+
+/* ---- retry.c (the sync thread's) ---- */
+
+/* A failing object and when it may be tried again. */
+struct sync_retry {
+	char *key;		/* its remote key */
+	unsigned fails;		/* failures in a row */
+	int64_t next_ns;	/* CLOCK_MONOTONIC: not tried before */
+	int64_t seen_ns;	/* last looked up */
+	int rc;			/* the last failure */
+	char what[160];		/* and what failed, with the remote's cause */
+	bool body_done;		/* a segment that is up, its index not yet */
+};
+
+struct sync_retries {
+	struct sync_retry *v;
+	size_t n, alloc;
+};
+
+/* KEY's entry (marked seen), or NULL when it has no failure pending. */
+struct sync_retry *sync_retry_get(struct sync_retries *r, const char *key);
+/* Whether the object of E (NULL: no entry) may be tried at NOW. */
+bool sync_retry_due(const struct sync_retry *e, int64_t now);
+/* Records failure RC of KEY (WHAT: what failed) and when to try it next.
+ * The entry, or NULL without memory (then it is simply tried again). */
+struct sync_retry *sync_retry_failed(struct sync *s, struct sync_retries *r,
+				     const char *key, int rc,
+				     const char *what);
+/* KEY succeeded: its entry goes. */
+void sync_retry_done(struct sync_retries *r, const char *key);
+/* CLOCK_MONOTONIC of the next retry due, 0 when none; entries not looked
+ * up for a long while go first. */
+int64_t sync_retry_next(struct sync_retries *r);
+void sync_retries_release(struct sync_retries *r);
 
 /* ---- manifest.c ---- */
 
@@ -308,9 +343,6 @@ struct sync {
 					 * pass is uploading, or NULL */
 	pthread_cond_t upload_cond;	/* wakes helpers; with lock */
 	pthread_cond_t upload_done;	/* wakes sync_upload(); with lock */
-	/* Protected by lock: keys of segments whose bytes are on the
-	 * remote but whose event index is not yet (upload.c). */
-	struct sync_strvec data_up;
 
 	/* Tenant claims (sync_tenant_claim()), protected by lock: one at a
 	 * time; the thread answers in claim_rc and bumps claim_done. */
@@ -329,6 +361,7 @@ struct sync {
 	bool remote_used;		/* STATE_DIR/sync-remote names the URL */
 
 	/* The sync thread's only. */
+	struct sync_retries retries;	/* failing objects (retry.c) */
 	char *tenants_json;		/* tenant set last published */
 	int64_t tenants_checked_ns;	/* CLOCK_MONOTONIC of that */
 	struct tenant_state *ts;
@@ -338,6 +371,10 @@ struct sync {
 int64_t sync_clock(clockid_t clk);
 /* Records the outcome of one step; logs only changes of state. */
 void sync_note(struct sync *s, int rc, const char *what);
+/* Appends to WHAT (WLEN bytes) what B's remote said of its last failed
+ * call ("HTTP status 503"), when it said anything. */
+void sync_what_why(char *what, size_t wlen, const struct backend *b);
+
 /* The cause of failure RC (-errno) of a step. */
 enum sync_cause sync_cause_of(int rc);
 /* NAME's state, added when new; NULL: out of memory.  The thread's. */
@@ -500,19 +537,27 @@ void sync_snapshot_fetch_release(struct sync *s);
  * is 1).  sync_upload_stop() sets s->stop. */
 int sync_upload_start(struct sync *s) SYNC_WARN_UNUSED;
 void sync_upload_stop(struct sync *s);
+/* What sync_upload() did. */
+struct sync_upload_out {
+	uint64_t done, done_bytes;	/* segments done (uploaded, or their
+					 * stream gone) */
+	int64_t oldest_left_ns;		/* creation of the oldest segment not
+					 * done; 0: none */
+	bool down;			/* stopped early: several failed and
+					 * none went up (the remote looks down) */
+};
 /* Uploads SEGS, sealed segments of T (tenant prefix TPREFIX), up to
  * cfg.upload_parallel at once: each one's bytes are checked, then it and
- * its event index object are put and it is marked uploaded.  Returns once
- * none is in flight: 0, or the first failure (in segment order, described
- * in WHAT); after a failure the later segments of that stream do not
- * start (the other streams' do), and -ECANCELED when
- * sync_stop() cut the batch short.  *DONE and *DONE_BYTES (OUT) count the
- * segments done (uploaded, or their stream gone); *OLDEST_LEFT (OUT) is
- * the creation (CLOCK_REALTIME) of the oldest of the others, 0: none. */
+ * its event index object are put and it is marked uploaded.  A segment
+ * that failed lately waits for its time in s->retries (retry.c) unless
+ * RETRY_ALL; the failure of one does not stop the others (but see
+ * OUT->down).  Returns once none is in flight: 0 when every segment is
+ * done, else the first failure in segment order (one that waited counts
+ * with its last failure), described in WHAT, or -ECANCELED when
+ * sync_stop() cut the batch short. */
 int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
-		const struct sync_seg_vec *segs, uint64_t *done,
-		uint64_t *done_bytes, int64_t *oldest_left, char *what,
-		size_t wlen);
+		const struct sync_seg_vec *segs, bool retry_all,
+		struct sync_upload_out *out, char *what, size_t wlen);
 
 /* ---- replica.c ---- */
 

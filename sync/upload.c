@@ -9,15 +9,16 @@
  *
  * One upload reads the local file once (its XXH3 against the store's
  * checksum, and the SHA-256 an s3 PUT signs), PUTs the segment, then its
- * event index object, and only then marks the segment uploaded.  A
- * segment whose bytes went up but whose index did not is remembered
- * (s->data_up): its retry sends the index alone.  A PUT's
+ * event index object, and only then marks the segment uploaded.  A PUT's
  * own success is the proof; no HEAD follows it.
  *
- * A failure holds back only its stream: its later segments do not start
- * this pass, the other streams' do (and their manifest goes out); the pass
- * then reports the failure and backs off.  sync_stop() ends transfers in
- * flight through s->abort.
+ * A failure holds back only its segment (and so its stream's manifest
+ * entry, retry.c): it is recorded in s->retries, with whether the
+ * segment's bytes went up already, so that its retry sends only the event
+ * index when that was what failed.  The other segments go on, unless
+ * UPLOAD_DOWN_FAILS of them failed before any went up: then the remote
+ * looks down, no further segment starts, and the pass backs off as a
+ * whole.  sync_stop() ends transfers in flight through s->abort.
  *
  * Locking: the batch's bookkeeping and s->ub are protected by s->lock (a
  * leaf), dropped around every upload.  The helper threads are a
@@ -38,15 +39,21 @@
 #include "sync.h"
 #include "sync_int.h"
 
+/* Failures before any success that stop a batch: the remote looks down. */
+#define UPLOAD_DOWN_FAILS 3
+
 /* One segment of a batch. */
 struct upload_job {
 	struct store_segment seg;	/* read-only once the batch is up */
+	char *key;		/* the segment's remote key; read-only */
 	bool ran;		/* protected by s->lock */
-	bool skipped;		/* protected by s->lock: its stream failed */
 	int rc;			/* protected by s->lock */
-	char what[160];		/* the failed step; the job's thread only */
-	bool damaged;		/* the local copy failed its checksum; the
-				 * job's thread only */
+	/* The job's thread's while it runs, then sync_upload()'s: */
+	char what[160];		/* the failed step */
+	bool damaged;		/* the local copy failed its checksum */
+	bool body_done;		/* the segment's bytes are up (before the
+				 * job too: only its index is left) */
+	bool waits;		/* for its retry time: not run; read-only */
 };
 
 /* The sealed segments of one tenant that a pass uploads; on the stack of
@@ -60,6 +67,7 @@ struct upload_batch {
 	size_t n;
 	size_t next;		/* protected by s->lock: next job to start */
 	unsigned running;	/* protected by s->lock: jobs in flight */
+	unsigned ok, failed;	/* protected by s->lock: jobs ended so */
 };
 
 /* What hash_local() feeds each chunk of the file to. */
@@ -114,40 +122,23 @@ out:
 	return rc;
 }
 
-/* Whether KEY is in s->data_up (the segment's bytes went up, its event
- * index not yet); with ADD, puts it there, with DEL takes it out. */
-static bool data_up(struct sync *s, const char *key, int change)
-{
-	bool found = false;
-
-	sync_mutex_lock(&s->lock);
-	for (size_t i = 0; !found && i < s->data_up.n; i++) {
-		found = !strcmp(s->data_up.v[i], key);
-		if (found && change < 0) {
-			free(s->data_up.v[i]);
-			s->data_up.v[i] = s->data_up.v[--s->data_up.n];
-		}
-	}
-	if (!found && change > 0)
-		(void)sync_strvec_push(&s->data_up, key); /* else: sent again */
-	sync_mutex_unlock(&s->lock);
-	return found;
-}
-
-/* PUTs SEG's bytes from the local file, checked first.  *DAMAGED (OUT)
+/* PUTs the bytes of segment SEG of T as KEY through B. *DAMAGED (OUT)
  * tells a local copy that failed its checksum. */
-static int put_data(struct backend *b, struct store_tenant *t,
-		    const char *key, const struct store_segment *seg,
-		    char *what, size_t wlen, bool *damaged)
+static int put_segment(struct backend *b, struct store_tenant *t,
+		       const struct store_segment *seg, const char *key,
+		       char *what, size_t wlen, bool *damaged)
 {
 	char *path = store_segment_path(t, seg->seg);
-	bool want_sha = backend_caps(b) & BACKEND_CAP_SHA256;
 	struct stat st;
 	char sha256[65];
+	bool want_sha = backend_caps(b) & BACKEND_CAP_SHA256;
 	int fd = -1, rc;
 
-	if (!path)
-		return -ENOMEM;
+	snprintf(what, wlen, "put %s", key);
+	if (!path) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		rc = -errno;
@@ -161,10 +152,14 @@ static int put_data(struct backend *b, struct store_tenant *t,
 		*damaged = rc == -EIO;
 		goto out;
 	}
-	snprintf(what, wlen, "put %s", key);
 	rc = backend_put(b, key, &(struct backend_body){
 		.fd = fd, .len = seg->length,
 		.sha256 = want_sha ? sha256 : NULL });
+	if (rc)
+		sync_what_why(what, wlen, b);
+	/* No such place on the remote: not a stream removed here. */
+	if (rc == -ENOENT)
+		rc = -EIO;
 out:
 	if (fd >= 0)
 		close(fd);
@@ -172,42 +167,42 @@ out:
 	return rc;
 }
 
-/* PUTs segment SEG of T, then its event index object, through B.  When
- * only the index failed before, its bytes are not sent again.  *DAMAGED
- * (OUT) tells a local copy that failed its checksum. */
-static int upload_segment(struct sync *s, struct backend *b,
-			  struct store_tenant *t, const char *tprefix,
-			  const struct store_segment *seg, char *what,
+/* PUTs segment SEG of T (remote key KEY, below TPREFIX), unless
+ * *BODY_DONE says its bytes are up already, then its event index object,
+ * through B.  *BODY_DONE (OUT too) and *DAMAGED (OUT) as in struct
+ * upload_job. */
+static int upload_segment(struct backend *b, struct store_tenant *t,
+			  const char *tprefix, const struct store_segment *seg,
+			  const char *key, bool *body_done, char *what,
 			  size_t wlen, bool *damaged)
 {
-	char *key = sync_segment_key(tprefix, seg->seg, seg->checksum, false);
 	char *ikey = sync_segment_key(tprefix, seg->seg, seg->checksum, true);
-	struct backend_buf idx = { 0 };
-	int rc = key && ikey ? 0 : -ENOMEM;
+	struct backend_buf idx = { .max = 256u << 20 };
+	int rc = 0;
 
-	snprintf(what, wlen, "put %s", key ? key : "?");
-	if (!rc && !data_up(s, key, 0)) {
-		rc = put_data(b, t, key, seg, what, wlen, damaged);
-		if (!rc)
-			data_up(s, key, 1);
+	if (!ikey)
+		return -ENOMEM;
+	if (!*body_done) {
+		rc = put_segment(b, t, seg, key, what, wlen, damaged);
+		*body_done = !rc;
 	}
-	if (rc)
-		goto out;
 	/* The event index, after its segment.  A put that succeeded is the
 	 * whole object (the server checked its length, and s3 its signed
 	 * SHA-256): no HEAD to confirm it. */
-	snprintf(what, wlen, "event index of segment %" PRIu64, seg->seg);
-	idx.max = 256u << 20;
-	rc = sync_index_encode(t, seg->seg, &idx);
-	if (rc)
-		goto out;
-	snprintf(what, wlen, "put %s", ikey);
-	rc = backend_put_buf(b, ikey, idx.data, idx.len);
-	if (!rc)
-		data_up(s, key, -1);
-out:
+	if (!rc) {
+		snprintf(what, wlen, "event index of segment %" PRIu64,
+			 seg->seg);
+		rc = sync_index_encode(t, seg->seg, &idx);
+	}
+	if (!rc) {
+		snprintf(what, wlen, "put %s", ikey);
+		rc = backend_put_buf(b, ikey, idx.data, idx.len);
+		if (rc)
+			sync_what_why(what, wlen, b);
+		if (rc == -ENOENT)
+			rc = -EIO;	/* as in put_segment() */
+	}
 	backend_buf_release(&idx);
-	free(key);
 	free(ikey);
 	return rc;
 }
@@ -224,8 +219,9 @@ static int upload_job(struct sync *s, struct backend **b,
 		rc = backend_open_url(s->cfg.url, &s->cfg.opts, b);
 	}
 	if (!rc)
-		rc = upload_segment(s, *b, ub->t, ub->tprefix, &j->seg,
-				    j->what, sizeof(j->what), &j->damaged);
+		rc = upload_segment(*b, ub->t, ub->tprefix, &j->seg, j->key,
+				    &j->body_done, j->what, sizeof(j->what),
+				    &j->damaged);
 	if (!rc) {
 		snprintf(j->what, sizeof(j->what),
 			 "mark segment %" PRIu64 " uploaded", j->seg.seg);
@@ -235,23 +231,19 @@ static int upload_job(struct sync *s, struct backend **b,
 	return rc == -ENOENT ? 0 : rc;
 }
 
-/* With s->lock: moves UB->next past the jobs skipped, and tells whether
- * one is left to start. */
-static bool batch_has_work(struct sync *s, struct upload_batch *ub)
+/* Whether UB's failures, none of them redeemed by a success, say that
+ * the remote is down.  With s->lock. */
+static bool batch_down(struct sync *s, const struct upload_batch *ub)
 {
 	SYNC_ASSERT_HELD(&s->lock);
-	while (ub->next < ub->n && ub->v[ub->next].skipped)
-		ub->next++;
-	return ub->next < ub->n && !sync_stopping(s);
+	return !ub->ok && ub->failed >= UPLOAD_DOWN_FAILS;
 }
 
-/* With s->lock: a job of STREAM failed, so the later segments of STREAM
- * cannot be published this pass; they wait (the other streams go on). */
-static void skip_stream(struct upload_batch *ub, uint64_t stream)
+/* With s->lock. */
+static bool batch_has_work(struct sync *s, const struct upload_batch *ub)
 {
-	for (size_t i = ub->next; i < ub->n; i++)
-		if (ub->v[i].seg.stream == stream)
-			ub->v[i].skipped = true;
+	SYNC_ASSERT_HELD(&s->lock);
+	return ub->next < ub->n && !batch_down(s, ub) && !sync_stopping(s);
 }
 
 /* On the sync thread, with s->lock, between two of its uploads: leases
@@ -276,6 +268,8 @@ static void run_jobs(struct sync *s, struct backend **b,
 		struct upload_job *j = &ub->v[ub->next++];
 		int rc;
 
+		if (j->waits)
+			continue;
 		ub->running++;
 		sync_mutex_unlock(&s->lock);
 		rc = upload_job(s, b, ub, j);
@@ -283,12 +277,13 @@ static void run_jobs(struct sync *s, struct backend **b,
 		j->ran = true;
 		j->rc = rc;
 		if (rc) {
-			skip_stream(ub, j->seg.stream);
+			ub->failed++;
 			if (!(rc == -ECANCELED && sync_stopping(s)))
 				s->status.upload_failures[j->damaged ?
 					SYNC_CAUSE_CHECKSUM :
 					sync_cause_of(rc)]++;
 		} else {
+			ub->ok++;
 			s->status.uploaded_segments++;
 			s->status.uploaded_bytes += j->seg.length;
 		}
@@ -315,23 +310,99 @@ static void *uploader_main(void *arg)
 	return NULL;
 }
 
-int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
-		const struct sync_seg_vec *segs, uint64_t *done,
-		uint64_t *done_bytes, int64_t *oldest_left, char *what,
-		size_t wlen)
+/* Fills UB with a job for each of SEGS, their keys below TPREFIX: those
+ * that wait for their retry time (unless RETRY_ALL) marked so, and those
+ * whose bytes went up before marked body_done. */
+static int batch_fill(struct sync *s, struct upload_batch *ub,
+		      const char *tprefix, const struct sync_seg_vec *segs,
+		      bool retry_all)
 {
-	struct upload_batch ub = { .t = t, .tprefix = tprefix, .n = segs->n };
+	int64_t now = sync_clock(CLOCK_MONOTONIC);
+
+	ub->v = calloc(segs->n, sizeof(*ub->v));
+	if (!ub->v)
+		return -ENOMEM;
+	for (size_t i = 0; i < segs->n; i++) {
+		struct upload_job *j = &ub->v[ub->n++];
+		const struct sync_retry *e;
+
+		j->seg = segs->v[i];
+		j->key = sync_segment_key(tprefix, j->seg.seg, j->seg.checksum,
+					  false);
+		if (!j->key)
+			return -ENOMEM;
+		e = sync_retry_get(&s->retries, j->key);
+		j->body_done = e && e->body_done;
+		j->waits = !retry_all && !sync_retry_due(e, now);
+	}
+	return 0;
+}
+
+static void batch_release(struct upload_batch *ub)
+{
+	for (size_t i = 0; i < ub->n; i++)
+		free(ub->v[i].key);
+	free(ub->v);
+}
+
+/* Notes in OUT the creation of a segment not done. */
+static void note_left(struct sync_upload_out *out, const struct upload_job *j)
+{
+	int64_t c = j->seg.created_ns;
+
+	if (c > 0 && (!out->oldest_left_ns || c < out->oldest_left_ns))
+		out->oldest_left_ns = c;
+}
+
+/* After the batch, on the sync thread: the outcome of each job into OUT
+ * and s->retries.  Returns the first failure in segment order (a job that
+ * waited counts with its last one), described in WHAT. */
+static int batch_settle(struct sync *s, struct upload_batch *ub,
+			struct sync_upload_out *out, char *what, size_t wlen)
+{
 	int rc = 0;
 
-	*done = *done_bytes = 0;
-	*oldest_left = 0;
+	for (size_t i = 0; i < ub->n; i++) {
+		struct upload_job *j = &ub->v[i];
+		struct sync_retry *e = NULL;
+
+		if (j->ran && !j->rc) {
+			out->done++;
+			out->done_bytes += j->seg.length;
+			sync_retry_done(&s->retries, j->key);
+			continue;
+		}
+		note_left(out, j);
+		if (j->waits)
+			e = sync_retry_get(&s->retries, j->key);
+		else if (j->ran && !(j->rc == -ECANCELED && sync_stopping(s)))
+			e = sync_retry_failed(s, &s->retries, j->key, j->rc,
+					      j->what);
+		if (e && j->ran)
+			e->body_done = j->body_done;
+		if (rc || (!j->ran && !e))
+			continue;
+		rc = e ? e->rc : j->rc;
+		snprintf(what, wlen, "%s", e ? e->what : j->what);
+	}
+	return rc;
+}
+
+int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
+		const struct sync_seg_vec *segs, bool retry_all,
+		struct sync_upload_out *out, char *what, size_t wlen)
+{
+	struct upload_batch ub = { .t = t, .tprefix = tprefix };
+	int rc;
+
+	*out = (struct sync_upload_out){ 0 };
 	if (!segs->n)
 		return 0;
-	ub.v = calloc(segs->n, sizeof(*ub.v));
-	if (!ub.v)
-		return -ENOMEM;
-	for (size_t i = 0; i < segs->n; i++)
-		ub.v[i].seg = segs->v[i];
+	rc = batch_fill(s, &ub, tprefix, segs, retry_all);
+	if (rc) {
+		batch_release(&ub);
+		return rc;
+	}
 	sync_mutex_lock(&s->lock);
 	s->ub = &ub;
 	pthread_cond_broadcast(&s->upload_cond);
@@ -339,30 +410,14 @@ int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
 	while (ub.running)
 		sync_cond_wait(&s->upload_done, &s->lock);
 	s->ub = NULL;
+	out->down = batch_down(s, &ub);
 	sync_mutex_unlock(&s->lock);
-	/* The first failure in segment order is the one reported. */
-	for (size_t i = 0; i < ub.n; i++) {
-		struct upload_job *j = &ub.v[i];
-
-		int64_t c = j->seg.created_ns;
-
-		if (j->ran && !j->rc) {
-			(*done)++;
-			*done_bytes += j->seg.length;
-			continue;
-		}
-		if (c > 0 && (!*oldest_left || c < *oldest_left))
-			*oldest_left = c;
-		if (j->ran && !rc) {
-			rc = j->rc;
-			snprintf(what, wlen, "%s", j->what);
-		}
-	}
-	if (!rc && *done < ub.n) {
+	rc = batch_settle(s, &ub, out, what, wlen);
+	if (!rc && out->done < ub.n) {
 		rc = -ECANCELED;	/* sync_stop() began */
 		snprintf(what, wlen, "upload of %s", store_tenant_name(t));
 	}
-	free(ub.v);
+	batch_release(&ub);
 	return rc;
 }
 

@@ -9,7 +9,9 @@ dav (session)       nginx with the dav and dav_ext modules: .url (base URL
                     of an empty WebDAV tree), .root (its directory);
                     .auth_url wants basic auth as .user, .password.
 dav_proxy (session) a FaultProxy in front of nginx, reset before each test.
-rclone (session)    `rclone serve webdav`, an independent WebDAV server: .url.
+rclone (session)    `rclone serve webdav`, an independent WebDAV server
+                    that answers 404 to a PUT below a missing collection:
+                    .url (base URL of an empty tree), .root (its directory).
 conformance (session) path of the backend_conformance program.
 
 All servers listen on loopback ports picked by binding port 0.
@@ -265,12 +267,14 @@ class Rclone:
         self.port = free_port()
         self.root = tmp / "root"
         self.root.mkdir()
-        self.log = open(tmp / "rclone.out", "w")
+        rclone = shutil.which("rclone")
+        self.log = open(tmp / "rclone.log", "w")
+        # No config file of the user's: every option is on the command line.
         self.proc = subprocess.Popen(
-            ["rclone", "serve", "webdav", str(self.root),
-             "--addr", f"127.0.0.1:{self.port}", "--config", "/dev/null"],
+            [rclone, "serve", "webdav", str(self.root), "--config", "",
+             "--addr", f"127.0.0.1:{self.port}"],
             stdout=self.log, stderr=subprocess.STDOUT)
-        wait_port(self.port, self.proc, "rclone")
+        wait_port(self.port, self.proc, "rclone serve webdav")
         self.url = f"http://127.0.0.1:{self.port}"
 
     def close(self):

@@ -97,7 +97,8 @@ class FaultProxy:
     # ---- control ----
     def fault(self, kind, count=1, match=None, arg=None):
         """Inject KIND into the next COUNT requests whose "METHOD PATH"
-        contains MATCH (all when None).  count=None: until clear()."""
+        contains MATCH (all when None; a compiled regex: that it finds a
+        match in).  count=None: until clear()."""
         with self.lock:
             self.faults.append([kind, count, match, arg])
 
@@ -126,7 +127,9 @@ class FaultProxy:
         with self.lock:
             for f in self.faults:
                 kind, count, match, arg = f
-                if match is not None and match not in f"{req.method} {req.path}":
+                line = f"{req.method} {req.path}"
+                if match is not None and not (match.search(line) if hasattr(match, "search")
+                                              else match in line):
                     continue
                 if count is not None:
                     if count <= 0:

@@ -418,10 +418,15 @@ static void fence_mode(struct store *st, struct sync_config *cfg)
 	struct sync_lease *leases = NULL;
 	size_t nleases = 0;
 	char who[64];
+	struct backend_options bo = cfg->opts;
 	uint64_t id;
 	int rc;
 
-	rc = backend_open_url(cfg->url, &cfg->opts, &fz.b);
+	/* Writer-b opens as a writer does: a file:// remote is made with its
+	 * layout (an empty directory would be waited for, backend.h). */
+	bo.file_layout = "streamfs-v1";
+	bo.file_claim = true;
+	rc = backend_open_url(cfg->url, &bo, &fz.b);
 	CHECK(rc == 0, "open writer-b's backend (%d)", rc);
 	rc = rc ? rc : store_tenant_create(st, "f", 0755, 0, 0);
 	rc = rc ? rc : store_tenant_get(st, "f", &t);

@@ -1,5 +1,5 @@
-"""The backend conformance program against file://, moto (S3, auth mode)
-and nginx WebDAV, directly and through the test proxy."""
+"""The backend conformance program against file://, moto (S3, auth mode),
+nginx WebDAV and rclone's, directly and through the test proxy."""
 
 import os
 import re
@@ -105,9 +105,11 @@ def test_dav_nginx(conformance, dav):
 
 
 def test_dav_rclone(conformance, rclone):
-    """rclone answers 404 to a PUT below a missing collection: the backend
-    makes the collections then, as on 409."""
-    run(conformance, rclone.url + "/conformance")
+    """rclone answers 404 to a PUT whose collection is missing (nginx and
+    RFC 4918: 409): the backend makes the collections, the base URL's
+    too, and puts again."""
+    run(conformance, rclone.url + "/conf/a")
+    assert (rclone.root / "conf" / "a").is_dir()
 
 
 def test_dav_through_proxy(conformance, dav, dav_proxy):
