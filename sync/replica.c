@@ -125,11 +125,10 @@ static bool local_is_prefix(struct store_tenant *t, uint64_t lid,
 	return ok;
 }
 
-/* Adds to local stream LID of T the segments of MS it lacks, each from
- * its event index object (the bytes stay remote: evicted). */
-static int add_segments(struct sync *s, struct store_tenant *t,
-			const char *tprefix, uint64_t lid,
-			const struct manifest_stream *ms, char *what, size_t wlen)
+int sync_replica_add_segments(struct sync *s, struct store_tenant *t,
+			       const char *tprefix, uint64_t lid,
+			       const struct manifest_stream *ms, bool keep_id,
+			       char *what, size_t wlen)
 {
 	struct store_attr a;
 	int rc = store_stream_stat(t, lid, &a);
@@ -141,7 +140,7 @@ static int add_segments(struct sync *s, struct store_tenant *t,
 			.first_version = g->first_version, .count = g->count,
 			.offset = g->offset, .length = g->length,
 			.checksum = g->checksum, .created_ns = g->created_ns,
-			.state = STORE_SEG_EVICTED };
+			.state = STORE_SEG_EVICTED, .keep_id = keep_id };
 		struct backend_buf idx = { .max = 256u << 20 };
 		struct store_batch *b = NULL;
 		size_t n = 0;
@@ -326,7 +325,8 @@ static int mirror_stream(struct sync *s, struct tenant_state *ts,
 	if (!rc && a.version == 0 && a.framing != r->framing)
 		rc = store_stream_set_framing(t, lid, r->framing);
 	if (!rc)
-		rc = add_segments(s, t, tprefix, lid, r, what, wlen);
+		rc = sync_replica_add_segments(s, t, tprefix, lid, r, false,
+					       what, wlen);
 	if (!rc) {
 		snprintf(what, wlen, "snapshots of %s/%s", name, r->name);
 		rc = sync_replica_snapshots(t, lid, r);
@@ -415,9 +415,7 @@ static void tenant_error(struct tenant_state *ts, int rc, const char *what)
 	ts->err = rc;
 }
 
-/* tenants.json into *ROOT; an empty object when nothing is published
- * yet. */
-static int get_tenants_json(struct sync *s, json_object **root)
+int sync_tenants_json_get(struct sync *s, json_object **root)
 {
 	struct backend_buf text = { .max = 256u << 20 };
 	int rc = get_text(s, sync_tenants_key, &text);
@@ -487,7 +485,7 @@ int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 	int rc, first = 0;
 
 	snprintf(what, wlen, "get %s", sync_tenants_key);
-	rc = get_tenants_json(s, &root);
+	rc = sync_tenants_json_get(s, &root);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < s->nts; i++)

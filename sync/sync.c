@@ -220,10 +220,12 @@ static void serve_claim(struct sync *s)
 		rc = 0;
 	else
 		rc = sync_lease_take(s, ts, what, sizeof(what), NULL);
+	if (!rc)
+		rc = sync_seed_claimed(s, ts, what, sizeof(what));
 	/* Unreachable or failing: the tenant is made, and its lease taken
 	 * when the remote answers, as for a mount (a holder is then
 	 * reported loudly, and nothing of it is uploaded). */
-	if (rc && rc != -EBUSY && rc != -ENOMEM) {
+	if (rc < 0 && rc != -EBUSY && rc != -ENOMEM) {
 		sync_note(s, rc, what);
 		rc = 0;
 	}
@@ -370,7 +372,7 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			snprintf(what, wlen, "%s", w);
 	}
 	if (!rc && !ts->seeded) {
-		rc = sync_seed_from_remote(s, ts, tprefix, what, wlen);
+		rc = sync_seed_from_remote(s, t, ts, tprefix, what, wlen);
 		ts->seeded = !rc;
 	}
 	if (!rc) {
@@ -506,6 +508,25 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	sync_mutex_unlock(&s->lock);
 }
 
+/* The remote's tenants this writer continues, created and seeded here
+ * (once; an unreachable remote is left to the next pass). */
+static int seed_tenants(struct sync *s)
+{
+	int rc;
+
+	if (s->adopted)
+		return 0;
+	rc = sync_seed_tenants(s);
+	s->adopted = !rc;
+	if (rc == -ENOMEM || rc == -EBUSY)
+		return rc;
+	if (rc)
+		sync_log(LOG_WARNING, "reading the tenants of %s failed (%s); "
+			 "tried again at the next pass", s->url_shown,
+			 strerror(-rc));
+	return 0;
+}
+
 /* One writer pass over every tenant.  FORCE seals every
  * non-empty segment. */
 static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
@@ -518,6 +539,8 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 	rc = probe(s);
 	if (!rc)
 		rc = sync_leases_renew_due(s, what, wlen);
+	if (!rc)
+		rc = seed_tenants(s);
 	if (!rc)
 		rc = store_tenant_list(s->st, sync_strvec_collect, &names);
 	for (size_t i = 0; i < s->nts; i++)
@@ -835,6 +858,8 @@ static int writer_start(struct sync *s)
 		rc = 0;		/* the thread asks again */
 	if (!rc)
 		rc = sync_leases_at_start(s);
+	if (!rc)
+		rc = seed_tenants(s);
 	if (!rc)
 		rc = sync_upload_start(s);
 	return rc;

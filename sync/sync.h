@@ -236,8 +236,10 @@ bool sync_tenant_fenced(struct sync *s, const char *tenant);
  * its lease on the remote and waits for the answer, at most TIMEOUT_NS.
  * 0 when taken (or the remote is unreachable: the thread takes it later,
  * as for a mount); -EBUSY when another writer holds it (live, or expired
- * without takeover; logged with the holder); -ETIMEDOUT when the thread
- * did not answer in time.  May be called from FUSE threads: it only waits
+ * without takeover; logged with the holder); 1 when the remote has the
+ * tenant's published history, which the thread then made here (the tenant
+ * exists, continuing it); -ETIMEDOUT when the thread did not answer in
+ * time.  May be called from FUSE threads: it only waits
  * on a condition variable. */
 int sync_tenant_claim(struct sync *s, const char *tenant,
 		      int64_t timeout_ns) SYNC_WARN_UNUSED;

@@ -179,9 +179,8 @@ def test_zombie_writer_is_fenced(mount, run_streamfs, tmp_path, request, backend
     st = status(run_streamfs, b.mnt)
     assert st["leases_fenced"] == "0" and st["leases_held"] == "1", st
     sync(run_streamfs, x.mnt)
-    # (B does not seed its SOURCE from the remote yet: what it publishes
-    # starts with its own events.)
-    wait_until(lambda: read(x.path("shop", "orders")).endswith(b"b1\nb2\n"),
+    # B continued A's published history (its mkdir seeded the tenant).
+    wait_until(lambda: read(x.path("shop", "orders")) == b"a1\na2\na3\nb1\nb2\n",
                timeout=60, msg="the analysis host did not follow the new writer")
     assert b"zombie" not in read(x.path("shop", "orders"))
     assert not os.path.exists(x.path("shop", "new"))
