@@ -110,7 +110,6 @@ int sync_seed_streams(struct sync *s, struct store_tenant *t,
 
 	if (rc)
 		return rc;
-
 	rc = fresh ? seed_tenant_attrs(t, m) : 0;
 	for (size_t i = 0; !rc && i < m->nstreams; i++) {
 		rc = seed_stream(s, t, tprefix, &m->streams[i], what, wlen);
@@ -152,12 +151,20 @@ static int adopt_tenant(struct sync *s, const char *name)
 	return rc == -EEXIST ? 0 : rc;
 }
 
+struct id_vec {
+	uint64_t *v;
+	size_t n, alloc;
+};
+
 static int collect_id(void *arg, const char *name, const struct store_attr *a)
 {
-	struct sync_seg_vec *ids = arg;
+	struct id_vec *ids = arg;
 
 	(void)name;
-	return sync_seg_collect(ids, &(struct store_segment){ .seg = a->id });
+	if (STORE_ARRAY_RESERVE(ids->v, ids->alloc, ids->n + 1, 16))
+		return -ENOMEM;
+	ids->v[ids->n++] = a->id;
+	return 0;
 }
 
 /* Undoes adopt_tenant() for TS, whose published history cannot be
@@ -165,14 +172,14 @@ static int collect_id(void *arg, const char *name, const struct store_attr *a)
  * and the lease, so that nothing is ever published from it. */
 static int unadopt(struct sync *s, struct tenant_state *ts)
 {
-	struct sync_seg_vec ids = { 0 };
+	struct id_vec ids = { 0 };
 	struct store_tenant *t;
 	int rc = store_tenant_get(s->st, ts->name, &t);
 
 	if (!rc)
 		rc = store_stream_list(t, 0, collect_id, &ids);
 	for (size_t i = 0; !rc && i < ids.n; i++)
-		rc = store_stream_remove(t, ids.v[i].seg);
+		rc = store_stream_remove(t, ids.v[i]);
 	if (!rc)
 		rc = store_tenant_remove(s->st, ts->name);
 	free(ids.v);
