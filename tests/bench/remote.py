@@ -278,8 +278,8 @@ def sc_takeover():
     is seeded from its manifest and event indexes, the bytes left remote;
     timed from the mount call to the return of the first append."""
     nstreams, events = size(50, 1000), size(100000, 10000000)
-    figure = "takeover of a tenant with %d streams and %s events on moto: " \
-             "time to first append" % (nstreams, "{:,}".format(events))
+    figure = "takeover of a tenant with {:,} streams and {:,} events on moto: " \
+             "time to first append".format(nstreams, events)
     moto = shutil.which("moto_server")
     if not moto:
         row(figure, "s", "moto_server missing")
@@ -320,6 +320,11 @@ def sc_takeover():
                 v = os.getxattr(os.path.join(c.mnt, "t", "s0"), "user.streamfs.version")
                 if int(v) != per + 1:
                     raise RuntimeError("takeover: version %s, not %d" % (v, per + 1))
+                # metadata only: no published segment was fetched
+                held = sum(os.path.getsize(os.path.join(r, f))
+                           for r, _, fs in os.walk(src) for f in fs if f.endswith(".seg"))
+                if held > 1048576:
+                    raise RuntimeError("takeover fetched %d bytes of segments" % held)
             finally:
                 c.stop()
     finally:
