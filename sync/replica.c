@@ -98,11 +98,7 @@ static void local_vec_release(struct local_vec *lv)
 	free(lv->v);
 }
 
-/* True when the local segments of LID are the first ones of MS: same
- * origin segment id, and same checksum, offset and length.  Segment ids
- * alone are not enough: a tenant removed and created again between two
- * polls numbers its segments from 1 again. */
-static bool local_is_prefix(struct store_tenant *t, uint64_t lid,
+bool sync_replica_is_prefix(struct store_tenant *t, uint64_t lid,
 			    const struct manifest_stream *ms)
 {
 	struct sync_seg_vec sv = { 0 };
@@ -239,7 +235,7 @@ static int local_matches(struct tenant_state *ts, struct store_tenant *t,
 		const struct manifest_stream *r = &m->streams[j];
 
 		if (map_get(ts, r->id) || strcmp(r->name, l->name) ||
-		    !local_is_prefix(t, l->id, r))
+		    !sync_replica_is_prefix(t, l->id, r))
 			continue;
 		*keep = true;
 		return map_set(ts, r->id, l->id);
@@ -285,7 +281,7 @@ static int local_stream_of(struct tenant_state *ts, struct store_tenant *t,
 	*lid = map_get(ts, r->id);
 	if (*lid && store_stream_stat(t, *lid, &a) == -ENOENT)
 		*lid = 0;
-	if (*lid && !local_is_prefix(t, *lid, r)) {
+	if (*lid && !sync_replica_is_prefix(t, *lid, r)) {
 		/* Not the same history (should not happen): anew. */
 		snprintf(what, wlen, "remove stream %s of %s", r->name, name);
 		rc = store_stream_remove(t, *lid);

@@ -38,7 +38,9 @@ static int seed_stream_of(struct store_tenant *t,
 }
 
 /* Makes local stream R->name of T hold R's published history.  A stream
- * SOURCE already holds events of is left as it is (its own history). */
+ * whose events here are not a prefix of it (a history of its own) would
+ * replace it at the next manifest: -EEXIST, and the tenant is not
+ * published. */
 static int seed_stream(struct sync *s, struct store_tenant *t,
 		       const char *tprefix, const struct manifest_stream *r,
 		       char *what, size_t wlen)
@@ -52,17 +54,20 @@ static int seed_stream(struct sync *s, struct store_tenant *t,
 	rc = seed_stream_of(t, r, &lid);
 	if (!rc)
 		rc = store_stream_stat(t, lid, &a);
-	if (rc || a.version >= r->version)
+	if (rc)
 		return rc;
-	if (a.version) {
-		sync_log(LOG_WARNING, "tenant %s: stream %s holds versions "
-			 "1-%llu here and 1-%llu on the remote: kept as it is",
-			 store_tenant_name(t), r->name,
-			 (unsigned long long)a.version,
+	if (a.version && !sync_replica_is_prefix(t, lid, r)) {
+		sync_log(LOG_ERR, "tenant %s: stream %s holds versions 1-%llu "
+			 "here that are not its published history (versions "
+			 "1-%llu): the tenant is not published from here; move "
+			 "the stream away to continue", store_tenant_name(t),
+			 r->name, (unsigned long long)a.version,
 			 (unsigned long long)r->version);
-		return 0;
+		return -EEXIST;
 	}
-	if (a.framing != r->framing)
+	if (a.version >= r->version)
+		return 0;
+	if (!a.version && a.framing != r->framing)
 		rc = store_stream_set_framing(t, lid, r->framing);
 	if (!rc)
 		rc = sync_replica_add_segments(s, t, tprefix, lid, r, true,

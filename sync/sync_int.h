@@ -546,6 +546,12 @@ int sync_seed_claimed(struct sync *s, struct tenant_state *ts, char *what,
 
 /* ---- replica.c ---- */
 
+/* True when the local segments of LID are the first ones of MS: same
+ * origin segment id, and same checksum, offset and length.  Segment ids
+ * alone are not enough: a tenant removed and created again between two
+ * polls numbers its segments from 1 again. */
+bool sync_replica_is_prefix(struct store_tenant *t, uint64_t lid,
+			    const struct manifest_stream *ms);
 /* Adds to local stream LID of T the segments of MS it lacks, each from
  * its event index object (the bytes stay remote: evicted); with KEEP_ID
  * (a writer seeded from the remote) they keep their published ids. */

@@ -159,3 +159,34 @@ def test_new_writer_after_clean_release_continues(mount, run_streamfs, tmp_path,
               src=tmp_path / "srcc", env=env, allow=ALLOW)
     continues(c, x, run_streamfs)
     checker.finish()
+
+
+@pytest.mark.timeout(600)
+def test_takeover_never_publishes_a_history_of_its_own(mount, run_streamfs, tmp_path):
+    """A writer whose SOURCE holds a stream with events of its own takes the
+    tenant over: it must not replace the published stream; the tenant is not
+    published from it, and says why."""
+    url = "file://%s" % (tmp_path / "remote")
+    a = writer_a(mount, run_streamfs, url, None, [])
+    x = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache", allow=ALLOW)
+    sync(run_streamfs, x.mnt)
+    checker = Checker(x.mnt)
+    a.kill9()
+    shutil.rmtree(a.src)
+
+    c = mount(src=tmp_path / "srcc", allow=ALLOW)
+    os.mkdir(c.path("shop"))
+    append(c.path("shop", "orders"), "mine\n", APPEND)
+    c.umount()
+    time.sleep(4)   # A's lease runs out
+    c.opts = ["remote=" + url, "roll=1s", "lease=2s", "takeover"]
+    c.allow(r"streamfs: sync: .*(not its published history|File exists)")
+    c.start()
+    r = run_streamfs("sync", "--timeout", "20", c.mnt, check=False, timeout=60)
+    assert r.returncode != 0
+    assert "not its published history" in c.stderr()
+    sync(run_streamfs, x.mnt)
+    time.sleep(2)
+    assert read(x.path("shop", "orders")) == ORDERS
+    assert read(x.path("shop", "other")) == OTHER
+    checker.finish()
