@@ -3,8 +3,8 @@ real mounts on file:// and moto (S3, auth mode):
 
 - writer A is SIGKILLed and its SOURCE deleted; writer C on an empty SOURCE
   with -o takeover takes the expired lease and sees A's streams and versions,
-  reads A's bytes (fetched lazily), a retried event ID of A is deduplicated,
-  and new appends get the next versions;
+  reads A's bytes and snapshot (fetched lazily), a retried event ID of A is
+  deduplicated, and new appends get the next versions;
 - after A's clean unmount, a new writer without takeover continues the same
   way.
 
@@ -31,6 +31,7 @@ ALLOW = LEASE_ALLOW + [r"streamfs: sync: .*(continuing|expired)"]
 
 ORDERS = "".join('{"id":"o%d","n":%d}\n' % (i, i) for i in range(1, 201)).encode()
 OTHER = b'{"id":"x1"}\n{"id":"x2"}\n{"id":"x3"}\n'
+BOOK = b"the book at 100\n"
 
 
 class Checker:
@@ -93,6 +94,8 @@ def writer_a(mount, run_streamfs, url, env, opts):
     for i in range(0, 200, 20):
         append(a.path("shop", "orders"), b"".join(chunks[i:i + 20]).decode(), APPEND)
         sync(run_streamfs, a.mnt)
+    with open(a.path("shop", "orders@snap=100"), "wb") as f:
+        f.write(BOOK)
     append(a.path("shop", "other"), OTHER.decode(), APPEND)
     sync(run_streamfs, a.mnt)
     assert getxattr(a.path("shop", "orders"), "streamfs.version") == "200"
@@ -110,6 +113,7 @@ def continues(c, x, run_streamfs):
     assert getxattr(c.path("shop", "orders"), "streamfs.version") == "200"
     assert read(c.path("shop", "orders")) == ORDERS
     assert read(c.path("shop", "other")) == OTHER
+    assert read(c.path("shop", "orders@snap=100")) == BOOK    # fetched too
     append(c.path("shop", "orders"), '{"id":"c1","n":201}\n', APPEND)
     assert getxattr(c.path("shop", "orders"), "streamfs.version") == "201"
     sync(run_streamfs, c.mnt)
@@ -119,6 +123,7 @@ def continues(c, x, run_streamfs):
                msg="the analysis host did not show the continued history")
     assert read(x.path("shop", "other")) == OTHER
     assert getxattr(x.path("shop", "orders"), "streamfs.version") == "201"
+    assert read(x.path("shop", "orders@snap=100")) == BOOK
 
 
 @pytest.mark.timeout(600)
