@@ -131,7 +131,8 @@ int sync_seed_streams(struct sync *s, struct store_tenant *t,
 }
 
 /* Creates tenant NAME here and takes its lease, when the remote lists it,
- * SOURCE lacks it and its lease is free. */
+ * SOURCE lacks it and its lease is free.  1 when another writer holds it
+ * live and cfg.takeover may take it once it expired: ask again later. */
 static int adopt_tenant(struct sync *s, const char *name)
 {
 	struct store_tenant *t;
@@ -143,7 +144,7 @@ static int adopt_tenant(struct sync *s, const char *name)
 		return rc;
 	rc = sync_lease_takeable(s, name);
 	if (rc <= 0)
-		return rc;
+		return !rc && s->cfg.takeover ? 1 : rc;
 	ts = sync_tstate(s, name);
 	if (!ts)
 		return -ENOMEM;
@@ -238,6 +239,7 @@ static int seed_leased(struct sync *s)
 int sync_seed_tenants(struct sync *s)
 {
 	json_object *root, *arr;
+	bool later = false;
 	int rc = sync_tenants_json_get(s, &root);
 
 	if (rc)
@@ -255,11 +257,13 @@ int sync_seed_tenants(struct sync *s)
 			name = json_object_get_string(v);
 			if (store_name_valid(name))
 				rc = adopt_tenant(s, name);
+			later |= rc == 1;
+			rc = rc == 1 ? 0 : rc;
 		}
 	json_object_put(root);
 	if (!rc)
 		rc = seed_leased(s);
-	return rc;
+	return rc ? rc : later;
 }
 
 int sync_seed_claimed(struct sync *s, struct tenant_state *ts, char *what,

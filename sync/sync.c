@@ -509,7 +509,8 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 }
 
 /* The remote's tenants this writer continues, created and seeded here
- * (once; an unreachable remote is left to the next pass). */
+ * (once; again at the next pass when the remote was unreachable, or, with
+ * takeover, while another writer's lease may still expire). */
 static int seed_tenants(struct sync *s)
 {
 	int rc;
@@ -518,8 +519,8 @@ static int seed_tenants(struct sync *s)
 		return 0;
 	rc = sync_seed_tenants(s);
 	s->adopted = !rc;
-	if (rc == -ENOMEM || rc == -EBUSY)
-		return rc;
+	if (rc == -ENOMEM || rc == -EBUSY || rc == 1)
+		return rc > 0 ? 0 : rc;
 	if (rc)
 		sync_log(LOG_WARNING, "reading the tenants of %s failed (%s); "
 			 "tried again at the next pass", s->url_shown,

@@ -329,7 +329,8 @@ struct sync {
 	bool probed;			/* sync_probe_fencing() answered */
 	bool unfenceable;		/* ... that the remote cannot fence */
 	bool remote_used;		/* STATE_DIR/sync-remote names the URL */
-	bool adopted;			/* sync_seed_tenants() succeeded */
+	bool adopted;			/* sync_seed_tenants() left nothing
+					 * to do later */
 
 	/* The sync thread's only. */
 	char *tenants_json;		/* tenant set last published */
@@ -535,8 +536,8 @@ int sync_seed_streams(struct sync *s, struct store_tenant *t,
 		      char *what, size_t wlen) SYNC_WARN_UNUSED;
 /* At a writer's start: each tenant the remote lists and SOURCE lacks
  * whose lease is free (none, ours, or expired with cfg.takeover) is
- * created here and leased; the first pass seeds its streams.  Leases of
- * others are left alone. */
+ * created here, leased and seeded.  Live leases of others are left alone:
+ * 1 when, with cfg.takeover, one of them may expire (call again later). */
 int sync_seed_tenants(struct sync *s) SYNC_WARN_UNUSED;
 /* TS, just leased for a mkdir: when the remote has its manifest, the
  * tenant is made here and seeded (1), so that no append lands before its

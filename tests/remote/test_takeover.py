@@ -140,10 +140,13 @@ def test_takeover_continues_history(mount, run_streamfs, tmp_path, request, back
     # A's host is lost: the daemon dies, its disk with it.
     a.kill9()
     shutil.rmtree(a.src)
-    time.sleep(4)   # A's lease (2 s past its last renewal) runs out
 
+    # C mounts at once: A's lease is live for up to 2 s more, then C takes
+    # the tenant over (generation + 1) and shows A's history.
     c = mount(["remote=" + url, "roll=1s", "lease=2s", "takeover", *opts],
               src=tmp_path / "srcc", env=env, allow=ALLOW)
+    wait_until(lambda: os.path.exists(c.path("shop", "other")), timeout=60,
+               msg="C never took the tenant over")
     continues(c, x, run_streamfs)
     checker.finish()
 
