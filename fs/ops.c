@@ -454,6 +454,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!rc)
 		rc = store_tenant_create(fs->st, name, mode & 07777, ctx->uid,
 					 ctx->gid);
+	else if (rc == 1)	/* made from its published history */
+		rc = 0;
 	if (!rc)
 		rc = lookup_tenant(fs, name, &n);
 	if (rc) {

@@ -116,7 +116,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 			" VALUES(?1, ?2, ?3)",
 	[ST_STREAM_INSERT] = "INSERT INTO streams(id, name, framing, mode, uid,"
 			     " gid, atime, mtime, ctime, version, size, last_ns)"
-			     " VALUES(NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+			     " VALUES(NULLIF(?1, 0), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
 			     " ?11, ?12)",
 	[ST_STREAM_UPDATE] = "UPDATE streams SET name = ?2, framing = ?3,"
 			     " mode = ?4, uid = ?5, gid = ?6, atime = ?7,"
@@ -129,7 +129,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_SEG_INSERT] = "INSERT INTO segments(id, stream, first_version,"
 			  " offset, length, count, checksum, synced, created,"
 			  " state, has_ids, origin)"
-			  " VALUES(NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+			  " VALUES(NULLIF(?1, 0), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
 			  " ?12)",
 	[ST_SEG_UPDATE] = "UPDATE segments SET length = ?5, count = ?6,"
 			  " checksum = ?7, synced = ?8, state = ?10,"

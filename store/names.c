@@ -69,8 +69,9 @@ static void fill_attr(const struct stream *s, struct store_attr *a)
 
 /* ---- public ---- */
 
-int store_stream_create(struct store_tenant *t, const char *name, mode_t mode,
-			uid_t uid, gid_t gid, uint64_t *id)
+/* store_stream_create(), with id WANT when not 0. */
+static int stream_create(struct store_tenant *t, const char *name, mode_t mode,
+			 uid_t uid, gid_t gid, uint64_t want, uint64_t *id)
 {
 	int64_t now = store_now_ns();
 	struct stream *s;
@@ -87,9 +88,12 @@ int store_stream_create(struct store_tenant *t, const char *name, mode_t mode,
 	s->uid = uid;
 	s->gid = gid;
 	s->atime = s->mtime = s->ctime = store_ts(now);
+	s->id = want;
 
 	pthread_rwlock_wrlock(&t->lock);
 	rc = t->removed ? -ENOENT : store_stream_by_name(t, name) ? -EEXIST : 0;
+	if (!rc && want && store_stream_find(t, want))
+		rc = -EEXIST;
 	if (rc)
 		goto out;
 	s->framing = t->framing;
@@ -113,6 +117,20 @@ out:
 	pthread_rwlock_unlock(&t->lock);
 	store_stream_free(t, s);
 	return rc;
+}
+
+int store_stream_create(struct store_tenant *t, const char *name, mode_t mode,
+			uid_t uid, gid_t gid, uint64_t *id)
+{
+	return stream_create(t, name, mode, uid, gid, 0, id);
+}
+
+int store_replica_stream_create(struct store_tenant *t, const char *name,
+				mode_t mode, uid_t uid, gid_t gid, uint64_t id)
+{
+	uint64_t got;
+
+	return id ? stream_create(t, name, mode, uid, gid, id, &got) : -EINVAL;
 }
 
 int store_stream_lookup(struct store_tenant *t, const char *name, uint64_t *id)

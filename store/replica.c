@@ -164,6 +164,10 @@ int store_replica_add(struct store_tenant *t, uint64_t id,
 	g->checksum = seg->checksum;
 	g->created_ns = seg->created_ns;
 	g->state = STORE_SEG_EVICTED;
+	if (seg->keep_id) {
+		g->id = g->origin;
+		g->has_ids = true;	/* unknown: rebuilt from the bytes */
+	}
 
 	pthread_rwlock_wrlock(&t->lock);
 	s = t->removed ? NULL : store_stream_find(t, id);

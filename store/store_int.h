@@ -421,6 +421,7 @@ void store_index_rollback(struct store_tenant *t);
 int store_index_meta_set(struct store_tenant *t, const char *key, int64_t ival,
 			 const char *sval);
 int store_index_load_tenant(struct store_tenant *t);
+/* These two keep S->id (G->id) when it is not 0, else give a new one. */
 int store_index_stream_insert(struct store_tenant *t, struct stream *s);
 /* Inside a transaction; store_journal_stream_update() also outside one. */
 int store_index_stream_update(struct store_tenant *t, const struct stream *s);

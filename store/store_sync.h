@@ -27,6 +27,9 @@ struct store_segment {
 	uint64_t seg;		/* segment id, unique in the tenant */
 	uint64_t origin;	/* replicas: the segment's id on the writer host
 				 * (its remote key); 0 for segments made here */
+	bool keep_id;		/* store_replica_add(): a seeded writer's
+				 * segment, which keeps origin as its id and
+				 * has an ID table rebuilt when dedup needs it */
 	uint64_t stream;
 	uint64_t first_version;	/* version of its first event */
 	uint64_t count;		/* events */
@@ -99,10 +102,17 @@ void store_set_fetch_hook(struct store *st, store_fetch_fn fn,
 
 /* ---- replicas: analysis hosts mirror a remote into a local store ---- */
 
+/* Creates stream NAME with id ID, as store_stream_create() does: a writer
+ * that continues another writer's published history keeps its stream ids.
+ * -EEXIST when the name or the id is taken. */
+int store_replica_stream_create(struct store_tenant *t, const char *name,
+				mode_t mode, uid_t uid, gid_t gid,
+				uint64_t id) STORE_WARN_UNUSED;
 /* Extends stream ID with a sealed segment that lives on the remote: SEG
  * gives its origin id, versions, offset, length and checksum (its first
  * version must be the stream's version + 1 and its offset the stream's
- * size: -EINVAL otherwise), BATCHES its N index rows.  The segment starts
+ * size: -EINVAL otherwise), BATCHES its N index rows.  With
+ * SEG->keep_id its id is its origin (-EEXIST when taken).  The segment starts
  * evicted (fetched on first read).  Readers and followers see the new
  * events as after an append. */
 int store_replica_add(struct store_tenant *t, uint64_t id,

@@ -372,11 +372,33 @@ static int take_once(struct sync *s, struct tenant_state *ts, const char *key,
 			sync_log(LOG_WARNING, "tenant %s: took over the "
 				 "expired lease of writer %s (host %s, "
 				 "generation %" PRIu64 ") as generation "
-				 "%" PRIu64 "; its published history is not "
-				 "read back (no seeding yet)", ts->name,
+				 "%" PRIu64 "; continuing its published "
+				 "history", ts->name,
 				 l.writer, l.host, l.generation,
 				 ts->generation);
 	}
+	lease_release(&l);
+	return rc;
+}
+
+int sync_lease_takeable(struct sync *s, const char *tenant)
+{
+	char *key = sync_lease_key(tenant);
+	struct lease l;
+	int rc = key ? lease_fetch(s, key, &l) : -ENOMEM;
+
+	free(key);
+	if (rc == -ENOENT)
+		return 1;
+	if (rc == -EIO)
+		return 0;	/* unreadable: someone else's */
+	if (rc)
+		return rc;
+	rc = lease_ours(s, &l) || (lease_expired(&l) && s->cfg.takeover);
+	if (!rc && lease_expired(&l))
+		sync_log(LOG_NOTICE, "tenant %s on %s: the lease of writer %s "
+			 "expired; not continued without -o takeover",
+			 tenant, s->url_shown, l.writer);
 	lease_release(&l);
 	return rc;
 }

@@ -106,7 +106,6 @@ static int snap_add(void *arg, const struct store_snapshot *snap)
 
 		if (ms->id != snap->stream || snap->version > ms->version)
 			continue;
-		/* Listed by version: each stream's come in a row. */
 		struct manifest_snap *v = reallocarray(ms->snaps, ms->nsnaps + 1,
 						       sizeof(*v));
 		if (!v)
@@ -117,6 +116,29 @@ static int snap_add(void *arg, const struct store_snapshot *snap)
 			.checksum = snap->checksum, .time_ns = snap->time_ns };
 	}
 	return 0;
+}
+
+static int snap_cmp(const void *a, const void *b)
+{
+	const struct manifest_snap *x = a, *y = b;
+
+	return x->version < y->version ? -1 : x->version > y->version;
+}
+
+/* The snapshots of M's streams: uploaded from here, and (on a writer that
+ * continues another's history) those it published, still remote-only. */
+static int snaps_build(struct store_tenant *t, struct manifest *m)
+{
+	int rc = store_snapshot_list_state(t, STORE_SNAP_UPLOADED, snap_add, m);
+
+	if (!rc)
+		rc = store_snapshot_list_state(t, STORE_SNAP_REMOTE, snap_add,
+					       m);
+	for (size_t i = 0; !rc && i < m->nstreams; i++)
+		if (m->streams[i].nsnaps > 1)
+			qsort(m->streams[i].snaps, m->streams[i].nsnaps,
+			      sizeof(*m->streams[i].snaps), snap_cmp);
+	return rc;
 }
 
 int sync_manifest_build(struct store_tenant *t, const char *writer,
@@ -141,8 +163,7 @@ int sync_manifest_build(struct store_tenant *t, const char *writer,
 	for (size_t i = 0; !rc && i < out->nstreams; i++)
 		rc = stream_chain(&out->streams[i], &segs);
 	if (!rc)
-		rc = store_snapshot_list_state(t, STORE_SNAP_UPLOADED, snap_add,
-					       out);
+		rc = snaps_build(t, out);
 	if (!rc) {
 		out->tenant = strdup(store_tenant_name(t));
 		out->writer = strdup(writer);

@@ -47,8 +47,9 @@ static int get_manifest(struct sync *s, struct tenant_state *ts,
 	return rc;
 }
 
-int sync_seed_from_remote(struct sync *s, struct tenant_state *ts,
-			  const char *tprefix, char *what, size_t wlen)
+int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
+			  struct tenant_state *ts, const char *tprefix,
+			  char *what, size_t wlen)
 {
 	struct backend_buf text = { .max = 256u << 20 };
 	struct manifest m;
@@ -69,7 +70,10 @@ int sync_seed_from_remote(struct sync *s, struct tenant_state *ts,
 			rc = 1;	/* not one we can read: not ours */
 	}
 	if (!rc && (!m.writer || strcmp(m.writer, s->identity))) {
-		sync_manifest_release(&m);	/* not ours: leave it alone */
+		/* Another writer's: continued, never replaced.  Its
+		 * objects stay (never listed as ours to delete). */
+		rc = sync_seed_streams(s, t, tprefix, &m, what, wlen);
+		sync_manifest_release(&m);
 	} else if (!rc) {
 		/* Ours, from before a restart: its objects are ours to
 		 * delete, and streams removed while this writer was down get

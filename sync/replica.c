@@ -103,11 +103,7 @@ static void local_vec_release(struct local_vec *lv)
 	free(lv->v);
 }
 
-/* True when the local segments of LID are the first ones of MS: same
- * origin segment id, and same checksum, offset and length.  Segment ids
- * alone are not enough: a tenant removed and created again between two
- * polls numbers its segments from 1 again. */
-static bool local_is_prefix(struct store_tenant *t, uint64_t lid,
+bool sync_replica_is_prefix(struct store_tenant *t, uint64_t lid,
 			    const struct manifest_stream *ms)
 {
 	struct sync_seg_vec sv = { 0 };
@@ -162,10 +158,12 @@ static int get_index(struct sync *s, const char *key, uint64_t seg,
 }
 
 /* Adds to local stream LID of T the segments of MS it lacks, each from
- * its event index object (the bytes stay remote: evicted). */
-static int add_segments(struct sync *s, struct store_tenant *t,
-			const char *tprefix, uint64_t lid,
-			const struct manifest_stream *ms, char *what, size_t wlen)
+ * its event index object (the bytes stay remote: evicted); KEEP_ID keeps
+ * the published segment ids (a writer continuing the history). */
+int sync_replica_add_segments(struct sync *s, struct store_tenant *t,
+			       const char *tprefix, uint64_t lid,
+			       const struct manifest_stream *ms, bool keep_id,
+			       char *what, size_t wlen)
 {
 	struct store_attr a;
 	int rc = store_stream_stat(t, lid, &a);
@@ -177,7 +175,7 @@ static int add_segments(struct sync *s, struct store_tenant *t,
 			.first_version = g->first_version, .count = g->count,
 			.offset = g->offset, .length = g->length,
 			.checksum = g->checksum, .created_ns = g->created_ns,
-			.state = STORE_SEG_EVICTED };
+			.state = STORE_SEG_EVICTED, .keep_id = keep_id };
 		struct store_batch *b = NULL;
 		size_t n = 0;
 		char *key;
@@ -273,7 +271,7 @@ static int local_matches(struct tenant_state *ts, struct store_tenant *t,
 		const struct manifest_stream *r = &m->streams[j];
 
 		if (map_get(ts, r->id) || strcmp(r->name, l->name) ||
-		    !local_is_prefix(t, l->id, r))
+		    !sync_replica_is_prefix(t, l->id, r))
 			continue;
 		*keep = true;
 		return map_set(ts, r->id, l->id);
@@ -319,7 +317,7 @@ static int local_stream_of(struct tenant_state *ts, struct store_tenant *t,
 	*lid = map_get(ts, r->id);
 	if (*lid && store_stream_stat(t, *lid, &a) == -ENOENT)
 		*lid = 0;
-	if (*lid && !local_is_prefix(t, *lid, r)) {
+	if (*lid && !sync_replica_is_prefix(t, *lid, r)) {
 		/* Not the same history (should not happen): anew. */
 		snprintf(what, wlen, "remove stream %s of %s", r->name, name);
 		rc = store_stream_remove(t, *lid);
@@ -359,7 +357,8 @@ static int mirror_stream(struct sync *s, struct tenant_state *ts,
 	if (!rc && a.version == 0 && a.framing != r->framing)
 		rc = store_stream_set_framing(t, lid, r->framing);
 	if (!rc)
-		rc = add_segments(s, t, tprefix, lid, r, what, wlen);
+		rc = sync_replica_add_segments(s, t, tprefix, lid, r, false,
+					       what, wlen);
 	if (!rc) {
 		snprintf(what, wlen, "snapshots of %s/%s", name, r->name);
 		rc = sync_replica_snapshots(t, lid, r);
@@ -471,9 +470,7 @@ static void tenant_error(struct tenant_state *ts, int rc, const char *what)
 	ts->err = rc;
 }
 
-/* tenants.json into *ROOT; an empty object when nothing is published
- * yet. */
-static int get_tenants_json(struct sync *s, json_object **root)
+int sync_tenants_json_get(struct sync *s, json_object **root)
 {
 	struct backend_buf text = { .max = 256u << 20 };
 	int rc = get_text(s, sync_tenants_key, &text);
@@ -543,7 +540,7 @@ int sync_replica_pass(struct sync *s, char *what, size_t wlen)
 	int rc, first = 0;
 
 	snprintf(what, wlen, "get %s", sync_tenants_key);
-	rc = get_tenants_json(s, &root);
+	rc = sync_tenants_json_get(s, &root);
 	if (rc) {
 		sync_what_why(what, wlen, s->b);
 		return rc;

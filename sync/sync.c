@@ -244,10 +244,12 @@ static void serve_claim(struct sync *s)
 		rc = 0;
 	else
 		rc = sync_lease_take(s, ts, what, sizeof(what), NULL);
+	if (!rc)
+		rc = sync_seed_claimed(s, ts, what, sizeof(what));
 	/* Unreachable or failing: the tenant is made, and its lease taken
 	 * when the remote answers, as for a mount (a holder is then
 	 * reported loudly, and nothing of it is uploaded). */
-	if (rc && rc != -EBUSY && rc != -ENOMEM) {
+	if (rc < 0 && rc != -EBUSY && rc != -ENOMEM) {
 		sync_note(s, rc, what);
 		rc = 0;
 	}
@@ -448,7 +450,7 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		}
 	}
 	if (!rc && !ts->seeded) {
-		rc = sync_seed_from_remote(s, ts, tprefix, what, wlen);
+		rc = sync_seed_from_remote(s, t, ts, tprefix, what, wlen);
 		ts->seeded = !rc;
 		if (rc)
 			sync_what_why(what, wlen, s->b);
@@ -573,6 +575,26 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	sync_mutex_unlock(&s->lock);
 }
 
+/* The remote's tenants this writer continues, created and seeded here
+ * (once; again at the next pass when the remote was unreachable, or, with
+ * takeover, while another writer's lease may still expire). */
+static int seed_tenants(struct sync *s)
+{
+	int rc;
+
+	if (s->adopted)
+		return 0;
+	rc = sync_seed_tenants(s);
+	s->adopted = !rc;
+	if (rc == -ENOMEM || rc == -EBUSY || rc == 1)
+		return rc > 0 ? 0 : rc;
+	if (rc)
+		sync_log(LOG_WARNING, "reading the tenants of %s failed (%s); "
+			 "tried again at the next pass", s->url_shown,
+			 strerror(-rc));
+	return 0;
+}
+
 /* Whether a failure RC of one tenant (PT its pass) ends the pass:
  * stopping, no memory, or a remote that does not answer or looks down
  * (each tenant would wait for it).  Other failures hold back only their
@@ -599,6 +621,8 @@ static int writer_pass(struct sync *s, struct pass_tenant *pt,
 	rc = probe(s);
 	if (!rc)
 		rc = sync_leases_renew_due(s, what, wlen);
+	if (!rc)
+		rc = seed_tenants(s);
 	if (!rc) {
 		snprintf(what, wlen, "list tenants");
 		rc = store_tenant_list(s->st, sync_strvec_collect, &names);
@@ -968,6 +992,11 @@ static int writer_start(struct sync *s)
 	if (!rc)
 		rc = sync_leases_at_start(s);
 	atomic_store(&s->abort.deadline_ns, 0);
+	/* Seeding reads the whole published history's metadata: at start
+	 * only from a remote that answered the probe in time; else the
+	 * thread seeds once it answers. */
+	if (!rc && s->probed)
+		rc = seed_tenants(s);
 	if (!rc)
 		rc = sync_upload_start(s);
 	return rc;

@@ -54,11 +54,16 @@
  * the leases when it comes back, and for a tenant leased by another writer
  * it uploads nothing and logs that loudly (status last_error -EBUSY).
  * Tenants created later are leased through sync_tenant_claim() (mkdir) or
- * by the thread before their first upload.  A lease carries a generation
- * and an expiry (cfg.lease_ns after its last renewal); the thread renews
- * every lease_ns / 3 with a conditional write, and again right before each
- * manifest it publishes, which it publishes only while that renewal is
- * younger than lease_ns / 2.  A renewal that finds the lease changed (a
+ * by the thread before their first upload.  A writer continues what the
+ * remote published: sync_start() also creates each tenant the remote lists
+ * and SOURCE lacks whose lease is free, and a tenant leased from another
+ * writer's manifest gets that manifest's streams, versions and segments
+ * (evicted) before any append (docs/FORMAT.md, Takeover).
+ *
+ * A lease carries a generation and an expiry (cfg.lease_ns after its last
+ * renewal); the thread renews every lease_ns / 3 with a conditional write,
+ * and again right before each manifest it publishes, which it publishes
+ * only while that renewal is younger than lease_ns / 2.  A renewal that finds the lease changed (a
  * takeover) fences the tenant: nothing of it is written to the remote any
  * more, sync_tenant_fenced() says so, status lists its unpublished events.
  * sync_stop() releases the leases it still holds (conditional deletes).
@@ -247,8 +252,10 @@ bool sync_tenant_fenced(struct sync *s, const char *tenant);
  * its lease on the remote and waits for the answer, at most TIMEOUT_NS.
  * 0 when taken (or the remote is unreachable: the thread takes it later,
  * as for a mount); -EBUSY when another writer holds it (live, or expired
- * without takeover; logged with the holder); -ETIMEDOUT when the thread
- * did not answer in time.  May be called from FUSE threads: it only waits
+ * without takeover; logged with the holder); 1 when the remote has the
+ * tenant's published history, which the thread then made here (the tenant
+ * exists, continuing it); -ETIMEDOUT when the thread did not answer in
+ * time.  May be called from FUSE threads: it only waits
  * on a condition variable. */
 int sync_tenant_claim(struct sync *s, const char *tenant,
 		      int64_t timeout_ns) SYNC_WARN_UNUSED;

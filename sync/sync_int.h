@@ -54,6 +54,7 @@ void sync_strvec_release(struct sync_strvec *sv);
  *   upload.c        sealed segments to the remote, several at once
  *   fetch.c         lazy fetch of evicted segments; eviction
  *   readahead.c     which segments fetch.c fetches ahead of a reader
+ *   seed.c          a writer continuing another's published history
  *   replica.c       the analysis host's mirror of the remote
  *   snapshot.c      snapshots: upload, a replica's rows, lazy fetch
  */
@@ -269,6 +270,7 @@ struct tenant_state {
 	char manifest_tag[BACKEND_TAG_MAX];
 	bool manifest_tag_known;
 	bool seeded;		/* our old manifest read from the remote */
+	bool adopted;		/* made here from the remote at start */
 	int64_t checked_ns;	/* CLOCK_MONOTONIC of the last check */
 	struct manifest published;	/* the last one published (or ours,
 					 * found at seeding); empty: none */
@@ -359,6 +361,8 @@ struct sync {
 	bool probed;			/* sync_probe_fencing() answered */
 	bool unfenceable;		/* ... that the remote cannot fence */
 	bool remote_used;		/* STATE_DIR/sync-remote names the URL */
+	bool adopted;			/* sync_seed_tenants() left nothing
+					 * to do later */
 
 	/* The sync thread's only. */
 	struct sync_retries retries;	/* failing objects (retry.c) */
@@ -455,6 +459,10 @@ void sync_lease_release(struct sync *s, const bool *only);
  * but cfg.risk_forks accepts that, logged); -EOPNOTSUPP when it does not
  * (logged); or the remote's -errno (retryable: ask again later). */
 int sync_probe_fencing(struct sync *s) SYNC_WARN_UNUSED;
+/* Whether a writer at start may take TENANT's lease to continue it: 1
+ * when there is none, it is ours, or it expired and cfg.takeover; 0 when
+ * it is another's; or the remote's -errno. */
+int sync_lease_takeable(struct sync *s, const char *tenant) SYNC_WARN_UNUSED;
 /* At start: the lease of every existing tenant, so that a second writer
  * is refused at mount.  An unreachable remote is left to the thread. */
 int sync_leases_at_start(struct sync *s) SYNC_WARN_UNUSED;
@@ -463,10 +471,12 @@ int sync_leases_at_start(struct sync *s) SYNC_WARN_UNUSED;
 
 /* Reads TS's manifest from the remote once: when this writer wrote it,
  * it becomes TS->published, so that its objects are deleted once no
- * longer named and its streams get tombstones.  0 when there is none or
- * another writer's. */
-int sync_seed_from_remote(struct sync *s, struct tenant_state *ts,
-			  const char *tprefix, char *what, size_t wlen);
+ * longer named and its streams get tombstones.  Another writer's is
+ * continued: its streams that T lacks are seeded (sync_seed_streams()).
+ * 0 when there is none. */
+int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
+			  struct tenant_state *ts, const char *tprefix,
+			  char *what, size_t wlen);
 /* Writes T's manifest when it changed, then deletes the objects only
  * older manifests named. */
 int sync_publish_manifest(struct sync *s, struct store_tenant *t,
@@ -559,8 +569,45 @@ int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
 		const struct sync_seg_vec *segs, bool retry_all,
 		struct sync_upload_out *out, char *what, size_t wlen);
 
+/* ---- seed.c ---- */
+
+/* A writer continues M, the manifest another writer published for T
+ * (below TPREFIX): each stream SOURCE lacks is made from it, with its id,
+ * versions, segments (evicted: fetched when read), index rows and
+ * snapshots, so appends continue at the next version and the next
+ * manifest names all of it again. */
+int sync_seed_streams(struct sync *s, struct store_tenant *t,
+		      const char *tprefix, const struct manifest *m,
+		      char *what, size_t wlen) SYNC_WARN_UNUSED;
+/* At a writer's start: each tenant the remote lists and SOURCE lacks
+ * whose lease is free (none, ours, or expired with cfg.takeover) is
+ * created here, leased and seeded.  Live leases of others are left alone:
+ * 1 when, with cfg.takeover, one of them may expire (call again later). */
+int sync_seed_tenants(struct sync *s) SYNC_WARN_UNUSED;
+/* TS, just leased for a mkdir: when the remote has its manifest, the
+ * tenant is made here and seeded (1), so that no append lands before its
+ * published history; 0 when there is none. */
+int sync_seed_claimed(struct sync *s, struct tenant_state *ts, char *what,
+		      size_t wlen) SYNC_WARN_UNUSED;
+
 /* ---- replica.c ---- */
 
+/* True when the local segments of LID are the first ones of MS: same
+ * origin segment id, and same checksum, offset and length.  Segment ids
+ * alone are not enough: a tenant removed and created again between two
+ * polls numbers its segments from 1 again. */
+bool sync_replica_is_prefix(struct store_tenant *t, uint64_t lid,
+			    const struct manifest_stream *ms);
+/* Adds to local stream LID of T the segments of MS it lacks, each from
+ * its event index object (the bytes stay remote: evicted); with KEEP_ID
+ * (a writer seeded from the remote) they keep their published ids. */
+int sync_replica_add_segments(struct sync *s, struct store_tenant *t,
+			      const char *tprefix, uint64_t lid,
+			      const struct manifest_stream *ms, bool keep_id,
+			      char *what, size_t wlen) SYNC_WARN_UNUSED;
+/* tenants.json into *ROOT (json_object_put() it); an empty object when
+ * nothing is published yet. */
+int sync_tenants_json_get(struct sync *s, json_object **root) SYNC_WARN_UNUSED;
 /* One rescan of the remote into the store. */
 int sync_replica_pass(struct sync *s, char *what, size_t wlen);
 

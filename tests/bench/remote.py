@@ -262,3 +262,72 @@ def sc_remote():
     row("cold remote read through an analysis mount, %d MiB, `cat` piped to `wc -c`"
         % mib,
         "MB/s", get_wc, "curl GET", get)
+
+
+def kill(d):
+    """A writer host lost: SIGKILL, and its dead mount released."""
+    os.killpg(d.proc.pid, signal.SIGKILL)
+    d.proc.wait()
+    subprocess.run(["fusermount3", "-uz", d.mnt], stderr=subprocess.DEVNULL)
+    d.logf.close()
+
+
+def sc_takeover():
+    """Takeover of a tenant by a writer on an empty SOURCE: the tenant (N
+    streams, E events in all, published on moto by a writer then SIGKILLed)
+    is seeded from its manifest and event indexes, the bytes left remote;
+    timed from the mount call to the return of the first append."""
+    nstreams, events = size(50, 1000), size(100000, 10000000)
+    figure = "takeover of a tenant with {:,} streams and {:,} events on moto: " \
+             "time to first append".format(nstreams, events)
+    moto = shutil.which("moto_server")
+    if not moto:
+        row(figure, "s", "moto_server missing")
+        return
+    m = Moto(moto)
+    times = []
+    try:
+        for rep in range(REPS_HEAVY):
+            prefix = "takeover%d" % rep
+            src = fresh(os.path.join(WORK, "src"))
+            # The tenant, written locally, then shipped by writer A.
+            d = streamfs(src)
+            try:
+                os.mkdir(os.path.join(d.mnt, "t"))
+                per = events // nstreams
+                for i in range(nstreams):
+                    body = "".join('{"n":%d}\n' % j for j in range(per))
+                    with open(os.path.join(d.mnt, "t", "s%d" % i), "a") as f:
+                        f.write(body)
+            finally:
+                d.stop()
+            a = Daemon([STREAMFS, src, "-o", m.opts(prefix) + ",lease=2s"],
+                       os.path.join(WORK, "mnt"), "streamfs", env=m.env)
+            try:
+                sh([STREAMFS, "sync", "--timeout", "1200", a.mnt])
+            finally:
+                kill(a)
+            shutil.rmtree(src)
+            time.sleep(3)   # A's lease runs out
+            src = fresh(os.path.join(WORK, "src"))
+            t0 = time.monotonic()
+            c = Daemon([STREAMFS, src, "-o", m.opts(prefix) + ",takeover,lease=10s"],
+                       os.path.join(WORK, "mnt"), "streamfs", env=m.env)
+            try:
+                with open(os.path.join(c.mnt, "t", "s0"), "a") as f:
+                    f.write('{"n":"first"}\n')
+                times.append(time.monotonic() - t0)
+                v = os.getxattr(os.path.join(c.mnt, "t", "s0"), "user.streamfs.version")
+                if int(v) != per + 1:
+                    raise RuntimeError("takeover: version %s, not %d" % (v, per + 1))
+                # metadata only: no published segment was fetched
+                held = sum(os.path.getsize(os.path.join(r, f))
+                           for r, _, fs in os.walk(src) for f in fs if f.endswith(".seg"))
+                if held > 1048576:
+                    raise RuntimeError("takeover fetched %d bytes of segments" % held)
+            finally:
+                c.stop()
+    finally:
+        m.stop()
+    row(figure, "s", times, goal="under 10 s (metadata only)",
+        check=lambda o: o < 10)

@@ -604,7 +604,14 @@ static int mode_errors(const char *work, const char *url)
 	expect_text(r, "old1\n", "first incarnation");
 
 	/* The same tenant from a fresh store: same stream id, same segment
-	 * ids, same length, other bytes. */
+	 * ids, same length, other bytes.  Removed first (its manifest gone,
+	 * as after an rmdir): a writer never replaces a published history. */
+	rc = backend_open_url(url, &wopts, &b);
+	if (!rc)
+		rc = backend_del(b, "streamfs-v1/tenants/t/manifest.json");
+	CHECK(rc == 0, "the first incarnation removed (%d)", rc);
+	backend_close(b);
+	b = NULL;
 	snprintf(dir, sizeof(dir), "%s/wb", work);
 	publish_once(dir, url, "new1\n");
 	rc = sync_now(rs, 60 * SEC);

@@ -1,0 +1,298 @@
+/*
+ * seed.c: a writer continues the history another writer published (a
+ * takeover, or a new writer after a clean release, docs/FORMAT.md
+ * "Takeover").  Published history only grows, so a writer never publishes
+ * a tenant from what its SOURCE alone holds: the streams of the remote
+ * manifest that SOURCE lacks are made first, as an analysis host makes its
+ * replica (replica.c): same ids, versions and segments, the bytes left on
+ * the remote (evicted, fetched when read).  Appends then continue at the
+ * next version in a new active segment, and the next manifest names the
+ * old segments and the new ones.
+ */
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync.h"
+#include "sync_int.h"
+
+/* Local stream NAME of T into *LID: made with the published id ID when it
+ * is free (a new one otherwise) when SOURCE lacks it. */
+static int seed_stream_of(struct store_tenant *t,
+			  const struct manifest_stream *r, uint64_t *lid)
+{
+	int rc = store_stream_lookup(t, r->name, lid);
+
+	if (rc != -ENOENT)
+		return rc;
+	rc = store_replica_stream_create(t, r->name, (mode_t)r->mode,
+					 (uid_t)r->uid, (gid_t)r->gid, r->id);
+	if (!rc)
+		*lid = r->id;
+	else if (rc == -EEXIST)	/* the id is a local stream's */
+		rc = store_stream_create(t, r->name, (mode_t)r->mode,
+					 (uid_t)r->uid, (gid_t)r->gid, lid);
+	return rc;
+}
+
+/* Makes local stream R->name of T hold R's published history.  A stream
+ * whose events here are not a prefix of it (a history of its own) would
+ * replace it at the next manifest: -EEXIST, and the tenant is not
+ * published. */
+static int seed_stream(struct sync *s, struct store_tenant *t,
+		       const char *tprefix, const struct manifest_stream *r,
+		       char *what, size_t wlen)
+{
+	struct store_attr a, set = { 0 };
+	uint64_t lid;
+	int rc;
+
+	snprintf(what, wlen, "seed stream %s/%s", store_tenant_name(t),
+		 r->name);
+	rc = seed_stream_of(t, r, &lid);
+	if (!rc)
+		rc = store_stream_stat(t, lid, &a);
+	if (rc)
+		return rc;
+	if (a.version && !sync_replica_is_prefix(t, lid, r)) {
+		sync_log(LOG_ERR, "tenant %s: stream %s holds versions 1-%llu "
+			 "here that are not its published history (versions "
+			 "1-%llu): the tenant is not published from here; move "
+			 "the stream away to continue", store_tenant_name(t),
+			 r->name, (unsigned long long)a.version,
+			 (unsigned long long)r->version);
+		return -EEXIST;
+	}
+	if (a.version >= r->version)
+		return 0;
+	if (!a.version && a.framing != r->framing)
+		rc = store_stream_set_framing(t, lid, r->framing);
+	if (!rc)
+		rc = sync_replica_add_segments(s, t, tprefix, lid, r, true,
+					       what, wlen);
+	if (!rc)
+		rc = sync_replica_snapshots(t, lid, r);
+	if (rc)
+		return rc;
+	set.mtime.tv_sec = r->mtime_ns / 1000000000;
+	set.mtime.tv_nsec = r->mtime_ns % 1000000000;
+	return r->mtime_ns ? store_stream_setattr(t, lid, &set, STORE_SET_MTIME)
+			   : 0;
+}
+
+static int count_stream(void *arg, const char *name,
+			const struct store_attr *attr)
+{
+	(void)name;
+	(void)attr;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+/* A tenant made here to continue M takes M's mode, owner and framing. */
+static int seed_tenant_attrs(struct store_tenant *t, const struct manifest *m)
+{
+	struct store_attr a = { .mode = (mode_t)(m->mode ? m->mode : 0755),
+				.uid = (uid_t)m->uid, .gid = (gid_t)m->gid };
+	int rc = store_tenant_setattr(t, &a, STORE_SET_MODE | STORE_SET_UID |
+				      STORE_SET_GID);
+
+	if (!rc && m->has_framing)
+		rc = store_tenant_set_framing(t, m->framing);
+	return rc;
+}
+
+int sync_seed_streams(struct sync *s, struct store_tenant *t,
+		      const char *tprefix, const struct manifest *m,
+		      char *what, size_t wlen)
+{
+	uint64_t events = 0;
+	size_t here = 0;
+	int rc = store_stream_list(t, 0, count_stream, &here);
+	bool fresh = !rc && !here;
+
+	if (rc)
+		return rc;
+	rc = fresh ? seed_tenant_attrs(t, m) : 0;
+	for (size_t i = 0; !rc && i < m->nstreams; i++) {
+		rc = seed_stream(s, t, tprefix, &m->streams[i], what, wlen);
+		events += m->streams[i].version;
+	}
+	if (!rc)
+		sync_log(LOG_NOTICE, "tenant %s: continuing the history of "
+			 "writer %s (generation %llu): %zu streams, %llu "
+			 "events, fetched when read", store_tenant_name(t),
+			 m->writer ? m->writer : "?",
+			 (unsigned long long)m->generation, m->nstreams,
+			 (unsigned long long)events);
+	return rc;
+}
+
+/* Creates tenant NAME here and takes its lease, when the remote lists it,
+ * SOURCE lacks it and its lease is free.  1 when another writer holds it
+ * live and cfg.takeover may take it once it expired: ask again later. */
+static int adopt_tenant(struct sync *s, const char *name)
+{
+	struct store_tenant *t;
+	struct tenant_state *ts;
+	char what[160];
+	int rc = store_tenant_get(s->st, name, &t);
+
+	if (rc != -ENOENT)
+		return rc;
+	rc = sync_lease_takeable(s, name);
+	if (rc <= 0)
+		return !rc && s->cfg.takeover ? 1 : rc;
+	ts = sync_tstate(s, name);
+	if (!ts)
+		return -ENOMEM;
+	rc = sync_lease_take(s, ts, what, sizeof(what), NULL);
+	if (rc == -EBUSY)	/* lost a race: another's now */
+		return 0;
+	if (!rc)
+		rc = store_tenant_create(s->st, name, 0755, 0, 0);
+	ts->adopted = !rc;
+	return rc == -EEXIST ? 0 : rc;
+}
+
+struct id_vec {
+	uint64_t *v;
+	size_t n, alloc;
+};
+
+static int collect_id(void *arg, const char *name, const struct store_attr *a)
+{
+	struct id_vec *ids = arg;
+
+	(void)name;
+	if (STORE_ARRAY_RESERVE(ids->v, ids->alloc, ids->n + 1, 16))
+		return -ENOMEM;
+	ids->v[ids->n++] = a->id;
+	return 0;
+}
+
+/* Undoes adopt_tenant() for TS, whose published history cannot be
+ * continued here (a manifest this store refuses): the local tenant goes,
+ * and the lease, so that nothing is ever published from it. */
+static int unadopt(struct sync *s, struct tenant_state *ts)
+{
+	struct id_vec ids = { 0 };
+	struct store_tenant *t;
+	int rc = store_tenant_get(s->st, ts->name, &t);
+
+	if (!rc)
+		rc = store_stream_list(t, 0, collect_id, &ids);
+	for (size_t i = 0; !rc && i < ids.n; i++)
+		rc = store_stream_remove(t, ids.v[i]);
+	if (!rc)
+		rc = store_tenant_remove(s->st, ts->name);
+	free(ids.v);
+	if (!rc)
+		rc = sync_lease_drop(s, ts);
+	ts->adopted = false;
+	return rc;
+}
+
+/* Seeds TS (local tenant T) now, before the mount serves appends to it. */
+static int seed_one(struct sync *s, struct store_tenant *t,
+		    struct tenant_state *ts)
+{
+	char what[160], *tprefix = sync_tenant_prefix(ts->name);
+	int rc = tprefix ? sync_seed_from_remote(s, t, ts, tprefix, what,
+						 sizeof(what))
+			 : -ENOMEM;
+
+	free(tprefix);
+	ts->seeded = !rc;
+	if (!rc || rc == -ENOMEM)
+		return rc;
+	if (ts->adopted && !backend_err_retryable(rc)) {
+		sync_log(LOG_ERR, "tenant %s on %s cannot be continued here "
+			 "(%s: %s): left alone", ts->name, s->url_shown, what,
+			 strerror(-rc));
+		return unadopt(s, ts);
+	}
+	/* Not published until seeded: the next pass tries again. */
+	sync_log(LOG_WARNING, "tenant %s: %s: %s", ts->name, what,
+		 strerror(-rc));
+	return 0;
+}
+
+/* Seeds each tenant we lease and have not seeded yet. */
+static int seed_leased(struct sync *s)
+{
+	int rc = 0;
+
+	for (size_t i = 0; !rc && i < s->nts; i++) {
+		struct tenant_state *ts = &s->ts[i];
+		struct store_tenant *t;
+
+		if (ts->leased && !ts->seeded &&
+		    !store_tenant_get(s->st, ts->name, &t))
+			rc = seed_one(s, t, ts);
+	}
+	return rc;
+}
+
+int sync_seed_tenants(struct sync *s)
+{
+	json_object *root, *arr;
+	bool later = false;
+	int rc = sync_tenants_json_get(s, &root);
+
+	if (rc)
+		return rc;
+	if (json_object_object_get_ex(root, "tenants", &arr) &&
+	    json_object_is_type(arr, json_type_array))
+		for (size_t i = 0; !rc && i < json_object_array_length(arr);
+		     i++) {
+			json_object *o = json_object_array_get_idx(arr, i), *v;
+			const char *name;
+
+			if (!json_object_object_get_ex(o, "name", &v) ||
+			    !json_object_is_type(v, json_type_string))
+				continue;
+			name = json_object_get_string(v);
+			if (store_name_valid(name))
+				rc = adopt_tenant(s, name);
+			later |= rc == 1;
+			rc = rc == 1 ? 0 : rc;
+		}
+	json_object_put(root);
+	if (!rc)
+		rc = seed_leased(s);
+	return rc ? rc : later;
+}
+
+int sync_seed_claimed(struct sync *s, struct tenant_state *ts, char *what,
+		      size_t wlen)
+{
+	struct backend_buf text = { .max = 256u << 20 };
+	char *tp = sync_tenant_prefix(ts->name);
+	char *key = tp ? sync_manifest_key(tp) : NULL;
+	struct store_tenant *t;
+	int rc = key ? 0 : -ENOMEM;
+
+	if (!rc) {
+		snprintf(what, wlen, "get %s", key);
+		rc = backend_get(s->b, key, 0, BACKEND_TO_END, &text);
+	}
+	backend_buf_release(&text);
+	free(key);
+	free(tp);
+	if (rc == -ENOENT)
+		return 0;	/* a new tenant */
+	if (!rc)
+		rc = store_tenant_create(s->st, ts->name, 0755, 0, 0);
+	if (!rc)
+		rc = store_tenant_get(s->st, ts->name, &t);
+	if (rc)
+		return rc;
+	ts->adopted = true;
+	rc = seed_one(s, t, ts);
+	if (!rc && !ts->adopted)
+		rc = -EIO;	/* not continued: logged */
+	return rc ? rc : 1;
+}
