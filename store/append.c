@@ -651,6 +651,7 @@ int store_append(struct store_tenant *t, uint64_t id,
 {
 	int64_t start = store_mono_ns();
 	enum store_framing framing;
+	struct fetch_tries tries = { 0 };
 	struct ids_scratch sc;
 	struct stream *s;
 	struct batch b;
@@ -671,13 +672,13 @@ int store_append(struct store_tenant *t, uint64_t id,
 	if (!rc && framing == STORE_LINES && b.nev)
 		rc = extract_ids(&b, app->buf, &sc);
 	store_ids_scratch_release(&sc);
-	for (int tries = 0; !rc; tries++) {
+	while (!rc) {
 		pthread_rwlock_wrlock(&t->lock);
 		rc = append_locked(t, id, framing, &b, app, res);
 		pthread_rwlock_unlock(&t->lock);
 		if (rc != -ENODATA)
 			break;
-		rc = tries == FETCH_TRIES ? -EIO : store_seg_fetch_wanted(t);
+		rc = store_seg_fetch_wanted(t, &tries);
 	}
 	if (!rc && res->appended)
 		count_append(t->st, start);

@@ -315,18 +315,20 @@ static void damage_done(struct store_tenant *t, struct damage *d, ssize_t n)
 }
 
 /* Runs ONCE (with CTX) until it no longer stops at an evicted segment
- * (-ENODATA), fetching the segment it wanted in between, at most
- * FETCH_TRIES times; a damaged segment the remote has is dropped and
+ * (-ENODATA), fetching the segment it wanted in between (at most
+ * FETCH_TRIES times each); a damaged segment the remote has is dropped and
  * fetched the same way.  ONCE takes and drops T's lock itself. */
 typedef ssize_t (*once_fn)(struct store_tenant *t, void *ctx,
 			   struct found *found);
 
 static ssize_t with_fetch(struct store_tenant *t, once_fn once, void *ctx)
 {
+	struct fetch_tries tries = { 0 };
 	struct damage d = { 0 };
+	unsigned damaged = 0;
 	ssize_t n;
 
-	for (int tries = 0;; tries++) {
+	for (;;) {
 		struct found found = { 0 };
 		int rc;
 
@@ -334,12 +336,11 @@ static ssize_t with_fetch(struct store_tenant *t, once_fn once, void *ctx)
 		store_seg_reached_tell(t);
 		if (n != -EBADMSG && n != -ENODATA)
 			break;
-		if (tries == FETCH_TRIES)
-			rc = -EIO;
-		else if (n == -EBADMSG)
-			rc = damage_handle(t, &d, &found);
+		if (n == -EBADMSG)
+			rc = damaged++ == FETCH_TRIES ? -EIO :
+				damage_handle(t, &d, &found);
 		else
-			rc = store_seg_fetch_wanted(t);
+			rc = store_seg_fetch_wanted(t, &tries);
 		if (rc) {
 			n = rc;
 			break;

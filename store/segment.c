@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -613,23 +614,55 @@ static void hook_leave(struct store *st)
 	pthread_mutex_unlock(&st->lock);
 }
 
-int store_seg_fetch_wanted(struct store_tenant *t)
+/* One line naming what a read of T wanted (SEG) and why it gets -EIO. */
+static void wanted_log(struct store_tenant *t, uint64_t seg, const char *why)
 {
+	struct stream *s = NULL;
+	char *stream;
+
+	pthread_rwlock_rdlock(&t->lock);
+	(void)store_seg_find(t, seg, &s);
+	stream = s && s->name ? strdup(s->name) : NULL;
+	pthread_rwlock_unlock(&t->lock);
+	store_log(LOG_ERR, "%s/%s: segment %016" PRIx64 " is evicted and %s: "
+		  "the read or append gets EIO", t->name, stream ? stream : "?",
+		  seg, why);
+	free(stream);
+}
+
+int store_seg_fetch_wanted(struct store_tenant *t, struct fetch_tries *tries)
+{
+	uint64_t seg = wanted_seg;
 	struct store_segment info;
 	store_reached_fn reached;
 	store_fetch_fn fn;
 	void *arg;
-	int rc = hook_segment(t, wanted_seg, &info);
+	int rc;
 
+	if (!tries->n || tries->seg != seg)
+		*tries = (struct fetch_tries){ .seg = seg };
+	if (tries->n == FETCH_TRIES) {
+		char why[64];
+
+		snprintf(why, sizeof(why), "still wanted after %u fetches of it",
+			 tries->n);
+		wanted_log(t, seg, why);
+		return -EIO;
+	}
+	tries->n++;
+	rc = hook_segment(t, seg, &info);
 	if (rc)
 		return rc > 0 ? 0 : rc;	/* >0: another reader brought it back */
 	if (!hook_enter(t->st, &fn, &reached, &arg)) {
-		store_log(LOG_ERR, "%s: segment %016" PRIx64 " is evicted and nothing can"
-			  " fetch it", t->name, info.seg);
+		wanted_log(t, seg, "nothing can fetch it");
 		return -EIO;
 	}
 	rc = fn(arg, t, &info);
 	hook_leave(t->st);
+	if (rc == -EIO)
+		wanted_log(t, seg, "its fetch failed");
+	else if (rc)
+		wanted_log(t, seg, strerror(-rc));
 	return rc;
 }
 

@@ -636,9 +636,16 @@ void store_seg_rows_grew(struct store_tenant *t, struct seg *g,
 			 uint64_t start, uint64_t hash);
 /* Reading stops with -ENODATA at an evicted segment.  With no lock held,
  * this asks the fetch hook for the segment this thread wanted; the caller
- * then retries (at most FETCH_TRIES times). */
+ * then retries.  One operation may need many evicted segments in turn
+ * (dedup reads the IDs of every sealed one), so TRIES bounds only the
+ * fetches of one segment that is still wanted after them: FETCH_TRIES of
+ * them give -EIO, logged.  TRIES starts zeroed, one per operation. */
 #define FETCH_TRIES 8
-int store_seg_fetch_wanted(struct store_tenant *t);
+struct fetch_tries {
+	uint64_t seg;		/* the segment last wanted */
+	unsigned n;		/* fetches of it so far */
+};
+int store_seg_fetch_wanted(struct store_tenant *t, struct fetch_tries *tries);
 /* Whether a fetch hook is set: an evicted segment can be fetched. */
 bool store_seg_can_fetch(struct store *st);
 /* store_seg_fd() for a read of G: the first read after a restore is noted, and

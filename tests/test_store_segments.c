@@ -687,6 +687,89 @@ static void test_replica(void)
 	fixture_teardown(&w);
 }
 
+/* A fetch hook that restores a segment from the copy saved in the store's
+ * directory (the segment directory keeps only its own files). */
+struct saved_hook {
+	const char *dir;
+	int calls;
+};
+
+static int fetch_saved(void *arg, struct store_tenant *t,
+		       const struct store_segment *seg)
+{
+	struct saved_hook *h = arg;
+	char *path = store_segment_path(t, seg->seg), cmd[1400];
+	int rc;
+
+	h->calls++;
+	snprintf(cmd, sizeof(cmd), "cp '%s/saved-%llu' '%s.fetch'", h->dir,
+		 (unsigned long long)seg->seg, path);
+	rc = system(cmd) ? -EIO : 0;
+	snprintf(cmd, sizeof(cmd), "%s.fetch", path);
+	if (!rc)
+		rc = store_segment_restore(t, seg->seg, cmd);
+	free(path);
+	return rc;
+}
+
+static void reached_none(void *arg, struct store_tenant *t,
+			 const struct store_segment *seg)
+{
+	(void)arg;
+	(void)t;
+	(void)seg;
+}
+
+/* Evicts every sealed segment of F, its ID table gone (as a seeded one
+ * has none), its bytes saved for fetch_saved(). */
+static void evict_all_saved(struct fixture *f)
+{
+	struct seg_ids ids = { 0 };
+	char cmd[1400];
+
+	CHECK_EQ(store_segment_list(f->t, STORE_SEG_SEALED,
+				    fixture_collect_seg_id, &ids), 0);
+	CHECK(ids.n >= 12);
+	for (int i = 0; i < ids.n; i++) {
+		char *path = seg_file(f, ids.v[i]);
+		size_t len = strlen(path) - strlen(".seg");
+
+		CHECK_EQ(store_segment_mark_uploaded(f->t, ids.v[i]), 0);
+		snprintf(cmd, sizeof(cmd), "cp '%s' '%s/saved-%llu' && rm -f '%.*s.ids'",
+			 path, f->dir, (unsigned long long)ids.v[i], (int)len, path);
+		CHECK_EQ(system(cmd), 0);
+		CHECK_EQ(store_segment_evict(f->t, ids.v[i]), 0);
+		free(path);
+	}
+}
+
+/* Dedup of an append needs the IDs of every sealed segment: with more
+ * evicted ones than FETCH_TRIES, each is fetched in turn. */
+static void test_dedup_fetches_every_segment(void)
+{
+	struct store_append_result r;
+	struct fixture f;
+	struct saved_hook hook = { .dir = f.dir };
+	char line[64];
+
+	fixture_setup(&f);
+	for (int i = 0; i < 12; i++) {
+		snprintf(line, sizeof(line), "{\"id\":\"e%d\"}\n", i);
+		CHECK_EQ(fixture_append(&f, line, STORE_ANY_VERSION, false, NULL), 0);
+		CHECK_EQ(store_roll(f.t, 0, true), 1);
+	}
+	evict_all_saved(&f);
+	fixture_reopen(&f);
+	store_set_fetch_hook(f.st, fetch_saved, reached_none, &hook);
+	CHECK_EQ(fixture_append(&f, "{\"id\":\"e11\"}\n{\"id\":\"e12\"}\n",
+				STORE_ANY_VERSION, false, &r), 0);
+	CHECK_EQ(r.appended, 1);
+	CHECK_EQ(r.skipped, 1);
+	CHECK_EQ(hook.calls, 12);
+	store_set_fetch_hook(f.st, NULL, NULL, NULL);
+	fixture_teardown(&f);
+}
+
 /* An index of schema version 1 is migrated on open (v2: segments.origin,
  * v3: batches.subs, v4: the snapshots table), its data kept. */
 static void test_migration(void)
@@ -739,6 +822,7 @@ static void test_verify_journal(void)
 static const struct unit_test tests[] = {
 	{ "verify_journal", test_verify_journal },
 	{ "replica", test_replica },
+	{ "dedup_fetches_every_segment", test_dedup_fetches_every_segment },
 	{ "migration", test_migration },
 	{ "many_streams", test_many_streams },
 	{ "rolling", test_rolling },
