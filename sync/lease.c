@@ -485,10 +485,11 @@ static int renew(struct sync *s, struct tenant_state *ts, char *what,
 
 		if (!frc && lease_ours(s, &l) && l.generation == ts->generation)
 			rc = lease_swap(s, ts, key, l.tag, ts->generation);
-		else if (!frc || frc == -ENOENT || frc == -EIO)
+		else if (!frc || frc == -ENOENT)
 			rc = -EROFS;
 		else
-			rc = frc;
+			rc = frc;	/* unreadable now (-EIO): asked again at
+					 * the next renewal; no publish meanwhile */
 		if (rc == -EROFS)
 			fence(s, ts, frc ? NULL : &l);
 	}
