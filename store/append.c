@@ -645,6 +645,9 @@ static void count_append(struct store *st, int64_t start)
 				  memory_order_relaxed);
 }
 
+/* How long an append waits for a tenant being seeded (store_tenant_hold()). */
+#define APPEND_HOLD_NS (30 * 1000000000LL)
+
 int store_append(struct store_tenant *t, uint64_t id,
 		 const struct store_append *app,
 		 struct store_append_result *res)
@@ -657,6 +660,9 @@ int store_append(struct store_tenant *t, uint64_t id,
 	struct batch b;
 	int rc;
 
+	rc = store_tenant_wait_unheld(t, APPEND_HOLD_NS);
+	if (rc)
+		return rc;
 	/* Framing and ID member are read once; the parse runs unlocked. */
 	pthread_rwlock_rdlock(&t->lock);
 	s = t->removed ? NULL : store_stream_find(t, id);

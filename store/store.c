@@ -130,6 +130,8 @@ static void tenant_free(struct store_tenant *t)
 	pthread_rwlock_destroy(&t->lock);
 	pthread_mutex_destroy(&t->fd_lock);
 	pthread_mutex_destroy(&t->rows_lock);
+	pthread_mutex_destroy(&t->hold_lock);
+	pthread_cond_destroy(&t->hold_cond);
 	free(t->path);
 	free(t->name);
 	free(t);
@@ -150,6 +152,8 @@ static struct store_tenant *tenant_new(struct store *st, const char *name,
 	pthread_rwlock_init(&t->lock, NULL);
 	pthread_mutex_init(&t->fd_lock, NULL);
 	pthread_mutex_init(&t->rows_lock, NULL);
+	pthread_mutex_init(&t->hold_lock, NULL);
+	pthread_cond_init(&t->hold_cond, NULL);
 	t->name = strdup(name);
 	if (!t->name || asprintf(&t->path, "%s/%s/%s", st->dir, parent, name) < 0) {
 		t->path = NULL;
@@ -720,4 +724,34 @@ void store_close(struct store *st)
 	pthread_cond_destroy(&st->seal_cond);
 	free(st->dir);
 	free(st);
+}
+
+void store_tenant_hold(struct store_tenant *t, bool hold)
+{
+	pthread_mutex_lock(&t->hold_lock);
+	atomic_store(&t->held, hold);
+	if (!hold)
+		pthread_cond_broadcast(&t->hold_cond);
+	pthread_mutex_unlock(&t->hold_lock);
+}
+
+int store_tenant_wait_unheld(struct store_tenant *t, int64_t timeout_ns)
+{
+	struct timespec ts;
+	int rc = 0;
+
+	if (!atomic_load(&t->held))
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ns / 1000000000;
+	ts.tv_nsec += timeout_ns % 1000000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&t->hold_lock);
+	while (atomic_load(&t->held) && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&t->hold_cond, &t->hold_lock, &ts);
+	pthread_mutex_unlock(&t->hold_lock);
+	return atomic_load(&t->held) ? -EAGAIN : 0;
 }

@@ -149,6 +149,13 @@ int store_tenant_get(struct store *st, const char *name,
 		     struct store_tenant **out) STORE_WARN_UNUSED;
 /* -ENOTEMPTY while the tenant has streams. */
 int store_tenant_remove(struct store *st, const char *name) STORE_WARN_UNUSED;
+/* While a writer continues T's published history (sync/ seeds it from the
+ * remote), appends to T wait: none may land before the history it
+ * continues.  store_tenant_hold(T, false) lets them go on. */
+void store_tenant_hold(struct store_tenant *t, bool hold);
+/* Waits while T is held, at most TIMEOUT_NS: 0, or -EAGAIN still held. */
+int store_tenant_wait_unheld(struct store_tenant *t, int64_t timeout_ns)
+	STORE_WARN_UNUSED;
 /* Calls FN for each tenant in name order until FN returns non-zero, which
  * is then returned. */
 int store_tenant_list(struct store *st,

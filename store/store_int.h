@@ -245,6 +245,11 @@ struct store_tenant {
 	int segfd;		/* its seg/ directory */
 	int snapfd;		/* its snap/ directory (snapshot.c) */
 	_Atomic bool removed;	/* set under lock; also read without it */
+	/* store_tenant_hold(): appends wait while set (hold_lock and
+	 * hold_cond; the flag is also read without them). */
+	_Atomic bool held;
+	pthread_mutex_t hold_lock;
+	pthread_cond_t hold_cond;
 
 	/* Writers (append, namespace, lookups that use the index) take it
 	 * exclusively; store_read takes it shared. */

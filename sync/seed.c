@@ -153,6 +153,10 @@ static int adopt_tenant(struct sync *s, const char *name)
 		return 0;
 	if (!rc)
 		rc = store_tenant_create(s->st, name, 0755, 0, 0);
+	if (!rc)
+		rc = store_tenant_get(s->st, name, &t);
+	if (!rc)
+		store_tenant_hold(t, true);	/* until seed_one() */
 	ts->adopted = !rc;
 	return rc == -EEXIST ? 0 : rc;
 }
@@ -206,13 +210,19 @@ static int seed_one(struct sync *s, struct store_tenant *t,
 
 	free(tprefix);
 	ts->seeded = !rc;
-	if (!rc || rc == -ENOMEM)
+	if (!rc) {
+		store_tenant_hold(t, false);	/* appends go on from here */
+		return rc;
+	}
+	if (rc == -ENOMEM)
 		return rc;
 	if (ts->adopted && !backend_err_retryable(rc)) {
 		sync_log(LOG_ERR, "tenant %s on %s cannot be continued here "
 			 "(%s: %s): left alone", ts->name, s->url_shown, what,
 			 strerror(-rc));
-		return unadopt(s, ts);
+		rc = unadopt(s, ts);
+		store_tenant_hold(t, false);	/* removed: waiters see it */
+		return rc;
 	}
 	/* Not published until seeded: the next pass tries again. */
 	sync_log(LOG_WARNING, "tenant %s: %s: %s", ts->name, what,
@@ -290,6 +300,7 @@ int sync_seed_claimed(struct sync *s, struct tenant_state *ts, char *what,
 		rc = store_tenant_get(s->st, ts->name, &t);
 	if (rc)
 		return rc;
+	store_tenant_hold(t, true);	/* until seed_one() */
 	ts->adopted = true;
 	rc = seed_one(s, t, ts);
 	if (!rc && !ts->adopted)
