@@ -39,6 +39,7 @@ struct fs_opts {
 	char *sync_str;		/* owned; "none" or "always" */
 	char *roll_str, *roll_size_str, *max_event_str;	/* owned */
 	char *cache_size_str, *poll_str;	/* owned */
+	char *flush_str;		/* owned: flush=DURATION|off */
 	char *max_snapshot_str;	/* owned */
 	char *ca_file;		/* owned; extra CA bundle for https/s3 */
 	char *metrics;		/* owned; metrics=ADDR:PORT or NULL */
@@ -59,6 +60,7 @@ struct fs_opts {
 	uint64_t cache_size;	/* 0: unbounded */
 	uint64_t max_snapshot;	/* largest snapshot blob (default 64 MiB) */
 	int64_t poll_ns;
+	int64_t flush_ns;		/* 0: off */
 	bool replica;		/* remote= with ro: an analysis host */
 	struct sockaddr_storage metrics_addr;	/* metrics= parsed */
 	socklen_t metrics_addrlen;

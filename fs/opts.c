@@ -35,6 +35,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("cache_size=%s", cache_size_str),
 	OPT_STR("max_snapshot=%s", max_snapshot_str),
 	OPT_STR("poll=%s", poll_str),
+	OPT_STR("flush=%s", flush_str),
 	OPT_STR("ca_file=%s", ca_file),
 	OPT_STR("metrics=%s", metrics),
 	OPT_FLAG("query_slash_raw", query_slash_raw),
@@ -77,7 +78,9 @@ void fs_usage(const char *prog)
 	       "    -o roll=DURATION       seal the active segment at this age (default 1h)\n"
 	       "    -o roll_size=SIZE      ... or at this size (default 64M)\n"
 	       "    -o cache_size=SIZE     bound on local copies of uploaded segments\n"
-	       "    -o poll=DURATION       remote rescan interval on analysis hosts (default 10s)\n"
+	       "    -o poll=DURATION       remote rescan interval on analysis hosts (default 2s)\n"
+	       "    -o flush=DURATION|off  ship what active segments took this often\n"
+	       "                           (default 2s; at most 5s)\n"
 	       "    -o framing=lines|raw   framing of new streams (default lines)\n"
 	       "    -o max_event=SIZE      largest event (default 1M; with framing=raw\n"
 	       "                           at most and by default 255 pages, 1020K)\n"
@@ -210,6 +213,25 @@ bad:
 	return -EINVAL;
 }
 
+/* flush=DURATION: 0 or "off" turns shipping of active segments off; more
+ * than 5 s is refused, so that a lost writer never loses more (§7). */
+static int parse_flush(struct fs_opts *o)
+{
+	int rc;
+
+	if (strcmp(o->flush_str, "off") == 0) {
+		o->flush_ns = 0;
+		return 0;
+	}
+	rc = parse_duration("flush", o->flush_str, &o->flush_ns);
+	if (!rc && o->flush_ns > 5000000000LL) {
+		fprintf(stderr, "streamfs: flush=%s: at most 5s (or off)\n",
+			o->flush_str);
+		rc = -EINVAL;
+	}
+	return rc;
+}
+
 /* A raw write is one event only up to fs_raw_event_max(): with raw
  * framing by default, max_event defaults to that and may not exceed it. */
 static int check_raw_max_event(struct fs_opts *o)
@@ -272,6 +294,8 @@ static int parse_values(struct fs_opts *o)
 				&o->max_snapshot);
 	if (!rc && o->poll_str)
 		rc = parse_duration("poll", o->poll_str, &o->poll_ns);
+	if (!rc && o->flush_str)
+		rc = parse_flush(o);
 	return rc;
 bad_framing:
 	fprintf(stderr, "streamfs: framing=%s: must be lines or raw\n",
@@ -342,6 +366,7 @@ static int check_remote(struct fs_opts *o)
 				   o->credentials ? "credentials=" :
 				   o->cache_size_str ? "cache_size=" :
 				   o->poll_str ? "poll=" :
+				   o->flush_str ? "flush=" :
 				   o->ca_file ? "ca_file=" :
 				   o->path_style ? "path_style" :
 				   o->query_slash_raw ? "query_slash_raw" : NULL;
@@ -462,6 +487,7 @@ void fs_opts_release(struct fs_opts *o)
 	free(o->cache_size_str);
 	free(o->max_snapshot_str);
 	free(o->poll_str);
+	free(o->flush_str);
 	free(o->ca_file);
 	free(o->metrics);
 }

@@ -99,7 +99,8 @@ static void local_vec_release(struct local_vec *lv)
 }
 
 /* True when the local segments of LID are the first ones of MS: same
- * origin segment id, and same checksum, offset and length.  Segment ids
+ * origin segment id, and same checksum, offset and length (a tail
+ * segment: the same origin and offset, and no more bytes).  Segment ids
  * alone are not enough: a tenant removed and created again between two
  * polls numbers its segments from 1 again. */
 static bool local_is_prefix(struct store_tenant *t, uint64_t lid,
@@ -112,17 +113,39 @@ static bool local_is_prefix(struct store_tenant *t, uint64_t lid,
 		return false;
 	if (sv.n)
 		qsort(sv.v, sv.n, sizeof(*sv.v), sync_seg_cmp);
-	ok = sv.n <= ms->nsegs;
+	ok = true;
 	for (size_t i = 0; ok && i < sv.n; i++) {
-		const struct manifest_seg *g = &ms->segs[i];
+		const struct manifest_seg *g = i < ms->nsegs ? &ms->segs[i] : NULL;
 
-		ok = sv.v[i].origin == g->seg &&
+		if (sv.v[i].tail) {
+			/* shipped early: a prefix of its segment, or past
+			 * the sealed ones (its bytes are checked when it
+			 * seals) */
+			ok = !g || (sv.v[i].origin == g->seg &&
+				    sv.v[i].offset == g->offset &&
+				    sv.v[i].length <= g->length);
+			continue;
+		}
+		ok = g && sv.v[i].origin == g->seg &&
 		     sv.v[i].checksum == g->checksum &&
 		     sv.v[i].offset == g->offset &&
 		     sv.v[i].length == g->length;
 	}
 	free(sv.v);
 	return ok;
+}
+
+/* Whether local stream LID holds bytes shipped early (tail segments). */
+static bool any_tail(struct store_tenant *t, uint64_t lid)
+{
+	struct sync_seg_vec sv = { 0 };
+	bool any = false;
+
+	if (!store_stream_segments(t, lid, sync_seg_collect, &sv))
+		for (size_t i = 0; !any && i < sv.n; i++)
+			any = sv.v[i].tail;
+	free(sv.v);
+	return any;
 }
 
 /* Adds to local stream LID of T the segments of MS it lacks, each from
@@ -132,6 +155,7 @@ static int add_segments(struct sync *s, struct store_tenant *t,
 			const struct manifest_stream *ms, char *what, size_t wlen)
 {
 	struct store_attr a;
+	bool has_tails = any_tail(t, lid);
 	int rc = store_stream_stat(t, lid, &a);
 
 	for (size_t i = 0; !rc && i < ms->nsegs; i++) {
@@ -148,8 +172,19 @@ static int add_segments(struct sync *s, struct store_tenant *t,
 		char *key;
 
 		if (seg.first_version + seg.count - 1 <= a.version &&
-		    seg.count)
-			continue;	/* have it */
+		    seg.count) {
+			/* have it; shipped early, it takes its checksum */
+			if (has_tails)
+				rc = sync_replica_tail_seal(s, t, tprefix, lid,
+							    &seg, &a, what, wlen);
+			continue;
+		}
+		if (a.size > seg.offset) {
+			/* partly shipped early: the rest comes from it */
+			rc = sync_replica_tail_seal(s, t, tprefix, lid, &seg,
+						    &a, what, wlen);
+			continue;
+		}
 		key = sync_segment_key(tprefix, seg.origin, seg.checksum, true);
 		if (!key)
 			return -ENOMEM;
@@ -313,8 +348,8 @@ static int local_stream_of(struct tenant_state *ts, struct store_tenant *t,
  * created or renamed, its framing, new segments and attributes. */
 static int mirror_stream(struct sync *s, struct tenant_state *ts,
 			 struct store_tenant *t, const char *tprefix,
-			 const struct manifest_stream *r, char *what,
-			 size_t wlen)
+			 const struct manifest *m, const struct manifest_stream *r,
+			 struct piece_cache *pc, char *what, size_t wlen)
 {
 	const char *name = ts->name;
 	struct store_attr a, set = { 0 };
@@ -327,6 +362,8 @@ static int mirror_stream(struct sync *s, struct tenant_state *ts,
 		rc = store_stream_set_framing(t, lid, r->framing);
 	if (!rc)
 		rc = add_segments(s, t, tprefix, lid, r, what, wlen);
+	if (!rc)
+		rc = sync_replica_tails(s, t, tprefix, lid, m, r, pc, what, wlen);
 	if (!rc) {
 		snprintf(what, wlen, "snapshots of %s/%s", name, r->name);
 		rc = sync_replica_snapshots(t, lid, r);
@@ -351,6 +388,7 @@ static int replica_tenant(struct sync *s, const char *name, char *what,
 	struct tenant_state *ts = sync_tstate(s, name);
 	struct local_vec lv = { 0 };
 	struct manifest m = { 0 };
+	struct piece_cache pc = { 0 };
 	struct store_tenant *t;
 	char *tprefix;
 	uint64_t hash = 0;
@@ -370,10 +408,12 @@ static int replica_tenant(struct sync *s, const char *name, char *what,
 	if (!rc)
 		rc = drop_unmatched(ts, t, name, &m, &lv, what, wlen);
 	for (size_t j = 0; !rc && j < m.nstreams; j++)
-		rc = mirror_stream(s, ts, t, tprefix, &m.streams[j], what, wlen);
+		rc = mirror_stream(s, ts, t, tprefix, &m, &m.streams[j], &pc,
+				   what, wlen);
 	if (!rc)
 		ts->mhash = hash;
 	local_vec_release(&lv);
+	sync_piece_cache_release(&pc);
 	sync_manifest_release(&m);
 	free(tprefix);
 	return rc > 0 ? 0 : rc;

@@ -171,6 +171,7 @@ static void tstate_release(struct tenant_state *ts)
 	sync_manifest_release(&ts->published);
 	free(ts->published_cmp);
 	sync_strvec_release(&ts->stale);
+	sync_tail_release(ts);
 	free(ts->map);
 }
 
@@ -227,6 +228,7 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			 struct pass_tenant *pt, char *what, size_t wlen)
 {
 	uint64_t n = 0, bytes = 0;
+	bool flush;
 	int rc = 0;
 
 	if (!ts->leased) {
@@ -261,11 +263,18 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		n += snaps;
 		pt->pending_snaps += left;
 	}
-	if (!rc && manifest_due(ts, n > 0, pt->force)) {
-		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
+	flush = !rc && sync_tail_due(s, t, ts, pt->force);
+	if (!rc && (flush || manifest_due(ts, n > 0, pt->force))) {
+		rc = sync_publish_manifest(s, t, ts, tprefix, flush, what, wlen);
 		if (!rc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
+		if (!rc)
+			rc = sync_tail_note(s, ts);
+		if (!rc && flush)
+			ts->flushed_ns = ts->checked_ns;
 	}
+	if (!rc)
+		rc = sync_tail_delete_due(s, ts, false, what, wlen);
 	return rc;
 }
 
@@ -467,6 +476,11 @@ static void *sync_main(void *arg)
 			int64_t period = s->cfg.url && s->cfg.replica ?
 				s->cfg.poll_ns : s->cfg.interval_ns;
 
+			/* a flush must not wait for the next pass */
+			if (!s->cfg.replica && s->cfg.flush_ns > 0 &&
+			    s->cfg.flush_ns < period)
+				period = s->cfg.flush_ns;
+
 			backoff = 0;
 			wait_until(s, sync_clock(CLOCK_MONOTONIC) + period);
 			continue;
@@ -530,6 +544,7 @@ static void sync_free(struct sync *s)
 		tstate_release(&s->ts[i]);
 	free(s->ts);
 	free(s->leases);
+	sync_tail_marks_release(s);
 	free(s->tenants_json);
 	free(s->identity);
 	free((char *)s->cfg.url);
@@ -766,7 +781,7 @@ int sync_stream_status(struct sync *s, struct store_tenant *t,
 {
 	struct reach r = { .stream = stream };
 	struct store_attr attr;
-	uint64_t reached = 0, size = 0;
+	uint64_t reached = 0, size = 0, tail;
 	bool sealed = false;
 	int rc, n;
 
@@ -802,8 +817,14 @@ int sync_stream_status(struct sync *s, struct store_tenant *t,
 		reached = g->first_version + g->count - 1;
 	}
 	free(r.segs.v);
+	sync_mutex_lock(&s->lock);
+	tail = sync_tail_mark(s, store_tenant_name(t), stream);
+	sync_mutex_unlock(&s->lock);
 	if (reached >= attr.version)
 		n = snprintf(buf, len, "uploaded %" PRIu64, attr.version);
+	else if (tail > reached)
+		n = snprintf(buf, len, "shipped %" PRIu64 "/%" PRIu64
+			     " (sealed %" PRIu64 ")", tail, attr.version, reached);
 	else
 		n = snprintf(buf, len, "%s %" PRIu64 "/%" PRIu64,
 			     sealed ? "uploading" : "local", reached,
