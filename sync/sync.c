@@ -268,8 +268,9 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		rc = sync_publish_manifest(s, t, ts, tprefix, flush, what, wlen);
 		if (!rc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
-		if (!rc)
-			rc = sync_tail_note(s, ts);
+		/* the status says "shipped" once tenants.json lists it too
+		 * (writer_pass()) */
+		ts->tail_note_due = !rc;
 		if (!rc && flush)
 			ts->flushed_ns = ts->checked_ns;
 	}
@@ -374,6 +375,11 @@ static int writer_pass(struct sync *s, bool force, char *what, size_t wlen)
 	}
 	if (!rc)
 		rc = sync_publish_tenants(s, &names, what, wlen);
+	for (size_t i = 0; !rc && i < s->nts; i++)
+		if (s->ts[i].tail_note_due) {
+			rc = sync_tail_note(s, &s->ts[i]);
+			s->ts[i].tail_note_due = false;
+		}
 	if (!rc && pt.refused) {
 		rc = -EBUSY;
 		snprintf(what, wlen, "%s", pt.refused_what);

@@ -309,6 +309,8 @@ struct tenant_state {
 	 * any more, deleted once their time comes. */
 	int64_t flushed_ns;		/* CLOCK_MONOTONIC */
 	uint64_t tail_bytes;		/* its part of status.tail_bytes */
+	bool tail_note_due;		/* published: sync_tail_note() after
+					 * tenants.json */
 	struct tail_stale *tail_stale;
 	size_t ntail_stale;
 	/* Replica. */
