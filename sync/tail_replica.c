@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hash.h"
 #include "sync.h"
@@ -43,6 +44,37 @@ static int rows_check(const char *bytes, const struct store_batch *b, size_t n)
 	return 0;
 }
 
+/* KEY's object whole into BUF, checked against MP's length and XXH3: as a
+ * segment's fetch, a failed or damaged transfer is tried again, up to
+ * cfg.fetch_attempts times in all, after a short backoff; then -EIO (or
+ * the remote's error).  The sync thread waits meanwhile: at most a few
+ * seconds. */
+static int piece_fetch(struct sync *s, const char *key,
+		       const struct manifest_piece *mp, struct backend_buf *buf)
+{
+	int64_t backoff = s->cfg.backoff_min_ns;
+	unsigned tries = s->cfg.fetch_attempts ? s->cfg.fetch_attempts : 1;
+	int rc = -EIO;
+
+	for (unsigned i = 0; i < tries && !sync_stopping(s); i++) {
+		if (i) {
+			struct timespec ts = { .tv_sec = backoff / 1000000000,
+					       .tv_nsec = backoff % 1000000000 };
+
+			nanosleep(&ts, NULL);
+			backoff *= 2;
+		}
+		buf->len = 0;
+		rc = backend_get(s->b, key, 0, BACKEND_TO_END, buf);
+		if (!rc && (buf->len != mp->length ||
+			    XXH3_64bits(buf->data, buf->len) != mp->checksum))
+			rc = -EIO;
+		if (!rc || (rc != -EIO && !backend_err_retryable(rc)))
+			break;
+	}
+	return rc;
+}
+
 /* Piece SEQ of M: from PC, or fetched, checked and decoded into it. */
 static int piece_get(struct sync *s, const char *tprefix,
 		     const struct manifest *m, uint64_t seq,
@@ -67,10 +99,7 @@ static int piece_get(struct sync *s, const char *tprefix,
 	if (!key)
 		return -ENOMEM;
 	snprintf(what, wlen, "get %s", key);
-	rc = backend_get(s->b, key, 0, BACKEND_TO_END, &buf);
-	if (!rc && (buf.len != mp->length ||
-		    XXH3_64bits(buf.data, buf.len) != mp->checksum))
-		rc = -EIO;
+	rc = piece_fetch(s, key, mp, &buf);
 	if (!rc)
 		rc = sync_piece_decode(&buf, &p);
 	free(key);

@@ -62,8 +62,11 @@ class Follower:
         return self.out.read_bytes()
 
     def wait_for(self, want, msg):
-        wait_until(lambda: self.got() == want, timeout=90, interval=0.2,
-                   msg=lambda: "%s: have %r" % (msg, self.got()[-200:]))
+        try:
+            wait_until(lambda: self.got() == want, timeout=90, interval=0.2)
+        except AssertionError:
+            raise AssertionError("%s: have %r, want %r" % (msg, self.got()[-300:],
+                                                           want[-300:]))
         assert self.proc.poll() is None
 
     def close(self):
@@ -186,3 +189,43 @@ def test_flush_longer_than_5s_refused(mount, tmp_path, streamfs_bin):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        timeout=60)
     assert r.returncode != 0 and "at most 5s" in r.stdout
+
+
+@pytest.mark.parametrize("kind", ["status", "drop", "truncate", "flip"])
+def test_pieces_lost_or_damaged_in_transit(mount, tmp_path, moto_s3, s3_proxy, kind):
+    """Tail pieces that fail to go up (a 500, a dropped connection) or come
+    back damaged (cut short, a bit flipped): the follower on the analysis
+    host still gets every event exactly once, in order."""
+    url = moto_s3.url("bad-pieces-%s" % tmp_path.name)
+    opts = moto_s3.options(endpoint=s3_proxy.url)
+    w = mount(["remote=" + url, "flush=1s", *opts], env=moto_s3.env, allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), events("a", 0, 1), APPEND)
+    a = mount(["remote=" + url, "ro", "poll=1s", *opts], env=moto_s3.env,
+              allow=SYNC_ALLOW + [r"replica: tenant T (failing|working again)"])
+    wait_until(lambda: os.path.exists(a.path("T", "s")) and
+               read(a.path("T", "s")) == events("a", 0, 1).encode(), timeout=90,
+               msg="the stream did not appear")
+    fol = Follower(a.path("T", "s@end,follow"), tmp_path / "follow.out")
+    try:
+        # on the way up (the writer retries) and down (the reader's
+        # checksum refuses damaged ones; it fetches them again)
+        s3_proxy.fault(kind, count=8, match="/pieces/",
+                       arg=500 if kind == "status" else None)
+        want = b""
+        for i in range(4):
+            chunk = events("f%d" % i, 0, 3)
+            append(w.path("T", "s"), chunk, APPEND)
+            want += chunk.encode()
+        try:
+            fol.wait_for(want, "the follower did not get every event once")
+        except AssertionError as e:
+            raise AssertionError("%s; writer: %s, analysis host has %r" % (
+                e, getxattr(w.path("T", "s"), "streamfs.sync"),
+                read(a.path("T", "s"))[-300:]))
+        hit = [r for r in s3_proxy.recorded() if "/pieces/" in r.path]
+        assert hit, "no piece went through the proxy"
+        time.sleep(2)
+        assert fol.got() == want
+    finally:
+        fol.close()
