@@ -229,3 +229,22 @@ def test_pieces_lost_or_damaged_in_transit(mount, tmp_path, moto_s3, s3_proxy, k
         assert fol.got() == want
     finally:
         fol.close()
+
+
+def test_rm_of_a_stream_shipped_in_pieces(mount, run_streamfs, tmp_path):
+    """A stream that reached the analysis host only in tail pieces goes from
+    it when removed on the writer; the manifest lists it no more."""
+    url = "file://%s/remote" % tmp_path
+    w = mount(["remote=" + url, "flush=1s"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "keep"), events("k", 0, 2), APPEND)
+    append(w.path("T", "gone"), events("g", 0, 2), APPEND)
+    a = mount(["remote=" + url, "ro", "poll=1s"], allow=SYNC_ALLOW + [r"replica: stream"])
+    wait_until(lambda: os.path.exists(a.path("T", "gone")) and
+               read(a.path("T", "gone")) == events("g", 0, 2).encode(), timeout=90,
+               msg="the stream did not reach the analysis host")
+    os.unlink(w.path("T", "gone"))
+    wait_until(lambda: not os.path.exists(a.path("T", "gone")), timeout=90,
+               msg="the removal did not reach the analysis host")
+    assert read(a.path("T", "keep")) == events("k", 0, 2).encode()
+    assert [s["name"] for s in manifest(url, "T")["streams"]] == ["keep"]
