@@ -136,6 +136,10 @@ def test_seal_replaces_pieces_on_the_remote(mount, run_streamfs, tmp_path):
     piece = m["pieces"][0]
     key = Path(tmp_path, "remote/streamfs-v1/tenants/T", piece["key"])
     assert key.stat().st_size == piece["length"]
+    # stamped with the lease's generation (1: the tenant's first writer),
+    # in the manifest and in the piece's head
+    assert piece["generation"] == m["generation"] == 1
+    assert int.from_bytes(key.read_bytes()[16:24], "little") == 1
     assert getxattr(w.path("T", "s"), "streamfs.sync") == "shipped 10/10 (sealed 0)"
     run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
     m = manifest(url, "T")
