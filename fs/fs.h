@@ -39,6 +39,7 @@ struct fs_opts {
 	char *sync_str;		/* owned; "none" or "always" */
 	char *roll_str, *roll_size_str, *max_event_str;	/* owned */
 	char *cache_size_str, *poll_str;	/* owned */
+	char *flush_str;		/* owned: flush=DURATION|off */
 	char *max_snapshot_str;	/* owned */
 	char *lease_str;	/* owned; lease= DURATION */
 	int takeover;		/* take tenants whose lease expired */
@@ -63,6 +64,7 @@ struct fs_opts {
 	uint64_t max_snapshot;	/* largest snapshot blob (default 64 MiB) */
 	int64_t poll_ns;
 	int64_t lease_ns;	/* 0: sync's default (60 s) */
+	int64_t flush_ns;		/* 0: off */
 	bool replica;		/* remote= with ro: an analysis host */
 	struct sockaddr_storage metrics_addr;	/* metrics= parsed */
 	socklen_t metrics_addrlen;

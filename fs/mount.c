@@ -309,8 +309,9 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	cfg.takeover = o->takeover;
 	cfg.risk_forks = o->risk_forks;
 	cfg.cache_size = o->cache_size;
-	if (o->poll_str)	/* else sync's default, 10 s (--help, README) */
-		cfg.poll_ns = o->poll_ns;
+	/* Unless given, 2 s each (--help, README's cost table). */
+	cfg.poll_ns = o->poll_str ? o->poll_ns : SYNC_POLL_DEFAULT_NS;
+	cfg.flush_ns = o->flush_str ? o->flush_ns : SYNC_FLUSH_DEFAULT_NS;
 	cfg.opts.endpoint = o->endpoint;
 	if (o->region)
 		cfg.opts.region = o->region;

@@ -38,6 +38,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_STR("lease=%s", lease_str),
 	OPT_FLAG("takeover", takeover),
 	OPT_FLAG("risk_forks", risk_forks),
+	OPT_STR("flush=%s", flush_str),
 	OPT_STR("ca_file=%s", ca_file),
 	OPT_STR("metrics=%s", metrics),
 	OPT_FLAG("query_slash_raw", query_slash_raw),
@@ -80,7 +81,9 @@ void fs_usage(const char *prog)
 	       "    -o roll=DURATION       seal the active segment at this age (default 1h)\n"
 	       "    -o roll_size=SIZE      ... or at this size (default 64M)\n"
 	       "    -o cache_size=SIZE     bound on local copies of uploaded segments\n"
-	       "    -o poll=DURATION       remote rescan interval on analysis hosts (default 10s)\n"
+	       "    -o poll=DURATION       remote rescan interval on analysis hosts (default 2s)\n"
+	       "    -o flush=DURATION|off  ship what active segments took this often\n"
+	       "                           (default 2s; at most 5s)\n"
 	       "    -o lease=DURATION      how long a tenant's lease outlives its last\n"
 	       "                           renewal (default 60s, at least 1s)\n"
 	       "    -o takeover            take tenants whose lease expired (their\n"
@@ -219,6 +222,25 @@ bad:
 	return -EINVAL;
 }
 
+/* flush=DURATION: 0 or "off" turns shipping of active segments off; more
+ * than 5 s is refused, so that a lost writer never loses more (§7). */
+static int parse_flush(struct fs_opts *o)
+{
+	int rc;
+
+	if (strcmp(o->flush_str, "off") == 0) {
+		o->flush_ns = 0;
+		return 0;
+	}
+	rc = parse_duration("flush", o->flush_str, &o->flush_ns);
+	if (!rc && o->flush_ns > 5000000000LL) {
+		fprintf(stderr, "streamfs: flush=%s: at most 5s (or off)\n",
+			o->flush_str);
+		rc = -EINVAL;
+	}
+	return rc;
+}
+
 /* A raw write is one event only up to fs_raw_event_max(): with raw
  * framing by default, max_event defaults to that and may not exceed it. */
 static int check_raw_max_event(struct fs_opts *o)
@@ -288,6 +310,8 @@ static int parse_values(struct fs_opts *o)
 			rc = -EINVAL;
 		}
 	}
+	if (!rc && o->flush_str)
+		rc = parse_flush(o);
 	return rc;
 bad_framing:
 	fprintf(stderr, "streamfs: framing=%s: must be lines or raw\n",
@@ -361,6 +385,7 @@ static int check_remote(struct fs_opts *o)
 				   o->lease_str ? "lease=" :
 				   o->takeover ? "takeover" :
 				   o->risk_forks ? "risk_forks" :
+				   o->flush_str ? "flush=" :
 				   o->ca_file ? "ca_file=" :
 				   o->path_style ? "path_style" :
 				   o->query_slash_raw ? "query_slash_raw" : NULL;
@@ -488,6 +513,7 @@ void fs_opts_release(struct fs_opts *o)
 	free(o->max_snapshot_str);
 	free(o->poll_str);
 	free(o->lease_str);
+	free(o->flush_str);
 	free(o->ca_file);
 	free(o->metrics);
 }

@@ -306,6 +306,11 @@ static void emit_sync(struct status_out *o, const struct fs_status *st)
 		out_u64(o, "uploaded_segments", sy->uploaded_segments);
 		out_u64(o, "uploaded_bytes", sy->uploaded_bytes);
 		out_causes(o, "upload_failures", sy->upload_failures);
+		/* shipped early in tail pieces (flush), not sealed yet */
+		out_u64(o, "shipped_tail_bytes", sy->tail_bytes);
+		out_u64(o, "tail_pieces", sy->tail_pieces);
+		out_u64(o, "tail_pieces_bytes", sy->tail_pieces_bytes);
+		out_time(o, "last_flush", sy->last_flush_ns, st->now_ns, "never");
 		out_u64(o, "leases_held", sy->leases_held);
 		out_u64(o, "leases_refused", sy->leases_refused);
 		out_u64(o, "leases_fenced", sy->leases_fenced);

@@ -111,7 +111,7 @@ static int evict_locked(struct store_tenant *t, struct seg *g)
 	STORE_ASSERT_WRLOCKED(t);
 	if (g->state == STORE_SEG_EVICTED)
 		return 0;
-	if (g->state != STORE_SEG_UPLOADED)
+	if (g->state != STORE_SEG_UPLOADED || store_seg_is_tail(g))
 		return -EBUSY;
 	rc = set_state(t, g, STORE_SEG_EVICTED);
 	if (rc)

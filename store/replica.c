@@ -6,8 +6,11 @@
  * through the fetch hook.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hash.h"
 #include "store_int.h"
@@ -211,5 +214,216 @@ out:
 	free(g);
 	if (!rc && t->st->commit_fn)
 		t->st->commit_fn(t->st->commit_arg, t, id, size);
+	return rc;
+}
+
+/* ---- tail segments: bytes shipped before their segment sealed ----
+ *
+ * A writer ships the bytes its active segments take every `flush`, in tail
+ * pieces (docs/FORMAT.md).  On an analysis host they land in a local
+ * segment with the writer's segment id as origin, grown as pieces come: a
+ * local copy (state uploaded) with no checksum yet, never evicted (no
+ * remote object could bring it back).  When the sealed segment is
+ * published, its checksum is checked against these bytes and becomes the
+ * segment's: from then on it is an ordinary replica segment.  Bytes once
+ * added never change. */
+
+/* Do the rows B continue S without a gap, and add up to LEN bytes? */
+static bool tail_fits(const struct stream *s, const struct store_batch *b,
+		      size_t n, size_t len)
+{
+	uint64_t version = s->version + 1, offset = s->size;
+
+	for (size_t i = 0; i < n; i++) {
+		if (b[i].first_version != version || b[i].offset != offset ||
+		    !b[i].count || !b[i].length)
+			return false;
+		version += b[i].count;
+		offset += b[i].length;
+	}
+	return n && offset - s->size == len;
+}
+
+/* A new tail segment of ORIGIN at S's end, its row inserted and its file
+ * created (held as by store_seg_fd(): *FD). */
+static int tail_new(struct store_tenant *t, struct stream *s, uint64_t origin,
+		    int64_t created_ns, struct seg **out, int *fd)
+{
+	struct seg *g = calloc(1, sizeof(*g));
+	char name[64];
+	int rc;
+
+	if (!g)
+		return -ENOMEM;
+	g->fd = -1;
+	g->origin = origin;
+	g->first_version = s->version + 1;
+	g->offset = s->size;
+	g->created_ns = created_ns;
+	g->state = STORE_SEG_UPLOADED;
+	rc = store_index_segment_insert(t, s->id, g);
+	if (rc) {
+		free(g);
+		return rc;
+	}
+	store_seg_name(name, sizeof(name), g->id, ".seg");
+	*fd = openat(t->segfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	rc = *fd < 0 ? -errno : store_seg_push(t, s, g);
+	if (rc) {
+		if (*fd >= 0) {
+			close(*fd);
+			unlinkat(t->segfd, name, 0);
+		}
+		free(g);
+		return rc;
+	}
+	store_seg_fd_adopt(t, g, *fd);
+	*out = g;
+	return 0;
+}
+
+/* Undoes a failed store_replica_tail_append() after its rollback: G (its
+ * file held as FD) back to LENGTH bytes and COUNT events, or gone when
+ * FRESH. */
+static void tail_undo(struct store_tenant *t, struct stream *s, struct seg *g,
+		      int fd, bool fresh, uint64_t length, uint64_t count)
+{
+	char name[64];
+
+	g->length = g->synced = length;
+	g->count = count;
+	if (ftruncate(fd, (off_t)length) < 0)
+		store_log(LOG_WARNING, "%s: tail segment %" PRIu64 " not cut back: %s",
+			  t->name, g->id, strerror(errno));
+	store_seg_fd_put(t, g);
+	if (!fresh)
+		return;
+	store_seg_name(name, sizeof(name), g->id, ".seg");
+	store_seg_pop(t, s);
+	store_seg_fd_close(t, g);
+	unlinkat(t->segfd, name, 0);
+	store_seg_free(t, g);
+}
+
+int store_replica_tail_append(struct store_tenant *t, uint64_t id,
+			      uint64_t origin, int64_t created_ns,
+			      const void *bytes, size_t len,
+			      const struct store_batch *b, size_t n)
+{
+	struct stream *s, old;
+	struct seg *g = NULL;
+	uint64_t size = 0, length, count = 0, gcount;
+	bool fresh = false;
+	int fd = -1, rc;
+
+	for (size_t i = 0; i < n; i++)
+		count += b[i].count;
+	pthread_rwlock_wrlock(&t->lock);
+	s = t->removed ? NULL : store_stream_find(t, id);
+	if (!s)
+		rc = -ENOENT;
+	else if (store_seg_active(s))
+		rc = -EBUSY;
+	else if (!tail_fits(s, b, n, len))
+		rc = -EINVAL;
+	else
+		rc = store_journal_begin(t);
+	if (rc)
+		goto out;
+	g = s->nsegs ? s->segs[s->nsegs - 1] : NULL;
+	fresh = !g || !store_seg_is_tail(g) || g->origin != origin;
+	if (fresh) {
+		rc = tail_new(t, s, origin, created_ns, &g, &fd);
+	} else {
+		fd = store_seg_fd(t, g);
+		rc = fd < 0 ? fd : 0;
+	}
+	if (rc) {
+		g = NULL;
+		store_index_rollback(t);
+		goto out;
+	}
+	length = g->length;
+	gcount = g->count;
+	old = *s;
+	rc = store_pwrite_all(fd, bytes, len, length);
+	if (!rc) {
+		g->length = g->synced = length + len;
+		g->count += count;
+		s->version += count;
+		s->size += len;
+		s->last_ns = b[n - 1].time_ns;
+		s->mtime = s->ctime = store_ts(s->last_ns);
+		rc = store_index_segment_update(t, g);
+	}
+	if (!rc)
+		rc = replica_rows(t, s, b, n);
+	if (!rc)
+		rc = store_index_commit(t);
+	else
+		store_index_rollback(t);
+	if (rc) {
+		store_stream_restore(s, &old);
+		tail_undo(t, s, g, fd, fresh, length, gcount);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		store_seg_rows_grew(t, g, b[i].offset - g->offset, b[i].hash);
+	store_seg_fd_put(t, g);
+	size = s->size;
+out:
+	pthread_rwlock_unlock(&t->lock);
+	if (!rc && t->st->commit_fn)
+		t->st->commit_fn(t->st->commit_arg, t, id, size);
+	return rc;
+}
+
+/* The tail segment of stream ID with origin ORIGIN, with T's lock. */
+static struct seg *tail_find(struct store_tenant *t, uint64_t id,
+			     uint64_t origin)
+{
+	struct stream *s = t->removed ? NULL : store_stream_find(t, id);
+
+	for (size_t i = 0; s && i < s->nsegs; i++)
+		if (s->segs[i]->origin == origin && store_seg_is_tail(s->segs[i]))
+			return s->segs[i];
+	return NULL;
+}
+
+int store_replica_tail_seal(struct store_tenant *t, uint64_t id,
+			    const struct store_segment *seg)
+{
+	uint64_t sum = 0;
+	struct seg *g;
+	int fd, rc;
+
+	/* The sync thread alone appends to a tail segment, and it is the
+	 * caller: its bytes hold still while they are hashed unlocked. */
+	pthread_rwlock_rdlock(&t->lock);
+	g = tail_find(t, id, seg->origin);
+	if (!g)
+		rc = -ENOENT;
+	else if (g->offset != seg->offset || g->length != seg->length ||
+		 g->first_version != seg->first_version || g->count != seg->count)
+		rc = -EINVAL;
+	else
+		rc = fd = store_seg_fd(t, g);
+	pthread_rwlock_unlock(&t->lock);
+	if (rc < 0)
+		return rc;
+	rc = store_file_checksum(fd, seg->length, &sum);
+	pthread_rwlock_wrlock(&t->lock);
+	store_seg_fd_put(t, g);
+	if (!rc && sum != seg->checksum)
+		rc = -EIO;
+	if (!rc && tail_find(t, id, seg->origin) != g)
+		rc = -ENOENT;	/* removed meanwhile */
+	if (!rc) {
+		g->checksum = sum;
+		rc = store_index_segment_update(t, g);
+		if (rc)
+			g->checksum = 0;
+	}
+	pthread_rwlock_unlock(&t->lock);
 	return rc;
 }

@@ -447,6 +447,13 @@ bool store_seg_closing(const struct stream *s, const struct seg *g)
 	       (g->full || g != s->segs[s->nsegs - 1]);
 }
 
+/* A replica's segment that came in tail pieces has an origin and no
+ * checksum until its sealed segment gives one (replica.c). */
+bool store_seg_is_tail(const struct seg *g)
+{
+	return g->origin && !g->checksum && g->state == STORE_SEG_UPLOADED;
+}
+
 struct seg *store_seg_active(struct stream *s)
 {
 	struct seg *g = s->nsegs ? s->segs[s->nsegs - 1] : NULL;
@@ -548,6 +555,7 @@ void store_seg_fill(const struct stream *s, const struct seg *g,
 	out->used_ns = atomic_load_explicit(&g->used_ns, memory_order_relaxed);
 	out->origin = g->origin;
 	out->state = g->state;
+	out->tail = store_seg_is_tail(g);
 }
 
 /* The hook and its argument change together under st->lock, and a change

@@ -597,6 +597,9 @@ int store_seg_push(struct store_tenant *t, struct stream *s, struct seg *g);
 /* Takes the last segment off S's chain and T's hash; the caller frees it. */
 struct seg *store_seg_pop(struct store_tenant *t, struct stream *s);
 struct seg *store_seg_active(struct stream *s);
+/* A replica's tail segment: bytes shipped before their segment sealed
+ * (replica.c); never evicted.  segment.c. */
+bool store_seg_is_tail(const struct seg *g);
 /* Index in S's chain of its first segment not sealed (s->nsegs if none):
  * the closing ones, then the active one. */
 size_t store_seg_first_unsealed(const struct stream *s);

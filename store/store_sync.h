@@ -40,6 +40,8 @@ struct store_segment {
 	int64_t used_ns;	/* last read or write here (not persisted; 0
 				 * when not used since open) */
 	enum store_seg_state state;
+	bool tail;		/* replicas: bytes shipped before the segment
+				 * sealed, no checksum yet (never evicted) */
 };
 
 /* Calls FN for each sealed segment in state STATE, in segment order. */
@@ -119,6 +121,24 @@ int store_replica_add(struct store_tenant *t, uint64_t id,
 		      const struct store_segment *seg,
 		      const struct store_batch *batches,
 		      size_t n) STORE_WARN_UNUSED;
+
+/* Appends LEN bytes (BYTES) to stream ID, the tail pieces' share of the
+ * writer's segment ORIGIN (created at CREATED_NS): to the stream's last
+ * segment when it is ORIGIN's tail segment, else to a new one.  B's N rows
+ * must continue the stream (-EINVAL otherwise) and hold exactly LEN bytes.
+ * The bytes are kept locally (the segment is never evicted while a tail);
+ * readers and followers see them as after an append. */
+int store_replica_tail_append(struct store_tenant *t, uint64_t id,
+			      uint64_t origin, int64_t created_ns,
+			      const void *bytes, size_t len,
+			      const struct store_batch *b,
+			      size_t n) STORE_WARN_UNUSED;
+/* The writer's segment SEG->origin sealed as SEG says: the tail segment of
+ * that origin, which must hold exactly its range (-EINVAL otherwise; -ENOENT
+ * without one), takes its checksum when its bytes match it (-EIO when they
+ * do not).  Nothing a reader sees changes. */
+int store_replica_tail_seal(struct store_tenant *t, uint64_t id,
+			    const struct store_segment *seg) STORE_WARN_UNUSED;
 
 /* ---- snapshots: upload, replicas, fetch ---- */
 

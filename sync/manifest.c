@@ -36,7 +36,9 @@ void sync_manifest_release(struct manifest *m)
 		free(m->streams[i].name);
 		free(m->streams[i].segs);
 		free(m->streams[i].snaps);
+		free(m->streams[i].tails);
 	}
+	free(m->pieces);
 	for (size_t i = 0; i < m->ntombs; i++)
 		free(m->tombs[i].name);
 	free(m->streams);
@@ -338,6 +340,8 @@ static json_object *stream_json(const struct manifest_stream *ms, bool times)
 	if (!rc && ms->nsnaps)
 		rc = jadd_array(o, "snapshots", ms->snaps, ms->nsnaps,
 				sizeof(*ms->snaps), snap_item, times);
+	if (!rc)
+		rc = sync_tail_encode(o, ms);
 	if (!rc && times)
 		rc = jadd(o, "mtime_ns", json_object_new_int64(ms->mtime_ns));
 	json_object_put(segs);
@@ -422,6 +426,7 @@ int sync_manifest_encode(const struct manifest *m, bool times, char **out)
 				  sizeof(*m->streams), stream_item, times);
 	rc = rc ? rc : jadd_array(root, "tombstones", m->tombs, m->ntombs,
 				  sizeof(*m->tombs), tomb_item, times);
+	rc = rc ? rc : sync_pieces_encode(root, m);
 	if (!rc && times)
 		rc = jadd(root, "updated_ns", json_object_new_int64(m->updated_ns));
 	if (!rc && !(*out = strdup(json_object_to_json_string_ext(root,
@@ -548,9 +553,10 @@ static int stream_decode(struct manifest *m, json_object *r)
 		if (json_object_is_type(g, json_type_object))
 			ms->segs[ms->nsegs++] = seg_decode(g);
 	}
-	if (snaps_decode(ms, r)) {
+	if (snaps_decode(ms, r) || sync_tail_decode(ms, r)) {
 		free(ms->name);
 		free(ms->segs);
+		free(ms->snaps);
 		return -ENOMEM;
 	}
 	m->nstreams++;
@@ -594,6 +600,8 @@ static int root_decode(json_object *root, struct manifest *m)
 		rc = stream_decode(m, json_object_array_get_idx(streams, i));
 	if (!rc)
 		rc = tombs_decode(m, jget_array(root, "tombstones"));
+	if (!rc)
+		rc = sync_pieces_decode(m, root);
 	return rc;
 }
 

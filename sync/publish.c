@@ -192,6 +192,8 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 	if (!s->cfg.nodelete)
 		rc = sync_manifest_stale_keys(&ts->published, m, tprefix,
 					      &ts->stale);
+	if (!rc && !s->cfg.nodelete)
+		rc = sync_tail_retire(ts, &ts->published, m, tprefix);
 	sync_manifest_release(&ts->published);
 	ts->published = *m;
 	*m = (struct manifest){ 0 };
@@ -203,7 +205,7 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 
 int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
-			  char *what, size_t wlen)
+			  bool flush, char *what, size_t wlen)
 {
 	int64_t now = sync_clock(CLOCK_REALTIME);
 	struct manifest m;
@@ -214,7 +216,13 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	rc = sync_manifest_build(t, s->identity, ts->generation, &m);
 	if (rc)
 		return rc;
-	rc = sync_manifest_tombstones(&m, &ts->published, now);
+	/* The tails shipped before stay until segments cover them; a flush
+	 * adds what grew since (tail.c). */
+	rc = sync_tail_carry(&ts->published, &m);
+	if (!rc && flush)
+		rc = sync_tail_ship(s, t, ts, tprefix, &m, what, wlen);
+	if (!rc)
+		rc = sync_manifest_tombstones(&m, &ts->published, now);
 	/* Compared without times: an mtime alone is not worth a manifest. */
 	if (!rc)
 		rc = sync_manifest_encode(&m, false, &compare);
@@ -283,9 +291,13 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 	if (!rc && !s->cfg.nodelete) {
 		rc = sync_manifest_keys(&ts->published, tp, &named);
 		if (!rc)
+			rc = sync_manifest_piece_keys(&ts->published, tp, &named);
+		if (!rc)
 			rc = delete_all(s, &named, what, wlen);
 		if (!rc)
 			rc = delete_all(s, &ts->stale, what, wlen);
+		if (!rc)
+			rc = sync_tail_delete_due(s, ts, true, what, wlen);
 	}
 	if (!rc && !s->cfg.nodelete) {
 		key = sync_manifest_key(tp);

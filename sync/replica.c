@@ -113,11 +113,20 @@ bool sync_replica_is_prefix(struct store_tenant *t, uint64_t lid,
 		return false;
 	if (sv.n)
 		qsort(sv.v, sv.n, sizeof(*sv.v), sync_seg_cmp);
-	ok = sv.n <= ms->nsegs;
+	ok = true;
 	for (size_t i = 0; ok && i < sv.n; i++) {
-		const struct manifest_seg *g = &ms->segs[i];
+		const struct manifest_seg *g = i < ms->nsegs ? &ms->segs[i] : NULL;
 
-		ok = sv.v[i].origin == g->seg &&
+		if (sv.v[i].tail) {
+			/* shipped early: a prefix of its segment, or past
+			 * the sealed ones (its bytes are checked when it
+			 * seals) */
+			ok = !g || (sv.v[i].origin == g->seg &&
+				    sv.v[i].offset == g->offset &&
+				    sv.v[i].length <= g->length);
+			continue;
+		}
+		ok = g && sv.v[i].origin == g->seg &&
 		     sv.v[i].checksum == g->checksum &&
 		     sv.v[i].offset == g->offset &&
 		     sv.v[i].length == g->length;
@@ -157,6 +166,19 @@ static int get_index(struct sync *s, const char *key, uint64_t seg,
 	return rc;
 }
 
+/* Whether local stream LID holds bytes shipped early (tail segments). */
+static bool any_tail(struct store_tenant *t, uint64_t lid)
+{
+	struct sync_seg_vec sv = { 0 };
+	bool any = false;
+
+	if (!store_stream_segments(t, lid, sync_seg_collect, &sv))
+		for (size_t i = 0; !any && i < sv.n; i++)
+			any = sv.v[i].tail;
+	free(sv.v);
+	return any;
+}
+
 /* Adds to local stream LID of T the segments of MS it lacks, each from
  * its event index object (the bytes stay remote: evicted); KEEP_ID keeps
  * the published segment ids (a writer continuing the history). */
@@ -166,6 +188,7 @@ int sync_replica_add_segments(struct sync *s, struct store_tenant *t,
 			       char *what, size_t wlen)
 {
 	struct store_attr a;
+	bool has_tails = any_tail(t, lid);
 	int rc = store_stream_stat(t, lid, &a);
 
 	for (size_t i = 0; !rc && i < ms->nsegs; i++) {
@@ -181,8 +204,19 @@ int sync_replica_add_segments(struct sync *s, struct store_tenant *t,
 		char *key;
 
 		if (seg.first_version + seg.count - 1 <= a.version &&
-		    seg.count)
-			continue;	/* have it */
+		    seg.count) {
+			/* have it; shipped early, it takes its checksum */
+			if (has_tails)
+				rc = sync_replica_tail_seal(s, t, tprefix, lid,
+							    &seg, &a, what, wlen);
+			continue;
+		}
+		if (a.size > seg.offset) {
+			/* partly shipped early: the rest comes from it */
+			rc = sync_replica_tail_seal(s, t, tprefix, lid, &seg,
+						    &a, what, wlen);
+			continue;
+		}
 		key = sync_segment_key(tprefix, seg.origin, seg.checksum, true);
 		if (!key)
 			return -ENOMEM;
@@ -344,8 +378,8 @@ static int local_stream_of(struct tenant_state *ts, struct store_tenant *t,
  * created or renamed, its framing, new segments and attributes. */
 static int mirror_stream(struct sync *s, struct tenant_state *ts,
 			 struct store_tenant *t, const char *tprefix,
-			 const struct manifest_stream *r, char *what,
-			 size_t wlen)
+			 const struct manifest *m, const struct manifest_stream *r,
+			 struct piece_cache *pc, char *what, size_t wlen)
 {
 	const char *name = ts->name;
 	struct store_attr a, set = { 0 };
@@ -359,6 +393,8 @@ static int mirror_stream(struct sync *s, struct tenant_state *ts,
 	if (!rc)
 		rc = sync_replica_add_segments(s, t, tprefix, lid, r, false,
 					       what, wlen);
+	if (!rc)
+		rc = sync_replica_tails(s, t, tprefix, lid, m, r, pc, what, wlen);
 	if (!rc) {
 		snprintf(what, wlen, "snapshots of %s/%s", name, r->name);
 		rc = sync_replica_snapshots(t, lid, r);
@@ -376,18 +412,20 @@ static int mirror_stream(struct sync *s, struct tenant_state *ts,
 				    (r->mtime_ns ? STORE_SET_MTIME : 0));
 }
 
-/* Phase 2 for every stream of M: one stream's failure does not hold up
- * the others.  Returns the first one (described in WHAT). */
+/* Phase 2 for every stream of M (its pieces fetched once into PC): one
+ * stream's failure does not hold up the others.  Returns the first one
+ * (described in WHAT). */
 static int mirror_streams(struct sync *s, struct tenant_state *ts,
 			  struct store_tenant *t, const char *tprefix,
-			  const struct manifest *m, char *what, size_t wlen)
+			  const struct manifest *m, struct piece_cache *pc,
+			  char *what, size_t wlen)
 {
 	char w[160];
 	int rc = 0;
 
 	for (size_t j = 0; j < m->nstreams; j++) {
-		int r = mirror_stream(s, ts, t, tprefix, &m->streams[j], w,
-				      sizeof(w));
+		int r = mirror_stream(s, ts, t, tprefix, m, &m->streams[j], pc,
+				      w, sizeof(w));
 
 		if (r && !rc) {
 			rc = r;
@@ -406,6 +444,7 @@ static int replica_tenant(struct sync *s, const char *name, char *what,
 	struct tenant_state *ts = sync_tstate(s, name);
 	struct local_vec lv = { 0 };
 	struct manifest m = { 0 };
+	struct piece_cache pc = { 0 };
 	struct store_tenant *t;
 	char *tprefix;
 	uint64_t hash = 0;
@@ -425,10 +464,11 @@ static int replica_tenant(struct sync *s, const char *name, char *what,
 	if (!rc)
 		rc = drop_unmatched(ts, t, name, &m, &lv, what, wlen);
 	if (!rc)
-		rc = mirror_streams(s, ts, t, tprefix, &m, what, wlen);
+		rc = mirror_streams(s, ts, t, tprefix, &m, &pc, what, wlen);
 	if (!rc)
 		ts->mhash = hash;
 	local_vec_release(&lv);
+	sync_piece_cache_release(&pc);
 	sync_manifest_release(&m);
 	free(tprefix);
 	return rc > 0 ? 0 : rc;

@@ -192,6 +192,7 @@ static void tstate_release(struct tenant_state *ts)
 	sync_manifest_release(&ts->published);
 	free(ts->published_cmp);
 	sync_strvec_release(&ts->stale);
+	sync_tail_release(ts);
 	free(ts->map);
 	free(ts->fence_note);
 	free(ts->fence_text);
@@ -419,7 +420,7 @@ static void upload_snapshots(struct sync *s, struct store_tenant *t,
 
 /* Lease, seed, upload and manifest of T (state TS, prefix TPREFIX), whose
  * sealed segments are SEGS; in that order, so that the manifest goes out
- * only after its segments.  A lease held by another writer is noted in
+ * only after its segments (and its tail piece, when a flush is due).  A lease held by another writer is noted in
  * PT, and nothing else is done. */
 static int writer_tenant(struct sync *s, struct store_tenant *t,
 			 struct tenant_state *ts, const char *tprefix,
@@ -427,6 +428,7 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 			 struct pass_tenant *pt, char *what, size_t wlen)
 {
 	struct upload_held held = { 0 };
+	bool flush;
 	int rc = 0;
 
 	if (ts->fenced) {
@@ -461,11 +463,22 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		note_all(pt, segs);
 	if (!rc)
 		upload_snapshots(s, t, tprefix, pt, &held);
-	if (!rc && manifest_due(ts, held.uploaded, pt->force)) {
-		rc = sync_publish_manifest(s, t, ts, tprefix, what, wlen);
+	flush = !rc && sync_tail_due(s, t, ts, pt->force);
+	if (!rc && (flush || manifest_due(ts, held.uploaded, pt->force))) {
+		rc = sync_publish_manifest(s, t, ts, tprefix, flush, what, wlen);
 		if (!rc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
 		else if (rc != -EROFS)	/* its last call on s->b failed */
+			sync_what_why(what, wlen, s->b);
+		/* the status says "shipped" once tenants.json lists it too
+		 * (writer_pass()) */
+		ts->tail_note_due = !rc;
+		if (!rc && flush)
+			ts->flushed_ns = ts->checked_ns;
+	}
+	if (!rc) {
+		rc = sync_tail_delete_due(s, ts, false, what, wlen);
+		if (rc)
 			sync_what_why(what, wlen, s->b);
 	}
 	if (rc == -EROFS) {	/* fenced on the way: logged */
@@ -651,6 +664,18 @@ static int writer_pass(struct sync *s, struct pass_tenant *pt,
 			snprintf(what, wlen, "%s", w);
 		}
 		pt->hard |= r != 0;
+		/* a tenant's streams read as shipped once tenants.json lists
+		 * it too */
+		for (size_t i = 0; !r && i < s->nts; i++)
+			if (s->ts[i].tail_note_due) {
+				r = sync_tail_note(s, &s->ts[i]);
+				s->ts[i].tail_note_due = false;
+			}
+		if (r && !rc) {
+			rc = r;
+			snprintf(what, wlen, "note the shipped tails");
+			pt->hard = true;
+		}
 	}
 	if (!rc && pt->refused) {
 		rc = -EBUSY;
@@ -822,6 +847,10 @@ static void *sync_main(void *arg)
 
 		if (!s->cfg.replica && period > s->cfg.lease_ns / 3)
 			period = s->cfg.lease_ns / 3;	/* renewals */
+		/* a flush must not wait for the next pass */
+		if (!s->cfg.replica && s->cfg.flush_ns > 0 &&
+		    s->cfg.flush_ns < period)
+			period = s->cfg.flush_ns;
 
 		s->kicked = false;
 		if (retry_all)
@@ -909,6 +938,7 @@ static void sync_free(struct sync *s)
 	free(s->leases);
 	free(s->claim_name);
 	sync_strvec_release(&s->fenced);
+	sync_tail_marks_release(s);
 	free(s->tenants_json);
 	free(s->identity);
 	free((char *)s->cfg.url);
@@ -1232,7 +1262,7 @@ int sync_stream_status(struct sync *s, struct store_tenant *t,
 {
 	struct reach r = { .stream = stream };
 	struct store_attr attr;
-	uint64_t reached = 0, size = 0;
+	uint64_t reached = 0, size = 0, tail;
 	bool sealed = false;
 	int rc, n;
 
@@ -1268,8 +1298,14 @@ int sync_stream_status(struct sync *s, struct store_tenant *t,
 		reached = g->first_version + g->count - 1;
 	}
 	free(r.segs.v);
+	sync_mutex_lock(&s->lock);
+	tail = sync_tail_mark(s, store_tenant_name(t), stream);
+	sync_mutex_unlock(&s->lock);
 	if (reached >= attr.version)
 		n = snprintf(buf, len, "uploaded %" PRIu64, attr.version);
+	else if (tail > reached)
+		n = snprintf(buf, len, "shipped %" PRIu64 "/%" PRIu64
+			     " (sealed %" PRIu64 ")", tail, attr.version, reached);
 	else
 		n = snprintf(buf, len, "%s %" PRIu64 "/%" PRIu64,
 			     sealed ? "uploading" : "local", reached,

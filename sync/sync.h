@@ -131,7 +131,14 @@ struct sync_config {
 	 * refused (-EOPNOTSUPP from sync_start(), or, when it was
 	 * unreachable at start, nothing is uploaded and the log says why). */
 	bool risk_forks;
+	/* Writer: ship what active segments took at least this often, in
+	 * one tail piece per tenant (docs/FORMAT.md); 0 (the default here):
+	 * off.  A mount's default is SYNC_FLUSH_DEFAULT_NS. */
+	int64_t flush_ns;
 };
+/* The mount's defaults of flush= and poll= (README, "Cost"). */
+#define SYNC_FLUSH_DEFAULT_NS 2000000000LL
+#define SYNC_POLL_DEFAULT_NS 2000000000LL
 
 void sync_config_default(struct sync_config *cfg);
 
@@ -218,6 +225,13 @@ struct sync_status {
 	 * attempts that failed (each retry counts), and passes that failed
 	 * (any step: lease, upload, manifest, listing). */
 	uint64_t upload_failures[SYNC_CAUSES];
+	/* Tail pieces (flush): bytes the published manifests list as
+	 * tails now (shipped, their segments not uploaded whole yet); pieces
+	 * and their bytes put since start; CLOCK_REALTIME of the last. */
+	uint64_t tail_bytes;
+	uint64_t tail_pieces;
+	uint64_t tail_pieces_bytes;
+	int64_t last_flush_ns;
 	uint64_t fetch_errors[SYNC_CAUSES];
 	uint64_t pass_failures[SYNC_CAUSES];
 };
@@ -266,14 +280,16 @@ int sync_tenant_claim(struct sync *s, const char *tenant,
  * unbroken chain from the start):
  *   "uploaded V"    R == V: every event is on the remote (always so on a
  *                   replica)
+ *   "shipped T/V (sealed R)"  events up to T are on the remote, those
+ *                   past R in tail pieces (flush); the rest is local
  *   "uploading R/V" some events are sealed and waiting for upload
  *   "local R/V"     the rest is in the active segment (sealed at roll age
  *                   or by sync_now); also "local 0/V" without a remote,
  *                   and when S is NULL
  * Returns the text's length (without the NUL) or -errno (-ENOENT: no such
- * stream; -ERANGE: LEN too small; 64 bytes always suffice).  Only reads
+ * stream; -ERANGE: LEN too small; SYNC_STATUS_TEXT_MAX bytes always suffice).  Only reads
  * the store: no network, safe from FUSE threads. */
-#define SYNC_STATUS_TEXT_MAX 64
+#define SYNC_STATUS_TEXT_MAX 96
 int sync_stream_status(struct sync *s, struct store_tenant *t,
 		       uint64_t stream, char *buf, size_t len) SYNC_WARN_UNUSED;
 

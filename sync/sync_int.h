@@ -57,6 +57,11 @@ void sync_strvec_release(struct sync_strvec *sv);
  *   seed.c          a writer continuing another's published history
  *   replica.c       the analysis host's mirror of the remote
  *   snapshot.c      snapshots: upload, a replica's rows, lazy fetch
+ *   piece.c         the tail pieces' codec, and the manifest's tail fields
+ *   tail.c          a writer's flush: active segments' new bytes shipped
+ *                   in one tail piece per tenant
+ *   tail_replica.c  an analysis host's side: pieces appended to its
+ *                   replica, and the switch to the sealed segment
  */
 
 struct sync;
@@ -182,6 +187,27 @@ struct manifest_snap {
 	uint64_t checksum;		/* XXH3 of the blob */
 	int64_t time_ns;		/* its commit time on the writer */
 };
+/* A stream's share of one tail piece (piece.c), as the manifest lists it
+ * after the stream's segments, in stream order: bytes of the writer's
+ * segment SEG shipped before it sealed. */
+struct manifest_tail {
+	uint64_t piece;			/* the piece's seq */
+	uint64_t seg;			/* the writer's segment id */
+	uint64_t seg_offset;		/* where that segment starts */
+	int64_t seg_created_ns;
+	uint64_t first_version, count;
+	uint64_t offset, length;	/* in the stream */
+};
+
+/* A tail piece object, as the manifest lists it. */
+struct manifest_piece {
+	uint64_t seq;			/* shipping order, per tenant */
+	uint64_t length, checksum;	/* of the whole object */
+	/* The generation of the writer's lease that shipped it. */
+	uint64_t generation;
+	int64_t created_ns;
+};
+
 struct manifest_stream {
 	uint64_t id;			/* stable across renames */
 	char *name;
@@ -194,6 +220,9 @@ struct manifest_stream {
 	size_t nsegs;
 	struct manifest_snap *snaps;	/* uploaded, versions up to version */
 	size_t nsnaps;
+	struct manifest_tail *tails;	/* shipped early: from size on, a
+					 * gapless chain (piece.c) */
+	size_t ntails;
 };
 
 struct manifest_tombstone {
@@ -215,6 +244,8 @@ struct manifest {
 	size_t ntombs, atombs;
 	int64_t updated_ns;		/* 0: not given */
 	uint64_t generation;		/* its writer's lease; 0: not given */
+	struct manifest_piece *pieces;	/* those the tails name, by seq */
+	size_t npieces;
 };
 
 void sync_manifest_release(struct manifest *m);
@@ -245,6 +276,50 @@ int sync_manifest_keys(const struct manifest *m, const char *tprefix,
  * CUR is published. */
 int sync_manifest_stale_keys(const struct manifest *old,
 			     const struct manifest *cur, const char *tprefix,
+			     struct sync_strvec *out) SYNC_WARN_UNUSED;
+
+/* ---- piece.c ---- */
+
+/* One stream's bytes in a tail piece. */
+struct piece_chunk {
+	uint64_t stream;		/* the writer's stream id */
+	struct manifest_tail tail;	/* piece is the piece's seq */
+	struct store_batch *rows;	/* owned: the index rows of BYTES */
+	size_t nrows;
+	char *bytes;			/* tail.length bytes; owned when the
+					 * piece was built, else into the
+					 * decoded buffer */
+};
+
+/* A tail piece: every stream's new bytes of one flush of a tenant. */
+struct piece {
+	uint64_t seq, generation;
+	bool owns_bytes;
+	struct piece_chunk *chunks;
+	size_t n, alloc;
+};
+void sync_piece_release(struct piece *p);
+/* P as the piece object (docs/FORMAT.md) into OUT. */
+int sync_piece_encode(const struct piece *p,
+		      struct backend_buf *out) SYNC_WARN_UNUSED;
+/* IN, a piece object whose length and XXH3 the caller checked, into *OUT
+ * (its bytes point into IN).  -EIO when it does not add up. */
+int sync_piece_decode(const struct backend_buf *in,
+		      struct piece *out) SYNC_WARN_UNUSED;
+/* The key of piece SEQ with CHECKSUM below TPREFIX (malloc'd). */
+char *sync_piece_key(const char *tprefix, uint64_t seq, uint64_t checksum);
+/* The manifest's tail fields, both ways: a stream's "tail" (O, its
+ * object), the tenant's "pieces" (ROOT).  Decoding skips what it cannot
+ * use. */
+int sync_tail_encode(json_object *o, const struct manifest_stream *ms) SYNC_WARN_UNUSED;
+int sync_tail_decode(struct manifest_stream *ms, json_object *o) SYNC_WARN_UNUSED;
+int sync_pieces_encode(json_object *root, const struct manifest *m) SYNC_WARN_UNUSED;
+int sync_pieces_decode(struct manifest *m, json_object *root) SYNC_WARN_UNUSED;
+/* The piece SEQ lists in M, or NULL. */
+const struct manifest_piece *sync_manifest_piece(const struct manifest *m,
+						 uint64_t seq);
+/* Appends to OUT the keys of the pieces M names. */
+int sync_manifest_piece_keys(const struct manifest *m, const char *tprefix,
 			     struct sync_strvec *out) SYNC_WARN_UNUSED;
 
 /* ---- sync.c: the sync object ---- */
@@ -278,6 +353,14 @@ struct tenant_state {
 				 * at the next check */
 	/* objects to delete whose delete failed */
 	struct sync_strvec stale;
+	/* Writer, tail.c: the last flush, and pieces no manifest names
+	 * any more, deleted once their time comes. */
+	int64_t flushed_ns;		/* CLOCK_MONOTONIC */
+	uint64_t tail_bytes;		/* its part of status.tail_bytes */
+	bool tail_note_due;		/* published: sync_tail_note() after
+					 * tenants.json */
+	struct tail_stale *tail_stale;
+	size_t ntail_stale;
 	/* Replica. */
 	uint64_t mhash;		/* XXH3 of the manifest applied */
 	uint64_t *map;		/* pairs remote id, local id */
@@ -315,6 +398,9 @@ struct sync {
 	uint64_t now_req;		/* protected by lock: sync_now() calls */
 	uint64_t now_done;		/* protected by lock: calls satisfied */
 	struct sync_status status;	/* protected by lock */
+	struct tail_mark *marks;	/* protected by lock: how far each
+					 * stream's tail reaches (tail.c) */
+	size_t nmarks;
 	struct sync_lease *leases;	/* protected by lock: pass_status()'s
 					 * copy of the tenants' leases */
 	size_t nleases;			/* protected by lock */
@@ -478,10 +564,11 @@ int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
 			  char *what, size_t wlen);
 /* Writes T's manifest when it changed, then deletes the objects only
- * older manifests named. */
+ * older manifests named.  With FLUSH, what active segments took since the
+ * last flush goes up first, in one tail piece (tail.c). */
 int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
-			  char *what, size_t wlen);
+			  bool flush, char *what, size_t wlen);
 /* Writes tenants.json when our set of tenants (NAMES, with their
  * leases) changed, and once a minute; then drops tenants gone here. */
 int sync_publish_tenants(struct sync *s, const struct sync_strvec *names,
@@ -590,10 +677,80 @@ int sync_seed_tenants(struct sync *s) SYNC_WARN_UNUSED;
 int sync_seed_claimed(struct sync *s, struct tenant_state *ts, char *what,
 		      size_t wlen) SYNC_WARN_UNUSED;
 
+/* ---- tail.c (a writer's sync thread) ---- */
+
+/* A piece to delete at DUE_NS (CLOCK_MONOTONIC). */
+struct tail_stale {
+	char *key;
+	int64_t due_ns;
+};
+/* Whether TS's tail is to be shipped now: flush is on and due (or FORCE),
+ * and some stream of T grew past what TS's published manifest holds. */
+bool sync_tail_due(struct sync *s, struct store_tenant *t,
+		   struct tenant_state *ts, bool force);
+/* Gives M (just built: segments only) the tails PREV listed that its
+ * segments do not cover yet, and the pieces they name. */
+int sync_tail_carry(const struct manifest *prev,
+		    struct manifest *m) SYNC_WARN_UNUSED;
+/* Ships what T's streams took past M's tails in one piece (put to the
+ * remote) and adds it to M.  Nothing when nothing grew. */
+int sync_tail_ship(struct sync *s, struct store_tenant *t,
+		   struct tenant_state *ts, const char *tprefix,
+		   struct manifest *m, char *what, size_t wlen) SYNC_WARN_UNUSED;
+/* CUR replaced OLD on the remote: the pieces only OLD named are deleted
+ * after SYNC_TAIL_KEEP_NS. */
+int sync_tail_retire(struct tenant_state *ts, const struct manifest *old,
+		     const struct manifest *cur,
+		     const char *tprefix) SYNC_WARN_UNUSED;
+/* Deletes the retired pieces whose time came (all with ALL). */
+int sync_tail_delete_due(struct sync *s, struct tenant_state *ts, bool all,
+			 char *what, size_t wlen) SYNC_WARN_UNUSED;
+void sync_tail_release(struct tenant_state *ts);
+/* How far a stream's published tail reaches, for sync_stream_status(). */
+struct tail_mark {
+	char *tenant;
+	uint64_t stream, version;
+};
+/* TS's manifest was published: its streams' marks and its tail bytes go
+ * to S's status (takes s->lock). */
+int sync_tail_note(struct sync *s, struct tenant_state *ts) SYNC_WARN_UNUSED;
+/* The version stream STREAM of TENANT's tail reaches, 0 when none; with
+ * s->lock. */
+uint64_t sync_tail_mark(struct sync *s, const char *tenant, uint64_t stream);
+/* Frees S's marks (sync_stop()). */
+void sync_tail_marks_release(struct sync *s);
+
+/* ---- tail_replica.c ---- */
+
+/* Pieces fetched during one replica pass of a tenant. */
+struct piece_cache {
+	struct piece *v;
+	struct backend_buf *bufs;
+	size_t n;
+};
+void sync_piece_cache_release(struct piece_cache *pc);
+/* Appends to local stream LID what R's tails hold past its end, from the
+ * pieces M lists (fetched once into PC). */
+int sync_replica_tails(struct sync *s, struct store_tenant *t,
+		       const char *tprefix, uint64_t lid,
+		       const struct manifest *m, const struct manifest_stream *r,
+		       struct piece_cache *pc, char *what,
+		       size_t wlen) SYNC_WARN_UNUSED;
+/* Local stream LID, whose end A holds, reached sealed segment SEG
+ * (origin set) or went into it: its tail segment of that origin takes the
+ * rest of the bytes from the segment object (ranged GET) and its
+ * checksum.  0 when LID has no such tail segment (nothing to do). */
+int sync_replica_tail_seal(struct sync *s, struct store_tenant *t,
+			   const char *tprefix, uint64_t lid,
+			   const struct store_segment *seg,
+			   struct store_attr *a, char *what,
+			   size_t wlen) SYNC_WARN_UNUSED;
+
 /* ---- replica.c ---- */
 
 /* True when the local segments of LID are the first ones of MS: same
- * origin segment id, and same checksum, offset and length.  Segment ids
+ * origin segment id, and same checksum, offset and length (a tail
+ * segment: the same origin and offset, and no more bytes).  Segment ids
  * alone are not enough: a tenant removed and created again between two
  * polls numbers its segments from 1 again. */
 bool sync_replica_is_prefix(struct store_tenant *t, uint64_t lid,

@@ -1,7 +1,8 @@
 /*
  * Unit tests of sync/'s codecs, which touch neither the network nor a
  * store: the tenant manifest (manifest.c), the keys of the remote layout
- * (keys.c) and the event index objects (index_object.c).  Damaged input
+ * (keys.c), the event index objects (index_object.c) and the tail pieces
+ * (piece.c).  Damaged input
  * must give -errno, never a crash: the sanitizer build checks the latter.
  */
 #include <errno.h>
@@ -556,6 +557,105 @@ static void test_index_damaged(void)
 	backend_buf_release(&b);
 }
 
+/* ---- tail pieces (piece.c) ---- */
+
+/* A piece of two chunks: stream 1's 6 bytes in two rows, stream 7's 3. */
+static void piece_sample(struct piece *p, char *a, char *b)
+{
+	static struct store_batch ra[2], rb[1];
+
+	memcpy(a, "ab\ncd\n", 6);
+	memcpy(b, "xyz", 3);
+	ra[0] = (struct store_batch){ .first_version = 4, .count = 1, .offset = 10,
+				      .length = 3, .time_ns = 5, .hash = 11 };
+	ra[1] = (struct store_batch){ .first_version = 5, .count = 1, .offset = 13,
+				      .length = 3, .time_ns = 6, .hash = 12 };
+	rb[0] = (struct store_batch){ .first_version = 1, .count = 1, .offset = 0,
+				      .length = 3, .time_ns = 7, .hash = 13 };
+	*p = (struct piece){ .seq = 9, .generation = 2, .n = 2, .alloc = 2 };
+	p->chunks = calloc(2, sizeof(*p->chunks));
+	p->chunks[0] = (struct piece_chunk){
+		.stream = 1, .rows = ra, .nrows = 2, .bytes = a,
+		.tail = { .piece = 9, .seg = 3, .seg_offset = 4, .seg_created_ns = 8,
+			  .first_version = 4, .count = 2, .offset = 10, .length = 6 } };
+	p->chunks[1] = (struct piece_chunk){
+		.stream = 7, .rows = rb, .nrows = 1, .bytes = b,
+		.tail = { .piece = 9, .seg = 5, .first_version = 1, .count = 1,
+			  .length = 3 } };
+}
+
+static void test_piece_round_trip(void)
+{
+	struct backend_buf buf = { .max = 1 << 20 };
+	char a[6], b[3];
+	struct piece p, d;
+
+	piece_sample(&p, a, b);
+	CHECK_EQ(sync_piece_encode(&p, &buf), 0);
+	CHECK_EQ(buf.len, 32 + 2 * 72 + 3 * 48 + 9);
+	CHECK_EQ(sync_piece_decode(&buf, &d), 0);
+	CHECK_EQ(d.seq, 9);
+	CHECK_EQ(d.generation, 2);
+	CHECK_EQ(d.n, 2);
+	for (size_t i = 0; i < d.n && i < 2; i++) {
+		CHECK_EQ(d.chunks[i].stream, p.chunks[i].stream);
+		CHECK(!memcmp(&d.chunks[i].tail, &p.chunks[i].tail,
+			      sizeof(d.chunks[i].tail)));
+		CHECK_EQ(d.chunks[i].nrows, p.chunks[i].nrows);
+		CHECK(!memcmp(d.chunks[i].rows, p.chunks[i].rows,
+			      p.chunks[i].nrows * sizeof(struct store_batch)));
+		CHECK(!memcmp(d.chunks[i].bytes, p.chunks[i].bytes,
+			      p.chunks[i].tail.length));
+	}
+	sync_piece_release(&d);
+	/* damaged: cut short, one byte more, rows that do not add up */
+	buf.len--;
+	CHECK_EQ(sync_piece_decode(&buf, &d), -EIO);
+	buf.len++;
+	CHECK_EQ(backend_buf_append(&buf, "!", 1), 0);
+	CHECK_EQ(sync_piece_decode(&buf, &d), -EIO);
+	buf.len--;
+	buf.data[32 + 2 * 72 + 8] ^= 1;		/* the first row's count */
+	CHECK_EQ(sync_piece_decode(&buf, &d), -EIO);
+	buf.data[0] ^= 1;			/* the magic */
+	CHECK_EQ(sync_piece_decode(&buf, &d), -EIO);
+	free(p.chunks);
+	backend_buf_release(&buf);
+}
+
+static void test_manifest_tails(void)
+{
+	struct manifest m, d;
+	char *text = NULL;
+
+	sample(&m);
+	m.streams[0].tails = calloc(1, sizeof(struct manifest_tail));
+	m.streams[0].ntails = 1;
+	m.streams[0].tails[0] = (struct manifest_tail){
+		.piece = 9, .seg = 5, .seg_offset = 10, .seg_created_ns = 3,
+		.first_version = 6, .count = 2, .offset = 10, .length = 7 };
+	m.pieces = calloc(1, sizeof(struct manifest_piece));
+	m.npieces = 1;
+	m.pieces[0] = (struct manifest_piece){ .seq = 9, .length = 300,
+		.checksum = 0xfedcba9876543210ull, .generation = 4, .created_ns = 5 };
+	CHECK_EQ(sync_manifest_encode(&m, true, &text), 0);
+	CHECK(text && strstr(text, "\"key\":\"pieces/0000000000000009-"
+			     "fedcba9876543210\""));
+	CHECK_EQ(sync_manifest_decode(text, strlen(text), &d), 0);
+	check_same(&m, &d);
+	CHECK_EQ(d.streams[0].ntails, 1);
+	CHECK_EQ(d.streams[1].ntails, 0);
+	if (d.streams[0].ntails == 1)
+		CHECK(!memcmp(d.streams[0].tails, m.streams[0].tails,
+			      sizeof(struct manifest_tail)));
+	CHECK_EQ(d.npieces, 1);
+	if (d.npieces == 1)
+		CHECK(!memcmp(d.pieces, m.pieces, sizeof(struct manifest_piece)));
+	sync_manifest_release(&d);
+	sync_manifest_release(&m);
+	free(text);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct unit_test tests[] = {
@@ -572,6 +672,8 @@ int main(int argc, char **argv)
 		{ "key_layout", test_key_layout },
 		{ "index_round_trip", test_index_round_trip },
 		{ "index_damaged", test_index_damaged },
+		{ "piece_round_trip", test_piece_round_trip },
+		{ "manifest_tails", test_manifest_tails },
 	};
 
 	return unit_run(tests, sizeof(tests) / sizeof(*tests), argc, argv);

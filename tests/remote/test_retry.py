@@ -2,6 +2,9 @@
 through real mounts: a writer and an analysis host behind the fault proxy
 in front of nginx WebDAV, and rclone's WebDAV server.
 
+Writers run with flush=off: what is tested here is the sealed segments'
+objects (tail pieces: test_flush.py).
+
 No timed assertion of speed: conditions are polled with generous deadlines;
 what is asserted is what publishes while an object keeps failing, and what
 went over the wire (the proxy's request log).
@@ -59,7 +62,7 @@ def test_failing_index_holds_back_only_its_stream(mount, run_streamfs, tmp_path,
     The log names the HTTP status."""
     url, opts, env, dav_proxy = remote_behind_proxy(request, backend,
                                                     "flaky-%s" % tmp_path.name)
-    w = mount(["remote=" + url, "roll=1s", *opts], env=env,
+    w = mount(["remote=" + url, "roll=1s", "flush=off", *opts], env=env,
               allow=SYNC_ALLOW + HTTP_ALLOW)
     os.mkdir(w.path("T"))
     # The first segment of the tenant is segment 1: the flaky stream's.
@@ -103,7 +106,7 @@ def test_failing_segment_holds_back_only_its_stream(mount, run_streamfs, tmp_pat
     """The same when the segment's bytes fail: the other streams publish,
     and the failing one follows once its PUT goes through."""
     url = "%s/dav/flakyseg-%s" % (dav_proxy.url, tmp_path.name)
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW + HTTP_ALLOW)
+    w = mount(["remote=" + url, "roll=1s", "flush=off"], allow=SYNC_ALLOW + HTTP_ALLOW)
     os.mkdir(w.path("T"))
     dav_proxy.fault("status", count=None, match=seg_put(1, False), arg=503)
     append(w.path("T", "flaky"), "f1\n", APPEND)
@@ -131,7 +134,7 @@ def test_analysis_host_skips_a_failing_index_and_keeps_polling(mount, run_stream
     poll, and the failing one arrives once the server heals.  The log
     names the HTTP status."""
     url = "%s/dav/replica-%s" % (dav_proxy.url, tmp_path.name)
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "roll=1s", "flush=off"], allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     append(w.path("T", "a"), "a1\n", APPEND)
     append(w.path("T", "b"), "b1\n", APPEND)
@@ -162,7 +165,7 @@ def test_writer_to_analysis_rclone(mount, run_streamfs, tmp_path, rclone):
     """rclone serve webdav answers 404 to a PUT below a missing collection:
     the writer makes the collections and everything arrives."""
     url = "%s/e2e-%s/deeper" % (rclone.url, tmp_path.name)
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "roll=1s", "flush=off"], allow=SYNC_ALLOW)
     os.mkdir(w.path("shop"))
     for i in range(5):
         append(w.path("shop", "orders"), '{"id":"o%d"}\n' % i, APPEND)
@@ -180,7 +183,7 @@ def test_corrupted_fetch_is_logged_as_checksum_mismatch(mount, run_streamfs, tmp
     """A segment that comes back with one byte changed is fetched again
     and read right; the log says what was wrong: a checksum mismatch."""
     url = "%s/dav/flip-%s" % (dav_proxy.url, tmp_path.name)
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "roll=1s", "flush=off"], allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     data = b"".join(b"line %06d\n" % i for i in range(2000))
     append(w.path("T", "s"), data, APPEND)
@@ -200,7 +203,7 @@ def test_failing_manifest_holds_back_only_its_tenant(mount, run_streamfs, tmp_pa
     """The manifest of one tenant fails with 503: the other tenant
     publishes meanwhile, and the first follows once the server heals."""
     url = "%s/dav/tenants-%s" % (dav_proxy.url, tmp_path.name)
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW + HTTP_ALLOW)
+    w = mount(["remote=" + url, "roll=1s", "flush=off"], allow=SYNC_ALLOW + HTTP_ALLOW)
     dav_proxy.fault("status", count=None, arg=503,
                     match=re.compile(r"^PUT .*/tenants/a/manifest\.json$"))
     os.mkdir(w.path("a"))

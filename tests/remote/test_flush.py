@@ -1,0 +1,254 @@
+"""Live analysis hosts (CONTRACT §7, docs/FORMAT.md "Tail pieces"): with the
+default roll (1 h) a writer ships what its active segments take every
+`flush`, and a follower on an analysis host gets it seconds later, exactly
+once and in order, also across the seal that replaces the tail pieces.
+
+Through real mounts on file://, moto (auth mode) and nginx WebDAV, as the
+other remote tests.  Conditions are polled with generous deadlines: no
+timed assertion of speed.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util import append, getxattr, read, wait_until  # noqa: E402
+
+APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+
+SYNC_ALLOW = [r"streamfs: sync: .*(failing|retry|working again|refus|held by)",
+              r"streamfs: warning: the kernel's FUSE request timeout"]
+
+
+@pytest.fixture(params=["file", "s3", "dav"])
+def remote(request, tmp_path):
+    """(url, options, env) of a fresh remote on each backend."""
+    if request.param == "file":
+        return "file://%s/remote" % tmp_path, [], None
+    if request.param == "s3":
+        s3 = request.getfixturevalue("moto_s3")
+        return s3.url("flush-%s" % tmp_path.name), s3.options(), s3.env
+    dav = request.getfixturevalue("dav")
+    return "%s/flush-%s" % (dav.url, tmp_path.name), [], None
+
+
+def status(run_streamfs, mnt):
+    out = run_streamfs("status", mnt).stdout
+    return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+
+def manifest(url, tenant):
+    """The tenant's manifest, on a file:// remote."""
+    root = Path(url[len("file://"):]) / "streamfs-v1" / "tenants" / tenant
+    return json.loads((root / "manifest.json").read_text())
+
+
+class Follower:
+    """`cat S@end,follow` into a file."""
+
+    def __init__(self, path, out):
+        self.out = out
+        self.f = open(out, "wb")
+        self.proc = subprocess.Popen(["cat", str(path)], stdout=self.f)
+
+    def got(self):
+        return self.out.read_bytes()
+
+    def wait_for(self, want, msg):
+        try:
+            wait_until(lambda: self.got() == want, timeout=90, interval=0.2)
+        except AssertionError:
+            raise AssertionError("%s: have %r, want %r" % (msg, self.got()[-300:],
+                                                           want[-300:]))
+        assert self.proc.poll() is None
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.f.close()
+
+
+def events(prefix, a, b):
+    return "".join('{"id":"%s-%d"}\n' % (prefix, i) for i in range(a, b))
+
+
+def test_follower_on_analysis_host_across_seal(mount, run_streamfs, tmp_path, remote):
+    url, opts, env = remote
+    # default roll (1 h) and flush; a short poll so the test runs quickly
+    w = mount(["remote=" + url, "flush=1s", *opts], env=env, allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), events("a", 0, 3), APPEND)
+    a = mount(["remote=" + url, "ro", "poll=1s", *opts], env=env, allow=SYNC_ALLOW)
+    # the first events arrive without any sync or seal
+    wait_until(lambda: os.path.exists(a.path("T", "s")) and
+               read(a.path("T", "s")) == events("a", 0, 3).encode(), timeout=90,
+               msg="the analysis host did not get the tail")
+    fol = Follower(a.path("T", "s@end,follow"), tmp_path / "follow.out")
+    try:
+        want = b""
+        for i in range(3):
+            chunk = events("b%d" % i, 0, 5)
+            append(w.path("T", "s"), chunk, APPEND)
+            want += chunk.encode()
+            fol.wait_for(want, "the follower did not get flushed events")
+        assert getxattr(a.path("T", "s"), "streamfs.sync").startswith("uploaded")
+        st = status(run_streamfs, w.mnt)
+        assert int(st["shipped_tail_bytes"]) > 0
+        # seal: `streamfs sync` uploads the segment whole; the manifest
+        # switches to it and the pieces go; the follower sees no change
+        run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
+        more = events("c", 0, 4)
+        append(w.path("T", "s"), more, APPEND)
+        want += more.encode()
+        fol.wait_for(want, "the follower lost its way across the seal")
+        # a new stream appears on the analysis host
+        append(w.path("T", "new"), events("n", 0, 2), APPEND)
+        wait_until(lambda: os.path.exists(a.path("T", "new")) and
+                   read(a.path("T", "new")) == events("n", 0, 2).encode(),
+                   timeout=90, msg="the new stream did not appear")
+        time.sleep(2)
+        assert fol.got() == want   # exactly once: nothing more came
+    finally:
+        fol.close()
+    full = events("a", 0, 3).encode() + want
+    assert read(a.path("T", "s")) == full
+    assert read(w.path("T", "s")) == full
+
+
+def test_seal_replaces_pieces_on_the_remote(mount, run_streamfs, tmp_path):
+    url = "file://%s/remote" % tmp_path
+    w = mount(["remote=" + url, "flush=1s"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), events("a", 0, 10), APPEND)
+    wait_until(lambda: os.path.exists(Path(tmp_path, "remote/streamfs-v1/tenants/T/manifest.json"))
+               and manifest(url, "T")["streams"][0].get("tail"), timeout=90,
+               msg="no tail in the manifest")
+    m = manifest(url, "T")
+    s = m["streams"][0]
+    assert s["segments"] == [] and s["tail"][0]["offset"] == 0
+    piece = m["pieces"][0]
+    key = Path(tmp_path, "remote/streamfs-v1/tenants/T", piece["key"])
+    assert key.stat().st_size == piece["length"]
+    # stamped with the lease's generation (1: the tenant's first writer),
+    # in the manifest and in the piece's head
+    assert piece["generation"] == m["generation"] == 1
+    assert int.from_bytes(key.read_bytes()[16:24], "little") == 1
+    assert getxattr(w.path("T", "s"), "streamfs.sync") == "shipped 10/10 (sealed 0)"
+    run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
+    m = manifest(url, "T")
+    assert len(m["streams"][0]["segments"]) == 1 and "tail" not in m["streams"][0]
+    assert "pieces" not in m
+    assert getxattr(w.path("T", "s"), "streamfs.sync") == "uploaded 10"
+    # the piece stays a while for readers of the older manifest
+    assert key.exists()
+
+
+def test_writer_lost_with_its_disk(mount, run_streamfs, tmp_path, remote):
+    url, opts, env = remote
+    w = mount(["remote=" + url, "flush=1s", *opts], env=env,
+              allow=SYNC_ALLOW + [r"(?i)recover"])
+    os.mkdir(w.path("T"))
+    for i in range(5):
+        append(w.path("T", "s%d" % (i % 2)), events("k%d" % i, 0, 20), APPEND)
+    want0 = read(w.path("T", "s0"))
+    want1 = read(w.path("T", "s1"))
+    # shipped: the xattr says so once a flush took it
+    wait_until(lambda: getxattr(w.path("T", "s0"), "streamfs.sync") ==
+               "shipped 60/60 (sealed 0)" and getxattr(w.path("T", "s1"), "streamfs.sync") ==
+               "shipped 40/40 (sealed 0)", timeout=90, msg="not shipped")
+    w.kill9(unmount=False)
+    shutil.rmtree(w.src)
+    a = mount(["remote=" + url, "ro", "poll=1s", *opts], env=env, allow=SYNC_ALLOW)
+    run_streamfs("sync", "--timeout", "120", a.mnt, timeout=150)
+    assert read(a.path("T", "s0")) == want0
+    assert read(a.path("T", "s1")) == want1
+    # and its views work on what was shipped
+    assert read(a.path("T", "s0@-1")) == want0.splitlines(True)[-1]
+
+
+def test_flush_off_ships_nothing_before_the_seal(mount, run_streamfs, tmp_path):
+    url = "file://%s/remote" % tmp_path
+    w = mount(["remote=" + url, "flush=off"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), events("a", 0, 3), APPEND)
+    time.sleep(4)
+    assert getxattr(w.path("T", "s"), "streamfs.sync") == "local 0/3"
+    assert not Path(tmp_path, "remote/streamfs-v1/tenants/T/pieces").exists()
+
+
+def test_flush_longer_than_5s_refused(mount, tmp_path, streamfs_bin):
+    src = tmp_path / "src"
+    mnt = tmp_path / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    r = subprocess.run([streamfs_bin, str(src), str(mnt), "-o",
+                        "remote=file://%s/remote,flush=6s" % tmp_path],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=60)
+    assert r.returncode != 0 and "at most 5s" in r.stdout
+
+
+@pytest.mark.parametrize("kind", ["status", "drop", "truncate", "flip"])
+def test_pieces_lost_or_damaged_in_transit(mount, tmp_path, moto_s3, s3_proxy, kind):
+    """Tail pieces that fail to go up (a 500, a dropped connection) or come
+    back damaged (cut short, a bit flipped): the follower on the analysis
+    host still gets every event exactly once, in order."""
+    url = moto_s3.url("bad-pieces-%s" % tmp_path.name)
+    opts = moto_s3.options(endpoint=s3_proxy.url)
+    w = mount(["remote=" + url, "flush=1s", *opts], env=moto_s3.env, allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), events("a", 0, 1), APPEND)
+    a = mount(["remote=" + url, "ro", "poll=1s", *opts], env=moto_s3.env,
+              allow=SYNC_ALLOW + [r"replica: tenant T (failing|working again)"])
+    wait_until(lambda: os.path.exists(a.path("T", "s")) and
+               read(a.path("T", "s")) == events("a", 0, 1).encode(), timeout=90,
+               msg="the stream did not appear")
+    fol = Follower(a.path("T", "s@end,follow"), tmp_path / "follow.out")
+    try:
+        # on the way up (the writer retries) and down (the reader's
+        # checksum refuses damaged ones; it fetches them again)
+        s3_proxy.fault(kind, count=8, match="/pieces/",
+                       arg=500 if kind == "status" else None)
+        want = b""
+        for i in range(4):
+            chunk = events("f%d" % i, 0, 3)
+            append(w.path("T", "s"), chunk, APPEND)
+            want += chunk.encode()
+        try:
+            fol.wait_for(want, "the follower did not get every event once")
+        except AssertionError as e:
+            raise AssertionError("%s; writer: %s, analysis host has %r" % (
+                e, getxattr(w.path("T", "s"), "streamfs.sync"),
+                read(a.path("T", "s"))[-300:]))
+        hit = [r for r in s3_proxy.recorded() if "/pieces/" in r.path]
+        assert hit, "no piece went through the proxy"
+        time.sleep(2)
+        assert fol.got() == want
+    finally:
+        fol.close()
+
+
+def test_rm_of_a_stream_shipped_in_pieces(mount, run_streamfs, tmp_path):
+    """A stream that reached the analysis host only in tail pieces goes from
+    it when removed on the writer; the manifest lists it no more."""
+    url = "file://%s/remote" % tmp_path
+    w = mount(["remote=" + url, "flush=1s"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "keep"), events("k", 0, 2), APPEND)
+    append(w.path("T", "gone"), events("g", 0, 2), APPEND)
+    a = mount(["remote=" + url, "ro", "poll=1s"], allow=SYNC_ALLOW + [r"replica: stream"])
+    wait_until(lambda: os.path.exists(a.path("T", "gone")) and
+               read(a.path("T", "gone")) == events("g", 0, 2).encode(), timeout=90,
+               msg="the stream did not reach the analysis host")
+    os.unlink(w.path("T", "gone"))
+    wait_until(lambda: not os.path.exists(a.path("T", "gone")), timeout=90,
+               msg="the removal did not reach the analysis host")
+    assert read(a.path("T", "keep")) == events("k", 0, 2).encode()
+    assert [s["name"] for s in manifest(url, "T")["streams"]] == ["keep"]
