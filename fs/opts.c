@@ -87,7 +87,7 @@ void fs_usage(const char *prog)
 	       "    -o lease=DURATION      how long a tenant's lease outlives its last\n"
 	       "                           renewal (default 60s, at least 1s)\n"
 	       "    -o takeover            take tenants whose lease expired (their\n"
-	       "                           writer is gone); history is not seeded yet\n"
+	       "                           writer is gone) and continue their history\n"
 	       "    -o risk_forks          write to a remote that does not enforce\n"
 	       "                           conditional writes (two writers may fork)\n"
 	       "    -o framing=lines|raw   framing of new streams (default lines)\n"
