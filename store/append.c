@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hash.h"
@@ -643,6 +644,36 @@ static void count_append(struct store *st, int64_t start)
 	atomic_fetch_add_explicit(&st->latency[b], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&st->latency_sum_ns, (uint64_t)took,
 				  memory_order_relaxed);
+}
+
+void store_tenant_hold(struct store_tenant *t, bool hold)
+{
+	pthread_mutex_lock(&t->hold_lock);
+	atomic_store(&t->held, hold);
+	if (!hold)
+		pthread_cond_broadcast(&t->hold_cond);
+	pthread_mutex_unlock(&t->hold_lock);
+}
+
+int store_tenant_wait_unheld(struct store_tenant *t, int64_t timeout_ns)
+{
+	struct timespec ts;
+	int rc = 0;
+
+	if (!atomic_load(&t->held))
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ns / 1000000000;
+	ts.tv_nsec += timeout_ns % 1000000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&t->hold_lock);
+	while (atomic_load(&t->held) && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&t->hold_cond, &t->hold_lock, &ts);
+	pthread_mutex_unlock(&t->hold_lock);
+	return atomic_load(&t->held) ? -EAGAIN : 0;
 }
 
 /* How long an append waits for a tenant being seeded (store_tenant_hold()). */

@@ -215,6 +215,27 @@ static int check_new(struct store_tenant *t, struct stream *s, uint64_t version)
 	return rc == -ENOENT ? 0 : rc ? rc : -EEXIST;
 }
 
+/* W fails with RC: freed, RC returned. */
+static int writer_fail(struct store_snap_writer *w, int rc)
+{
+	writer_free(w);
+	return rc;
+}
+
+/* Opens W's staging file in its stream's directory; *OUT is W, or W is
+ * freed and -errno returned. */
+static int open_staging(struct store_snap_writer *w,
+			struct store_snap_writer **out)
+{
+	snprintf(w->tmp, sizeof(w->tmp), "tmp.%lu", ++staging_seq);
+	w->fd = openat(w->dirfd, w->tmp, O_RDWR | O_CREAT | O_EXCL |
+		       O_CLOEXEC, 0644);
+	if (w->fd < 0)
+		return writer_fail(w, -errno);
+	*out = w;
+	return 0;
+}
+
 int store_snapshot_begin(struct store_tenant *t, uint64_t id, uint64_t version,
 			 uint64_t max, struct store_snap_writer **out)
 {
@@ -240,18 +261,7 @@ int store_snapshot_begin(struct store_tenant *t, uint64_t id, uint64_t version,
 		rc = w->dirfd < 0 ? w->dirfd : 0;
 	}
 	pthread_rwlock_unlock(&t->lock);
-	if (!rc) {
-		snprintf(w->tmp, sizeof(w->tmp), "tmp.%lu", ++staging_seq);
-		w->fd = openat(w->dirfd, w->tmp, O_RDWR | O_CREAT | O_EXCL |
-			       O_CLOEXEC, 0644);
-		rc = w->fd < 0 ? -errno : 0;
-	}
-	if (rc) {
-		writer_free(w);
-		return rc;
-	}
-	*out = w;
-	return 0;
+	return rc ? writer_fail(w, rc) : open_staging(w, out);
 }
 
 ssize_t store_snapshot_write(struct store_snap_writer *w, const void *buf,
@@ -852,18 +862,7 @@ int store_snapshot_restore_begin(struct store_tenant *t, uint64_t stream,
 		rc = w->dirfd < 0 ? w->dirfd : 0;
 	}
 	pthread_rwlock_unlock(&t->lock);
-	if (!rc) {
-		snprintf(w->tmp, sizeof(w->tmp), "tmp.%lu", ++staging_seq);
-		w->fd = openat(w->dirfd, w->tmp, O_RDWR | O_CREAT | O_EXCL |
-			       O_CLOEXEC, 0644);
-		rc = w->fd < 0 ? -errno : 0;
-	}
-	if (rc) {
-		writer_free(w);
-		return rc;
-	}
-	*out = w;
-	return 0;
+	return rc ? writer_fail(w, rc) : open_staging(w, out);
 }
 
 int store_snapshot_restore_commit(struct store_snap_writer *w)

@@ -726,32 +726,3 @@ void store_close(struct store *st)
 	free(st);
 }
 
-void store_tenant_hold(struct store_tenant *t, bool hold)
-{
-	pthread_mutex_lock(&t->hold_lock);
-	atomic_store(&t->held, hold);
-	if (!hold)
-		pthread_cond_broadcast(&t->hold_cond);
-	pthread_mutex_unlock(&t->hold_lock);
-}
-
-int store_tenant_wait_unheld(struct store_tenant *t, int64_t timeout_ns)
-{
-	struct timespec ts;
-	int rc = 0;
-
-	if (!atomic_load(&t->held))
-		return 0;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ns / 1000000000;
-	ts.tv_nsec += timeout_ns % 1000000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&t->hold_lock);
-	while (atomic_load(&t->held) && rc != ETIMEDOUT)
-		rc = pthread_cond_timedwait(&t->hold_cond, &t->hold_lock, &ts);
-	pthread_mutex_unlock(&t->hold_lock);
-	return atomic_load(&t->held) ? -EAGAIN : 0;
-}

@@ -23,29 +23,13 @@
 #define IDX_HEAD 24
 #define IDX_REC 48
 
-/* Little-endian u64 at P. */
-static void put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
 int sync_index_begin(struct backend_buf *out, uint64_t seg)
 {
 	unsigned char head[IDX_HEAD];
 
 	memcpy(head, IDX_MAGIC, 8);
-	put64(head + 8, seg);
-	put64(head + 16, 0);	/* the count, once known */
+	sync_put_le64(head + 8, seg);
+	sync_put_le64(head + 16, 0);	/* the count, once known */
 	return backend_buf_append(out, head, sizeof(head));
 }
 
@@ -53,12 +37,12 @@ int sync_index_add(struct backend_buf *out, const struct store_batch *b)
 {
 	unsigned char rec[IDX_REC];
 
-	put64(rec, b->first_version);
-	put64(rec + 8, b->count);
-	put64(rec + 16, b->offset);
-	put64(rec + 24, b->length);
-	put64(rec + 32, (uint64_t)b->time_ns);
-	put64(rec + 40, b->hash);
+	sync_put_le64(rec, b->first_version);
+	sync_put_le64(rec + 8, b->count);
+	sync_put_le64(rec + 16, b->offset);
+	sync_put_le64(rec + 24, b->length);
+	sync_put_le64(rec + 32, (uint64_t)b->time_ns);
+	sync_put_le64(rec + 40, b->hash);
 	return backend_buf_append(out, rec, sizeof(rec));
 }
 
@@ -66,8 +50,8 @@ int sync_index_end(struct backend_buf *out)
 {
 	unsigned char sum[8];
 
-	put64((unsigned char *)out->data + 16, (out->len - IDX_HEAD) / IDX_REC);
-	put64(sum, XXH3_64bits(out->data, out->len));
+	sync_put_le64((unsigned char *)out->data + 16, (out->len - IDX_HEAD) / IDX_REC);
+	sync_put_le64(sum, XXH3_64bits(out->data, out->len));
 	return backend_buf_append(out, sum, sizeof(sum));
 }
 
@@ -99,12 +83,12 @@ int sync_index_decode(const struct backend_buf *in, uint64_t seg,
 	*out = NULL;
 	*n = 0;
 	if (in->len < IDX_HEAD + 8 || memcmp(p, IDX_MAGIC, 8) ||
-	    get64(p + 8) != seg)
+	    sync_get_le64(p + 8) != seg)
 		return -EIO;
-	count = get64(p + 16);
+	count = sync_get_le64(p + 16);
 	if (count > (in->len - IDX_HEAD - 8) / IDX_REC ||
 	    in->len != IDX_HEAD + count * IDX_REC + 8 ||
-	    get64(p + in->len - 8) != XXH3_64bits(p, in->len - 8))
+	    sync_get_le64(p + in->len - 8) != XXH3_64bits(p, in->len - 8))
 		return -EIO;
 	v = calloc(count ? count : 1, sizeof(*v));
 	if (!v)
@@ -113,9 +97,9 @@ int sync_index_decode(const struct backend_buf *in, uint64_t seg,
 		const unsigned char *r = p + IDX_HEAD + i * IDX_REC;
 
 		v[i] = (struct store_batch){
-			.first_version = get64(r), .count = get64(r + 8),
-			.offset = get64(r + 16), .length = get64(r + 24),
-			.time_ns = (int64_t)get64(r + 32), .hash = get64(r + 40) };
+			.first_version = sync_get_le64(r), .count = sync_get_le64(r + 8),
+			.offset = sync_get_le64(r + 16), .length = sync_get_le64(r + 24),
+			.time_ns = (int64_t)sync_get_le64(r + 32), .hash = sync_get_le64(r + 40) };
 	}
 	*out = v;
 	*n = count;

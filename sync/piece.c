@@ -31,21 +31,6 @@
 #define PIECE_CHUNK 72
 #define PIECE_ROW 48
 
-static void put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
 void sync_piece_release(struct piece *p)
 {
 	for (size_t i = 0; i < p->n; i++) {
@@ -62,15 +47,15 @@ static int chunk_head(struct backend_buf *out, const struct piece_chunk *c)
 	const struct manifest_tail *tl = &c->tail;
 	unsigned char h[PIECE_CHUNK];
 
-	put64(h, c->stream);
-	put64(h + 8, tl->seg);
-	put64(h + 16, tl->seg_offset);
-	put64(h + 24, (uint64_t)tl->seg_created_ns);
-	put64(h + 32, tl->first_version);
-	put64(h + 40, tl->count);
-	put64(h + 48, tl->offset);
-	put64(h + 56, tl->length);
-	put64(h + 64, c->nrows);
+	sync_put_le64(h, c->stream);
+	sync_put_le64(h + 8, tl->seg);
+	sync_put_le64(h + 16, tl->seg_offset);
+	sync_put_le64(h + 24, (uint64_t)tl->seg_created_ns);
+	sync_put_le64(h + 32, tl->first_version);
+	sync_put_le64(h + 40, tl->count);
+	sync_put_le64(h + 48, tl->offset);
+	sync_put_le64(h + 56, tl->length);
+	sync_put_le64(h + 64, c->nrows);
 	return backend_buf_append(out, h, sizeof(h));
 }
 
@@ -80,9 +65,9 @@ int sync_piece_encode(const struct piece *p, struct backend_buf *out)
 	int rc;
 
 	memcpy(h, PIECE_MAGIC, 8);
-	put64(h + 8, p->seq);
-	put64(h + 16, p->generation);
-	put64(h + 24, p->n);
+	sync_put_le64(h + 8, p->seq);
+	sync_put_le64(h + 16, p->generation);
+	sync_put_le64(h + 24, p->n);
 	rc = backend_buf_append(out, h, sizeof(h));
 	for (size_t i = 0; !rc && i < p->n; i++)
 		rc = chunk_head(out, &p->chunks[i]);
@@ -99,13 +84,13 @@ int sync_piece_encode(const struct piece *p, struct backend_buf *out)
 static void chunk_decode(const unsigned char *h, uint64_t seq,
 			 struct piece_chunk *c)
 {
-	c->stream = get64(h);
+	c->stream = sync_get_le64(h);
 	c->tail = (struct manifest_tail){
-		.piece = seq, .seg = get64(h + 8), .seg_offset = get64(h + 16),
-		.seg_created_ns = (int64_t)get64(h + 24),
-		.first_version = get64(h + 32), .count = get64(h + 40),
-		.offset = get64(h + 48), .length = get64(h + 56) };
-	c->nrows = (size_t)get64(h + 64);
+		.piece = seq, .seg = sync_get_le64(h + 8), .seg_offset = sync_get_le64(h + 16),
+		.seg_created_ns = (int64_t)sync_get_le64(h + 24),
+		.first_version = sync_get_le64(h + 32), .count = sync_get_le64(h + 40),
+		.offset = sync_get_le64(h + 48), .length = sync_get_le64(h + 56) };
+	c->nrows = (size_t)sync_get_le64(h + 64);
 }
 
 /* Rows of C at *P (advanced), which must cover its range exactly. */
@@ -120,9 +105,9 @@ static int rows_decode(struct piece_chunk *c, const unsigned char **p)
 		struct store_batch *b = &c->rows[j];
 
 		*b = (struct store_batch){
-			.first_version = get64(*p), .count = get64(*p + 8),
-			.offset = get64(*p + 16), .length = get64(*p + 24),
-			.time_ns = (int64_t)get64(*p + 32), .hash = get64(*p + 40) };
+			.first_version = sync_get_le64(*p), .count = sync_get_le64(*p + 8),
+			.offset = sync_get_le64(*p + 16), .length = sync_get_le64(*p + 24),
+			.time_ns = (int64_t)sync_get_le64(*p + 32), .hash = sync_get_le64(*p + 40) };
 		if (b->first_version != version || b->offset != offset ||
 		    !b->count || !b->length)
 			return -EIO;
@@ -143,11 +128,11 @@ int sync_piece_decode(const struct backend_buf *in, struct piece *out)
 	*out = (struct piece){ 0 };
 	if (in->len < PIECE_HEAD || memcmp(d, PIECE_MAGIC, 8))
 		return -EIO;
-	n = get64(d + 24);
+	n = sync_get_le64(d + 24);
 	if (n == 0 || n > (in->len - PIECE_HEAD) / PIECE_CHUNK)
 		return -EIO;
-	out->seq = get64(d + 8);
-	out->generation = get64(d + 16);
+	out->seq = sync_get_le64(d + 8);
+	out->generation = sync_get_le64(d + 16);
 	out->chunks = calloc((size_t)n, sizeof(*out->chunks));
 	if (!out->chunks)
 		return -ENOMEM;

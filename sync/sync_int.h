@@ -37,6 +37,9 @@ int sync_strvec_push(struct sync_strvec *sv, const char *str);
 int sync_strvec_collect(void *arg, const char *name);
 /* Frees the strings and the array (not SV itself). */
 void sync_strvec_release(struct sync_strvec *sv);
+/* A little-endian u64 at P (the index and piece objects' integers). */
+void sync_put_le64(unsigned char *p, uint64_t v);
+uint64_t sync_get_le64(const unsigned char *p);
 
 /* ==== sync/: the sync thread and its files ====
  *

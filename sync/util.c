@@ -9,6 +9,23 @@
 
 #include "sync_int.h"
 
+/* ---- little-endian integers of the binary objects ---- */
+
+void sync_put_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+uint64_t sync_get_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
 /* ---- string vectors ---- */
 
 int sync_strvec_push(struct sync_strvec *sv, const char *str)
