@@ -372,7 +372,6 @@ def test_orderbook_from_time_follow_shows_live_orders(mount):
 @pytest.mark.timeout(900)
 def test_orderbook_at_time_on_an_analysis_host(mount, tmp_path, run_streamfs):
     remote = tmp_path / "remote"
-    remote.mkdir()
     w = mount("roll_size=64K,remote=file://%s" % remote)
     t = w.path("mkt")
     os.mkdir(t)
