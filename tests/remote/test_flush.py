@@ -128,7 +128,8 @@ def test_seal_replaces_pieces_on_the_remote(mount, run_streamfs, tmp_path):
     os.mkdir(w.path("T"))
     append(w.path("T", "s"), events("a", 0, 10), APPEND)
     wait_until(lambda: os.path.exists(Path(tmp_path, "remote/streamfs-v1/tenants/T/manifest.json"))
-               and manifest(url, "T")["streams"][0].get("tail"), timeout=90,
+               and (manifest(url, "T")["streams"] or [{}])[0].get("tail"),
+               timeout=90,
                msg="no tail in the manifest")
     m = manifest(url, "T")
     s = m["streams"][0]
