@@ -139,20 +139,27 @@ static int entry_of(struct fs *fs, struct fs_node *n,
 	return stat_node(fs, n, &e->attr);
 }
 
-/* Replies with an entry for N, consuming the lookup taken on it. */
+/*
+ * Replies with an entry for N, consuming the lookup taken on it.  Once the
+ * kernel has the entry it may FORGET N on another thread, ordered after
+ * our reads of N only by the kernel; the ref held across the reply makes
+ * that order one the daemon (and ThreadSanitizer) can see.
+ */
 static void reply_entry(fuse_req_t req, struct fs_node *n)
 {
 	struct fs *fs = req_fs(req);
 	struct fuse_entry_param e;
-	int rc = entry_of(fs, n, &e);
+	int rc;
 
+	fs_node_ref(fs, n);
+	rc = entry_of(fs, n, &e);
 	if (rc) {
 		fs_node_forget(fs, n, 1);
 		fuse_reply_err(req, -rc);
-		return;
-	}
-	if (fuse_reply_entry(req, &e) == -ENOENT)
+	} else if (fuse_reply_entry(req, &e) == -ENOENT) {
 		fs_node_forget(fs, n, 1);	/* the caller went away */
+	}
+	fs_node_unref(fs, n);
 }
 
 static int lookup_tenant(struct fs *fs, const char *name, struct fs_node **out)
