@@ -344,6 +344,9 @@ void fs_files_release(struct fs *fs);
  * max_write with 4 KiB pages, and what op_init() holds io_size to. */
 #define FS_REQUEST_MAX (1024u << 10)
 size_t fs_raw_event_max(size_t page, size_t request_max);
+/* st_blksize of what is read only through the page cache (ops.c): the
+ * kernel's FUSE readahead window, coreutils' smallest buffer. */
+#define FS_CACHED_IO_SIZE (128u << 10)
 
 /* source.c */
 /* Checks SOURCE (o->source) and makes it absolute: a data directory, an

@@ -40,6 +40,19 @@ static blksize_t stream_io_size(const struct fs *fs,
 	return (blksize_t)io;
 }
 
+/* Read only through the page cache: a ",snap" view without ",follow", or a
+ * stored snapshot nobody is writing.  The kernel fills their pages in
+ * readahead windows of 128 KiB whatever the reader asks, so a bigger
+ * st_blksize buys nothing; it costs every open: cat, stdio and Python size
+ * their buffer by it, and a 1 MiB buffer is a fresh mmap whose 256 pages
+ * fault in on every file (docs/BENCHMARKS.md, "Reading S@N,snap"). */
+static bool read_through_cache(struct fs_node *n)
+{
+	if (n->kind == FS_VIEW)
+		return n->sel.snap && !n->sel.follow;
+	return n->kind == FS_SNAP && !atomic_load(&n->snap_writers);
+}
+
 static void fill_stat(struct fs *fs, struct fs_node *n,
 		      const struct store_attr *a, struct stat *st)
 {
@@ -60,7 +73,8 @@ static void fill_stat(struct fs *fs, struct fs_node *n,
 	if (n->kind == FS_VIEW || n->kind == FS_SNAP)
 		st->st_mode &= ~(mode_t)0222;
 	st->st_nlink = 1;
-	st->st_blksize = stream_io_size(fs, a);
+	st->st_blksize = read_through_cache(n) ? FS_CACHED_IO_SIZE
+					       : stream_io_size(fs, a);
 	st->st_size = (off_t)a->size;
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 }

@@ -459,8 +459,9 @@ static int open_blob(struct store_tenant *t, const struct store_snapshot *snap,
 	snprintf(path, sizeof(path), "%016" PRIx64 "/%016" PRIx64, snap->stream,
 		 snap->version);
 	*fd = openat(t->snapfd, path, O_RDONLY | O_CLOEXEC);
-	if (*fd >= 0 && snap->state == STORE_SNAP_REMOTE) {
-		/* A fetched copy: its access time orders eviction. */
+	if (*fd >= 0 && snap->state != STORE_SNAP_LOCAL) {
+		/* On the remote, so the copy may go: its access time orders
+		 * eviction. */
 		(void)futimens(*fd, (struct timespec[2]){
 			{ .tv_nsec = UTIME_NOW }, { .tv_nsec = UTIME_OMIT } });
 	}
@@ -902,7 +903,7 @@ int store_snapshot_restore_commit(struct store_snap_writer *w)
 	return rc;
 }
 
-/* ---- fetched copies in the cache ---- */
+/* ---- copies of uploaded and fetched blobs, in the cache ---- */
 
 int store_snapshot_list_cached(struct store_tenant *t,
 			       int (*fn)(void *arg, const struct store_snapshot *snap,
@@ -910,8 +911,10 @@ int store_snapshot_list_cached(struct store_tenant *t,
 			       void *arg)
 {
 	struct snap_rows rows = { 0 };
-	int rc = store_snapshot_list_state(t, STORE_SNAP_REMOTE, collect, &rows);
+	int rc = store_snapshot_list_state(t, STORE_SNAP_UPLOADED, collect, &rows);
 
+	if (!rc)
+		rc = store_snapshot_list_state(t, STORE_SNAP_REMOTE, collect, &rows);
 	/* Without the lock: a blob evicted or fetched meanwhile is counted
 	 * or not, to be seen right at the next call. */
 	for (size_t i = 0; i < rows.n && !rc; i++) {
@@ -943,8 +946,14 @@ int store_snapshot_evict(struct store_tenant *t, uint64_t stream,
 	if (rc)
 		return rc;
 	rc = row_get(t, stream, version, &snap);
-	if (!rc && snap.state != STORE_SNAP_REMOTE)
+	if (!rc && snap.state == STORE_SNAP_LOCAL)
 		rc = -EBUSY;
+	/* One made here goes as a fetched one: the row first, so that after
+	 * a crash before the unlink the blob is a fetched copy. */
+	if (!rc && snap.state == STORE_SNAP_UPLOADED)
+		rc = row_change(t, "UPDATE snapshots SET state = 2 WHERE"
+				   " stream = ?1 AND version = ?2", stream,
+				version, NULL, false);
 	if (!rc) {
 		snprintf(path, sizeof(path), "%016" PRIx64 "/%016" PRIx64, stream,
 			 version);

@@ -282,7 +282,8 @@ int store_roll_all(struct store *st) STORE_WARN_UNUSED;
 enum store_snap_state {
 	STORE_SNAP_LOCAL = 0,		/* made here, not uploaded yet */
 	STORE_SNAP_UPLOADED = 1,	/* made here and on the remote */
-	STORE_SNAP_REMOTE = 2,		/* a replica's: fetched on first open */
+	STORE_SNAP_REMOTE = 2,		/* on the remote, here only while
+					 * fetched: a replica's, or evicted */
 };
 
 struct store_snapshot {

@@ -166,16 +166,17 @@ int store_snapshot_restore_begin(struct store_tenant *t, uint64_t stream,
 				 uint64_t version,
 				 struct store_snap_writer **out) STORE_WARN_UNUSED;
 int store_snapshot_restore_commit(struct store_snap_writer *w) STORE_WARN_UNUSED;
-/* Fetched blobs (rows in state STORE_SNAP_REMOTE whose file is here), for
+/* Local copies of blobs that are on the remote (rows in state
+ * STORE_SNAP_UPLOADED, and in STORE_SNAP_REMOTE whose file is here), for
  * eviction: FN gets each row and when it was last opened (USED_NS,
  * CLOCK_REALTIME). */
 int store_snapshot_list_cached(struct store_tenant *t,
 			       int (*fn)(void *arg, const struct store_snapshot *snap,
 					 int64_t used_ns),
 			       void *arg);
-/* Drops the local copy of a fetched blob (its row stays: the next open
- * fetches it again).  Open descriptors keep reading it.  -EBUSY unless the
- * row is in state STORE_SNAP_REMOTE. */
+/* Drops the local copy of a blob that is on the remote (its row stays, in
+ * state STORE_SNAP_REMOTE: the next open fetches it again).  Open
+ * descriptors keep reading it.  -EBUSY for one not uploaded yet. */
 int store_snapshot_evict(struct store_tenant *t, uint64_t stream,
 			 uint64_t version) STORE_WARN_UNUSED;
 /* Called by store_snapshot_open(), with no store lock held, for a

@@ -780,7 +780,7 @@ void sync_fetch_stop(struct sync *s)
 
 /* ---- eviction ---- */
 
-/* A local copy that may go: a segment, or a fetched snapshot blob
+/* A local copy that may go: a segment, or a snapshot blob on the remote
  * (SNAP_VERSION not 0; then SEG is its stream). */
 struct lru_seg {
 	struct store_tenant *t;

@@ -15,8 +15,9 @@
  *   chunk at a time (store_snapshot_restore_begin()), and commits it,
  *   which checks its length and XXH3 before it is used; a failed attempt
  *   is retried after a doubling backoff, up to fetch_attempts.
- * - Eviction: fetched blobs count in cache_size with segments, and go
- *   by least recent open (fetch.c, sync_evict()).
+ * - Eviction: blobs on the remote (uploaded or fetched) count in
+ *   cache_size with segments, and go by least recent open (fetch.c,
+ *   sync_evict()).
  */
 #include <errno.h>
 #include <fcntl.h>

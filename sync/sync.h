@@ -18,9 +18,9 @@
  *   index when its bytes went up already.  Streams removed locally vanish from
  *   the next manifest (listed as tombstones), and their objects are
  *   deleted after that (never with `nodelete`).  Uploaded segments are
- *   evicted, least recently used first, while the local copies of
- *   uploaded segments exceed `cache_size`; a segment not yet uploaded is
- *   never evicted.
+ *   evicted, least recently used first, with uploaded snapshot blobs,
+ *   while the local copies of what is on the remote exceed `cache_size`;
+ *   a segment or snapshot not yet uploaded is never evicted.
  *
  * - Replica (replica true; the analysis host): every `poll` the
  *   thread reads tenants.json and the manifests and mirrors them into the

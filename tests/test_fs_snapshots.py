@@ -388,3 +388,32 @@ def test_cp_in_and_rename_keeps_them(mount, tmp_path):
     assert read(m.path("T", "t@snap=3")) == src.read_bytes()
     assert read(m.path("T", "t@4,snap")) == src.read_bytes() + b"event 4\n"
     assert not os.path.exists(m.path("T", "s@snap=3"))
+
+
+def test_io_size_of_page_cache_reads(mount):
+    """What is read only through the page cache (a snapshot, a ,snap view
+    without ,follow) reports 128 KiB as st_blksize, so that cat and stdio
+    do not map a fresh 1 MiB buffer for every file; what a read or a write
+    reaches the daemon with (streams, other views, a snapshot being
+    written) keeps what one request carries."""
+    m = mount()
+    setup_stream(m, 5)
+    put_snap(m, 3, os.urandom(300000))
+
+    def io_size(name):
+        out = subprocess.check_output(["stat", "-c", "%o", str(m.path("T", name))])
+        return int(out)
+
+    for name in ("s@snap=3", "s@4,snap", "s@-1,snap", "s@end,snap"):
+        assert io_size(name) == 128 << 10, name
+    for name in ("s", "s@4", "s@4,snap,follow", "s@4,follow"):
+        assert io_size(name) == 1 << 20, name
+    # the one being written: cp writes it in requests that large
+    fd = os.open(m.path("T", "s@snap=4"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        assert os.fstat(fd).st_blksize == 1 << 20
+        os.write(fd, b"book")
+    finally:
+        os.close(fd)
+    assert io_size("s@snap=4") == 128 << 10
+    assert read(m.path("T", "s@5,snap")) == b"book" + b"event 5\n"

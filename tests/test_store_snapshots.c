@@ -299,6 +299,50 @@ static void test_verify(void)
 	fixture_teardown(&f);
 }
 
+/* The snapshot fetch hook of test_evict: the remote's copy is ARG. */
+static int fetch_blob(void *arg, struct store_tenant *t,
+		      const struct store_snapshot *snap)
+{
+	const char *data = arg;
+	struct store_snap_writer *w;
+	int rc = store_snapshot_restore_begin(t, snap->stream, snap->version, &w);
+
+	if (rc)
+		return rc;
+	if (store_snapshot_write(w, data, strlen(data), 0) != (ssize_t)strlen(data)) {
+		store_snapshot_abort(w);
+		return -EIO;
+	}
+	return store_snapshot_restore_commit(w);
+}
+
+/* A blob made here goes from the cache only once uploaded; its row then
+ * says remote, across a restart too, and the next open fetches it. */
+static void test_evict(void)
+{
+	static char remote_copy[] = "the book";
+	struct store_snapshot snap;
+	struct fixture f;
+
+	fixture_setup(&f);
+	append_n(&f, 3);
+	CHECK_EQ(put(&f, 2, "the book"), 0);
+	CHECK_EQ(store_snapshot_evict(f.t, f.s, 2), -EBUSY);
+	CHECK_EQ(count_files(&f), 1);
+	CHECK_EQ(store_snapshot_mark_uploaded(f.t, f.s, 2), 0);
+	CHECK_EQ(store_snapshot_evict(f.t, f.s, 2), 0);
+	CHECK_EQ(count_files(&f), 0);
+	CHECK_EQ(store_snapshot_get(f.t, f.s, 2, &snap), 0);
+	CHECK_EQ(snap.state, STORE_SNAP_REMOTE);
+	fixture_reopen(&f);
+	CHECK_EQ(store_snapshot_get(f.t, f.s, 2, &snap), 0);
+	store_set_snapshot_fetch_hook(f.st, fetch_blob, remote_copy);
+	CHECK(!strcmp(blob(&f, 2), "the book"));
+	CHECK_EQ(count_files(&f), 1);
+	store_set_snapshot_fetch_hook(f.st, NULL, NULL);
+	fixture_teardown(&f);
+}
+
 struct starts {
 	uint64_t first[8];
 	int n;
@@ -342,6 +386,7 @@ static const struct unit_test tests[] = {
 	{ "atomic_at_close", test_atomic_at_close },
 	{ "crash_while_writing", test_crash_while_writing },
 	{ "errors", test_errors },
+	{ "evict", test_evict },
 	{ "remove", test_remove },
 	{ "selectors", test_selectors },
 	{ "segment_starts", test_segment_starts },

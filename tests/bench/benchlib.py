@@ -300,7 +300,11 @@ def row(figure, unit, ours, base_name=None, base=None, goal=None, check=None):
     CHECK(ours_median, base_median) -> bool tells whether GOAL is met."""
     om = stats(ours)[1] if isinstance(ours, list) and stats(ours) else None
     bm = stats(base)[1] if isinstance(base, list) and stats(base) else None
-    ratio = "%.2f×" % (om / bm) if om is not None and bm else "—"
+    ratio = "—"
+    if om is not None and bm:
+        # two decimals, or one significant digit below 0.01 (a time
+        # a thousand times shorter than its baseline's is no 0.00×)
+        ratio = ("%.2f×" if om / bm >= 0.01 or om == 0 else "%.1g×") % (om / bm)
     if goal is None:
         verdict = "— (no goal set)"
     elif om is None or (check is not None and check.__code__.co_argcount == 2

@@ -193,6 +193,32 @@ def test_fetched_blobs_count_in_cache_size_and_go(mount, run_streamfs, tmp_path)
         b"event 9\nevent 10\n"
 
 
+def test_uploaded_blobs_count_in_cache_size_and_go(mount, run_streamfs, tmp_path):
+    """On the writer, a blob once uploaded is a copy of the remote's: it
+    counts in cache_size and is evicted like a segment, and fetched back on
+    its next open, also after a restart."""
+    remote = tmp_path / "remote"
+    w = mount(["remote=file://%s" % remote, "cache_size=400K"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), "".join("event %d\n" % i for i in range(1, 11)), APPEND)
+    four, eight = os.urandom(300000), os.urandom(300000)
+    put_snap(w, 4, four)
+    time.sleep(0.05)    # their access times differ
+    put_snap(w, 8, eight)
+    sync(run_streamfs, w.mnt)
+    # the pass after the upload counts them and evicts the least recently used
+    sync(run_streamfs, w.mnt)
+    assert local_blobs(w) == ["%016x" % 8]
+    cached = int(status(run_streamfs, w.mnt)["cached_bytes"])
+    assert 300000 <= cached <= 400 << 10
+    assert [s["version"] for s in manifest(remote)["streams"][0]["snapshots"]] == [4, 8]
+    assert read(w.path("T", "s@snap=4")) == four
+    w.remount()
+    assert read(w.path("T", "s@5,snap")) == four + b"".join(
+        b"event %d\n" % i for i in range(5, 11))
+    assert read(w.path("T", "s@9,snap")) == eight + b"event 9\nevent 10\n"
+
+
 def test_snapshot_fetch_backs_off(mount, run_streamfs, tmp_path):
     remote = tmp_path / "remote"
     url = "file://%s" % remote
