@@ -7,7 +7,8 @@
  * expiry.  It is created with put_if_absent and read back (a server may
  * ignore the condition), and from then on changed only by compare-and-swap
  * on its version tag (backend put_if_match, del_if_match): renewals every
- * lease_ns / 3 and right before each publication, a takeover of an
+ * lease_ns / 3 and, where manifests are not swapped on their tag (WebDAV)
+ * or the lease is no longer fresh, right before a publication; a takeover of an
  * expired lease (generation + 1), the release.  A renewal whose swap fails
  * because the lease now names another writer or a higher generation
  * fences the tenant (fence()).  sync_start() takes the lease of every

@@ -227,9 +227,14 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	if (!rc)
 		rc = sync_manifest_encode(&m, false, &compare);
 	if (!rc && (!ts->published_cmp || strcmp(ts->published_cmp, compare))) {
-		/* The fence: the lease must be ours, just now, by a
-		 * conditional write (-EROFS: taken over). */
-		rc = sync_lease_confirm(s, ts, what, wlen);
+		/* The fence.  With manifest_cas() it is the manifest's own
+		 * swap: a writer that takes the lease over publishes its
+		 * manifest (one generation up) in the same pass, so ours can
+		 * no longer land; the lease needs only its renewals then,
+		 * while it is fresh.  Elsewhere the lease must be ours, just
+		 * now, by a conditional write (-EROFS: taken over). */
+		if (!manifest_cas(s) || !sync_lease_fresh(s, ts))
+			rc = sync_lease_confirm(s, ts, what, wlen);
 		m.updated_ns = now;
 		if (!rc)
 			rc = put_manifest(s, ts, tprefix, &m, &compare, what,
