@@ -347,6 +347,14 @@ struct tenant_state {
 	 * compare-and-swap): its tag, "" when there is none; known: read. */
 	char manifest_tag[BACKEND_TAG_MAX];
 	bool manifest_tag_known;
+	/* With s->mlocks: our lock on the manifest ("" none), when it was
+	 * last taken or refreshed (CLOCK_MONOTONIC), and the XXH3 of the
+	 * manifest text this writer last read or wrote (mtext_known; 0 with
+	 * mtext_absent: there was none), compared when the lock is taken. */
+	char mlock[BACKEND_TAG_MAX];
+	int64_t mlock_mono;
+	uint64_t mtext_sum;
+	bool mtext_known, mtext_absent;
 	bool seeded;		/* our old manifest read from the remote */
 	bool adopted;		/* made here from the remote at start */
 	int64_t checked_ns;	/* CLOCK_MONOTONIC of the last check */
@@ -449,6 +457,11 @@ struct sync {
 	/* The sync thread's only (sync_start() before it runs). */
 	bool probed;			/* sync_probe_fencing() answered */
 	bool unfenceable;		/* ... that the remote cannot fence */
+	/* Manifests are written under a WebDAV lock held with the lease
+	 * (publish.c): the backend locks and the probe found the locks
+	 * enforced.  Refreshed every mlock_period_ns. */
+	bool mlocks;
+	int64_t mlock_period_ns;
 	bool remote_used;		/* STATE_DIR/sync-remote names the URL */
 	bool adopted;			/* sync_seed_tenants() left nothing
 					 * to do later */
@@ -552,6 +565,8 @@ int sync_probe_fencing(struct sync *s) SYNC_WARN_UNUSED;
  * when there is none, it is ours, or it expired and cfg.takeover; 0 when
  * it is another's; or the remote's -errno. */
 int sync_lease_takeable(struct sync *s, const char *tenant) SYNC_WARN_UNUSED;
+/* The seconds a manifest lock is asked for (the lease, rounded up). */
+long sync_mlock_seconds(const struct sync *s);
 /* At start: the lease of every existing tenant, so that a second writer
  * is refused at mount.  An unreachable remote is left to the thread. */
 int sync_leases_at_start(struct sync *s) SYNC_WARN_UNUSED;
@@ -566,6 +581,12 @@ int sync_leases_at_start(struct sync *s) SYNC_WARN_UNUSED;
 int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
 			  char *what, size_t wlen);
+/* With s->mlocks: refreshes the manifest locks held whose refresh is
+ * due (a lock that is gone is taken again, with a check, at the next
+ * publication).  0 or the first failure (in WHAT). */
+int sync_mlocks_refresh_due(struct sync *s, char *what, size_t wlen);
+/* Releases TS's lock on its manifest, if it holds one. */
+void sync_mlock_release(struct sync *s, struct tenant_state *ts);
 /* Writes T's manifest when it changed, then deletes the objects only
  * older manifests named.  With FLUSH, what active segments took since the
  * last flush goes up first, in one tail piece (tail.c). */
