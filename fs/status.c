@@ -314,6 +314,9 @@ static void emit_sync(struct status_out *o, const struct fs_status *st)
 		out_u64(o, "leases_held", sy->leases_held);
 		out_u64(o, "leases_refused", sy->leases_refused);
 		out_u64(o, "leases_fenced", sy->leases_fenced);
+		/* off: the remote cannot fence and -o risk_forks said go on */
+		out_str(o, "fencing", sy->fencing_off ? "off (risk_forks: the "
+			"remote does not enforce conditional writes)" : "on");
 		out_leases(o, st);
 		out_fenced(o, st);
 	}

@@ -65,6 +65,11 @@ void remote_log(int prio, const char *fmt, ...)
  * filesystem, not only checked before the request (docs/FORMAT.md,
  * "Leases": what each backend does). */
 #define BACKEND_CAP_CAS		  (1u << 3)
+/* lock and unlock work (WebDAV LOCK), and a put with backend_body.lock
+ * is refused once that lock is no longer the holder's.  Whether the server
+ * really refuses other writers is for the caller to probe (sync/'s probe
+ * does, docs/FORMAT.md "Servers"). */
+#define BACKEND_CAP_LOCK	  (1u << 4)
 
 /* An object's version tag (get_tagged()): an S3 ETag, or what the backend
  * derives itself; opaque, compared whole, NUL-terminated. */
@@ -164,6 +169,10 @@ struct backend_body {
 	 * with BACKEND_CAP_SHA256 then trust it instead of reading the body
 	 * an extra time.  A wrong one makes the server refuse the put. */
 	const char *sha256;
+	/* A token of lock() on the key put, or NULL: with BACKEND_CAP_LOCK,
+	 * the put goes through only while that lock holds (WebDAV "If:"),
+	 * and is -ESTALE otherwise (the lock expired, or another holds one). */
+	const char *lock;
 };
 
 struct backend_buf;
@@ -255,6 +264,18 @@ struct backend_ops {
 	 * changed; a missing KEY is -ENOENT. */
 	int (*del_if_match)(struct backend *b, const char *key,
 			    const char *tag);
+	/* BACKEND_CAP_LOCK only (NULL otherwise).  Takes an exclusive write
+	 * lock on KEY, an existing object, for about TIMEOUT_S seconds, its
+	 * token into TOKEN (BACKEND_TAG_MAX bytes) when TOKEN is "", or
+	 * refreshes the lock TOKEN names.  *GRANTED_S (OUT) gets the
+	 * timeout the server granted, 0 when it did not say.  -ENOENT when
+	 * KEY is missing (nothing is left there), -EAGAIN when another holds
+	 * a lock on it, -ESTALE when the lock to refresh is gone,
+	 * -EOPNOTSUPP when the server does not lock. */
+	int (*lock)(struct backend *b, const char *key, long timeout_s,
+		    char *token, long *granted_s);
+	/* Releases the lock TOKEN on KEY (gone already: 0). */
+	int (*unlock)(struct backend *b, const char *key, const char *token);
 };
 
 /* Every backend starts with this.  A backend and all it holds (the CURL
@@ -324,6 +345,10 @@ BACKEND_WARN_UNUSED static inline int
 backend_put(struct backend *b, const char *key, const struct backend_body *body)
 {
 	int rc = backend_fault(b, "put", key);
+
+	/* A lock the backend cannot honour must not pass unnoticed. */
+	if (!rc && body->lock && !(b->ops->caps & BACKEND_CAP_LOCK))
+		rc = -EOPNOTSUPP;
 	return rc ? rc : b->ops->put(b, key, body);
 }
 
@@ -331,6 +356,17 @@ BACKEND_WARN_UNUSED static inline int
 backend_put_buf(struct backend *b, const char *key, const void *buf, size_t len)
 {
 	struct backend_body body = { .buf = buf ? buf : "", .fd = -1, .len = len };
+	return backend_put(b, key, &body);
+}
+
+/* A put of BUF that goes through only while the lock TOKEN (of
+ * backend_lock()) on KEY holds: -ESTALE otherwise. */
+BACKEND_WARN_UNUSED static inline int
+backend_put_locked_buf(struct backend *b, const char *key, const void *buf,
+		       size_t len, const char *token)
+{
+	struct backend_body body = { .buf = buf ? buf : "", .fd = -1, .len = len,
+				     .lock = token };
 	return backend_put(b, key, &body);
 }
 
@@ -402,6 +438,29 @@ backend_del_if_match(struct backend *b, const char *key, const char *tag)
 {
 	int rc = backend_fault(b, "del_if_match", key);
 	return rc ? rc : b->ops->del_if_match(b, key, tag);
+}
+
+BACKEND_WARN_UNUSED static inline int
+backend_lock(struct backend *b, const char *key, long timeout_s, char *token,
+	     long *granted_s)
+{
+	int rc = backend_fault(b, "lock", key);
+
+	*granted_s = 0;
+	if (!rc && !b->ops->lock)
+		rc = -EOPNOTSUPP;
+	return rc ? rc : b->ops->lock(b, key, timeout_s, token, granted_s);
+}
+
+/* Its failure is for the log only: a lock left behind expires. */
+static inline int
+backend_unlock(struct backend *b, const char *key, const char *token)
+{
+	int rc = backend_fault(b, "unlock", key);
+
+	if (!rc && !b->ops->unlock)
+		rc = -EOPNOTSUPP;
+	return rc ? rc : b->ops->unlock(b, key, token);
 }
 
 #endif

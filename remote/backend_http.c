@@ -22,6 +22,12 @@
  * writes within a second.  A server that refuses LOCK (405, 501) gets a
  * compare then an unlocked PUT, which is not atomic: logged once, and the
  * backend does not claim BACKEND_CAP_CAS.
+ *
+ * lock and unlock expose the LOCK itself (BACKEND_CAP_LOCK) for a caller
+ * that holds one for long (sync/ holds the manifest's with its lease), and
+ * a put with backend_body.lock sends its token in "If:"; 412 or 423 then
+ * mean the lock is gone (-ESTALE).  Whether the server enforces locks at
+ * all is for the caller to probe.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -223,11 +229,26 @@ static int mkcol_parents(struct backend_http *h, const char *key)
 	return rc;
 }
 
+/* The "If: (<token>)" line of lock TOKEN into HDR. */
+static const char *if_line(char *hdr, size_t len, const char *token)
+{
+	snprintf(hdr, len, "If: (%s)", token);
+	return hdr;
+}
+
 static int put_url(struct backend_http *h, const char *url, const char *key,
 		   const struct backend_body *body)
 {
+	char hdr[BACKEND_TAG_MAX + 16];
+	const char *extra[] = { body->lock ? if_line(hdr, sizeof(hdr), body->lock)
+					   : NULL, NULL };
 	struct http_req req = { .method = "PUT", .url = url, .body = body };
-	int rc = dav_request(h, &req, "put", key, NULL);
+	int rc = dav_request(h, &req, "put", key, extra);
+
+	/* With a lock: 412 (the token is not the lock's any more) or 423
+	 * (another holds a lock): this writer's lock is gone. */
+	if (body->lock && (req.status == 412 || req.status == 423))
+		return -ESTALE;
 
 	/* A parent collection is missing: RFC 4918 says 409 Conflict, and
 	 * some servers (rclone serve webdav) answer 404. */
@@ -237,7 +258,7 @@ static int put_url(struct backend_http *h, const char *url, const char *key,
 		if (!rc) {
 			req = (struct http_req){ .method = "PUT", .url = url,
 						 .body = body };
-			rc = dav_request(h, &req, "put", key, NULL);
+			rc = dav_request(h, &req, "put", key, extra);
 		}
 	}
 	return rc;
@@ -316,24 +337,49 @@ static const char lock_body[] =
 	"<D:lockinfo xmlns:D=\"DAV:\"><D:lockscope><D:exclusive/></D:lockscope>"
 	"<D:locktype><D:write/></D:locktype></D:lockinfo>\n";
 
-/* LOCKs URL (KEY's) for a few seconds: its token, "<urn:...>", into TOKEN
- * (BACKEND_TAG_MAX bytes).  -EAGAIN when another holds a lock on it,
- * -EOPNOTSUPP when the server does not lock. */
+/* The timeout a LOCK answer RESP grants ("<D:timeout>Second-N"), 0 when
+ * it does not say. */
+static long lock_granted(const struct backend_buf *resp)
+{
+	const char *p = resp->data ? strstr(resp->data, "Second-") : NULL;
+
+	return p ? strtol(p + strlen("Second-"), NULL, 10) : 0;
+}
+
+/* LOCKs URL (KEY's) for TIMEOUT_S seconds: its token, "<urn:...>", into
+ * TOKEN (BACKEND_TAG_MAX bytes); or, TOKEN not "", refreshes that lock.
+ * *GRANTED_S (OUT): what the server granted, 0 when it did not say.
+ * -EAGAIN when another holds a lock on it, -ESTALE when the lock to
+ * refresh is gone, -EOPNOTSUPP when the server does not lock.  *CREATED
+ * (OUT) tells a LOCK that made an empty object where there was none. */
 static int dav_lock(struct backend_http *h, const char *url, const char *key,
-		    char *token)
+		    long timeout_s, char *token, long *granted_s,
+		    bool *created)
 {
 	struct backend_body body = { .buf = lock_body, .fd = -1,
 				     .len = sizeof(lock_body) - 1 };
-	struct http_req req = { .method = "LOCK", .url = url, .body = &body,
+	struct backend_buf resp = { .max = 64u << 10 };
+	bool refresh = token[0];
+	struct http_req req = { .method = "LOCK", .url = url,
+				.body = refresh ? NULL : &body, .resp = &resp,
 				.want_header = "Lock-Token" };
-	const char *extra[] = { "Timeout: Second-30", "Depth: 0",
-				"Content-Type: application/xml", NULL };
-	int rc = dav_request(h, &req, "lock", key, extra);
+	char tmo[48], hdr[BACKEND_TAG_MAX + 16];
+	const char *extra[] = { tmo, "Depth: 0", refresh ? if_line(hdr,
+				sizeof(hdr), token) : "Content-Type: application/xml",
+				NULL };
+	int rc;
 
-	if (!rc && !req.header[0])
+	snprintf(tmo, sizeof(tmo), "Timeout: Second-%ld", timeout_s);
+	rc = dav_request(h, &req, refresh ? "lock refresh" : "lock", key, extra);
+	*created = !rc && req.status == 201;
+	*granted_s = rc ? 0 : lock_granted(&resp);
+	if (refresh && (req.status == 412 || req.status == 423))
+		rc = -ESTALE;
+	else if (!rc && !refresh && !req.header[0])
 		rc = -EOPNOTSUPP;
-	if (!rc)
+	if (!rc && !refresh)
 		snprintf(token, BACKEND_TAG_MAX, "%s", req.header);
+	backend_buf_release(&resp);
 	return rc;
 }
 
@@ -377,7 +423,7 @@ static int dav_swap(struct backend_http *h, const char *url, const char *key,
 	bool empty;
 	int rc;
 
-	snprintf(hdr, sizeof(hdr), "If: (%s)", token);
+	if_line(hdr, sizeof(hdr), token);
 	rc = dav_compare(h, key, tag, &empty);
 	if (rc == -ESTALE && empty && token[0]) {
 		/* KEY went away before our LOCK, which made an empty
@@ -400,7 +446,8 @@ static int dav_cas(struct backend *b, const char *key,
 	struct backend_http *h = to_http(b);
 	struct backend_buf url = { 0 };
 	char token[BACKEND_TAG_MAX] = "";
-	bool empty;
+	bool empty, created;
+	long granted;
 	int rc;
 
 	if (!backend_key_valid(key))
@@ -410,7 +457,7 @@ static int dav_cas(struct backend *b, const char *key,
 	if (!rc)
 		rc = key_url(h, key, &url);
 	if (!rc)
-		rc = dav_lock(h, url.data, key, token);
+		rc = dav_lock(h, url.data, key, 30, token, &granted, &created);
 	if (rc == -EOPNOTSUPP) {
 		if (!h->said_no_lock)
 			remote_log(LOG_WARNING, "http %s: the server does not LOCK: "
@@ -443,6 +490,51 @@ static int http_del_if_match(struct backend *b, const char *key,
 			     const char *tag)
 {
 	return dav_cas(b, key, NULL, tag, NULL);
+}
+
+static int http_lock(struct backend *b, const char *key, long timeout_s,
+		     char *token, long *granted_s)
+{
+	struct backend_http *h = to_http(b);
+	struct backend_buf url = { 0 };
+	bool created = false;
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	rc = key_url(h, key, &url);
+	if (!rc)
+		rc = dav_lock(h, url.data, key, timeout_s, token, granted_s,
+			      &created);
+	if (!rc && created) {
+		/* KEY was missing and the LOCK made it (RFC 4918's locked
+		 * empty resource): take that away again. */
+		char hdr[BACKEND_TAG_MAX + 16];
+		const char *extra[] = { if_line(hdr, sizeof(hdr), token), NULL };
+		struct http_req del = { .method = "DELETE", .url = url.data };
+
+		(void)dav_request(h, &del, "del", key, extra);
+		dav_unlock(h, url.data, key, token);
+		token[0] = '\0';
+		rc = -ENOENT;
+	}
+	backend_buf_release(&url);
+	return rc;
+}
+
+static int http_unlock(struct backend *b, const char *key, const char *token)
+{
+	struct backend_http *h = to_http(b);
+	struct backend_buf url = { 0 };
+	int rc;
+
+	if (!backend_key_valid(key))
+		return -EINVAL;
+	rc = key_url(h, key, &url);
+	if (!rc)
+		dav_unlock(h, url.data, key, token);
+	backend_buf_release(&url);
+	return rc;
 }
 
 static int dav_url(struct backend *b, const char *key, struct backend_buf *url)
@@ -643,7 +735,7 @@ static int http_list(struct backend *b, const char *prefix,
 
 const struct backend_ops backend_http_ops = {
 	.name = "http",
-	.caps = BACKEND_CAP_RANGE,
+	.caps = BACKEND_CAP_RANGE | BACKEND_CAP_LOCK,
 	.open = http_open,
 	.close = http_close,
 	.put = http_put,
@@ -655,4 +747,6 @@ const struct backend_ops backend_http_ops = {
 	.get_tagged = http_get_tagged,
 	.put_if_match = http_put_if_match,
 	.del_if_match = http_del_if_match,
+	.lock = http_lock,
+	.unlock = http_unlock,
 };

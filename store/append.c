@@ -235,8 +235,13 @@ static int seen_in_stream(struct store_tenant *t, struct stream *s,
 
 		for (uint64_t j = store_idtable_find(tab, e->hash);
 		     j < tab->count && tab->pairs[2 * j] == e->hash; j++)
-			if ((rc = confirm(t, s, sc, tab->pairs[2 * j + 1], id,
-					  e->id_len)))
+			/* A table that holds its IDs (seeded from the
+			 * remote) confirms without the segment's bytes. */
+			if ((rc = tab->ends ? store_idtable_id_is(tab, j, id,
+								  e->id_len)
+					    : confirm(t, s, sc,
+						      tab->pairs[2 * j + 1],
+						      id, e->id_len)))
 				return rc;
 	}
 	return 0;

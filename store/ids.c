@@ -486,6 +486,9 @@ bool store_bloom_maybe(const struct bloom *b, uint64_t hash)
 /* ---- sealed tables ---- */
 
 #define IDS_MAGIC "SFIDS001"
+/* The same, then each pair's ID: ends (8 bytes each), then the IDs; the
+ * checksum covers all three. */
+#define IDS_MAGIC_IDS "SFIDS002"
 
 struct ids_header {
 	char magic[8];
@@ -558,6 +561,85 @@ int store_idtable_write(int dirfd, const char *name, const char *field,
 	return rc;
 }
 
+int store_idtable_write_ids(int dirfd, const char *name, uint64_t field_hash,
+			    const uint64_t *pairs, const uint64_t *ends,
+			    size_t n, const char *ids, size_t idlen)
+{
+	struct ids_header hdr = {
+		.magic = IDS_MAGIC_IDS,
+		.field = field_hash,
+		.count = n,
+	};
+	XXH3_state_t *st = XXH3_createState();
+	char tmp[64];
+	int fd, rc;
+
+	if (!st)
+		return -ENOMEM;
+	XXH3_64bits_reset(st);
+	XXH3_64bits_update(st, pairs, n * 2 * sizeof(uint64_t));
+	XXH3_64bits_update(st, ends, n * sizeof(uint64_t));
+	XXH3_64bits_update(st, ids, idlen);
+	hdr.checksum = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	rc = store_pwrite_all(fd, &hdr, sizeof(hdr), 0);
+	if (!rc)
+		rc = store_pwrite_all(fd, pairs, n * 2 * sizeof(uint64_t),
+				      sizeof(hdr));
+	if (!rc)
+		rc = store_pwrite_all(fd, ends, n * sizeof(uint64_t),
+				      sizeof(hdr) + n * 2 * sizeof(uint64_t));
+	if (!rc)
+		rc = store_pwrite_all(fd, ids, idlen,
+				      sizeof(hdr) + n * 3 * sizeof(uint64_t));
+	if (!rc && fdatasync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	if (!rc && renameat(dirfd, tmp, dirfd, name) < 0)
+		rc = -errno;
+	if (rc)
+		unlinkat(dirfd, tmp, 0);
+	return rc;
+}
+
+/* Checks the mapped table TAB (its header HDR) and sets its pointers:
+ * 0, or -EIO when it is damaged. */
+static int idtable_check(struct idtable *tab, const struct ids_header *hdr)
+{
+	size_t rest = tab->maplen - sizeof(*hdr), pairs;
+	uint64_t n = hdr->count, prev = 0;
+
+	tab->pairs = (const uint64_t *)(hdr + 1);
+	tab->count = n;
+	if (!memcmp(hdr->magic, IDS_MAGIC, 8))
+		return n <= rest / 16 && rest == n * 2 * sizeof(uint64_t) &&
+		       XXH3_64bits(tab->pairs, rest) == hdr->checksum ? 0 : -EIO;
+	if (memcmp(hdr->magic, IDS_MAGIC_IDS, 8) || n > rest / 24 ||
+	    XXH3_64bits(tab->pairs, rest) != hdr->checksum)
+		return -EIO;
+	pairs = n * 2 * sizeof(uint64_t);
+	tab->ends = tab->pairs + 2 * n;
+	tab->ids = (const char *)(tab->ends + n);
+	for (uint64_t i = 0; i < n; i++) {
+		if (tab->ends[i] < prev)
+			return -EIO;
+		prev = tab->ends[i];
+	}
+	return prev == rest - pairs - n * sizeof(uint64_t) ? 0 : -EIO;
+}
+
+int store_idtable_id_is(const struct idtable *tab, uint64_t j, const char *id,
+			size_t len)
+{
+	uint64_t from = j ? tab->ends[j - 1] : 0;
+
+	return tab->ends[j] - from == len && !memcmp(tab->ids + from, id, len);
+}
+
 /* -ESTALE when the table was made for another ID member name. */
 int store_idtable_open(int dirfd, const char *name, const char *field,
 		       struct idtable *tab)
@@ -582,11 +664,7 @@ int store_idtable_open(int dirfd, const char *name, const char *field,
 		return -errno;
 	}
 	hdr = tab->map;
-	tab->pairs = (const uint64_t *)(hdr + 1);
-	tab->count = hdr->count;
-	if (memcmp(hdr->magic, IDS_MAGIC, 8) ||
-	    tab->maplen != sizeof(*hdr) + hdr->count * 2 * sizeof(uint64_t) ||
-	    XXH3_64bits(tab->pairs, hdr->count * 2 * sizeof(uint64_t)) != hdr->checksum)
+	if (idtable_check(tab, hdr))
 		rc = -EIO;
 	else if (hdr->field != XXH3_64bits(field, strlen(field)))
 		rc = -ESTALE;

@@ -169,7 +169,10 @@ int store_replica_add(struct store_tenant *t, uint64_t id,
 	g->state = STORE_SEG_EVICTED;
 	if (seg->keep_id) {
 		g->id = g->origin;
-		g->has_ids = true;	/* unknown: rebuilt from the bytes */
+		/* From the published manifest (true when it does not say):
+		 * its table is installed from the remote, or rebuilt from
+		 * the bytes when dedup needs it. */
+		g->has_ids = seg->has_ids;
 	}
 
 	pthread_rwlock_wrlock(&t->lock);

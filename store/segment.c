@@ -556,6 +556,7 @@ void store_seg_fill(const struct stream *s, const struct seg *g,
 	out->origin = g->origin;
 	out->state = g->state;
 	out->tail = store_seg_is_tail(g);
+	out->has_ids = g->has_ids;
 }
 
 /* The hook and its argument change together under st->lock, and a change

@@ -103,10 +103,14 @@ void store_bloom_add(struct bloom *b, uint64_t hash);
 bool store_bloom_maybe(const struct bloom *b, uint64_t hash);
 
 /* The immutable ID table of a sealed segment, mapped from its .ids file:
- * (hash, offset) pairs sorted by hash. */
+ * (hash, offset) pairs sorted by hash.  A table installed from elsewhere
+ * (store_segment_ids_install()) holds the IDs too: a hit is confirmed
+ * against them, not against the segment's bytes. */
 struct idtable {
 	const uint64_t *pairs;
 	uint64_t count;
+	const uint64_t *ends;	/* pair i's ID ends at ends[i] in ids; or NULL */
+	const char *ids;
 	void *map;
 	size_t maplen;
 };
@@ -126,6 +130,15 @@ int store_idtable_open(int dirfd, const char *name, const char *field,
 void store_idtable_release(struct idtable *tab);
 /* First index with hash >= HASH. */
 uint64_t store_idtable_find(const struct idtable *tab, uint64_t hash);
+/* Writes a table with its IDs (see struct idtable) as NAME in DIRFD: the
+ * pairs as given (sorted by the caller), ENDS and IDS. */
+int store_idtable_write_ids(int dirfd, const char *name, uint64_t field_hash,
+			    const uint64_t *pairs, const uint64_t *ends,
+			    size_t n, const char *ids, size_t idlen);
+/* With a table that holds its IDs: 1 when pair J's ID is ID (LEN bytes),
+ * else 0. */
+int store_idtable_id_is(const struct idtable *tab, uint64_t j, const char *id,
+			size_t len);
 
 /* ---- in-memory state ----
  * Locks, in the order they are taken: store->lock, a tenant's lock (a

@@ -42,6 +42,9 @@ struct store_segment {
 	enum store_seg_state state;
 	bool tail;		/* replicas: bytes shipped before the segment
 				 * sealed, no checksum yet (never evicted) */
+	/* Some event in it carries an ID.  store_replica_add() with keep_id
+	 * takes it as given (true when not known). */
+	bool has_ids;
 };
 
 /* Calls FN for each sealed segment in state STATE, in segment order. */
@@ -52,6 +55,28 @@ int store_segment_list(struct store_tenant *t, enum store_seg_state state,
 int store_stream_segments(struct store_tenant *t, uint64_t id,
 			  int (*fn)(void *arg, const struct store_segment *seg),
 			  void *arg);
+/* The event IDs of sealed segment SEG (a struct store_segment of T, whose
+ * bytes FD holds from offset 0): FN gets each one's hash (as dedup
+ * hashes it), the stream offset of its event and its bytes (valid for the
+ * call), in stream order.  *FIELD_HASH (OUT): the XXH3-64 of T's id_field,
+ * the JSON member the IDs are of.  Reads FD, takes no lock across it. */
+int store_segment_ids(struct store_tenant *t, const struct store_segment *seg,
+		      int fd, int (*fn)(void *arg, uint64_t hash,
+					uint64_t offset, const char *id,
+					size_t len),
+		      void *arg, uint64_t *field_hash);
+/* Gives sealed segment SEG of T an event-ID table made elsewhere (a
+ * writer continuing another's history fetches it from the remote), so
+ * that dedup neither fetches nor reads the segment's bytes: N (hash,
+ * offset) PAIRS sorted by hash then offset, and the IDs themselves, pair
+ * i's being bytes ENDS[i - 1] (0 for the first) up to ENDS[i] of IDS
+ * (IDLEN bytes).  FIELD_HASH is the XXH3-64 of the member name they are
+ * IDs of: -ESTALE when it is not T's id_field (then nothing is
+ * installed: dedup reads the bytes).  -EINVAL when they do not add up. */
+int store_segment_ids_install(struct store_tenant *t, uint64_t seg,
+			      uint64_t field_hash, const uint64_t *pairs,
+			      const uint64_t *ends, size_t n, const char *ids,
+			      size_t idlen) STORE_WARN_UNUSED;
 /* Path of the segment's local file (exists unless evicted).  Caller frees. */
 char *store_segment_path(struct store_tenant *t, uint64_t seg);
 int store_segment_mark_uploaded(struct store_tenant *t,

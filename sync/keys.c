@@ -112,6 +112,16 @@ char *sync_segment_key(const char *tprefix, uint64_t id, uint64_t checksum,
 	return out;
 }
 
+char *sync_ids_key(const char *tprefix, uint64_t id, uint64_t checksum)
+{
+	char *out;
+
+	if (asprintf(&out, "%ssegments/%016" PRIx64 "-%016" PRIx64 ".ids",
+		     tprefix, id, checksum) < 0)
+		return NULL;
+	return out;
+}
+
 char *sync_snapshot_key(const char *tprefix, uint64_t version,
 			uint64_t checksum)
 {

@@ -459,6 +459,7 @@ static void fence(struct sync *s, struct tenant_state *ts,
 		 ts->generation, s->url_shown);
 	ts->fenced = true;
 	ts->leased = false;
+	ts->mlock[0] = '\0';	/* expired, or never to be used again */
 	free(ts->fence_note);
 	ts->fence_note = strdup(note);
 	sync_mutex_lock(&s->lock);
@@ -551,6 +552,7 @@ int sync_lease_drop(struct sync *s, struct tenant_state *ts)
 
 	if (!key)
 		return -ENOMEM;
+	sync_mlock_release(s, ts);	/* the manifest's lock goes with it */
 	rc = ts->lease_tag[0] ? backend_del_if_match(s->b, key, ts->lease_tag)
 			      : -ESTALE;
 	if (rc == -ESTALE) {
@@ -592,6 +594,64 @@ void sync_lease_release(struct sync *s, const bool *only)
 	}
 }
 
+/* The seconds a manifest lock is asked for: the lease, rounded up.  A
+ * writer that crashed holds the manifest no longer than its lease, if
+ * the server grants what is asked (nginx's dav_ext has one timeout for
+ * all, its lock zone's). */
+long sync_mlock_seconds(const struct sync *s)
+{
+	return (long)((s->cfg.lease_ns + 999999999) / 1000000000);
+}
+
+/* With a backend that locks (WebDAV): the probe object KEY, locked, must
+ * refuse a put without the token and take one with it, and the lock must
+ * refresh.  0: enforced (s->mlocks set); -EOPNOTSUPP: not (*BROKEN says
+ * how); else the remote's -errno. */
+static int probe_locks(struct sync *s, const char *key, const char **broken)
+{
+	char token[BACKEND_TAG_MAX] = "";
+	long granted = 0, g2;
+	int rc = backend_lock(s->b, key, sync_mlock_seconds(s), token, &granted);
+
+	if (rc == -EOPNOTSUPP) {
+		*broken = "the server does not LOCK";
+		return rc;
+	}
+	if (rc)
+		return rc;
+	rc = backend_put_buf(s->b, key, "d", 1);
+	if (!rc)
+		*broken = "a PUT without the lock token replaced a locked object";
+	else if (rc == -EAGAIN)
+		rc = 0;		/* 423 Locked, as it should */
+	if (!rc && !*broken) {
+		rc = backend_put_locked_buf(s->b, key, "e", 1, token);
+		if (rc == -ESTALE)
+			*broken = "a PUT with the lock token was refused (is the "
+				  "If header dropped on the way?)";
+	}
+	if (!rc && !*broken) {
+		rc = backend_lock(s->b, key, sync_mlock_seconds(s), token, &g2);
+		if (rc == -ESTALE || rc == -EOPNOTSUPP)
+			*broken = "a lock could not be refreshed";
+		else if (!rc && g2)
+			granted = g2;
+	}
+	(void)backend_unlock(s->b, key, token);
+	if (*broken)
+		return -EOPNOTSUPP;
+	if (!rc) {
+		int64_t period = s->cfg.lease_ns / 3;
+
+		/* Refreshed well before the server lets it go. */
+		if (granted > 0 && granted * 1000000000LL / 3 < period)
+			period = granted * 1000000000LL / 3;
+		s->mlocks = true;
+		s->mlock_period_ns = period;
+	}
+	return rc;
+}
+
 /* The probe's steps: creation must refuse an existing object, a swap
  * must refuse a wrong tag.  0: enforced; -EOPNOTSUPP: not (logged);
  * else the remote's -errno. */
@@ -623,6 +683,8 @@ static int probe_steps(struct sync *s, const char *key)
 		else if (rc == -ESTALE)
 			rc = 0;
 	}
+	if (!rc && !broken && (backend_caps(s->b) & BACKEND_CAP_LOCK))
+		rc = probe_locks(s, key, &broken);
 	backend_buf_release(&cur);
 	if (broken) {
 		sync_log(LOG_ERR, "remote %s does not enforce conditional "
@@ -654,6 +716,10 @@ int sync_probe_fencing(struct sync *s)
 		sync_log(LOG_WARNING, "running as a writer anyway "
 			 "(risk_forks): a second writer of a tenant is not "
 			 "refused, and a writer taken over is not fenced");
+		s->mlocks = false;
+		sync_mutex_lock(&s->lock);
+		s->status.fencing_off = true;
+		sync_mutex_unlock(&s->lock);
 		rc = 0;
 	}
 	return rc;

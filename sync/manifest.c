@@ -45,6 +45,7 @@ void sync_manifest_release(struct manifest *m)
 	free(m->tombs);
 	free(m->tenant);
 	free(m->writer);
+	free(m->id_field);
 	*m = (struct manifest){ 0 };
 }
 
@@ -90,7 +91,7 @@ static int stream_chain(struct manifest_stream *ms,
 			.seg = g->seg, .first_version = g->first_version,
 			.count = g->count, .offset = g->offset,
 			.length = g->length, .checksum = g->checksum,
-			.created_ns = g->created_ns };
+			.created_ns = g->created_ns, .ids = g->has_ids };
 		ms->size = g->offset + g->length;
 		ms->version = g->first_version + g->count - 1;
 	}
@@ -148,6 +149,7 @@ int sync_manifest_build(struct store_tenant *t, const char *writer,
 {
 	struct sync_seg_vec segs = { 0 };
 	struct store_attr tattr;
+	char field[256];
 	int rc;
 
 	*out = (struct manifest){ 0 };
@@ -160,6 +162,10 @@ int sync_manifest_build(struct store_tenant *t, const char *writer,
 					&segs);
 	if (!rc)
 		rc = store_tenant_stat(t, &tattr);
+	if (!rc)
+		rc = store_tenant_get_id_field(t, field, sizeof(field));
+	if (!rc && !(out->id_field = strdup(field)))
+		rc = -ENOMEM;
 	if (!rc && segs.n)
 		qsort(segs.v, segs.n, sizeof(*segs.v), sync_seg_cmp);
 	for (size_t i = 0; !rc && i < out->nstreams; i++)
@@ -273,6 +279,9 @@ static json_object *seg_json(const struct manifest_seg *g)
 	rc = rc ? rc : jadd(o, "xxh3", json_object_new_string(sum));
 	rc = rc ? rc : jadd(o, "created_ns",
 			    json_object_new_int64(g->created_ns));
+	/* its event-ID table object (key + ".ids"): true, false */
+	if (!rc && g->ids >= 0)
+		rc = jadd(o, "ids", json_object_new_boolean(g->ids));
 	free(key);
 	if (rc) {
 		json_object_put(o);
@@ -422,6 +431,8 @@ int sync_manifest_encode(const struct manifest *m, bool times, char **out)
 	if (!rc && m->has_framing)
 		rc = jadd(root, "framing", json_object_new_string(
 				  framing_name(m->framing)));
+	if (!rc && m->id_field)
+		rc = jadd(root, "id_field", json_object_new_string(m->id_field));
 	rc = rc ? rc : jadd_array(root, "streams", m->streams, m->nstreams,
 				  sizeof(*m->streams), stream_item, times);
 	rc = rc ? rc : jadd_array(root, "tombstones", m->tombs, m->ntombs,
@@ -470,6 +481,17 @@ static const char *jget_str(json_object *o, const char *k)
 }
 
 /* K's value when it is an array, else NULL. */
+/* 1 or 0 for a boolean member K, -1 when there is none. */
+static int jget_bool(json_object *o, const char *k)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, k, &v) ||
+	    !json_object_is_type(v, json_type_boolean))
+		return -1;
+	return json_object_get_boolean(v);
+}
+
 static json_object *jget_array(json_object *o, const char *k)
 {
 	json_object *v;
@@ -489,7 +511,8 @@ static struct manifest_seg seg_decode(json_object *g)
 		.offset = jget_u64(g, "offset"),
 		.length = jget_u64(g, "length"),
 		.checksum = sum ? strtoull(sum, NULL, 16) : 0,
-		.created_ns = jget_i64(g, "created_ns") };
+		.created_ns = jget_i64(g, "created_ns"),
+		.ids = jget_bool(g, "ids") };
 }
 
 /* The snapshots of stream R into MS; entries that are no objects are
@@ -589,6 +612,8 @@ static int root_decode(json_object *root, struct manifest *m)
 		return -ENOMEM;
 	if ((s = jget_str(root, "writer")) && !(m->writer = strdup(s)))
 		return -ENOMEM;
+	if ((s = jget_str(root, "id_field")) && !(m->id_field = strdup(s)))
+		return -ENOMEM;
 	m->mode = jget_mode(root);
 	m->uid = jget_i64(root, "uid");
 	m->gid = jget_i64(root, "gid");
@@ -654,8 +679,11 @@ static int seg_keys(const char *tprefix, const struct manifest_seg *g,
 	int rc = keys_take(out, sync_segment_key(tprefix, g->seg, g->checksum,
 						 false));
 
-	return rc ? rc : keys_take(out, sync_segment_key(tprefix, g->seg,
-							 g->checksum, true));
+	rc = rc ? rc : keys_take(out, sync_segment_key(tprefix, g->seg,
+						       g->checksum, true));
+	if (!rc && g->ids > 0)
+		rc = keys_take(out, sync_ids_key(tprefix, g->seg, g->checksum));
+	return rc;
 }
 
 static bool names_seg(const struct manifest *m, const struct manifest_seg *g)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "sync.h"
 #include "sync_int.h"
 
@@ -32,12 +33,20 @@ static bool manifest_cas(const struct sync *s)
 }
 
 /* Reads KEY, the manifest, into TEXT, and with manifest_cas() its tag
- * into TS->manifest_tag ("" when there is none). */
+ * into TS->manifest_tag ("" when there is none); with s->mlocks, the XXH3
+ * of its text into TS->mtext_sum. */
 static int get_manifest(struct sync *s, struct tenant_state *ts,
 			const char *key, struct backend_buf *text)
 {
 	int rc;
 
+	if (s->mlocks) {
+		rc = backend_get(s->b, key, 0, BACKEND_TO_END, text);
+		ts->mtext_known = !rc || rc == -ENOENT;
+		ts->mtext_absent = rc == -ENOENT;
+		ts->mtext_sum = rc ? 0 : XXH3_64bits(text->data, text->len);
+		return rc;
+	}
 	if (!manifest_cas(s))
 		return backend_get(s->b, key, 0, BACKEND_TO_END, text);
 	rc = backend_get_tagged(s->b, key, text, ts->manifest_tag);
@@ -169,6 +178,164 @@ out:
 	return rc;
 }
 
+/* ---- manifests under a WebDAV lock (s->mlocks) ----
+ *
+ * WebDAV servers ignore If-Match on PUT, so the manifest cannot be
+ * swapped on its tag cheaply.  Instead the writer holds an exclusive LOCK
+ * on its tenant's manifest for as long as it holds the lease (refreshed
+ * with it, released with it) and PUTs the manifest with the lock token: a
+ * writer taken over, whose lock expired while it was paused and which the
+ * new writer now holds, gets 423 and is fenced.  Taking the lock waits
+ * for the previous holder's to expire (-EAGAIN meanwhile), and is followed
+ * by a read of the manifest: when it is not the text this writer last
+ * read or wrote, someone else wrote it in between (-ESTALE: the caller
+ * checks the lease).  A manifest is only locked once it exists (a LOCK
+ * would create an empty one); the first is created if absent. */
+
+/* The XXH3 of manifest TEXT, as get_manifest() records it. */
+static uint64_t text_sum(const char *text)
+{
+	return XXH3_64bits(text, strlen(text));
+}
+
+/* Takes TS's lock on the manifest at KEY (an existing object), then
+ * checks the manifest is still what TS last saw.  1 when there is no
+ * manifest (create it); 0; -EAGAIN while another writer's lock holds;
+ * -ESTALE when it changed. */
+static int mlock_take(struct sync *s, struct tenant_state *ts,
+		      const char *key)
+{
+	struct backend_buf cur = { .max = 256u << 20 };
+	char token[BACKEND_TAG_MAX] = "";
+	int64_t sent = sync_clock(CLOCK_MONOTONIC);
+	uint64_t want;
+	long granted;
+	int rc = 0;
+
+	if (!ts->mtext_known)
+		rc = get_manifest(s, ts, key, &cur);
+	backend_buf_release(&cur);
+	if (rc && rc != -ENOENT)
+		return rc;
+	if (ts->mtext_absent)
+		return 1;
+	want = ts->mtext_sum;
+	rc = backend_lock(s->b, key, sync_mlock_seconds(s), token, &granted);
+	if (rc == -ENOENT) {		/* removed meanwhile */
+		ts->mtext_known = false;
+		return -ESTALE;
+	}
+	if (rc == -EAGAIN)
+		sync_log(LOG_NOTICE, "tenant %s: the manifest is locked by "
+			 "another writer (its lock lasts until the server lets "
+			 "it expire); not published until then", ts->name);
+	if (rc)
+		return rc;
+	cur = (struct backend_buf){ .max = 256u << 20 };
+	rc = get_manifest(s, ts, key, &cur);
+	backend_buf_release(&cur);
+	if (!rc && ts->mtext_sum != want)
+		rc = -ESTALE;
+	if (rc) {
+		(void)backend_unlock(s->b, key, token);
+		return rc == -ENOENT ? -ESTALE : rc;
+	}
+	snprintf(ts->mlock, sizeof(ts->mlock), "%s", token);
+	ts->mlock_mono = sent;
+	return 0;
+}
+
+/* With s->mlocks: TEXT over the manifest at KEY under TS's lock, taken
+ * first when TS holds none.  -ESTALE when another writer wrote it or
+ * holds the lock now: the caller checks the lease. */
+static int put_manifest_locked(struct sync *s, struct tenant_state *ts,
+			       const char *key, const char *text)
+{
+	int rc = ts->mlock[0] ? 0 : mlock_take(s, ts, key);
+
+	if (rc == 1) {
+		rc = backend_put_if_absent_buf(s->b, key, text, strlen(text));
+		if (rc == -EEXIST) {
+			ts->mtext_known = false;
+			return -ESTALE;
+		}
+		if (!rc) {
+			ts->mtext_sum = text_sum(text);
+			ts->mtext_absent = false;
+			/* Locked from now on; failing that, at the next
+			 * publication. */
+			if (mlock_take(s, ts, key))
+				ts->mlock[0] = '\0';
+		}
+		return rc;
+	}
+	if (!rc)
+		rc = backend_put_locked_buf(s->b, key, text, strlen(text),
+					    ts->mlock);
+	if (rc == -ESTALE) {
+		ts->mlock[0] = '\0';	/* gone: expired, or another's now */
+		ts->mtext_known = false;
+	} else if (!rc) {
+		ts->mtext_sum = text_sum(text);
+		ts->mtext_known = true;
+	}
+	return rc;
+}
+
+void sync_mlock_release(struct sync *s, struct tenant_state *ts)
+{
+	char *tp, *key;
+
+	if (!ts->mlock[0])
+		return;
+	tp = sync_tenant_prefix(ts->name);
+	key = tp ? sync_manifest_key(tp) : NULL;
+	if (key)
+		(void)backend_unlock(s->b, key, ts->mlock);
+	ts->mlock[0] = '\0';
+	free(key);
+	free(tp);
+}
+
+int sync_mlocks_refresh_due(struct sync *s, char *what, size_t wlen)
+{
+	int64_t now = sync_clock(CLOCK_MONOTONIC);
+	int first = 0;
+
+	for (size_t i = 0; s->mlocks && i < s->nts; i++) {
+		struct tenant_state *ts = &s->ts[i];
+		char *tp, *key;
+		long granted;
+		int rc;
+
+		if (!ts->mlock[0] || ts->fenced ||
+		    now - ts->mlock_mono < s->mlock_period_ns)
+			continue;
+		tp = sync_tenant_prefix(ts->name);
+		key = tp ? sync_manifest_key(tp) : NULL;
+		rc = key ? 0 : -ENOMEM;
+		if (!rc) {
+			snprintf(what, wlen, "refresh the lock of %s", key);
+			rc = backend_lock(s->b, key, sync_mlock_seconds(s),
+					  ts->mlock, &granted);
+		}
+		if (!rc)
+			ts->mlock_mono = now;
+		else if (!backend_err_retryable(rc) && rc != -ENOMEM)
+			/* Lost: taken again, with a check, when next
+			 * published. */
+			ts->mlock[0] = '\0';
+		rc = backend_err_retryable(rc) || rc == -ENOMEM ? rc : 0;
+		free(key);
+		free(tp);
+		if (rc && !first)
+			first = rc;
+		if (backend_err_retryable(rc))
+			break;		/* the remote is down: not each */
+	}
+	return first;
+}
+
 /* Puts M as TPREFIX's manifest; once it is out, lists what only the old
  * one named for deletion and makes M (taken) TS->published, with COMPARE
  * (M's text without times, taken). */
@@ -181,9 +348,9 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 
 	if (!rc) {
 		snprintf(what, wlen, "put %s", key);
-		rc = manifest_cas(s) ? put_manifest_cas(s, ts, key, text)
-				     : backend_put_buf(s->b, key, text,
-						       strlen(text));
+		rc = s->mlocks ? put_manifest_locked(s, ts, key, text) :
+		     manifest_cas(s) ? put_manifest_cas(s, ts, key, text) :
+		     backend_put_buf(s->b, key, text, strlen(text));
 	}
 	free(text);
 	free(key);
@@ -228,12 +395,14 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 		rc = sync_manifest_encode(&m, false, &compare);
 	if (!rc && (!ts->published_cmp || strcmp(ts->published_cmp, compare))) {
 		/* The fence.  With manifest_cas() it is the manifest's own
-		 * swap: a writer that takes the lease over publishes its
-		 * manifest (one generation up) in the same pass, so ours can
-		 * no longer land; the lease needs only its renewals then,
-		 * while it is fresh.  Elsewhere the lease must be ours, just
-		 * now, by a conditional write (-EROFS: taken over). */
-		if (!manifest_cas(s) || !sync_lease_fresh(s, ts))
+		 * swap, with s->mlocks its WebDAV lock: a writer that takes
+		 * the lease over publishes its manifest (one generation up)
+		 * as soon as it may, so ours can no longer land; the lease
+		 * needs only its renewals then, while it is fresh.
+		 * Elsewhere the lease must be ours, just now, by a
+		 * conditional write (-EROFS: taken over). */
+		if (!(manifest_cas(s) || s->mlocks) ||
+		    !sync_lease_fresh(s, ts))
 			rc = sync_lease_confirm(s, ts, what, wlen);
 		m.updated_ns = now;
 		if (!rc)
@@ -305,6 +474,7 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 			rc = sync_tail_delete_due(s, ts, true, what, wlen);
 	}
 	if (!rc && !s->cfg.nodelete) {
+		sync_mlock_release(s, ts);	/* a locked object refuses DELETE */
 		key = sync_manifest_key(tp);
 		snprintf(what, wlen, "delete %s", key ? key : "?");
 		rc = key ? backend_del(s->b, key) : -ENOMEM;
@@ -323,6 +493,7 @@ static int drop_tenant(struct sync *s, struct tenant_state *ts, char *what,
 		ts->leased = false;
 		ts->seeded = false;
 		ts->manifest_tag_known = false;
+		ts->mtext_known = false;
 	}
 	sync_strvec_release(&named);
 	free(key);

@@ -198,7 +198,8 @@ int sync_replica_add_segments(struct sync *s, struct store_tenant *t,
 			.first_version = g->first_version, .count = g->count,
 			.offset = g->offset, .length = g->length,
 			.checksum = g->checksum, .created_ns = g->created_ns,
-			.state = STORE_SEG_EVICTED, .keep_id = keep_id };
+			.state = STORE_SEG_EVICTED, .keep_id = keep_id,
+			.has_ids = g->ids != 0 };
 		struct store_batch *b = NULL;
 		size_t n = 0;
 		char *key;
@@ -226,6 +227,9 @@ int sync_replica_add_segments(struct sync *s, struct store_tenant *t,
 				 store_tenant_name(t));
 			rc = store_replica_add(t, lid, &seg, b, n);
 		}
+		/* A writer continuing the history: the segment's IDs too. */
+		if (!rc && keep_id && g->ids > 0)
+			rc = sync_seed_ids(s, t, tprefix, g);
 		if (!rc) {
 			a.version = seg.first_version + seg.count - 1;
 			a.size = seg.offset + seg.length;

@@ -5,9 +5,10 @@
  * a tenant from what its SOURCE alone holds: the streams of the remote
  * manifest that SOURCE lacks are made first, as an analysis host makes its
  * replica (replica.c): same ids, versions and segments, the bytes left on
- * the remote (evicted, fetched when read).  Appends then continue at the
- * next version in a new active segment, and the next manifest names the
- * old segments and the new ones.
+ * the remote (evicted, fetched when read), their event-ID tables fetched
+ * from their ID table objects (so that dedup needs no bytes).  Appends
+ * then continue at the next version in a new active segment, and the next
+ * manifest names the old segments and the new ones.
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -91,6 +92,60 @@ static int count_stream(void *arg, const char *name,
 	return 0;
 }
 
+int sync_seed_ids(struct sync *s, struct store_tenant *t, const char *tprefix,
+		  const struct manifest_seg *g)
+{
+	char *key = sync_ids_key(tprefix, g->seg, g->checksum);
+	struct backend_buf in = { .max = 1u << 30 };
+	struct ids_object o = { 0 };
+	int rc = key ? backend_get(s->b, key, 0, BACKEND_TO_END, &in) : -ENOMEM;
+
+	if (!rc)
+		rc = sync_ids_decode(&in, g->seg, &o);
+	if (!rc)
+		rc = store_segment_ids_install(t, g->seg, o.field, o.pairs,
+					       o.ends, o.n, o.ids, o.idlen);
+	if (rc == -ESTALE)
+		sync_log(LOG_WARNING, "tenant %s: %s holds the IDs of another "
+			 "JSON member than this tenant's id_field: a retried "
+			 "event of that segment fetches it", store_tenant_name(t),
+			 key);
+	else if (rc && rc != -ENOMEM)
+		sync_log(LOG_WARNING, "tenant %s: event IDs %s not loaded (%s): "
+			 "a retried event of that segment fetches it",
+			 store_tenant_name(t), key ? key : "?",
+			 rc == -EIO ? "damaged: checksum or layout mismatch"
+				    : strerror(-rc));
+	backend_buf_release(&in);
+	sync_ids_release(&o);
+	free(key);
+	return rc == -ENOMEM ? rc : 0;
+}
+
+/* The JSON member of event IDs: a tenant made here takes the published
+ * one, so that its IDs still deduplicate; one that has its own, other
+ * one is told loudly (its dedup then misses the published IDs). */
+static int seed_id_field(struct store_tenant *t, const struct manifest *m,
+			 bool fresh)
+{
+	char here[STORE_ID_FIELD_MAX + 1];
+	int rc;
+
+	if (!m->id_field)
+		return 0;	/* a writer that predates it: "id" or as set */
+	rc = store_tenant_get_id_field(t, here, sizeof(here));
+	if (rc || !strcmp(here, m->id_field))
+		return rc;
+	if (fresh)
+		return store_tenant_set_id_field(t, m->id_field);
+	sync_log(LOG_ERR, "tenant %s: event IDs here are the JSON member "
+		 "\"%s\", those of its published history \"%s\": a retried "
+		 "event of that history is not recognised (set the tenant's "
+		 "user.streamfs.id_field to \"%s\")", store_tenant_name(t),
+		 here, m->id_field, m->id_field);
+	return 0;
+}
+
 /* A tenant made here to continue M takes M's mode, owner and framing. */
 static int seed_tenant_attrs(struct store_tenant *t, const struct manifest *m)
 {
@@ -116,6 +171,8 @@ int sync_seed_streams(struct sync *s, struct store_tenant *t,
 	if (rc)
 		return rc;
 	rc = fresh ? seed_tenant_attrs(t, m) : 0;
+	if (!rc)
+		rc = seed_id_field(t, m, fresh);
 	for (size_t i = 0; !rc && i < m->nstreams; i++) {
 		rc = seed_stream(s, t, tprefix, &m->streams[i], what, wlen);
 		events += m->streams[i].version;

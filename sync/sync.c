@@ -635,6 +635,8 @@ static int writer_pass(struct sync *s, struct pass_tenant *pt,
 	if (!rc)
 		rc = sync_leases_renew_due(s, what, wlen);
 	if (!rc)
+		rc = sync_mlocks_refresh_due(s, what, wlen);
+	if (!rc)
 		rc = seed_tenants(s);
 	if (!rc) {
 		snprintf(what, wlen, "list tenants");
@@ -847,6 +849,8 @@ static void *sync_main(void *arg)
 
 		if (!s->cfg.replica && period > s->cfg.lease_ns / 3)
 			period = s->cfg.lease_ns / 3;	/* renewals */
+		if (s->mlocks && period > s->mlock_period_ns)
+			period = s->mlock_period_ns;	/* manifest locks */
 		/* a flush must not wait for the next pass */
 		if (!s->cfg.replica && s->cfg.flush_ns > 0 &&
 		    s->cfg.flush_ns < period)

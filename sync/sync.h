@@ -218,6 +218,9 @@ struct sync_status {
 	uint64_t leases_fenced;		/* tenants taken over from this writer
 					 * (sync_get_leases() says what each
 					 * did not publish) */
+	/* The remote does not enforce the conditional writes fencing
+	 * relies on, and cfg.risk_forks accepted that: no fencing. */
+	bool fencing_off;
 	/* CLOCK_REALTIME creation of the oldest sealed segment not yet
 	 * uploaded, as the last pass found it; 0 when none waits. */
 	int64_t oldest_pending_ns;

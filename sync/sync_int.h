@@ -181,6 +181,10 @@ struct manifest_seg {
 	uint64_t offset, length;	/* in the stream */
 	uint64_t checksum;		/* XXH3 of its bytes */
 	int64_t created_ns;
+	/* Its event-ID table object: 1 uploaded beside it, 0 none (no
+	 * event of it has an ID), -1 not said (a writer that predates
+	 * them). */
+	int ids;
 };
 
 /* A snapshot as a manifest lists it. */
@@ -247,6 +251,8 @@ struct manifest {
 	size_t ntombs, atombs;
 	int64_t updated_ns;		/* 0: not given */
 	uint64_t generation;		/* its writer's lease; 0: not given */
+	char *id_field;			/* the JSON member of event IDs;
+					 * NULL: not given */
 	struct manifest_piece *pieces;	/* those the tails name, by seq */
 	size_t npieces;
 };
@@ -347,6 +353,14 @@ struct tenant_state {
 	 * compare-and-swap): its tag, "" when there is none; known: read. */
 	char manifest_tag[BACKEND_TAG_MAX];
 	bool manifest_tag_known;
+	/* With s->mlocks: our lock on the manifest ("" none), when it was
+	 * last taken or refreshed (CLOCK_MONOTONIC), and the XXH3 of the
+	 * manifest text this writer last read or wrote (mtext_known; 0 with
+	 * mtext_absent: there was none), compared when the lock is taken. */
+	char mlock[BACKEND_TAG_MAX];
+	int64_t mlock_mono;
+	uint64_t mtext_sum;
+	bool mtext_known, mtext_absent;
 	bool seeded;		/* our old manifest read from the remote */
 	bool adopted;		/* made here from the remote at start */
 	int64_t checked_ns;	/* CLOCK_MONOTONIC of the last check */
@@ -449,6 +463,11 @@ struct sync {
 	/* The sync thread's only (sync_start() before it runs). */
 	bool probed;			/* sync_probe_fencing() answered */
 	bool unfenceable;		/* ... that the remote cannot fence */
+	/* Manifests are written under a WebDAV lock held with the lease
+	 * (publish.c): the backend locks and the probe found the locks
+	 * enforced.  Refreshed every mlock_period_ns. */
+	bool mlocks;
+	int64_t mlock_period_ns;
 	bool remote_used;		/* STATE_DIR/sync-remote names the URL */
 	bool adopted;			/* sync_seed_tenants() left nothing
 					 * to do later */
@@ -488,6 +507,8 @@ char *sync_tenant_prefix(const char *tenant);
 /* Key of segment ID with CHECKSUM below TPREFIX; ".idx" for its index. */
 char *sync_segment_key(const char *tprefix, uint64_t id, uint64_t checksum,
 		       bool index);
+/* Key of the event-ID table object of segment ID with CHECKSUM. */
+char *sync_ids_key(const char *tprefix, uint64_t id, uint64_t checksum);
 /* The manifest below TPREFIX. */
 char *sync_manifest_key(const char *tprefix);
 /* Key of the snapshot at VERSION with CHECKSUM below TPREFIX. */
@@ -510,6 +531,34 @@ int sync_index_end(struct backend_buf *out) SYNC_WARN_UNUSED;
  * *N of them).  -EIO when IN is damaged or another segment's. */
 int sync_index_decode(const struct backend_buf *in, uint64_t seg,
 		      struct store_batch **out, size_t *n) SYNC_WARN_UNUSED;
+
+/* ---- ids_object.c ---- */
+
+/* An event-ID table object: the IDs of one segment's events, each with
+ * its hash (as the store's dedup hashes it) and its event's stream
+ * offset.  Pair i's ID is bytes ends[i - 1] (0 for the first) up to
+ * ends[i] of ids.  Owns its arrays. */
+struct ids_object {
+	uint64_t seg;			/* the segment's id */
+	uint64_t field;			/* XXH3-64 of the id_field name */
+	uint64_t *pairs;		/* hash, offset; 2 * n */
+	uint64_t *ends;
+	char *ids;
+	size_t n, idlen;
+	size_t apairs, aends, aids;	/* allocated */
+};
+void sync_ids_release(struct ids_object *o);
+/* Appends one ID (any order: encoding sorts). */
+int sync_ids_add(struct ids_object *o, uint64_t hash, uint64_t offset,
+		 const char *id, size_t len) SYNC_WARN_UNUSED;
+/* O as the object (docs/FORMAT.md) into OUT, its pairs sorted by hash,
+ * then offset. */
+int sync_ids_encode(const struct ids_object *o,
+		    struct backend_buf *out) SYNC_WARN_UNUSED;
+/* IN, the ID table object of segment SEG, into *OUT (sorted as encoded).
+ * -EIO when it is damaged or another segment's. */
+int sync_ids_decode(const struct backend_buf *in, uint64_t seg,
+		    struct ids_object *out) SYNC_WARN_UNUSED;
 
 /* ---- lease.c ---- */
 
@@ -552,6 +601,8 @@ int sync_probe_fencing(struct sync *s) SYNC_WARN_UNUSED;
  * when there is none, it is ours, or it expired and cfg.takeover; 0 when
  * it is another's; or the remote's -errno. */
 int sync_lease_takeable(struct sync *s, const char *tenant) SYNC_WARN_UNUSED;
+/* The seconds a manifest lock is asked for (the lease, rounded up). */
+long sync_mlock_seconds(const struct sync *s);
 /* At start: the lease of every existing tenant, so that a second writer
  * is refused at mount.  An unreachable remote is left to the thread. */
 int sync_leases_at_start(struct sync *s) SYNC_WARN_UNUSED;
@@ -566,6 +617,12 @@ int sync_leases_at_start(struct sync *s) SYNC_WARN_UNUSED;
 int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
 			  char *what, size_t wlen);
+/* With s->mlocks: refreshes the manifest locks held whose refresh is
+ * due (a lock that is gone is taken again, with a check, at the next
+ * publication).  0 or the first failure (in WHAT). */
+int sync_mlocks_refresh_due(struct sync *s, char *what, size_t wlen);
+/* Releases TS's lock on its manifest, if it holds one. */
+void sync_mlock_release(struct sync *s, struct tenant_state *ts);
 /* Writes T's manifest when it changed, then deletes the objects only
  * older manifests named.  With FLUSH, what active segments took since the
  * last flush goes up first, in one tail piece (tail.c). */
@@ -669,6 +726,11 @@ int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
 int sync_seed_streams(struct sync *s, struct store_tenant *t,
 		      const char *tprefix, const struct manifest *m,
 		      char *what, size_t wlen) SYNC_WARN_UNUSED;
+/* Installs the event-ID table of seeded segment G of T from its object
+ * below TPREFIX.  A table missing or damaged is logged and left out (dedup
+ * then fetches the segment's bytes): 0 then, or -ENOMEM. */
+int sync_seed_ids(struct sync *s, struct store_tenant *t, const char *tprefix,
+		  const struct manifest_seg *g) SYNC_WARN_UNUSED;
 /* At a writer's start: each tenant the remote lists and SOURCE lacks
  * whose lease is free (none, ours, or expired with cfg.takeover) is
  * created here, leased and seeded.  Live leases of others are left alone:

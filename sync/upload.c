@@ -167,6 +167,50 @@ out:
 	return rc;
 }
 
+static int ids_collect(void *arg, uint64_t hash, uint64_t offset,
+		       const char *id, size_t len)
+{
+	return sync_ids_add(arg, hash, offset, id, len);
+}
+
+/* PUTs the event-ID table object of segment SEG of T (below TPREFIX),
+ * made from the IDs in its local file, through B. */
+static int put_ids(struct backend *b, struct store_tenant *t,
+		   const char *tprefix, const struct store_segment *seg,
+		   char *what, size_t wlen)
+{
+	char *key = sync_ids_key(tprefix, seg->seg, seg->checksum);
+	char *path = store_segment_path(t, seg->seg);
+	struct ids_object o = { .seg = seg->seg };
+	struct backend_buf out = { .max = 1u << 30 };
+	int fd = -1, rc = key && path ? 0 : -ENOMEM;
+
+	if (!rc) {
+		snprintf(what, wlen, "event IDs of segment %" PRIu64, seg->seg);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		rc = fd < 0 ? -errno : 0;
+	}
+	if (!rc)
+		rc = store_segment_ids(t, seg, fd, ids_collect, &o, &o.field);
+	if (!rc)
+		rc = sync_ids_encode(&o, &out);
+	if (!rc) {
+		snprintf(what, wlen, "put %s", key);
+		rc = backend_put_buf(b, key, out.data, out.len);
+		if (rc)
+			sync_what_why(what, wlen, b);
+		if (rc == -ENOENT)
+			rc = -EIO;	/* as in put_segment() */
+	}
+	if (fd >= 0)
+		close(fd);
+	backend_buf_release(&out);
+	sync_ids_release(&o);
+	free(path);
+	free(key);
+	return rc;
+}
+
 /* PUTs segment SEG of T (remote key KEY, below TPREFIX), unless
  * *BODY_DONE says its bytes are up already, then its event index object,
  * through B.  *BODY_DONE (OUT too) and *DAMAGED (OUT) as in struct
@@ -202,6 +246,10 @@ static int upload_segment(struct backend *b, struct store_tenant *t,
 		if (rc == -ENOENT)
 			rc = -EIO;	/* as in put_segment() */
 	}
+	/* Its event IDs, when it has some: a writer that continues this
+	 * history deduplicates without fetching the segment. */
+	if (!rc && seg->has_ids)
+		rc = put_ids(b, t, tprefix, seg, what, wlen);
 	backend_buf_release(&idx);
 	free(ikey);
 	return rc;

@@ -1,8 +1,8 @@
 /*
  * Unit tests of sync/'s codecs, which touch neither the network nor a
  * store: the tenant manifest (manifest.c), the keys of the remote layout
- * (keys.c), the event index objects (index_object.c) and the tail pieces
- * (piece.c).  Damaged input
+ * (keys.c), the event index objects (index_object.c), the event-ID table
+ * objects (ids_object.c) and the tail pieces (piece.c).  Damaged input
  * must give -errno, never a crash: the sanitizer build checks the latter.
  */
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "sync.h"
 #include "sync_int.h"
 #include "unit.h"
@@ -557,6 +558,141 @@ static void test_index_damaged(void)
 	backend_buf_release(&b);
 }
 
+/* ---- event-ID table objects (ids_object.c) ---- */
+
+static void ids_sample(struct ids_object *o, uint64_t seg)
+{
+	static const char *const ids[] = { "o-3", "o-1", "", "o-2" };
+
+	*o = (struct ids_object){ .seg = seg, .field = 0x1d };
+	for (size_t i = 0; i < 4; i++)
+		CHECK_EQ(sync_ids_add(o, XXH3_64bits(ids[i], strlen(ids[i])),
+				      100 + 10 * i, ids[i], strlen(ids[i])), 0);
+}
+
+/* The IDs of O, each with its offset, as "offset=id" lines sorted. */
+static char *ids_text(const struct ids_object *o)
+{
+	char *out = calloc(1, 4096);
+
+	for (uint64_t off = 0; out && off < 1000; off++)
+		for (size_t i = 0; i < o->n; i++) {
+			uint64_t from = i ? o->ends[i - 1] : 0;
+
+			if (o->pairs[2 * i + 1] == off)
+				snprintf(out + strlen(out), 4096 - strlen(out),
+					 "%" PRIu64 "=%.*s\n", off,
+					 (int)(o->ends[i] - from), o->ids + from);
+		}
+	return out;
+}
+
+static void test_ids_round_trip(void)
+{
+	struct backend_buf b = { .max = 1 << 20 }, again = { .max = 1 << 20 };
+	struct ids_object o, d;
+	char *want, *got;
+
+	ids_sample(&o, 42);
+	CHECK_EQ(sync_ids_encode(&o, &b), 0);
+	CHECK_EQ(b.len, 40 + 24 * 4 + 9 + 8);
+	CHECK(!memcmp(b.data, "SFIDT\0\0\1", 8));
+	CHECK_EQ(sync_ids_decode(&b, 42, &d), 0);
+	CHECK_EQ(d.n, 4);
+	CHECK_EQ(d.field, 0x1d);
+	/* Sorted by hash, the same IDs at the same offsets. */
+	for (size_t i = 1; i < d.n; i++)
+		CHECK(d.pairs[2 * i - 2] <= d.pairs[2 * i]);
+	want = ids_text(&o);
+	got = ids_text(&d);
+	CHECK(want && got && !strcmp(want, got));
+	CHECK(got && !strcmp(got, "100=o-3\n110=o-1\n120=\n130=o-2\n"));
+	/* What decodes encodes back to the same bytes. */
+	CHECK_EQ(sync_ids_encode(&d, &again), 0);
+	CHECK(again.len == b.len && !memcmp(again.data, b.data, b.len));
+	free(want);
+	free(got);
+	sync_ids_release(&d);
+	sync_ids_release(&o);
+	backend_buf_release(&again);
+	/* None at all. */
+	o = (struct ids_object){ .seg = 5 };
+	b.len = 0;
+	CHECK_EQ(sync_ids_encode(&o, &b), 0);
+	CHECK_EQ(sync_ids_decode(&b, 5, &d), 0);
+	CHECK_EQ(d.n, 0);
+	CHECK_EQ(d.idlen, 0);
+	sync_ids_release(&d);
+	backend_buf_release(&b);
+}
+
+static void check_ids_refused(const struct backend_buf *b, uint64_t seg)
+{
+	struct ids_object o;
+
+	CHECK_EQ(sync_ids_decode(b, seg, &o), -EIO);
+	CHECK(!o.pairs && !o.n);
+}
+
+static void test_ids_damaged(void)
+{
+	struct backend_buf b = { .max = 1 << 20 }, d;
+	struct ids_object o;
+
+	ids_sample(&o, 42);
+	CHECK_EQ(sync_ids_encode(&o, &b), 0);
+	sync_ids_release(&o);
+	check_ids_refused(&b, 43);	/* another segment's */
+	for (size_t n = 0; n < b.len; n++) {
+		d = (struct backend_buf){ .data = b.data, .len = n };
+		check_ids_refused(&d, 42);
+	}
+	d = (struct backend_buf){ .max = 1 << 20 };
+	CHECK_EQ(backend_buf_append(&d, b.data, b.len), 0);
+	CHECK_EQ(backend_buf_append(&d, "", 1), 0);
+	check_ids_refused(&d, 42);
+	backend_buf_release(&d);
+	/* Any bit flipped (the field's hash is the caller's to judge). */
+	for (size_t i = 0; i < b.len; i++)
+		for (int bit = 0; bit < 8; bit++) {
+			if (i >= 16 && i < 24)
+				continue;
+			b.data[i] ^= (char)(1 << bit);
+			check_ids_refused(&b, 42);
+			b.data[i] ^= (char)(1 << bit);
+		}
+	backend_buf_release(&b);
+}
+
+/* The manifest says which segments have an ID table object, and the
+ * tenant's id_field; the table's key is a stale key with its segment. */
+static void test_manifest_ids(void)
+{
+	struct manifest m, d, cur = { 0 };
+	struct sync_strvec stale = { 0 };
+	char *text = NULL;
+
+	sample(&m);
+	m.id_field = strdup("event_id");
+	m.streams[0].segs[0].ids = 1;
+	m.streams[0].segs[1].ids = -1;	/* not said */
+	CHECK_EQ(sync_manifest_encode(&m, true, &text), 0);
+	CHECK(strstr(text, "\"id_field\":\"event_id\""));
+	CHECK(strstr(text, "\"ids\":true"));
+	CHECK(strstr(text, "\"ids\":false"));	/* stream b's segment */
+	CHECK_EQ(sync_manifest_decode(text, strlen(text), &d), 0);
+	check_same(&m, &d);
+	CHECK(d.id_field && !strcmp(d.id_field, "event_id"));
+	CHECK_EQ(sync_manifest_stale_keys(&d, &cur, "t/", &stale), 0);
+	CHECK_EQ(stale.n, 7);	/* 3 segments, 3 indexes, 1 ID table */
+	CHECK(stale.n == 7 && !strcmp(stale.v[2],
+		"t/segments/0000000000000001-0123456789abcdee.ids"));
+	sync_strvec_release(&stale);
+	sync_manifest_release(&d);
+	sync_manifest_release(&m);
+	free(text);
+}
+
 /* ---- tail pieces (piece.c) ---- */
 
 /* A piece of two chunks: stream 1's 6 bytes in two rows, stream 7's 3. */
@@ -672,6 +808,9 @@ int main(int argc, char **argv)
 		{ "key_layout", test_key_layout },
 		{ "index_round_trip", test_index_round_trip },
 		{ "index_damaged", test_index_damaged },
+		{ "ids_round_trip", test_ids_round_trip },
+		{ "ids_damaged", test_ids_damaged },
+		{ "manifest_ids", test_manifest_ids },
 		{ "piece_round_trip", test_piece_round_trip },
 		{ "manifest_tails", test_manifest_tails },
 	};

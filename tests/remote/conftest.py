@@ -189,8 +189,12 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
-    # LOCK/UNLOCK: what the http backend's conditional writes (leases) use.
-    dav_ext_lock_zone zone=streamfs:1m;
+    # LOCK/UNLOCK: what the http backend's conditional writes (leases) and
+    # the manifest lock held with a lease use.  nginx ignores the Timeout a
+    # client asks for and gives every lock this one: about the tests'
+    # leases, so that a writer taken over loses its lock about when its
+    # lease runs out (docs/FORMAT.md, "Servers").
+    dav_ext_lock_zone zone=streamfs:1m timeout=5s;
     server {{
         listen 127.0.0.1:{port};
         root {root};

@@ -113,6 +113,7 @@ static struct {
 	atomic_bool inside;		/* the hook's own requests pass */
 	atomic_int fired;
 	struct backend *b;		/* writer-b's */
+	char token[BACKEND_TAG_MAX];	/* writer-b's manifest lock */
 } fz;
 
 static const char fz_lease[] = "streamfs-v1/tenants/f/lease.json";
@@ -132,6 +133,23 @@ static int fz_replace(const char *key, const char *text)
 	return rc;
 }
 
+/* writer-b, on a remote that locks (WebDAV), writes the manifest as a
+ * writer does there: under a lock of its own that it keeps, taken once
+ * the paused writer's expired (the server refuses it until then). */
+static int fz_lock_put(const char *key, const char *text)
+{
+	long granted;
+	int rc = -EAGAIN;
+
+	for (int i = 0; i < 240 && rc == -EAGAIN; i++) {
+		rc = backend_lock(fz.b, key, 60, fz.token, &granted);
+		if (rc == -EAGAIN)
+			usleep(500000);
+	}
+	return rc ? rc : backend_put_locked_buf(fz.b, key, text, strlen(text),
+						fz.token);
+}
+
 static void fence_fault(const char *op, const char *key)
 {
 	static const char lease[] =
@@ -148,7 +166,10 @@ static void fence_fault(const char *op, const char *key)
 		return;
 	atomic_store(&fz.armed, false);
 	atomic_store(&fz.inside, true);
-	if (!fz_replace(fz_lease, lease) && !fz_replace(fz_manifest, manifest))
+	if (!fz_replace(fz_lease, lease) &&
+	    !(backend_caps(fz.b) & BACKEND_CAP_LOCK ?
+	      fz_lock_put(fz_manifest, manifest) :
+	      fz_replace(fz_manifest, manifest)))
 		atomic_fetch_add(&fz.fired, 1);
 	atomic_store(&fz.inside, false);
 }
@@ -408,8 +429,10 @@ static void remote_writer(struct backend *b, const char *key, char *buf,
 }
 
 /* mode=fence: the writer's manifest put races with a takeover (above).
- * It must not land: the manifest is written by compare-and-swap, the
- * writer finds the lease another's and is fenced for good. */
+ * It must not land: the manifest is written by compare-and-swap (on
+ * WebDAV under a lock that writer-b holds now), the writer finds the
+ * lease another's and is fenced for good.  On WebDAV the lease is
+ * short, so that the paused writer's manifest lock expires soon. */
 static void fence_mode(struct store *st, struct sync_config *cfg)
 {
 	struct store_tenant *t;
@@ -428,6 +451,8 @@ static void fence_mode(struct store *st, struct sync_config *cfg)
 	bo.file_claim = true;
 	rc = backend_open_url(cfg->url, &bo, &fz.b);
 	CHECK(rc == 0, "open writer-b's backend (%d)", rc);
+	if (!rc && (backend_caps(fz.b) & BACKEND_CAP_LOCK))
+		cfg->lease_ns = 3000000000LL;
 	rc = rc ? rc : store_tenant_create(st, "f", 0755, 0, 0);
 	rc = rc ? rc : store_tenant_get(st, "f", &t);
 	rc = rc ? rc : store_stream_create(t, "s", 0644, 0, 0, &id);
@@ -465,6 +490,8 @@ static void fence_mode(struct store *st, struct sync_config *cfg)
 	remote_writer(fz.b, fz_lease, who, sizeof(who));
 	CHECK(!strcmp(who, "writer-b"), "the stop left writer-b's lease (%s)",
 	      who);
+	if (fz.token[0])
+		(void)backend_unlock(fz.b, fz_manifest, fz.token);
 out:
 	backend_close(fz.b);
 }

@@ -15,6 +15,7 @@ No timed assertion: conditions are polled with generous deadlines.
 import errno
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -213,6 +214,49 @@ def test_server_ignoring_conditional_writes_refused(mount, tmp_path, dav, dav_pr
     w.opts = ["remote=" + url]
     w.start()
     assert not list((dav.root / "dav" / ("probe-" + tmp_path.name)).rglob("probes/*"))
+
+
+@pytest.mark.parametrize("fault", ["lock-405", "if-stripped"])
+def test_dav_without_enforced_locks_refused(mount, run_streamfs, tmp_path, dav,
+                                            dav_proxy, fault):
+    """On WebDAV the manifest is written under a lock held with the lease: a
+    server that refuses LOCK (the fault proxy answers 405), or a path that
+    drops the If header carrying the lock token (the proxy strips it), cannot
+    fence a paused writer.  The probe at mount finds out and refuses a writer
+    there unless -o risk_forks, which status then reports as fencing off."""
+    url = "%s/dav/nolock-%s" % (dav_proxy.url, tmp_path.name)
+    if fault == "lock-405":
+        dav_proxy.fault("status", count=None, match=re.compile(r"^LOCK "), arg=405)
+        why = "the server does not LOCK"
+    else:
+        dav_proxy.fault("strip", count=None, arg=["if"])
+        why = "a PUT with the lock token was refused"
+    allow = LEASE_ALLOW + [r"streamfs: sync: .*(does not enforce|risk_forks|"
+                           r"does not LOCK|status 405|status 423)"]
+    w = mount(["remote=" + url], start=False, allow=allow)
+    with pytest.raises(Exception):
+        w.start()
+    assert not is_mounted(w.mnt)
+    err = w.stderr()
+    assert "does not enforce conditional writes" in err and "risk_forks" in err, err
+    assert why in err, err
+    if fault == "lock-405":
+        # The risk accepted: it runs, publishes, and status says fencing is off.
+        w.opts = ["remote=" + url, "risk_forks"]
+        w.start()
+        os.mkdir(w.path("T"))
+        append(w.path("T", "s"), "x\n", APPEND)
+        sync(run_streamfs, w.mnt)
+        assert status(run_streamfs, w.mnt)["fencing"].startswith("off (risk_forks"), \
+            run_streamfs("status", w.mnt).stdout
+        js = json.loads(run_streamfs("status", "--json", w.mnt).stdout)
+        assert js["fencing"].startswith("off"), js
+        w.umount()
+    # The same server, honest: the probe passes and fencing is on.
+    dav_proxy.clear()
+    w.opts = ["remote=" + url]
+    w.start()
+    assert status(run_streamfs, w.mnt)["fencing"] == "on"
 
 
 def test_format1_leases(mount, tmp_path):

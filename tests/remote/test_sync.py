@@ -47,14 +47,19 @@ def test_sync_parallel_uploads_keep_order(sync_test, tmp_path):
     run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=parallel")
 
 
-@pytest.mark.parametrize("backend", ["file", "s3"])
+@pytest.mark.parametrize("backend", ["file", "s3", "dav", "rclone"])
 def test_sync_takeover_during_manifest_put_is_fenced(sync_test, tmp_path, request,
                                                      backend):
     """Another writer takes the lease over and publishes between this
     writer's lease confirmation and its manifest put (a pause there): the
-    manifest's compare-and-swap refuses the put, and the writer is fenced."""
+    manifest's compare-and-swap refuses the put (on WebDAV: its PUT carries
+    a lock token that is no longer the manifest's lock, which the other
+    writer holds now), and the writer is fenced."""
     if backend == "file":
         run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=fence")
+    elif backend in ("dav", "rclone"):
+        dav = request.getfixturevalue(backend)
+        run(sync_test, tmp_path, f"{dav.url}/fence-{tmp_path.name}", "mode=fence")
     else:
         s3 = request.getfixturevalue("moto_s3")
         run(sync_test, tmp_path, s3.url(f"fence-{tmp_path.name}"), *s3.options(),
