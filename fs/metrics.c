@@ -156,6 +156,11 @@ static uint64_t lease_generation(const struct sync_lease *l)
 	return l->generation;
 }
 
+static uint64_t lease_frozen(const struct sync_lease *l)
+{
+	return l->frozen;
+}
+
 static void leases(FILE *f, const struct fs_status *st)
 {
 	per_lease(f, st, "streamfs_lease_held",
@@ -171,6 +176,10 @@ static void leases(FILE *f, const struct fs_status *st)
 	per_lease(f, st, "streamfs_lease_generation",
 		  "Generation of this writer's lease of the tenant (held or "
 		  "fenced); 0 before one is taken.", lease_generation);
+	per_lease(f, st, "streamfs_streams_frozen",
+		  "Streams of the tenant that publish no more: the remote lost "
+		  "one of their objects and no copy is left here.",
+		  lease_frozen);
 }
 
 static void writer_metrics(FILE *f, const struct fs_status *st)
@@ -195,6 +204,12 @@ static void writer_metrics(FILE *f, const struct fs_status *st)
 	    "Bytes of segments uploaded since mount.", sy->uploaded_bytes);
 	causes(f, "streamfs_upload_failures_total",
 	       "Segment uploads that failed, by cause.", sy->upload_failures);
+	one(f, "streamfs_lost_objects_total", "counter",
+	    "Objects found missing on the remote that a manifest of this "
+	    "writer names, since mount.", sy->lost_objects);
+	one(f, "streamfs_reput_objects_total", "counter",
+	    "Objects the remote lost that were put again from local copies, "
+	    "since mount.", sy->reput_objects);
 	leases(f, st);
 }
 

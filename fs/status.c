@@ -249,6 +249,45 @@ static void out_fenced(struct status_out *o, const struct fs_status *st)
 		text_add(o, "fenced: none\n");
 }
 
+/* The streams that publish no more because the remote lost one of their
+ * objects and no copy is left here: one "frozen: T: NOTE" line per
+ * tenant, or "frozen: none"; in JSON an array of {tenant, streams,
+ * note}. */
+static void out_frozen(struct status_out *o, const struct fs_status *st)
+{
+	json_object *a = o->obj ? json_object_new_array() : NULL;
+	bool any = false;
+
+	for (size_t i = 0; i < st->nleases; i++) {
+		const struct sync_lease *l = &st->leases[i];
+		json_object *f;
+
+		if (!l->frozen)
+			continue;
+		any = true;
+		if (!a) {
+			text_add(o, "frozen: ");
+			text_name(o, l->tenant);
+			text_add(o, ": ");
+			text_name(o, l->frozen_note);
+			text_add(o, "\n");
+			continue;
+		}
+		f = json_object_new_object();
+		json_object_object_add(f, "tenant",
+				       json_object_new_string(l->tenant));
+		json_object_object_add(f, "streams",
+				       json_object_new_uint64(l->frozen));
+		json_object_object_add(f, "note",
+				       json_object_new_string(l->frozen_note));
+		json_object_array_add(a, f);
+	}
+	if (a)
+		json_add(o, "frozen", a);
+	else if (!any)
+		text_add(o, "frozen: none\n");
+}
+
 /* last_error: "message (what failed)" or "none"; in JSON
  * {"error", "errno", "what"} or null. */
 static void out_error(struct status_out *o, const struct sync_status *sy)
@@ -319,6 +358,11 @@ static void emit_sync(struct status_out *o, const struct fs_status *st)
 			"remote does not enforce conditional writes)" : "on");
 		out_leases(o, st);
 		out_fenced(o, st);
+		/* objects the remote lost: found, put again, streams frozen */
+		out_u64(o, "lost_objects", sy->lost_objects);
+		out_u64(o, "reput_objects", sy->reput_objects);
+		out_u64(o, "streams_frozen", sy->streams_frozen);
+		out_frozen(o, st);
 	}
 	out_u64(o, "cached_bytes", sy->cached_bytes);
 	if (opts->cache_size)

@@ -475,18 +475,25 @@ static int renew(struct sync *s, struct tenant_state *ts, char *what,
 {
 	char *key = sync_lease_key(ts->name);
 	struct lease l = { 0 };
+	bool had_tag;
 	int rc;
 
 	if (!key)
 		return -ENOMEM;
 	snprintf(what, wlen, "renew lease %s", key);
+	had_tag = ts->lease_tag[0] != '\0';
 	rc = lease_swap(s, ts, key, ts->lease_tag, ts->generation);
 	if (rc == -ESTALE || rc == -ENOENT) {
 		/* Changed: still ours (a tag we did not learn), or not. */
 		int frc = lease_fetch(s, key, &l);
 
-		if (!frc && lease_ours(s, &l) && l.generation == ts->generation)
+		if (!frc && lease_ours(s, &l) && l.generation == ts->generation) {
+			/* ours, changed behind our back (a remote gone back
+			 * in time?): its objects are checked (lost.c) */
+			if (had_tag)
+				sync_lost_suspect(s, ts);
 			rc = lease_swap(s, ts, key, l.tag, ts->generation);
+		}
 		else if (!frc || frc == -ENOENT)
 			rc = -EROFS;
 		else

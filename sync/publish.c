@@ -125,6 +125,8 @@ static int delete_stale(struct sync *s, struct tenant_state *ts,
 			continue;
 		snprintf(what, wlen, "delete %s", key);
 		rc = backend_del(s->b, key);
+		if (!rc)
+			sync_lost_deleted(ts, key);
 		if (rc)		/* retried from the next pass */
 			for (size_t j = i; j < ts->stale.n; j++)
 				if (sync_strvec_push(&left, ts->stale.v[j]))
@@ -351,6 +353,8 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 		rc = s->mlocks ? put_manifest_locked(s, ts, key, text) :
 		     manifest_cas(s) ? put_manifest_cas(s, ts, key, text) :
 		     backend_put_buf(s->b, key, text, strlen(text));
+		if (!rc)
+			ts->published_len = strlen(text);
 	}
 	free(text);
 	free(key);
@@ -377,16 +381,24 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	int64_t now = sync_clock(CLOCK_REALTIME);
 	struct manifest m;
 	char *compare = NULL;
+	bool reship = false;
 	int rc;
 
 	snprintf(what, wlen, "manifest of %s", store_tenant_name(t));
 	rc = sync_manifest_build(t, s->identity, ts->generation, &m);
 	if (rc)
 		return rc;
-	/* The tails shipped before stay until segments cover them; a flush
-	 * adds what grew since (tail.c). */
-	rc = sync_tail_carry(&ts->published, &m);
-	if (!rc && flush)
+	/* Objects the remote lost are put again, or their streams frozen,
+	 * before a manifest names them (lost.c). */
+	rc = sync_lost_check(s, t, ts, tprefix, &m, what, wlen);
+	/* The tails shipped before stay until segments cover them (but
+	 * those of lost pieces, shipped again); a flush adds what grew
+	 * since (tail.c). */
+	if (!rc)
+		rc = sync_tail_carry(&ts->published, &m);
+	if (!rc)
+		rc = sync_lost_pieces(ts, tprefix, &m, &reship);
+	if (!rc && (flush || reship))
 		rc = sync_tail_ship(s, t, ts, tprefix, &m, what, wlen);
 	if (!rc)
 		rc = sync_manifest_tombstones(&m, &ts->published, now);
@@ -394,6 +406,8 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	if (!rc)
 		rc = sync_manifest_encode(&m, false, &compare);
 	if (!rc && (!ts->published_cmp || strcmp(ts->published_cmp, compare))) {
+		/* Every object it names is on the remote (lost.c). */
+		rc = sync_lost_confirmed(s, ts, tprefix, &m, what, wlen);
 		/* The fence.  With manifest_cas() it is the manifest's own
 		 * swap, with s->mlocks its WebDAV lock: a writer that takes
 		 * the lease over publishes its manifest (one generation up)
@@ -401,8 +415,8 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 		 * needs only its renewals then, while it is fresh.
 		 * Elsewhere the lease must be ours, just now, by a
 		 * conditional write (-EROFS: taken over). */
-		if (!(manifest_cas(s) || s->mlocks) ||
-		    !sync_lease_fresh(s, ts))
+		if (!rc && (!(manifest_cas(s) || s->mlocks) ||
+			    !sync_lease_fresh(s, ts)))
 			rc = sync_lease_confirm(s, ts, what, wlen);
 		m.updated_ns = now;
 		if (!rc)
@@ -417,7 +431,11 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 				sync_log(LOG_NOTICE, "tenant %s: the manifest "
 					 "changed on the remote since this "
 					 "writer last wrote it; writing it "
-					 "again", ts->name);
+					 "again once its objects are checked",
+					 ts->name);
+				/* a remote gone back in time may lack
+				 * objects too */
+				sync_lost_suspect(s, ts);
 				rc = -EAGAIN;
 			}
 		}

@@ -441,6 +441,31 @@ static int mirror_streams(struct sync *s, struct tenant_state *ts,
 	return rc;
 }
 
+static uint64_t writer_hash(const struct manifest *m)
+{
+	return m->writer ? XXH3_64bits(m->writer, strlen(m->writer)) : 0;
+}
+
+/* Whether M is older than the manifest TS applied last, by the same
+ * writer at the same generation: the remote went back in time (a share
+ * mounted again from an older state, before its writer put back what it
+ * lost).  Applying it would shrink streams readers saw; it is skipped
+ * (logged), and the writer's next manifest is applied. */
+static bool manifest_stale(struct tenant_state *ts, const struct manifest *m)
+{
+	bool stale = ts->applied_ns && m->updated_ns &&
+		     writer_hash(m) == ts->applied_writer &&
+		     m->generation == ts->applied_gen &&
+		     m->updated_ns < ts->applied_ns;
+
+	if (stale)
+		sync_log(LOG_WARNING, "replica: tenant %s: the remote's "
+			 "manifest is older than the one applied before (the "
+			 "remote went back in time?); keeping what was shown "
+			 "until its writer publishes again", ts->name);
+	return stale;
+}
+
 /* Mirrors one tenant's manifest, when it changed. */
 static int replica_tenant(struct sync *s, const char *name, char *what,
 			  size_t wlen)
@@ -461,6 +486,10 @@ static int replica_tenant(struct sync *s, const char *name, char *what,
 	if (!tprefix)
 		return -ENOMEM;
 	rc = load_manifest(s, ts, tprefix, &m, &hash, what, wlen);
+	if (!rc && manifest_stale(ts, &m)) {
+		ts->mhash = hash;	/* not read again */
+		rc = 1;
+	}
 	if (!rc)
 		rc = local_tenant(s, name, &m, &t, what, wlen);
 	if (!rc)
@@ -469,8 +498,12 @@ static int replica_tenant(struct sync *s, const char *name, char *what,
 		rc = drop_unmatched(ts, t, name, &m, &lv, what, wlen);
 	if (!rc)
 		rc = mirror_streams(s, ts, t, tprefix, &m, &pc, what, wlen);
-	if (!rc)
+	if (!rc) {
 		ts->mhash = hash;
+		ts->applied_writer = writer_hash(&m);
+		ts->applied_gen = m.generation;
+		ts->applied_ns = m.updated_ns;
+	}
 	local_vec_release(&lv);
 	sync_piece_cache_release(&pc);
 	sync_manifest_release(&m);
@@ -497,6 +530,9 @@ static int drop_local_tenant(struct sync *s, const char *name)
 		if (ts) {
 			ts->mhash = 0;
 			ts->nmap = 0;
+			ts->applied_writer = 0;
+			ts->applied_gen = 0;
+			ts->applied_ns = 0;
 		}
 	}
 	local_vec_release(&lv);

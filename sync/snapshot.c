@@ -76,9 +76,9 @@ static int uploaded_version(struct store_tenant *t, uint64_t id, uint64_t *out)
 	return rc;
 }
 
-static int put_snapshot(struct sync *s, struct store_tenant *t,
-			const char *tprefix, const struct store_snapshot *snap,
-			char *what, size_t wlen)
+int sync_snapshot_put(struct sync *s, struct store_tenant *t,
+		      const char *tprefix, const struct store_snapshot *snap,
+		      char *what, size_t wlen)
 {
 	char *path = store_snapshot_path(t, snap->stream, snap->version);
 	char *key = sync_snapshot_key(tprefix, snap->version, snap->checksum);
@@ -92,6 +92,8 @@ static int put_snapshot(struct sync *s, struct store_tenant *t,
 	if (!rc)
 		rc = backend_put(s->b, key, &(struct backend_body){
 			.fd = fd, .len = snap->length });
+	if (!rc)
+		sync_lost_note_put(s, key, snap->length);
 	if (fd >= 0)
 		close(fd);
 	free(path);
@@ -120,7 +122,7 @@ int sync_snapshots_upload(struct sync *s, struct store_tenant *t,
 			(*left)++;	/* with its segment, later */
 			continue;
 		}
-		rc = put_snapshot(s, t, tprefix, snap, what, wlen);
+		rc = sync_snapshot_put(s, t, tprefix, snap, what, wlen);
 		if (!rc)
 			rc = store_snapshot_mark_uploaded(t, snap->stream,
 							  snap->version);

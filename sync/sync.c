@@ -193,6 +193,7 @@ static void tstate_release(struct tenant_state *ts)
 	free(ts->published_cmp);
 	sync_strvec_release(&ts->stale);
 	sync_tail_release(ts);
+	sync_lost_release(ts);
 	free(ts->map);
 	free(ts->fence_note);
 	free(ts->fence_text);
@@ -464,6 +465,9 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 	if (!rc)
 		upload_snapshots(s, t, tprefix, pt, &held);
 	flush = !rc && sync_tail_due(s, t, ts, pt->force);
+	/* A new sync_now looks at the remote's objects again (lost.c). */
+	if (pt->retry_all)
+		sync_lost_suspect(s, ts);
 	if (!rc && (flush || manifest_due(ts, held.uploaded, pt->force))) {
 		rc = sync_publish_manifest(s, t, ts, tprefix, flush, what, wlen);
 		if (!rc)
@@ -557,6 +561,8 @@ static struct sync_lease *lease_copy(struct sync *s)
 		if (s->ts[i].fenced && note)
 			copy_truncated(v[i].fence_note,
 				       sizeof(v[i].fence_note), note);
+		v[i].frozen = sync_lost_note(&s->ts[i], v[i].frozen_note,
+					     sizeof(v[i].frozen_note));
 	}
 	return v;
 }
@@ -565,9 +571,10 @@ static struct sync_lease *lease_copy(struct sync *s)
 static void pass_status(struct sync *s, const struct pass_tenant *pt)
 {
 	struct sync_lease *leases = lease_copy(s);
-	uint64_t held = 0, refused = 0, fenced = 0;
+	uint64_t held = 0, refused = 0, fenced = 0, frozen = 0;
 
 	for (size_t i = 0; i < s->nts; i++) {
+		frozen += s->ts[i].nfrozen;
 		held += s->ts[i].leased;
 		refused += s->ts[i].refused && s->ts[i].present;
 		fenced += s->ts[i].fenced;
@@ -580,6 +587,7 @@ static void pass_status(struct sync *s, const struct pass_tenant *pt)
 	s->status.leases_held = held;
 	s->status.leases_refused = refused;
 	s->status.leases_fenced = fenced;
+	s->status.streams_frozen = frozen;
 	if (leases || !s->nts) {
 		free(s->leases);
 		s->leases = leases;
@@ -684,6 +692,11 @@ static int writer_pass(struct sync *s, struct pass_tenant *pt,
 		snprintf(what, wlen, "%s", pt->refused_what);
 	}
 	pt->hard |= pt->refused;
+	/* The remote down or gone (a share unmounted): it may come back
+	 * without some objects; each tenant is listed before its next
+	 * manifest (lost.c). */
+	if (pt->hard && backend_err_retryable(rc))
+		sync_lost_suspect_all(s);
 	*retry_at = rc && !pt->hard ? sync_retry_next(&s->retries) : 0;
 	pass_status(s, pt);
 	if (s->cfg.cache_size)
@@ -943,6 +956,7 @@ static void sync_free(struct sync *s)
 	free(s->claim_name);
 	sync_strvec_release(&s->fenced);
 	sync_tail_marks_release(s);
+	sync_lost_free(s);
 	free(s->tenants_json);
 	free(s->identity);
 	free((char *)s->cfg.url);
@@ -1167,6 +1181,9 @@ int sync_now(struct sync *s, int64_t timeout_ns)
 	/* A tenant taken over keeps what it did not publish. */
 	if (!rc && atomic_load(&s->nfenced))
 		rc = -EROFS;
+	/* A stream frozen (the remote lost what it needs): not shipped. */
+	if (!rc && atomic_load(&s->nfrozen))
+		rc = -EIO;
 	return rc;
 }
 
@@ -1249,6 +1266,23 @@ int sync_tenant_claim(struct sync *s, const char *tenant, int64_t timeout_ns)
 
 /* ---- per-stream status ---- */
 
+/* Whether stream STREAM of TENANT is frozen (lost.c), and at which
+ * version (*VERSION, OUT); with s->lock. */
+static bool frozen_mark(struct sync *s, const char *tenant, uint64_t stream,
+			uint64_t *version)
+{
+	SYNC_ASSERT_HELD(&s->lock);
+	if (!atomic_load(&s->nfrozen))
+		return false;
+	for (size_t i = 0; i < s->nfrozen_marks; i++)
+		if (s->frozen_marks[i].stream == stream &&
+		    !strcmp(s->frozen_marks[i].tenant, tenant)) {
+			*version = s->frozen_marks[i].version;
+			return true;
+		}
+	return false;
+}
+
 struct reach {
 	uint64_t stream;
 	struct sync_seg_vec segs;
@@ -1266,8 +1300,8 @@ int sync_stream_status(struct sync *s, struct store_tenant *t,
 {
 	struct reach r = { .stream = stream };
 	struct store_attr attr;
-	uint64_t reached = 0, size = 0, tail;
-	bool sealed = false;
+	uint64_t reached = 0, size = 0, tail, fversion = 0;
+	bool sealed = false, frozen;
 	int rc, n;
 
 	rc = store_stream_stat(t, stream, &attr);
@@ -1304,8 +1338,12 @@ int sync_stream_status(struct sync *s, struct store_tenant *t,
 	free(r.segs.v);
 	sync_mutex_lock(&s->lock);
 	tail = sync_tail_mark(s, store_tenant_name(t), stream);
+	frozen = frozen_mark(s, store_tenant_name(t), stream, &fversion);
 	sync_mutex_unlock(&s->lock);
-	if (reached >= attr.version)
+	if (frozen)
+		n = snprintf(buf, len, "frozen %" PRIu64 "/%" PRIu64, fversion,
+			     attr.version);
+	else if (reached >= attr.version)
 		n = snprintf(buf, len, "uploaded %" PRIu64, attr.version);
 	else if (tail > reached)
 		n = snprintf(buf, len, "shipped %" PRIu64 "/%" PRIu64

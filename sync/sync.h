@@ -68,6 +68,13 @@
  * more, sync_tenant_fenced() says so, status lists its unpublished events.
  * sync_stop() releases the leases it still holds (conditional deletes).
  *
+ * Objects the remote lost (writer, lost.c): a manifest names only objects
+ * the writer confirmed on the remote since it last saw it whole (a
+ * listing of the tenant, then its own puts); at a sign of loss it lists
+ * the tenant again, puts back what is missing from the local copies, and
+ * freezes a stream whose lost object has no copy here (its entry stays as
+ * published; status and sync_stream_status() say so).
+ *
  * Failures are retried with capped exponential backoff for as long as it
  * takes (a pass that failed as a whole: from `backoff_min`; an analysis
  * host's never waits longer than `poll`); each change of state (failing,
@@ -168,7 +175,9 @@ void sync_kick(struct sync *s);
  * passes.  0 when everything committed before the call is on the remote;
  * -ETIMEDOUT; or the last error of the remote when the deadline passed
  * while it failed; -EROFS when a tenant was taken over from this writer
- * (fenced: what it did not publish never will be).  Replica: one full
+ * (fenced: what it did not publish never will be); -EIO when a stream is
+ * frozen (the remote lost an object of it, and no copy is left here:
+ * sync_get_leases() says which).  Replica: one full
  * rescan of the remote, waited for the same way. */
 int sync_now(struct sync *s, int64_t timeout_ns) SYNC_WARN_UNUSED;
 
@@ -237,6 +246,13 @@ struct sync_status {
 	int64_t last_flush_ns;
 	uint64_t fetch_errors[SYNC_CAUSES];
 	uint64_t pass_failures[SYNC_CAUSES];
+	/* Objects the remote lost (docs/FORMAT.md): found missing since
+	 * start (those put again and those gone for good), put again since
+	 * start, and the streams frozen now (a lost object with no copy
+	 * here: sync_get_leases() names them). */
+	uint64_t lost_objects;
+	uint64_t reput_objects;
+	uint64_t streams_frozen;
 };
 
 void sync_get_status(struct sync *s, struct sync_status *out);
@@ -254,6 +270,12 @@ struct sync_lease {
 	 * W (host H) at generation G; not published: S versions A-B, ...");
 	 * "" otherwise.  Truncated with "..." when longer. */
 	char fence_note[1024];
+	/* Streams of the tenant that publish no more because the remote
+	 * lost one of their objects and no copy is left here (their
+	 * entries stay as last published), and which: "S at version V
+	 * (lost KEY), ..."; "" when none.  Truncated with "...". */
+	uint64_t frozen;
+	char frozen_note[1024];
 };
 /* Copies the leases of every tenant the writer has met into *OUT
  * (malloc'd, the caller frees; NULL when *N is 0).  0 or -ENOMEM.  A
@@ -286,6 +308,8 @@ int sync_tenant_claim(struct sync *s, const char *tenant,
  *   "shipped T/V (sealed R)"  events up to T are on the remote, those
  *                   past R in tail pieces (flush); the rest is local
  *   "uploading R/V" some events are sealed and waiting for upload
+ *   "frozen P/V"    the remote lost an object of the stream and no copy
+ *                   is left here: published up to P, and no further
  *   "local R/V"     the rest is in the active segment (sealed at roll age
  *                   or by sync_now); also "local 0/V" without a remote,
  *                   and when S is NULL

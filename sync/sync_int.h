@@ -65,6 +65,8 @@ uint64_t sync_get_le64(const unsigned char *p);
  *                   in one tail piece per tenant
  *   tail_replica.c  an analysis host's side: pieces appended to its
  *                   replica, and the switch to the sealed segment
+ *   lost.c          objects the remote lost: confirmed before a manifest
+ *                   names them, put again, or their stream frozen
  */
 
 struct sync;
@@ -230,6 +232,10 @@ struct manifest_stream {
 	struct manifest_tail *tails;	/* shipped early: from size on, a
 					 * gapless chain (piece.c) */
 	size_t ntails;
+	/* Not encoded: the entry is the one last published, kept while
+	 * the remote lacks one of its objects (lost.c); nothing is shipped
+	 * for it. */
+	bool frozen;
 };
 
 struct manifest_tombstone {
@@ -331,6 +337,39 @@ const struct manifest_piece *sync_manifest_piece(const struct manifest *m,
 int sync_manifest_piece_keys(const struct manifest *m, const char *tprefix,
 			     struct sync_strvec *out) SYNC_WARN_UNUSED;
 
+/* ---- lost.c: key sets ---- */
+
+/* A set of remote keys, each by its XXH3-64 with the object's size
+ * (SYNC_SIZE_UNKNOWN when not known). */
+#define SYNC_SIZE_UNKNOWN UINT64_MAX
+struct sync_keyent {
+	uint64_t hash, size;
+};
+struct sync_keyset {
+	struct sync_keyent *v;
+	size_t n, alloc;
+	bool sorted;		/* v is sorted by hash, without duplicates */
+};
+/* A stream that publishes no more: the remote lost KEY, one of the
+ * objects its published entry names, and no copy is left here. */
+struct sync_frozen {
+	uint64_t id;
+	uint64_t version;	/* what its entry holds */
+	char *name, *key;
+	bool seen;		/* scratch flag of a check */
+};
+
+/* A put that succeeded, for lost.c. */
+struct sync_put_note {
+	char *key;
+	uint64_t size;
+};
+/* A frozen stream, as sync_stream_status() tells it. */
+struct sync_frozen_mark {
+	char *tenant;
+	uint64_t stream, version;
+};
+
 /* ---- sync.c: the sync object ---- */
 
 /* Per-tenant state of the sync thread.  No lock: it belongs to the thread
@@ -368,6 +407,7 @@ struct tenant_state {
 					 * found at seeding); empty: none */
 	char *published_cmp;	/* its text without times; NULL: publish
 				 * at the next check */
+	uint64_t published_len;	/* the length of its text as put */
 	/* objects to delete whose delete failed */
 	struct sync_strvec stale;
 	/* Writer, tail.c: the last flush, and pieces no manifest names
@@ -378,6 +418,23 @@ struct tenant_state {
 					 * tenants.json */
 	struct tail_stale *tail_stale;
 	size_t ntail_stale;
+	/* Writer, lost.c: the objects of the tenant this writer confirmed
+	 * on the remote (listed, or put by it) since it last saw it whole,
+	 * and those it found lost there and cannot put again. */
+	struct sync_keyset confirmed;
+	struct sync_keyset lost;
+	bool whole;		/* confirmed holds since a listing, and no
+				 * sign of loss came since */
+	int64_t listed_ns;	/* CLOCK_MONOTONIC of that listing */
+	struct sync_frozen *frozen;	/* streams frozen, by id */
+	size_t nfrozen;
+	/* Replica: the manifest applied last (XXH3 of its writer, its
+	 * generation and updated_ns): one of the same writer and generation
+	 * written before it is a remote gone back in time (a share mounted
+	 * from an older state), never applied. */
+	uint64_t applied_writer;
+	uint64_t applied_gen;
+	int64_t applied_ns;
 	/* Replica. */
 	uint64_t mhash;		/* XXH3 of the manifest applied */
 	uint64_t *map;		/* pairs remote id, local id */
@@ -459,6 +516,14 @@ struct sync {
 	 * without it first (sync_tenant_fenced() is on every append). */
 	struct sync_strvec fenced;
 	atomic_uint nfenced;
+	/* lost.c, protected by lock: keys put (by any thread) that the
+	 * sync thread did not take yet; the frozen streams of every tenant
+	 * (sync_stream_status()), their number read without it first. */
+	struct sync_put_note *put_notes;
+	size_t nput_notes, aput_notes;
+	struct sync_frozen_mark *frozen_marks;
+	size_t nfrozen_marks, afrozen_marks;
+	atomic_uint nfrozen;
 
 	/* The sync thread's only (sync_start() before it runs). */
 	bool probed;			/* sync_probe_fencing() answered */
@@ -671,6 +736,11 @@ void sync_ra_clear(struct sync *s);
 struct snap_req;
 /* Puts T's snapshots whose segment is uploaded and marks them uploaded;
  * *N (OUT) counts them, *LEFT (OUT) those still waiting. */
+/* Puts SNAP of T (its local blob) as its object below TPREFIX: 0, -ENOENT
+ * when the blob is not here, or the remote's -errno. */
+int sync_snapshot_put(struct sync *s, struct store_tenant *t,
+		      const char *tprefix, const struct store_snapshot *snap,
+		      char *what, size_t wlen) SYNC_WARN_UNUSED;
 int sync_snapshots_upload(struct sync *s, struct store_tenant *t,
 			  const char *tprefix, uint64_t *n, uint64_t *left,
 			  char *what, size_t wlen) SYNC_WARN_UNUSED;
@@ -810,6 +880,52 @@ int sync_replica_tail_seal(struct sync *s, struct store_tenant *t,
 			   const struct store_segment *seg,
 			   struct store_attr *a, char *what,
 			   size_t wlen) SYNC_WARN_UNUSED;
+
+/* ---- lost.c (the sync thread, but sync_lost_note_put()) ---- */
+
+int sync_keyset_add(struct sync_keyset *ks, const char *key,
+		    uint64_t size) SYNC_WARN_UNUSED;
+/* Whether KS holds KEY, with SIZE unless that is SYNC_SIZE_UNKNOWN (or
+ * KS does not know it). */
+bool sync_keyset_has(struct sync_keyset *ks, const char *key, uint64_t size);
+void sync_keyset_release(struct sync_keyset *ks);
+
+/* Any thread: KEY, of SIZE bytes, was put (the server said so). */
+void sync_lost_note_put(struct sync *s, const char *key, uint64_t size);
+/* A sign that TS's remote may have lost objects (a manifest or lease of
+ * its own found changed, the remote down or gone): its objects are
+ * listed again before the next manifest. */
+void sync_lost_suspect(struct sync *s, struct tenant_state *ts);
+void sync_lost_suspect_all(struct sync *s);
+/* KEY of TS was deleted by this writer. */
+void sync_lost_deleted(struct tenant_state *ts, const char *key);
+/* Before TS's manifest M (just built from T, segments and snapshots
+ * only) goes out: lists the tenant's objects when they are not all
+ * confirmed (or loss was suspected, or VERIFY_NS passed), puts again the segments, event indexes
+ * and snapshots the remote lost whose local copy is here, and freezes the
+ * streams that name a lost object without one (their entry becomes the
+ * one last published; logged, in the status).  -errno when the listing
+ * or a put failed: nothing is to be published then. */
+int sync_lost_check(struct sync *s, struct store_tenant *t,
+		    struct tenant_state *ts, const char *tprefix,
+		    struct manifest *m, char *what, size_t wlen) SYNC_WARN_UNUSED;
+/* After sync_tail_carry(): the tails of M naming a piece the remote
+ * lost are cut (the streams' bytes from there go in a new piece: *RESHIP,
+ * OUT), but those of frozen streams. */
+int sync_lost_pieces(struct tenant_state *ts, const char *tprefix,
+		     struct manifest *m, bool *reship) SYNC_WARN_UNUSED;
+/* Right before M is put: 0 when every object it names is confirmed on the
+ * remote (frozen streams' entries aside), else -EAGAIN (WHAT says which:
+ * the next pass lists the tenant). */
+int sync_lost_confirmed(struct sync *s, struct tenant_state *ts,
+			const char *tprefix, const struct manifest *m,
+			char *what, size_t wlen) SYNC_WARN_UNUSED;
+/* TS's frozen streams, for the status: how many, and NOTE (LEN bytes):
+ * "S at version V (lost KEY), ...". */
+size_t sync_lost_note(const struct tenant_state *ts, char *note, size_t len);
+void sync_lost_release(struct tenant_state *ts);
+/* Frees S's notes and marks (sync_stop(), once no thread is left). */
+void sync_lost_free(struct sync *s);
 
 /* ---- replica.c ---- */
 

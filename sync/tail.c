@@ -250,8 +250,11 @@ static int stream_add(struct store_tenant *t, struct piece *p,
 	struct sync_seg_vec sv = { 0 };
 	uint64_t end = shipped_end(ms);
 	struct store_attr a;
-	int rc = store_stream_stat(t, ms->id, &a);
+	int rc;
 
+	if (ms->frozen)
+		return 0;	/* publishes nothing more (lost.c) */
+	rc = store_stream_stat(t, ms->id, &a);
 	if (rc || a.size <= end)
 		return rc == -ENOENT ? 0 : rc;
 	rc = store_stream_segments(t, ms->id, sync_seg_collect, &sv);
@@ -304,6 +307,8 @@ static int piece_put(struct sync *s, const struct piece *p, const char *tprefix,
 	if (!rc) {
 		snprintf(what, wlen, "put %s", key);
 		rc = backend_put_buf(s->b, key, buf.data, buf.len);
+		if (!rc)
+			sync_lost_note_put(s, key, buf.len);
 	}
 	free(key);
 	backend_buf_release(&buf);

@@ -255,6 +255,20 @@ static int upload_segment(struct backend *b, struct store_tenant *t,
 	return rc;
 }
 
+/* J's segment and its event index are up: lost.c counts them as on the
+ * remote. */
+static void note_puts(struct sync *s, const struct upload_batch *ub,
+		      const struct upload_job *j)
+{
+	char *ikey = sync_segment_key(ub->tprefix, j->seg.seg, j->seg.checksum,
+				      true);
+
+	sync_lost_note_put(s, j->key, j->seg.length);
+	if (ikey)	/* else unconfirmed: the tenant is listed again */
+		sync_lost_note_put(s, ikey, SYNC_SIZE_UNKNOWN);
+	free(ikey);
+}
+
 /* Uploads J's segment through *B (opened here on first use) and marks it
  * uploaded. */
 static int upload_job(struct sync *s, struct backend **b,
@@ -270,6 +284,8 @@ static int upload_job(struct sync *s, struct backend **b,
 		rc = upload_segment(*b, ub->t, ub->tprefix, &j->seg, j->key,
 				    &j->body_done, j->what, sizeof(j->what),
 				    &j->damaged);
+	if (!rc)
+		note_puts(s, ub, j);
 	if (!rc) {
 		snprintf(j->what, sizeof(j->what),
 			 "mark segment %" PRIu64 " uploaded", j->seg.seg);

@@ -484,6 +484,9 @@ def check_field(key, text, js):
         # one line each; the dict of the text keeps the last
         last = "%s: %s" % (js[-1]["tenant"], js[-1]["note"]) if js else "none"
         assert text == last, (key, text, js)
+    elif key == "frozen":
+        last = "%s: %s" % (js[-1]["tenant"], js[-1]["note"]) if js else "none"
+        assert text == last, (key, text, js)
     elif key == "last_error":
         assert text == "%s (%s)" % (js["error"], js["what"]), (key, text, js)
     else:
@@ -521,6 +524,7 @@ def test_status_json_matches_status(mount, run_streamfs, tmp_path):
                              "fenced": False, "generation": 1}]
     assert js["leases_fenced"] == 0 and js["fenced"] == []
     assert text["leases"] == "shop held (generation 1)" and text["fenced"] == "none"
+    assert js["streams_frozen"] == 0 and js["frozen"] == [] and text["frozen"] == "none"
     assert set(js["upload_failures"]) == {"timeout", "unavailable", "denied", "not_found",
                                           "full", "checksum", "lease", "other"}
     assert isinstance(js["last_success"], int) and js["last_error"] is None

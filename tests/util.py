@@ -336,3 +336,83 @@ def set_enable_uring(on):
     old = ENABLE_URING.read_text().strip() == "Y"
     ENABLE_URING.write_text("Y" if on else "N")
     return old
+
+
+class NeverShrinks:
+    """What an analysis host shows only ever grows (CONTRACT §6): a thread
+    reads every stream of every tenant under MNT in a loop, and records a
+    failure when a stream it showed before shrinks, changes a byte it
+    showed, or disappears, or when a read fails.  finish() stops it, looks
+    once more and asserts that nothing failed.  `rm` of a stream is the
+    one exception the contract makes; scenarios that remove streams pass
+    their names in `removed` (tenant/stream) before finish()."""
+
+    def __init__(self, mnt, interval=0.2):
+        import threading
+        self.mnt = Path(mnt)
+        self.interval = interval
+        self.seen = {}
+        self.failures = []
+        self.removed = set()
+        self.looks = 0
+        self.finished = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _streams(self):
+        for tenant in sorted(os.listdir(self.mnt)):
+            try:
+                names = sorted(os.listdir(self.mnt / tenant))
+            except FileNotFoundError:
+                continue        # caught below if one of its streams was seen
+            for stream in names:
+                yield "%s/%s" % (tenant, stream)
+
+    def look(self):
+        for key in self._streams():
+            try:
+                now = read(self.mnt / key)
+            except FileNotFoundError:
+                continue        # caught below if it stays gone
+            before = self.seen.get(key, b"")
+            if not now.startswith(before):
+                self.failures.append("%s: %d bytes, then %d bytes not starting "
+                                     "with them" % (key, len(before), len(now)))
+            if len(now) >= len(before):
+                self.seen[key] = now
+        for key in self.seen:
+            if key not in self.removed and not (self.mnt / key).exists():
+                self.failures.append("%s disappeared" % key)
+        self.looks += 1
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.look()
+            except OSError as e:
+                self.failures.append("read failed: %r" % e)
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def finish(self):
+        """Stops, looks once more, and fails on anything seen."""
+        self.stop()
+        if not self.finished:
+            self.finished = True
+            self.look()
+        assert not self.failures, self.failures[:20]
+        assert self.looks >= 2, "the checker never ran"
+
+
+def xxh3(data):
+    """XXH3-64 of DATA (bytes), through the system's libxxhash: what the
+    remote's keys hold after a segment id (docs/FORMAT.md)."""
+    import ctypes
+    lib = ctypes.CDLL("libxxhash.so.0")
+    lib.XXH3_64bits.restype = ctypes.c_uint64
+    lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return lib.XXH3_64bits(data, len(data))

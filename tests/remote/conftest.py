@@ -12,6 +12,12 @@ dav_proxy (session) a FaultProxy in front of nginx, reset before each test.
 rclone (session)    `rclone serve webdav`, an independent WebDAV server
                     that answers 404 to a PUT below a missing collection:
                     .url (base URL of an empty tree), .root (its directory).
+rclone_proxy        a FaultProxy in front of rclone, reset before each test.
+never_shrinks       never_shrinks(mnt) starts a checker (tests/util.py,
+                    NeverShrinks) on an analysis host's mount: it fails if
+                    any stream it showed shrinks, changes a byte or
+                    disappears.  Call .finish() at the end of the scenario;
+                    one left running is finished at teardown.
 conformance (session) path of the backend_conformance program.
 
 All servers listen on loopback ports picked by binding port 0.
@@ -31,7 +37,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faultproxy import FaultProxy  # noqa: E402
+from util import NeverShrinks, is_mounted  # noqa: E402
 
 TOP = Path(__file__).resolve().parents[2]
 
@@ -321,3 +329,34 @@ def dav_proxy(_dav_proxy):
     _dav_proxy.reset()
     yield _dav_proxy
     _dav_proxy.reset()
+
+
+@pytest.fixture(scope="session")
+def _rclone_proxy(rclone):
+    p = FaultProxy(rclone.port)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def rclone_proxy(_rclone_proxy):
+    _rclone_proxy.reset()
+    yield _rclone_proxy
+    _rclone_proxy.reset()
+
+
+@pytest.fixture
+def never_shrinks():
+    made = []
+
+    def start(mnt):
+        c = NeverShrinks(mnt)
+        made.append(c)
+        return c
+    yield start
+    for c in made:
+        c.stop()
+    for c in made:
+        # a mount already gone shows nothing: only a live one is judged
+        if not c.finished and is_mounted(str(c.mnt)):
+            c.finish()

@@ -14,6 +14,9 @@ outlives one request.  Faults apply to the next N matching requests:
     down       like drop, for every request until clear() (the remote is down)
     strip      forward without the request headers named in arg (lower-case):
                a server that ignores them
+    set        forward with the request headers named in arg (a dict, its
+               names lower-case) given arg's values: a server that reads
+               them otherwise
 """
 
 import hashlib
@@ -200,6 +203,8 @@ class FaultProxy:
                 continue
             if kind == "strip" and name.lower() in arg:
                 continue
+            if kind == "set" and name.lower() in arg:
+                value = arg[name.lower()]
             out.append(f"{name}: {value}")
         if body or method in ("PUT", "POST", "PROPFIND"):
             out.append(f"Content-Length: {len(body)}")

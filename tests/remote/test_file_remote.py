@@ -32,7 +32,7 @@ def sync_fails(run_streamfs, mnt):
 
 
 def test_nas_missing_at_mount_then_unmounted_between_syncs(mount, run_streamfs,
-                                                           tmp_path):
+                                                           tmp_path, never_shrinks):
     nas = tmp_path / "nas"              # the NAS's mount point
     url = "file://%s/streamfs" % nas
     w = mount(["remote=" + url, "roll=1s"], allow=NAS_ALLOW)
@@ -52,6 +52,7 @@ def test_nas_missing_at_mount_then_unmounted_between_syncs(mount, run_streamfs,
               allow=NAS_ALLOW)
     sync(run_streamfs, x.mnt)
     assert read(x.path("T", "s")) == b"a\nb\n"
+    checker = never_shrinks(x.mnt)
 
     # Unmounted between syncs: its bare mount point (even with the
     # directory the URL names made again) is never written into.
@@ -84,6 +85,7 @@ def test_nas_missing_at_mount_then_unmounted_between_syncs(mount, run_streamfs,
     sync(run_streamfs, w.mnt)
     sync(run_streamfs, x.mnt)
     wait_until(lambda: read(x.path("T", "s")) == b"a\nb\nc\nd\n", timeout=60)
+    checker.finish()
 
 
 def test_analysis_host_never_makes_the_remote(mount, run_streamfs, tmp_path):
@@ -141,7 +143,7 @@ def tree(path):
 
 
 def test_missing_remote_mounts_and_ships_once_the_share_is_mounted(
-        mount, run_streamfs, tmp_path, share):
+        mount, run_streamfs, tmp_path, share, never_shrinks):
     """The remote's directory and its parent are missing at mount: the
     mount starts and takes writes.  The parent appears as an empty
     directory (the mount point, nothing mounted): nothing goes there.  A
@@ -172,7 +174,12 @@ def test_missing_remote_mounts_and_ships_once_the_share_is_mounted(
               allow=SYNC_ALLOW)
     sync(run_streamfs, a.mnt)
     assert read(a.path("shop", "orders")) == b"o1\no2\n"
+    checker = never_shrinks(a.mnt)
+    append(w.path("shop", "orders"), "o3\n")
+    sync(run_streamfs, w.mnt)
+    wait_until(lambda: read(a.path("shop", "orders")) == b"o1\no2\no3\n", timeout=60)
     assert status(run_streamfs, w.mnt)["last_error"] == "none"
+    checker.finish()
 
 
 def test_empty_mount_point_is_not_the_remote(mount, run_streamfs, tmp_path, share):

@@ -8,8 +8,11 @@ auth mode), nginx WebDAV and `rclone serve webdav`.
   over with -o takeover) is fenced when it wakes up: EROFS on appends, status
   says so and lists what it did not publish, nothing of its later appends
   reaches an analysis host, and its unmount leaves the new writer's lease.
+- A server that ignores conditional writes (the fault proxy defeats
+  "Overwrite: F" before nginx or rclone) is refused.
 
-No timed assertion: conditions are polled with generous deadlines.
+An analysis host watches each scenario with never_shrinks (tests/util.py):
+no stream it shows ever shrinks or changes a byte.  No timed assertion: conditions are polled with generous deadlines.
 """
 
 import errno
@@ -68,13 +71,18 @@ BACKENDS = ["file", "s3", "dav", "rclone"]
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_second_writer_refused_at_mount_and_mkdir(mount, run_streamfs, tmp_path,
-                                                  streamfs_bin, request, backend):
+                                                  streamfs_bin, request, backend,
+                                                  never_shrinks):
     url, env, opts = remote(request, tmp_path, backend, "two")
     a = mount(["remote=" + url, "roll=1s", *opts], env=env, allow=LEASE_ALLOW)
     os.mkdir(a.path("shop"))
     append(a.path("shop", "orders"), "a1\n", APPEND)
     sync(run_streamfs, a.mnt)
     holder = identity(a.src)
+    x = mount(["remote=" + url, "ro", "poll=1s", *opts], src=tmp_path / "cache",
+              env=env, allow=LEASE_ALLOW)
+    sync(run_streamfs, x.mnt)
+    checker = never_shrinks(x.mnt)
 
     # A SOURCE that has the tenant (made without a remote) is refused at mount,
     # with the tenant, the holder and when its lease expires.
@@ -108,11 +116,15 @@ def test_second_writer_refused_at_mount_and_mkdir(mount, run_streamfs, tmp_path,
     assert getxattr(a.path("shop", "orders"), "streamfs.sync") == "uploaded 2"
     st = status(run_streamfs, a.mnt)
     assert st["leases_fenced"] == "0" and st["last_error"] == "none"
+    sync(run_streamfs, x.mnt)
+    wait_until(lambda: read(x.path("shop", "orders")) == b"a1\na2\n", timeout=60)
+    checker.finish()
 
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_zombie_writer_is_fenced(mount, run_streamfs, tmp_path, request, backend):
+def test_zombie_writer_is_fenced(mount, run_streamfs, tmp_path, request, backend,
+                                never_shrinks):
     url, env, opts = remote(request, tmp_path, backend, "zombie")
     port = free_port()
     a = mount(["remote=" + url, "roll=1s", "lease=2s",
@@ -125,6 +137,7 @@ def test_zombie_writer_is_fenced(mount, run_streamfs, tmp_path, request, backend
               env=env, allow=LEASE_ALLOW)
     sync(run_streamfs, x.mnt)
     assert read(x.path("shop", "orders")) == b"a1\na2\na3\n"
+    checker = never_shrinks(x.mnt)
 
     # A stops (a long GC pause, a VM frozen) and its lease runs out.
     a.proc.send_signal(signal.SIGSTOP)
@@ -186,34 +199,56 @@ def test_zombie_writer_is_fenced(mount, run_streamfs, tmp_path, request, backend
                timeout=60, msg="the analysis host did not follow the new writer")
     assert b"zombie" not in read(x.path("shop", "orders"))
     assert not os.path.exists(x.path("shop", "new"))
+    checker.finish()
 
 
-def test_server_ignoring_conditional_writes_refused(mount, tmp_path, dav, dav_proxy):
-    """A WebDAV server that ignores "Overwrite: F" (the fault proxy strips it
-    before nginx) lets a create-if-absent replace an existing object, so it
-    cannot keep two writers apart: a writer refuses to run there, and the
-    message names the option that accepts the risk."""
-    url = "%s/dav/probe-%s" % (dav_proxy.url, tmp_path.name)
-    dav_proxy.fault("strip", count=None, arg=["overwrite"])
+@pytest.mark.parametrize("server", ["dav", "rclone"])
+def test_server_ignoring_conditional_writes_refused(mount, run_streamfs, tmp_path,
+                                                    request, server, never_shrinks):
+    """A WebDAV server that ignores "Overwrite: F" lets a create-if-absent
+    replace an existing object, so it cannot keep two writers apart: a
+    writer refuses to run there, and the message names the option that
+    accepts the risk.  The fault proxy makes nginx and rclone such servers:
+    it strips the header before nginx (which then overwrites), and turns it
+    into "Overwrite: T" before rclone (which takes a missing one for F)."""
+    if server == "dav":
+        root = request.getfixturevalue("dav").root / "dav"
+        proxy = request.getfixturevalue("dav_proxy")
+        url = "%s/dav/probe-%s" % (proxy.url, tmp_path.name)
+        proxy.fault("strip", count=None, arg=["overwrite"])
+    else:
+        root = request.getfixturevalue("rclone").root
+        proxy = request.getfixturevalue("rclone_proxy")
+        url = "%s/probe-%s" % (proxy.url, tmp_path.name)
+        proxy.fault("set", count=None, arg={"overwrite": "T"})
     w = mount(["remote=" + url], start=False, allow=LEASE_ALLOW)
     with pytest.raises(Exception):
         w.start()
     assert not is_mounted(w.mnt)
     err = w.stderr()
     assert "does not enforce conditional writes" in err and "risk_forks" in err, err
-    # The risk accepted: it runs, and says so.
+    # The risk accepted: it runs, and says so; an analysis host follows it.
     w.opts = ["remote=" + url, "risk_forks"]
     w.allow(r"streamfs: sync: .*(does not enforce|risk_forks)")
     w.start()
     os.mkdir(w.path("T"))
     append(w.path("T", "s"), "x\n", APPEND)
     assert "running as a writer anyway" in w.stderr()
+    sync(run_streamfs, w.mnt)
+    x = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache",
+              allow=LEASE_ALLOW)
+    sync(run_streamfs, x.mnt)
+    checker = never_shrinks(x.mnt)
+    append(w.path("T", "s"), "y\n", APPEND)
+    sync(run_streamfs, w.mnt)
+    wait_until(lambda: read(x.path("T", "s")) == b"x\ny\n", timeout=60)
+    checker.finish()
     # An honest server passes the probe, which leaves nothing behind.
-    dav_proxy.clear()
+    proxy.clear()
     w.umount()
     w.opts = ["remote=" + url]
     w.start()
-    assert not list((dav.root / "dav" / ("probe-" + tmp_path.name)).rglob("probes/*"))
+    assert not list((root / ("probe-" + tmp_path.name)).rglob("probes/*"))
 
 
 @pytest.mark.parametrize("fault", ["lock-405", "if-stripped"])

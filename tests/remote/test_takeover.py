@@ -1,5 +1,6 @@
 """A writer continues the published history of a tenant (CONTRACT §6), through
-real mounts on file:// and moto (S3, auth mode):
+real mounts on file://, moto (S3, auth mode), nginx WebDAV and `rclone serve
+webdav`:
 
 - writer A is SIGKILLed and its SOURCE deleted; writer C on an empty SOURCE
   with -o takeover takes the expired lease and sees A's streams and versions,
@@ -8,14 +9,14 @@ real mounts on file:// and moto (S3, auth mode):
 - after A's clean unmount, a new writer without takeover continues the same
   way.
 
-An analysis host watches with a checker that fails if any stream it shows ever
-shrinks or changes a byte it showed before.  No timed assertion.
+An analysis host watches with a checker (never_shrinks, tests/util.py) that
+fails if any stream it shows ever shrinks or changes a byte it showed before.
+No timed assertion.
 """
 
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,60 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from util import append, getxattr, read, wait_until  # noqa: E402
 from test_mount_remote import APPEND, sync  # noqa: E402
-from test_lease import LEASE_ALLOW, remote  # noqa: E402
+from test_lease import BACKENDS, LEASE_ALLOW, remote  # noqa: E402
 
 ALLOW = LEASE_ALLOW + [r"streamfs: sync: .*(continuing|expired)"]
 
 ORDERS = "".join('{"id":"o%d","n":%d}\n' % (i, i) for i in range(1, 201)).encode()
 OTHER = b'{"id":"x1"}\n{"id":"x2"}\n{"id":"x3"}\n'
 BOOK = b"the book at 100\n"
-
-
-class Checker:
-    """Reads every stream of an analysis host in a loop and records each
-    stream's content; a stream that shrinks or changes a byte it showed before
-    is a failure."""
-
-    def __init__(self, mnt):
-        self.mnt = Path(mnt)
-        self.seen = {}
-        self.failures = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def look(self):
-        for tenant in sorted(os.listdir(self.mnt)):
-            for stream in sorted(os.listdir(self.mnt / tenant)):
-                key = "%s/%s" % (tenant, stream)
-                try:
-                    now = read(self.mnt / tenant / stream)
-                except FileNotFoundError:
-                    continue    # caught below if it stays gone
-                before = self.seen.get(key, b"")
-                if not now.startswith(before):
-                    self.failures.append("%s: %d bytes, then %d bytes not "
-                                         "starting with them" %
-                                         (key, len(before), len(now)))
-                if len(now) >= len(before):
-                    self.seen[key] = now
-        for key in self.seen:
-            if not (self.mnt / key).exists():
-                self.failures.append("%s disappeared" % key)
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                self.look()
-            except OSError as e:
-                self.failures.append("read failed: %r" % e)
-            time.sleep(0.2)
-
-    def finish(self):
-        self.stop.set()
-        self.thread.join(timeout=60)
-        self.look()
-        assert not self.failures, self.failures
 
 
 def lines(data):
@@ -127,15 +81,16 @@ def continues(c, x, run_streamfs):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("backend", ["file", "s3"])
-def test_takeover_continues_history(mount, run_streamfs, tmp_path, request, backend):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_takeover_continues_history(mount, run_streamfs, tmp_path, request, backend,
+                                    never_shrinks):
     url, env, opts = remote(request, tmp_path, backend, "takeover")
     a = writer_a(mount, run_streamfs, url, env, opts)
     x = mount(["remote=" + url, "ro", "poll=1s", *opts], src=tmp_path / "cache",
               env=env, allow=ALLOW)
     sync(run_streamfs, x.mnt)
     assert read(x.path("shop", "orders")) == ORDERS
-    checker = Checker(x.mnt)
+    checker = never_shrinks(x.mnt)
 
     # A's host is lost: the daemon dies, its disk with it.
     a.kill9()
@@ -152,15 +107,15 @@ def test_takeover_continues_history(mount, run_streamfs, tmp_path, request, back
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("backend", ["file", "s3"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_new_writer_after_clean_release_continues(mount, run_streamfs, tmp_path,
-                                                  request, backend):
+                                                  request, backend, never_shrinks):
     url, env, opts = remote(request, tmp_path, backend, "release")
     a = writer_a(mount, run_streamfs, url, env, opts)
     x = mount(["remote=" + url, "ro", "poll=1s", *opts], src=tmp_path / "cache",
               env=env, allow=ALLOW)
     sync(run_streamfs, x.mnt)
-    checker = Checker(x.mnt)
+    checker = never_shrinks(x.mnt)
     a.umount()      # releases its lease
 
     c = mount(["remote=" + url, "roll=1s", "lease=2s", *opts],
@@ -170,7 +125,8 @@ def test_new_writer_after_clean_release_continues(mount, run_streamfs, tmp_path,
 
 
 @pytest.mark.timeout(600)
-def test_takeover_never_publishes_a_history_of_its_own(mount, run_streamfs, tmp_path):
+def test_takeover_never_publishes_a_history_of_its_own(mount, run_streamfs, tmp_path,
+                                                       never_shrinks):
     """A writer whose SOURCE holds a stream with events of its own takes the
     tenant over: it must not replace the published stream; the tenant is not
     published from it, and says why."""
@@ -178,7 +134,7 @@ def test_takeover_never_publishes_a_history_of_its_own(mount, run_streamfs, tmp_
     a = writer_a(mount, run_streamfs, url, None, [])
     x = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache", allow=ALLOW)
     sync(run_streamfs, x.mnt)
-    checker = Checker(x.mnt)
+    checker = never_shrinks(x.mnt)
     a.kill9()
     shutil.rmtree(a.src)
 

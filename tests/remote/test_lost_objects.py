@@ -1,0 +1,242 @@
+"""Objects the remote lost (CONTRACT.md §6, docs/FORMAT.md "Objects the
+remote lost"), through real mounts on a file:// remote:
+
+- objects deleted behind the writer's back between two syncs (segments, an
+  event index, the manifest itself) are put again from the local copies
+  before any manifest names them;
+- a lost segment whose local copy was evicted too freezes its stream: it
+  stays published as it was, the log, `status`, `status --json`, the
+  metrics and the stream's sync xattr say so, the other streams keep
+  publishing, and it publishes again once the object is back;
+- a NAS unmounted between syncs and mounted again from an older state (a
+  copy taken earlier, without the segments put since): the writer puts
+  back what it lacks and publishes on.
+
+An analysis host watches every scenario with never_shrinks (tests/util.py):
+no stream it shows ever shrinks or changes a byte, and it ends up with the
+republished data.  No timed assertion: conditions are polled with generous
+deadlines.
+"""
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util import append, free_port, getxattr, read, wait_until  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_mount_remote import APPEND, SYNC_ALLOW, status, sync  # noqa: E402
+import test_fs_metrics as metrics  # noqa: E402
+
+LOST_ALLOW = SYNC_ALLOW + [
+    r"streamfs: sync: tenant \S+: (the remote\b.*\blost|stream .* (FROZEN|is not frozen)|"
+    r"the manifest changed)",
+    r"streamfs: sync: file remote .*(waiting for it|is there)",
+    r"replica: tenant \S+: the remote's manifest is older",
+    r"replica: tenant \S+ (failing|working again)"]
+
+
+def tenant_dir(root, tenant="T"):
+    return Path(root) / "streamfs-v1" / "tenants" / tenant
+
+
+def manifest(root, tenant="T"):
+    return json.loads((tenant_dir(root, tenant) / "manifest.json").read_text())
+
+
+def seg_keys(root, stream, tenant="T"):
+    """The segment keys the published manifest names for STREAM, in order."""
+    for s in manifest(root, tenant)["streams"]:
+        if s["name"] == stream:
+            return [g["key"] for g in s["segments"]]
+    raise AssertionError("%s not in the manifest" % stream)
+
+
+def all_named_present(root, tenant="T"):
+    """Every object the published manifest names is on the remote."""
+    m = manifest(root, tenant)
+    d = tenant_dir(root, tenant)
+    for s in m["streams"]:
+        for g in s["segments"]:
+            assert (d / g["key"]).is_file(), g["key"]
+            assert (d / (g["key"] + ".idx")).is_file(), g["key"] + ".idx"
+            assert (d / g["key"]).stat().st_size == g["length"], g["key"]
+    for p in m.get("pieces", []):
+        assert (d / p["key"]).is_file(), p["key"]
+
+
+def grow(w, run_streamfs, streams, rounds):
+    """ROUNDS appends to each of STREAMS, a sync after each round (so a
+    segment each); returns what each holds."""
+    want = {s: b"" for s in streams}
+    for r in range(1, rounds + 1):
+        for s in streams:
+            line = b"%s%d\n" % (s.encode(), r)
+            append(w.path("T", s), line, APPEND)
+            want[s] += line
+        sync(run_streamfs, w.mnt)
+    return want
+
+
+def shows(x, run_streamfs, want):
+    sync(run_streamfs, x.mnt)
+    for s, data in want.items():
+        wait_until(lambda: os.path.exists(x.path("T", s)) and
+                   read(x.path("T", s)) == data, timeout=60,
+                   msg="the analysis host does not show %s as published" % s)
+
+
+def test_deleted_objects_are_put_again(mount, run_streamfs, tmp_path, never_shrinks):
+    root = tmp_path / "remote"
+    url = "file://%s" % root
+    w = mount(["remote=" + url, "roll=1s", "flush=off"], allow=LOST_ALLOW)
+    os.mkdir(w.path("T"))
+    want = grow(w, run_streamfs, ["a", "b", "c"], 3)
+    x = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache",
+              allow=LOST_ALLOW)
+    shows(x, run_streamfs, want)
+    checker = never_shrinks(x.mnt)
+
+    # Between two syncs, the remote loses a's second segment and b's
+    # first event index.
+    d = tenant_dir(root)
+    lost = [d / seg_keys(root, "a")[1], d / (seg_keys(root, "b")[0] + ".idx")]
+    for p in lost:
+        p.unlink()
+    for s in ("a", "b", "c"):
+        append(w.path("T", s), "%s4\n" % s, APPEND)
+        want[s] += b"%s4\n" % s.encode()
+    sync(run_streamfs, w.mnt)
+    for p in lost:
+        assert p.is_file(), "%s was not put again" % p
+    all_named_present(root)
+    assert "the remote file://%s lost 2 segment(s)" % root in w.stderr(), w.stderr()
+    js = json.loads(run_streamfs("status", "--json", w.mnt).stdout)
+    assert js["lost_objects"] >= 2 and js["reput_objects"] >= 2, js
+    assert js["streams_frozen"] == 0 and js["frozen"] == [], js
+    shows(x, run_streamfs, want)
+
+    # Then the manifest itself and one of c's segments go: the writer's
+    # listing finds both gone; it puts back the segment, then the
+    # manifest.
+    c_seg = d / seg_keys(root, "c")[2]
+    (d / "manifest.json").unlink()
+    c_seg.unlink()
+    append(w.path("T", "c"), "c5\n", APPEND)
+    want["c"] += b"c5\n"
+    sync(run_streamfs, w.mnt)
+    assert c_seg.is_file()
+    all_named_present(root)
+    assert "lost the manifest this writer published last" in w.stderr()
+    shows(x, run_streamfs, want)
+    assert status(run_streamfs, w.mnt)["last_error"] == "none"
+    checker.finish()
+
+
+def test_lost_segment_without_local_copy_freezes_its_stream(mount, run_streamfs,
+                                                           tmp_path, never_shrinks):
+    root = tmp_path / "remote"
+    url = "file://%s" % root
+    port = free_port()
+    # cache_size=1: every uploaded segment is evicted at once
+    w = mount(["remote=" + url, "roll=1s", "flush=off", "cache_size=1",
+               "metrics=127.0.0.1:%d" % port], allow=LOST_ALLOW)
+    os.mkdir(w.path("T"))
+    want = grow(w, run_streamfs, ["a", "b"], 2)
+    x = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache",
+              allow=LOST_ALLOW)
+    shows(x, run_streamfs, want)
+    checker = never_shrinks(x.mnt)
+
+    # a's first segment is lost on the remote; the writer evicted it.
+    seg = tenant_dir(root) / seg_keys(root, "a")[0]
+    saved = seg.read_bytes()
+    seg.unlink()
+    append(w.path("T", "a"), "a3\n", APPEND)
+    append(w.path("T", "b"), "b3\n", APPEND)
+    r = run_streamfs("sync", "--timeout", "60", w.mnt, check=False, timeout=90)
+    assert r.returncode == 1, r.stderr
+    frozen = [l for l in r.stderr.splitlines() if l.startswith("frozen: T: ")]
+    assert frozen == ["frozen: T: a at version 2 (lost %s)"
+                      % seg.relative_to(root)], r.stderr
+    assert re.search(r"tenant T: stream a FROZEN: the remote .* lost \S+ and no "
+                     r"copy of it is left here", w.stderr()), w.stderr()
+    js = json.loads(run_streamfs("status", "--json", w.mnt).stdout)
+    assert js["streams_frozen"] == 1 and js["lost_objects"] >= 1, js
+    assert [(f["tenant"], f["streams"]) for f in js["frozen"]] == [("T", 1)], js
+    assert getxattr(w.path("T", "a"), "streamfs.sync") == "frozen 2/3"
+    fams = metrics.scrape("http://127.0.0.1:%d/metrics" % port)
+    assert metrics.value(fams, "streamfs_streams_frozen", tenant="T") == 1
+    assert metrics.value(fams, "streamfs_lost_objects_total") >= 1
+    # The other stream publishes on; a stays as it was published.
+    want["b"] += b"b3\n"
+    shows(x, run_streamfs, want)
+    assert read(x.path("T", "a")) == want["a"]
+    assert seg_keys(root, "a")[0] == str(seg.relative_to(tenant_dir(root)))
+    assert len(seg_keys(root, "a")) == 2
+
+    # The object is back (copied from a backup): a publishes again.
+    seg.write_bytes(saved)
+    sync(run_streamfs, w.mnt)
+    assert "stream a is not frozen any more" in w.stderr()
+    want["a"] += b"a3\n"
+    shows(x, run_streamfs, want)
+    js = json.loads(run_streamfs("status", "--json", w.mnt).stdout)
+    assert js["streams_frozen"] == 0 and js["frozen"] == [], js
+    assert getxattr(w.path("T", "a"), "streamfs.sync") == "uploaded 3"
+    all_named_present(root)
+    checker.finish()
+
+
+@pytest.mark.parametrize("flush", ["off", "1s"])
+def test_nas_remounted_from_an_older_state(mount, run_streamfs, tmp_path, flush,
+                                           never_shrinks):
+    """The NAS is unmounted between two syncs (its bare mount point is
+    left), then mounted again holding an older state of the remote (a
+    backup taken earlier): the layout is there, but not the segments put
+    since, and the manifest and lease are older copies.  The writer puts
+    back what the remote lacks and publishes on; the analysis host never
+    shows the older state."""
+    nas = tmp_path / "nas"
+    nas.mkdir()
+    (nas / "photos").mkdir()
+    url = "file://%s/streamfs" % nas
+    w = mount(["remote=" + url, "roll=1s", "flush=" + flush], allow=LOST_ALLOW)
+    os.mkdir(w.path("T"))
+    want = grow(w, run_streamfs, ["a", "b"], 2)
+    older = tmp_path / "nas-older"
+    shutil.copytree(nas, older)         # what the share will come back with
+    x = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache",
+              allow=LOST_ALLOW)
+    more = grow(w, run_streamfs, ["a", "b"], 1)     # a1 b1 again: one more segment
+    for s in more:
+        want[s] += more[s]
+    shows(x, run_streamfs, want)
+    checker = never_shrinks(x.mnt)
+
+    # Unmounted: the bare mount point is left; nothing goes there.
+    away = tmp_path / "nas-away"
+    nas.rename(away)
+    (nas / "streamfs").mkdir(parents=True)
+    append(w.path("T", "a"), "a9\n", APPEND)
+    want["a"] += b"a9\n"
+    r = run_streamfs("sync", "--timeout", "3", w.mnt, check=False, timeout=60)
+    assert r.returncode == 1
+    assert sorted(p.name for p in nas.rglob("*")) == ["streamfs"]
+
+    # Mounted again from the older state.
+    shutil.rmtree(nas)
+    older.rename(nas)
+    remote_root = nas / "streamfs"
+    sync(run_streamfs, w.mnt)
+    all_named_present(remote_root)
+    assert len(seg_keys(remote_root, "b")) == 3
+    shows(x, run_streamfs, want)
+    assert status(run_streamfs, w.mnt)["last_error"] == "none"
+    checker.finish()
