@@ -15,6 +15,12 @@
  * every non-empty one when FORCE.  Returns the number sealed or -errno.
  * The store's sealer thread seals by age on its own as well. */
 int store_roll(struct store_tenant *t, int64_t now_ns, bool force);
+/* Seals stream ID's closing segments and its active one when not empty,
+ * on this thread: what a snapshot of a version in it waits for (sync_now
+ * with flush on).  The number sealed, or -errno (-ENOENT: no stream). */
+int store_roll_stream(struct store_tenant *t, uint64_t id) STORE_WARN_UNUSED;
+/* Seals T's closing segments on this thread (store_close; sync_now). */
+int store_seal_closing_now(struct store_tenant *t) STORE_WARN_UNUSED;
 
 enum store_seg_state {
 	STORE_SEG_ACTIVE = 0,	/* being appended to */

@@ -205,7 +205,7 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 
 int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
-			  bool flush, char *what, size_t wlen)
+			  enum sync_flush flush, char *what, size_t wlen)
 {
 	int64_t now = sync_clock(CLOCK_REALTIME);
 	struct manifest m;
@@ -219,8 +219,9 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	/* The tails shipped before stay until segments cover them; a flush
 	 * adds what grew since (tail.c). */
 	rc = sync_tail_carry(&ts->published, &m);
-	if (!rc && flush)
-		rc = sync_tail_ship(s, t, ts, tprefix, &m, what, wlen);
+	if (!rc && flush != SYNC_FLUSH_NONE)
+		rc = sync_tail_ship(s, t, ts, tprefix, &m,
+				    flush == SYNC_FLUSH_ALL, what, wlen);
 	if (!rc)
 		rc = sync_manifest_tombstones(&m, &ts->published, now);
 	/* Compared without times: an mtime alone is not worth a manifest. */

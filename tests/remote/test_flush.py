@@ -81,8 +81,10 @@ def events(prefix, a, b):
 
 def test_follower_on_analysis_host_across_seal(mount, run_streamfs, tmp_path, remote):
     url, opts, env = remote
-    # default roll (1 h) and flush; a short poll so the test runs quickly
-    w = mount(["remote=" + url, "flush=1s", *opts], env=env, allow=SYNC_ALLOW)
+    # default roll (1 h) and flush; a short poll so the test runs quickly;
+    # the segment seals when an append would take it past roll_size
+    w = mount(["remote=" + url, "flush=1s", "roll_size=2K", *opts], env=env,
+              allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     append(w.path("T", "s"), events("a", 0, 3), APPEND)
     a = mount(["remote=" + url, "ro", "poll=1s", *opts], env=env, allow=SYNC_ALLOW)
@@ -101,13 +103,20 @@ def test_follower_on_analysis_host_across_seal(mount, run_streamfs, tmp_path, re
         assert getxattr(a.path("T", "s"), "streamfs.sync").startswith("uploaded")
         st = status(run_streamfs, w.mnt)
         assert int(st["shipped_tail_bytes"]) > 0
-        # seal: `streamfs sync` uploads the segment whole; the manifest
-        # switches to it and the pieces go; the follower sees no change
-        run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
-        more = events("c", 0, 4)
+        # seal: an append past roll_size closes the segment, which goes up
+        # whole; the manifest switches to it and the pieces go; the
+        # follower sees no change
+        more = events("c", 0, 200)
+        assert len(more) > 2048
         append(w.path("T", "s"), more, APPEND)
         want += more.encode()
+        wait_until(lambda: int(status(run_streamfs, w.mnt)["uploaded_segments"]) >= 1,
+                   timeout=90, msg="the full segment was not uploaded")
         fol.wait_for(want, "the follower lost its way across the seal")
+        more = events("d", 0, 4)
+        append(w.path("T", "s"), more, APPEND)
+        want += more.encode()
+        fol.wait_for(want, "the follower lost its way after the seal")
         # a new stream appears on the analysis host
         append(w.path("T", "new"), events("n", 0, 2), APPEND)
         wait_until(lambda: os.path.exists(a.path("T", "new")) and
@@ -141,7 +150,14 @@ def test_seal_replaces_pieces_on_the_remote(mount, run_streamfs, tmp_path):
     # in the manifest and in the piece's head
     assert piece["generation"] == m["generation"] == 1
     assert int.from_bytes(key.read_bytes()[16:24], "little") == 1
-    assert getxattr(w.path("T", "s"), "streamfs.sync") == "shipped 10/10 (sealed 0)"
+    # says so once tenants.json lists the tenant too, right after
+    wait_until(lambda: getxattr(w.path("T", "s"), "streamfs.sync") ==
+               "shipped 10/10 (sealed 0)", timeout=90, msg="not shown as shipped")
+    # with flush on, `streamfs sync` ships the active segment, it does not
+    # seal it; with flush off it seals it, and the segment replaces the tail
+    run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
+    assert manifest(url, "T")["streams"][0]["segments"] == []
+    w.remount(["remote=" + url, "flush=off"])
     run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
     m = manifest(url, "T")
     assert len(m["streams"][0]["segments"]) == 1 and "tail" not in m["streams"][0]
@@ -253,3 +269,64 @@ def test_rm_of_a_stream_shipped_in_pieces(mount, run_streamfs, tmp_path):
                msg="the removal did not reach the analysis host")
     assert read(a.path("T", "keep")) == events("k", 0, 2).encode()
     assert [s["name"] for s in manifest(url, "T")["streams"]] == ["keep"]
+
+
+def published_end(m, name):
+    """The last version the manifest M publishes of stream NAME, tails too."""
+    s = next(x for x in m["streams"] if x["name"] == name)
+    if s.get("tail"):
+        t = s["tail"][-1]
+        return t["first_version"] + t["count"] - 1
+    return s["version"]
+
+
+def test_sync_ships_active_segments(mount, run_streamfs, tmp_path):
+    """`streamfs sync` with flush on: when it returns, everything appended
+    is on the remote, in tail pieces; it seals nothing, but the active
+    segment that holds a snapshot's version (a snapshot goes up after its
+    segment).  With flush off it seals every active segment."""
+    url = "file://%s/remote" % tmp_path
+    # the longest flush: `streamfs sync` does not wait for it
+    w = mount(["remote=" + url, "flush=5s"], allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    for n in range(3):
+        append(w.path("T", "s"), events("a%d" % n, 0, 5), APPEND)
+        append(w.path("T", "t%d" % n), events("b%d" % n, 0, 2), APPEND)
+        run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
+        m = manifest(url, "T")
+        assert published_end(m, "s") == 5 * (n + 1)
+        assert published_end(m, "t%d" % n) == 2
+        assert all(x["segments"] == [] for x in m["streams"]), m
+        assert getxattr(w.path("T", "s"), "streamfs.sync") == \
+            "shipped %d/%d (sealed 0)" % (5 * (n + 1), 5 * (n + 1))
+    # every stream's bytes in one piece per sync (or flush): never one
+    # object per stream
+    assert len(list(Path(tmp_path, "remote/streamfs-v1/tenants/T/pieces").iterdir())) <= 6
+    # an analysis host has it all, through the tail pieces
+    a = mount(["remote=" + url, "ro", "poll=1s"], allow=SYNC_ALLOW)
+    run_streamfs("sync", "--timeout", "120", a.mnt, timeout=150)
+    assert read(a.path("T", "s")) == read(w.path("T", "s"))
+    assert read(a.path("T", "t2")) == events("b2", 0, 2).encode()
+
+    # a snapshot of a version in the active segment: that segment seals
+    with open(w.path("T", "s@snap=12"), "wb") as f:
+        f.write(b"state at 12\n")
+    append(w.path("T", "t0"), events("c", 0, 1), APPEND)
+    run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
+    m = manifest(url, "T")
+    s = next(x for x in m["streams"] if x["name"] == "s")
+    assert [x["version"] for x in s.get("snapshots", [])] == [12]
+    assert s["version"] == 15 and "tail" not in s
+    t0 = next(x for x in m["streams"] if x["name"] == "t0")
+    assert t0["segments"] == [] and published_end(m, "t0") == 3
+    run_streamfs("sync", "--timeout", "120", a.mnt, timeout=150)
+    assert read(a.path("T", "s@snap=12")) == b"state at 12\n"
+
+    # flush off: sync seals and uploads every active segment
+    w.remount(["remote=" + url, "flush=off"])
+    append(w.path("T", "t1"), events("d", 0, 1), APPEND)
+    run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
+    m = manifest(url, "T")
+    for x in m["streams"]:
+        assert "tail" not in x and x["version"] >= 2, x
+    assert getxattr(w.path("T", "t1"), "streamfs.sync") == "uploaded 3"
