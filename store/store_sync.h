@@ -139,6 +139,21 @@ int store_replica_tail_append(struct store_tenant *t, uint64_t id,
 			      const void *bytes, size_t len,
 			      const struct store_batch *b,
 			      size_t n) STORE_WARN_UNUSED;
+/* A writer that continues another writer's published history (a
+ * takeover) appends LEN bytes (BYTES) to stream ID: the bytes its
+ * predecessor shipped in tail pieces from its segment SEG, which starts at
+ * stream offset SEG_OFFSET and was created at CREATED_NS.  They go to the
+ * stream's active segment when it is SEG, else to a new active segment
+ * with the id SEG (-EEXIST when taken), which must start at the stream's
+ * end (-EINVAL otherwise), the active one before it closed.  B's N rows
+ * (their times kept) must continue the stream and hold exactly LEN bytes
+ * (-EINVAL otherwise).  Appends then continue that segment; its IDs count
+ * for dedup. */
+int store_seed_tail_append(struct store_tenant *t, uint64_t id,
+			   uint64_t seg, uint64_t seg_offset,
+			   int64_t created_ns, const void *bytes, size_t len,
+			   const struct store_batch *b,
+			   size_t n) STORE_WARN_UNUSED;
 /* The writer's segment SEG->origin sealed as SEG says: the tail segment of
  * that origin, which must hold exactly its range (-EINVAL otherwise; -ENOENT
  * without one), takes its checksum when its bytes match it (-EIO when they

@@ -742,6 +742,15 @@ struct piece_cache {
 	size_t n;
 };
 void sync_piece_cache_release(struct piece_cache *pc);
+/* *OUT: the chunk of remote stream RID that TL (an entry of M) lists, from
+ * its piece in PC, or fetched, checked and decoded into PC; its rows
+ * checked against its bytes.  -EIO when it does not match; -ENOENT when the
+ * piece is gone (a newer manifest replaced it). */
+int sync_tail_chunk(struct sync *s, const char *tprefix,
+		    const struct manifest *m, uint64_t rid,
+		    const struct manifest_tail *tl, struct piece_cache *pc,
+		    const struct piece_chunk **out, char *what,
+		    size_t wlen) SYNC_WARN_UNUSED;
 /* Appends to local stream LID what R's tails hold past its end, from the
  * pieces M lists (fetched once into PC). */
 int sync_replica_tails(struct sync *s, struct store_tenant *t,

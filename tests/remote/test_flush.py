@@ -330,3 +330,71 @@ def test_sync_ships_active_segments(mount, run_streamfs, tmp_path):
     for x in m["streams"]:
         assert "tail" not in x and x["version"] >= 2, x
     assert getxattr(w.path("T", "t1"), "streamfs.sync") == "uploaded 3"
+
+
+TAKEOVER_ALLOW = SYNC_ALLOW + [r"streamfs: sync: .*(continuing|expired|lease)"]
+
+
+def test_takeover_continues_the_tail(mount, run_streamfs, tmp_path, remote):
+    """A writer that shipped tail pieces is lost with its disk; a writer on
+    an empty SOURCE takes the tenant over: it continues the stream from the
+    pieces (their events, versions and IDs), its appends continue the same
+    segment, and a follower on an analysis host, which already had the
+    pieces, gets every event exactly once, in order, without the stream
+    being fetched again."""
+    url, opts, env = remote
+    a = mount(["remote=" + url, "flush=1s", "lease=2s", *opts], env=env,
+              allow=TAKEOVER_ALLOW)
+    os.mkdir(a.path("T"))
+    want = events("a", 0, 10)
+    append(a.path("T", "s"), want, APPEND)
+    append(a.path("T", "other"), events("o", 0, 3), APPEND)
+    x = mount(["remote=" + url, "ro", "poll=1s", *opts], src=tmp_path / "cache",
+              env=env, allow=TAKEOVER_ALLOW)
+    wait_until(lambda: os.path.exists(x.path("T", "s")) and
+               read(x.path("T", "s")) == want.encode(), timeout=90,
+               msg="the analysis host did not get the tail")
+    fol = Follower(x.path("T", "s@1,follow"), tmp_path / "follow.out")
+    try:
+        more = events("b", 0, 5)
+        append(a.path("T", "s"), more, APPEND)
+        want += more
+        fol.wait_for(want.encode(), "the follower did not get the flushed events")
+        assert getxattr(a.path("T", "s"), "streamfs.sync") == "shipped 15/15 (sealed 0)"
+        # the host is lost with its disk: nothing was ever sealed
+        a.kill9()
+        shutil.rmtree(a.src)
+        c = mount(["remote=" + url, "flush=1s", "lease=2s", "takeover", *opts],
+                  src=tmp_path / "srcc", env=env, allow=TAKEOVER_ALLOW)
+        # appends wait for the seeding; reads may come before it is done
+        def seeded():
+            return all(os.path.exists(c.path("T", n)) and
+                       getxattr(c.path("T", n), "streamfs.version") == v
+                       for n, v in (("s", "15"), ("other", "3")))
+        wait_until(seeded, timeout=90, msg="the tenant was not taken over")
+        assert read(c.path("T", "s")) == want.encode()
+        assert read(c.path("T", "other")) == events("o", 0, 3).encode()
+        # an event ID A shipped in a piece still deduplicates
+        append(c.path("T", "s"), events("b", 2, 3), APPEND)
+        assert getxattr(c.path("T", "s"), "streamfs.version") == "15"
+        for i in range(3):
+            more = events("c%d" % i, 0, 4)
+            append(c.path("T", "s"), more, APPEND)
+            want += more
+            fol.wait_for(want.encode(), "the follower did not get the new "
+                         "writer's events exactly once")
+        assert getxattr(c.path("T", "s"), "streamfs.version") == "27"
+        time.sleep(2)
+        assert fol.got() == want.encode()
+    finally:
+        fol.close()
+    assert read(x.path("T", "s")) == want.encode()
+    assert "fetched again" not in x.stderr()
+    # sealed at last, the segment replaces every tail entry, the old
+    # writer's and the new one's, on the analysis host too
+    c.remount(["remote=" + url, "flush=off", "lease=2s", *opts])
+    run_streamfs("sync", "--timeout", "120", c.mnt, timeout=150)
+    run_streamfs("sync", "--timeout", "120", x.mnt, timeout=150)
+    assert read(x.path("T", "s")) == want.encode()
+    assert getxattr(c.path("T", "s"), "streamfs.sync") == "uploaded 27"
+    assert "fetched again" not in x.stderr()
