@@ -221,7 +221,7 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 		rc = sync_manifest_stale_keys(&ts->published, m, tprefix,
 					      &ts->stale);
 	if (!rc && !s->cfg.nodelete)
-		rc = sync_tail_retire(ts, &ts->published, m, tprefix);
+		rc = sync_tail_retire(s, ts, &ts->published, m, tprefix);
 	sync_manifest_release(&ts->published);
 	ts->published = *m;
 	*m = (struct manifest){ 0 };

@@ -1043,6 +1043,8 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 		s->cfg.poll_ns = 10000000000LL;
 	if (s->cfg.lease_ns <= 0)
 		s->cfg.lease_ns = SYNC_LEASE_DEFAULT_NS;
+	if (s->cfg.piece_keep_ns <= 0)
+		s->cfg.piece_keep_ns = SYNC_PIECE_KEEP_DEFAULT_NS;
 	s->cfg.opts.abort = &s->abort;
 	/* A file:// root is the remote once it holds the layout (backend.h). */
 	s->cfg.opts.file_layout = SYNC_ROOT;

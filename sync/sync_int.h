@@ -711,9 +711,9 @@ int sync_tail_ship(struct sync *s, struct store_tenant *t,
 		   struct manifest *m, bool all, char *what,
 		   size_t wlen) SYNC_WARN_UNUSED;
 /* CUR replaced OLD on the remote: the pieces only OLD named are deleted
- * after SYNC_TAIL_KEEP_NS. */
-int sync_tail_retire(struct tenant_state *ts, const struct manifest *old,
-		     const struct manifest *cur,
+ * cfg.piece_keep_ns later. */
+int sync_tail_retire(struct sync *s, struct tenant_state *ts,
+		     const struct manifest *old, const struct manifest *cur,
 		     const char *tprefix) SYNC_WARN_UNUSED;
 /* Deletes the retired pieces whose time came (all with ALL). */
 int sync_tail_delete_due(struct sync *s, struct tenant_state *ts, bool all,

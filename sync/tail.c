@@ -6,7 +6,8 @@
  * follows lists each stream's share as its "tail".  A tenant where nothing
  * grew ships nothing.  Once a segment is uploaded whole, the manifest lists
  * it instead of its tails, and the pieces no manifest names any more are
- * deleted SYNC_TAIL_KEEP_NS later.
+ * deleted cfg.piece_keep_ns later (a reader that read the previous
+ * manifest may still be fetching them; FORMAT.md says why a minute).
  *
  * All of it runs on the sync thread, with its tenant state.
  */
@@ -22,10 +23,6 @@
 #include "sync.h"
 #include "sync_int.h"
 
-/* How long a piece stays after the first manifest that no longer names
- * it: a reader that read the previous manifest may still be fetching it
- * (FORMAT.md says why a minute). */
-#define SYNC_TAIL_KEEP_NS (60 * 1000000000LL)
 /* A piece stops taking rows past this many bytes; the rest goes with the
  * next flush (a writer back after an outage ships its backlog in steps). */
 #define PIECE_MAX_BYTES (32u << 20)
@@ -378,10 +375,11 @@ static bool piece_named(const struct manifest *m,
 	return cur && cur->checksum == pc->checksum;
 }
 
-int sync_tail_retire(struct tenant_state *ts, const struct manifest *old,
-		     const struct manifest *cur, const char *tprefix)
+int sync_tail_retire(struct sync *s, struct tenant_state *ts,
+		     const struct manifest *old, const struct manifest *cur,
+		     const char *tprefix)
 {
-	int64_t due = sync_clock(CLOCK_MONOTONIC) + SYNC_TAIL_KEEP_NS;
+	int64_t due = sync_clock(CLOCK_MONOTONIC) + s->cfg.piece_keep_ns;
 
 	for (size_t i = 0; i < old->npieces; i++) {
 		const struct manifest_piece *pc = &old->pieces[i];

@@ -332,6 +332,95 @@ def test_sync_ships_active_segments(mount, run_streamfs, tmp_path):
     assert getxattr(w.path("T", "t1"), "streamfs.sync") == "uploaded 3"
 
 
+def test_replaced_pieces_go_after_piece_keep(mount, run_streamfs, tmp_path):
+    """Pieces no manifest names any more are deleted piece_keep later."""
+    url = "file://%s/remote" % tmp_path
+    pieces = Path(tmp_path, "remote/streamfs-v1/tenants/T/pieces")
+    w = mount(["remote=" + url, "flush=1s", "roll_size=2K", "piece_keep=1s"],
+              allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "s"), events("a", 0, 10), APPEND)
+    run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
+    first = {p["key"] for p in manifest(url, "T")["pieces"]}
+    assert first and all((pieces.parent / k).exists() for k in first)
+    # past roll_size: the segment seals, goes up whole, and replaces them
+    append(w.path("T", "s"), events("b", 0, 200), APPEND)
+    wait_until(lambda: manifest(url, "T")["streams"][0]["segments"], timeout=90,
+               msg="the sealed segment was not published")
+    assert not first & {p["key"] for p in manifest(url, "T").get("pieces", [])}
+    wait_until(lambda: not any((pieces.parent / k).exists() for k in first),
+               timeout=90, msg="the replaced pieces were not deleted")
+    a = mount(["remote=" + url, "ro", "poll=1s"], allow=SYNC_ALLOW)
+    run_streamfs("sync", "--timeout", "120", a.mnt, timeout=150)
+    assert read(a.path("T", "s")) == (events("a", 0, 10) + events("b", 0, 200)).encode()
+
+
+def test_piece_keep_below_1s_refused(tmp_path, streamfs_bin):
+    src = tmp_path / "src"
+    mnt = tmp_path / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    r = subprocess.run([streamfs_bin, str(src), str(mnt), "-o",
+                        "remote=file://%s/remote,piece_keep=500ms" % tmp_path],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=60)
+    assert r.returncode != 0 and "at least 1s" in r.stdout
+
+
+def test_analysis_host_restarted_in_the_middle_of_a_tail(mount, run_streamfs, tmp_path,
+                                                         remote):
+    """An analysis host unmounted while the writer ships tail pieces, and
+    mounted again on its SOURCE: its followers get every event exactly
+    once, in order, those shipped while it was down and after."""
+    url, opts, env = remote
+    w = mount(["remote=" + url, "flush=1s", *opts], env=env, allow=SYNC_ALLOW)
+    os.mkdir(w.path("T"))
+    want = events("a", 0, 5)
+    append(w.path("T", "s"), want, APPEND)
+    a = mount(["remote=" + url, "ro", "poll=1s", *opts], src=tmp_path / "cache",
+              env=env, allow=SYNC_ALLOW)
+    wait_until(lambda: os.path.exists(a.path("T", "s")) and
+               read(a.path("T", "s")) == want.encode(), timeout=90,
+               msg="the analysis host did not get the tail")
+    fol = Follower(a.path("T", "s@1,follow"), tmp_path / "follow1.out")
+    more = events("b", 0, 5)
+    append(w.path("T", "s"), more, APPEND)
+    want += more
+    fol.wait_for(want.encode(), "the follower did not get the flushed events")
+    fol.close()
+    a.umount()
+    # shipped while the analysis host is down
+    for i in range(3):
+        more = events("c%d" % i, 0, 3)
+        append(w.path("T", "s"), more, APPEND)
+        want += more
+    run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
+    a.start()
+    fol = Follower(a.path("T", "s@1,follow"), tmp_path / "follow2.out")
+    tail = None
+    try:
+        fol.wait_for(want.encode(), "after the restart, the follower did not get "
+                     "what was shipped meanwhile exactly once")
+        # from the end, now that the analysis host caught up
+        tail = Follower(a.path("T", "s@end,follow"), tmp_path / "follow3.out")
+        after = b""
+        for i in range(3):
+            more = events("d%d" % i, 0, 3)
+            append(w.path("T", "s"), more, APPEND)
+            want += more
+            after += more.encode()
+            fol.wait_for(want.encode(), "the follower did not get what came after")
+        tail.wait_for(after, "a new follower did not get what came after")
+        time.sleep(2)
+        assert fol.got() == want.encode() and tail.got() == after
+    finally:
+        fol.close()
+        if tail:
+            tail.close()
+    assert read(a.path("T", "s")) == want.encode()
+    assert "fetched again" not in a.stderr()
+
+
 TAKEOVER_ALLOW = SYNC_ALLOW + [r"streamfs: sync: .*(continuing|expired|lease)"]
 
 
