@@ -40,6 +40,7 @@ struct fs_opts {
 	char *roll_str, *roll_size_str, *max_event_str;	/* owned */
 	char *cache_size_str, *poll_str;	/* owned */
 	char *flush_str;		/* owned: flush=DURATION|off */
+	char *piece_keep_str;	/* owned: piece_keep=DURATION */
 	char *max_snapshot_str;	/* owned */
 	char *lease_str;	/* owned; lease= DURATION */
 	int takeover;		/* take tenants whose lease expired */
@@ -65,6 +66,7 @@ struct fs_opts {
 	int64_t poll_ns;
 	int64_t lease_ns;	/* 0: sync's default (60 s) */
 	int64_t flush_ns;		/* 0: off */
+	int64_t piece_keep_ns;	/* 0: sync's default (60 s) */
 	bool replica;		/* remote= with ro: an analysis host */
 	struct sockaddr_storage metrics_addr;	/* metrics= parsed */
 	socklen_t metrics_addrlen;

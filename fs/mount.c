@@ -312,6 +312,7 @@ static int start_sync(struct fs *fs, struct fs_opts *o)
 	/* Unless given, 2 s each (--help, README's cost table). */
 	cfg.poll_ns = o->poll_str ? o->poll_ns : SYNC_POLL_DEFAULT_NS;
 	cfg.flush_ns = o->flush_str ? o->flush_ns : SYNC_FLUSH_DEFAULT_NS;
+	cfg.piece_keep_ns = o->piece_keep_ns;	/* 0: sync's default */
 	cfg.opts.endpoint = o->endpoint;
 	if (o->region)
 		cfg.opts.region = o->region;

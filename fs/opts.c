@@ -39,6 +39,7 @@ static const struct fuse_opt fs_opt_specs[] = {
 	OPT_FLAG("takeover", takeover),
 	OPT_FLAG("risk_forks", risk_forks),
 	OPT_STR("flush=%s", flush_str),
+	OPT_STR("piece_keep=%s", piece_keep_str),
 	OPT_STR("ca_file=%s", ca_file),
 	OPT_STR("metrics=%s", metrics),
 	OPT_FLAG("query_slash_raw", query_slash_raw),
@@ -84,6 +85,8 @@ void fs_usage(const char *prog)
 	       "    -o poll=DURATION       remote rescan interval on analysis hosts (default 2s)\n"
 	       "    -o flush=DURATION|off  ship what active segments took this often\n"
 	       "                           (default 2s; at most 5s)\n"
+	       "    -o piece_keep=DURATION how long a tail piece stays once no manifest\n"
+	       "                           names it (default 60s, at least 1s)\n"
 	       "    -o lease=DURATION      how long a tenant's lease outlives its last\n"
 	       "                           renewal (default 60s, at least 1s)\n"
 	       "    -o takeover            take tenants whose lease expired (their\n"
@@ -115,10 +118,11 @@ void fs_usage(const char *prog)
 	       "\n"
 	       "SIZE: bytes with optional K, M or G; DURATION: seconds with\n"
 	       "optional ms, s, m, h or d.\n"
-	       "status prints the sync status of a mount; sync seals and uploads\n"
-	       "everything now (an analysis mount: rescans the remote) and waits,\n"
-	       "at most SECS seconds (1 to 86400, default 300).  On a terminal,\n"
-	       "verify and sync show their progress on stderr.\n"
+	       "status prints the sync status of a mount; sync puts everything\n"
+	       "acknowledged on the remote now (active segments in tail pieces;\n"
+	       "with flush=off sealed and uploaded; an analysis mount: rescans the\n"
+	       "remote) and waits, at most SECS seconds (1 to 86400, default 300).\n"
+	       "On a terminal, verify and sync show their progress on stderr.\n"
 	       "\n"
 	       "verify refuses a DATADIR that a streamfs has mounted.\n"
 	       "\n"
@@ -312,6 +316,15 @@ static int parse_values(struct fs_opts *o)
 	}
 	if (!rc && o->flush_str)
 		rc = parse_flush(o);
+	if (!rc && o->piece_keep_str) {
+		rc = parse_duration("piece_keep", o->piece_keep_str,
+				    &o->piece_keep_ns);
+		/* a reader of the previous manifest needs some time */
+		if (!rc && o->piece_keep_ns < 1000000000LL) {
+			fprintf(stderr, "streamfs: piece_keep must be at least 1s\n");
+			rc = -EINVAL;
+		}
+	}
 	return rc;
 bad_framing:
 	fprintf(stderr, "streamfs: framing=%s: must be lines or raw\n",
@@ -386,6 +399,7 @@ static int check_remote(struct fs_opts *o)
 				   o->takeover ? "takeover" :
 				   o->risk_forks ? "risk_forks" :
 				   o->flush_str ? "flush=" :
+				   o->piece_keep_str ? "piece_keep=" :
 				   o->ca_file ? "ca_file=" :
 				   o->path_style ? "path_style" :
 				   o->query_slash_raw ? "query_slash_raw" : NULL;
@@ -514,6 +528,7 @@ void fs_opts_release(struct fs_opts *o)
 	free(o->poll_str);
 	free(o->lease_str);
 	free(o->flush_str);
+	free(o->piece_keep_str);
 	free(o->ca_file);
 	free(o->metrics);
 }

@@ -15,8 +15,8 @@
  * The root has two for the tools (docs/streamfs.1, "Tools"):
  *   user.streamfs.status             state of the mount, as text (status.c)
  *   user.streamfs.status.json        the same as JSON
- *   user.streamfs.sync_now[.SECS]    reading it seals and uploads everything
- *                                    (sync_now) and waits; not listed, so
+ *   user.streamfs.sync_now[.SECS]    reading it puts everything on the
+ *                                    remote (sync_now) and waits; not listed, so
  *                                    `getfattr -d` never triggers it
  * A getxattr, not a setxattr, so that it works on read-only (analysis) mounts.
  */

@@ -247,10 +247,13 @@ static bool tail_fits(const struct stream *s, const struct store_batch *b,
 	return n && offset - s->size == len;
 }
 
-/* A new tail segment of ORIGIN at S's end, its row inserted and its file
- * created (held as by store_seg_fd(): *FD). */
+/* A new segment of ORIGIN at S's end in STATE, its row inserted and its
+ * file created (held as by store_seg_fd(): *FD): a replica's tail segment
+ * (STORE_SEG_UPLOADED, a new id), or a seeded writer's active segment
+ * (STORE_SEG_ACTIVE, id ORIGIN, holding IDs as far as anyone knows). */
 static int tail_new(struct store_tenant *t, struct stream *s, uint64_t origin,
-		    int64_t created_ns, struct seg **out, int *fd)
+		    int64_t created_ns, enum store_seg_state state,
+		    struct seg **out, int *fd)
 {
 	struct seg *g = calloc(1, sizeof(*g));
 	char name[64];
@@ -263,7 +266,11 @@ static int tail_new(struct store_tenant *t, struct stream *s, uint64_t origin,
 	g->first_version = s->version + 1;
 	g->offset = s->size;
 	g->created_ns = created_ns;
-	g->state = STORE_SEG_UPLOADED;
+	g->state = state;
+	if (state == STORE_SEG_ACTIVE) {
+		g->id = origin;
+		g->has_ids = true;
+	}
 	rc = store_index_segment_insert(t, s->id, g);
 	if (rc) {
 		free(g);
@@ -336,7 +343,8 @@ int store_replica_tail_append(struct store_tenant *t, uint64_t id,
 	g = s->nsegs ? s->segs[s->nsegs - 1] : NULL;
 	fresh = !g || !store_seg_is_tail(g) || g->origin != origin;
 	if (fresh) {
-		rc = tail_new(t, s, origin, created_ns, &g, &fd);
+		rc = tail_new(t, s, origin, created_ns, STORE_SEG_UPLOADED, &g,
+			      &fd);
 	} else {
 		fd = store_seg_fd(t, g);
 		rc = fd < 0 ? fd : 0;
@@ -428,5 +436,98 @@ int store_replica_tail_seal(struct store_tenant *t, uint64_t id,
 			g->checksum = 0;
 	}
 	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
+/* ---- a writer continuing another writer's tail pieces (sync/seed.c) ----
+ *
+ * A writer that takes a tenant over finds, past the published segments of
+ * a stream, the bytes its predecessor shipped in tail pieces from
+ * segments it never uploaded whole.  They become the new writer's own
+ * segments under the same ids: the last one its active segment, which
+ * its appends continue (so its next tail pieces carry on the same segment
+ * for analysis hosts), the ones before it closed and sealed as usual. */
+
+int store_seed_tail_append(struct store_tenant *t, uint64_t id,
+			   uint64_t seg, uint64_t seg_offset,
+			   int64_t created_ns, const void *bytes, size_t len,
+			   const struct store_batch *b, size_t n)
+{
+	struct stream *s, old;
+	struct seg *g = NULL, *prev;
+	uint64_t size = 0, length, count = 0, gcount;
+	bool fresh = false;
+	int fd = -1, rc;
+
+	for (size_t i = 0; i < n; i++)
+		count += b[i].count;
+	pthread_rwlock_wrlock(&t->lock);
+	s = t->removed ? NULL : store_stream_find(t, id);
+	prev = s ? store_seg_active(s) : NULL;
+	fresh = !prev || prev->full || prev->id != seg;
+	if (!s)
+		rc = -ENOENT;
+	else if (!tail_fits(s, b, n, len) || (fresh && seg_offset != s->size) ||
+		 (!fresh && prev->offset != seg_offset))
+		rc = -EINVAL;
+	else if (fresh && prev && !prev->full)
+		rc = store_seg_close(t, s, prev);	/* the sealer's now */
+	else
+		rc = 0;
+	if (!rc)
+		rc = store_journal_begin(t);
+	if (rc)
+		goto out;
+	if (fresh) {
+		rc = tail_new(t, s, seg, created_ns, STORE_SEG_ACTIVE, &g, &fd);
+	} else {
+		g = prev;
+		fd = store_seg_fd(t, g);
+		rc = fd < 0 ? fd : 0;
+	}
+	if (rc) {
+		g = NULL;
+		store_index_rollback(t);
+		goto out;
+	}
+	length = g->length;
+	gcount = g->count;
+	old = *s;
+	/* on disk before the index names them, as an append's are once
+	 * fsynced: a seeding is not repeated once it succeeded */
+	rc = store_pwrite_all(fd, bytes, len, length);
+	if (!rc && fdatasync(fd) < 0)
+		rc = -errno;
+	if (!rc) {
+		g->length = g->synced = length + len;
+		g->count += count;
+		s->version += count;
+		s->size += len;
+		s->last_ns = b[n - 1].time_ns;
+		s->mtime = s->ctime = store_ts(s->last_ns);
+		rc = store_index_segment_update(t, g);
+	}
+	if (!rc)
+		rc = replica_rows(t, s, b, n);
+	if (!rc)
+		rc = store_index_commit(t);
+	else
+		store_index_rollback(t);
+	if (rc) {
+		store_stream_restore(s, &old);
+		tail_undo(t, s, g, fd, fresh, length, gcount);
+		goto out;
+	}
+	store_seg_hash_update(g, bytes, len);
+	for (size_t i = 0; i < n; i++)
+		store_seg_rows_grew(t, g, b[i].offset - g->offset, b[i].hash);
+	store_seg_fd_put(t, g);
+	/* its IDs are found from its bytes by the next append with one */
+	store_stream_ids_release(s);
+	size = s->size;
+out:
+	pthread_rwlock_unlock(&t->lock);
+	if (!rc && t->st->commit_fn)
+		t->st->commit_fn(t->st->commit_arg, t, id, size);
 	return rc;
 }

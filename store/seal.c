@@ -809,6 +809,18 @@ int store_roll(struct store_tenant *t, int64_t now_ns, bool force)
 	return rc ? rc : sealed;
 }
 
+int store_roll_stream(struct store_tenant *t, uint64_t id)
+{
+	struct stream *s;
+	int rc;
+
+	pthread_rwlock_wrlock(&t->lock);
+	s = t->removed ? NULL : store_stream_find(t, id);
+	rc = s ? seal_stream(t, s, true) : -ENOENT;
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
 int store_seal_closing_now(struct store_tenant *t)
 {
 	int rc = 0;

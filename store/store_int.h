@@ -722,8 +722,6 @@ int store_recover_from_mark(struct store_tenant *t, struct stream *s, struct seg
 int store_seg_close(struct store_tenant *t, struct stream *s, struct seg *g);
 /* Queues G, closing, for the sealer (recovery); 0 or -ENOMEM. */
 int store_seg_queue_closing(struct store_tenant *t, struct seg *g);
-/* Seals T's closing segments on this thread (store_close). */
-int store_seal_closing_now(struct store_tenant *t);
 /* G, active, grows by LEN bytes: has the sealer start writing back each
  * 8 MiB of it that is now whole. */
 void store_seg_grew(struct store_tenant *t, struct seg *g, size_t len);

@@ -15,6 +15,12 @@
  * every non-empty one when FORCE.  Returns the number sealed or -errno.
  * The store's sealer thread seals by age on its own as well. */
 int store_roll(struct store_tenant *t, int64_t now_ns, bool force);
+/* Seals stream ID's closing segments and its active one when not empty,
+ * on this thread: what a snapshot of a version in it waits for (sync_now
+ * with flush on).  The number sealed, or -errno (-ENOENT: no stream). */
+int store_roll_stream(struct store_tenant *t, uint64_t id) STORE_WARN_UNUSED;
+/* Seals T's closing segments on this thread (store_close; sync_now). */
+int store_seal_closing_now(struct store_tenant *t) STORE_WARN_UNUSED;
 
 enum store_seg_state {
 	STORE_SEG_ACTIVE = 0,	/* being appended to */
@@ -158,6 +164,21 @@ int store_replica_tail_append(struct store_tenant *t, uint64_t id,
 			      const void *bytes, size_t len,
 			      const struct store_batch *b,
 			      size_t n) STORE_WARN_UNUSED;
+/* A writer that continues another writer's published history (a
+ * takeover) appends LEN bytes (BYTES) to stream ID: the bytes its
+ * predecessor shipped in tail pieces from its segment SEG, which starts at
+ * stream offset SEG_OFFSET and was created at CREATED_NS.  They go to the
+ * stream's active segment when it is SEG, else to a new active segment
+ * with the id SEG (-EEXIST when taken), which must start at the stream's
+ * end (-EINVAL otherwise), the active one before it closed.  B's N rows
+ * (their times kept) must continue the stream and hold exactly LEN bytes
+ * (-EINVAL otherwise).  Appends then continue that segment; its IDs count
+ * for dedup. */
+int store_seed_tail_append(struct store_tenant *t, uint64_t id,
+			   uint64_t seg, uint64_t seg_offset,
+			   int64_t created_ns, const void *bytes, size_t len,
+			   const struct store_batch *b,
+			   size_t n) STORE_WARN_UNUSED;
 /* The writer's segment SEG->origin sealed as SEG says: the tail segment of
  * that origin, which must hold exactly its range (-EINVAL otherwise; -ENOENT
  * without one), takes its checksum when its bytes match it (-EIO when they

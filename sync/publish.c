@@ -56,6 +56,25 @@ static int get_manifest(struct sync *s, struct tenant_state *ts,
 	return rc;
 }
 
+/* Strips M, another writer's manifest that this writer continues, down to
+ * what counts as published by this writer: the streams' ids, names,
+ * versions and tail entries, and the pieces they name.  Its next manifests
+ * carry those tails (sync_tail_carry()) until its own segments cover
+ * them, then retire their pieces like its own.  The segments and
+ * snapshots stay the other writer's: never deleted from here. */
+static void keep_tails_only(struct manifest *m)
+{
+	for (size_t i = 0; i < m->nstreams; i++) {
+		struct manifest_stream *ms = &m->streams[i];
+
+		free(ms->segs);
+		free(ms->snaps);
+		ms->segs = NULL;
+		ms->snaps = NULL;
+		ms->nsegs = ms->nsnaps = 0;
+	}
+}
+
 int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
 			  char *what, size_t wlen)
@@ -80,9 +99,18 @@ int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 	}
 	if (!rc && (!m.writer || strcmp(m.writer, s->identity))) {
 		/* Another writer's: continued, never replaced.  Its
-		 * objects stay (never listed as ours to delete). */
+		 * segments and snapshots stay (never listed as ours to
+		 * delete); its tail entries are carried on. */
 		rc = sync_seed_streams(s, t, tprefix, &m, what, wlen);
-		sync_manifest_release(&m);
+		if (!rc) {
+			keep_tails_only(&m);
+			sync_manifest_release(&ts->published);
+			ts->published = m;
+			free(ts->published_cmp);
+			ts->published_cmp = NULL;
+		} else {
+			sync_manifest_release(&m);
+		}
 	} else if (!rc) {
 		/* Ours, from before a restart: its objects are ours to
 		 * delete, and streams removed while this writer was down get
@@ -364,7 +392,7 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 		rc = sync_manifest_stale_keys(&ts->published, m, tprefix,
 					      &ts->stale);
 	if (!rc && !s->cfg.nodelete)
-		rc = sync_tail_retire(ts, &ts->published, m, tprefix);
+		rc = sync_tail_retire(s, ts, &ts->published, m, tprefix);
 	sync_manifest_release(&ts->published);
 	ts->published = *m;
 	*m = (struct manifest){ 0 };
@@ -376,7 +404,7 @@ static int put_manifest(struct sync *s, struct tenant_state *ts,
 
 int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
-			  bool flush, char *what, size_t wlen)
+			  enum sync_flush flush, char *what, size_t wlen)
 {
 	int64_t now = sync_clock(CLOCK_REALTIME);
 	struct manifest m;
@@ -398,8 +426,9 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 		rc = sync_tail_carry(&ts->published, &m);
 	if (!rc)
 		rc = sync_lost_pieces(ts, tprefix, &m, &reship);
-	if (!rc && (flush || reship))
-		rc = sync_tail_ship(s, t, ts, tprefix, &m, what, wlen);
+	if (!rc && (flush != SYNC_FLUSH_NONE || reship))
+		rc = sync_tail_ship(s, t, ts, tprefix, &m,
+				    flush == SYNC_FLUSH_ALL, what, wlen);
 	if (!rc)
 		rc = sync_manifest_tombstones(&m, &ts->published, now);
 	/* Compared without times: an mtime alone is not worth a manifest. */

@@ -103,6 +103,18 @@ static void local_vec_release(struct local_vec *lv)
 	free(lv->v);
 }
 
+/* Whether MS's tail entries name G (past MS's segments) at its offset: a
+ * writer's segment seeded from them (seed.c), grown since maybe. */
+static bool tail_names(const struct manifest_stream *ms,
+		       const struct store_segment *g)
+{
+	for (size_t i = 0; i < ms->ntails; i++)
+		if (ms->tails[i].seg == g->origin &&
+		    ms->tails[i].seg_offset == g->offset)
+			return true;
+	return false;
+}
+
 bool sync_replica_is_prefix(struct store_tenant *t, uint64_t lid,
 			    const struct manifest_stream *ms)
 {
@@ -117,7 +129,8 @@ bool sync_replica_is_prefix(struct store_tenant *t, uint64_t lid,
 	for (size_t i = 0; ok && i < sv.n; i++) {
 		const struct manifest_seg *g = i < ms->nsegs ? &ms->segs[i] : NULL;
 
-		if (sv.v[i].tail) {
+		if (sv.v[i].tail || (!g && sv.v[i].origin &&
+				     tail_names(ms, &sv.v[i]))) {
 			/* shipped early: a prefix of its segment, or past
 			 * the sealed ones (its bytes are checked when it
 			 * seals) */

@@ -6,9 +6,13 @@
  * manifest that SOURCE lacks are made first, as an analysis host makes its
  * replica (replica.c): same ids, versions and segments, the bytes left on
  * the remote (evicted, fetched when read), their event-ID tables fetched
- * from their ID table objects (so that dedup needs no bytes).  Appends
- * then continue at the next version in a new active segment, and the next
- * manifest names the old segments and the new ones.
+ * from their ID table objects (so that dedup needs no bytes).  What the
+ * other writer shipped in tail pieces past its segments is fetched now and
+ * becomes this writer's own segments under the same ids
+ * (store_seed_tail_append()): the last one its active segment.  Appends
+ * then continue there, at the next version, and the next manifest names
+ * the old segments, the old tail entries and the new ones, so that an
+ * analysis host that holds the old tail goes on appending to it.
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -38,12 +42,57 @@ static int seed_stream_of(struct store_tenant *t,
 	return rc;
 }
 
-/* Makes local stream R->name of T hold R's published history.  A stream
- * whose events here are not a prefix of it (a history of its own) would
- * replace it at the next manifest: -EEXIST, and the tenant is not
- * published. */
+/* The last version R's segments and tail entries publish. */
+static uint64_t published_end(const struct manifest_stream *r)
+{
+	const struct manifest_tail *tl = r->ntails ? &r->tails[r->ntails - 1]
+						   : NULL;
+
+	return tl ? tl->first_version + tl->count - 1 : r->version;
+}
+
+/* Appends to local stream LID (whose end A holds) what R's tail entries
+ * (of M) hold past it, from their pieces (fetched once into PC). */
+static int seed_tails(struct sync *s, struct store_tenant *t,
+		      const char *tprefix, uint64_t lid,
+		      const struct manifest *m, const struct manifest_stream *r,
+		      struct store_attr *a, struct piece_cache *pc,
+		      char *what, size_t wlen)
+{
+	int rc = 0;
+
+	for (size_t i = 0; !rc && i < r->ntails; i++) {
+		const struct manifest_tail *tl = &r->tails[i];
+		const struct piece_chunk *c;
+
+		if (tl->offset + tl->length <= a->size)
+			continue;	/* have it */
+		if (tl->offset != a->size)
+			return -EIO;	/* not a chain: a damaged manifest */
+		rc = sync_tail_chunk(s, tprefix, m, r->id, tl, pc, &c, what,
+				     wlen);
+		if (rc == -ENOENT)
+			return -EAGAIN;	/* replaced: read the manifest again */
+		if (rc)
+			return rc;
+		snprintf(what, wlen, "seed tail of %s/%s", store_tenant_name(t),
+			 r->name);
+		rc = store_seed_tail_append(t, lid, tl->seg, tl->seg_offset,
+					    tl->seg_created_ns, c->bytes,
+					    c->tail.length, c->rows, c->nrows);
+		a->size += tl->length;
+		a->version += tl->count;
+	}
+	return rc;
+}
+
+/* Makes local stream R->name of T hold R's published history, its tail
+ * entries included (from M's pieces, through PC).  A stream whose events
+ * here are not a prefix of it (a history of its own) would replace it at
+ * the next manifest: -EEXIST, and the tenant is not published. */
 static int seed_stream(struct sync *s, struct store_tenant *t,
-		       const char *tprefix, const struct manifest_stream *r,
+		       const char *tprefix, const struct manifest *m,
+		       const struct manifest_stream *r, struct piece_cache *pc,
 		       char *what, size_t wlen)
 {
 	struct store_attr a, set = { 0 };
@@ -66,15 +115,19 @@ static int seed_stream(struct sync *s, struct store_tenant *t,
 			 (unsigned long long)r->version);
 		return -EEXIST;
 	}
-	if (a.version >= r->version)
+	if (a.version >= published_end(r))
 		return 0;
 	if (!a.version && a.framing != r->framing)
 		rc = store_stream_set_framing(t, lid, r->framing);
-	if (!rc)
+	if (!rc && a.version < r->version)
 		rc = sync_replica_add_segments(s, t, tprefix, lid, r, true,
 					       what, wlen);
 	if (!rc)
 		rc = sync_replica_snapshots(t, lid, r);
+	if (!rc && r->ntails)
+		rc = store_stream_stat(t, lid, &a);
+	if (!rc && r->ntails)
+		rc = seed_tails(s, t, tprefix, lid, m, r, &a, pc, what, wlen);
 	if (rc)
 		return rc;
 	set.mtime.tv_sec = r->mtime_ns / 1000000000;
@@ -163,6 +216,7 @@ int sync_seed_streams(struct sync *s, struct store_tenant *t,
 		      const char *tprefix, const struct manifest *m,
 		      char *what, size_t wlen)
 {
+	struct piece_cache pc = { 0 };
 	uint64_t events = 0;
 	size_t here = 0;
 	int rc = store_stream_list(t, 0, count_stream, &here);
@@ -174,9 +228,11 @@ int sync_seed_streams(struct sync *s, struct store_tenant *t,
 	if (!rc)
 		rc = seed_id_field(t, m, fresh);
 	for (size_t i = 0; !rc && i < m->nstreams; i++) {
-		rc = seed_stream(s, t, tprefix, &m->streams[i], what, wlen);
-		events += m->streams[i].version;
+		rc = seed_stream(s, t, tprefix, m, &m->streams[i], &pc, what,
+				 wlen);
+		events += published_end(&m->streams[i]);
 	}
+	sync_piece_cache_release(&pc);
 	if (!rc)
 		sync_log(LOG_NOTICE, "tenant %s: continuing the history of "
 			 "writer %s (generation %llu): %zu streams, %llu "

@@ -469,7 +469,11 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 	if (pt->retry_all)
 		sync_lost_suspect(s, ts);
 	if (!rc && (flush || manifest_due(ts, held.uploaded, pt->force))) {
-		rc = sync_publish_manifest(s, t, ts, tprefix, flush, what, wlen);
+		/* sync_now ships everything acknowledged, however much */
+		rc = sync_publish_manifest(s, t, ts, tprefix,
+					   !flush ? SYNC_FLUSH_NONE :
+					   pt->force ? SYNC_FLUSH_ALL :
+					   SYNC_FLUSH_STEP, what, wlen);
 		if (!rc)
 			ts->checked_ns = sync_clock(CLOCK_MONOTONIC);
 		else if (rc != -EROFS)	/* its last call on s->b failed */
@@ -496,8 +500,69 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 	return rc;
 }
 
+struct snap_streams {
+	uint64_t *v;		/* pairs: stream, version */
+	size_t n, alloc;
+};
+
+static int snap_stream_collect(void *arg, const struct store_snapshot *snap)
+{
+	struct snap_streams *ss = arg;
+
+	if (STORE_ARRAY_RESERVE(ss->v, ss->alloc, ss->n + 2, 16))
+		return -ENOMEM;
+	ss->v[ss->n++] = snap->stream;
+	ss->v[ss->n++] = snap->version;
+	return 0;
+}
+
+/* A snapshot of stream ID at VERSION is not uploaded yet (sync_now): the
+ * stream's active segment is sealed when it holds VERSION, since a
+ * snapshot goes up only after the segment holding its version
+ * (snapshot.c). */
+static int seal_for_snapshot(struct store_tenant *t, uint64_t id,
+			     uint64_t version)
+{
+	struct sync_seg_vec sv = { 0 };
+	int rc = store_stream_segments(t, id, sync_seg_collect, &sv);
+	bool in_active = false;
+
+	for (size_t i = 0; !rc && i < sv.n; i++)
+		in_active |= sv.v[i].state == STORE_SEG_ACTIVE &&
+			     version >= sv.v[i].first_version;
+	free(sv.v);
+	if (!rc && in_active)
+		rc = store_roll_stream(t, id);
+	return rc == -ENOENT ? 0 : rc < 0 ? rc : 0;	/* gone meanwhile */
+}
+
+/* What sync_now seals of T before its pass.  Without flush, every
+ * non-empty active segment: sealed segments are all the remote gets.
+ * With flush, the pass ships what the active segments hold as a tail
+ * piece instead (sealing them would make a small segment object per
+ * stream at every `streamfs sync`), so only what must go up whole is
+ * sealed: the closing segments (full already) and the active segments
+ * that hold a snapshot's version. */
+static int force_seal(struct sync *s, struct store_tenant *t)
+{
+	struct snap_streams ss = { 0 };
+	int rc;
+
+	if (s->cfg.flush_ns <= 0)
+		return store_roll(t, 0, true);
+	rc = store_seal_closing_now(t);
+	/* listed first: the callback runs under the tenant's lock */
+	if (!rc)
+		rc = store_snapshot_list_state(t, STORE_SNAP_LOCAL,
+					       snap_stream_collect, &ss);
+	for (size_t i = 0; !rc && i < ss.n; i += 2)
+		rc = seal_for_snapshot(t, ss.v[i], ss.v[i + 1]);
+	free(ss.v);
+	return rc;
+}
+
 /* Uploads NAME's sealed segments and publishes its manifest; with
- * PT->force (sync_now) seals every non-empty active segment first.  (The
+ * PT->force (sync_now) seals first what force_seal() says.  (The
  * store's sealer seals by age and size on its own.) */
 static int pass_tenant(struct sync *s, const char *name,
 		       struct pass_tenant *pt, char *what, size_t wlen)
@@ -510,7 +575,7 @@ static int pass_tenant(struct sync *s, const char *name,
 
 	if (store_tenant_get(s->st, name, &t) || store_tenant_removed(t))
 		return 0;
-	rc = pt->force ? store_roll(t, 0, true) : 0;
+	rc = pt->force ? force_seal(s, t) : 0;
 	if (rc < 0) {
 		snprintf(what, wlen, "seal segments of %s", name);
 		return rc;
@@ -996,6 +1061,8 @@ static struct sync *sync_new(struct store *st, const struct sync_config *cfg)
 		s->cfg.poll_ns = 10000000000LL;
 	if (s->cfg.lease_ns <= 0)
 		s->cfg.lease_ns = SYNC_LEASE_DEFAULT_NS;
+	if (s->cfg.piece_keep_ns <= 0)
+		s->cfg.piece_keep_ns = SYNC_PIECE_KEEP_DEFAULT_NS;
 	s->cfg.opts.abort = &s->abort;
 	/* A file:// root is the remote once it holds the layout (backend.h). */
 	s->cfg.opts.file_layout = SYNC_ROOT;

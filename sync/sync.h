@@ -142,7 +142,13 @@ struct sync_config {
 	 * one tail piece per tenant (docs/FORMAT.md); 0 (the default here):
 	 * off.  A mount's default is SYNC_FLUSH_DEFAULT_NS. */
 	int64_t flush_ns;
+	/* Writer: how long a tail piece stays on the remote after the first
+	 * manifest that no longer names it (an analysis host may still be
+	 * fetching it); 0: SYNC_PIECE_KEEP_DEFAULT_NS. */
+	int64_t piece_keep_ns;
 };
+/* A minute: FORMAT.md, "Order of writes", says why. */
+#define SYNC_PIECE_KEEP_DEFAULT_NS (60 * 1000000000LL)
 /* The mount's defaults of flush= and poll= (README, "Cost"). */
 #define SYNC_FLUSH_DEFAULT_NS 2000000000LL
 #define SYNC_POLL_DEFAULT_NS 2000000000LL

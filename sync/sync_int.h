@@ -688,12 +688,19 @@ int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 int sync_mlocks_refresh_due(struct sync *s, char *what, size_t wlen);
 /* Releases TS's lock on its manifest, if it holds one. */
 void sync_mlock_release(struct sync *s, struct tenant_state *ts);
+/* What a manifest publication ships of the active segments first. */
+enum sync_flush {
+	SYNC_FLUSH_NONE,	/* nothing */
+	SYNC_FLUSH_STEP,	/* a flush: one tail piece, at most 32 MiB */
+	SYNC_FLUSH_ALL,		/* sync_now: everything, in as many pieces
+				 * as it takes */
+};
 /* Writes T's manifest when it changed, then deletes the objects only
  * older manifests named.  With FLUSH, what active segments took since the
- * last flush goes up first, in one tail piece (tail.c). */
+ * last flush goes up first, in tail pieces (tail.c). */
 int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
-			  bool flush, char *what, size_t wlen);
+			  enum sync_flush flush, char *what, size_t wlen);
 /* Writes tenants.json when our set of tenants (NAMES, with their
  * leases) changed, and once a minute; then drops tenants gone here. */
 int sync_publish_tenants(struct sync *s, const struct sync_strvec *names,
@@ -828,14 +835,17 @@ bool sync_tail_due(struct sync *s, struct store_tenant *t,
 int sync_tail_carry(const struct manifest *prev,
 		    struct manifest *m) SYNC_WARN_UNUSED;
 /* Ships what T's streams took past M's tails in one piece (put to the
- * remote) and adds it to M.  Nothing when nothing grew. */
+ * remote) and adds it to M; with ALL, in as many pieces as it takes, else
+ * one piece of at most PIECE_MAX_BYTES (the rest waits for the next
+ * flush).  Nothing when nothing grew. */
 int sync_tail_ship(struct sync *s, struct store_tenant *t,
 		   struct tenant_state *ts, const char *tprefix,
-		   struct manifest *m, char *what, size_t wlen) SYNC_WARN_UNUSED;
+		   struct manifest *m, bool all, char *what,
+		   size_t wlen) SYNC_WARN_UNUSED;
 /* CUR replaced OLD on the remote: the pieces only OLD named are deleted
- * after SYNC_TAIL_KEEP_NS. */
-int sync_tail_retire(struct tenant_state *ts, const struct manifest *old,
-		     const struct manifest *cur,
+ * cfg.piece_keep_ns later. */
+int sync_tail_retire(struct sync *s, struct tenant_state *ts,
+		     const struct manifest *old, const struct manifest *cur,
 		     const char *tprefix) SYNC_WARN_UNUSED;
 /* Deletes the retired pieces whose time came (all with ALL). */
 int sync_tail_delete_due(struct sync *s, struct tenant_state *ts, bool all,
@@ -864,6 +874,15 @@ struct piece_cache {
 	size_t n;
 };
 void sync_piece_cache_release(struct piece_cache *pc);
+/* *OUT: the chunk of remote stream RID that TL (an entry of M) lists, from
+ * its piece in PC, or fetched, checked and decoded into PC; its rows
+ * checked against its bytes.  -EIO when it does not match; -ENOENT when the
+ * piece is gone (a newer manifest replaced it). */
+int sync_tail_chunk(struct sync *s, const char *tprefix,
+		    const struct manifest *m, uint64_t rid,
+		    const struct manifest_tail *tl, struct piece_cache *pc,
+		    const struct piece_chunk **out, char *what,
+		    size_t wlen) SYNC_WARN_UNUSED;
 /* Appends to local stream LID what R's tails hold past its end, from the
  * pieces M lists (fetched once into PC). */
 int sync_replica_tails(struct sync *s, struct store_tenant *t,

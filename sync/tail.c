@@ -6,7 +6,8 @@
  * follows lists each stream's share as its "tail".  A tenant where nothing
  * grew ships nothing.  Once a segment is uploaded whole, the manifest lists
  * it instead of its tails, and the pieces no manifest names any more are
- * deleted SYNC_TAIL_KEEP_NS later.
+ * deleted cfg.piece_keep_ns later (a reader that read the previous
+ * manifest may still be fetching them; FORMAT.md says why a minute).
  *
  * All of it runs on the sync thread, with its tenant state.
  */
@@ -22,10 +23,6 @@
 #include "sync.h"
 #include "sync_int.h"
 
-/* How long a piece stays after the first manifest that no longer names
- * it: a reader that read the previous manifest may still be fetching it
- * (FORMAT.md says why a minute). */
-#define SYNC_TAIL_KEEP_NS (60 * 1000000000LL)
 /* A piece stops taking rows past this many bytes; the rest goes with the
  * next flush (a writer back after an outage ships its backlog in steps). */
 #define PIECE_MAX_BYTES (32u << 20)
@@ -151,9 +148,15 @@ int sync_tail_carry(const struct manifest *prev, struct manifest *m)
 
 /* ---- building a piece ---- */
 
+/* What a piece may still take. */
+struct budget {
+	uint64_t left;		/* bytes */
+	bool cut;		/* some row did not fit: more to ship */
+};
+
 struct rows_from {
 	uint64_t from;		/* stream offset: rows before it are shipped */
-	uint64_t budget;	/* bytes the piece may still take */
+	struct budget *budget;
 	struct store_batch *v;
 	size_t n, alloc;
 	uint64_t length;
@@ -165,8 +168,10 @@ static int rows_collect(void *arg, const struct store_batch *b)
 
 	if (b->offset < r->from)
 		return 0;
-	if (r->n && r->length + b->length > r->budget)
+	if (r->n && r->length + b->length > r->budget->left) {
+		r->budget->cut = true;
 		return 1;	/* enough for this piece */
+	}
 	if (STORE_ARRAY_RESERVE(r->v, r->alloc, r->n + 1, 64))
 		return -ENOMEM;
 	r->v[r->n++] = *b;
@@ -202,13 +207,13 @@ static int chunk_bytes(struct store_tenant *t, const struct store_segment *g,
 }
 
 /* Adds to P the rows of segment G (of stream MS) from *END on, as much as
- * *BUDGET allows; moves both. */
+ * BUDGET allows; moves both. */
 static int chunk_add(struct store_tenant *t, struct piece *p,
 		     const struct manifest_stream *ms,
 		     const struct store_segment *g, uint64_t *end,
-		     uint64_t *budget)
+		     struct budget *budget)
 {
-	struct rows_from r = { .from = *end, .budget = *budget };
+	struct rows_from r = { .from = *end, .budget = budget };
 	struct piece_chunk c = { .stream = ms->id };
 	int rc = store_segment_batches(t, g->seg, rows_collect, &r);
 
@@ -239,13 +244,14 @@ static int chunk_add(struct store_tenant *t, struct piece *p,
 		c.tail.count += r.v[i].count;
 	p->chunks[p->n++] = c;
 	*end += r.length;
-	*budget -= r.length < *budget ? r.length : *budget;
+	budget->left -= r.length < budget->left ? r.length : budget->left;
+	budget->cut |= !budget->left;
 	return 0;
 }
 
 /* Adds to P what stream MS of T holds past its published end. */
 static int stream_add(struct store_tenant *t, struct piece *p,
-		      const struct manifest_stream *ms, uint64_t *budget)
+		      const struct manifest_stream *ms, struct budget *budget)
 {
 	struct sync_seg_vec sv = { 0 };
 	uint64_t end = shipped_end(ms);
@@ -260,7 +266,7 @@ static int stream_add(struct store_tenant *t, struct piece *p,
 	rc = store_stream_segments(t, ms->id, sync_seg_collect, &sv);
 	if (!rc && sv.n)
 		qsort(sv.v, sv.n, sizeof(*sv.v), sync_seg_cmp);
-	for (size_t i = 0; !rc && i < sv.n && *budget; i++) {
+	for (size_t i = 0; !rc && i < sv.n && !budget->cut; i++) {
 		const struct store_segment *g = &sv.v[i];
 
 		if (g->offset + g->length <= end)
@@ -315,19 +321,22 @@ static int piece_put(struct sync *s, const struct piece *p, const char *tprefix,
 	return rc;
 }
 
-int sync_tail_ship(struct sync *s, struct store_tenant *t,
-		   struct tenant_state *ts, const char *tprefix,
-		   struct manifest *m, char *what, size_t wlen)
+/* One piece of what T's streams took past M's tails, put and added to M;
+ * *MORE (OUT): it was cut at PIECE_MAX_BYTES. */
+static int ship_one(struct sync *s, struct store_tenant *t,
+		    struct tenant_state *ts, const char *tprefix,
+		    struct manifest *m, bool *more, char *what, size_t wlen)
 {
 	struct piece p = { .seq = next_seq(m, ts),
 			   .generation = ts->generation, .owns_bytes = true };
-	uint64_t budget = PIECE_MAX_BYTES;
+	struct budget budget = { .left = PIECE_MAX_BYTES };
 	struct manifest_piece pc;
 	int rc = 0;
 
 	snprintf(what, wlen, "tail of %s", store_tenant_name(t));
-	for (size_t i = 0; !rc && i < m->nstreams && budget; i++)
+	for (size_t i = 0; !rc && i < m->nstreams && !budget.cut; i++)
 		rc = stream_add(t, &p, &m->streams[i], &budget);
+	*more = budget.cut && p.n;
 	if (!rc && p.n)
 		rc = piece_put(s, &p, tprefix, &pc, what, wlen);
 	if (!rc && p.n) {
@@ -348,6 +357,19 @@ int sync_tail_ship(struct sync *s, struct store_tenant *t,
 	return rc;
 }
 
+int sync_tail_ship(struct sync *s, struct store_tenant *t,
+		   struct tenant_state *ts, const char *tprefix,
+		   struct manifest *m, bool all, char *what, size_t wlen)
+{
+	bool more;
+	int rc;
+
+	do
+		rc = ship_one(s, t, ts, tprefix, m, &more, what, wlen);
+	while (!rc && all && more && !sync_stopping(s));
+	return rc;
+}
+
 /* ---- retiring pieces ---- */
 
 static bool piece_named(const struct manifest *m,
@@ -358,10 +380,11 @@ static bool piece_named(const struct manifest *m,
 	return cur && cur->checksum == pc->checksum;
 }
 
-int sync_tail_retire(struct tenant_state *ts, const struct manifest *old,
-		     const struct manifest *cur, const char *tprefix)
+int sync_tail_retire(struct sync *s, struct tenant_state *ts,
+		     const struct manifest *old, const struct manifest *cur,
+		     const char *tprefix)
 {
-	int64_t due = sync_clock(CLOCK_MONOTONIC) + SYNC_TAIL_KEEP_NS;
+	int64_t due = sync_clock(CLOCK_MONOTONIC) + s->cfg.piece_keep_ns;
 
 	for (size_t i = 0; i < old->npieces; i++) {
 		const struct manifest_piece *pc = &old->pieces[i];

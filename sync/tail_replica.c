@@ -140,6 +140,24 @@ static const struct piece_chunk *chunk_of(const struct piece *p, uint64_t rid,
 	return NULL;
 }
 
+int sync_tail_chunk(struct sync *s, const char *tprefix,
+		    const struct manifest *m, uint64_t rid,
+		    const struct manifest_tail *tl, struct piece_cache *pc,
+		    const struct piece_chunk **out, char *what, size_t wlen)
+{
+	const struct piece_chunk *c;
+	const struct piece *p;
+	int rc = piece_get(s, tprefix, m, tl->piece, pc, &p, what, wlen);
+
+	if (rc)
+		return rc;
+	c = chunk_of(p, rid, tl);
+	if (!c || rows_check(c->bytes, c->rows, c->nrows))
+		return -EIO;
+	*out = c;
+	return 0;
+}
+
 /* The last segment of local stream LID into *LAST; false when none. */
 static bool last_segment(struct store_tenant *t, uint64_t lid,
 			 struct store_segment *last)
@@ -168,7 +186,6 @@ int sync_replica_tails(struct sync *s, struct store_tenant *t,
 	for (size_t i = 0; !rc && i < r->ntails; i++) {
 		const struct manifest_tail *tl = &r->tails[i];
 		const struct piece_chunk *c;
-		const struct piece *p;
 		bool grows;
 
 		if (tl->offset + tl->length <= a.size)
@@ -180,12 +197,10 @@ int sync_replica_tails(struct sync *s, struct store_tenant *t,
 			last.origin == tl->seg;
 		if (!grows && tl->offset != tl->seg_offset)
 			break;		/* the same */
-		rc = piece_get(s, tprefix, m, tl->piece, pc, &p, what, wlen);
+		rc = sync_tail_chunk(s, tprefix, m, r->id, tl, pc, &c, what,
+				     wlen);
 		if (rc == -ENOENT)
 			return 0;	/* replaced: a newer manifest says how */
-		c = rc ? NULL : chunk_of(p, r->id, tl);
-		if (!rc && (!c || rows_check(c->bytes, c->rows, c->nrows)))
-			rc = -EIO;
 		if (rc)
 			break;
 		snprintf(what, wlen, "append tail of %s/%s", store_tenant_name(t),

@@ -107,7 +107,8 @@ def test_verify_report_lines_erase_the_progress_line(mount, streamfs_bin):
 
 def test_sync_shows_progress_on_a_terminal_only(mount, streamfs_bin, tmp_path):
     remote = tmp_path / "remote"
-    m = mount("remote=file://%s,roll_size=256K" % remote)
+    # flush=off: sync seals the active segments and uploads them
+    m = mount("remote=file://%s,roll_size=256K,flush=off" % remote)
     fill(m)
     rc, out, tty = run_on_pty([str(streamfs_bin), "sync", str(m.mnt)])
     assert rc == 0, tty

@@ -1,7 +1,8 @@
-"""The freshness and cost scenarios of tests/bench/run (CONTRACT §7): a
-writer mount with the default roll (1 h) shipping tail pieces every
+"""The freshness, cost and shipping scenarios of tests/bench/run (CONTRACT
+§7): a writer mount with the default roll (1 h) shipping tail pieces every
 `flush`, an analysis mount rescanning every `poll`, both on a moto S3
-server on loopback (remote.py's)."""
+server on loopback (remote.py's); and the append rows with that shipping
+running, against the same build without a remote."""
 
 import os
 import re
@@ -9,7 +10,8 @@ import shutil
 import threading
 import time
 
-from benchlib import QUICK, STREAMFS, WORK, Daemon, fresh, log, ring_opts, row, sh
+from benchlib import (QUICK, REPS, REPS_HEAVY, STREAMFS, WORK, Daemon, bench, fmt,
+                      fresh, log, ring_opts, row, sh, size)
 from remote import Moto
 
 FLUSH, POLL = 1.0, 1.0
@@ -187,5 +189,51 @@ def sc_cost():
             row("cost: analysis host GETs per minute once nothing changes, %s, poll=1s"
                 % label, "req/min", [idle], goal="≤ 2 per poll = 120",
                 check=lambda o: o <= 2 * (60 + edge))
+    finally:
+        m.stop()
+
+
+def append_run(mode, n, opts, env, k):
+    """One append run (bench_fs, as the append rows) on a fresh writer
+    mount with OPTS; ev/s."""
+    src = fresh(os.path.join(WORK, "src"))
+    argv = [STREAMFS, src] + (["-o", ring_opts(opts)] if ring_opts(opts) else [])
+    d = Daemon(argv, os.path.join(WORK, "mnt"), "streamfs-ship%d" % k, env=env)
+    try:
+        os.mkdir(os.path.join(d.mnt, "b"))
+        return bench("bench_fs", "append", os.path.join(d.mnt, "b", "s"),
+                     mode, n)["events_per_s"]
+    finally:
+        d.stop()
+
+
+def sc_shipping():
+    """The rows of the append table with flush=1s shipping to moto running
+    (default roll: everything appended goes up in tail pieces while the
+    writer appends), against the same build without a remote; the two
+    alternate, run by run."""
+    moto = shutil.which("moto_server")
+    if not moto:
+        row("append with flush=1s shipping", "ev/s", "moto_server missing")
+        return
+    m = Moto(moto)
+    k = 0
+    try:
+        for mode, n, fig in (("lines", size(300000, 2000000), "100 B lines, 64 KiB writes"),
+                             ("ids", size(200000, 1000000),
+                              "100 B JSON lines with unique IDs, 64 KiB writes"),
+                             ("one", size(5000, 50000), "one 100 B event per write(2)")):
+            ship, local = [], []
+            for _ in range(REPS if mode != "one" else REPS_HEAVY):
+                k += 1
+                local.append(append_run(mode, n, None, None, k))
+                ship.append(append_run(mode, n, "flush=1s," + m.opts("ship%d" % k),
+                                       m.env, k))
+            log("  shipping, %s: %s ev/s shipping, %s ev/s without a remote"
+                % (mode, fmt(sorted(ship)[len(ship) // 2]),
+                   fmt(sorted(local)[len(local) // 2])))
+            row("%s (%s events), flush=1s shipping to moto" % (fig, fmt(n)), "ev/s",
+                ship, "no remote", local, "≥ 90% of no remote",
+                lambda o, b: o >= 0.9 * b)
     finally:
         m.stop()
