@@ -729,6 +729,14 @@ int sync_manifest_stale_keys(const struct manifest *old,
 	return rc;
 }
 
+uint64_t sync_manifest_stream_end(const struct manifest_stream *r)
+{
+	const struct manifest_tail *tl = r->ntails ? &r->tails[r->ntails - 1]
+						   : NULL;
+
+	return tl ? tl->first_version + tl->count - 1 : r->version;
+}
+
 int sync_manifest_keys(const struct manifest *m, const char *tprefix,
 		       struct sync_strvec *out)
 {

@@ -42,15 +42,6 @@ static int seed_stream_of(struct store_tenant *t,
 	return rc;
 }
 
-/* The last version R's segments and tail entries publish. */
-static uint64_t published_end(const struct manifest_stream *r)
-{
-	const struct manifest_tail *tl = r->ntails ? &r->tails[r->ntails - 1]
-						   : NULL;
-
-	return tl ? tl->first_version + tl->count - 1 : r->version;
-}
-
 /* Appends to local stream LID (whose end A holds) what R's tail entries
  * (of M) hold past it, from their pieces (fetched once into PC). */
 static int seed_tails(struct sync *s, struct store_tenant *t,
@@ -115,7 +106,7 @@ static int seed_stream(struct sync *s, struct store_tenant *t,
 			 (unsigned long long)r->version);
 		return -EEXIST;
 	}
-	if (a.version >= published_end(r))
+	if (a.version >= sync_manifest_stream_end(r))
 		return 0;
 	if (!a.version && a.framing != r->framing)
 		rc = store_stream_set_framing(t, lid, r->framing);
@@ -230,7 +221,7 @@ int sync_seed_streams(struct sync *s, struct store_tenant *t,
 	for (size_t i = 0; !rc && i < m->nstreams; i++) {
 		rc = seed_stream(s, t, tprefix, m, &m->streams[i], &pc, what,
 				 wlen);
-		events += published_end(&m->streams[i]);
+		events += sync_manifest_stream_end(&m->streams[i]);
 	}
 	sync_piece_cache_release(&pc);
 	if (!rc)

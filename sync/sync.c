@@ -309,12 +309,13 @@ static void note_all(struct pass_tenant *pt, const struct sync_seg_vec *segs)
 		note_oldest(pt, segs->v[i].created_ns);
 }
 
-/* The published version of stream ID in M, 0 when it lists none. */
+/* The last version of stream ID that M publishes (in segments or tail
+ * pieces), 0 when it lists none. */
 static uint64_t published_version(const struct manifest *m, uint64_t id)
 {
 	for (size_t i = 0; i < m->nstreams; i++)
 		if (m->streams[i].id == id)
-			return m->streams[i].version;
+			return sync_manifest_stream_end(&m->streams[i]);
 	return 0;
 }
 

@@ -283,6 +283,8 @@ int sync_manifest_encode(const struct manifest *m, bool times,
  * not one JSON object with a streams array, -ENOMEM; *OUT then empty. */
 int sync_manifest_decode(const char *text, size_t len,
 			 struct manifest *out) SYNC_WARN_UNUSED;
+/* The last version R publishes: its segments' and its tail entries'. */
+uint64_t sync_manifest_stream_end(const struct manifest_stream *r);
 /* Appends to OUT the keys of the objects M names below TPREFIX: each
  * segment and its event index. */
 int sync_manifest_keys(const struct manifest *m, const char *tprefix,
