@@ -456,6 +456,8 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		ts->seeded = !rc;
 		if (rc)
 			sync_what_why(what, wlen, s->b);
+		else	/* a mkdir's seeding that had to wait: appends go on */
+			store_tenant_hold(t, false);
 	}
 	if (!rc)
 		rc = upload_tenant(s, t, tprefix, segs, pt, &held, what, wlen);
