@@ -359,6 +359,7 @@ struct tenant_state {
 	 * mtext_absent: there was none), compared when the lock is taken. */
 	char mlock[BACKEND_TAG_MAX];
 	int64_t mlock_mono;
+	bool mlock_waits;	/* another's lock holds it (said) */
 	uint64_t mtext_sum;
 	bool mtext_known, mtext_absent;
 	bool seeded;		/* our old manifest read from the remote */
