@@ -823,7 +823,13 @@ static int64_t next_backoff(const struct sync *s, int64_t backoff, int rc)
 	/* An analysis host keeps polling at its pace whatever fails; a
 	 * writer's leases must be renewed whatever else fails. */
 	int64_t pace = s->cfg.replica ? s->cfg.poll_ns : s->cfg.lease_ns / 3;
-	int64_t cap = pace < s->cfg.backoff_max_ns ? pace : s->cfg.backoff_max_ns;
+	int64_t cap;
+
+	/* ... and its manifest locks refreshed before the server drops them
+	 * (nginx ignores the token of a PUT to an unlocked object). */
+	if (s->mlocks && pace > s->mlock_period_ns)
+		pace = s->mlock_period_ns;
+	cap = pace < s->cfg.backoff_max_ns ? pace : s->cfg.backoff_max_ns;
 
 	backoff = backoff ? backoff * 2 : s->cfg.backoff_min_ns;
 	/* Refused credentials, a full remote...: no hurry. */
