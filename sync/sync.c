@@ -1080,6 +1080,7 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 			store_set_fetch_hook(st, sync_fetch_hook,
 					     sync_fetch_reached, s);
 			store_set_snapshot_fetch_hook(st, sync_snapshot_fetch_hook, s);
+			store_set_ids_fetch_hook(st, sync_ids_fetch_hook, s);
 		}
 	}
 	if (!rc) {
@@ -1088,6 +1089,7 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 			sync_fetch_stop(s);
 			store_set_fetch_hook(st, NULL, NULL, NULL);
 			store_set_snapshot_fetch_hook(st, NULL, NULL);
+			store_set_ids_fetch_hook(st, NULL, NULL);
 		}
 	}
 	if (rc) {
@@ -1124,6 +1126,7 @@ void sync_stop(struct sync *s)
 	sync_fetch_stop(s);
 	store_set_fetch_hook(s->st, NULL, NULL, NULL);
 	store_set_snapshot_fetch_hook(s->st, NULL, NULL);
+	store_set_ids_fetch_hook(s->st, NULL, NULL);
 	/* Releasing the leases is worth a few seconds, not more:
 	 * a stalled remote must not hold up the unmount. */
 	atomic_store(&s->abort.deadline_ns,
