@@ -51,6 +51,9 @@ uint64_t sync_get_le64(const unsigned char *p);
  *   retry.c         when a failing object may be tried again
  *   keys.c          the keys of the remote layout
  *   index_object.c  the event index objects' codec
+ *   ids_object.c    the event-ID table objects' codec
+ *   ids_fetch.c     a continued history's ID tables, fetched when dedup
+ *                   first needs them
  *   manifest.c      struct manifest: build, encode, decode, stale keys
  *   lease.c         the writer identity and its leases
  *   publish.c       a writer's manifests and tenants.json on the remote
