@@ -133,6 +133,11 @@ static int load_table(struct store_tenant *t, struct stream *s, struct seg *g)
 	store_seg_name(name, sizeof(name), g->id, ".ids");
 	if (!store_idtable_open(t->segfd, name, t->id_field, &g->ids))
 		return 0;
+	/* Evicted (a writer that continued another's history): its table
+	 * from the remote first, which needs none of its bytes. */
+	if (g->state == STORE_SEG_EVICTED && !g->ids_asked &&
+	    (rc = store_seg_want_ids(t, g->id)))
+		return rc;
 	store_idset_init(&set);
 	rc = collect_ids(t, s, g, &set);
 	if (!rc)

@@ -120,6 +120,7 @@ static void hold_locked(struct store_tenant *t, struct seg *g)
 /* The evicted segment this thread last needed (see store_seg_fetch_wanted), and
  * the restored one its read used first (see store_seg_reached_tell). */
 static __thread uint64_t wanted_seg;
+static __thread bool wanted_ids;	/* ... its event-ID table, not bytes */
 static __thread struct {
 	struct store_tenant *t;	/* NULL: none since the last tell */
 	uint64_t seg;
@@ -135,6 +136,7 @@ int store_seg_fd(struct store_tenant *t, struct seg *g)
 		if (g->state == STORE_SEG_EVICTED) {
 			pthread_mutex_unlock(&t->fd_lock);
 			wanted_seg = g->id;
+			wanted_ids = false;	/* its bytes */
 			return -ENODATA;
 		}
 		store_seg_name(name, sizeof(name), g->id, ".seg");
@@ -639,6 +641,63 @@ static void wanted_log(struct store_tenant *t, uint64_t seg, const char *why)
 	free(stream);
 }
 
+void store_set_ids_fetch_hook(struct store *st, store_ids_fetch_fn fn,
+			      void *arg)
+{
+	pthread_mutex_lock(&st->lock);
+	st->ids_fetch_fn = fn;
+	st->ids_fetch_arg = arg;
+	atomic_store(&st->ids_fetch_set, fn != NULL);
+	while (st->fetch_users)
+		pthread_cond_wait(&st->fetch_idle, &st->lock);
+	pthread_mutex_unlock(&st->lock);
+}
+
+int store_seg_want_ids(struct store_tenant *t, uint64_t seg)
+{
+	/* No store->lock here: the caller holds T's. */
+	if (!atomic_load(&t->st->ids_fetch_set))
+		return 0;
+	wanted_seg = seg;
+	wanted_ids = true;
+	return -ENODATA;
+}
+
+/* The ID fetch hook for SEG of T (store_seg_want_ids()); whatever it
+ * answers, SEG is not asked again: dedup reads its bytes if it brought no
+ * table. */
+static int fetch_ids(struct store_tenant *t, uint64_t seg)
+{
+	struct store *st = t->st;
+	struct store_segment info;
+	store_ids_fetch_fn fn;
+	struct stream *s;
+	struct seg *g;
+	void *arg;
+	int rc = hook_segment(t, seg, &info);
+
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;	/* gone: the append sees */
+	pthread_mutex_lock(&st->lock);
+	fn = st->ids_fetch_fn;
+	arg = st->ids_fetch_arg;
+	st->fetch_users += fn != NULL;
+	pthread_mutex_unlock(&st->lock);
+	if (fn) {
+		(void)fn(arg, t, &info);
+		pthread_mutex_lock(&st->lock);
+		if (!--st->fetch_users)
+			pthread_cond_broadcast(&st->fetch_idle);
+		pthread_mutex_unlock(&st->lock);
+	}
+	pthread_rwlock_wrlock(&t->lock);
+	g = store_seg_find(t, seg, &s);
+	if (g)
+		g->ids_asked = true;
+	pthread_rwlock_unlock(&t->lock);
+	return 0;
+}
+
 int store_seg_fetch_wanted(struct store_tenant *t, struct fetch_tries *tries)
 {
 	uint64_t seg = wanted_seg;
@@ -647,6 +706,11 @@ int store_seg_fetch_wanted(struct store_tenant *t, struct fetch_tries *tries)
 	store_fetch_fn fn;
 	void *arg;
 	int rc;
+
+	if (wanted_ids) {
+		wanted_ids = false;
+		return fetch_ids(t, seg);
+	}
 
 	if (!tries->n || tries->seg != seg)
 		*tries = (struct fetch_tries){ .seg = seg };

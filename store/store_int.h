@@ -180,6 +180,9 @@ struct seg {
 	_Atomic int64_t used_ns;	/* last use (readers share the lock) */
 	_Atomic bool unread;	/* restored, not read since */
 	struct idtable ids;	/* sealed with IDs, once loaded */
+	/* Evicted, no table here: the ID fetch hook was asked for one (an
+	 * answer or not: dedup reads the bytes from then on). */
+	bool ids_asked;
 	/* Found damaged with no good copy to fetch: reads of it fail with
 	 * -EIO, said once in the log (read.c). */
 	bool damaged;
@@ -338,6 +341,11 @@ struct store {
 	store_fetch_fn fetch_fn;	/* protected by lock */
 	store_snap_fetch_fn snap_fetch_fn;	/* protected by lock */
 	void *snap_fetch_arg;		/* protected by lock */
+	store_ids_fetch_fn ids_fetch_fn;	/* protected by lock */
+	void *ids_fetch_arg;		/* protected by lock */
+	/* Whether ids_fetch_fn is set, read without lock (under a tenant's
+	 * lock, which comes after lock). */
+	atomic_bool ids_fetch_set;
 	store_reached_fn reached_fn;	/* protected by lock */
 	void *fetch_arg;		/* protected by lock */
 	unsigned fetch_users;		/* callers inside either; by lock */
@@ -667,6 +675,10 @@ struct fetch_tries {
 	unsigned n;		/* fetches of it so far */
 };
 int store_seg_fetch_wanted(struct store_tenant *t, struct fetch_tries *tries);
+/* Under T's lock: when the ID fetch hook is set, records that this thread
+ * wants the event-ID table of evicted segment SEG and returns -ENODATA
+ * (store_seg_fetch_wanted() then asks the hook); else 0. */
+int store_seg_want_ids(struct store_tenant *t, uint64_t seg);
 /* Whether a fetch hook is set: an evicted segment can be fetched. */
 bool store_seg_can_fetch(struct store *st);
 /* store_seg_fd() for a read of G: the first read after a restore is noted, and

@@ -83,6 +83,16 @@ int store_segment_ids_install(struct store_tenant *t, uint64_t seg,
 			      uint64_t field_hash, const uint64_t *pairs,
 			      const uint64_t *ends, size_t n, const char *ids,
 			      size_t idlen) STORE_WARN_UNUSED;
+/* Called by an append, with no store lock held, when dedup needs the
+ * event-ID table of SEG, an evicted segment without one here: it may bring
+ * one with store_segment_ids_install() (0), or fail with -errno (none on
+ * the remote...), and dedup then reads the segment (fetching it).  Asked
+ * once per segment while the store is open.  May block.  Setting it (NULL
+ * to clear) returns once no call to the previous one is still running. */
+typedef int (*store_ids_fetch_fn)(void *arg, struct store_tenant *t,
+				  const struct store_segment *seg);
+void store_set_ids_fetch_hook(struct store *st, store_ids_fetch_fn fn,
+			      void *arg);
 /* Path of the segment's local file (exists unless evicted).  Caller frees. */
 char *store_segment_path(struct store_tenant *t, uint64_t seg);
 int store_segment_mark_uploaded(struct store_tenant *t,

@@ -715,7 +715,7 @@ static void *worker_main(void *arg)
 		uint64_t part;
 		int64_t wake;
 
-		if (sync_snapshot_fetch_next(f))
+		if (sync_snapshot_fetch_next(f) || sync_ids_fetch_next(f))
 			continue;
 		sync_ra_poll(s);
 		r = pick(s, &part, &wake);
@@ -757,6 +757,7 @@ void sync_fetch_stop(struct sync *s)
 		}
 	}
 	sync_snapshot_fetch_stop(s);
+	sync_ids_fetch_stop(s);
 	pthread_cond_broadcast(&s->fetch_cond);
 	pthread_cond_broadcast(&s->fetch_done);
 	while (s->hook_waiters)
@@ -769,6 +770,7 @@ void sync_fetch_stop(struct sync *s)
 	bufs_release(s);
 	sync_ra_clear(s);
 	sync_snapshot_fetch_release(s);
+	sync_ids_fetch_release(s);
 	while (s->fq) {
 		struct fetch_req *r = s->fq;
 

@@ -75,6 +75,9 @@ static void keep_tails_only(struct manifest *m)
 	}
 }
 
+static int mlock_lock(struct sync *s, struct tenant_state *ts,
+		      const char *key);
+
 int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
 			  char *what, size_t wlen)
@@ -82,10 +85,23 @@ int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 	struct backend_buf text = { .max = 256u << 20 };
 	struct manifest m;
 	char *key = sync_manifest_key(tprefix);
-	int rc;
+	int rc = 0;
 
 	if (!key)
 		return -ENOMEM;
+	/* With manifest locks: locked before it is read, so that what is
+	 * seeded is the last manifest of a writer taken over (its lock
+	 * expired), never one it lands after the read. */
+	if (s->mlocks && !ts->mlock[0]) {
+		snprintf(what, wlen, "lock %s", key);
+		rc = mlock_lock(s, ts, key);
+		if (rc == -ENOENT)
+			rc = 0;	/* none yet: created if absent */
+	}
+	if (rc) {
+		free(key);
+		return rc;
+	}
 	snprintf(what, wlen, "get %s", key);
 	rc = get_manifest(s, ts, key, &text);
 	if (!rc)
@@ -228,6 +244,31 @@ static uint64_t text_sum(const char *text)
 	return XXH3_64bits(text, strlen(text));
 }
 
+/* Takes TS's lock on the manifest at KEY: 0, -ENOENT when there is no
+ * manifest (nothing is left there), -EAGAIN while another writer's lock
+ * holds (said once while it lasts). */
+static int mlock_lock(struct sync *s, struct tenant_state *ts,
+		      const char *key)
+{
+	char token[BACKEND_TAG_MAX] = "";
+	int64_t sent = sync_clock(CLOCK_MONOTONIC);
+	long granted;
+	int rc = backend_lock(s->b, key, sync_mlock_seconds(s), token,
+			      &granted);
+
+	if (rc == -EAGAIN && !ts->mlock_waits)
+		sync_log(LOG_NOTICE, "tenant %s: the manifest is locked by "
+			 "another writer (its lock lasts until the server lets "
+			 "it expire); not seeded or published until then",
+			 ts->name);
+	ts->mlock_waits = rc == -EAGAIN;
+	if (rc)
+		return rc;
+	snprintf(ts->mlock, sizeof(ts->mlock), "%s", token);
+	ts->mlock_mono = sent;
+	return 0;
+}
+
 /* Takes TS's lock on the manifest at KEY (an existing object), then
  * checks the manifest is still what TS last saw.  1 when there is no
  * manifest (create it); 0; -EAGAIN while another writer's lock holds;
@@ -236,10 +277,7 @@ static int mlock_take(struct sync *s, struct tenant_state *ts,
 		      const char *key)
 {
 	struct backend_buf cur = { .max = 256u << 20 };
-	char token[BACKEND_TAG_MAX] = "";
-	int64_t sent = sync_clock(CLOCK_MONOTONIC);
 	uint64_t want;
-	long granted;
 	int rc = 0;
 
 	if (!ts->mtext_known)
@@ -250,15 +288,11 @@ static int mlock_take(struct sync *s, struct tenant_state *ts,
 	if (ts->mtext_absent)
 		return 1;
 	want = ts->mtext_sum;
-	rc = backend_lock(s->b, key, sync_mlock_seconds(s), token, &granted);
+	rc = mlock_lock(s, ts, key);
 	if (rc == -ENOENT) {		/* removed meanwhile */
 		ts->mtext_known = false;
 		return -ESTALE;
 	}
-	if (rc == -EAGAIN)
-		sync_log(LOG_NOTICE, "tenant %s: the manifest is locked by "
-			 "another writer (its lock lasts until the server lets "
-			 "it expire); not published until then", ts->name);
 	if (rc)
 		return rc;
 	cur = (struct backend_buf){ .max = 256u << 20 };
@@ -267,11 +301,9 @@ static int mlock_take(struct sync *s, struct tenant_state *ts,
 	if (!rc && ts->mtext_sum != want)
 		rc = -ESTALE;
 	if (rc) {
-		(void)backend_unlock(s->b, key, token);
+		sync_mlock_release(s, ts);
 		return rc == -ENOENT ? -ESTALE : rc;
 	}
-	snprintf(ts->mlock, sizeof(ts->mlock), "%s", token);
-	ts->mlock_mono = sent;
 	return 0;
 }
 

@@ -240,9 +240,6 @@ int sync_replica_add_segments(struct sync *s, struct store_tenant *t,
 				 store_tenant_name(t));
 			rc = store_replica_add(t, lid, &seg, b, n);
 		}
-		/* A writer continuing the history: the segment's IDs too. */
-		if (!rc && keep_id && g->ids > 0)
-			rc = sync_seed_ids(s, t, tprefix, g);
 		if (!rc) {
 			a.version = seg.first_version + seg.count - 1;
 			a.size = seg.offset + seg.length;

@@ -6,13 +6,13 @@
  * manifest that SOURCE lacks are made first, as an analysis host makes its
  * replica (replica.c): same ids, versions and segments, the bytes left on
  * the remote (evicted, fetched when read), their event-ID tables fetched
- * from their ID table objects (so that dedup needs no bytes).  What the
- * other writer shipped in tail pieces past its segments is fetched now and
- * becomes this writer's own segments under the same ids
- * (store_seed_tail_append()): the last one its active segment.  Appends
- * then continue there, at the next version, and the next manifest names
- * the old segments, the old tail entries and the new ones, so that an
- * analysis host that holds the old tail goes on appending to it.
+ * from their ID table objects when dedup first needs them (ids_fetch.c:
+ * no bytes).  What the other writer shipped in tail pieces past its
+ * segments is fetched now and becomes this writer's own segments under
+ * the same ids (store_seed_tail_append()): the last one its active
+ * segment.  Appends then continue there, at the next version, and the next
+ * manifest names the old segments, the old tail entries and the new ones,
+ * so that an analysis host that holds the old tail goes on appending to it.
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -136,25 +136,25 @@ static int count_stream(void *arg, const char *name,
 	return 0;
 }
 
-int sync_seed_ids(struct sync *s, struct store_tenant *t, const char *tprefix,
-		  const struct manifest_seg *g)
+int sync_seed_ids(struct backend *b, struct store_tenant *t,
+		  const char *tprefix, uint64_t seg, uint64_t checksum)
 {
-	char *key = sync_ids_key(tprefix, g->seg, g->checksum);
+	char *key = sync_ids_key(tprefix, seg, checksum);
 	struct backend_buf in = { .max = 1u << 30 };
 	struct ids_object o = { 0 };
-	int rc = key ? backend_get(s->b, key, 0, BACKEND_TO_END, &in) : -ENOMEM;
+	int rc = key ? backend_get(b, key, 0, BACKEND_TO_END, &in) : -ENOMEM;
 
 	if (!rc)
-		rc = sync_ids_decode(&in, g->seg, &o);
+		rc = sync_ids_decode(&in, seg, &o);
 	if (!rc)
-		rc = store_segment_ids_install(t, g->seg, o.field, o.pairs,
+		rc = store_segment_ids_install(t, seg, o.field, o.pairs,
 					       o.ends, o.n, o.ids, o.idlen);
 	if (rc == -ESTALE)
 		sync_log(LOG_WARNING, "tenant %s: %s holds the IDs of another "
 			 "JSON member than this tenant's id_field: a retried "
 			 "event of that segment fetches it", store_tenant_name(t),
 			 key);
-	else if (rc && rc != -ENOMEM)
+	else if (rc && rc != -ENOMEM && rc != -ENOENT)
 		sync_log(LOG_WARNING, "tenant %s: event IDs %s not loaded (%s): "
 			 "a retried event of that segment fetches it",
 			 store_tenant_name(t), key ? key : "?",
@@ -163,7 +163,7 @@ int sync_seed_ids(struct sync *s, struct store_tenant *t, const char *tprefix,
 	backend_buf_release(&in);
 	sync_ids_release(&o);
 	free(key);
-	return rc == -ENOMEM ? rc : 0;
+	return rc;
 }
 
 /* The JSON member of event IDs: a tenant made here takes the published

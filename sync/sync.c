@@ -458,6 +458,8 @@ static int writer_tenant(struct sync *s, struct store_tenant *t,
 		ts->seeded = !rc;
 		if (rc)
 			sync_what_why(what, wlen, s->b);
+		else	/* a mkdir's seeding that had to wait: appends go on */
+			store_tenant_hold(t, false);
 	}
 	if (!rc)
 		rc = upload_tenant(s, t, tprefix, segs, pt, &held, what, wlen);
@@ -900,7 +902,13 @@ static int64_t next_backoff(const struct sync *s, int64_t backoff, int rc)
 	/* An analysis host keeps polling at its pace whatever fails; a
 	 * writer's leases must be renewed whatever else fails. */
 	int64_t pace = s->cfg.replica ? s->cfg.poll_ns : s->cfg.lease_ns / 3;
-	int64_t cap = pace < s->cfg.backoff_max_ns ? pace : s->cfg.backoff_max_ns;
+	int64_t cap;
+
+	/* ... and its manifest locks refreshed before the server drops them
+	 * (nginx ignores the token of a PUT to an unlocked object). */
+	if (s->mlocks && pace > s->mlock_period_ns)
+		pace = s->mlock_period_ns;
+	cap = pace < s->cfg.backoff_max_ns ? pace : s->cfg.backoff_max_ns;
 
 	backoff = backoff ? backoff * 2 : s->cfg.backoff_min_ns;
 	/* Refused credentials, a full remote...: no hurry. */
@@ -1154,6 +1162,7 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 			store_set_fetch_hook(st, sync_fetch_hook,
 					     sync_fetch_reached, s);
 			store_set_snapshot_fetch_hook(st, sync_snapshot_fetch_hook, s);
+			store_set_ids_fetch_hook(st, sync_ids_fetch_hook, s);
 		}
 	}
 	if (!rc) {
@@ -1162,6 +1171,7 @@ int sync_start(struct store *st, const struct sync_config *cfg,
 			sync_fetch_stop(s);
 			store_set_fetch_hook(st, NULL, NULL, NULL);
 			store_set_snapshot_fetch_hook(st, NULL, NULL);
+			store_set_ids_fetch_hook(st, NULL, NULL);
 		}
 	}
 	if (rc) {
@@ -1198,6 +1208,7 @@ void sync_stop(struct sync *s)
 	sync_fetch_stop(s);
 	store_set_fetch_hook(s->st, NULL, NULL, NULL);
 	store_set_snapshot_fetch_hook(s->st, NULL, NULL);
+	store_set_ids_fetch_hook(s->st, NULL, NULL);
 	/* Releasing the leases is worth a few seconds, not more:
 	 * a stalled remote must not hold up the unmount. */
 	atomic_store(&s->abort.deadline_ns,

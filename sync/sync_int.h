@@ -51,6 +51,9 @@ uint64_t sync_get_le64(const unsigned char *p);
  *   retry.c         when a failing object may be tried again
  *   keys.c          the keys of the remote layout
  *   index_object.c  the event index objects' codec
+ *   ids_object.c    the event-ID table objects' codec
+ *   ids_fetch.c     a continued history's ID tables, fetched when dedup
+ *                   first needs them
  *   manifest.c      struct manifest: build, encode, decode, stale keys
  *   lease.c         the writer identity and its leases
  *   publish.c       a writer's manifests and tenants.json on the remote
@@ -400,6 +403,7 @@ struct tenant_state {
 	 * mtext_absent: there was none), compared when the lock is taken. */
 	char mlock[BACKEND_TAG_MAX];
 	int64_t mlock_mono;
+	bool mlock_waits;	/* another's lock holds it (said) */
 	uint64_t mtext_sum;
 	bool mtext_known, mtext_absent;
 	bool seeded;		/* our old manifest read from the remote */
@@ -490,6 +494,8 @@ struct sync {
 					 * leaves; with lock */
 	struct snap_req *sq;		/* protected by lock: snapshots to
 					 * fetch (snapshot.c) */
+	struct ids_req *iq;		/* protected by lock: event-ID tables
+					 * to fetch (ids_fetch.c) */
 	unsigned hook_waiters;		/* protected by lock: threads inside
 					 * sync_fetch_hook() or
 					 * sync_fetch_reached() */
@@ -805,11 +811,27 @@ int sync_upload(struct sync *s, struct store_tenant *t, const char *tprefix,
 int sync_seed_streams(struct sync *s, struct store_tenant *t,
 		      const char *tprefix, const struct manifest *m,
 		      char *what, size_t wlen) SYNC_WARN_UNUSED;
-/* Installs the event-ID table of seeded segment G of T from its object
- * below TPREFIX.  A table missing or damaged is logged and left out (dedup
- * then fetches the segment's bytes): 0 then, or -ENOMEM. */
-int sync_seed_ids(struct sync *s, struct store_tenant *t, const char *tprefix,
-		  const struct manifest_seg *g) SYNC_WARN_UNUSED;
+/* Installs the event-ID table of seeded segment SEG (CHECKSUM) of T from
+ * its object below TPREFIX, through B.  0, or -errno when there is none,
+ * or it is damaged or of another id_field (logged, but for none): dedup
+ * then reads the segment's bytes. */
+int sync_seed_ids(struct backend *b, struct store_tenant *t,
+		  const char *tprefix, uint64_t seg,
+		  uint64_t checksum) SYNC_WARN_UNUSED;
+
+/* ---- ids_fetch.c ---- */
+
+struct ids_req;
+/* The store's ID fetch hook (ARG: the struct sync). */
+int sync_ids_fetch_hook(void *arg, struct store_tenant *t,
+			const struct store_segment *seg);
+/* A fetch worker, with s->lock: fetches one queued ID table (dropping the
+ * lock meanwhile) and returns true, or returns false when none waits. */
+bool sync_ids_fetch_next(struct sync_worker *f);
+/* With s->lock: fails what waits (stop); frees the queue (after the
+ * workers are joined). */
+void sync_ids_fetch_stop(struct sync *s);
+void sync_ids_fetch_release(struct sync *s);
 /* At a writer's start: each tenant the remote lists and SOURCE lacks
  * whose lease is free (none, ours, or expired with cfg.takeover) is
  * created here, leased and seeded.  Live leases of others are left alone:

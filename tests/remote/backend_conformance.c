@@ -162,6 +162,48 @@ static void run_cas(struct backend *b)
 	CHECK(rc == 0, "put again (%d)", rc);
 }
 
+/* Backends that lock (WebDAV): a locked object refuses a put without
+ * the token and takes one with it; a missing object is not made by a
+ * LOCK; after unlock anyone may put again. */
+static void run_lock(struct backend *b)
+{
+	char token[BACKEND_TAG_MAX] = "", other[BACKEND_TAG_MAX] = "";
+	long granted;
+	int rc;
+
+	rc = backend_lock(b, k("locked"), 30, token, &granted);
+	CHECK(rc == -ENOENT && !token[0],
+	      "lock of a missing object gives ENOENT (%d)", rc);
+	rc = backend_head(b, k("locked"), &(struct backend_stat){ 0 });
+	CHECK(rc == -ENOENT, "and leaves nothing behind (%d)", rc);
+	rc = backend_put_buf(b, k("locked"), "one", 3);
+	CHECK(rc == 0, "put (%d)", rc);
+	rc = backend_lock(b, k("locked"), 30, token, &granted);
+	CHECK(rc == 0 && token[0], "lock (%d, token '%s', %ld s)", rc, token,
+	      granted);
+	rc = backend_lock(b, k("locked"), 30, other, &granted);
+	CHECK(rc == -EAGAIN, "a second lock is refused (%d)", rc);
+	rc = backend_put_buf(b, k("locked"), "two", 3);
+	CHECK(rc == -EAGAIN, "a put without the token is refused (%d)", rc);
+	rc = backend_put_locked_buf(b, k("locked"), "tri", 3,
+				    "<opaquelocktoken:streamfs-not-a-token>");
+	CHECK(rc == -ESTALE, "a put with another token is refused (%d)", rc);
+	CHECK(get_eq(b, k("locked"), 0, BACKEND_TO_END, "one", 3) == 0,
+	      "the refused puts changed nothing");
+	rc = backend_put_locked_buf(b, k("locked"), "for", 3, token);
+	CHECK(rc == 0, "a put with the token goes through (%d)", rc);
+	CHECK(get_eq(b, k("locked"), 0, BACKEND_TO_END, "for", 3) == 0,
+	      "it wrote the new bytes");
+	rc = backend_lock(b, k("locked"), 30, token, &granted);
+	CHECK(rc == 0, "the lock refreshes (%d)", rc);
+	rc = backend_unlock(b, k("locked"), token);
+	CHECK(rc == 0, "unlock (%d)", rc);
+	rc = backend_put_buf(b, k("locked"), "fiv", 3);
+	CHECK(rc == 0, "after unlock a put goes through (%d)", rc);
+	rc = backend_del(b, k("locked"));
+	CHECK(rc == 0, "delete (%d)", rc);
+}
+
 static void run(struct backend *b)
 {
 	char big[3000], other[3000];
@@ -250,6 +292,8 @@ static void run(struct backend *b)
 	rc = backend_put_if_absent_buf(b, k("deep/er/lease"), "x", 1);
 	CHECK(rc == 0, "put_if_absent under new directories (%d)", rc);
 	run_cas(b);
+	if (backend_caps(b) & BACKEND_CAP_LOCK)
+		run_lock(b);
 
 	/* list: more objects than one page when list_page is small */
 	for (int i = 0; i < 7; i++) {

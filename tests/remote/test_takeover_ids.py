@@ -1,8 +1,8 @@
 """A writer that continues another's published history deduplicates a
 retried event ID without fetching the segment that holds it: every segment
 with IDs goes up with an event-ID table object (docs/FORMAT.md), which the
-new writer fetches at seeding; the tenant's id_field travels in the
-manifest.  Through real mounts on moto (S3, auth mode), the new writer
+new writer fetches when its first append with an ID needs it (not at
+seeding); the tenant's id_field travels in the manifest.  Through real mounts on moto (S3, auth mode), the new writer
 behind the fault proxy, which records every request it makes.
 """
 
@@ -57,6 +57,8 @@ def test_takeover_dedups_without_fetching_segments(mount, run_streamfs, tmp_path
                msg="C never took the tenant over")
     assert getxattr(c.path("shop"), "streamfs.id_field") == "eid"
     assert getxattr(c.path("shop", "orders"), "streamfs.version") == "60"
+    # Seeding is metadata only: the ID tables come when dedup needs them.
+    assert gets(s3_proxy, ids=True) == []
 
     # Retries of A's events, one per segment: skipped, and no segment fetched.
     for eid in (7, 33, 60):
@@ -66,7 +68,8 @@ def test_takeover_dedups_without_fetching_segments(mount, run_streamfs, tmp_path
     append(c.path("shop", "orders"), '{"eid":"c1","n":61}\n', APPEND)
     assert getxattr(c.path("shop", "orders"), "streamfs.version") == "61"
     assert gets(s3_proxy, ids=False) == [], gets(s3_proxy, ids=False)
-    # One ID table per segment with IDs (none for "plain"), at seeding.
+    # One ID table per segment of the stream, at its first append with an ID
+    # (none for "plain").
     assert len(gets(s3_proxy, ids=True)) == 3, gets(s3_proxy, ids=True)
 
     # The bytes are all there when read (fetched now), and C publishes on.
