@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -230,9 +231,20 @@ def test_nas_remounted_from_an_older_state(mount, run_streamfs, tmp_path, flush,
     assert r.returncode == 1
     assert sorted(p.name for p in nas.rglob("*")) == ["streamfs"]
 
-    # Mounted again from the older state.
-    shutil.rmtree(nas)
-    older.rename(nas)
+    # Mounted again from the older state, which the analysis host reads
+    # before the writer (stopped meanwhile) puts back what it lacks: it
+    # keeps showing what it showed.
+    w.proc.send_signal(signal.SIGSTOP)
+    try:
+        shutil.rmtree(nas)
+        older.rename(nas)
+        sync(run_streamfs, x.mnt)
+        wait_until(lambda: "the remote's manifest is older" in x.stderr(),
+                   timeout=60, msg="the analysis host never read the older state")
+        for s in want:
+            assert want[s].startswith(read(x.path("T", s)))
+    finally:
+        w.proc.send_signal(signal.SIGCONT)
     remote_root = nas / "streamfs"
     sync(run_streamfs, w.mnt)
     all_named_present(remote_root)
