@@ -230,7 +230,8 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	if (!rc)
 		rc = sync_tail_carry(&ts->published, &m);
 	if (!rc)
-		rc = sync_lost_pieces(ts, tprefix, &m, &reship);
+		rc = sync_lost_pieces(s, t, ts, tprefix, &m, &reship, what,
+				      wlen);
 	if (!rc && (flush || reship))
 		rc = sync_tail_ship(s, t, ts, tprefix, &m, what, wlen);
 	if (!rc)

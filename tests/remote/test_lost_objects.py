@@ -365,3 +365,51 @@ def test_nas_remounted_from_an_older_state(mount, run_streamfs, tmp_path, flush,
     shows(x, run_streamfs, want)
     assert status(run_streamfs, w.mnt)["last_error"] == "none"
     checker.finish()
+
+
+def test_lost_tail_pieces_are_shipped_again(mount, run_streamfs, tmp_path,
+                                            never_shrinks):
+    """The remote loses the tail pieces (flush) its manifest names while it
+    is away for a moment: once it is back, the writer lists the tenant and
+    puts the lost pieces again, made anew from its local segments (the
+    same objects, checked by their XXH3), before the next manifest names
+    them; nothing is sealed meanwhile, and the analysis host follows."""
+    root = tmp_path / "remote"
+    url = "file://%s" % root
+    w = mount(["remote=" + url, "roll=1h", "flush=1s"], allow=LOST_ALLOW)
+    os.mkdir(w.path("T"))
+    append(w.path("T", "a"), "a1\n", APPEND)
+    append(w.path("T", "b"), "b1\n", APPEND)
+    wait_until(lambda: (tenant_dir(root) / "manifest.json").exists() and
+               manifest(root).get("pieces"), timeout=60,
+               msg="no tail piece was shipped")
+    x = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache",
+              allow=LOST_ALLOW)
+    want = {"a": b"a1\n", "b": b"b1\n"}
+    for s, data in want.items():
+        wait_until(lambda: os.path.exists(x.path("T", s)) and
+                   read(x.path("T", s)) == data, timeout=60)
+    checker = never_shrinks(x.mnt)
+
+    # The pieces go, and the remote is away for a moment.
+    pieces = [p["key"] for p in manifest(root)["pieces"]]
+    for key in pieces:
+        (tenant_dir(root) / key).unlink()
+    away = tmp_path / "remote-away"
+    root.rename(away)
+    append(w.path("T", "a"), "a2\n", APPEND)
+    want["a"] += b"a2\n"
+    wait_until(lambda: status(run_streamfs, w.mnt)["last_error"] != "none",
+               timeout=60, msg="the writer never found the remote away")
+    away.rename(root)
+    wait_until(lambda: "put again, made anew from the local segments" in w.stderr(),
+               timeout=60, msg="the lost pieces were never put again")
+    for s, data in want.items():
+        wait_until(lambda: read(x.path("T", s)) == data, timeout=60,
+                   msg="the analysis host does not show %s" % s)
+    m = manifest(root)
+    assert set(pieces) <= {p["key"] for p in m["pieces"]}, m
+    all_named_present(root)
+    # still in tails: nothing was sealed
+    assert all(not s["segments"] for s in m["streams"]), m
+    checker.finish()
