@@ -458,8 +458,9 @@ static int check_snaps(struct sync *s, struct store_tenant *t,
 }
 
 /* MS (of M) publishes nothing more: its entry becomes PUB, the one last
- * published (without tails: carried from it later), or, when there is
- * none, its segments before the first lost one. */
+ * published (here, or by the writer this one continued; without tails:
+ * carried from it later), or, when there is none, its segments before the
+ * first lost one. */
 static int freeze_entry(struct manifest_stream *ms,
 			const struct manifest_stream *pub, const char *tprefix,
 			struct tenant_state *ts)
@@ -661,9 +662,14 @@ int sync_lost_check(struct sync *s, struct store_tenant *t,
 			rc = check_snaps(s, t, ts, tprefix, ms, &sl.n, &reput,
 					 what, wlen);
 		lost += sl.n;
-		if (!rc && sl.gone)
-			rc = freeze_entry(ms, stream_in(&ts->published, ms->id),
+		if (!rc && sl.gone) {
+			const struct manifest_stream *pub =
+				stream_in(&ts->published, ms->id);
+
+			rc = freeze_entry(ms, pub ? pub : stream_in(&ts->inherited,
+								    ms->id),
 					  tprefix, ts);
+		}
 		if (!rc && sl.gone)
 			rc = frozen_add(s, ts, ms, sl.gone);
 		free(sl.gone);
@@ -953,6 +959,7 @@ size_t sync_lost_note(const struct tenant_state *ts, char *note, size_t len)
 
 void sync_lost_release(struct tenant_state *ts)
 {
+	sync_manifest_release(&ts->inherited);
 	sync_keyset_release(&ts->confirmed);
 	sync_keyset_release(&ts->lost);
 	for (size_t i = 0; i < ts->nfrozen; i++) {

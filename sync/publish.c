@@ -73,7 +73,9 @@ int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 		/* Another writer's: continued, never replaced.  Its
 		 * objects stay (never listed as ours to delete). */
 		rc = sync_seed_streams(s, t, tprefix, &m, what, wlen);
-		sync_manifest_release(&m);
+		/* kept for the streams lost.c may freeze */
+		sync_manifest_release(&ts->inherited);
+		ts->inherited = m;
 	} else if (!rc) {
 		/* Ours, from before a restart: its objects are ours to
 		 * delete, and streams removed while this writer was down get

@@ -414,6 +414,10 @@ struct tenant_state {
 	int64_t listed_ns;	/* CLOCK_MONOTONIC of that listing */
 	struct sync_frozen *frozen;	/* streams frozen, by id */
 	size_t nfrozen;
+	struct manifest inherited;	/* another writer's manifest that
+					 * this one continued (seeding): the
+					 * entries a stream frozen before its
+					 * first publication here keeps */
 	/* Replica: the manifest applied last (XXH3 of its writer, its
 	 * generation and updated_ns): one of the same writer and generation
 	 * written before it is a remote gone back in time (a share mounted

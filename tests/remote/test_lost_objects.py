@@ -413,3 +413,41 @@ def test_lost_tail_pieces_are_shipped_again(mount, run_streamfs, tmp_path,
     # still in tails: nothing was sealed
     assert all(not s["segments"] for s in m["streams"]), m
     checker.finish()
+
+
+@pytest.mark.timeout(300)
+def test_takeover_of_a_remote_that_lost_a_segment(mount, run_streamfs, tmp_path,
+                                                  never_shrinks):
+    """A writer host is lost with its disk, and the remote lost one of its
+    segments too: the writer that takes the tenant over (empty SOURCE)
+    freezes that stream at what was published, says so, and publishes the
+    other streams on; the analysis host never sees the frozen stream
+    shrink."""
+    root = tmp_path / "remote"
+    url = "file://%s" % root
+    a = mount(["remote=" + url, "roll=1s", "flush=off", "lease=2s"], allow=LOST_ALLOW)
+    os.mkdir(a.path("T"))
+    want = grow(a, run_streamfs, ["orders", "other"], 2)
+    x = mount(["remote=" + url, "ro", "poll=1s"], src=tmp_path / "cache",
+              allow=LOST_ALLOW)
+    shows(x, run_streamfs, want)
+    checker = never_shrinks(x.mnt)
+    a.kill9()
+    shutil.rmtree(a.src)
+    lost = tenant_dir(root) / seg_keys(root, "orders")[0]
+    lost.unlink()
+
+    c = mount(["remote=" + url, "roll=1s", "flush=off", "lease=2s", "takeover"],
+              src=tmp_path / "srcc",
+              allow=LOST_ALLOW + [r"streamfs: sync: .*(took over|continuing|expired)"])
+    wait_until(lambda: os.path.exists(c.path("T", "other")), timeout=60,
+               msg="the tenant was never taken over")
+    append(c.path("T", "other"), "other3\n", APPEND)
+    want["other"] += b"other3\n"
+    r = run_streamfs("sync", "--timeout", "60", c.mnt, check=False, timeout=90)
+    assert r.returncode == 1, r.stderr
+    assert "frozen: T: orders at version 2 (lost %s)" % lost.relative_to(root) \
+        in r.stderr, r.stderr
+    shows(x, run_streamfs, want)
+    assert len(seg_keys(root, "orders")) == 2       # as A published it
+    checker.finish()
