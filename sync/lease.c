@@ -493,12 +493,12 @@ static int renew(struct sync *s, struct tenant_state *ts, char *what,
 			if (had_tag)
 				sync_lost_suspect(s, ts);
 			rc = lease_swap(s, ts, key, l.tag, ts->generation);
-		}
-		else if (!frc || frc == -ENOENT)
+		} else if (!frc || frc == -ENOENT) {
 			rc = -EROFS;
-		else
+		} else {
 			rc = frc;	/* unreadable now (-EIO): asked again at
 					 * the next renewal; no publish meanwhile */
+		}
 		if (rc == -EROFS)
 			fence(s, ts, frc ? NULL : &l);
 	}

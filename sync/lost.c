@@ -30,10 +30,12 @@
  * sync_lost_note_put(), which takes s->lock.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hash.h"
 #include "sync.h"
@@ -456,8 +458,9 @@ static int check_snaps(struct sync *s, struct store_tenant *t,
 }
 
 /* MS (of M) publishes nothing more: its entry becomes PUB, the one last
- * published (without tails: carried from it later), or, when there is
- * none, its segments before the first lost one. */
+ * published (here, or by the writer this one continued; without tails:
+ * carried from it later), or, when there is none, its segments before the
+ * first lost one. */
 static int freeze_entry(struct manifest_stream *ms,
 			const struct manifest_stream *pub, const char *tprefix,
 			struct tenant_state *ts)
@@ -659,9 +662,14 @@ int sync_lost_check(struct sync *s, struct store_tenant *t,
 			rc = check_snaps(s, t, ts, tprefix, ms, &sl.n, &reput,
 					 what, wlen);
 		lost += sl.n;
-		if (!rc && sl.gone)
-			rc = freeze_entry(ms, stream_in(&ts->published, ms->id),
+		if (!rc && sl.gone) {
+			const struct manifest_stream *pub =
+				stream_in(&ts->published, ms->id);
+
+			rc = freeze_entry(ms, pub ? pub : stream_in(&ts->inherited,
+								    ms->id),
 					  tprefix, ts);
+		}
 		if (!rc && sl.gone)
 			rc = frozen_add(s, ts, ms, sl.gone);
 		free(sl.gone);
@@ -690,13 +698,176 @@ int sync_lost_check(struct sync *s, struct store_tenant *t,
 
 /* ---- pieces ---- */
 
-int sync_lost_pieces(struct tenant_state *ts, const char *tprefix,
-		     struct manifest *m, bool *reship)
+/* Rows of a segment within [from, to) of its stream. */
+struct range_rows {
+	uint64_t from, to;
+	struct store_batch *v;
+	size_t n, alloc;
+};
+
+static int range_collect(void *arg, const struct store_batch *b)
+{
+	struct range_rows *r = arg;
+
+	if (b->offset < r->from || b->offset >= r->to)
+		return 0;
+	if (STORE_ARRAY_RESERVE(r->v, r->alloc, r->n + 1, 16))
+		return -ENOMEM;
+	r->v[r->n++] = *b;
+	return 0;
+}
+
+/* Adds to P the chunk of stream STREAM that TL names, from T's local
+ * segment: its rows and bytes, each row checked against its hash.
+ * -ENOENT or -EIO when the bytes are not here as they were shipped. */
+static int chunk_rebuild(struct store_tenant *t, struct piece *p,
+			 uint64_t stream, const struct manifest_tail *tl)
+{
+	struct range_rows r = { .from = tl->offset,
+				.to = tl->offset + tl->length };
+	struct piece_chunk c = { .stream = stream, .tail = *tl };
+	char *path = NULL;
+	uint64_t len = 0, at = 0;
+	int fd = -1, rc = store_segment_batches(t, tl->seg, range_collect, &r);
+
+	for (size_t i = 0; !rc && i < r.n; i++)
+		len += r.v[i].length;
+	if (!rc && (!r.n || r.v[0].offset != tl->offset || len != tl->length))
+		rc = -EIO;
+	if (!rc) {
+		path = store_segment_path(t, tl->seg);
+		c.bytes = malloc(len ? len : 1);
+		rc = path && c.bytes ? 0 : -ENOMEM;
+	}
+	if (!rc && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		rc = -errno;
+	if (!rc)
+		rc = store_pread_all(fd, c.bytes, len, tl->offset - tl->seg_offset);
+	for (size_t i = 0; !rc && i < r.n; i++) {
+		if (XXH3_64bits(c.bytes + at, r.v[i].length) != r.v[i].hash)
+			rc = -EIO;
+		at += r.v[i].length;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(path);
+	if (!rc)
+		rc = STORE_ARRAY_RESERVE(p->chunks, p->alloc, p->n + 1, 8);
+	if (rc) {
+		free(c.bytes);
+		free(r.v);
+		return rc;
+	}
+	c.rows = r.v;
+	c.nrows = r.n;
+	p->chunks[p->n++] = c;
+	return 0;
+}
+
+/* Puts piece MP (key KEY) again, made anew from the local segments as PUB,
+ * the manifest that named it, describes it: only when the result is the
+ * same object (length and XXH3), else -ESTALE.  The chunks go in the
+ * order a flush makes them: by stream as PUB lists them. */
+static int piece_reput(struct sync *s, struct store_tenant *t,
+		       const struct manifest *pub, const struct manifest_piece *mp,
+		       const char *key, char *what, size_t wlen)
+{
+	struct piece p = { .seq = mp->seq, .generation = mp->generation,
+			   .owns_bytes = true };
+	struct backend_buf buf = { .max = mp->length + 1 };
+	int rc = 0;
+
+	for (size_t i = 0; !rc && i < pub->nstreams; i++)
+		for (size_t j = 0; !rc && j < pub->streams[i].ntails; j++)
+			if (pub->streams[i].tails[j].piece == mp->seq)
+				rc = chunk_rebuild(t, &p, pub->streams[i].id,
+						   &pub->streams[i].tails[j]);
+	if (!rc)
+		rc = sync_piece_encode(&p, &buf);
+	if (!rc && (buf.len != mp->length ||
+		    XXH3_64bits(buf.data, buf.len) != mp->checksum))
+		rc = -ESTALE;
+	if (!rc) {
+		snprintf(what, wlen, "put %s", key);
+		rc = backend_put_buf(s->b, key, buf.data, buf.len);
+		if (rc)
+			sync_what_why(what, wlen, s->b);
+	}
+	sync_piece_release(&p);
+	backend_buf_release(&buf);
+	return rc;
+}
+
+/* Piece MP of M, which the remote lacks: put again when it can be made
+ * anew here (1), or known lost (0: its tails are cut). */
+static int piece_lost(struct sync *s, struct store_tenant *t,
+		      struct tenant_state *ts, const struct manifest_piece *mp,
+		      const char *key, uint64_t *reput, char *what, size_t wlen)
+{
+	int rc;
+
+	if (sync_keyset_has(&ts->lost, key, SYNC_SIZE_UNKNOWN))
+		return 0;
+	rc = piece_reput(s, t, &ts->published, mp, key, what, wlen);
+	if (!rc) {
+		sync_log(LOG_WARNING, "tenant %s: the remote lost piece %s; "
+			 "put again, made anew from the local segments",
+			 ts->name, key);
+		(*reput)++;
+		rc = sync_keyset_add(&ts->confirmed, key, mp->length);
+		return rc ? rc : 1;
+	}
+	if (rc != -ESTALE && rc != -ENOENT && rc != -EIO)
+		return rc;	/* the remote failed: the manifest waits */
+	sync_log(LOG_WARNING, "tenant %s: the remote lost piece %s, which "
+		 "cannot be made again here; its bytes go up again in a new "
+		 "piece", ts->name, key);
+	rc = sync_keyset_add(&ts->lost, key, SYNC_SIZE_UNKNOWN);
+	return rc;
+}
+
+/* Only the pieces some tail of M still names stay listed. */
+static void pieces_prune(struct manifest *m)
 {
 	size_t out = 0;
 
+	for (size_t i = 0; i < m->npieces; i++) {
+		bool named = false;
+
+		for (size_t j = 0; !named && j < m->nstreams; j++)
+			for (size_t k = 0; !named && k < m->streams[j].ntails; k++)
+				named = m->streams[j].tails[k].piece ==
+					m->pieces[i].seq;
+		if (named)
+			m->pieces[out++] = m->pieces[i];
+	}
+	m->npieces = out;
+}
+
+int sync_lost_pieces(struct sync *s, struct store_tenant *t,
+		     struct tenant_state *ts, const char *tprefix,
+		     struct manifest *m, bool *reship, char *what, size_t wlen)
+{
+	uint64_t reput = 0, lost = 0;
+	int rc = 0;
+
 	*reship = false;
-	for (size_t i = 0; i < m->nstreams; i++) {
+	for (size_t i = 0; !rc && i < m->npieces; i++) {
+		const struct manifest_piece *mp = &m->pieces[i];
+		char *k = sync_piece_key(tprefix, mp->seq, mp->checksum);
+
+		if (!k)
+			return -ENOMEM;
+		if (!sync_keyset_has(&ts->confirmed, k, mp->length)) {
+			lost += !sync_keyset_has(&ts->lost, k, SYNC_SIZE_UNKNOWN);
+			rc = piece_lost(s, t, ts, mp, k, &reput, what, wlen);
+			rc = rc > 0 ? 0 : rc;
+		}
+		free(k);
+	}
+	/* The tails of pieces lost for good are cut (frozen streams keep
+	 * theirs); the bytes from there go in a new piece. */
+	for (size_t i = 0; !rc && i < m->nstreams; i++) {
 		struct manifest_stream *ms = &m->streams[i];
 
 		for (size_t j = 0; !ms->frozen && j < ms->ntails; j++) {
@@ -709,37 +880,20 @@ int sync_lost_pieces(struct tenant_state *ts, const char *tprefix,
 
 			if (pc && !k)
 				return -ENOMEM;
-			if (!ok && pc &&
-			    !sync_keyset_has(&ts->lost, k, SYNC_SIZE_UNKNOWN)) {
-				sync_log(LOG_WARNING, "tenant %s: the remote "
-					 "lost piece %s; its bytes go up again "
-					 "in a new piece", ts->name, k);
-				if (sync_keyset_add(&ts->lost, k,
-						    SYNC_SIZE_UNKNOWN)) {
-					free(k);
-					return -ENOMEM;
-				}
-			}
 			free(k);
 			if (!ok) {
-				ms->ntails = j;		/* shipped again */
+				ms->ntails = j;
 				*reship = true;
 			}
 		}
 	}
-	/* Only the pieces some tail still names stay listed. */
-	for (size_t i = 0; i < m->npieces; i++) {
-		bool named = false;
-
-		for (size_t j = 0; !named && j < m->nstreams; j++)
-			for (size_t k = 0; !named && k < m->streams[j].ntails; k++)
-				named = m->streams[j].tails[k].piece ==
-					m->pieces[i].seq;
-		if (named)
-			m->pieces[out++] = m->pieces[i];
-	}
-	m->npieces = out;
-	return 0;
+	if (!rc)
+		pieces_prune(m);
+	sync_mutex_lock(&s->lock);
+	s->status.lost_objects += lost;
+	s->status.reput_objects += reput;
+	sync_mutex_unlock(&s->lock);
+	return rc;
 }
 
 /* ---- the last check ---- */
@@ -805,6 +959,7 @@ size_t sync_lost_note(const struct tenant_state *ts, char *note, size_t len)
 
 void sync_lost_release(struct tenant_state *ts)
 {
+	sync_manifest_release(&ts->inherited);
 	sync_keyset_release(&ts->confirmed);
 	sync_keyset_release(&ts->lost);
 	for (size_t i = 0; i < ts->nfrozen; i++) {

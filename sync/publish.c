@@ -56,16 +56,22 @@ static int get_manifest(struct sync *s, struct tenant_state *ts,
 	return rc;
 }
 
-/* Strips M, another writer's manifest that this writer continues, down to
- * what counts as published by this writer: the streams' ids, names,
- * versions and tail entries, and the pieces they name.  Its next manifests
- * carry those tails (sync_tail_carry()) until its own segments cover
- * them, then retire their pieces like its own.  The segments and
- * snapshots stay the other writer's: never deleted from here. */
-static void keep_tails_only(struct manifest *m)
+/* Into *OUT (released first), what of TEXT, another writer's manifest
+ * that this writer continues, counts as published by this writer: the
+ * streams' ids, names, versions and tail entries, and the pieces they
+ * name.  Its next manifests carry those tails (sync_tail_carry()) until
+ * its own segments cover them, then retire their pieces like its own.
+ * The segments and snapshots stay the other writer's: never deleted from
+ * here. */
+static int tails_of(const struct backend_buf *text, struct manifest *out)
 {
-	for (size_t i = 0; i < m->nstreams; i++) {
-		struct manifest_stream *ms = &m->streams[i];
+	struct manifest m;
+	int rc = sync_manifest_decode(text->data, text->len, &m);
+
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < m.nstreams; i++) {
+		struct manifest_stream *ms = &m.streams[i];
 
 		free(ms->segs);
 		free(ms->snaps);
@@ -73,6 +79,9 @@ static void keep_tails_only(struct manifest *m)
 		ms->snaps = NULL;
 		ms->nsegs = ms->nsnaps = 0;
 	}
+	sync_manifest_release(out);
+	*out = m;
+	return 0;
 }
 
 static int mlock_lock(struct sync *s, struct tenant_state *ts,
@@ -118,15 +127,15 @@ int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 		 * segments and snapshots stay (never listed as ours to
 		 * delete); its tail entries are carried on. */
 		rc = sync_seed_streams(s, t, tprefix, &m, what, wlen);
+		if (!rc)
+			rc = tails_of(&text, &ts->published);
 		if (!rc) {
-			keep_tails_only(&m);
-			sync_manifest_release(&ts->published);
-			ts->published = m;
 			free(ts->published_cmp);
 			ts->published_cmp = NULL;
-		} else {
-			sync_manifest_release(&m);
 		}
+		/* kept whole for the streams lost.c may freeze */
+		sync_manifest_release(&ts->inherited);
+		ts->inherited = m;
 	} else if (!rc) {
 		/* Ours, from before a restart: its objects are ours to
 		 * delete, and streams removed while this writer was down get
@@ -457,7 +466,8 @@ int sync_publish_manifest(struct sync *s, struct store_tenant *t,
 	if (!rc)
 		rc = sync_tail_carry(&ts->published, &m);
 	if (!rc)
-		rc = sync_lost_pieces(ts, tprefix, &m, &reship);
+		rc = sync_lost_pieces(s, t, ts, tprefix, &m, &reship, what,
+				      wlen);
 	if (!rc && (flush != SYNC_FLUSH_NONE || reship))
 		rc = sync_tail_ship(s, t, ts, tprefix, &m,
 				    flush == SYNC_FLUSH_ALL, what, wlen);

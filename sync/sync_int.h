@@ -434,6 +434,10 @@ struct tenant_state {
 	int64_t listed_ns;	/* CLOCK_MONOTONIC of that listing */
 	struct sync_frozen *frozen;	/* streams frozen, by id */
 	size_t nfrozen;
+	struct manifest inherited;	/* another writer's manifest that
+					 * this one continued (seeding): the
+					 * entries a stream frozen before its
+					 * first publication here keeps */
 	/* Replica: the manifest applied last (XXH3 of its writer, its
 	 * generation and updated_ns): one of the same writer and generation
 	 * written before it is a remote gone back in time (a share mounted
@@ -952,11 +956,14 @@ void sync_lost_deleted(struct tenant_state *ts, const char *key);
 int sync_lost_check(struct sync *s, struct store_tenant *t,
 		    struct tenant_state *ts, const char *tprefix,
 		    struct manifest *m, char *what, size_t wlen) SYNC_WARN_UNUSED;
-/* After sync_tail_carry(): the tails of M naming a piece the remote
- * lost are cut (the streams' bytes from there go in a new piece: *RESHIP,
- * OUT), but those of frozen streams. */
-int sync_lost_pieces(struct tenant_state *ts, const char *tprefix,
-		     struct manifest *m, bool *reship) SYNC_WARN_UNUSED;
+/* After sync_tail_carry(): each piece M names that the remote lost is
+ * put again, made anew from the local segments when that gives the same
+ * object; else the tails naming it are cut (the streams' bytes from there
+ * go in a new piece: *RESHIP, OUT), but those of frozen streams. */
+int sync_lost_pieces(struct sync *s, struct store_tenant *t,
+		     struct tenant_state *ts, const char *tprefix,
+		     struct manifest *m, bool *reship, char *what,
+		     size_t wlen) SYNC_WARN_UNUSED;
 /* Right before M is put: 0 when every object it names is confirmed on the
  * remote (frozen streams' entries aside), else -EAGAIN (WHAT says which:
  * the next pass lists the tenant). */

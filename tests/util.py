@@ -369,6 +369,10 @@ class NeverShrinks:
             for stream in names:
                 yield "%s/%s" % (tenant, stream)
 
+    def _fail(self, text):
+        if text not in self.failures:       # each once, however often seen
+            self.failures.append(text)
+
     def look(self):
         for key in self._streams():
             try:
@@ -377,13 +381,13 @@ class NeverShrinks:
                 continue        # caught below if it stays gone
             before = self.seen.get(key, b"")
             if not now.startswith(before):
-                self.failures.append("%s: %d bytes, then %d bytes not starting "
-                                     "with them" % (key, len(before), len(now)))
+                self._fail("%s: %d bytes, then %d bytes not starting with "
+                           "them" % (key, len(before), len(now)))
             if len(now) >= len(before):
                 self.seen[key] = now
         for key in self.seen:
             if key not in self.removed and not (self.mnt / key).exists():
-                self.failures.append("%s disappeared" % key)
+                self._fail("%s disappeared" % key)
         self.looks += 1
 
     def _run(self):
@@ -391,7 +395,7 @@ class NeverShrinks:
             try:
                 self.look()
             except OSError as e:
-                self.failures.append("read failed: %r" % e)
+                self._fail("read failed: %r" % e)
             self._stop.wait(self.interval)
 
     def stop(self):
