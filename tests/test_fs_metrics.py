@@ -330,7 +330,7 @@ def test_uploads_lag_and_failures_follow_the_remote(mount, run_streamfs, tmp_pat
 
 def test_analysis_host_counts_fetches(mount, run_streamfs, tmp_path):
     remote = tmp_path / "remote"
-    w = mount("remote=file://%s" % remote, allow=SYNC_ALLOW)
+    w = mount("remote=file://%s,flush=off" % remote, allow=SYNC_ALLOW)
     os.mkdir(w.path("shop"))
     append(w.path("shop", "orders"), "a\n" * 100, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
@@ -359,7 +359,7 @@ def test_fetch_of_damaged_object_counted_as_checksum(mount, run_streamfs, tmp_pa
     fails its checksum on the analysis host: the read gets EIO, and the
     failed attempts are counted under cause="checksum"."""
     remote = tmp_path / "remote"
-    w = mount("remote=file://%s" % remote, allow=SYNC_ALLOW)
+    w = mount("remote=file://%s,flush=off" % remote, allow=SYNC_ALLOW)
     os.mkdir(w.path("shop"))
     append(w.path("shop", "orders"), "a\n" * 100, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)
@@ -514,7 +514,7 @@ def test_status_json_matches_status(mount, run_streamfs, tmp_path):
     assert js["source"] == str(plain.src)
 
     remote = tmp_path / "remote"
-    w = mount("remote=file://%s" % remote, allow=SYNC_ALLOW)
+    w = mount("remote=file://%s,flush=off" % remote, allow=SYNC_ALLOW)
     os.mkdir(w.path("shop"))
     append(w.path("shop", "orders"), "a\n" * 10, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     run_streamfs("sync", "--timeout", "120", w.mnt, timeout=150)

@@ -687,6 +687,69 @@ static void test_replica(void)
 	fixture_teardown(&w);
 }
 
+/* A writer that takes a tenant over seeds its predecessor's tail pieces
+ * (store_seed_tail_append): their bytes become its active segment under
+ * the predecessor's id, its appends continue that segment, the IDs in it
+ * deduplicate, the predecessor's next segment closes it, and all of it
+ * survives a reopen and verifies. */
+static void test_seed_tail(void)
+{
+	static const char first[] = "{\"id\":\"a\"}\nb\n";
+	struct fixture w, r;
+	struct seg_list segs = { 0 };
+	struct batch_vec b = { 0 };
+	struct store_append_result res;
+	struct store_batch d;
+	int64_t made;	/* now-ish: an old segment would be sealed by age */
+
+	fixture_setup(&w);
+	fixture_setup(&r);
+	CHECK_EQ(fixture_append(&w, "{\"id\":\"a\"}\n", 0, false, NULL), 0);
+	CHECK_EQ(fixture_append(&w, "b\n", 1, false, NULL), 0);
+	CHECK_EQ(store_stream_segments(w.t, w.s, collect_seg, &segs), 0);
+	CHECK_EQ(segs.n, 1);
+	CHECK_EQ(store_segment_batches(w.t, segs.v[0].seg, collect_batch, &b), 0);
+	CHECK_EQ(b.n, 2);
+	made = segs.v[0].created_ns;
+	/* not where the stream ends, or rows that do not add up: refused */
+	CHECK_EQ(store_seed_tail_append(r.t, r.s, 7, 5, made, first, 13, b.v, 2), -EINVAL);
+	CHECK_EQ(store_seed_tail_append(r.t, r.s, 7, 0, made, first, 12, b.v, 2), -EINVAL);
+	CHECK_EQ(store_seed_tail_append(r.t, r.s, 7, 0, made, first, 11, b.v, 1), 0);
+	CHECK_EQ(store_seed_tail_append(r.t, r.s, 7, 0, made, first + 11, 2, b.v + 1, 1), 0);
+	CHECK_EQ(fixture_version(&r), 2);
+	CHECK_EQ(strcmp(fixture_contents(&r), first), 0);
+	/* a retried event of the predecessor is skipped; the rest goes on in
+	 * segment 7 */
+	CHECK_EQ(fixture_append(&r, "{\"id\":\"a\"}\nc\n", 2, false, &res), 0);
+	CHECK_EQ(res.skipped, 1);
+	CHECK_EQ(fixture_version(&r), 3);
+	segs.n = 0;
+	CHECK_EQ(store_stream_segments(r.t, r.s, collect_seg, &segs), 0);
+	CHECK_EQ(segs.n, 1);
+	CHECK_EQ(segs.v[0].seg, 7);
+	CHECK_EQ(segs.v[0].state, STORE_SEG_ACTIVE);
+	CHECK_EQ(segs.v[0].length, 15);
+	/* the predecessor's next segment: 7 closes, 9 takes the appends */
+	d = (struct store_batch){ .first_version = 4, .count = 1, .offset = 15,
+				  .length = 2, .time_ns = 5,
+				  .hash = XXH3_64bits("d\n", 2) };
+	CHECK_EQ(store_seed_tail_append(r.t, r.s, 9, 15, made + 1, "d\n", 2, &d, 1), 0);
+	fixture_reopen(&r);
+	CHECK_EQ(fixture_version(&r), 4);
+	CHECK_EQ(fixture_append(&r, "e\n", 4, false, NULL), 0);
+	CHECK_EQ(strcmp(fixture_contents(&r), "{\"id\":\"a\"}\nb\nc\nd\ne\n"), 0);
+	segs.n = 0;
+	CHECK_EQ(store_stream_segments(r.t, r.s, collect_seg, &segs), 0);
+	CHECK_EQ(segs.n, 2);
+	CHECK_EQ(segs.v[0].seg, 7);
+	CHECK(segs.v[0].state == STORE_SEG_SEALED);
+	CHECK_EQ(segs.v[1].seg, 9);
+	CHECK_EQ(segs.v[1].length, 4);
+	CHECK_EQ(store_verify(r.dir, stderr), 0);
+	fixture_teardown(&r);
+	fixture_teardown(&w);
+}
+
 /* A fetch hook that restores a segment from the copy saved in the store's
  * directory (the segment directory keeps only its own files). */
 struct saved_hook {
@@ -822,6 +885,7 @@ static void test_verify_journal(void)
 static const struct unit_test tests[] = {
 	{ "verify_journal", test_verify_journal },
 	{ "replica", test_replica },
+	{ "seed_tail", test_seed_tail },
 	{ "dedup_fetches_every_segment", test_dedup_fetches_every_segment },
 	{ "migration", test_migration },
 	{ "many_streams", test_many_streams },

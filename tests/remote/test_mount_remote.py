@@ -5,6 +5,8 @@ analysis host (-o remote=URL,ro) on a second mount point, with the real tools
 Servers (moto in auth mode, nginx WebDAV, the fault proxy) come from this
 directory's conftest.py; the mount factory from tests/conftest.py.  No timed
 performance assertion: conditions are polled with generous deadlines.
+Writers run with flush=off: what is tested here is the sealed segments
+(tests/remote/test_flush.py tests the tail pieces).
 """
 
 import errno
@@ -66,7 +68,7 @@ def assert_same_tree(a, b):
 
 
 def writer_and_analysis(mount, run_streamfs, url, opts=(), env=None, analysis_opts=()):
-    w = mount(["remote=" + url, "roll=1s", *opts], env=env, allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "flush=off", "roll=1s", *opts], env=env, allow=SYNC_ALLOW)
     fill_writer(w)
     sync(run_streamfs, w.mnt)
     a = mount(["remote=" + url, "ro", "poll=1s", *opts, *analysis_opts], env=env,
@@ -144,7 +146,7 @@ def test_analysis_mount_is_read_only(mount, run_streamfs, tmp_path):
 
 def test_second_writer_refused(mount, run_streamfs, tmp_path, streamfs_bin):
     url = "file://%s/remote" % tmp_path
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "flush=off", "roll=1s"], allow=SYNC_ALLOW)
     os.mkdir(w.path("acme"))
     append(w.path("acme", "s"), "one\n", APPEND)
     sync(run_streamfs, w.mnt)
@@ -170,7 +172,7 @@ def test_second_writer_refused(mount, run_streamfs, tmp_path, streamfs_bin):
 def test_sync_tool_fails_when_remote_is_down(mount, run_streamfs, tmp_path):
     from util import free_port
     url = "http://127.0.0.1:%d/dav" % free_port()       # nobody listens
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "flush=off", "roll=1s"], allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     append(w.path("T", "s"), "kept\n", APPEND)          # writers never notice
     r = run_streamfs("sync", "--timeout", "3", w.mnt, check=False)
@@ -187,7 +189,7 @@ def test_sync_tool_fails_when_remote_is_down(mount, run_streamfs, tmp_path):
 @pytest.mark.timeout(600)
 def test_cache_size_holds_during_sweep(mount, run_streamfs, tmp_path):
     url = "file://%s/remote" % tmp_path
-    w = mount(["remote=" + url, "roll=1s", "roll_size=64K"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "flush=off", "roll=1s", "roll_size=64K"], allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     line = b"%s\n" % (b"z" * 1000)
     for i in range(6):                                   # 6 x 384 KiB
@@ -231,7 +233,7 @@ def test_segment_fetched_in_ranges_comes_back_whole(mount, run_streamfs, tmp_pat
         url = "%s/ranges-%s" % (request.getfixturevalue("dav").url, tmp_path.name)
     data = {"big": os.urandom((17 << 20) + 1234), "mid": os.urandom((5 << 20) + 77),
             "small": b"s" * 5000}
-    w = mount(["remote=" + url, "roll=1s", "roll_size=64M", *opts], env=env,
+    w = mount(["remote=" + url, "flush=off", "roll=1s", "roll_size=64M", *opts], env=env,
               allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     for name, b in data.items():
@@ -256,7 +258,7 @@ def test_segment_fetched_in_ranges_comes_back_whole(mount, run_streamfs, tmp_pat
 @pytest.mark.timeout(600)
 def test_kill9_writer_during_uploads_then_everything_arrives(mount, run_streamfs, tmp_path):
     url = "file://%s/remote" % tmp_path
-    w = mount(["remote=" + url, "roll=1s", "roll_size=16K"],
+    w = mount(["remote=" + url, "flush=off", "roll=1s", "roll_size=16K"],
               allow=SYNC_ALLOW + [r"(?i)recover"])
     os.mkdir(w.path("T"))
     writer = subprocess.Popen([sys.executable, "-c", r"""
@@ -336,7 +338,7 @@ def test_unfetchable_segment_is_eio_never_zeros_in_page_cache(mount, run_streamf
     same reads return the right bytes."""
     remote = tmp_path / "remote"
     url = "file://%s" % remote
-    w = mount(["remote=" + url, "roll=1s", "roll_size=64K", "cache_size=64K"],
+    w = mount(["remote=" + url, "flush=off", "roll=1s", "roll_size=64K", "cache_size=64K"],
               allow=SYNC_ALLOW + [r"streamfs: .*(fetch|No such file|Input/output)"])
     os.mkdir(w.path("T"))
     p = w.path("T", "s")
@@ -388,7 +390,7 @@ def test_damaged_segment_fetched_again_from_the_remote(mount, run_streamfs, tmp_
     copy is bad too, the fetch refuses it and the read fails with EIO."""
     remote = tmp_path / "remote"
     url = "file://%s" % remote
-    w = mount(["remote=" + url, "roll=1h", "roll_size=64K"],
+    w = mount(["remote=" + url, "flush=off", "roll=1h", "roll_size=64K"],
               allow=SYNC_ALLOW + [r"is damaged on disk", r"streamfs: .*fetch"])
     os.mkdir(w.path("T"))
     p = w.path("T", "s")
@@ -463,7 +465,7 @@ def test_blocked_fetch_does_not_stall_other_followers(mount, run_streamfs, tmp_p
     followers of other streams."""
     remote = tmp_path / "remote"
     url = "file://%s" % remote
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "flush=off", "roll=1s"], allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     append(w.path("T", "a"), "a1\n", APPEND)
     append(w.path("T", "b"), "b1\n", APPEND)
@@ -518,7 +520,7 @@ def test_sync_now_callers_capped(mount, tmp_path):
     import threading
     from util import free_port
     url = "http://127.0.0.1:%d/dav" % free_port()       # nobody listens
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "flush=off", "roll=1s"], allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     append(w.path("T", "s"), "kept\n", APPEND)
     results = []
@@ -547,7 +549,7 @@ def test_unmount_during_follower_fetch(mount, run_streamfs, tmp_path):
     answer threads (the fetch ends) before sync goes; clean exit."""
     remote = tmp_path / "remote"
     url = "file://%s" % remote
-    w = mount(["remote=" + url, "roll=1s"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "flush=off", "roll=1s"], allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     append(w.path("T", "a"), "a1\n", APPEND)
     sync(run_streamfs, w.mnt)
@@ -594,7 +596,7 @@ def test_readahead_follows_a_reader_through_fetched_segments(mount, run_streamfs
     fetched, and not more."""
     url = "file://%s" % (tmp_path / "remote")
     size = 64 * 1024
-    w = mount(["remote=" + url, "roll=1h", "roll_size=64K"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "flush=off", "roll=1h", "roll_size=64K"], allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     p = w.path("T", "s")
     p.write_bytes(b"")
@@ -626,7 +628,7 @@ def test_fetched_copies_not_trusted_after_a_crash(mount, run_streamfs, tmp_path)
     its fetch: a crash before that loses nothing but the copies, which the
     next mount removes and fetches again."""
     url = "file://%s/remote" % tmp_path
-    w = mount(["remote=" + url, "roll=1s", "roll_size=16K"], allow=SYNC_ALLOW)
+    w = mount(["remote=" + url, "flush=off", "roll=1s", "roll_size=16K"], allow=SYNC_ALLOW)
     os.mkdir(w.path("T"))
     for i in range(8):
         append(w.path("T", "s"), b"".join(b"e %08d\n" % j
