@@ -6,7 +6,7 @@
  * own layer or lower ones, never higher, and no files call each other round
  * in a cycle (tests/check_layers.py checks both on the built objects):
  *
- *   1 leaves: util.c (store_util.h) hash.h ids.c reserve.c
+ *   1 leaves: util.c (store_util.h) hash.h ids.c reserve.c lines.c
  *   2 segment files and the index: segment.c stream.c index.c
  *   3 journal and marks: journal.c mark.c dedup.c
  *   4 append, read, seal, replica: append.c read.c seal.c replica.c
@@ -30,6 +30,16 @@
 #define INDEX_DB "index.db"
 #define TENANTS_DIR "tenants"
 #define SNAP_DIR "snap"
+
+/* ---- lines.c: the line ends of an append ---- */
+
+struct lines_scan {
+	size_t count;	/* '\n' bytes */
+	size_t end;	/* just past the last '\n'; 0 when there is none */
+	bool quote;	/* some '"': only then may a line name an ID member */
+};
+/* One pass over the LEN bytes of BUF (OUT). */
+void store_lines_scan(const char *buf, size_t len, struct lines_scan *out);
 
 /* ---- ids.c: event IDs and their sets ---- */
 
