@@ -524,7 +524,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 			.time_ns = now,
 		},
 	};
-	fd = store_seg_fd(t, g);
+	fd = store_seg_fd_append(t, g, now);
 	rc = fd < 0 ? fd : write_hashed(t, g, fd, p, len, &row.b.hash);
 	if (!rc && cfg->sync_always && fdatasync(fd) < 0)
 		rc = -errno;
@@ -542,7 +542,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	if (fd >= 0 && rc && !g->extended && ftruncate(fd, (off_t)g->length) < 0)
 		store_log(LOG_ERR, "truncate after failed append: %s", strerror(errno));
 	if (fd >= 0)
-		store_seg_fd_put(t, g);
+		store_seg_fd_append_put(t, g);
 	if (rc) {
 		if (fresh)
 			drop_new_segment(t, s);

@@ -183,7 +183,8 @@ struct seg {
 
 	/* The file, opened on demand and kept in the tenant's LRU of open
 	 * segments; closed when idle and over the store's fd budget.
-	 * Protected by the tenant's fd_lock. */
+	 * Protected by the tenant's fd_lock, or by its lock held for
+	 * writing (store_seg_fd_append). */
 	int fd;			/* -1 when closed */
 	unsigned fd_refs;	/* users between store_seg_fd() and _put() */
 	struct seg *lru_prev, *lru_next;
@@ -269,7 +270,8 @@ struct store_tenant {
 	 * then rows_lock, then fd_lock (taken under a shared or exclusive
 	 * lock). */
 	pthread_mutex_t fd_lock;
-	struct seg *lru_head, *lru_tail;	/* protected by fd_lock */
+	/* protected by fd_lock (and see store_seg_fd_append) */
+	struct seg *lru_head, *lru_tail;
 	/* A reader loading a segment's batch rows from the index holds it:
 	 * under the shared lock no writer uses db, and this keeps readers
 	 * from using it at once. */
@@ -587,6 +589,10 @@ void store_seg_name(char *buf, size_t len, uint64_t id, const char *ext);
  * store_seg_fd_put(); -errno (-EIO for an evicted or lost file). */
 int store_seg_fd(struct store_tenant *t, struct seg *g);
 void store_seg_fd_put(struct store_tenant *t, struct seg *g);
+/* The same for the appender, T's lock held for writing, at NOW (a
+ * CLOCK_REALTIME time it has); given back with store_seg_fd_append_put(). */
+int store_seg_fd_append(struct store_tenant *t, struct seg *g, int64_t now);
+void store_seg_fd_append_put(struct store_tenant *t, struct seg *g);
 /* Takes FD, just created, as G's file, held as by store_seg_fd(). */
 void store_seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd);
 /* Closes G's file; nobody may hold it: T's lock is held for writing, or T
