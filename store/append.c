@@ -33,6 +33,7 @@ struct batch {
 	enum store_framing framing;	/* the stream's, when it was split */
 	bool want_ids;		/* some line may name an ID: keep them */
 	bool scanned;		/* scan holds the buffer's line ends */
+	bool split;		/* split under the lock already */
 	struct lines_scan scan;
 	size_t count;		/* events in the caller's buffer */
 	struct event *ev;	/* inline, or allocated when it outgrew it */
@@ -697,15 +698,18 @@ int store_tenant_wait_unheld(struct store_tenant *t, int64_t timeout_ns)
 /* How long an append waits for a tenant being seeded (store_tenant_hold()). */
 #define APPEND_HOLD_NS (30 * 1000000000LL)
 
-/* Appends up to this long are scanned under the tenant's lock: that costs
- * less than taking the lock twice (a 100-byte line: about 40 instructions
- * against 150).  Longer ones are scanned without it. */
+/* Appends up to this long are split under the tenant's lock: that costs
+ * less than taking the lock twice.  Below SHORT_APPEND (one line, most
+ * often) a memchr(3) per line and a look at each line's first byte cost
+ * less than a vector pass; longer ones are scanned (lines.c).  Longer than
+ * SCAN_LOCKED, they are scanned without the lock. */
+#define SHORT_APPEND 256
 #define SCAN_LOCKED 4096
 
 /* The first look under T's lock, held for writing: a raw append, or a
  * short one none of whose lines may have an ID, is split and committed
- * at once.  Any other needs its lines split, and maybe parsed, without
- * the lock: 1, with SC made for the tenant's ID member. */
+ * at once.  Any other is split, or has its IDs found, without the lock:
+ * 1, with SC made for the tenant's ID member. */
 static int append_first(struct store_tenant *t, uint64_t id,
 			struct batch *b, struct ids_scratch *sc,
 			const struct store_append *app,
@@ -717,37 +721,46 @@ static int append_first(struct store_tenant *t, uint64_t id,
 	if (!s)
 		return -ENOENT;
 	b->framing = s->framing;
-	if (b->framing == STORE_LINES) {
-		if (app->len > SCAN_LOCKED)
-			goto unlocked;
+	if (b->framing == STORE_LINES && app->len > SCAN_LOCKED)
+		goto unlocked;
+	if (b->framing == STORE_LINES && app->len >= SHORT_APPEND) {
 		store_lines_scan(app->buf, app->len, &b->scan);
 		b->scanned = true;
 		if (b->scan.quote)
 			goto unlocked;
+	} else {
+		b->want_ids = b->framing == STORE_LINES;	/* its few lines */
 	}
 	rc = split(b, app->buf, app->len, b->framing, app->final,
 		   t->st->cfg.max_event);
-	return rc ? rc : append_to(t, s, b, app, res);
+	if (rc)
+		return rc;
+	b->split = true;
+	if (b->nev)
+		goto unlocked;	/* a line may have an ID */
+	return append_to(t, s, b, app, res);
 unlocked:
 	store_ids_scratch_init(sc, t->id_field);
 	return 1;
 }
 
 /* Splits the lines of an append that append_first() left, without the
- * lock, and finds their IDs if some line may have one. */
+ * lock, unless it did, and finds their IDs if some line may have one. */
 static int split_unlocked(struct store_tenant *t, struct batch *b,
 			  struct ids_scratch *sc,
 			  const struct store_append *app)
 {
-	int rc;
+	int rc = 0;
 
-	if (!b->scanned) {
+	if (!b->split && !b->scanned) {
 		store_lines_scan(app->buf, app->len, &b->scan);
 		b->scanned = true;
 	}
-	b->want_ids = b->scan.quote;
-	rc = split(b, app->buf, app->len, b->framing, app->final,
-		   t->st->cfg.max_event);
+	if (!b->split) {
+		b->want_ids = b->scan.quote;
+		rc = split(b, app->buf, app->len, b->framing, app->final,
+			   t->st->cfg.max_event);
+	}
 	if (!rc && b->nev)
 		rc = extract_ids(b, app->buf, sc);
 	return rc;

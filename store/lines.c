@@ -118,34 +118,12 @@ static size_t scan_blocks(const char *p, size_t len, size_t *count,
 }
 #endif
 
-/* A short append, most often one line: glibc's memchr() finds its few
- * line ends in fewer instructions than the vector pass sets up in. */
-#define SHORT_APPEND 256
-
-static void scan_short(const char *buf, size_t len, struct lines_scan *out)
-{
-	const char *p = buf, *end = buf + len, *nl;
-
-	out->count = 0;
-	out->end = 0;
-	while (p < end && (nl = memchr(p, '\n', (size_t)(end - p)))) {
-		out->count++;
-		p = nl + 1;
-		out->end = (size_t)(p - buf);
-	}
-	out->quote = memchr(buf, '"', len) != NULL;
-}
-
 void store_lines_scan(const char *buf, size_t len, struct lines_scan *out)
 {
 	size_t i, count = 0;
 	bool quote = false;
 	const char *last;
 
-	if (len < SHORT_APPEND) {
-		scan_short(buf, len, out);
-		return;
-	}
 	i = scan_blocks(buf, len, &count, &quote);
 	for (; i < len; i++) {
 		count += buf[i] == '\n';
