@@ -95,9 +95,9 @@ static void test_max_event(void)
 	fixture_teardown(&f);
 }
 
-/* Lines are counted 32 or 16 bytes at a time, 255 blocks per sum, and
- * appends up to 4 KiB are split under the tenant's lock: buffers of every
- * length around those sizes, of empty and long lines, with and without a
+/* Lines are counted 64 or 16 bytes a turn (127 or 255 turns per sum),
+ * appends under 256 bytes by memchr(3), and appends up to 4 KiB are split
+ * under the tenant's lock: buffers of every length around those sizes, of empty and long lines, with and without a
  * '"' (which sends the lines through the per-line split), with and
  * without a trailing partial line, give each line as an event. */
 static void check_counted(struct fixture *f, const char *buf, size_t len,
@@ -131,7 +131,8 @@ static void check_counted(struct fixture *f, const char *buf, size_t len,
 static void test_lines_counted(void)
 {
 	static const size_t lens[] = {
-		1, 15, 16, 17, 31, 32, 33, 99, 100, 255 * 32 - 1, 255 * 32,
+		1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 99, 100, 255, 256, 257,
+		127 * 64 - 1, 127 * 64, 127 * 64 + 33, 255 * 32 - 1, 255 * 32,
 		255 * 32 + 17, 4095, 4096, 4097, 65536, 100000,
 	};
 	size_t cap = 100000;
