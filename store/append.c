@@ -33,7 +33,7 @@ struct batch {
 	enum store_framing framing;	/* the stream's, when it was split */
 	bool want_ids;		/* some line may name an ID: keep them */
 	bool scanned;		/* scan holds the buffer's line ends */
-	bool split;		/* split under the lock already */
+	bool split_done;	/* split under the lock already */
 	struct lines_scan scan;
 	size_t count;		/* events in the caller's buffer */
 	struct event *ev;	/* inline, or allocated when it outgrew it */
@@ -735,7 +735,7 @@ static int append_first(struct store_tenant *t, uint64_t id,
 		   t->st->cfg.max_event);
 	if (rc)
 		return rc;
-	b->split = true;
+	b->split_done = true;
 	if (b->nev)
 		goto unlocked;	/* a line may have an ID */
 	return append_to(t, s, b, app, res);
@@ -752,11 +752,11 @@ static int split_unlocked(struct store_tenant *t, struct batch *b,
 {
 	int rc = 0;
 
-	if (!b->split && !b->scanned) {
+	if (!b->split_done && !b->scanned) {
 		store_lines_scan(app->buf, app->len, &b->scan);
 		b->scanned = true;
 	}
-	if (!b->split) {
+	if (!b->split_done) {
 		b->want_ids = b->scan.quote;
 		rc = split(b, app->buf, app->len, b->framing, app->final,
 			   t->st->cfg.max_event);
