@@ -430,10 +430,13 @@ static int check_writable(struct fs *fs)
 
 int fs_tenant_writable(struct fs *fs, struct store_tenant *t)
 {
+	struct sync *sy = atomic_load(&fs->sync);
+
 	if (fs->opts->ro)
 		return -EROFS;
-	/* Taken over by another writer: what it writes now is the truth. */
-	if (sync_tenant_fenced(atomic_load(&fs->sync), store_tenant_name(t)))
+	/* Taken over by another writer: what it writes now is the truth.
+	 * (Without a remote, every write(2) skips the look.) */
+	if (sy && sync_tenant_fenced(sy, store_tenant_name(t)))
 		return -EROFS;
 	return 0;
 }

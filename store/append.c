@@ -1,8 +1,9 @@
 /*
  * The append path: framing, event IDs, dedup, the version check, and the
  * commit of one call's events as one batch (segment bytes, then one index
- * transaction).  The work that needs no shared state (splitting, parsing
- * JSON) happens before the tenant lock is taken.
+ * transaction).  The work that needs no shared state (splitting a long
+ * append, parsing JSON) happens without the tenant lock; a short append
+ * whose lines can hold no ID is split under it, taken once.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,11 @@ struct event {
 #define BATCH_INLINE 8	/* events held without an allocation */
 
 struct batch {
+	enum store_framing framing;	/* the stream's, when it was split */
+	bool want_ids;		/* some line may name an ID: keep them */
+	bool scanned;		/* scan holds the buffer's line ends */
+	bool split_done;	/* split under the lock already */
+	struct lines_scan scan;
 	size_t count;		/* events in the caller's buffer */
 	struct event *ev;	/* inline, or allocated when it outgrew it */
 	size_t nev, cap;
@@ -86,7 +92,21 @@ static inline int push_event(struct batch *b, const char *buf, size_t off,
 			     size_t len)
 {
 	b->count++;
-	return store_ids_may_be_object(buf[off]) ? keep_event(b, off, len) : 0;
+	return b->want_ids && store_ids_may_be_object(buf[off]) ?
+	       keep_event(b, off, len) : 0;
+}
+
+/* Splits BUF into events when no line may have an ID and none can be
+ * longer than max_event (LEN + 1 <= max_event): its scan has them all. */
+static void split_counted(struct batch *b, size_t len, bool final)
+{
+	b->count = b->scan.count;
+	b->consumed = b->scan.end;
+	if (b->consumed < len && final) {
+		b->add_newline = true;
+		b->count++;
+		b->consumed = len;
+	}
 }
 
 /* Splits BUF into events.  Lines: every '\n' ends one; a trailing partial
@@ -104,6 +124,10 @@ static int split(struct batch *b, const char *buf, size_t len,
 		if (len > max_event)
 			return -EMSGSIZE;
 		b->count = len > 0;
+		return 0;
+	}
+	if (b->scanned && !b->want_ids && len < max_event) {
+		split_counted(b, len, final);
 		return 0;
 	}
 	while ((nl = memchr(p, '\n', (size_t)(end - p)))) {
@@ -506,7 +530,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 			.time_ns = now,
 		},
 	};
-	fd = store_seg_fd(t, g);
+	fd = store_seg_fd_append(t, g, now);
 	rc = fd < 0 ? fd : write_hashed(t, g, fd, p, len, &row.b.hash);
 	if (!rc && cfg->sync_always && fdatasync(fd) < 0)
 		rc = -errno;
@@ -524,7 +548,7 @@ static int commit_batch(struct store_tenant *t, struct stream *s,
 	if (fd >= 0 && rc && !g->extended && ftruncate(fd, (off_t)g->length) < 0)
 		store_log(LOG_ERR, "truncate after failed append: %s", strerror(errno));
 	if (fd >= 0)
-		store_seg_fd_put(t, g);
+		store_seg_fd_append_put(t, g);
 	if (rc) {
 		if (fresh)
 			drop_new_segment(t, s);
@@ -579,14 +603,12 @@ static void report_skipped(const struct batch *b, const struct store_append *app
 	}
 }
 
-/* The part of an append under the tenant's lock: version check, dedup,
- * commit.  -ENODATA when dedup needs an evicted segment back. */
-static int append_locked(struct store_tenant *t, uint64_t id,
-			 enum store_framing framing, struct batch *b,
-			 const struct store_append *app,
-			 struct store_append_result *res)
+/* The part of an append to S under the tenant's lock: version check,
+ * dedup, commit.  -ENODATA when dedup needs an evicted segment back. */
+static int append_to(struct store_tenant *t, struct stream *s,
+		     struct batch *b, const struct store_append *app,
+		     struct store_append_result *res)
 {
-	struct stream *s = t->removed ? NULL : store_stream_find(t, id);
 	char *copy = NULL;
 	const char *p;
 	uint32_t count;
@@ -594,10 +616,7 @@ static int append_locked(struct store_tenant *t, uint64_t id,
 	size_t len;
 	int rc = 0;
 
-	if (!s)
-		return -ENOENT;
-	if (s->framing != framing)
-		return -EAGAIN;	/* framing changed since the split */
+	STORE_ASSERT_WRLOCKED(t);
 	if (app->expected != STORE_ANY_VERSION && app->expected != s->version)
 		return -ESTALE;
 	/* Only events with IDs are ever skipped. */
@@ -684,44 +703,119 @@ int store_tenant_wait_unheld(struct store_tenant *t, int64_t timeout_ns)
 /* How long an append waits for a tenant being seeded (store_tenant_hold()). */
 #define APPEND_HOLD_NS (30 * 1000000000LL)
 
+/* Appends up to this long are split under the tenant's lock: that costs
+ * less than taking the lock twice.  Below SHORT_APPEND (one line, most
+ * often) a memchr(3) per line and a look at each line's first byte cost
+ * less than a vector pass; longer ones are scanned (lines.c).  Longer than
+ * SCAN_LOCKED, they are scanned without the lock. */
+#define SHORT_APPEND 256
+#define SCAN_LOCKED 4096
+
+/* The first look under T's lock, held for writing: a raw append, or a
+ * short one none of whose lines may have an ID, is split and committed
+ * at once.  Any other is split, or has its IDs found, without the lock:
+ * 1, with SC made for the tenant's ID member. */
+static int append_first(struct store_tenant *t, uint64_t id,
+			struct batch *b, struct ids_scratch *sc,
+			const struct store_append *app,
+			struct store_append_result *res)
+{
+	struct stream *s = t->removed ? NULL : store_stream_find(t, id);
+	int rc;
+
+	if (!s)
+		return -ENOENT;
+	b->framing = s->framing;
+	if (b->framing == STORE_LINES && app->len > SCAN_LOCKED)
+		goto unlocked;
+	if (b->framing == STORE_LINES && app->len >= SHORT_APPEND) {
+		store_lines_scan(app->buf, app->len, &b->scan);
+		b->scanned = true;
+		if (b->scan.quote)
+			goto unlocked;
+	} else {
+		b->want_ids = b->framing == STORE_LINES;	/* its few lines */
+	}
+	rc = split(b, app->buf, app->len, b->framing, app->final,
+		   t->st->cfg.max_event);
+	if (rc)
+		return rc;
+	b->split_done = true;
+	if (b->nev)
+		goto unlocked;	/* a line may have an ID */
+	return append_to(t, s, b, app, res);
+unlocked:
+	store_ids_scratch_init(sc, t->id_field);
+	return 1;
+}
+
+/* Splits the lines of an append that append_first() left, without the
+ * lock, unless it did, and finds their IDs if some line may have one. */
+static int split_unlocked(struct store_tenant *t, struct batch *b,
+			  struct ids_scratch *sc,
+			  const struct store_append *app)
+{
+	int rc = 0;
+
+	if (!b->split_done && !b->scanned) {
+		store_lines_scan(app->buf, app->len, &b->scan);
+		b->scanned = true;
+	}
+	if (!b->split_done) {
+		b->want_ids = b->scan.quote;
+		rc = split(b, app->buf, app->len, b->framing, app->final,
+			   t->st->cfg.max_event);
+	}
+	if (!rc && b->nev)
+		rc = extract_ids(b, app->buf, sc);
+	return rc;
+}
+
+/* Takes the lock again for an append split without it. */
+static int append_again(struct store_tenant *t, uint64_t id,
+			struct batch *b, const struct store_append *app,
+			struct store_append_result *res)
+{
+	struct stream *s;
+	int rc;
+
+	pthread_rwlock_wrlock(&t->lock);
+	s = t->removed ? NULL : store_stream_find(t, id);
+	if (!s)
+		rc = -ENOENT;
+	else if (s->framing != b->framing)
+		rc = -EAGAIN;	/* framing changed since the split */
+	else
+		rc = append_to(t, s, b, app, res);
+	pthread_rwlock_unlock(&t->lock);
+	return rc;
+}
+
 int store_append(struct store_tenant *t, uint64_t id,
 		 const struct store_append *app,
 		 struct store_append_result *res)
 {
 	int64_t start = store_mono_ns();
-	enum store_framing framing;
 	struct fetch_tries tries = { 0 };
 	struct ids_scratch sc;
-	struct stream *s;
 	struct batch b;
 	int rc;
 
 	rc = store_tenant_wait_unheld(t, APPEND_HOLD_NS);
 	if (rc)
 		return rc;
-	/* Framing and ID member are read once; the parse runs unlocked. */
-	pthread_rwlock_rdlock(&t->lock);
-	s = t->removed ? NULL : store_stream_find(t, id);
-	framing = s ? s->framing : STORE_LINES;
-	store_ids_scratch_init(&sc, t->id_field);
-	pthread_rwlock_unlock(&t->lock);
-	if (!s)
-		return -ENOENT;
-
 	batch_init(&b);
-	rc = split(&b, app->buf, app->len, framing, app->final,
-		   t->st->cfg.max_event);
-	if (!rc && framing == STORE_LINES && b.nev)
-		rc = extract_ids(&b, app->buf, &sc);
-	store_ids_scratch_release(&sc);
-	while (!rc) {
-		pthread_rwlock_wrlock(&t->lock);
-		rc = append_locked(t, id, framing, &b, app, res);
-		pthread_rwlock_unlock(&t->lock);
-		if (rc != -ENODATA)
-			break;
-		rc = store_seg_fetch_wanted(t, &tries);
+	pthread_rwlock_wrlock(&t->lock);
+	rc = append_first(t, id, &b, &sc, app, res);
+	pthread_rwlock_unlock(&t->lock);
+	if (rc > 0) {
+		rc = split_unlocked(t, &b, &sc, app);
+		store_ids_scratch_release(&sc);
+		if (!rc)
+			rc = append_again(t, id, &b, app, res);
 	}
+	while (rc == -ENODATA && !(rc = store_seg_fetch_wanted(t, &tries)))
+		rc = append_again(t, id, &b, app, res);
 	if (!rc && res->appended)
 		count_append(t->st, start);
 	if (!rc && res->appended && t->st->commit_fn)

@@ -339,8 +339,12 @@ int store_journal_flush_in(struct store_tenant *t)
 	STORE_ASSERT_WRLOCKED(t);
 	rc = t->npending ? insert_pending(t) : 0;
 	for (size_t i = 0; !rc && i < t->npending; i++) {
-		struct stream *s = store_stream_find(t, t->pending[i].stream);
+		struct stream *s;
 
+		/* consecutive rows of one stream need one look */
+		if (i && t->pending[i].stream == t->pending[i - 1].stream)
+			continue;
+		s = store_stream_find(t, t->pending[i].stream);
 		if (s && s->row_dirty) {
 			rc = store_journal_stream_update(t, s);
 			s->row_dirty = false;

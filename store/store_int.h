@@ -6,7 +6,7 @@
  * own layer or lower ones, never higher, and no files call each other round
  * in a cycle (tests/check_layers.py checks both on the built objects):
  *
- *   1 leaves: util.c (store_util.h) hash.h ids.c reserve.c
+ *   1 leaves: util.c (store_util.h) hash.h ids.c reserve.c lines.c
  *   2 segment files and the index: segment.c stream.c index.c
  *   3 journal and marks: journal.c mark.c dedup.c
  *   4 append, read, seal, replica: append.c read.c seal.c replica.c
@@ -30,6 +30,16 @@
 #define INDEX_DB "index.db"
 #define TENANTS_DIR "tenants"
 #define SNAP_DIR "snap"
+
+/* ---- lines.c: the line ends of an append ---- */
+
+struct lines_scan {
+	size_t count;	/* '\n' bytes */
+	size_t end;	/* just past the last '\n'; 0 when there is none */
+	bool quote;	/* some '"': only then may a line name an ID member */
+};
+/* One pass over the LEN bytes of BUF (OUT). */
+void store_lines_scan(const char *buf, size_t len, struct lines_scan *out);
 
 /* ---- ids.c: event IDs and their sets ---- */
 
@@ -189,7 +199,8 @@ struct seg {
 
 	/* The file, opened on demand and kept in the tenant's LRU of open
 	 * segments; closed when idle and over the store's fd budget.
-	 * Protected by the tenant's fd_lock. */
+	 * Protected by the tenant's fd_lock, or by its lock held for
+	 * writing (store_seg_fd_append). */
 	int fd;			/* -1 when closed */
 	unsigned fd_refs;	/* users between store_seg_fd() and _put() */
 	struct seg *lru_prev, *lru_next;
@@ -275,7 +286,8 @@ struct store_tenant {
 	 * then rows_lock, then fd_lock (taken under a shared or exclusive
 	 * lock). */
 	pthread_mutex_t fd_lock;
-	struct seg *lru_head, *lru_tail;	/* protected by fd_lock */
+	/* protected by fd_lock (and see store_seg_fd_append) */
+	struct seg *lru_head, *lru_tail;
 	/* A reader loading a segment's batch rows from the index holds it:
 	 * under the shared lock no writer uses db, and this keeps readers
 	 * from using it at once. */
@@ -598,6 +610,10 @@ void store_seg_name(char *buf, size_t len, uint64_t id, const char *ext);
  * store_seg_fd_put(); -errno (-EIO for an evicted or lost file). */
 int store_seg_fd(struct store_tenant *t, struct seg *g);
 void store_seg_fd_put(struct store_tenant *t, struct seg *g);
+/* The same for the appender, T's lock held for writing, at NOW (a
+ * CLOCK_REALTIME time it has); given back with store_seg_fd_append_put(). */
+int store_seg_fd_append(struct store_tenant *t, struct seg *g, int64_t now);
+void store_seg_fd_append_put(struct store_tenant *t, struct seg *g);
 /* Takes FD, just created, as G's file, held as by store_seg_fd(). */
 void store_seg_fd_adopt(struct store_tenant *t, struct seg *g, int fd);
 /* Closes G's file; nobody may hold it: T's lock is held for writing, or T

@@ -95,6 +95,82 @@ static void test_max_event(void)
 	fixture_teardown(&f);
 }
 
+/* Lines are counted 64 or 16 bytes a turn (127 or 255 turns per sum),
+ * appends under 256 bytes by memchr(3), and appends up to 4 KiB are split
+ * under the tenant's lock: buffers of every length around those sizes, of empty and long lines, with and without a
+ * '"' (which sends the lines through the per-line split), with and
+ * without a trailing partial line, give each line as an event. */
+static void check_counted(struct fixture *f, const char *buf, size_t len,
+			  bool final, uint64_t *version, uint64_t *size)
+{
+	struct store_append app = {
+		.buf = buf, .len = len, .expected = STORE_ANY_VERSION,
+		.final = final,
+	};
+	struct store_append_result r;
+	size_t lines = 0, end = 0;
+
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] == '\n') {
+			lines++;
+			end = i + 1;
+		}
+	if (final && end < len) {
+		lines++;
+		end = len + 1;	/* with its '\n' */
+	}
+	CHECK_EQ(store_append(f->t, f->s, &app, &r), 0);
+	CHECK_EQ(r.appended, lines);
+	CHECK_EQ(r.consumed, final ? len : end);
+	*version += lines;
+	*size += end;
+	CHECK_EQ(r.version, *version);
+	CHECK_EQ(r.size, *size);
+}
+
+static void test_lines_counted(void)
+{
+	static const size_t lens[] = {
+		1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 99, 100, 255, 256, 257,
+		127 * 64 - 1, 127 * 64, 127 * 64 + 33, 255 * 32 - 1, 255 * 32,
+		255 * 32 + 17, 4095, 4096, 4097, 65536, 100000,
+	};
+	size_t cap = 100000;
+	char *buf = malloc(cap);
+	uint64_t version = 0, size = 0;
+	unsigned seed = 7;
+	struct fixture f;
+
+	fixture_setup(&f);
+	for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+		for (int variant = 0; variant < 6; variant++) {
+			size_t len = lens[k];
+
+			/* lines of 0..(7 or 300) bytes; variant 4: all '\n' (the
+			 * 8-bit sums at their 255), 5: no '\n' at all */
+			for (size_t i = 0; i < len; i++) {
+				seed = seed * 1103515245 + 12345;
+				buf[i] = (char)('a' + (seed >> 16) % 26);
+				if ((seed >> 8) % (variant & 1 ? 300 : 8) == 0)
+					buf[i] = '\n';
+				if (variant == 4)
+					buf[i] = '\n';
+				if (variant == 5 && buf[i] == '\n')
+					buf[i] = 'n';
+			}
+			if (variant >= 2 && variant < 4)
+				buf[(seed >> 4) % len] = '"';
+			if (variant == 5 && len > 1)
+				buf[len / 2] = '"';
+			check_counted(&f, buf, len, variant == 3, &version,
+				      &size);
+		}
+	}
+	CHECK_EQ(fixture_version(&f), version);
+	free(buf);
+	fixture_teardown(&f);
+}
+
 /* ---- IDs and dedup ---- */
 
 static void test_id_extraction(void)
@@ -686,6 +762,7 @@ static const struct unit_test tests[] = {
 	{ "lines_framing", test_lines_framing },
 	{ "raw_framing", test_raw_framing },
 	{ "max_event", test_max_event },
+	{ "lines_counted", test_lines_counted },
 	{ "id_extraction", test_id_extraction },
 	{ "id_deep", test_id_deep },
 	{ "custom_id_field", test_custom_id_field },
