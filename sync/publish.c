@@ -86,12 +86,69 @@ static int tails_of(const struct backend_buf *text, struct manifest *out)
 
 static int mlock_lock(struct sync *s, struct tenant_state *ts,
 		      const char *key);
+static int put_manifest_cas(struct sync *s, struct tenant_state *ts,
+			    const char *key, const char *text);
+
+/* With manifest_cas(): puts M, the other writer's manifest just read at
+ * KEY (tag learnt), back under this writer's generation, by
+ * compare-and-swap, before anything is seeded from it.  Its content stays
+ * the same (and its writer, so that a restart here still seeds from it),
+ * but its tag changes: a writer taken over, paused between its check of
+ * the lease and its manifest put, can no longer land a manifest after
+ * this read (docs/FORMAT.md, Fencing).  -ESTALE when it did meanwhile. */
+static int stamp_manifest(struct sync *s, struct tenant_state *ts,
+			  const char *key, const struct manifest *m)
+{
+	struct manifest stamped = *m;	/* shallow: M keeps what it owns */
+	char *text = NULL;
+	int rc;
+
+	stamped.generation = ts->generation;
+	stamped.updated_ns = sync_clock(CLOCK_REALTIME);
+	rc = sync_manifest_encode(&stamped, true, &text);
+	if (!rc)
+		rc = put_manifest_cas(s, ts, key, text);
+	free(text);
+	return rc;
+}
+
+/* Reads the manifest at KEY into TEXT and M: 0, 1 when there is none (or
+ * none we can read), or -errno.  With manifest_cas(), another writer's is
+ * stamped (stamp_manifest()) and read again if it changed meanwhile. */
+static int read_manifest_to_seed(struct sync *s, struct tenant_state *ts,
+				 const char *key, struct backend_buf *text,
+				 struct manifest *m)
+{
+	int rc, tries = 0;
+
+	do {
+		backend_buf_release(text);
+		*text = (struct backend_buf){ .max = 256u << 20 };
+		rc = get_manifest(s, ts, key, text);
+		if (!rc)
+			rc = backend_buf_terminate(text);
+		if (rc == -ENOENT)
+			return 1;	/* none yet */
+		if (!rc) {
+			rc = sync_manifest_decode(text->data, text->len, m);
+			if (rc == -EIO)
+				return 1;	/* not one we can read */
+		}
+		if (rc || !manifest_cas(s) ||
+		    (m->writer && !strcmp(m->writer, s->identity)))
+			return rc;
+		rc = stamp_manifest(s, ts, key, m);
+		if (rc)
+			sync_manifest_release(m);
+	} while (rc == -ESTALE && ++tries < 3);
+	return rc;
+}
 
 int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 			  struct tenant_state *ts, const char *tprefix,
 			  char *what, size_t wlen)
 {
-	struct backend_buf text = { .max = 256u << 20 };
+	struct backend_buf text = { 0 };
 	struct manifest m;
 	char *key = sync_manifest_key(tprefix);
 	int rc = 0;
@@ -112,16 +169,7 @@ int sync_seed_from_remote(struct sync *s, struct store_tenant *t,
 		return rc;
 	}
 	snprintf(what, wlen, "get %s", key);
-	rc = get_manifest(s, ts, key, &text);
-	if (!rc)
-		rc = backend_buf_terminate(&text);
-	if (rc == -ENOENT)
-		rc = 1;		/* none yet */
-	if (!rc) {
-		rc = sync_manifest_decode(text.data, text.len, &m);
-		if (rc == -EIO)
-			rc = 1;	/* not one we can read: not ours */
-	}
+	rc = read_manifest_to_seed(s, ts, key, &text, &m);
 	if (!rc && (!m.writer || strcmp(m.writer, s->identity))) {
 		/* Another writer's: continued, never replaced.  Its
 		 * segments and snapshots stay (never listed as ours to

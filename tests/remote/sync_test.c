@@ -174,6 +174,42 @@ static void fence_fault(const char *op, const char *key)
 	atomic_store(&fz.inside, false);
 }
 
+/* mode=seedfence: writer-b continues tenant "g" after writer-a released
+ * it; the moment writer-b reads anything of "g" but its manifest and
+ * lease (it is seeding from the manifest it read), writer-a, as if it had
+ * been paused between its check of the lease and its manifest put, puts
+ * its manifest by compare-and-swap on the tag it last knew.  That must
+ * fail: the continuing writer stamped the manifest before seeding. */
+static struct {
+	atomic_bool armed;
+	atomic_bool inside;
+	atomic_int fired;
+	struct backend *b;		/* writer-a's, for its late put */
+	char tag[BACKEND_TAG_MAX];	/* the manifest's, as writer-a knew it */
+	int rc;				/* that put's */
+} sf;
+
+static const char sf_manifest[] = "streamfs-v1/tenants/g/manifest.json";
+
+static void seedfence_fault(const char *op, const char *key)
+{
+	static const char zombie[] =
+		"{\"format\": \"streamfs-tenant-manifest\", \"version\": 1, "
+		"\"tenant\": \"g\", \"writer\": \"writer-a\", "
+		"\"generation\": 1, \"streams\": []}\n";
+
+	if (!atomic_load(&sf.armed) || atomic_load(&sf.inside) ||
+	    strncmp(op, "get", 3) || !strstr(key, "/tenants/g/") ||
+	    ends_with(key, "/manifest.json") || ends_with(key, "/lease.json"))
+		return;
+	atomic_store(&sf.armed, false);
+	atomic_store(&sf.inside, true);
+	sf.rc = backend_put_if_match_buf(sf.b, sf_manifest, zombie,
+					 strlen(zombie), sf.tag, NULL);
+	atomic_fetch_add(&sf.fired, 1);
+	atomic_store(&sf.inside, false);
+}
+
 /* mode=idx: the first event index put fails; segment puts are counted. */
 static struct {
 	atomic_bool on;
@@ -217,6 +253,7 @@ static int fault(const struct backend *b, const char *op, const char *key)
 
 	(void)b;
 	fence_fault(op, key);
+	seedfence_fault(op, key);
 	rc = flaky_fault(op, key);
 	if (rc)
 		return rc;
@@ -496,6 +533,78 @@ out:
 	backend_close(fz.b);
 }
 
+/* mode=seedfence (above): writer-a publishes "g" and stops (its lease
+ * released); writer-b, with a SOURCE of its own under WORKDIR/data-b,
+ * continues it.  Writer-a's late put during the seeding is refused, and
+ * the remote keeps the published stream. */
+static void seedfence_mode(struct store *st, struct sync_config *cfg,
+			   const char *workdir)
+{
+	struct store_config scfg;
+	struct sync_config cb = *cfg;
+	struct store *sb = NULL;
+	struct store_tenant *t, *tb;
+	struct sync *s = NULL;
+	struct backend_buf cur = { 0 };
+	struct store_attr a;
+	char datab[4096];
+	uint64_t id;
+	int rc;
+
+	rc = store_tenant_create(st, "g", 0755, 0, 0);
+	rc = rc ? rc : store_tenant_get(st, "g", &t);
+	rc = rc ? rc : store_stream_create(t, "s", 0644, 0, 0, &id);
+	rc = rc ? rc : append(t, id, "a\n");
+	rc = rc ? rc : sync_start(st, cfg, &s);
+	rc = rc ? rc : sync_now(s, 30LL * 1000000000);
+	CHECK(rc == 0, "writer-a published g (%d)", rc);
+	/* opened once the remote exists (an empty file:// directory is
+	 * waited for, backend.h) */
+	rc = rc ? rc : backend_open_url(cfg->url, &cfg->opts, &sf.b);
+	CHECK(rc == 0, "open writer-a's late backend (%d)", rc);
+	rc = rc ? rc : backend_get_tagged(sf.b, sf_manifest, &cur, sf.tag);
+	CHECK(rc == 0 && sf.tag[0], "writer-a knows its manifest's tag (%d)",
+	      rc);
+	backend_buf_release(&cur);
+	sync_stop(s);
+	s = NULL;
+	if (rc)
+		goto out;
+
+	snprintf(datab, sizeof(datab), "%s/data-b", workdir);
+	(void)mkdir(datab, 0755);
+	cb.state_dir = datab;
+	store_config_default(&scfg);
+	rc = store_open(datab, &scfg, &sb);
+	rc = rc ? rc : store_tenant_create(sb, "g", 0755, 0, 0);
+	CHECK(rc == 0, "writer-b's store with tenant g (%d)", rc);
+	atomic_store(&sf.armed, true);
+	rc = rc ? rc : sync_start(sb, &cb, &s);
+	CHECK(rc == 0, "writer-b starts (%d)", rc);
+	rc = rc ? rc : sync_now(s, 30LL * 1000000000);
+	CHECK(rc == 0, "writer-b continued g and published (%d)", rc);
+	CHECK(atomic_load(&sf.fired) == 1, "writer-a's late put came during "
+	      "the seeding (%d)", atomic_load(&sf.fired));
+	CHECK(sf.rc == -ESTALE, "writer-a's late put was refused (%d)", sf.rc);
+	rc = store_tenant_get(sb, "g", &tb);
+	rc = rc ? rc : store_stream_lookup(tb, "s", &id);
+	rc = rc ? rc : store_stream_stat(tb, id, &a);
+	CHECK(rc == 0 && a.version == 1, "writer-b continued stream s at "
+	      "version 1 (%d)", rc);
+	if (s)
+		sync_stop(s);
+	rc = backend_get(sf.b, sf_manifest, 0, BACKEND_TO_END, &cur);
+	rc = rc ? rc : backend_buf_terminate(&cur);
+	CHECK(rc == 0 && strstr(cur.data, "\"name\":\"s\""),
+	      "the remote still publishes stream s (%d)", rc);
+	backend_buf_release(&cur);
+out:
+	if (sb)
+		store_close(sb);
+	if (sf.b)
+		backend_close(sf.b);
+}
+
 /* mode=idx: one segment whose event index put fails goes up again with
  * its index alone: its bytes are sent once. */
 static void idx_mode(struct store *st, struct sync_config *cfg)
@@ -706,6 +815,10 @@ int main(int argc, char **argv)
 	}
 	if (mode && !strcmp(mode, "fence")) {
 		fence_mode(st, &cfg);
+		goto out;
+	}
+	if (mode && !strcmp(mode, "seedfence")) {
+		seedfence_mode(st, &cfg, argv[1]);
 		goto out;
 	}
 	if (mode && !strcmp(mode, "idx")) {

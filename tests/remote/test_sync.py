@@ -66,6 +66,21 @@ def test_sync_takeover_during_manifest_put_is_fenced(sync_test, tmp_path, reques
             "mode=fence", env=s3.env)
 
 
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_sync_late_manifest_put_during_takeover_seeding_is_refused(sync_test, tmp_path,
+                                                                  request, backend):
+    """A writer continuing a tenant stamps the manifest it read before
+    seeding from it: the previous writer's compare-and-swap put, arriving
+    during the seeding (a writer paused between its lease check and its
+    put), is refused.  (WebDAV locks the manifest before the read.)"""
+    if backend == "file":
+        run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=seedfence")
+    else:
+        s3 = request.getfixturevalue("moto_s3")
+        run(sync_test, tmp_path, s3.url(f"seedfence-{tmp_path.name}"), *s3.options(),
+            "mode=seedfence", env=s3.env)
+
+
 def test_sync_failed_index_does_not_resend_its_segment(sync_test, tmp_path):
     run(sync_test, tmp_path, f"file://{tmp_path}/remote", "mode=idx")
 
