@@ -329,6 +329,21 @@ static const struct manifest_stream *stream_in(const struct manifest *m,
 	return NULL;
 }
 
+/* The entry stream ID freezes at: the one this writer last published,
+ * or, before its first publication after continuing another writer's
+ * history (its published copy then holds that writer's tails only, not
+ * its segments: publish.c), the other writer's. */
+static const struct manifest_stream *
+freeze_source(const struct tenant_state *ts, uint64_t id)
+{
+	const struct manifest_stream *pub = stream_in(&ts->published, id);
+	const struct manifest_stream *inh = stream_in(&ts->inherited, id);
+
+	if (pub && inh && !pub->nsegs && inh->nsegs)
+		return inh;
+	return pub ? pub : inh;
+}
+
 /* Notes that KEY is lost with no copy here (logged once per listing). */
 static int lost_for_good(struct tenant_state *ts, struct stream_loss *sl,
 			 const char *key)
@@ -662,14 +677,9 @@ int sync_lost_check(struct sync *s, struct store_tenant *t,
 			rc = check_snaps(s, t, ts, tprefix, ms, &sl.n, &reput,
 					 what, wlen);
 		lost += sl.n;
-		if (!rc && sl.gone) {
-			const struct manifest_stream *pub =
-				stream_in(&ts->published, ms->id);
-
-			rc = freeze_entry(ms, pub ? pub : stream_in(&ts->inherited,
-								    ms->id),
+		if (!rc && sl.gone)
+			rc = freeze_entry(ms, freeze_source(ts, ms->id),
 					  tprefix, ts);
-		}
 		if (!rc && sl.gone)
 			rc = frozen_add(s, ts, ms, sl.gone);
 		free(sl.gone);
