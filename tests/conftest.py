@@ -141,6 +141,34 @@ def pytest_unconfigure(config):
         util.set_enable_uring(config.stash[_URING_OLD])
 
 
+# Tests that take far longer than the others (tens of seconds: a package
+# build, retries that back off), the longest first.  Under pytest-xdist
+# they start first, so that none of them is the one left running alone at
+# the end.
+LONG_TESTS = (
+    "test_debian_package",
+    "test_pieces_lost_or_damaged_in_transit",
+    "test_unfetchable_segment_is_eio_never_zeros_in_page_cache",
+    "test_takeover_never_publishes_a_history_of_its_own",
+    "test_blocked_handler_leaves_its_cpu_served",
+    "test_analysis_host_skips_a_failing_index_and_keeps_polling",
+    "test_follower_on_analysis_host_across_seal",
+    "test_replica_corrupt_fetch_s3",
+    "test_failing_index_holds_back_only_its_stream",
+    "test_orderbook_snapshots_past_one_xattr_value",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):
+        return
+
+    def rank(item):  # the same in every worker (a stable sort)
+        name = getattr(item, "originalname", item.name)
+        return LONG_TESTS.index(name) if name in LONG_TESTS else len(LONG_TESTS)
+    items.sort(key=rank)
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     # Lets fixtures see at teardown whether the test itself failed.
