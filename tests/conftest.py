@@ -147,7 +147,6 @@ def pytest_unconfigure(config):
 # the end.
 LONG_TESTS = (
     "test_debian_package",
-    "test_pieces_lost_or_damaged_in_transit",
     "test_unfetchable_segment_is_eio_never_zeros_in_page_cache",
     "test_takeover_never_publishes_a_history_of_its_own",
     "test_blocked_handler_leaves_its_cpu_served",
@@ -156,6 +155,7 @@ LONG_TESTS = (
     "test_replica_corrupt_fetch_s3",
     "test_failing_index_holds_back_only_its_stream",
     "test_orderbook_snapshots_past_one_xattr_value",
+    "test_pieces_lost_or_damaged_in_transit",
 )
 
 
