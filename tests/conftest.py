@@ -68,6 +68,12 @@ STREAMFS_TEST_MOUNT_OPTS=OPTS adds OPTS to every mount's -o (tests/run's
 second pass over the fs tests uses io_uring; the session then sets the fuse
 module's enable_uring, and puts it back at the end: util.set_enable_uring()).
 
+tests/run runs the whole suite in pytest-xdist workers (-n, --dist
+loadgroup): every test must stand alone, with its own mounts, ports and
+temporary directories; tests that change what the whole machine shares
+(the fuse module's parameters) carry one @pytest.mark.xdist_group, and run
+in one worker, one after the other.
+
 Helpers without fixtures are in util.py (wait_until, append, read, getxattr,
 is_mounted, free_port, ensure_user, ...).  Per-test hang guard: pytest-timeout
 (tests/run passes --timeout); mark long tests with @pytest.mark.timeout(N).
@@ -96,14 +102,18 @@ def extra_mount_opts():
     return os.environ.get("STREAMFS_TEST_MOUNT_OPTS", "")
 
 
+_URING_OLD = pytest.StashKey[bool]()   # enable_uring before the io_uring pass
+
+
+def _uring_pass():
+    return "io_uring" in extra_mount_opts().split(",")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _uring_for_extra_opts():
-    if "io_uring" not in extra_mount_opts().split(","):
-        yield
-        return
-    old = util.set_enable_uring(True)
-    yield
-    util.set_enable_uring(old)
+    # pytest_configure below has set enable_uring; a kernel without it skips
+    if _uring_pass() and not util.ENABLE_URING.exists():
+        pytest.skip("this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING)")
 
 
 def pytest_addoption(parser):
@@ -115,6 +125,48 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout(seconds): per-test time limit (pytest-timeout)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "xdist_group(name): tests that pytest-xdist "
+                            "runs in one worker, one after the other")
+    # The io_uring pass sets the fuse module's enable_uring once, in the
+    # process that runs the session: under pytest-xdist that is the
+    # controller, before any worker starts and after the last one ended (a
+    # worker that put the old value back would take the ring from the mounts
+    # the others make next).
+    if _uring_pass() and not hasattr(config, "workerinput") and util.ENABLE_URING.exists():
+        config.stash[_URING_OLD] = util.set_enable_uring(True)
+
+
+def pytest_unconfigure(config):
+    if _URING_OLD in config.stash:
+        util.set_enable_uring(config.stash[_URING_OLD])
+
+
+# Tests that take far longer than the others (tens of seconds: a package
+# build, retries that back off), the longest first.  Under pytest-xdist
+# they start first, so that none of them is the one left running alone at
+# the end.
+LONG_TESTS = (
+    "test_debian_package",
+    "test_unfetchable_segment_is_eio_never_zeros_in_page_cache",
+    "test_takeover_never_publishes_a_history_of_its_own",
+    "test_blocked_handler_leaves_its_cpu_served",
+    "test_analysis_host_skips_a_failing_index_and_keeps_polling",
+    "test_follower_on_analysis_host_across_seal",
+    "test_replica_corrupt_fetch_s3",
+    "test_failing_index_holds_back_only_its_stream",
+    "test_orderbook_snapshots_past_one_xattr_value",
+    "test_pieces_lost_or_damaged_in_transit",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):
+        return
+
+    def rank(item):  # the same in every worker (a stable sort)
+        name = getattr(item, "originalname", item.name)
+        return LONG_TESTS.index(name) if name in LONG_TESTS else len(LONG_TESTS)
+    items.sort(key=rank)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -15,6 +15,10 @@ import pytest
 
 from util import getxattr, read, set_enable_uring, wait_until
 
+# These tests set enable_uring, for every mount made meanwhile: under
+# pytest-xdist they run in one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("enable_uring")
+
 
 def sh(cmd, cwd, check=True, timeout=60):
     return subprocess.run(["sh", "-c", cmd], cwd=cwd, check=check,

@@ -320,8 +320,19 @@ def ensure_user(name, uid=None):
         args = ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "-U"]
         if uid is not None:
             args += ["--uid", str(uid)]
-        subprocess.run(args + [name], check=True, stdin=subprocess.DEVNULL)
-        pw = pwd.getpwnam(name)
+        # useradd fails if a test in another pytest-xdist worker makes the
+        # same user at the same time (it exists, or /etc/passwd is locked):
+        # what counts is that the user is there once one of them is done
+        r = subprocess.run(args + [name], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+
+        def made():
+            try:
+                return pwd.getpwnam(name)
+            except KeyError:
+                return None
+        pw = wait_until(made, timeout=30, interval=0.1,
+                        msg="useradd %s exited %d: %s" % (name, r.returncode, r.stdout))
     return pw.pw_uid, pw.pw_gid
 
 
