@@ -315,14 +315,51 @@ static void tail_undo(struct store_tenant *t, struct stream *s, struct seg *g,
 	store_seg_free(t, g);
 }
 
+/* Writes LEN bytes (N batches of COUNT events) at the end of tail segment
+ * G of S (FD its file; FRESH when just made by tail_new()) and commits its
+ * rows, the index transaction begun; on failure undoes all of it (G is
+ * then gone when FRESH).  DURABLE: on disk before the index names them. */
+static int tail_write(struct store_tenant *t, struct stream *s, struct seg *g,
+		      int fd, bool fresh, bool durable, const void *bytes,
+		      size_t len, uint64_t count, const struct store_batch *b,
+		      size_t n)
+{
+	uint64_t length = g->length, gcount = g->count;
+	struct stream old = *s;
+	int rc = store_pwrite_all(fd, bytes, len, length);
+
+	if (!rc && durable && fdatasync(fd) < 0)
+		rc = -errno;
+	if (!rc) {
+		g->length = g->synced = length + len;
+		g->count += count;
+		s->version += count;
+		s->size += len;
+		s->last_ns = b[n - 1].time_ns;
+		s->mtime = s->ctime = store_ts(s->last_ns);
+		rc = store_index_segment_update(t, g);
+	}
+	if (!rc)
+		rc = replica_rows(t, s, b, n);
+	if (!rc)
+		rc = store_index_commit(t);
+	else
+		store_index_rollback(t);
+	if (rc) {
+		store_stream_restore(s, &old);
+		tail_undo(t, s, g, fd, fresh, length, gcount);
+	}
+	return rc;
+}
+
 int store_replica_tail_append(struct store_tenant *t, uint64_t id,
 			      uint64_t origin, int64_t created_ns,
 			      const void *bytes, size_t len,
 			      const struct store_batch *b, size_t n)
 {
-	struct stream *s, old;
+	struct stream *s;
 	struct seg *g = NULL;
-	uint64_t size = 0, length, count = 0, gcount;
+	uint64_t size = 0, count = 0;
 	bool fresh = false;
 	int fd = -1, rc;
 
@@ -354,30 +391,9 @@ int store_replica_tail_append(struct store_tenant *t, uint64_t id,
 		store_index_rollback(t);
 		goto out;
 	}
-	length = g->length;
-	gcount = g->count;
-	old = *s;
-	rc = store_pwrite_all(fd, bytes, len, length);
-	if (!rc) {
-		g->length = g->synced = length + len;
-		g->count += count;
-		s->version += count;
-		s->size += len;
-		s->last_ns = b[n - 1].time_ns;
-		s->mtime = s->ctime = store_ts(s->last_ns);
-		rc = store_index_segment_update(t, g);
-	}
-	if (!rc)
-		rc = replica_rows(t, s, b, n);
-	if (!rc)
-		rc = store_index_commit(t);
-	else
-		store_index_rollback(t);
-	if (rc) {
-		store_stream_restore(s, &old);
-		tail_undo(t, s, g, fd, fresh, length, gcount);
+	rc = tail_write(t, s, g, fd, fresh, false, bytes, len, count, b, n);
+	if (rc)
 		goto out;
-	}
 	for (size_t i = 0; i < n; i++)
 		store_seg_rows_grew(t, g, b[i].offset - g->offset, b[i].hash);
 	store_seg_fd_put(t, g);
@@ -453,9 +469,9 @@ int store_seed_tail_append(struct store_tenant *t, uint64_t id,
 			   int64_t created_ns, const void *bytes, size_t len,
 			   const struct store_batch *b, size_t n)
 {
-	struct stream *s, old;
+	struct stream *s;
 	struct seg *g = NULL, *prev;
-	uint64_t size = 0, length, count = 0, gcount;
+	uint64_t size = 0, count = 0;
 	bool fresh = false;
 	int fd = -1, rc;
 
@@ -490,34 +506,11 @@ int store_seed_tail_append(struct store_tenant *t, uint64_t id,
 		store_index_rollback(t);
 		goto out;
 	}
-	length = g->length;
-	gcount = g->count;
-	old = *s;
 	/* on disk before the index names them, as an append's are once
 	 * fsynced: a seeding is not repeated once it succeeded */
-	rc = store_pwrite_all(fd, bytes, len, length);
-	if (!rc && fdatasync(fd) < 0)
-		rc = -errno;
-	if (!rc) {
-		g->length = g->synced = length + len;
-		g->count += count;
-		s->version += count;
-		s->size += len;
-		s->last_ns = b[n - 1].time_ns;
-		s->mtime = s->ctime = store_ts(s->last_ns);
-		rc = store_index_segment_update(t, g);
-	}
-	if (!rc)
-		rc = replica_rows(t, s, b, n);
-	if (!rc)
-		rc = store_index_commit(t);
-	else
-		store_index_rollback(t);
-	if (rc) {
-		store_stream_restore(s, &old);
-		tail_undo(t, s, g, fd, fresh, length, gcount);
+	rc = tail_write(t, s, g, fd, fresh, true, bytes, len, count, b, n);
+	if (rc)
 		goto out;
-	}
 	store_seg_hash_update(g, bytes, len);
 	for (size_t i = 0; i < n; i++)
 		store_seg_rows_grew(t, g, b[i].offset - g->offset, b[i].hash);
