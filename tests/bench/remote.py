@@ -301,7 +301,11 @@ def sc_takeover():
                         f.write(body)
             finally:
                 d.stop()
-            a = Daemon([STREAMFS, src, "-o", m.opts(prefix) + ",lease=2s"],
+            # flush=off: the sync seals and uploads every segment, so the
+            # history is all in sealed segments (with flush on it would ship
+            # the active ones as tail pieces, which a takeover fetches whole:
+            # docs/FORMAT.md, Takeover).
+            a = Daemon([STREAMFS, src, "-o", m.opts(prefix) + ",lease=2s,flush=off"],
                        os.path.join(WORK, "mnt"), "streamfs", env=m.env)
             try:
                 sh([STREAMFS, "sync", "--timeout", "1200", a.mnt])
