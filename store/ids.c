@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -528,29 +529,23 @@ int store_idset_pairs(const struct idset *set, uint64_t from, uint64_t below,
 	return 0;
 }
 
-/* Sorts PAIRS and writes them as table NAME in DIRFD: temporary file,
- * fsync, rename. */
-int store_idtable_write(int dirfd, const char *name, const char *field,
-			uint64_t *pairs, size_t n)
+/* Writes the NPARTS parts, one after the other, as table NAME in DIRFD:
+ * a temporary file, fsync, rename. */
+static int idtable_put(int dirfd, const char *name, const struct iovec *parts,
+		       size_t nparts)
 {
-	struct ids_header hdr = {
-		.magic = IDS_MAGIC,
-		.field = XXH3_64bits(field, strlen(field)),
-		.count = n,
-	};
 	char tmp[64];
-	int fd, rc;
+	off_t at = 0;
+	int fd, rc = 0;
 
-	qsort(pairs, n, 2 * sizeof(uint64_t), pair_cmp);
-	hdr.checksum = XXH3_64bits(pairs, n * 2 * sizeof(uint64_t));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	rc = store_pwrite_all(fd, &hdr, sizeof(hdr), 0);
-	if (!rc)
-		rc = store_pwrite_all(fd, pairs, n * 2 * sizeof(uint64_t),
-				      sizeof(hdr));
+	for (size_t i = 0; !rc && i < nparts; i++) {
+		rc = store_pwrite_all(fd, parts[i].iov_base, parts[i].iov_len, at);
+		at += (off_t)parts[i].iov_len;
+	}
 	if (!rc && fdatasync(fd) < 0)
 		rc = -errno;
 	close(fd);
@@ -559,6 +554,25 @@ int store_idtable_write(int dirfd, const char *name, const char *field,
 	if (rc)
 		unlinkat(dirfd, tmp, 0);
 	return rc;
+}
+
+/* Sorts PAIRS and writes them as table NAME in DIRFD. */
+int store_idtable_write(int dirfd, const char *name, const char *field,
+			uint64_t *pairs, size_t n)
+{
+	struct ids_header hdr = {
+		.magic = IDS_MAGIC,
+		.field = XXH3_64bits(field, strlen(field)),
+		.count = n,
+	};
+	struct iovec parts[] = {
+		{ &hdr, sizeof(hdr) },
+		{ pairs, n * 2 * sizeof(uint64_t) },
+	};
+
+	qsort(pairs, n, 2 * sizeof(uint64_t), pair_cmp);
+	hdr.checksum = XXH3_64bits(pairs, n * 2 * sizeof(uint64_t));
+	return idtable_put(dirfd, name, parts, 2);
 }
 
 int store_idtable_write_ids(int dirfd, const char *name, uint64_t field_hash,
@@ -570,9 +584,13 @@ int store_idtable_write_ids(int dirfd, const char *name, uint64_t field_hash,
 		.field = field_hash,
 		.count = n,
 	};
+	struct iovec parts[] = {
+		{ &hdr, sizeof(hdr) },
+		{ (void *)pairs, n * 2 * sizeof(uint64_t) },
+		{ (void *)ends, n * sizeof(uint64_t) },
+		{ (void *)ids, idlen },
+	};
 	XXH3_state_t *st = XXH3_createState();
-	char tmp[64];
-	int fd, rc;
 
 	if (!st)
 		return -ENOMEM;
@@ -582,28 +600,7 @@ int store_idtable_write_ids(int dirfd, const char *name, uint64_t field_hash,
 	XXH3_64bits_update(st, ids, idlen);
 	hdr.checksum = XXH3_64bits_digest(st);
 	XXH3_freeState(st);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	rc = store_pwrite_all(fd, &hdr, sizeof(hdr), 0);
-	if (!rc)
-		rc = store_pwrite_all(fd, pairs, n * 2 * sizeof(uint64_t),
-				      sizeof(hdr));
-	if (!rc)
-		rc = store_pwrite_all(fd, ends, n * sizeof(uint64_t),
-				      sizeof(hdr) + n * 2 * sizeof(uint64_t));
-	if (!rc)
-		rc = store_pwrite_all(fd, ids, idlen,
-				      sizeof(hdr) + n * 3 * sizeof(uint64_t));
-	if (!rc && fdatasync(fd) < 0)
-		rc = -errno;
-	close(fd);
-	if (!rc && renameat(dirfd, tmp, dirfd, name) < 0)
-		rc = -errno;
-	if (rc)
-		unlinkat(dirfd, tmp, 0);
-	return rc;
+	return idtable_put(dirfd, name, parts, 4);
 }
 
 /* Checks the mapped table TAB (its header HDR) and sets its pointers:
