@@ -249,22 +249,41 @@ static const char pragmas[] =
 	"PRAGMA cache_size = -8192;"
 	"PRAGMA wal_autocheckpoint = 4096;";
 
-/* With no WAL beside the index, it opens as an immutable database (a URI,
- * its path %-escaped): SQLite then makes no -shm file, which a full disk
- * may have no room for.  A WAL left behind (a crash, or a checkpoint a
- * full disk refused) has its -shm beside it. */
+/* Says which URI parameter lets a read-only connection to the index at
+ * PATH write nothing beside it.  With no WAL there, the index opens as an
+ * immutable database: SQLite makes no -shm file, which a full disk may have
+ * no room for.  A WAL left behind (a crash, or a checkpoint a full disk
+ * refused) is read with its -shm opened read-only: the first connection to
+ * a WAL index would otherwise cut the -shm short and grow it again, while
+ * a read-only one reads the WAL into memory.  An empty -shm is made when
+ * there is none (a file of no blocks, which even a full disk has room for). */
+static const char *reader_param(const char *path)
+{
+	char wal[PATH_MAX], shm[PATH_MAX];
+	struct stat sb;
+	int fd;
+
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	if (stat(wal, &sb) || sb.st_size == 0)
+		return "?immutable=1";
+	snprintf(shm, sizeof(shm), "%s-shm", path);
+	fd = open(shm, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+		  sb.st_mode & 0666);
+	if (fd < 0)
+		return "";
+	close(fd);
+	return "?readonly_shm=1";
+}
+
+/* Opens the index at PATH for reading only (a URI, its path %-escaped). */
 int store_index_open_reader(const char *path, sqlite3 **out)
 {
 	int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
-	char wal[PATH_MAX], *uri = malloc(3 * strlen(path) + 32), *p;
-	struct stat sb;
-	bool walled;
+	char *uri = malloc(3 * strlen(path) + 32), *p;
 	int rc;
 
 	if (!uri)
 		return SQLITE_NOMEM;
-	snprintf(wal, sizeof(wal), "%s-wal", path);
-	walled = !stat(wal, &sb) && sb.st_size > 0;
 	p = stpcpy(uri, "file:");
 	for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
 		if (isalnum(*c) || strchr("/._-", *c))
@@ -272,7 +291,7 @@ int store_index_open_reader(const char *path, sqlite3 **out)
 		else
 			p += sprintf(p, "%%%02X", *c);
 	}
-	strcpy(p, walled ? "" : "?immutable=1");
+	strcpy(p, reader_param(path));
 	rc = sqlite3_open_v2(uri, out, flags, NULL);
 	free(uri);
 	return rc;

@@ -221,9 +221,24 @@ def test_removal_survives_a_crash_on_full_disk(mount, disk, run_streamfs):
     assert read(m.path("T", "a")) == data
 
 
+def leave_wal(index, sql):
+    """Leaves INDEX with a WAL and its -shm, as a daemon killed between a
+    commit and the checkpoint does: SQL committed by a process that exits
+    without closing the database."""
+    code = ("import os, sqlite3, sys\n"
+            "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "db.execute('PRAGMA wal_autocheckpoint = 0')\n"
+            "db.execute(sys.argv[2])\n"
+            "os._exit(0)\n")
+    subprocess.run(["/usr/bin/python3", "-c", code, str(index), sql], check=True)
+    assert os.path.getsize(str(index) + "-wal") > 0
+
+
 def test_crash_on_full_disk_without_reserve(mount, disk, streamfs_bin, tmp_path):
     """With the reserve gone too, a read-write mount refuses and says why;
-    a read-only one still reads everything."""
+    a read-only one still reads everything, WAL included, without writing
+    SQLite's -shm file (its first connection cuts it short to build it
+    again, which a full disk has no room for)."""
     m = mount(src=disk / "src", allow=ALLOW)
     os.mkdir(m.path("T"))
     fill([m.path("T", "a"), m.path("T", "b")])
@@ -235,10 +250,18 @@ def test_crash_on_full_disk_without_reserve(mount, disk, streamfs_bin, tmp_path)
                        stderr=subprocess.PIPE, text=True, timeout=60)
     assert r.returncode != 0
     assert "file system is full" in r.stderr and "-o ro" in r.stderr, r.stderr
+    # That run's close checkpointed the WAL: leave one again, its -shm cut
+    # short, on a full disk.  What it holds (a new owner) must be read.
+    os.unlink(disk / "filler")
+    index = disk / "src" / "tenants" / "T" / "index.db"
+    leave_wal(index, "UPDATE streams SET uid = 4242 WHERE name = CAST('a' AS BLOB)")
+    os.truncate(str(index) + "-shm", 0)
+    fill_file(disk / "filler")
     m.opts = "ro"
     m.start()
     for n in ("a", "b"):
         assert read(m.path("T", n)) == data[n]
+    assert os.stat(m.path("T", "a")).st_uid == 4242
 
 
 def test_disk_fills_after_clean_unmount(mount, disk, run_streamfs):
