@@ -85,15 +85,9 @@ static int open_stream(struct fs *fs, struct fs_node *n, int flags,
 	fh->append = flags & O_APPEND;
 	fh->version = a.version;
 	fh->end = a.size;
-	if (fh->writable) {
-		/* Writes go straight to the store, never through pages. */
-		fi->direct_io = 1;
-	} else {
-		/* Committed bytes never change: keep pages across opens;
-		 * commits invalidate the last page (docs/CACHING.md). */
-		atomic_store(&n->cached, true);
-		fi->keep_cache = 1;
-	}
+	/* Writes go straight to the store, and reads come to us: a growing
+	 * file's pages in the kernel can go stale (docs/CACHING.md). */
+	fi->direct_io = 1;
 	return 0;
 }
 
@@ -120,15 +114,8 @@ static int open_view(struct fs *fs, struct fs_node *n, int flags,
 	if (rc)
 		return rc;
 	fh->follow = n->sel.follow;
-	if (n->sel.snap && !fh->follow) {
-		/* Its bytes only grow at the end (view.c): cached as a
-		 * stream's, commits invalidate the end (follow.c). */
-		fs_node_add_view(fs, fh->stream, n);
-		atomic_store(&n->cached, true);
-		fi->keep_cache = 1;
-		return 0;
-	}
-	/* A view's bytes shift with its selector: never cache them. */
+	/* A view's bytes shift with its selector, or grow as a stream's:
+	 * never in the page cache. */
 	fi->direct_io = 1;
 	return 0;
 }
@@ -291,7 +278,6 @@ static int commit_held(struct fs_file *fh)
 
 void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs *fs = req_fs(req);
 	struct fs_file *fh = file_of(fi);
 	int rc;
 
@@ -305,7 +291,6 @@ void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fh->error = 0;
 	fh->dropping = false;	/* a line dropped ends here as a held one would */
 	fs_mutex_unlock(&fh->lock);
-	fs_inval_wait(fs);
 	fuse_reply_err(req, -rc);
 }
 
@@ -324,7 +309,6 @@ void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (rc)
 		fs_log(LOG_ERR, "partial line or snapshot lost at release: %s",
 			strerror(-rc));
-	fs_inval_wait(fs);
 	fs_file_free(fs, fh);
 	fuse_reply_err(req, 0);
 }
@@ -352,10 +336,9 @@ void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 /* ---- read ---- */
 
 /* Reads SIZE bytes at OFF, or up to the end.  store_read() may stop at a
- * segment boundary (an evicted segment is fetched separately), but the
- * kernel takes a short reply to a page-cache read for the end of file and
- * zero-fills the rest of the page, keeping it cached: so a short count only
- * ever means end of file, and an error of store_read() is the answer even
+ * segment boundary (an evicted segment is fetched separately), but readers
+ * take a short count for the end of file: so a short count only ever
+ * means end of file, and an error of store_read() is the answer even
  * when some bytes came before it (contract: EIO, never zero-filled bytes). */
 static ssize_t read_full(struct fs_node *n, char *buf, size_t size,
 			 uint64_t off)
@@ -688,8 +671,6 @@ void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 	rc = stream_write(fs, fh, buf, size, off);
 	fs_commit_node_set(NULL);
 	fs_mutex_unlock(&fh->lock);
-	/* Readers must see the bytes once write(2) returns. */
-	fs_inval_wait(fs);
 	if (rc < 0)
 		fuse_reply_err(req, (int)-rc);
 	else
