@@ -58,6 +58,8 @@ void fs_file_free(struct fs *fs, struct fs_file *fh)
 		store_snapshot_abort(fh->snap_w);
 		atomic_fetch_sub(&fh->node->snap_writers, 1);
 	}
+	if (fh->counted_writer)
+		atomic_fetch_sub(&fh->node->writers, 1);
 	if (fh->snap_fd >= 0)
 		close(fh->snap_fd);
 	if (fh->stream)
@@ -67,6 +69,28 @@ void fs_file_free(struct fs *fs, struct fs_file *fh)
 	fs_mutex_destroy(&fh->lock);
 	free(fh->held);
 	free(fh);
+}
+
+/* How long after its last change a stream counts as quiet. */
+#define QUIET_NS (1000 * 1000000ll)
+
+/* Whether a reader of stream node N, whose attributes are A, may use the
+ * page cache: only while nobody writes it.  A reader's GETATTR reply that
+ * the kernel applies late, after newer bytes were cached, zero-fills the
+ * cached page past the size it carried, and no invalidation can come after
+ * it (docs/CACHING.md): so a stream being appended to is read without the
+ * page cache, through the daemon. */
+static bool stream_quiet(struct fs_node *n, const struct store_attr *a)
+{
+	struct timespec now;
+	int64_t age;
+
+	if (atomic_load(&n->writers))
+		return false;
+	clock_gettime(CLOCK_REALTIME, &now);
+	age = (int64_t)(now.tv_sec - a->ctime.tv_sec) * 1000000000ll +
+	      (now.tv_nsec - a->ctime.tv_nsec);
+	return age >= QUIET_NS;
 }
 
 static int open_stream(struct fs *fs, struct fs_node *n, int flags,
@@ -85,15 +109,26 @@ static int open_stream(struct fs *fs, struct fs_node *n, int flags,
 	fh->append = flags & O_APPEND;
 	fh->version = a.version;
 	fh->end = a.size;
-	/* Writes go straight to the store, and reads come to us: a growing
-	 * file's pages in the kernel can go stale (docs/CACHING.md). */
-	fi->direct_io = 1;
+	if (fh->writable) {
+		/* Writes go straight to the store, never through pages. */
+		fi->direct_io = 1;
+		atomic_fetch_add(&n->writers, 1);
+		fh->counted_writer = true;
+	} else if (!stream_quiet(n, &a)) {
+		fi->direct_io = 1;
+	} else {
+		/* Committed bytes never change: keep pages across opens;
+		 * commits invalidate the last page (docs/CACHING.md). */
+		atomic_store(&n->cached, true);
+		fi->keep_cache = 1;
+	}
 	return 0;
 }
 
 static int open_view(struct fs *fs, struct fs_node *n, int flags,
 		     struct fs_file *fh, struct fuse_file_info *fi)
 {
+	struct store_attr a;
 	uint64_t base;
 	int rc;
 
@@ -114,10 +149,19 @@ static int open_view(struct fs *fs, struct fs_node *n, int flags,
 	if (rc)
 		return rc;
 	fh->follow = n->sel.follow;
-	/* A view's bytes shift with its selector, or grow as a stream's:
-	 * never in the page cache. */
 	fi->direct_io = 1;
-	return 0;
+	if (!n->sel.snap || fh->follow)
+		return 0;	/* its bytes shift with its selector */
+	rc = store_stream_stat(n->t, n->id, &a);
+	if (!rc && stream_quiet(fh->stream, &a)) {
+		/* Its bytes only grow at the end (view.c): cached as a
+		 * stream's, commits invalidate the end (follow.c). */
+		fs_node_add_view(fs, fh->stream, n);
+		atomic_store(&n->cached, true);
+		fi->direct_io = 0;
+		fi->keep_cache = 1;
+	}
+	return rc;
 }
 
 /* A snapshot exists once it can be looked up, and never changes. */
@@ -278,6 +322,7 @@ static int commit_held(struct fs_file *fh)
 
 void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct fs *fs = req_fs(req);
 	struct fs_file *fh = file_of(fi);
 	int rc;
 
@@ -291,6 +336,7 @@ void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fh->error = 0;
 	fh->dropping = false;	/* a line dropped ends here as a held one would */
 	fs_mutex_unlock(&fh->lock);
+	fs_inval_wait(fs);
 	fuse_reply_err(req, -rc);
 }
 
@@ -309,6 +355,7 @@ void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (rc)
 		fs_log(LOG_ERR, "partial line or snapshot lost at release: %s",
 			strerror(-rc));
+	fs_inval_wait(fs);
 	fs_file_free(fs, fh);
 	fuse_reply_err(req, 0);
 }
@@ -336,9 +383,10 @@ void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 /* ---- read ---- */
 
 /* Reads SIZE bytes at OFF, or up to the end.  store_read() may stop at a
- * segment boundary (an evicted segment is fetched separately), but readers
- * take a short count for the end of file: so a short count only ever
- * means end of file, and an error of store_read() is the answer even
+ * segment boundary (an evicted segment is fetched separately), but the
+ * kernel takes a short reply to a page-cache read for the end of file and
+ * zero-fills the rest of the page, keeping it cached: so a short count only
+ * ever means end of file, and an error of store_read() is the answer even
  * when some bytes came before it (contract: EIO, never zero-filled bytes). */
 static ssize_t read_full(struct fs_node *n, char *buf, size_t size,
 			 uint64_t off)
@@ -671,6 +719,8 @@ void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 	rc = stream_write(fs, fh, buf, size, off);
 	fs_commit_node_set(NULL);
 	fs_mutex_unlock(&fh->lock);
+	/* Readers must see the bytes once write(2) returns. */
+	fs_inval_wait(fs);
 	if (rc < 0)
 		fuse_reply_err(req, (int)-rc);
 	else

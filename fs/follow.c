@@ -1,12 +1,16 @@
 /*
- * Commit notifications: parked follow reads.
+ * Commit notifications: parked follow reads and page-cache invalidation.
  *
  * The store calls fs_commit_hook() in the committing thread after every
- * commit.  The hook only moves work onto a queue: the wake thread answers
- * follow reads parked on the stream (no FUSE thread waits for data: a
- * parked read is just a struct fs_wait).  Nothing of a stream is in the
- * kernel's page cache, so nothing there needs invalidating
- * (docs/CACHING.md).
+ * commit.  The hook only moves work onto two queues:
+ *  - the wake thread answers follow reads parked on the stream (no FUSE
+ *    thread waits for data: a parked read is just a struct fs_wait);
+ *  - the invalidation thread tells the kernel to drop the stream's pages
+ *    from the old end on (the last partial page was cached short) and its
+ *    attributes.  A FUSE handler must not do that itself: the kernel may
+ *    hold the very page locks the invalidation needs.  Handlers that
+ *    committed wait for their invalidation before replying, so a reader
+ *    never sees stale bytes once write(2) has returned.
  *
  * It also keeps the per-thread buffers that reads are answered from, here
  * and in file.c.
@@ -20,8 +24,109 @@
 
 #include "fs_int.h"
 
+/* Sequence number of the last invalidation this thread's commits queued. */
+static __thread uint64_t inval_mine;
 /* The node this thread is writing to (fs_commit_node_set). */
 static __thread struct fs_node *commit_node;
+
+/* ---- invalidation ---- */
+
+static void inval_queue(struct fs *fs, struct fs_node *n, uint64_t off)
+{
+	struct fs_inval *iv = calloc(1, sizeof(*iv));
+	uint64_t seq;
+
+	if (!iv) {
+		fs_node_unref(fs, n);
+		return;
+	}
+	iv->node = n;	/* takes the caller's ref */
+	iv->off = off;
+	fs_mutex_lock(&fs->inval_lock);
+	if (fs->inval_stop) {
+		/* Stopped (unmount): nothing is cached any more. */
+		fs_mutex_unlock(&fs->inval_lock);
+		fs_node_unref(fs, n);
+		free(iv);
+		return;
+	}
+	iv->seq = seq = ++fs->inval_seq;
+	if (fs->inval_tail)
+		fs->inval_tail->next = iv;
+	else
+		fs->inval_head = iv;
+	fs->inval_tail = iv;
+	pthread_cond_signal(&fs->inval_cond);
+	fs_mutex_unlock(&fs->inval_lock);
+	inval_mine = seq;	/* IV belongs to the invalidation thread now */
+}
+
+static void *inval_main(void *arg)
+{
+	struct fs *fs = arg;
+	struct fs_inval *iv;
+	bool stop;
+
+	fs_mutex_lock(&fs->inval_lock);
+	for (;;) {
+		while (!fs->inval_head && !fs->inval_stop)
+			fs_cond_wait(&fs->inval_cond, &fs->inval_lock);
+		iv = fs->inval_head;
+		if (!iv)
+			break;
+		fs->inval_head = iv->next;
+		if (!fs->inval_head)
+			fs->inval_tail = NULL;
+		stop = fs->inval_stop;
+		fs_mutex_unlock(&fs->inval_lock);
+
+		/* -ENOENT: the kernel no longer caches this inode.  This may
+		 * block on a page lock until a reader's pending read is
+		 * answered: no handler may depend on it finishing. */
+		if (!stop)
+			(void)fuse_lowlevel_notify_inval_inode(
+				fs->se, fs_ino_of(iv->node), (off_t)iv->off, 0);
+		fs_node_unref(fs, iv->node);
+
+		fs_mutex_lock(&fs->inval_lock);
+		fs->inval_done = iv->seq;
+		free(iv);
+		pthread_cond_broadcast(&fs->inval_done_cond);
+	}
+	fs_mutex_unlock(&fs->inval_lock);
+	return NULL;
+}
+
+/* How long a handler waits for its invalidation before replying anyway. */
+#define INVAL_WAIT_NS (20 * 1000000ll)
+
+/* The invalidation may wait in the kernel for a page lock held by a read
+ * that needs a worker thread to be answered, so the wait is bounded, is
+ * skipped in single-threaded mode and when the other workers are already
+ * waiting (docs/CACHING.md: what readers may then see). */
+void fs_inval_wait(struct fs *fs)
+{
+	uint64_t seq = inval_mine;
+	struct timespec ts;
+
+	if (!seq)
+		return;
+	inval_mine = 0;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += INVAL_WAIT_NS;
+	ts.tv_sec += ts.tv_nsec / 1000000000;
+	ts.tv_nsec %= 1000000000;
+	fs_mutex_lock(&fs->inval_lock);
+	if (fs->inval_waiters < fs->inval_max_waiters) {
+		fs->inval_waiters++;
+		while (fs->inval_done < seq && !fs->inval_stop)
+			if (fs_cond_timedwait(&fs->inval_done_cond,
+						   &fs->inval_lock, &ts))
+				break;	/* ETIMEDOUT: reply anyway */
+		fs->inval_waiters--;
+	}
+	fs_mutex_unlock(&fs->inval_lock);
+}
 
 /* ---- per-thread read buffers (for file.c's reads too) ---- */
 
@@ -465,6 +570,23 @@ static void *wake_main(void *arg)
 	return NULL;
 }
 
+/* The ",snap" views of STREAM's node that use the page cache: from the
+ * page that held their end (the stream's END then) on. */
+static void inval_views(struct fs *fs, struct fs_node *stream, uint64_t end)
+{
+	size_t n;
+	struct fs_node **v = fs_node_cached_views(fs, stream, &n);
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t from = v[i]->sel.snap_len +
+				(end > v[i]->sel.snap_base ? end - v[i]->sel.snap_base : 0);
+
+		from -= from % (uint64_t)fs->page_size;
+		inval_queue(fs, v[i], from);	/* takes the ref */
+	}
+	free(v);
+}
+
 void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 		    uint64_t size)
 {
@@ -474,6 +596,7 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 	struct fs_wake *wk;
 	struct fs_node *n;
 	bool borrowed;
+	uint64_t old;
 
 	/* Appends and removals are work for the sync thread (a commit made
 	 * by the replica's own thread just wakes it once more). */
@@ -485,8 +608,9 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 		   commit_node->id == stream;
 	n = borrowed ? commit_node : fs_node_find_stream(fs, t, stream);
 	if (!n)
-		return;	/* nobody looked at it: nobody parked */
+		return;	/* nobody looked at it: nothing cached, nobody parked */
 	fs_mutex_lock(&fs->park_lock);
+	old = n->size_seen;
 	if (size == UINT64_MAX)
 		n->removed = true;	/* later parks answer EOF (park()) */
 	if (size != UINT64_MAX && size > n->size_seen)
@@ -500,6 +624,17 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 	}
 	fs_mutex_unlock(&fs->park_lock);
 	answer_eof(ready);	/* only when out of memory: not under park_lock */
+
+	if (size != UINT64_MAX && atomic_load(&n->views_cached))
+		inval_views(fs, n, old < size ? old : size);
+	if (size != UINT64_MAX && atomic_load(&n->cached)) {
+		uint64_t from = old < size ? old : size;
+		from -= from % (uint64_t)fs->page_size;
+		if (borrowed)
+			fs_node_ref(fs, n);
+		inval_queue(fs, n, from);	/* takes the ref */
+		return;
+	}
 	if (!borrowed)
 		fs_node_unref(fs, n);
 }
@@ -523,8 +658,10 @@ static void answer_stop(struct fs *fs)
 
 int fs_follow_start(struct fs *fs)
 {
-	int rc = 0;
+	int rc = pthread_create(&fs->inval_thread, NULL, inval_main, fs);
 
+	if (rc)
+		return -rc;
 	for (size_t i = 0; !rc && i < sizeof(fs->answer_threads) /
 			sizeof(fs->answer_threads[0]); i++) {
 		rc = pthread_create(&fs->answer_threads[i], NULL, answer_main,
@@ -536,6 +673,11 @@ int fs_follow_start(struct fs *fs)
 		rc = pthread_create(&fs->wake_thread, NULL, wake_main, fs);
 	if (rc) {
 		answer_stop(fs);
+		fs_mutex_lock(&fs->inval_lock);
+		fs->inval_stop = true;
+		pthread_cond_broadcast(&fs->inval_cond);
+		fs_mutex_unlock(&fs->inval_lock);
+		pthread_join(fs->inval_thread, NULL);
 		return -rc;
 	}
 	fs->threads_started = true;
@@ -644,7 +786,15 @@ void fs_follow_stop(struct fs *fs)
 	/* Drains the queue: with fs->stopping, a read with nothing to return
 	 * answers end of file instead of parking. */
 	answer_stop(fs);
+	/* Before the invalidation thread stops: a write served here waits
+	 * for its invalidation. */
 	if (fs->se)
 		drain_session(fs);
+	fs_mutex_lock(&fs->inval_lock);
+	fs->inval_stop = true;
+	pthread_cond_broadcast(&fs->inval_cond);
+	pthread_cond_broadcast(&fs->inval_done_cond);
+	fs_mutex_unlock(&fs->inval_lock);
+	pthread_join(fs->inval_thread, NULL);
 	fs->threads_started = false;
 }

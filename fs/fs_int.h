@@ -16,15 +16,15 @@
  *   status.c   the state of the mount for status and metrics (ring.c's,
  *              follow.c's, store's and sync's counters)
  *   file.c     open files: open, read, write, flush, release
- *   follow.c   the commit hook and parked follow reads; the per-thread
- *              read buffers
+ *   follow.c   the commit hook: parked follow reads, page-cache
+ *              invalidation; the per-thread read buffers
  *   view.c     selectors, and where a view starts in its stream
  *   node.c     the node table
  *   ring.c     FUSE over io_uring (ring.h; calls none of the above)
  *   lock.c     the per-thread record of lock.h's checks, used by all
  * main.c (the program) and opts.c (-o options) sit above them all.
  *
- * Locks: fh->lock, then fs->lock, then fs->park_lock;
+ * Locks: fh->lock, then fs->lock, then fs->park_lock, then fs->inval_lock;
  * fs->answer_lock is taken with no other lock held.  Each is declared with
  * its place in that order, which is lock.h's enum fs_lock_rank and which
  * debug builds check.  Every struct shared between threads names the lock
@@ -74,13 +74,21 @@ struct fs_node {
 	struct fs_sel sel;	/* FS_SNAP: n is the version */
 
 	uint64_t nlookup;	/* protected by fs->lock */
-	uint64_t refs;		/* open files; protected by fs->lock */
+	uint64_t refs;		/* open files and views; protected by fs->lock */
 	struct fs_node *hnext;	/* protected by fs->lock */
 
 	/* Streams only. */
 	uint64_t size_seen;	/* highest committed size; protected by fs->park_lock */
 	struct fs_wait *parked;	/* parked follow reads; protected by fs->park_lock */
 	bool removed;		/* the stream is gone; protected by fs->park_lock */
+	atomic_bool cached;	/* some open used the page cache */
+	atomic_uint writers;	/* descriptions open for writing (file.c) */
+	/* Streams: its ",snap" views that use the page cache (fs_node_add_view),
+	 * linked by view_next; views_cached says whether there are any, for a
+	 * look without the lock.  Views: the stream whose list holds it (and
+	 * a ref on it), or NULL.  Protected by fs->lock. */
+	struct fs_node *views, *view_next, *view_of;
+	atomic_bool views_cached;
 
 	/* Snapshots (FS_SNAP): descriptions writing it, not committed yet,
 	 * and the furthest end they wrote (for stat). */
@@ -100,6 +108,7 @@ struct fs_file {
 	struct fs_mutex lock;
 	bool append;
 	bool writable;
+	bool counted_writer;	/* counted in node->writers */
 	char *held;		/* owned; partial line; protected by lock */
 	size_t held_len, held_cap;	/* protected by lock */
 	bool dropping;		/* discarding a line past max_event up to its
@@ -151,6 +160,15 @@ struct fs_wait {
 	struct fs_wait *anext, *aprev;
 };
 
+/* A queued invalidation: protected by fs->inval_lock while on
+ * fs->inval_head, the invalidation thread's once taken off. */
+struct fs_inval {
+	struct fs_node *node;	/* holds a ref */
+	uint64_t off;
+	uint64_t seq;
+	struct fs_inval *next;
+};
+
 /* A commit's wake-up: protected by fs->park_lock while on fs->wake_head,
  * the wake thread's once taken off. */
 struct fs_wake {
@@ -179,7 +197,7 @@ struct fs {
 	struct store_attr root;
 
 	/* The node table and the open files.  Lock order: fh->lock, then
-	 * this, then park_lock. */
+	 * this, then park_lock, then inval_lock. */
 	struct fs_mutex lock;
 	struct fs_node **table;	/* protected by lock */
 	size_t table_size, table_count;	/* protected by lock */
@@ -190,7 +208,7 @@ struct fs {
 	 * RELEASEDIR the unmount aborted never comes).  Protected by lock. */
 	struct fs_dir_list *dirs;
 
-	/* Parked reads and size_seen.  Taken after lock. */
+	/* Parked reads and size_seen.  Taken after lock, before inval_lock. */
 	struct fs_mutex park_lock;
 	pthread_cond_t wake_cond;
 	struct fs_wake *wake_head, *wake_tail;	/* protected by park_lock */
@@ -202,6 +220,20 @@ struct fs {
 	 * Set before the threads start. */
 	int64_t park_max_ns;
 	bool stopping;		/* protected by park_lock */
+
+	/* The invalidation queue.  Taken last: after lock and park_lock. */
+	struct fs_mutex inval_lock;
+	pthread_cond_t inval_cond;	/* work queued */
+	pthread_cond_t inval_done_cond;	/* work finished */
+	struct fs_inval *inval_head, *inval_tail;	/* protected by inval_lock */
+	uint64_t inval_seq;	/* last queued; protected by inval_lock */
+	uint64_t inval_done;	/* last finished; protected by inval_lock */
+	bool inval_stop;	/* protected by inval_lock */
+	uint64_t inval_waiters;	/* handlers in fs_inval_wait; protected by inval_lock */
+	/* At most this many handlers wait for an invalidation at once (0 in
+	 * single-threaded mode), so that a worker stays free for the reads
+	 * whose page locks the invalidation may need.  Set before serving. */
+	uint64_t inval_max_waiters;
 
 	atomic_uint sync_now_callers;	/* user.streamfs.sync_now in progress */
 
@@ -215,7 +247,7 @@ struct fs {
 	pthread_t answer_threads[4];
 	unsigned answer_started;
 
-	pthread_t wake_thread;
+	pthread_t wake_thread, inval_thread;
 	bool threads_started;
 
 	struct fs_ring *ring;	/* owned; -o io_uring, else NULL */
@@ -346,6 +378,8 @@ void fs_commit_hook(void *arg, struct store_tenant *t, uint64_t stream,
 void fs_commit_node_set(struct fs_node *n);
 /* Answers W by reading; parks it again when there is nothing yet. */
 void fs_wait_answer(struct fs *fs, struct fs_wait *w);
+/* Waits until invalidations queued by this thread's commits are done. */
+void fs_inval_wait(struct fs *fs);
 
 /* view.c */
 /* Parses a selector (the text after '@') into SEL (OUT); -EINVAL if bad. */
@@ -395,6 +429,13 @@ int fs_node_get(struct fs *fs, enum fs_kind kind, struct store_tenant *t,
 struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
 				    uint64_t id);
 void fs_node_ref(struct fs *fs, struct fs_node *n);
+/* Puts ",snap" view V, which uses the page cache, on the list of its
+ * stream's node STREAM (once), which it then holds. */
+void fs_node_add_view(struct fs *fs, struct fs_node *stream, struct fs_node *v);
+/* The views on STREAM's list, each with a ref: an array (the caller frees
+ * it) of *COUNT (OUT) nodes; fewer when out of memory. */
+struct fs_node **fs_node_cached_views(struct fs *fs, struct fs_node *stream,
+				      size_t *count);
 void fs_node_unref(struct fs *fs, struct fs_node *n);
 void fs_node_forget(struct fs *fs, struct fs_node *n, uint64_t nlookup);
 

@@ -25,6 +25,7 @@ enum fs_lock_rank {
 	FS_LOCK_FILE,		/* struct fs_file.lock */
 	FS_LOCK_NODES,		/* struct fs.lock */
 	FS_LOCK_PARK,		/* struct fs.park_lock */
+	FS_LOCK_INVAL,		/* struct fs.inval_lock */
 	FS_LOCK_RING_WATCH,	/* struct fs_ring.watch_lock (ring.c) */
 	FS_LOCK_RING_QUEUE,	/* struct ring_queue.lock (ring.c) */
 	FS_LOCK_ALONE,		/* struct fs.answer_lock: with no other held */

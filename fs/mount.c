@@ -358,6 +358,9 @@ static int fs_init(struct fs *fs, struct fs_opts *o, struct store *st)
 	fs_mutex_init(&fs->lock, FS_LOCK_NODES);
 	fs_mutex_init(&fs->park_lock, FS_LOCK_PARK);
 	pthread_cond_init(&fs->wake_cond, NULL);
+	fs_mutex_init(&fs->inval_lock, FS_LOCK_INVAL);
+	pthread_cond_init(&fs->inval_cond, NULL);
+	pthread_cond_init(&fs->inval_done_cond, NULL);
 	fs_mutex_init(&fs->answer_lock, FS_LOCK_ALONE);
 	pthread_cond_init(&fs->answer_cond, NULL);
 	return fs_nodes_init(fs);
@@ -370,6 +373,9 @@ static void fs_release_all(struct fs *fs)
 	fs_nodes_release(fs);
 	pthread_cond_destroy(&fs->answer_cond);
 	fs_mutex_destroy(&fs->answer_lock);
+	pthread_cond_destroy(&fs->inval_done_cond);
+	pthread_cond_destroy(&fs->inval_cond);
+	fs_mutex_destroy(&fs->inval_lock);
 	pthread_cond_destroy(&fs->wake_cond);
 	fs_mutex_destroy(&fs->park_lock);
 	fs_mutex_destroy(&fs->lock);
@@ -380,8 +386,14 @@ static int serve(struct fs *fs, struct fuse_cmdline_opts *co)
 	struct fuse_loop_config *cfg;
 	int rc;
 
-	if (co->singlethread)
+	/* Keep one worker free of invalidation waits (fs_inval_wait);
+	 * libfuse 3.14's pool defaults to 10 threads. */
+	if (co->singlethread) {
+		fs->inval_max_waiters = 0;
 		return fuse_session_loop(fs->se);
+	}
+	fs->inval_max_waiters = co->max_threads != UINT_MAX &&
+				co->max_threads > 0 ? co->max_threads - 1 : 9;
 	cfg = fuse_loop_cfg_create();
 	if (!cfg)
 		return -ENOMEM;

@@ -135,6 +135,7 @@ static struct fs_node *node_new(enum fs_kind kind, struct store_tenant *t,
 		}
 		n->sel = *sel;
 	}
+	atomic_init(&n->cached, false);
 	return n;
 }
 
@@ -181,6 +182,37 @@ struct fs_node *fs_node_find_stream(struct fs *fs, struct store_tenant *t,
 	return n;
 }
 
+void fs_node_add_view(struct fs *fs, struct fs_node *stream, struct fs_node *v)
+{
+	fs_mutex_lock(&fs->lock);
+	if (!v->view_of) {
+		stream->refs++;		/* until V is freed */
+		v->view_of = stream;
+		v->view_next = stream->views;
+		stream->views = v;
+		atomic_store(&stream->views_cached, true);
+	}
+	fs_mutex_unlock(&fs->lock);
+}
+
+struct fs_node **fs_node_cached_views(struct fs *fs, struct fs_node *stream,
+				      size_t *count)
+{
+	struct fs_node **out = NULL;
+	size_t n = 0, cap = 0;
+
+	fs_mutex_lock(&fs->lock);
+	for (struct fs_node *v = stream->views; v; v = v->view_next) {
+		if (STORE_ARRAY_RESERVE(out, cap, n + 1, 8))
+			break;
+		v->refs++;
+		out[n++] = v;
+	}
+	fs_mutex_unlock(&fs->lock);
+	*count = n;
+	return out;
+}
+
 void fs_node_ref(struct fs *fs, struct fs_node *n)
 {
 	if (n == &root_node)
@@ -188,6 +220,24 @@ void fs_node_ref(struct fs *fs, struct fs_node *n)
 	fs_mutex_lock(&fs->lock);
 	n->refs++;
 	fs_mutex_unlock(&fs->lock);
+}
+
+static void node_maybe_free(struct fs *fs, struct fs_node *n);
+
+/* Takes view V off its stream's list of cached views and drops the ref
+ * that list held on the stream.  fs->lock held. */
+static void view_unlink(struct fs *fs, struct fs_node *v)
+{
+	struct fs_node *stream = v->view_of, **pp = &stream->views;
+
+	while (*pp && *pp != v)
+		pp = &(*pp)->view_next;
+	if (*pp)
+		*pp = v->view_next;
+	if (!stream->views)
+		atomic_store(&stream->views_cached, false);
+	stream->refs--;
+	node_maybe_free(fs, stream);
 }
 
 /* Called with fs->lock held; frees N if nothing holds it. */
@@ -202,6 +252,8 @@ static void node_maybe_free(struct fs *fs, struct fs_node *n)
 	if (*pp)
 		*pp = n->hnext;
 	fs->table_count--;
+	if (n->view_of)
+		view_unlink(fs, n);
 	node_free(n);
 }
 

@@ -40,15 +40,16 @@ static blksize_t stream_io_size(const struct fs *fs,
 	return (blksize_t)io;
 }
 
-/* Read only through the page cache: a stored snapshot nobody is writing
- * (everything that can grow is read without it, docs/CACHING.md).  The
- * kernel fills its pages in readahead windows of 128 KiB whatever the
- * reader asks, so a bigger st_blksize buys nothing; it costs every open:
- * cat, stdio and Python size their buffer by it, and a 1 MiB buffer is a
- * fresh mmap whose 256 pages fault in on every file (docs/BENCHMARKS.md,
- * "Reading S@N,snap"). */
+/* Read only through the page cache: a ",snap" view without ",follow", or a
+ * stored snapshot nobody is writing.  The kernel fills their pages in
+ * readahead windows of 128 KiB whatever the reader asks, so a bigger
+ * st_blksize buys nothing; it costs every open: cat, stdio and Python size
+ * their buffer by it, and a 1 MiB buffer is a fresh mmap whose 256 pages
+ * fault in on every file (docs/BENCHMARKS.md, "Reading S@N,snap"). */
 static bool read_through_cache(struct fs_node *n)
 {
+	if (n->kind == FS_VIEW)
+		return n->sel.snap && !n->sel.follow;
 	return n->kind == FS_SNAP && !atomic_load(&n->snap_writers);
 }
 
@@ -930,9 +931,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	size_t io = conn->max_write < IO_SIZE_MAX ? conn->max_write : IO_SIZE_MAX;
 
 	fs->io_size = io > (size_t)fs->page_size ? io : (size_t)fs->page_size;
-	/* Only what never changes is in the page cache (snapshots; streams
-	 * and views are direct_io, docs/CACHING.md): the kernel need not
-	 * drop pages when it sees a new size or mtime. */
+	/* Keep cached pages of a growing stream: we invalidate the last page
+	 * ourselves after each commit (docs/CACHING.md). */
 	if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
 		conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;

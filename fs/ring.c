@@ -19,7 +19,7 @@
  * Each queue has one io_uring and one thread at a time in charge of it (the
  * waiter), which takes a request, runs its handler and replies: no other
  * thread is woken on the way.  A handler may block (a sync_now, a remote
- * fetch), so a
+ * fetch, an invalidation that waits for a read on the same queue), so a
  * watchdog that ticks every RING_TICK_MS while requests come in puts a
  * standby thread in charge when the waiter has been in one handler for a
  * whole tick (up to RING_THREADS per queue); the old one becomes a

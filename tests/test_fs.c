@@ -164,11 +164,11 @@ static bool order_aborts(enum fs_lock_rank first, enum fs_lock_rank second)
 static void test_lock_order(void)
 {
 	CHECK(!order_aborts(FS_LOCK_FILE, FS_LOCK_NODES));
-	CHECK(!order_aborts(FS_LOCK_NODES, FS_LOCK_PARK));
+	CHECK(!order_aborts(FS_LOCK_NODES, FS_LOCK_INVAL));
 	CHECK(order_aborts(FS_LOCK_PARK, FS_LOCK_NODES));
 	CHECK(order_aborts(FS_LOCK_FILE, FS_LOCK_FILE));
-	CHECK(order_aborts(FS_LOCK_ALONE, FS_LOCK_PARK));
-	CHECK(order_aborts(FS_LOCK_PARK, FS_LOCK_ALONE));
+	CHECK(order_aborts(FS_LOCK_ALONE, FS_LOCK_INVAL));
+	CHECK(order_aborts(FS_LOCK_INVAL, FS_LOCK_ALONE));
 	CHECK_EQ(fs_lock_ranks_held, 0);
 }
 #endif

@@ -4,8 +4,9 @@
  * A libfuse3 low-level filesystem that keeps only names and sizes: writes
  * are accepted and discarded (the file grows), reads serve zeros up to the
  * size.  One flat directory, files only.  It makes the same caching choices
- * as streamfs for its streams (docs/CACHING.md): direct_io on every
- * description, no page cache, attributes not cached, names cached 1 s, no writeback cache, the multi-threaded loop,
+ * as streamfs (docs/CACHING.md): direct_io on descriptions opened for
+ * writing, page cache kept across opens for read-only ones, attributes not
+ * cached, names cached 1 s, no writeback cache, the multi-threaded loop,
  * and the same preferred I/O size (st_blksize), which sets cp's writes.
  * So the difference between streamfs and nullfs is what streamfs itself
  * costs, not what FUSE costs.
@@ -180,7 +181,10 @@ static void nl_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 static void nl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fi->direct_io = 1;
+	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+		fi->direct_io = 1;
+	else
+		fi->keep_cache = 1;
 	(void)ino;
 	fuse_reply_open(req, fi);
 }
