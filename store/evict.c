@@ -160,7 +160,7 @@ int store_seg_drop_damaged(struct store_tenant *t, uint64_t seg, bool fetch,
 		rc = evict_locked(t, g);
 	else
 		rc = -EIO;
-	if (rc && rc != -EALREADY) {
+	if (rc < 0 && rc != -EALREADY) {
 		g->damaged = true;
 		rc = -EIO;
 	}
