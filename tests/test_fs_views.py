@@ -1,6 +1,8 @@
 """Views S@SEL and live follow through the mount."""
 
 import datetime
+import errno
+import mmap
 import os
 import signal
 import subprocess
@@ -355,6 +357,47 @@ def test_writer_and_last_page_readers(mount, tmp_path, mode):
     p = m.path("T", "s")
     want = run_last_page_readers(m, p, tmp_path / "stop", wait_quiet=False)
     assert read(p) == want
+
+
+def maps_shared(path):
+    """Whether PATH can be mapped MAP_SHARED: a description the kernel
+    reads through the page cache can, a direct_io one cannot (ENODEV)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
+            return mm[:]
+    except OSError as e:
+        assert e.errno == errno.ENODEV, e
+        return None
+    finally:
+        os.close(fd)
+
+
+def test_readers_of_a_stream_being_written_bypass_the_page_cache(mount):
+    """While a description is open for writing, or the stream changed less
+    than a second ago, a reader's description (of the stream or a ,snap
+    view of it) is direct_io; once quiet, it uses the page cache."""
+    m = mount()
+    os.mkdir(m.path("T"))
+    p = m.path("T", "s")
+    p.write_bytes(b"one\n")
+    assert maps_shared(p) is None                   # changed just now
+    time.sleep(QUIET_S)
+    assert maps_shared(p) == b"one\n"              # quiet
+    assert maps_shared(m.path("T", "s@1,snap")) == b"one\n"
+    wfd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    try:
+        assert maps_shared(p) is None               # a writer has it open
+        assert maps_shared(m.path("T", "s@1,snap")) is None
+        time.sleep(QUIET_S)
+        assert maps_shared(p) is None               # still open, quiet or not
+        os.write(wfd, b"two\n")
+    finally:
+        os.close(wfd)
+    assert maps_shared(p) is None                   # changed just now
+    assert read(p) == b"one\ntwo\n"
+    time.sleep(QUIET_S)
+    assert maps_shared(p) == b"one\ntwo\n"
 
 
 def test_future_version_view_starts_at_that_version(mount):
